@@ -1,0 +1,260 @@
+// Spawning our daemons (and ZooKeeper) as child processes for dev clusters and tests.
+//
+// Contract with the daemons: pino JSON lines on stdout; ready when a line has "msg":"ready"
+// (a storage node's carries "address":"127.0.0.1:PORT"); clean exit on SIGTERM (the mount agent
+// unmounts itself). Output always goes to a log file; readiness is found by following that file,
+// so the same code works for attached children and for detached ones that outlive us.
+import { spawn } from 'node:child_process'
+import fs from 'node:fs'
+import path from 'node:path'
+import { UkaiError, type UkaiErrorCode } from '../errors'
+import { followFile, pinoLineWithMsg, tailFile } from './log-file'
+import { isOurs, stopProcess, type StopOptions, type StopResult } from './pids'
+import { isMounted, unmount } from './mounts'
+
+export const READY_TIMEOUT_MS = 30_000
+
+// ---- generic --------------------------------------------------------------------------------
+
+export interface SpawnLoggedOptions {
+  argv: string[]           // argv[0] is the program
+  logFile: string          // stdout and stderr are appended here
+  cwd?: string
+  env?: NodeJS.ProcessEnv
+  detached?: boolean       // outlive this process (own session, no handles kept)
+}
+
+export interface LoggedProcess {
+  readonly pid: number
+  readonly argv: string[]
+  readonly logFile: string
+  readonly logOffset: number // size of the log file before the process started
+  // null while running (as far as we know), else how it ended
+  exitReason (): string | null
+}
+
+// Non-detached children, so that they die with us (see killTrackedChildren).
+const tracked = new Map<number, string[]>()
+let exitHookInstalled = false
+
+export function spawnLogged (opts: SpawnLoggedOptions): LoggedProcess {
+  fs.mkdirSync(path.dirname(opts.logFile), { recursive: true })
+  const fd = fs.openSync(opts.logFile, 'a')
+  const logOffset = fs.fstatSync(fd).size
+  let exit: string | null = null
+  let pid: number | undefined
+  try {
+    const child = spawn(opts.argv[0], opts.argv.slice(1), {
+      cwd: opts.cwd,
+      env: opts.env ?? process.env,
+      stdio: ['ignore', fd, fd],
+      detached: opts.detached === true
+    })
+    pid = child.pid
+    child.on('error', (err) => { exit = `failed to start: ${err.message}` })
+    child.on('exit', (code, signal) => {
+      exit = signal !== null ? `killed by ${signal}` : `exited with code ${code}`
+      if (child.pid !== undefined) tracked.delete(child.pid)
+    })
+    if (opts.detached === true) child.unref()
+  } finally {
+    fs.closeSync(fd)
+  }
+  if (pid === undefined) {
+    throw new UkaiError('INTERNAL', `could not spawn ${opts.argv[0]}: ${exit ?? 'no pid'}`)
+  }
+  if (opts.detached !== true) track(pid, opts.argv)
+  const argv = opts.argv
+  return { pid, argv, logFile: opts.logFile, logOffset, exitReason: () => exit }
+}
+
+// Wait until PROC logs a pino line with msg MSG; returns that line parsed. On timeout or early
+// exit the process is stopped and an error with CODE and the log tail is thrown.
+export async function waitForReadyLine (proc: LoggedProcess, what: string, opts: { msg?: string, timeoutMs?: number, code?: UkaiErrorCode } = {}): Promise<Record<string, unknown>> {
+  const timeoutMs = opts.timeoutMs ?? READY_TIMEOUT_MS
+  const res = await followFile(proc.logFile, pinoLineWithMsg(opts.msg ?? 'ready'), {
+    fromOffset: proc.logOffset,
+    timeoutMs,
+    stillWaiting: () => proc.exitReason() ?? (isOurs(proc.pid, proc.argv) ? true : 'exited')
+  })
+  if (res.ok) return res.value
+  await stopProcess(proc.pid, proc.argv, { termTimeoutMs: 2_000 }).catch(() => {})
+  untrack(proc.pid)
+  throw startError(opts.code ?? 'UNAVAILABLE', `${what} did not become ready: ${res.reason}`, proc.logFile)
+}
+
+export function startError (code: UkaiErrorCode, message: string, logFile: string): UkaiError {
+  const tail = tailFile(logFile)
+  return new UkaiError(code, `${message}\n--- last lines of ${logFile} ---\n${tail === '' ? '(empty)' : tail}`)
+}
+
+export async function stopLogged (proc: { pid: number, argv: readonly string[] }, opts?: StopOptions): Promise<StopResult> {
+  try {
+    return await stopProcess(proc.pid, proc.argv, opts)
+  } finally {
+    untrack(proc.pid)
+  }
+}
+
+function track (pid: number, argv: string[]): void {
+  tracked.set(pid, argv)
+  if (!exitHookInstalled) {
+    exitHookInstalled = true
+    process.on('exit', () => killTrackedChildren('SIGTERM'))
+  }
+}
+
+function untrack (pid: number): void {
+  tracked.delete(pid)
+}
+
+// Synchronously signal every non-detached child we started that is still running and still
+// ours. Runs on process exit; test helpers also call it from their SIGINT/SIGTERM handlers.
+export function killTrackedChildren (sig: NodeJS.Signals = 'SIGTERM'): number[] {
+  const signalled: number[] = []
+  for (const [pid, argv] of tracked) {
+    try {
+      if (isOurs(pid, argv)) {
+        process.kill(pid, sig)
+        signalled.push(pid)
+      }
+    } catch {}
+  }
+  return signalled
+}
+
+// ---- our daemons ----------------------------------------------------------------------------
+
+// The repo root: the nearest ancestor with our package.json (works from src/ run by a TS loader
+// and from dist/src/ alike).
+export function repoRoot (): string {
+  let dir = __dirname
+  for (;;) {
+    const pkg = path.join(dir, 'package.json')
+    if (fs.existsSync(pkg)) {
+      try {
+        if ((JSON.parse(fs.readFileSync(pkg, 'utf8')) as { name?: string }).name === 'ukai') return dir
+      } catch {}
+    }
+    const up = path.dirname(dir)
+    if (up === dir) throw new UkaiError('INTERNAL', `no ukai package.json above ${__dirname}`)
+    dir = up
+  }
+}
+
+export function cliMainPath (): string {
+  return path.join(repoRoot(), 'dist', 'src', 'cli', 'main.js')
+}
+
+function nodeArgv (args: string[]): string[] {
+  const main = cliMainPath()
+  if (!fs.existsSync(main)) {
+    throw new UkaiError('INTERNAL', `${main} does not exist: build first (npm run build, or bash scripts/setup.sh)`)
+  }
+  return [process.execPath, main, ...args]
+}
+
+export interface StorageNodeOptions {
+  dir: string              // log file here; data in DIR/data unless dataDir is given
+  id: string
+  site: string
+  zk: string               // connect string
+  dataDir?: string
+  capacity?: string        // e.g. '10GiB'
+  listen?: string          // default 127.0.0.1:0
+  detached?: boolean
+  readyTimeoutMs?: number
+  extraArgs?: string[]
+}
+
+export interface StorageNodeProcess {
+  readonly id: string
+  readonly site: string
+  readonly address: string // host:port it serves on
+  readonly pid: number
+  readonly argv: string[]
+  readonly dataDir: string
+  readonly logFile: string
+  stop (opts?: StopOptions): Promise<StopResult>
+}
+
+export async function startStorageNode (opts: StorageNodeOptions): Promise<StorageNodeProcess> {
+  const dataDir = opts.dataDir ?? path.join(opts.dir, 'data')
+  fs.mkdirSync(dataDir, { recursive: true })
+  const args = ['storagenode', '--id', opts.id, '--site', opts.site, '--data-dir', dataDir,
+    '--listen', opts.listen ?? '127.0.0.1:0', '--zk', opts.zk]
+  if (opts.capacity !== undefined) args.push('--capacity', opts.capacity)
+  if (opts.extraArgs !== undefined) args.push(...opts.extraArgs)
+  const proc = spawnLogged({ argv: nodeArgv(args), logFile: path.join(opts.dir, 'storagenode.log'), cwd: opts.dir, detached: opts.detached })
+  const ready = await waitForReadyLine(proc, `storage node ${opts.id}`, { timeoutMs: opts.readyTimeoutMs })
+  const address = ready.address
+  if (typeof address !== 'string' || !/^[^:]+:\d+$/.test(address)) {
+    await stopLogged(proc)
+    throw startError('INTERNAL', `storage node ${opts.id}: ready line has no "address":"host:port"`, proc.logFile)
+  }
+  return {
+    id: opts.id,
+    site: opts.site,
+    address,
+    pid: proc.pid,
+    argv: proc.argv,
+    dataDir,
+    logFile: proc.logFile,
+    stop: async (stopOpts) => await stopLogged(proc, stopOpts)
+  }
+}
+
+export interface MountAgentOptions {
+  dir: string              // log file here
+  mountPoint: string       // created if missing
+  host: string
+  site: string
+  zk: string
+  detached?: boolean
+  readyTimeoutMs?: number
+  extraArgs?: string[]
+}
+
+export interface MountAgentProcess {
+  readonly host: string
+  readonly site: string
+  readonly mountPoint: string
+  readonly pid: number
+  readonly argv: string[]
+  readonly logFile: string
+  // SIGTERM (the agent unmounts itself), then a lazy unmount if it is still mounted.
+  stop (opts?: StopOptions): Promise<StopResult>
+}
+
+export async function startMountAgent (opts: MountAgentOptions): Promise<MountAgentProcess> {
+  if (isMounted(opts.mountPoint)) {
+    throw new UkaiError('BUSY', `${opts.mountPoint} is already a mount point (a leftover? unmount it with fusermount -uz)`)
+  }
+  fs.mkdirSync(opts.mountPoint, { recursive: true })
+  const args = ['mount', opts.mountPoint, '--host', opts.host, '--site', opts.site, '--zk', opts.zk]
+  if (opts.extraArgs !== undefined) args.push(...opts.extraArgs)
+  const proc = spawnLogged({ argv: nodeArgv(args), logFile: path.join(opts.dir, 'mount.log'), cwd: opts.dir, detached: opts.detached })
+  try {
+    await waitForReadyLine(proc, `mount agent ${opts.host}`, { timeoutMs: opts.readyTimeoutMs })
+  } catch (err) {
+    if (isMounted(opts.mountPoint)) await unmount(opts.mountPoint).catch(() => {})
+    throw err
+  }
+  return {
+    host: opts.host,
+    site: opts.site,
+    mountPoint: opts.mountPoint,
+    pid: proc.pid,
+    argv: proc.argv,
+    logFile: proc.logFile,
+    stop: async (stopOpts) => await stopMountAgent(proc, opts.mountPoint, stopOpts)
+  }
+}
+
+export async function stopMountAgent (proc: { pid: number, argv: readonly string[] }, mountPoint: string, opts?: StopOptions): Promise<StopResult> {
+  try {
+    return await stopLogged(proc, opts)
+  } finally {
+    if (isMounted(mountPoint)) await unmount(mountPoint)
+  }
+}
