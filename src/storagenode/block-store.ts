@@ -1,0 +1,580 @@
+// Block versions on local disk, keyed by (disk uuid, block index, epoch).
+//
+// Layout: DATA/disks/<uuid>/<block>.<epoch> as sparse files (only written ranges allocate), plus
+// DATA/disks/<uuid>/fence holding the disk's minimum lease epoch. All metadata (which versions
+// exist, allocated bytes per file, fence epochs) is scanned once at open and kept in memory, so
+// the data path does no readdir/stat beyond one fstat per write for space accounting.
+//
+// Concurrency: overlapping writes/discards to one version apply in call order (RangeLocks);
+// creating a version (empty or cloned) happens once per key, other writers wait for it.
+import * as fsp from 'node:fs/promises'
+import * as path from 'node:path'
+import { UkaiError, isUkaiError } from '../errors'
+import { FileCache, MAX_OPEN_FILES_DEFAULT } from './file-cache'
+import { RangeLocks } from './range-locks'
+import { cloneSparse, writeAll } from './sparse-copy'
+
+export const MAX_BLOCK_BYTES = 64 * 1024 * 1024
+export const MAX_IO_BYTES = 4 * 1024 * 1024
+const PAGE_BYTES = 4096
+const ZERO_CHUNK_BYTES = 1024 * 1024
+// No path separators, no dots: a uuid can never name anything outside DATA/disks.
+const DISK_UUID_RE = /^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$/
+const VERSION_FILE_RE = /^(\d+)\.(\d+)$/
+const FENCE_FILE = 'fence'
+
+export interface BlockStoreOptions {
+  nodeId: string
+  dataDir: string
+  capacityBytes?: number   // quota on allocated bytes; absent = the filesystem is the limit
+  maxOpenFiles?: number
+}
+
+export interface BlockVersionInfo { epoch: number, allocatedBytes: number, sizeBytes: number }
+export interface BlockEpochList { block: number, epochs: number[] }
+export interface StoreStat { nodeId: string, capacityBytes: number, usedBytes: number, freeBytes: number }
+
+interface DiskState {
+  uuid: string
+  dir: string
+  dirExists: boolean
+  versions: Map<number, number[]>        // block → ascending epochs
+  creating: Map<string, Promise<void>>   // '<block>.<epoch>' → version being created
+  fenceEpoch: number                     // newest lease epoch seen (rejects anything older)
+  fenceDurable: Promise<void>            // resolves once fenceEpoch is on disk
+  dirty: Set<string>                     // files written since the last flush
+  dirDirty: boolean                      // entries created/removed since the last flush
+  inflight: Set<Promise<unknown>>        // admitted mutations (fence waits for them)
+}
+
+export class BlockStore {
+  readonly nodeId: string
+  readonly dataDir: string
+  readonly capacityBytes: number | undefined
+  private readonly disksDir: string
+  private readonly disks = new Map<string, DiskState>()
+  private readonly allocBytes = new Map<string, number>()  // file path → st_blocks*512
+  private readonly files: FileCache
+  private readonly locks = new RangeLocks()
+  private usedBytesTotal = 0
+  private reservedBytes = 0   // worst-case allocation of writes in progress
+  private closed = false
+
+  private constructor (opts: BlockStoreOptions) {
+    this.nodeId = opts.nodeId
+    this.dataDir = path.resolve(opts.dataDir)
+    this.disksDir = path.join(this.dataDir, 'disks')
+    this.capacityBytes = opts.capacityBytes
+    this.files = new FileCache(opts.maxOpenFiles ?? MAX_OPEN_FILES_DEFAULT)
+  }
+
+  static async open (opts: BlockStoreOptions): Promise<BlockStore> {
+    if (opts.capacityBytes !== undefined && !(Number.isSafeInteger(opts.capacityBytes) && opts.capacityBytes > 0)) {
+      throw UkaiError.badArgument(`capacityBytes must be a positive integer, got ${opts.capacityBytes}`)
+    }
+    const store = new BlockStore(opts)
+    await store.checkDataDir()
+    await store.scan()
+    return store
+  }
+
+  get usedBytes (): number { return this.usedBytesTotal }
+  get openFiles (): number { return this.files.size }
+
+  // ---- data path ----
+
+  async read (uuid: string, block: number, epoch: number, offset: number, length: number): Promise<Buffer> {
+    checkUuid(uuid); checkIndex('block', block); checkIndex('epoch', epoch); checkRange(offset, length, MAX_IO_BYTES)
+    const disk = this.disks.get(uuid)
+    const found = disk === undefined ? undefined : newestAtMost(disk.versions.get(block), epoch)
+    if (disk === undefined || found === undefined || length === 0) return Buffer.alloc(length)
+    const lease = await this.files.acquire(versionPath(disk, block, found))
+    try {
+      const buf = Buffer.allocUnsafe(length)
+      let got = 0
+      while (got < length) {
+        const { bytesRead } = await lease.fh.read(buf, got, length - got, offset + got)
+        if (bytesRead === 0) break
+        got += bytesRead
+      }
+      if (got > length) throw UkaiError.internal(`read returned ${got} bytes for ${length} requested`)
+      if (got < length) buf.fill(0, got)  // beyond the end of the version file reads as zeros
+      return buf
+    } catch (err) {
+      throw this.translate(err, `read ${uuid} block ${block}`)
+    } finally {
+      lease.release()
+    }
+  }
+
+  async write (uuid: string, block: number, epoch: number, offset: number, data: Buffer, leaseEpoch: number): Promise<void> {
+    checkUuid(uuid); checkIndex('block', block); checkIndex('epoch', epoch); checkIndex('lease epoch', leaseEpoch)
+    checkRange(offset, data.length, MAX_IO_BYTES)
+    const disk = this.diskFor(uuid)
+    const durable = this.admit(disk, leaseEpoch)
+    const op = this.locks.run(`${uuid}/${block}.${epoch}`, offset, offset + data.length,
+      async () => await this.writeLocked(disk, block, epoch, offset, data))
+    await this.track(disk, op)
+    await durable
+  }
+
+  // Makes [offset, offset+length) of version `epoch` read as zeros. Node has no
+  // fallocate(PUNCH_HOLE), so space is only released where the range reaches the end of the
+  // file (truncate, or unlink when nothing older would show through); a range inside the file
+  // is overwritten with zeros and stays allocated until the version is cloned (the clone skips
+  // zero pages) or deleted.
+  async discard (uuid: string, block: number, epoch: number, offset: number, length: number, leaseEpoch: number): Promise<void> {
+    checkUuid(uuid); checkIndex('block', block); checkIndex('epoch', epoch); checkIndex('lease epoch', leaseEpoch)
+    checkRange(offset, length, MAX_BLOCK_BYTES)
+    const disk = this.diskFor(uuid)
+    const durable = this.admit(disk, leaseEpoch)
+    // Locks to the end of the block: truncation affects everything after offset.
+    const op = this.locks.run(`${uuid}/${block}.${epoch}`, offset, MAX_BLOCK_BYTES,
+      async () => await this.discardLocked(disk, block, epoch, offset, length))
+    await this.track(disk, op)
+    await durable
+  }
+
+  // fsyncs every file of the disk written since the last flush, then the directory if entries changed.
+  async flush (uuid: string, leaseEpoch: number): Promise<void> {
+    checkUuid(uuid); checkIndex('lease epoch', leaseEpoch)
+    const disk = this.diskFor(uuid)
+    const durable = this.admit(disk, leaseEpoch)
+    await this.syncDisk(disk)
+    await durable
+  }
+
+  // ---- control path ----
+
+  // Raises the disk's minimum lease epoch (never lowers) and waits for mutations admitted under
+  // older epochs to finish, so nothing from a fenced writer lands after this returns.
+  async fence (uuid: string, leaseEpoch: number): Promise<number> {
+    checkUuid(uuid); checkIndex('lease epoch', leaseEpoch)
+    const disk = this.diskFor(uuid)
+    if (leaseEpoch > disk.fenceEpoch) this.raiseFence(disk, leaseEpoch)
+    await Promise.allSettled([...disk.inflight])
+    await disk.fenceDurable
+    return disk.fenceEpoch
+  }
+
+  async blockInfo (uuid: string, block: number): Promise<BlockVersionInfo[]> {
+    checkUuid(uuid); checkIndex('block', block)
+    const disk = this.disks.get(uuid)
+    const epochs = disk?.versions.get(block) ?? []
+    const out: BlockVersionInfo[] = []
+    for (const epoch of epochs) {
+      try {
+        const st = await fsp.stat(versionPath(disk as DiskState, block, epoch))
+        out.push({ epoch, allocatedBytes: st.blocks * 512, sizeBytes: st.size })
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw this.translate(err, `stat ${uuid} block ${block}`)
+      }
+    }
+    return out
+  }
+
+  listBlocks (uuid: string): BlockEpochList[] {
+    checkUuid(uuid)
+    const disk = this.disks.get(uuid)
+    if (disk === undefined) return []
+    return [...disk.versions.entries()].sort((a, b) => a[0] - b[0]).map(([block, epochs]) => ({ block, epochs: [...epochs] }))
+  }
+
+  // Removes all versions of all blocks and the fence state. Callers stop writing first: a write
+  // racing the delete may leave a file behind.
+  async deleteDisk (uuid: string): Promise<number> {
+    checkUuid(uuid)
+    const disk = this.disks.get(uuid)
+    if (disk === undefined) return 0
+    await Promise.allSettled([...disk.inflight, ...disk.creating.values()])
+    this.disks.delete(uuid)
+    this.files.forgetUnder(disk.dir)
+    let freed = 0
+    for (const [p, n] of this.allocBytes) {
+      if (p.startsWith(disk.dir + '/')) { freed += n; this.forgetAlloc(p) }
+    }
+    try {
+      await fsp.rm(disk.dir, { recursive: true, force: true })
+      await this.syncDir(this.disksDir)
+    } catch (err) {
+      throw this.translate(err, `delete disk ${uuid}`)
+    }
+    return freed
+  }
+
+  async deleteBlocks (uuid: string, blocks: number[]): Promise<number> {
+    checkUuid(uuid)
+    for (const b of blocks) checkIndex('block', b)
+    const disk = this.disks.get(uuid)
+    if (disk === undefined) return 0
+    let freed = 0
+    for (const block of blocks) {
+      for (const epoch of [...(disk.versions.get(block) ?? [])]) freed += await this.removeVersion(disk, block, epoch)
+    }
+    if (freed > 0 || blocks.length > 0) await this.syncDir(disk.dir).catch(() => {})
+    return freed
+  }
+
+  async stat (): Promise<StoreStat> {
+    const fsStat = await fsp.statfs(this.dataDir)
+    const fsFreeBytes = fsStat.bavail * fsStat.bsize
+    const fsTotalBytes = fsStat.blocks * fsStat.bsize
+    const capacityBytes = this.capacityBytes ?? fsTotalBytes
+    const quotaLeft = this.capacityBytes === undefined ? fsFreeBytes : Math.max(0, this.capacityBytes - this.usedBytesTotal)
+    return { nodeId: this.nodeId, capacityBytes, usedBytes: this.usedBytesTotal, freeBytes: Math.min(quotaLeft, fsFreeBytes) }
+  }
+
+  // Waits for in-flight mutations, fsyncs everything dirty, closes all files. Idempotent.
+  async close (): Promise<void> {
+    if (this.closed) return
+    this.closed = true
+    for (const disk of this.disks.values()) {
+      await Promise.allSettled([...disk.inflight])
+      await this.syncDisk(disk).catch(() => {})
+    }
+    await this.files.closeAll()
+  }
+
+  // ---- internals ----
+
+  private async checkDataDir (): Promise<void> {
+    const dir = this.dataDir
+    try {
+      const st = await fsp.stat(dir)
+      if (!st.isDirectory()) throw new Error('not a directory')
+      await fsp.mkdir(this.disksDir, { recursive: true })
+      // access(W_OK) lies for root and read-only mounts; a real write does not.
+      const probe = path.join(dir, `.probe-${process.pid}`)
+      await fsp.writeFile(probe, 'ok')
+      await fsp.unlink(probe)
+    } catch (err) {
+      throw new UkaiError('DATA_DIR', `storage node ${this.nodeId}: data dir ${dir} is missing or not writable: ${(err as Error).message}`, err)
+    }
+  }
+
+  private async scan (): Promise<void> {
+    for (const uuid of await fsp.readdir(this.disksDir)) {
+      if (!DISK_UUID_RE.test(uuid)) continue
+      const disk = this.newDisk(uuid)
+      disk.dirExists = true
+      for (const name of await fsp.readdir(disk.dir)) {
+        const full = path.join(disk.dir, name)
+        if (name.endsWith('.tmp')) { await fsp.rm(full, { force: true }); continue }  // an interrupted clone or fence write
+        if (name === FENCE_FILE) {
+          const epoch = Number((await fsp.readFile(full, 'utf8')).trim())
+          if (!Number.isSafeInteger(epoch) || epoch < 0) throw new UkaiError('DATA_DIR', `corrupt fence file ${full}`)
+          disk.fenceEpoch = epoch
+          continue
+        }
+        const m = VERSION_FILE_RE.exec(name)
+        if (m === null) continue
+        const block = Number(m[1])
+        const epoch = Number(m[2])
+        const st = await fsp.stat(full)
+        this.setAlloc(full, st.blocks * 512)
+        insertSorted(disk.versions, block, epoch)
+      }
+      this.disks.set(uuid, disk)
+    }
+  }
+
+  private newDisk (uuid: string): DiskState {
+    return {
+      uuid,
+      dir: path.join(this.disksDir, uuid),
+      dirExists: false,
+      versions: new Map(),
+      creating: new Map(),
+      fenceEpoch: 0,
+      fenceDurable: Promise.resolve(),
+      dirty: new Set(),
+      dirDirty: false,
+      inflight: new Set()
+    }
+  }
+
+  private diskFor (uuid: string): DiskState {
+    if (this.closed) throw UkaiError.unavailable(`storage node ${this.nodeId} is shutting down`)
+    let disk = this.disks.get(uuid)
+    if (disk === undefined) {
+      disk = this.newDisk(uuid)
+      this.disks.set(uuid, disk)
+    }
+    return disk
+  }
+
+  // Synchronous so the fence decision is made in arrival order. The returned promise resolves
+  // when the epoch the op was admitted under is durable; ops await it before acknowledging.
+  private admit (disk: DiskState, leaseEpoch: number): Promise<void> {
+    if (leaseEpoch < disk.fenceEpoch) {
+      throw UkaiError.fenced(`storage node ${this.nodeId}: disk ${disk.uuid}: lease epoch ${leaseEpoch} is older than ${disk.fenceEpoch}`)
+    }
+    if (leaseEpoch > disk.fenceEpoch) this.raiseFence(disk, leaseEpoch)
+    return disk.fenceDurable
+  }
+
+  private raiseFence (disk: DiskState, leaseEpoch: number): void {
+    disk.fenceEpoch = leaseEpoch
+    // Chained so fence files are written in increasing order; a failed write does not block later ones.
+    disk.fenceDurable = disk.fenceDurable.catch(() => {}).then(async () => await this.persistFence(disk, leaseEpoch))
+  }
+
+  private async persistFence (disk: DiskState, leaseEpoch: number): Promise<void> {
+    try {
+      await this.ensureDiskDir(disk)
+      const file = path.join(disk.dir, FENCE_FILE)
+      const tmp = file + '.tmp'
+      const fh = await fsp.open(tmp, 'w', 0o644)
+      try {
+        await fh.writeFile(`${leaseEpoch}\n`)
+        await fh.sync()
+      } finally {
+        await fh.close()
+      }
+      await fsp.rename(tmp, file)
+      await this.syncDir(disk.dir)
+    } catch (err) {
+      throw this.translate(err, `persist fence of disk ${disk.uuid}`)
+    }
+  }
+
+  private async track<T> (disk: DiskState, op: Promise<T>): Promise<T> {
+    disk.inflight.add(op)
+    try {
+      return await op
+    } finally {
+      disk.inflight.delete(op)
+    }
+  }
+
+  private async writeLocked (disk: DiskState, block: number, epoch: number, offset: number, data: Buffer): Promise<void> {
+    if (data.length === 0) return
+    await this.ensureVersion(disk, block, epoch)
+    const file = versionPath(disk, block, epoch)
+    const worstCaseBytes = pagesSpanBytes(offset, data.length)
+    // Invariants right before touching the disk.
+    if (offset + data.length > MAX_BLOCK_BYTES) throw UkaiError.internal(`write past max block size: ${offset}+${data.length}`)
+    if (!(disk.versions.get(block)?.includes(epoch) ?? false)) throw UkaiError.internal(`version ${block}.${epoch} of ${disk.uuid} vanished`)
+    this.reserve(worstCaseBytes)
+    try {
+      const lease = await this.files.acquire(file)
+      try {
+        await writeAll(lease.fh, data, offset)
+        const st = await lease.fh.stat()
+        this.setAlloc(file, st.blocks * 512)
+      } finally {
+        lease.release()
+      }
+      disk.dirty.add(file)
+    } catch (err) {
+      throw this.translate(err, `write ${disk.uuid} block ${block}.${epoch}`)
+    } finally {
+      this.reservedBytes -= worstCaseBytes
+    }
+  }
+
+  private async discardLocked (disk: DiskState, block: number, epoch: number, offset: number, length: number): Promise<void> {
+    if (length === 0) return
+    const epochs = disk.versions.get(block)
+    if (newestAtMost(epochs, epoch) === undefined) return  // nothing there: already zeros
+    await this.ensureVersion(disk, block, epoch)
+    const file = versionPath(disk, block, epoch)
+    const hasOlder = newestAtMost(epochs, epoch - 1) !== undefined
+    try {
+      const lease = await this.files.acquire(file)
+      try {
+        const sizeBytes = (await lease.fh.stat()).size
+        if (offset >= sizeBytes) return
+        if (offset + length >= sizeBytes) {
+          if (offset === 0 && !hasOlder) {
+            lease.release()
+            await this.removeVersion(disk, block, epoch)
+            return
+          }
+          await lease.fh.truncate(offset)  // the tail reads as zeros again, and is freed
+        } else {
+          const zeros = Buffer.alloc(Math.min(ZERO_CHUNK_BYTES, length))
+          for (let pos = offset; pos < offset + length; pos += zeros.length) {
+            await writeAll(lease.fh, zeros.subarray(0, Math.min(zeros.length, offset + length - pos)), pos)
+          }
+        }
+        const st = await lease.fh.stat()
+        this.setAlloc(file, st.blocks * 512)
+        disk.dirty.add(file)
+      } finally {
+        lease.release()
+      }
+    } catch (err) {
+      throw this.translate(err, `discard ${disk.uuid} block ${block}.${epoch}`)
+    }
+  }
+
+  // Version `epoch` of `block` exists after this: created empty, or cloned from the newest older
+  // version (copy-on-write; the older, committed version is never modified).
+  private async ensureVersion (disk: DiskState, block: number, epoch: number): Promise<void> {
+    if (disk.versions.get(block)?.includes(epoch) ?? false) return
+    const key = `${block}.${epoch}`
+    let pending = disk.creating.get(key)
+    if (pending === undefined) {
+      pending = this.createVersion(disk, block, epoch).finally(() => disk.creating.delete(key))
+      disk.creating.set(key, pending)
+    }
+    await pending
+  }
+
+  private async createVersion (disk: DiskState, block: number, epoch: number): Promise<void> {
+    await this.ensureDiskDir(disk)
+    const file = versionPath(disk, block, epoch)
+    const older = newestAtMost(disk.versions.get(block), epoch - 1)
+    if (older === undefined) {
+      const lease = await this.files.acquire(file, true)
+      lease.release()
+      this.setAlloc(file, 0)
+    } else {
+      const src = versionPath(disk, block, older)
+      const costBytes = this.allocBytes.get(src) ?? 0
+      this.reserve(costBytes)
+      try {
+        // Clone under a temporary name so a crash never leaves a half-copied version behind.
+        const tmp = file + '.tmp'
+        await cloneSparse(src, tmp)
+        await fsp.rename(tmp, file)
+        this.setAlloc(file, (await fsp.stat(file)).blocks * 512)
+      } catch (err) {
+        throw this.translate(err, `clone ${disk.uuid} block ${block}.${older} to epoch ${epoch}`)
+      } finally {
+        this.reservedBytes -= costBytes
+      }
+      disk.dirty.add(file)
+    }
+    disk.dirDirty = true
+    insertSorted(disk.versions, block, epoch)
+  }
+
+  private async removeVersion (disk: DiskState, block: number, epoch: number): Promise<number> {
+    const file = versionPath(disk, block, epoch)
+    const epochs = disk.versions.get(block)
+    if (epochs !== undefined) {
+      const i = epochs.indexOf(epoch)
+      if (i >= 0) epochs.splice(i, 1)
+      if (epochs.length === 0) disk.versions.delete(block)
+    }
+    this.files.forget(file)
+    disk.dirty.delete(file)
+    const freed = this.allocBytes.get(file) ?? 0
+    this.forgetAlloc(file)
+    try {
+      await fsp.rm(file, { force: true })
+    } catch (err) {
+      throw this.translate(err, `delete ${disk.uuid} block ${block}.${epoch}`)
+    }
+    disk.dirDirty = true
+    return freed
+  }
+
+  private async ensureDiskDir (disk: DiskState): Promise<void> {
+    if (disk.dirExists) return
+    await fsp.mkdir(disk.dir, { recursive: true })
+    await this.syncDir(this.disksDir)  // the new disk directory itself must survive a crash
+    disk.dirExists = true
+  }
+
+  private async syncDisk (disk: DiskState): Promise<void> {
+    const files = [...disk.dirty]
+    disk.dirty.clear()
+    const dirDirty = disk.dirDirty
+    disk.dirDirty = false
+    try {
+      await Promise.all(files.map(async f => {
+        let lease
+        try {
+          lease = await this.files.acquire(f)
+        } catch (err) {
+          if ((err as NodeJS.ErrnoException).code === 'ENOENT') return  // deleted meanwhile
+          throw err
+        }
+        try { await lease.fh.sync() } finally { lease.release() }
+      }))
+      if (dirDirty) await this.syncDir(disk.dir)
+    } catch (err) {
+      // Not durable: keep them dirty so the next flush retries.
+      for (const f of files) disk.dirty.add(f)
+      if (dirDirty) disk.dirDirty = true
+      throw this.translate(err, `flush disk ${disk.uuid}`)
+    }
+  }
+
+  private async syncDir (dir: string): Promise<void> {
+    const fh = await fsp.open(dir, 'r')
+    try { await fh.sync() } finally { await fh.close() }
+  }
+
+  private reserve (bytes: number): void {
+    if (this.capacityBytes === undefined || bytes === 0) { this.reservedBytes += bytes; return }
+    if (this.usedBytesTotal + this.reservedBytes + bytes > this.capacityBytes) {
+      throw UkaiError.noSpace(`storage node ${this.nodeId} is full: ${bytes} more bytes would exceed its capacity of ${this.capacityBytes} bytes (${this.usedBytesTotal} used)`)
+    }
+    this.reservedBytes += bytes
+  }
+
+  private setAlloc (file: string, bytes: number): void {
+    this.usedBytesTotal += bytes - (this.allocBytes.get(file) ?? 0)
+    this.allocBytes.set(file, bytes)
+  }
+
+  private forgetAlloc (file: string): void {
+    this.usedBytesTotal -= this.allocBytes.get(file) ?? 0
+    this.allocBytes.delete(file)
+  }
+
+  private translate (err: unknown, what: string): UkaiError {
+    if (isUkaiError(err)) return err
+    const code = (err as NodeJS.ErrnoException).code
+    if (code === 'ENOSPC' || code === 'EDQUOT') {
+      return UkaiError.noSpace(`storage node ${this.nodeId}: ${what}: data dir ${this.dataDir} is out of space (${code}; capacity ${this.capacityBytes ?? 'filesystem'} bytes)`)
+    }
+    return UkaiError.io(`storage node ${this.nodeId}: ${what}: ${(err as Error).message}`, err)
+  }
+}
+
+function versionPath (disk: DiskState, block: number, epoch: number): string {
+  return `${disk.dir}/${block}.${epoch}`
+}
+
+function newestAtMost (epochs: number[] | undefined, epoch: number): number | undefined {
+  if (epochs === undefined) return undefined
+  for (let i = epochs.length - 1; i >= 0; i--) if (epochs[i] <= epoch) return epochs[i]
+  return undefined
+}
+
+function insertSorted (versions: Map<number, number[]>, block: number, epoch: number): void {
+  let epochs = versions.get(block)
+  if (epochs === undefined) { epochs = []; versions.set(block, epochs) }
+  if (epochs.includes(epoch)) return
+  epochs.push(epoch)
+  epochs.sort((a, b) => a - b)
+}
+
+// Upper bound of what a write can newly allocate: every page it touches.
+function pagesSpanBytes (offset: number, length: number): number {
+  const first = Math.floor(offset / PAGE_BYTES)
+  const last = Math.floor((offset + length - 1) / PAGE_BYTES)
+  return (last - first + 1) * PAGE_BYTES
+}
+
+export function checkUuid (uuid: string): void {
+  if (typeof uuid !== 'string' || !DISK_UUID_RE.test(uuid)) {
+    throw UkaiError.badArgument(`bad disk uuid '${String(uuid).slice(0, 80)}': expected 1-128 letters, digits, '-' or '_'`)
+  }
+}
+
+function checkIndex (what: string, n: number): void {
+  if (!Number.isSafeInteger(n) || n < 0) throw UkaiError.badArgument(`bad ${what} ${n}: expected a non-negative integer`)
+}
+
+function checkRange (offset: number, length: number, maxLength: number): void {
+  if (!Number.isSafeInteger(offset) || offset < 0) throw UkaiError.badArgument(`bad offset ${offset}`)
+  if (!Number.isSafeInteger(length) || length < 0) throw UkaiError.badArgument(`bad length ${length}`)
+  if (length > maxLength) throw UkaiError.badArgument(`length ${length} exceeds the limit of ${maxLength} bytes per request`)
+  if (offset + length > MAX_BLOCK_BYTES) throw UkaiError.badArgument(`range ${offset}+${length} exceeds the maximum block size of ${MAX_BLOCK_BYTES} bytes`)
+}

@@ -1,0 +1,239 @@
+// The storage node's gRPC server: one BlockStore behind the ukai.storage.v1.Storage service.
+// Io streams carry many requests in flight, answered out of order by id; the store orders
+// overlapping writes to one version by arrival. Every error leaves as a UkaiError code string
+// (Io) or a gRPC status plus an 'ukai-code' trailer (unary); unknown exceptions become IO_ERROR
+// and are logged.
+import * as grpc from '@grpc/grpc-js'
+import { UkaiError, UkaiErrorCode, isUkaiError } from '../errors'
+import { Logger, silentLogger } from '../log'
+import { BlockStore } from './block-store'
+import {
+  ERROR_CODE_METADATA_KEY, IoRequestIn, IoResponse, MAX_MESSAGE_BYTES, StorageHandlers, storageService
+} from './wire'
+
+// Per stream: beyond this many requests in flight the server stops reading the stream (HTTP/2
+// flow control then pushes back on the client) instead of queueing without limit.
+const MAX_IN_FLIGHT_PER_STREAM = 256
+const CLOSE_GRACE_MS_DEFAULT = 5000
+const SHUTDOWN_WAIT_MS = 1000
+const EMPTY = Buffer.alloc(0)
+
+export interface StorageServerOptions {
+  nodeId: string
+  dataDir: string
+  listen: string              // 'HOST:PORT', port 0 picks a free port
+  capacityBytes?: number
+  logger?: Logger
+}
+
+export interface StorageServerStats {
+  streams: number
+  inFlight: number
+  requests: number
+  errors: number
+  bytesRead: number
+  bytesWritten: number
+  usedBytes: number
+  openFiles: number
+}
+
+export interface StorageServer {
+  address: string   // host:port actually bound
+  port: number
+  stats: () => StorageServerStats
+  close: (graceMs?: number) => Promise<void>
+}
+
+const STATUS_OF_CODE: Partial<Record<UkaiErrorCode, grpc.status>> = {
+  BAD_ARGUMENT: grpc.status.INVALID_ARGUMENT,
+  NOT_FOUND: grpc.status.NOT_FOUND,
+  FENCED: grpc.status.FAILED_PRECONDITION,
+  NO_SPACE: grpc.status.RESOURCE_EXHAUSTED,
+  UNAVAILABLE: grpc.status.UNAVAILABLE,
+  OUT_OF_RANGE: grpc.status.OUT_OF_RANGE,
+  INTERNAL: grpc.status.INTERNAL
+}
+
+export async function startStorageServer (opts: StorageServerOptions): Promise<StorageServer> {
+  const log = (opts.logger ?? silentLogger).child({ component: 'storage-server', nodeId: opts.nodeId })
+  const { host, port: wantedPort } = parseListen(opts.listen)
+  const uriHost = host.includes(':') ? `[${host}]` : host
+  const store = await BlockStore.open({ nodeId: opts.nodeId, dataDir: opts.dataDir, capacityBytes: opts.capacityBytes })
+
+  const counters = { requests: 0, errors: 0, bytesRead: 0, bytesWritten: 0, inFlight: 0 }
+  const streams = new Set<grpc.ServerDuplexStream<IoRequestIn, IoResponse>>()
+  let closing: Promise<void> | undefined
+  let drained: (() => void) | undefined  // wakes close() when the last in-flight request ends
+
+  const failure = (err: unknown, what: string): { code: UkaiErrorCode, message: string } => {
+    counters.errors++
+    if (isUkaiError(err)) return { code: err.code, message: err.message }
+    log.error({ err, what }, 'unexpected error')
+    return { code: 'IO_ERROR', message: `storage node ${opts.nodeId}: ${what}: ${(err as Error)?.message ?? String(err)}` }
+  }
+
+  // Calls the store synchronously (so per-key ordering follows arrival) and resolves to the answer.
+  const dispatch = async (req: IoRequestIn): Promise<IoResponse> => {
+    const id = req.id
+    try {
+      switch (req.op) {
+        case 'read': {
+          const r = req.read as NonNullable<IoRequestIn['read']>
+          const data = await store.read(r.diskUuid, r.block, r.epoch, r.offset, r.length)
+          counters.bytesRead += data.length
+          return { id, code: '', message: '', data }
+        }
+        case 'write': {
+          const w = req.write as NonNullable<IoRequestIn['write']>
+          await store.write(w.diskUuid, w.block, w.epoch, w.offset, w.data, w.leaseEpoch)
+          counters.bytesWritten += w.data.length
+          return { id, code: '', message: '', data: EMPTY }
+        }
+        case 'flush': {
+          const f = req.flush as NonNullable<IoRequestIn['flush']>
+          await store.flush(f.diskUuid, f.leaseEpoch)
+          return { id, code: '', message: '', data: EMPTY }
+        }
+        case 'discard': {
+          const d = req.discard as NonNullable<IoRequestIn['discard']>
+          await store.discard(d.diskUuid, d.block, d.epoch, d.offset, d.length, d.leaseEpoch)
+          return { id, code: '', message: '', data: EMPTY }
+        }
+        default:
+          throw UkaiError.badArgument(`storage node ${opts.nodeId}: request ${id} carries no operation`)
+      }
+    } catch (err) {
+      const f = failure(err, `${req.op ?? 'io'} request ${id}`)
+      return { id, code: f.code, message: f.message, data: EMPTY }
+    }
+  }
+
+  const io: StorageHandlers['Io'] = (call) => {
+    streams.add(call)
+    let inFlight = 0
+    let paused = false
+    let clientDone = false
+    let gone = false
+    const finish = (): void => {
+      if (clientDone && inFlight === 0 && !gone) { gone = true; streams.delete(call); call.end() }
+    }
+    call.on('data', (req: IoRequestIn) => {
+      counters.requests++
+      if (closing !== undefined) {
+        call.write({ id: req.id, code: 'UNAVAILABLE', message: `storage node ${opts.nodeId} is shutting down`, data: EMPTY })
+        return
+      }
+      inFlight++
+      counters.inFlight++
+      if (inFlight >= MAX_IN_FLIGHT_PER_STREAM && !paused) { paused = true; call.pause() }
+      dispatch(req).then(resp => {
+        if (!gone && !call.cancelled) call.write(resp)
+      }).catch(err => log.error({ err }, 'io response failed')).finally(() => {
+        inFlight--
+        counters.inFlight--
+        if (paused && inFlight < MAX_IN_FLIGHT_PER_STREAM / 2) { paused = false; call.resume() }
+        if (counters.inFlight === 0 && drained !== undefined) drained()
+        finish()
+      })
+    })
+    call.on('end', () => { clientDone = true; finish() })
+    const drop = (): void => { gone = true; streams.delete(call) }
+    call.on('error', drop)
+    call.on('cancelled', drop)
+  }
+
+  const unary = <Req, Res>(what: string, fn: (req: Req) => Promise<Res>): grpc.handleUnaryCall<Req, Res> => (call, callback) => {
+    if (closing !== undefined) {
+      callback(toStatus(new UkaiError('UNAVAILABLE', `storage node ${opts.nodeId} is shutting down`)))
+      return
+    }
+    counters.requests++
+    fn(call.request).then(res => callback(null, res), err => {
+      const f = failure(err, what)
+      callback(toStatus(new UkaiError(f.code, f.message)))
+    })
+  }
+
+  const handlers: StorageHandlers = {
+    Io: io,
+    Fence: unary('fence', async (r) => ({ leaseEpoch: await store.fence(r.diskUuid, r.leaseEpoch) })),
+    BlockInfo: unary('block info', async (r) => ({ versions: await store.blockInfo(r.diskUuid, r.block) })),
+    ListBlocks: unary('list blocks', async (r) => ({ blocks: store.listBlocks(r.diskUuid) })),
+    DeleteDisk: unary('delete disk', async (r) => ({ freedBytes: await store.deleteDisk(r.diskUuid) })),
+    DeleteBlocks: unary('delete blocks', async (r) => ({ freedBytes: await store.deleteBlocks(r.diskUuid, r.blocks) })),
+    Stat: unary('stat', async () => await store.stat())
+  }
+
+  const server = new grpc.Server({
+    'grpc.max_receive_message_length': MAX_MESSAGE_BYTES,
+    'grpc.max_send_message_length': MAX_MESSAGE_BYTES
+  })
+  server.addService(storageService().service, handlers)
+  let port: number
+  try {
+    port = await new Promise<number>((resolve, reject) => {
+      server.bindAsync(`${uriHost}:${wantedPort}`, grpc.ServerCredentials.createInsecure(), (err, p) => err !== null ? reject(err) : resolve(p))
+    })
+  } catch (err) {
+    await store.close()
+    throw UkaiError.unavailable(`storage node ${opts.nodeId}: cannot listen on ${opts.listen}: ${(err as Error).message}`, err)
+  }
+  const address = `${uriHost}:${port}`
+  log.info({ address, dataDir: store.dataDir, capacityBytes: store.capacityBytes, usedBytes: store.usedBytes }, 'storage node listening')
+
+  const shutdown = async (graceMs: number): Promise<void> => {
+    // 1. stop accepting (handlers answer UNAVAILABLE), 2. drain in flight with a deadline,
+    // 3. end the streams so clients see a clean end, 4. gRPC shutdown, forced if slow,
+    // 5. flush and close the store.
+    if (counters.inFlight > 0 && graceMs > 0) {
+      await new Promise<void>(resolve => {
+        const timer = setTimeout(resolve, graceMs)
+        drained = () => { clearTimeout(timer); resolve() }
+      })
+      drained = undefined
+    }
+    for (const call of streams) call.end()
+    streams.clear()
+    await new Promise<void>(resolve => {
+      const timer = setTimeout(() => { server.forceShutdown(); resolve() }, graceMs > 0 ? Math.min(graceMs, SHUTDOWN_WAIT_MS) : 0)
+      server.tryShutdown(() => { clearTimeout(timer); resolve() })
+    })
+    server.forceShutdown()
+    await store.close()
+    log.info({ ...counters }, 'storage node stopped')
+  }
+
+  return {
+    address,
+    port,
+    stats: () => ({
+      streams: streams.size,
+      inFlight: counters.inFlight,
+      requests: counters.requests,
+      errors: counters.errors,
+      bytesRead: counters.bytesRead,
+      bytesWritten: counters.bytesWritten,
+      usedBytes: store.usedBytes,
+      openFiles: store.openFiles
+    }),
+    close: async (graceMs = CLOSE_GRACE_MS_DEFAULT) => {
+      closing ??= shutdown(graceMs)
+      await closing
+    }
+  }
+}
+
+function toStatus (err: UkaiError): Partial<grpc.StatusObject> & Error {
+  const metadata = new grpc.Metadata()
+  metadata.set(ERROR_CODE_METADATA_KEY, err.code)
+  return Object.assign(new Error(err.message), { code: STATUS_OF_CODE[err.code] ?? grpc.status.UNKNOWN, details: err.message, metadata })
+}
+
+function parseListen (listen: string): { host: string, port: number } {
+  const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d+)$/.exec(listen)
+  const port = m === null ? NaN : Number(m[3])
+  if (m === null || !Number.isInteger(port) || port < 0 || port > 65535) {
+    throw UkaiError.badArgument(`bad listen address '${listen}': expected HOST:PORT (port 0 picks a free one)`)
+  }
+  return { host: m[1] ?? m[2], port }
+}
