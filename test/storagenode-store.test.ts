@@ -9,7 +9,7 @@ import { BlockStore } from '../src/storagenode/block-store'
 const UUID = '0b5d3c1e-7a2f-4c11-9e0f-111111111111'
 const BLOCK_BYTES = 1024 * 1024
 
-function tempDir (t: Tap.Test): string {
+function tempDir (t: { teardown: (fn: () => void) => void }): string {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ukai-store-'))
   t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }))
   return dir
@@ -26,9 +26,6 @@ function randomBytes (rand: () => number, n: number): Buffer {
   for (let i = 0; i < n; i++) b[i] = Math.floor(rand() * 256)
   return b
 }
-
-type Tap = typeof t
-declare namespace Tap { type Test = typeof t }
 
 t.test('random unaligned writes and reads match an in-memory model', async t => {
   const store = await BlockStore.open({ nodeId: 'n1', dataDir: tempDir(t) })
