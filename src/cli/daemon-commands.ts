@@ -1,0 +1,58 @@
+// ukai storagenode | mount: long-running daemons. Each logs JSON lines and a final "ready" line
+// once it serves; SIGTERM/SIGINT stop it gracefully.
+import os from 'node:os'
+import { Command } from 'commander'
+import { createLogger, Logger } from '../log'
+import { runStorageNode } from '../storagenode/daemon'
+import { parseSize } from '../units'
+import { runMount } from '../vdisk/mount-daemon'
+import { zkConnectString } from './context'
+
+function stopOnSignals (log: Logger, stop: () => Promise<void>): void {
+  let signalled = false
+  const onSignal = (sig: string): void => {
+    if (signalled) return
+    signalled = true
+    log.info({ signal: sig }, 'stopping')
+    stop().then(() => { log.info('stopped'); process.exit(0) }, (err) => { log.error({ err: String(err) }, 'stop failed'); process.exit(1) })
+  }
+  process.on('SIGTERM', () => onSignal('SIGTERM'))
+  process.on('SIGINT', () => onSignal('SIGINT'))
+}
+
+export function daemonCommands (program: Command): void {
+  program.command('storagenode')
+    .description('run a storage node: serves block versions over gRPC and registers in ZooKeeper')
+    .requiredOption('--id <id>', 'node id, unique in the cluster')
+    .requiredOption('--site <site>', 'site (data centre) label')
+    .requiredOption('--data-dir <dir>', 'where block versions are stored')
+    .option('--listen <host:port>', 'address to serve on', '127.0.0.1:7300')
+    .option('--host <name>', 'host name reported to the cluster', os.hostname())
+    .option('--capacity <size>', 'cap the bytes this node stores (default: the file system\'s free space)')
+    .action(async (opts, cmd: Command) => {
+      const log = createLogger('storagenode').child({ node: opts.id, site: opts.site })
+      const node = await runStorageNode({
+        id: opts.id, site: opts.site, dataDir: opts.dataDir, listen: opts.listen, host: opts.host,
+        capacityBytes: opts.capacity !== undefined ? parseSize(opts.capacity, 'capacity') : undefined,
+        zk: zkConnectString(cmd), logger: log
+      })
+      stopOnSignals(log, node.stop)
+      log.info({ address: node.address }, 'ready')
+    })
+
+  program.command('mount <mountpoint>')
+    .description('run the hypervisor agent: every disk of the cluster as a file under MOUNTPOINT')
+    .requiredOption('--site <site>', 'site (data centre) label of this hypervisor')
+    .option('--host <name>', 'host name of this hypervisor', os.hostname())
+    .option('--allow-other', 'let other users (e.g. libvirt-qemu) open the disks')
+    .option('--handover-timeout-ms <ms>', 'how long to wait for a lease holder to hand over before forcing', '5000')
+    .action(async (mountPoint: string, opts, cmd: Command) => {
+      const log = createLogger('mount').child({ host: opts.host, site: opts.site })
+      const m = await runMount({
+        mountPoint, host: opts.host, site: opts.site, zk: zkConnectString(cmd), allowOther: opts.allowOther === true,
+        handoverTimeoutMs: Number(opts.handoverTimeoutMs), logger: log
+      })
+      stopOnSignals(log, m.stop)
+      log.info({ mountPoint }, 'ready')
+    })
+}

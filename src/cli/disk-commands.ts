@@ -1,0 +1,86 @@
+// ukai disk create | list | info | resize | delete
+import { Command } from 'commander'
+import { UkaiError } from '../errors'
+import { formatBytes, parseSize } from '../units'
+import { createDisk, deleteDisk, resizeDisk } from '../vdisk/disk-admin'
+import { summarizeDisk } from '../vdisk/disk-summary'
+import { withMeta } from './context'
+import { printJson, printTable } from './output'
+
+function parseReplicas (text: string): number {
+  if (!/^\d+$/.test(text)) throw UkaiError.badArgument(`bad replica count '${text}': expected a whole number`)
+  return Number(text)
+}
+
+export function diskCommands (program: Command): void {
+  const disk = program.command('disk').description('create, inspect, grow and delete disks')
+
+  disk.command('create <name>')
+    .description('create a thin disk (a metadata write: nothing is allocated until written)')
+    .requiredOption('--size <size>', 'disk size, e.g. 20G')
+    .option('--block-size <size>', 'block size, a power of two from 64K to 64M (default: the cluster default, 4M)')
+    .option('--replicas <n>', 'number of replicas (default: the cluster default, 2)')
+    .option('--site <site>', 'place the replicas on live nodes of this site')
+    .option('--nodes <a,b>', 'place the replicas on exactly these nodes')
+    .option('--json', 'print the disk record as JSON')
+    .action(async (name: string, opts, cmd: Command) => {
+      if (opts.site !== undefined && opts.nodes !== undefined) throw UkaiError.badArgument('give either --site or --nodes, not both')
+      const rec = await withMeta(cmd, meta => createDisk(meta, {
+        name,
+        sizeBytes: parseSize(opts.size, 'size'),
+        blockSizeBytes: opts.blockSize !== undefined ? parseSize(opts.blockSize, 'block size') : undefined,
+        replicas: opts.replicas !== undefined ? parseReplicas(opts.replicas) : undefined,
+        site: opts.site,
+        nodes: opts.nodes !== undefined ? String(opts.nodes).split(',').filter(Boolean) : undefined
+      }))
+      if (opts.json === true) printJson(rec)
+      else process.stdout.write(`created disk ${rec.name} (${formatBytes(rec.sizeBytes)}, ${rec.replicas} replicas, ${formatBytes(rec.blockSizeBytes)} blocks)\n`)
+    })
+
+  disk.command('list')
+    .description('list disks')
+    .option('--json', 'print JSON')
+    .action(async (opts, cmd: Command) => {
+      const disks = await withMeta(cmd, meta => meta.listDisks())
+      if (opts.json === true) return printJson(disks)
+      printTable(['NAME', 'SIZE', 'BLOCK', 'REPLICAS', 'PLACEMENT', 'UUID'], disks.map(d => [
+        d.name, formatBytes(d.sizeBytes), formatBytes(d.blockSizeBytes), d.replicas,
+        d.placement.nodes?.join(',') ?? (d.placement.site !== undefined ? `site ${d.placement.site}` : 'any'), d.uuid
+      ]))
+    })
+
+  disk.command('info <name>')
+    .description('size, blocks, replicas per site, stale blocks, lease holder')
+    .option('--json', 'print JSON')
+    .action(async (name: string, opts, cmd: Command) => {
+      const s = await withMeta(cmd, meta => summarizeDisk(meta, name))
+      if (opts.json === true) return printJson(s)
+      const lines = [
+        ['name', s.name], ['uuid', s.uuid], ['size', `${formatBytes(s.sizeBytes)} (${s.sizeBytes} bytes)`],
+        ['block size', formatBytes(s.blockSizeBytes)], ['blocks', String(s.blocks)], ['replicas', String(s.replicas)],
+        ['blocks per site', Object.entries(s.blocksPerSite).map(([site, n]) => `${site}: ${n}`).join(', ') || '-'],
+        ['replicas per node', Object.entries(s.replicasPerNode).map(([n, c]) => `${n}: ${c.inSync} in-sync${c.syncing ? `, ${c.syncing} syncing` : ''}${c.stale ? `, ${c.stale} stale` : ''}`).join('; ') || '-'],
+        ['stale blocks', String(s.staleBlocks)],
+        ['lease holder', s.leaseHolder === null ? '-' : `${s.leaseHolder} (epoch ${s.leaseEpoch})`],
+        ['open on', s.openOn.join(', ') || '-'],
+        ['metadata', formatBytes(s.metadataBytes)]
+      ]
+      for (const [k, v] of lines) process.stdout.write(`${k.padEnd(18)} ${v}\n`)
+    })
+
+  disk.command('resize <name>')
+    .description('grow a disk (shrinking is refused: it would drop data)')
+    .requiredOption('--size <size>', 'new size, e.g. 40G')
+    .action(async (name: string, opts, cmd: Command) => {
+      const rec = await withMeta(cmd, meta => resizeDisk(meta, name, parseSize(opts.size, 'size')))
+      process.stdout.write(`disk ${name} is now ${formatBytes(rec.sizeBytes)}\n`)
+    })
+
+  disk.command('delete <name>')
+    .description('delete a disk that no one has open, and its blocks on the storage nodes')
+    .action(async (name: string, _opts, cmd: Command) => {
+      const res = await withMeta(cmd, meta => deleteDisk(meta, name))
+      process.stdout.write(`deleted disk ${name}\n`)
+      if (res.orphanedOn.length > 0) process.stderr.write(`ukai: warning: nodes ${res.orphanedOn.join(', ')} were unreachable; their copies of the blocks remain until cleaned\n`)
+    })
+}

@@ -1,0 +1,36 @@
+// The `ukai` command line.
+import { Command } from 'commander'
+import { daemonCommands } from './daemon-commands'
+import { diskCommands } from './disk-commands'
+import { nodeCommands } from './node-commands'
+import { exitCodeFor, reportError } from './output'
+
+export function buildProgram (): Command {
+  const program = new Command('ukai')
+    .description('UKAI: location-aware virtual disks for KVM/libvirt')
+    .option('--zk <connect>', 'ZooKeeper connect string (default: $UKAI_ZK or 127.0.0.1:2181)')
+    .option('--zk-timeout-ms <ms>', 'how long to wait for ZooKeeper before giving up', '5000')
+    .showHelpAfterError()
+    .exitOverride()
+  diskCommands(program)
+  nodeCommands(program)
+  daemonCommands(program)
+  return program
+}
+
+async function main (): Promise<void> {
+  const program = buildProgram()
+  try {
+    await program.parseAsync(process.argv)
+  } catch (err) {
+    const code = (err as { code?: string }).code
+    if (typeof code === 'string' && code.startsWith('commander.')) {
+      // commander already printed its message (or help/version output).
+      process.exit(code === 'commander.helpDisplayed' || code === 'commander.version' || code === 'commander.help' ? 0 : 2)
+    }
+    reportError(err)
+    process.exit(exitCodeFor(err))
+  }
+}
+
+if (require.main === module) main()

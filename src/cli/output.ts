@@ -1,0 +1,23 @@
+// How the CLI prints: tables for people, --json for scripts, one error line with the reason.
+import Table from 'cli-table3'
+import { UkaiError } from '../errors'
+
+export function printTable (head: string[], rows: Array<Array<string | number>>): void {
+  const table = new Table({ head, style: { head: [], border: [] }, chars: { mid: '', 'left-mid': '', 'mid-mid': '', 'right-mid': '' } })
+  for (const r of rows) table.push(r.map(String))
+  process.stdout.write(table.toString() + '\n')
+}
+
+export function printJson (value: unknown): void {
+  process.stdout.write(JSON.stringify(value, null, 2) + '\n')
+}
+
+// Exit status: 2 for a bad command line, 1 for anything else that failed.
+export function exitCodeFor (err: unknown): number {
+  return err instanceof UkaiError && err.code === 'BAD_ARGUMENT' ? 2 : 1
+}
+
+export function reportError (err: unknown): void {
+  const msg = err instanceof UkaiError ? err.message : String((err as Error)?.stack ?? err)
+  process.stderr.write(`ukai: error: ${msg}\n`)
+}

@@ -1,0 +1,204 @@
+// The one file that spells ZooKeeper paths and znode encodings. Every value carries a format
+// version; a reader refuses a version it does not know instead of guessing.
+//
+// /ukai/config                          ClusterConfig (JSON)
+// /ukai/nodes/<id>                      NodeRecord, persistent
+// /ukai/nodes-alive/<id>                NodeAlive, ephemeral (liveness, usage)
+// /ukai/agents/<host>                   AgentRecord, persistent
+// /ukai/agents-alive/<host>             AgentAlive, ephemeral
+// /ukai/disks/<name>                    DiskRecord
+// /ukai/disks/<name>/fence              FenceRecord: the disk's newest lease epoch
+// /ukai/disks/<name>/lease              LeaseRecord, ephemeral: who writes the disk
+// /ukai/disks/<name>/handover           HandoverRequest, ephemeral: someone wants the lease
+// /ukai/disks/<name>/opens/<host>       ephemeral: that host has the disk file open
+// /ukai/disks/<name>/segments/<i>       placement segment i (binary, run-length encoded)
+import { crc32 } from 'node:zlib'
+import { UkaiError } from '../errors'
+import { PlacementSegment, REPLICA_STATES, ReplicaSet } from './placement'
+
+export const ROOT = '/ukai'
+export const paths = {
+  root: ROOT,
+  config: `${ROOT}/config`,
+  nodes: `${ROOT}/nodes`,
+  node: (id: string) => `${ROOT}/nodes/${id}`,
+  nodesAlive: `${ROOT}/nodes-alive`,
+  nodeAlive: (id: string) => `${ROOT}/nodes-alive/${id}`,
+  agents: `${ROOT}/agents`,
+  agent: (host: string) => `${ROOT}/agents/${host}`,
+  agentsAlive: `${ROOT}/agents-alive`,
+  agentAlive: (host: string) => `${ROOT}/agents-alive/${host}`,
+  disks: `${ROOT}/disks`,
+  disk: (name: string) => `${ROOT}/disks/${name}`,
+  fence: (name: string) => `${ROOT}/disks/${name}/fence`,
+  lease: (name: string) => `${ROOT}/disks/${name}/lease`,
+  handover: (name: string) => `${ROOT}/disks/${name}/handover`,
+  opens: (name: string) => `${ROOT}/disks/${name}/opens`,
+  open: (name: string, host: string) => `${ROOT}/disks/${name}/opens/${host}`,
+  segments: (name: string) => `${ROOT}/disks/${name}/segments`,
+  segment: (name: string, index: number) => `${ROOT}/disks/${name}/segments/${index}`
+}
+// Directories that exist in every initialised cluster.
+export const BASE_DIRS = [ROOT, paths.nodes, paths.nodesAlive, paths.agents, paths.agentsAlive, paths.disks]
+
+export const BLOCK_SIZE_MIN_BYTES = 64 * 1024
+export const BLOCK_SIZE_MAX_BYTES = 64 * 1024 * 1024
+export const BLOCK_SIZE_DEFAULT_BYTES = 4 * 1024 * 1024
+export const REPLICAS_MAX = 8
+export const SEGMENT_BLOCKS_DEFAULT = 16384
+// 2^50 bytes: far beyond any real disk, small enough that byte offsets stay exact doubles.
+export const DISK_SIZE_MAX_BYTES = 2 ** 50
+
+export interface ClusterConfig {
+  v: 1
+  defaultBlockSizeBytes: number
+  defaultReplicas: number
+  segmentBlocks: number
+}
+export const DEFAULT_CONFIG: ClusterConfig = { v: 1, defaultBlockSizeBytes: BLOCK_SIZE_DEFAULT_BYTES, defaultReplicas: 2, segmentBlocks: SEGMENT_BLOCKS_DEFAULT }
+
+export interface NodeRecord { v: 1, id: string, site: string, host: string, address: string, registeredAtMs: number }
+export interface NodeAlive { v: 1, address: string, startedAtMs: number, capacityBytes: number, usedBytes: number, freeBytes: number }
+export interface AgentRecord { v: 1, host: string, site: string, mountPoint: string }
+export interface AgentAlive { v: 1, startedAtMs: number, pid: number }
+
+export interface PlacementPolicy { site?: string, nodes?: string[] }
+export interface DiskRecord {
+  v: 1
+  name: string
+  uuid: string
+  sizeBytes: number
+  blockSizeBytes: number
+  replicas: number
+  placement: PlacementPolicy
+  tenant: string
+  parent: null | { disk: string, snapshot: string }
+  epoch: number // snapshot epoch: writes create block versions at this epoch
+  segmentBlocks: number
+  createdAtMs: number
+}
+export interface FenceRecord { v: 1, leaseEpoch: number }
+export interface LeaseRecord { v: 1, host: string, leaseEpoch: number, sessionId: string, acquiredAtMs: number }
+export interface HandoverRequest { v: 1, host: string, requestedAtMs: number }
+export interface OpenRecord { v: 1, host: string, writable: boolean }
+
+export function encodeJson<T extends { v: number }> (value: T): Buffer {
+  return Buffer.from(JSON.stringify(value))
+}
+
+export function decodeJson<T extends { v: number }> (data: Buffer, what: string): T {
+  let value: any
+  try {
+    value = JSON.parse(data.toString('utf8'))
+  } catch {
+    throw UkaiError.internal(`corrupt ${what} in ZooKeeper: not JSON`)
+  }
+  if (value?.v !== 1) throw UkaiError.internal(`${what} in ZooKeeper has format version ${String(value?.v)}; this ukai reads version 1`)
+  return value as T
+}
+
+const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/
+// Disk names become file names on the mount and path components in ZooKeeper.
+export function validateDiskName (name: string): void {
+  if (!NAME_RE.test(name)) {
+    throw UkaiError.badArgument(`bad disk name '${name}': use 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit`)
+  }
+}
+export function validateId (id: string, what: string): void {
+  if (!NAME_RE.test(id)) throw UkaiError.badArgument(`bad ${what} '${id}': use 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit`)
+}
+
+// --- placement segments ---------------------------------------------------------------------
+// Layout: 'UKPM' u8 format(1) | varint firstBlock | varint nodeCount | nodeCount × (varint len, utf8)
+//         | varint runCount | runCount × (varint length, u8 replicaCount, replicaCount × (varint node, u8 state))
+//         | u32be crc32 of everything before it.
+const SEGMENT_MAGIC = Buffer.from('UKPM')
+const SEGMENT_FORMAT = 1
+
+class Writer {
+  private chunks: number[] = []
+  byte (b: number): void { this.chunks.push(b & 0xff) }
+  varint (n: number): void {
+    if (!Number.isSafeInteger(n) || n < 0) throw UkaiError.internal(`varint out of range: ${n}`)
+    while (n >= 0x80) { this.chunks.push((n % 0x80) | 0x80); n = Math.floor(n / 0x80) }
+    this.chunks.push(n)
+  }
+  bytes (b: Buffer): void { for (const x of b) this.chunks.push(x) }
+  toBuffer (): Buffer { return Buffer.from(this.chunks) }
+}
+
+class Reader {
+  pos = 0
+  constructor (private readonly buf: Buffer, private readonly what: string) {}
+  byte (): number {
+    if (this.pos >= this.buf.length) throw UkaiError.internal(`corrupt ${this.what}: truncated`)
+    return this.buf[this.pos++]
+  }
+  varint (): number {
+    let n = 0
+    let mul = 1
+    for (let i = 0; i < 8; i++) {
+      const b = this.byte()
+      n += (b & 0x7f) * mul
+      if ((b & 0x80) === 0) return n
+      mul *= 0x80
+    }
+    throw UkaiError.internal(`corrupt ${this.what}: varint too long`)
+  }
+  bytes (len: number): Buffer {
+    if (this.pos + len > this.buf.length) throw UkaiError.internal(`corrupt ${this.what}: truncated`)
+    const b = this.buf.subarray(this.pos, this.pos + len)
+    this.pos += len
+    return b
+  }
+}
+
+export function encodeSegment (seg: PlacementSegment): Buffer {
+  const runs = seg.runs()
+  const nodeIndex = new Map<string, number>()
+  for (const run of runs) for (const r of run.replicas) if (!nodeIndex.has(r.node)) nodeIndex.set(r.node, nodeIndex.size)
+  const w = new Writer()
+  w.bytes(SEGMENT_MAGIC)
+  w.byte(SEGMENT_FORMAT)
+  w.varint(seg.firstBlock)
+  w.varint(nodeIndex.size)
+  for (const id of nodeIndex.keys()) { const b = Buffer.from(id); w.varint(b.length); w.bytes(b) }
+  w.varint(runs.length)
+  for (const run of runs) {
+    w.varint(run.length)
+    w.byte(run.replicas.length)
+    for (const r of run.replicas) { w.varint(nodeIndex.get(r.node) as number); w.byte(REPLICA_STATES.indexOf(r.state)) }
+  }
+  const body = w.toBuffer()
+  const sum = Buffer.alloc(4)
+  sum.writeUInt32BE(crc32(body) >>> 0)
+  return Buffer.concat([body, sum])
+}
+
+export function decodeSegment (index: number, data: Buffer): PlacementSegment {
+  const what = `placement segment ${index}`
+  if (data.length < 9 || !data.subarray(0, 4).equals(SEGMENT_MAGIC)) throw UkaiError.internal(`corrupt ${what}: bad magic`)
+  const body = data.subarray(0, data.length - 4)
+  if ((crc32(body) >>> 0) !== data.readUInt32BE(data.length - 4)) throw UkaiError.internal(`corrupt ${what}: checksum mismatch`)
+  const r = new Reader(body, what)
+  r.bytes(4)
+  const format = r.byte()
+  if (format !== SEGMENT_FORMAT) throw UkaiError.internal(`${what} has format ${format}; this ukai reads ${SEGMENT_FORMAT}`)
+  const firstBlock = r.varint()
+  const nodes: string[] = []
+  for (let n = r.varint(), i = 0; i < n; i++) nodes.push(r.bytes(r.varint()).toString('utf8'))
+  const runs: Array<{ length: number, replicas: ReplicaSet }> = []
+  for (let n = r.varint(), i = 0; i < n; i++) {
+    const length = r.varint()
+    const replicas = []
+    for (let k = r.byte(), j = 0; j < k; j++) {
+      const node = nodes[r.varint()]
+      const state = REPLICA_STATES[r.byte()]
+      if (node === undefined || state === undefined) throw UkaiError.internal(`corrupt ${what}: bad replica`)
+      replicas.push({ node, state })
+    }
+    runs.push({ length, replicas })
+  }
+  if (r.pos !== body.length) throw UkaiError.internal(`corrupt ${what}: trailing bytes`)
+  return PlacementSegment.fromRuns(index, firstBlock, runs)
+}

@@ -1,0 +1,259 @@
+// The metadata store: typed operations over ZooKeeper for cluster config, storage nodes, agents,
+// disks and placement. Ephemerals registered here are re-created when the session is replaced.
+import { UkaiError, safetyCatch } from '../errors'
+import { Logger, silentLogger } from '../log'
+import { PlacementSegment } from './placement'
+import {
+  AgentAlive, AgentRecord, BASE_DIRS, ClusterConfig, DEFAULT_CONFIG, DiskRecord, FenceRecord, NodeAlive, NodeRecord,
+  decodeJson, decodeSegment, encodeJson, encodeSegment, paths
+} from './schema'
+import { Watcher, ZkClient, ZkOp } from './zk-client'
+
+export interface NodeView extends NodeRecord { alive: NodeAlive | null }
+export interface AgentView extends AgentRecord { alive: AgentAlive | null }
+
+export class MetaStore {
+  readonly zk: ZkClient
+  private readonly log: Logger
+  private readonly ephemerals = new Map<string, () => Buffer>()
+
+  constructor (zk: ZkClient, logger: Logger = silentLogger) {
+    this.zk = zk
+    this.log = logger
+    zk.on('session', () => { this.recreateEphemerals().catch(safetyCatch) })
+  }
+
+  static async connect (connectString: string, opts: { logger?: Logger, connectTimeoutMs?: number, sessionTimeoutMs?: number } = {}): Promise<MetaStore> {
+    const zk = new ZkClient({ connectString, ...opts })
+    await zk.ready()
+    const store = new MetaStore(zk, opts.logger)
+    await store.init()
+    return store
+  }
+
+  close (): void { this.zk.close() }
+
+  // Creates the base directories and the default config once per cluster; idempotent.
+  async init (): Promise<void> {
+    if (await this.zk.exists(paths.config) !== null) return
+    for (const dir of BASE_DIRS) await this.ensure(dir)
+    try {
+      await this.zk.create(paths.config, encodeJson(DEFAULT_CONFIG))
+    } catch (err) {
+      if ((err as UkaiError).code !== 'ALREADY_EXISTS') throw err
+    }
+  }
+
+  private async ensure (path: string): Promise<void> {
+    try {
+      await this.zk.create(path, Buffer.alloc(0))
+    } catch (err) {
+      if ((err as UkaiError).code !== 'ALREADY_EXISTS') throw err
+    }
+  }
+
+  async config (): Promise<ClusterConfig> {
+    return decodeJson<ClusterConfig>((await this.zk.get(paths.config)).data, 'cluster config')
+  }
+
+  // --- ephemerals ---------------------------------------------------------------------------
+
+  // Creates an ephemeral node now and again after every session replacement, until dropped.
+  async holdEphemeral (path: string, data: () => Buffer): Promise<void> {
+    this.ephemerals.set(path, data)
+    await this.createEphemeral(path, data())
+  }
+
+  async dropEphemeral (path: string): Promise<void> {
+    this.ephemerals.delete(path)
+    try {
+      await this.zk.remove(path)
+    } catch (err) {
+      if ((err as UkaiError).code !== 'NOT_FOUND') throw err
+    }
+  }
+
+  private async createEphemeral (path: string, data: Buffer): Promise<void> {
+    try {
+      await this.zk.create(path, data, { ephemeral: true })
+    } catch (err) {
+      if ((err as UkaiError).code !== 'ALREADY_EXISTS') throw err
+      // A leftover from our previous session (it expires on its own) or a live twin.
+      await this.zk.remove(path).catch(safetyCatch)
+      await this.zk.create(path, data, { ephemeral: true })
+    }
+  }
+
+  private async recreateEphemerals (): Promise<void> {
+    for (const [path, data] of this.ephemerals) {
+      try {
+        await this.createEphemeral(path, data())
+      } catch (err) {
+        this.log.error({ path, err: String(err) }, 'could not re-create ephemeral after session expiry')
+      }
+    }
+  }
+
+  // --- storage nodes ------------------------------------------------------------------------
+
+  async registerNode (rec: NodeRecord, alive: () => NodeAlive): Promise<void> {
+    const existing = await this.zk.getOrNull(paths.node(rec.id))
+    if (existing === null) {
+      await this.zk.create(paths.node(rec.id), encodeJson(rec))
+    } else {
+      const old = decodeJson<NodeRecord>(existing.data, `node ${rec.id}`)
+      if (old.site !== rec.site) throw UkaiError.badArgument(`storage node ${rec.id} is registered at site ${old.site}, not ${rec.site}; a node keeps its site`)
+      await this.zk.set(paths.node(rec.id), encodeJson(rec))
+    }
+    await this.holdEphemeral(paths.nodeAlive(rec.id), () => encodeJson(alive()))
+  }
+
+  async updateNodeAlive (id: string, alive: NodeAlive): Promise<void> {
+    await this.zk.set(paths.nodeAlive(id), encodeJson(alive))
+  }
+
+  async listNodes (watch?: Watcher): Promise<NodeView[]> {
+    const ids = await this.zk.children(paths.nodes, watch)
+    const alive = new Set(await this.zk.children(paths.nodesAlive, watch))
+    const out: NodeView[] = []
+    for (const id of ids) {
+      const rec = await this.zk.getOrNull(paths.node(id))
+      if (rec === null) continue
+      const a = alive.has(id) ? await this.zk.getOrNull(paths.nodeAlive(id), watch) : null
+      out.push({ ...decodeJson<NodeRecord>(rec.data, `node ${id}`), alive: a === null ? null : decodeJson<NodeAlive>(a.data, `node ${id} liveness`) })
+    }
+    return out
+  }
+
+  async getNode (id: string): Promise<NodeView> {
+    const node = (await this.listNodes()).find(n => n.id === id)
+    if (node === undefined) throw UkaiError.notFound(`unknown storage node '${id}'`)
+    return node
+  }
+
+  // --- agents -------------------------------------------------------------------------------
+
+  async registerAgent (rec: AgentRecord, alive: AgentAlive): Promise<void> {
+    if (await this.zk.exists(paths.agent(rec.host)) === null) await this.zk.create(paths.agent(rec.host), encodeJson(rec))
+    else await this.zk.set(paths.agent(rec.host), encodeJson(rec))
+    await this.holdEphemeral(paths.agentAlive(rec.host), () => encodeJson(alive))
+  }
+
+  async listAgents (): Promise<AgentView[]> {
+    const hosts = await this.zk.children(paths.agents)
+    const alive = new Set(await this.zk.children(paths.agentsAlive))
+    const out: AgentView[] = []
+    for (const host of hosts) {
+      const rec = await this.zk.getOrNull(paths.agent(host))
+      if (rec === null) continue
+      const a = alive.has(host) ? await this.zk.getOrNull(paths.agentAlive(host)) : null
+      out.push({ ...decodeJson<AgentRecord>(rec.data, `agent ${host}`), alive: a === null ? null : decodeJson<AgentAlive>(a.data, `agent ${host} liveness`) })
+    }
+    return out
+  }
+
+  // --- disks --------------------------------------------------------------------------------
+
+  // One transaction: the disk appears whole or not at all.
+  async createDisk (rec: DiskRecord, segments: PlacementSegment[]): Promise<void> {
+    const ops: ZkOp[] = [
+      { op: 'create', path: paths.disk(rec.name), data: encodeJson(rec) },
+      { op: 'create', path: paths.fence(rec.name), data: encodeJson({ v: 1, leaseEpoch: 0 } satisfies FenceRecord) },
+      { op: 'create', path: paths.opens(rec.name), data: Buffer.alloc(0) },
+      { op: 'create', path: paths.segments(rec.name), data: Buffer.alloc(0) },
+      ...segments.map((s): ZkOp => ({ op: 'create', path: paths.segment(rec.name, s.index), data: encodeSegment(s) }))
+    ]
+    try {
+      await this.zk.multi(ops)
+    } catch (err) {
+      if ((err as UkaiError).code === 'ALREADY_EXISTS') throw UkaiError.alreadyExists(`disk '${rec.name}' already exists`)
+      throw err
+    }
+    for (const s of segments) s.version = 0
+  }
+
+  async getDisk (name: string, watch?: Watcher): Promise<DiskRecord & { version: number }> {
+    const got = await this.zk.getOrNull(paths.disk(name), watch)
+    if (got === null) throw UkaiError.notFound(`unknown disk '${name}'`)
+    return { ...decodeJson<DiskRecord>(got.data, `disk ${name}`), version: got.stat.version }
+  }
+
+  async listDiskNames (watch?: Watcher): Promise<string[]> {
+    return await this.zk.children(paths.disks, watch)
+  }
+
+  async listDisks (): Promise<DiskRecord[]> {
+    const out: DiskRecord[] = []
+    for (const name of await this.listDiskNames()) {
+      try {
+        out.push(await this.getDisk(name))
+      } catch (err) {
+        if ((err as UkaiError).code !== 'NOT_FOUND') throw err // deleted meanwhile
+      }
+    }
+    return out
+  }
+
+  // Grows a disk: the record and the new or extended segments change in one transaction.
+  async updateDisk (rec: DiskRecord, recVersion: number, changed: PlacementSegment[], added: PlacementSegment[]): Promise<void> {
+    const ops: ZkOp[] = [
+      { op: 'set', path: paths.disk(rec.name), data: encodeJson(rec), version: recVersion },
+      ...changed.map((s): ZkOp => ({ op: 'set', path: paths.segment(rec.name, s.index), data: encodeSegment(s), version: s.version })),
+      ...added.map((s): ZkOp => ({ op: 'create', path: paths.segment(rec.name, s.index), data: encodeSegment(s) }))
+    ]
+    await this.zk.multi(ops)
+  }
+
+  async removeDisk (name: string): Promise<void> {
+    const segs = await this.zk.children(paths.segments(name))
+    const opens = await this.zk.children(paths.opens(name))
+    if (opens.length > 0) throw UkaiError.busy(`disk '${name}' is open on ${opens.join(', ')}; close it first`)
+    if (await this.zk.exists(paths.lease(name)) !== null) throw UkaiError.busy(`disk '${name}' is open for write; close it first`)
+    const ops: ZkOp[] = [
+      ...segs.map((i): ZkOp => ({ op: 'remove', path: paths.segment(name, Number(i)) })),
+      { op: 'remove', path: paths.segments(name) },
+      { op: 'remove', path: paths.opens(name) },
+      { op: 'remove', path: paths.fence(name) },
+      { op: 'remove', path: paths.disk(name) }
+    ]
+    try {
+      await this.zk.multi(ops)
+    } catch (err) {
+      // A handle opened, or the lease was taken, between the checks and the transaction.
+      if ((err as UkaiError).code === 'BUSY') throw UkaiError.busy(`disk '${name}' was opened while deleting it; nothing was deleted`)
+      throw err
+    }
+  }
+
+  async listOpens (name: string): Promise<string[]> {
+    return await this.zk.children(paths.opens(name))
+  }
+
+  // --- placement ----------------------------------------------------------------------------
+
+  async loadSegment (name: string, index: number, watch?: Watcher): Promise<PlacementSegment> {
+    const got = await this.zk.get(paths.segment(name, index), watch)
+    const seg = decodeSegment(index, got.data)
+    seg.version = got.stat.version
+    return seg
+  }
+
+  async loadPlacement (disk: DiskRecord, watch?: (index: number) => void): Promise<PlacementSegment[]> {
+    const count = Math.ceil(Math.ceil(disk.sizeBytes / disk.blockSizeBytes) / disk.segmentBlocks)
+    const out: PlacementSegment[] = []
+    for (let i = 0; i < count; i++) out.push(await this.loadSegment(disk.name, i, watch ? () => watch(i) : undefined))
+    return out
+  }
+
+  // Conditional on the version the segment was read at; bumps it on success.
+  async writeSegments (name: string, segments: PlacementSegment[]): Promise<void> {
+    await this.zk.multi(segments.map((s): ZkOp => ({ op: 'set', path: paths.segment(name, s.index), data: encodeSegment(s), version: s.version })))
+    for (const s of segments) s.version++
+  }
+
+  async segmentSizes (name: string): Promise<number> {
+    let total = 0
+    for (const i of await this.zk.children(paths.segments(name))) total += (await this.zk.get(paths.segment(name, Number(i)))).data.length
+    return total + (await this.zk.get(paths.disk(name))).data.length
+  }
+}

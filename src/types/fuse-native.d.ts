@@ -1,0 +1,14 @@
+// fuse-native ships no type declarations; this covers what src/vdisk/fuse-adapter.ts uses.
+declare module 'fuse-native' {
+  class Fuse {
+    constructor (mnt: string, ops: object, opts?: object)
+    mount (cb: (err: Error | null) => void): void
+    unmount (cb: (err: Error | null) => void): void
+    static unmount (mnt: string, cb: (err: Error | null) => void): void
+    static readonly ENOENT: number
+    static readonly ENOTDIR: number
+    static readonly EACCES: number
+    static readonly EIO: number
+  }
+  export = Fuse
+}

@@ -1,0 +1,200 @@
+// The hypervisor agent's view of the cluster: every disk as a file, open handles, and the disk
+// engines behind them. The FUSE adapter calls only this class.
+import { UkaiError, isUkaiError, safetyCatch } from '../errors'
+import { Logger, silentLogger } from '../log'
+import { LeaseManager } from '../meta/lease'
+import { DiskRecord, OpenRecord, encodeJson, paths, validateDiskName } from '../meta/schema'
+import { MetaStore } from '../meta/store'
+import { createDisk, deleteDisk, resizeDisk } from './disk-admin'
+import { NodePool } from './node-pool'
+import { VirtualDisk } from './virtual-disk'
+
+export interface AgentOptions {
+  meta: MetaStore
+  host: string
+  site: string
+  mountPoint: string
+  handoverTimeoutMs?: number
+  logger?: Logger
+}
+
+interface OpenDisk {
+  disk: VirtualDisk
+  handles: number
+  writable: number
+}
+
+const FH_MAX = 0xffffffff
+
+export class Agent {
+  readonly host: string
+  readonly site: string
+  readonly meta: MetaStore
+  readonly pool: NodePool
+  readonly leases: LeaseManager
+  private readonly log: Logger
+  private readonly mountPoint: string
+  private records = new Map<string, DiskRecord>()
+  private readonly open = new Map<string, OpenDisk>()
+  private opening = new Map<string, Promise<OpenDisk>>()
+  private readonly handles = new Map<number, { name: string, writable: boolean }>()
+  private nextFh = 1
+  private closed = false
+
+  constructor (opts: AgentOptions) {
+    this.meta = opts.meta
+    this.host = opts.host
+    this.site = opts.site
+    this.mountPoint = opts.mountPoint
+    this.log = opts.logger ?? silentLogger
+    this.pool = new NodePool(opts.meta, { host: opts.host, site: opts.site, logger: this.log })
+    this.leases = new LeaseManager(opts.meta, opts.host, {
+      onHandoverRequested: (disk, requester) => {
+        const o = this.open.get(disk)
+        this.log.info({ disk, requester }, 'hand-over requested')
+        if (o !== undefined) o.disk.handOver().catch(err => this.log.error({ disk, err: String(err) }, 'hand-over failed'))
+        else this.leases.release(disk).catch(safetyCatch)
+      },
+      onLost: (disk) => this.open.get(disk)?.disk.leaseLost()
+    }, { handoverTimeoutMs: opts.handoverTimeoutMs, logger: this.log })
+  }
+
+  async start (): Promise<void> {
+    await this.meta.registerAgent({ v: 1, host: this.host, site: this.site, mountPoint: this.mountPoint }, { v: 1, startedAtMs: Date.now(), pid: process.pid })
+    await this.pool.start()
+    await this.refreshDisks()
+  }
+
+  // Keeps the name → record cache current through watches, so getattr never waits on ZooKeeper.
+  private async refreshDisks (): Promise<void> {
+    if (this.closed) return
+    const names = await this.meta.listDiskNames(() => { this.refreshDisks().catch(safetyCatch) })
+    const next = new Map<string, DiskRecord>()
+    await Promise.all(names.map(async (name) => {
+      const known = this.records.get(name)
+      if (known !== undefined) { next.set(name, known); return }
+      try {
+        next.set(name, await this.meta.getDisk(name, () => { this.refreshDisk(name).catch(safetyCatch) }))
+      } catch (err) {
+        if (!isUkaiError(err, 'NOT_FOUND')) throw err
+      }
+    }))
+    this.records = next
+  }
+
+  private async refreshDisk (name: string): Promise<void> {
+    if (this.closed) return
+    try {
+      this.records.set(name, await this.meta.getDisk(name, () => { this.refreshDisk(name).catch(safetyCatch) }))
+    } catch (err) {
+      if (!isUkaiError(err, 'NOT_FOUND')) throw err
+      this.records.delete(name)
+    }
+  }
+
+  listDisks (): string[] { return [...this.records.keys()].sort() }
+
+  async stat (name: string): Promise<DiskRecord> {
+    const o = this.open.get(name)
+    if (o !== undefined) return o.disk.record
+    const rec = this.records.get(name)
+    if (rec !== undefined) return rec
+    const fresh = await this.meta.getDisk(name) // created elsewhere a moment ago
+    this.records.set(name, fresh)
+    return fresh
+  }
+
+  // --- handles ------------------------------------------------------------------------------
+
+  async openDisk (name: string, writable: boolean): Promise<number> {
+    validateDiskName(name)
+    const o = await this.attach(name)
+    o.handles++
+    if (writable) o.writable++
+    if (this.handles.size >= FH_MAX - 1) throw UkaiError.busy('too many open handles')
+    while (this.handles.has(this.nextFh)) this.nextFh = this.nextFh >= FH_MAX ? 1 : this.nextFh + 1
+    const fh = this.nextFh++
+    this.handles.set(fh, { name, writable })
+    if (writable && this.leases.holding(name) === undefined) {
+      // Opening for write takes a free lease now; a held one moves at our first write.
+      const lease = await this.meta.zk.exists(paths.lease(name))
+      if (lease === null) await o.disk.ensureLease().catch(err => this.log.warn({ disk: name, err: String(err) }, 'could not take the lease at open'))
+    }
+    return fh
+  }
+
+  private async attach (name: string): Promise<OpenDisk> {
+    const o = this.open.get(name)
+    if (o !== undefined) return o
+    let p = this.opening.get(name)
+    if (p === undefined) {
+      p = (async () => {
+        const disk = await VirtualDisk.open({ meta: this.meta, pool: this.pool, leases: this.leases, logger: this.log }, name)
+        const rec: OpenRecord = { v: 1, host: this.host, writable: true }
+        await this.meta.holdEphemeral(paths.open(name, this.host), () => encodeJson(rec))
+        const od = { disk, handles: 0, writable: 0 }
+        this.open.set(name, od)
+        return od
+      })().finally(() => this.opening.delete(name))
+      this.opening.set(name, p)
+    }
+    return await p
+  }
+
+  disk (fh: number): VirtualDisk {
+    const h = this.handles.get(fh)
+    const o = h === undefined ? undefined : this.open.get(h.name)
+    if (o === undefined) throw UkaiError.notFound(`no open handle ${fh}`)
+    return o.disk
+  }
+
+  async release (fh: number): Promise<void> {
+    const h = this.handles.get(fh)
+    if (h === undefined) return
+    this.handles.delete(fh)
+    const o = this.open.get(h.name)
+    if (o === undefined) return
+    o.handles--
+    if (h.writable) o.writable--
+    if (o.handles > 0) return
+    this.open.delete(h.name)
+    try {
+      await o.disk.close()
+    } finally {
+      await this.meta.dropEphemeral(paths.open(h.name, this.host))
+    }
+  }
+
+  // --- namespace ----------------------------------------------------------------------------
+
+  // A file created on the mount is an empty disk placed at this agent's site; it grows by truncate.
+  async create (name: string): Promise<number> {
+    validateDiskName(name)
+    const rec = await createDisk(this.meta, { name, sizeBytes: 0, site: this.site })
+    this.records.set(name, { ...rec })
+    return await this.openDisk(name, true)
+  }
+
+  async truncate (name: string, sizeBytes: number): Promise<void> {
+    const rec = await resizeDisk(this.meta, name, sizeBytes)
+    this.records.set(name, rec)
+    await this.open.get(name)?.disk.reload()
+  }
+
+  async unlink (name: string): Promise<void> {
+    if (this.open.has(name)) throw UkaiError.busy(`disk '${name}' is open on this host`)
+    await deleteDisk(this.meta, name, { logger: this.log })
+    this.records.delete(name)
+  }
+
+  // Drains: flush every open disk and give its lease up, then leave ZooKeeper's view.
+  async close (): Promise<void> {
+    if (this.closed) return
+    this.closed = true
+    for (const [name, o] of this.open) {
+      await o.disk.close().catch(err => this.log.error({ disk: name, err: String(err) }, 'close failed'))
+    }
+    this.open.clear()
+    this.pool.close()
+  }
+}

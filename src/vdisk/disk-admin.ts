@@ -1,0 +1,166 @@
+// Creating, growing and deleting disks: shared by the CLI and the FUSE agent. Every check runs
+// before anything is written, and each change is one ZooKeeper transaction, so a refused or
+// failed request leaves nothing behind.
+import { randomUUID } from 'node:crypto'
+import { UkaiError } from '../errors'
+import { Logger, silentLogger } from '../log'
+import { PlacementSegment, ReplicaSet, segmentLayout } from '../meta/placement'
+import {
+  BLOCK_SIZE_MAX_BYTES, BLOCK_SIZE_MIN_BYTES, DISK_SIZE_MAX_BYTES, DiskRecord, PlacementPolicy, REPLICAS_MAX, validateDiskName, validateId
+} from '../meta/schema'
+import { MetaStore, NodeView } from '../meta/store'
+import { StorageClient } from '../storagenode/client'
+import { blockCountFor } from './block-range'
+
+export interface CreateDiskRequest {
+  name: string
+  sizeBytes: number
+  blockSizeBytes?: number
+  replicas?: number
+  site?: string
+  nodes?: string[]
+  tenant?: string
+}
+
+export function validateSize (sizeBytes: number): void {
+  if (!Number.isSafeInteger(sizeBytes) || sizeBytes < 0) throw UkaiError.badArgument(`bad size ${sizeBytes}: must be a whole number of bytes ≥ 0`)
+  if (sizeBytes > DISK_SIZE_MAX_BYTES) throw UkaiError.badArgument(`bad size ${sizeBytes}: the largest disk is ${DISK_SIZE_MAX_BYTES} bytes (1 PiB)`)
+  if (sizeBytes % 512 !== 0) throw UkaiError.badArgument(`bad size ${sizeBytes}: must be a multiple of 512 bytes`)
+}
+
+export function validateBlockSize (blockSizeBytes: number): void {
+  const pow2 = Number.isSafeInteger(blockSizeBytes) && blockSizeBytes > 0 && (blockSizeBytes & (blockSizeBytes - 1)) === 0
+  if (!pow2 || blockSizeBytes < BLOCK_SIZE_MIN_BYTES || blockSizeBytes > BLOCK_SIZE_MAX_BYTES) {
+    throw UkaiError.badArgument(`bad block size ${blockSizeBytes}: must be a power of two from 64K to 64M`)
+  }
+}
+
+export function validateReplicas (replicas: number): void {
+  if (!Number.isSafeInteger(replicas) || replicas < 1 || replicas > REPLICAS_MAX) {
+    throw UkaiError.badArgument(`bad replica count ${replicas}: must be 1 to ${REPLICAS_MAX}`)
+  }
+}
+
+// Picks the nodes for a new disk: explicit nodes as given (all must be known and alive), else
+// the live nodes of the site (or of the cluster) with the most free space, one per host.
+export function choosePlacement (nodes: NodeView[], replicas: number, policy: PlacementPolicy): string[] {
+  if (policy.nodes !== undefined && policy.nodes.length > 0) {
+    const chosen = [...new Set(policy.nodes)]
+    for (const id of chosen) {
+      const n = nodes.find(x => x.id === id)
+      if (n === undefined) throw UkaiError.notFound(`unknown storage node '${id}'`)
+      if (n.alive === null) throw UkaiError.notEnoughNodes(`storage node '${id}' is not alive`)
+    }
+    if (chosen.length !== replicas) throw UkaiError.badArgument(`--nodes names ${chosen.length} node(s) but the disk has ${replicas} replica(s)`)
+    return chosen
+  }
+  const live = nodes.filter(n => n.alive !== null && (policy.site === undefined || n.site === policy.site))
+  if (policy.site !== undefined && !nodes.some(n => n.site === policy.site)) throw UkaiError.notFound(`unknown site '${policy.site}'`)
+  const where = policy.site === undefined ? 'the cluster' : `site ${policy.site}`
+  live.sort((a, b) => (b.alive?.freeBytes ?? 0) - (a.alive?.freeBytes ?? 0) || a.id.localeCompare(b.id))
+  if (live.length < replicas) throw UkaiError.notEnoughNodes(`${where} has ${live.length} live storage node(s); the disk needs ${replicas} replica(s)`)
+  return live.slice(0, replicas).map(n => n.id)
+}
+
+function freshSet (nodes: string[]): ReplicaSet {
+  return nodes.map(node => ({ node, state: 'in-sync' as const }))
+}
+
+export async function createDisk (meta: MetaStore, req: CreateDiskRequest): Promise<DiskRecord> {
+  validateDiskName(req.name)
+  validateSize(req.sizeBytes)
+  const config = await meta.config()
+  const blockSizeBytes = req.blockSizeBytes ?? config.defaultBlockSizeBytes
+  validateBlockSize(blockSizeBytes)
+  const replicas = req.replicas ?? (req.nodes?.length || config.defaultReplicas)
+  validateReplicas(replicas)
+  if (req.site !== undefined) validateId(req.site, 'site')
+  const policy: PlacementPolicy = req.nodes !== undefined && req.nodes.length > 0 ? { nodes: req.nodes } : req.site !== undefined ? { site: req.site } : {}
+  const placed = choosePlacement(await meta.listNodes(), replicas, policy)
+  const record: DiskRecord = {
+    v: 1,
+    name: req.name,
+    uuid: randomUUID(),
+    sizeBytes: req.sizeBytes,
+    blockSizeBytes,
+    replicas,
+    placement: policy,
+    tenant: req.tenant ?? 'default',
+    parent: null,
+    epoch: 1,
+    segmentBlocks: config.segmentBlocks,
+    createdAtMs: Date.now()
+  }
+  const segments = segmentLayout(blockCountFor(req.sizeBytes, blockSizeBytes), config.segmentBlocks)
+    .map(s => new PlacementSegment(s.index, s.firstBlock, s.blockCount, freshSet(placed)))
+  await meta.createDisk(record, segments)
+  return record
+}
+
+// Grows a disk. New blocks are placed like the disk's last block (its current nodes).
+// Shrinking is refused: it would silently drop written data.
+export async function resizeDisk (meta: MetaStore, name: string, sizeBytes: number): Promise<DiskRecord> {
+  validateSize(sizeBytes)
+  for (let attempt = 0; ; attempt++) {
+    const disk = await meta.getDisk(name)
+    if (sizeBytes === disk.sizeBytes) return disk
+    if (sizeBytes < disk.sizeBytes) throw UkaiError.badArgument(`disk '${name}' is ${disk.sizeBytes} bytes; shrinking to ${sizeBytes} would drop data and is refused`)
+    const { version, ...rec } = disk
+    const oldBlocks = blockCountFor(disk.sizeBytes, disk.blockSizeBytes)
+    const newBlocks = blockCountFor(sizeBytes, disk.blockSizeBytes)
+    const segments = await meta.loadPlacement(disk)
+    let template: ReplicaSet
+    if (oldBlocks > 0) {
+      template = segments[segments.length - 1].replicas(oldBlocks - 1).filter(r => r.state !== 'stale').map(r => ({ node: r.node, state: 'in-sync' as const }))
+    } else {
+      template = freshSet(choosePlacement(await meta.listNodes(), disk.replicas, disk.placement))
+    }
+    if (template.length === 0) throw UkaiError.io(`disk '${name}': its last block has no live replica to extend from`)
+    const changed: PlacementSegment[] = []
+    const added: PlacementSegment[] = []
+    for (const s of segmentLayout(newBlocks, disk.segmentBlocks)) {
+      const old = segments[s.index]
+      if (old === undefined) {
+        added.push(new PlacementSegment(s.index, s.firstBlock, s.blockCount, template))
+      } else if (old.blockCount < s.blockCount) {
+        const runs = [...old.runs(), { length: s.blockCount - old.blockCount, replicas: template }]
+        const grown = PlacementSegment.fromRuns(s.index, s.firstBlock, runs)
+        grown.version = old.version
+        changed.push(grown)
+      }
+    }
+    const next: DiskRecord = { ...rec, sizeBytes }
+    try {
+      await meta.updateDisk(next, version, changed, added)
+      return next
+    } catch (err) {
+      if ((err as UkaiError).code !== 'ZK_CONFLICT' || attempt >= 5) throw err
+    }
+  }
+}
+
+// Deletes the metadata in one transaction (refused while the disk is open anywhere), then the
+// blocks on the nodes. A node that is down keeps orphaned versions until it is cleaned.
+export async function deleteDisk (meta: MetaStore, name: string, opts: { logger?: Logger } = {}): Promise<{ orphanedOn: string[] }> {
+  const log = opts.logger ?? silentLogger
+  const disk = await meta.getDisk(name)
+  const nodes = new Set<string>()
+  for (const seg of await meta.loadPlacement(disk)) for (const run of seg.runs()) for (const r of run.replicas) nodes.add(r.node)
+  await meta.removeDisk(name)
+  const views = await meta.listNodes()
+  const orphanedOn: string[] = []
+  await Promise.all([...nodes].map(async (id) => {
+    const view = views.find(v => v.id === id)
+    if (view?.alive == null) { orphanedOn.push(id); return }
+    const client = new StorageClient({ nodeId: id, address: view.alive.address })
+    try {
+      await client.deleteDisk({ diskUuid: disk.uuid })
+    } catch (err) {
+      orphanedOn.push(id)
+      log.warn({ node: id, disk: name, err: String(err) }, 'could not delete disk data on node')
+    } finally {
+      client.close()
+    }
+  }))
+  return { orphanedOn }
+}

@@ -1,0 +1,141 @@
+// The thin FUSE layer: unpack arguments, await one Agent method, call back exactly once.
+// Every disk is a regular file in the mount's root directory.
+import Fuse from 'fuse-native'
+import { Logger } from '../log'
+import { Agent } from './agent'
+import { toErrno } from './fuse-errno'
+
+// fuse-native builds the libfuse option string from a fixed list of its own options; libfuse2's
+// `direct_io` (no kernel page cache: another host's writes are never hidden behind stale pages),
+// `big_writes` (128 KiB write requests instead of 4 KiB) and zero attribute/entry timeouts (a
+// resize elsewhere is seen at once) are not on it, so they ride along in the fsname value.
+const LIBFUSE_EXTRA_OPTIONS = ['direct_io', 'big_writes', 'attr_timeout=0', 'entry_timeout=0', 'negative_timeout=0']
+// fuse-native fails an operation that has not called back after this long; our own deadlines
+// (storage calls, lease hand-over) are shorter, so this only catches bugs.
+const FUSE_OP_TIMEOUT_MS = 120_000
+
+const S_IFREG = 0o100000
+const S_IFDIR = 0o040000
+const O_ACCMODE = 3
+const O_RDONLY = 0
+
+export interface FuseMountOptions { allowOther?: boolean }
+
+function diskName (path: string): string | null {
+  const name = path.slice(1)
+  return name.length > 0 && !name.includes('/') ? name : null
+}
+
+export function mountAgent (agent: Agent, mountPoint: string, log: Logger, opts: FuseMountOptions = {}): Promise<Fuse> {
+  const uid = process.getuid?.() ?? 0
+  const gid = process.getgid?.() ?? 0
+  const started = Date.now()
+
+  // Wraps an op whose callback takes (result) where result ≥ 0 is success, < 0 is -errno.
+  function run<T> (op: string, cb: (code: number, value?: T) => void, fn: () => Promise<T>, ok: (v: T) => [number, T?] = (v) => [0, v]): void {
+    fn().then(v => { const [code, val] = ok(v); cb(code, val) }, err => cb(toErrno(err, log, op)))
+  }
+
+  function fileStat (sizeBytes: number, createdAtMs: number): object {
+    const t = new Date(createdAtMs)
+    return { mode: S_IFREG | 0o660, uid, gid, size: sizeBytes, nlink: 1, blksize: 4096, blocks: Math.ceil(sizeBytes / 512), atime: t, mtime: t, ctime: t }
+  }
+
+  const ops = {
+    getattr (path: string, cb: (code: number, stat?: object) => void) {
+      if (path === '/') {
+        const t = new Date(started)
+        return cb(0, { mode: S_IFDIR | 0o755, uid, gid, size: 4096, nlink: 2, atime: t, mtime: t, ctime: t })
+      }
+      const name = diskName(path)
+      if (name === null) return cb(Fuse.ENOENT)
+      run('getattr', cb, async () => {
+        const rec = await agent.stat(name)
+        return fileStat(rec.sizeBytes, rec.createdAtMs)
+      })
+    },
+    readdir (path: string, cb: (code: number, names?: string[]) => void) {
+      if (path !== '/') return cb(Fuse.ENOTDIR)
+      cb(0, agent.listDisks())
+    },
+    open (path: string, flags: number, cb: (code: number, fh?: number) => void) {
+      const name = diskName(path)
+      if (name === null) return cb(Fuse.ENOENT)
+      run('open', cb, () => agent.openDisk(name, (flags & O_ACCMODE) !== O_RDONLY))
+    },
+    create (path: string, _mode: number, cb: (code: number, fh?: number) => void) {
+      const name = diskName(path)
+      if (name === null) return cb(Fuse.EACCES)
+      run('create', cb, () => agent.create(name))
+    },
+    release (_path: string, fh: number, cb: (code: number) => void) {
+      run('release', cb, () => agent.release(fh))
+    },
+    read (_path: string, fh: number, buf: Buffer, len: number, pos: number, cb: (result: number) => void) {
+      run('read', cb, async () => {
+        const data = await agent.disk(fh).read(pos, len)
+        data.copy(buf)
+        return data.length
+      }, n => [n])
+    },
+    write (_path: string, fh: number, buf: Buffer, len: number, pos: number, cb: (result: number) => void) {
+      // buf belongs to libfuse until we call back, which happens only after every replica acked.
+      run('write', cb, async () => {
+        await agent.disk(fh).write(pos, buf.subarray(0, len))
+        return len
+      }, n => [n])
+    },
+    flush (_path: string, fh: number, cb: (code: number) => void) {
+      run('flush', cb, () => agent.disk(fh).flush())
+    },
+    fsync (_path: string, _datasync: boolean, fh: number, cb: (code: number) => void) {
+      run('fsync', cb, () => agent.disk(fh).flush())
+    },
+    truncate (path: string, size: number, cb: (code: number) => void) {
+      const name = diskName(path)
+      if (name === null) return cb(Fuse.ENOENT)
+      run('truncate', cb, () => agent.truncate(name, size))
+    },
+    ftruncate (path: string, _fh: number, size: number, cb: (code: number) => void) {
+      const name = diskName(path)
+      if (name === null) return cb(Fuse.ENOENT)
+      run('ftruncate', cb, () => agent.truncate(name, size))
+    },
+    unlink (path: string, cb: (code: number) => void) {
+      const name = diskName(path)
+      if (name === null) return cb(Fuse.ENOENT)
+      run('unlink', cb, () => agent.unlink(name))
+    },
+    // Ownership and times are not stored; accepting them keeps cp, qemu-img and libvirt happy.
+    chmod (_path: string, _mode: number, cb: (code: number) => void) { cb(0) },
+    chown (_path: string, _uid: number, _gid: number, cb: (code: number) => void) { cb(0) },
+    utimens (_path: string, _atime: number, _mtime: number, cb: (code: number) => void) { cb(0) },
+    statfs (_path: string, cb: (code: number, st?: object) => void) {
+      let total = 0
+      let free = 0
+      for (const n of agent.pool.list()) {
+        if (n.alive === null) continue
+        total += n.alive.capacityBytes
+        free += n.alive.freeBytes
+      }
+      const bsize = 4096
+      cb(0, { bsize, frsize: bsize, blocks: Math.floor(total / bsize), bfree: Math.floor(free / bsize), bavail: Math.floor(free / bsize), files: 1 << 20, ffree: 1 << 20, favail: 1 << 20, fsid: 0x554b4149, flag: 0, namemax: 128 })
+    }
+  }
+
+  const fuse = new Fuse(mountPoint, ops as any, {
+    force: true,
+    mkdir: true,
+    allowOther: opts.allowOther === true,
+    fsname: ['ukai', ...LIBFUSE_EXTRA_OPTIONS].join(','),
+    subtype: 'ukai',
+    timeout: FUSE_OP_TIMEOUT_MS
+  })
+  return new Promise((resolve, reject) => {
+    fuse.mount((err: Error | null) => err ? reject(err) : resolve(fuse))
+  })
+}
+
+export function unmountFuse (fuse: Fuse): Promise<void> {
+  return new Promise((resolve, reject) => fuse.unmount((err: Error | null) => err ? reject(err) : resolve()))
+}

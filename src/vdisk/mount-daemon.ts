@@ -1,0 +1,47 @@
+// `ukai mount`: the hypervisor agent — a FUSE mount of every disk of the cluster.
+import { Logger } from '../log'
+import { validateId } from '../meta/schema'
+import { MetaStore } from '../meta/store'
+import { Agent } from './agent'
+import { mountAgent, unmountFuse } from './fuse-adapter'
+
+export interface MountOptions {
+  mountPoint: string
+  host: string
+  site: string
+  zk: string
+  allowOther?: boolean
+  handoverTimeoutMs?: number
+  logger: Logger
+}
+
+export interface RunningMount { agent: Agent, stop: () => Promise<void> }
+
+export async function runMount (opts: MountOptions): Promise<RunningMount> {
+  validateId(opts.host, 'host name')
+  validateId(opts.site, 'site')
+  const meta = await MetaStore.connect(opts.zk, { logger: opts.logger })
+  const agent = new Agent({ meta, host: opts.host, site: opts.site, mountPoint: opts.mountPoint, handoverTimeoutMs: opts.handoverTimeoutMs, logger: opts.logger })
+  let fuse
+  try {
+    await agent.start()
+    fuse = await mountAgent(agent, opts.mountPoint, opts.logger, { allowOther: opts.allowOther })
+  } catch (err) {
+    await agent.close()
+    meta.close()
+    throw err
+  }
+  let stopping: Promise<void> | null = null
+  const stop = (): Promise<void> => {
+    if (stopping !== null) return stopping
+    stopping = (async () => {
+      // Stop accepting (unmount; lazily if a process still has a file open), then drain the
+      // disks (flush, release leases), then leave ZooKeeper last.
+      await unmountFuse(fuse).catch(err => opts.logger.error({ err: String(err) }, 'unmount failed'))
+      await agent.close()
+      meta.close()
+    })()
+    return stopping
+  }
+  return { agent, stop }
+}

@@ -1,0 +1,299 @@
+// The disk engine for one open disk: splits I/O per block, writes every non-stale replica,
+// reads the nearest in-sync one, keeps the placement map current, and carries the write lease.
+//
+// Invariants (DESIGN.md "Write path and ownership"):
+// - a replica that failed a write is marked stale in ZooKeeper before the write is acknowledged;
+// - the last replica that holds a block's newest bytes is never marked stale;
+// - every write and flush carries the lease epoch; a FENCED answer means the lease moved.
+import { UkaiError, isUkaiError, safetyCatch } from '../errors'
+import { Logger, silentLogger } from '../log'
+import { HeldLease, LeaseManager } from '../meta/lease'
+import { PlacementSegment, Replica, ReplicaSet, readableReplicas, withState, writableReplicas } from '../meta/placement'
+import { DiskRecord } from '../meta/schema'
+import { MetaStore } from '../meta/store'
+import { splitRange } from './block-range'
+import { NodePool } from './node-pool'
+
+export interface VirtualDiskDeps {
+  meta: MetaStore
+  pool: NodePool
+  leases: LeaseManager
+  logger?: Logger
+}
+
+export class VirtualDisk {
+  record: DiskRecord & { version: number }
+  private segments: PlacementSegment[]
+  private readonly meta: MetaStore
+  private readonly pool: NodePool
+  private readonly leases: LeaseManager
+  private readonly log: Logger
+  private lease: HeldLease | null = null
+  private acquiring: Promise<HeldLease> | null = null
+  private handingOver: Promise<void> | null = null
+  private inFlightWrites = 0
+  private writesDrained: Array<() => void> = []
+  // Blocks written per node since its last flush: what a failed flush puts at risk.
+  private dirty = new Map<string, Set<number>>()
+  private mapLock: Promise<void> = Promise.resolve()
+  private closed = false
+
+  private constructor (deps: VirtualDiskDeps, record: DiskRecord & { version: number }, segments: PlacementSegment[]) {
+    this.meta = deps.meta
+    this.pool = deps.pool
+    this.leases = deps.leases
+    this.log = (deps.logger ?? silentLogger).child({ disk: record.name })
+    this.record = record
+    this.segments = segments
+  }
+
+  static async open (deps: VirtualDiskDeps, name: string): Promise<VirtualDisk> {
+    let disk: VirtualDisk | null = null
+    const record = await deps.meta.getDisk(name, () => disk?.reload().catch(safetyCatch))
+    const segments = await deps.meta.loadPlacement(record, (i) => disk?.reloadSegment(i).catch(safetyCatch))
+    disk = new VirtualDisk(deps, record, segments)
+    return disk
+  }
+
+  get name (): string { return this.record.name }
+  get sizeBytes (): number { return this.record.sizeBytes }
+  get leaseEpoch (): number | null { return this.lease?.leaseEpoch ?? null }
+
+  // --- metadata refresh -----------------------------------------------------------------------
+
+  // The disk record changed (resize, epoch): re-read it and the placement.
+  async reload (): Promise<void> {
+    if (this.closed) return
+    try {
+      const record = await this.meta.getDisk(this.name, () => this.reload().catch(safetyCatch))
+      await this.withMapLock(async () => {
+        const oldCount = this.segments.length
+        this.record = record
+        const all = await this.meta.loadPlacement(record, (i) => { if (i >= oldCount) this.reloadSegment(i).catch(safetyCatch) })
+        this.segments = all
+      })
+    } catch (err) {
+      if (isUkaiError(err, 'NOT_FOUND')) { this.log.warn('disk was deleted while open'); return }
+      throw err
+    }
+  }
+
+  async reloadSegment (index: number): Promise<void> {
+    if (this.closed) return
+    await this.withMapLock(async () => {
+      try {
+        const seg = await this.meta.loadSegment(this.name, index, () => this.reloadSegment(index).catch(safetyCatch))
+        if (index < this.segments.length) this.segments[index] = seg
+      } catch (err) {
+        if (!isUkaiError(err, 'NOT_FOUND')) throw err
+      }
+    })
+  }
+
+  private async withMapLock<T> (fn: () => Promise<T>): Promise<T> {
+    const prev = this.mapLock
+    let release!: () => void
+    this.mapLock = new Promise<void>(resolve => { release = resolve })
+    await prev
+    try {
+      return await fn()
+    } finally {
+      release()
+    }
+  }
+
+  replicasOf (block: number): ReplicaSet {
+    const seg = this.segments[Math.floor(block / this.record.segmentBlocks)]
+    if (seg === undefined) throw UkaiError.internal(`block ${block} of ${this.name} has no placement segment`)
+    return seg.replicas(block)
+  }
+
+  // Marks `node` stale for `blocks` in ZooKeeper, unless that would leave a block without any
+  // replica holding its newest bytes (`survivors` must keep at least one non-stale replica).
+  private async markStale (node: string, blocks: number[]): Promise<void> {
+    await this.withMapLock(async () => {
+      for (let attempt = 0; ; attempt++) {
+        const touched = new Map<number, PlacementSegment>()
+        for (const block of blocks) {
+          const index = Math.floor(block / this.record.segmentBlocks)
+          const seg = touched.get(index) ?? this.segments[index].clone()
+          touched.set(index, seg)
+          const set = seg.replicas(block)
+          if (set.some(r => r.node === node && r.state !== 'stale')) seg.setReplicas(block, withState(set, node, 'stale'))
+        }
+        try {
+          await this.meta.writeSegments(this.name, [...touched.values()])
+          for (const seg of touched.values()) this.segments[seg.index] = seg
+          this.log.warn({ node, blocks: blocks.length }, 'replica marked stale')
+          return
+        } catch (err) {
+          if (!isUkaiError(err, 'ZK_CONFLICT') || attempt >= 5) throw err
+          for (const index of touched.keys()) this.segments[index] = await this.meta.loadSegment(this.name, index)
+        }
+      }
+    })
+  }
+
+  // --- lease --------------------------------------------------------------------------------
+
+  async ensureLease (): Promise<HeldLease> {
+    if (this.handingOver !== null) await this.handingOver
+    const held = this.leases.holding(this.name)
+    if (this.lease !== null && held?.leaseEpoch === this.lease.leaseEpoch) return this.lease
+    this.lease = null
+    if (this.acquiring === null) {
+      this.acquiring = (async () => {
+        const lease = await this.leases.acquire(this.name)
+        await this.fenceNodes(lease.leaseEpoch)
+        this.lease = lease
+        return lease
+      })().finally(() => { this.acquiring = null })
+    }
+    return await this.acquiring
+  }
+
+  // Tells every node holding a replica about the new epoch, so the previous holder is refused
+  // everywhere at once, not only on the blocks this host happens to write.
+  private async fenceNodes (leaseEpoch: number): Promise<void> {
+    const nodes = new Set<string>()
+    for (const seg of this.segments) for (const run of seg.runs()) for (const r of run.replicas) nodes.add(r.node)
+    await Promise.all([...nodes].map(async (node) => {
+      try {
+        await this.pool.client(node).fence({ diskUuid: this.record.uuid, leaseEpoch })
+      } catch (err) {
+        this.log.warn({ node, err: String(err) }, 'could not fence node (its writes fail over to stale marking)')
+      }
+    }))
+  }
+
+  // Another host wants the lease: let writes in flight finish, flush, release.
+  handOver (): Promise<void> {
+    if (this.handingOver !== null) return this.handingOver
+    this.handingOver = (async () => {
+      try {
+        while (this.inFlightWrites > 0) await new Promise<void>(resolve => this.writesDrained.push(resolve))
+        await this.flush().catch((err) => this.log.error({ err: String(err) }, 'flush before hand-over failed'))
+        this.lease = null
+        await this.leases.release(this.name)
+      } finally {
+        this.handingOver = null
+      }
+    })()
+    return this.handingOver
+  }
+
+  leaseLost (): void { this.lease = null }
+
+  // --- I/O ----------------------------------------------------------------------------------
+
+  async read (offset: number, length: number): Promise<Buffer> {
+    if (offset >= this.sizeBytes || length === 0) return Buffer.alloc(0)
+    const len = Math.min(length, this.sizeBytes - offset)
+    const out = Buffer.allocUnsafe(len)
+    await Promise.all(splitRange(offset, len, this.record.blockSizeBytes).map(async (p) => {
+      const data = await this.readBlock(p.block, p.offsetInBlock, p.length)
+      data.copy(out, p.offsetInRange)
+    }))
+    return out
+  }
+
+  private async readBlock (block: number, offsetInBlock: number, length: number): Promise<Buffer> {
+    const candidates = readableReplicas(this.replicasOf(block)).sort((a, b) => this.pool.distance(a.node) - this.pool.distance(b.node))
+    const errors: string[] = []
+    for (const r of candidates) {
+      try {
+        const data = await this.pool.client(r.node).read({ diskUuid: this.record.uuid, block, epoch: this.record.epoch, offset: offsetInBlock, length })
+        if (data.length !== length) throw UkaiError.io(`node ${r.node} returned ${data.length} bytes for a ${length}-byte read`)
+        return data
+      } catch (err) {
+        errors.push(`${r.node}: ${(err as Error).message}`)
+      }
+    }
+    throw UkaiError.io(`block ${block} of ${this.name}: no in-sync replica could be read (${errors.join('; ') || 'none in sync'})`)
+  }
+
+  async write (offset: number, data: Buffer): Promise<void> {
+    if (offset + data.length > this.sizeBytes) {
+      throw UkaiError.outOfRange(`write of ${data.length} bytes at ${offset} ends past the end of ${this.name} (${this.sizeBytes} bytes)`)
+    }
+    if (data.length === 0) return
+    const lease = await this.ensureLease()
+    this.inFlightWrites++
+    try {
+      await Promise.all(splitRange(offset, data.length, this.record.blockSizeBytes).map(p =>
+        this.writeBlock(lease, p.block, p.offsetInBlock, data.subarray(p.offsetInRange, p.offsetInRange + p.length))))
+    } finally {
+      if (--this.inFlightWrites === 0) for (const wake of this.writesDrained.splice(0)) wake()
+    }
+  }
+
+  private async writeBlock (lease: HeldLease, block: number, offsetInBlock: number, data: Buffer): Promise<void> {
+    const targets = writableReplicas(this.replicasOf(block))
+    if (targets.length === 0) throw UkaiError.io(`block ${block} of ${this.name} has no writable replica`)
+    const results = await Promise.allSettled(targets.map(r => this.pool.client(r.node).write({
+      diskUuid: this.record.uuid, block, epoch: this.record.epoch, offset: offsetInBlock, data, leaseEpoch: lease.leaseEpoch
+    })))
+    const failed: Array<{ replica: Replica, err: unknown }> = []
+    results.forEach((res, i) => {
+      if (res.status === 'fulfilled') this.noteDirty(targets[i].node, block)
+      else failed.push({ replica: targets[i], err: res.reason })
+    })
+    if (failed.some(f => isUkaiError(f.err, 'FENCED'))) {
+      this.leases.dropLocal(this.name)
+      this.lease = null
+      throw UkaiError.fenced(`write to ${this.name} refused: the lease moved to another host (epoch ${lease.leaseEpoch} is stale)`)
+    }
+    if (failed.length === 0) return
+    if (failed.length === targets.length) {
+      throw UkaiError.io(`write to block ${block} of ${this.name} failed on every replica: ${failed.map(f => `${f.replica.node}: ${(f.err as Error).message}`).join('; ')}`)
+    }
+    for (const f of failed) {
+      this.log.warn({ node: f.replica.node, block, err: (f.err as Error).message }, 'replica write failed')
+      await this.markStale(f.replica.node, [block])
+    }
+  }
+
+  private noteDirty (node: string, block: number): void {
+    let set = this.dirty.get(node)
+    if (set === undefined) { set = new Set(); this.dirty.set(node, set) }
+    set.add(block)
+  }
+
+  // Makes every acknowledged write durable on the nodes (their fsync).
+  async flush (): Promise<void> {
+    const lease = this.lease
+    if (lease === null || this.dirty.size === 0) return
+    const dirty = this.dirty
+    this.dirty = new Map()
+    const failedNodes: string[] = []
+    await Promise.all([...dirty.keys()].map(async (node) => {
+      try {
+        await this.pool.client(node).flush({ diskUuid: this.record.uuid, leaseEpoch: lease.leaseEpoch })
+      } catch (err) {
+        if (isUkaiError(err, 'FENCED')) { this.leases.dropLocal(this.name); this.lease = null }
+        this.log.warn({ node, err: String(err) }, 'flush failed')
+        failedNodes.push(node)
+      }
+    }))
+    if (failedNodes.length === 0) return
+    const okNodes = [...dirty.keys()].filter(n => !failedNodes.includes(n))
+    for (const node of failedNodes) {
+      const blocks = [...(dirty.get(node) as Set<number>)]
+      // A block whose only durable copy is on a failed node cannot be vouched for.
+      const orphan = blocks.find(b => !okNodes.some(n => dirty.get(n)?.has(b)))
+      if (orphan !== undefined) throw UkaiError.io(`flush of ${this.name} failed: block ${orphan} is not durable on any replica`)
+      await this.markStale(node, blocks)
+    }
+  }
+
+  async close (): Promise<void> {
+    if (this.closed) return
+    try {
+      await this.flush()
+      if (this.lease !== null) await this.leases.release(this.name)
+    } finally {
+      this.lease = null
+      this.closed = true
+    }
+  }
+}
