@@ -1,0 +1,25 @@
+// Runs the real `ukai` CLI as a child process and captures what a user would see.
+import { spawn } from 'node:child_process'
+import { cliMainPath } from '../../src/dev/processes'
+
+export interface CliResult { code: number, stdout: string, stderr: string }
+
+export function runCli (args: string[], opts: { zk?: string, timeoutMs?: number } = {}): Promise<CliResult> {
+  return new Promise((resolve, reject) => {
+    const env = { ...process.env }
+    if (opts.zk !== undefined) env.UKAI_ZK = opts.zk
+    const child = spawn(process.execPath, [cliMainPath(), ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] })
+    let stdout = ''
+    let stderr = ''
+    child.stdout.on('data', (d: Buffer) => { stdout += d.toString() })
+    child.stderr.on('data', (d: Buffer) => { stderr += d.toString() })
+    const timer = setTimeout(() => { child.kill('SIGKILL'); reject(new Error(`ukai ${args.join(' ')} ran past ${opts.timeoutMs ?? 30000} ms`)) }, opts.timeoutMs ?? 30000)
+    child.on('close', (code) => { clearTimeout(timer); resolve({ code: code ?? -1, stdout, stderr }) })
+  })
+}
+
+export async function cliJson<T> (args: string[], zk: string): Promise<T> {
+  const res = await runCli([...args, '--json'], { zk })
+  if (res.code !== 0) throw new Error(`ukai ${args.join(' ')} failed (${res.code}): ${res.stderr}`)
+  return JSON.parse(res.stdout) as T
+}
