@@ -76,6 +76,7 @@ export async function stopProcess (pid: number, argv: readonly string[], opts: S
   const killTimeoutMs = opts.killTimeoutMs ?? STOP_KILL_TIMEOUT_MS
   if (!isOurs(pid, argv)) return 'not-running'
   if (!signal(pid, opts.signal ?? 'SIGTERM')) return 'not-running'
+  signal(pid, 'SIGCONT') // a stopped (SIGSTOP) process only acts on the signal once continued
   if (await waitForExit(pid, termTimeoutMs)) return 'exited'
   if (!isOurs(pid, argv)) return 'exited'
   signal(pid, 'SIGKILL')

@@ -13,6 +13,7 @@ import { isOurs, stopProcess, type StopOptions, type StopResult } from './pids'
 import { isMounted, unmount } from './mounts'
 
 export const READY_TIMEOUT_MS = 30_000
+const EXIT_EVENT_GRACE_MS = 500
 
 // ---- generic --------------------------------------------------------------------------------
 
@@ -72,11 +73,16 @@ export function spawnLogged (opts: SpawnLoggedOptions): LoggedProcess {
 // exit the process is stopped and an error with CODE and the log tail is thrown.
 export async function waitForReadyLine (proc: LoggedProcess, what: string, opts: { msg?: string, timeoutMs?: number, code?: UkaiErrorCode } = {}): Promise<Record<string, unknown>> {
   const timeoutMs = opts.timeoutMs ?? READY_TIMEOUT_MS
-  const res = await followFile(proc.logFile, pinoLineWithMsg(opts.msg ?? 'ready'), {
-    fromOffset: proc.logOffset,
-    timeoutMs,
-    stillWaiting: () => proc.exitReason() ?? (isOurs(proc.pid, proc.argv) ? true : 'exited')
-  })
+  let goneSinceMs = 0
+  const stillWaiting = (): true | string => {
+    const exit = proc.exitReason()
+    if (exit !== null) return exit
+    if (isOurs(proc.pid, proc.argv)) return true
+    // Gone, but our 'exit' event (with the exit code) may not have been delivered yet.
+    if (goneSinceMs === 0) goneSinceMs = Date.now()
+    return Date.now() - goneSinceMs < EXIT_EVENT_GRACE_MS ? true : 'exited'
+  }
+  const res = await followFile(proc.logFile, pinoLineWithMsg(opts.msg ?? 'ready'), { fromOffset: proc.logOffset, timeoutMs, stillWaiting })
   if (res.ok) return res.value
   await stopProcess(proc.pid, proc.argv, { termTimeoutMs: 2_000 }).catch(() => {})
   untrack(proc.pid)
@@ -142,7 +148,10 @@ export function repoRoot (): string {
   }
 }
 
+// UKAI_CLI_MAIN overrides it (tests of this module run a stand-in daemon that way).
 export function cliMainPath (): string {
+  const override = process.env.UKAI_CLI_MAIN
+  if (override !== undefined && override !== '') return path.resolve(override)
   return path.join(repoRoot(), 'dist', 'src', 'cli', 'main.js')
 }
 

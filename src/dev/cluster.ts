@@ -1,0 +1,204 @@
+// `ukai dev up` / `ukai dev down`: a whole cluster on this machine, in one directory.
+//
+//   DIR/cluster.json        what runs: pids and the argv each was started with
+//   DIR/zk/                 ZooKeeper config, data, log
+//   DIR/nodes/a1/           storage node a1 of site-a: storagenode.log, data/
+//   DIR/agents/hv-a/        mount agent of site-a: mount.log
+//   DIR/mnt/site-a/         its FUSE mount point
+//
+// Sites are site-a, site-b, …; nodes a1, a2, b1, …; one agent per site on host hv-a, hv-b, ….
+// cluster.json is rewritten after every process that starts, so a `dev down` after a crash in
+// the middle of `dev up` still finds everything to stop.
+import fs from 'node:fs'
+import path from 'node:path'
+import { UkaiError } from '../errors'
+import { isMounted, mountsUnder, unmount } from './mounts'
+import { isOurs, type StopResult } from './pids'
+import { startMountAgent, startStorageNode, stopLogged, stopMountAgent } from './processes'
+import { startZooKeeper } from './zookeeper'
+
+export const CLUSTER_FILE = 'cluster.json'
+const SITES_MAX = 26
+const NODES_PER_SITE_MAX = 16
+
+export interface ClusterZk { connectString: string, pid: number, argv: string[], dir: string, logFile: string }
+export interface ClusterNode { id: string, site: string, address: string, pid: number, argv: string[], dataDir: string, logFile: string }
+export interface ClusterAgent { host: string, site: string, mountPoint: string, pid: number, argv: string[], logFile: string }
+
+export interface ClusterInfo {
+  version: 1
+  dir: string
+  detached: boolean
+  startedAt: string // ISO time
+  zk: ClusterZk
+  nodes: ClusterNode[]
+  agents: ClusterAgent[]
+}
+
+export interface DevUpOptions {
+  dir: string
+  sites?: number            // default 2
+  nodesPerSite?: number     // default 2
+  detach?: boolean          // children outlive this process
+  capacity?: string         // per storage node, e.g. '20GiB'
+  agents?: boolean          // start one mount agent per site (default true)
+  readyTimeoutMs?: number
+}
+
+export function siteName (i: number): string { return `site-${letter(i)}` }
+export function nodeId (site: number, n: number): string { return `${letter(site)}${n + 1}` }
+export function agentHost (site: number): string { return `hv-${letter(site)}` }
+
+function letter (i: number): string {
+  if (!Number.isInteger(i) || i < 0 || i >= SITES_MAX) throw UkaiError.badArgument(`site index ${i} out of range 0..${SITES_MAX - 1}`)
+  return String.fromCharCode(97 + i)
+}
+
+export function readCluster (dir: string): ClusterInfo | null {
+  const file = path.join(path.resolve(dir), CLUSTER_FILE)
+  let text: string
+  try {
+    text = fs.readFileSync(file, 'utf8')
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null
+    throw err
+  }
+  let info: ClusterInfo
+  try {
+    info = JSON.parse(text) as ClusterInfo
+  } catch (err) {
+    throw new UkaiError('BAD_ARGUMENT', `${file} is not valid JSON: ${(err as Error).message}`)
+  }
+  if (info.version !== 1 || typeof info.zk !== 'object' || !Array.isArray(info.nodes) || !Array.isArray(info.agents)) {
+    throw new UkaiError('BAD_ARGUMENT', `${file} is not a ukai cluster file (version 1)`)
+  }
+  return info
+}
+
+function writeCluster (info: ClusterInfo): void {
+  const file = path.join(info.dir, CLUSTER_FILE)
+  const tmp = `${file}.tmp-${process.pid}`
+  fs.writeFileSync(tmp, JSON.stringify(info, null, 2) + '\n')
+  fs.renameSync(tmp, file)
+}
+
+// PIDs of cluster.json that still run what we started.
+export function livePids (info: ClusterInfo): number[] {
+  const all = [info.zk, ...info.nodes, ...info.agents].filter((p) => p !== undefined && p.pid > 0)
+  return all.filter((p) => isOurs(p.pid, p.argv)).map((p) => p.pid)
+}
+
+export async function devUp (opts: DevUpOptions): Promise<ClusterInfo> {
+  const dir = path.resolve(opts.dir)
+  const sites = opts.sites ?? 2
+  const nodesPerSite = opts.nodesPerSite ?? 2
+  if (!Number.isInteger(sites) || sites < 1 || sites > SITES_MAX) throw UkaiError.badArgument(`sites must be 1..${SITES_MAX}, not ${sites}`)
+  if (!Number.isInteger(nodesPerSite) || nodesPerSite < 1 || nodesPerSite > NODES_PER_SITE_MAX) {
+    throw UkaiError.badArgument(`nodesPerSite must be 1..${NODES_PER_SITE_MAX}, not ${nodesPerSite}`)
+  }
+  fs.mkdirSync(dir, { recursive: true })
+
+  const previous = readCluster(dir)
+  if (previous !== null) {
+    const live = livePids(previous)
+    if (live.length > 0) {
+      throw UkaiError.alreadyExists(`a dev cluster is already running in ${dir} (pids ${live.join(' ')}); run 'ukai dev down' first`)
+    }
+    await devDown({ dir }) // stale: clear leftover mounts and the file
+  }
+
+  const detached = opts.detach === true
+  const readyTimeoutMs = opts.readyTimeoutMs
+  const zk = await startZooKeeper({ dir: path.join(dir, 'zk'), detached })
+  const info: ClusterInfo = {
+    version: 1,
+    dir,
+    detached,
+    startedAt: new Date().toISOString(),
+    zk: { connectString: zk.connectString, pid: zk.pid, argv: zk.argv, dir: zk.dir, logFile: zk.logFile },
+    nodes: [],
+    agents: []
+  }
+  writeCluster(info)
+
+  try {
+    const nodeStarts: Array<Promise<void>> = []
+    for (let s = 0; s < sites; s++) {
+      for (let n = 0; n < nodesPerSite; n++) {
+        const id = nodeId(s, n)
+        nodeStarts.push(startStorageNode({
+          dir: path.join(dir, 'nodes', id), id, site: siteName(s), zk: zk.connectString, capacity: opts.capacity, detached, readyTimeoutMs
+        }).then((node) => {
+          info.nodes.push({ id: node.id, site: node.site, address: node.address, pid: node.pid, argv: node.argv, dataDir: node.dataDir, logFile: node.logFile })
+          writeCluster(info)
+        }))
+      }
+    }
+    await settleAll(nodeStarts)
+    info.nodes.sort((a, b) => a.id.localeCompare(b.id))
+    writeCluster(info)
+
+    if (opts.agents !== false) {
+      const agentStarts: Array<Promise<void>> = []
+      for (let s = 0; s < sites; s++) {
+        const host = agentHost(s)
+        agentStarts.push(startMountAgent({
+          dir: path.join(dir, 'agents', host), mountPoint: path.join(dir, 'mnt', siteName(s)), host, site: siteName(s), zk: zk.connectString, detached, readyTimeoutMs
+        }).then((agent) => {
+          info.agents.push({ host: agent.host, site: agent.site, mountPoint: agent.mountPoint, pid: agent.pid, argv: agent.argv, logFile: agent.logFile })
+          writeCluster(info)
+        }))
+      }
+      await settleAll(agentStarts)
+      info.agents.sort((a, b) => a.host.localeCompare(b.host))
+      writeCluster(info)
+    }
+  } catch (err) {
+    await devDown({ dir }).catch(() => {})
+    throw err
+  }
+  return info
+}
+
+// Wait for every promise (so none is left running unobserved), then throw the first error.
+async function settleAll (ps: Array<Promise<void>>): Promise<void> {
+  const results = await Promise.allSettled(ps)
+  const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected')
+  if (failed !== undefined) throw failed.reason
+}
+
+export interface DevDownResult {
+  found: boolean                       // was there a cluster.json
+  stopped: Array<{ what: string, pid: number, result: StopResult }>
+  unmounted: string[]
+}
+
+// Stop exactly the processes cluster.json names (agents, then nodes, then ZooKeeper), unmount
+// what is still mounted, remove cluster.json. Safe to run twice, and after a crash.
+export async function devDown (opts: { dir: string }): Promise<DevDownResult> {
+  const dir = path.resolve(opts.dir)
+  const result: DevDownResult = { found: false, stopped: [], unmounted: [] }
+  const info = readCluster(dir)
+  if (info !== null) {
+    result.found = true
+    const errors: unknown[] = []
+    const note = (what: string, pid: number) => (r: StopResult) => { result.stopped.push({ what, pid, result: r }) }
+    const keep = (err: unknown) => { errors.push(err) }
+
+    await Promise.all(info.agents.map(async (a) => {
+      const mounted = isMounted(a.mountPoint)
+      await stopMountAgent(a, a.mountPoint).then(note(`agent ${a.host}`, a.pid), keep)
+      if (mounted && !isMounted(a.mountPoint)) result.unmounted.push(a.mountPoint)
+    }))
+    await Promise.all(info.nodes.map(async (n) => await stopLogged(n).then(note(`node ${n.id}`, n.pid), keep)))
+    if (info.zk !== undefined) await stopLogged(info.zk).then(note('zookeeper', info.zk.pid), keep)
+    if (errors.length > 0) throw errors[0] // cluster.json stays: run dev down again
+  }
+  // Mounts left by agents that died without unmounting, even without a cluster.json.
+  for (const m of mountsUnder(path.join(dir, 'mnt'))) {
+    await unmount(m)
+    result.unmounted.push(m)
+  }
+  fs.rmSync(path.join(dir, CLUSTER_FILE), { force: true })
+  return result
+}

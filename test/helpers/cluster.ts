@@ -1,0 +1,279 @@
+// Test fixtures: real ZooKeeper, real storage-node processes, real FUSE mount agents, each in its
+// own temp dir (os.tmpdir()/ukai-test-*) on a free port. Every fixture registers its cleanup with
+// t.teardown right after it exists: stop the process by PID, unmount if still mounted, remove the
+// temp dir — also when the test failed. A process-level safety net (exit, SIGINT, SIGTERM) kills
+// whatever children are left and lazily unmounts leftover mounts.
+//
+//   const zk = await startZk(t)
+//   const node = await startNode(t, { zk, id: 'a1', site: 'site-a' })
+//   const agent = await startAgent(t, { zk, host: 'hv-a', site: 'site-a' })
+//   await node.kill('SIGKILL'); await node.restart()
+//   const c = await startCluster(t, { sites: 2, nodesPerSite: 2 })
+import { spawnSync } from 'node:child_process'
+import fs from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
+import { agentHost, nodeId, siteName } from '../../src/dev/cluster'
+import { isMounted, unmount, unmountSync } from '../../src/dev/mounts'
+import { isOurs, signalIfOurs, waitForExit } from '../../src/dev/pids'
+import {
+  cliMainPath, killTrackedChildren, startMountAgent, startStorageNode,
+  type MountAgentProcess, type StorageNodeProcess
+} from '../../src/dev/processes'
+import { startZooKeeper, type ZooKeeperHandle } from '../../src/dev/zookeeper'
+
+// The part of a tap Test the fixtures need.
+export interface TestLike {
+  teardown (fn: () => unknown): void
+  comment (...args: unknown[]): void
+}
+
+const KILL_WAIT_MS = 10_000
+const TEMP_PREFIX = 'ukai-test-'
+
+// ---- safety net ----------------------------------------------------------------------------
+
+const liveMounts = new Set<string>()
+const liveTempDirs = new Set<string>()
+let safetyNetInstalled = false
+
+function installSafetyNet (): void {
+  if (safetyNetInstalled) return
+  safetyNetInstalled = true
+  const cleanupSync = (): void => {
+    killTrackedChildren('SIGKILL')
+    for (const m of liveMounts) {
+      try { unmountSync(m) } catch {}
+    }
+    for (const d of liveTempDirs) {
+      try { fs.rmSync(d, { recursive: true, force: true }) } catch {}
+    }
+  }
+  process.on('exit', cleanupSync)
+  for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
+    process.once(sig, () => {
+      cleanupSync()
+      process.exit(128 + (os.constants.signals[sig] ?? 0))
+    })
+  }
+}
+
+export function makeTempDir (t: TestLike, label: string): string {
+  installSafetyNet()
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), `${TEMP_PREFIX}${label}-`))
+  liveTempDirs.add(dir)
+  t.teardown(async () => await guard(t, `remove ${dir}`, async () => { await removeTempDir(dir) }))
+  return dir
+}
+
+async function removeTempDir (dir: string): Promise<void> {
+  for (const m of liveMounts) {
+    if (m.startsWith(dir + '/') && isMounted(m)) await unmount(m)
+  }
+  await fs.promises.rm(dir, { recursive: true, force: true })
+  liveTempDirs.delete(dir)
+}
+
+// A teardown must not throw: tap drops the remaining teardowns of the test when one does.
+async function guard (t: TestLike, what: string, fn: () => Promise<void>): Promise<void> {
+  try {
+    await fn()
+  } catch (err) {
+    t.comment(`teardown: ${what} failed: ${(err as Error).stack ?? String(err)}`)
+  }
+}
+
+// Signal the process if it is still ours; for signals that end it, wait until it is gone.
+async function killOurs (pid: number, argv: readonly string[], signal: NodeJS.Signals): Promise<void> {
+  if (!signalIfOurs(pid, argv, signal)) return
+  if (signal === 'SIGSTOP' || signal === 'SIGCONT' || signal === 'SIGUSR1' || signal === 'SIGUSR2' || signal === 'SIGHUP') return
+  if (!await waitForExit(pid, KILL_WAIT_MS)) throw new Error(`pid ${pid} still alive ${KILL_WAIT_MS} ms after ${signal}`)
+}
+
+type ZkRef = string | { connectString: string }
+const connectStringOf = (zk: ZkRef): string => typeof zk === 'string' ? zk : zk.connectString
+
+// ---- ZooKeeper -----------------------------------------------------------------------------
+
+export interface ZkFixture {
+  readonly connectString: string
+  readonly port: number
+  readonly pid: number
+  readonly dir: string
+  readonly logFile: string
+  kill (signal?: NodeJS.Signals): Promise<void> // default SIGKILL
+  restart (): Promise<void>                      // same dir, data and port
+  stop (): Promise<void>
+}
+
+export async function startZk (t: TestLike, opts: { tickTimeMs?: number } = {}): Promise<ZkFixture> {
+  const dir = makeTempDir(t, 'zk')
+  let zk: ZooKeeperHandle = await startZooKeeper({ dir, tickTimeMs: opts.tickTimeMs })
+  t.teardown(async () => await guard(t, `stop ZooKeeper pid ${zk.pid}`, async () => { await zk.stop() }))
+  const port = zk.port
+  return {
+    get connectString () { return zk.connectString },
+    get pid () { return zk.pid },
+    port,
+    dir,
+    get logFile () { return zk.logFile },
+    kill: async (signal = 'SIGKILL') => { await killOurs(zk.pid, zk.argv, signal) },
+    restart: async () => {
+      await zk.stop()
+      zk = await startZooKeeper({ dir, port, tickTimeMs: opts.tickTimeMs })
+    },
+    stop: async () => { await zk.stop() }
+  }
+}
+
+// ---- storage nodes -------------------------------------------------------------------------
+
+export interface NodeFixture {
+  readonly id: string
+  readonly site: string
+  readonly pid: number
+  readonly address: string
+  readonly dataDir: string
+  readonly dir: string
+  readonly logFile: string
+  kill (signal?: NodeJS.Signals): Promise<void>                // default SIGKILL
+  restart (opts?: { samePort?: boolean }): Promise<void>       // same id, data dir; same port by default
+  stop (): Promise<void>
+}
+
+export interface StartNodeOptions { zk: ZkRef, id: string, site: string, capacity?: string, extraArgs?: string[] }
+
+export async function startNode (t: TestLike, opts: StartNodeOptions): Promise<NodeFixture> {
+  const dir = makeTempDir(t, `node-${opts.id}`)
+  const base = { dir, id: opts.id, site: opts.site, zk: connectStringOf(opts.zk), capacity: opts.capacity, extraArgs: opts.extraArgs }
+  let node: StorageNodeProcess = await startStorageNode(base)
+  t.teardown(async () => await guard(t, `stop node ${opts.id} pid ${node.pid}`, async () => { await node.stop() }))
+  return {
+    id: opts.id,
+    site: opts.site,
+    get pid () { return node.pid },
+    get address () { return node.address },
+    dataDir: node.dataDir,
+    dir,
+    get logFile () { return node.logFile },
+    kill: async (signal = 'SIGKILL') => { await killOurs(node.pid, node.argv, signal) },
+    restart: async (r = {}) => {
+      const listen = r.samePort === false ? undefined : node.address
+      await node.stop()
+      node = await startStorageNode({ ...base, listen })
+    },
+    stop: async () => { await node.stop() }
+  }
+}
+
+// ---- mount agents --------------------------------------------------------------------------
+
+export interface AgentFixture {
+  readonly host: string
+  readonly site: string
+  readonly pid: number
+  readonly mountPoint: string
+  readonly dir: string
+  readonly logFile: string
+  kill (signal?: NodeJS.Signals): Promise<void> // default SIGKILL; the mount stays (dead) until restart/teardown
+  restart (): Promise<void>                     // unmounts a dead mount first
+  stop (): Promise<void>                        // SIGTERM, then unmount if still mounted
+}
+
+export interface StartAgentOptions { zk: ZkRef, host: string, site: string, extraArgs?: string[] }
+
+export async function startAgent (t: TestLike, opts: StartAgentOptions): Promise<AgentFixture> {
+  const dir = makeTempDir(t, `agent-${opts.host}`)
+  const mountPoint = path.join(dir, 'mnt')
+  liveMounts.add(mountPoint)
+  const base = { dir, mountPoint, host: opts.host, site: opts.site, zk: connectStringOf(opts.zk), extraArgs: opts.extraArgs }
+  let agent: MountAgentProcess = await startMountAgent(base)
+  t.teardown(async () => await guard(t, `stop agent ${opts.host} pid ${agent.pid}`, async () => { await agent.stop() }))
+  return {
+    host: opts.host,
+    site: opts.site,
+    get pid () { return agent.pid },
+    mountPoint,
+    dir,
+    get logFile () { return agent.logFile },
+    kill: async (signal = 'SIGKILL') => { await killOurs(agent.pid, agent.argv, signal) },
+    restart: async () => {
+      await agent.stop() // also unmounts a mount left by a killed agent
+      agent = await startMountAgent(base)
+    },
+    stop: async () => { await agent.stop() }
+  }
+}
+
+// ---- a whole cluster -----------------------------------------------------------------------
+
+export interface ClusterFixture {
+  zk: ZkFixture
+  sites: string[]         // site-a, site-b, …
+  nodes: NodeFixture[]    // a1, a2, b1, b2, … (sorted by id)
+  agents: AgentFixture[]  // hv-a on site-a, hv-b on site-b, …
+  node (id: string): NodeFixture
+  agent (site: string): AgentFixture
+}
+
+export interface StartClusterOptions { sites?: number, nodesPerSite?: number, agents?: boolean, capacity?: string }
+
+export async function startCluster (t: TestLike, opts: StartClusterOptions = {}): Promise<ClusterFixture> {
+  const siteCount = opts.sites ?? 2
+  const nodesPerSite = opts.nodesPerSite ?? 2
+  const zk = await startZk(t)
+  const sites = Array.from({ length: siteCount }, (_, s) => siteName(s))
+  const nodeStarts: Array<Promise<NodeFixture>> = []
+  for (let s = 0; s < siteCount; s++) {
+    for (let n = 0; n < nodesPerSite; n++) {
+      nodeStarts.push(startNode(t, { zk, id: nodeId(s, n), site: sites[s], capacity: opts.capacity }))
+    }
+  }
+  const nodes = await allOrFirstError(nodeStarts)
+  nodes.sort((a, b) => a.id.localeCompare(b.id))
+  const agents = opts.agents === false
+    ? []
+    : await allOrFirstError(sites.map(async (site, s) => await startAgent(t, { zk, host: agentHost(s), site })))
+  return {
+    zk,
+    sites,
+    nodes,
+    agents,
+    node: (id) => {
+      const found = nodes.find((n) => n.id === id)
+      if (found === undefined) throw new Error(`no node ${id} in this cluster (${nodes.map((n) => n.id).join(' ')})`)
+      return found
+    },
+    agent: (site) => {
+      const found = agents.find((a) => a.site === site)
+      if (found === undefined) throw new Error(`no agent on ${site}`)
+      return found
+    }
+  }
+}
+
+// Like Promise.all, but waits for every start (each registered its own teardown) before throwing.
+async function allOrFirstError<T> (ps: Array<Promise<T>>): Promise<T[]> {
+  const results = await Promise.allSettled(ps)
+  const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected')
+  if (failed !== undefined) throw failed.reason
+  return results.map((r) => (r as PromiseFulfilledResult<T>).value)
+}
+
+// ---- skipping ------------------------------------------------------------------------------
+
+// Why tests needing `ukai <command>` cannot run here, or null when they can.
+export function missingCli (command: string): string | null {
+  const main = cliMainPath()
+  if (!fs.existsSync(main)) return `${main} does not exist (not built yet?)`
+  const r = spawnSync(process.execPath, [main, command, '--help'], { encoding: 'utf8', timeout: 15_000 })
+  if (r.status !== 0) return `'ukai ${command}' is not available in ${main} (exit ${r.status}): ${(r.stderr ?? '').trim().split('\n')[0] ?? ''}`
+  return null
+}
+
+export function fuseUnavailable (): string | null {
+  if (!fs.existsSync('/dev/fuse')) return '/dev/fuse does not exist'
+  return null
+}
+
+export { isMounted, isOurs }
