@@ -18,6 +18,7 @@ export const MAX_BLOCK_BYTES = 64 * 1024 * 1024
 export const MAX_IO_BYTES = 4 * 1024 * 1024
 const PAGE_BYTES = 4096
 const ZERO_CHUNK_BYTES = 1024 * 1024
+const RECONCILE_DELAY_MS = 200
 // No path separators, no dots: a uuid can never name anything outside DATA/disks.
 const DISK_UUID_RE = /^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$/
 const VERSION_FILE_RE = /^(\d+)\.(\d+)$/
@@ -58,6 +59,13 @@ export class BlockStore {
   private readonly locks = new RangeLocks()
   private usedBytesTotal = 0
   private reservedBytes = 0   // worst-case allocation of writes in progress
+  // Writes are accounted without an fstat on the data path: each adds its worst case (every page
+  // it touched) here, per file, until reconcile() replaces the estimate with st_blocks. The quota
+  // check reconciles before refusing, so the estimate only ever errs on the safe side.
+  private readonly unsettledBytes = new Map<string, number>()
+  private unsettledTotal = 0
+  private reconciling: Promise<void> | undefined
+  private reconcileTimer: NodeJS.Timeout | undefined
   private closed = false
 
   private constructor (opts: BlockStoreOptions) {
@@ -78,7 +86,8 @@ export class BlockStore {
     return store
   }
 
-  get usedBytes (): number { return this.usedBytesTotal }
+  // Allocated bytes; recent writes count at their worst case until the next reconcile.
+  get usedBytes (): number { return this.usedBytesTotal + this.unsettledTotal }
   get openFiles (): number { return this.files.size }
 
   // ---- data path ----
@@ -187,6 +196,7 @@ export class BlockStore {
     const disk = this.disks.get(uuid)
     if (disk === undefined) return 0
     await Promise.allSettled([...disk.inflight, ...disk.creating.values()])
+    await this.reconcile()  // so the freed count is real allocation, not estimates
     this.disks.delete(uuid)
     this.files.forgetUnder(disk.dir)
     let freed = 0
@@ -207,6 +217,7 @@ export class BlockStore {
     for (const b of blocks) checkIndex('block', b)
     const disk = this.disks.get(uuid)
     if (disk === undefined) return 0
+    await this.reconcile()
     let freed = 0
     for (const block of blocks) {
       for (const epoch of [...(disk.versions.get(block) ?? [])]) freed += await this.removeVersion(disk, block, epoch)
@@ -216,18 +227,20 @@ export class BlockStore {
   }
 
   async stat (): Promise<StoreStat> {
+    await this.reconcile()
     const fsStat = await fsp.statfs(this.dataDir)
     const fsFreeBytes = fsStat.bavail * fsStat.bsize
     const fsTotalBytes = fsStat.blocks * fsStat.bsize
     const capacityBytes = this.capacityBytes ?? fsTotalBytes
-    const quotaLeft = this.capacityBytes === undefined ? fsFreeBytes : Math.max(0, this.capacityBytes - this.usedBytesTotal)
-    return { nodeId: this.nodeId, capacityBytes, usedBytes: this.usedBytesTotal, freeBytes: Math.min(quotaLeft, fsFreeBytes) }
+    const quotaLeft = this.capacityBytes === undefined ? fsFreeBytes : Math.max(0, this.capacityBytes - this.usedBytes)
+    return { nodeId: this.nodeId, capacityBytes, usedBytes: this.usedBytes, freeBytes: Math.min(quotaLeft, fsFreeBytes) }
   }
 
   // Waits for in-flight mutations, fsyncs everything dirty, closes all files. Idempotent.
   async close (): Promise<void> {
     if (this.closed) return
     this.closed = true
+    if (this.reconcileTimer !== undefined) clearTimeout(this.reconcileTimer)
     for (const disk of this.disks.values()) {
       await Promise.allSettled([...disk.inflight])
       await this.syncDisk(disk).catch(() => {})
@@ -355,18 +368,18 @@ export class BlockStore {
     // Invariants right before touching the disk.
     if (offset + data.length > MAX_BLOCK_BYTES) throw UkaiError.internal(`write past max block size: ${offset}+${data.length}`)
     if (!(disk.versions.get(block)?.includes(epoch) ?? false)) throw UkaiError.internal(`version ${block}.${epoch} of ${disk.uuid} vanished`)
-    this.reserve(worstCaseBytes)
+    await this.reserve(worstCaseBytes)
     try {
       const lease = await this.files.acquire(file)
       try {
         await writeAll(lease.fh, data, offset)
-        const st = await lease.fh.stat()
-        this.setAlloc(file, st.blocks * 512)
       } finally {
         lease.release()
       }
+      this.addUnsettled(file, worstCaseBytes)
       disk.dirty.add(file)
     } catch (err) {
+      this.addUnsettled(file, worstCaseBytes)  // a partial write may have allocated
       throw this.translate(err, `write ${disk.uuid} block ${block}.${epoch}`)
     } finally {
       this.reservedBytes -= worstCaseBytes
@@ -432,8 +445,8 @@ export class BlockStore {
       this.setAlloc(file, 0)
     } else {
       const src = versionPath(disk, block, older)
-      const costBytes = this.allocBytes.get(src) ?? 0
-      this.reserve(costBytes)
+      const costBytes = (this.allocBytes.get(src) ?? 0) + (this.unsettledBytes.get(src) ?? 0)
+      await this.reserve(costBytes)
       try {
         // Clone under a temporary name so a crash never leaves a half-copied version behind.
         const tmp = file + '.tmp'
@@ -509,12 +522,50 @@ export class BlockStore {
     try { await fh.sync() } finally { await fh.close() }
   }
 
-  private reserve (bytes: number): void {
-    if (this.capacityBytes === undefined || bytes === 0) { this.reservedBytes += bytes; return }
-    if (this.usedBytesTotal + this.reservedBytes + bytes > this.capacityBytes) {
+  // Claims `bytes` of quota for an operation in progress, or throws NO_SPACE.
+  private async reserve (bytes: number): Promise<void> {
+    const fits = (): boolean => this.capacityBytes === undefined ||
+      this.usedBytesTotal + this.unsettledTotal + this.reservedBytes + bytes <= this.capacityBytes
+    if (!fits() && this.unsettledTotal > 0) await this.reconcile()
+    if (!fits()) {
       throw UkaiError.noSpace(`storage node ${this.nodeId} is full: ${bytes} more bytes would exceed its capacity of ${this.capacityBytes} bytes (${this.usedBytesTotal} used)`)
     }
     this.reservedBytes += bytes
+  }
+
+  private addUnsettled (file: string, bytes: number): void {
+    this.unsettledBytes.set(file, (this.unsettledBytes.get(file) ?? 0) + bytes)
+    this.unsettledTotal += bytes
+    if (this.reconcileTimer === undefined && !this.closed) {
+      this.reconcileTimer = setTimeout(() => {
+        this.reconcileTimer = undefined
+        this.reconcile().catch(() => {})
+      }, RECONCILE_DELAY_MS)
+      this.reconcileTimer.unref()
+    }
+  }
+
+  // Replaces the worst-case estimates of written files by their real allocation (st_blocks).
+  async reconcile (): Promise<void> {
+    while (this.reconciling !== undefined) await this.reconciling
+    if (this.unsettledBytes.size === 0) return
+    const batch = [...this.unsettledBytes]
+    this.unsettledBytes.clear()
+    this.reconciling = (async () => {
+      for (const [file, estimate] of batch) {
+        try {
+          // Only files still known: a deleted version was already dropped from allocBytes.
+          if (this.allocBytes.has(file)) this.setAlloc(file, (await fsp.stat(file)).blocks * 512)
+        } catch (err) {
+          if ((err as NodeJS.ErrnoException).code !== 'ENOENT') {
+            this.unsettledBytes.set(file, (this.unsettledBytes.get(file) ?? 0) + estimate)
+            continue
+          }
+        }
+        this.unsettledTotal -= estimate
+      }
+    })()
+    try { await this.reconciling } finally { this.reconciling = undefined }
   }
 
   private setAlloc (file: string, bytes: number): void {
@@ -525,6 +576,8 @@ export class BlockStore {
   private forgetAlloc (file: string): void {
     this.usedBytesTotal -= this.allocBytes.get(file) ?? 0
     this.allocBytes.delete(file)
+    const unsettled = this.unsettledBytes.get(file)
+    if (unsettled !== undefined) { this.unsettledTotal -= unsettled; this.unsettledBytes.delete(file) }
   }
 
   private translate (err: unknown, what: string): UkaiError {

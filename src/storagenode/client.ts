@@ -16,6 +16,8 @@ const MAX_QUEUED_DEFAULT = 1024
 const KEEPALIVE_TIME_MS = 10_000
 const KEEPALIVE_TIMEOUT_MS = 5_000
 const RECONNECT_BACKOFF_MAX_MS = 2_000
+// HTTP/2's default 64 KiB receive window stalls a stream of 128 KiB+ responses on every message.
+const FLOW_CONTROL_WINDOW_BYTES = 16 * 1024 * 1024
 
 export interface StorageClientOptions {
   nodeId: string
@@ -85,7 +87,8 @@ export class StorageClient {
       'grpc.keepalive_timeout_ms': KEEPALIVE_TIMEOUT_MS,
       'grpc.keepalive_permit_without_calls': 1,
       'grpc.max_reconnect_backoff_ms': RECONNECT_BACKOFF_MAX_MS,
-      'grpc.enable_retries': 0
+      'grpc.enable_retries': 0,
+      'grpc-node.flow_control_window': FLOW_CONTROL_WINDOW_BYTES
     })
   }
 

@@ -3,6 +3,8 @@
 // overlapping writes to one version by arrival. Every error leaves as a UkaiError code string
 // (Io) or a gRPC status plus an 'ukai-code' trailer (unary); unknown exceptions become IO_ERROR
 // and are logged.
+import type { EventEmitter } from 'node:events'
+import type { Http2Session } from 'node:http2'
 import * as grpc from '@grpc/grpc-js'
 import { UkaiError, UkaiErrorCode, isUkaiError } from '../errors'
 import { Logger, silentLogger } from '../log'
@@ -17,6 +19,7 @@ const MAX_IN_FLIGHT_PER_STREAM = 256
 const CLOSE_GRACE_MS_DEFAULT = 5000
 const SHUTDOWN_WAIT_MS = 1000
 const EMPTY = Buffer.alloc(0)
+const FLOW_CONTROL_WINDOW_BYTES = 16 * 1024 * 1024
 
 export interface StorageServerOptions {
   nodeId: string
@@ -179,6 +182,7 @@ export async function startStorageServer (opts: StorageServerOptions): Promise<S
     throw UkaiError.unavailable(`storage node ${opts.nodeId}: cannot listen on ${opts.listen}: ${(err as Error).message}`, err)
   }
   const address = `${uriHost}:${port}`
+  widenReceiveWindows(server, FLOW_CONTROL_WINDOW_BYTES)
   log.info({ address, dataDir: store.dataDir, capacityBytes: store.capacityBytes, usedBytes: store.usedBytes }, 'storage node listening')
 
   const shutdown = async (graceMs: number): Promise<void> => {
@@ -236,4 +240,20 @@ function parseListen (listen: string): { host: string, port: number } {
     throw UkaiError.badArgument(`bad listen address '${listen}': expected HOST:PORT (port 0 picks a free one)`)
   }
   return { host: m[1] ?? m[2], port }
+}
+
+// grpc-js has no server-side option for the HTTP/2 receive window; at Node's 64 KiB default a
+// client streaming 128 KiB writes stalls on WINDOW_UPDATEs. Widen it per session. Reaches into a
+// grpc-js private field, so it degrades to a no-op if that field ever changes.
+function widenReceiveWindows (server: grpc.Server, windowBytes: number): void {
+  const servers = (server as unknown as { http2Servers?: unknown }).http2Servers
+  if (!(servers instanceof Map)) return
+  for (const h of servers.keys()) {
+    if (typeof (h as EventEmitter).on !== 'function') continue
+    ;(h as EventEmitter).on('session', (session: Http2Session) => {
+      session.once('remoteSettings', () => {
+        try { session.setLocalWindowSize(windowBytes) } catch { /* session already closing */ }
+      })
+    })
+  }
 }
