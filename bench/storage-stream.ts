@@ -65,6 +65,9 @@ async function run (client: StorageClient, serverCpu: CpuProbe, op: 'write' | 'r
 async function main (): Promise<void> {
   if (process.argv[2] === '--server') return await serverMain()
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'ukai-bench-'))
+  if (os.loadavg()[0] > os.cpus().length) {
+    console.log(`warning: load average ${os.loadavg()[0].toFixed(1)} on ${os.cpus().length} CPUs; throughput is not representative, CPU per op is closer`)
+  }
   let child
   if (process.env.BENCH_IN_PROCESS === '1') {
     child = undefined
