@@ -46,11 +46,12 @@ export function daemonCommands (program: Command): void {
     .option('--host <name>', 'host name of this hypervisor', os.hostname())
     .option('--allow-other', 'let other users (e.g. libvirt-qemu) open the disks')
     .option('--handover-timeout-ms <ms>', 'how long to wait for a lease holder to hand over before forcing', '5000')
+    .option('--io-retry-ms <ms>', 'how long an I/O waits for an unreachable replica to return before failing with EIO', '10000')
     .action(async (mountPoint: string, opts, cmd: Command) => {
       const log = createLogger('mount').child({ host: opts.host, site: opts.site })
       const m = await runMount({
         mountPoint, host: opts.host, site: opts.site, zk: zkConnectString(cmd), allowOther: opts.allowOther === true,
-        handoverTimeoutMs: Number(opts.handoverTimeoutMs), logger: log
+        handoverTimeoutMs: Number(opts.handoverTimeoutMs), ioRetryMs: Number(opts.ioRetryMs), logger: log
       })
       stopOnSignals(log, m.stop)
       log.info({ mountPoint }, 'ready')

@@ -15,6 +15,7 @@ export interface AgentOptions {
   site: string
   mountPoint: string
   handoverTimeoutMs?: number
+  ioRetryMs?: number
   logger?: Logger
 }
 
@@ -40,8 +41,10 @@ export class Agent {
   private readonly handles = new Map<number, { name: string, writable: boolean }>()
   private nextFh = 1
   private closed = false
+  private readonly ioRetryMs?: number
 
   constructor (opts: AgentOptions) {
+    this.ioRetryMs = opts.ioRetryMs
     this.meta = opts.meta
     this.host = opts.host
     this.site = opts.site
@@ -129,7 +132,7 @@ export class Agent {
     let p = this.opening.get(name)
     if (p === undefined) {
       p = (async () => {
-        const disk = await VirtualDisk.open({ meta: this.meta, pool: this.pool, leases: this.leases, logger: this.log }, name)
+        const disk = await VirtualDisk.open({ meta: this.meta, pool: this.pool, leases: this.leases, ioRetryMs: this.ioRetryMs, logger: this.log }, name)
         const rec: OpenRecord = { v: 1, host: this.host, writable: true }
         await this.meta.holdEphemeral(paths.open(name, this.host), () => encodeJson(rec))
         const od = { disk, handles: 0, writable: 0 }

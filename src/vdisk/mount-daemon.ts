@@ -12,6 +12,7 @@ export interface MountOptions {
   zk: string
   allowOther?: boolean
   handoverTimeoutMs?: number
+  ioRetryMs?: number
   logger: Logger
 }
 
@@ -21,7 +22,7 @@ export async function runMount (opts: MountOptions): Promise<RunningMount> {
   validateId(opts.host, 'host name')
   validateId(opts.site, 'site')
   const meta = await MetaStore.connect(opts.zk, { logger: opts.logger })
-  const agent = new Agent({ meta, host: opts.host, site: opts.site, mountPoint: opts.mountPoint, handoverTimeoutMs: opts.handoverTimeoutMs, logger: opts.logger })
+  const agent = new Agent({ meta, host: opts.host, site: opts.site, mountPoint: opts.mountPoint, handoverTimeoutMs: opts.handoverTimeoutMs, ioRetryMs: opts.ioRetryMs, logger: opts.logger })
   let fuse
   try {
     await agent.start()

@@ -14,11 +14,21 @@ import { MetaStore } from '../meta/store'
 import { splitRange } from './block-range'
 import { NodePool } from './node-pool'
 
+// How long an I/O keeps retrying while no replica answers (a node restarting, a network blip)
+// before the guest sees EIO.
+export const IO_RETRY_MS_DEFAULT = 10_000
+const IO_RETRY_PAUSE_MS = 200
+
 export interface VirtualDiskDeps {
   meta: MetaStore
   pool: NodePool
   leases: LeaseManager
+  ioRetryMs?: number
   logger?: Logger
+}
+
+function sleep (ms: number): Promise<void> {
+  return new Promise(resolve => setTimeout(resolve, ms))
 }
 
 export class VirtualDisk {
@@ -37,12 +47,14 @@ export class VirtualDisk {
   private dirty = new Map<string, Set<number>>()
   private mapLock: Promise<void> = Promise.resolve()
   private closed = false
+  private readonly ioRetryMs: number
 
   private constructor (deps: VirtualDiskDeps, record: DiskRecord & { version: number }, segments: PlacementSegment[]) {
     this.meta = deps.meta
     this.pool = deps.pool
     this.leases = deps.leases
     this.log = (deps.logger ?? silentLogger).child({ disk: record.name })
+    this.ioRetryMs = deps.ioRetryMs ?? IO_RETRY_MS_DEFAULT
     this.record = record
     this.segments = segments
   }
@@ -197,19 +209,26 @@ export class VirtualDisk {
     return out
   }
 
+  // Nearest in-sync replica first; on failure the next; when none answers, retry for a while.
   private async readBlock (block: number, offsetInBlock: number, length: number): Promise<Buffer> {
-    const candidates = readableReplicas(this.replicasOf(block)).sort((a, b) => this.pool.distance(a.node) - this.pool.distance(b.node))
-    const errors: string[] = []
-    for (const r of candidates) {
-      try {
-        const data = await this.pool.client(r.node).read({ diskUuid: this.record.uuid, block, epoch: this.record.epoch, offset: offsetInBlock, length })
-        if (data.length !== length) throw UkaiError.io(`node ${r.node} returned ${data.length} bytes for a ${length}-byte read`)
-        return data
-      } catch (err) {
-        errors.push(`${r.node}: ${(err as Error).message}`)
+    const deadline = Date.now() + this.ioRetryMs
+    for (;;) {
+      const candidates = readableReplicas(this.replicasOf(block)).sort((a, b) => this.pool.distance(a.node) - this.pool.distance(b.node))
+      const errors: string[] = []
+      for (const r of candidates) {
+        try {
+          const data = await this.pool.client(r.node).read({ diskUuid: this.record.uuid, block, epoch: this.record.epoch, offset: offsetInBlock, length })
+          if (data.length !== length) throw UkaiError.io(`node ${r.node} returned ${data.length} bytes for a ${length}-byte read`)
+          return data
+        } catch (err) {
+          errors.push(`${r.node}: ${(err as Error).message}`)
+        }
       }
+      if (candidates.length === 0 || Date.now() >= deadline) {
+        throw UkaiError.io(`block ${block} of ${this.name}: no in-sync replica could be read (${errors.join('; ') || 'none in sync'})`)
+      }
+      await sleep(IO_RETRY_PAUSE_MS)
     }
-    throw UkaiError.io(`block ${block} of ${this.name}: no in-sync replica could be read (${errors.join('; ') || 'none in sync'})`)
   }
 
   async write (offset: number, data: Buffer): Promise<void> {
@@ -228,11 +247,21 @@ export class VirtualDisk {
   }
 
   private async writeBlock (lease: HeldLease, block: number, offsetInBlock: number, data: Buffer): Promise<void> {
-    const targets = writableReplicas(this.replicasOf(block))
-    if (targets.length === 0) throw UkaiError.io(`block ${block} of ${this.name} has no writable replica`)
-    const results = await Promise.allSettled(targets.map(r => this.pool.client(r.node).write({
-      diskUuid: this.record.uuid, block, epoch: this.record.epoch, offset: offsetInBlock, data, leaseEpoch: lease.leaseEpoch
-    })))
+    const deadline = Date.now() + this.ioRetryMs
+    let targets: Replica[]
+    let results: Array<PromiseSettledResult<void>>
+    for (;;) {
+      targets = writableReplicas(this.replicasOf(block))
+      if (targets.length === 0) throw UkaiError.io(`block ${block} of ${this.name} has no writable replica`)
+      results = await Promise.allSettled(targets.map(r => this.pool.client(r.node).write({
+        diskUuid: this.record.uuid, block, epoch: this.record.epoch, offset: offsetInBlock, data, leaseEpoch: lease.leaseEpoch
+      })))
+      // No replica reachable: nothing can be marked stale (that would lose the block), so wait
+      // for one to come back, up to the deadline.
+      const allUnavailable = results.every(r => r.status === 'rejected' && isUkaiError(r.reason, 'UNAVAILABLE'))
+      if (!allUnavailable || Date.now() >= deadline) break
+      await sleep(IO_RETRY_PAUSE_MS)
+    }
     const failed: Array<{ replica: Replica, err: unknown }> = []
     results.forEach((res, i) => {
       if (res.status === 'fulfilled') this.noteDirty(targets[i].node, block)

@@ -1,12 +1,12 @@
 // Runs the real `ukai` CLI as a child process and captures what a user would see.
 import { spawn } from 'node:child_process'
-import { cliMainPath } from '../../src/dev/processes'
+import { cliMainPath, daemonEnv } from '../../src/dev/processes'
 
 export interface CliResult { code: number, stdout: string, stderr: string }
 
 export function runCli (args: string[], opts: { zk?: string, timeoutMs?: number } = {}): Promise<CliResult> {
   return new Promise((resolve, reject) => {
-    const env = { ...process.env }
+    const env = daemonEnv()
     if (opts.zk !== undefined) env.UKAI_ZK = opts.zk
     const child = spawn(process.execPath, [cliMainPath(), ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] })
     let stdout = ''
