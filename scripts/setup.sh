@@ -44,6 +44,8 @@ command -v fusermount >/dev/null 2>&1 || die "fusermount not found (package 'fus
 # successful install so that "package-lock.json is newer" means "someone changed the lock".
 STAMP_NPM=node_modules/.package-lock.json
 if [ ! -d node_modules ] || [ ! -f "$STAMP_NPM" ] || [ package-lock.json -nt "$STAMP_NPM" ]; then
+  # npm ci empties node_modules; through a symlink that would wipe another tree's install.
+  [ -L node_modules ] && die "node_modules is a symlink and looks stale: refusing to run npm ci through it"
   say "npm ci (node_modules missing or older than package-lock.json)"
   npm ci --no-audit --no-fund --loglevel=error
   touch "$STAMP_NPM"
@@ -75,12 +77,12 @@ if [ "$need_build" = 1 ]; then
   say "building (tsc -p tsconfig.json)"
   mkdir -p dist
   # Take the stamp's time before compiling so a file saved during the build triggers the next one.
-  touch "$STAMP_BUILD.new"
+  touch "$STAMP_BUILD.$$"
   if ! node_modules/.bin/tsc -p tsconfig.json; then
-    rm -f "$STAMP_BUILD.new"
+    rm -f "$STAMP_BUILD.$$"
     die "TypeScript build failed"
   fi
-  mv -f "$STAMP_BUILD.new" "$STAMP_BUILD"
+  mv -f "$STAMP_BUILD.$$" "$STAMP_BUILD"
 fi
 
 # --- 4. FUSE device -----------------------------------------------------------------------------

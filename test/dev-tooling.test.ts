@@ -30,10 +30,10 @@ t.test('pids: cmdline identity protects against PID reuse', async (t) => {
 })
 
 t.test('pids: SIGKILL after the SIGTERM deadline', async (t) => {
-  const argv = [process.execPath, '-e', "process.on('SIGTERM', () => {}); setInterval(() => {}, 1000)", 'ukai-term-test']
-  const child = spawn(argv[0], argv.slice(1), { stdio: 'ignore' })
+  const argv = [process.execPath, '-e', "process.on('SIGTERM', () => {}); console.log('armed'); setInterval(() => {}, 1000)", 'ukai-term-test']
+  const child = spawn(argv[0], argv.slice(1), { stdio: ['ignore', 'pipe', 'ignore'] })
   t.teardown(() => { child.kill('SIGKILL') })
-  await new Promise((resolve) => setTimeout(resolve, 300)) // let it install the handler
+  await new Promise((resolve) => child.stdout?.once('data', resolve)) // its SIGTERM handler is installed
   t.equal(await stopProcess(child.pid as number, argv, { termTimeoutMs: 500 }), 'killed')
 })
 
@@ -48,8 +48,8 @@ t.test('processes: a daemon that exits early fails with its log tail', async (t)
 t.test('processes: not ready in time → stopped, error with log tail', async (t) => {
   const dir = makeTempDir(t, 'slow')
   const logFile = path.join(dir, 'slow.log')
-  const proc = spawnLogged({ argv: [process.execPath, '-e', "console.log('{\"msg\":\"starting\"}'); setInterval(() => {}, 1000)"], logFile })
-  await t.rejects(waitForReadyLine(proc, 'slow daemon', { timeoutMs: 500 }), { message: /not ready after 500 ms[\s\S]*starting/ })
+  const proc = spawnLogged({ argv: ['/bin/sh', '-c', 'echo \'{"msg":"starting"}\'; while :; do sleep 0.1; done'], logFile })
+  await t.rejects(waitForReadyLine(proc, 'slow daemon', { timeoutMs: 2_000 }), { message: /not ready after 2000 ms[\s\S]*starting/ })
   t.notOk(isAlive(proc.pid), 'stopped after the timeout')
 })
 

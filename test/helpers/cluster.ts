@@ -14,6 +14,7 @@ import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { agentHost, nodeId, siteName } from '../../src/dev/cluster'
+import { freePort } from '../../src/dev/free-port'
 import { isMounted, unmount, unmountSync } from '../../src/dev/mounts'
 import { isOurs, signalIfOurs, waitForExit } from '../../src/dev/pids'
 import {
@@ -29,6 +30,7 @@ export interface TestLike {
 }
 
 const KILL_WAIT_MS = 10_000
+const BIND_ATTEMPTS_MAX = 3
 const TEMP_PREFIX = 'ukai-test-'
 
 // ---- safety net ----------------------------------------------------------------------------
@@ -146,7 +148,7 @@ export interface StartNodeOptions { zk: ZkRef, id: string, site: string, capacit
 export async function startNode (t: TestLike, opts: StartNodeOptions): Promise<NodeFixture> {
   const dir = makeTempDir(t, `node-${opts.id}`)
   const base = { dir, id: opts.id, site: opts.site, zk: connectStringOf(opts.zk), capacity: opts.capacity, extraArgs: opts.extraArgs }
-  let node: StorageNodeProcess = await startStorageNode(base)
+  let node: StorageNodeProcess = await startNodeOnFreePort(base)
   t.teardown(async () => await guard(t, `stop node ${opts.id} pid ${node.pid}`, async () => { await node.stop() }))
   return {
     id: opts.id,
@@ -163,6 +165,18 @@ export async function startNode (t: TestLike, opts: StartNodeOptions): Promise<N
       node = await startStorageNode({ ...base, listen })
     },
     stop: async () => { await node.stop() }
+  }
+}
+
+// A port below the ephemeral range, so that restart() can reuse it (see src/dev/free-port.ts);
+// another one if someone took it between the check and the bind.
+async function startNodeOnFreePort (opts: Parameters<typeof startStorageNode>[0]): Promise<StorageNodeProcess> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await startStorageNode({ ...opts, listen: `127.0.0.1:${await freePort()}` })
+    } catch (err) {
+      if (attempt >= BIND_ATTEMPTS_MAX || !/EADDRINUSE|address already in use/i.test(String((err as Error).message))) throw err
+    }
   }
 }
 
