@@ -1,0 +1,301 @@
+// `npm run bench`: fio on a local file, on a minimal Node FUSE passthrough and on a UKAI disk,
+// the ratios against the issue's floors, memory of the daemons, and the cost of a 1 TiB disk.
+// Prints tables and writes bench/results/fio-<date>.json and bench/results/latest-fio.json.
+//
+//   node dist/bench/run.js                  the whole benchmark (~5 minutes)
+//   node dist/bench/run.js --profile-agent  UKAI only: random 4 KiB reads with the agent under
+//                                           the CPU profiler; prints where its CPU time goes
+// Environment: BENCH_RUNTIME_SEC (10), BENCH_RAMP_SEC (2), BENCH_FILE_MIB (2048), BENCH_NUMJOBS (4),
+// BENCH_TARGETS (local,passthrough,ukai), BENCH_KEEP=1 keeps the temp dir (logs) afterwards.
+import { execFileSync } from 'node:child_process'
+import fs from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
+import { repoRoot } from '../src/dev/processes'
+import { isAlive } from '../src/dev/pids'
+import { tailFile } from '../src/dev/log-file'
+import { createDisk } from '../src/vdisk/disk-admin'
+import { measureBigDisk, type BigDiskResult } from './big-disk'
+import { newestProfile, summarizeCpuProfile, type ProfileSummary } from './cpu-profile'
+import { runFio, type FioResult } from './fio'
+import { WORKLOADS, fillJob, timedJob, type BenchSettings, type WorkloadSpec } from './jobs'
+import { startPassthrough } from './passthrough-fs'
+import { CpuMeter, peakRssBytes } from './proc-stats'
+import {
+  FLOORS, TARGETS, cpuTable, formatBytes, formatFio, latencyTable, ratioRows, resourceTable, resultTable,
+  type TargetName, type TargetRun
+} from './report'
+import { startUkaiCluster, type UkaiCluster } from './ukai-cluster'
+
+const MIB = 1024 * 1024
+const BENCH_DISK = 'bench'
+const RESULTS_DIR = path.join(repoRoot(), 'bench', 'results')
+
+function envNumber (name: string, dflt: number): number {
+  const v = process.env[name]
+  if (v === undefined || v === '') return dflt
+  const n = Number(v)
+  if (!Number.isFinite(n) || n <= 0) throw new Error(`${name}=${v}: expected a positive number`)
+  return n
+}
+
+function settingsFromEnv (): BenchSettings {
+  return {
+    fileSizeBytes: envNumber('BENCH_FILE_MIB', 2048) * MIB,
+    numJobs: envNumber('BENCH_NUMJOBS', 4),
+    runtimeSec: envNumber('BENCH_RUNTIME_SEC', 10),
+    rampSec: envNumber('BENCH_RAMP_SEC', 2)
+  }
+}
+
+function targetsFromEnv (): TargetName[] {
+  const v = process.env.BENCH_TARGETS
+  if (v === undefined || v === '') return TARGETS
+  const wanted = v.split(',').map(s => s.trim())
+  for (const t of wanted) if (!TARGETS.includes(t as TargetName)) throw new Error(`BENCH_TARGETS: unknown target '${t}' (known: ${TARGETS.join(', ')})`)
+  return TARGETS.filter(t => wanted.includes(t))
+}
+
+// ---- cleanup that also runs on Ctrl-C -------------------------------------------------------
+
+class Cleanup {
+  private readonly steps: Array<{ what: string, fn: () => Promise<void> | void }> = []
+  private running: Promise<void> | null = null
+
+  add (what: string, fn: () => Promise<void> | void): void { this.steps.push({ what, fn }) }
+
+  // Runs every step once, newest first; reports failures but never throws.
+  run (): Promise<void> {
+    this.running ??= (async () => {
+      for (const step of this.steps.reverse()) {
+        try { await step.fn() } catch (err) { process.stderr.write(`cleanup: ${step.what}: ${(err as Error).message}\n`) }
+      }
+    })()
+    return this.running
+  }
+}
+
+// ---- progress -------------------------------------------------------------------------------
+
+class Progress {
+  private done = 0
+  constructor (private readonly total: number) {}
+
+  start (target: string, what: string): void {
+    this.done++
+    const n = String(this.done).padStart(String(this.total).length)
+    process.stdout.write(`[${n}/${this.total}] ${target.padEnd(11)} ${what.padEnd(22)} … `)
+  }
+
+  finish (text: string): void { process.stdout.write(`${text}\n`) }
+}
+
+// ---- running the workloads on one target ----------------------------------------------------
+
+async function runWorkloads (target: TargetName, filename: string, settings: BenchSettings, pids: Record<string, number>, progress: Progress, run: TargetRun): Promise<void> {
+  progress.start(target, `fill ${formatBytes(settings.fileSizeBytes)} (1M seq)`)
+  run.fill = await runFio(fillJob(filename, settings))
+  progress.finish(`${(run.fill.main.bytesPerSec / MIB).toFixed(0)} MiB/s in ${(run.fill.wallMs / 1000).toFixed(1)} s`)
+  for (const w of WORKLOADS) {
+    progress.start(target, w.label)
+    const meter = new CpuMeter(pids)
+    meter.begin()
+    try {
+      const fio = await runFio(timedJob(w, filename, settings))
+      const cpuPercent = meter.end()
+      run.workloads[w.id] = { fio, error: null, cpuPercent }
+      const cpu = Object.entries(cpuPercent).map(([p, c]) => `${p} ${c ?? '-'}%`).join(', ')
+      progress.finish(`${formatFio(fio, w).replace('\n', ', ')}${cpu === '' ? '' : `  [CPU ${cpu}]`}`)
+    } catch (err) {
+      run.workloads[w.id] = { fio: null, error: (err as Error).message, cpuPercent: meter.end() }
+      progress.finish(`FAILED: ${(err as Error).message.split('\n')[0]}`)
+    }
+  }
+}
+
+interface TargetExtras {
+  memory: Record<string, number | null>
+  bigDisk: BigDiskResult | null
+  deaths: Array<{ name: string, pid: number, logTail: string }>
+}
+
+async function benchLocal (dir: string, settings: BenchSettings, progress: Progress, run: TargetRun): Promise<void> {
+  fs.mkdirSync(dir, { recursive: true })
+  await runWorkloads('local', path.join(dir, 'testfile'), settings, {}, progress, run)
+}
+
+async function benchPassthrough (dir: string, settings: BenchSettings, progress: Progress, run: TargetRun, cleanup: Cleanup, extras: TargetExtras): Promise<void> {
+  const mount = await startPassthrough({ backingDir: path.join(dir, 'backing'), mountPoint: path.join(dir, 'mnt'), logFile: path.join(dir, 'passthrough.log') })
+  cleanup.add('stop the passthrough mount', () => mount.stop())
+  try {
+    await runWorkloads('passthrough', path.join(mount.mountPoint, 'testfile'), settings, { passthrough: mount.pid }, progress, run)
+    extras.memory.passthrough = peakRssBytes(mount.pid)
+  } finally {
+    await mount.stop()
+  }
+}
+
+async function benchUkai (dir: string, settings: BenchSettings, progress: Progress, run: TargetRun, cleanup: Cleanup, extras: TargetExtras): Promise<void> {
+  process.stdout.write('            starting ZooKeeper, 2 storage nodes and a mount agent …\n')
+  const cluster = await startUkaiCluster({ dir })
+  cleanup.add('stop the UKAI cluster', () => cluster.stop())
+  try {
+    await createDisk(cluster.meta, { name: BENCH_DISK, sizeBytes: settings.fileSizeBytes, replicas: 2 })
+    const pids: Record<string, number> = { agent: cluster.agent.pid, zookeeper: cluster.zk.pid }
+    for (const n of cluster.nodes) pids[`node ${n.id}`] = n.pid
+    await runWorkloads('ukai', path.join(cluster.mountPoint, BENCH_DISK), settings, pids, progress, run)
+    extras.memory['mount agent'] = peakRssBytes(cluster.agent.pid)
+    for (const n of cluster.nodes) extras.memory[`storage node ${n.id}`] = peakRssBytes(n.pid)
+    // A daemon that died mid-run invalidates the numbers after it: say so, with its last words.
+    const daemons = [{ name: 'mount agent', pid: cluster.agent.pid, logFile: cluster.agent.logFile },
+      ...cluster.nodes.map(n => ({ name: `storage node ${n.id}`, pid: n.pid, logFile: n.logFile }))]
+    for (const d of daemons) {
+      if (isAlive(d.pid)) continue
+      const logTail = tailFile(d.logFile)
+      extras.deaths.push({ name: d.name, pid: d.pid, logTail })
+      process.stdout.write(`\nWARNING: ${d.name} (pid ${d.pid}) died during the run; last lines of its log:\n${logTail}\n`)
+    }
+    progress.start('ukai', '1 TiB disk: create+open')
+    try {
+      extras.bigDisk = await measureBigDisk({ meta: cluster.meta, zkConnect: cluster.zk.connectString, mountPoint: cluster.mountPoint })
+      progress.finish(`create ${extras.bigDisk.createInProcessMs.toFixed(1)} ms, open+read ${extras.bigDisk.openAndRead4KiBMs.toFixed(1)} ms, ZK ${extras.bigDisk.zkMetadataBytes} bytes`)
+    } catch (err) {
+      progress.finish(`FAILED: ${(err as Error).message.split('\n')[0]}`)
+    }
+  } finally {
+    await cluster.stop()
+  }
+}
+
+// ---- --profile-agent ------------------------------------------------------------------------
+
+async function profileAgent (workDir: string, settings: BenchSettings, cleanup: Cleanup): Promise<void> {
+  const progress = new Progress(2)
+  const profileDir = path.join(workDir, 'cpu-profiles')
+  const cluster: UkaiCluster = await startUkaiCluster({ dir: path.join(workDir, 'ukai') })
+  cleanup.add('stop the UKAI cluster', () => cluster.stop())
+  const filename = path.join(cluster.mountPoint, BENCH_DISK)
+  const randread = WORKLOADS.find(w => w.id === 'randread') as WorkloadSpec
+  let fio: FioResult
+  try {
+    await createDisk(cluster.meta, { name: BENCH_DISK, sizeBytes: settings.fileSizeBytes, replicas: 2 })
+    progress.start('ukai', 'fill')
+    const fill = await runFio(fillJob(filename, settings))
+    progress.finish(`${(fill.main.bytesPerSec / MIB).toFixed(0)} MiB/s`)
+    // A fresh agent under the CPU profiler: the profile covers the random reads only (and start-up).
+    await cluster.restartAgent({ cpuProfileDir: profileDir })
+    progress.start('ukai', `${randread.label} (profiled)`)
+    fio = await runFio(timedJob(randread, filename, settings))
+    progress.finish(formatFio(fio, randread).replace('\n', ', '))
+  } finally {
+    await cluster.stop() // the agent writes its profile as it exits
+  }
+  const file = newestProfile(profileDir)
+  if (file === null) throw new Error(`the agent wrote no .cpuprofile to ${profileDir}`)
+  const summary = summarizeCpuProfile(file, 20)
+  printProfile(summary)
+  const stamp = new Date().toISOString().replace(/[:.]/g, '-')
+  fs.mkdirSync(RESULTS_DIR, { recursive: true })
+  const out = path.join(RESULTS_DIR, `agent-cpu-profile-${stamp}.json`)
+  fs.writeFileSync(out, JSON.stringify({ kind: 'ukai-agent-cpu-profile', workload: randread, settings, fio, profile: { ...summary, file: path.basename(file) } }, null, 2) + '\n')
+  fs.copyFileSync(out, path.join(RESULTS_DIR, 'latest-agent-cpu-profile.json'))
+  process.stdout.write(`\nwrote ${path.relative(process.cwd(), out)}\n`)
+}
+
+function printProfile (s: ProfileSummary): void {
+  process.stdout.write(`\nmount agent CPU profile during random 4 KiB reads (${s.samples} samples, self time):\n`)
+  process.stdout.write('  by package:\n')
+  for (const e of s.byPackage) process.stdout.write(`    ${e.selfPercent.toFixed(1).padStart(5)}%  ${e.name}\n`)
+  process.stdout.write('  by function:\n')
+  for (const e of s.topFunctions) process.stdout.write(`    ${e.selfPercent.toFixed(1).padStart(5)}%  ${e.name}\n`)
+}
+
+// ---- main -----------------------------------------------------------------------------------
+
+function machineInfo (): Record<string, unknown> {
+  let fioVersion = 'unknown'
+  try { fioVersion = execFileSync('fio', ['--version'], { encoding: 'utf8' }).trim() } catch {}
+  return { cpus: os.cpus().length, cpuModel: os.cpus()[0]?.model, memoryBytes: os.totalmem(), kernel: os.release(), node: process.version, fio: fioVersion }
+}
+
+async function main (): Promise<void> {
+  const settings = settingsFromEnv()
+  const workDir = fs.mkdtempSync(path.join(os.tmpdir(), 'ukai-fio-bench-'))
+  const cleanup = new Cleanup()
+  if (process.env.BENCH_KEEP === '1') process.stdout.write(`keeping ${workDir} (BENCH_KEEP=1)\n`)
+  else cleanup.add(`remove ${workDir}`, () => fs.rmSync(workDir, { recursive: true, force: true }))
+  for (const sig of ['SIGINT', 'SIGTERM'] as const) {
+    process.on(sig, () => {
+      process.stderr.write(`\n${sig}: cleaning up …\n`)
+      cleanup.run().finally(() => process.exit(130))
+    })
+  }
+  try {
+    if (process.argv.includes('--profile-agent')) return await profileAgent(workDir, settings, cleanup)
+    await benchmark(workDir, settings, cleanup)
+  } finally {
+    await cleanup.run()
+  }
+}
+
+async function benchmark (workDir: string, settings: BenchSettings, cleanup: Cleanup): Promise<void> {
+  const targets = targetsFromEnv()
+  const startedAt = new Date()
+  process.stdout.write(`fio psync, numjobs=${settings.numJobs}, direct=1, ${settings.runtimeSec} s + ${settings.rampSec} s ramp per job, ` +
+    `${formatBytes(settings.fileSizeBytes)} file; targets: ${targets.join(', ')}; work dir ${workDir}\n`)
+  const progress = new Progress(targets.length * (WORKLOADS.length + 1) + (targets.includes('ukai') ? 1 : 0))
+  const runs: TargetRun[] = []
+  const extras: TargetExtras = { memory: {}, bigDisk: null, deaths: [] }
+  for (const target of targets) {
+    const run: TargetRun = { target, fill: null, workloads: {}, error: null }
+    runs.push(run)
+    const dir = path.join(workDir, target)
+    try {
+      if (target === 'local') await benchLocal(dir, settings, progress, run)
+      else if (target === 'passthrough') await benchPassthrough(dir, settings, progress, run, cleanup, extras)
+      else await benchUkai(dir, settings, progress, run, cleanup, extras)
+    } catch (err) {
+      run.error = (err as Error).message
+      process.stdout.write(`\n${target}: FAILED: ${run.error}\n`)
+    }
+    // The test files are as large as the disk: do not let them pile up in the temp dir.
+    fs.rmSync(dir, { recursive: true, force: true })
+  }
+
+  const rows = ratioRows(runs)
+  process.stdout.write('\n' + resultTable(runs, rows) + '\n')
+  process.stdout.write(latencyTable(runs) + '\n')
+  const ukaiRun = runs.find(r => r.target === 'ukai')
+  if (ukaiRun !== undefined) process.stdout.write(cpuTable(ukaiRun) + '\n')
+  process.stdout.write(resourceTable(extras.memory, extras.bigDisk) + '\n')
+  for (const r of rows) {
+    if (r.floor === null) continue
+    process.stdout.write(`floor ${r.workload.padEnd(9)} ukai/passthrough ${r.ukaiVsPassthrough?.toFixed(2) ?? '-'} ≥ ${r.floor}: ${r.verdict}\n`)
+  }
+
+  const result = {
+    kind: 'ukai-fio-bench',
+    startedAt: startedAt.toISOString(),
+    finishedAt: new Date().toISOString(),
+    machine: machineInfo(),
+    settings: { ...settings, ioengine: 'psync', direct: 1, groupReporting: true, ukaiDisk: { replicas: 2, storageNodes: 2, sites: 1 } },
+    floors: FLOORS,
+    ratios: rows,
+    targets: runs,
+    peakRssBytes: extras.memory,
+    bigDisk: extras.bigDisk,
+    daemonsThatDied: extras.deaths
+  }
+  fs.mkdirSync(RESULTS_DIR, { recursive: true })
+  const stamp = startedAt.toISOString().replace(/[:.]/g, '-')
+  const out = path.join(RESULTS_DIR, `fio-${stamp}.json`)
+  fs.writeFileSync(out, JSON.stringify(result, null, 2) + '\n')
+  fs.copyFileSync(out, path.join(RESULTS_DIR, 'latest-fio.json'))
+  process.stdout.write(`\nwrote ${path.relative(process.cwd(), out)} and bench/results/latest-fio.json\n`)
+}
+
+main().catch((err) => {
+  process.stderr.write(`bench failed: ${(err as Error).stack ?? String(err)}\n`)
+  process.exitCode = 1
+})
+

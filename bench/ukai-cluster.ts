@@ -1,0 +1,113 @@
+// A private UKAI cluster for benchmarks: one ZooKeeper, two storage nodes on one site (two
+// processes), one mount agent, and a MetaStore session for admin calls — all under one temp dir,
+// all stopped (and the mount unmounted) by stop(), which is safe to call more than once and after
+// a partial start.
+import fs from 'node:fs'
+import path from 'node:path'
+import { MetaStore } from '../src/meta/store'
+import { startZooKeeper, type ZooKeeperHandle } from '../src/dev/zookeeper'
+import { startMountAgent, startStorageNode, type MountAgentProcess, type StorageNodeProcess } from '../src/dev/processes'
+import { unmount } from '../src/dev/mounts'
+
+export const BENCH_SITE = 'site-a'
+export const BENCH_HOST = 'hv-bench'
+
+export interface UkaiClusterOptions {
+  dir: string                    // everything lives below it
+  nodeCount?: number             // default 2
+  agentCpuProfileDir?: string    // profile the agent (bench/profiled-cli.ts), written here at exit
+}
+
+export interface UkaiCluster {
+  readonly zk: ZooKeeperHandle
+  readonly nodes: StorageNodeProcess[]
+  readonly agent: MountAgentProcess // the current one (restartAgent replaces it)
+  readonly meta: MetaStore
+  readonly mountPoint: string
+  // Stop the agent (it flushes and unmounts) and start a new one, e.g. under the CPU profiler so a
+  // profile covers only what runs from now on.
+  restartAgent (opts?: { cpuProfileDir?: string }): Promise<void>
+  stop (): Promise<void>
+}
+
+export async function startUkaiCluster (opts: UkaiClusterOptions): Promise<UkaiCluster> {
+  const mountPoint = path.join(opts.dir, 'mnt')
+  const nodes: StorageNodeProcess[] = []
+  let zk: ZooKeeperHandle | undefined
+  let agent: MountAgentProcess | undefined
+  let meta: MetaStore | undefined
+  let stopped: Promise<void> | undefined
+
+  const stop = (): Promise<void> => {
+    stopped ??= (async () => {
+      const errors: string[] = []
+      const attempt = async (what: string, fn: () => Promise<unknown>): Promise<void> => {
+        try { await fn() } catch (err) { errors.push(`${what}: ${(err as Error).message}`) }
+      }
+      // The agent first (it flushes and unmounts), then the nodes, ZooKeeper last.
+      if (agent !== undefined) { const a = agent; await attempt('stop mount agent', () => a.stop({ termTimeoutMs: 10_000 })) }
+      await attempt('unmount', () => unmount(mountPoint))
+      meta?.close()
+      await Promise.all(nodes.map(n => attempt(`stop node ${n.id}`, () => n.stop({ termTimeoutMs: 5_000 }))))
+      if (zk !== undefined) { const z = zk; await attempt('stop ZooKeeper', () => z.stop({ termTimeoutMs: 5_000 })) }
+      if (errors.length > 0) throw new Error(`cluster teardown: ${errors.join('; ')}`)
+    })()
+    return stopped
+  }
+
+  try {
+    zk = await startZooKeeper({ dir: path.join(opts.dir, 'zk'), extraConfig: { forceSync: 'no' } })
+    const connect = zk.connectString
+    const nodeCount = opts.nodeCount ?? 2
+    for (let i = 1; i <= nodeCount; i++) {
+      nodes.push(await startStorageNode({ dir: path.join(opts.dir, `node-a${i}`), id: `a${i}`, site: BENCH_SITE, zk: connect, capacity: '50GiB' }))
+    }
+    meta = await MetaStore.connect(connect)
+    agent = await withAgentProfiler(opts.agentCpuProfileDir, () =>
+      startMountAgent({ dir: path.join(opts.dir, 'agent'), mountPoint, host: BENCH_HOST, site: BENCH_SITE, zk: connect }))
+  } catch (err) {
+    await stop().catch(() => {})
+    throw err
+  }
+  const startedZk = zk
+  const restartAgent = async (r: { cpuProfileDir?: string } = {}): Promise<void> => {
+    if (agent !== undefined) await agent.stop({ termTimeoutMs: 10_000 })
+    agent = undefined
+    agent = await withAgentProfiler(r.cpuProfileDir, () =>
+      startMountAgent({ dir: path.join(opts.dir, 'agent'), mountPoint, host: BENCH_HOST, site: BENCH_SITE, zk: startedZk.connectString }))
+  }
+  const metaStore = meta
+  return {
+    zk: startedZk,
+    nodes,
+    get agent () {
+      if (agent === undefined) throw new Error('the mount agent is not running')
+      return agent
+    },
+    meta: metaStore,
+    mountPoint,
+    restartAgent,
+    stop
+  }
+}
+
+// src/dev spawns daemons with our environment minus NODE_OPTIONS, and as `node $UKAI_CLI_MAIN`:
+// to profile the agent, point UKAI_CLI_MAIN at bench/profiled-cli.js for the one spawn.
+async function withAgentProfiler<T> (cpuProfileDir: string | undefined, fn: () => Promise<T>): Promise<T> {
+  if (cpuProfileDir === undefined) return await fn()
+  fs.mkdirSync(cpuProfileDir, { recursive: true })
+  const saved = { main: process.env.UKAI_CLI_MAIN, dir: process.env.UKAI_BENCH_CPU_PROFILE_DIR }
+  process.env.UKAI_CLI_MAIN = path.join(__dirname, 'profiled-cli.js')
+  process.env.UKAI_BENCH_CPU_PROFILE_DIR = cpuProfileDir
+  try {
+    return await fn()
+  } finally {
+    restoreEnv('UKAI_CLI_MAIN', saved.main)
+    restoreEnv('UKAI_BENCH_CPU_PROFILE_DIR', saved.dir)
+  }
+}
+
+function restoreEnv (name: string, value: string | undefined): void {
+  if (value === undefined) delete process.env[name]
+  else process.env[name] = value
+}
