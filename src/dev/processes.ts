@@ -38,6 +38,14 @@ export interface LoggedProcess {
 const tracked = new Map<number, string[]>()
 let exitHookInstalled = false
 
+// Our daemons run plain compiled JavaScript: drop loader flags a parent (a test runner)
+// put into NODE_OPTIONS, which would otherwise load into every child and slow its start.
+export function daemonEnv (): NodeJS.ProcessEnv {
+  const env = { ...process.env }
+  delete env.NODE_OPTIONS
+  return env
+}
+
 export function spawnLogged (opts: SpawnLoggedOptions): LoggedProcess {
   fs.mkdirSync(path.dirname(opts.logFile), { recursive: true })
   const fd = fs.openSync(opts.logFile, 'a')
@@ -47,7 +55,7 @@ export function spawnLogged (opts: SpawnLoggedOptions): LoggedProcess {
   try {
     const child = spawn(opts.argv[0], opts.argv.slice(1), {
       cwd: opts.cwd,
-      env: opts.env ?? process.env,
+      env: opts.env ?? daemonEnv(),
       stdio: ['ignore', fd, fd],
       detached: opts.detached === true
     })
