@@ -1,6 +1,7 @@
 // The `ukai` command line.
 import { Command } from 'commander'
 import { daemonCommands } from './daemon-commands'
+import { devCommands } from './dev-commands'
 import { diskCommands } from './disk-commands'
 import { nodeCommands } from './node-commands'
 import { exitCodeFor, reportError } from './output'
@@ -15,6 +16,7 @@ export function buildProgram (): Command {
   diskCommands(program)
   nodeCommands(program)
   daemonCommands(program)
+  devCommands(program)
   return program
 }
 
