@@ -7,9 +7,10 @@ import { toErrno } from './fuse-errno'
 
 // fuse-native builds the libfuse option string from a fixed list of its own options; libfuse2's
 // `direct_io` (no kernel page cache: another host's writes are never hidden behind stale pages),
+// `hard_remove` (rm of an open disk reaches us, which refuses it, instead of a hidden rename),
 // `big_writes` (128 KiB write requests instead of 4 KiB) and zero attribute/entry timeouts (a
 // resize elsewhere is seen at once) are not on it, so they ride along in the fsname value.
-const LIBFUSE_EXTRA_OPTIONS = ['direct_io', 'big_writes', 'attr_timeout=0', 'entry_timeout=0', 'negative_timeout=0']
+const LIBFUSE_EXTRA_OPTIONS = ['direct_io', 'big_writes', 'hard_remove', 'attr_timeout=0', 'entry_timeout=0', 'negative_timeout=0']
 // fuse-native fails an operation that has not called back after this long; our own deadlines
 // (storage calls, lease hand-over) are shorter, so this only catches bugs.
 const FUSE_OP_TIMEOUT_MS = 120_000

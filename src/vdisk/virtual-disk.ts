@@ -274,7 +274,10 @@ export class VirtualDisk {
     }
     if (failed.length === 0) return
     if (failed.length === targets.length) {
-      throw UkaiError.io(`write to block ${block} of ${this.name} failed on every replica: ${failed.map(f => `${f.replica.node}: ${(f.err as Error).message}`).join('; ')}`)
+      const why = failed.map(f => `${f.replica.node}: ${(f.err as Error).message}`).join('; ')
+      // Full everywhere is ENOSPC for the guest, not a generic I/O error.
+      if (failed.some(f => isUkaiError(f.err, 'NO_SPACE'))) throw UkaiError.noSpace(`write to block ${block} of ${this.name}: no replica has space (${why})`)
+      throw UkaiError.io(`write to block ${block} of ${this.name} failed on every replica: ${why}`)
     }
     for (const f of failed) {
       this.log.warn({ node: f.replica.node, block, err: (f.err as Error).message }, 'replica write failed')
