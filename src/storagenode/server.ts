@@ -5,6 +5,7 @@
 // and are logged.
 import type { EventEmitter } from 'node:events'
 import type { Http2Session } from 'node:http2'
+import type { Socket } from 'node:net'
 import * as grpc from '@grpc/grpc-js'
 import { UkaiError, UkaiErrorCode, isUkaiError } from '../errors'
 import { Logger, silentLogger } from '../log'
@@ -182,7 +183,7 @@ export async function startStorageServer (opts: StorageServerOptions): Promise<S
     throw UkaiError.unavailable(`storage node ${opts.nodeId}: cannot listen on ${opts.listen}: ${(err as Error).message}`, err)
   }
   const address = `${uriHost}:${port}`
-  widenReceiveWindows(server, FLOW_CONTROL_WINDOW_BYTES)
+  tuneServerSessions(server)
   log.info({ address, dataDir: store.dataDir, capacityBytes: store.capacityBytes, usedBytes: store.usedBytes }, 'storage node listening')
 
   const shutdown = async (graceMs: number): Promise<void> => {
@@ -242,15 +243,21 @@ function parseListen (listen: string): { host: string, port: number } {
   return { host: m[1] ?? m[2], port }
 }
 
-// grpc-js has no server-side option for the HTTP/2 receive window; at Node's 64 KiB default a
-// client streaming 128 KiB writes stalls on WINDOW_UPDATEs. Widen it per session. Reaches into a
-// grpc-js private field, so it degrades to a no-op if that field ever changes.
-function widenReceiveWindows (server: grpc.Server, windowBytes: number): void {
+// grpc-js has no server-side options for the HTTP/2 receive windows or TCP_NODELAY; set them per
+// connection. At Node's defaults (64 KiB per stream and per connection) the one Io stream admits
+// half a 128 KiB write before the server's WINDOW_UPDATE comes back, so 4 writes in flight move
+// at one window per round trip. Reaches into a grpc-js private field, so it degrades to a no-op
+// if that field ever changes.
+export function tuneServerSessions (server: grpc.Server, windowBytes: number = FLOW_CONTROL_WINDOW_BYTES): void {
   const servers = (server as unknown as { http2Servers?: unknown }).http2Servers
   if (!(servers instanceof Map)) return
   for (const h of servers.keys()) {
     if (typeof (h as EventEmitter).on !== 'function') continue
+    ;(h as EventEmitter).on('connection', (socket: Socket) => { socket.setNoDelay(true) })
     ;(h as EventEmitter).on('session', (session: Http2Session) => {
+      try {
+        session.settings({ initialWindowSize: windowBytes })  // per stream, streams to come included
+      } catch { /* session already closing */ }
       session.once('remoteSettings', () => {
         try { session.setLocalWindowSize(windowBytes) } catch { /* session already closing */ }
       })

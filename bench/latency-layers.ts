@@ -1,0 +1,127 @@
+// Latency of the storage data path layer by layer, serial (1 in flight) and with 4 in flight
+// (what fio psync ×4 produces), for 4 KiB and 128 KiB reads and writes:
+//   echo   StorageClient → a grpc-js Io server in a child process that answers at once (no store)
+//   store  StorageClient → startStorageServer in a child process (BlockStore on a temp dir)
+// Build with tsc, run `node dist/bench/latency-layers.js [echo,store]`.
+import { fork } from 'node:child_process'
+import * as fs from 'node:fs'
+import * as os from 'node:os'
+import * as path from 'node:path'
+import * as grpc from '@grpc/grpc-js'
+import { StorageClient } from '../src/storagenode/client'
+import { startStorageServer, tuneServerSessions } from '../src/storagenode/server'
+import { IoRequestIn, IoResponse, MAX_MESSAGE_BYTES, StorageHandlers, storageService } from '../src/storagenode/wire'
+
+const ONLY = process.env.BENCH_ONLY  // e.g. 'write:131072:4'
+const DURATION_MS = Number(process.env.BENCH_DURATION_MS ?? 1500)
+const BLOCK_BYTES = 4 * 1024 * 1024
+const BLOCKS = 16
+const UUID = 'bench-0000-disk'
+const EMPTY = Buffer.alloc(0)
+
+async function echoServer (): Promise<string> {
+  const server = new grpc.Server({ 'grpc.max_receive_message_length': MAX_MESSAGE_BYTES, 'grpc.max_send_message_length': MAX_MESSAGE_BYTES })
+  const payloads = new Map<number, Buffer>()
+  const unimpl = (_c: unknown, cb: (e: Error) => void): void => cb(new Error('unimplemented'))
+  const handlers: StorageHandlers = {
+    Io: (call: grpc.ServerDuplexStream<IoRequestIn, IoResponse>) => {
+      call.on('data', (req: IoRequestIn) => {
+        let data: Buffer = EMPTY
+        if (req.op === 'read') {
+          const n = req.read?.length ?? 0
+          data = payloads.get(n) ?? Buffer.alloc(n, 1)
+          payloads.set(n, data)
+        }
+        call.write({ id: req.id, code: '', message: '', data })
+      })
+      call.on('end', () => call.end())
+    },
+    Fence: unimpl,
+    BlockInfo: unimpl,
+    ListBlocks: unimpl,
+    DeleteDisk: unimpl,
+    DeleteBlocks: unimpl,
+    Stat: unimpl
+  } as unknown as StorageHandlers
+  server.addService(storageService().service, handlers)
+  const port = await new Promise<number>((resolve, reject) => server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (e, p) => e !== null ? reject(e) : resolve(p)))
+  if (process.env.BENCH_NO_TUNE !== '1') tuneServerSessions(server)
+  return `127.0.0.1:${port}`
+}
+
+async function serverMain (): Promise<void> {
+  const kind = process.argv[3]
+  const dataDir = process.argv[4]
+  const address = kind === 'echo' ? await echoServer() : (await startStorageServer({ nodeId: 'bench-node', dataDir, listen: '127.0.0.1:0' })).address
+  process.send?.({ address })
+  process.on('message', (m) => {
+    if (m === 'cpu') process.send?.({ cpu: process.cpuUsage() })
+    else process.exit(0)
+  })
+}
+
+interface Row { cpuUsPerOp: number, layer: string, op: string, kib: number, inFlight: number, opsPerSec: number, meanUs: number, p50Us: number, p99Us: number, mibPerSec: number }
+
+async function measure (layer: string, client: StorageClient, op: 'read' | 'write', ioBytes: number, inFlight: number): Promise<Row> {
+  const slots = BLOCK_BYTES / ioBytes
+  const data = Buffer.alloc(ioBytes, 0x5a)
+  let next = 0
+  const lat: number[] = []
+  const cpu0 = process.cpuUsage()
+  const started = process.hrtime.bigint()
+  const deadline = Date.now() + DURATION_MS
+  const worker = async (): Promise<void> => {
+    while (Date.now() < deadline) {
+      const i = next++
+      const block = Math.floor(i / slots) % BLOCKS
+      const offset = (i % slots) * ioBytes
+      const t0 = process.hrtime.bigint()
+      if (op === 'write') await client.write({ diskUuid: UUID, block, epoch: 1, offset, data, leaseEpoch: 1 })
+      else await client.read({ diskUuid: UUID, block, epoch: 1, offset, length: ioBytes })
+      lat.push(Number(process.hrtime.bigint() - t0) / 1000)
+    }
+  }
+  await Promise.all(Array.from({ length: inFlight }, worker))
+  const seconds = Number(process.hrtime.bigint() - started) / 1e9
+  const cpu = process.cpuUsage(cpu0)
+  lat.sort((a, b) => a - b)
+  const ops = lat.length
+  return {
+    cpuUsPerOp: (cpu.user + cpu.system) / lat.length,
+    layer, op, kib: ioBytes / 1024, inFlight, opsPerSec: ops / seconds,
+    meanUs: lat.reduce((a, b) => a + b, 0) / ops, p50Us: lat[Math.floor(ops / 2)], p99Us: lat[Math.floor(ops * 0.99)],
+    mibPerSec: ops * ioBytes / seconds / 2 ** 20
+  }
+}
+
+export function formatRow (r: Row): string {
+  return `${r.layer.padEnd(8)} ${r.op.padEnd(5)} ${String(r.kib).padStart(4)} KiB  x${r.inFlight}  ${r.opsPerSec.toFixed(0).padStart(6)} ops/s ${r.mibPerSec.toFixed(1).padStart(7)} MiB/s  mean ${r.meanUs.toFixed(0).padStart(6)} µs  p50 ${r.p50Us.toFixed(0).padStart(6)}  p99 ${r.p99Us.toFixed(0).padStart(6)}  client cpu/op ${r.cpuUsPerOp.toFixed(0).padStart(5)} µs`
+}
+
+async function main (): Promise<void> {
+  if (process.argv[2] === '--server') return await serverMain()
+  const layers = (process.argv[2] ?? 'echo,store').split(',')
+  console.log(`load average ${os.loadavg()[0].toFixed(2)}`)
+  for (const layer of layers) {
+    const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'ukai-lat-'))
+    const child = fork(__filename, ['--server', layer, dataDir], { stdio: 'inherit', execArgv: (process.env.BENCH_SERVER_NODE_ARGS ?? '').split(' ').filter(a => a !== '') })
+    try {
+      const address = await new Promise<string>(resolve => child.once('message', (m: { address: string }) => resolve(m.address)))
+      const client = new StorageClient({ nodeId: 'bench-node', address })
+      // Fill so reads hit written data.
+      await measure(layer, client, 'write', 128 * 1024, 4)
+      for (const ioBytes of [4096, 128 * 1024]) {
+        for (const op of ['read', 'write'] as const) {
+          for (const inFlight of [1, 4]) if (ONLY === undefined || ONLY === `${op}:${ioBytes}:${inFlight}`) console.log(formatRow(await measure(layer, client, op, ioBytes, inFlight)))
+        }
+      }
+      client.close()
+    } finally {
+      child.send('stop')
+      await new Promise(resolve => child.once('exit', resolve))
+      fs.rmSync(dataDir, { recursive: true, force: true })
+    }
+  }
+}
+
+if (require.main === module) main().catch(err => { console.error(err); process.exit(1) })
