@@ -74,3 +74,8 @@ export async function writeAll (fh: import('node:fs/promises').FileHandle, data:
     done += bytesWritten
   }
 }
+
+export function writeAllSync (fd: number, data: Buffer, position: number): void {
+  let done = 0
+  while (done < data.length) done += fs.writeSync(fd, data, done, data.length - done, position + done)
+}
