@@ -11,6 +11,11 @@ export function zkConnectString (cmd: Command): string {
   return opts.zk ?? process.env.UKAI_ZK ?? ZK_DEFAULT
 }
 
+export function zkSessionTimeoutMs (cmd: Command): number {
+  const opts = cmd.optsWithGlobals() as { zkSessionTimeoutMs?: string }
+  return Number(opts.zkSessionTimeoutMs ?? 10000)
+}
+
 export async function withMeta<T> (cmd: Command, fn: (meta: MetaStore) => Promise<T>): Promise<T> {
   const opts = cmd.optsWithGlobals() as { zkTimeoutMs?: string }
   const connectTimeoutMs = opts.zkTimeoutMs !== undefined ? Number(opts.zkTimeoutMs) : ZK_CONNECT_TIMEOUT_MS_DEFAULT

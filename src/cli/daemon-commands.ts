@@ -6,7 +6,7 @@ import { createLogger, Logger } from '../log'
 import { runStorageNode } from '../storagenode/daemon'
 import { parseSize } from '../units'
 import { runMount } from '../vdisk/mount-daemon'
-import { zkConnectString } from './context'
+import { zkConnectString, zkSessionTimeoutMs } from './context'
 
 function stopOnSignals (log: Logger, stop: () => Promise<void>): void {
   let signalled = false
@@ -34,7 +34,7 @@ export function daemonCommands (program: Command): void {
       const node = await runStorageNode({
         id: opts.id, site: opts.site, dataDir: opts.dataDir, listen: opts.listen, host: opts.host,
         capacityBytes: opts.capacity !== undefined ? parseSize(opts.capacity, 'capacity') : undefined,
-        zk: zkConnectString(cmd), logger: log
+        zk: zkConnectString(cmd), zkSessionTimeoutMs: zkSessionTimeoutMs(cmd), logger: log
       })
       stopOnSignals(log, node.stop)
       log.info({ address: node.address }, 'ready')
@@ -50,7 +50,7 @@ export function daemonCommands (program: Command): void {
     .action(async (mountPoint: string, opts, cmd: Command) => {
       const log = createLogger('mount').child({ host: opts.host, site: opts.site })
       const m = await runMount({
-        mountPoint, host: opts.host, site: opts.site, zk: zkConnectString(cmd), allowOther: opts.allowOther === true,
+        mountPoint, host: opts.host, site: opts.site, zk: zkConnectString(cmd), zkSessionTimeoutMs: zkSessionTimeoutMs(cmd), allowOther: opts.allowOther === true,
         handoverTimeoutMs: Number(opts.handoverTimeoutMs), ioRetryMs: Number(opts.ioRetryMs), logger: log
       })
       stopOnSignals(log, m.stop)

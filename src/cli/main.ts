@@ -11,6 +11,7 @@ export function buildProgram (): Command {
     .description('UKAI: location-aware virtual disks for KVM/libvirt')
     .option('--zk <connect>', 'ZooKeeper connect string (default: $UKAI_ZK or 127.0.0.1:2181)')
     .option('--zk-timeout-ms <ms>', 'how long to wait for ZooKeeper before giving up', '5000')
+    .option('--zk-session-timeout-ms <ms>', 'daemons: how long ZooKeeper keeps a silent daemon\'s session (its liveness and leases)', '10000')
     .showHelpAfterError()
     .exitOverride()
   diskCommands(program)

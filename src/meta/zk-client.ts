@@ -115,10 +115,11 @@ export class ZkClient extends EventEmitter {
       this.emit('connected')
     } else if (state === zookeeper.State.EXPIRED) {
       this.connected = false
+      this.client = null // first: close() below may report EXPIRED again, re-entrantly
       this.log.warn({ zk: this.connectString }, 'ZooKeeper session expired; opening a new session')
       client.close()
-      this.emit('expired')
       this.reopen()
+      this.emit('expired')
     }
   }
 

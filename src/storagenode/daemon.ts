@@ -15,6 +15,7 @@ export interface StorageNodeOptions {
   dataDir: string
   listen: string
   zk: string
+  zkSessionTimeoutMs?: number
   host?: string
   capacityBytes?: number
   logger: Logger
@@ -26,7 +27,7 @@ export async function runStorageNode (opts: StorageNodeOptions): Promise<Running
   validateId(opts.id, 'node id')
   validateId(opts.site, 'site')
   const log = opts.logger
-  const meta = await MetaStore.connect(opts.zk, { logger: log })
+  const meta = await MetaStore.connect(opts.zk, { logger: log, sessionTimeoutMs: opts.zkSessionTimeoutMs })
   let server
   try {
     server = await startStorageServer({ nodeId: opts.id, dataDir: opts.dataDir, listen: opts.listen, capacityBytes: opts.capacityBytes, logger: log })

@@ -66,6 +66,13 @@ export class Agent {
     await this.meta.registerAgent({ v: 1, host: this.host, site: this.site, mountPoint: this.mountPoint }, { v: 1, startedAtMs: Date.now(), pid: process.pid })
     await this.pool.start()
     await this.refreshDisks()
+    // Watches die with an expired session: set them again on the new one.
+    this.meta.zk.on('session', () => {
+      this.records.clear()
+      this.refreshDisks().catch(err => this.log.error({ err: String(err) }, 'disk list refresh failed'))
+      this.pool.refresh().catch(err => this.log.error({ err: String(err) }, 'node list refresh failed'))
+      for (const o of this.open.values()) o.disk.reload(true).catch(err => this.log.error({ err: String(err) }, 'disk reload failed'))
+    })
   }
 
   // Keeps the name → record cache current through watches, so getattr never waits on ZooKeeper.

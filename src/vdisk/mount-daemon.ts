@@ -10,6 +10,7 @@ export interface MountOptions {
   host: string
   site: string
   zk: string
+  zkSessionTimeoutMs?: number
   allowOther?: boolean
   handoverTimeoutMs?: number
   ioRetryMs?: number
@@ -21,7 +22,7 @@ export interface RunningMount { agent: Agent, stop: () => Promise<void> }
 export async function runMount (opts: MountOptions): Promise<RunningMount> {
   validateId(opts.host, 'host name')
   validateId(opts.site, 'site')
-  const meta = await MetaStore.connect(opts.zk, { logger: opts.logger })
+  const meta = await MetaStore.connect(opts.zk, { logger: opts.logger, sessionTimeoutMs: opts.zkSessionTimeoutMs })
   const agent = new Agent({ meta, host: opts.host, site: opts.site, mountPoint: opts.mountPoint, handoverTimeoutMs: opts.handoverTimeoutMs, ioRetryMs: opts.ioRetryMs, logger: opts.logger })
   let fuse
   try {

@@ -73,15 +73,16 @@ export class VirtualDisk {
 
   // --- metadata refresh -----------------------------------------------------------------------
 
-  // The disk record changed (resize, epoch): re-read it and the placement.
-  async reload (): Promise<void> {
+  // The disk record changed (resize, epoch): re-read it and the placement. `rewatchAll` after a
+  // session replacement, whose watches are gone; otherwise only new segments get a watch.
+  async reload (rewatchAll = false): Promise<void> {
     if (this.closed) return
     try {
       const record = await this.meta.getDisk(this.name, () => this.reload().catch(safetyCatch))
       await this.withMapLock(async () => {
         const oldCount = this.segments.length
         this.record = record
-        const all = await this.meta.loadPlacement(record, (i) => { if (i >= oldCount) this.reloadSegment(i).catch(safetyCatch) })
+        const all = await this.meta.loadPlacement(record, (i) => { if (rewatchAll || i >= oldCount) this.reloadSegment(i).catch(safetyCatch) })
         this.segments = all
       })
     } catch (err) {
