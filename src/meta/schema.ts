@@ -12,6 +12,8 @@
 // /ukai/disks/<name>/handover           HandoverRequest, ephemeral: someone wants the lease
 // /ukai/disks/<name>/opens/<host>       ephemeral: that host has the disk file open
 // /ukai/disks/<name>/segments/<i>       placement segment i (binary, run-length encoded)
+// /ukai/disks/<name>/relocation         RelocationRecord: the plan and progress of a relocation
+// /ukai/rtt/<host>                      RttReport, ephemeral: round trips from that host to nodes
 import { crc32 } from 'node:zlib'
 import { UkaiError } from '../errors'
 import { PlacementSegment, REPLICA_STATES, ReplicaSet } from './placement'
@@ -36,10 +38,13 @@ export const paths = {
   opens: (name: string) => `${ROOT}/disks/${name}/opens`,
   open: (name: string, host: string) => `${ROOT}/disks/${name}/opens/${host}`,
   segments: (name: string) => `${ROOT}/disks/${name}/segments`,
-  segment: (name: string, index: number) => `${ROOT}/disks/${name}/segments/${index}`
+  segment: (name: string, index: number) => `${ROOT}/disks/${name}/segments/${index}`,
+  relocation: (name: string) => `${ROOT}/disks/${name}/relocation`,
+  rtts: `${ROOT}/rtt`,
+  rtt: (host: string) => `${ROOT}/rtt/${host}`
 }
 // Directories that exist in every initialised cluster.
-export const BASE_DIRS = [ROOT, paths.nodes, paths.nodesAlive, paths.agents, paths.agentsAlive, paths.disks]
+export const BASE_DIRS = [ROOT, paths.nodes, paths.nodesAlive, paths.agents, paths.agentsAlive, paths.disks, paths.rtts]
 
 export const BLOCK_SIZE_MIN_BYTES = 64 * 1024
 export const BLOCK_SIZE_MAX_BYTES = 64 * 1024 * 1024
@@ -81,6 +86,26 @@ export interface FenceRecord { v: 1, leaseEpoch: number }
 export interface LeaseRecord { v: 1, host: string, leaseEpoch: number, sessionId: string, acquiredAtMs: number }
 export interface HandoverRequest { v: 1, host: string, requestedAtMs: number }
 export interface OpenRecord { v: 1, host: string, writable: boolean }
+
+// Round-trip times measured by an agent (or any host) to each storage node, in milliseconds.
+export interface RttReport { v: 1, host: string, site: string, measuredAtMs: number, rttMs: Record<string, number> }
+
+export type RelocationState = 'copying' | 'flipping' | 'done' | 'paused' | 'cancelled'
+export interface RelocationRecord {
+  v: 1
+  id: string
+  disk: string
+  targetNodes: string[]          // the replica set the disk ends with
+  dropNodes: string[]            // replicas removed once every block is in sync on the targets
+  rateBytesPerSec: number        // 0: unlimited
+  state: RelocationState
+  reason: string                 // why paused/cancelled, '' otherwise
+  executor: string               // host running it now ('' when nobody does)
+  plan: { blocks: number, writtenBlocks: number, bytes: number }
+  progress: { blocks: number, bytes: number, updatedAtMs: number }
+  createdAtMs: number
+  finishedAtMs: number
+}
 
 export function encodeJson<T extends { v: number }> (value: T): Buffer {
   return Buffer.from(JSON.stringify(value))

@@ -4,7 +4,7 @@ import { UkaiError, safetyCatch } from '../errors'
 import { Logger, silentLogger } from '../log'
 import { PlacementSegment } from './placement'
 import {
-  AgentAlive, AgentRecord, BASE_DIRS, ClusterConfig, DEFAULT_CONFIG, DiskRecord, FenceRecord, NodeAlive, NodeRecord,
+  AgentAlive, AgentRecord, BASE_DIRS, ClusterConfig, DEFAULT_CONFIG, DiskRecord, FenceRecord, NodeAlive, NodeRecord, RelocationRecord, RttReport,
   decodeJson, decodeSegment, encodeJson, encodeSegment, paths
 } from './schema'
 import { Watcher, ZkClient, ZkOp } from './zk-client'
@@ -35,7 +35,7 @@ export class MetaStore {
 
   // Creates the base directories and the default config once per cluster; idempotent.
   async init (): Promise<void> {
-    if (await this.zk.exists(paths.config) !== null) return
+    if (await this.zk.exists(paths.config) !== null && await this.zk.exists(BASE_DIRS[BASE_DIRS.length - 1]) !== null) return
     for (const dir of BASE_DIRS) await this.ensure(dir)
     try {
       await this.zk.create(paths.config, encodeJson(DEFAULT_CONFIG))
@@ -212,6 +212,7 @@ export class MetaStore {
     const ops: ZkOp[] = [
       ...segs.map((i): ZkOp => ({ op: 'remove', path: paths.segment(name, Number(i)) })),
       { op: 'remove', path: paths.segments(name) },
+      ...(await this.zk.exists(paths.relocation(name)) !== null ? [{ op: 'remove', path: paths.relocation(name) } as ZkOp] : []),
       { op: 'remove', path: paths.opens(name) },
       { op: 'remove', path: paths.fence(name) },
       { op: 'remove', path: paths.disk(name) }
@@ -227,6 +228,53 @@ export class MetaStore {
 
   async listOpens (name: string): Promise<string[]> {
     return await this.zk.children(paths.opens(name))
+  }
+
+  // --- relocation and round trips -----------------------------------------------------------
+
+  async getRelocation (name: string, watch?: Watcher): Promise<(RelocationRecord & { version: number }) | null> {
+    const got = await this.zk.getOrNull(paths.relocation(name), watch)
+    return got === null ? null : { ...decodeJson<RelocationRecord>(got.data, `relocation of ${name}`), version: got.stat.version }
+  }
+
+  async createRelocation (rec: RelocationRecord): Promise<void> {
+    try {
+      await this.zk.create(paths.relocation(rec.disk), encodeJson(rec))
+    } catch (err) {
+      if ((err as UkaiError).code === 'ALREADY_EXISTS') throw UkaiError.busy(`disk '${rec.disk}' already has a relocation; see 'ukai relocate status ${rec.disk}' or cancel it`)
+      throw err
+    }
+  }
+
+  // Conditional on the version read; returns the new version.
+  async updateRelocation (rec: RelocationRecord, version: number): Promise<number> {
+    return (await this.zk.set(paths.relocation(rec.disk), encodeJson(rec), version)).version
+  }
+
+  async removeRelocation (name: string): Promise<void> {
+    await this.zk.remove(paths.relocation(name)).catch((err) => { if ((err as UkaiError).code !== 'NOT_FOUND') throw err })
+  }
+
+  async publishRtt (report: RttReport): Promise<void> {
+    const path = paths.rtt(report.host)
+    if (this.ephemerals.has(path)) {
+      this.ephemerals.set(path, () => encodeJson(report))
+      await this.zk.set(path, encodeJson(report)).catch(async (err) => {
+        if ((err as UkaiError).code !== 'NOT_FOUND') throw err
+        await this.holdEphemeral(path, () => encodeJson(report))
+      })
+    } else {
+      await this.holdEphemeral(path, () => encodeJson(report))
+    }
+  }
+
+  async listRtts (): Promise<RttReport[]> {
+    const out: RttReport[] = []
+    for (const host of await this.zk.children(paths.rtts)) {
+      const got = await this.zk.getOrNull(paths.rtt(host))
+      if (got !== null) out.push(decodeJson<RttReport>(got.data, `round trips of ${host}`))
+    }
+    return out
   }
 
   // --- placement ----------------------------------------------------------------------------
