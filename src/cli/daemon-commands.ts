@@ -5,7 +5,7 @@ import { Command } from 'commander'
 import { createLogger, Logger } from '../log'
 import { runStorageNode } from '../storagenode/daemon'
 import { parseSize } from '../units'
-import { runMount } from '../vdisk/mount-daemon'
+import { runMount } from './mount-daemon'
 import { zkConnectString, zkSessionTimeoutMs } from './context'
 
 function stopOnSignals (log: Logger, stop: () => Promise<void>): void {

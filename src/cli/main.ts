@@ -4,6 +4,7 @@ import { daemonCommands } from './daemon-commands'
 import { devCommands } from './dev-commands'
 import { diskCommands } from './disk-commands'
 import { nodeCommands } from './node-commands'
+import { relocateCommands } from './relocate-commands'
 import { exitCodeFor, reportError } from './output'
 
 export function buildProgram (): Command {
@@ -16,6 +17,7 @@ export function buildProgram (): Command {
     .exitOverride()
   diskCommands(program)
   nodeCommands(program)
+  relocateCommands(program)
   daemonCommands(program)
   devCommands(program)
   return program

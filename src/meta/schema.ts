@@ -97,6 +97,7 @@ export interface RelocationRecord {
   disk: string
   targetNodes: string[]          // the replica set the disk ends with
   dropNodes: string[]            // replicas removed once every block is in sync on the targets
+  addedNodes: string[]           // targets that held none of the disk before: what a cancel removes
   rateBytesPerSec: number        // 0: unlimited
   state: RelocationState
   reason: string                 // why paused/cancelled, '' otherwise

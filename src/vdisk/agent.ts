@@ -16,7 +16,16 @@ export interface AgentOptions {
   mountPoint: string
   handoverTimeoutMs?: number
   ioRetryMs?: number
+  hooks?: AgentHooks
   logger?: Logger
+}
+
+// What higher layers (the relocation runner) hook into, without vdisk importing them.
+export interface AgentHooks {
+  attached?: (disk: VirtualDisk) => void
+  detached?: (name: string) => void
+  leaseAcquired?: (disk: VirtualDisk) => void
+  leaseLost?: (name: string) => void
 }
 
 interface OpenDisk {
@@ -42,9 +51,11 @@ export class Agent {
   private nextFh = 1
   private closed = false
   private readonly ioRetryMs?: number
+  private readonly hooks: AgentHooks
 
   constructor (opts: AgentOptions) {
     this.ioRetryMs = opts.ioRetryMs
+    this.hooks = opts.hooks ?? {}
     this.meta = opts.meta
     this.host = opts.host
     this.site = opts.site
@@ -55,10 +66,11 @@ export class Agent {
       onHandoverRequested: (disk, requester) => {
         const o = this.open.get(disk)
         this.log.info({ disk, requester }, 'hand-over requested')
+        this.hooks.leaseLost?.(disk)
         if (o !== undefined) o.disk.handOver().catch(err => this.log.error({ disk, err: String(err) }, 'hand-over failed'))
         else this.leases.release(disk).catch(safetyCatch)
       },
-      onLost: (disk) => this.open.get(disk)?.disk.leaseLost()
+      onLost: (disk) => { this.hooks.leaseLost?.(disk); this.open.get(disk)?.disk.leaseLost() }
     }, { handoverTimeoutMs: opts.handoverTimeoutMs, logger: this.log })
   }
 
@@ -139,11 +151,12 @@ export class Agent {
     let p = this.opening.get(name)
     if (p === undefined) {
       p = (async () => {
-        const disk = await VirtualDisk.open({ meta: this.meta, pool: this.pool, leases: this.leases, ioRetryMs: this.ioRetryMs, logger: this.log }, name)
+        const disk = await VirtualDisk.open({ meta: this.meta, pool: this.pool, leases: this.leases, ioRetryMs: this.ioRetryMs, logger: this.log, onLeaseAcquired: d => this.hooks.leaseAcquired?.(d) }, name)
         const rec: OpenRecord = { v: 1, host: this.host, writable: true }
         await this.meta.holdEphemeral(paths.open(name, this.host), () => encodeJson(rec))
         const od = { disk, handles: 0, writable: 0 }
         this.open.set(name, od)
+        this.hooks.attached?.(disk)
         return od
       })().finally(() => this.opening.delete(name))
       this.opening.set(name, p)
@@ -168,6 +181,7 @@ export class Agent {
     if (h.writable) o.writable--
     if (o.handles > 0) return
     this.open.delete(h.name)
+    this.hooks.detached?.(h.name)
     try {
       await o.disk.close()
     } finally {

@@ -8,9 +8,10 @@
 import { UkaiError, isUkaiError, safetyCatch } from '../errors'
 import { Logger, silentLogger } from '../log'
 import { HeldLease, LeaseManager } from '../meta/lease'
-import { PlacementSegment, Replica, ReplicaSet, readableReplicas, withState, writableReplicas } from '../meta/placement'
+import { PlacementSegment, Replica, ReplicaSet, readableReplicas, replicaSetKey, withState, writableReplicas } from '../meta/placement'
 import { DiskRecord } from '../meta/schema'
 import { MetaStore } from '../meta/store'
+import { BlockLocks } from './block-locks'
 import { splitRange } from './block-range'
 import { NodePool } from './node-pool'
 
@@ -24,6 +25,8 @@ export interface VirtualDiskDeps {
   pool: NodePool
   leases: LeaseManager
   ioRetryMs?: number
+  // Called each time this disk's lease is (re)acquired here, after the nodes were fenced.
+  onLeaseAcquired?: (disk: VirtualDisk) => void
   logger?: Logger
 }
 
@@ -46,8 +49,10 @@ export class VirtualDisk {
   // Blocks written per node since its last flush: what a failed flush puts at risk.
   private dirty = new Map<string, Set<number>>()
   private mapLock: Promise<void> = Promise.resolve()
+  readonly blockLocks = new BlockLocks()
   private closed = false
   private readonly ioRetryMs: number
+  private readonly onLeaseAcquired?: (disk: VirtualDisk) => void
 
   private constructor (deps: VirtualDiskDeps, record: DiskRecord & { version: number }, segments: PlacementSegment[]) {
     this.meta = deps.meta
@@ -55,6 +60,7 @@ export class VirtualDisk {
     this.leases = deps.leases
     this.log = (deps.logger ?? silentLogger).child({ disk: record.name })
     this.ioRetryMs = deps.ioRetryMs ?? IO_RETRY_MS_DEFAULT
+    this.onLeaseAcquired = deps.onLeaseAcquired
     this.record = record
     this.segments = segments
   }
@@ -121,30 +127,55 @@ export class VirtualDisk {
     return seg.replicas(block)
   }
 
-  // Marks `node` stale for `blocks` in ZooKeeper, unless that would leave a block without any
-  // replica holding its newest bytes (`survivors` must keep at least one non-stale replica).
+  // Marks `node` stale for `blocks` in ZooKeeper. Callers never pass a block's last good replica.
   private async markStale (node: string, blocks: number[]): Promise<void> {
-    await this.withMapLock(async () => {
+    await this.updatePlacement(blocks, (set) => set.some(r => r.node === node && r.state !== 'stale') ? withState(set, node, 'stale') : set)
+    this.log.warn({ node, blocks: blocks.length }, 'replica marked stale')
+  }
+
+  // Rewrites the replica sets of `blocks` (all blocks when null) in one ZooKeeper transaction,
+  // conditional on the versions this disk read; on a conflict re-reads and applies again.
+  // Writes see the new map as soon as it is committed.
+  async updatePlacement (blocks: number[] | null, change: (set: ReplicaSet, block: number) => ReplicaSet): Promise<number> {
+    return await this.withMapLock(async () => {
       for (let attempt = 0; ; attempt++) {
         const touched = new Map<number, PlacementSegment>()
-        for (const block of blocks) {
+        let changed = 0
+        const visit = (block: number): void => {
           const index = Math.floor(block / this.record.segmentBlocks)
           const seg = touched.get(index) ?? this.segments[index].clone()
-          touched.set(index, seg)
           const set = seg.replicas(block)
-          if (set.some(r => r.node === node && r.state !== 'stale')) seg.setReplicas(block, withState(set, node, 'stale'))
+          const next = change(set, block)
+          if (next !== set && replicaSetKey(next) !== replicaSetKey(set)) {
+            touched.set(index, seg)
+            seg.setReplicas(block, next)
+            changed++
+          }
         }
+        if (blocks !== null) for (const b of blocks) visit(b)
+        else for (const seg of this.segments) for (let b = seg.firstBlock; b < seg.firstBlock + seg.blockCount; b++) visit(b)
+        if (touched.size === 0) return 0
         try {
           await this.meta.writeSegments(this.name, [...touched.values()])
           for (const seg of touched.values()) this.segments[seg.index] = seg
-          this.log.warn({ node, blocks: blocks.length }, 'replica marked stale')
-          return
+          return changed
         } catch (err) {
           if (!isUkaiError(err, 'ZK_CONFLICT') || attempt >= 5) throw err
           for (const index of touched.keys()) this.segments[index] = await this.meta.loadSegment(this.name, index)
         }
       }
     })
+  }
+
+  blockCount (): number {
+    return this.segments.reduce((n, s) => n + s.blockCount, 0)
+  }
+
+  // Every node named anywhere in the map.
+  nodesInMap (): Set<string> {
+    const nodes = new Set<string>()
+    for (const seg of this.segments) for (const run of seg.runs()) for (const r of run.replicas) nodes.add(r.node)
+    return nodes
   }
 
   // --- lease --------------------------------------------------------------------------------
@@ -159,6 +190,7 @@ export class VirtualDisk {
         const lease = await this.leases.acquire(this.name)
         await this.fenceNodes(lease.leaseEpoch)
         this.lease = lease
+        this.onLeaseAcquired?.(this)
         return lease
       })().finally(() => { this.acquiring = null })
     }
@@ -248,6 +280,15 @@ export class VirtualDisk {
   }
 
   private async writeBlock (lease: HeldLease, block: number, offsetInBlock: number, data: Buffer): Promise<void> {
+    await this.blockLocks.acquireWrite(block)
+    try {
+      await this.writeBlockLocked(lease, block, offsetInBlock, data)
+    } finally {
+      this.blockLocks.releaseWrite(block)
+    }
+  }
+
+  private async writeBlockLocked (lease: HeldLease, block: number, offsetInBlock: number, data: Buffer): Promise<void> {
     const deadline = Date.now() + this.ioRetryMs
     let targets: Replica[]
     let results: Array<PromiseSettledResult<void>>

@@ -1,0 +1,163 @@
+// ukai relocate DISK --to SITE | --nodes a,b  ·  relocate status [DISK]  ·  relocate cancel DISK
+import { randomUUID } from 'node:crypto'
+import cliProgress from 'cli-progress'
+import { Command } from 'commander'
+import { UkaiError } from '../errors'
+import { readLease } from '../meta/lease'
+import { RelocationRecord } from '../meta/schema'
+import { MetaStore } from '../meta/store'
+import { planRelocation } from '../relocate/plan'
+import { runRelocationHere } from '../relocate/run-here'
+import { formatBytes } from '../units'
+import { withMeta } from './context'
+import { printJson, printTable } from './output'
+
+const POLL_MS = 500
+// An active relocation whose lease nobody holds for this long gets run by a waiting CLI.
+const ORPHAN_AFTER_MS = 2000
+
+function parseRate (text: string | undefined): number {
+  if (text === undefined) return 0
+  const v = Number(text)
+  if (!Number.isFinite(v) || v <= 0) throw UkaiError.badArgument(`bad rate '${text}': expected MB/s, a number > 0`)
+  return Math.round(v * 1e6)
+}
+
+function rateOf (r: RelocationRecord): number {
+  const secs = ((r.progress.updatedAtMs || Date.now()) - r.createdAtMs) / 1000
+  return secs > 0 ? r.progress.bytes / secs : 0
+}
+
+export function describe (r: RelocationRecord): { percent: number, rateBytesPerSec: number, etaSec: number | null } {
+  const percent = r.state === 'done' ? 100 : r.plan.bytes > 0 ? Math.min(100, Math.floor(r.progress.bytes * 100 / r.plan.bytes)) : 0
+  const rate = rateOf(r)
+  const etaSec = rate > 0 ? Math.max(0, (r.plan.bytes - r.progress.bytes) / rate) : null
+  return { percent, rateBytesPerSec: rate, etaSec }
+}
+
+async function follow (meta: MetaStore, name: string, showBar: boolean): Promise<RelocationRecord> {
+  const bar = showBar ? new cliProgress.SingleBar({ format: ' {bar} {percentage}% | {copied} of {planned} | {rate}/s | ETA {eta_formatted} | {state}', noTTYOutput: true, notTTYSchedule: 2000 }, cliProgress.Presets.shades_classic) : null
+  let started = false
+  let orphanSinceMs = 0
+  try {
+    for (;;) {
+      const rec = await meta.getRelocation(name)
+      if (rec === null) throw UkaiError.notFound(`disk '${name}' has no relocation`)
+      const d = describe(rec)
+      if (bar !== null) {
+        const payload = { copied: formatBytes(rec.progress.bytes), planned: formatBytes(rec.plan.bytes), rate: formatBytes(d.rateBytesPerSec), state: rec.state }
+        if (!started) { bar.start(Math.max(1, rec.plan.bytes), rec.progress.bytes, payload); started = true }
+        bar.update(rec.state === 'done' ? Math.max(1, rec.plan.bytes) : rec.progress.bytes, payload)
+      }
+      if (rec.state === 'done' || rec.state === 'paused' || (rec.state === 'cancelled' && rec.finishedAtMs !== 0)) return rec
+      // Nobody holds the lease (the executor crashed, or the VM closed the disk): run it here.
+      const lease = await readLease(meta, name)
+      if (lease.holder === null) {
+        orphanSinceMs ||= Date.now()
+        if (Date.now() - orphanSinceMs >= ORPHAN_AFTER_MS || rec.executor === '') {
+          await runRelocationHere(meta, name)
+          orphanSinceMs = 0
+          continue
+        }
+      } else {
+        orphanSinceMs = 0
+      }
+      await new Promise(resolve => setTimeout(resolve, POLL_MS))
+    }
+  } finally {
+    bar?.stop()
+  }
+}
+
+export function relocateCommands (program: Command): void {
+  const relocate = program.command('relocate')
+    .description('move a disk\'s data to other nodes while it is in use: copy near, flip, drop far')
+    .argument('[disk]', 'the disk to move')
+    .option('--to <site>', 'move the replicas to live nodes of this site')
+    .option('--nodes <a,b>', 'move the replicas to exactly these nodes')
+    .option('--replicas <n>', 'replica count after the move (default: the disk\'s)')
+    .option('--rate <MB/s>', 'cap the copy rate')
+    .option('--dry-run', 'print the plan and change nothing')
+    .option('--wait', 'show progress until the relocation ends')
+    .option('--json', 'print the plan (and the final record) as JSON')
+    .action(async (name: string | undefined, opts, cmd: Command) => {
+      if (name === undefined) { cmd.help(); return }
+      await withMeta(cmd, async (meta) => {
+        const plan = await planRelocation(meta, {
+          disk: name,
+          site: opts.to,
+          nodes: opts.nodes !== undefined ? String(opts.nodes).split(',').filter(Boolean) : undefined,
+          replicas: opts.replicas !== undefined ? Number(opts.replicas) : undefined
+        })
+        const rateBytesPerSec = parseRate(opts.rate)
+        if (opts.json === true) printJson(plan)
+        else {
+          process.stdout.write(`plan for ${plan.disk}: ${plan.fromSites.join(',')} → ${plan.toSites.join(',')}\n`)
+          printTable(['TARGETS', 'DROP', 'BLOCKS', 'WRITTEN', 'TO COPY', 'ESTIMATE'], [[
+            plan.targetNodes.join(','), plan.dropNodes.join(',') || '-', plan.blocks, plan.writtenBlocks, formatBytes(plan.bytes),
+            rateBytesPerSec > 0 ? `${Math.ceil(plan.bytes / rateBytesPerSec)} s at ${opts.rate} MB/s` : 'no rate cap'
+          ]])
+        }
+        if (opts.dryRun === true) return
+        const existing = await meta.getRelocation(name)
+        if (existing !== null) {
+          if (existing.state === 'copying' || existing.state === 'flipping') throw UkaiError.busy(`disk '${name}' is already being relocated to ${existing.targetNodes.join(',')}; see 'ukai relocate status ${name}'`)
+          if (existing.state === 'cancelled' && existing.finishedAtMs === 0) throw UkaiError.busy(`disk '${name}': a cancelled relocation is still being rolled back`)
+          await meta.removeRelocation(name)
+        }
+        const rec: RelocationRecord = {
+          v: 1, id: randomUUID(), disk: name, targetNodes: plan.targetNodes, dropNodes: plan.dropNodes, addedNodes: plan.addedNodes,
+          rateBytesPerSec, state: 'copying', reason: '', executor: '',
+          plan: { blocks: plan.blocks, writtenBlocks: plan.writtenBlocks, bytes: plan.bytes },
+          progress: { blocks: 0, bytes: 0, updatedAtMs: Date.now() }, createdAtMs: Date.now(), finishedAtMs: 0
+        }
+        await meta.createRelocation(rec)
+        const lease = await readLease(meta, name)
+        if (opts.wait !== true && lease.holder !== null) {
+          process.stdout.write(`relocation started on ${lease.holder.host} (it holds the disk's lease); follow it with 'ukai relocate status ${name}'\n`)
+          return
+        }
+        if (opts.wait !== true) process.stdout.write('nobody holds the disk\'s lease: running the relocation here\n')
+        const end = await follow(meta, name, opts.json !== true)
+        if (opts.json === true) printJson(end)
+        else process.stdout.write(`relocation of ${name}: ${end.state}${end.reason !== '' ? ` (${end.reason})` : ''}\n`)
+        if (end.state !== 'done') process.exitCode = 1
+      })
+    })
+
+  relocate.command('status [disk]')
+    .description('relocations: state, progress, rate, ETA, who runs them')
+    .option('--json', 'print JSON')
+    .action(async (name: string | undefined, opts, cmd: Command) => {
+      const recs = await withMeta(cmd, async (meta) => {
+        const names = name !== undefined ? [name] : await meta.listDiskNames()
+        if (name !== undefined) await meta.getDisk(name)
+        const out: RelocationRecord[] = []
+        for (const n of names) { const r = await meta.getRelocation(n); if (r !== null) { const { version: _v, ...rec } = r; out.push(rec) } }
+        return out
+      })
+      if (opts.json === true) return printJson(recs.map(r => ({ ...r, ...describe(r) })))
+      if (recs.length === 0) { process.stdout.write(name !== undefined ? `disk '${name}' has no relocation\n` : 'no relocations\n'); return }
+      printTable(['DISK', 'STATE', 'PROGRESS', 'COPIED', 'RATE', 'ETA', 'TO', 'EXECUTOR', 'REASON'], recs.map((r) => {
+        const d = describe(r)
+        return [r.disk, r.state, `${d.percent}%`, `${formatBytes(r.progress.bytes)} / ${formatBytes(r.plan.bytes)}`, `${formatBytes(d.rateBytesPerSec)}/s`,
+          d.etaSec === null || r.state === 'done' ? '-' : `${Math.ceil(d.etaSec)} s`, r.targetNodes.join(','), r.executor || '-', r.reason || '-']
+      }))
+    })
+
+  relocate.command('cancel <disk>')
+    .description('stop a relocation and take back the replicas it added')
+    .action(async (name: string, _opts, cmd: Command) => {
+      await withMeta(cmd, async (meta) => {
+        const r = await meta.getRelocation(name)
+        if (r === null) throw UkaiError.notFound(`disk '${name}' has no relocation`)
+        if (r.state === 'done' || r.state === 'flipping') throw UkaiError.busy(`relocation of '${name}' is ${r.state}: too late to cancel`)
+        if (r.state === 'cancelled') { process.stdout.write(`relocation of ${name} is already cancelled\n`); return }
+        const { version, ...rec } = r
+        await meta.updateRelocation({ ...rec, state: 'cancelled', finishedAtMs: 0 }, version)
+        // The lease holder's runner rolls back; with no holder, roll back here.
+        const end = await follow(meta, name, false)
+        process.stdout.write(`relocation of ${name}: ${end.state}\n`)
+      })
+    })
+}

@@ -1,0 +1,301 @@
+// Runs a relocation on the host that holds the disk's lease (DESIGN.md "Relocation"):
+//   1. add the target replicas as `syncing` — from then on every write goes to them too;
+//   2. copy each written block's versions to the targets, under the block's copy lock, and mark
+//      them `in-sync` in batches (unwritten blocks are marked without copying: thin stays thin);
+//   3. flip the map in one transaction to the targets alone — only once every block is in sync
+//      there, so the last in-sync replica of a block is never dropped;
+//   4. delete the data on the dropped nodes, after the flip is committed.
+// Plan and progress live in ZooKeeper; a crash anywhere leaves a consistent map, and whoever
+// holds the lease next runs the same steps again (each is idempotent).
+import { UkaiError, isUkaiError } from '../errors'
+import { Logger, silentLogger } from '../log'
+import { Replica, ReplicaSet } from '../meta/placement'
+import { RelocationRecord } from '../meta/schema'
+import { MetaStore } from '../meta/store'
+import { NodePool } from '../vdisk/node-pool'
+import { VirtualDisk } from '../vdisk/virtual-disk'
+import { copyBlock } from './block-copier'
+
+export const COPY_CONCURRENCY_DEFAULT = 4
+const PROGRESS_INTERVAL_MS = 1000
+const IN_SYNC_BATCH_BLOCKS = 64
+
+export type RelocationOutcome = 'done' | 'paused' | 'cancelled' | 'stopped'
+
+export interface ExecutorDeps {
+  meta: MetaStore
+  pool: NodePool
+  disk: VirtualDisk
+  host: string
+  concurrency?: number
+  logger?: Logger
+}
+
+class Stop extends Error {
+  constructor (readonly outcome: RelocationOutcome, readonly reason: string) { super(reason) }
+}
+
+export class RelocationExecutor {
+  private readonly meta: MetaStore
+  private readonly pool: NodePool
+  private readonly disk: VirtualDisk
+  private readonly host: string
+  private readonly concurrency: number
+  private readonly log: Logger
+  private rec!: RelocationRecord
+  private version = -1
+  private lastSaveMs = 0
+  private copiedBytes = 0
+  private copiedBlocks = 0
+  private rateStartMs = 0
+  private rateBytes = 0
+
+  constructor (deps: ExecutorDeps) {
+    this.meta = deps.meta
+    this.pool = deps.pool
+    this.disk = deps.disk
+    this.host = deps.host
+    this.concurrency = deps.concurrency ?? COPY_CONCURRENCY_DEFAULT
+    this.log = (deps.logger ?? silentLogger).child({ disk: deps.disk.name, component: 'relocation' })
+  }
+
+  async run (signal?: AbortSignal): Promise<RelocationOutcome> {
+    const got = await this.meta.getRelocation(this.disk.name)
+    if (got === null) return 'stopped'
+    const { version, ...rec } = got
+    this.rec = rec
+    this.version = version
+    if (rec.state === 'done') return 'done'
+    try {
+      if (rec.state === 'cancelled') { await this.rollBack(); return 'cancelled' }
+      await this.save({ state: 'copying', executor: this.host, reason: '' })
+      this.copiedBytes = rec.progress.bytes
+      this.copiedBlocks = rec.progress.blocks
+      const lease = this.disk.leaseEpoch
+      if (lease === null) throw new Stop('stopped', 'this host does not hold the lease')
+      this.log.info({ targets: rec.targetNodes, drop: rec.dropNodes }, 'relocation running')
+
+      await this.addTargets()
+      // Blocks can fall out of sync again while we copy (a target missed a write): loop.
+      for (let round = 0; ; round++) {
+        const pending = this.blocksNeedingTargets()
+        if (pending.length === 0) break
+        if (round > 3) throw new Stop('paused', `blocks keep falling out of sync on the targets (${pending.length} left)`)
+        await this.copyBlocks(pending, signal)
+      }
+      await this.save({ state: 'flipping' })
+      await this.flip()
+      await this.dropFarData()
+      await this.save({ state: 'done', executor: '', finishedAtMs: Date.now(), progress: { blocks: this.copiedBlocks, bytes: this.copiedBytes, updatedAtMs: Date.now() } })
+      this.log.info({ bytes: this.copiedBytes }, 'relocation done')
+      return 'done'
+    } catch (err) {
+      if (err instanceof Stop) {
+        if (err.outcome === 'cancelled') { await this.rollBack(); return 'cancelled' }
+        if (err.outcome === 'paused') {
+          this.log.warn({ reason: err.reason }, 'relocation paused')
+          await this.save({ state: 'paused', executor: '', reason: err.reason }).catch(() => {})
+        } else {
+          await this.save({ executor: '' }).catch(() => {})
+        }
+        return err.outcome
+      }
+      this.log.error({ err: String(err) }, 'relocation failed; pausing')
+      await this.save({ state: 'paused', executor: '', reason: (err as Error).message }).catch(() => {})
+      return 'paused'
+    }
+  }
+
+  // Conditional update of the record; a concurrent cancel shows up here as a conflict.
+  private async save (patch: Partial<RelocationRecord>): Promise<void> {
+    const next = { ...this.rec, ...patch }
+    try {
+      this.version = await this.meta.updateRelocation(next, this.version)
+      this.rec = next
+    } catch (err) {
+      if (!isUkaiError(err, 'ZK_CONFLICT')) throw err
+      const fresh = await this.meta.getRelocation(this.disk.name)
+      if (fresh === null) throw new Stop('stopped', 'the relocation record was removed')
+      const { version, ...rec } = fresh
+      this.rec = rec
+      this.version = version
+      if (rec.state === 'cancelled') throw new Stop('cancelled', 'cancelled')
+      await this.save(patch)
+    }
+  }
+
+  private async progress (force = false): Promise<void> {
+    const now = Date.now()
+    if (!force && now - this.lastSaveMs < PROGRESS_INTERVAL_MS) return
+    this.lastSaveMs = now
+    await this.save({ progress: { blocks: this.copiedBlocks, bytes: this.copiedBytes, updatedAtMs: now } })
+  }
+
+  private async addTargets (): Promise<void> {
+    const targets = this.rec.targetNodes
+    const n = await this.disk.updatePlacement(null, (set) => {
+      let next: Replica[] = set.slice()
+      for (const t of targets) {
+        const cur = next.find(r => r.node === t)
+        if (cur === undefined) next.push({ node: t, state: 'syncing' })
+        else if (cur.state === 'stale') next = next.map(r => r.node === t ? { node: t, state: 'syncing' } : r)
+      }
+      return next
+    })
+    this.log.info({ blocks: n }, 'targets added as syncing')
+  }
+
+  private blocksNeedingTargets (): number[] {
+    const out: number[] = []
+    const total = this.disk.blockCount()
+    for (let b = 0; b < total; b++) {
+      const set = this.disk.replicasOf(b)
+      if (this.rec.targetNodes.some(t => set.find(r => r.node === t)?.state !== 'in-sync')) out.push(b)
+    }
+    return out
+  }
+
+  // Blocks some source node has data for; the rest need no copy.
+  private async writtenBlocks (): Promise<Set<number>> {
+    const written = new Set<number>()
+    for (const node of this.disk.nodesInMap()) {
+      if (this.rec.targetNodes.includes(node)) continue
+      try {
+        for (const b of await this.pool.client(node).listBlocks({ diskUuid: this.disk.record.uuid })) written.add(b.block)
+      } catch (err) {
+        // A source that cannot answer may hold blocks nobody else has: do not guess.
+        throw new Stop('paused', `source node ${node} cannot list the disk's blocks: ${(err as Error).message}`)
+      }
+    }
+    return written
+  }
+
+  private async copyBlocks (pending: number[], signal?: AbortSignal): Promise<void> {
+    const written = await this.writtenBlocks()
+    const inSyncBatch: number[] = []
+    const flushBatch = async (): Promise<void> => {
+      const blocks = inSyncBatch.splice(0)
+      if (blocks.length === 0) return
+      await this.disk.updatePlacement(blocks, set => this.withTargetsInSync(set))
+    }
+    const empty = pending.filter(b => !written.has(b))
+    inSyncBatch.push(...empty)
+    await flushBatch()
+    const queue = pending.filter(b => written.has(b))
+    let failure: unknown = null
+    const worker = async (): Promise<void> => {
+      while (failure === null) {
+        if (signal?.aborted === true) throw new Stop('stopped', 'the lease moved')
+        const block = queue.shift()
+        if (block === undefined) return
+        await this.copyOne(block)
+        inSyncBatch.push(block)
+        if (inSyncBatch.length >= IN_SYNC_BATCH_BLOCKS) await flushBatch()
+        await this.progress()
+        await this.throttle()
+      }
+    }
+    await Promise.all(Array.from({ length: this.concurrency }, () => worker().catch((err) => { failure ??= err })))
+    await flushBatch()
+    await this.progress(true)
+    if (failure !== null) throw failure
+  }
+
+  private withTargetsInSync (set: ReplicaSet): ReplicaSet {
+    return set.map(r => this.rec.targetNodes.includes(r.node) && r.state === 'syncing' ? { node: r.node, state: 'in-sync' as const } : r)
+  }
+
+  private async copyOne (block: number): Promise<void> {
+    const lease = this.disk.leaseEpoch
+    if (lease === null) throw new Stop('stopped', 'the lease moved')
+    await this.disk.blockLocks.withCopy(block, async () => {
+      const set = this.disk.replicasOf(block)
+      const targets = this.rec.targetNodes.filter(t => set.find(r => r.node === t)?.state === 'syncing')
+      const sources = set.filter(r => r.state === 'in-sync' && !this.rec.targetNodes.includes(r.node))
+        .concat(set.filter(r => r.state === 'in-sync' && this.rec.targetNodes.includes(r.node)))
+        .sort((a, b) => this.pool.distance(a.node) - this.pool.distance(b.node))
+      if (sources.length === 0) throw new Stop('paused', `block ${block} has no in-sync replica to copy from`)
+      for (const target of targets) {
+        let done = false
+        const errors: string[] = []
+        for (const source of sources) {
+          try {
+            const bytes = await copyBlock({ diskUuid: this.disk.record.uuid, block, leaseEpoch: lease, source: this.pool.client(source.node), target: this.pool.client(target) })
+            this.copiedBytes += bytes
+            this.rateBytes += bytes
+            done = true
+            break
+          } catch (err) {
+            if (isUkaiError(err, 'FENCED')) throw new Stop('stopped', 'fenced: the lease moved')
+            errors.push(`${source.node}→${target}: ${(err as Error).message}`)
+            // A target that cannot be written pauses the relocation; a bad source is skipped.
+            if (await this.targetDown(target)) throw new Stop('paused', `target node ${target} is unreachable (${(err as Error).message}); redundancy kept on the sources`)
+          }
+        }
+        if (!done) throw new Stop('paused', `block ${block} could not be copied: ${errors.join('; ')}`)
+      }
+      this.copiedBlocks++
+    })
+  }
+
+  private async targetDown (node: string): Promise<boolean> {
+    try {
+      await this.pool.client(node).stat()
+      return false
+    } catch {
+      return true
+    }
+  }
+
+  private async throttle (): Promise<void> {
+    const rate = this.rec.rateBytesPerSec
+    if (rate <= 0) return
+    if (this.rateStartMs === 0) this.rateStartMs = Date.now()
+    const aheadMs = (this.rateBytes / rate) * 1000 - (Date.now() - this.rateStartMs)
+    if (aheadMs > 0) await new Promise(resolve => setTimeout(resolve, aheadMs))
+  }
+
+  private async flip (): Promise<void> {
+    const targets = this.rec.targetNodes
+    await this.disk.updatePlacement(null, (set, block) => {
+      for (const t of targets) {
+        if (set.find(r => r.node === t)?.state !== 'in-sync') {
+          throw UkaiError.internal(`flip refused: block ${block} is not in sync on ${t}`)
+        }
+      }
+      return targets.map(node => ({ node, state: 'in-sync' as const }))
+    })
+    this.log.info({ targets }, 'map flipped to the targets')
+  }
+
+  // After the flip is committed: the dropped nodes hold nothing the map points to.
+  private async dropFarData (): Promise<void> {
+    const failed: string[] = []
+    for (const node of this.rec.dropNodes) {
+      if (this.disk.nodesInMap().has(node)) continue
+      try {
+        await this.pool.client(node).deleteDisk({ diskUuid: this.disk.record.uuid })
+      } catch (err) {
+        failed.push(node)
+        this.log.warn({ node, err: String(err) }, 'could not delete dropped replica data (orphaned until cleaned)')
+      }
+    }
+    if (failed.length > 0) this.rec.reason = `orphaned data on ${failed.join(', ')} (node unreachable at the drop)`
+  }
+
+  // Cancel: take back the replicas this relocation added; the original ones were never touched.
+  private async rollBack (): Promise<void> {
+    const added = this.rec.addedNodes
+    // …unless an added replica is a block's only in-sync one (the originals failed meanwhile).
+    await this.disk.updatePlacement(null, (set) => {
+      const kept = set.filter(r => !added.includes(r.node))
+      return kept.some(r => r.state === 'in-sync') ? kept : set
+    })
+    for (const node of added) {
+      if (this.disk.nodesInMap().has(node)) continue
+      await this.pool.client(node).deleteDisk({ diskUuid: this.disk.record.uuid }).catch(() => {})
+    }
+    await this.save({ state: 'cancelled', executor: '', finishedAtMs: Date.now() }).catch(() => {})
+    this.log.info('relocation cancelled and rolled back')
+  }
+}

@@ -1,0 +1,106 @@
+// What a relocation will do, computed before anything changes: the target replica set, the
+// replicas to drop, and how many written blocks and bytes must be copied. Bad requests (unknown
+// site or node, too few live nodes, a disk already there) are refused here, with nothing changed.
+import { UkaiError } from '../errors'
+import { validateId } from '../meta/schema'
+import { MetaStore, NodeView } from '../meta/store'
+import { StorageClient } from '../storagenode/client'
+import { validateReplicas } from '../vdisk/disk-admin'
+import { blockCountFor } from '../vdisk/block-range'
+
+export interface RelocationRequest {
+  disk: string
+  site?: string
+  nodes?: string[]
+  replicas?: number
+}
+
+export interface RelocationPlan {
+  disk: string
+  uuid: string
+  targetNodes: string[]
+  dropNodes: string[]
+  addedNodes: string[]
+  blocks: number
+  writtenBlocks: number   // blocks with data on a source: what gets copied
+  bytes: number           // upper bound: written blocks × block size × targets to fill
+  fromSites: string[]
+  toSites: string[]
+}
+
+function pickTargets (nodes: NodeView[], current: Set<string>, req: RelocationRequest, replicas: number): string[] {
+  if (req.nodes !== undefined && req.nodes.length > 0) {
+    const wanted = [...new Set(req.nodes)]
+    for (const id of wanted) {
+      const n = nodes.find(x => x.id === id)
+      if (n === undefined) throw UkaiError.notFound(`unknown storage node '${id}'`)
+      if (n.alive === null) throw UkaiError.notEnoughNodes(`storage node '${id}' is not alive`)
+    }
+    return wanted
+  }
+  const site = req.site as string
+  if (!nodes.some(n => n.site === site)) throw UkaiError.notFound(`unknown site '${site}'`)
+  const live = nodes.filter(n => n.site === site && n.alive !== null)
+  if (live.length < replicas) throw UkaiError.notEnoughNodes(`site ${site} has ${live.length} live storage node(s); the disk needs ${replicas} replica(s)`)
+  // Nodes that already hold the disk first (less to copy), then the most free space.
+  live.sort((a, b) => Number(current.has(b.id)) - Number(current.has(a.id)) || (b.alive?.freeBytes ?? 0) - (a.alive?.freeBytes ?? 0) || a.id.localeCompare(b.id))
+  return live.slice(0, replicas).map(n => n.id)
+}
+
+export async function planRelocation (meta: MetaStore, req: RelocationRequest): Promise<RelocationPlan> {
+  if ((req.site === undefined) === (req.nodes === undefined || req.nodes.length === 0)) {
+    throw UkaiError.badArgument('say where to: --to SITE or --nodes a,b (one of them)')
+  }
+  if (req.site !== undefined) validateId(req.site, 'site')
+  const disk = await meta.getDisk(req.disk)
+  const replicas = req.replicas ?? (req.nodes?.length || disk.replicas)
+  validateReplicas(replicas)
+  if (req.nodes !== undefined && req.nodes.length > 0 && new Set(req.nodes).size !== replicas) {
+    throw UkaiError.badArgument(`--nodes names ${new Set(req.nodes).size} node(s) but --replicas is ${replicas}`)
+  }
+  const nodes = await meta.listNodes()
+  const segments = await meta.loadPlacement(disk)
+  const current = new Set<string>()
+  let alreadyThere = true
+  for (const seg of segments) for (const run of seg.runs()) for (const r of run.replicas) current.add(r.node)
+  const targetNodes = pickTargets(nodes, current, req, replicas)
+  for (const seg of segments) {
+    for (const run of seg.runs()) {
+      const inSync = run.replicas.filter(r => r.state === 'in-sync').map(r => r.node).sort()
+      if (inSync.length !== run.replicas.length || inSync.join() !== [...targetNodes].sort().join()) alreadyThere = false
+    }
+  }
+  if (alreadyThere) {
+    throw new UkaiError('ALREADY_EXISTS', `disk '${req.disk}' is already on ${targetNodes.join(', ')}${req.site !== undefined ? ` (site ${req.site})` : ''}; nothing to do`)
+  }
+  const dropNodes = [...current].filter(n => !targetNodes.includes(n)).sort()
+  const addedNodes = targetNodes.filter(n => !current.has(n))
+
+  // Written blocks, as the source nodes know them: only those are copied.
+  const written = new Set<number>()
+  for (const id of current) {
+    if (targetNodes.includes(id)) continue
+    const view = nodes.find(n => n.id === id)
+    if (view?.alive == null) continue
+    const client = new StorageClient({ nodeId: id, address: view.alive.address })
+    try {
+      for (const b of await client.listBlocks({ diskUuid: disk.uuid })) written.add(b.block)
+    } finally {
+      client.close()
+    }
+  }
+  const siteOf = (id: string): string => nodes.find(n => n.id === id)?.site ?? '?'
+  return {
+    disk: disk.name,
+    uuid: disk.uuid,
+    targetNodes,
+    dropNodes,
+    addedNodes,
+    blocks: blockCountFor(disk.sizeBytes, disk.blockSizeBytes),
+    writtenBlocks: written.size,
+    // Each written block is copied once per target that does not hold the disk yet.
+    bytes: written.size * disk.blockSizeBytes * Math.max(1, addedNodes.length),
+    fromSites: [...new Set([...current].map(siteOf))].sort(),
+    toSites: [...new Set(targetNodes.map(siteOf))].sort()
+  }
+}
