@@ -2,7 +2,8 @@
 // (what fio psync ×4 produces), for 4 KiB and 128 KiB reads and writes:
 //   echo   StorageClient → a grpc-js Io server in a child process that answers at once (no store)
 //   store  StorageClient → startStorageServer in a child process (BlockStore on a temp dir)
-// Build with tsc, run `node dist/bench/latency-layers.js [echo,store]`.
+//   store2 two such nodes, writes sent to both at once (a 2-replica disk), reads from the first
+// Build with tsc, run `node dist/bench/latency-layers.js [echo,store,store2]`.
 import { fork } from 'node:child_process'
 import * as fs from 'node:fs'
 import * as os from 'node:os'
@@ -52,6 +53,7 @@ async function echoServer (): Promise<string> {
 async function serverMain (): Promise<void> {
   const kind = process.argv[3]
   const dataDir = process.argv[4]
+  fs.mkdirSync(dataDir, { recursive: true })
   const address = kind === 'echo' ? await echoServer() : (await startStorageServer({ nodeId: 'bench-node', dataDir, listen: '127.0.0.1:0' })).address
   process.send?.({ address })
   process.on('message', (m) => {
@@ -62,7 +64,19 @@ async function serverMain (): Promise<void> {
 
 interface Row { cpuUsPerOp: number, layer: string, op: string, kib: number, inFlight: number, opsPerSec: number, meanUs: number, p50Us: number, p99Us: number, mibPerSec: number }
 
-async function measure (layer: string, client: StorageClient, op: 'read' | 'write', ioBytes: number, inFlight: number): Promise<Row> {
+type Client = Pick<StorageClient, 'read' | 'write' | 'close'>
+
+// Writes go to every client at once (all must succeed), reads to the first.
+function replicated (clients: StorageClient[]): Client {
+  if (clients.length === 1) return clients[0]
+  return {
+    read: async (a) => await clients[0].read(a),
+    write: async (a) => { await Promise.all(clients.map(async c => await c.write(a))) },
+    close: () => { for (const c of clients) c.close() }
+  }
+}
+
+async function measure (layer: string, client: Client, op: 'read' | 'write', ioBytes: number, inFlight: number): Promise<Row> {
   const slots = BLOCK_BYTES / ioBytes
   const data = Buffer.alloc(ioBytes, 0x5a)
   let next = 0
@@ -103,11 +117,14 @@ async function main (): Promise<void> {
   const layers = (process.argv[2] ?? 'echo,store').split(',')
   console.log(`load average ${os.loadavg()[0].toFixed(2)}`)
   for (const layer of layers) {
+    // 'store2': two storage nodes written in parallel and read from the first, as the agent does
+    // for a 2-replica disk.
+    const replicas = layer === 'store2' ? 2 : 1
     const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'ukai-lat-'))
-    const child = fork(__filename, ['--server', layer, dataDir], { stdio: 'inherit', execArgv: (process.env.BENCH_SERVER_NODE_ARGS ?? '').split(' ').filter(a => a !== '') })
+    const children = Array.from({ length: replicas }, (_, i) => fork(__filename, ['--server', layer === 'echo' ? 'echo' : 'store', path.join(dataDir, String(i))], { stdio: 'inherit', execArgv: (process.env.BENCH_SERVER_NODE_ARGS ?? '').split(' ').filter(a => a !== '') }))
     try {
-      const address = await new Promise<string>(resolve => child.once('message', (m: { address: string }) => resolve(m.address)))
-      const client = new StorageClient({ nodeId: 'bench-node', address })
+      const addresses = await Promise.all(children.map(async child => await new Promise<string>(resolve => child.once('message', (m: { address: string }) => resolve(m.address)))))
+      const client = replicated(addresses.map(address => new StorageClient({ nodeId: 'bench-node', address })))
       // Fill so reads hit written data.
       await measure(layer, client, 'write', 128 * 1024, 4)
       for (const ioBytes of [4096, 128 * 1024]) {
@@ -117,8 +134,10 @@ async function main (): Promise<void> {
       }
       client.close()
     } finally {
-      child.send('stop')
-      await new Promise(resolve => child.once('exit', resolve))
+      for (const child of children) {
+        child.send('stop')
+        await new Promise(resolve => child.once('exit', resolve))
+      }
       fs.rmSync(dataDir, { recursive: true, force: true })
     }
   }
