@@ -1,6 +1,8 @@
 // What every CLI verb needs: the ZooKeeper connect string, and a metadata session that is
 // closed when the verb ends.
 import { Command } from 'commander'
+import { UkaiError } from '../errors'
+import { validateId } from '../meta/schema'
 import { MetaStore } from '../meta/store'
 import { ZK_CONNECT_TIMEOUT_MS_DEFAULT } from '../meta/zk-client'
 
@@ -25,4 +27,22 @@ export async function withMeta<T> (cmd: Command, fn: (meta: MetaStore) => Promis
   } finally {
     meta.close()
   }
+}
+
+// Repeatable `--node-address ID=HOST:PORT` / `--peer-address ID=HOST:PORT`: commander collects
+// the raw values, addressMap checks them and builds { ID: 'HOST:PORT' } (a repeated ID is refused).
+export function collect (value: string, previous: string[] | undefined): string[] {
+  return [...(previous ?? []), value]
+}
+
+export function addressMap (values: string[] | undefined, flag: string): Record<string, string> {
+  const out: Record<string, string> = {}
+  for (const v of values ?? []) {
+    const m = /^([^=]+)=(.+):(\d{1,5})$/.exec(v)
+    if (m === null || Number(m[3]) > 65535 || m[2] === '') throw UkaiError.badArgument(`bad ${flag} '${v}': expected ID=HOST:PORT`)
+    validateId(m[1], `node id in ${flag}`)
+    if (out[m[1]] !== undefined) throw UkaiError.badArgument(`${flag} names node ${m[1]} twice`)
+    out[m[1]] = `${m[2]}:${m[3]}`
+  }
+  return out
 }

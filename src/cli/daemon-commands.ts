@@ -2,11 +2,13 @@
 // once it serves; SIGTERM/SIGINT stop it gracefully.
 import os from 'node:os'
 import { Command } from 'commander'
+import { UkaiError } from '../errors'
 import { createLogger, Logger } from '../log'
 import { runStorageNode } from '../storagenode/daemon'
 import { parseSize } from '../units'
+import { RTT_INTERVAL_MS_DEFAULT } from '../vdisk/rtt-monitor'
 import { runMount } from './mount-daemon'
-import { zkConnectString, zkSessionTimeoutMs } from './context'
+import { addressMap, collect, zkConnectString, zkSessionTimeoutMs } from './context'
 
 function stopOnSignals (log: Logger, stop: () => Promise<void>): void {
   let signalled = false
@@ -29,11 +31,13 @@ export function daemonCommands (program: Command): void {
     .option('--listen <host:port>', 'address to serve on', '127.0.0.1:7300')
     .option('--host <name>', 'host name reported to the cluster', os.hostname())
     .option('--capacity <size>', 'cap the bytes this node stores (default: the file system\'s free space)')
+    .option('--peer-address <id=host:port>', 'reach storage node ID at HOST:PORT for node-to-node copies instead of its registered address (repeatable; e.g. a WAN proxy)', collect)
     .action(async (opts, cmd: Command) => {
+      const peerAddresses = addressMap(opts.peerAddress, '--peer-address')
       const log = createLogger('storagenode').child({ node: opts.id, site: opts.site })
       const node = await runStorageNode({
         id: opts.id, site: opts.site, dataDir: opts.dataDir, listen: opts.listen, host: opts.host,
-        capacityBytes: opts.capacity !== undefined ? parseSize(opts.capacity, 'capacity') : undefined,
+        capacityBytes: opts.capacity !== undefined ? parseSize(opts.capacity, 'capacity') : undefined, peerAddresses,
         zk: zkConnectString(cmd), zkSessionTimeoutMs: zkSessionTimeoutMs(cmd), logger: log
       })
       stopOnSignals(log, node.stop)
@@ -47,11 +51,16 @@ export function daemonCommands (program: Command): void {
     .option('--allow-other', 'let other users (e.g. libvirt-qemu) open the disks')
     .option('--handover-timeout-ms <ms>', 'how long to wait for a lease holder to hand over before forcing', '5000')
     .option('--io-retry-ms <ms>', 'how long an I/O waits for an unreachable replica to return before failing with EIO', '10000')
+    .option('--node-address <id=host:port>', 'reach storage node ID at HOST:PORT from this host instead of its registered address (repeatable; e.g. a WAN proxy)', collect)
+    .option('--rtt-interval-ms <ms>', 'how often round trips to the storage nodes are measured', String(RTT_INTERVAL_MS_DEFAULT))
     .action(async (mountPoint: string, opts, cmd: Command) => {
+      const nodeAddresses = addressMap(opts.nodeAddress, '--node-address')
+      const rttIntervalMs = Number(opts.rttIntervalMs)
+      if (!Number.isInteger(rttIntervalMs) || rttIntervalMs < 100) throw UkaiError.badArgument(`bad --rtt-interval-ms '${opts.rttIntervalMs}': at least 100`)
       const log = createLogger('mount').child({ host: opts.host, site: opts.site })
       const m = await runMount({
         mountPoint, host: opts.host, site: opts.site, zk: zkConnectString(cmd), zkSessionTimeoutMs: zkSessionTimeoutMs(cmd), allowOther: opts.allowOther === true,
-        handoverTimeoutMs: Number(opts.handoverTimeoutMs), ioRetryMs: Number(opts.ioRetryMs), logger: log
+        handoverTimeoutMs: Number(opts.handoverTimeoutMs), ioRetryMs: Number(opts.ioRetryMs), nodeAddresses, rttIntervalMs, logger: log
       })
       stopOnSignals(log, m.stop)
       log.info({ mountPoint }, 'ready')

@@ -2,10 +2,12 @@
 // relocation runner that moves a disk's data while this host holds its lease.
 import { Logger } from '../log'
 import { validateId } from '../meta/schema'
+import { readLease } from '../meta/lease'
 import { MetaStore } from '../meta/store'
 import { RelocationRunner } from '../relocate/runner'
 import { Agent } from '../vdisk/agent'
 import { mountAgent, unmountFuse } from '../vdisk/fuse-adapter'
+import { RttMonitor } from '../vdisk/rtt-monitor'
 
 export interface MountOptions {
   mountPoint: string
@@ -16,6 +18,8 @@ export interface MountOptions {
   allowOther?: boolean
   handoverTimeoutMs?: number
   ioRetryMs?: number
+  nodeAddresses?: Record<string, string> // node id → HOST:PORT from this host (--node-address)
+  rttIntervalMs?: number
   logger: Logger
 }
 
@@ -27,7 +31,7 @@ export async function runMount (opts: MountOptions): Promise<RunningMount> {
   const meta = await MetaStore.connect(opts.zk, { logger: opts.logger, sessionTimeoutMs: opts.zkSessionTimeoutMs })
   let runner: RelocationRunner | null = null
   const agent = new Agent({
-    meta, host: opts.host, site: opts.site, mountPoint: opts.mountPoint, handoverTimeoutMs: opts.handoverTimeoutMs, ioRetryMs: opts.ioRetryMs, logger: opts.logger,
+    meta, host: opts.host, site: opts.site, mountPoint: opts.mountPoint, handoverTimeoutMs: opts.handoverTimeoutMs, ioRetryMs: opts.ioRetryMs, nodeAddresses: opts.nodeAddresses, logger: opts.logger,
     hooks: {
       attached: d => runner?.watch(d),
       detached: name => runner?.unwatch(name),
@@ -36,15 +40,19 @@ export async function runMount (opts: MountOptions): Promise<RunningMount> {
     }
   })
   runner = new RelocationRunner({ meta, pool: agent.pool, host: opts.host, logger: opts.logger })
+  const rtt = new RttMonitor({ meta, pool: agent.pool, host: opts.host, site: opts.site, intervalMs: opts.rttIntervalMs, logger: opts.logger })
   let fuse
   try {
     await agent.start()
+    await rtt.start()
     fuse = await mountAgent(agent, opts.mountPoint, opts.logger, { allowOther: opts.allowOther })
   } catch (err) {
+    await rtt.close()
     await agent.close()
     meta.close()
     throw err
   }
+  resumeOrphanedRelocations(meta, agent, runner as RelocationRunner, opts).catch(err => opts.logger.error({ err: String(err) }, 'could not resume relocations'))
   let stopping: Promise<void> | null = null
   const stop = (): Promise<void> => {
     if (stopping !== null) return stopping
@@ -53,10 +61,25 @@ export async function runMount (opts: MountOptions): Promise<RunningMount> {
       // disks (flush, release leases), then leave ZooKeeper last.
       await unmountFuse(fuse).catch(err => opts.logger.error({ err: String(err) }, 'unmount failed'))
       await runner?.close()
+      await rtt.close()
       await agent.close()
       meta.close()
     })()
     return stopping
   }
   return { agent, stop }
+}
+
+// Relocations whose executor died (its lease is gone, or was held by this host before a crash)
+// are picked up here, so a relocation survives the crash of whoever ran it.
+async function resumeOrphanedRelocations (meta: MetaStore, agent: Agent, runner: RelocationRunner, opts: MountOptions): Promise<void> {
+  for (const name of await meta.listDiskNames()) {
+    const rec = await meta.getRelocation(name)
+    if (rec === null || rec.state === 'done' || rec.state === 'paused' || (rec.state === 'cancelled' && rec.finishedAtMs !== 0)) continue
+    const lease = await readLease(meta, name)
+    if (lease.holder !== null && lease.holder.host !== opts.host) continue
+    opts.logger.info({ disk: name, state: rec.state }, 'resuming an orphaned relocation')
+    agent.adopt(name, async (disk) => await (runner.maybeStart(disk) ?? Promise.resolve()))
+      .catch(err => opts.logger.error({ disk: name, err: String(err) }, 'resumed relocation failed'))
+  }
 }

@@ -136,7 +136,8 @@ export function relocateCommands (program: Command): void {
         for (const n of names) { const r = await meta.getRelocation(n); if (r !== null) { const { version: _v, ...rec } = r; out.push(rec) } }
         return out
       })
-      if (opts.json === true) return printJson(recs.map(r => ({ ...r, ...describe(r) })))
+      // `relocate` itself has --json too; commander gives it to whichever parses first.
+      if (opts.json === true || cmd.parent?.opts().json === true) return printJson(recs.map(r => ({ ...r, ...describe(r) })))
       if (recs.length === 0) { process.stdout.write(name !== undefined ? `disk '${name}' has no relocation\n` : 'no relocations\n'); return }
       printTable(['DISK', 'STATE', 'PROGRESS', 'COPIED', 'RATE', 'ETA', 'TO', 'EXECUTOR', 'REASON'], recs.map((r) => {
         const d = describe(r)

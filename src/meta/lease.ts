@@ -101,7 +101,10 @@ export class LeaseManager {
         this.log.info({ disk, holder: holder.host }, 'lease held elsewhere; asked for hand-over')
       }
       const waitMs = askedAtMs + this.handoverTimeoutMs - Date.now()
-      if (waitMs <= 0 || holder.sessionId === zk.sessionId) {
+      // Our own session, or this host's previous incarnation (restarted after a crash): nobody
+      // is there to hand over, so take it at once.
+      const ours = holder.sessionId === zk.sessionId || holder.host === this.host
+      if (waitMs <= 0 || ours) {
         this.log.warn({ disk, holder: holder.host, leaseEpoch: holder.leaseEpoch }, 'lease holder did not hand over in time; taking the lease by force')
         await zk.remove(paths.lease(disk), holderData.stat.version).catch((e) => {
           if ((e as UkaiError).code !== 'NOT_FOUND' && (e as UkaiError).code !== 'ZK_CONFLICT') throw e

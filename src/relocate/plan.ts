@@ -73,6 +73,7 @@ export async function planRelocation (meta: MetaStore, req: RelocationRequest): 
   if (alreadyThere) {
     throw new UkaiError('ALREADY_EXISTS', `disk '${req.disk}' is already on ${targetNodes.join(', ')}${req.site !== undefined ? ` (site ${req.site})` : ''}; nothing to do`)
   }
+  const inSyncEverywhere = new Set(targetNodes.filter(t => segments.every(seg => seg.runs().every(run => run.replicas.some(r => r.node === t && r.state === 'in-sync')))))
   const dropNodes = [...current].filter(n => !targetNodes.includes(n)).sort()
   const addedNodes = targetNodes.filter(n => !current.has(n))
 
@@ -98,8 +99,8 @@ export async function planRelocation (meta: MetaStore, req: RelocationRequest): 
     addedNodes,
     blocks: blockCountFor(disk.sizeBytes, disk.blockSizeBytes),
     writtenBlocks: written.size,
-    // Each written block is copied once per target that does not hold the disk yet.
-    bytes: written.size * disk.blockSizeBytes * Math.max(1, addedNodes.length),
+    // Each written block is copied once per target that is not yet in sync everywhere.
+    bytes: written.size * disk.blockSizeBytes * Math.max(1, targetNodes.filter(t => !inSyncEverywhere.has(t)).length),
     fromSites: [...new Set([...current].map(siteOf))].sort(),
     toSites: [...new Set(targetNodes.map(siteOf))].sort()
   }

@@ -16,6 +16,7 @@ export interface AgentOptions {
   mountPoint: string
   handoverTimeoutMs?: number
   ioRetryMs?: number
+  nodeAddresses?: Record<string, string> // node id → HOST:PORT used from this host (`--node-address`)
   hooks?: AgentHooks
   logger?: Logger
 }
@@ -61,7 +62,7 @@ export class Agent {
     this.site = opts.site
     this.mountPoint = opts.mountPoint
     this.log = opts.logger ?? silentLogger
-    this.pool = new NodePool(opts.meta, { host: opts.host, site: opts.site, logger: this.log })
+    this.pool = new NodePool(opts.meta, { host: opts.host, site: opts.site, logger: this.log, addressOverrides: opts.nodeAddresses })
     this.leases = new LeaseManager(opts.meta, opts.host, {
       onHandoverRequested: (disk, requester) => {
         const o = this.open.get(disk)
@@ -162,6 +163,25 @@ export class Agent {
       this.opening.set(name, p)
     }
     return await p
+  }
+
+  // Opens a disk with no file handle and takes its lease, for background work (a relocation
+  // whose executor died); `done` tells when to let it go again.
+  async adopt (name: string, done: (disk: VirtualDisk) => Promise<unknown>): Promise<void> {
+    const o = await this.attach(name)
+    o.handles++
+    try {
+      await o.disk.ensureLease()
+      await done(o.disk)
+    } finally {
+      o.handles--
+      if (o.handles === 0) {
+        this.open.delete(name)
+        this.hooks.detached?.(name)
+        await o.disk.close().catch(() => {})
+        await this.meta.dropEphemeral(paths.open(name, this.host))
+      }
+    }
   }
 
   disk (fh: number): VirtualDisk {
