@@ -5,6 +5,7 @@ import { devCommands } from './dev-commands'
 import { diskCommands } from './disk-commands'
 import { nodeCommands } from './node-commands'
 import { relocateCommands } from './relocate-commands'
+import { siteCommands } from './site-commands'
 import { exitCodeFor, reportError } from './output'
 
 export function buildProgram (): Command {
@@ -17,6 +18,7 @@ export function buildProgram (): Command {
     .exitOverride()
   diskCommands(program)
   nodeCommands(program)
+  siteCommands(program)
   relocateCommands(program)
   daemonCommands(program)
   devCommands(program)

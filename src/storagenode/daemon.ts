@@ -18,6 +18,10 @@ export interface StorageNodeOptions {
   zkSessionTimeoutMs?: number
   host?: string
   capacityBytes?: number
+  // Node id → HOST:PORT to reach that peer at instead of its registered address, for node-to-node
+  // copies (`--peer-address`, e.g. a WAN proxy). Parsed and checked by the CLI; whoever adds the
+  // peer client to this daemon: resolve a peer as peerAddresses[id] ?? its address in ZooKeeper.
+  peerAddresses?: Record<string, string>
   logger: Logger
 }
 

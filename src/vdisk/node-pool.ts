@@ -1,10 +1,19 @@
 // One StorageClient per storage node, kept current from ZooKeeper (node records and liveness),
-// and the order in which this host prefers replicas: same host, then same site, then the rest.
+// and the order in which this host prefers replicas: same host, then the lowest measured round
+// trip (see rtt-monitor.ts); a node not measured yet ranks as same site first, then the rest.
+// An address override (`ukai mount --node-address ID=HOST:PORT`) replaces the address a node
+// registered, for this host only: how a WAN proxy is put between this host and a node.
 import { safetyCatch } from '../errors'
 import { Logger, silentLogger } from '../log'
 import { MetaStore, NodeView } from '../meta/store'
 import { StorageClient } from '../storagenode/client'
 import { UkaiError } from '../errors'
+
+// Round trips assumed for nodes not measured yet, and penalties for unknown and dead nodes.
+const UNMEASURED_SAME_SITE_MS = 1
+const UNMEASURED_OTHER_SITE_MS = 1000
+const DISTANCE_DEAD = 1e6
+const DISTANCE_UNKNOWN = 1e7
 
 export class NodePool {
   private readonly meta: MetaStore
@@ -15,13 +24,25 @@ export class NodePool {
   private readonly clients = new Map<string, StorageClient>()
   private closed = false
   private refreshing: Promise<void> | null = null
+  private readonly addressOverrides: Record<string, string>
+  private rttMs = new Map<string, number>()
 
-  constructor (meta: MetaStore, opts: { host: string, site: string, logger?: Logger }) {
+  constructor (meta: MetaStore, opts: { host: string, site: string, logger?: Logger, addressOverrides?: Record<string, string> }) {
     this.meta = meta
     this.host = opts.host
     this.site = opts.site
     this.log = opts.logger ?? silentLogger
+    this.addressOverrides = { ...opts.addressOverrides }
   }
+
+  // The address this host uses for a node: the override, else where it serves now, else where it registered.
+  addressOf (n: NodeView): string {
+    return this.addressOverrides[n.id] ?? n.alive?.address ?? n.address
+  }
+
+  // Smoothed round trips in ms from this host (the RTT monitor keeps them current).
+  setRtts (rttMs: Map<string, number>): void { this.rttMs = new Map(rttMs) }
+  rtt (id: string): number | undefined { return this.rttMs.get(id) }
 
   async start (): Promise<void> {
     await this.refresh()
@@ -36,7 +57,8 @@ export class NodePool {
         const next = new Map(list.map(n => [n.id, n]))
         for (const [id, client] of this.clients) {
           const n = next.get(id)
-          if (n === undefined || n.address !== this.nodes.get(id)?.address) {
+          const old = this.nodes.get(id)
+          if (n === undefined || old === undefined || this.addressOf(n) !== this.addressOf(old)) {
             client.close()
             this.clients.delete(id)
           }
@@ -57,19 +79,21 @@ export class NodePool {
     if (c === undefined) {
       const node = this.nodes.get(id)
       if (node === undefined) throw UkaiError.unavailable(`storage node ${id} is not registered`)
-      c = new StorageClient({ nodeId: id, address: node.alive?.address ?? node.address })
+      const address = this.addressOf(node)
+      c = new StorageClient({ nodeId: id, address })
       this.clients.set(id, c)
-      this.log.debug({ node: id, address: node.address }, 'connected to storage node')
+      this.log.debug({ node: id, address }, 'connected to storage node')
     }
     return c
   }
 
-  // Lower is nearer. Dead nodes sort last but stay candidates: liveness in ZK lags a restart.
+  // Lower is nearer: 0 on this host, else 1 + the measured round trip in ms, else a guess by
+  // site. Dead nodes sort last but stay candidates: liveness in ZK lags a restart.
   distance (id: string): number {
     const n = this.nodes.get(id)
-    if (n === undefined) return 1000
-    let d = n.host === this.host ? 0 : n.site === this.site ? 1 : 2
-    if (n.alive === null) d += 10
+    if (n === undefined) return DISTANCE_UNKNOWN
+    let d = n.host === this.host ? 0 : 1 + (this.rttMs.get(id) ?? (n.site === this.site ? UNMEASURED_SAME_SITE_MS : UNMEASURED_OTHER_SITE_MS))
+    if (n.alive === null) d += DISTANCE_DEAD
     return d
   }
 
