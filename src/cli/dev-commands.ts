@@ -4,12 +4,20 @@ import { Command } from 'commander'
 import { UkaiError } from '../errors'
 import { devDown, devUp } from '../dev/cluster'
 import { runDemo } from '../dev/demo'
+import { startWanProxy, validateWanOptions } from '../dev/wan-proxy'
+import { createLogger } from '../log'
 import { printJson, printTable } from './output'
 
 const DEV_DIR_DEFAULT = '.ukai-dev'
 
 function count (text: string, what: string): number {
   if (!/^\d+$/.test(text)) throw UkaiError.badArgument(`bad ${what} '${text}': expected a whole number`)
+  return Number(text)
+}
+
+function positive (text: string | undefined, what: string): number | undefined {
+  if (text === undefined) return undefined
+  if (!/^\d+(\.\d+)?$/.test(text)) throw UkaiError.badArgument(`bad ${what} '${text}': expected a number`)
   return Number(text)
 }
 
@@ -22,17 +30,23 @@ export function devCommands (program: Command): void {
     .option('--sites <n>', 'number of sites', '2')
     .option('--nodes-per-site <n>', 'storage nodes per site', '2')
     .option('--capacity <size>', 'capacity of each storage node, e.g. 20G')
+    .option('--wan-latency-ms <ms>', 'one-way delay between each agent and the storage nodes of other sites (a delaying proxy per link)')
+    .option('--wan-mbps <n>', 'bandwidth cap of those links in Mbit/s per direction (with --wan-latency-ms)')
     .option('--detach', 'return once everything runs (stop it later with `ukai dev down`)')
     .option('--json', 'print cluster.json')
     .action(async (opts) => {
       const dir = path.resolve(opts.dir)
-      const info = await devUp({ dir, sites: count(opts.sites, 'site count'), nodesPerSite: count(opts.nodesPerSite, 'nodes per site'), capacity: opts.capacity, detach: opts.detach === true })
+      const info = await devUp({
+        dir, sites: count(opts.sites, 'site count'), nodesPerSite: count(opts.nodesPerSite, 'nodes per site'), capacity: opts.capacity, detach: opts.detach === true,
+        wanLatencyMs: positive(opts.wanLatencyMs, 'WAN latency'), wanMbps: positive(opts.wanMbps, 'WAN bandwidth')
+      })
       if (opts.json === true) printJson(info)
       else {
         process.stdout.write(`ZooKeeper ${info.zk.connectString} (pid ${info.zk.pid})\n`)
         printTable(['WHAT', 'SITE', 'WHERE', 'PID'], [
           ...info.nodes.map(n => [`node ${n.id}`, n.site, n.address, n.pid]),
-          ...info.agents.map(a => [`agent ${a.host}`, a.site, a.mountPoint, a.pid])
+          ...info.agents.map(a => [`agent ${a.host}`, a.site, a.mountPoint, a.pid]),
+          ...info.proxies.map(p => [`WAN ${p.host} → ${p.node}`, `+${p.delayMs} ms${p.mbps !== null ? `, ${p.mbps} Mbit/s` : ''}`, `${p.address} → ${p.target}`, p.pid])
         ])
         process.stdout.write(`export UKAI_ZK=${info.zk.connectString}\n`)
       }
@@ -53,6 +67,31 @@ export function devCommands (program: Command): void {
       if (!res.found && res.unmounted.length === 0) process.stdout.write(`no dev cluster in ${path.resolve(opts.dir)}\n`)
       for (const s of res.stopped) process.stdout.write(`${s.what} (pid ${s.pid}): ${s.result}\n`)
       for (const m of res.unmounted) process.stdout.write(`unmounted ${m}\n`)
+    })
+
+  // Hidden: what `dev up --wan-latency-ms` runs per link. Logs one "ready" line with its address.
+  dev.command('wan-proxy', { hidden: true })
+    .description('a delaying TCP proxy that emulates a WAN link (used by `dev up --wan-latency-ms`)')
+    .requiredOption('--target <host:port>', 'where to forward to')
+    .requiredOption('--delay-ms <ms>', 'one-way delay, each direction')
+    .option('--mbps <n>', 'bandwidth cap in Mbit/s, each direction')
+    .option('--listen <host:port>', 'where to listen', '127.0.0.1:0')
+    .action(async (opts) => {
+      const delayMs = positive(opts.delayMs, 'delay') as number
+      const mbps = positive(opts.mbps, 'bandwidth')
+      validateWanOptions({ delayMs, mbps })
+      const log = createLogger('wan-proxy')
+      const proxy = await startWanProxy({ target: opts.target, delayMs, mbps, listen: opts.listen })
+      let stopping = false
+      const stop = (sig: string): void => {
+        if (stopping) return
+        stopping = true
+        log.info({ signal: sig, ...proxy.stats() }, 'stopping')
+        proxy.close().then(() => process.exit(0), () => process.exit(1))
+      }
+      process.on('SIGTERM', () => stop('SIGTERM'))
+      process.on('SIGINT', () => stop('SIGINT'))
+      log.info({ address: proxy.address, target: opts.target, delayMs, mbps: mbps ?? null }, 'ready')
     })
 
   dev.command('demo')

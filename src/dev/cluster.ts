@@ -5,8 +5,11 @@
 //   DIR/nodes/a1/           storage node a1 of site-a: storagenode.log, data/
 //   DIR/agents/hv-a/        mount agent of site-a: mount.log
 //   DIR/mnt/site-a/         its FUSE mount point
+//   DIR/wan/hv-a-b1.log     with --wan-latency-ms: the WAN proxy between agent hv-a and node b1
 //
 // Sites are site-a, site-b, …; nodes a1, a2, b1, …; one agent per site on host hv-a, hv-b, ….
+// With a WAN latency, every agent reaches the nodes of other sites through its own delaying proxy
+// (one `ukai dev wan-proxy` process per link, passed to the agent as --node-address).
 // cluster.json is rewritten after every process that starts, so a `dev down` after a crash in
 // the middle of `dev up` still finds everything to stop.
 import fs from 'node:fs'
@@ -14,7 +17,8 @@ import path from 'node:path'
 import { UkaiError } from '../errors'
 import { isMounted, mountsUnder, unmount } from './mounts'
 import { isOurs, type StopResult } from './pids'
-import { startMountAgent, startStorageNode, stopLogged, stopMountAgent } from './processes'
+import { validateWanOptions } from './wan-proxy'
+import { startMountAgent, startStorageNode, startWanProxyProcess, stopLogged, stopMountAgent } from './processes'
 import { startZooKeeper } from './zookeeper'
 
 export const CLUSTER_FILE = 'cluster.json'
@@ -24,6 +28,8 @@ const NODES_PER_SITE_MAX = 16
 export interface ClusterZk { connectString: string, pid: number, argv: string[], dir: string, logFile: string }
 export interface ClusterNode { id: string, site: string, address: string, pid: number, argv: string[], dataDir: string, logFile: string }
 export interface ClusterAgent { host: string, site: string, mountPoint: string, pid: number, argv: string[], logFile: string }
+// A WAN link: agent `host` reaches storage node `node` (at `target`) through `address`.
+export interface ClusterProxy { host: string, node: string, address: string, target: string, delayMs: number, mbps: number | null, pid: number, argv: string[], logFile: string }
 
 export interface ClusterInfo {
   version: 1
@@ -33,6 +39,7 @@ export interface ClusterInfo {
   zk: ClusterZk
   nodes: ClusterNode[]
   agents: ClusterAgent[]
+  proxies: ClusterProxy[]  // absent in files of older versions: read as []
 }
 
 export interface DevUpOptions {
@@ -43,6 +50,8 @@ export interface DevUpOptions {
   capacity?: string         // per storage node, e.g. '20GiB'
   agents?: boolean          // start one mount agent per site (default true)
   readyTimeoutMs?: number
+  wanLatencyMs?: number     // one-way delay between an agent and the nodes of other sites
+  wanMbps?: number          // bandwidth cap of those links, per direction
 }
 
 export function siteName (i: number): string { return `site-${letter(i)}` }
@@ -72,6 +81,7 @@ export function readCluster (dir: string): ClusterInfo | null {
   if (info.version !== 1 || typeof info.zk !== 'object' || !Array.isArray(info.nodes) || !Array.isArray(info.agents)) {
     throw new UkaiError('BAD_ARGUMENT', `${file} is not a ukai cluster file (version 1)`)
   }
+  if (!Array.isArray(info.proxies)) info.proxies = []
   return info
 }
 
@@ -84,7 +94,7 @@ function writeCluster (info: ClusterInfo): void {
 
 // PIDs of cluster.json that still run what we started.
 export function livePids (info: ClusterInfo): number[] {
-  const all = [info.zk, ...info.nodes, ...info.agents].filter((p) => p !== undefined && p.pid > 0)
+  const all = [info.zk, ...info.nodes, ...info.agents, ...info.proxies].filter((p) => p !== undefined && p.pid > 0)
   return all.filter((p) => isOurs(p.pid, p.argv)).map((p) => p.pid)
 }
 
@@ -96,6 +106,8 @@ export async function devUp (opts: DevUpOptions): Promise<ClusterInfo> {
   if (!Number.isInteger(nodesPerSite) || nodesPerSite < 1 || nodesPerSite > NODES_PER_SITE_MAX) {
     throw UkaiError.badArgument(`nodesPerSite must be 1..${NODES_PER_SITE_MAX}, not ${nodesPerSite}`)
   }
+  if (opts.wanLatencyMs !== undefined) validateWanOptions({ delayMs: opts.wanLatencyMs, mbps: opts.wanMbps })
+  else if (opts.wanMbps !== undefined) throw UkaiError.badArgument('a WAN bandwidth needs a WAN latency (--wan-latency-ms, 0 for none)')
   fs.mkdirSync(dir, { recursive: true })
 
   const previous = readCluster(dir)
@@ -117,7 +129,8 @@ export async function devUp (opts: DevUpOptions): Promise<ClusterInfo> {
     startedAt: new Date().toISOString(),
     zk: { connectString: zk.connectString, pid: zk.pid, argv: zk.argv, dir: zk.dir, logFile: zk.logFile },
     nodes: [],
-    agents: []
+    agents: [],
+    proxies: []
   }
   writeCluster(info)
 
@@ -142,9 +155,10 @@ export async function devUp (opts: DevUpOptions): Promise<ClusterInfo> {
       const agentStarts: Array<Promise<void>> = []
       for (let s = 0; s < sites; s++) {
         const host = agentHost(s)
-        agentStarts.push(startMountAgent({
-          dir: path.join(dir, 'agents', host), mountPoint: path.join(dir, 'mnt', siteName(s)), host, site: siteName(s), zk: zk.connectString, detached, readyTimeoutMs
-        }).then((agent) => {
+        agentStarts.push(startWanLinks(info, host, siteName(s), opts).then(async (links) => await startMountAgent({
+          dir: path.join(dir, 'agents', host), mountPoint: path.join(dir, 'mnt', siteName(s)), host, site: siteName(s), zk: zk.connectString, detached, readyTimeoutMs,
+          extraArgs: links.flatMap(l => ['--node-address', `${l.node}=${l.address}`])
+        })).then((agent) => {
           info.agents.push({ host: agent.host, site: agent.site, mountPoint: agent.mountPoint, pid: agent.pid, argv: agent.argv, logFile: agent.logFile })
           writeCluster(info)
         }))
@@ -158,6 +172,30 @@ export async function devUp (opts: DevUpOptions): Promise<ClusterInfo> {
     throw err
   }
   return info
+}
+
+// The WAN proxies between agent HOST (at SITE) and every node of another site, when asked for.
+async function startWanLinks (info: ClusterInfo, host: string, site: string, opts: DevUpOptions): Promise<ClusterProxy[]> {
+  if (opts.wanLatencyMs === undefined) return []
+  const delayMs = opts.wanLatencyMs
+  const links = await settleAllValues(info.nodes.filter(n => n.site !== site).map(async (n) => {
+    const p = await startWanProxyProcess({
+      logFile: path.join(info.dir, 'wan', `${host}-${n.id}.log`), target: n.address, delayMs, mbps: opts.wanMbps, detached: info.detached, readyTimeoutMs: opts.readyTimeoutMs
+    })
+    const link: ClusterProxy = { host, node: n.id, address: p.address, target: n.address, delayMs, mbps: opts.wanMbps ?? null, pid: p.pid, argv: p.argv, logFile: p.logFile }
+    info.proxies.push(link)
+    writeCluster(info)
+    return link
+  }))
+  info.proxies.sort((a, b) => a.host.localeCompare(b.host) || a.node.localeCompare(b.node))
+  return links
+}
+
+async function settleAllValues<T> (ps: Array<Promise<T>>): Promise<T[]> {
+  const results = await Promise.allSettled(ps)
+  const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected')
+  if (failed !== undefined) throw failed.reason
+  return results.map(r => (r as PromiseFulfilledResult<T>).value)
 }
 
 // Wait for every promise (so none is left running unobserved), then throw the first error.
@@ -190,6 +228,7 @@ export async function devDown (opts: { dir: string }): Promise<DevDownResult> {
       await stopMountAgent(a, a.mountPoint).then(note(`agent ${a.host}`, a.pid), keep)
       if (mounted && !isMounted(a.mountPoint)) result.unmounted.push(a.mountPoint)
     }))
+    await Promise.all(info.proxies.map(async (p) => await stopLogged(p).then(note(`WAN proxy ${p.host} → ${p.node}`, p.pid), keep)))
     await Promise.all(info.nodes.map(async (n) => await stopLogged(n).then(note(`node ${n.id}`, n.pid), keep)))
     if (info.zk !== undefined) await stopLogged(info.zk).then(note('zookeeper', info.zk.pid), keep)
     if (errors.length > 0) throw errors[0] // cluster.json stays: run dev down again

@@ -275,3 +275,27 @@ export async function stopMountAgent (proc: { pid: number, argv: readonly string
     if (isMounted(mountPoint)) await unmount(mountPoint)
   }
 }
+
+export interface WanProxyProcessOptions {
+  logFile: string
+  target: string           // host:port
+  delayMs: number          // one-way, each direction
+  mbps?: number            // per direction
+  detached?: boolean
+  readyTimeoutMs?: number
+}
+
+export interface WanProxyProcess { readonly address: string, readonly pid: number, readonly argv: string[], readonly logFile: string }
+
+// `ukai dev wan-proxy` as its own process, so that it lives as long as the cluster it serves.
+export async function startWanProxyProcess (opts: WanProxyProcessOptions): Promise<WanProxyProcess> {
+  const args = ['dev', 'wan-proxy', '--listen', '127.0.0.1:0', '--target', opts.target, '--delay-ms', String(opts.delayMs)]
+  if (opts.mbps !== undefined) args.push('--mbps', String(opts.mbps))
+  const proc = spawnLogged({ argv: nodeArgv(args), logFile: opts.logFile, detached: opts.detached })
+  const ready = await waitForReadyLine(proc, `WAN proxy to ${opts.target}`, { timeoutMs: opts.readyTimeoutMs })
+  if (typeof ready.address !== 'string') {
+    await stopLogged(proc)
+    throw startError('INTERNAL', `WAN proxy to ${opts.target}: ready line has no "address"`, proc.logFile)
+  }
+  return { address: ready.address, pid: proc.pid, argv: proc.argv, logFile: proc.logFile }
+}

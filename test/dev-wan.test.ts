@@ -1,0 +1,60 @@
+// `ukai dev up --wan-latency-ms`: one WAN proxy process per (agent, node of another site) link,
+// recorded in cluster.json, used by the agents (their round trips show it), and stopped by
+// `ukai dev down` by PID.
+import fs from 'node:fs'
+import path from 'node:path'
+import { setTimeout as sleep } from 'node:timers/promises'
+import t from 'tap'
+import { devDown, readCluster, type ClusterInfo } from '../src/dev/cluster'
+import { isAlive, isOurs } from '../src/dev/pids'
+import { fuseUnavailable, makeTempDir } from './helpers/cluster'
+import { cliJson, runCli } from './helpers/cli'
+
+const DELAY_MS = 15
+
+t.test('dev up --wan-latency-ms puts a delaying proxy on every cross-site link', { skip: fuseUnavailable() ?? false }, async (t) => {
+  const dir = makeTempDir(t, 'devwan')
+  t.teardown(async () => { await devDown({ dir }) })
+  const up = await runCli(['dev', 'up', '--dir', dir, '--sites', '2', '--nodes-per-site', '1', '--wan-latency-ms', String(DELAY_MS), '--wan-mbps', '100', '--detach', '--json'], { timeoutMs: 90_000 })
+  t.equal(up.code, 0, up.stderr)
+  const info = JSON.parse(up.stdout) as ClusterInfo
+  t.same(readCluster(dir), info, 'cluster.json holds what dev up printed')
+  t.same(info.proxies.map(p => [p.host, p.node, p.delayMs, p.mbps]), [['hv-a', 'b1', DELAY_MS, 100], ['hv-b', 'a1', DELAY_MS, 100]], 'one proxy per cross-site link')
+  for (const p of info.proxies) {
+    t.ok(isOurs(p.pid, p.argv), `proxy ${p.host} → ${p.node} runs (pid ${p.pid})`)
+    t.equal(p.target, info.nodes.find(n => n.id === p.node)?.address)
+    const agent = info.agents.find(a => a.host === p.host)
+    t.ok(agent?.argv.join(' ').includes(`--node-address ${p.node}=${p.address}`), `agent ${p.host} is told to use the proxy`)
+  }
+
+  const zk = info.zk.connectString
+  let rows: Array<{ id: string, rttMs: number | null }> = []
+  const rtt = (id: string): number => rows.find(r => r.id === id)?.rttMs ?? NaN
+  // The first samples are taken while the cluster is still starting; the smoothed value settles
+  // within a few 2 s rounds.
+  for (let i = 0; i < 80; i++) {
+    rows = await cliJson(['node', 'list', '--from', 'hv-a'], zk)
+    if (rtt('a1') < 10 && rtt('b1') >= 2 * DELAY_MS - 1) break
+    await sleep(250)
+  }
+  t.comment(`from hv-a: a1 ${rtt('a1')} ms, b1 ${rtt('b1')} ms`)
+  t.ok(rtt('b1') >= 2 * DELAY_MS - 1, `the other site's node is ≥ 2 × ${DELAY_MS} ms away (${rtt('b1')})`)
+  t.ok(rtt('a1') < 10, `the own site's node is near (${rtt('a1')})`)
+
+  const pids = info.proxies.map(p => p.pid)
+  const down = await runCli(['dev', 'down', '--dir', dir], { timeoutMs: 60_000 })
+  t.equal(down.code, 0, down.stderr)
+  t.match(down.stdout, /WAN proxy hv-a → b1 \(pid \d+\): /)
+  for (const pid of pids) t.notOk(isAlive(pid), `proxy pid ${pid} stopped`)
+  t.notOk(fs.existsSync(path.join(dir, 'cluster.json')))
+})
+
+t.test('bad WAN options are refused before anything starts', async (t) => {
+  const dir = makeTempDir(t, 'devwan-bad')
+  for (const args of [['--wan-latency-ms', '-5'], ['--wan-latency-ms', 'soon'], ['--wan-mbps', '10']]) {
+    const res = await runCli(['dev', 'up', '--dir', dir, '--detach', ...args])
+    t.equal(res.code, 2, `${args.join(' ')}: exit 2`)
+    t.match(res.stderr, /ukai: error: /)
+  }
+  t.notOk(fs.existsSync(path.join(dir, 'cluster.json')), 'nothing was started')
+})
