@@ -22,7 +22,7 @@ fi
 # zookeeper: metadata store (its default-jre dependency brings java)
 # libfuse2, fuse: what fuse-native's prebuilt binding links against, and fusermount
 # fio: benchmarks; qemu-utils: qemu-img for the libvirt/qemu tests
-APT_PACKAGES=(zookeeper libfuse2 fuse fio qemu-utils)
+APT_PACKAGES=(zookeeper libfuse2 fuse fio qemu-utils tmux)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

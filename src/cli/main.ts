@@ -6,6 +6,7 @@ import { diskCommands } from './disk-commands'
 import { nodeCommands } from './node-commands'
 import { relocateCommands } from './relocate-commands'
 import { siteCommands } from './site-commands'
+import { topCommand } from './top'
 import { exitCodeFor, reportError } from './output'
 
 export function buildProgram (): Command {
@@ -19,6 +20,7 @@ export function buildProgram (): Command {
   diskCommands(program)
   nodeCommands(program)
   siteCommands(program)
+  topCommand(program)
   relocateCommands(program)
   daemonCommands(program)
   devCommands(program)

@@ -1,0 +1,258 @@
+// `ukai top`: a dashboard an operator keeps open (over SSH, 80×24 and up). Sites and their
+// nodes (liveness, capacity, round trip from one host), disks (size, blocks per site, lease
+// holder, stale blocks) and relocations (progress bar, rate, ETA). Everything is redrawn from
+// ZooKeeper watches — on the node list and liveness, the disk list, every disk's record,
+// placement, lease and relocation, and the chosen host's round-trip report — debounced; there is
+// no polling loop. `q` (or Ctrl-C) quits.
+import os from 'node:os'
+import blessed from 'blessed'
+import { Command } from 'commander'
+import { isUkaiError, safetyCatch } from '../errors'
+import { readLease } from '../meta/lease'
+import { DiskRecord, RelocationRecord, RttReport, decodeJson, paths } from '../meta/schema'
+import { AgentView, MetaStore, NodeView } from '../meta/store'
+import { formatBytes } from '../units'
+import { withMeta } from './context'
+import { formatRtt } from './node-commands'
+import { summarizeSites } from './site-commands'
+
+const REDRAW_DEBOUNCE_MS = 100
+const BAR_WIDTH = 20
+
+interface DiskState {
+  record: DiskRecord | null
+  blocks: number
+  blocksPerSite: Record<string, number>
+  staleBlocks: number
+  leaseHolder: string | null
+  relocation: RelocationRecord | null
+  rateBytesPerSec: number | null
+}
+
+class Dashboard {
+  private nodes: NodeView[] = []
+  private agents: AgentView[] = []
+  private rtt: RttReport | null = null
+  private readonly disks = new Map<string, DiskState>()
+  private error = ''
+  private redrawTimer: NodeJS.Timeout | null = null
+  private closed = false
+  // Watches set and not fired yet, by path: ZooKeeper watches fire once, and the client keeps
+  // every one we set, so each path is watched at most once at a time.
+  private armed = new Set<string>()
+  private readonly screen: blessed.Widgets.Screen
+  private readonly header: blessed.Widgets.BoxElement
+  private readonly sitesBox: blessed.Widgets.BoxElement
+  private readonly disksBox: blessed.Widgets.BoxElement
+  private readonly relocBox: blessed.Widgets.BoxElement
+
+  constructor (private readonly meta: MetaStore, private from: string | null, private readonly quit: () => void) {
+    this.screen = blessed.screen({ smartCSR: true, title: 'ukai top', warnings: false, fullUnicode: false })
+    this.header = blessed.box({ parent: this.screen, top: 0, left: 0, width: '100%', height: 1, tags: false, style: { inverse: true } })
+    const box = (label: string, top: number | string, height: number | string): blessed.Widgets.BoxElement => blessed.box({
+      parent: this.screen, label: ` ${label} `, top, left: 0, width: '100%', height, border: { type: 'line' }, tags: false, scrollable: true, alwaysScroll: true
+    })
+    this.sitesBox = box('sites and nodes', 1, '40%')
+    this.disksBox = box('disks', '40%+1', '30%')
+    this.relocBox = box('relocations', '70%+1', '30%')
+    this.screen.key(['q', 'C-c'], () => { this.quit() })
+    this.screen.on('resize', () => { this.render() })
+    // Watches die with an expired session: set them all again on the new one.
+    meta.zk.on('session', () => {
+      this.armed = new Set()
+      this.loadAll().catch(safetyCatch)
+    })
+  }
+
+  async start (): Promise<void> {
+    await this.loadAll()
+  }
+
+  private async loadAll (): Promise<void> {
+    await Promise.all([this.loadNodes(), this.loadDiskList()])
+    await Promise.all([...this.disks.keys()].map(async name => await this.loadDisk(name)))
+  }
+
+  // A watcher for PATH that runs THEN when it fires, or undefined when PATH is watched already.
+  private watch (path: string, then: () => Promise<void>): (() => void) | undefined {
+    if (this.armed.has(path)) return undefined
+    this.armed.add(path)
+    return () => {
+      this.armed.delete(path)
+      if (!this.closed) then().catch(err => this.fail(err))
+    }
+  }
+
+  private async arm (path: string, kind: 'children' | 'exists', then: () => Promise<void>): Promise<void> {
+    const w = this.watch(path, then)
+    if (w === undefined) return
+    if (kind === 'children') await this.meta.zk.children(path, w)
+    else await this.meta.zk.exists(path, w)
+  }
+
+  private async loadNodes (): Promise<void> {
+    const reload = async (): Promise<void> => await this.loadNodes()
+    await this.arm(paths.nodes, 'children', reload)
+    await this.arm(paths.nodesAlive, 'children', reload)
+    this.nodes = await this.meta.listNodes()
+    for (const n of this.nodes) if (n.alive !== null) await this.arm(paths.nodeAlive(n.id), 'exists', reload)
+    this.agents = await this.meta.listAgents()
+    if (this.from === null) {
+      const alive = this.agents.filter(a => a.alive !== null)
+      this.from = this.agents.some(a => a.host === os.hostname()) ? os.hostname() : alive.length === 1 ? alive[0].host : null
+    }
+    await this.loadRtt()
+    this.scheduleRedraw()
+  }
+
+  private async loadRtt (): Promise<void> {
+    if (this.from === null) return
+    const got = await this.meta.zk.getOrNull(paths.rtt(this.from), this.watch(paths.rtt(this.from), async () => await this.loadRtt()))
+    this.rtt = got === null || got.data.length === 0 ? null : decodeJson<RttReport>(got.data, `round trips of ${this.from}`)
+    this.scheduleRedraw()
+  }
+
+  private async loadDiskList (): Promise<void> {
+    const names = await this.meta.listDiskNames(this.watch(paths.disks, async () => await this.loadDiskList()))
+    for (const name of [...this.disks.keys()]) if (!names.includes(name)) this.disks.delete(name)
+    await Promise.all(names.filter(n => !this.disks.has(n)).map(async (name) => {
+      this.disks.set(name, { record: null, blocks: 0, blocksPerSite: {}, staleBlocks: 0, leaseHolder: null, relocation: null, rateBytesPerSec: null })
+      await this.loadDisk(name)
+    }))
+    this.scheduleRedraw()
+  }
+
+  private async loadDisk (name: string): Promise<void> {
+    const d = this.disks.get(name)
+    if (d === undefined) return
+    const reload = async (): Promise<void> => await this.loadDisk(name)
+    try {
+      const rec = await this.meta.getDisk(name, this.watch(paths.disk(name), reload))
+      d.record = rec
+      const siteOf = new Map(this.nodes.map(n => [n.id, n.site]))
+      const segmentCount = Math.ceil(Math.ceil(rec.sizeBytes / rec.blockSizeBytes) / rec.segmentBlocks)
+      for (let i = 0; i < segmentCount; i++) await this.arm(paths.segment(name, i), 'exists', reload)
+      const segments = await this.meta.loadPlacement(rec)
+      let blocks = 0
+      let stale = 0
+      const perSite: Record<string, number> = {}
+      for (const seg of segments) {
+        for (const run of seg.runs()) {
+          blocks += run.length
+          const sites = new Set<string>()
+          for (const r of run.replicas) if (r.state !== 'stale') sites.add(siteOf.get(r.node) ?? '?')
+          for (const s of sites) perSite[s] = (perSite[s] ?? 0) + run.length
+          if (run.replicas.some(r => r.state === 'stale')) stale += run.length
+        }
+      }
+      d.blocks = blocks
+      d.blocksPerSite = perSite
+      d.staleBlocks = stale
+      await this.arm(paths.lease(name), 'exists', reload)
+      d.leaseHolder = (await readLease(this.meta, name)).holder?.host ?? null
+      const reloc = await this.meta.getRelocation(name, this.watch(paths.relocation(name), reload))
+      d.rateBytesPerSec = rateOf(d.relocation, reloc, d.rateBytesPerSec)
+      d.relocation = reloc
+    } catch (err) {
+      if (!isUkaiError(err, 'NOT_FOUND')) throw err
+      this.disks.delete(name) // deleted meanwhile; the disk-list watch says so too
+    }
+    this.scheduleRedraw()
+  }
+
+  private fail (err: unknown): void {
+    this.error = String((err as Error)?.message ?? err)
+    this.scheduleRedraw()
+  }
+
+  private scheduleRedraw (): void {
+    if (this.closed || this.redrawTimer !== null) return
+    this.redrawTimer = setTimeout(() => { this.redrawTimer = null; this.render() }, REDRAW_DEBOUNCE_MS)
+  }
+
+  render (): void {
+    if (this.closed) return
+    const width = Math.max(40, (this.screen.width as number) - 2)
+    const time = new Date().toLocaleTimeString('en-GB', { hour12: false })
+    this.header.setContent(fit(` ukai top — ${this.nodes.length} nodes, ${this.disks.size} disks — RTT from ${this.from ?? '(no agent; --from HOST)'} — ${time}   q: quit${this.error !== '' ? '   ! ' + this.error : ''}`, width + 2))
+
+    const lines: string[] = []
+    for (const s of summarizeSites(this.nodes, this.agents)) {
+      lines.push(fit(`${s.site}  nodes ${s.nodesAlive}/${s.nodes.length}  agents ${s.agents.join(',') || '-'}  used ${formatBytes(s.usedBytes)} of ${formatBytes(s.capacityBytes)}, ${formatBytes(s.freeBytes)} free`, width))
+      for (const n of this.nodes.filter(n => n.site === s.site).sort((a, b) => a.id.localeCompare(b.id))) {
+        const cap = n.alive === null ? '-' : `${formatBytes(n.alive.usedBytes)} / ${formatBytes(n.alive.capacityBytes)}`
+        lines.push(fit(`  ${pad(n.id, 10)} ${pad(n.alive !== null ? 'alive' : 'DOWN', 6)} ${pad(cap, 22)} rtt ${pad(formatRtt(this.rtt?.rttMs[n.id]), 9)} ${n.alive?.address ?? n.address}`, width))
+      }
+    }
+    this.sitesBox.setContent(lines.join('\n'))
+
+    const disks = [...this.disks.entries()].filter(([, d]) => d.record !== null).sort((a, b) => a[0].localeCompare(b[0]))
+    const dl = [fit(`${pad('NAME', 16)} ${pad('SIZE', 10)} ${pad('BLOCKS PER SITE', 28)} ${pad('LEASE', 10)} STALE`, width)]
+    for (const [name, d] of disks) {
+      const perSite = Object.entries(d.blocksPerSite).sort().map(([s, n]) => `${s}:${n}`).join(' ') || '-'
+      dl.push(fit(`${pad(name, 16)} ${pad(formatBytes(d.record!.sizeBytes), 10)} ${pad(`${perSite} of ${d.blocks}`, 28)} ${pad(d.leaseHolder ?? '-', 10)} ${d.staleBlocks}`, width))
+    }
+    this.disksBox.setContent(dl.join('\n'))
+
+    const rl: string[] = []
+    for (const [name, d] of disks) {
+      const r = d.relocation
+      if (r === null) continue
+      const frac = r.plan.bytes > 0 ? Math.min(1, r.progress.bytes / r.plan.bytes) : r.plan.blocks > 0 ? Math.min(1, r.progress.blocks / r.plan.blocks) : (r.state === 'done' ? 1 : 0)
+      const filled = Math.round(frac * BAR_WIDTH)
+      const bar = `[${'#'.repeat(filled)}${'-'.repeat(BAR_WIDTH - filled)}] ${(frac * 100).toFixed(0).padStart(3)}%`
+      const rate = d.rateBytesPerSec
+      const left = Math.max(0, r.plan.bytes - r.progress.bytes)
+      const eta = r.state !== 'copying' ? '' : rate !== null && rate > 0 ? `ETA ${duration(left / rate)}` : 'ETA ?'
+      rl.push(fit(`${pad(name, 14)} → ${pad(r.targetNodes.join(','), 12)} ${pad(r.state, 9)} ${bar}  ${eta}`, width))
+      rl.push(fit(`    ${formatBytes(r.progress.bytes)} of ${formatBytes(r.plan.bytes)}${rate !== null ? `, ${formatBytes(rate)}/s` : ''}, by ${r.executor || '-'}${r.reason !== '' ? ' — ' + r.reason : ''}`, width))
+    }
+    this.relocBox.setContent(rl.length > 0 ? rl.join('\n') : '(none)')
+    this.screen.render()
+  }
+
+  close (): void {
+    if (this.closed) return
+    this.closed = true
+    if (this.redrawTimer !== null) clearTimeout(this.redrawTimer)
+    this.screen.destroy()
+  }
+}
+
+// Bytes per second between two records of the same relocation; from its start for the first one.
+function rateOf (prev: RelocationRecord | null, next: RelocationRecord | null, prevRate: number | null): number | null {
+  if (next === null) return null
+  if (prev !== null && prev.id === next.id) {
+    const dtMs = next.progress.updatedAtMs - prev.progress.updatedAtMs
+    if (dtMs <= 0) return prevRate
+    return (next.progress.bytes - prev.progress.bytes) * 1000 / dtMs
+  }
+  const dtMs = next.progress.updatedAtMs - next.createdAtMs
+  return dtMs > 0 && next.progress.bytes > 0 ? next.progress.bytes * 1000 / dtMs : null
+}
+
+function duration (sec: number): string {
+  if (!Number.isFinite(sec)) return '?'
+  const s = Math.round(sec)
+  const h = Math.floor(s / 3600)
+  const m = Math.floor((s % 3600) / 60)
+  return h > 0 ? `${h}h${String(m).padStart(2, '0')}m` : `${m}:${String(s % 60).padStart(2, '0')}`
+}
+
+function pad (s: string, n: number): string { return s.length >= n ? s : s + ' '.repeat(n - s.length) }
+function fit (s: string, n: number): string { return s.length <= n ? s : s.slice(0, Math.max(0, n - 1)) + '…' }
+
+export function topCommand (program: Command): void {
+  program.command('top')
+    .description('a live dashboard: sites, nodes and round trips, disks, relocations (q quits)')
+    .option('--from <host>', 'show round trips measured by the agent on HOST (default: this host, or the only agent)')
+    .action(async (opts, cmd: Command) => {
+      await withMeta(cmd, async (meta) => {
+        await new Promise<void>((resolve, reject) => {
+          const dash = new Dashboard(meta, opts.from ?? null, () => { dash.close(); resolve() })
+          dash.start().then(() => dash.render(), (err) => { dash.close(); reject(err) })
+        })
+      })
+      process.exit(0)
+    })
+}
