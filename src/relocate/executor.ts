@@ -14,7 +14,6 @@ import { RelocationRecord } from '../meta/schema'
 import { MetaStore } from '../meta/store'
 import { NodePool } from '../vdisk/node-pool'
 import { VirtualDisk } from '../vdisk/virtual-disk'
-import { copyBlock } from './block-copier'
 
 export const COPY_CONCURRENCY_DEFAULT = 4
 const PROGRESS_INTERVAL_MS = 1000
@@ -220,7 +219,10 @@ export class RelocationExecutor {
         const errors: string[] = []
         for (const source of sources) {
           try {
-            const bytes = await copyBlock({ diskUuid: this.disk.record.uuid, block, leaseEpoch: lease, source: this.pool.client(source.node), target: this.pool.client(target) })
+            // Node to node: the target pulls from the source at the address the source
+            // registered (the target may route it differently with --peer-address).
+            const sourceAddress = this.pool.get(source.node)?.alive?.address ?? this.pool.get(source.node)?.address ?? ''
+            const bytes = await this.pool.client(target).pullBlock({ diskUuid: this.disk.record.uuid, block, sourceNode: source.node, sourceAddress, leaseEpoch: lease })
             this.copiedBytes += bytes
             this.rateBytes += bytes
             done = true

@@ -9,6 +9,8 @@ import {
   MAX_MESSAGE_BYTES, StatResponse, storageService
 } from './wire'
 
+// A pull copies a whole block (up to 64 MiB, every version), possibly across a slow link.
+const PULL_TIMEOUT_MS = 120_000
 const WINDOW_SIZE_DEFAULT = 32
 const CALL_TIMEOUT_MS_DEFAULT = 10_000
 const MAX_QUEUED_DEFAULT = 1024
@@ -139,6 +141,12 @@ export class StorageClient {
     return (await this.unary<{ freedBytes: number }>('DeleteBlocks', a)).freedBytes
   }
 
+  // Asks this node to pull a block's versions from another node (node-to-node copy).
+  // Its deadline covers a whole block at WAN speed, not one small request.
+  async pullBlock (a: { diskUuid: string, block: number, sourceNode: string, sourceAddress: string, leaseEpoch: number }, timeoutMs = PULL_TIMEOUT_MS): Promise<number> {
+    return (await this.unary<{ bytes: number }>('PullBlock', a, timeoutMs)).bytes
+  }
+
   async stat (): Promise<StatResponse> {
     return await this.unary<StatResponse>('Stat', {})
   }
@@ -232,11 +240,11 @@ export class StorageClient {
 
   // ---- unary ----
 
-  private async unary<Res> (method: string, req: unknown): Promise<Res> {
+  private async unary<Res> (method: string, req: unknown, timeoutMs = this.callTimeoutMs): Promise<Res> {
     if (this.closed) throw UkaiError.unavailable(`${this.nodeId}: client to ${this.address} is closed`)
     const fn = (this.grpcClient as unknown as Record<string, UnaryMethod>)[method].bind(this.grpcClient)
     return await new Promise<Res>((resolve, reject) => {
-      fn(req, { deadline: Date.now() + this.callTimeoutMs }, (err, res) => {
+      fn(req, { deadline: Date.now() + timeoutMs }, (err, res) => {
         if (err !== null) reject(this.translate(err, method))
         else resolve(res as Res)
       })

@@ -19,8 +19,7 @@ export interface StorageNodeOptions {
   host?: string
   capacityBytes?: number
   // Node id → HOST:PORT to reach that peer at instead of its registered address, for node-to-node
-  // copies (`--peer-address`, e.g. a WAN proxy). Parsed and checked by the CLI; whoever adds the
-  // peer client to this daemon: resolve a peer as peerAddresses[id] ?? its address in ZooKeeper.
+  // copies (`--peer-address`, e.g. a WAN proxy); the server's PullBlock uses it.
   peerAddresses?: Record<string, string>
   logger: Logger
 }
@@ -34,7 +33,7 @@ export async function runStorageNode (opts: StorageNodeOptions): Promise<Running
   const meta = await MetaStore.connect(opts.zk, { logger: log, sessionTimeoutMs: opts.zkSessionTimeoutMs })
   let server
   try {
-    server = await startStorageServer({ nodeId: opts.id, dataDir: opts.dataDir, listen: opts.listen, capacityBytes: opts.capacityBytes, logger: log })
+    server = await startStorageServer({ nodeId: opts.id, dataDir: opts.dataDir, listen: opts.listen, capacityBytes: opts.capacityBytes, peerAddresses: opts.peerAddresses, logger: log })
   } catch (err) {
     meta.close()
     throw err

@@ -9,7 +9,10 @@ import type { Socket } from 'node:net'
 import * as grpc from '@grpc/grpc-js'
 import { UkaiError, UkaiErrorCode, isUkaiError } from '../errors'
 import { Logger, silentLogger } from '../log'
+import { pullBlock } from './block-pull'
+import { StorageClient } from './client'
 import { BlockStore } from './block-store'
+import { holdGcBallast } from './gc-ballast'
 import {
   ERROR_CODE_METADATA_KEY, IoRequestIn, IoResponse, MAX_MESSAGE_BYTES, StorageHandlers, storageService
 } from './wire'
@@ -27,6 +30,9 @@ export interface StorageServerOptions {
   dataDir: string
   listen: string              // 'HOST:PORT', port 0 picks a free port
   capacityBytes?: number
+  // How this node reaches its peers for node-to-node copies, where that differs from the
+  // address a peer registered (e.g. through a WAN-emulating proxy): node id → host:port.
+  peerAddresses?: Record<string, string>
   logger?: Logger
 }
 
@@ -62,8 +68,17 @@ export async function startStorageServer (opts: StorageServerOptions): Promise<S
   const log = (opts.logger ?? silentLogger).child({ component: 'storage-server', nodeId: opts.nodeId })
   const { host, port: wantedPort } = parseListen(opts.listen)
   const uriHost = host.includes(':') ? `[${host}]` : host
+  holdGcBallast()  // see gc-ballast.ts: keeps V8 from a mark-compact every ~100 ms under load
   const store = await BlockStore.open({ nodeId: opts.nodeId, dataDir: opts.dataDir, capacityBytes: opts.capacityBytes })
 
+  // Clients to peers for PullBlock, one per (node, address); closed with the server.
+  const peers = new Map<string, StorageClient>()
+  const peer = (id: string, address: string): StorageClient => {
+    const key = `${id}@${address}`
+    let c = peers.get(key)
+    if (c === undefined) { c = new StorageClient({ nodeId: id, address }); peers.set(key, c) }
+    return c
+  }
   const counters = { requests: 0, errors: 0, bytesRead: 0, bytesWritten: 0, inFlight: 0 }
   const streams = new Set<grpc.ServerDuplexStream<IoRequestIn, IoResponse>>()
   let closing: Promise<void> | undefined
@@ -165,7 +180,11 @@ export async function startStorageServer (opts: StorageServerOptions): Promise<S
     ListBlocks: unary('list blocks', async (r) => ({ blocks: store.listBlocks(r.diskUuid) })),
     DeleteDisk: unary('delete disk', async (r) => ({ freedBytes: await store.deleteDisk(r.diskUuid) })),
     DeleteBlocks: unary('delete blocks', async (r) => ({ freedBytes: await store.deleteBlocks(r.diskUuid, r.blocks) })),
-    Stat: unary('stat', async () => await store.stat())
+    Stat: unary('stat', async () => await store.stat()),
+    PullBlock: unary('pull block', async (r) => {
+      const address = opts.peerAddresses?.[r.sourceNode] ?? r.sourceAddress
+      return { bytes: await pullBlock(store, peer(r.sourceNode, address), r) }
+    })
   }
 
   const server = new grpc.Server({
@@ -204,6 +223,7 @@ export async function startStorageServer (opts: StorageServerOptions): Promise<S
       server.tryShutdown(() => { clearTimeout(timer); resolve() })
     })
     server.forceShutdown()
+    for (const c of peers.values()) c.close()
     await store.close()
     log.info({ ...counters }, 'storage node stopped')
   }

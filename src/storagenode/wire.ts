@@ -49,6 +49,8 @@ export interface DeleteDiskRequest { diskUuid: string }
 export interface DeleteDiskResponse { freedBytes: number }
 export interface DeleteBlocksRequest { diskUuid: string, blocks: number[] }
 export interface DeleteBlocksResponse { freedBytes: number }
+export interface PullBlockRequest { diskUuid: string, block: number, sourceNode: string, sourceAddress: string, leaseEpoch: number }
+export interface PullBlockResponse { bytes: number }
 export type StatRequest = Record<string, never>
 export interface StatResponse { nodeId: string, capacityBytes: number, usedBytes: number, freeBytes: number }
 
@@ -61,6 +63,7 @@ export interface StorageHandlers extends grpc.UntypedServiceImplementation {
   DeleteDisk: grpc.handleUnaryCall<DeleteDiskRequest, DeleteDiskResponse>
   DeleteBlocks: grpc.handleUnaryCall<DeleteBlocksRequest, DeleteBlocksResponse>
   Stat: grpc.handleUnaryCall<StatRequest, StatResponse>
+  PullBlock: grpc.handleUnaryCall<PullBlockRequest, PullBlockResponse>
 }
 
 export const PROTO_RELATIVE_PATH = path.join('proto', 'ukai', 'storage', 'v1', 'storage.proto')
