@@ -2,6 +2,7 @@
 // Every disk is a regular file in the mount's root directory.
 import Fuse from 'fuse-native'
 import { Logger } from '../log'
+import { holdGcBallast } from '../storagenode/gc-ballast'
 import { Agent } from './agent'
 import { toErrno } from './fuse-errno'
 
@@ -28,6 +29,7 @@ function diskName (path: string): string | null {
 }
 
 export function mountAgent (agent: Agent, mountPoint: string, log: Logger, opts: FuseMountOptions = {}): Promise<Fuse> {
+  holdGcBallast()  // the agent streams every I/O to the nodes: see storagenode/gc-ballast.ts
   const uid = process.getuid?.() ?? 0
   const gid = process.getgid?.() ?? 0
   const started = Date.now()
