@@ -108,6 +108,23 @@ t.test('relocation', async (t) => {
     t.equal((await status('vm1')).state, 'done')
   })
 
+  t.test('cancel mid-copy takes back the added replicas and keeps every byte', async (t) => {
+    t.equal((await runCli(['disk', 'create', 'vm4', '--size', '24M', '--block-size', '1M', '--site', 'site-a'], { zk })).code, 0)
+    const data = randomBytes(rng(4), 24 * MiB)
+    fs.writeFileSync(path.join(a.mountPoint, 'vm4'), data, { flag: 'r+' })
+    const run = runCli(['relocate', 'vm4', '--to', 'site-b', '--rate', '4', '--wait'], { zk, timeoutMs: 120_000 })
+    await until('copy progress', async () => { const s = await status('vm4'); return s !== undefined && s.progress.bytes > 2 * MiB ? s : undefined })
+    const cancel = await runCli(['relocate', 'cancel', 'vm4'], { zk, timeoutMs: 60_000 })
+    t.equal(cancel.code, 0, cancel.stderr)
+    t.match(cancel.stdout, /cancelled/)
+    t.equal((await run).code, 1, 'the waiting relocate reports it did not finish')
+    const info = await cliJson<Info>(['disk', 'info', 'vm4'], zk)
+    t.same(Object.keys(info.replicasPerNode).sort(), ['a1', 'a2'], 'only the original replicas remain')
+    t.equal(info.replicasPerNode.a1.inSync, 24)
+    t.equal(await blocksOn('b1', info.uuid) + await blocksOn('b2', info.uuid), 0, 'the targets hold none of its blocks')
+    t.equal(sha256(fs.readFileSync(path.join(b.mountPoint, 'vm4'))), sha256(data), 'every byte verifies')
+  })
+
   t.test('kill -9 of the executing agent mid-copy: it resumes after restart and completes', async (t) => {
     t.equal((await runCli(['disk', 'create', 'vm2', '--size', '32M', '--block-size', '1M', '--site', 'site-a'], { zk })).code, 0)
     const data = randomBytes(rng(2), 32 * MiB)
