@@ -2,12 +2,14 @@
 // the ratios against the issue's floors, memory of the daemons, and the cost of a 1 TiB disk.
 // Prints tables and writes bench/results/fio-<date>.json and bench/results/latest-fio.json.
 //
-//   node dist/bench/run.js                  the whole benchmark (~5 minutes)
+//   node dist/bench/run.js                  the whole benchmark (~5 minutes, then ~4 for relocate)
 //   node dist/bench/run.js --profile-agent  UKAI only: random 4 KiB reads with the agent under
 //                                           the CPU profiler; prints where its CPU time goes
 // Environment: BENCH_RUNTIME_SEC (10), BENCH_RAMP_SEC (2), BENCH_FILE_MIB (2048), BENCH_NUMJOBS (4),
-// BENCH_TARGETS (local,passthrough,ukai), BENCH_KEEP=1 keeps the temp dir (logs) afterwards.
-import { execFileSync } from 'node:child_process'
+// BENCH_TARGETS (local,passthrough,ukai), BENCH_KEEP=1 keeps the temp dir (logs) afterwards,
+// BENCH_SUITES (fio,relocate): which suites to run; `relocate` is bench/relocate.ts (relocation
+// under load over a WAN proxy, ~4 minutes more), run as its own process after the fio suite.
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process'
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
@@ -232,10 +234,32 @@ async function main (): Promise<void> {
   }
   try {
     if (process.argv.includes('--profile-agent')) return await profileAgent(workDir, settings, cleanup)
-    await benchmark(workDir, settings, cleanup)
+    const suites = suitesFromEnv()
+    if (suites.includes('fio')) await benchmark(workDir, settings, cleanup)
+    if (suites.includes('relocate')) await runRelocateSuite(cleanup)
   } finally {
     await cleanup.run()
   }
+}
+
+const SUITES = ['fio', 'relocate']
+
+function suitesFromEnv (): string[] {
+  const v = process.env.BENCH_SUITES
+  if (v === undefined || v === '') return SUITES
+  const wanted = v.split(',').map(s => s.trim())
+  for (const s of wanted) if (!SUITES.includes(s)) throw new Error(`BENCH_SUITES: unknown suite '${s}' (known: ${SUITES.join(', ')})`)
+  return wanted
+}
+
+// bench/relocate.ts in its own process (it cleans up after itself, also on SIGINT/SIGTERM);
+// a failure there is reported, not thrown, so the fio results above stand.
+async function runRelocateSuite (cleanup: Cleanup): Promise<void> {
+  process.stdout.write('\n---- relocation under load (bench/relocate.ts) ----\n')
+  const child: ChildProcess = spawn(process.execPath, [path.join(__dirname, 'relocate.js')], { stdio: 'inherit' })
+  cleanup.add('stop the relocation bench', () => { if (child.exitCode === null && child.pid !== undefined) process.kill(child.pid, 'SIGTERM') })
+  const code = await new Promise<number | null>((resolve) => child.on('close', resolve))
+  if (code !== 0) process.stdout.write(`relocation bench exited with ${code}\n`)
 }
 
 async function benchmark (workDir: string, settings: BenchSettings, cleanup: Cleanup): Promise<void> {
