@@ -125,6 +125,30 @@ t.test('relocation', async (t) => {
     t.equal(sha256(fs.readFileSync(path.join(b.mountPoint, 'vm4'))), sha256(data), 'every byte verifies')
   })
 
+  t.test('when the lease moves mid-copy, the relocation continues on the new holder', async (t) => {
+    t.equal((await runCli(['disk', 'create', 'vm5', '--size', '24M', '--block-size', '1M', '--site', 'site-a'], { zk })).code, 0)
+    const model = randomBytes(rng(5), 24 * MiB)
+    const fa = await fs.promises.open(path.join(a.mountPoint, 'vm5'), 'r+')
+    t.teardown(() => fa.close().catch(() => {}))
+    await fa.write(model, 0, model.length, 0) // hv-a holds the lease (while the file is open) and executes
+    const start = await runCli(['relocate', 'vm5', '--to', 'site-b', '--rate', '5'], { zk })
+    t.match(start.stdout, /started on hv-a/)
+    await until('copy progress on hv-a', async () => { const s = await status('vm5'); return s.executor === 'hv-a' && s.progress.bytes > 2 * MiB ? s : undefined })
+    // A VM on site B starts writing: the lease moves, and the relocation with it.
+    const fb = await fs.promises.open(path.join(b.mountPoint, 'vm5'), 'r+')
+    t.teardown(() => fb.close().catch(() => {}))
+    const page = Buffer.alloc(4096, 0x5b)
+    await fb.write(page, 0, 4096, 5 * MiB)
+    page.copy(model, 5 * MiB)
+    await until('hv-b to run it', async () => { const s = await status('vm5'); return s.executor === 'hv-b' || s.state === 'done' ? s : undefined })
+    const end = await until('the relocation to finish', async () => { const s = await status('vm5'); return s.state === 'done' || s.state === 'paused' ? s : undefined }, 90_000)
+    t.equal(end.state, 'done', `completed on the new holder (${end.reason})`)
+    t.same((await cliJson<Info>(['disk', 'info', 'vm5'], zk)).blocksPerSite, { 'site-b': 24 })
+    const got = Buffer.alloc(model.length)
+    await fb.read(got, 0, got.length, 0)
+    t.equal(sha256(got), sha256(model), 'every byte verifies, the new holder\'s write included')
+  })
+
   t.test('kill -9 of the executing agent mid-copy: it resumes after restart and completes', async (t) => {
     t.equal((await runCli(['disk', 'create', 'vm2', '--size', '32M', '--block-size', '1M', '--site', 'site-a'], { zk })).code, 0)
     const data = randomBytes(rng(2), 32 * MiB)

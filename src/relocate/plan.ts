@@ -71,7 +71,7 @@ export async function planRelocation (meta: MetaStore, req: RelocationRequest): 
     }
   }
   if (alreadyThere) {
-    throw new UkaiError('ALREADY_EXISTS', `disk '${req.disk}' is already on ${targetNodes.join(', ')}${req.site !== undefined ? ` (site ${req.site})` : ''}; nothing to do`)
+    throw new UkaiError('ALREADY_EXISTS', `disk '${req.disk}' is already on ${[...targetNodes].sort().join(', ')}${req.site !== undefined ? ` (site ${req.site})` : ''}; nothing to do`)
   }
   const inSyncEverywhere = new Set(targetNodes.filter(t => segments.every(seg => seg.runs().every(run => run.replicas.some(r => r.node === t && r.state === 'in-sync')))))
   const dropNodes = [...current].filter(n => !targetNodes.includes(n)).sort()
