@@ -214,30 +214,34 @@ export class RelocationExecutor {
         .concat(set.filter(r => r.state === 'in-sync' && this.rec.targetNodes.includes(r.node)))
         .sort((a, b) => this.pool.distance(a.node) - this.pool.distance(b.node))
       if (sources.length === 0) throw new Stop('paused', `block ${block} has no in-sync replica to copy from`)
-      for (const target of targets) {
-        let done = false
-        const errors: string[] = []
-        for (const source of sources) {
-          try {
-            // Node to node: the target pulls from the source at the address the source
-            // registered (the target may route it differently with --peer-address).
-            const sourceAddress = this.pool.get(source.node)?.alive?.address ?? this.pool.get(source.node)?.address ?? ''
-            const bytes = await this.pool.client(target).pullBlock({ diskUuid: this.disk.record.uuid, block, sourceNode: source.node, sourceAddress, leaseEpoch: lease })
-            this.copiedBytes += bytes
-            this.rateBytes += bytes
-            done = true
-            break
-          } catch (err) {
-            if (isUkaiError(err, 'FENCED')) throw new Stop('stopped', 'fenced: the lease moved')
-            errors.push(`${source.node}→${target}: ${(err as Error).message}`)
-            // A target that cannot be written pauses the relocation; a bad source is skipped.
-            if (await this.targetDown(target)) throw new Stop('paused', `target node ${target} is unreachable (${(err as Error).message}); redundancy kept on the sources`)
-          }
-        }
-        if (!done) throw new Stop('paused', `block ${block} could not be copied: ${errors.join('; ')}`)
-      }
+      // All targets at once (the copy lock holds writes to this block back meanwhile), each
+      // starting from a different source so the pulls spread over the far links.
+      await Promise.all(targets.map(async (target, i) => {
+        await this.pullTo(block, target, [...sources.slice(i % sources.length), ...sources.slice(0, i % sources.length)], lease)
+      }))
       this.copiedBlocks++
     })
+  }
+
+  private async pullTo (block: number, target: string, sources: Replica[], lease: number): Promise<void> {
+    const errors: string[] = []
+    for (const source of sources) {
+      try {
+        // Node to node: the target pulls from the source at the address the source
+        // registered (the target may route it differently with --peer-address).
+        const sourceAddress = this.pool.get(source.node)?.alive?.address ?? this.pool.get(source.node)?.address ?? ''
+        const bytes = await this.pool.client(target).pullBlock({ diskUuid: this.disk.record.uuid, block, sourceNode: source.node, sourceAddress, leaseEpoch: lease })
+        this.copiedBytes += bytes
+        this.rateBytes += bytes
+        return
+      } catch (err) {
+        if (isUkaiError(err, 'FENCED')) throw new Stop('stopped', 'fenced: the lease moved')
+        errors.push(`${source.node}→${target}: ${(err as Error).message}`)
+        // A target that cannot be written pauses the relocation; a bad source is skipped.
+        if (await this.targetDown(target)) throw new Stop('paused', `target node ${target} is unreachable (${(err as Error).message}); redundancy kept on the sources`)
+      }
+    }
+    throw new Stop('paused', `block ${block} could not be copied: ${errors.join('; ')}`)
   }
 
   private async targetDown (node: string): Promise<boolean> {

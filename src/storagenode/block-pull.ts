@@ -15,17 +15,29 @@ function allZero (b: Buffer): boolean {
 
 export async function pullBlock (store: BlockStore, source: StorageClient, req: { diskUuid: string, block: number, leaseEpoch: number }): Promise<number> {
   const versions = (await source.blockInfo({ diskUuid: req.diskUuid, block: req.block })).sort((a, b) => a.epoch - b.epoch)
+  const chunks: Array<{ epoch: number, offset: number, length: number, oldest: boolean }> = []
+  versions.forEach((v, i) => {
+    for (let off = 0; off < v.sizeBytes; off += PULL_CHUNK_BYTES) chunks.push({ epoch: v.epoch, offset: off, length: Math.min(PULL_CHUNK_BYTES, v.sizeBytes - off), oldest: i === 0 })
+  })
+  const read = (i: number): Promise<Buffer> | null => i < chunks.length
+    ? source.read({ diskUuid: req.diskUuid, block: req.block, epoch: chunks[i].epoch, offset: chunks[i].offset, length: chunks[i].length })
+    : null
+  // One read ahead: over a far link the next chunk travels while this one is written.
+  let next = read(0)
   let written = 0
-  for (let v = 0; v < versions.length; v++) {
-    const { epoch, sizeBytes } = versions[v]
-    for (let off = 0; off < sizeBytes; off += PULL_CHUNK_BYTES) {
-      const length = Math.min(PULL_CHUNK_BYTES, sizeBytes - off)
-      const data = await source.read({ diskUuid: req.diskUuid, block: req.block, epoch, offset: off, length })
-      if (data.length !== length) throw UkaiError.io(`pull of block ${req.block}: source returned ${data.length} of ${length} bytes`)
-      if (v === 0 && allZero(data)) continue
-      await store.write(req.diskUuid, req.block, epoch, off, data, req.leaseEpoch)
-      written += length
+  try {
+    for (let i = 0; i < chunks.length; i++) {
+      const data = await (next as Promise<Buffer>)
+      next = read(i + 1)
+      const c = chunks[i]
+      if (data.length !== c.length) throw UkaiError.io(`pull of block ${req.block}: source returned ${data.length} of ${c.length} bytes`)
+      if (c.oldest && allZero(data)) continue
+      await store.write(req.diskUuid, req.block, c.epoch, c.offset, data, req.leaseEpoch)
+      written += c.length
     }
+  } catch (err) {
+    next?.catch(() => {}) // the read ahead must not end as an unhandled rejection
+    throw err
   }
   return written
 }
