@@ -55,12 +55,13 @@ export class NodePool {
       try {
         const list = await this.meta.listNodes(() => { if (!this.closed) this.refresh().catch(safetyCatch) })
         const next = new Map(list.map(n => [n.id, n]))
-        for (const [id, client] of this.clients) {
+        for (const [key, client] of this.clients) {
+          const id = key.split('#')[0]
           const n = next.get(id)
           const old = this.nodes.get(id)
           if (n === undefined || old === undefined || this.addressOf(n) !== this.addressOf(old)) {
             client.close()
-            this.clients.delete(id)
+            this.clients.delete(key)
           }
         }
         this.nodes = next
@@ -74,14 +75,21 @@ export class NodePool {
   get (id: string): NodeView | undefined { return this.nodes.get(id) }
   list (): NodeView[] { return [...this.nodes.values()] }
 
-  client (id: string): StorageClient {
-    let c = this.clients.get(id)
+  // Reads ride a stream of their own: a large read answer then never queues behind writes
+  // (grpc-js sends one message at a time per stream), and reads need no ordering.
+  readClient (id: string): StorageClient {
+    return this.client(id, 'read')
+  }
+
+  client (id: string, purpose: 'io' | 'read' = 'io'): StorageClient {
+    const key = purpose === 'io' ? id : `${id}#${purpose}`
+    let c = this.clients.get(key)
     if (c === undefined) {
       const node = this.nodes.get(id)
       if (node === undefined) throw UkaiError.unavailable(`storage node ${id} is not registered`)
       const address = this.addressOf(node)
       c = new StorageClient({ nodeId: id, address })
-      this.clients.set(id, c)
+      this.clients.set(key, c)
       this.log.debug({ node: id, address }, 'connected to storage node')
     }
     return c

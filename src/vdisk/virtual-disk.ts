@@ -50,6 +50,7 @@ export class VirtualDisk {
   private dirty = new Map<string, Set<number>>()
   private mapLock: Promise<void> = Promise.resolve()
   readonly blockLocks = new BlockLocks()
+  private readTurn = 0
   private closed = false
   private readonly ioRetryMs: number
   private readonly onLeaseAcquired?: (disk: VirtualDisk) => void
@@ -242,15 +243,25 @@ export class VirtualDisk {
     return out
   }
 
+  // Nearest first; replicas about as near as the nearest (within a millisecond or a quarter)
+  // take turns, so reads spread over equally close nodes instead of piling onto one.
+  private readOrder (replicas: Replica[]): Replica[] {
+    const sorted = replicas.map(r => ({ r, d: this.pool.distance(r.node) })).sort((a, b) => a.d - b.d)
+    if (sorted.length < 2) return sorted.map(x => x.r)
+    const near = sorted.filter(x => x.d <= sorted[0].d + Math.max(1, sorted[0].d * 0.25)).length
+    const turn = this.readTurn++ % near
+    return [...sorted.slice(turn, near), ...sorted.slice(0, turn), ...sorted.slice(near)].map(x => x.r)
+  }
+
   // Nearest in-sync replica first; on failure the next; when none answers, retry for a while.
   private async readBlock (block: number, offsetInBlock: number, length: number): Promise<Buffer> {
     const deadline = Date.now() + this.ioRetryMs
     for (;;) {
-      const candidates = readableReplicas(this.replicasOf(block)).sort((a, b) => this.pool.distance(a.node) - this.pool.distance(b.node))
+      const candidates = this.readOrder(readableReplicas(this.replicasOf(block)))
       const errors: string[] = []
       for (const r of candidates) {
         try {
-          const data = await this.pool.client(r.node).read({ diskUuid: this.record.uuid, block, epoch: this.record.epoch, offset: offsetInBlock, length })
+          const data = await this.pool.readClient(r.node).read({ diskUuid: this.record.uuid, block, epoch: this.record.epoch, offset: offsetInBlock, length })
           if (data.length !== length) throw UkaiError.io(`node ${r.node} returned ${data.length} bytes for a ${length}-byte read`)
           return data
         } catch (err) {
