@@ -59,6 +59,8 @@ t.test('ZooKeeper restart and session expiry', async (t) => {
   })
 
   t.test('an agent whose session expired loses the lease and takes a new epoch at its next write', async (t) => {
+    // On failure, show what the agent logged (its temp dir is gone after teardown).
+    t.teardown(() => { if (t.passing() === false) t.comment(fs.readFileSync(a.logFile, 'utf8').split('\n').slice(-40).join('\n')) })
     const fh = await fs.promises.open(file, 'r+')
     await fh.write(Buffer.alloc(4096, 4), 0, 4096, 0)
     const before = await cliJson<Info>(['disk', 'info', 'vol'], zks)

@@ -11,6 +11,10 @@ export const ZK_CONNECT_TIMEOUT_MS_DEFAULT = 5000
 export const ZK_SESSION_TIMEOUT_MS_DEFAULT = 10000
 // How long an operation waits for a lost connection to come back before failing.
 const ZK_OP_TIMEOUT_MS = 15000
+// One library call that has not answered in this long is given up on (and the session replaced):
+// a request caught in a reconnect can otherwise wait forever.
+const ZK_ATTEMPT_TIMEOUT_MS = 8000
+const RECONNECT_OVERDUE_FACTOR = 1.5
 
 export interface ZkStat { version: number, ephemeralOwner: Buffer, mtimeMs: number }
 export type Watcher = () => void
@@ -58,6 +62,7 @@ export class ZkClient extends EventEmitter {
   get isConnected (): boolean { return this.connected }
   private closed = false
   private readyPromise: Promise<void> | null = null
+  private reconnectWatchdog: NodeJS.Timeout | undefined
 
   constructor (opts: ZkClientOptions) {
     super()
@@ -110,17 +115,34 @@ export class ZkClient extends EventEmitter {
       this.connected = false
       this.log.warn({ zk: this.connectString }, 'ZooKeeper connection lost; reconnecting')
       this.emit('disconnected')
+      // The server ends a silent session after its timeout anyway: if the library has not
+      // reconnected by then, stop waiting for it and open a new session ourselves.
+      clearTimeout(this.reconnectWatchdog)
+      this.reconnectWatchdog = setTimeout(() => {
+        if (!this.connected && this.client === client) this.replaceSession(client, 'no reconnect within the session timeout')
+      }, this.sessionTimeoutMs * RECONNECT_OVERDUE_FACTOR)
+      this.reconnectWatchdog.unref()
     } else if (state === zookeeper.State.SYNC_CONNECTED) {
       this.connected = true
+      clearTimeout(this.reconnectWatchdog)
+      this.log.info({ zk: this.connectString }, 'ZooKeeper connection re-established')
       this.emit('connected')
     } else if (state === zookeeper.State.EXPIRED) {
-      this.connected = false
-      this.client = null // first: close() below may report EXPIRED again, re-entrantly
-      this.log.warn({ zk: this.connectString }, 'ZooKeeper session expired; opening a new session')
-      client.close()
-      this.reopen()
-      this.emit('expired')
+      this.replaceSession(client, 'session expired')
     }
+  }
+
+  // Drops the current session (its ephemerals go with it) and opens a new one; owners re-create
+  // their ephemerals on 'session', lease holders learn of the loss on 'expired'.
+  private replaceSession (client: zookeeper.Client, why: string): void {
+    if (client !== this.client || this.closed) return
+    this.connected = false
+    this.client = null // first: close() below may report EXPIRED again, re-entrantly
+    clearTimeout(this.reconnectWatchdog)
+    this.log.warn({ zk: this.connectString, why }, 'replacing the ZooKeeper session')
+    client.close()
+    this.reopen()
+    this.emit('expired')
   }
 
   private reopen (): void {
@@ -138,6 +160,7 @@ export class ZkClient extends EventEmitter {
   close (): void {
     if (this.closed) return
     this.closed = true
+    clearTimeout(this.reconnectWatchdog)
     this.client?.close()
   }
 
@@ -148,8 +171,13 @@ export class ZkClient extends EventEmitter {
     const deadline = Date.now() + ZK_OP_TIMEOUT_MS
     for (;;) {
       const client = this.client as zookeeper.Client
+      let timer: NodeJS.Timeout | undefined
       try {
         return await new Promise<T>((resolve, reject) => {
+          timer = setTimeout(() => {
+            this.replaceSession(client, `a call on ${path} got no answer in ${ZK_ATTEMPT_TIMEOUT_MS} ms`)
+            reject(new zookeeper.Exception(X.OPERATION_TIMEOUT, 'OPERATION_TIMEOUT', path, Error))
+          }, ZK_ATTEMPT_TIMEOUT_MS)
           fn(client, (err: any, ...res: any[]) => err ? reject(err) : resolve(pick(...res)))
         })
       } catch (err) {
@@ -158,6 +186,8 @@ export class ZkClient extends EventEmitter {
         if (!retryable || Date.now() > deadline || this.closed) throw translate(err, path, this.connectString)
         await new Promise(resolve => setTimeout(resolve, 200))
         await this.ready()
+      } finally {
+        clearTimeout(timer)
       }
     }
   }

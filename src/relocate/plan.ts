@@ -5,7 +5,7 @@ import { UkaiError } from '../errors'
 import { validateId } from '../meta/schema'
 import { MetaStore, NodeView } from '../meta/store'
 import { StorageClient } from '../storagenode/client'
-import { validateReplicas } from '../vdisk/disk-admin'
+import { liveNodesNamed, validateReplicas } from '../vdisk/disk-admin'
 import { blockCountFor } from '../vdisk/block-range'
 
 export interface RelocationRequest {
@@ -29,15 +29,7 @@ export interface RelocationPlan {
 }
 
 function pickTargets (nodes: NodeView[], current: Set<string>, req: RelocationRequest, replicas: number): string[] {
-  if (req.nodes !== undefined && req.nodes.length > 0) {
-    const wanted = [...new Set(req.nodes)]
-    for (const id of wanted) {
-      const n = nodes.find(x => x.id === id)
-      if (n === undefined) throw UkaiError.notFound(`unknown storage node '${id}'`)
-      if (n.alive === null) throw UkaiError.notEnoughNodes(`storage node '${id}' is not alive`)
-    }
-    return wanted
-  }
+  if (req.nodes !== undefined && req.nodes.length > 0) return liveNodesNamed(nodes, req.nodes)
   const site = req.site as string
   if (!nodes.some(n => n.site === site)) throw UkaiError.notFound(`unknown site '${site}'`)
   const live = nodes.filter(n => n.site === site && n.alive !== null)

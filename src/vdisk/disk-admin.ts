@@ -41,16 +41,22 @@ export function validateReplicas (replicas: number): void {
   }
 }
 
+// The named nodes, deduplicated; each must be registered and alive.
+export function liveNodesNamed (nodes: NodeView[], ids: string[]): string[] {
+  const named = [...new Set(ids)]
+  for (const id of named) {
+    const n = nodes.find(x => x.id === id)
+    if (n === undefined) throw UkaiError.notFound(`unknown storage node '${id}'`)
+    if (n.alive === null) throw UkaiError.notEnoughNodes(`storage node '${id}' is not alive`)
+  }
+  return named
+}
+
 // Picks the nodes for a new disk: explicit nodes as given (all must be known and alive), else
 // the live nodes of the site (or of the cluster) with the most free space, one per host.
 export function choosePlacement (nodes: NodeView[], replicas: number, policy: PlacementPolicy): string[] {
   if (policy.nodes !== undefined && policy.nodes.length > 0) {
-    const chosen = [...new Set(policy.nodes)]
-    for (const id of chosen) {
-      const n = nodes.find(x => x.id === id)
-      if (n === undefined) throw UkaiError.notFound(`unknown storage node '${id}'`)
-      if (n.alive === null) throw UkaiError.notEnoughNodes(`storage node '${id}' is not alive`)
-    }
+    const chosen = liveNodesNamed(nodes, policy.nodes)
     if (chosen.length !== replicas) throw UkaiError.badArgument(`--nodes names ${chosen.length} node(s) but the disk has ${replicas} replica(s)`)
     return chosen
   }
