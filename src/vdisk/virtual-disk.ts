@@ -201,9 +201,7 @@ export class VirtualDisk {
   // Tells every node holding a replica about the new epoch, so the previous holder is refused
   // everywhere at once, not only on the blocks this host happens to write.
   private async fenceNodes (leaseEpoch: number): Promise<void> {
-    const nodes = new Set<string>()
-    for (const seg of this.segments) for (const run of seg.runs()) for (const r of run.replicas) nodes.add(r.node)
-    await Promise.all([...nodes].map(async (node) => {
+    await Promise.all([...this.nodesInMap()].map(async (node) => {
       try {
         await this.pool.client(node).fence({ diskUuid: this.record.uuid, leaseEpoch })
       } catch (err) {
