@@ -22,6 +22,7 @@ t.test('ukai top in a terminal', { skip: noTmux ?? false }, async (t) => {
   const zk = c.zk.connectString
   const res = await runCli(['disk', 'create', 'vm01', '--size', '64M', '--block-size', '1M', '--site', 'site-a'], { zk })
   t.equal(res.code, 0, res.stderr)
+  t.equal((await runCli(['disk', 'create', 'vm02', '--size', '16M', '--block-size', '1M', '--site', 'site-a'], { zk })).code, 0)
   const disk = await cliJson<{ uuid: string }>(['disk', 'info', 'vm01'], zk)
 
   const meta = await MetaStore.connect(zk)
@@ -64,10 +65,22 @@ t.test('ukai top in a terminal', { skip: noTmux ?? false }, async (t) => {
   t.match(s, /site-a\s+nodes 2\/2/, 'site-a with its two live nodes')
   t.match(s, /site-b\s+nodes 2\/2/, 'site-b with its two live nodes')
   t.match(s, /\ba1\s+alive/, 'node a1 is listed alive')
-  t.match(s, /vm01\s+64\.0 MiB\s+site-a:64 of 64/, 'the disk with its size and blocks per site')
+  t.match(s, /vm01\s+64\.0 MiB\s+\S+\s+site-a:64 of 64/, 'the disk with its size and blocks per site')
   t.match(s, /vm01\s+→ b1,b2\s+copying\s+\[#####-+\]\s+25%\s+ETA 0:15/, 'the relocation with a progress bar and an ETA')
   s = await waitFor(/a1\s+alive.*rtt \d+\.\d+ ms/, 'round trips from hv-a')
   t.pass('round trips from hv-a are shown')
+
+  // Writes through hv-a's mount show as written bytes and an I/O rate (from the agent's report).
+  // (Not to vm01: its relocation record is made up, and a real lease holder would run it.)
+  const writer = (async () => {
+    const fh = await fs.promises.open(path.join(c.agent('site-a').mountPoint, 'vm02'), 'r+')
+    try {
+      for (let i = 0; i < 40; i++) { await fh.write(Buffer.alloc(MiB, i + 1), 0, MiB, (i % 8) * MiB); await sleep(100) }
+    } finally { await fh.close() }
+  })()
+  s = await waitFor(/vm02\s+16\.0 MiB\s+\d+(\.\d+)? MiB\s+site-a:16 of 16.*\/[1-9][\d.]* [KM]iB/, 'written bytes and a write rate for vm02', 15_000)
+  t.pass('the disk shows written bytes and its write rate')
+  await writer
 
   // A progress update reaches the screen through the watch.
   const cur = await meta.getRelocation('vm01')

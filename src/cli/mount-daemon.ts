@@ -40,7 +40,7 @@ export async function runMount (opts: MountOptions): Promise<RunningMount> {
     }
   })
   runner = new RelocationRunner({ meta, pool: agent.pool, host: opts.host, logger: opts.logger })
-  const rtt = new RttMonitor({ meta, pool: agent.pool, host: opts.host, site: opts.site, intervalMs: opts.rttIntervalMs, logger: opts.logger })
+  const rtt = new RttMonitor({ meta, pool: agent.pool, host: opts.host, site: opts.site, intervalMs: opts.rttIntervalMs, ioSnapshot: () => agent.ioSnapshot(), logger: opts.logger })
   let fuse
   try {
     await agent.start()

@@ -9,8 +9,9 @@ import blessed from 'blessed'
 import { Command } from 'commander'
 import { isUkaiError, safetyCatch } from '../errors'
 import { readLease } from '../meta/lease'
-import { DiskRecord, RelocationRecord, RttReport, decodeJson, paths } from '../meta/schema'
+import { DiskIoCounters, DiskRecord, RelocationRecord, RttReport, decodeJson, paths } from '../meta/schema'
 import { AgentView, MetaStore, NodeView } from '../meta/store'
+import { StorageClient } from '../storagenode/client'
 import { formatBytes } from '../units'
 import { withMeta } from './context'
 import { formatRtt } from './node-commands'
@@ -27,13 +28,22 @@ interface DiskState {
   leaseHolder: string | null
   relocation: RelocationRecord | null
   rateBytesPerSec: number | null
+  writtenBytes: number | null // blocks with data on an in-sync replica × block size
+  writtenAtMs: number
 }
+
+// Per-host I/O reports (published with the round trips): the last one seen, and per disk the
+// rate between the last two.
+interface HostIo { atMs: number, io: Record<string, DiskIoCounters> }
+const WRITTEN_REFRESH_MS = 2000
 
 class Dashboard {
   private nodes: NodeView[] = []
   private agents: AgentView[] = []
   private rtt: RttReport | null = null
   private readonly disks = new Map<string, DiskState>()
+  private readonly hostIo = new Map<string, HostIo>()
+  private readonly ioRate = new Map<string, Map<string, { readBps: number, writeBps: number }>>() // host → disk → rate
   private error = ''
   private redrawTimer: NodeJS.Timeout | null = null
   private closed = false
@@ -69,7 +79,8 @@ class Dashboard {
   }
 
   private async loadAll (): Promise<void> {
-    await Promise.all([this.loadNodes(), this.loadDiskList()])
+    await this.loadNodes() // first: a disk's blocks per site need the nodes' sites
+    await Promise.all([this.loadDiskList(), this.loadIoHosts()])
     await Promise.all([...this.disks.keys()].map(async name => await this.loadDisk(name)))
   }
 
@@ -112,11 +123,63 @@ class Dashboard {
     this.scheduleRedraw()
   }
 
+  // Every host's report, watched: a new report (every ~2 s while an agent runs) carries its I/O.
+  private async loadIoHosts (): Promise<void> {
+    const hosts = await this.meta.zk.children(paths.rtts, this.watch(paths.rtts, async () => await this.loadIoHosts()))
+    for (const h of [...this.hostIo.keys()]) if (!hosts.includes(h)) { this.hostIo.delete(h); this.ioRate.delete(h) }
+    await Promise.all(hosts.map(async h => await this.loadIo(h)))
+  }
+
+  private async loadIo (host: string): Promise<void> {
+    const got = await this.meta.zk.getOrNull(paths.rtt(host), this.watch(`io:${paths.rtt(host)}`, async () => await this.loadIo(host)))
+    if (got === null || got.data.length === 0) return
+    const rep = decodeJson<RttReport>(got.data, `report of ${host}`)
+    const prev = this.hostIo.get(host)
+    const rates = new Map<string, { readBps: number, writeBps: number }>()
+    const dt = prev === undefined ? 0 : (rep.measuredAtMs - prev.atMs) / 1000
+    for (const [disk, c] of Object.entries(rep.io ?? {})) {
+      const p = prev?.io[disk]
+      if (p !== undefined && dt > 0) rates.set(disk, { readBps: Math.max(0, c.readBytes - p.readBytes) / dt, writeBps: Math.max(0, c.writeBytes - p.writeBytes) / dt })
+      if (p === undefined || c.writeBytes !== p.writeBytes) this.refreshWritten(disk).catch(safetyCatch)
+    }
+    this.hostIo.set(host, { atMs: rep.measuredAtMs, io: rep.io ?? {} })
+    this.ioRate.set(host, rates)
+    this.scheduleRedraw()
+  }
+
+  private rateOfDisk (disk: string): { readBps: number, writeBps: number } {
+    let readBps = 0
+    let writeBps = 0
+    for (const m of this.ioRate.values()) { const r = m.get(disk); if (r !== undefined) { readBps += r.readBps; writeBps += r.writeBps } }
+    return { readBps, writeBps }
+  }
+
+  // Written bytes: the blocks an in-sync replica holds data for (asked of that node), refreshed
+  // when the disk's map changes or an agent reports writes to it, at most every couple of seconds.
+  private async refreshWritten (name: string): Promise<void> {
+    const d = this.disks.get(name)
+    if (d?.record == null || Date.now() - d.writtenAtMs < WRITTEN_REFRESH_MS) return
+    d.writtenAtMs = Date.now()
+    const seg = await this.meta.loadSegment(name, 0).catch(() => null)
+    const replica = seg?.runs()[0]?.replicas.find(r => r.state === 'in-sync')
+    const node = this.nodes.find(n => n.id === replica?.node && n.alive !== null)
+    if (node?.alive == null) return
+    const client = new StorageClient({ nodeId: node.id, address: node.alive.address, callTimeoutMs: 2000 })
+    try {
+      d.writtenBytes = (await client.listBlocks({ diskUuid: d.record.uuid })).length * d.record.blockSizeBytes
+    } catch {
+      // the node is busy or gone: keep the last figure
+    } finally {
+      client.close()
+    }
+    this.scheduleRedraw()
+  }
+
   private async loadDiskList (): Promise<void> {
     const names = await this.meta.listDiskNames(this.watch(paths.disks, async () => await this.loadDiskList()))
     for (const name of [...this.disks.keys()]) if (!names.includes(name)) this.disks.delete(name)
     await Promise.all(names.filter(n => !this.disks.has(n)).map(async (name) => {
-      this.disks.set(name, { record: null, blocks: 0, blocksPerSite: {}, staleBlocks: 0, leaseHolder: null, relocation: null, rateBytesPerSec: null })
+      this.disks.set(name, { record: null, blocks: 0, blocksPerSite: {}, staleBlocks: 0, leaseHolder: null, relocation: null, rateBytesPerSec: null, writtenBytes: null, writtenAtMs: 0 })
       await this.loadDisk(name)
     }))
     this.scheduleRedraw()
@@ -153,6 +216,7 @@ class Dashboard {
       const reloc = await this.meta.getRelocation(name, this.watch(paths.relocation(name), reload))
       d.rateBytesPerSec = rateOf(d.relocation, reloc, d.rateBytesPerSec)
       d.relocation = reloc
+      this.refreshWritten(name).catch(safetyCatch)
     } catch (err) {
       if (!isUkaiError(err, 'NOT_FOUND')) throw err
       this.disks.delete(name) // deleted meanwhile; the disk-list watch says so too
@@ -187,10 +251,11 @@ class Dashboard {
     this.sitesBox.setContent(lines.join('\n'))
 
     const disks = [...this.disks.entries()].filter(([, d]) => d.record !== null).sort((a, b) => a[0].localeCompare(b[0]))
-    const dl = [fit(`${pad('NAME', 16)} ${pad('SIZE', 10)} ${pad('BLOCKS PER SITE', 28)} ${pad('LEASE', 10)} STALE`, width)]
+    const dl = [fit(`${pad('NAME', 14)} ${pad('SIZE', 9)} ${pad('WRITTEN', 9)} ${pad('BLOCKS PER SITE', 24)} ${pad('LEASE', 8)} ${pad('STALE', 5)} I/O r/w per s`, width)]
     for (const [name, d] of disks) {
       const perSite = Object.entries(d.blocksPerSite).sort().map(([s, n]) => `${s}:${n}`).join(' ') || '-'
-      dl.push(fit(`${pad(name, 16)} ${pad(formatBytes(d.record!.sizeBytes), 10)} ${pad(`${perSite} of ${d.blocks}`, 28)} ${pad(d.leaseHolder ?? '-', 10)} ${d.staleBlocks}`, width))
+      const io = this.rateOfDisk(name)
+      dl.push(fit(`${pad(name, 14)} ${pad(formatBytes(d.record!.sizeBytes), 9)} ${pad(d.writtenBytes === null ? '-' : formatBytes(d.writtenBytes), 9)} ${pad(`${perSite} of ${d.blocks}`, 24)} ${pad(d.leaseHolder ?? '-', 8)} ${pad(String(d.staleBlocks), 5)} ${formatBytes(io.readBps)}/${formatBytes(io.writeBps)}`, width))
     }
     this.disksBox.setContent(dl.join('\n'))
 

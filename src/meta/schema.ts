@@ -88,7 +88,10 @@ export interface HandoverRequest { v: 1, host: string, requestedAtMs: number }
 export interface OpenRecord { v: 1, host: string, writable: boolean }
 
 // Round-trip times measured by an agent (or any host) to each storage node, in milliseconds.
-export interface RttReport { v: 1, host: string, site: string, measuredAtMs: number, rttMs: Record<string, number> }
+export interface DiskIoCounters { readBytes: number, writeBytes: number }
+// What a host publishes every few seconds: round trips to each node (ms) and, from an agent,
+// cumulative bytes read and written per disk since it started (rates are deltas between reports).
+export interface RttReport { v: 1, host: string, site: string, measuredAtMs: number, rttMs: Record<string, number>, io?: Record<string, DiskIoCounters> }
 
 export type RelocationState = 'copying' | 'flipping' | 'done' | 'paused' | 'cancelled'
 export interface RelocationRecord {

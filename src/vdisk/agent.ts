@@ -3,7 +3,7 @@
 import { UkaiError, isUkaiError, safetyCatch } from '../errors'
 import { Logger, silentLogger } from '../log'
 import { LeaseManager } from '../meta/lease'
-import { DiskRecord, OpenRecord, encodeJson, paths, validateDiskName } from '../meta/schema'
+import { DiskIoCounters, DiskRecord, OpenRecord, encodeJson, paths, validateDiskName } from '../meta/schema'
 import { MetaStore } from '../meta/store'
 import { createDisk, deleteDisk, resizeDisk } from './disk-admin'
 import { NodePool } from './node-pool'
@@ -50,6 +50,7 @@ export class Agent {
   private opening = new Map<string, Promise<OpenDisk>>()
   private readonly handles = new Map<number, { name: string, writable: boolean }>()
   private nextFh = 1
+  private readonly ioTotals = new Map<string, DiskIoCounters>()
   private closed = false
   private readonly ioRetryMs?: number
   private readonly hooks: AgentHooks
@@ -115,6 +116,19 @@ export class Agent {
     }
   }
 
+  private ioCountersOf (name: string): DiskIoCounters {
+    let c = this.ioTotals.get(name)
+    if (c === undefined) { c = { readBytes: 0, writeBytes: 0 }; this.ioTotals.set(name, c) }
+    return c
+  }
+
+  // Cumulative bytes per disk through this agent, for the published report.
+  ioSnapshot (): Record<string, DiskIoCounters> {
+    const out: Record<string, DiskIoCounters> = {}
+    for (const [name, c] of this.ioTotals) if (this.records.has(name)) out[name] = { ...c }
+    return out
+  }
+
   listDisks (): string[] { return [...this.records.keys()].sort() }
 
   async stat (name: string): Promise<DiskRecord> {
@@ -152,7 +166,7 @@ export class Agent {
     let p = this.opening.get(name)
     if (p === undefined) {
       p = (async () => {
-        const disk = await VirtualDisk.open({ meta: this.meta, pool: this.pool, leases: this.leases, ioRetryMs: this.ioRetryMs, logger: this.log, onLeaseAcquired: d => this.hooks.leaseAcquired?.(d) }, name)
+        const disk = await VirtualDisk.open({ meta: this.meta, pool: this.pool, leases: this.leases, ioRetryMs: this.ioRetryMs, io: this.ioCountersOf(name), logger: this.log, onLeaseAcquired: d => this.hooks.leaseAcquired?.(d) }, name)
         const rec: OpenRecord = { v: 1, host: this.host, writable: true }
         await this.meta.holdEphemeral(paths.open(name, this.host), () => encodeJson(rec))
         const od = { disk, handles: 0, writable: 0 }

@@ -5,6 +5,7 @@
 // pool for replica ordering, and publishes it in ZooKeeper for `ukai node list --from`, `ukai top`
 // and the relocation planner.
 import { safetyCatch } from '../errors'
+import { DiskIoCounters } from '../meta/schema'
 import { Logger, silentLogger } from '../log'
 import { MetaStore } from '../meta/store'
 import { NodePool } from './node-pool'
@@ -21,6 +22,8 @@ export interface RttMonitorOptions {
   host: string
   site: string
   intervalMs?: number
+  // Per-disk byte counters to publish with the round trips (an agent's I/O).
+  ioSnapshot?: () => Record<string, DiskIoCounters>
   logger?: Logger
 }
 
@@ -72,7 +75,7 @@ export class RttMonitor {
     this.opts.pool.setRtts(this.smoothedMs)
     const rttMs: Record<string, number> = {}
     for (const [id, ms] of [...this.smoothedMs].sort((a, b) => a[0].localeCompare(b[0]))) rttMs[id] = Math.round(ms * 100) / 100
-    await this.opts.meta.publishRtt({ v: 1, host: this.opts.host, site: this.opts.site, measuredAtMs: Date.now(), rttMs })
+    await this.opts.meta.publishRtt({ v: 1, host: this.opts.host, site: this.opts.site, measuredAtMs: Date.now(), rttMs, io: this.opts.ioSnapshot?.() })
   }
 
   // The fastest of a few Stat round trips; a node that does not answer counts as the deadline.

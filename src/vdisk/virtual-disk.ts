@@ -9,7 +9,7 @@ import { UkaiError, isUkaiError, safetyCatch } from '../errors'
 import { Logger, silentLogger } from '../log'
 import { HeldLease, LeaseManager } from '../meta/lease'
 import { PlacementSegment, Replica, ReplicaSet, readableReplicas, replicaSetKey, withState, writableReplicas } from '../meta/placement'
-import { DiskRecord } from '../meta/schema'
+import { DiskIoCounters, DiskRecord } from '../meta/schema'
 import { MetaStore } from '../meta/store'
 import { BlockLocks } from './block-locks'
 import { splitRange } from './block-range'
@@ -25,6 +25,8 @@ export interface VirtualDiskDeps {
   pool: NodePool
   leases: LeaseManager
   ioRetryMs?: number
+  // Bytes read and written through this disk, owned by the agent (they outlive an open).
+  io?: DiskIoCounters
   // Called each time this disk's lease is (re)acquired here, after the nodes were fenced.
   onLeaseAcquired?: (disk: VirtualDisk) => void
   logger?: Logger
@@ -54,6 +56,7 @@ export class VirtualDisk {
   private closed = false
   private readonly ioRetryMs: number
   private readonly onLeaseAcquired?: (disk: VirtualDisk) => void
+  private readonly io: DiskIoCounters
 
   private constructor (deps: VirtualDiskDeps, record: DiskRecord & { version: number }, segments: PlacementSegment[]) {
     this.meta = deps.meta
@@ -62,6 +65,7 @@ export class VirtualDisk {
     this.log = (deps.logger ?? silentLogger).child({ disk: record.name })
     this.ioRetryMs = deps.ioRetryMs ?? IO_RETRY_MS_DEFAULT
     this.onLeaseAcquired = deps.onLeaseAcquired
+    this.io = deps.io ?? { readBytes: 0, writeBytes: 0 }
     this.record = record
     this.segments = segments
   }
@@ -238,6 +242,7 @@ export class VirtualDisk {
       const data = await this.readBlock(p.block, p.offsetInBlock, p.length)
       data.copy(out, p.offsetInRange)
     }))
+    this.io.readBytes += len
     return out
   }
 
@@ -283,6 +288,7 @@ export class VirtualDisk {
     try {
       await Promise.all(splitRange(offset, data.length, this.record.blockSizeBytes).map(p =>
         this.writeBlock(lease, p.block, p.offsetInBlock, data.subarray(p.offsetInRange, p.offsetInRange + p.length))))
+      this.io.writeBytes += data.length
     } finally {
       if (--this.inFlightWrites === 0) for (const wake of this.writesDrained.splice(0)) wake()
     }
