@@ -65,7 +65,7 @@ t.test('ukai top in a terminal', { skip: noTmux ?? false }, async (t) => {
   t.match(s, /site-a\s+nodes 2\/2/, 'site-a with its two live nodes')
   t.match(s, /site-b\s+nodes 2\/2/, 'site-b with its two live nodes')
   t.match(s, /\ba1\s+alive/, 'node a1 is listed alive')
-  t.match(s, /vm01\s+64\.0 MiB\s+\S+\s+site-a:64 of 64/, 'the disk with its size and blocks per site')
+  t.match(s, /vm01\s+64\.0 MiB\s+(-|[\d.]+ [KMGT]?i?B)\s+site-a:64 of 64/, 'the disk with its size, written bytes and blocks per site')
   t.match(s, /vm01\s+→ b1,b2\s+copying\s+\[#####-+\]\s+25%\s+ETA 0:15/, 'the relocation with a progress bar and an ETA')
   s = await waitFor(/a1\s+alive.*rtt \d+\.\d+ ms/, 'round trips from hv-a')
   t.pass('round trips from hv-a are shown')
