@@ -51,6 +51,7 @@ import { PULL_CHUNK_BYTES } from '../src/storagenode/block-pull'
 import { COPY_CONCURRENCY_DEFAULT } from '../src/relocate/executor'
 import { fioArgs, parseFioJson, runFio, type FioJob } from './fio'
 import { CpuMeter } from './proc-stats'
+import { Cleanup } from './cleanup'
 
 const KIB = 1024
 const MIB = 1024 * KIB
@@ -96,19 +97,6 @@ function say (text: string): void {
   process.stdout.write(`[${((Date.now() - t0) / 1000).toFixed(0).padStart(3)} s] ${text}\n`)
 }
 
-class Cleanup {
-  private readonly steps: Array<{ what: string, fn: () => Promise<void> | void }> = []
-  private running: Promise<void> | null = null
-  add (what: string, fn: () => Promise<void> | void): void { this.steps.push({ what, fn }) }
-  run (): Promise<void> {
-    this.running ??= (async () => {
-      for (const step of this.steps.reverse()) {
-        try { await step.fn() } catch (err) { process.stderr.write(`cleanup: ${step.what}: ${(err as Error).message}\n`) }
-      }
-    })()
-    return this.running
-  }
-}
 
 // ---- fio that can be stopped early ----------------------------------------------------------
 

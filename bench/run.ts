@@ -28,6 +28,7 @@ import {
   type TargetName, type TargetRun
 } from './report'
 import { startUkaiCluster, type UkaiCluster } from './ukai-cluster'
+import { Cleanup } from './cleanup'
 
 const MIB = 1024 * 1024
 const BENCH_DISK = 'bench'
@@ -56,25 +57,6 @@ function targetsFromEnv (): TargetName[] {
   const wanted = v.split(',').map(s => s.trim())
   for (const t of wanted) if (!TARGETS.includes(t as TargetName)) throw new Error(`BENCH_TARGETS: unknown target '${t}' (known: ${TARGETS.join(', ')})`)
   return TARGETS.filter(t => wanted.includes(t))
-}
-
-// ---- cleanup that also runs on Ctrl-C -------------------------------------------------------
-
-class Cleanup {
-  private readonly steps: Array<{ what: string, fn: () => Promise<void> | void }> = []
-  private running: Promise<void> | null = null
-
-  add (what: string, fn: () => Promise<void> | void): void { this.steps.push({ what, fn }) }
-
-  // Runs every step once, newest first; reports failures but never throws.
-  run (): Promise<void> {
-    this.running ??= (async () => {
-      for (const step of this.steps.reverse()) {
-        try { await step.fn() } catch (err) { process.stderr.write(`cleanup: ${step.what}: ${(err as Error).message}\n`) }
-      }
-    })()
-    return this.running
-  }
 }
 
 // ---- progress -------------------------------------------------------------------------------
