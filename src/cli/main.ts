@@ -6,6 +6,7 @@ import { diskCommands } from './disk-commands'
 import { nodeCommands } from './node-commands'
 import { relocateCommands } from './relocate-commands'
 import { siteCommands } from './site-commands'
+import { snapshotCommands } from './snapshot-commands'
 import { topCommand } from './top'
 import { exitCodeFor, reportError } from './output'
 
@@ -22,6 +23,7 @@ export function buildProgram (): Command {
   siteCommands(program)
   topCommand(program)
   relocateCommands(program)
+  snapshotCommands(program)
   daemonCommands(program)
   devCommands(program)
   return program
