@@ -84,6 +84,8 @@ t.test('snapshots', async (t) => {
     await t.rejects(fs.promises.truncate(view('s1'), 0), { code: 'EROFS' }, 'truncate')
     await t.rejects(fs.promises.writeFile(path.join(a.mountPoint, '.snapshots', 'new@x'), 'x'), { code: 'EROFS' }, 'create')
     t.equal(sha256(await readAll(view('s1'))), sha256(m1), 'unchanged')
+    await t.rejects(fs.promises.stat(path.join(a.mountPoint, '.snapshots', 'no-at-sign')), { code: 'ENOENT' }, 'a name that is no DISK@NAME does not exist')
+    await t.rejects(fs.promises.stat(view('nope')), { code: 'ENOENT' }, 'an unknown snapshot does not exist')
   })
 
   t.test('list', async (t) => {

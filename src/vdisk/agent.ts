@@ -3,7 +3,7 @@
 import { UkaiError, isUkaiError, safetyCatch } from '../errors'
 import { Logger, silentLogger } from '../log'
 import { LeaseManager } from '../meta/lease'
-import { DiskIoCounters, DiskRecord, OpenRecord, SnapshotRecord, encodeJson, formatSnapshotRef, parseSnapshotRef, paths, validateDiskName } from '../meta/schema'
+import { DiskIoCounters, DiskRecord, OpenRecord, SnapshotRecord, SnapshotRef, encodeJson, formatSnapshotRef, parseSnapshotRef, paths, validateDiskName } from '../meta/schema'
 import { MetaStore } from '../meta/store'
 import { createDisk, deleteDisk, resizeDisk } from './disk-admin'
 import { NodePool } from './node-pool'
@@ -37,6 +37,16 @@ interface OpenDisk {
 }
 
 const FH_MAX = 0xffffffff
+
+// A name under .snapshots that is no DISK@NAME simply does not exist (ENOENT, not EINVAL).
+function snapshotFile (ref: string): SnapshotRef {
+  try {
+    return parseSnapshotRef(ref)
+  } catch (err) {
+    if (isUkaiError(err, 'BAD_ARGUMENT')) throw UkaiError.notFound(`no snapshot ${ref}`)
+    throw err
+  }
+}
 
 export class Agent {
   readonly host: string
@@ -154,14 +164,14 @@ export class Agent {
   }
 
   async statSnapshot (ref: string): Promise<SnapshotRecord> {
-    const { disk, snapshot } = parseSnapshotRef(ref)
+    const { disk, snapshot } = snapshotFile(ref)
     const known = this.snapshots.get(disk)?.find(s => s.name === snapshot)
     return known ?? await this.meta.getSnapshot(disk, snapshot)
   }
 
   // Snapshots are read-only: opening one for write is EROFS.
   async openSnapshot (ref: string, writable: boolean): Promise<number> {
-    const { disk, snapshot } = parseSnapshotRef(ref)
+    const { disk, snapshot } = snapshotFile(ref)
     if (writable) throw new UkaiError('READ_ONLY', `snapshot ${ref} is read-only`)
     const image = await SnapshotImage.open(this.meta, this.pool, disk, snapshot, this.ioRetryMs)
     const fh = this.newFh()
