@@ -84,6 +84,26 @@ t.test('relocation', async (t) => {
     t.same(await cliJson<Info>(['disk', 'info', 'still'], zk), before, '--dry-run changes nothing')
   })
 
+  t.test('the plan estimates the copy from a measured node-to-node rate; the probe stores nothing', async (t) => {
+    interface Plan { bytes: number, writtenBlocks: number, estimate: { seconds: number | null, measuredBytesPerSec: number, rateCapBytesPerSec: number, sampledBlocks: number, basis: string } }
+    t.equal((await runCli(['disk', 'create', 'est', '--size', '8M', '--block-size', '1M', '--site', 'site-a'], { zk })).code, 0)
+    fs.writeFileSync(path.join(a.mountPoint, 'est'), Buffer.alloc(6 * MiB, 7), { flag: 'r+' })
+    const { uuid } = await cliJson<Info>(['disk', 'info', 'est'], zk)
+    const plan = await cliJson<Plan>(['relocate', 'est', '--to', 'site-b', '--dry-run'], zk)
+    t.equal(plan.writtenBlocks, 6)
+    t.equal(plan.estimate.basis, 'measured')
+    t.ok(plan.estimate.sampledBlocks > 0 && plan.estimate.measuredBytesPerSec > 0, `measured ${plan.estimate.measuredBytesPerSec} B/s over ${plan.estimate.sampledBlocks} block(s)`)
+    t.ok(Math.abs((plan.estimate.seconds ?? -1) - plan.bytes / plan.estimate.measuredBytesPerSec) < 1e-6, 'estimate = bytes to copy / measured rate')
+    t.same([await blocksOn('b1', uuid), await blocksOn('b2', uuid)], [0, 0], 'the targets stored nothing while probing')
+    const capped = await cliJson<Plan>(['relocate', 'est', '--to', 'site-b', '--dry-run', '--rate', '0.5'], zk)
+    t.equal(capped.estimate.basis, 'measured, rate cap', 'a --rate below the measured rate bounds the estimate')
+    t.ok(Math.abs((capped.estimate.seconds ?? -1) - capped.bytes / 500_000) < 1e-6)
+    const table = await runCli(['relocate', 'est', '--to', 'site-b', '--dry-run'], { zk })
+    t.match(table.stdout, /~\d+ s \(measured [\d.]+ [KMG]iB\/s node to node\)/, 'the table shows the estimate and its basis')
+    const blind = await runCli(['relocate', 'est', '--to', 'site-b', '--dry-run', '--no-probe'], { zk })
+    t.match(blind.stdout, /unknown \(link not measured; pass --rate\)/, '--no-probe without --rate: no estimate, and says so')
+  })
+
   t.test('A → B under a model-checked writer: every byte verifies, only site B holds the disk', async (t) => {
     const sizeBytes = 48 * MiB
     t.equal((await runCli(['disk', 'create', 'vm1', '--size', '48M', '--block-size', '1M', '--site', 'site-a'], { zk })).code, 0)

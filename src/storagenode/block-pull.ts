@@ -13,7 +13,7 @@ function allZero (b: Buffer): boolean {
   return true
 }
 
-export async function pullBlock (store: BlockStore, source: StorageClient, req: { diskUuid: string, block: number, leaseEpoch: number }): Promise<number> {
+export async function pullBlock (store: BlockStore, source: StorageClient, req: { diskUuid: string, block: number, leaseEpoch: number, probe?: boolean }): Promise<number> {
   const versions = (await source.blockInfo({ diskUuid: req.diskUuid, block: req.block })).sort((a, b) => a.epoch - b.epoch)
   const chunks: Array<{ epoch: number, offset: number, length: number, oldest: boolean }> = []
   versions.forEach((v, i) => {
@@ -31,6 +31,7 @@ export async function pullBlock (store: BlockStore, source: StorageClient, req: 
       next = read(i + 1)
       const c = chunks[i]
       if (data.length !== c.length) throw UkaiError.io(`pull of block ${req.block}: source returned ${data.length} of ${c.length} bytes`)
+      if (req.probe === true) { written += data.length; continue }
       if (c.oldest && allZero(data)) continue
       await store.write(req.diskUuid, req.block, c.epoch, c.offset, data, req.leaseEpoch)
       written += c.length

@@ -49,7 +49,7 @@ export interface DeleteDiskRequest { diskUuid: string }
 export interface DeleteDiskResponse { freedBytes: number }
 export interface DeleteBlocksRequest { diskUuid: string, blocks: number[] }
 export interface DeleteBlocksResponse { freedBytes: number }
-export interface PullBlockRequest { diskUuid: string, block: number, sourceNode: string, sourceAddress: string, leaseEpoch: number }
+export interface PullBlockRequest { diskUuid: string, block: number, sourceNode: string, sourceAddress: string, leaseEpoch: number, probe?: boolean }
 export interface PullBlockResponse { bytes: number }
 export type StatRequest = Record<string, never>
 export interface StatResponse { nodeId: string, capacityBytes: number, usedBytes: number, freeBytes: number }
