@@ -207,6 +207,18 @@ t.test('relocation', async (t) => {
     t.equal(info.replicasPerNode.a1.inSync + info.replicasPerNode.a2.inSync, 64, 'the sources are still in sync for every block')
     t.equal(sha256(fs.readFileSync(path.join(b.mountPoint, 'vm3'))), sha256(data), 'every byte reads back right')
     await c.node('b2').restart()
+    // Resumed, then cancelled: the targets the first run added are taken back too.
+    const resumed = runCli(['relocate', 'vm3', '--to', 'site-b', '--rate', '4', '--wait'], { zk, timeoutMs: 120_000 })
+    await until('the resumed copy to run', async () => { const s = await status('vm3'); return s?.state === 'copying' && s.progress.bytes > 0 ? s : undefined })
+    t.equal((await runCli(['relocate', 'cancel', 'vm3'], { zk })).code, 0)
+    t.equal((await resumed).code, 1, 'the cancelled run reports that it did not finish')
+    await until('the rollback', async () => {
+      const info = await cliJson<Info>(['disk', 'info', 'vm3'], zk)
+      return Object.keys(info.replicasPerNode).sort().join() === 'a1,a2' ? info : undefined
+    })
+    const { uuid } = await cliJson<Info>(['disk', 'info', 'vm3'], zk)
+    await until('b1 and b2 to hold none of it', async () => (await blocksOn('b1', uuid)) + (await blocksOn('b2', uuid)) === 0 ? true : undefined)
+    t.pass('a cancel after a resume removes the partial replicas of both runs')
     const again = await runCli(['relocate', 'vm3', '--to', 'site-b', '--wait'], { zk, timeoutMs: 120_000 })
     t.equal(again.code, 0, `running it again completes it: ${again.stderr}`)
     t.same((await cliJson<Info>(['disk', 'info', 'vm3'], zk)).blocksPerSite, { 'site-b': 32 })

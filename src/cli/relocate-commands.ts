@@ -119,8 +119,12 @@ export function relocateCommands (program: Command): void {
           if (existing.state === 'cancelled' && existing.finishedAtMs === 0) throw UkaiError.busy(`disk '${name}': a cancelled relocation is still being rolled back`)
           await meta.removeRelocation(name)
         }
+        // Resuming a paused relocation: the targets it added still count as added, so a cancel
+        // of this run takes them back too (they hold the disk only because of the first run).
+        const carried = existing?.state === 'paused' ? existing.addedNodes.filter(n => plan.targetNodes.includes(n)) : []
+        const addedNodes = [...new Set([...plan.addedNodes, ...carried])]
         const rec: RelocationRecord = {
-          v: 1, id: randomUUID(), disk: name, targetNodes: plan.targetNodes, dropNodes: plan.dropNodes, addedNodes: plan.addedNodes,
+          v: 1, id: randomUUID(), disk: name, targetNodes: plan.targetNodes, dropNodes: plan.dropNodes, addedNodes,
           rateBytesPerSec, state: 'copying', reason: '', executor: '',
           plan: { blocks: plan.blocks, writtenBlocks: plan.writtenBlocks, bytes: plan.bytes },
           progress: { blocks: 0, bytes: 0, updatedAtMs: Date.now() }, createdAtMs: Date.now(), finishedAtMs: 0
