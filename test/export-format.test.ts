@@ -2,7 +2,7 @@
 // flipped byte, truncation, trailing garbage or malformed header is refused with CORRUPT_STREAM
 // before the reader hands out anything it could not verify.
 import { createHash } from 'node:crypto'
-import t from 'tap'
+import t, { Test } from 'tap'
 import { isUkaiError } from '../src/errors'
 import { StreamEncoder, StreamHeader, StreamRecord, decodeStream, recordBytes, TRAILER_SIZE_BYTES } from '../src/export/stream-format'
 import { randomBytes, rng } from './helpers/model'
@@ -43,7 +43,7 @@ async function decodeAll (b: Buffer): Promise<{ header: StreamHeader, records: S
   return { header, records }
 }
 
-async function refusal (t: { ok: (v: unknown, m?: string) => void, fail: (m: string) => void, match: (a: string, p: RegExp, m?: string) => void }, b: Buffer, pattern: RegExp, what: string): Promise<void> {
+async function refusal (t: Test, b: Buffer, pattern: RegExp, what: string): Promise<void> {
   try {
     await decodeAll(b)
     t.fail(`${what}: accepted`)
