@@ -3,6 +3,7 @@ import { Command } from 'commander'
 import { daemonCommands } from './daemon-commands'
 import { devCommands } from './dev-commands'
 import { diskCommands } from './disk-commands'
+import { exportCommands } from './export-commands'
 import { nodeCommands } from './node-commands'
 import { relocateCommands } from './relocate-commands'
 import { siteCommands } from './site-commands'
@@ -22,6 +23,7 @@ export function buildProgram (): Command {
   siteCommands(program)
   topCommand(program)
   relocateCommands(program)
+  exportCommands(program)
   daemonCommands(program)
   devCommands(program)
   return program

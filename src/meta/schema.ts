@@ -126,6 +126,9 @@ export interface SnapshotRecord {
   sizeBytes: number
   blockSizeBytes: number
   createdAtMs: number
+  // Where the content was first committed, when that was another disk (an imported export
+  // stream): lets an incremental stream check its base across clusters. Absent: this disk, `epoch`.
+  origin?: { diskUuid: string, epoch: number }
 }
 // Asks the disk's lease holder to commit a snapshot; it answers by creating the SnapshotRecord
 // and removing the request in one transaction, or by setting `error` (nothing committed).
