@@ -7,6 +7,7 @@ import { exportCommands } from './export-commands'
 import { nodeCommands } from './node-commands'
 import { relocateCommands } from './relocate-commands'
 import { siteCommands } from './site-commands'
+import { snapshotCommands } from './snapshot-commands'
 import { topCommand } from './top'
 import { exitCodeFor, reportError } from './output'
 
@@ -23,6 +24,7 @@ export function buildProgram (): Command {
   siteCommands(program)
   topCommand(program)
   relocateCommands(program)
+  snapshotCommands(program)
   exportCommands(program)
   daemonCommands(program)
   devCommands(program)

@@ -4,7 +4,7 @@ import { UkaiError, safetyCatch } from '../errors'
 import { Logger, silentLogger } from '../log'
 import { PlacementSegment } from './placement'
 import {
-  AgentAlive, AgentRecord, BASE_DIRS, ClusterConfig, DEFAULT_CONFIG, DiskRecord, FenceRecord, NodeAlive, NodeRecord, RelocationRecord, RttReport,
+  AgentAlive, AgentRecord, BASE_DIRS, ClusterConfig, DEFAULT_CONFIG, DiskRecord, FenceRecord, NodeAlive, LeaseRecord, NodeRecord, RelocationRecord, RttReport,
   SnapshotRecord, SnapshotRequest, decodeJson, decodeSegment, encodeJson, encodeSegment, paths
 } from './schema'
 import { Watcher, ZkClient, ZkOp } from './zk-client'
@@ -304,6 +304,13 @@ export class MetaStore {
   // Disks cloned from `disk` (from one snapshot of it when given).
   async listClones (disk: string, snapshot?: string): Promise<DiskRecord[]> {
     return (await this.listDisks()).filter(d => d.parent !== null && d.parent.disk === disk && (snapshot === undefined || d.parent.snapshot === snapshot))
+  }
+
+  // The lease znode's version when it carries `leaseEpoch` (we hold it), else null.
+  async leaseVersion (disk: string, leaseEpoch: number): Promise<number | null> {
+    const got = await this.zk.getOrNull(paths.lease(disk))
+    if (got === null || decodeJson<LeaseRecord>(got.data, `lease of ${disk}`).leaseEpoch !== leaseEpoch) return null
+    return got.stat.version
   }
 
   async getSnapshotRequest (disk: string, watch?: Watcher): Promise<(SnapshotRequest & { version: number }) | null> {
