@@ -8,7 +8,7 @@ import { StorageClient } from './client'
 
 export const PULL_CHUNK_BYTES = 1024 * 1024
 
-function allZero (b: Buffer): boolean {
+export function allZero (b: Buffer): boolean {
   for (let i = 0; i < b.length; i++) if (b[i] !== 0) return false
   return true
 }

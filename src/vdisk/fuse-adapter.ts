@@ -23,9 +23,24 @@ const O_RDONLY = 0
 
 export interface FuseMountOptions { allowOther?: boolean }
 
+// Snapshots appear read-only as /.snapshots/DISK@NAME.
+export const SNAPSHOT_DIR = '.snapshots'
+const SNAPSHOT_PREFIX = `/${SNAPSHOT_DIR}/`
+const EROFS = -30
+
 function diskName (path: string): string | null {
   const name = path.slice(1)
-  return name.length > 0 && !name.includes('/') ? name : null
+  return name.length > 0 && !name.includes('/') && name !== SNAPSHOT_DIR ? name : null
+}
+
+function snapshotRef (path: string): string | null {
+  if (!path.startsWith(SNAPSHOT_PREFIX)) return null
+  const ref = path.slice(SNAPSHOT_PREFIX.length)
+  return ref.length > 0 && !ref.includes('/') ? ref : null
+}
+
+function inSnapshots (path: string): boolean {
+  return path === `/${SNAPSHOT_DIR}` || path.startsWith(SNAPSHOT_PREFIX)
 }
 
 export function mountAgent (agent: Agent, mountPoint: string, log: Logger, opts: FuseMountOptions = {}): Promise<Fuse> {
@@ -46,9 +61,16 @@ export function mountAgent (agent: Agent, mountPoint: string, log: Logger, opts:
 
   const ops = {
     getattr (path: string, cb: (code: number, stat?: object) => void) {
-      if (path === '/') {
+      if (path === '/' || path === `/${SNAPSHOT_DIR}`) {
         const t = new Date(started)
-        return cb(0, { mode: S_IFDIR | 0o755, uid, gid, size: 4096, nlink: 2, atime: t, mtime: t, ctime: t })
+        return cb(0, { mode: S_IFDIR | (path === '/' ? 0o755 : 0o555), uid, gid, size: 4096, nlink: 2, atime: t, mtime: t, ctime: t })
+      }
+      const ref = snapshotRef(path)
+      if (ref !== null) {
+        return run('getattr', cb, async () => {
+          const snap = await agent.statSnapshot(ref)
+          return { ...fileStat(snap.sizeBytes, snap.createdAtMs), mode: S_IFREG | 0o440 }
+        })
       }
       const name = diskName(path)
       if (name === null) return cb(Fuse.ENOENT)
@@ -58,15 +80,19 @@ export function mountAgent (agent: Agent, mountPoint: string, log: Logger, opts:
       })
     },
     readdir (path: string, cb: (code: number, names?: string[]) => void) {
+      if (path === `/${SNAPSHOT_DIR}`) return cb(0, agent.listSnapshotFiles())
       if (path !== '/') return cb(Fuse.ENOTDIR)
-      cb(0, agent.listDisks())
+      cb(0, [SNAPSHOT_DIR, ...agent.listDisks()])
     },
     open (path: string, flags: number, cb: (code: number, fh?: number) => void) {
+      const ref = snapshotRef(path)
+      if (ref !== null) return run('open', cb, () => agent.openSnapshot(ref, (flags & O_ACCMODE) !== O_RDONLY))
       const name = diskName(path)
       if (name === null) return cb(Fuse.ENOENT)
       run('open', cb, () => agent.openDisk(name, (flags & O_ACCMODE) !== O_RDONLY))
     },
     create (path: string, _mode: number, cb: (code: number, fh?: number) => void) {
+      if (inSnapshots(path)) return cb(EROFS)
       const name = diskName(path)
       if (name === null) return cb(Fuse.EACCES)
       run('create', cb, () => agent.create(name))
@@ -76,7 +102,7 @@ export function mountAgent (agent: Agent, mountPoint: string, log: Logger, opts:
     },
     read (_path: string, fh: number, buf: Buffer, len: number, pos: number, cb: (result: number) => void) {
       run('read', cb, async () => {
-        const data = await agent.disk(fh).read(pos, len)
+        const data = await agent.reader(fh).read(pos, len)
         data.copy(buf)
         return data.length
       }, n => [n])
@@ -92,20 +118,24 @@ export function mountAgent (agent: Agent, mountPoint: string, log: Logger, opts:
     // Writes are acknowledged by every replica already; durability is fsync's job, so FLUSH
     // does no I/O — an fsync here would make every fork of QEMU pay for a full flush.
     flush (_path: string, _fh: number, cb: (code: number) => void) { cb(0) },
-    fsync (_path: string, _datasync: boolean, fh: number, cb: (code: number) => void) {
+    fsync (path: string, _datasync: boolean, fh: number, cb: (code: number) => void) {
+      if (inSnapshots(path)) return cb(0)  // nothing to make durable: committed versions are
       run('fsync', cb, () => agent.disk(fh).flush())
     },
     truncate (path: string, size: number, cb: (code: number) => void) {
+      if (inSnapshots(path)) return cb(EROFS)
       const name = diskName(path)
       if (name === null) return cb(Fuse.ENOENT)
       run('truncate', cb, () => agent.truncate(name, size))
     },
     ftruncate (path: string, _fh: number, size: number, cb: (code: number) => void) {
+      if (inSnapshots(path)) return cb(EROFS)
       const name = diskName(path)
       if (name === null) return cb(Fuse.ENOENT)
       run('ftruncate', cb, () => agent.truncate(name, size))
     },
     unlink (path: string, cb: (code: number) => void) {
+      if (inSnapshots(path)) return cb(EROFS)
       const name = diskName(path)
       if (name === null) return cb(Fuse.ENOENT)
       run('unlink', cb, () => agent.unlink(name))
