@@ -1,7 +1,8 @@
 // The thin FUSE layer: unpack arguments, await one Agent method, call back exactly once.
 // Every disk is a regular file in the mount's root directory.
-import Fuse from 'fuse-native'
+import type Fuse from 'fuse-native'
 import { Logger } from '../log'
+import { loadNative } from '../native'
 import { holdGcBallast } from '../storagenode/gc-ballast'
 import { Agent } from './agent'
 import { toErrno } from './fuse-errno'
@@ -23,12 +24,19 @@ const O_RDONLY = 0
 
 export interface FuseMountOptions { allowOther?: boolean }
 
+// fuse-native as scripts/build-native.sh builds it (patched: fallocate); loaded at the first
+// mount, so CLI verbs that never mount do not need the addon.
+function loadFuse (): typeof Fuse {
+  return loadNative<typeof Fuse>('fuse-native')
+}
+
 function diskName (path: string): string | null {
   const name = path.slice(1)
   return name.length > 0 && !name.includes('/') ? name : null
 }
 
 export function mountAgent (agent: Agent, mountPoint: string, log: Logger, opts: FuseMountOptions = {}): Promise<Fuse> {
+  const Fuse = loadFuse()
   holdGcBallast()  // the agent streams every I/O to the nodes: see storagenode/gc-ballast.ts
   const uid = process.getuid?.() ?? 0
   const gid = process.getgid?.() ?? 0
@@ -94,6 +102,10 @@ export function mountAgent (agent: Agent, mountPoint: string, log: Logger, opts:
     flush (_path: string, _fh: number, cb: (code: number) => void) { cb(0) },
     fsync (_path: string, _datasync: boolean, fh: number, cb: (code: number) => void) {
       run('fsync', cb, () => agent.disk(fh).flush())
+    },
+    // Guest TRIM arrives here (QEMU's raw driver: PUNCH_HOLE|KEEP_SIZE); see Agent.fallocate.
+    fallocate (_path: string, fh: number, mode: number, offset: number, length: number, cb: (code: number) => void) {
+      run('fallocate', cb, () => agent.fallocate(fh, mode, offset, length))
     },
     truncate (path: string, size: number, cb: (code: number) => void) {
       const name = diskName(path)

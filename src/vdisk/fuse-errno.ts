@@ -20,6 +20,9 @@ const ERRNO: Record<UkaiErrorCode, number> = {
   IO_ERROR: 5, // EIO
   READ_ONLY: 30, // EROFS
   DATA_DIR: 5, // EIO
+  NOT_SUPPORTED: 95, // EOPNOTSUPP
+  NO_ATTRIBUTE: 61, // ENODATA (= ENOATTR)
+  TOO_BIG: 7, // E2BIG
   INTERNAL: 5 // EIO
 }
 
