@@ -38,6 +38,11 @@ interface OpenDisk {
 
 const FH_MAX = 0xffffffff
 
+// fallocate(2) mode bits (linux/falloc.h).
+const FALLOC_FL_KEEP_SIZE = 0x01
+const FALLOC_FL_PUNCH_HOLE = 0x02
+const FALLOC_FL_ZERO_RANGE = 0x10
+
 export class Agent {
   readonly host: string
   readonly site: string
@@ -287,6 +292,25 @@ export class Agent {
     const rec = await resizeDisk(this.meta, name, sizeBytes)
     this.records.set(name, rec)
     await this.open.get(name)?.disk.reload()
+  }
+
+  // fallocate(2) on an open disk. PUNCH_HOLE (guest TRIM through QEMU's discard) and ZERO_RANGE
+  // both discard: the range reads as zeros and its space is freed on every replica (a thin disk
+  // stays thin; ZERO_RANGE's promise to keep the range allocated is not kept, like any thin
+  // store). Mode 0 reserves nothing (thin), so within the size it is a successful no-op; with
+  // either mode a range past the end without KEEP_SIZE grows the disk, as on a local file.
+  // COLLAPSE/INSERT/UNSHARE_RANGE are not supported (EOPNOTSUPP).
+  async fallocate (fh: number, mode: number, offset: number, length: number): Promise<void> {
+    const disk = this.disk(fh)
+    if ((mode & ~(FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE)) !== 0) {
+      throw UkaiError.notSupported(`fallocate mode 0x${mode.toString(16)} on ${disk.name}: only punch-hole, zero-range and plain allocation are supported`)
+    }
+    if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length <= 0) {
+      throw UkaiError.badArgument(`fallocate on ${disk.name}: bad range ${offset}+${length}`)
+    }
+    const grows = (mode & (FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE)) === 0 && offset + length > disk.sizeBytes
+    if (grows) await this.truncate(disk.name, offset + length)
+    if ((mode & (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE)) !== 0) await disk.discard(offset, length)
   }
 
   async unlink (name: string): Promise<void> {

@@ -1,7 +1,8 @@
 // The thin FUSE layer: unpack arguments, await one Agent method, call back exactly once.
 // Every disk is a regular file in the mount's root directory.
-import Fuse from 'fuse-native'
+import type Fuse from 'fuse-native'
 import { Logger } from '../log'
+import { loadNative } from '../native'
 import { holdGcBallast } from '../storagenode/gc-ballast'
 import { Agent } from './agent'
 import { toErrno } from './fuse-errno'
@@ -28,6 +29,12 @@ export const SNAPSHOT_DIR = '.snapshots'
 const SNAPSHOT_PREFIX = `/${SNAPSHOT_DIR}/`
 const EROFS = -30
 
+// fuse-native as scripts/build-native.sh builds it (patched: fallocate); loaded at the first
+// mount, so CLI verbs that never mount do not need the addon.
+function loadFuse (): typeof Fuse {
+  return loadNative<typeof Fuse>('fuse-native')
+}
+
 function diskName (path: string): string | null {
   const name = path.slice(1)
   return name.length > 0 && !name.includes('/') && name !== SNAPSHOT_DIR ? name : null
@@ -44,6 +51,7 @@ function inSnapshots (path: string): boolean {
 }
 
 export function mountAgent (agent: Agent, mountPoint: string, log: Logger, opts: FuseMountOptions = {}): Promise<Fuse> {
+  const Fuse = loadFuse()
   holdGcBallast()  // the agent streams every I/O to the nodes: see storagenode/gc-ballast.ts
   const uid = process.getuid?.() ?? 0
   const gid = process.getgid?.() ?? 0
@@ -121,6 +129,11 @@ export function mountAgent (agent: Agent, mountPoint: string, log: Logger, opts:
     fsync (path: string, _datasync: boolean, fh: number, cb: (code: number) => void) {
       if (inSnapshots(path)) return cb(0)  // nothing to make durable: committed versions are
       run('fsync', cb, () => agent.disk(fh).flush())
+    },
+    // Guest TRIM arrives here (QEMU's raw driver: PUNCH_HOLE|KEEP_SIZE); see Agent.fallocate.
+    fallocate (path: string, fh: number, mode: number, offset: number, length: number, cb: (code: number) => void) {
+      if (inSnapshots(path)) return cb(EROFS)
+      run('fallocate', cb, () => agent.fallocate(fh, mode, offset, length))
     },
     truncate (path: string, size: number, cb: (code: number) => void) {
       if (inSnapshots(path)) return cb(EROFS)
