@@ -3,6 +3,8 @@ import { Command } from 'commander'
 import { daemonCommands } from './daemon-commands'
 import { devCommands } from './dev-commands'
 import { diskCommands } from './disk-commands'
+import { libvirtCommands } from './libvirt-commands'
+import { migrationCommands } from './migration-commands'
 import { nodeCommands } from './node-commands'
 import { relocateCommands } from './relocate-commands'
 import { siteCommands } from './site-commands'
@@ -22,6 +24,8 @@ export function buildProgram (): Command {
   siteCommands(program)
   topCommand(program)
   relocateCommands(program)
+  migrationCommands(program)
+  libvirtCommands(program)
   daemonCommands(program)
   devCommands(program)
   return program
