@@ -1,5 +1,4 @@
 // ukai relocate DISK --to SITE | --nodes a,b  ·  relocate status [DISK]  ·  relocate cancel DISK
-import { randomUUID } from 'node:crypto'
 import cliProgress from 'cli-progress'
 import { Command } from 'commander'
 import { UkaiError } from '../errors'
@@ -9,6 +8,7 @@ import { MetaStore } from '../meta/store'
 import { CopyEstimate, formatDuration } from '../relocate/copy-estimate'
 import { planRelocation } from '../relocate/plan'
 import { runRelocationHere } from '../relocate/run-here'
+import { startRelocation } from '../relocate/start'
 import { formatBytes } from '../units'
 import { withMeta } from './context'
 import { printJson, printTable } from './output'
@@ -46,7 +46,7 @@ export function describe (r: RelocationRecord): { percent: number, rateBytesPerS
   return { percent, rateBytesPerSec: rate, etaSec }
 }
 
-async function follow (meta: MetaStore, name: string, showBar: boolean): Promise<RelocationRecord> {
+export async function follow (meta: MetaStore, name: string, showBar: boolean): Promise<RelocationRecord> {
   const bar = showBar ? new cliProgress.SingleBar({ format: ' {bar} {percentage}% | {copied} of {planned} | {rate}/s | ETA {eta_formatted} | {state}', noTTYOutput: true, notTTYSchedule: 2000 }, cliProgress.Presets.shades_classic) : null
   let started = false
   let orphanSinceMs = 0
@@ -113,23 +113,7 @@ export function relocateCommands (program: Command): void {
           ]])
         }
         if (opts.dryRun === true) return
-        const existing = await meta.getRelocation(name)
-        if (existing !== null) {
-          if (existing.state === 'copying' || existing.state === 'flipping') throw UkaiError.busy(`disk '${name}' is already being relocated to ${existing.targetNodes.join(',')}; see 'ukai relocate status ${name}'`)
-          if (existing.state === 'cancelled' && existing.finishedAtMs === 0) throw UkaiError.busy(`disk '${name}': a cancelled relocation is still being rolled back`)
-          await meta.removeRelocation(name)
-        }
-        // Resuming a paused relocation: the targets it added still count as added, so a cancel
-        // of this run takes them back too (they hold the disk only because of the first run).
-        const carried = existing?.state === 'paused' ? existing.addedNodes.filter(n => plan.targetNodes.includes(n)) : []
-        const addedNodes = [...new Set([...plan.addedNodes, ...carried])]
-        const rec: RelocationRecord = {
-          v: 1, id: randomUUID(), disk: name, targetNodes: plan.targetNodes, dropNodes: plan.dropNodes, addedNodes,
-          rateBytesPerSec, state: 'copying', reason: '', executor: '',
-          plan: { blocks: plan.blocks, writtenBlocks: plan.writtenBlocks, bytes: plan.bytes },
-          progress: { blocks: 0, bytes: 0, updatedAtMs: Date.now() }, createdAtMs: Date.now(), finishedAtMs: 0
-        }
-        await meta.createRelocation(rec)
+        await startRelocation(meta, plan, rateBytesPerSec)
         const lease = await readLease(meta, name)
         if (opts.wait !== true && lease.holder !== null) {
           process.stdout.write(`relocation started on ${lease.holder.host} (it holds the disk's lease); follow it with 'ukai relocate status ${name}'\n`)
