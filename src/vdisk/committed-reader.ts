@@ -10,14 +10,6 @@ import { NodePool } from './node-pool'
 // Per block, the ascending epochs of its versions, as the in-sync replicas report them.
 export type VersionIndex = Map<number, number[]>
 
-// The newest epoch in `epochs` (ascending) that is <= `epoch`, or undefined.
-export function newestAtMost (epochs: readonly number[] | undefined, epoch: number): number | undefined {
-  if (epochs === undefined) return undefined
-  let found: number | undefined
-  for (const e of epochs) { if (e <= epoch) found = e; else break }
-  return found
-}
-
 // Asks every node named in the map for the disk's blocks once. A block's epochs are the union
 // over its in-sync replicas (any one of them holds every version); a block none of whose in-sync
 // replicas answered makes the whole index fail, since its versions would be unknown.
