@@ -63,7 +63,10 @@ export function diskCommands (program: Command): void {
         ['stale blocks', String(s.staleBlocks)],
         ['lease holder', s.leaseHolder === null ? '-' : `${s.leaseHolder} (epoch ${s.leaseEpoch})`],
         ['open on', s.openOn.join(', ') || '-'],
-        ['metadata', formatBytes(s.metadataBytes)]
+        ['metadata', formatBytes(s.metadataBytes)],
+        ['epoch', String(s.epoch)],
+        ['parent', s.parent === null ? '-' : `${s.parent.disk}@${s.parent.snapshot} (clone)`],
+        ['snapshots', `${s.snapshots}${s.snapshots > 0 ? `, ${s.snapshotBytes === null ? '? (a node did not answer)' : formatBytes(s.snapshotBytes)} in versions older than the head` : ''}`]
       ]
       for (const [k, v] of lines) process.stdout.write(`${k.padEnd(18)} ${v}\n`)
     })

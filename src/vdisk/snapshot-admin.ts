@@ -8,7 +8,7 @@
 // we take the lease ourselves (which fences every node), commit, and release.
 import { UkaiError, isUkaiError } from '../errors'
 import { Logger, silentLogger } from '../log'
-import { readLease } from '../meta/lease'
+import { LeaseManager, readLease } from '../meta/lease'
 import { DiskRecord, SnapshotRecord, validateDiskName, validateSnapshotName } from '../meta/schema'
 import { MetaStore } from '../meta/store'
 import { NodePool } from './node-pool'
@@ -31,7 +31,7 @@ export async function createSnapshot (ctx: AdminContext, diskName: string, snap:
     const lease = await readLease(meta, diskName)
     if (lease.holder === null) {
       try {
-        return await withDiskLease(ctx, diskName, async (disk) => await disk.commitSnapshot(snap))
+        return await commitUnderOwnLease(ctx, diskName, snap)
       } catch (err) {
         // An agent took the lease between our look and our commit: ask it instead.
         if (!isUkaiError(err, 'ZK_CONFLICT') || Date.now() >= deadline) throw err
@@ -61,6 +61,34 @@ export async function createSnapshot (ctx: AdminContext, diskName: string, snap:
     } catch (err) {
       if (!isUkaiError(err, 'NOT_FOUND')) throw err
     }
+  }
+}
+
+// Nobody writes the disk: take its lease (one transaction: fence epoch + 1, lease znode), fence
+// the nodes holding it (a writer whose session expired cannot land a write at the old epoch
+// afterwards), commit, release. Touches ZooKeeper a fixed number of times plus one pipelined
+// read of the placement (kilobytes for 1 TiB): no per-block work.
+async function commitUnderOwnLease (ctx: AdminContext, diskName: string, snap: string): Promise<SnapshotRecord> {
+  const meta = ctx.meta
+  const log = ctx.logger ?? silentLogger
+  const pool = new NodePool(meta, { host: ctx.host, site: '', logger: log })
+  const leases = new LeaseManager(meta, ctx.host, { onHandoverRequested: () => {}, onLost: () => {} }, { logger: log })
+  await pool.start()
+  try {
+    const lease = await leases.acquire(diskName)
+    try {
+      const disk = await meta.getDisk(diskName)
+      await Promise.all((await nodesOf(meta, disk)).map(async (node) => {
+        await pool.client(node).fence({ diskUuid: disk.uuid, leaseEpoch: lease.leaseEpoch }).catch((err) => log.warn({ node, err: String(err) }, 'could not fence node'))
+      }))
+      const leaseVersion = await meta.leaseVersion(diskName, lease.leaseEpoch)
+      if (leaseVersion === null) throw UkaiError.conflict(`the lease of ${diskName} moved while committing the snapshot`)
+      return await meta.commitSnapshot(disk, snap, { leaseVersion })
+    } finally {
+      await leases.release(diskName)
+    }
+  } finally {
+    pool.close()
   }
 }
 

@@ -106,6 +106,10 @@ export class VirtualDisk {
         if (record.version < this.record.version) return
         if (record.parent === null && this.chain !== null) { this.chain.close(); this.chain = null }  // flattened
         this.record = record
+        // Existing segments carry watches of their own; only a session replacement (watches
+        // gone) or a resize (new segments) needs the map read again. A snapshot commit does not.
+        const count = Math.ceil(Math.ceil(record.sizeBytes / record.blockSizeBytes) / record.segmentBlocks)
+        if (!rewatchAll && count === oldCount) return
         const all = await this.meta.loadPlacement(record, (i) => { if (rewatchAll || i >= oldCount) this.reloadSegment(i).catch(safetyCatch) })
         this.segments = all
       })
