@@ -145,9 +145,10 @@ class ImportWriter {
     }
   }
 
+  // A block that became zeros is discarded (the nodes punch the head version's hole; the base
+  // snapshot's version stays), not written as zeros: thin disks stay thin.
   async writeZeros (offset: number, length: number): Promise<void> {
-    const zeros = Buffer.alloc(Math.min(length, WRITE_CHUNK_BYTES))
-    for (let at = 0; at < length; at += zeros.length) await this.write(offset + at, zeros.subarray(0, Math.min(zeros.length, length - at)))
+    await this.window.add(async () => await this.disk.discard(offset, length))
   }
 
   async flush (): Promise<void> {
