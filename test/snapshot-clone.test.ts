@@ -5,8 +5,8 @@ import fs from 'node:fs'
 import path from 'node:path'
 import t from 'tap'
 import { startCluster } from './helpers/cluster'
-import { cliJson, runCli } from './helpers/cli'
-import { randomBytes, rng, sha256 } from './helpers/model'
+import { cliJson, cliOk, runCli } from './helpers/cli'
+import { randomWrites, rng, sha256 } from './helpers/model'
 
 const KiB = 1024
 const MiB = 1024 * KiB
@@ -14,17 +14,6 @@ const SIZE = 8 * MiB
 
 interface Disk { name: string, uuid: string, parent: null | { disk: string, snapshot: string } }
 
-function scribble (model: Buffer, rand: () => number, count: number, maxLen = 200 * KiB): Array<{ off: number, data: Buffer }> {
-  const out = []
-  for (let i = 0; i < count; i++) {
-    const len = 1 + Math.floor(rand() * maxLen)
-    const off = Math.floor(rand() * (model.length - len))
-    const data = randomBytes(rand, len)
-    data.copy(model, off)
-    out.push({ off, data })
-  }
-  return out
-}
 
 async function writeAll (file: string, ws: Array<{ off: number, data: Buffer }>): Promise<void> {
   const fh = await fs.promises.open(file, 'r+')
@@ -49,21 +38,17 @@ t.test('clones', async (t) => {
   const seed = Date.now() >>> 0
   t.comment(`seed ${seed}`)
   const rand = rng(seed)
-  const ok = async (args: string[]): Promise<string> => {
-    const r = await runCli(args, { zk })
-    t.equal(r.code, 0, `ukai ${args.join(' ')}: ${r.stderr}`)
-    return r.stdout
-  }
+  const ok = async (args: string[]): Promise<string> => await cliOk(t, args, zk)
   const hash = async (file: string): Promise<string> => sha256(await fs.promises.readFile(file))
   const disks = async (): Promise<Disk[]> => await cliJson<Disk[]>(['disk', 'list'], zk)
 
   await ok(['disk', 'create', 'gold', '--size', '8M', '--block-size', '1M', '--site', 'site-a'])
   const mp = Buffer.alloc(SIZE)
   // Leave blocks 6 and 7 unwritten in the parent: the clone must read them as zeros.
-  await writeAll(path.join(a.mountPoint, 'gold'), scribble(mp.subarray(0, 6 * MiB), rand, 30))
+  await writeAll(path.join(a.mountPoint, 'gold'), randomWrites(mp.subarray(0, 6 * MiB), rand, 30, 200 * KiB))
   await ok(['snapshot', 'create', 'gold@base'])
   const parentHead = Buffer.from(mp)
-  await writeAll(path.join(a.mountPoint, 'gold'), scribble(parentHead, rand, 10))
+  await writeAll(path.join(a.mountPoint, 'gold'), randomWrites(parentHead, rand, 10, 200 * KiB))
 
   await ok(['clone', 'gold@base', 'vm1'])
   await ok(['clone', 'gold@base', 'vm2', '--site', 'site-b'])
@@ -80,9 +65,9 @@ t.test('clones', async (t) => {
   const m1 = Buffer.from(mp)
   const m2 = Buffer.from(mp)
   t.test('copy-on-write: the clone changes, the parent does not', async (t) => {
-    const w1 = scribble(m1, rand, 20, 100 * KiB)
+    const w1 = randomWrites(m1, rand, 20, 100 * KiB)
     await writeAll(path.join(a.mountPoint, 'vm1'), w1)
-    await writeAll(path.join(b.mountPoint, 'vm2'), scribble(m2, rand, 20, 100 * KiB))
+    await writeAll(path.join(b.mountPoint, 'vm2'), randomWrites(m2, rand, 20, 100 * KiB))
     t.equal(await hash(path.join(a.mountPoint, 'vm1')), sha256(m1), 'vm1 = its model')
     t.equal(await hash(path.join(b.mountPoint, 'vm2')), sha256(m2), 'vm2 = its model')
     t.equal(await hash(path.join(a.mountPoint, '.snapshots', 'gold@base')), sha256(mp), 'parent snapshot unchanged')
@@ -102,7 +87,7 @@ t.test('clones', async (t) => {
   t.test('a snapshot of a clone reads through for blocks it never wrote', async (t) => {
     m1.copy(mSnap)  // subtests run in order, after this outer body: take the model at run time
     await ok(['snapshot', 'create', 'vm1@cs'])
-    await writeAll(path.join(a.mountPoint, 'vm1'), scribble(m1, rand, 10))
+    await writeAll(path.join(a.mountPoint, 'vm1'), randomWrites(m1, rand, 10, 200 * KiB))
     t.equal(await hash(path.join(a.mountPoint, '.snapshots', 'vm1@cs')), sha256(mSnap), 'vm1@cs = model at its commit')
     t.equal(await hash(path.join(a.mountPoint, 'vm1')), sha256(m1), 'vm1 head = model')
   })

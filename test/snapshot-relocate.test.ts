@@ -5,7 +5,7 @@ import fs from 'node:fs'
 import path from 'node:path'
 import t from 'tap'
 import { startCluster } from './helpers/cluster'
-import { cliJson, runCli } from './helpers/cli'
+import { cliJson, cliOk } from './helpers/cli'
 import { randomBytes, rng, sha256 } from './helpers/model'
 
 const KiB = 1024
@@ -20,11 +20,7 @@ t.test('relocation keeps every snapshot readable', async (t) => {
   const a = c.agent('site-a')
   const b = c.agent('site-b')
   const rand = rng(Date.now() >>> 0)
-  const ok = async (args: string[], timeoutMs?: number): Promise<string> => {
-    const r = await runCli(args, { zk, timeoutMs })
-    t.equal(r.code, 0, `ukai ${args.join(' ')}: ${r.stderr}`)
-    return r.stdout
-  }
+  const ok = async (args: string[], timeoutMs?: number): Promise<string> => await cliOk(t, args, zk, timeoutMs)
   await ok(['disk', 'create', 'mv', '--size', '8M', '--block-size', '256K', '--site', 'site-a'])
   const model = Buffer.alloc(SIZE)
   const models: Buffer[] = []

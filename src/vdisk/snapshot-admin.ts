@@ -102,11 +102,12 @@ async function nodesOf (meta: MetaStore, disk: DiskRecord): Promise<string[]> {
 export interface PruneResult { freedBytes: number, versionsRemoved: number, unreachable: string[] }
 
 // Asks every node of the disk to drop the versions no kept epoch needs (see PruneVersions).
-export async function pruneOnNodes (meta: MetaStore, pool: NodePool, disk: DiskRecord, keepEpochs: number[], dropNewer: boolean, log: Logger = silentLogger): Promise<PruneResult> {
+// `leaseEpoch`: 0 for garbage collection; the held lease's epoch for a rollback (fenced).
+export async function pruneOnNodes (meta: MetaStore, pool: NodePool, disk: DiskRecord, keepEpochs: number[], dropNewer: boolean, leaseEpoch: number, log: Logger = silentLogger): Promise<PruneResult> {
   const out: PruneResult = { freedBytes: 0, versionsRemoved: 0, unreachable: [] }
   await Promise.all((await nodesOf(meta, disk)).map(async (node) => {
     try {
-      const r = await pool.client(node).pruneVersions({ diskUuid: disk.uuid, keepEpochs, dropNewer })
+      const r = await pool.client(node).pruneVersions({ diskUuid: disk.uuid, keepEpochs, dropNewer, leaseEpoch })
       out.freedBytes += r.freedBytes
       out.versionsRemoved += r.versionsRemoved
     } catch (err) {
@@ -140,7 +141,7 @@ export async function deleteSnapshot (ctx: AdminContext, diskName: string, snap:
   const pool = new NodePool(meta, { host: ctx.host, site: '', logger: ctx.logger })
   await pool.start()
   try {
-    return { ...await pruneOnNodes(meta, pool, disk, keep, false, ctx.logger), flattened: clones.map(c => c.name) }
+    return { ...await pruneOnNodes(meta, pool, disk, keep, false, 0, ctx.logger), flattened: clones.map(c => c.name) }
   } finally {
     pool.close()
   }
@@ -170,9 +171,9 @@ export async function rollbackSnapshot (ctx: AdminContext, diskName: string, sna
   return await withDiskLease(ctx, diskName, async (disk, pool) => {
     for (const s of newer) await meta.removeSnapshot(diskName, s.name)
     const keep = [...new Set([...(await meta.listSnapshots(diskName)).map(s => s.epoch), target.epoch])]
-    const res = await pruneOnNodes(meta, pool, disk.record, keep, true, ctx.logger)
+    const res = await pruneOnNodes(meta, pool, disk.record, keep, true, disk.leaseEpoch ?? 0, ctx.logger)
     if (res.unreachable.length > 0) {
-      throw UkaiError.unavailable(`rollback of '${diskName}' to '${snap}' is incomplete: nodes ${res.unreachable.join(', ')} were unreachable; run it again when they are back`)
+      throw UkaiError.unavailable(`rollback of '${diskName}' to '${snap}' is incomplete on nodes ${res.unreachable.join(', ')} (unreachable, or another host took the lease meanwhile); run it again`)
     }
     return { ...res, destroyed: newer.map(s => s.name) }
   })
