@@ -6,7 +6,7 @@ import { readLease } from '../meta/lease'
 import { MetaStore } from '../meta/store'
 import { RelocationRunner } from '../relocate/runner'
 import { Agent } from '../vdisk/agent'
-import { mountAgent, unmountFuse } from '../vdisk/fuse-adapter'
+import { checkMountOptions, mountAgent, unmountFuse } from '../vdisk/fuse-adapter'
 import { RttMonitor } from '../vdisk/rtt-monitor'
 
 export interface MountOptions {
@@ -28,6 +28,7 @@ export interface RunningMount { agent: Agent, stop: () => Promise<void> }
 export async function runMount (opts: MountOptions): Promise<RunningMount> {
   validateId(opts.host, 'host name')
   validateId(opts.site, 'site')
+  checkMountOptions({ allowOther: opts.allowOther })
   const meta = await MetaStore.connect(opts.zk, { logger: opts.logger, sessionTimeoutMs: opts.zkSessionTimeoutMs })
   let runner: RelocationRunner | null = null
   const agent = new Agent({

@@ -204,6 +204,11 @@ export class MetaStore {
     await this.zk.multi(ops)
   }
 
+  // Replaces the record if it is still at `recVersion` (else ZK_CONFLICT); returns the new version.
+  async setDiskRecord (rec: DiskRecord, recVersion: number): Promise<number> {
+    return (await this.zk.set(paths.disk(rec.name), encodeJson(rec), recVersion)).version
+  }
+
   async removeDisk (name: string): Promise<void> {
     const segs = await this.zk.children(paths.segments(name))
     const opens = await this.zk.children(paths.opens(name))

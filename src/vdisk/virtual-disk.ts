@@ -104,6 +104,12 @@ export class VirtualDisk {
     }
   }
 
+  // Owner, mode and xattrs changed here: seen at once, without waiting for the watch's reload
+  // (which brings the rest of the record, and the placement along with it).
+  adoptFileAttrs (rec: DiskRecord): void {
+    this.record = { ...this.record, file: rec.file, xattrs: rec.xattrs }
+  }
+
   async reloadSegment (index: number): Promise<void> {
     if (this.closed) return
     await this.withMapLock(async () => {
