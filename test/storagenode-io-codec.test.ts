@@ -13,8 +13,8 @@ const BIG = 2 ** 53 - 1
 const data = Buffer.from(Array.from({ length: 70_000 }, (_, i) => i % 251))
 
 const requests: IoRequestOut[] = [
-  { id: 1, read: { diskUuid: 'd-1', block: 0, epoch: 0, offset: 0, length: 0 } },
-  { id: BIG, read: { diskUuid: 'disk_ü', block: BIG, epoch: 2 ** 40, offset: 127, length: 128 } },
+  { id: 1, read: { diskUuid: 'd-1', block: 0, epoch: 0, offset: 0, length: 0, absentMode: 0 } },
+  { id: BIG, read: { diskUuid: 'disk_ü', block: BIG, epoch: 2 ** 40, offset: 127, length: 128, absentMode: 1 } },
   { id: 300, write: { diskUuid: 'x', block: 7, epoch: 1, offset: 4096, data, leaseEpoch: 9 } },
   { id: 2, write: { diskUuid: 'x', block: 0, epoch: 0, offset: 0, data: Buffer.alloc(0), leaseEpoch: 0 } },
   { id: 3, flush: { diskUuid: 'abc', leaseEpoch: 2 ** 33 } },

@@ -78,8 +78,9 @@ export function diskCommands (program: Command): void {
 
   disk.command('delete <name>')
     .description('delete a disk that no one has open, and its blocks on the storage nodes')
-    .action(async (name: string, _opts, cmd: Command) => {
-      const res = await withMeta(cmd, meta => deleteDisk(meta, name))
+    .option('--with-snapshots', 'also delete its snapshots (refused without it when it has any; a disk with clones is never deleted)')
+    .action(async (name: string, opts, cmd: Command) => {
+      const res = await withMeta(cmd, meta => deleteDisk(meta, name, { withSnapshots: opts.withSnapshots === true }))
       process.stdout.write(`deleted disk ${name}\n`)
       if (res.orphanedOn.length > 0) process.stderr.write(`ukai: warning: nodes ${res.orphanedOn.join(', ')} were unreachable; their copies of the blocks remain until cleaned\n`)
     })

@@ -3,9 +3,13 @@ import { Command } from 'commander'
 import { daemonCommands } from './daemon-commands'
 import { devCommands } from './dev-commands'
 import { diskCommands } from './disk-commands'
+import { exportCommands } from './export-commands'
+import { libvirtCommands } from './libvirt-commands'
+import { migrationCommands } from './migration-commands'
 import { nodeCommands } from './node-commands'
 import { relocateCommands } from './relocate-commands'
 import { siteCommands } from './site-commands'
+import { snapshotCommands } from './snapshot-commands'
 import { topCommand } from './top'
 import { exitCodeFor, reportError } from './output'
 
@@ -22,6 +26,10 @@ export function buildProgram (): Command {
   siteCommands(program)
   topCommand(program)
   relocateCommands(program)
+  snapshotCommands(program)
+  exportCommands(program)
+  migrationCommands(program)
+  libvirtCommands(program)
   daemonCommands(program)
   devCommands(program)
   return program

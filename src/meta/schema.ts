@@ -13,6 +13,8 @@
 // /ukai/disks/<name>/opens/<host>       ephemeral: that host has the disk file open
 // /ukai/disks/<name>/segments/<i>       placement segment i (binary, run-length encoded)
 // /ukai/disks/<name>/relocation         RelocationRecord: the plan and progress of a relocation
+// /ukai/disks/<name>/snapshots/<snap>   SnapshotRecord: a committed, immutable epoch of the disk
+// /ukai/disks/<name>/snapshot-request   SnapshotRequest, ephemeral: commit a snapshot (the lease holder does)
 // /ukai/rtt/<host>                      RttReport, ephemeral: round trips from that host to nodes
 import { crc32 } from 'node:zlib'
 import { UkaiError } from '../errors'
@@ -40,6 +42,9 @@ export const paths = {
   segments: (name: string) => `${ROOT}/disks/${name}/segments`,
   segment: (name: string, index: number) => `${ROOT}/disks/${name}/segments/${index}`,
   relocation: (name: string) => `${ROOT}/disks/${name}/relocation`,
+  snapshots: (name: string) => `${ROOT}/disks/${name}/snapshots`,
+  snapshot: (name: string, snap: string) => `${ROOT}/disks/${name}/snapshots/${snap}`,
+  snapshotRequest: (name: string) => `${ROOT}/disks/${name}/snapshot-request`,
   rtts: `${ROOT}/rtt`,
   rtt: (host: string) => `${ROOT}/rtt/${host}`
 }
@@ -120,6 +125,24 @@ export interface RelocationRecord {
   finishedAtMs: number
 }
 
+// A committed snapshot: the disk's state at `epoch` (per block, the newest version with epoch
+// <= `epoch`). Versions at or below it are never written again.
+export interface SnapshotRecord {
+  v: 1
+  disk: string
+  name: string
+  epoch: number
+  sizeBytes: number
+  blockSizeBytes: number
+  createdAtMs: number
+  // Where the content was first committed, when that was another disk (an imported export
+  // stream): lets an incremental stream check its base across clusters. Absent: this disk, `epoch`.
+  origin?: { diskUuid: string, epoch: number }
+}
+// Asks the disk's lease holder to commit a snapshot; it answers by creating the SnapshotRecord
+// and removing the request in one transaction, or by setting `error` (nothing committed).
+export interface SnapshotRequest { v: 1, snapshot: string, host: string, requestedAtMs: number, error?: string }
+
 export function encodeJson<T extends { v: number }> (value: T): Buffer {
   return Buffer.from(JSON.stringify(value))
 }
@@ -142,6 +165,23 @@ export function validateDiskName (name: string): void {
     throw UkaiError.badArgument(`bad disk name '${name}': use 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit`)
   }
 }
+export function validateSnapshotName (name: string): void {
+  if (!NAME_RE.test(name)) {
+    throw UkaiError.badArgument(`bad snapshot name '${name}': use 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit`)
+  }
+}
+export interface SnapshotRef { disk: string, snapshot: string }
+// 'DISK@NAME' -> { disk, snapshot }, both validated.
+export function parseSnapshotRef (ref: string): SnapshotRef {
+  const at = ref.indexOf('@')
+  if (at < 0 || ref.indexOf('@', at + 1) >= 0) throw UkaiError.badArgument(`bad snapshot reference '${ref}': expected DISK@SNAPSHOT`)
+  const disk = ref.slice(0, at)
+  const snapshot = ref.slice(at + 1)
+  validateDiskName(disk)
+  validateSnapshotName(snapshot)
+  return { disk, snapshot }
+}
+export function formatSnapshotRef (ref: SnapshotRef): string { return `${ref.disk}@${ref.snapshot}` }
 export function validateId (id: string, what: string): void {
   if (!NAME_RE.test(id)) throw UkaiError.badArgument(`bad ${what} '${id}': use 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit`)
 }

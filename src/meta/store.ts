@@ -4,8 +4,8 @@ import { UkaiError, safetyCatch } from '../errors'
 import { Logger, silentLogger } from '../log'
 import { PlacementSegment } from './placement'
 import {
-  AgentAlive, AgentRecord, BASE_DIRS, ClusterConfig, DEFAULT_CONFIG, DiskRecord, FenceRecord, NodeAlive, NodeRecord, RelocationRecord, RttReport,
-  decodeJson, decodeSegment, encodeJson, encodeSegment, paths
+  AgentAlive, AgentRecord, BASE_DIRS, ClusterConfig, DEFAULT_CONFIG, DiskRecord, FenceRecord, NodeAlive, LeaseRecord, NodeRecord, RelocationRecord, RttReport,
+  SnapshotRecord, SnapshotRequest, decodeJson, decodeSegment, encodeJson, encodeSegment, paths
 } from './schema'
 import { Watcher, ZkClient, ZkOp } from './zk-client'
 
@@ -161,6 +161,7 @@ export class MetaStore {
       { op: 'create', path: paths.fence(rec.name), data: encodeJson({ v: 1, leaseEpoch: 0 } satisfies FenceRecord) },
       { op: 'create', path: paths.opens(rec.name), data: Buffer.alloc(0) },
       { op: 'create', path: paths.segments(rec.name), data: Buffer.alloc(0) },
+      { op: 'create', path: paths.snapshots(rec.name), data: Buffer.alloc(0) },
       ...segments.map((s): ZkOp => ({ op: 'create', path: paths.segment(rec.name, s.index), data: encodeSegment(s) }))
     ]
     try {
@@ -209,14 +210,19 @@ export class MetaStore {
     return (await this.zk.set(paths.disk(rec.name), encodeJson(rec), recVersion)).version
   }
 
+  // Removes the disk's metadata, its snapshot records included (the caller decides whether
+  // snapshots and clones allow it).
   async removeDisk (name: string): Promise<void> {
     const segs = await this.zk.children(paths.segments(name))
+    const snaps = await this.snapshotNames(name)
     const opens = await this.zk.children(paths.opens(name))
     if (opens.length > 0) throw UkaiError.busy(`disk '${name}' is open on ${opens.join(', ')}; close it first`)
     if (await this.zk.exists(paths.lease(name)) !== null) throw UkaiError.busy(`disk '${name}' is open for write; close it first`)
     const ops: ZkOp[] = [
       ...segs.map((i): ZkOp => ({ op: 'remove', path: paths.segment(name, Number(i)) })),
       { op: 'remove', path: paths.segments(name) },
+      ...snaps.map((snap): ZkOp => ({ op: 'remove', path: paths.snapshot(name, snap) })),
+      ...(await this.zk.exists(paths.snapshots(name)) !== null ? [{ op: 'remove', path: paths.snapshots(name) } as ZkOp] : []),
       ...(await this.zk.exists(paths.relocation(name)) !== null ? [{ op: 'remove', path: paths.relocation(name) } as ZkOp] : []),
       { op: 'remove', path: paths.opens(name) },
       { op: 'remove', path: paths.fence(name) },
@@ -233,6 +239,109 @@ export class MetaStore {
 
   async listOpens (name: string): Promise<string[]> {
     return await this.zk.children(paths.opens(name))
+  }
+
+  // --- snapshots ----------------------------------------------------------------------------
+
+  // Snapshot names of a disk; [] for a disk created before snapshots existed.
+  private async snapshotNames (disk: string, watch?: Watcher): Promise<string[]> {
+    try {
+      return await this.zk.children(paths.snapshots(disk), watch)
+    } catch (err) {
+      if ((err as UkaiError).code !== 'NOT_FOUND') throw err
+      if (await this.zk.exists(paths.disk(disk)) === null) throw UkaiError.notFound(`unknown disk '${disk}'`)
+      return []
+    }
+  }
+
+  // The disk's snapshots, oldest (lowest epoch) first. NOT_FOUND for an unknown disk.
+  async listSnapshots (disk: string, watch?: Watcher): Promise<SnapshotRecord[]> {
+    const out: SnapshotRecord[] = []
+    for (const snap of await this.snapshotNames(disk, watch)) {
+      const got = await this.zk.getOrNull(paths.snapshot(disk, snap))
+      if (got !== null) out.push(decodeJson<SnapshotRecord>(got.data, `snapshot ${disk}@${snap}`))
+    }
+    return out.sort((a, b) => a.epoch - b.epoch)
+  }
+
+  async getSnapshot (disk: string, snap: string): Promise<SnapshotRecord> {
+    const got = await this.zk.getOrNull(paths.snapshot(disk, snap))
+    if (got === null) {
+      if (await this.zk.exists(paths.disk(disk)) === null) throw UkaiError.notFound(`unknown disk '${disk}'`)
+      throw UkaiError.notFound(`disk '${disk}' has no snapshot '${snap}' (see 'ukai snapshot list ${disk}')`)
+    }
+    return decodeJson<SnapshotRecord>(got.data, `snapshot ${disk}@${snap}`)
+  }
+
+  // The commit, one transaction: snapshot record at the disk's current epoch, disk epoch + 1 —
+  // conditional on the disk record version read and on the lease znode the committer holds
+  // (so nobody else can be writing at the old epoch), and removing the request it answers.
+  async commitSnapshot (disk: DiskRecord & { version: number }, snap: string, opts: { leaseVersion: number, requestVersion?: number, origin?: SnapshotRecord['origin'] }): Promise<SnapshotRecord> {
+    const rec: SnapshotRecord = { v: 1, disk: disk.name, name: snap, epoch: disk.epoch, sizeBytes: disk.sizeBytes, blockSizeBytes: disk.blockSizeBytes, createdAtMs: Date.now() }
+    if (opts.origin !== undefined) rec.origin = opts.origin
+    const next: DiskRecord = { ...disk, epoch: disk.epoch + 1 }
+    delete (next as Partial<DiskRecord & { version: number }>).version
+    const ops: ZkOp[] = [
+      { op: 'check', path: paths.lease(disk.name), version: opts.leaseVersion },
+      { op: 'set', path: paths.disk(disk.name), data: encodeJson(next), version: disk.version },
+      ...(await this.zk.exists(paths.snapshots(disk.name)) === null ? [{ op: 'create', path: paths.snapshots(disk.name), data: Buffer.alloc(0) } as ZkOp] : []),
+      { op: 'create', path: paths.snapshot(disk.name, snap), data: encodeJson(rec) },
+      ...(opts.requestVersion !== undefined ? [{ op: 'remove', path: paths.snapshotRequest(disk.name), version: opts.requestVersion } as ZkOp] : [])
+    ]
+    try {
+      await this.zk.multi(ops)
+    } catch (err) {
+      if ((err as UkaiError).code === 'ALREADY_EXISTS') throw UkaiError.alreadyExists(`disk '${disk.name}' already has a snapshot '${snap}'`)
+      throw err
+    }
+    return rec
+  }
+
+  async removeSnapshot (disk: string, snap: string): Promise<void> {
+    try {
+      await this.zk.remove(paths.snapshot(disk, snap))
+    } catch (err) {
+      if ((err as UkaiError).code === 'NOT_FOUND') throw UkaiError.notFound(`disk '${disk}' has no snapshot '${snap}'`)
+      throw err
+    }
+  }
+
+  // Disks cloned from `disk` (from one snapshot of it when given).
+  async listClones (disk: string, snapshot?: string): Promise<DiskRecord[]> {
+    return (await this.listDisks()).filter(d => d.parent !== null && d.parent.disk === disk && (snapshot === undefined || d.parent.snapshot === snapshot))
+  }
+
+  // The lease znode's version when it carries `leaseEpoch` (we hold it), else null.
+  async leaseVersion (disk: string, leaseEpoch: number): Promise<number | null> {
+    const got = await this.zk.getOrNull(paths.lease(disk))
+    if (got === null || decodeJson<LeaseRecord>(got.data, `lease of ${disk}`).leaseEpoch !== leaseEpoch) return null
+    return got.stat.version
+  }
+
+  async getSnapshotRequest (disk: string, watch?: Watcher): Promise<(SnapshotRequest & { version: number }) | null> {
+    const got = await this.zk.getOrNull(paths.snapshotRequest(disk), watch)
+    return got === null ? null : { ...decodeJson<SnapshotRequest>(got.data, `snapshot request of ${disk}`), version: got.stat.version }
+  }
+
+  // Ephemeral: a request whose CLI died disappears with its session.
+  async createSnapshotRequest (disk: string, req: SnapshotRequest): Promise<void> {
+    try {
+      await this.zk.create(paths.snapshotRequest(disk), encodeJson(req), { ephemeral: true })
+    } catch (err) {
+      if ((err as UkaiError).code === 'ALREADY_EXISTS') throw UkaiError.busy(`a snapshot of disk '${disk}' is being taken right now; try again`)
+      if ((err as UkaiError).code === 'NOT_FOUND') throw UkaiError.notFound(`unknown disk '${disk}'`)
+      throw err
+    }
+  }
+
+  // The holder refuses a request: it stays (the requester removes it) and carries the reason.
+  async failSnapshotRequest (disk: string, req: SnapshotRequest & { version: number }, error: string): Promise<void> {
+    const { version, ...rest } = req
+    await this.zk.set(paths.snapshotRequest(disk), encodeJson({ ...rest, error }), version)
+  }
+
+  async removeSnapshotRequest (disk: string): Promise<void> {
+    await this.zk.remove(paths.snapshotRequest(disk)).catch((err) => { if ((err as UkaiError).code !== 'NOT_FOUND') throw err })
   }
 
   // --- relocation and round trips -----------------------------------------------------------

@@ -10,7 +10,7 @@ import { StorageClient } from './client'
 export const PULL_CHUNK_BYTES = 1024 * 1024
 const PAGE_BYTES = 4096
 
-function allZero (b: Buffer): boolean {
+export function allZero (b: Buffer): boolean {
   for (let i = 0; i < b.length; i++) if (b[i] !== 0) return false
   return true
 }
@@ -28,7 +28,7 @@ function dataRuns (data: Buffer): Array<{ start: number, end: number }> {
   return runs
 }
 
-export async function pullBlock (store: BlockStore, source: StorageClient, req: { diskUuid: string, block: number, leaseEpoch: number }): Promise<number> {
+export async function pullBlock (store: BlockStore, source: StorageClient, req: { diskUuid: string, block: number, leaseEpoch: number, probe?: boolean }): Promise<number> {
   const versions = (await source.blockInfo({ diskUuid: req.diskUuid, block: req.block })).sort((a, b) => a.epoch - b.epoch)
   const chunks: Array<{ epoch: number, offset: number, length: number, first: boolean }> = []
   for (const v of versions) {
@@ -47,6 +47,7 @@ export async function pullBlock (store: BlockStore, source: StorageClient, req: 
       next = read(i + 1)
       const c = chunks[i]
       if (data.length !== c.length) throw UkaiError.io(`pull of block ${req.block}: source returned ${data.length} of ${c.length} bytes`)
+      if (req.probe === true) { written += data.length; continue }
       if (c.first) await store.discard(req.diskUuid, req.block, c.epoch, 0, MAX_BLOCK_BYTES, req.leaseEpoch)
       for (const r of dataRuns(data)) {
         await store.write(req.diskUuid, req.block, c.epoch, c.offset + r.start, data.subarray(r.start, r.end), req.leaseEpoch)

@@ -103,10 +103,13 @@ export class BlockStore {
 
   // ---- data path ----
 
-  async read (uuid: string, block: number, epoch: number, offset: number, length: number): Promise<Buffer> {
+  // With `absentNotFound`, a block with no version <= epoch is NOT_FOUND instead of zeros (a
+  // clone's reader then asks the parent).
+  async read (uuid: string, block: number, epoch: number, offset: number, length: number, absentNotFound = false): Promise<Buffer> {
     checkUuid(uuid); checkIndex('block', block); checkIndex('epoch', epoch); checkRange(offset, length, MAX_IO_BYTES)
     const disk = this.disks.get(uuid)
     const found = disk === undefined ? undefined : newestAtMost(disk.versions.get(block), epoch)
+    if (found === undefined && absentNotFound) throw UkaiError.notFound(`storage node ${this.nodeId}: block ${block} of ${uuid} has no version <= ${epoch}`)
     if (disk === undefined || found === undefined || length === 0) return Buffer.alloc(length)
     const lease = await this.files.acquire(versionPath(disk, block, found))
     try {
@@ -201,6 +204,10 @@ export class BlockStore {
     return out
   }
 
+  hasVersions (uuid: string, block: number): boolean {
+    return (this.disks.get(uuid)?.versions.get(block)?.length ?? 0) > 0
+  }
+
   listBlocks (uuid: string): BlockEpochList[] {
     checkUuid(uuid)
     const disk = this.disks.get(uuid)
@@ -243,6 +250,70 @@ export class BlockStore {
     }
     if (freed > 0 || blocks.length > 0) await this.syncDir(disk.dir).catch(() => {})
     return freed
+  }
+
+  // Drops every version no kept epoch needs: version v of a block stays iff v is the newest
+  // version <= k for some k in `keepEpochs`, or (unless `dropNewer`) v > max(keepEpochs) — a
+  // write at a head newer than the caller knew. Versions being created are never touched.
+  async pruneVersions (uuid: string, keepEpochs: number[], dropNewer: boolean): Promise<{ freedBytes: number, versionsRemoved: number }> {
+    checkUuid(uuid)
+    for (const k of keepEpochs) checkIndex('kept epoch', k)
+    if (keepEpochs.length === 0) throw UkaiError.badArgument('pruneVersions needs at least one kept epoch (the head)')
+    const disk = this.disks.get(uuid)
+    if (disk === undefined) return { freedBytes: 0, versionsRemoved: 0 }
+    await this.reconcile()  // so the freed count is real allocation, not estimates
+    const maxKeep = Math.max(...keepEpochs)
+    let freedBytes = 0
+    let versionsRemoved = 0
+    for (const [block, epochs] of [...disk.versions]) {
+      const needed = new Set<number>()
+      for (const k of keepEpochs) { const v = newestAtMost(epochs, k); if (v !== undefined) needed.add(v) }
+      for (const v of [...epochs]) {
+        if (needed.has(v) || (v > maxKeep && !dropNewer) || disk.creating.has(`${block}.${v}`)) continue
+        freedBytes += await this.removeVersion(disk, block, v)
+        versionsRemoved++
+      }
+    }
+    if (versionsRemoved > 0) await this.syncDir(disk.dir).catch(() => {})
+    return { freedBytes, versionsRemoved }
+  }
+
+  // Copy-on-write of a clone's block from a base disk on this node: if (uuid, block) has no
+  // version, version `epoch` becomes a copy of the newest version <= baseEpoch of (baseUuid,
+  // block). 'present' when the block had a version already, 'absent' when the base has none.
+  async copyBase (uuid: string, block: number, epoch: number, baseUuid: string, baseEpoch: number, leaseEpoch: number): Promise<'present' | 'copied' | 'absent'> {
+    checkUuid(uuid); checkUuid(baseUuid); checkIndex('block', block); checkIndex('epoch', epoch); checkIndex('base epoch', baseEpoch)
+    const disk = this.diskFor(uuid)
+    const durable = this.admit(disk, leaseEpoch)
+    if ((disk.versions.get(block)?.length ?? 0) > 0 || disk.creating.size > 0 && [...disk.creating.keys()].some(k => k.startsWith(`${block}.`))) return 'present'
+    const base = this.disks.get(baseUuid)
+    const from = base === undefined ? undefined : newestAtMost(base.versions.get(block), baseEpoch)
+    if (base === undefined || from === undefined) return 'absent'
+    const key = `${block}.${epoch}`
+    const op = (async () => {
+      await this.ensureDiskDir(disk)
+      const src = versionPath(base, block, from)
+      const file = versionPath(disk, block, epoch)
+      const costBytes = (this.allocBytes.get(src) ?? 0) + (this.unsettledBytes.get(src) ?? 0)
+      await this.reserve(costBytes)
+      try {
+        const tmp = file + '.tmp'
+        await cloneSparse(src, tmp)
+        await fsp.rename(tmp, file)
+        this.setAlloc(file, (await fsp.stat(file)).blocks * 512)
+      } catch (err) {
+        throw this.translate(err, `copy ${baseUuid} block ${block}.${from} to clone ${uuid} epoch ${epoch}`)
+      } finally {
+        this.reservedBytes -= costBytes
+      }
+      disk.dirty.add(file)
+      disk.dirDirty = true
+      insertSorted(disk.versions, block, epoch)
+    })().finally(() => disk.creating.delete(key))
+    disk.creating.set(key, op)
+    await this.track(disk, op)
+    await durable
+    return 'copied'
   }
 
   async stat (): Promise<StoreStat> {

@@ -5,8 +5,8 @@
 import * as grpc from '@grpc/grpc-js'
 import { UkaiError, UkaiErrorCode } from '../errors'
 import {
-  BlockEpochs, BlockVersion, ERROR_CODE_METADATA_KEY, IoRequestOut, IoResponse, MAX_IO_BYTES,
-  MAX_MESSAGE_BYTES, StatResponse, storageService
+  BlockEpochs, BlockVersion, CopyBaseRequest, CopyBaseResponse, ERROR_CODE_METADATA_KEY, IoRequestOut, IoResponse, MAX_IO_BYTES,
+  MAX_MESSAGE_BYTES, PullBlockRequest, StatResponse, storageService
 } from './wire'
 
 // A pull copies a whole block (up to 64 MiB, every version), possibly across a slow link.
@@ -30,7 +30,7 @@ export interface StorageClientOptions {
 }
 
 export interface BlockRef { diskUuid: string, block: number, epoch: number }
-export interface ReadArgs extends BlockRef { offset: number, length: number }
+export interface ReadArgs extends BlockRef { offset: number, length: number, absentNotFound?: boolean }
 export interface WriteArgs extends BlockRef { offset: number, data: Buffer, leaseEpoch: number }
 export interface DiscardArgs extends BlockRef { offset: number, length: number, leaseEpoch: number }
 export interface FlushArgs { diskUuid: string, leaseEpoch: number }
@@ -99,7 +99,7 @@ export class StorageClient {
   get queued (): number { return this.queue.length }
 
   async read (a: ReadArgs): Promise<Buffer> {
-    const r = await this.io({ id: 0, read: { diskUuid: a.diskUuid, block: a.block, epoch: a.epoch, offset: a.offset, length: a.length } })
+    const r = await this.io({ id: 0, read: { diskUuid: a.diskUuid, block: a.block, epoch: a.epoch, offset: a.offset, length: a.length, absentMode: a.absentNotFound === true ? 1 : 0 } })
     if (r.data.length !== a.length) throw UkaiError.io(`${this.nodeId}: read returned ${r.data.length} bytes, ${a.length} requested`)
     return r.data
   }
@@ -143,8 +143,20 @@ export class StorageClient {
 
   // Asks this node to pull a block's versions from another node (node-to-node copy).
   // Its deadline covers a whole block at WAN speed, not one small request.
-  async pullBlock (a: { diskUuid: string, block: number, sourceNode: string, sourceAddress: string, leaseEpoch: number }, timeoutMs = PULL_TIMEOUT_MS): Promise<number> {
+  // With `probe` the node only reads the block from the source (a link measurement): it returns
+  // the bytes read and stores nothing.
+  async pullBlock (a: PullBlockRequest, timeoutMs = PULL_TIMEOUT_MS): Promise<number> {
     return (await this.unary<{ bytes: number }>('PullBlock', a, timeoutMs)).bytes
+  }
+
+  // Drops the disk's versions that no kept epoch needs (see the .proto); returns what it freed.
+  async pruneVersions (a: { diskUuid: string, keepEpochs: number[], dropNewer: boolean }): Promise<{ freedBytes: number, versionsRemoved: number }> {
+    return await this.unary<{ freedBytes: number, versionsRemoved: number }>('PruneVersions', a, PULL_TIMEOUT_MS)
+  }
+
+  // Copy-on-write of a clone's block from its parent (locally or pulled from sourceNode).
+  async copyBase (a: CopyBaseRequest): Promise<CopyBaseResponse> {
+    return await this.unary<CopyBaseResponse>('CopyBase', a, PULL_TIMEOUT_MS)
   }
 
   async stat (): Promise<StatResponse> {

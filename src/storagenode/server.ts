@@ -9,6 +9,7 @@ import type { Socket } from 'node:net'
 import * as grpc from '@grpc/grpc-js'
 import { UkaiError, UkaiErrorCode, isUkaiError } from '../errors'
 import { Logger, silentLogger } from '../log'
+import { copyBaseFromPeer } from './base-copy'
 import { pullBlock } from './block-pull'
 import { StorageClient } from './client'
 import { BlockStore } from './block-store'
@@ -98,7 +99,7 @@ export async function startStorageServer (opts: StorageServerOptions): Promise<S
       switch (req.op) {
         case 'read': {
           const r = req.read as NonNullable<IoRequestIn['read']>
-          const data = await store.read(r.diskUuid, r.block, r.epoch, r.offset, r.length)
+          const data = await store.read(r.diskUuid, r.block, r.epoch, r.offset, r.length, r.absentMode === 1)
           counters.bytesRead += data.length
           return { id, code: '', message: '', data }
         }
@@ -184,6 +185,14 @@ export async function startStorageServer (opts: StorageServerOptions): Promise<S
     PullBlock: unary('pull block', async (r) => {
       const address = opts.peerAddresses?.[r.sourceNode] ?? r.sourceAddress
       return { bytes: await pullBlock(store, peer(r.sourceNode, address), r) }
+    }),
+    PruneVersions: unary('prune versions', async (r) => await store.pruneVersions(r.diskUuid, r.keepEpochs, r.dropNewer)),
+    CopyBase: unary('copy base', async (r) => {
+      if (r.sourceNode === '' || r.sourceNode === opts.nodeId) {
+        const result = await store.copyBase(r.diskUuid, r.block, r.epoch, r.baseUuid, r.baseEpoch, r.leaseEpoch)
+        return { result, bytes: 0 }
+      }
+      return await copyBaseFromPeer(store, peer(r.sourceNode, opts.peerAddresses?.[r.sourceNode] ?? r.sourceAddress), r)
     })
   }
 

@@ -13,7 +13,8 @@ export const MAX_IO_BYTES = 4 * 1024 * 1024
 // Name of the trailer that carries the UkaiError code of a failed unary call.
 export const ERROR_CODE_METADATA_KEY = 'ukai-code'
 
-export interface ReadOp { diskUuid: string, block: number, epoch: number, offset: number, length: number }
+// absentMode 1: NOT_FOUND instead of zeros when the block has no version <= epoch.
+export interface ReadOp { diskUuid: string, block: number, epoch: number, offset: number, length: number, absentMode?: number }
 export interface WriteOp { diskUuid: string, block: number, epoch: number, offset: number, data: Buffer, leaseEpoch: number }
 export interface FlushOp { diskUuid: string, leaseEpoch: number }
 export interface DiscardOp { diskUuid: string, block: number, epoch: number, offset: number, length: number, leaseEpoch: number }
@@ -49,8 +50,13 @@ export interface DeleteDiskRequest { diskUuid: string }
 export interface DeleteDiskResponse { freedBytes: number }
 export interface DeleteBlocksRequest { diskUuid: string, blocks: number[] }
 export interface DeleteBlocksResponse { freedBytes: number }
-export interface PullBlockRequest { diskUuid: string, block: number, sourceNode: string, sourceAddress: string, leaseEpoch: number }
+export interface PullBlockRequest { diskUuid: string, block: number, sourceNode: string, sourceAddress: string, leaseEpoch: number, probe?: boolean }
 export interface PullBlockResponse { bytes: number }
+export interface PruneVersionsRequest { diskUuid: string, keepEpochs: number[], dropNewer: boolean }
+export interface PruneVersionsResponse { freedBytes: number, versionsRemoved: number }
+export interface CopyBaseRequest { diskUuid: string, block: number, epoch: number, baseUuid: string, baseEpoch: number, sourceNode: string, sourceAddress: string, leaseEpoch: number }
+export type CopyBaseResult = 'present' | 'copied' | 'absent'
+export interface CopyBaseResponse { result: CopyBaseResult, bytes: number }
 export type StatRequest = Record<string, never>
 export interface StatResponse { nodeId: string, capacityBytes: number, usedBytes: number, freeBytes: number }
 
@@ -64,6 +70,8 @@ export interface StorageHandlers extends grpc.UntypedServiceImplementation {
   DeleteBlocks: grpc.handleUnaryCall<DeleteBlocksRequest, DeleteBlocksResponse>
   Stat: grpc.handleUnaryCall<StatRequest, StatResponse>
   PullBlock: grpc.handleUnaryCall<PullBlockRequest, PullBlockResponse>
+  PruneVersions: grpc.handleUnaryCall<PruneVersionsRequest, PruneVersionsResponse>
+  CopyBase: grpc.handleUnaryCall<CopyBaseRequest, CopyBaseResponse>
 }
 
 export const PROTO_RELATIVE_PATH = path.join('proto', 'ukai', 'storage', 'v1', 'storage.proto')
@@ -159,7 +167,7 @@ export function encodeIoRequest (req: IoRequestOut): Buffer {
   let data: Buffer = EMPTY  // WriteOp.data, field 5
   if ('read' in req) {
     const r = req.read
-    field = 2; uuid = Buffer.from(r.diskUuid); nums = [r.block, r.epoch, r.offset, r.length]
+    field = 2; uuid = Buffer.from(r.diskUuid); nums = [r.block, r.epoch, r.offset, r.length, r.absentMode ?? 0]
   } else if ('write' in req) {
     const w = req.write
     field = 3; uuid = Buffer.from(w.diskUuid); nums = [w.block, w.epoch, w.offset, 0, w.leaseEpoch]; data = w.data
@@ -240,10 +248,9 @@ type OpFields = Record<string, unknown> & { diskUuid: string }
 function decodeOp (inp: In, start: number, end: number, op: typeof OPS[number]): OpFields {
   const names: Record<number, string> = op === 'flush'
     ? { 2: 'leaseEpoch' }
-    : { 2: 'block', 3: 'epoch', 4: 'offset', 5: op === 'write' ? 'data' : 'length', 6: 'leaseEpoch' }
+    : { 2: 'block', 3: 'epoch', 4: 'offset', 5: op === 'write' ? 'data' : 'length', 6: op === 'read' ? 'absentMode' : 'leaseEpoch' }
   const o: OpFields = { diskUuid: '' }
   for (const n of Object.values(names)) o[n] = n === 'data' ? EMPTY : 0
-  if (op === 'read') delete o.leaseEpoch
   const r = new In(inp.buf, start, end)
   while (r.more) {
     const tag = r.varint()

@@ -3,11 +3,12 @@
 import { UkaiError, isUkaiError, safetyCatch } from '../errors'
 import { Logger, silentLogger } from '../log'
 import { LeaseManager } from '../meta/lease'
-import { DiskFileOwner, DiskIoCounters, DiskRecord, OpenRecord, encodeJson, paths, validateDiskName } from '../meta/schema'
+import { DiskFileOwner, DiskIoCounters, DiskRecord, OpenRecord, SnapshotRecord, encodeJson, formatSnapshotRef, parseSnapshotRef, paths, validateDiskName } from '../meta/schema'
 import { MetaStore } from '../meta/store'
 import { createDisk, deleteDisk, resizeDisk } from './disk-admin'
 import { VersionedDiskRecord, getXattr, ownerOf, updateDiskRecord, withMode, withOwner, withXattr, withoutXattr, xattrNames } from './disk-file-attrs'
 import { NodePool } from './node-pool'
+import { SnapshotImage } from './snapshot-image'
 import { VirtualDisk } from './virtual-disk'
 
 export interface AgentOptions {
@@ -56,7 +57,9 @@ export class Agent {
   readonly defaultOwner: DiskFileOwner = { uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0, mode: 0o660 }
   private readonly open = new Map<string, OpenDisk>()
   private opening = new Map<string, Promise<OpenDisk>>()
-  private readonly handles = new Map<number, { name: string, writable: boolean }>()
+  private readonly handles = new Map<number, { name: string, writable: boolean, image?: SnapshotImage }>()
+  // Snapshots per disk, kept current through watches: the read-only `.snapshots` directory.
+  private snapshots = new Map<string, SnapshotRecord[]>()
   private nextFh = 1
   private readonly ioTotals = new Map<string, DiskIoCounters>()
   private closed = false
@@ -107,11 +110,23 @@ export class Agent {
       if (known !== undefined) { next.set(name, known); return }
       try {
         next.set(name, await this.meta.getDisk(name, () => { this.refreshDisk(name).catch(safetyCatch) }))
+        await this.refreshSnapshots(name)
       } catch (err) {
         if (!isUkaiError(err, 'NOT_FOUND')) throw err
       }
     }))
     this.records = next
+    for (const name of this.snapshots.keys()) if (!next.has(name)) this.snapshots.delete(name)
+  }
+
+  private async refreshSnapshots (name: string): Promise<void> {
+    if (this.closed) return
+    try {
+      this.snapshots.set(name, await this.meta.listSnapshots(name, () => { this.refreshSnapshots(name).catch(safetyCatch) }))
+    } catch (err) {
+      if (!isUkaiError(err, 'NOT_FOUND')) throw err
+      this.snapshots.delete(name)
+    }
   }
 
   private async refreshDisk (name: string): Promise<void> {
@@ -147,6 +162,35 @@ export class Agent {
     this.open.get(rec.name)?.disk.adoptFileAttrs(rec)
   }
 
+  // 'DISK@NAME' of every snapshot of every disk.
+  listSnapshotFiles (): string[] {
+    const out: string[] = []
+    for (const [disk, snaps] of this.snapshots) if (this.records.has(disk)) for (const s of snaps) out.push(formatSnapshotRef({ disk, snapshot: s.name }))
+    return out.sort()
+  }
+
+  async statSnapshot (ref: string): Promise<SnapshotRecord> {
+    const { disk, snapshot } = parseSnapshotRef(ref)
+    const known = this.snapshots.get(disk)?.find(s => s.name === snapshot)
+    return known ?? await this.meta.getSnapshot(disk, snapshot)
+  }
+
+  // Snapshots are read-only: opening one for write is EROFS.
+  async openSnapshot (ref: string, writable: boolean): Promise<number> {
+    const { disk, snapshot } = parseSnapshotRef(ref)
+    if (writable) throw new UkaiError('READ_ONLY', `snapshot ${ref} is read-only`)
+    const image = await SnapshotImage.open(this.meta, this.pool, disk, snapshot, this.ioRetryMs)
+    const fh = this.newFh()
+    this.handles.set(fh, { name: ref, writable: false, image })
+    return fh
+  }
+
+  private newFh (): number {
+    if (this.handles.size >= FH_MAX - 1) throw UkaiError.busy('too many open handles')
+    while (this.handles.has(this.nextFh)) this.nextFh = this.nextFh >= FH_MAX ? 1 : this.nextFh + 1
+    return this.nextFh++
+  }
+
   async stat (name: string): Promise<DiskRecord> {
     const o = this.open.get(name)
     if (o !== undefined) return o.disk.record
@@ -164,9 +208,7 @@ export class Agent {
     const o = await this.attach(name)
     o.handles++
     if (writable) o.writable++
-    if (this.handles.size >= FH_MAX - 1) throw UkaiError.busy('too many open handles')
-    while (this.handles.has(this.nextFh)) this.nextFh = this.nextFh >= FH_MAX ? 1 : this.nextFh + 1
-    const fh = this.nextFh++
+    const fh = this.newFh()
     this.handles.set(fh, { name, writable })
     if (writable && this.leases.holding(name) === undefined) {
       // Opening for write takes a free lease now; a held one moves at our first write.
@@ -214,8 +256,15 @@ export class Agent {
     }
   }
 
+  // What a read on the handle reads: a disk's head, or a snapshot image.
+  reader (fh: number): { read: (offset: number, length: number) => Promise<Buffer> } {
+    const image = this.handles.get(fh)?.image
+    return image ?? this.disk(fh)
+  }
+
   disk (fh: number): VirtualDisk {
     const h = this.handles.get(fh)
+    if (h?.image !== undefined) throw new UkaiError('READ_ONLY', `snapshot ${h.name} is read-only`)
     const o = h === undefined ? undefined : this.open.get(h.name)
     if (o === undefined) throw UkaiError.notFound(`no open handle ${fh}`)
     return o.disk
@@ -225,6 +274,7 @@ export class Agent {
     const h = this.handles.get(fh)
     if (h === undefined) return
     this.handles.delete(fh)
+    if (h.image !== undefined) { h.image.close(); return }
     const o = this.open.get(h.name)
     if (o === undefined) return
     o.handles--
@@ -314,6 +364,7 @@ export class Agent {
   async close (): Promise<void> {
     if (this.closed) return
     this.closed = true
+    for (const h of this.handles.values()) h.image?.close()
     for (const [name, o] of this.open) {
       await o.disk.close().catch(err => this.log.error({ disk: name, err: String(err) }, 'close failed'))
     }

@@ -21,6 +21,7 @@ export interface CreateDiskRequest {
   nodes?: string[]
   tenant?: string
   file?: DiskFileOwner // owner and mode of the disk file on the mount (default: the agent's user, 0660)
+  parent?: DiskRecord['parent']   // a clone: reads through to this snapshot until written
 }
 
 export function validateSize (sizeBytes: number): void {
@@ -93,8 +94,8 @@ export async function createDisk (meta: MetaStore, req: CreateDiskRequest): Prom
     replicas,
     placement: policy,
     tenant: req.tenant ?? 'default',
-    parent: null,
-    epoch: 1,
+    parent: req.parent ?? null,
+    epoch: 1,  // a clone's copy-on-write lands at epoch 1 too (parent-chain.ts CLONE_BASE_EPOCH)
     segmentBlocks: config.segmentBlocks,
     createdAtMs: Date.now(),
     ...(req.file !== undefined ? { file: req.file } : {})
@@ -149,9 +150,19 @@ export async function resizeDisk (meta: MetaStore, name: string, sizeBytes: numb
 
 // Deletes the metadata in one transaction (refused while the disk is open anywhere), then the
 // blocks on the nodes. A node that is down keeps orphaned versions until it is cleaned.
-export async function deleteDisk (meta: MetaStore, name: string, opts: { logger?: Logger } = {}): Promise<{ orphanedOn: string[] }> {
+// A disk with snapshots is deleted only with `withSnapshots`; one with clones never (delete or
+// flatten the clones first: they read through to its snapshots).
+export async function deleteDisk (meta: MetaStore, name: string, opts: { logger?: Logger, withSnapshots?: boolean } = {}): Promise<{ orphanedOn: string[] }> {
   const log = opts.logger ?? silentLogger
   const disk = await meta.getDisk(name)
+  const clones = await meta.listClones(name)
+  if (clones.length > 0) {
+    throw UkaiError.busy(`disk '${name}' has clone(s) ${clones.map(c => `${c.name} (of @${c.parent?.snapshot ?? '?'})`).join(', ')}; delete them or flatten them (ukai snapshot delete --flatten-clones) first`)
+  }
+  const snaps = await meta.listSnapshots(name)
+  if (snaps.length > 0 && opts.withSnapshots !== true) {
+    throw UkaiError.busy(`disk '${name}' has ${snaps.length} snapshot(s) (${snaps.map(s => s.name).join(', ')}); delete them first or pass --with-snapshots`)
+  }
   const nodes = new Set<string>()
   for (const seg of await meta.loadPlacement(disk)) for (const run of seg.runs()) for (const r of run.replicas) nodes.add(r.node)
   await meta.removeDisk(name)

@@ -6,7 +6,7 @@ import { UkaiError } from '../errors'
 import { Logger } from '../log'
 import { loadNative } from '../native'
 import { holdGcBallast } from '../storagenode/gc-ballast'
-import { DiskRecord } from '../meta/schema'
+import { DiskFileOwner } from '../meta/schema'
 import { Agent } from './agent'
 import { toErrno } from './fuse-errno'
 
@@ -42,6 +42,11 @@ export function checkMountOptions (opts: FuseMountOptions, conf = FUSE_CONF): vo
   }
 }
 
+// Snapshots appear read-only as /.snapshots/DISK@NAME.
+export const SNAPSHOT_DIR = '.snapshots'
+const SNAPSHOT_PREFIX = `/${SNAPSHOT_DIR}/`
+const EROFS = -30
+
 // fuse-native as scripts/build-native.sh builds it (patched: fallocate); loaded at the first
 // mount, so CLI verbs that never mount do not need the addon.
 function loadFuse (): typeof Fuse {
@@ -50,7 +55,17 @@ function loadFuse (): typeof Fuse {
 
 function diskName (path: string): string | null {
   const name = path.slice(1)
-  return name.length > 0 && !name.includes('/') ? name : null
+  return name.length > 0 && !name.includes('/') && name !== SNAPSHOT_DIR ? name : null
+}
+
+function snapshotRef (path: string): string | null {
+  if (!path.startsWith(SNAPSHOT_PREFIX)) return null
+  const ref = path.slice(SNAPSHOT_PREFIX.length)
+  return ref.length > 0 && !ref.includes('/') ? ref : null
+}
+
+function inSnapshots (path: string): boolean {
+  return path === `/${SNAPSHOT_DIR}` || path.startsWith(SNAPSHOT_PREFIX)
 }
 
 export function mountAgent (agent: Agent, mountPoint: string, log: Logger, opts: FuseMountOptions = {}): Promise<Fuse> {
@@ -64,40 +79,55 @@ export function mountAgent (agent: Agent, mountPoint: string, log: Logger, opts:
     fn().then(v => { const [code, val] = ok(v); cb(code, val) }, err => cb(toErrno(err, log, op)))
   }
 
-  function fileStat (rec: DiskRecord): object {
-    const t = new Date(rec.createdAtMs)
-    const { uid, gid, mode } = agent.fileOwner(rec)
-    return { mode: S_IFREG | mode, uid, gid, size: rec.sizeBytes, nlink: 1, blksize: 4096, blocks: Math.ceil(rec.sizeBytes / 512), atime: t, mtime: t, ctime: t }
+  function fileStat (sizeBytes: number, createdAtMs: number, owner: DiskFileOwner): object {
+    const t = new Date(createdAtMs)
+    return { mode: S_IFREG | owner.mode, uid: owner.uid, gid: owner.gid, size: sizeBytes, nlink: 1, blksize: 4096, blocks: Math.ceil(sizeBytes / 512), atime: t, mtime: t, ctime: t }
   }
 
-  // For ops on a disk file: the disk's name, or the errno to answer when `path` is the root
-  // directory (`onRoot`) or names nothing.
-  function withDisk (path: string, onRoot: number, cb: (code: number) => void, fn: (name: string) => void): void {
+  // For attribute ops on a disk file: calls `fn` with the disk's name, or answers `notDisk` for
+  // the root directory and anything under .snapshots (read-only, no attributes of their own),
+  // ENOENT for anything else.
+  function withDisk (path: string, notDisk: number, cb: (code: number) => void, fn: (name: string) => void): void {
+    if (path === '/' || inSnapshots(path)) return cb(notDisk)
     const name = diskName(path)
-    if (name === null) return cb(path === '/' ? onRoot : Fuse.ENOENT)
+    if (name === null) return cb(Fuse.ENOENT)
     fn(name)
   }
 
   const ops = {
     getattr (path: string, cb: (code: number, stat?: object) => void) {
-      if (path === '/') {
+      if (path === '/' || path === `/${SNAPSHOT_DIR}`) {
         const t = new Date(started)
-        return cb(0, { mode: S_IFDIR | 0o755, uid: root.uid, gid: root.gid, size: 4096, nlink: 2, atime: t, mtime: t, ctime: t })
+        return cb(0, { mode: S_IFDIR | (path === '/' ? 0o755 : 0o555), uid: root.uid, gid: root.gid, size: 4096, nlink: 2, atime: t, mtime: t, ctime: t })
+      }
+      const ref = snapshotRef(path)
+      if (ref !== null) {
+        return run('getattr', cb, async () => {
+          const snap = await agent.statSnapshot(ref)
+          return fileStat(snap.sizeBytes, snap.createdAtMs, { ...root, mode: 0o440 })
+        })
       }
       const name = diskName(path)
       if (name === null) return cb(Fuse.ENOENT)
-      run('getattr', cb, async () => fileStat(await agent.stat(name)))
+      run('getattr', cb, async () => {
+        const rec = await agent.stat(name)
+        return fileStat(rec.sizeBytes, rec.createdAtMs, agent.fileOwner(rec))
+      })
     },
     readdir (path: string, cb: (code: number, names?: string[]) => void) {
+      if (path === `/${SNAPSHOT_DIR}`) return cb(0, agent.listSnapshotFiles())
       if (path !== '/') return cb(Fuse.ENOTDIR)
-      cb(0, agent.listDisks())
+      cb(0, [SNAPSHOT_DIR, ...agent.listDisks()])
     },
     open (path: string, flags: number, cb: (code: number, fh?: number) => void) {
+      const ref = snapshotRef(path)
+      if (ref !== null) return run('open', cb, () => agent.openSnapshot(ref, (flags & O_ACCMODE) !== O_RDONLY))
       const name = diskName(path)
       if (name === null) return cb(Fuse.ENOENT)
       run('open', cb, () => agent.openDisk(name, (flags & O_ACCMODE) !== O_RDONLY))
     },
     create (path: string, mode: number, cb: (code: number, fh?: number) => void) {
+      if (inSnapshots(path)) return cb(EROFS)
       const name = diskName(path)
       if (name === null) return cb(Fuse.EACCES)
       run('create', cb, () => agent.create(name, mode))
@@ -107,7 +137,7 @@ export function mountAgent (agent: Agent, mountPoint: string, log: Logger, opts:
     },
     read (_path: string, fh: number, buf: Buffer, len: number, pos: number, cb: (result: number) => void) {
       run('read', cb, async () => {
-        const data = await agent.disk(fh).read(pos, len)
+        const data = await agent.reader(fh).read(pos, len)
         data.copy(buf)
         return data.length
       }, n => [n])
@@ -123,24 +153,29 @@ export function mountAgent (agent: Agent, mountPoint: string, log: Logger, opts:
     // Writes are acknowledged by every replica already; durability is fsync's job, so FLUSH
     // does no I/O — an fsync here would make every fork of QEMU pay for a full flush.
     flush (_path: string, _fh: number, cb: (code: number) => void) { cb(0) },
-    fsync (_path: string, _datasync: boolean, fh: number, cb: (code: number) => void) {
+    fsync (path: string, _datasync: boolean, fh: number, cb: (code: number) => void) {
+      if (inSnapshots(path)) return cb(0)  // nothing to make durable: committed versions are
       run('fsync', cb, () => agent.disk(fh).flush())
     },
     // Guest TRIM arrives here (QEMU's raw driver: PUNCH_HOLE|KEEP_SIZE); see Agent.fallocate.
-    fallocate (_path: string, fh: number, mode: number, offset: number, length: number, cb: (code: number) => void) {
+    fallocate (path: string, fh: number, mode: number, offset: number, length: number, cb: (code: number) => void) {
+      if (inSnapshots(path)) return cb(EROFS)
       run('fallocate', cb, () => agent.fallocate(fh, mode, offset, length))
     },
     truncate (path: string, size: number, cb: (code: number) => void) {
+      if (inSnapshots(path)) return cb(EROFS)
       const name = diskName(path)
       if (name === null) return cb(Fuse.ENOENT)
       run('truncate', cb, () => agent.truncate(name, size))
     },
     ftruncate (path: string, _fh: number, size: number, cb: (code: number) => void) {
+      if (inSnapshots(path)) return cb(EROFS)
       const name = diskName(path)
       if (name === null) return cb(Fuse.ENOENT)
       run('ftruncate', cb, () => agent.truncate(name, size))
     },
     unlink (path: string, cb: (code: number) => void) {
+      if (inSnapshots(path)) return cb(EROFS)
       const name = diskName(path)
       if (name === null) return cb(Fuse.ENOENT)
       run('unlink', cb, () => agent.unlink(name))
@@ -148,22 +183,22 @@ export function mountAgent (agent: Agent, mountPoint: string, log: Logger, opts:
     // Owner, mode and xattrs are stored with the disk (the kernel checks who may change them:
     // default_permissions). Times are not stored; accepting them keeps cp and qemu-img happy.
     chmod (path: string, mode: number, cb: (code: number) => void) {
-      withDisk(path, EOPNOTSUPP, cb, name => run('chmod', cb, () => agent.chmod(name, mode)))
+      withDisk(path, inSnapshots(path) ? EROFS : EOPNOTSUPP, cb, name => run('chmod', cb, () => agent.chmod(name, mode)))
     },
     chown (path: string, uid: number, gid: number, cb: (code: number) => void) {
-      withDisk(path, EOPNOTSUPP, cb, name => run('chown', cb, () => agent.chown(name, uid, gid)))
+      withDisk(path, inSnapshots(path) ? EROFS : EOPNOTSUPP, cb, name => run('chown', cb, () => agent.chown(name, uid, gid)))
     },
     utimens (_path: string, _atime: number, _mtime: number, cb: (code: number) => void) { cb(0) },
     getxattr (path: string, attr: string, _position: number, cb: (code: number, value?: Buffer) => void) {
       withDisk(path, ENODATA, cb, name => run('getxattr', cb, () => agent.getxattr(name, attr)))
     },
     listxattr (path: string, cb: (code: number, names?: string[]) => void) {
-      if (path === '/') return cb(0, [])
+      if (path === '/' || inSnapshots(path)) return cb(0, [])
       withDisk(path, 0, cb, name => run('listxattr', cb, () => agent.listxattr(name)))
     },
     setxattr (path: string, attr: string, value: Buffer, _position: number, flags: number, cb: (code: number) => void) {
       const copy = Buffer.from(value) // libfuse's buffer: valid only until we call back
-      withDisk(path, EOPNOTSUPP, cb, name => run('setxattr', cb, () => agent.setxattr(name, attr, copy, flags)))
+      withDisk(path, inSnapshots(path) ? EROFS : EOPNOTSUPP, cb, name => run('setxattr', cb, () => agent.setxattr(name, attr, copy, flags)))
     },
     removexattr (path: string, attr: string, cb: (code: number) => void) {
       withDisk(path, ENODATA, cb, name => run('removexattr', cb, () => agent.removexattr(name, attr)))

@@ -9,11 +9,13 @@ import { UkaiError, isUkaiError, safetyCatch } from '../errors'
 import { Logger, silentLogger } from '../log'
 import { HeldLease, LeaseManager } from '../meta/lease'
 import { PlacementSegment, Replica, ReplicaSet, readableReplicas, replicaSetKey, withState, writableReplicas } from '../meta/placement'
-import { DiskIoCounters, DiskRecord } from '../meta/schema'
+import { DiskIoCounters, DiskRecord, SnapshotRecord, validateSnapshotName } from '../meta/schema'
 import { MetaStore } from '../meta/store'
 import { BlockLocks } from './block-locks'
 import { splitRange } from './block-range'
 import { NodePool } from './node-pool'
+import { ParentChain } from './parent-chain'
+import { nearestFirst, readFromReplicas } from './replica-read'
 
 // How long an I/O keeps retrying while no replica answers (a node restarting, a network blip)
 // before the guest sees EIO.
@@ -59,6 +61,11 @@ export class VirtualDisk {
   private readonly ioRetryMs: number
   private readonly onLeaseAcquired?: (disk: VirtualDisk) => void
   private readonly io: DiskIoCounters
+  // A clone's ancestry (null for other disks), and the blocks this holder already made its own.
+  private chain: ParentChain | null = null
+  private materialized = new Set<number>()
+  // While a snapshot commits, new writes wait here (the ones in flight drain first).
+  private writeGate: Promise<void> | null = null
 
   private constructor (deps: VirtualDiskDeps, record: DiskRecord & { version: number }, segments: PlacementSegment[]) {
     this.meta = deps.meta
@@ -77,6 +84,7 @@ export class VirtualDisk {
     const record = await deps.meta.getDisk(name, () => disk?.reload().catch(safetyCatch))
     const segments = await deps.meta.loadPlacement(record, (i) => disk?.reloadSegment(i).catch(safetyCatch))
     disk = new VirtualDisk(deps, record, segments)
+    disk.chain = await ParentChain.open(deps.meta, deps.pool, record, disk.ioRetryMs)
     return disk
   }
 
@@ -94,6 +102,9 @@ export class VirtualDisk {
       const record = await this.meta.getDisk(this.name, () => this.reload().catch(safetyCatch))
       await this.withMapLock(async () => {
         const oldCount = this.segments.length
+        // An older answer (this read raced a fresher one, e.g. at lease acquisition) never wins.
+        if (record.version < this.record.version) return
+        if (record.parent === null && this.chain !== null) { this.chain.close(); this.chain = null }  // flattened
         this.record = record
         const all = await this.meta.loadPlacement(record, (i) => { if (rewatchAll || i >= oldCount) this.reloadSegment(i).catch(safetyCatch) })
         this.segments = all
@@ -202,7 +213,13 @@ export class VirtualDisk {
       this.acquiring = (async () => {
         const lease = await this.leases.acquire(this.name)
         await this.fenceNodes(lease.leaseEpoch)
+        // Snapshot epochs move only under the lease: what we read now is what we write at,
+        // until we commit a snapshot ourselves (a cached record may predate a commit elsewhere).
+        const fresh = await this.meta.getDisk(this.name)
+        if (fresh.version > this.record.version) this.record = fresh
+        this.materialized.clear()
         this.lease = lease
+        this.watchSnapshotRequests(lease.leaseEpoch)
         this.onLeaseAcquired?.(this)
         return lease
       })().finally(() => { this.acquiring = null })
@@ -227,6 +244,7 @@ export class VirtualDisk {
     if (this.handingOver !== null) return this.handingOver
     this.handingOver = (async () => {
       try {
+        while (this.writeGate !== null) await this.writeGate  // a snapshot commit finishes first
         while (this.inFlightWrites > 0) await new Promise<void>(resolve => this.writesDrained.push(resolve))
         await this.flush().catch((err) => this.log.error({ err: String(err) }, 'flush before hand-over failed'))
         this.lease = null
@@ -239,6 +257,80 @@ export class VirtualDisk {
   }
 
   leaseLost (): void { this.lease = null }
+
+  // --- clones -------------------------------------------------------------------------------
+
+  get isClone (): boolean { return this.chain !== null }
+
+  // Blocks a flatten must copy (the ancestors' written blocks within this disk).
+  async parentBlocks (): Promise<number[]> {
+    if (this.chain === null) return []
+    const n = this.blockCount()
+    return (await this.chain.writtenBlocks(this.meta)).filter(b => b < n)
+  }
+
+  // Copies the parent's version of `block` into every writable replica that lacks one.
+  async materializeBlock (block: number): Promise<void> {
+    const chain = this.chain
+    if (chain === null) return
+    const lease = await this.ensureLease()
+    await this.blockLocks.acquireWrite(block)
+    try {
+      for (const r of writableReplicas(this.replicasOf(block))) await chain.materialize(this.record, block, r.node, lease.leaseEpoch)
+      this.materialized.add(block)
+    } finally {
+      this.blockLocks.releaseWrite(block)
+    }
+  }
+
+  // --- snapshots ----------------------------------------------------------------------------
+
+  // While we hold the lease, a snapshot request is ours to commit.
+  private watchSnapshotRequests (leaseEpoch: number): void {
+    const mine = (): boolean => !this.closed && this.lease?.leaseEpoch === leaseEpoch
+    const check = (): void => {
+      if (!mine()) return  // the next lease acquisition watches again
+      this.meta.getSnapshotRequest(this.name, check).then(async (req) => {
+        if (req === null || req.error !== undefined || !mine()) return
+        try {
+          const rec = await this.commitSnapshot(req.snapshot, req.version)
+          this.log.info({ snapshot: rec.name, epoch: rec.epoch }, 'snapshot committed')
+        } catch (err) {
+          this.log.warn({ snapshot: req.snapshot, err: String(err) }, 'snapshot request refused')
+          await this.meta.failSnapshotRequest(this.name, req, (err as Error).message).catch(safetyCatch)
+        }
+      }, safetyCatch)
+    }
+    check()
+  }
+
+  // Commits the current epoch as snapshot `name`: new writes wait, writes in flight drain and are
+  // flushed, then one transaction records the snapshot and moves the disk to the next epoch
+  // (conditional on our lease and the record version); writes resume at the new epoch. So a
+  // write acknowledged before the commit is in the snapshot, and nothing writes into its epoch
+  // afterwards. `requestVersion`: the request znode this answers (removed in the transaction).
+  async commitSnapshot (name: string, requestVersion?: number): Promise<SnapshotRecord> {
+    validateSnapshotName(name)
+    while (this.writeGate !== null) await this.writeGate
+    let open!: () => void
+    this.writeGate = new Promise<void>(resolve => { open = resolve })
+    try {
+      while (this.inFlightWrites > 0) await new Promise<void>(resolve => this.writesDrained.push(resolve))
+      const lease = this.lease
+      if (lease === null) throw UkaiError.conflict(`this host does not hold the lease of ${this.name}`)
+      await this.flush()
+      const leaseVersion = await this.meta.leaseVersion(this.name, lease.leaseEpoch)
+      if (leaseVersion === null) throw UkaiError.conflict(`the lease of ${this.name} moved while committing the snapshot`)
+      const record = await this.meta.getDisk(this.name)
+      const snap = await this.meta.commitSnapshot(record, name, { leaseVersion, requestVersion })
+      const { version, ...rest } = record
+      this.record = { ...rest, epoch: record.epoch + 1, version: version + 1 }
+      return snap
+    } finally {
+      this.writeGate = null
+      open()
+    }
+  }
 
   // --- I/O ----------------------------------------------------------------------------------
 
@@ -254,36 +346,23 @@ export class VirtualDisk {
     return out
   }
 
-  // Nearest first; replicas about as near as the nearest (within a millisecond or a quarter)
-  // take turns, so reads spread over equally close nodes instead of piling onto one.
-  private readOrder (replicas: Replica[]): Replica[] {
-    const sorted = replicas.map(r => ({ r, d: this.pool.distance(r.node) })).sort((a, b) => a.d - b.d)
-    if (sorted.length < 2) return sorted.map(x => x.r)
-    const near = sorted.filter(x => x.d <= sorted[0].d + Math.max(1, sorted[0].d * 0.25)).length
-    const turn = this.readTurn++ % near
-    return [...sorted.slice(turn, near), ...sorted.slice(0, turn), ...sorted.slice(near)].map(x => x.r)
-  }
-
   // Nearest in-sync replica first; on failure the next; when none answers, retry for a while.
+  // A clone's block it never wrote reads from its parent.
   private async readBlock (block: number, offsetInBlock: number, length: number): Promise<Buffer> {
-    const deadline = Date.now() + this.ioRetryMs
-    for (;;) {
-      const candidates = this.readOrder(readableReplicas(this.replicasOf(block)))
-      const errors: string[] = []
-      for (const r of candidates) {
-        try {
-          const data = await this.pool.readClient(r.node).read({ diskUuid: this.record.uuid, block, epoch: this.record.epoch, offset: offsetInBlock, length })
-          if (data.length !== length) throw UkaiError.io(`node ${r.node} returned ${data.length} bytes for a ${length}-byte read`)
-          return data
-        } catch (err) {
-          errors.push(`${r.node}: ${(err as Error).message}`)
-        }
-      }
-      if (candidates.length === 0 || Date.now() >= deadline) {
-        throw UkaiError.io(`block ${block} of ${this.name}: no in-sync replica could be read (${errors.join('; ') || 'none in sync'})`)
-      }
-      await sleep(IO_RETRY_PAUSE_MS)
-    }
+    const chain = this.chain
+    const data = await readFromReplicas({
+      pool: this.pool,
+      candidates: () => nearestFirst(this.pool, readableReplicas(this.replicasOf(block)), this.readTurn++),
+      diskUuid: this.record.uuid,
+      block,
+      epoch: this.record.epoch,
+      offset: offsetInBlock,
+      length,
+      absentAsNull: chain !== null,
+      ioRetryMs: this.ioRetryMs,
+      what: `block ${block} of ${this.name}`
+    })
+    return data ?? await (chain as ParentChain).read(block, offsetInBlock, length)
   }
 
   async write (offset: number, data: Buffer): Promise<void> {
@@ -292,6 +371,7 @@ export class VirtualDisk {
     }
     if (data.length === 0) return
     const lease = await this.ensureLease()
+    while (this.writeGate !== null) await this.writeGate
     this.inFlightWrites++
     try {
       await Promise.all(splitRange(offset, data.length, this.record.blockSizeBytes).map(p =>
@@ -346,13 +426,19 @@ export class VirtualDisk {
     for (;;) {
       targets = writableReplicas(this.replicasOf(block))
       if (targets.length === 0) throw UkaiError.io(`block ${block} of ${this.name} has no writable replica`)
-      results = await Promise.allSettled(targets.map(r => send(r.node)))
+      // A clone's block is first given its own copy of the parent's version on each replica.
+      const chain = this.materialized.has(block) ? null : this.chain
+      results = await Promise.allSettled(targets.map(async r => {
+        if (chain !== null) await chain.materialize(this.record, block, r.node, lease.leaseEpoch)
+        await send(r.node)
+      }))
       // No replica reachable: nothing can be marked stale (that would lose the block), so wait
       // for one to come back, up to the deadline.
       const allUnavailable = results.every(r => r.status === 'rejected' && isUkaiError(r.reason, 'UNAVAILABLE'))
       if (!allUnavailable || Date.now() >= deadline) break
       await sleep(IO_RETRY_PAUSE_MS)
     }
+    if (this.chain !== null && results.every(r => r.status === 'fulfilled')) this.materialized.add(block)
     const failed: Array<{ replica: Replica, err: unknown }> = []
     results.forEach((res, i) => {
       if (res.status === 'fulfilled') this.noteDirty(targets[i].node, block)
@@ -417,6 +503,7 @@ export class VirtualDisk {
     } finally {
       this.lease = null
       this.closed = true
+      this.chain?.close()
     }
   }
 }

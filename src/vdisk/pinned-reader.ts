@@ -1,0 +1,66 @@
+// Reads one disk as it was at a committed epoch — a snapshot, or the parent of a clone — from
+// the nearest in-sync replica with failover, like head reads. Committed versions never change,
+// so only the placement (relocation moves replicas) is kept current, through watches.
+import { UkaiError, isUkaiError, safetyCatch } from '../errors'
+import { PlacementSegment, ReplicaSet, readableReplicas } from '../meta/placement'
+import { DiskRecord } from '../meta/schema'
+import { MetaStore } from '../meta/store'
+import { blockCountFor } from './block-range'
+import { NodePool } from './node-pool'
+import { nearestFirst, readFromReplicas } from './replica-read'
+
+export class PinnedReader {
+  readonly record: DiskRecord
+  readonly epoch: number
+  readonly blocks: number       // blocks that existed at the epoch; later ones read as absent
+  private segments: PlacementSegment[] = []
+  private turn = 0
+  private closed = false
+
+  private constructor (private readonly meta: MetaStore, private readonly pool: NodePool, record: DiskRecord, epoch: number, sizeBytes: number, private readonly ioRetryMs: number) {
+    this.record = record
+    this.epoch = epoch
+    this.blocks = blockCountFor(sizeBytes, record.blockSizeBytes)
+  }
+
+  static async open (meta: MetaStore, pool: NodePool, record: DiskRecord, epoch: number, sizeBytes: number, ioRetryMs: number): Promise<PinnedReader> {
+    const r = new PinnedReader(meta, pool, record, epoch, sizeBytes, ioRetryMs)
+    r.segments = await meta.loadPlacement(record, (i) => { r.reloadSegment(i).catch(safetyCatch) })
+    return r
+  }
+
+  private async reloadSegment (index: number): Promise<void> {
+    if (this.closed) return
+    try {
+      this.segments[index] = await this.meta.loadSegment(this.record.name, index, () => { this.reloadSegment(index).catch(safetyCatch) })
+    } catch (err) {
+      if (!isUkaiError(err, 'NOT_FOUND')) throw err
+    }
+  }
+
+  replicasOf (block: number): ReplicaSet {
+    const seg = this.segments[Math.floor(block / this.record.segmentBlocks)]
+    if (seg === undefined) throw UkaiError.internal(`block ${block} of ${this.record.name} has no placement segment`)
+    return seg.replicas(block)
+  }
+
+  // The block's bytes at the epoch, or null when this disk has no version of it (a clone's
+  // unwritten block: its parent has the bytes).
+  async readBlock (block: number, offsetInBlock: number, length: number, absentAsNull: boolean): Promise<Buffer | null> {
+    if (block >= this.blocks) return absentAsNull ? null : Buffer.alloc(length)
+    return await readFromReplicas({
+      pool: this.pool,
+      candidates: () => nearestFirst(this.pool, readableReplicas(this.replicasOf(block)), this.turn++),
+      diskUuid: this.record.uuid,
+      block,
+      epoch: this.epoch,
+      offset: offsetInBlock,
+      length,
+      absentAsNull,
+      ioRetryMs: this.ioRetryMs,
+      what: `block ${block} of ${this.record.name} at epoch ${this.epoch}`
+    })
+  }
+
+  close (): void { this.closed = true }
+}

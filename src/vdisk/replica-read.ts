@@ -1,0 +1,55 @@
+// Reading one block range from a disk's replicas: nearest in-sync replica first, the next on
+// failure, and when none answers, retry until the deadline. Shared by the head (VirtualDisk),
+// snapshots and clone parents (PinnedReader).
+import { UkaiError, isUkaiError } from '../errors'
+import { Replica } from '../meta/placement'
+import { NodePool } from './node-pool'
+
+const IO_RETRY_PAUSE_MS = 200
+
+export interface ReplicaReadArgs {
+  pool: NodePool
+  candidates: () => Replica[]    // re-evaluated on every retry round (the map may change)
+  diskUuid: string
+  block: number
+  epoch: number
+  offset: number
+  length: number
+  // A clone's block with no version of its own is NOT_FOUND on an in-sync replica: answer null
+  // so the caller reads the parent instead.
+  absentAsNull: boolean
+  ioRetryMs: number
+  what: string                   // 'block 3 of vm01' for errors
+}
+
+export async function readFromReplicas (a: ReplicaReadArgs): Promise<Buffer | null> {
+  const deadline = Date.now() + a.ioRetryMs
+  for (;;) {
+    const candidates = a.candidates()
+    const errors: string[] = []
+    for (const r of candidates) {
+      try {
+        const data = await a.pool.readClient(r.node).read({ diskUuid: a.diskUuid, block: a.block, epoch: a.epoch, offset: a.offset, length: a.length, absentNotFound: a.absentAsNull })
+        if (data.length !== a.length) throw UkaiError.io(`node ${r.node} returned ${data.length} bytes for a ${a.length}-byte read`)
+        return data
+      } catch (err) {
+        if (a.absentAsNull && isUkaiError(err, 'NOT_FOUND')) return null
+        errors.push(`${r.node}: ${(err as Error).message}`)
+      }
+    }
+    if (candidates.length === 0 || Date.now() >= deadline) {
+      throw UkaiError.io(`${a.what}: no in-sync replica could be read (${errors.join('; ') || 'none in sync'})`)
+    }
+    await new Promise(resolve => setTimeout(resolve, IO_RETRY_PAUSE_MS))
+  }
+}
+
+// Nearest first; replicas about as near as the nearest (within a millisecond or a quarter)
+// take turns (`turn` counts reads), so reads spread over equally close nodes.
+export function nearestFirst (pool: NodePool, replicas: Replica[], turn: number): Replica[] {
+  const sorted = replicas.map(r => ({ r, d: pool.distance(r.node) })).sort((a, b) => a.d - b.d)
+  if (sorted.length < 2) return sorted.map(x => x.r)
+  const near = sorted.filter(x => x.d <= sorted[0].d + Math.max(1, sorted[0].d * 0.25)).length
+  const t = turn % near
+  return [...sorted.slice(t, near), ...sorted.slice(0, t), ...sorted.slice(near)].map(x => x.r)
+}

@@ -1,0 +1,151 @@
+// Snapshot verbs: create (commit), delete (with garbage collection on the nodes), rollback.
+// Used by the CLI. Every check runs before anything changes; a refused request changes nothing.
+//
+// Commit protocol (docs/architecture.md "Snapshots"): the epoch may only move under the disk's
+// lease, because the lease holder writes at its cached epoch. If an agent holds the lease, we
+// leave a request znode; the holder gates and drains its writes, flushes, and commits in one
+// conditional transaction (snapshot record + epoch + 1 + request removed). If nobody holds it,
+// we take the lease ourselves (which fences every node), commit, and release.
+import { UkaiError, isUkaiError } from '../errors'
+import { Logger, silentLogger } from '../log'
+import { readLease } from '../meta/lease'
+import { DiskRecord, SnapshotRecord, validateDiskName, validateSnapshotName } from '../meta/schema'
+import { MetaStore } from '../meta/store'
+import { NodePool } from './node-pool'
+import { AdminContext, withDiskLease } from './admin-lease'
+import { flattenClone } from './clone-admin'
+
+export const SNAPSHOT_COMMIT_TIMEOUT_MS_DEFAULT = 30_000
+const POLL_MS = 5
+
+function sleep (ms: number): Promise<void> { return new Promise(resolve => setTimeout(resolve, ms)) }
+
+export async function createSnapshot (ctx: AdminContext, diskName: string, snap: string, opts: { timeoutMs?: number } = {}): Promise<SnapshotRecord> {
+  validateDiskName(diskName)
+  validateSnapshotName(snap)
+  const meta = ctx.meta
+  await meta.getDisk(diskName)  // NOT_FOUND for an unknown disk
+  if ((await meta.listSnapshots(diskName)).some(s => s.name === snap)) throw UkaiError.alreadyExists(`disk '${diskName}' already has a snapshot '${snap}'`)
+  const deadline = Date.now() + (opts.timeoutMs ?? SNAPSHOT_COMMIT_TIMEOUT_MS_DEFAULT)
+  for (;;) {
+    const lease = await readLease(meta, diskName)
+    if (lease.holder === null) {
+      try {
+        return await withDiskLease(ctx, diskName, async (disk) => await disk.commitSnapshot(snap))
+      } catch (err) {
+        // An agent took the lease between our look and our commit: ask it instead.
+        if (!isUkaiError(err, 'ZK_CONFLICT') || Date.now() >= deadline) throw err
+        continue
+      }
+    }
+    const holder = lease.holder
+    await meta.createSnapshotRequest(diskName, { v: 1, snapshot: snap, host: ctx.host, requestedAtMs: Date.now() })
+    try {
+      for (;;) {
+        const req = await meta.getSnapshotRequest(diskName)
+        if (req === null) return await meta.getSnapshot(diskName, snap)  // the holder committed it
+        if (req.error !== undefined) throw new UkaiError(/already has a snapshot/.test(req.error) ? 'ALREADY_EXISTS' : 'IO_ERROR', `${holder.host} (holding the lease of '${diskName}') refused the snapshot: ${req.error}`)
+        const now = await readLease(meta, diskName)
+        if (now.holder === null || now.holder.leaseEpoch !== holder.leaseEpoch) break  // released or moved: look again
+        if (Date.now() >= deadline) {
+          throw UkaiError.unavailable(`${holder.host} holds the lease of '${diskName}' but did not commit the snapshot within ${opts.timeoutMs ?? SNAPSHOT_COMMIT_TIMEOUT_MS_DEFAULT} ms; nothing was committed`)
+        }
+        await sleep(POLL_MS)
+      }
+    } finally {
+      // Removing it makes a late commit by the holder fail (its transaction removes the request).
+      await meta.removeSnapshotRequest(diskName)
+    }
+    try {
+      return await meta.getSnapshot(diskName, snap)  // committed just before the holder let go
+    } catch (err) {
+      if (!isUkaiError(err, 'NOT_FOUND')) throw err
+    }
+  }
+}
+
+// Every node named in the disk's placement map.
+async function nodesOf (meta: MetaStore, disk: DiskRecord): Promise<string[]> {
+  const nodes = new Set<string>()
+  for (const seg of await meta.loadPlacement(disk)) for (const run of seg.runs()) for (const r of run.replicas) nodes.add(r.node)
+  return [...nodes]
+}
+
+export interface PruneResult { freedBytes: number, versionsRemoved: number, unreachable: string[] }
+
+// Asks every node of the disk to drop the versions no kept epoch needs (see PruneVersions).
+export async function pruneOnNodes (meta: MetaStore, pool: NodePool, disk: DiskRecord, keepEpochs: number[], dropNewer: boolean, log: Logger = silentLogger): Promise<PruneResult> {
+  const out: PruneResult = { freedBytes: 0, versionsRemoved: 0, unreachable: [] }
+  await Promise.all((await nodesOf(meta, disk)).map(async (node) => {
+    try {
+      const r = await pool.client(node).pruneVersions({ diskUuid: disk.uuid, keepEpochs, dropNewer })
+      out.freedBytes += r.freedBytes
+      out.versionsRemoved += r.versionsRemoved
+    } catch (err) {
+      out.unreachable.push(node)
+      log.warn({ node, disk: disk.name, err: String(err) }, 'could not prune versions on node')
+    }
+  }))
+  return out
+}
+
+// The epochs whose state must stay readable: every snapshot and the head. The head is read
+// first: a snapshot committed meanwhile then shows up in the list (its epoch is the old head).
+export async function keptEpochs (meta: MetaStore, name: string): Promise<{ disk: DiskRecord, keep: number[] }> {
+  const disk = await meta.getDisk(name)
+  const snaps = await meta.listSnapshots(name)
+  return { disk, keep: [...new Set([...snaps.map(s => s.epoch), disk.epoch])] }
+}
+
+export async function deleteSnapshot (ctx: AdminContext, diskName: string, snap: string, opts: { flattenClones?: boolean, onFlattenProgress?: (done: number, total: number) => void } = {}): Promise<PruneResult & { flattened: string[] }> {
+  validateDiskName(diskName)
+  validateSnapshotName(snap)
+  const meta = ctx.meta
+  await meta.getSnapshot(diskName, snap)
+  const clones = await meta.listClones(diskName, snap)
+  if (clones.length > 0 && opts.flattenClones !== true) {
+    throw UkaiError.busy(`snapshot '${diskName}@${snap}' has clone(s) ${clones.map(c => c.name).join(', ')} reading through to it; delete them, or pass --flatten-clones to copy what they need first`)
+  }
+  for (const c of clones) await flattenClone(ctx, c.name, opts.onFlattenProgress)
+  await meta.removeSnapshot(diskName, snap)
+  const { disk, keep } = await keptEpochs(meta, diskName)
+  const pool = new NodePool(meta, { host: ctx.host, site: '', logger: ctx.logger })
+  await pool.start()
+  try {
+    return { ...await pruneOnNodes(meta, pool, disk, keep, false, ctx.logger), flattened: clones.map(c => c.name) }
+  } finally {
+    pool.close()
+  }
+}
+
+// Makes the head read as the snapshot again: drops every version newer than it. Refused while
+// the disk is open anywhere, and while newer snapshots exist unless `destroyNewer` (they would
+// lose their data; clones of them forbid it outright).
+export async function rollbackSnapshot (ctx: AdminContext, diskName: string, snap: string, opts: { destroyNewer?: boolean } = {}): Promise<PruneResult & { destroyed: string[] }> {
+  validateDiskName(diskName)
+  validateSnapshotName(snap)
+  const meta = ctx.meta
+  const target = await meta.getSnapshot(diskName, snap)
+  const opens = await meta.listOpens(diskName)
+  if (opens.length > 0) throw UkaiError.busy(`disk '${diskName}' is open on ${opens.join(', ')}; stop the VM (close the disk) before rolling it back`)
+  const lease = await readLease(meta, diskName)
+  if (lease.holder !== null) throw UkaiError.busy(`disk '${diskName}' is open for write on ${lease.holder.host}; stop the VM (close the disk) before rolling it back`)
+  const newer = (await meta.listSnapshots(diskName)).filter(s => s.epoch > target.epoch)
+  if (newer.length > 0 && opts.destroyNewer !== true) {
+    throw UkaiError.busy(`disk '${diskName}' has snapshot(s) newer than '${snap}' (${newer.map(s => s.name).join(', ')}); rolling back would destroy them — pass --destroy-newer`)
+  }
+  for (const s of newer) {
+    const clones = await meta.listClones(diskName, s.name)
+    if (clones.length > 0) throw UkaiError.busy(`snapshot '${diskName}@${s.name}' (newer than '${snap}') has clone(s) ${clones.map(c => c.name).join(', ')}; rollback would destroy it`)
+  }
+  // Holding the lease keeps anyone from writing meanwhile (an agent opening the disk now waits).
+  return await withDiskLease(ctx, diskName, async (disk, pool) => {
+    for (const s of newer) await meta.removeSnapshot(diskName, s.name)
+    const keep = [...new Set([...(await meta.listSnapshots(diskName)).map(s => s.epoch), target.epoch])]
+    const res = await pruneOnNodes(meta, pool, disk.record, keep, true, ctx.logger)
+    if (res.unreachable.length > 0) {
+      throw UkaiError.unavailable(`rollback of '${diskName}' to '${snap}' is incomplete: nodes ${res.unreachable.join(', ')} were unreachable; run it again when they are back`)
+    }
+    return { ...res, destroyed: newer.map(s => s.name) }
+  })
+}
