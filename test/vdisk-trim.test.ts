@@ -7,7 +7,10 @@ import fs from 'node:fs'
 import path from 'node:path'
 import { promisify } from 'node:util'
 import t, { type Test } from 'tap'
+import { pullBlock } from '../src/storagenode/block-pull'
 import { BlockStore } from '../src/storagenode/block-store'
+import { StorageClient } from '../src/storagenode/client'
+import { startStorageServer } from '../src/storagenode/server'
 import { makeTempDir, startCluster, type NodeFixture } from './helpers/cluster'
 import { runCli } from './helpers/cli'
 import { randomBytes, rng, sha256 } from './helpers/model'
@@ -126,6 +129,18 @@ t.test('TRIM through the mount frees node space', async (t) => {
     t.match(stdout, /discard 4194304\/4194304 bytes at offset 0/, 'qemu-io discarded 4 MiB')
     t.notMatch(stdout, /Pattern verification failed/, 'qemu-io reads zeros where it discarded and 0xab elsewhere')
     nodes.forEach((n, i) => t.equal(written[i] - allocatedBytes(n), 4 * MiB, `${n.id} freed the 4 MiB qemu-io discarded`))
+    // Write-zeroes that may unmap (detect_zeroes=unmap, guest WRITE SAME/WRITE ZEROES) punches too.
+    const zeroed = await exec('qemu-io', ['-f', 'raw', '-c', 'write -z -u 4M 2M', '-c', 'read -P 0 4M 2M', '-c', 'read -P 0xab 6M 2M', img])
+    t.notMatch(zeroed.stdout, /Pattern verification failed/, 'write -z -u reads back as zeros, the rest intact')
+    nodes.forEach((n, i) => t.equal(written[i] - allocatedBytes(n), 6 * MiB, `${n.id} freed the 2 MiB more that qemu-io zeroed with unmap`))
+    // preallocation=falloc is fallocate mode 0: accepted, nothing allocated (thin).
+    const before = nodes.map(allocatedBytes)
+    const made = await runCli(['disk', 'create', 'prealloc', '--size', '0', '--block-size', '1M', '--replicas', '2', '--nodes', 'a1,b1'], { zk })
+    t.equal(made.code, 0, made.stderr)
+    await exec('qemu-img', ['create', '-f', 'raw', '-o', 'preallocation=falloc', path.join(a.mountPoint, 'prealloc'), '16M'])
+    t.equal(fs.statSync(path.join(a.mountPoint, 'prealloc')).size, 16 * MiB, 'qemu-img create -o preallocation=falloc on the mount')
+    // QEMU writes zeros over the first 4 KiB of a new raw image (to probe alignment): that is all.
+    nodes.forEach((n, i) => t.ok(allocatedBytes(n) - before[i] <= 4096, `${n.id} allocated ${allocatedBytes(n) - before[i]} bytes for it (at most QEMU's first 4 KiB)`))
   })
 })
 
@@ -162,4 +177,42 @@ t.test('block store: discard keeps committed versions, frees the head, is fenced
   await store.fence(uuid, 5)
   await t.rejects(store.discard(uuid, 2, 2, 0, 4096, 4), { code: 'FENCED' }, 'a discard under an older lease epoch is refused')
   t.same(await store.read(uuid, 2, 2, 0, 4096), block.subarray(0, 4096), 'and changed nothing')
+})
+
+t.test('node-to-node pull keeps discarded ranges zero and thin, also over committed versions', async (t) => {
+  const srcDir = makeTempDir(t, 'pull-src')
+  const server = await startStorageServer({ nodeId: 'src', dataDir: srcDir, listen: '127.0.0.1:0' })
+  t.teardown(() => server.close(0))
+  const client = new StorageClient({ nodeId: 'src', address: server.address })
+  t.teardown(() => client.close())
+  const dstDir = makeTempDir(t, 'pull-dst')
+  const target = await BlockStore.open({ nodeId: 'dst', dataDir: dstDir })
+  t.teardown(() => target.close())
+  const uuid = 'trim-pull'
+  const full = Buffer.alloc(1 * MiB, 0x5a)
+  const io = { diskUuid: uuid, leaseEpoch: 1 }
+  // Block 0: committed epoch 1 full; head epoch 2 with a hole and a truncated tail.
+  await client.write({ ...io, block: 0, epoch: 1, offset: 0, data: full })
+  await client.discard({ ...io, block: 0, epoch: 2, offset: 64 * KiB, length: 256 * KiB })
+  await client.discard({ ...io, block: 0, epoch: 2, offset: 768 * KiB, length: 256 * KiB })
+  // Block 1: committed epoch 1 full; head epoch 2 discarded whole (an empty version).
+  await client.write({ ...io, block: 1, epoch: 1, offset: 0, data: full })
+  await client.discard({ ...io, block: 1, epoch: 2, offset: 0, length: 1 * MiB })
+  // Block 2: only a head version with a punched hole.
+  await client.write({ ...io, block: 2, epoch: 2, offset: 0, data: full })
+  await client.discard({ ...io, block: 2, epoch: 2, offset: 100 * KiB, length: 500 * KiB })
+  // The target held stale bytes of block 2 (a replica that missed writes): they must not survive.
+  await target.write(uuid, 2, 2, 0, Buffer.alloc(1 * MiB, 0xee), 1)
+
+  for (const block of [0, 1, 2]) await pullBlock(target, client, { diskUuid: uuid, block, leaseEpoch: 1 })
+  for (const block of [0, 1, 2]) {
+    for (const epoch of [1, 2]) {
+      const want = await client.read({ diskUuid: uuid, block, epoch, offset: 0, length: 1 * MiB })
+      t.ok((await target.read(uuid, block, epoch, 0, 1 * MiB)).equals(want), `block ${block} at epoch ${epoch} reads as on the source`)
+    }
+  }
+  const allocated = (dir: string, b: number, e: number): number => fs.statSync(path.join(dir, 'disks', uuid, `${b}.${e}`)).blocks * 512
+  t.equal(allocated(dstDir, 0, 2), 512 * KiB, 'block 0 head: only the 512 KiB that hold data')
+  t.equal(allocated(dstDir, 1, 2), 0, 'block 1 head: an empty version over the committed one')
+  t.equal(allocated(dstDir, 2, 2), 1 * MiB - 500 * KiB, 'block 2: the hole is a hole here too')
 })

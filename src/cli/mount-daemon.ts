@@ -7,7 +7,7 @@ import { MetaStore } from '../meta/store'
 import { RelocationRunner } from '../relocate/runner'
 import { Agent } from '../vdisk/agent'
 import { CommittedCache } from '../vdisk/committed-cache'
-import { mountAgent, unmountFuse } from '../vdisk/fuse-adapter'
+import { checkMountOptions, mountAgent, unmountFuse } from '../vdisk/fuse-adapter'
 import { RttMonitor } from '../vdisk/rtt-monitor'
 
 export interface MountOptions {
@@ -33,6 +33,7 @@ export interface RunningMount { agent: Agent, stop: () => Promise<void> }
 export async function runMount (opts: MountOptions): Promise<RunningMount> {
   validateId(opts.host, 'host name')
   validateId(opts.site, 'site')
+  checkMountOptions({ allowOther: opts.allowOther })
   const cache = opts.cacheDir !== undefined ? await CommittedCache.open({ dir: opts.cacheDir, maxBytes: opts.cacheSizeBytes ?? CACHE_SIZE_DEFAULT_BYTES, logger: opts.logger }) : undefined
   const meta = await MetaStore.connect(opts.zk, { logger: opts.logger, sessionTimeoutMs: opts.zkSessionTimeoutMs })
   let runner: RelocationRunner | null = null

@@ -205,6 +205,11 @@ export class MetaStore {
     await this.zk.multi(ops)
   }
 
+  // Replaces the record if it is still at `recVersion` (else ZK_CONFLICT); returns the new version.
+  async setDiskRecord (rec: DiskRecord, recVersion: number): Promise<number> {
+    return (await this.zk.set(paths.disk(rec.name), encodeJson(rec), recVersion)).version
+  }
+
   // Removes the disk's metadata, its snapshot records included (the caller decides whether
   // snapshots and clones allow it).
   async removeDisk (name: string): Promise<void> {

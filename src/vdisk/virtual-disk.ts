@@ -21,8 +21,9 @@ import { nearestFirst, readFromReplicas } from './replica-read'
 // before the guest sees EIO.
 export const IO_RETRY_MS_DEFAULT = 10_000
 const IO_RETRY_PAUSE_MS = 200
-// Blocks a large discard (a whole-disk TRIM) sends at once; each goes to every replica.
-const DISCARD_BLOCKS_IN_FLIGHT = 16
+// Blocks a large discard (a whole-disk TRIM) keeps in flight; each goes to every replica.
+// Measured: 64 GiB of 4 MiB blocks, 2 replicas, nothing written: 5-8 s.
+const DISCARD_BLOCKS_IN_FLIGHT = 64
 
 export interface VirtualDiskDeps {
   meta: MetaStore
@@ -118,6 +119,12 @@ export class VirtualDisk {
       if (isUkaiError(err, 'NOT_FOUND')) { this.log.warn('disk was deleted while open'); return }
       throw err
     }
+  }
+
+  // Owner, mode and xattrs changed here: seen at once, without waiting for the watch's reload
+  // (which brings the rest of the record, and the placement along with it).
+  adoptFileAttrs (rec: DiskRecord): void {
+    this.record = { ...this.record, file: rec.file, xattrs: rec.xattrs }
   }
 
   async reloadSegment (index: number): Promise<void> {
@@ -402,12 +409,15 @@ export class VirtualDisk {
     this.inFlightWrites++
     try {
       const pieces = splitRange(offset, end - offset, this.record.blockSizeBytes)
-      for (let i = 0; i < pieces.length; i += DISCARD_BLOCKS_IN_FLIGHT) {
-        await Promise.all(pieces.slice(i, i + DISCARD_BLOCKS_IN_FLIGHT).map(p =>
-          this.mutateBlock(lease, p.block, 'discard', node => this.pool.client(node).discard({
+      let next = 0
+      await Promise.all(Array.from({ length: Math.min(DISCARD_BLOCKS_IN_FLIGHT, pieces.length) }, async () => {
+        while (next < pieces.length) {
+          const p = pieces[next++]
+          await this.mutateBlock(lease, p.block, 'discard', node => this.pool.client(node).discard({
             diskUuid: this.record.uuid, block: p.block, epoch: this.record.epoch, offset: p.offsetInBlock, length: p.length, leaseEpoch: lease.leaseEpoch
-          }))))
-      }
+          }))
+        }
+      }))
     } finally {
       if (--this.inFlightWrites === 0) for (const wake of this.writesDrained.splice(0)) wake()
     }
