@@ -21,8 +21,11 @@ fi
 # --- 1. Debian packages -------------------------------------------------------------------------
 # zookeeper: metadata store (its default-jre dependency brings java)
 # libfuse2, fuse: what fuse-native's prebuilt binding links against, and fusermount
-# fio: benchmarks; qemu-utils: qemu-img for the libvirt/qemu tests
-APT_PACKAGES=(zookeeper libfuse2 fuse fio qemu-utils tmux)
+# fio: benchmarks; qemu-utils: qemu-img/qemu-io for the libvirt/qemu tests
+# qemu-system-x86: the guest in the QEMU tests and the migration benchmark (TCG where KVM fails);
+# busybox-static, cpio: the guest's initramfs (test/helpers/guest.ts; its kernel is fetched with
+# `apt-get download`, never installed)
+APT_PACKAGES=(zookeeper libfuse2 fuse fio qemu-utils tmux qemu-system-x86 busybox-static cpio)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
