@@ -41,6 +41,7 @@ import path from 'node:path'
 import { monitorEventLoopDelay } from 'node:perf_hooks'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { MetaStore } from '../src/meta/store'
+import { planRelocation } from '../src/relocate/plan'
 import { startZooKeeper, type ZooKeeperHandle } from '../src/dev/zookeeper'
 import { cliMainPath, daemonEnv, repoRoot, startMountAgent, startStorageNode, type MountAgentProcess, type StorageNodeProcess } from '../src/dev/processes'
 import { startWanProxy, type WanProxy } from '../src/dev/wan-proxy'
@@ -247,6 +248,11 @@ async function benchmark (workDir: string, cleanup: Cleanup, children: Set<Child
 
   const before = await runPhase('before')
 
+  // The plan's estimate (a short node-to-node probe over the same proxies), to set against the
+  // duration measured below.
+  const { estimate } = await planRelocation(meta, { disk: DISK, site: SITE_B })
+  say(`plan estimate: ${estimate.seconds === null ? 'none' : `${estimate.seconds.toFixed(1)} s`} (${estimate.basis}, ${(estimate.measuredBytesPerSec / MIB).toFixed(1)} MiB/s over ${estimate.sampledBlocks} sampled blocks)`)
+
   // ---- during --------------------------------------------------------------------------------
   say(`during: fio as above, time-based until the relocation ends; ukai relocate ${DISK} --to ${SITE_B} 1 s in …`)
   const r = startFio(readJob(fileB, RELOCATION_TIMEOUT_MS / 1000, 0), children)
@@ -299,7 +305,8 @@ async function benchmark (workDir: string, cleanup: Cleanup, children: Set<Child
   const durationMs = rec.finishedAtMs > 0 ? rec.finishedAtMs - rec.createdAtMs : relocWallMs
   const copiedBytes = rec.progress.bytes
   say(`relocation done in ${(durationMs / 1000).toFixed(1)} s: ${(copiedBytes / MIB).toFixed(0)} MiB copied (plan ${(rec.plan.bytes / MIB).toFixed(0)} MiB, ` +
-    `${rec.plan.writtenBlocks} written blocks × ${rec.targetNodes.length} targets), CLI exit ${String(cliCode)}`)
+    `${rec.plan.writtenBlocks} written blocks × ${rec.targetNodes.length} targets), CLI exit ${String(cliCode)}; ` +
+    `estimated ${estimate.seconds?.toFixed(1) ?? '-'} s (actual/estimate ${estimate.seconds !== null ? (durationMs / 1000 / estimate.seconds).toFixed(2) : '-'})`)
   say(phaseLine(during))
 
   // Let hv-b see the flip (ZooKeeper watch) before measuring "after".
@@ -383,7 +390,7 @@ async function benchmark (workDir: string, cleanup: Cleanup, children: Set<Child
     fill: { bytesPerSec: fill.main.bytesPerSec, wallMs: fill.wallMs },
     phases: { before, during, after },
     relocation: {
-      durationMs, wallMsSeenByBench: relocWallMs, copiedBytes, plan: rec.plan, targets: rec.targetNodes, dropped: rec.dropNodes,
+      durationMs, wallMsSeenByBench: relocWallMs, planEstimate: estimate, copiedBytes, plan: rec.plan, targets: rec.targetNodes, dropped: rec.dropNodes,
       throughputBytesPerSec, throughputMbitPerSec: throughputBytesPerSec * 8 / 1e6, linkMbitPerSec: linkBytesPerSec * 8 / 1e6, usedPathsCapMbitPerSec: usedPathsBytesPerSec * 8 / 1e6,
       copyPaths: copyPaths.map(p => p.path), progressSamples: rates
     },

@@ -7,9 +7,10 @@
 //                                           the CPU profiler; prints where its CPU time goes
 // Environment: BENCH_RUNTIME_SEC (10), BENCH_RAMP_SEC (2), BENCH_FILE_MIB (2048), BENCH_NUMJOBS (4),
 // BENCH_TARGETS (local,passthrough,ukai), BENCH_KEEP=1 keeps the temp dir (logs) afterwards,
-// BENCH_SUITES (fio,relocate,snapshot): which suites to run; `relocate` is bench/relocate.ts
-// (relocation under load over a WAN proxy, ~4 minutes more) and `snapshot` bench/snapshot.ts
-// (commit time, first write after a snapshot; ~1-2 minutes), each run as its own process.
+// BENCH_SUITES (fio,relocate,snapshot,export): which suites to run; `relocate` is bench/relocate.ts
+// (relocation under load over a WAN proxy, ~4 minutes more), `snapshot` bench/snapshot.ts
+// (commit time, first write after a snapshot; ~1-2 minutes) and `export` bench/export.ts
+// (incremental export size vs bytes changed; ~2-5 minutes), each run as its own process.
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process'
 import fs from 'node:fs'
 import os from 'node:os'
@@ -221,12 +222,13 @@ async function main (): Promise<void> {
     if (suites.includes('fio')) await benchmark(workDir, settings, cleanup)
     if (suites.includes('relocate')) await runRelocateSuite(cleanup)
     if (suites.includes('snapshot')) await runChildSuite(cleanup, 'snapshot', 'snapshot commit time and first write after a snapshot (bench/snapshot.ts)')
+    if (suites.includes('export')) await runChildSuite(cleanup, 'export', 'incremental export size vs bytes changed (bench/export.ts)')
   } finally {
     await cleanup.run()
   }
 }
 
-const SUITES = ['fio', 'relocate', 'snapshot']
+const SUITES = ['fio', 'relocate', 'snapshot', 'export']
 
 function suitesFromEnv (): string[] {
   const v = process.env.BENCH_SUITES

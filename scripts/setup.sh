@@ -20,9 +20,15 @@ fi
 
 # --- 1. Debian packages -------------------------------------------------------------------------
 # zookeeper: metadata store (its default-jre dependency brings java)
-# libfuse2, fuse: what fuse-native's prebuilt binding links against, and fusermount
-# fio: benchmarks; qemu-utils: qemu-img for the libvirt/qemu tests
-APT_PACKAGES=(zookeeper libfuse2 fuse fio qemu-utils tmux)
+# libfuse2, fuse: what fuse-native's binding links against, and fusermount
+# fio: benchmarks; qemu-utils: qemu-img/qemu-io for the libvirt/qemu tests
+# libfuse-dev, pkg-config, g++, make, python3: build fuse-native (patched: fallocate) and the
+#   storage node's punch-hole addon from source with node-gyp (scripts/build-native.sh)
+# attr: setfattr/getfattr for the xattr tests
+# qemu-system-x86: the guest in the QEMU tests and the migration benchmark (TCG where KVM fails);
+# busybox-static, cpio: the guest's initramfs (test/helpers/guest.ts; its kernel is fetched with
+# `apt-get download`, never installed)
+APT_PACKAGES=(zookeeper libfuse2 fuse fio qemu-utils tmux libfuse-dev pkg-config g++ make python3 attr qemu-system-x86 busybox-static cpio)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
@@ -51,11 +57,10 @@ if [ ! -d node_modules ] || [ ! -f "$STAMP_NPM" ] || [ package-lock.json -nt "$S
   touch "$STAMP_NPM"
 fi
 
-# fuse-native ships prebuilt bindings; make sure this machine can load one (needs libfuse2).
-if ! node -e "require('fuse-native')" >/dev/null 2>&1; then
-  node -e "require('fuse-native')" || true
-  die "fuse-native's native binding does not load (see above); is libfuse2 installed?"
-fi
+# --- 2b. native addons ---------------------------------------------------------------------------
+# fuse-native with fallocate, and the storage node's punch-hole, built from source (fast when
+# already built: each is stamped with the hash of its inputs).
+bash scripts/build-native.sh || die "building the native addons failed (see above)"
 
 # --- 3. build -----------------------------------------------------------------------------------
 # dist/.build-stamp is touched after every successful tsc; rebuild when any TypeScript source,

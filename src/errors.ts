@@ -17,6 +17,11 @@ export type UkaiErrorCode =
   | 'IO_ERROR'            // a replica write or read failed and no replica could serve it
   | 'READ_ONLY'           // write to a committed (immutable) version
   | 'DATA_DIR'            // a storage node's data dir is missing or not writable
+  | 'CORRUPT_STREAM'      // an export stream failed its checks (checksum, truncation, format)
+  | 'WRONG_BASE'          // an incremental stream does not apply onto the disk's current state
+  | 'NOT_SUPPORTED'       // an operation the mount does not offer (a fallocate mode, an xattr namespace)
+  | 'NO_ATTRIBUTE'        // an extended attribute the disk does not have
+  | 'TOO_BIG'             // an extended attribute value over the size limit
   | 'INTERNAL'            // a bug: an invariant did not hold
 
 export class UkaiError extends Error {
@@ -43,6 +48,11 @@ export class UkaiError extends Error {
   static unavailable (msg: string, cause?: unknown): UkaiError { return new UkaiError('UNAVAILABLE', msg, cause) }
   static io (msg: string, cause?: unknown): UkaiError { return new UkaiError('IO_ERROR', msg, cause) }
   static internal (msg: string): UkaiError { return new UkaiError('INTERNAL', msg) }
+  static corruptStream (msg: string): UkaiError { return new UkaiError('CORRUPT_STREAM', msg) }
+  static wrongBase (msg: string): UkaiError { return new UkaiError('WRONG_BASE', msg) }
+  static notSupported (msg: string): UkaiError { return new UkaiError('NOT_SUPPORTED', msg) }
+  static noAttribute (msg: string): UkaiError { return new UkaiError('NO_ATTRIBUTE', msg) }
+  static tooBig (msg: string): UkaiError { return new UkaiError('TOO_BIG', msg) }
 }
 
 export function isUkaiError (err: unknown, code?: UkaiErrorCode): err is UkaiError {

@@ -1,6 +1,6 @@
-// `ukai dev up --wan-latency-ms`: one WAN proxy process per (agent, node of another site) link,
-// recorded in cluster.json, used by the agents (their round trips show it), and stopped by
-// `ukai dev down` by PID.
+// `ukai dev up --wan-latency-ms`: one WAN proxy process per (agent, node of another site) link
+// and per (site's nodes, node of another site) link, recorded in cluster.json, used by the agents
+// (their round trips show it) and by node-to-node copies, and stopped by `ukai dev down` by PID.
 import fs from 'node:fs'
 import path from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
@@ -19,12 +19,17 @@ t.test('dev up --wan-latency-ms puts a delaying proxy on every cross-site link',
   t.equal(up.code, 0, up.stderr)
   const info = JSON.parse(up.stdout) as ClusterInfo
   t.same(readCluster(dir), info, 'cluster.json holds what dev up printed')
-  t.same(info.proxies.map(p => [p.host, p.node, p.delayMs, p.mbps]), [['hv-a', 'b1', DELAY_MS, 100], ['hv-b', 'a1', DELAY_MS, 100]], 'one proxy per cross-site link')
+  t.same(info.proxies.map(p => [p.host, p.node, p.delayMs, p.mbps]), [
+    ['hv-a', 'b1', DELAY_MS, 100], ['hv-b', 'a1', DELAY_MS, 100], ['nodes-site-a', 'b1', DELAY_MS, 100], ['nodes-site-b', 'a1', DELAY_MS, 100]
+  ], 'one proxy per cross-site link: agent to node, and the nodes of a site to a far node')
   for (const p of info.proxies) {
     t.ok(isOurs(p.pid, p.argv), `proxy ${p.host} → ${p.node} runs (pid ${p.pid})`)
     t.equal(p.target, info.nodes.find(n => n.id === p.node)?.address)
-    const agent = info.agents.find(a => a.host === p.host)
-    t.ok(agent?.argv.join(' ').includes(`--node-address ${p.node}=${p.address}`), `agent ${p.host} is told to use the proxy`)
+    const user = p.host.startsWith('nodes-')
+      ? info.nodes.find(n => `nodes-${n.site}` === p.host)
+      : info.agents.find(a => a.host === p.host)
+    const flag = p.host.startsWith('nodes-') ? '--peer-address' : '--node-address'
+    t.ok(user?.argv.join(' ').includes(`${flag} ${p.node}=${p.address}`), `${p.host} is told to use the proxy (${flag})`)
   }
 
   const zk = info.zk.connectString
@@ -41,11 +46,25 @@ t.test('dev up --wan-latency-ms puts a delaying proxy on every cross-site link',
   t.ok(rtt('b1') >= 2 * DELAY_MS - 1, `the other site's node is ≥ 2 × ${DELAY_MS} ms away (${rtt('b1')})`)
   t.ok(rtt('a1') < 10, `the own site's node is near (${rtt('a1')})`)
 
+  // A relocation's node-to-node copy crosses the WAN: the plan's probe (a1 pulling from b1)
+  // measures at least one round trip per chunk through the nodes' proxy.
+  t.equal((await runCli(['disk', 'create', 'far', '--size', '4M', '--block-size', '1M', '--replicas', '1', '--site', 'site-b'], { zk })).code, 0)
+  fs.writeFileSync(path.join(info.agents[1].mountPoint, 'far'), Buffer.alloc(2 * 1024 * 1024, 9), { flag: 'r+' })
+  const plan = await cliJson<{ estimate: { measuredBytesPerSec: number, sampledBlocks: number } }>(['relocate', 'far', '--to', 'site-a', '--dry-run'], zk)
+  t.equal(plan.estimate.sampledBlocks, 2)
+  const relocated = await runCli(['relocate', 'far', '--to', 'site-a', '--wait'], { zk, timeoutMs: 60_000 })
+  t.equal(relocated.code, 0, relocated.stderr)
+
   const pids = info.proxies.map(p => p.pid)
   const down = await runCli(['dev', 'down', '--dir', dir], { timeoutMs: 60_000 })
   t.equal(down.code, 0, down.stderr)
   t.match(down.stdout, /WAN proxy hv-a → b1 \(pid \d+\): /)
   for (const pid of pids) t.notOk(isAlive(pid), `proxy pid ${pid} stopped`)
+  // A stopping proxy logs what it carried: site-a's node pulled 2 blocks of 1 MiB from b1
+  // (and read them once more for the plan's probe).
+  const nodeLink = info.proxies.find(p => p.host === 'nodes-site-a') as ClusterInfo['proxies'][number]
+  const last = JSON.parse(fs.readFileSync(nodeLink.logFile, 'utf8').trim().split('\n').filter(l => l.includes('"stopping"')).pop() ?? '{}')
+  t.ok(last.bytesUp + last.bytesDown >= 4 * 1024 * 1024, `the copy crossed the nodes' WAN proxy (${last.bytesUp + last.bytesDown} bytes)`)
   t.notOk(fs.existsSync(path.join(dir, 'cluster.json')))
 })
 

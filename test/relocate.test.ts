@@ -84,6 +84,26 @@ t.test('relocation', async (t) => {
     t.same(await cliJson<Info>(['disk', 'info', 'still'], zk), before, '--dry-run changes nothing')
   })
 
+  t.test('the plan estimates the copy from a measured node-to-node rate; the probe stores nothing', async (t) => {
+    interface Plan { bytes: number, writtenBlocks: number, estimate: { seconds: number | null, measuredBytesPerSec: number, rateCapBytesPerSec: number, sampledBlocks: number, basis: string } }
+    t.equal((await runCli(['disk', 'create', 'est', '--size', '8M', '--block-size', '1M', '--site', 'site-a'], { zk })).code, 0)
+    fs.writeFileSync(path.join(a.mountPoint, 'est'), Buffer.alloc(6 * MiB, 7), { flag: 'r+' })
+    const { uuid } = await cliJson<Info>(['disk', 'info', 'est'], zk)
+    const plan = await cliJson<Plan>(['relocate', 'est', '--to', 'site-b', '--dry-run'], zk)
+    t.equal(plan.writtenBlocks, 6)
+    t.equal(plan.estimate.basis, 'measured')
+    t.ok(plan.estimate.sampledBlocks > 0 && plan.estimate.measuredBytesPerSec > 0, `measured ${plan.estimate.measuredBytesPerSec} B/s over ${plan.estimate.sampledBlocks} block(s)`)
+    t.ok(Math.abs((plan.estimate.seconds ?? -1) - plan.bytes / plan.estimate.measuredBytesPerSec) < 1e-6, 'estimate = bytes to copy / measured rate')
+    t.same([await blocksOn('b1', uuid), await blocksOn('b2', uuid)], [0, 0], 'the targets stored nothing while probing')
+    const capped = await cliJson<Plan>(['relocate', 'est', '--to', 'site-b', '--dry-run', '--rate', '0.5'], zk)
+    t.equal(capped.estimate.basis, 'measured, rate cap', 'a --rate below the measured rate bounds the estimate')
+    t.ok(Math.abs((capped.estimate.seconds ?? -1) - capped.bytes / 500_000) < 1e-6)
+    const table = await runCli(['relocate', 'est', '--to', 'site-b', '--dry-run'], { zk })
+    t.match(table.stdout, /~\d+ s \(measured [\d.]+ [KMG]iB\/s node to node\)/, 'the table shows the estimate and its basis')
+    const blind = await runCli(['relocate', 'est', '--to', 'site-b', '--dry-run', '--no-probe'], { zk })
+    t.match(blind.stdout, /unknown \(link not measured; pass --rate\)/, '--no-probe without --rate: no estimate, and says so')
+  })
+
   t.test('A → B under a model-checked writer: every byte verifies, only site B holds the disk', async (t) => {
     const sizeBytes = 48 * MiB
     t.equal((await runCli(['disk', 'create', 'vm1', '--size', '48M', '--block-size', '1M', '--site', 'site-a'], { zk })).code, 0)
@@ -187,6 +207,18 @@ t.test('relocation', async (t) => {
     t.equal(info.replicasPerNode.a1.inSync + info.replicasPerNode.a2.inSync, 64, 'the sources are still in sync for every block')
     t.equal(sha256(fs.readFileSync(path.join(b.mountPoint, 'vm3'))), sha256(data), 'every byte reads back right')
     await c.node('b2').restart()
+    // Resumed, then cancelled: the targets the first run added are taken back too.
+    const resumed = runCli(['relocate', 'vm3', '--to', 'site-b', '--rate', '4', '--wait'], { zk, timeoutMs: 120_000 })
+    await until('the resumed copy to run', async () => { const s = await status('vm3'); return s?.state === 'copying' && s.progress.bytes > 0 ? s : undefined })
+    t.equal((await runCli(['relocate', 'cancel', 'vm3'], { zk })).code, 0)
+    t.equal((await resumed).code, 1, 'the cancelled run reports that it did not finish')
+    await until('the rollback', async () => {
+      const info = await cliJson<Info>(['disk', 'info', 'vm3'], zk)
+      return Object.keys(info.replicasPerNode).sort().join() === 'a1,a2' ? info : undefined
+    })
+    const { uuid } = await cliJson<Info>(['disk', 'info', 'vm3'], zk)
+    await until('b1 and b2 to hold none of it', async () => (await blocksOn('b1', uuid)) + (await blocksOn('b2', uuid)) === 0 ? true : undefined)
+    t.pass('a cancel after a resume removes the partial replicas of both runs')
     const again = await runCli(['relocate', 'vm3', '--to', 'site-b', '--wait'], { zk, timeoutMs: 120_000 })
     t.equal(again.code, 0, `running it again completes it: ${again.stderr}`)
     t.same((await cliJson<Info>(['disk', 'info', 'vm3'], zk)).blocksPerSite, { 'site-b': 32 })

@@ -3,6 +3,9 @@ import { Command } from 'commander'
 import { daemonCommands } from './daemon-commands'
 import { devCommands } from './dev-commands'
 import { diskCommands } from './disk-commands'
+import { exportCommands } from './export-commands'
+import { libvirtCommands } from './libvirt-commands'
+import { migrationCommands } from './migration-commands'
 import { nodeCommands } from './node-commands'
 import { relocateCommands } from './relocate-commands'
 import { siteCommands } from './site-commands'
@@ -24,6 +27,9 @@ export function buildProgram (): Command {
   topCommand(program)
   relocateCommands(program)
   snapshotCommands(program)
+  exportCommands(program)
+  migrationCommands(program)
+  libvirtCommands(program)
   daemonCommands(program)
   devCommands(program)
   return program

@@ -1,13 +1,14 @@
 // ukai relocate DISK --to SITE | --nodes a,b  ·  relocate status [DISK]  ·  relocate cancel DISK
-import { randomUUID } from 'node:crypto'
 import cliProgress from 'cli-progress'
 import { Command } from 'commander'
 import { UkaiError } from '../errors'
 import { readLease } from '../meta/lease'
 import { RelocationRecord } from '../meta/schema'
 import { MetaStore } from '../meta/store'
+import { CopyEstimate, formatDuration } from '../relocate/copy-estimate'
 import { planRelocation } from '../relocate/plan'
 import { runRelocationHere } from '../relocate/run-here'
+import { startRelocation } from '../relocate/start'
 import { formatBytes } from '../units'
 import { withMeta } from './context'
 import { printJson, printTable } from './output'
@@ -28,6 +29,16 @@ function rateOf (r: RelocationRecord): number {
   return secs > 0 ? r.progress.bytes / secs : 0
 }
 
+// "~2 min 10 s (measured 45.0 MiB/s node to node)": what the plan's ESTIMATE column says.
+function describeEstimate (e: CopyEstimate): string {
+  if (e.seconds === null) return 'unknown (link not measured; pass --rate)'
+  if (e.basis === 'nothing to copy') return '0 s'
+  const rate = e.basis === 'measured' ? `measured ${formatBytes(e.measuredBytesPerSec)}/s node to node`
+    : e.basis === 'rate cap' ? `at the ${formatBytes(e.rateCapBytesPerSec)}/s cap`
+      : `at the ${formatBytes(e.rateCapBytesPerSec)}/s cap; link measured ${formatBytes(e.measuredBytesPerSec)}/s`
+  return `~${formatDuration(e.seconds)} (${rate})`
+}
+
 export function describe (r: RelocationRecord): { percent: number, rateBytesPerSec: number, etaSec: number | null } {
   const percent = r.state === 'done' ? 100 : r.plan.bytes > 0 ? Math.min(100, Math.floor(r.progress.bytes * 100 / r.plan.bytes)) : 0
   const rate = rateOf(r)
@@ -35,7 +46,7 @@ export function describe (r: RelocationRecord): { percent: number, rateBytesPerS
   return { percent, rateBytesPerSec: rate, etaSec }
 }
 
-async function follow (meta: MetaStore, name: string, showBar: boolean): Promise<RelocationRecord> {
+export async function follow (meta: MetaStore, name: string, showBar: boolean): Promise<RelocationRecord> {
   const bar = showBar ? new cliProgress.SingleBar({ format: ' {bar} {percentage}% | {copied} of {planned} | {rate}/s | ETA {eta_formatted} | {state}', noTTYOutput: true, notTTYSchedule: 2000 }, cliProgress.Presets.shades_classic) : null
   let started = false
   let orphanSinceMs = 0
@@ -77,41 +88,32 @@ export function relocateCommands (program: Command): void {
     .option('--nodes <a,b>', 'move the replicas to exactly these nodes')
     .option('--replicas <n>', 'replica count after the move (default: the disk\'s)')
     .option('--rate <MB/s>', 'cap the copy rate')
+    .option('--no-probe', 'do not measure the link for the estimate (the plan then estimates only from --rate)')
     .option('--dry-run', 'print the plan and change nothing')
     .option('--wait', 'show progress until the relocation ends')
     .option('--json', 'print the plan (and the final record) as JSON')
     .action(async (name: string | undefined, opts, cmd: Command) => {
       if (name === undefined) { cmd.help(); return }
       await withMeta(cmd, async (meta) => {
+        const rateBytesPerSec = parseRate(opts.rate)
         const plan = await planRelocation(meta, {
           disk: name,
           site: opts.to,
           nodes: opts.nodes !== undefined ? String(opts.nodes).split(',').filter(Boolean) : undefined,
-          replicas: opts.replicas !== undefined ? Number(opts.replicas) : undefined
+          replicas: opts.replicas !== undefined ? Number(opts.replicas) : undefined,
+          rateCapBytesPerSec: rateBytesPerSec,
+          probeBudgetMs: opts.probe === false ? 0 : undefined
         })
-        const rateBytesPerSec = parseRate(opts.rate)
         if (opts.json === true) printJson(plan)
         else {
           process.stdout.write(`plan for ${plan.disk}: ${plan.fromSites.join(',')} → ${plan.toSites.join(',')}\n`)
           printTable(['TARGETS', 'DROP', 'BLOCKS', 'WRITTEN', 'TO COPY', 'ESTIMATE'], [[
             plan.targetNodes.join(','), plan.dropNodes.join(',') || '-', plan.blocks, plan.writtenBlocks, formatBytes(plan.bytes),
-            rateBytesPerSec > 0 ? `${Math.ceil(plan.bytes / rateBytesPerSec)} s at ${opts.rate} MB/s` : 'no rate cap'
+            describeEstimate(plan.estimate)
           ]])
         }
         if (opts.dryRun === true) return
-        const existing = await meta.getRelocation(name)
-        if (existing !== null) {
-          if (existing.state === 'copying' || existing.state === 'flipping') throw UkaiError.busy(`disk '${name}' is already being relocated to ${existing.targetNodes.join(',')}; see 'ukai relocate status ${name}'`)
-          if (existing.state === 'cancelled' && existing.finishedAtMs === 0) throw UkaiError.busy(`disk '${name}': a cancelled relocation is still being rolled back`)
-          await meta.removeRelocation(name)
-        }
-        const rec: RelocationRecord = {
-          v: 1, id: randomUUID(), disk: name, targetNodes: plan.targetNodes, dropNodes: plan.dropNodes, addedNodes: plan.addedNodes,
-          rateBytesPerSec, state: 'copying', reason: '', executor: '',
-          plan: { blocks: plan.blocks, writtenBlocks: plan.writtenBlocks, bytes: plan.bytes },
-          progress: { blocks: 0, bytes: 0, updatedAtMs: Date.now() }, createdAtMs: Date.now(), finishedAtMs: 0
-        }
-        await meta.createRelocation(rec)
+        await startRelocation(meta, plan, rateBytesPerSec)
         const lease = await readLease(meta, name)
         if (opts.wait !== true && lease.holder !== null) {
           process.stdout.write(`relocation started on ${lease.holder.host} (it holds the disk's lease); follow it with 'ukai relocate status ${name}'\n`)
@@ -142,7 +144,7 @@ export function relocateCommands (program: Command): void {
       printTable(['DISK', 'STATE', 'PROGRESS', 'COPIED', 'RATE', 'ETA', 'TO', 'EXECUTOR', 'REASON'], recs.map((r) => {
         const d = describe(r)
         return [r.disk, r.state, `${d.percent}%`, `${formatBytes(r.progress.bytes)} / ${formatBytes(r.plan.bytes)}`, `${formatBytes(d.rateBytesPerSec)}/s`,
-          d.etaSec === null || r.state === 'done' ? '-' : `${Math.ceil(d.etaSec)} s`, r.targetNodes.join(','), r.executor || '-', r.reason || '-']
+          d.etaSec === null || r.state === 'done' ? '-' : formatDuration(d.etaSec), r.targetNodes.join(','), r.executor || '-', r.reason || '-']
       }))
     })
 

@@ -6,15 +6,18 @@
 //   DIR/agents/hv-a/        mount agent of site-a: mount.log
 //   DIR/mnt/site-a/         its FUSE mount point
 //   DIR/wan/hv-a-b1.log     with --wan-latency-ms: the WAN proxy between agent hv-a and node b1
+//   DIR/wan/nodes-site-a-b1.log  … and between the nodes of site-a and node b1 (node-to-node copies)
 //
 // Sites are site-a, site-b, …; nodes a1, a2, b1, …; one agent per site on host hv-a, hv-b, ….
 // With a WAN latency, every agent reaches the nodes of other sites through its own delaying proxy
-// (one `ukai dev wan-proxy` process per link, passed to the agent as --node-address).
+// (one `ukai dev wan-proxy` process per link, passed to the agent as --node-address), and the
+// nodes of a site reach the nodes of other sites through one proxy per far node (--peer-address).
 // cluster.json is rewritten after every process that starts, so a `dev down` after a crash in
 // the middle of `dev up` still finds everything to stop.
 import fs from 'node:fs'
 import path from 'node:path'
 import { UkaiError } from '../errors'
+import { freePort } from './free-port'
 import { isMounted, mountsUnder, unmount } from './mounts'
 import { isOurs, type StopResult } from './pids'
 import { validateWanOptions } from './wan-proxy'
@@ -135,12 +138,18 @@ export async function devUp (opts: DevUpOptions): Promise<ClusterInfo> {
   writeCluster(info)
 
   try {
+    const planned = await planNodes(sites, nodesPerSite, opts.wanLatencyMs !== undefined)
+    // Node-to-node copies between sites cross the WAN too: one proxy per (site, node of another
+    // site), shared by that site's nodes (as a site-to-site link is), started before the nodes
+    // so that each node is told its peers' proxied addresses at start.
+    const peerLinks = await settleAllValues(Array.from({ length: sites }, async (_, s) =>
+      await startWanLinks(info, `nodes-${siteName(s)}`, siteName(s), planned, opts)))
     const nodeStarts: Array<Promise<void>> = []
     for (let s = 0; s < sites; s++) {
-      for (let n = 0; n < nodesPerSite; n++) {
-        const id = nodeId(s, n)
+      for (const { id, address } of planned.filter(p => p.site === siteName(s))) {
         nodeStarts.push(startStorageNode({
-          dir: path.join(dir, 'nodes', id), id, site: siteName(s), zk: zk.connectString, capacity: opts.capacity, detached, readyTimeoutMs
+          dir: path.join(dir, 'nodes', id), id, site: siteName(s), zk: zk.connectString, capacity: opts.capacity, detached, readyTimeoutMs,
+          listen: address, extraArgs: peerLinks[s].flatMap(l => ['--peer-address', `${l.node}=${l.address}`])
         }).then((node) => {
           info.nodes.push({ id: node.id, site: node.site, address: node.address, pid: node.pid, argv: node.argv, dataDir: node.dataDir, logFile: node.logFile })
           writeCluster(info)
@@ -155,7 +164,7 @@ export async function devUp (opts: DevUpOptions): Promise<ClusterInfo> {
       const agentStarts: Array<Promise<void>> = []
       for (let s = 0; s < sites; s++) {
         const host = agentHost(s)
-        agentStarts.push(startWanLinks(info, host, siteName(s), opts).then(async (links) => await startMountAgent({
+        agentStarts.push(startWanLinks(info, host, siteName(s), info.nodes, opts).then(async (links) => await startMountAgent({
           dir: path.join(dir, 'agents', host), mountPoint: path.join(dir, 'mnt', siteName(s)), host, site: siteName(s), zk: zk.connectString, detached, readyTimeoutMs,
           extraArgs: links.flatMap(l => ['--node-address', `${l.node}=${l.address}`])
         })).then((agent) => {
@@ -174,11 +183,26 @@ export async function devUp (opts: DevUpOptions): Promise<ClusterInfo> {
   return info
 }
 
-// The WAN proxies between agent HOST (at SITE) and every node of another site, when asked for.
-async function startWanLinks (info: ClusterInfo, host: string, site: string, opts: DevUpOptions): Promise<ClusterProxy[]> {
+interface PlannedNode { id: string, site: string, address: string }
+
+// Node ids and sites; with WAN links also fixed listen addresses, known before the nodes start
+// (a port is picked free; the node's start fails clearly in the rare case it was taken meanwhile).
+async function planNodes (sites: number, nodesPerSite: number, fixedPorts: boolean): Promise<PlannedNode[]> {
+  const out: PlannedNode[] = []
+  for (let s = 0; s < sites; s++) {
+    for (let n = 0; n < nodesPerSite; n++) {
+      out.push({ id: nodeId(s, n), site: siteName(s), address: fixedPorts ? `127.0.0.1:${await freePort()}` : '127.0.0.1:0' })
+    }
+  }
+  return out
+}
+
+// The WAN proxies from HOST (an agent, or 'nodes-SITE' for the nodes of SITE) to every node of
+// another site, when asked for.
+async function startWanLinks (info: ClusterInfo, host: string, site: string, nodes: Array<{ id: string, site: string, address: string }>, opts: DevUpOptions): Promise<ClusterProxy[]> {
   if (opts.wanLatencyMs === undefined) return []
   const delayMs = opts.wanLatencyMs
-  const links = await settleAllValues(info.nodes.filter(n => n.site !== site).map(async (n) => {
+  const links = await settleAllValues(nodes.filter(n => n.site !== site).map(async (n) => {
     const p = await startWanProxyProcess({
       logFile: path.join(info.dir, 'wan', `${host}-${n.id}.log`), target: n.address, delayMs, mbps: opts.wanMbps, detached: info.detached, readyTimeoutMs: opts.readyTimeoutMs
     })

@@ -86,7 +86,16 @@ export interface DiskRecord {
   epoch: number // snapshot epoch: writes create block versions at this epoch
   segmentBlocks: number
   createdAtMs: number
+  // How the disk file looks on every mount. Both optional: records written before they existed
+  // (and disks nobody chowned) show the agent's own uid/gid and mode 0660, as the mount always did.
+  file?: DiskFileOwner
+  xattrs?: Record<string, string> // extended attribute name → value (base64)
 }
+export interface DiskFileOwner { uid: number, gid: number, mode: number } // mode: permission bits (0o7777)
+// Extended attributes live in the disk record: libvirt's are tens of bytes. Limits keep the
+// record small (every agent caches it) and answer a large value with E2BIG / ENOSPC.
+export const XATTR_VALUE_MAX_BYTES = 4096
+export const XATTRS_TOTAL_MAX_BYTES = 16384 // names + values of one disk
 export interface FenceRecord { v: 1, leaseEpoch: number }
 export interface LeaseRecord { v: 1, host: string, leaseEpoch: number, sessionId: string, acquiredAtMs: number }
 export interface HandoverRequest { v: 1, host: string, requestedAtMs: number }
@@ -126,6 +135,9 @@ export interface SnapshotRecord {
   sizeBytes: number
   blockSizeBytes: number
   createdAtMs: number
+  // Where the content was first committed, when that was another disk (an imported export
+  // stream): lets an incremental stream check its base across clusters. Absent: this disk, `epoch`.
+  origin?: { diskUuid: string, epoch: number }
 }
 // Asks the disk's lease holder to commit a snapshot; it answers by creating the SnapshotRecord
 // and removing the request in one transaction, or by setting `error` (nothing committed).

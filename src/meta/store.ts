@@ -205,6 +205,11 @@ export class MetaStore {
     await this.zk.multi(ops)
   }
 
+  // Replaces the record if it is still at `recVersion` (else ZK_CONFLICT); returns the new version.
+  async setDiskRecord (rec: DiskRecord, recVersion: number): Promise<number> {
+    return (await this.zk.set(paths.disk(rec.name), encodeJson(rec), recVersion)).version
+  }
+
   // Removes the disk's metadata, its snapshot records included (the caller decides whether
   // snapshots and clones allow it).
   async removeDisk (name: string): Promise<void> {
@@ -271,8 +276,9 @@ export class MetaStore {
   // The commit, one transaction: snapshot record at the disk's current epoch, disk epoch + 1 —
   // conditional on the disk record version read and on the lease znode the committer holds
   // (so nobody else can be writing at the old epoch), and removing the request it answers.
-  async commitSnapshot (disk: DiskRecord & { version: number }, snap: string, opts: { leaseVersion: number, requestVersion?: number }): Promise<SnapshotRecord> {
+  async commitSnapshot (disk: DiskRecord & { version: number }, snap: string, opts: { leaseVersion: number, requestVersion?: number, origin?: SnapshotRecord['origin'] }): Promise<SnapshotRecord> {
     const rec: SnapshotRecord = { v: 1, disk: disk.name, name: snap, epoch: disk.epoch, sizeBytes: disk.sizeBytes, blockSizeBytes: disk.blockSizeBytes, createdAtMs: Date.now() }
+    if (opts.origin !== undefined) rec.origin = opts.origin
     const next: DiskRecord = { ...disk, epoch: disk.epoch + 1 }
     delete (next as Partial<DiskRecord & { version: number }>).version
     const ops: ZkOp[] = [

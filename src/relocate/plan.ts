@@ -7,12 +7,15 @@ import { MetaStore, NodeView } from '../meta/store'
 import { StorageClient } from '../storagenode/client'
 import { liveNodesNamed, validateReplicas } from '../vdisk/disk-admin'
 import { blockCountFor } from '../vdisk/block-range'
+import { CopyEstimate, estimateCopy, ProbeBlock, ProbeNode } from './copy-estimate'
 
 export interface RelocationRequest {
   disk: string
   site?: string
   nodes?: string[]
   replicas?: number
+  rateCapBytesPerSec?: number  // for the estimate
+  probeBudgetMs?: number       // 0: do not measure the link
 }
 
 export interface RelocationPlan {
@@ -26,6 +29,7 @@ export interface RelocationPlan {
   bytes: number           // upper bound: written blocks × block size × targets to fill
   fromSites: string[]
   toSites: string[]
+  estimate: CopyEstimate
 }
 
 function pickTargets (nodes: NodeView[], current: Set<string>, req: RelocationRequest, replicas: number): string[] {
@@ -70,19 +74,37 @@ export async function planRelocation (meta: MetaStore, req: RelocationRequest): 
   const addedNodes = targetNodes.filter(n => !current.has(n))
 
   // Written blocks, as the source nodes know them: only those are copied.
-  const written = new Set<number>()
+  const written = new Map<number, ProbeNode[]>() // block → source nodes holding it
   for (const id of current) {
     if (targetNodes.includes(id)) continue
     const view = nodes.find(n => n.id === id)
     if (view?.alive == null) continue
     const client = new StorageClient({ nodeId: id, address: view.alive.address })
     try {
-      for (const b of await client.listBlocks({ diskUuid: disk.uuid })) written.add(b.block)
+      for (const b of await client.listBlocks({ diskUuid: disk.uuid })) {
+        written.set(b.block, [...(written.get(b.block) ?? []), { id, address: view.alive.address }])
+      }
     } finally {
       client.close()
     }
   }
   const siteOf = (id: string): string => nodes.find(n => n.id === id)?.site ?? '?'
+  const toFill = targetNodes.filter(t => !inSyncEverywhere.has(t))
+  // Each written block is copied once per target that is not yet in sync everywhere.
+  const bytes = written.size * disk.blockSizeBytes * Math.max(1, toFill.length)
+  const probeTargets = toFill.flatMap(id => {
+    const address = nodes.find(n => n.id === id)?.alive?.address
+    return address === undefined ? [] : [{ id, address }]
+  })
+  const blocks: ProbeBlock[] = [...written.entries()].sort((a, b) => a[0] - b[0]).map(([block, sources]) => ({ block, sources }))
+  const estimate = await estimateCopy({
+    diskUuid: disk.uuid,
+    blocks,
+    targets: probeTargets,
+    bytesToCopy: bytes,
+    rateCapBytesPerSec: req.rateCapBytesPerSec ?? 0,
+    budgetMs: req.probeBudgetMs
+  })
   return {
     disk: disk.name,
     uuid: disk.uuid,
@@ -91,9 +113,9 @@ export async function planRelocation (meta: MetaStore, req: RelocationRequest): 
     addedNodes,
     blocks: blockCountFor(disk.sizeBytes, disk.blockSizeBytes),
     writtenBlocks: written.size,
-    // Each written block is copied once per target that is not yet in sync everywhere.
-    bytes: written.size * disk.blockSizeBytes * Math.max(1, targetNodes.filter(t => !inSyncEverywhere.has(t)).length),
+    bytes,
     fromSites: [...new Set([...current].map(siteOf))].sort(),
-    toSites: [...new Set(targetNodes.map(siteOf))].sort()
+    toSites: [...new Set(targetNodes.map(siteOf))].sort(),
+    estimate
   }
 }

@@ -12,6 +12,7 @@ import * as fsp from 'node:fs/promises'
 import * as path from 'node:path'
 import { UkaiError, isUkaiError } from '../errors'
 import { FileCache, MAX_OPEN_FILES_DEFAULT } from './file-cache'
+import { loadPunchHole, punchHole } from './punch-hole'
 import { RangeLocks } from './range-locks'
 import { cloneSparse, writeAll, writeAllSync } from './sparse-copy'
 
@@ -66,6 +67,7 @@ export class BlockStore {
   private readonly files: FileCache
   private readonly locks = new RangeLocks()
   private usedBytesTotal = 0
+  private canPunch = true     // false once the data dir's filesystem refused FALLOC_FL_PUNCH_HOLE
   private reservedBytes = 0   // worst-case allocation of writes in progress
   // Writes are accounted without an fstat on the data path: each adds its worst case (every page
   // it touched) here, per file, until reconcile() replaces the estimate with st_blocks. The quota
@@ -88,6 +90,7 @@ export class BlockStore {
     if (opts.capacityBytes !== undefined && !(Number.isSafeInteger(opts.capacityBytes) && opts.capacityBytes > 0)) {
       throw UkaiError.badArgument(`capacityBytes must be a positive integer, got ${opts.capacityBytes}`)
     }
+    loadPunchHole()
     const store = new BlockStore(opts)
     await store.checkDataDir()
     await store.scan()
@@ -146,11 +149,11 @@ export class BlockStore {
     await durable
   }
 
-  // Makes [offset, offset+length) of version `epoch` read as zeros. Node has no
-  // fallocate(PUNCH_HOLE), so space is only released where the range reaches the end of the
-  // file (truncate, or unlink when nothing older would show through); a range inside the file
-  // is overwritten with zeros and stays allocated until the version is cloned (the clone skips
-  // zero pages) or deleted.
+  // Makes [offset, offset+length) of version `epoch` read as zeros and frees its space: the
+  // whole version is deleted when nothing older would show through, or replaced by an empty
+  // version when an older (committed) one would — that one is never touched; a range reaching
+  // the end of the file truncates it; a range inside is a punched hole (zeros written where the
+  // filesystem cannot punch).
   async discard (uuid: string, block: number, epoch: number, offset: number, length: number, leaseEpoch: number): Promise<void> {
     checkUuid(uuid); checkIndex('block', block); checkIndex('epoch', epoch); checkIndex('lease epoch', leaseEpoch)
     checkRange(offset, length, MAX_BLOCK_BYTES)
@@ -480,23 +483,28 @@ export class BlockStore {
   private async discardLocked (disk: DiskState, block: number, epoch: number, offset: number, length: number): Promise<void> {
     if (length === 0) return
     const epochs = disk.versions.get(block)
-    if (newestAtMost(epochs, epoch) === undefined) return  // nothing there: already zeros
-    await this.ensureVersion(disk, block, epoch)
-    const file = versionPath(disk, block, epoch)
-    const hasOlder = newestAtMost(epochs, epoch - 1) !== undefined
+    const visible = newestAtMost(epochs, epoch)
+    if (visible === undefined) return  // nothing there: already zeros
+    const older = newestAtMost(epochs, epoch - 1)
     try {
+      const visibleSizeBytes = (await fsp.stat(versionPath(disk, block, visible))).size
+      if (offset >= visibleSizeBytes) return  // past the end of the file: already zeros
+      if (offset === 0 && length >= visibleSizeBytes) {
+        // The whole version goes. Deleting it would expose an older one, so that case leaves an
+        // empty version at this epoch instead (no clone: none of the old bytes are needed).
+        if (visible === epoch) await this.removeVersion(disk, block, epoch)
+        if (older !== undefined) await this.ensureVersion(disk, block, epoch, true)
+        return
+      }
+      await this.ensureVersion(disk, block, epoch)
+      const file = versionPath(disk, block, epoch)
       const lease = await this.files.acquire(file)
       try {
         const sizeBytes = (await lease.fh.stat()).size
-        if (offset >= sizeBytes) return
         if (offset + length >= sizeBytes) {
-          if (offset === 0 && !hasOlder) {
-            lease.release()
-            await this.removeVersion(disk, block, epoch)
-            return
-          }
           await lease.fh.truncate(offset)  // the tail reads as zeros again, and is freed
-        } else {
+        } else if (!(this.canPunch && punchHole(lease.fh.fd, offset, length))) {
+          this.canPunch = false  // learned once: this filesystem cannot punch holes
           const zeros = Buffer.alloc(Math.min(ZERO_CHUNK_BYTES, length))
           for (let pos = offset; pos < offset + length; pos += zeros.length) {
             await writeAll(lease.fh, zeros.subarray(0, Math.min(zeros.length, offset + length - pos)), pos)
@@ -515,22 +523,23 @@ export class BlockStore {
 
   // Version `epoch` of `block` exists after this: created empty, or cloned from the newest older
   // version (copy-on-write; the older, committed version is never modified).
-  private async ensureVersion (disk: DiskState, block: number, epoch: number): Promise<void> {
+  // `empty`: create it empty even where an older version exists (a discard of the whole block).
+  private async ensureVersion (disk: DiskState, block: number, epoch: number, empty = false): Promise<void> {
     if (disk.versions.get(block)?.includes(epoch) ?? false) return
     const key = `${block}.${epoch}`
     let pending = disk.creating.get(key)
     if (pending === undefined) {
-      pending = this.createVersion(disk, block, epoch).finally(() => disk.creating.delete(key))
+      pending = this.createVersion(disk, block, epoch, empty).finally(() => disk.creating.delete(key))
       disk.creating.set(key, pending)
     }
     await pending
   }
 
-  private async createVersion (disk: DiskState, block: number, epoch: number): Promise<void> {
+  private async createVersion (disk: DiskState, block: number, epoch: number, empty: boolean): Promise<void> {
     await this.ensureDiskDir(disk)
     const file = versionPath(disk, block, epoch)
     const older = newestAtMost(disk.versions.get(block), epoch - 1)
-    if (older === undefined) {
+    if (older === undefined || empty) {
       const lease = await this.files.acquire(file, true)
       lease.release()
       this.setAlloc(file, 0)

@@ -6,7 +6,7 @@ import * as grpc from '@grpc/grpc-js'
 import { UkaiError, UkaiErrorCode } from '../errors'
 import {
   BlockEpochs, BlockVersion, CopyBaseRequest, CopyBaseResponse, ERROR_CODE_METADATA_KEY, IoRequestOut, IoResponse, MAX_IO_BYTES,
-  MAX_MESSAGE_BYTES, StatResponse, storageService
+  MAX_MESSAGE_BYTES, PullBlockRequest, StatResponse, storageService
 } from './wire'
 
 // A pull copies a whole block (up to 64 MiB, every version), possibly across a slow link.
@@ -143,7 +143,9 @@ export class StorageClient {
 
   // Asks this node to pull a block's versions from another node (node-to-node copy).
   // Its deadline covers a whole block at WAN speed, not one small request.
-  async pullBlock (a: { diskUuid: string, block: number, sourceNode: string, sourceAddress: string, leaseEpoch: number }, timeoutMs = PULL_TIMEOUT_MS): Promise<number> {
+  // With `probe` the node only reads the block from the source (a link measurement): it returns
+  // the bytes read and stores nothing.
+  async pullBlock (a: PullBlockRequest, timeoutMs = PULL_TIMEOUT_MS): Promise<number> {
     return (await this.unary<{ bytes: number }>('PullBlock', a, timeoutMs)).bytes
   }
 

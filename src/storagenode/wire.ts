@@ -50,7 +50,7 @@ export interface DeleteDiskRequest { diskUuid: string }
 export interface DeleteDiskResponse { freedBytes: number }
 export interface DeleteBlocksRequest { diskUuid: string, blocks: number[] }
 export interface DeleteBlocksResponse { freedBytes: number }
-export interface PullBlockRequest { diskUuid: string, block: number, sourceNode: string, sourceAddress: string, leaseEpoch: number }
+export interface PullBlockRequest { diskUuid: string, block: number, sourceNode: string, sourceAddress: string, leaseEpoch: number, probe?: boolean }
 export interface PullBlockResponse { bytes: number }
 export interface PruneVersionsRequest { diskUuid: string, keepEpochs: number[], dropNewer: boolean, leaseEpoch: number }
 export interface PruneVersionsResponse { freedBytes: number, versionsRemoved: number }

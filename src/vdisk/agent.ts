@@ -3,9 +3,10 @@
 import { UkaiError, isUkaiError, safetyCatch } from '../errors'
 import { Logger, silentLogger } from '../log'
 import { LeaseManager } from '../meta/lease'
-import { DiskIoCounters, DiskRecord, OpenRecord, SnapshotRecord, SnapshotRef, encodeJson, formatSnapshotRef, parseSnapshotRef, paths, validateDiskName } from '../meta/schema'
+import { DiskFileOwner, DiskIoCounters, DiskRecord, OpenRecord, SnapshotRecord, SnapshotRef, encodeJson, formatSnapshotRef, parseSnapshotRef, paths, validateDiskName } from '../meta/schema'
 import { MetaStore } from '../meta/store'
 import { createDisk, deleteDisk, resizeDisk } from './disk-admin'
+import { VersionedDiskRecord, getXattr, ownerOf, updateDiskRecord, withMode, withOwner, withXattr, withoutXattr, xattrNames } from './disk-file-attrs'
 import { NodePool } from './node-pool'
 import { SnapshotImage } from './snapshot-image'
 import { VirtualDisk } from './virtual-disk'
@@ -48,6 +49,11 @@ function snapshotFile (ref: string): SnapshotRef {
   }
 }
 
+// fallocate(2) mode bits (linux/falloc.h).
+const FALLOC_FL_KEEP_SIZE = 0x01
+const FALLOC_FL_PUNCH_HOLE = 0x02
+const FALLOC_FL_ZERO_RANGE = 0x10
+
 export class Agent {
   readonly host: string
   readonly site: string
@@ -56,7 +62,9 @@ export class Agent {
   readonly leases: LeaseManager
   private readonly log: Logger
   private readonly mountPoint: string
-  private records = new Map<string, DiskRecord>()
+  private records = new Map<string, VersionedDiskRecord>()
+  // What a disk nobody chowned shows: this agent's own user, as the mount always did.
+  readonly defaultOwner: DiskFileOwner = { uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0, mode: 0o660 }
   private readonly open = new Map<string, OpenDisk>()
   private opening = new Map<string, Promise<OpenDisk>>()
   private readonly handles = new Map<number, { name: string, writable: boolean, image?: SnapshotImage }>()
@@ -106,7 +114,7 @@ export class Agent {
   private async refreshDisks (): Promise<void> {
     if (this.closed) return
     const names = await this.meta.listDiskNames(() => { this.refreshDisks().catch(safetyCatch) })
-    const next = new Map<string, DiskRecord>()
+    const next = new Map<string, VersionedDiskRecord>()
     await Promise.all(names.map(async (name) => {
       const known = this.records.get(name)
       if (known !== undefined) { next.set(name, known); return }
@@ -134,7 +142,7 @@ export class Agent {
   private async refreshDisk (name: string): Promise<void> {
     if (this.closed) return
     try {
-      this.records.set(name, await this.meta.getDisk(name, () => { this.refreshDisk(name).catch(safetyCatch) }))
+      this.noteRecord(await this.meta.getDisk(name, () => { this.refreshDisk(name).catch(safetyCatch) }))
     } catch (err) {
       if (!isUkaiError(err, 'NOT_FOUND')) throw err
       this.records.delete(name)
@@ -155,6 +163,14 @@ export class Agent {
   }
 
   listDisks (): string[] { return [...this.records.keys()].sort() }
+
+  // A record read or written here: newer than the cached one wins (a watch-driven re-read and
+  // our own update may arrive in either order).
+  private noteRecord (rec: VersionedDiskRecord): void {
+    const known = this.records.get(rec.name)
+    if (known === undefined || known.version <= rec.version) this.records.set(rec.name, rec)
+    this.open.get(rec.name)?.disk.adoptFileAttrs(rec)
+  }
 
   // 'DISK@NAME' of every snapshot of every disk.
   listSnapshotFiles (): string[] {
@@ -191,7 +207,7 @@ export class Agent {
     const rec = this.records.get(name)
     if (rec !== undefined) return rec
     const fresh = await this.meta.getDisk(name) // created elsewhere a moment ago
-    this.records.set(name, fresh)
+    this.noteRecord(fresh)
     return fresh
   }
 
@@ -286,17 +302,66 @@ export class Agent {
   // --- namespace ----------------------------------------------------------------------------
 
   // A file created on the mount is an empty disk placed at this agent's site; it grows by truncate.
-  async create (name: string): Promise<number> {
+  async create (name: string, mode: number): Promise<number> {
     validateDiskName(name)
-    const rec = await createDisk(this.meta, { name, sizeBytes: 0, site: this.site })
-    this.records.set(name, { ...rec })
+    const rec = await createDisk(this.meta, { name, sizeBytes: 0, site: this.site, file: { ...this.defaultOwner, mode: mode & 0o7777 } })
+    this.noteRecord({ ...rec, version: 0 })
     return await this.openDisk(name, true)
   }
 
   async truncate (name: string, sizeBytes: number): Promise<void> {
     const rec = await resizeDisk(this.meta, name, sizeBytes)
-    this.records.set(name, rec)
+    // The record's new version arrives with the watch; until then the size is what counts.
+    this.records.set(name, { ...rec, version: this.records.get(name)?.version ?? 0 })
     await this.open.get(name)?.disk.reload()
+  }
+
+  // --- owner, mode, extended attributes (in the disk record: the same on every mount) --------
+
+  fileOwner (rec: DiskRecord): DiskFileOwner { return ownerOf(rec, this.defaultOwner) }
+
+  async chown (name: string, uid: number, gid: number): Promise<void> {
+    this.noteRecord(await updateDiskRecord(this.meta, name, rec => withOwner(rec, this.defaultOwner, uid, gid)))
+  }
+
+  async chmod (name: string, mode: number): Promise<void> {
+    this.noteRecord(await updateDiskRecord(this.meta, name, rec => withMode(rec, this.defaultOwner, mode)))
+  }
+
+  // Served from the cached record: the kernel asks for security.capability before writes.
+  async getxattr (name: string, attr: string): Promise<Buffer> {
+    return getXattr(await this.stat(name), attr)
+  }
+
+  async listxattr (name: string): Promise<string[]> {
+    return xattrNames(await this.stat(name))
+  }
+
+  async setxattr (name: string, attr: string, value: Buffer, flags: number): Promise<void> {
+    this.noteRecord(await updateDiskRecord(this.meta, name, rec => withXattr(rec, attr, value, flags)))
+  }
+
+  async removexattr (name: string, attr: string): Promise<void> {
+    this.noteRecord(await updateDiskRecord(this.meta, name, rec => withoutXattr(rec, attr)))
+  }
+
+  // fallocate(2) on an open disk. PUNCH_HOLE (guest TRIM through QEMU's discard) and ZERO_RANGE
+  // both discard: the range reads as zeros and its space is freed on every replica (a thin disk
+  // stays thin; ZERO_RANGE's promise to keep the range allocated is not kept, like any thin
+  // store). Mode 0 reserves nothing (thin), so within the size it is a successful no-op; with
+  // either mode a range past the end without KEEP_SIZE grows the disk, as on a local file.
+  // COLLAPSE/INSERT/UNSHARE_RANGE are not supported (EOPNOTSUPP).
+  async fallocate (fh: number, mode: number, offset: number, length: number): Promise<void> {
+    const disk = this.disk(fh)
+    if ((mode & ~(FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE)) !== 0) {
+      throw UkaiError.notSupported(`fallocate mode 0x${mode.toString(16)} on ${disk.name}: only punch-hole, zero-range and plain allocation are supported`)
+    }
+    if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length <= 0) {
+      throw UkaiError.badArgument(`fallocate on ${disk.name}: bad range ${offset}+${length}`)
+    }
+    const grows = (mode & (FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE)) === 0 && offset + length > disk.sizeBytes
+    if (grows) await this.truncate(disk.name, offset + length)
+    if ((mode & (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE)) !== 0) await disk.discard(offset, length)
   }
 
   async unlink (name: string): Promise<void> {

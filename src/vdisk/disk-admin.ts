@@ -6,7 +6,7 @@ import { UkaiError } from '../errors'
 import { Logger, silentLogger } from '../log'
 import { PlacementSegment, ReplicaSet, segmentLayout } from '../meta/placement'
 import {
-  BLOCK_SIZE_MAX_BYTES, BLOCK_SIZE_MIN_BYTES, DISK_SIZE_MAX_BYTES, DiskRecord, PlacementPolicy, REPLICAS_MAX, validateDiskName, validateId
+  BLOCK_SIZE_MAX_BYTES, BLOCK_SIZE_MIN_BYTES, DISK_SIZE_MAX_BYTES, DiskFileOwner, DiskRecord, PlacementPolicy, REPLICAS_MAX, validateDiskName, validateId
 } from '../meta/schema'
 import { MetaStore, NodeView } from '../meta/store'
 import { StorageClient } from '../storagenode/client'
@@ -20,6 +20,7 @@ export interface CreateDiskRequest {
   site?: string
   nodes?: string[]
   tenant?: string
+  file?: DiskFileOwner // owner and mode of the disk file on the mount (default: the agent's user, 0660)
   parent?: DiskRecord['parent']   // a clone: reads through to this snapshot until written
 }
 
@@ -96,7 +97,8 @@ export async function createDisk (meta: MetaStore, req: CreateDiskRequest): Prom
     parent: req.parent ?? null,
     epoch: 1,  // a clone's copy-on-write lands at epoch 1 too (parent-chain.ts CLONE_BASE_EPOCH)
     segmentBlocks: config.segmentBlocks,
-    createdAtMs: Date.now()
+    createdAtMs: Date.now(),
+    ...(req.file !== undefined ? { file: req.file } : {})
   }
   const segments = segmentLayout(blockCountFor(req.sizeBytes, blockSizeBytes), config.segmentBlocks)
     .map(s => new PlacementSegment(s.index, s.firstBlock, s.blockCount, freshSet(placed)))

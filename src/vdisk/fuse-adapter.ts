@@ -1,8 +1,12 @@
 // The thin FUSE layer: unpack arguments, await one Agent method, call back exactly once.
 // Every disk is a regular file in the mount's root directory.
-import Fuse from 'fuse-native'
+import * as fs from 'node:fs'
+import type Fuse from 'fuse-native'
+import { UkaiError } from '../errors'
 import { Logger } from '../log'
+import { loadNative } from '../native'
 import { holdGcBallast } from '../storagenode/gc-ballast'
+import { DiskFileOwner } from '../meta/schema'
 import { Agent } from './agent'
 import { toErrno } from './fuse-errno'
 
@@ -20,13 +24,34 @@ const S_IFREG = 0o100000
 const S_IFDIR = 0o040000
 const O_ACCMODE = 3
 const O_RDONLY = 0
+const ENODATA = -61
+const EOPNOTSUPP = -95
 
 export interface FuseMountOptions { allowOther?: boolean }
+
+// fusermount lets a user other than root mount with allow_other only when fuse.conf says so.
+const FUSE_CONF = '/etc/fuse.conf'
+
+// Refuses, before anything starts, a mount that libfuse would refuse with only "fuse failed".
+export function checkMountOptions (opts: FuseMountOptions, conf = FUSE_CONF): void {
+  if (opts.allowOther !== true || process.getuid?.() === 0) return
+  let text = ''
+  try { text = fs.readFileSync(conf, 'utf8') } catch {}
+  if (!/^\s*user_allow_other\s*$/m.test(text)) {
+    throw UkaiError.badArgument(`--allow-other as a user other than root needs a line 'user_allow_other' in ${conf} (or run the agent as root)`)
+  }
+}
 
 // Snapshots appear read-only as /.snapshots/DISK@NAME.
 export const SNAPSHOT_DIR = '.snapshots'
 const SNAPSHOT_PREFIX = `/${SNAPSHOT_DIR}/`
 const EROFS = -30
+
+// fuse-native as scripts/build-native.sh builds it (patched: fallocate); loaded at the first
+// mount, so CLI verbs that never mount do not need the addon.
+function loadFuse (): typeof Fuse {
+  return loadNative<typeof Fuse>('fuse-native')
+}
 
 function diskName (path: string): string | null {
   const name = path.slice(1)
@@ -44,9 +69,9 @@ function inSnapshots (path: string): boolean {
 }
 
 export function mountAgent (agent: Agent, mountPoint: string, log: Logger, opts: FuseMountOptions = {}): Promise<Fuse> {
+  const Fuse = loadFuse()
   holdGcBallast()  // the agent streams every I/O to the nodes: see storagenode/gc-ballast.ts
-  const uid = process.getuid?.() ?? 0
-  const gid = process.getgid?.() ?? 0
+  const root = agent.defaultOwner
   const started = Date.now()
 
   // Wraps an op whose callback takes (result) where result ≥ 0 is success, < 0 is -errno.
@@ -54,29 +79,39 @@ export function mountAgent (agent: Agent, mountPoint: string, log: Logger, opts:
     fn().then(v => { const [code, val] = ok(v); cb(code, val) }, err => cb(toErrno(err, log, op)))
   }
 
-  function fileStat (sizeBytes: number, createdAtMs: number): object {
+  function fileStat (sizeBytes: number, createdAtMs: number, owner: DiskFileOwner): object {
     const t = new Date(createdAtMs)
-    return { mode: S_IFREG | 0o660, uid, gid, size: sizeBytes, nlink: 1, blksize: 4096, blocks: Math.ceil(sizeBytes / 512), atime: t, mtime: t, ctime: t }
+    return { mode: S_IFREG | owner.mode, uid: owner.uid, gid: owner.gid, size: sizeBytes, nlink: 1, blksize: 4096, blocks: Math.ceil(sizeBytes / 512), atime: t, mtime: t, ctime: t }
+  }
+
+  // For attribute ops on a disk file: calls `fn` with the disk's name, or answers `notDisk` for
+  // the root directory and anything under .snapshots (read-only, no attributes of their own),
+  // ENOENT for anything else.
+  function withDisk (path: string, notDisk: number, cb: (code: number) => void, fn: (name: string) => void): void {
+    if (path === '/' || inSnapshots(path)) return cb(notDisk)
+    const name = diskName(path)
+    if (name === null) return cb(Fuse.ENOENT)
+    fn(name)
   }
 
   const ops = {
     getattr (path: string, cb: (code: number, stat?: object) => void) {
       if (path === '/' || path === `/${SNAPSHOT_DIR}`) {
         const t = new Date(started)
-        return cb(0, { mode: S_IFDIR | (path === '/' ? 0o755 : 0o555), uid, gid, size: 4096, nlink: 2, atime: t, mtime: t, ctime: t })
+        return cb(0, { mode: S_IFDIR | (path === '/' ? 0o755 : 0o555), uid: root.uid, gid: root.gid, size: 4096, nlink: 2, atime: t, mtime: t, ctime: t })
       }
       const ref = snapshotRef(path)
       if (ref !== null) {
         return run('getattr', cb, async () => {
           const snap = await agent.statSnapshot(ref)
-          return { ...fileStat(snap.sizeBytes, snap.createdAtMs), mode: S_IFREG | 0o440 }
+          return fileStat(snap.sizeBytes, snap.createdAtMs, { ...root, mode: 0o440 })
         })
       }
       const name = diskName(path)
       if (name === null) return cb(Fuse.ENOENT)
       run('getattr', cb, async () => {
         const rec = await agent.stat(name)
-        return fileStat(rec.sizeBytes, rec.createdAtMs)
+        return fileStat(rec.sizeBytes, rec.createdAtMs, agent.fileOwner(rec))
       })
     },
     readdir (path: string, cb: (code: number, names?: string[]) => void) {
@@ -91,11 +126,11 @@ export function mountAgent (agent: Agent, mountPoint: string, log: Logger, opts:
       if (name === null) return cb(Fuse.ENOENT)
       run('open', cb, () => agent.openDisk(name, (flags & O_ACCMODE) !== O_RDONLY))
     },
-    create (path: string, _mode: number, cb: (code: number, fh?: number) => void) {
+    create (path: string, mode: number, cb: (code: number, fh?: number) => void) {
       if (inSnapshots(path)) return cb(EROFS)
       const name = diskName(path)
       if (name === null) return cb(Fuse.EACCES)
-      run('create', cb, () => agent.create(name))
+      run('create', cb, () => agent.create(name, mode))
     },
     release (_path: string, fh: number, cb: (code: number) => void) {
       run('release', cb, () => agent.release(fh))
@@ -122,6 +157,11 @@ export function mountAgent (agent: Agent, mountPoint: string, log: Logger, opts:
       if (inSnapshots(path)) return cb(0)  // nothing to make durable: committed versions are
       run('fsync', cb, () => agent.disk(fh).flush())
     },
+    // Guest TRIM arrives here (QEMU's raw driver: PUNCH_HOLE|KEEP_SIZE); see Agent.fallocate.
+    fallocate (path: string, fh: number, mode: number, offset: number, length: number, cb: (code: number) => void) {
+      if (inSnapshots(path)) return cb(EROFS)
+      run('fallocate', cb, () => agent.fallocate(fh, mode, offset, length))
+    },
     truncate (path: string, size: number, cb: (code: number) => void) {
       if (inSnapshots(path)) return cb(EROFS)
       const name = diskName(path)
@@ -140,10 +180,29 @@ export function mountAgent (agent: Agent, mountPoint: string, log: Logger, opts:
       if (name === null) return cb(Fuse.ENOENT)
       run('unlink', cb, () => agent.unlink(name))
     },
-    // Ownership and times are not stored; accepting them keeps cp, qemu-img and libvirt happy.
-    chmod (_path: string, _mode: number, cb: (code: number) => void) { cb(0) },
-    chown (_path: string, _uid: number, _gid: number, cb: (code: number) => void) { cb(0) },
+    // Owner, mode and xattrs are stored with the disk (the kernel checks who may change them:
+    // default_permissions). Times are not stored; accepting them keeps cp and qemu-img happy.
+    chmod (path: string, mode: number, cb: (code: number) => void) {
+      withDisk(path, inSnapshots(path) ? EROFS : EOPNOTSUPP, cb, name => run('chmod', cb, () => agent.chmod(name, mode)))
+    },
+    chown (path: string, uid: number, gid: number, cb: (code: number) => void) {
+      withDisk(path, inSnapshots(path) ? EROFS : EOPNOTSUPP, cb, name => run('chown', cb, () => agent.chown(name, uid, gid)))
+    },
     utimens (_path: string, _atime: number, _mtime: number, cb: (code: number) => void) { cb(0) },
+    getxattr (path: string, attr: string, _position: number, cb: (code: number, value?: Buffer) => void) {
+      withDisk(path, ENODATA, cb, name => run('getxattr', cb, () => agent.getxattr(name, attr)))
+    },
+    listxattr (path: string, cb: (code: number, names?: string[]) => void) {
+      if (path === '/' || inSnapshots(path)) return cb(0, [])
+      withDisk(path, 0, cb, name => run('listxattr', cb, () => agent.listxattr(name)))
+    },
+    setxattr (path: string, attr: string, value: Buffer, _position: number, flags: number, cb: (code: number) => void) {
+      const copy = Buffer.from(value) // libfuse's buffer: valid only until we call back
+      withDisk(path, inSnapshots(path) ? EROFS : EOPNOTSUPP, cb, name => run('setxattr', cb, () => agent.setxattr(name, attr, copy, flags)))
+    },
+    removexattr (path: string, attr: string, cb: (code: number) => void) {
+      withDisk(path, ENODATA, cb, name => run('removexattr', cb, () => agent.removexattr(name, attr)))
+    },
     statfs (_path: string, cb: (code: number, st?: object) => void) {
       let total = 0
       let free = 0
@@ -161,6 +220,9 @@ export function mountAgent (agent: Agent, mountPoint: string, log: Logger, opts:
     force: true,
     mkdir: true,
     allowOther: opts.allowOther === true,
+    // The kernel checks mode, owner and group (who may open, chown, chmod, set xattrs): we
+    // cannot, fuse-native does not tell us who is calling.
+    defaultPermissions: true,
     fsname: ['ukai', ...LIBFUSE_EXTRA_OPTIONS].join(','),
     subtype: 'ukai',
     timeout: FUSE_OP_TIMEOUT_MS

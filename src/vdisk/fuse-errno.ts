@@ -20,6 +20,11 @@ const ERRNO: Record<UkaiErrorCode, number> = {
   IO_ERROR: 5, // EIO
   READ_ONLY: 30, // EROFS
   DATA_DIR: 5, // EIO
+  CORRUPT_STREAM: 5, // EIO (CLI only)
+  WRONG_BASE: 22, // EINVAL (CLI only)
+  NOT_SUPPORTED: 95, // EOPNOTSUPP
+  NO_ATTRIBUTE: 61, // ENODATA (= ENOATTR)
+  TOO_BIG: 7, // E2BIG
   INTERNAL: 5 // EIO
 }
 

@@ -21,6 +21,9 @@ import { nearestFirst, readFromReplicas } from './replica-read'
 // before the guest sees EIO.
 export const IO_RETRY_MS_DEFAULT = 10_000
 const IO_RETRY_PAUSE_MS = 200
+// Blocks a large discard (a whole-disk TRIM) keeps in flight; each goes to every replica.
+// Measured: 64 GiB of 4 MiB blocks, 2 replicas, nothing written: 5-8 s.
+const DISCARD_BLOCKS_IN_FLIGHT = 64
 
 export interface VirtualDiskDeps {
   meta: MetaStore
@@ -116,6 +119,12 @@ export class VirtualDisk {
       if (isUkaiError(err, 'NOT_FOUND')) { this.log.warn('disk was deleted while open'); return }
       throw err
     }
+  }
+
+  // Owner, mode and xattrs changed here: seen at once, without waiting for the watch's reload
+  // (which brings the rest of the record, and the placement along with it).
+  adoptFileAttrs (rec: DiskRecord): void {
+    this.record = { ...this.record, file: rec.file, xattrs: rec.xattrs }
   }
 
   async reloadSegment (index: number): Promise<void> {
@@ -385,27 +394,57 @@ export class VirtualDisk {
   }
 
   private async writeBlock (lease: HeldLease, block: number, offsetInBlock: number, data: Buffer): Promise<void> {
+    await this.mutateBlock(lease, block, 'write', node => this.pool.client(node).write({
+      diskUuid: this.record.uuid, block, epoch: this.record.epoch, offset: offsetInBlock, data, leaseEpoch: lease.leaseEpoch
+    }))
+  }
+
+  // Makes [offset, offset+length) read as zeros and gives its space back on every replica
+  // (guest TRIM, fallocate PUNCH_HOLE). Fenced and replicated like a write. Only the head
+  // epoch changes: a committed snapshot's version of a block stays as it is on the nodes.
+  async discard (offset: number, length: number): Promise<void> {
+    const end = Math.min(offset + length, this.sizeBytes)  // past the end is already nothing
+    if (end <= offset) return
+    const lease = await this.ensureLease()
+    this.inFlightWrites++
+    try {
+      const pieces = splitRange(offset, end - offset, this.record.blockSizeBytes)
+      let next = 0
+      await Promise.all(Array.from({ length: Math.min(DISCARD_BLOCKS_IN_FLIGHT, pieces.length) }, async () => {
+        while (next < pieces.length) {
+          const p = pieces[next++]
+          await this.mutateBlock(lease, p.block, 'discard', node => this.pool.client(node).discard({
+            diskUuid: this.record.uuid, block: p.block, epoch: this.record.epoch, offset: p.offsetInBlock, length: p.length, leaseEpoch: lease.leaseEpoch
+          }))
+        }
+      }))
+    } finally {
+      if (--this.inFlightWrites === 0) for (const wake of this.writesDrained.splice(0)) wake()
+    }
+  }
+
+  private async mutateBlock (lease: HeldLease, block: number, verb: string, send: (node: string) => Promise<void>): Promise<void> {
     await this.blockLocks.acquireWrite(block)
     try {
-      await this.writeBlockLocked(lease, block, offsetInBlock, data)
+      await this.mutateBlockLocked(lease, block, verb, send)
     } finally {
       this.blockLocks.releaseWrite(block)
     }
   }
 
-  private async writeBlockLocked (lease: HeldLease, block: number, offsetInBlock: number, data: Buffer): Promise<void> {
+  // Sends one change of `block` to every writable replica; see the invariants at the top.
+  private async mutateBlockLocked (lease: HeldLease, block: number, verb: string, send: (node: string) => Promise<void>): Promise<void> {
     const deadline = Date.now() + this.ioRetryMs
     let targets: Replica[]
     let results: Array<PromiseSettledResult<void>>
     for (;;) {
       targets = writableReplicas(this.replicasOf(block))
       if (targets.length === 0) throw UkaiError.io(`block ${block} of ${this.name} has no writable replica`)
+      // A clone's block is first given its own copy of the parent's version on each replica.
       const chain = this.materialized.has(block) ? null : this.chain
       results = await Promise.allSettled(targets.map(async r => {
         if (chain !== null) await chain.materialize(this.record, block, r.node, lease.leaseEpoch)
-        await this.pool.client(r.node).write({
-          diskUuid: this.record.uuid, block, epoch: this.record.epoch, offset: offsetInBlock, data, leaseEpoch: lease.leaseEpoch
-        })
+        await send(r.node)
       }))
       // No replica reachable: nothing can be marked stale (that would lose the block), so wait
       // for one to come back, up to the deadline.
@@ -422,17 +461,17 @@ export class VirtualDisk {
     if (failed.some(f => isUkaiError(f.err, 'FENCED'))) {
       this.leases.dropLocal(this.name)
       this.lease = null
-      throw UkaiError.fenced(`write to ${this.name} refused: the lease moved to another host (epoch ${lease.leaseEpoch} is stale)`)
+      throw UkaiError.fenced(`${verb} to ${this.name} refused: the lease moved to another host (epoch ${lease.leaseEpoch} is stale)`)
     }
     if (failed.length === 0) return
     if (failed.length === targets.length) {
       const why = failed.map(f => `${f.replica.node}: ${(f.err as Error).message}`).join('; ')
       // Full everywhere is ENOSPC for the guest, not a generic I/O error.
-      if (failed.some(f => isUkaiError(f.err, 'NO_SPACE'))) throw UkaiError.noSpace(`write to block ${block} of ${this.name}: no replica has space (${why})`)
-      throw UkaiError.io(`write to block ${block} of ${this.name} failed on every replica: ${why}`)
+      if (failed.some(f => isUkaiError(f.err, 'NO_SPACE'))) throw UkaiError.noSpace(`${verb} to block ${block} of ${this.name}: no replica has space (${why})`)
+      throw UkaiError.io(`${verb} to block ${block} of ${this.name} failed on every replica: ${why}`)
     }
     for (const f of failed) {
-      this.log.warn({ node: f.replica.node, block, err: (f.err as Error).message }, 'replica write failed')
+      this.log.warn({ node: f.replica.node, block, verb, err: (f.err as Error).message }, 'replica write failed')
       await this.markStale(f.replica.node, [block])
     }
   }

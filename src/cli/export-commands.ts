@@ -1,0 +1,134 @@
+// ukai export [--from SNAP1] DISK@SNAP FILE|-  ·  ukai import [--incremental] FILE|- DISK
+import cliProgress from 'cli-progress'
+import { Command } from 'commander'
+import { UkaiError } from '../errors'
+import { ExportFormat, ExportSummary, exportSnapshot } from '../export/export-disk'
+import { ImportFormat, ImportSummary, importDisk } from '../export/import-disk'
+import { parseSnapshotRef, validateId, validateSnapshotName } from '../meta/schema'
+import { MetaStore } from '../meta/store'
+import { cliHostName } from '../relocate/run-here'
+import { formatBytes, parseSize } from '../units'
+import { NodePool } from '../vdisk/node-pool'
+import { withMeta } from './context'
+import { printJson } from './output'
+
+// Operations shorter than this show no bar.
+const BAR_AFTER_BYTES = 64 * 1024 * 1024
+
+// A bar on stderr (stdout may carry the data): bytes, rate, ETA.
+function progressBar (verb: string): { start: (total: number) => void, update: (done: number) => void, stop: () => void } {
+  let bar: cliProgress.SingleBar | null = null
+  const startedMs = Date.now()
+  const payload = (done: number, total: number): Record<string, string> => {
+    const secs = (Date.now() - startedMs) / 1000
+    return { done: formatBytes(done), planned: formatBytes(total), rate: formatBytes(secs > 0 ? done / secs : 0) }
+  }
+  let total = 0
+  return {
+    start: (t) => {
+      total = t
+      if (t < BAR_AFTER_BYTES) return
+      bar = new cliProgress.SingleBar({
+        format: ` ${verb} {bar} {percentage}% | {done} of {planned} | {rate}/s | ETA {eta_formatted}`,
+        stream: process.stderr, noTTYOutput: true, notTTYSchedule: 2000, etaBuffer: 50
+      }, cliProgress.Presets.shades_classic)
+      bar.start(Math.max(1, t), 0, payload(0, t))
+    },
+    update: (done) => bar?.update(done, payload(done, total)),
+    stop: () => bar?.stop()
+  }
+}
+
+async function withPool<T> (meta: MetaStore, site: string | undefined, fn: (pool: NodePool) => Promise<T>): Promise<T> {
+  const pool = new NodePool(meta, { host: cliHostName(), site: site ?? '' })
+  await pool.start()
+  try {
+    return await fn(pool)
+  } finally {
+    pool.close()
+  }
+}
+
+function parseFormat<T extends string> (text: string, allowed: readonly T[]): T {
+  if (!(allowed as readonly string[]).includes(text)) throw UkaiError.badArgument(`bad --format '${text}': expected ${allowed.join(' or ')}`)
+  return text as T
+}
+
+function parseReplicas (text: string | undefined): number | undefined {
+  if (text === undefined) return undefined
+  if (!/^\d+$/.test(text)) throw UkaiError.badArgument(`bad replica count '${text}': expected a whole number`)
+  return Number(text)
+}
+
+// The summary goes to stdout, unless stdout carries the data.
+function report (value: ExportSummary | ImportSummary, json: boolean, dataOnStdout: boolean, line: string): void {
+  if (json) {
+    if (dataOnStdout) process.stderr.write(JSON.stringify(value) + '\n')
+    else printJson(value)
+  } else {
+    (dataOnStdout ? process.stderr : process.stdout).write(line + '\n')
+  }
+}
+
+export function exportCommands (program: Command): void {
+  program.command('export')
+    .description('write a snapshot as a raw image, or (with --from) the blocks changed since an older snapshot as a ukai stream')
+    .argument('<disk@snapshot>', 'the snapshot to export')
+    .argument('<file>', "output file, or '-' for stdout")
+    .option('--from <snapshot>', 'incremental: only the blocks changed since this older snapshot of the same disk')
+    .option('--format <raw|stream>', 'full export as a raw image (default) or as a ukai stream (keeps the snapshot name; for import into another cluster)')
+    .option('--site <site>', 'prefer reading from storage nodes of this site')
+    .option('--json', 'print a JSON summary')
+    .action(async (ref: string, file: string, opts, cmd: Command) => {
+      const { disk, snapshot } = parseSnapshotRef(ref)
+      if (opts.from !== undefined) validateSnapshotName(opts.from)
+      if (opts.site !== undefined) validateId(opts.site, 'site')
+      const format: ExportFormat = opts.format !== undefined ? parseFormat(opts.format, ['raw', 'stream'] as const) : opts.from !== undefined ? 'stream' : 'raw'
+      const bar = progressBar('export')
+      let summary: ExportSummary
+      try {
+        summary = await withMeta(cmd, meta => withPool(meta, opts.site, pool => exportSnapshot(meta, pool, {
+          disk, snapshot, from: opts.from, format, output: file, onStart: bar.start, onProgress: bar.update
+        })))
+      } finally {
+        bar.stop()
+      }
+      const what = summary.kind === 'incremental' ? `blocks changed since ${summary.from}` : format === 'raw' ? 'raw image' : 'full stream'
+      report(summary, opts.json === true, file === '-',
+        `exported ${disk}@${snapshot} (${what}): ${summary.blocks} blocks read, ${formatBytes(summary.dataBytes)} of data, ${formatBytes(summary.outputBytes)} written to ${file === '-' ? 'stdout' : file} in ${summary.seconds.toFixed(1)} s`)
+    })
+
+  program.command('import')
+    .description('create a disk from a raw image or a full ukai stream, or (--incremental) apply an incremental stream onto a disk at its base snapshot')
+    .argument('<file>', "input file, or '-' for stdin (spooled to a temp file and checked before anything is applied)")
+    .argument('<disk>', 'the new disk (or, with --incremental, the disk to apply onto)')
+    .option('--incremental', 'apply an incremental stream onto an existing disk whose current state is the stream\'s base snapshot')
+    .option('--format <auto|raw|stream>', 'input format (default: auto — a ukai stream by its magic, else a raw image)', 'auto')
+    .option('--site <site>', 'new disk: place the replicas on live nodes of this site')
+    .option('--block-size <size>', 'new disk: block size (default: the stream\'s, or the cluster default for a raw image)')
+    .option('--replicas <n>', 'new disk: number of replicas (default: the cluster default)')
+    .option('--spool-dir <dir>', 'where stdin is spooled before it is checked (default: the system temp dir)')
+    .option('--json', 'print a JSON summary')
+    .action(async (file: string, disk: string, opts, cmd: Command) => {
+      const format: ImportFormat = parseFormat(opts.format, ['auto', 'raw', 'stream'] as const)
+      if (opts.site !== undefined) validateId(opts.site, 'site')
+      if (opts.incremental === true && (opts.site !== undefined || opts.blockSize !== undefined || opts.replicas !== undefined)) {
+        throw UkaiError.badArgument('--site, --block-size and --replicas are for a new disk; --incremental applies onto an existing one')
+      }
+      if (opts.incremental === true && format === 'raw') throw UkaiError.badArgument('--incremental needs a ukai stream, not --format raw')
+      const bar = progressBar('import')
+      let summary: ImportSummary
+      try {
+        summary = await withMeta(cmd, meta => withPool(meta, opts.site, pool => importDisk(meta, pool, {
+          input: file, disk, incremental: opts.incremental === true, format, site: opts.site,
+          blockSizeBytes: opts.blockSize !== undefined ? parseSize(opts.blockSize, 'block size') : undefined,
+          replicas: parseReplicas(opts.replicas), spoolDir: opts.spoolDir, onStart: bar.start, onProgress: bar.update
+        })))
+      } finally {
+        bar.stop()
+      }
+      const what = summary.kind === 'incremental' ? `applied ${summary.from} → ${summary.snapshot} onto ${disk}` : `created ${disk} (${formatBytes(summary.sizeBytes)}) from a ${summary.source === 'raw' ? 'raw image' : 'full stream'}`
+      report(summary, opts.json === true, false,
+        `${what}: ${formatBytes(summary.dataBytes)} of data${summary.snapshot !== null ? `, snapshot ${disk}@${summary.snapshot}` : ''}, ${summary.seconds.toFixed(1)} s`)
+    })
+}

@@ -1,0 +1,94 @@
+// ukai libvirt hook … (what libvirt's hooks/qemu runs) · ukai libvirt install-hook
+import fs from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
+import { Command } from 'commander'
+import { UkaiError } from '../errors'
+import { runHook } from '../libvirt/hook'
+import { HOOK_CONFIG_PATH_DEFAULT, HOOK_LOG_PATH_DEFAULT, HOOK_TIMEOUT_MS_DEFAULT, HookConfig, formatHookConfig, loadHookConfig, parseHookConfig } from '../libvirt/hook-config'
+import { createHookLogger } from '../libvirt/hook-log'
+import { HOOKS_DIR_DEFAULT, installHook } from '../libvirt/install'
+import { validateId } from '../meta/schema'
+import { printJson } from './output'
+import { collect, zkConnectString } from './context'
+
+// libvirt writes the XML to our stdin; read all of it (never wait on a terminal).
+async function readStdin (limitMs: number): Promise<string> {
+  if (process.stdin.isTTY === true) return ''
+  return await new Promise((resolve) => {
+    const chunks: Buffer[] = []
+    const done = (): void => { clearTimeout(timer); resolve(Buffer.concat(chunks).toString('utf8')) }
+    const timer = setTimeout(done, limitMs)
+    process.stdin.on('data', (c: Buffer) => chunks.push(c))
+    process.stdin.on('end', done)
+    process.stdin.on('error', done)
+  })
+}
+
+export function libvirtCommands (program: Command): void {
+  const libvirt = program.command('libvirt').description('libvirt integration: the QEMU hook')
+
+  libvirt.command('hook')
+    .description('what libvirt\'s hooks/qemu runs: DOMAIN OPERATION SUB-OPERATION EXTRA, domain XML on stdin; always exits 0')
+    .argument('<domain>').argument('<operation>').argument('<sub-operation>').argument('[extra]')
+    .option('--config <file>', `hook settings (default: $UKAI_HOOK_CONF or ${HOOK_CONFIG_PATH_DEFAULT})`)
+    .action(async (domain: string, operation: string, subOperation: string, extra: string | undefined, opts) => {
+      const startedMs = Date.now()
+      let config: HookConfig
+      try {
+        config = loadHookConfig(opts.config)
+      } catch (err) {
+        process.stderr.write(`ukai libvirt hook: ${(err as Error).message}; doing nothing\n`)
+        await readStdin(1000)
+        process.exit(0)
+      }
+      const log = createHookLogger(config.logFile)
+      const deadlineMs = startedMs + config.timeoutMs
+      // The hard limit: whatever is still waiting (ZooKeeper, a storage node) is abandoned.
+      setTimeout(() => {
+        log.error({ domain, op: operation, subOp: subOperation, timeoutMs: config.timeoutMs }, 'hook ran out of time; giving up, libvirt goes on')
+        process.exit(0)
+      }, config.timeoutMs).unref()
+      const xml = await readStdin(Math.min(1000, config.timeoutMs))
+      try {
+        await runHook({ domain, operation, subOperation, extra: extra ?? '-', xml }, { config, log, deadlineMs })
+      } catch (err) {
+        log.error({ domain, op: operation, err: String((err as Error)?.stack ?? err) }, 'hook failed; libvirt goes on')
+      }
+      log.info({ domain, op: operation, subOp: subOperation, tookMs: Date.now() - startedMs }, 'hook done')
+      process.exit(0)
+    })
+
+  libvirt.command('install-hook')
+    .description('install the QEMU hook (hooks/qemu.d/NAME on libvirt >= 6.5) and its config, never replacing a hook that is not ours')
+    .option('--dir <dir>', 'libvirt\'s hooks directory', HOOKS_DIR_DEFAULT)
+    .option('--name <name>', 'file name under qemu.d/', 'ukai')
+    .option('--config <file>', 'where the hook reads its settings', HOOK_CONFIG_PATH_DEFAULT)
+    .option('--host <name>', 'this hypervisor\'s agent name (ukai mount --host)')
+    .option('--mount <dir>', 'the agent\'s mount point (repeatable)', collect)
+    .option('--log <file>', 'the hook\'s log file')
+    .option('--timeout-ms <ms>', 'the most one hook call may take')
+    .option('--force', 'replace a file of that name even if it is not UKAI\'s hook')
+    .option('--json', 'print the result as JSON')
+    .action(async (opts, cmd: Command) => {
+      if (opts.host !== undefined) validateId(opts.host, 'host name')
+      const configGiven = opts.host !== undefined || opts.mount !== undefined || opts.log !== undefined || opts.timeoutMs !== undefined ||
+        (cmd.optsWithGlobals() as { zk?: string }).zk !== undefined || process.env.UKAI_ZK !== undefined
+      let configWritten = false
+      if (configGiven || !fs.existsSync(opts.config)) {
+        const timeoutMs = opts.timeoutMs !== undefined ? Number(opts.timeoutMs) : HOOK_TIMEOUT_MS_DEFAULT
+        const text = formatHookConfig({ zk: zkConnectString(cmd), host: opts.host ?? os.hostname(), mounts: opts.mount ?? [], timeoutMs, logFile: opts.log ?? HOOK_LOG_PATH_DEFAULT })
+        // parse it back: a bad value is refused before anything is written
+        parseHookConfig(text, opts.config)
+        fs.mkdirSync(path.dirname(opts.config), { recursive: true })
+        fs.writeFileSync(opts.config, text)
+        configWritten = true
+      }
+      if (!fs.existsSync(opts.dir) && opts.dir === HOOKS_DIR_DEFAULT) throw UkaiError.notFound(`${opts.dir} does not exist: is libvirt installed?`)
+      const res = installHook({ dir: opts.dir, name: opts.name, config: opts.config, force: opts.force === true })
+      if (opts.json === true) { printJson({ ...res, config: opts.config, configWritten }); return }
+      process.stdout.write(`${res.replaced ? 'updated' : 'installed'} ${res.path} (libvirt ${res.libvirtVersion}, ${res.layout} layout)\n`)
+      process.stdout.write(`${configWritten ? 'wrote' : 'kept'} ${opts.config}\n`)
+      if (!res.replaced) process.stdout.write('libvirt looks for hooks when it starts: restart libvirtd (or virtqemud) once for it to take effect\n')
+    })
+}

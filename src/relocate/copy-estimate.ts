@@ -1,0 +1,86 @@
+// How long a relocation's copy will take, measured instead of guessed: a sample of the disk's
+// written blocks is pulled node to node the way the executor pulls (targets pull from sources,
+// the same number of blocks in flight, every target of a block at once), but with the probe flag
+// set, so the targets read the blocks over the real link and store nothing.
+import { COPY_CONCURRENCY_DEFAULT } from './executor'
+import { StorageClient } from '../storagenode/client'
+
+export const PROBE_BUDGET_MS_DEFAULT = 3000
+const PROBE_SAMPLE_BLOCKS = 16
+
+export interface CopyEstimate {
+  seconds: number | null            // null: nothing could be measured (no written block, probes failed)
+  measuredBytesPerSec: number       // node to node, all targets together; 0 when not measured
+  rateCapBytesPerSec: number        // --rate, 0 when none
+  sampledBlocks: number
+  basis: 'nothing to copy' | 'measured' | 'rate cap' | 'measured, rate cap' | 'not measured'
+}
+
+export interface ProbeNode { id: string, address: string }
+export interface ProbeBlock { block: number, sources: ProbeNode[] }  // sources: nodes holding it
+
+export interface ProbeInput {
+  diskUuid: string
+  blocks: ProbeBlock[]         // written blocks with their holders (the estimate samples them)
+  targets: ProbeNode[]         // targets still to fill
+  bytesToCopy: number          // the plan's upper bound
+  rateCapBytesPerSec: number
+  budgetMs?: number           // 0: do not measure
+  concurrency?: number
+}
+
+// Evenly spread over the disk, so a sample is not just its first blocks.
+function sample<T> (items: T[], n: number): T[] {
+  if (items.length <= n) return items
+  return Array.from({ length: n }, (_, i) => items[Math.floor((i * items.length) / n)])
+}
+
+export async function estimateCopy (input: ProbeInput): Promise<CopyEstimate> {
+  const cap = input.rateCapBytesPerSec
+  const capped = (bytesPerSec: number): CopyEstimate => {
+    const rate = cap > 0 && (bytesPerSec === 0 || cap < bytesPerSec) ? cap : bytesPerSec
+    const basis = bytesPerSec > 0 ? (rate === cap ? 'measured, rate cap' : 'measured') : (cap > 0 ? 'rate cap' : 'not measured')
+    return { seconds: rate > 0 ? input.bytesToCopy / rate : null, measuredBytesPerSec: bytesPerSec, rateCapBytesPerSec: cap, sampledBlocks: 0, basis }
+  }
+  if (input.bytesToCopy === 0 || input.blocks.length === 0 || input.targets.length === 0) {
+    return { seconds: 0, measuredBytesPerSec: 0, rateCapBytesPerSec: cap, sampledBlocks: 0, basis: 'nothing to copy' }
+  }
+  const budgetMs = input.budgetMs ?? PROBE_BUDGET_MS_DEFAULT
+  if (budgetMs <= 0) return capped(0)
+  const queue = sample(input.blocks, PROBE_SAMPLE_BLOCKS)
+  const clients = new Map(input.targets.map(t => [t.id, new StorageClient({ nodeId: t.id, address: t.address })]))
+  const started = Date.now()
+  let bytes = 0
+  let blocks = 0
+  let next = 0
+  const worker = async (): Promise<void> => {
+    // A block started before the budget ran out is finished: half a block would undercount.
+    while (next < queue.length && Date.now() - started < budgetMs) {
+      const b = queue[next++]
+      const got = await Promise.all(input.targets.map(async (target, i) => {
+        const source = b.sources[i % b.sources.length]
+        const client = clients.get(target.id) as StorageClient
+        return await client.pullBlock({ diskUuid: input.diskUuid, block: b.block, sourceNode: source.id, sourceAddress: source.address, leaseEpoch: 0, probe: true }, budgetMs * 4)
+      }))
+      bytes += got.reduce((a, n) => a + n, 0)
+      blocks++
+    }
+  }
+  try {
+    await Promise.all(Array.from({ length: input.concurrency ?? COPY_CONCURRENCY_DEFAULT }, worker))
+  } catch {
+    // An unreachable node: no measurement (the relocation itself will report the node).
+    return capped(0)
+  } finally {
+    for (const c of clients.values()) c.close()
+  }
+  const elapsedSec = Math.max(0.001, (Date.now() - started) / 1000)
+  return { ...capped(bytes / elapsedSec), sampledBlocks: blocks }
+}
+
+export function formatDuration (seconds: number): string {
+  const s = Math.ceil(seconds)
+  if (s < 60) return `${s} s`
+  if (s < 3600) return `${Math.floor(s / 60)} min ${s % 60} s`
+  return `${Math.floor(s / 3600)} h ${Math.floor((s % 3600) / 60)} min`
+}
