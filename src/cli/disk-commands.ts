@@ -50,7 +50,7 @@ export function diskCommands (program: Command): void {
     })
 
   disk.command('info <name>')
-    .description('size, blocks, replicas per site, stale blocks, lease holder')
+    .description('size, blocks, replicas per site, stale blocks, lease holder, file owner and xattrs')
     .option('--json', 'print JSON')
     .action(async (name: string, opts, cmd: Command) => {
       const s = await withMeta(cmd, meta => summarizeDisk(meta, name))
@@ -63,7 +63,9 @@ export function diskCommands (program: Command): void {
         ['stale blocks', String(s.staleBlocks)],
         ['lease holder', s.leaseHolder === null ? '-' : `${s.leaseHolder} (epoch ${s.leaseEpoch})`],
         ['open on', s.openOn.join(', ') || '-'],
-        ['metadata', formatBytes(s.metadataBytes)]
+        ['metadata', formatBytes(s.metadataBytes)],
+        ['file owner', s.file === null ? "the agent's user, mode 0660 (never chowned)" : `uid ${s.file.uid}, gid ${s.file.gid}, mode 0${s.file.mode.toString(8)}`],
+        ['xattrs', s.xattrs.join(', ') || '-']
       ]
       for (const [k, v] of lines) process.stdout.write(`${k.padEnd(18)} ${v}\n`)
     })

@@ -1,6 +1,6 @@
 // What `disk info` and the dashboard show about a disk's placement, computed from the map.
 import { readLease } from '../meta/lease'
-import { DiskRecord } from '../meta/schema'
+import { DiskFileOwner, DiskRecord } from '../meta/schema'
 import { MetaStore } from '../meta/store'
 import { blockCountFor } from './block-range'
 
@@ -20,6 +20,8 @@ export interface DiskSummary {
   leaseEpoch: number
   openOn: string[]
   metadataBytes: number
+  file: DiskFileOwner | null                 // owner and mode on the mount; null: never set (the agent's user, 0660)
+  xattrs: string[]                           // names of the disk file's extended attributes
 }
 
 export async function summarizeDisk (meta: MetaStore, name: string): Promise<DiskSummary> {
@@ -59,6 +61,8 @@ export async function summarizeDisk (meta: MetaStore, name: string): Promise<Dis
     leaseHolder: lease.holder?.host ?? null,
     leaseEpoch: lease.fenceEpoch,
     openOn: await meta.listOpens(name),
-    metadataBytes: await meta.segmentSizes(name)
+    metadataBytes: await meta.segmentSizes(name),
+    file: disk.file ?? null,
+    xattrs: Object.keys(disk.xattrs ?? {}).sort()
   }
 }
