@@ -7,8 +7,10 @@
 //                                           the CPU profiler; prints where its CPU time goes
 // Environment: BENCH_RUNTIME_SEC (10), BENCH_RAMP_SEC (2), BENCH_FILE_MIB (2048), BENCH_NUMJOBS (4),
 // BENCH_TARGETS (local,passthrough,ukai), BENCH_KEEP=1 keeps the temp dir (logs) afterwards,
-// BENCH_SUITES (fio,relocate): which suites to run; `relocate` is bench/relocate.ts (relocation
-// under load over a WAN proxy, ~4 minutes more), run as its own process after the fio suite.
+// BENCH_SUITES (fio,relocate,snapshot,export): which suites to run; `relocate` is bench/relocate.ts
+// (relocation under load over a WAN proxy, ~4 minutes more), `snapshot` bench/snapshot.ts
+// (commit time, first write after a snapshot; ~1-2 minutes) and `export` bench/export.ts
+// (incremental export size vs bytes changed; ~2-5 minutes), each run as its own process.
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process'
 import fs from 'node:fs'
 import os from 'node:os'
@@ -219,12 +221,14 @@ async function main (): Promise<void> {
     const suites = suitesFromEnv()
     if (suites.includes('fio')) await benchmark(workDir, settings, cleanup)
     if (suites.includes('relocate')) await runRelocateSuite(cleanup)
+    if (suites.includes('snapshot')) await runChildSuite(cleanup, 'snapshot', 'snapshot commit time and first write after a snapshot (bench/snapshot.ts)')
+    if (suites.includes('export')) await runChildSuite(cleanup, 'export', 'incremental export size vs bytes changed (bench/export.ts)')
   } finally {
     await cleanup.run()
   }
 }
 
-const SUITES = ['fio', 'relocate']
+const SUITES = ['fio', 'relocate', 'snapshot', 'export']
 
 function suitesFromEnv (): string[] {
   const v = process.env.BENCH_SUITES
@@ -242,6 +246,15 @@ async function runRelocateSuite (cleanup: Cleanup): Promise<void> {
   cleanup.add('stop the relocation bench', () => { if (child.exitCode === null && child.pid !== undefined) process.kill(child.pid, 'SIGTERM') })
   const code = await new Promise<number | null>((resolve) => child.on('close', resolve))
   if (code !== 0) process.stdout.write(`relocation bench exited with ${code}\n`)
+}
+
+// bench/<name>.ts in its own process, like the relocation suite.
+async function runChildSuite (cleanup: Cleanup, name: string, title: string): Promise<void> {
+  process.stdout.write(`\n---- ${title} ----\n`)
+  const child: ChildProcess = spawn(process.execPath, [path.join(__dirname, `${name}.js`)], { stdio: 'inherit' })
+  cleanup.add(`stop the ${name} bench`, () => { if (child.exitCode === null && child.pid !== undefined) process.kill(child.pid, 'SIGTERM') })
+  const code = await new Promise<number | null>((resolve) => child.on('close', resolve))
+  if (code !== 0) process.stdout.write(`${name} bench exited with ${code}\n`)
 }
 
 async function benchmark (workDir: string, settings: BenchSettings, cleanup: Cleanup): Promise<void> {

@@ -21,11 +21,14 @@ fi
 # --- 1. Debian packages -------------------------------------------------------------------------
 # zookeeper: metadata store (its default-jre dependency brings java)
 # libfuse2, fuse: what fuse-native's binding links against, and fusermount
-# fio: benchmarks; qemu-utils: qemu-img for the libvirt/qemu tests
+# fio: benchmarks; qemu-utils: qemu-img/qemu-io for the libvirt/qemu tests
 # libfuse-dev, pkg-config, g++, make, python3: build fuse-native (patched: fallocate) and the
 #   storage node's punch-hole addon from source with node-gyp (scripts/build-native.sh)
 # attr: setfattr/getfattr for the xattr tests
-APT_PACKAGES=(zookeeper libfuse2 fuse fio qemu-utils tmux libfuse-dev pkg-config g++ make python3 attr)
+# qemu-system-x86: the guest in the QEMU tests and the migration benchmark (TCG where KVM fails);
+# busybox-static, cpio: the guest's initramfs (test/helpers/guest.ts; its kernel is fetched with
+# `apt-get download`, never installed)
+APT_PACKAGES=(zookeeper libfuse2 fuse fio qemu-utils tmux libfuse-dev pkg-config g++ make python3 attr qemu-system-x86 busybox-static cpio)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

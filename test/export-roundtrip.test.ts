@@ -11,7 +11,7 @@ import { NodePool } from '../src/vdisk/node-pool'
 import { loadVersionIndex, writtenAfter } from '../src/vdisk/committed-reader'
 import { fuseUnavailable, makeTempDir, missingCli, startCluster, startNode, startZk } from './helpers/cluster'
 import { runCli } from './helpers/cli'
-import { runCliBinary, snapshotInProcess as snapshot, writeThroughMount } from './helpers/export'
+import { runCliBinary, snapshot, writeThroughMount } from './helpers/export'
 import { randomBytes, rng, sha256 } from './helpers/model'
 
 const KiB = 1024
@@ -204,6 +204,20 @@ t.test('export and import round trips', async (t) => {
     const r5 = await runCli(['import', '--incremental', full, 'restored'], { zk })
     t.equal(r5.code, 2)
     t.match(r5.stderr, /full stream/)
+  })
+
+  t.test('a clone exports with its parent\'s blocks read through', async (t) => {
+    const res = await runCli(['clone', 'src@s1', 'cl'], { zk })
+    t.equal(res.code, 0, res.stderr)
+    const clModel = Buffer.from(modelS1)
+    await writeThroughMount(agent.mountPoint, 'cl', clModel, [{ offset: 3 * MiB + 5, data: randomBytes(rand, 70 * KiB) }])
+    await snapshot(zk, 'cl@c1')
+    const got = await runCliBinary(['export', 'cl@c1', '-'], { zk })
+    t.equal(got.code, 0, got.stderr)
+    t.equal(sha256(got.stdout), sha256(clModel), 'cl@c1 equals src@s1 plus the clone\'s own writes')
+    const file = path.join(dir, 'cl.raw')
+    t.equal((await runCli(['export', 'cl@c1', file], { zk })).code, 0)
+    t.equal(sha256(await fs.promises.readFile(file)), sha256(clModel), 'also as a sparse file')
   })
 
   t.test('bad input: clear errors, exit status, nothing changed', async (t) => {

@@ -8,8 +8,8 @@ import path from 'node:path'
 import { promisify } from 'node:util'
 import t from 'tap'
 import { startCluster } from './helpers/cluster'
-import { cliJson, runCli } from './helpers/cli'
-import { randomBytes, rng, sha256 } from './helpers/model'
+import { cliJson, cliOk, runCli } from './helpers/cli'
+import { randomWrites, rng, sha256 } from './helpers/model'
 
 const exec = promisify(execFile)
 const KiB = 1024
@@ -28,17 +28,6 @@ async function readAll (file: string): Promise<Buffer> {
   return await fs.promises.readFile(file)
 }
 
-function scribble (model: Buffer, rand: () => number, count: number): Array<{ off: number, data: Buffer }> {
-  const out = []
-  for (let i = 0; i < count; i++) {
-    const len = 1 + Math.floor(rand() * 300 * KiB)
-    const off = Math.floor(rand() * (model.length - len))
-    const data = randomBytes(rand, len)
-    data.copy(model, off)
-    out.push({ off, data })
-  }
-  return out
-}
 
 t.test('snapshots', async (t) => {
   const c = await startCluster(t, { sites: 1, nodesPerSite: 2 })
@@ -49,27 +38,23 @@ t.test('snapshots', async (t) => {
   const seed = Date.now() >>> 0
   t.comment(`seed ${seed}`)
   const rand = rng(seed)
-  const ok = async (args: string[]): Promise<string> => {
-    const r = await runCli(args, { zk })
-    t.equal(r.code, 0, `ukai ${args.join(' ')}: ${r.stderr}`)
-    return r.stdout
-  }
+  const ok = async (args: string[]): Promise<string> => await cliOk(t, args, zk)
   await ok(['disk', 'create', 'd1', '--size', '16M', '--block-size', '1M'])
 
   // Epoch 1: written and closed, so nobody holds the lease: the CLI commits itself.
   const m1 = Buffer.alloc(SIZE)
   let fh = await fs.promises.open(file, 'r+')
-  for (const w of scribble(m1, rand, 40)) await fh.write(w.data, 0, w.data.length, w.off)
+  for (const w of randomWrites(m1, rand, 40, 300 * KiB)) await fh.write(w.data, 0, w.data.length, w.off)
   await fh.close()
   await ok(['snapshot', 'create', 'd1@s1'])
 
   // Epoch 2: the file stays open and the agent holds the lease: it commits on request.
   const m2 = Buffer.from(m1)
   fh = await fs.promises.open(file, 'r+')
-  for (const w of scribble(m2, rand, 40)) await fh.write(w.data, 0, w.data.length, w.off)
+  for (const w of randomWrites(m2, rand, 40, 300 * KiB)) await fh.write(w.data, 0, w.data.length, w.off)
   await ok(['snapshot', 'create', 'd1@s2'])
   const m3 = Buffer.from(m2)
-  for (const w of scribble(m3, rand, 40)) await fh.write(w.data, 0, w.data.length, w.off)
+  for (const w of randomWrites(m3, rand, 40, 300 * KiB)) await fh.write(w.data, 0, w.data.length, w.off)
 
   t.test('the view and the head read byte for byte as their models', async (t) => {
     t.same(fs.readdirSync(path.join(a.mountPoint, '.snapshots')).sort(), ['d1@s1', 'd1@s2'])
@@ -152,7 +137,7 @@ t.test('snapshots', async (t) => {
     // Writing after the rollback works and leaves the snapshot alone.
     const m4 = Buffer.from(m2)
     fh = await fs.promises.open(file, 'r+')
-    for (const w of scribble(m4, rand, 10)) await fh.write(w.data, 0, w.data.length, w.off)
+    for (const w of randomWrites(m4, rand, 10, 300 * KiB)) await fh.write(w.data, 0, w.data.length, w.off)
     await fh.close()
     t.equal(sha256(await readAll(file)), sha256(m4), 'head written after rollback')
     t.equal(sha256(await readAll(view('s2'))), sha256(m2), 's2 intact')

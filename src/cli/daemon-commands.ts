@@ -53,14 +53,18 @@ export function daemonCommands (program: Command): void {
     .option('--io-retry-ms <ms>', 'how long an I/O waits for an unreachable replica to return before failing with EIO', '10000')
     .option('--node-address <id=host:port>', 'reach storage node ID at HOST:PORT from this host instead of its registered address (repeatable; e.g. a WAN proxy)', collect)
     .option('--rtt-interval-ms <ms>', 'how often round trips to the storage nodes are measured', String(RTT_INTERVAL_MS_DEFAULT))
+    .option('--cache-dir <dir>', 'keep a local cache of committed blocks (snapshot and clone-parent reads) in DIR')
+    .option('--cache-size <size>', 'bound of the committed-block cache (default 1G)')
     .action(async (mountPoint: string, opts, cmd: Command) => {
       const nodeAddresses = addressMap(opts.nodeAddress, '--node-address')
       const rttIntervalMs = Number(opts.rttIntervalMs)
       if (!Number.isInteger(rttIntervalMs) || rttIntervalMs < 100) throw UkaiError.badArgument(`bad --rtt-interval-ms '${opts.rttIntervalMs}': at least 100`)
+      if (opts.cacheSize !== undefined && opts.cacheDir === undefined) throw UkaiError.badArgument('--cache-size needs --cache-dir')
+      const cacheSizeBytes = opts.cacheSize !== undefined ? parseSize(opts.cacheSize, 'cache size') : undefined
       const log = createLogger('mount').child({ host: opts.host, site: opts.site })
       const m = await runMount({
         mountPoint, host: opts.host, site: opts.site, zk: zkConnectString(cmd), zkSessionTimeoutMs: zkSessionTimeoutMs(cmd), allowOther: opts.allowOther === true,
-        handoverTimeoutMs: Number(opts.handoverTimeoutMs), ioRetryMs: Number(opts.ioRetryMs), nodeAddresses, rttIntervalMs, logger: log
+        handoverTimeoutMs: Number(opts.handoverTimeoutMs), ioRetryMs: Number(opts.ioRetryMs), nodeAddresses, rttIntervalMs, cacheDir: opts.cacheDir, cacheSizeBytes, logger: log
       })
       stopOnSignals(log, m.stop)
       log.info({ mountPoint }, 'ready')

@@ -64,6 +64,9 @@ export function diskCommands (program: Command): void {
         ['lease holder', s.leaseHolder === null ? '-' : `${s.leaseHolder} (epoch ${s.leaseEpoch})`],
         ['open on', s.openOn.join(', ') || '-'],
         ['metadata', formatBytes(s.metadataBytes)],
+        ['epoch', String(s.epoch)],
+        ['parent', s.parent === null ? '-' : `${s.parent.disk}@${s.parent.snapshot} (clone)`],
+        ['snapshots', `${s.snapshots}${s.snapshots > 0 ? `, ${s.snapshotBytes === null ? '? (a node did not answer)' : formatBytes(s.snapshotBytes)} in versions older than the head` : ''}`],
         ['file owner', s.file === null ? "the agent's user, mode 0660 (never chowned)" : `uid ${s.file.uid}, gid ${s.file.gid}, mode 0${s.file.mode.toString(8)}`],
         ['xattrs', s.xattrs.join(', ') || '-']
       ]

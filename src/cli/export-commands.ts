@@ -21,7 +21,7 @@ function progressBar (verb: string): { start: (total: number) => void, update: (
   const startedMs = Date.now()
   const payload = (done: number, total: number): Record<string, string> => {
     const secs = (Date.now() - startedMs) / 1000
-    return { done: formatBytes(done), total: formatBytes(total), rate: formatBytes(secs > 0 ? done / secs : 0) }
+    return { done: formatBytes(done), planned: formatBytes(total), rate: formatBytes(secs > 0 ? done / secs : 0) }
   }
   let total = 0
   return {
@@ -29,7 +29,7 @@ function progressBar (verb: string): { start: (total: number) => void, update: (
       total = t
       if (t < BAR_AFTER_BYTES) return
       bar = new cliProgress.SingleBar({
-        format: ` ${verb} {bar} {percentage}% | {done} of {total} | {rate}/s | ETA {eta_formatted}`,
+        format: ` ${verb} {bar} {percentage}% | {done} of {planned} | {rate}/s | ETA {eta_formatted}`,
         stream: process.stderr, noTTYOutput: true, notTTYSchedule: 2000, etaBuffer: 50
       }, cliProgress.Presets.shades_classic)
       bar.start(Math.max(1, t), 0, payload(0, t))

@@ -6,6 +6,7 @@ import { readLease } from '../meta/lease'
 import { MetaStore } from '../meta/store'
 import { RelocationRunner } from '../relocate/runner'
 import { Agent } from '../vdisk/agent'
+import { CommittedCache } from '../vdisk/committed-cache'
 import { checkMountOptions, mountAgent, unmountFuse } from '../vdisk/fuse-adapter'
 import { RttMonitor } from '../vdisk/rtt-monitor'
 
@@ -20,8 +21,12 @@ export interface MountOptions {
   ioRetryMs?: number
   nodeAddresses?: Record<string, string> // node id → HOST:PORT from this host (--node-address)
   rttIntervalMs?: number
+  cacheDir?: string        // cache of committed blocks (snapshot and clone-parent reads)
+  cacheSizeBytes?: number
   logger: Logger
 }
+
+export const CACHE_SIZE_DEFAULT_BYTES = 1024 ** 3
 
 export interface RunningMount { agent: Agent, stop: () => Promise<void> }
 
@@ -29,6 +34,7 @@ export async function runMount (opts: MountOptions): Promise<RunningMount> {
   validateId(opts.host, 'host name')
   validateId(opts.site, 'site')
   checkMountOptions({ allowOther: opts.allowOther })
+  const cache = opts.cacheDir !== undefined ? await CommittedCache.open({ dir: opts.cacheDir, maxBytes: opts.cacheSizeBytes ?? CACHE_SIZE_DEFAULT_BYTES, logger: opts.logger }) : undefined
   const meta = await MetaStore.connect(opts.zk, { logger: opts.logger, sessionTimeoutMs: opts.zkSessionTimeoutMs })
   let runner: RelocationRunner | null = null
   const agent = new Agent({
@@ -40,6 +46,7 @@ export async function runMount (opts: MountOptions): Promise<RunningMount> {
       leaseLost: name => runner?.stop(name)
     }
   })
+  agent.pool.committedCache = cache
   runner = new RelocationRunner({ meta, pool: agent.pool, host: opts.host, logger: opts.logger })
   const rtt = new RttMonitor({ meta, pool: agent.pool, host: opts.host, site: opts.site, intervalMs: opts.rttIntervalMs, ioSnapshot: () => agent.ioSnapshot(), logger: opts.logger })
   let fuse

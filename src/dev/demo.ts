@@ -1,6 +1,8 @@
-// `ukai dev demo` (what `npm run demo` runs): a two-site cluster and a short tour of what UKAI
-// does — a disk created with qemu-img on site A's mount, written there, read on site B's mount,
-// the write lease moving to site B, and a storage node killed under a writer.
+// `ukai dev demo` (what `npm run demo` runs): a two-site cluster 20 ms apart and a short tour of
+// what UKAI is for, driven through the same commands an operator types — a disk created with
+// qemu-img on site A's mount and written there; site B reading it across the WAN; a snapshot;
+// `ukai relocate --to site-b` while the disk stays open; site B reading locally afterwards; the
+// write lease moving to site B; an export of the snapshot; a storage node killed under a writer.
 import { createHash } from 'node:crypto'
 import { execFileSync } from 'node:child_process'
 import fs from 'node:fs'
@@ -10,12 +12,25 @@ import { formatBytes } from '../units'
 import { summarizeDisk } from '../vdisk/disk-summary'
 import { ClusterInfo, devDown, devUp, readCluster } from './cluster'
 import { signalIfOurs } from './pids'
+import { cliMainPath, daemonEnv } from './processes'
 
 const MiB = 1024 * 1024
+const WAN_LATENCY_MS = 20
+const WAN_MBPS = 400
+const DATA_BYTES = 64 * MiB
+const PROBE_READS = 20
 
 function say (text: string): void { process.stdout.write(`\n== ${text}\n`) }
 function show (text: string): void { process.stdout.write(`   ${text}\n`) }
 function sha (data: Buffer): string { return createHash('sha256').update(data).digest('hex').slice(0, 16) }
+
+// Mean latency of 4 KiB reads at spread offsets of an open file, in ms.
+function readLatencyMs (fd: number, sizeBytes: number): number {
+  const buf = Buffer.alloc(4096)
+  const t0 = process.hrtime.bigint()
+  for (let i = 0; i < PROBE_READS; i++) fs.readSync(fd, buf, 0, buf.length, Math.floor((i * 7919 % PROBE_READS) * sizeBytes / PROBE_READS / 4096) * 4096)
+  return Number(process.hrtime.bigint() - t0) / 1e6 / PROBE_READS
+}
 
 export async function runDemo (dir: string): Promise<void> {
   // A previous demo killed one of its nodes: start from a fresh cluster every time.
@@ -23,41 +38,65 @@ export async function runDemo (dir: string): Promise<void> {
     say(`stopping the previous dev cluster in ${dir}`)
     await devDown({ dir })
   }
-  say(`starting a local cluster in ${dir}: ZooKeeper, 2 sites × 2 storage nodes, one mount agent per site`)
-  const info: ClusterInfo = await devUp({ dir, sites: 2, nodesPerSite: 2, detach: true })
+  say(`starting a local cluster in ${dir}: ZooKeeper, 2 sites × 2 storage nodes, one mount agent per site,\n   the sites ${WAN_LATENCY_MS} ms apart (delaying proxies, ${WAN_MBPS} Mbit/s per link)`)
+  const info: ClusterInfo = await devUp({ dir, sites: 2, nodesPerSite: 2, detach: true, wanLatencyMs: WAN_LATENCY_MS, wanMbps: WAN_MBPS })
   for (const n of info.nodes) show(`storage node ${n.id} at ${n.site}  ${n.address}  (pid ${n.pid})`)
   for (const a of info.agents) show(`agent ${a.host} at ${a.site}  mounted on ${a.mountPoint}  (pid ${a.pid})`)
 
+  const ukai = (...args: string[]): void => {
+    process.stdout.write(`\n   $ ukai ${args.join(' ')}\n`)
+    execFileSync(process.execPath, [cliMainPath(), ...args], { stdio: 'inherit', env: { ...daemonEnv(), UKAI_ZK: info.zk.connectString } })
+  }
   const [a, b] = info.agents
   const meta = await MetaStore.connect(info.zk.connectString)
   try {
-    const name = `demo-${Date.now().toString(36)}`
+    const name = `vm-${Date.now().toString(36)}`
     const fileA = path.join(a.mountPoint, name)
     const fileB = path.join(b.mountPoint, name)
-    say(`qemu-img create -f raw ${fileA} 1G   (a thin disk placed at ${a.site})`)
+    say(`qemu-img create -f raw ${fileA} 1G   (a thin disk, placed at ${a.site})`)
     execFileSync('qemu-img', ['create', '-f', 'raw', fileA, '1G'], { stdio: 'inherit' })
 
-    say('write 64 MiB of data on site A, read it back on site B')
-    const data = Buffer.alloc(64 * MiB)
+    say(`write ${formatBytes(DATA_BYTES)} on site A, read it back on site B`)
+    const data = Buffer.alloc(DATA_BYTES)
     for (let i = 0; i < data.length; i += 4096) data.writeUInt32LE(i ^ 0x5a5a5a5a, i)
     let t0 = Date.now()
     const fd = fs.openSync(fileA, 'r+')
     fs.writeSync(fd, data, 0, data.length, 0)
     fs.fsyncSync(fd)
     show(`wrote ${formatBytes(data.length)} in ${Date.now() - t0} ms on ${a.host}`)
-    t0 = Date.now()
-    const readB = Buffer.alloc(data.length)
     const fdB = fs.openSync(fileB, 'r+')
+    const readB = Buffer.alloc(data.length)
     fs.readSync(fdB, readB, 0, readB.length, 0)
-    show(`read it on ${b.host} in ${Date.now() - t0} ms: sha256 ${sha(readB)} ${readB.equals(data) ? '= the data written on site A' : 'DIFFERS'}`)
-    let s = await summarizeDisk(meta, name)
-    show(`ukai disk info ${name}: ${s.blocks} blocks of ${formatBytes(s.blockSizeBytes)}, per site ${JSON.stringify(s.blocksPerSite)}, lease holder ${s.leaseHolder} (epoch ${s.leaseEpoch})`)
+    show(`${b.host} reads the same bytes: sha256 ${sha(readB)} ${readB.equals(data) ? '= what site A wrote' : 'DIFFERS'}`)
+    const farMs = readLatencyMs(fdB, DATA_BYTES)
+    show(`a 4 KiB read on ${b.host} takes ${farMs.toFixed(1)} ms: every block is ${WAN_LATENCY_MS} ms away, at ${a.site}`)
+
+    say('a snapshot: an O(1) commit, whatever the disk size; it shows up read-only on every mount')
+    ukai('snapshot', 'create', `${name}@before-move`)
+    show(`ls ${path.join(b.mountPoint, '.snapshots')}: ${fs.readdirSync(path.join(b.mountPoint, '.snapshots')).join(' ')}`)
+
+    say(`move the data next to ${b.host} while the disk stays open: copy near, flip, drop far`)
+    ukai('relocate', name, '--to', b.site, '--wait')
+    const nearMs = readLatencyMs(fdB, DATA_BYTES)
+    fs.readSync(fdB, readB, 0, readB.length, 0)
+    show(`a 4 KiB read on ${b.host} now takes ${nearMs.toFixed(2)} ms (was ${farMs.toFixed(1)} ms); the bytes: ${readB.equals(data) ? 'unchanged' : 'DIFFER'}`)
+    ukai('disk', 'info', name)
 
     say(`write on site B while A still has the disk open: the lease moves to ${b.host}`)
     t0 = Date.now()
     fs.writeSync(fdB, Buffer.alloc(4096, 0xbb), 0, 4096, 0)
-    s = await summarizeDisk(meta, name)
+    let s = await summarizeDisk(meta, name)
     show(`hand-over took ${Date.now() - t0} ms; lease holder now ${s.leaseHolder} (epoch ${s.leaseEpoch}); site A's old epoch is refused by every node`)
+
+    say('export the snapshot (a sparse raw image): what the disk held before the move, not the later write')
+    const image = path.join(dir, `${name}@before-move.img`)
+    ukai('export', `${name}@before-move`, image)
+    const exported = Buffer.alloc(DATA_BYTES)
+    const fdImage = fs.openSync(image, 'r')
+    fs.readSync(fdImage, exported, 0, exported.length, 0)
+    fs.closeSync(fdImage)
+    show(`${image}: ${formatBytes(fs.statSync(image).size)}, the first ${formatBytes(DATA_BYTES)} ${exported.equals(data) ? 'equal the bytes written on site A' : 'DIFFER'}`)
+    fs.rmSync(image)
 
     const victim = info.nodes.find(n => s.replicasPerNode[n.id] !== undefined)
     if (victim !== undefined) {
@@ -79,8 +118,10 @@ export async function runDemo (dir: string): Promise<void> {
   }
   say('the cluster keeps running; try:')
   show(`export UKAI_ZK=${info.zk.connectString}`)
-  show('node dist/src/cli/main.js disk list            # or: npx ukai disk list')
-  show('node dist/src/cli/main.js node list')
+  show('node dist/src/cli/main.js top                 # the dashboard (q quits); or: npx ukai top')
+  show('node dist/src/cli/main.js disk list')
+  show('node dist/src/cli/main.js site list')
+  show(`node dist/src/cli/main.js relocate DISK --to ${a.site} --wait`)
   show(`ls -l ${a.mountPoint} ${b.mountPoint}`)
   show(`node dist/src/cli/main.js dev down --dir ${dir}   # stop everything and unmount`)
 }

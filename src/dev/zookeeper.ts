@@ -28,6 +28,7 @@ export const ZK_TICK_TIME_MS = 500            // sessions may be 2..120 ticks: 1
 export const ZK_MIN_SESSION_TIMEOUT_MS = 1_000
 export const ZK_MAX_SESSION_TIMEOUT_MS = 60_000
 export const ZK_START_TIMEOUT_MS = 30_000
+const PORT_RELEASE_WAIT_MS = 5_000
 const RUOK_TIMEOUT_MS = 1_000
 const RUOK_POLL_INTERVAL_MS = 50
 const BIND_RETRIES_MAX = 3
@@ -52,6 +53,15 @@ export interface ZooKeeperHandle {
   stop (opts?: StopOptions): Promise<void>
 }
 
+async function portFreeWithin (port: number, waitMs: number): Promise<boolean> {
+  const deadline = Date.now() + waitMs
+  for (;;) {
+    if (await isPortFree(port)) return true
+    if (Date.now() >= deadline) return false
+    await new Promise(resolve => setTimeout(resolve, 200))
+  }
+}
+
 export async function startZooKeeper (opts: ZooKeeperOptions): Promise<ZooKeeperHandle> {
   if (!fs.existsSync(ZOOKEEPER_JAR)) {
     throw new UkaiError('ZK_UNAVAILABLE', `${ZOOKEEPER_JAR} not found: install Debian's zookeeper package (bash scripts/setup.sh)`)
@@ -66,7 +76,8 @@ export async function startZooKeeper (opts: ZooKeeperOptions): Promise<ZooKeeper
   for (let attempt = 1; ; attempt++) {
     const port = opts.port ?? await freePort()
     // ruok on a port someone else serves would be answered by them: make sure it is free.
-    if (opts.port !== undefined && !await isPortFree(opts.port)) {
+    // A predecessor on that port (a restart) may take a moment to let go of it.
+    if (opts.port !== undefined && !await portFreeWithin(opts.port, PORT_RELEASE_WAIT_MS)) {
       throw new UkaiError('ZK_UNAVAILABLE', `ZooKeeper in ${dir} cannot start: 127.0.0.1:${opts.port} is already in use`)
     }
     fs.writeFileSync(cfgFile, zooCfg({ dataDir, port, tickTimeMs: opts.tickTimeMs ?? ZK_TICK_TIME_MS, extra: opts.extraConfig ?? {} }))

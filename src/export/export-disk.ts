@@ -5,8 +5,10 @@
 import { MetaStore } from '../meta/store'
 import { DiskRecord, SnapshotRecord } from '../meta/schema'
 import { UkaiError } from '../errors'
-import { CommittedView, SnapshotView, changedBetween } from '../vdisk/committed-reader'
+import { changedBetween, loadVersionIndex, writtenAtOrBefore } from '../vdisk/committed-reader'
 import { NodePool } from '../vdisk/node-pool'
+import { ParentChain } from '../vdisk/parent-chain'
+import { SnapshotImage } from '../vdisk/snapshot-image'
 import { ExportOutput, isZero, openOutput, writeSparse } from './output'
 import { SnapshotIdentity, StreamEncoder, StreamHeader, blockLength } from './stream-format'
 import { orderedPrefetch } from './window'
@@ -47,11 +49,28 @@ export function identityOf (disk: DiskRecord, snap: SnapshotRecord): SnapshotIde
   return { name: snap.name, epoch: snap.epoch, origin: snap.origin ?? { diskUuid: disk.uuid, epoch: snap.epoch } }
 }
 
-async function readBlock (view: CommittedView, block: number): Promise<Buffer> {
-  const length = blockLength(view, block)
+interface Geometry { sizeBytes: number, blockSizeBytes: number }
+
+async function readBlock (image: SnapshotImage, g: Geometry, block: number): Promise<Buffer> {
+  const length = blockLength(g, block)
   const chunks: Array<Promise<Buffer>> = []
-  for (let at = 0; at < length; at += READ_CHUNK_BYTES) chunks.push(view.read(block, at, Math.min(READ_CHUNK_BYTES, length - at)))
+  for (let at = 0; at < length; at += READ_CHUNK_BYTES) chunks.push(image.read(block * g.blockSizeBytes + at, Math.min(READ_CHUNK_BYTES, length - at)))
   return Buffer.concat(await Promise.all(chunks), length)
+}
+
+// Blocks that may hold data at the snapshot: its own versions at or below the epoch, and for a
+// clone the blocks its ancestors wrote (read through).
+async function blocksToExport (meta: MetaStore, pool: NodePool, disk: DiskRecord, to: SnapshotRecord, from: SnapshotRecord | null): Promise<number[]> {
+  const index = await loadVersionIndex(pool, disk, await meta.loadPlacement(disk))
+  if (from !== null) return changedBetween(index, from.epoch, to.epoch)
+  const own = writtenAtOrBefore(index, to.epoch)
+  const chain = await ParentChain.open(meta, pool, disk, 0)
+  if (chain === null) return own
+  try {
+    return [...new Set([...own, ...await chain.writtenBlocks(meta)])].sort((a, b) => a - b)
+  } finally {
+    chain.close()
+  }
 }
 
 export async function exportSnapshot (meta: MetaStore, pool: NodePool, req: ExportRequest): Promise<ExportSummary> {
@@ -62,12 +81,19 @@ export async function exportSnapshot (meta: MetaStore, pool: NodePool, req: Expo
   const from = req.from !== undefined ? await meta.getSnapshot(req.disk, req.from) : null
   if (from !== null && from.epoch >= to.epoch) throw UkaiError.badArgument(`--from ${from.name} (epoch ${from.epoch}) is not older than ${to.name} (epoch ${to.epoch})`)
   // The snapshot's own size: the disk may have grown since.
-  const view = await SnapshotView.open(meta, pool, { ...disk, sizeBytes: to.sizeBytes }, to.epoch)
-  const blocks = from !== null ? changedBetween(view.index, from.epoch, to.epoch) : view.writtenBlocks()
+  const view: Geometry = { sizeBytes: to.sizeBytes, blockSizeBytes: disk.blockSizeBytes }
+  const blocks = await blocksToExport(meta, pool, disk, to, from)
+  const image = await SnapshotImage.open(meta, pool, req.disk, req.snapshot)
   const lastBlock = Math.ceil(to.sizeBytes / disk.blockSizeBytes)
   const toRead = blocks.filter(b => b < lastBlock)
   const sequentialRaw = req.format === 'raw'
-  const out = await openOutput(req.output)
+  let out: ExportOutput
+  try {
+    out = await openOutput(req.output)
+  } catch (err) {
+    image.close()
+    throw err
+  }
   const summary: ExportSummary = {
     disk: disk.name, snapshot: to.name, from: from?.name ?? null, format: req.format, kind: from !== null ? 'incremental' : 'full',
     sizeBytes: to.sizeBytes, blockSizeBytes: disk.blockSizeBytes, blocks: toRead.length, dataBlocks: 0, dataBytes: 0, outputBytes: 0, seconds: 0
@@ -77,7 +103,7 @@ export async function exportSnapshot (meta: MetaStore, pool: NodePool, req: Expo
   let done = 0
   const ahead = Math.max(2, Math.floor(PREFETCH_BYTES / disk.blockSizeBytes))
   try {
-    const fetched = orderedPrefetch(toRead, ahead, async (b) => ({ block: b, data: await readBlock(view, b) }))
+    const fetched = orderedPrefetch(toRead, ahead, async (b) => ({ block: b, data: await readBlock(image, view, b) }))
     if (req.format === 'raw') {
       summary.outputBytes = await writeRaw(out, view, fetched, lastBlock, (b, data) => {
         if (!isZero(data)) { summary.dataBlocks++; summary.dataBytes += data.length }
@@ -111,6 +137,8 @@ export async function exportSnapshot (meta: MetaStore, pool: NodePool, req: Expo
   } catch (err) {
     await out.abort()
     throw err
+  } finally {
+    image.close()
   }
   summary.seconds = (Date.now() - startedMs) / 1000
   return summary
@@ -118,7 +146,7 @@ export async function exportSnapshot (meta: MetaStore, pool: NodePool, req: Expo
 
 // A raw image: in place with holes on a regular file; in order with zeros elsewhere.
 async function writeRaw (
-  out: ExportOutput, view: CommittedView, fetched: AsyncGenerator<{ block: number, data: Buffer }>, blockCount: number,
+  out: ExportOutput, view: Geometry, fetched: AsyncGenerator<{ block: number, data: Buffer }>, blockCount: number,
   onBlock: (block: number, data: Buffer) => void, onZeros: (bytes: number) => void
 ): Promise<number> {
   if (out.positional) {

@@ -19,6 +19,7 @@ import { cliHostName } from '../relocate/run-here'
 import { loadVersionIndex, writtenAfter } from '../vdisk/committed-reader'
 import { createDisk, deleteDisk, resizeDisk } from '../vdisk/disk-admin'
 import { NodePool } from '../vdisk/node-pool'
+import { rollbackSnapshot } from '../vdisk/snapshot-admin'
 import { VirtualDisk } from '../vdisk/virtual-disk'
 import { identityOf } from './export-disk'
 import { SPARSE_GRAIN_BYTES, isZero } from './output'
@@ -44,8 +45,6 @@ export interface ImportRequest {
   logger?: Logger
   onStart?: (totalBytes: number) => void
   onProgress?: (doneBytes: number) => void
-  // Rolls `disk` back to snapshot `base` after a failed incremental apply (snapshot rollback).
-  rollback?: (meta: MetaStore, disk: string, base: string) => Promise<void>
 }
 
 export interface ImportSummary {
@@ -146,9 +145,10 @@ class ImportWriter {
     }
   }
 
+  // A block that became zeros is discarded (the nodes punch the head version's hole; the base
+  // snapshot's version stays), not written as zeros: thin disks stay thin.
   async writeZeros (offset: number, length: number): Promise<void> {
-    const zeros = Buffer.alloc(Math.min(length, WRITE_CHUNK_BYTES))
-    for (let at = 0; at < length; at += zeros.length) await this.write(offset + at, zeros.subarray(0, Math.min(zeros.length, length - at)))
+    await this.window.add(async () => await this.disk.discard(offset, length))
   }
 
   async flush (): Promise<void> {
@@ -306,11 +306,9 @@ async function importIncremental (meta: MetaStore, pool: NodePool, req: ImportRe
     await writer.close()
   } catch (err) {
     await writer?.close().catch(() => {})
-    if (req.rollback === undefined) {
-      throw new UkaiError((err as UkaiError).code ?? 'IO_ERROR', `${(err as Error).message}; the incremental import stopped part way: roll '${req.disk}' back with 'ukai snapshot rollback ${req.disk}@${from.name}'`)
-    }
     try {
-      await req.rollback(meta, req.disk, from.name)
+      // Drops every version written since the base: the disk reads as before the import.
+      await rollbackSnapshot({ meta, host: cliHostName(), logger: log }, req.disk, from.name)
     } catch (e) {
       throw new UkaiError((err as UkaiError).code ?? 'IO_ERROR', `${(err as Error).message}; rolling back to ${from.name} failed too (${(e as Error).message}): run 'ukai snapshot rollback ${req.disk}@${from.name}'`)
     }

@@ -402,9 +402,8 @@ export class MetaStore {
 
   async loadPlacement (disk: DiskRecord, watch?: (index: number) => void): Promise<PlacementSegment[]> {
     const count = Math.ceil(Math.ceil(disk.sizeBytes / disk.blockSizeBytes) / disk.segmentBlocks)
-    const out: PlacementSegment[] = []
-    for (let i = 0; i < count; i++) out.push(await this.loadSegment(disk.name, i, watch ? () => watch(i) : undefined))
-    return out
+    // Pipelined: one round trip for the whole map instead of one per segment.
+    return await Promise.all(Array.from({ length: count }, async (_, i) => await this.loadSegment(disk.name, i, watch ? () => watch(i) : undefined)))
   }
 
   // Conditional on the version the segment was read at; bumps it on success.

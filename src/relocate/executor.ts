@@ -43,6 +43,7 @@ export class RelocationExecutor {
   private readonly log: Logger
   private rec!: RelocationRecord
   private version = -1
+  private claimed = false // our first save named us the executor
   private lastSaveMs = 0
   private copiedBytes = 0
   private copiedBlocks = 0
@@ -68,6 +69,7 @@ export class RelocationExecutor {
     try {
       if (rec.state === 'cancelled') { await this.rollBack(); return 'cancelled' }
       await this.save({ state: 'copying', executor: this.host, reason: '' })
+      this.claimed = true
       this.copiedBytes = rec.progress.bytes
       this.copiedBlocks = rec.progress.blocks
       const lease = this.disk.leaseEpoch
@@ -116,6 +118,9 @@ export class RelocationExecutor {
       const fresh = await this.meta.getRelocation(this.disk.name)
       if (fresh === null) throw new Stop('stopped', 'the relocation record was removed')
       const { version, ...rec } = fresh
+      // Once we ran it, a record naming another executor means the lease moved and that host
+      // took over: write nothing more (not even "executor: ''"), or we would hide its run.
+      if (this.claimed && rec.executor !== '' && rec.executor !== this.host) throw new Stop('stopped', `${rec.executor} runs it now`)
       this.rec = rec
       this.version = version
       if (rec.state === 'cancelled') throw new Stop('cancelled', 'cancelled')

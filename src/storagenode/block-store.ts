@@ -255,12 +255,15 @@ export class BlockStore {
   // Drops every version no kept epoch needs: version v of a block stays iff v is the newest
   // version <= k for some k in `keepEpochs`, or (unless `dropNewer`) v > max(keepEpochs) — a
   // write at a head newer than the caller knew. Versions being created are never touched.
-  async pruneVersions (uuid: string, keepEpochs: number[], dropNewer: boolean): Promise<{ freedBytes: number, versionsRemoved: number }> {
-    checkUuid(uuid)
+  // `leaseEpoch` > 0 (a rollback, run under the disk's lease) is fenced like a write: a holder
+  // that took the lease by force meanwhile stops it; 0 (garbage collection) is not.
+  async pruneVersions (uuid: string, keepEpochs: number[], dropNewer: boolean, leaseEpoch = 0): Promise<{ freedBytes: number, versionsRemoved: number }> {
+    checkUuid(uuid); checkIndex('lease epoch', leaseEpoch)
     for (const k of keepEpochs) checkIndex('kept epoch', k)
     if (keepEpochs.length === 0) throw UkaiError.badArgument('pruneVersions needs at least one kept epoch (the head)')
     const disk = this.disks.get(uuid)
     if (disk === undefined) return { freedBytes: 0, versionsRemoved: 0 }
+    if (leaseEpoch > 0) await this.admit(disk, leaseEpoch)
     await this.reconcile()  // so the freed count is real allocation, not estimates
     const maxKeep = Math.max(...keepEpochs)
     let freedBytes = 0

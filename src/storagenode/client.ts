@@ -150,7 +150,7 @@ export class StorageClient {
   }
 
   // Drops the disk's versions that no kept epoch needs (see the .proto); returns what it freed.
-  async pruneVersions (a: { diskUuid: string, keepEpochs: number[], dropNewer: boolean }): Promise<{ freedBytes: number, versionsRemoved: number }> {
+  async pruneVersions (a: { diskUuid: string, keepEpochs: number[], dropNewer: boolean, leaseEpoch: number }): Promise<{ freedBytes: number, versionsRemoved: number }> {
     return await this.unary<{ freedBytes: number, versionsRemoved: number }>('PruneVersions', a, PULL_TIMEOUT_MS)
   }
 

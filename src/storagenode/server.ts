@@ -186,7 +186,7 @@ export async function startStorageServer (opts: StorageServerOptions): Promise<S
       const address = opts.peerAddresses?.[r.sourceNode] ?? r.sourceAddress
       return { bytes: await pullBlock(store, peer(r.sourceNode, address), r) }
     }),
-    PruneVersions: unary('prune versions', async (r) => await store.pruneVersions(r.diskUuid, r.keepEpochs, r.dropNewer)),
+    PruneVersions: unary('prune versions', async (r) => await store.pruneVersions(r.diskUuid, r.keepEpochs, r.dropNewer, r.leaseEpoch)),
     CopyBase: unary('copy base', async (r) => {
       if (r.sourceNode === '' || r.sourceNode === opts.nodeId) {
         const result = await store.copyBase(r.diskUuid, r.block, r.epoch, r.baseUuid, r.baseEpoch, r.leaseEpoch)

@@ -52,7 +52,7 @@ export interface DeleteBlocksRequest { diskUuid: string, blocks: number[] }
 export interface DeleteBlocksResponse { freedBytes: number }
 export interface PullBlockRequest { diskUuid: string, block: number, sourceNode: string, sourceAddress: string, leaseEpoch: number, probe?: boolean }
 export interface PullBlockResponse { bytes: number }
-export interface PruneVersionsRequest { diskUuid: string, keepEpochs: number[], dropNewer: boolean }
+export interface PruneVersionsRequest { diskUuid: string, keepEpochs: number[], dropNewer: boolean, leaseEpoch: number }
 export interface PruneVersionsResponse { freedBytes: number, versionsRemoved: number }
 export interface CopyBaseRequest { diskUuid: string, block: number, epoch: number, baseUuid: string, baseEpoch: number, sourceNode: string, sourceAddress: string, leaseEpoch: number }
 export type CopyBaseResult = 'present' | 'copied' | 'absent'

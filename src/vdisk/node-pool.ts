@@ -8,6 +8,7 @@ import { Logger, silentLogger } from '../log'
 import { MetaStore, NodeView } from '../meta/store'
 import { StorageClient } from '../storagenode/client'
 import { UkaiError } from '../errors'
+import type { CommittedCache } from './committed-cache'
 
 // Round trips assumed for nodes not measured yet, and penalties for unknown and dead nodes.
 const UNMEASURED_SAME_SITE_MS = 1
@@ -26,6 +27,9 @@ export class NodePool {
   private refreshing: Promise<void> | null = null
   private readonly addressOverrides: Record<string, string>
   private rttMs = new Map<string, number>()
+  // This host's cache of committed block versions (`ukai mount --cache-dir`), used by every
+  // reader of committed epochs that reads through this pool; absent: no cache.
+  committedCache?: CommittedCache
 
   constructor (meta: MetaStore, opts: { host: string, site: string, logger?: Logger, addressOverrides?: Record<string, string> }) {
     this.meta = meta

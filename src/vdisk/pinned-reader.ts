@@ -6,6 +6,7 @@ import { PlacementSegment, ReplicaSet, readableReplicas } from '../meta/placemen
 import { DiskRecord } from '../meta/schema'
 import { MetaStore } from '../meta/store'
 import { blockCountFor } from './block-range'
+import { cachedCommittedRead } from './committed-read-through'
 import { NodePool } from './node-pool'
 import { nearestFirst, readFromReplicas } from './replica-read'
 
@@ -13,6 +14,7 @@ export class PinnedReader {
   readonly record: DiskRecord
   readonly epoch: number
   readonly blocks: number       // blocks that existed at the epoch; later ones read as absent
+  readonly sizeBytes: number
   private segments: PlacementSegment[] = []
   private turn = 0
   private closed = false
@@ -21,6 +23,7 @@ export class PinnedReader {
     this.record = record
     this.epoch = epoch
     this.blocks = blockCountFor(sizeBytes, record.blockSizeBytes)
+    this.sizeBytes = sizeBytes
   }
 
   static async open (meta: MetaStore, pool: NodePool, record: DiskRecord, epoch: number, sizeBytes: number, ioRetryMs: number): Promise<PinnedReader> {
@@ -48,18 +51,38 @@ export class PinnedReader {
   // unwritten block: its parent has the bytes).
   async readBlock (block: number, offsetInBlock: number, length: number, absentAsNull: boolean): Promise<Buffer | null> {
     if (block >= this.blocks) return absentAsNull ? null : Buffer.alloc(length)
+    const cache = this.pool.committedCache
+    if (cache !== undefined) return await cachedCommittedRead(cache, this, block, offsetInBlock, length, absentAsNull)
+    return await this.readFromNodes(block, this.epoch, offsetInBlock, length, absentAsNull)
+  }
+
+  // The nearest in-sync replica's answer for (block, epoch); null for an absent block when asked.
+  async readFromNodes (block: number, epoch: number, offsetInBlock: number, length: number, absentAsNull: boolean): Promise<Buffer | null> {
     return await readFromReplicas({
       pool: this.pool,
       candidates: () => nearestFirst(this.pool, readableReplicas(this.replicasOf(block)), this.turn++),
       diskUuid: this.record.uuid,
       block,
-      epoch: this.epoch,
+      epoch,
       offset: offsetInBlock,
       length,
       absentAsNull,
       ioRetryMs: this.ioRetryMs,
       what: `block ${block} of ${this.record.name} at epoch ${this.epoch}`
     })
+  }
+
+  // The epochs of the block's versions, from the nearest in-sync replica that answers.
+  async versionsOf (block: number): Promise<number[]> {
+    const errors: string[] = []
+    for (const r of nearestFirst(this.pool, readableReplicas(this.replicasOf(block)), this.turn++)) {
+      try {
+        return (await this.pool.readClient(r.node).blockInfo({ diskUuid: this.record.uuid, block })).map(v => v.epoch)
+      } catch (err) {
+        errors.push(`${r.node}: ${(err as Error).message}`)
+      }
+    }
+    throw UkaiError.io(`block ${block} of ${this.record.name}: no in-sync replica listed its versions (${errors.join('; ') || 'none in sync'})`)
   }
 
   close (): void { this.closed = true }

@@ -67,6 +67,7 @@ export class VirtualDisk {
   private materialized = new Set<number>()
   // While a snapshot commits, new writes wait here (the ones in flight drain first).
   private writeGate: Promise<void> | null = null
+  private snapshotWatchArmed = false
 
   private constructor (deps: VirtualDiskDeps, record: DiskRecord & { version: number }, segments: PlacementSegment[]) {
     this.meta = deps.meta
@@ -107,6 +108,10 @@ export class VirtualDisk {
         if (record.version < this.record.version) return
         if (record.parent === null && this.chain !== null) { this.chain.close(); this.chain = null }  // flattened
         this.record = record
+        // Existing segments carry watches of their own; only a session replacement (watches
+        // gone) or a resize (new segments) needs the map read again. A snapshot commit does not.
+        const count = Math.ceil(Math.ceil(record.sizeBytes / record.blockSizeBytes) / record.segmentBlocks)
+        if (!rewatchAll && count === oldCount) return
         const all = await this.meta.loadPlacement(record, (i) => { if (rewatchAll || i >= oldCount) this.reloadSegment(i).catch(safetyCatch) })
         this.segments = all
       })
@@ -220,7 +225,7 @@ export class VirtualDisk {
         if (fresh.version > this.record.version) this.record = fresh
         this.materialized.clear()
         this.lease = lease
-        this.watchSnapshotRequests(lease.leaseEpoch)
+        this.watchSnapshotRequests()
         this.onLeaseAcquired?.(this)
         return lease
       })().finally(() => { this.acquiring = null })
@@ -286,13 +291,18 @@ export class VirtualDisk {
 
   // --- snapshots ----------------------------------------------------------------------------
 
-  // While we hold the lease, a snapshot request is ours to commit.
-  private watchSnapshotRequests (leaseEpoch: number): void {
-    const mine = (): boolean => !this.closed && this.lease?.leaseEpoch === leaseEpoch
-    const check = (): void => {
-      if (!mine()) return  // the next lease acquisition watches again
-      this.meta.getSnapshotRequest(this.name, check).then(async (req) => {
-        if (req === null || req.error !== undefined || !mine()) return
+  // While we hold the lease, a snapshot request is ours to commit. One watch at a time: it is
+  // re-armed when it fires while we hold the lease, and a new lease looks once more (without a
+  // second watch) for a request left while we did not hold it.
+  private watchSnapshotRequests (): void {
+    const look = (arm: boolean): void => {
+      if (arm) this.snapshotWatchArmed = true
+      const onFire = (): void => {
+        this.snapshotWatchArmed = false
+        if (!this.closed && this.lease !== null) look(true)
+      }
+      this.meta.getSnapshotRequest(this.name, arm ? onFire : undefined).then(async (req) => {
+        if (req === null || req.error !== undefined || this.lease === null || this.closed) return
         try {
           const rec = await this.commitSnapshot(req.snapshot, req.version)
           this.log.info({ snapshot: rec.name, epoch: rec.epoch }, 'snapshot committed')
@@ -302,7 +312,7 @@ export class VirtualDisk {
         }
       }, safetyCatch)
     }
-    check()
+    look(!this.snapshotWatchArmed)
   }
 
   // Commits the current epoch as snapshot `name`: new writes wait, writes in flight drain and are

@@ -23,3 +23,10 @@ export async function cliJson<T> (args: string[], zk: string): Promise<T> {
   if (res.code !== 0) throw new Error(`ukai ${args.join(' ')} failed (${res.code}): ${res.stderr}`)
   return JSON.parse(res.stdout) as T
 }
+
+// Runs the CLI and asserts it succeeded; returns its stdout.
+export async function cliOk (t: { equal: (found: any, wanted: any, msg: string) => unknown }, args: string[], zk: string, timeoutMs?: number): Promise<string> {
+  const r = await runCli(args, { zk, timeoutMs })
+  t.equal(r.code, 0, `ukai ${args.join(' ')}: ${r.stderr}`)
+  return r.stdout
+}

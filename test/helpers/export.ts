@@ -47,21 +47,3 @@ export async function snapshot (zk: string, ref: string): Promise<void> {
   if (res.code !== 0) throw new Error(`ukai snapshot create ${ref} failed (${res.code}): ${res.stderr}`)
 }
 
-// TEMPORARY until `ukai snapshot create` is merged from the snap branch: the same commit
-// transaction, taken in-process while nobody holds the lease.
-import { LeaseManager } from '../../src/meta/lease'
-import { MetaStore } from '../../src/meta/store'
-import { paths } from '../../src/meta/schema'
-export async function snapshotInProcess (zk: string, ref: string): Promise<void> {
-  const [disk, snap] = ref.split('@')
-  const meta = await MetaStore.connect(zk)
-  try {
-    const leases = new LeaseManager(meta, 'test-snapshot', { onHandoverRequested: () => {}, onLost: () => {} })
-    await leases.acquire(disk)
-    const got = await meta.zk.get(paths.lease(disk))
-    await meta.commitSnapshot(await meta.getDisk(disk), snap, { leaseVersion: got.stat.version })
-    await leases.release(disk)
-  } finally {
-    meta.close()
-  }
-}

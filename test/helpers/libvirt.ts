@@ -1,6 +1,9 @@
 // Calling the installed libvirt hook the way libvirtd does: `HOOK DOMAIN OP SUB-OP EXTRA`, the
 // domain XML on stdin, a scrubbed environment (libvirt passes little more than PATH and HOME).
 import { spawn } from 'node:child_process'
+import fs from 'node:fs'
+import path from 'node:path'
+import { runCli } from './cli'
 
 export interface HookRun { code: number, stdout: string, stderr: string, ms: number }
 
@@ -44,4 +47,18 @@ export interface HookLogLine { msg: string, domain?: string, op?: string, subOp?
 
 export function readHookLog (text: string): HookLogLine[] {
   return text.split('\n').filter(l => l.trim() !== '').map(l => JSON.parse(l) as HookLogLine)
+}
+
+// Installs the hook as `ukai libvirt install-hook` does, into DIR/hooks-HOST, with its own config
+// and log: one installation per simulated hypervisor.
+export async function installHookFor (dir: string, zk: string, host: string, mount: string, extra: string[] = []): Promise<{ hook: string, log: string, conf: string }> {
+  const conf = path.join(dir, `${host}.conf`)
+  const log = path.join(dir, `${host}.log`)
+  const res = await runCli(['libvirt', 'install-hook', '--dir', path.join(dir, `hooks-${host}`), '--config', conf, '--host', host, '--mount', mount, '--log', log, '--json', ...extra], { zk })
+  if (res.code !== 0) throw new Error(`install-hook failed: ${res.stderr}`)
+  return { hook: (JSON.parse(res.stdout) as { path: string }).path, log, conf }
+}
+
+export function hookLog (file: string): HookLogLine[] {
+  return fs.existsSync(file) ? readHookLog(fs.readFileSync(file, 'utf8')) : []
 }

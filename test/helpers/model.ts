@@ -21,3 +21,17 @@ export function randomBytes (rand: () => number, length: number): Buffer {
 export function sha256 (data: Buffer): string {
   return createHash('sha256').update(data).digest('hex')
 }
+
+// `count` random writes (1 byte to maxLen, anywhere) applied to the model; returns them so the
+// test can apply the same to the disk.
+export function randomWrites (model: Buffer, rand: () => number, count: number, maxLen: number): Array<{ off: number, data: Buffer }> {
+  const out = []
+  for (let i = 0; i < count; i++) {
+    const len = 1 + Math.floor(rand() * maxLen)
+    const off = Math.floor(rand() * (model.length - len))
+    const data = randomBytes(rand, len)
+    data.copy(model, off)
+    out.push({ off, data })
+  }
+  return out
+}
