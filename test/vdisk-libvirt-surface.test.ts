@@ -98,6 +98,9 @@ t.test('libvirt surface of the mount', { skip: noPython }, async (t) => {
       const st = await probe(['stat', p])
       t.same({ uid: st.uid, gid: st.gid, mode: st.mode }, { uid: NOBODY, gid: NOBODY, mode: 0o600 }, `mount ${where} shows nobody:nogroup 0600`)
     }
+    const info = await runCli(['disk', 'info', 'vm1'], { zk })
+    t.match(info.stdout, /file owner\s+uid 65534, gid 65534, mode 0600/, 'ukai disk info shows the owner and mode')
+    t.match(info.stdout, /xattrs\s+.*trusted\.libvirt\.security\.dac/, 'and the xattr names')
     await b.restart()
     const st = await probe(['stat', onB])
     t.same({ uid: st.uid, gid: st.gid, mode: st.mode }, { uid: NOBODY, gid: NOBODY, mode: 0o600 }, 'and so after its agent restarted')

@@ -50,7 +50,7 @@ export function diskCommands (program: Command): void {
     })
 
   disk.command('info <name>')
-    .description('size, blocks, replicas per site, stale blocks, lease holder')
+    .description('size, blocks, replicas per site, stale blocks, lease holder, file owner and xattrs')
     .option('--json', 'print JSON')
     .action(async (name: string, opts, cmd: Command) => {
       const s = await withMeta(cmd, meta => summarizeDisk(meta, name))
@@ -66,7 +66,9 @@ export function diskCommands (program: Command): void {
         ['metadata', formatBytes(s.metadataBytes)],
         ['epoch', String(s.epoch)],
         ['parent', s.parent === null ? '-' : `${s.parent.disk}@${s.parent.snapshot} (clone)`],
-        ['snapshots', `${s.snapshots}${s.snapshots > 0 ? `, ${s.snapshotBytes === null ? '? (a node did not answer)' : formatBytes(s.snapshotBytes)} in versions older than the head` : ''}`]
+        ['snapshots', `${s.snapshots}${s.snapshots > 0 ? `, ${s.snapshotBytes === null ? '? (a node did not answer)' : formatBytes(s.snapshotBytes)} in versions older than the head` : ''}`],
+        ['file owner', s.file === null ? "the agent's user, mode 0660 (never chowned)" : `uid ${s.file.uid}, gid ${s.file.gid}, mode 0${s.file.mode.toString(8)}`],
+        ['xattrs', s.xattrs.join(', ') || '-']
       ]
       for (const [k, v] of lines) process.stdout.write(`${k.padEnd(18)} ${v}\n`)
     })

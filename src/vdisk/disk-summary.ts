@@ -1,6 +1,6 @@
 // What `disk info` and the dashboard show about a disk's placement, computed from the map.
 import { readLease } from '../meta/lease'
-import { DiskRecord } from '../meta/schema'
+import { DiskFileOwner, DiskRecord } from '../meta/schema'
 import { MetaStore, NodeView } from '../meta/store'
 import { StorageClient } from '../storagenode/client'
 import { blockCountFor } from './block-range'
@@ -26,6 +26,8 @@ export interface DiskSummary {
   // Allocated bytes of versions older than the head epoch on the in-sync replicas: what the
   // snapshots hold beyond the head (null when a node could not be asked).
   snapshotBytes: number | null
+  file: DiskFileOwner | null                 // owner and mode on the mount; null: never set (the agent's user, 0660)
+  xattrs: string[]                           // names of the disk file's extended attributes
 }
 
 export async function summarizeDisk (meta: MetaStore, name: string): Promise<DiskSummary> {
@@ -69,7 +71,9 @@ export async function summarizeDisk (meta: MetaStore, name: string): Promise<Dis
     metadataBytes: await meta.segmentSizes(name),
     parent: disk.parent,
     snapshots: snaps.length,
-    snapshotBytes: snaps.length === 0 ? 0 : await snapshotBytes(meta, disk, nodes)
+    snapshotBytes: snaps.length === 0 ? 0 : await snapshotBytes(meta, disk, nodes),
+    file: disk.file ?? null,
+    xattrs: Object.keys(disk.xattrs ?? {}).sort()
   }
 }
 
