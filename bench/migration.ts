@@ -133,6 +133,10 @@ async function ukai (image: ReturnType<typeof ensureGuest>, dir: string, accel: 
   const localAtMs = end?.finishedAtMs ?? Date.now()
   log(`UKAI: relocation ${end?.state}; one more phase at site B`)
   await sleep(PHASE_MS)
+  // The lease moving at the destination's first write, relative to the end of the migration.
+  const logTimes = (file: string, msg: string): number[] => fs.readFileSync(file, 'utf8').split('\n').flatMap(l => { try { const j = JSON.parse(l); return j.msg === msg && j.disk === 'vm1' ? [j.time as number] : [] } catch { return [] } })
+  const askedMs = logTimes(s.b.logFile, 'lease held elsewhere; asked for hand-over').find(x => x >= mig.completedAtMs - 5000)
+  const gotMs = logTimes(s.b.logFile, 'lease acquired').find(x => x >= (askedMs ?? Infinity))
   const info = await cliJson<{ blocksPerSite: Record<string, number>, leaseHolder: string | null }>(['disk', 'info', 'vm1'], zk)
   const rs = rounds(src, mig.dest)
   const fails = [...src.progress().fails, ...mig.dest.progress().fails]
@@ -150,6 +154,7 @@ async function ukai (image: ReturnType<typeof ensureGuest>, dir: string, accel: 
     downtimeMs: mig.downtimeMs,
     totalTimeMs: mig.totalTimeMs,
     ramMiB: +(mig.ramTransferredBytes / MIB).toFixed(1),
+    leaseAfterMigrationMs: { asked: askedMs === undefined ? null : askedMs - mig.completedAtMs, acquired: gotMs === undefined ? null : gotMs - mig.completedAtMs },
     relocation: {
       state: end?.state,
       reason: end?.reason,
