@@ -7,10 +7,11 @@
 //                                           the CPU profiler; prints where its CPU time goes
 // Environment: BENCH_RUNTIME_SEC (10), BENCH_RAMP_SEC (2), BENCH_FILE_MIB (2048), BENCH_NUMJOBS (4),
 // BENCH_TARGETS (local,passthrough,ukai), BENCH_KEEP=1 keeps the temp dir (logs) afterwards,
-// BENCH_SUITES (fio,relocate,snapshot,export): which suites to run; `relocate` is bench/relocate.ts
-// (relocation under load over a WAN proxy, ~4 minutes more), `snapshot` bench/snapshot.ts
-// (commit time, first write after a snapshot; ~1-2 minutes) and `export` bench/export.ts
-// (incremental export size vs bytes changed; ~2-5 minutes), each run as its own process.
+// BENCH_SUITES (fio,relocate,snapshot,export,migration): which suites to run, each after fio in
+// its own process: `relocate` bench/relocate.ts (relocation under load over a WAN proxy, ~4 min),
+// `snapshot` bench/snapshot.ts (commit time, first write after a snapshot; ~1-2 min), `export`
+// bench/export.ts (incremental export size vs bytes changed; ~2-5 min) and `migration`
+// bench/migration.ts (a guest live-migrated between sites while its data follows, ~5 min).
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process'
 import fs from 'node:fs'
 import os from 'node:os'
@@ -220,15 +221,16 @@ async function main (): Promise<void> {
     if (process.argv.includes('--profile-agent')) return await profileAgent(workDir, settings, cleanup)
     const suites = suitesFromEnv()
     if (suites.includes('fio')) await benchmark(workDir, settings, cleanup)
-    if (suites.includes('relocate')) await runRelocateSuite(cleanup)
-    if (suites.includes('snapshot')) await runChildSuite(cleanup, 'snapshot', 'snapshot commit time and first write after a snapshot (bench/snapshot.ts)')
-    if (suites.includes('export')) await runChildSuite(cleanup, 'export', 'incremental export size vs bytes changed (bench/export.ts)')
+    if (suites.includes('relocate')) await runSuiteProcess(cleanup, 'relocation under load (bench/relocate.ts)', 'relocate.js')
+    if (suites.includes('snapshot')) await runSuiteProcess(cleanup, 'snapshot commit time and first write after a snapshot (bench/snapshot.ts)', 'snapshot.js')
+    if (suites.includes('export')) await runSuiteProcess(cleanup, 'incremental export size vs bytes changed (bench/export.ts)', 'export.js')
+    if (suites.includes('migration')) await runSuiteProcess(cleanup, 'live migration between sites (bench/migration.ts)', 'migration.js')
   } finally {
     await cleanup.run()
   }
 }
 
-const SUITES = ['fio', 'relocate', 'snapshot', 'export']
+const SUITES = ['fio', 'relocate', 'snapshot', 'export', 'migration']
 
 function suitesFromEnv (): string[] {
   const v = process.env.BENCH_SUITES
@@ -238,23 +240,14 @@ function suitesFromEnv (): string[] {
   return wanted
 }
 
-// bench/relocate.ts in its own process (it cleans up after itself, also on SIGINT/SIGTERM);
-// a failure there is reported, not thrown, so the fio results above stand.
-async function runRelocateSuite (cleanup: Cleanup): Promise<void> {
-  process.stdout.write('\n---- relocation under load (bench/relocate.ts) ----\n')
-  const child: ChildProcess = spawn(process.execPath, [path.join(__dirname, 'relocate.js')], { stdio: 'inherit' })
-  cleanup.add('stop the relocation bench', () => { if (child.exitCode === null && child.pid !== undefined) process.kill(child.pid, 'SIGTERM') })
-  const code = await new Promise<number | null>((resolve) => child.on('close', resolve))
-  if (code !== 0) process.stdout.write(`relocation bench exited with ${code}\n`)
-}
-
-// bench/<name>.ts in its own process, like the relocation suite.
-async function runChildSuite (cleanup: Cleanup, name: string, title: string): Promise<void> {
+// A suite in its own process (each cleans up after itself, also on SIGINT/SIGTERM); a failure
+// there is reported, not thrown, so the results before it stand.
+async function runSuiteProcess (cleanup: Cleanup, title: string, script: string): Promise<void> {
   process.stdout.write(`\n---- ${title} ----\n`)
-  const child: ChildProcess = spawn(process.execPath, [path.join(__dirname, `${name}.js`)], { stdio: 'inherit' })
-  cleanup.add(`stop the ${name} bench`, () => { if (child.exitCode === null && child.pid !== undefined) process.kill(child.pid, 'SIGTERM') })
+  const child: ChildProcess = spawn(process.execPath, [path.join(__dirname, script)], { stdio: 'inherit' })
+  cleanup.add(`stop ${script}`, () => { if (child.exitCode === null && child.pid !== undefined) process.kill(child.pid, 'SIGTERM') })
   const code = await new Promise<number | null>((resolve) => child.on('close', resolve))
-  if (code !== 0) process.stdout.write(`${name} bench exited with ${code}\n`)
+  if (code !== 0) process.stdout.write(`${script} exited with ${code}\n`)
 }
 
 async function benchmark (workDir: string, settings: BenchSettings, cleanup: Cleanup): Promise<void> {

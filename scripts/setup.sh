@@ -28,7 +28,10 @@ fi
 # qemu-system-x86: the guest in the QEMU tests and the migration benchmark (TCG where KVM fails);
 # busybox-static, cpio: the guest's initramfs (test/helpers/guest.ts; its kernel is fetched with
 # `apt-get download`, never installed)
-APT_PACKAGES=(zookeeper libfuse2 fuse fio qemu-utils tmux libfuse-dev pkg-config g++ make python3 attr qemu-system-x86 busybox-static cpio)
+# libvirt-daemon, libvirt-daemon-driver-qemu, libvirt-clients: libvirtd and virsh for the libvirt
+# test (it runs its own libvirtd in session mode; not libvirt-daemon-system, which pulls in systemd
+# as init and starts services)
+APT_PACKAGES=(zookeeper libfuse2 fuse fio qemu-utils tmux libfuse-dev pkg-config g++ make python3 attr qemu-system-x86 busybox-static cpio libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
@@ -39,7 +42,15 @@ if [ "${#missing[@]}" -gt 0 ]; then
   say "installing Debian packages: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
   $SUDO apt-get update -qq
-  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # No package may start a daemon here (libvirt's would): a policy-rc.d that says no, unless the
+  # machine has one already.
+  policy=/usr/sbin/policy-rc.d
+  own_policy=0
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' | $SUDO tee "$policy" >/dev/null && $SUDO chmod 755 "$policy" && own_policy=1
+  fi
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null || { [ "$own_policy" = 1 ] && $SUDO rm -f "$policy"; die "apt-get install failed"; }
+  if [ "$own_policy" = 1 ]; then $SUDO rm -f "$policy"; fi
 fi
 [ -f /usr/share/java/zookeeper.jar ] || die "zookeeper is installed but /usr/share/java/zookeeper.jar is missing"
 command -v java >/dev/null 2>&1 || die "java not found (Debian's zookeeper package should have pulled in default-jre)"

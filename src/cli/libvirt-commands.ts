@@ -10,6 +10,7 @@ import { createHookLogger } from '../libvirt/hook-log'
 import { HOOKS_DIR_DEFAULT, installHook } from '../libvirt/install'
 import { validateId } from '../meta/schema'
 import { printJson } from './output'
+import { parseRate } from './relocate-commands'
 import { collect, zkConnectString } from './context'
 
 // libvirt writes the XML to our stdin; read all of it (never wait on a terminal).
@@ -68,16 +69,17 @@ export function libvirtCommands (program: Command): void {
     .option('--mount <dir>', 'the agent\'s mount point (repeatable)', collect)
     .option('--log <file>', 'the hook\'s log file')
     .option('--timeout-ms <ms>', 'the most one hook call may take')
+    .option('--rate <MB/s>', 'cap the copy rate of relocations the hook starts')
     .option('--force', 'replace a file of that name even if it is not UKAI\'s hook')
     .option('--json', 'print the result as JSON')
     .action(async (opts, cmd: Command) => {
       if (opts.host !== undefined) validateId(opts.host, 'host name')
-      const configGiven = opts.host !== undefined || opts.mount !== undefined || opts.log !== undefined || opts.timeoutMs !== undefined ||
+      const configGiven = opts.host !== undefined || opts.mount !== undefined || opts.log !== undefined || opts.timeoutMs !== undefined || opts.rate !== undefined ||
         (cmd.optsWithGlobals() as { zk?: string }).zk !== undefined || process.env.UKAI_ZK !== undefined
       let configWritten = false
       if (configGiven || !fs.existsSync(opts.config)) {
         const timeoutMs = opts.timeoutMs !== undefined ? Number(opts.timeoutMs) : HOOK_TIMEOUT_MS_DEFAULT
-        const text = formatHookConfig({ zk: zkConnectString(cmd), host: opts.host ?? os.hostname(), mounts: opts.mount ?? [], timeoutMs, logFile: opts.log ?? HOOK_LOG_PATH_DEFAULT })
+        const text = formatHookConfig({ zk: zkConnectString(cmd), host: opts.host ?? os.hostname(), mounts: opts.mount ?? [], timeoutMs, logFile: opts.log ?? HOOK_LOG_PATH_DEFAULT, rateBytesPerSec: opts.rate !== undefined ? parseRate(opts.rate) : 0 })
         // parse it back: a bad value is refused before anything is written
         parseHookConfig(text, opts.config)
         fs.mkdirSync(path.dirname(opts.config), { recursive: true })

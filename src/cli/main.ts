@@ -35,7 +35,7 @@ export function buildProgram (): Command {
   return program
 }
 
-async function main (): Promise<void> {
+export async function main (): Promise<void> {
   const program = buildProgram()
   try {
     await program.parseAsync(process.argv)

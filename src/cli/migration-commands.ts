@@ -8,7 +8,7 @@ import { finishDiskMigration, prepareDiskToward, siteOfHost, type FinishOutcome,
 import { formatBytes } from '../units'
 import { withMeta } from './context'
 import { printJson, printTable } from './output'
-import { follow } from './relocate-commands'
+import { follow, parseRate } from './relocate-commands'
 
 const RELEASE_TIMEOUT_MS_DEFAULT = 5000
 
@@ -17,16 +17,18 @@ export function migrationCommands (program: Command): void {
     .description('before moving a VM to HOST: start relocating its disks toward HOST\'s site (the copy runs in the background on the lease holder)')
     .argument('<disks...>', 'the VM\'s disks')
     .requiredOption('--to-host <host>', 'the destination hypervisor (its agent name)')
+    .option('--rate <MB/s>', 'cap the copy rate')
     .option('--json', 'print the outcome as JSON')
     .action(async (disks: string[], opts, cmd: Command) => {
       validateId(opts.toHost, 'host name')
+      const rateBytesPerSec = parseRate(opts.rate)
       const failures: Array<{ disk: string, err: UkaiError }> = []
       const rows = await withMeta(cmd, async (meta) => {
         const site = await siteOfHost(meta, opts.toHost)
         const out: Array<PrepareOutcome | { disk: string, error: string }> = []
         for (const disk of disks) {
           try {
-            out.push(await prepareDiskToward(meta, disk, site))
+            out.push(await prepareDiskToward(meta, disk, site, { rateBytesPerSec }))
           } catch (err) {
             if ((err as UkaiError).code === 'ZK_UNAVAILABLE') throw err
             failures.push({ disk, err: err as UkaiError })

@@ -17,7 +17,7 @@ const POLL_MS = 500
 // An active relocation whose lease nobody holds for this long gets run by a waiting CLI.
 const ORPHAN_AFTER_MS = 2000
 
-function parseRate (text: string | undefined): number {
+export function parseRate (text: string | undefined): number {
   if (text === undefined) return 0
   const v = Number(text)
   if (!Number.isFinite(v) || v <= 0) throw UkaiError.badArgument(`bad rate '${text}': expected MB/s, a number > 0`)

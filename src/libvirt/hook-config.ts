@@ -10,6 +10,8 @@
 //   timeout-ms = 4000                   the most one hook call may take; then it gives up, logs
 //                                       and lets libvirt go on
 //   log = /var/log/ukai/libvirt-hook.log   one JSON line per call (and per action)
+//   rate = 100                          cap (MB/s) on the copy of relocations the hook starts
+//                                       (default: none)
 import fs from 'node:fs'
 import os from 'node:os'
 import { UkaiError } from '../errors'
@@ -28,11 +30,12 @@ export interface HookConfig {
   mounts: string[]       // empty: whatever UKAI mounts exist when the hook runs
   timeoutMs: number
   logFile: string
+  rateBytesPerSec: number  // 0: no cap
   source: string         // the file read, or '(defaults)'
 }
 
 export function parseHookConfig (text: string, source: string): HookConfig {
-  const cfg: HookConfig = { zk: '127.0.0.1:2181', host: os.hostname(), mounts: [], timeoutMs: HOOK_TIMEOUT_MS_DEFAULT, logFile: HOOK_LOG_PATH_DEFAULT, source }
+  const cfg: HookConfig = { zk: '127.0.0.1:2181', host: os.hostname(), mounts: [], timeoutMs: HOOK_TIMEOUT_MS_DEFAULT, logFile: HOOK_LOG_PATH_DEFAULT, rateBytesPerSec: 0, source }
   text.split('\n').forEach((raw, i) => {
     const line = raw.replace(/#.*$/, '').trim()
     if (line === '') return
@@ -50,7 +53,13 @@ export function parseHookConfig (text: string, source: string): HookConfig {
         cfg.timeoutMs = ms
         break
       }
-      default: throw UkaiError.badArgument(`${source} line ${i + 1}: unknown key '${key}' (known: zk, host, mount, timeout-ms, log)`)
+      case 'rate': {
+        const mbps = Number(value)
+        if (!Number.isFinite(mbps) || mbps < 0) throw UkaiError.badArgument(`${source} line ${i + 1}: rate must be MB/s, a number >= 0`)
+        cfg.rateBytesPerSec = Math.round(mbps * 1e6)
+        break
+      }
+      default: throw UkaiError.badArgument(`${source} line ${i + 1}: unknown key '${key}' (known: zk, host, mount, timeout-ms, log, rate)`)
     }
   })
   if (cfg.zk === '') throw UkaiError.badArgument(`${source}: zk is empty`)
@@ -71,7 +80,7 @@ export function loadHookConfig (file: string | undefined): HookConfig {
   return parseHookConfig(text, p)
 }
 
-export function formatHookConfig (cfg: Pick<HookConfig, 'zk' | 'host' | 'mounts' | 'timeoutMs' | 'logFile'>): string {
+export function formatHookConfig (cfg: Pick<HookConfig, 'zk' | 'host' | 'mounts' | 'timeoutMs' | 'logFile' | 'rateBytesPerSec'>): string {
   return [
     '# UKAI libvirt hook settings (written by `ukai libvirt install-hook`; see src/libvirt/hook-config.ts)',
     `zk = ${cfg.zk}`,
@@ -79,6 +88,7 @@ export function formatHookConfig (cfg: Pick<HookConfig, 'zk' | 'host' | 'mounts'
     ...cfg.mounts.map(m => `mount = ${m}`),
     `timeout-ms = ${cfg.timeoutMs}`,
     `log = ${cfg.logFile}`,
+    ...(cfg.rateBytesPerSec > 0 ? [`rate = ${cfg.rateBytesPerSec / 1e6}`] : []),
     ''
   ].join('\n')
 }

@@ -58,19 +58,22 @@ export async function runHook (call: HookCall, deps: HookDeps): Promise<void> {
 
   const remainingMs = (): number => Math.max(0, deps.deadlineMs - Date.now())
   let meta: MetaStore
+  const connectStartedMs = Date.now()
   try {
     meta = await MetaStore.connect(config.zk, { connectTimeoutMs: Math.max(100, remainingMs() - 200), logger: log })
   } catch (err) {
     log.error({ ...base, zk: config.zk, err: (err as Error).message }, 'ZooKeeper unreachable: the disks stay where they are')
     return
   }
+  log.info({ ...base, connectMs: Date.now() - connectStartedMs }, 'connected to ZooKeeper')
   try {
     if (role === 'toward-here') {
       const site = await siteOfHost(meta, config.host)
       for (const d of disks) {
+        const startedMs = Date.now()
         try {
-          const out = await prepareDiskToward(meta, d.disk, site)
-          log.info({ ...base, ...out }, out.action === 'started' ? `relocating ${d.disk} toward ${site}` : `${d.disk}: ${out.action}`)
+          const out = await prepareDiskToward(meta, d.disk, site, { rateBytesPerSec: config.rateBytesPerSec })
+          log.info({ ...base, ...out, ms: Date.now() - startedMs }, out.action === 'started' ? `relocating ${d.disk} toward ${site}` : `${d.disk}: ${out.action}`)
         } catch (err) {
           log.error({ ...base, disk: d.disk, site, err: (err as Error).message }, `${d.disk} cannot move toward ${site}; it stays where it is`)
         }
