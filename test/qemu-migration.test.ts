@@ -23,7 +23,7 @@ import { startWanSites } from './helpers/sites'
 
 const MiB = 1024 * 1024
 const SLOTS = 64
-const DISK_MIB = 24
+const DISK_MIB = 20
 const FILL_FROM = 1 * MiB  // the guest's records live in the first 256 KiB; the rest is data to move
 
 interface Status { state: string, executor: string, reason: string, createdAtMs: number, finishedAtMs: number }
@@ -43,8 +43,9 @@ t.test('live migration A → B with the data following', { skip: why === null ? 
     await fh.close()
   }
   const hookA = await installHookFor(dir, zk, 'hv-a', s.a.mountPoint)
-  // The hook's copy-rate cap (1.5 MB/s): the copy is still running when the VM moves.
-  const hookB = await installHookFor(dir, zk, 'hv-b', s.b.mountPoint, ['--rate', '1.5'])
+  // The hook's copy-rate cap: 12 MiB × 2 targets at 0.6 MB/s is ~40 s of copying, so the copy is
+  // still running when the VM moves even when a loaded machine makes each hook call take seconds.
+  const hookB = await installHookFor(dir, zk, 'hv-b', s.b.mountPoint, ['--rate', '0.6'])
   const xmlA = domainXml('vm1', [path.join(s.a.mountPoint, 'vm1')])
   const xmlB = domainXml('vm1', [path.join(s.b.mountPoint, 'vm1')])
   const hook = async (h: { hook: string }, args: [string, string, string, string], xml: string): Promise<void> => {
