@@ -295,20 +295,8 @@ export class BlockStore {
     const key = `${block}.${epoch}`
     const op = (async () => {
       await this.ensureDiskDir(disk)
-      const src = versionPath(base, block, from)
       const file = versionPath(disk, block, epoch)
-      const costBytes = (this.allocBytes.get(src) ?? 0) + (this.unsettledBytes.get(src) ?? 0)
-      await this.reserve(costBytes)
-      try {
-        const tmp = file + '.tmp'
-        await cloneSparse(src, tmp)
-        await fsp.rename(tmp, file)
-        this.setAlloc(file, (await fsp.stat(file)).blocks * 512)
-      } catch (err) {
-        throw this.translate(err, `copy ${baseUuid} block ${block}.${from} to clone ${uuid} epoch ${epoch}`)
-      } finally {
-        this.reservedBytes -= costBytes
-      }
+      await this.copyVersionFile(versionPath(base, block, from), file, `copy ${baseUuid} block ${block}.${from} to clone ${uuid} epoch ${epoch}`)
       disk.dirty.add(file)
       disk.dirDirty = true
       insertSorted(disk.versions, block, epoch)
@@ -544,24 +532,28 @@ export class BlockStore {
       lease.release()
       this.setAlloc(file, 0)
     } else {
-      const src = versionPath(disk, block, older)
-      const costBytes = (this.allocBytes.get(src) ?? 0) + (this.unsettledBytes.get(src) ?? 0)
-      await this.reserve(costBytes)
-      try {
-        // Clone under a temporary name so a crash never leaves a half-copied version behind.
-        const tmp = file + '.tmp'
-        await cloneSparse(src, tmp)
-        await fsp.rename(tmp, file)
-        this.setAlloc(file, (await fsp.stat(file)).blocks * 512)
-      } catch (err) {
-        throw this.translate(err, `clone ${disk.uuid} block ${block}.${older} to epoch ${epoch}`)
-      } finally {
-        this.reservedBytes -= costBytes
-      }
+      await this.copyVersionFile(versionPath(disk, block, older), file, `clone ${disk.uuid} block ${block}.${older} to epoch ${epoch}`)
       disk.dirty.add(file)
     }
     disk.dirDirty = true
     insertSorted(disk.versions, block, epoch)
+  }
+
+  // Copies a version file (sparse: holes stay holes) with its space reserved first, under a
+  // temporary name so a crash never leaves a half-copied version behind.
+  private async copyVersionFile (src: string, file: string, what: string): Promise<void> {
+    const costBytes = (this.allocBytes.get(src) ?? 0) + (this.unsettledBytes.get(src) ?? 0)
+    await this.reserve(costBytes)
+    try {
+      const tmp = file + '.tmp'
+      await cloneSparse(src, tmp)
+      await fsp.rename(tmp, file)
+      this.setAlloc(file, (await fsp.stat(file)).blocks * 512)
+    } catch (err) {
+      throw this.translate(err, what)
+    } finally {
+      this.reservedBytes -= costBytes
+    }
   }
 
   private async removeVersion (disk: DiskState, block: number, epoch: number): Promise<number> {
