@@ -3,6 +3,7 @@
 import fs from 'node:fs'
 import path from 'node:path'
 import t from 'tap'
+import { StorageClient } from '../src/storagenode/client'
 import { startAgent, startCluster } from './helpers/cluster'
 import { cliJson, runCli } from './helpers/cli'
 import { randomBytes, rng, sha256 } from './helpers/model'
@@ -10,7 +11,7 @@ import { randomBytes, rng, sha256 } from './helpers/model'
 const KiB = 1024
 const MiB = 1024 * KiB
 
-interface Info { staleBlocks: number, replicasPerNode: Record<string, { inSync: number, stale: number }> }
+interface Info { staleBlocks: number, replicasPerNode: Record<string, { inSync: number, stale: number }>, uuid: string, epoch: number }
 
 t.test('kill -9 of one replica during a write stream', async (t) => {
   const c = await startCluster(t, { sites: 1, nodesPerSite: 2 })
@@ -21,6 +22,7 @@ t.test('kill -9 of one replica during a write stream', async (t) => {
 
   const sizeBytes = 16 * MiB
   const model = Buffer.alloc(sizeBytes)
+  const snapModel = Buffer.alloc(sizeBytes)
   const rand = rng(7)
   const fh = await fs.promises.open(path.join(a.mountPoint, 'vol'), 'r+')
   t.teardown(() => fh.close().catch(() => {}))
@@ -32,6 +34,9 @@ t.test('kill -9 of one replica during a write stream', async (t) => {
     if (killedAt < 0 && off >= sizeBytes / 3) {
       killedAt = off
       await fh.sync() // what was written so far is durable on both replicas
+      // A snapshot first, so that the blocks written from here on have two versions to repair.
+      t.equal((await runCli(['snapshot', 'create', 'vol@before'], { zk })).code, 0)
+      model.copy(snapModel)
       await c.node('a2').kill('SIGKILL')
     }
     const data = randomBytes(rand, 64 * KiB)
@@ -61,6 +66,27 @@ t.test('kill -9 of one replica during a write stream', async (t) => {
   await c.node('a2').restart()
   const again = await fs.promises.readFile(path.join(a.mountPoint, 'vol'))
   t.equal(sha256(again), sha256(model), 'after a2 restarts, reads still avoid its stale blocks')
+
+  // `ukai disk repair` copies a2's stale blocks again from a1, every version of them.
+  const repaired = await runCli(['disk', 'repair', 'vol'], { zk, timeoutMs: 120_000 })
+  t.equal(repaired.code, 0, `the repair exits 0${repaired.code === 0 ? '' : `: ${repaired.stdout.slice(-400)}`}`)
+  t.match(repaired.stdout, /repair of vol: done/)
+  const after = await cliJson<Info>(['disk', 'info', 'vol'], zk)
+  t.equal(after.staleBlocks, 0, 'no stale replica left')
+  t.same(after.replicasPerNode.a2, { ...after.replicasPerNode.a2, inSync: 64, stale: 0 }, 'a2 is in sync for every block')
+  const [snap] = await cliJson<Array<{ epoch: number }>>(['snapshot', 'list', 'vol'], zk)
+  const a2 = new StorageClient({ nodeId: 'a2', address: c.node('a2').address })
+  try {
+    const read = async (epoch: number): Promise<Buffer> => Buffer.concat(await Promise.all(Array.from({ length: 64 }, async (_, b) =>
+      await a2.read({ diskUuid: after.uuid, block: b, epoch, offset: 0, length: 256 * KiB }))))
+    t.equal(sha256(await read(after.epoch)), sha256(model), 'a2 alone now holds the head, byte for byte')
+    t.equal(sha256(await read(snap.epoch)), sha256(snapModel), 'and the snapshot\'s versions')
+  } finally {
+    a2.close()
+  }
+  const again2 = await runCli(['disk', 'repair', 'vol'], { zk })
+  t.not(again2.code, 0)
+  t.match(again2.stderr, /no stale replica; nothing to repair/, 'a second repair says there is nothing to do')
 })
 
 t.test('a write fails with EIO, and marks nothing stale, when every replica is gone', async (t) => {

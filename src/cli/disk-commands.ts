@@ -6,6 +6,7 @@ import { createDisk, deleteDisk, resizeDisk } from '../vdisk/disk-admin'
 import { summarizeDisk } from '../vdisk/disk-summary'
 import { withMeta } from './context'
 import { printJson, printTable } from './output'
+import { repairCommand } from './relocate-commands'
 
 function parseReplicas (text: string): number {
   if (!/^\d+$/.test(text)) throw UkaiError.badArgument(`bad replica count '${text}': expected a whole number`)
@@ -89,4 +90,6 @@ export function diskCommands (program: Command): void {
       process.stdout.write(`deleted disk ${name}\n`)
       if (res.orphanedOn.length > 0) process.stderr.write(`ukai: warning: nodes ${res.orphanedOn.join(', ')} were unreachable; their copies of the blocks remain until cleaned\n`)
     })
+
+  repairCommand(disk)
 }

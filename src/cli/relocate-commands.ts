@@ -6,7 +6,7 @@ import { readLease } from '../meta/lease'
 import { RelocationRecord } from '../meta/schema'
 import { MetaStore } from '../meta/store'
 import { CopyEstimate, formatDuration } from '../relocate/copy-estimate'
-import { planRelocation } from '../relocate/plan'
+import { planRelocation, repairTargets } from '../relocate/plan'
 import { runRelocationHere } from '../relocate/run-here'
 import { startRelocation } from '../relocate/start'
 import { formatBytes } from '../units'
@@ -164,3 +164,26 @@ export function relocateCommands (program: Command): void {
       })
     })
 }
+
+// `ukai disk repair NAME`: stale replicas (a node missed writes while it was down) copied again
+// from in-sync ones — a relocation onto the nodes the disk already lives on; every version moves.
+export function repairCommand (disk: Command): void {
+  disk.command('repair <name>')
+    .description('copy the disk\'s stale replicas again from in-sync ones (every version), and wait')
+    .option('--rate <MB/s>', 'cap the copy rate')
+    .option('--json', 'print the final relocation record as JSON')
+    .action(async (name: string, opts, cmd: Command) => {
+      await withMeta(cmd, async (meta) => {
+        const rateBytesPerSec = parseRate(opts.rate)
+        const nodes = await repairTargets(meta, name)
+        const plan = await planRelocation(meta, { disk: name, nodes, replicas: nodes.length, rateCapBytesPerSec: rateBytesPerSec })
+        if (opts.json !== true) process.stdout.write(`repairing ${name} on ${nodes.join(',')}: up to ${formatBytes(plan.bytes)} to copy, ${describeEstimate(plan.estimate)}\n`)
+        await startRelocation(meta, plan, rateBytesPerSec)
+        const end = await follow(meta, name, opts.json !== true)
+        if (opts.json === true) printJson(end)
+        else process.stdout.write(`repair of ${name}: ${end.state}${end.reason !== '' ? ` (${end.reason})` : ''}\n`)
+        if (end.state !== 'done') process.exitCode = 1
+      })
+    })
+}
+

@@ -58,7 +58,9 @@ export async function estimateCopy (input: ProbeInput): Promise<CopyEstimate> {
     while (next < queue.length && Date.now() - started < budgetMs) {
       const b = queue[next++]
       const got = await Promise.all(input.targets.map(async (target, i) => {
-        const source = b.sources[i % b.sources.length]
+        const sources = b.sources.filter(s => s.id !== target.id)
+        if (sources.length === 0) return 0
+        const source = sources[i % sources.length]
         const client = clients.get(target.id) as StorageClient
         return await client.pullBlock({ diskUuid: input.diskUuid, block: b.block, sourceNode: source.id, sourceAddress: source.address, leaseEpoch: 0, probe: true }, budgetMs * 4)
       }))

@@ -16,6 +16,21 @@ import { NodePool } from '../vdisk/node-pool'
 import { VirtualDisk } from '../vdisk/virtual-disk'
 
 export const COPY_CONCURRENCY_DEFAULT = 4
+// A node counts as unreachable only after this long: one that just restarted is reached again
+// once the client's reconnect back-off ends.
+const UNREACHABLE_AFTER_MS = 5000
+
+async function patiently<T> (call: () => Promise<T>): Promise<T> {
+  const deadline = Date.now() + UNREACHABLE_AFTER_MS
+  for (;;) {
+    try {
+      return await call()
+    } catch (err) {
+      if (Date.now() >= deadline) throw err
+      await new Promise(resolve => setTimeout(resolve, 500))
+    }
+  }
+}
 const PROGRESS_INTERVAL_MS = 1000
 const IN_SYNC_BATCH_BLOCKS = 64
 
@@ -159,13 +174,14 @@ export class RelocationExecutor {
     return out
   }
 
-  // Blocks some source node has data for; the rest need no copy.
+  // Blocks some node of the map has data for; the rest need no copy. Targets are asked too: a
+  // target may be the only in-sync holder of a block another target lacks (a repair, or a move
+  // that keeps a node whose partner missed writes while it was down).
   private async writtenBlocks (): Promise<Set<number>> {
     const written = new Set<number>()
     for (const node of this.disk.nodesInMap()) {
-      if (this.rec.targetNodes.includes(node)) continue
       try {
-        for (const b of await this.pool.client(node).listBlocks({ diskUuid: this.disk.record.uuid })) written.add(b.block)
+        for (const b of await patiently(async () => await this.pool.client(node).listBlocks({ diskUuid: this.disk.record.uuid }))) written.add(b.block)
       } catch (err) {
         // A source that cannot answer may hold blocks nobody else has: do not guess.
         throw new Stop('paused', `source node ${node} cannot list the disk's blocks: ${(err as Error).message}`)
@@ -250,12 +266,7 @@ export class RelocationExecutor {
   }
 
   private async targetDown (node: string): Promise<boolean> {
-    try {
-      await this.pool.client(node).stat()
-      return false
-    } catch {
-      return true
-    }
+    return await patiently(async () => await this.pool.client(node).stat()).then(() => false, () => true)
   }
 
   private async throttle (): Promise<void> {
