@@ -36,6 +36,10 @@ t.test('libvirtd runs a domain on the UKAI mount and calls the hook', { skip: wh
   fs.chmodSync(a.dir, 0o755) // nobody (QEMU) must reach the mount point
   t.equal((await runCli(['disk', 'create', 'lv1', '--size', '16M', '--block-size', '1M'], { zk: zk.connectString })).code, 0)
   const disk = path.join(a.mountPoint, 'lv1')
+  // The mount enforces owner and mode (default_permissions). libvirt's system daemon chowns an
+  // image to its QEMU user itself; a session-mode libvirtd runs QEMU as its own user and changes
+  // nothing, so give the image to that user, as an operator would (the owner is kept in ZooKeeper).
+  fs.chownSync(disk, NOBODY, NOBODY)
 
   const dir = makeTempDir(t, 'libvirtd')
   fs.chmodSync(dir, 0o755)
