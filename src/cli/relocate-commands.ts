@@ -47,7 +47,7 @@ export function describe (r: RelocationRecord): { percent: number, rateBytesPerS
 }
 
 export async function follow (meta: MetaStore, name: string, showBar: boolean): Promise<RelocationRecord> {
-  const bar = showBar ? new cliProgress.SingleBar({ format: ' {bar} {percentage}% | {copied} of {planned} | {rate}/s | ETA {eta_formatted} | {state}', noTTYOutput: true, notTTYSchedule: 2000 }, cliProgress.Presets.shades_classic) : null
+  const bar = showBar ? new cliProgress.SingleBar({ format: ' {bar} {percentage}% | {copied} of {planned} | {rate}/s | ETA {eta} | {state}', noTTYOutput: true, notTTYSchedule: 2000 }, cliProgress.Presets.shades_classic) : null
   let started = false
   let orphanSinceMs = 0
   try {
@@ -56,7 +56,9 @@ export async function follow (meta: MetaStore, name: string, showBar: boolean): 
       if (rec === null) throw UkaiError.notFound(`disk '${name}' has no relocation`)
       const d = describe(rec)
       if (bar !== null) {
-        const payload = { copied: formatBytes(rec.progress.bytes), planned: formatBytes(rec.plan.bytes), rate: formatBytes(d.rateBytesPerSec), state: rec.state }
+        // Our own ETA (from the record's rate): cli-progress's prints "NFs" before the first byte.
+        const eta = rec.state === 'done' ? '0 s' : d.etaSec === null ? '-' : formatDuration(d.etaSec)
+        const payload = { copied: formatBytes(rec.progress.bytes), planned: formatBytes(rec.plan.bytes), rate: formatBytes(d.rateBytesPerSec), eta, state: rec.state }
         if (!started) { bar.start(Math.max(1, rec.plan.bytes), rec.progress.bytes, payload); started = true }
         bar.update(rec.state === 'done' ? Math.max(1, rec.plan.bytes) : rec.progress.bytes, payload)
       }
