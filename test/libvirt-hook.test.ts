@@ -12,6 +12,7 @@ import { makeTempDir, startAgent, startCluster } from './helpers/cluster'
 import { cliJson, runCli } from './helpers/cli'
 import { domainXml, hookLog, installHookFor, runHookScript } from './helpers/libvirt'
 import { randomBytes, rng, sha256 } from './helpers/model'
+import { untilValue } from './helpers/until'
 
 const MiB = 1024 * 1024
 // Node's start plus one ZooKeeper round: generous for a loaded 2-core machine.
@@ -20,15 +21,7 @@ const HOOK_FAST_MS = 8000
 interface Info { blocksPerSite: Record<string, number>, uuid: string, lease: unknown }
 interface Status { state: string, executor: string, reason: string }
 
-async function until<T> (what: string, fn: () => Promise<T | undefined>, timeoutMs = 60_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs
-  for (;;) {
-    const v = await fn()
-    if (v !== undefined) return v
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
-    await new Promise(resolve => setTimeout(resolve, 250))
-  }
-}
+const until = async <T>(what: string, fn: () => Promise<T | undefined>, timeoutMs = 60_000): Promise<T> => await untilValue(what, fn, timeoutMs, 250)
 
 async function closedPort (): Promise<number> {
   const srv = net.createServer()

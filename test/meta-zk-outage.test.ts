@@ -6,19 +6,14 @@ import path from 'node:path'
 import t from 'tap'
 import { startAgent, startNode, startZk } from './helpers/cluster'
 import { cliJson, runCli } from './helpers/cli'
+import { until as untilTrue } from './helpers/until'
 
 interface Info { leaseHolder: string | null, leaseEpoch: number }
 interface NodeRow { id: string, alive: unknown }
 
 const SESSION = ['--zk-session-timeout-ms', '2000']
 
-async function until (what: string, check: () => Promise<boolean>, timeoutMs = 20_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
-    await new Promise(resolve => setTimeout(resolve, 250))
-  }
-}
+const until = async (what: string, check: () => Promise<boolean>, timeoutMs = 20_000): Promise<void> => await untilTrue(what, check, timeoutMs, 250)
 
 t.test('ZooKeeper restart and session expiry', async (t) => {
   const zk = await startZk(t)

@@ -8,6 +8,7 @@ import { StorageClient } from '../src/storagenode/client'
 import { startAgent, startCluster } from './helpers/cluster'
 import { cliJson, runCli } from './helpers/cli'
 import { randomBytes, rng, sha256 } from './helpers/model'
+import { untilValue } from './helpers/until'
 
 const KiB = 1024
 const MiB = 1024 * KiB
@@ -16,15 +17,7 @@ const SESSION = ['--zk-session-timeout-ms', '2000']
 interface Info { blocksPerSite: Record<string, number>, replicasPerNode: Record<string, { inSync: number, syncing: number, stale: number }>, uuid: string }
 interface Status { disk: string, state: string, reason: string, executor: string, percent: number, progress: { bytes: number }, plan: { bytes: number } }
 
-async function until<T> (what: string, fn: () => Promise<T | undefined>, timeoutMs = 60_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs
-  for (;;) {
-    const v = await fn()
-    if (v !== undefined) return v
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
-    await new Promise(resolve => setTimeout(resolve, 300))
-  }
-}
+const until = async <T>(what: string, fn: () => Promise<T | undefined>, timeoutMs = 60_000): Promise<T> => await untilValue(what, fn, timeoutMs, 300)
 
 // Random writes through the mount into a model, until stopped; returns how many it made.
 function startWriter (file: string, sizeBytes: number, model: Buffer, seed: number): { stop: () => Promise<number> } {

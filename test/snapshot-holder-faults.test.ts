@@ -9,6 +9,7 @@ import t from 'tap'
 import { startAgent, startCluster } from './helpers/cluster'
 import { cliJson, cliOk, runCli } from './helpers/cli'
 import { randomWrites, rng, sha256 } from './helpers/model'
+import { until as untilTrue } from './helpers/until'
 
 const KiB = 1024
 const MiB = 1024 * KiB
@@ -25,13 +26,7 @@ async function leaseHolder (zk: string, disk: string): Promise<string | null> {
   return (await cliJson<{ leaseHolder: string | null }>(['disk', 'info', disk], zk)).leaseHolder
 }
 
-async function until (what: string, fn: () => Promise<boolean>, timeoutMs = 20_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  while (!await fn()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
-    await new Promise(resolve => setTimeout(resolve, 100))
-  }
-}
+const until = async (what: string, fn: () => Promise<boolean>, timeoutMs = 20_000): Promise<void> => await untilTrue(what, fn, timeoutMs, 100)
 
 t.test('snapshot commit when the lease holder fails', async (t) => {
   const c = await startCluster(t, { sites: 1, nodesPerSite: 2, agents: false })
