@@ -16,16 +16,16 @@ import { createHash } from 'node:crypto'
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
-import { cliMainPath, daemonEnv, repoRoot } from '../src/dev/processes'
+import { cliMainPath, daemonEnv } from '../src/dev/processes'
 import { Cleanup } from './cleanup'
 import { startUkaiCluster } from './ukai-cluster'
+import { RESULTS_DIR } from './bench-env'
 
 const KIB = 1024
 const MIB = 1024 * KIB
 const DISK_BYTES = 256 * MIB
 const FILL_BYTES = 64 * MIB
 const FLOOR_RATIO = 1.1
-const RESULTS_DIR = path.join(repoRoot(), 'bench', 'results')
 
 interface Pattern { name: string, writes: (rand: () => number) => Array<{ offset: number, length: number }> }
 

@@ -22,7 +22,6 @@
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
-import { repoRoot } from '../src/dev/processes'
 import { cliJson, runCli } from '../test/helpers/cli'
 import { ensureGuest } from '../test/helpers/guest'
 import { domainXml, hookLog, installHookFor, runHookScript } from '../test/helpers/libvirt'
@@ -30,6 +29,7 @@ import { liveMigrate, roundStats, rounds, type RoundStats } from '../test/helper
 import { QemuGuest, chooseAccel, type Accel } from '../test/helpers/qemu'
 import { startWanSites } from '../test/helpers/sites'
 import { Cleanup } from './cleanup'
+import { RESULTS_DIR } from './bench-env'
 
 const MIB = 1024 * 1024
 const WAN_ONE_WAY_MS = 20
@@ -195,7 +195,7 @@ async function main (): Promise<void> {
       plainLocalFile: local,
       ukai: u
     }
-    const out = path.join(repoRoot(), 'bench', 'results')
+    const out = RESULTS_DIR
     fs.mkdirSync(out, { recursive: true })
     const text = JSON.stringify(result, null, 2) + '\n'
     fs.writeFileSync(path.join(out, `migration-${result.at.replace(/[:.]/g, '-')}.json`), text)

@@ -43,7 +43,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { MetaStore } from '../src/meta/store'
 import { planRelocation } from '../src/relocate/plan'
 import { startZooKeeper, type ZooKeeperHandle } from '../src/dev/zookeeper'
-import { cliMainPath, daemonEnv, repoRoot, startMountAgent, startStorageNode, type MountAgentProcess, type StorageNodeProcess } from '../src/dev/processes'
+import { cliMainPath, daemonEnv, startMountAgent, startStorageNode, type MountAgentProcess, type StorageNodeProcess } from '../src/dev/processes'
 import { startWanProxy, type WanProxy } from '../src/dev/wan-proxy'
 import { unmount } from '../src/dev/mounts'
 import { createDisk } from '../src/vdisk/disk-admin'
@@ -53,6 +53,7 @@ import { COPY_CONCURRENCY_DEFAULT } from '../src/relocate/executor'
 import { fioArgs, parseFioJson, runFio, type FioJob } from './fio'
 import { CpuMeter } from './proc-stats'
 import { Cleanup } from './cleanup'
+import { RESULTS_DIR, envNumber } from './bench-env'
 
 const KIB = 1024
 const MIB = 1024 * KIB
@@ -78,15 +79,7 @@ const FLOOR_READ_AFTER_OVER_BEFORE_MAX = 0.1
 const FLOOR_THROUGHPUT_SHARE_MIN = 0.5
 const FLOOR_WRITE_P99_DURING_OVER_IDLE_MAX = 3
 
-const RESULTS_DIR = path.join(repoRoot(), 'bench', 'results')
 
-function envNumber (name: string, dflt: number): number {
-  const v = process.env[name]
-  if (v === undefined || v === '') return dflt
-  const n = Number(v)
-  if (!Number.isFinite(n) || n <= 0) throw new Error(`${name}=${v}: expected a positive number`)
-  return n
-}
 
 const PHASE_SEC = envNumber('RELOC_PHASE_SEC', 12)
 const READ_JOBS = envNumber('RELOC_READ_JOBS', 2)

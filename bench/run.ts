@@ -16,7 +16,6 @@ import { execFileSync, spawn, type ChildProcess } from 'node:child_process'
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
-import { repoRoot } from '../src/dev/processes'
 import { isAlive } from '../src/dev/pids'
 import { tailFile } from '../src/dev/log-file'
 import { createDisk } from '../src/vdisk/disk-admin'
@@ -32,18 +31,11 @@ import {
 } from './report'
 import { startUkaiCluster, type UkaiCluster } from './ukai-cluster'
 import { Cleanup } from './cleanup'
+import { RESULTS_DIR, envNumber } from './bench-env'
 
 const MIB = 1024 * 1024
 const BENCH_DISK = 'bench'
-const RESULTS_DIR = path.join(repoRoot(), 'bench', 'results')
 
-function envNumber (name: string, dflt: number): number {
-  const v = process.env[name]
-  if (v === undefined || v === '') return dflt
-  const n = Number(v)
-  if (!Number.isFinite(n) || n <= 0) throw new Error(`${name}=${v}: expected a positive number`)
-  return n
-}
 
 function settingsFromEnv (): BenchSettings {
   return {

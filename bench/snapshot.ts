@@ -19,11 +19,11 @@ import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { performance } from 'node:perf_hooks'
-import { repoRoot } from '../src/dev/processes'
 import { createDisk } from '../src/vdisk/disk-admin'
 import { createSnapshot } from '../src/vdisk/snapshot-admin'
 import { Cleanup } from './cleanup'
 import { BENCH_SITE, startUkaiCluster } from './ukai-cluster'
+import { RESULTS_DIR } from './bench-env'
 
 const KIB = 1024
 const MIB = 1024 * KIB
@@ -33,7 +33,6 @@ const BLOCK_BYTES = 4 * MIB
 const COMMITS = 10
 const WRITES = 200
 const WRITE_BYTES = 4 * KIB
-const RESULTS_DIR = path.join(repoRoot(), 'bench', 'results')
 
 interface Stats { n: number, meanMs: number, p50Ms: number, p99Ms: number, maxMs: number }
 
