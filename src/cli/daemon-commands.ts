@@ -55,6 +55,7 @@ export function daemonCommands (program: Command): void {
     .option('--rtt-interval-ms <ms>', 'how often round trips to the storage nodes are measured', String(RTT_INTERVAL_MS_DEFAULT))
     .option('--cache-dir <dir>', 'keep a local cache of committed blocks (snapshot and clone-parent reads) in DIR')
     .option('--cache-size <size>', 'bound of the committed-block cache (default 1G)')
+    .option('--no-local-reads', 'always read over gRPC, also from storage nodes on this host (default: read their block files directly)')
     .action(async (mountPoint: string, opts, cmd: Command) => {
       const nodeAddresses = addressMap(opts.nodeAddress, '--node-address')
       const rttIntervalMs = Number(opts.rttIntervalMs)
@@ -64,7 +65,7 @@ export function daemonCommands (program: Command): void {
       const log = createLogger('mount').child({ host: opts.host, site: opts.site })
       const m = await runMount({
         mountPoint, host: opts.host, site: opts.site, zk: zkConnectString(cmd), zkSessionTimeoutMs: zkSessionTimeoutMs(cmd), allowOther: opts.allowOther === true,
-        handoverTimeoutMs: Number(opts.handoverTimeoutMs), ioRetryMs: Number(opts.ioRetryMs), nodeAddresses, rttIntervalMs, cacheDir: opts.cacheDir, cacheSizeBytes, logger: log
+        handoverTimeoutMs: Number(opts.handoverTimeoutMs), ioRetryMs: Number(opts.ioRetryMs), nodeAddresses, rttIntervalMs, cacheDir: opts.cacheDir, cacheSizeBytes, localReads: opts.localReads !== false, logger: log
       })
       stopOnSignals(log, m.stop)
       log.info({ mountPoint }, 'ready')

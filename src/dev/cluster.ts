@@ -149,7 +149,9 @@ export async function devUp (opts: DevUpOptions): Promise<ClusterInfo> {
       for (const { id, address } of planned.filter(p => p.site === siteName(s))) {
         nodeStarts.push(startStorageNode({
           dir: path.join(dir, 'nodes', id), id, site: siteName(s), zk: zk.connectString, capacity: opts.capacity, detached, readyTimeoutMs,
-          listen: address, extraArgs: peerLinks[s].flatMap(l => ['--peer-address', `${l.node}=${l.address}`])
+          // Each hypervisor's local disks are its site's nodes: the agent of that site reads them
+          // directly (short-circuit), every other site's agent over gRPC (across the WAN proxy).
+          listen: address, extraArgs: ['--host', agentHost(s), ...peerLinks[s].flatMap(l => ['--peer-address', `${l.node}=${l.address}`])]
         }).then((node) => {
           info.nodes.push({ id: node.id, site: node.site, address: node.address, pid: node.pid, argv: node.argv, dataDir: node.dataDir, logFile: node.logFile })
           writeCluster(info)

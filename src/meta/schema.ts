@@ -68,7 +68,9 @@ export interface ClusterConfig {
 export const DEFAULT_CONFIG: ClusterConfig = { v: 1, defaultBlockSizeBytes: BLOCK_SIZE_DEFAULT_BYTES, defaultReplicas: 2, segmentBlocks: SEGMENT_BLOCKS_DEFAULT }
 
 export interface NodeRecord { v: 1, id: string, site: string, host: string, address: string, registeredAtMs: number }
-export interface NodeAlive { v: 1, address: string, startedAtMs: number, capacityBytes: number, usedBytes: number, freeBytes: number }
+// dataDir (absolute) and localReadToken: what an agent on the same host needs to read block files
+// directly (short-circuit reads, src/vdisk/local-reads.ts); absent from nodes older than that.
+export interface NodeAlive { v: 1, address: string, startedAtMs: number, capacityBytes: number, usedBytes: number, freeBytes: number, dataDir?: string, localReadToken?: string }
 export interface AgentRecord { v: 1, host: string, site: string, mountPoint: string }
 export interface AgentAlive { v: 1, startedAtMs: number, pid: number }
 
@@ -102,7 +104,9 @@ export interface HandoverRequest { v: 1, host: string, requestedAtMs: number }
 export interface OpenRecord { v: 1, host: string, writable: boolean }
 
 // Round-trip times measured by an agent (or any host) to each storage node, in milliseconds.
-export interface DiskIoCounters { readBytes: number, writeBytes: number }
+// localReadBytes: the part of readBytes read straight from a same-host node's files (absent from
+// older agents).
+export interface DiskIoCounters { readBytes: number, writeBytes: number, localReadBytes?: number }
 // What a host publishes every few seconds: round trips to each node (ms) and, from an agent,
 // cumulative bytes read and written per disk since it started (rates are deltas between reports).
 export interface RttReport { v: 1, host: string, site: string, measuredAtMs: number, rttMs: Record<string, number>, io?: Record<string, DiskIoCounters> }

@@ -204,6 +204,16 @@ export class BlockStore {
     return out
   }
 
+  // The version read() would pick for (block, epoch), as a path relative to the data dir, for
+  // agents on this host that read the file directly (short-circuit reads).
+  locate (uuid: string, block: number, epoch: number): { found: boolean, epoch: number, path: string } {
+    checkUuid(uuid); checkIndex('block', block); checkIndex('epoch', epoch)
+    const disk = this.disks.get(uuid)
+    const found = disk === undefined ? undefined : newestAtMost(disk.versions.get(block), epoch)
+    if (found === undefined) return { found: false, epoch: 0, path: '' }
+    return { found: true, epoch: found, path: `disks/${uuid}/${block}.${found}` }  // = versionPath, relative
+  }
+
   hasVersions (uuid: string, block: number): boolean {
     return (this.disks.get(uuid)?.versions.get(block)?.length ?? 0) > 0
   }

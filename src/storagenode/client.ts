@@ -5,7 +5,7 @@
 import * as grpc from '@grpc/grpc-js'
 import { UkaiError, UkaiErrorCode } from '../errors'
 import {
-  BlockEpochs, BlockVersion, CopyBaseRequest, CopyBaseResponse, ERROR_CODE_METADATA_KEY, IoRequestOut, IoResponse, MAX_IO_BYTES,
+  BlockEpochs, BlockVersion, CopyBaseRequest, CopyBaseResponse, ERROR_CODE_METADATA_KEY, IoRequestOut, IoResponse, LocateBlockRequest, LocateBlockResponse, MAX_IO_BYTES,
   MAX_MESSAGE_BYTES, PullBlockRequest, StatResponse, storageService
 } from './wire'
 
@@ -34,7 +34,7 @@ export interface ReadArgs extends BlockRef { offset: number, length: number, abs
 export interface WriteArgs extends BlockRef { offset: number, data: Buffer, leaseEpoch: number }
 export interface DiscardArgs extends BlockRef { offset: number, length: number, leaseEpoch: number }
 export interface FlushArgs { diskUuid: string, leaseEpoch: number }
-export type { BlockEpochs, BlockVersion, StatResponse }
+export type { BlockEpochs, BlockVersion, LocateBlockResponse, StatResponse }
 
 interface Pending {
   id: number
@@ -157,6 +157,12 @@ export class StorageClient {
   // Copy-on-write of a clone's block from its parent (locally or pulled from sourceNode).
   async copyBase (a: CopyBaseRequest): Promise<CopyBaseResponse> {
     return await this.unary<CopyBaseResponse>('CopyBase', a, PULL_TIMEOUT_MS)
+  }
+
+  // Which file holds the version a read of (block, epoch) returns (short-circuit reads). Cheap on
+  // the node (in memory); callers pass a short deadline and fall back to reading over gRPC.
+  async locateBlock (a: LocateBlockRequest, timeoutMs = this.callTimeoutMs): Promise<LocateBlockResponse> {
+    return await this.unary<LocateBlockResponse>('LocateBlock', a, timeoutMs)
   }
 
   async stat (): Promise<StatResponse> {

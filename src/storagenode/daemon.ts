@@ -1,9 +1,11 @@
 // `ukai storagenode`: the gRPC server plus its ZooKeeper registration and usage reports.
 import os from 'node:os'
+import path from 'node:path'
 import { Logger } from '../log'
 import { NodeAlive, validateId } from '../meta/schema'
 import { MetaStore } from '../meta/store'
 import { StorageClient } from './client'
+import { writeLocalReadToken } from './local-read-token'
 import { startStorageServer } from './server'
 
 // How often a node refreshes the usage figures in its liveness znode.
@@ -38,10 +40,20 @@ export async function runStorageNode (opts: StorageNodeOptions): Promise<Running
     meta.close()
     throw err
   }
+  // New at every start: an agent holding the old one re-checks, and drops what it cached.
+  const dataDir = path.resolve(opts.dataDir)
+  let localReadToken: string
+  try {
+    localReadToken = writeLocalReadToken(dataDir)
+  } catch (err) {
+    await server.close(0)
+    meta.close()
+    throw err
+  }
   const self = new StorageClient({ nodeId: opts.id, address: server.address })
   const startedAtMs = Date.now()
   let usage = await self.stat()
-  const alive = (): NodeAlive => ({ v: 1, address: server.address, startedAtMs, capacityBytes: usage.capacityBytes, usedBytes: usage.usedBytes, freeBytes: usage.freeBytes })
+  const alive = (): NodeAlive => ({ v: 1, address: server.address, startedAtMs, capacityBytes: usage.capacityBytes, usedBytes: usage.usedBytes, freeBytes: usage.freeBytes, dataDir, localReadToken })
   await meta.registerNode({ v: 1, id: opts.id, site: opts.site, host: opts.host ?? os.hostname(), address: server.address, registeredAtMs: Date.now() }, alive)
   const timer = setInterval(() => {
     self.stat().then(async (u) => {

@@ -193,7 +193,8 @@ export async function startStorageServer (opts: StorageServerOptions): Promise<S
         return { result, bytes: 0 }
       }
       return await copyBaseFromPeer(store, peer(r.sourceNode, opts.peerAddresses?.[r.sourceNode] ?? r.sourceAddress), r)
-    })
+    }),
+    LocateBlock: unary('locate block', async (r) => store.locate(r.diskUuid, r.block, r.epoch))
   }
 
   const server = new grpc.Server({

@@ -57,6 +57,8 @@ export interface PruneVersionsResponse { freedBytes: number, versionsRemoved: nu
 export interface CopyBaseRequest { diskUuid: string, block: number, epoch: number, baseUuid: string, baseEpoch: number, sourceNode: string, sourceAddress: string, leaseEpoch: number }
 export type CopyBaseResult = 'present' | 'copied' | 'absent'
 export interface CopyBaseResponse { result: CopyBaseResult, bytes: number }
+export interface LocateBlockRequest { diskUuid: string, block: number, epoch: number }
+export interface LocateBlockResponse { found: boolean, epoch: number, path: string }
 export type StatRequest = Record<string, never>
 export interface StatResponse { nodeId: string, capacityBytes: number, usedBytes: number, freeBytes: number }
 
@@ -72,6 +74,7 @@ export interface StorageHandlers extends grpc.UntypedServiceImplementation {
   PullBlock: grpc.handleUnaryCall<PullBlockRequest, PullBlockResponse>
   PruneVersions: grpc.handleUnaryCall<PruneVersionsRequest, PruneVersionsResponse>
   CopyBase: grpc.handleUnaryCall<CopyBaseRequest, CopyBaseResponse>
+  LocateBlock: grpc.handleUnaryCall<LocateBlockRequest, LocateBlockResponse>
 }
 
 export const PROTO_RELATIVE_PATH = path.join('proto', 'ukai', 'storage', 'v1', 'storage.proto')

@@ -7,6 +7,7 @@ import { DiskFileOwner, DiskIoCounters, DiskRecord, OpenRecord, SnapshotRecord, 
 import { MetaStore } from '../meta/store'
 import { createDisk, deleteDisk, resizeDisk } from './disk-admin'
 import { VersionedDiskRecord, getXattr, ownerOf, updateDiskRecord, withMode, withOwner, withXattr, withoutXattr, xattrNames } from './disk-file-attrs'
+import { LocalReads } from './local-reads'
 import { NodePool } from './node-pool'
 import { SnapshotImage } from './snapshot-image'
 import { VirtualDisk } from './virtual-disk'
@@ -19,6 +20,7 @@ export interface AgentOptions {
   handoverTimeoutMs?: number
   ioRetryMs?: number
   nodeAddresses?: Record<string, string> // node id → HOST:PORT used from this host (`--node-address`)
+  localReads?: boolean                   // short-circuit reads from nodes on this host (default on)
   hooks?: AgentHooks
   logger?: Logger
 }
@@ -60,6 +62,7 @@ export class Agent {
   readonly meta: MetaStore
   readonly pool: NodePool
   readonly leases: LeaseManager
+  readonly localReads: LocalReads | undefined
   private readonly log: Logger
   private readonly mountPoint: string
   private records = new Map<string, VersionedDiskRecord>()
@@ -85,6 +88,7 @@ export class Agent {
     this.mountPoint = opts.mountPoint
     this.log = opts.logger ?? silentLogger
     this.pool = new NodePool(opts.meta, { host: opts.host, site: opts.site, logger: this.log, addressOverrides: opts.nodeAddresses })
+    this.localReads = opts.localReads === false ? undefined : new LocalReads({ pool: this.pool, logger: this.log })
     this.leases = new LeaseManager(opts.meta, opts.host, {
       onHandoverRequested: (disk, requester) => {
         const o = this.open.get(disk)
@@ -151,7 +155,7 @@ export class Agent {
 
   private ioCountersOf (name: string): DiskIoCounters {
     let c = this.ioTotals.get(name)
-    if (c === undefined) { c = { readBytes: 0, writeBytes: 0 }; this.ioTotals.set(name, c) }
+    if (c === undefined) { c = { readBytes: 0, writeBytes: 0, localReadBytes: 0 }; this.ioTotals.set(name, c) }
     return c
   }
 
@@ -234,7 +238,7 @@ export class Agent {
     let p = this.opening.get(name)
     if (p === undefined) {
       p = (async () => {
-        const disk = await VirtualDisk.open({ meta: this.meta, pool: this.pool, leases: this.leases, ioRetryMs: this.ioRetryMs, io: this.ioCountersOf(name), logger: this.log, onLeaseAcquired: d => this.hooks.leaseAcquired?.(d) }, name)
+        const disk = await VirtualDisk.open({ meta: this.meta, pool: this.pool, leases: this.leases, ioRetryMs: this.ioRetryMs, io: this.ioCountersOf(name), localReads: this.localReads, logger: this.log, onLeaseAcquired: d => this.hooks.leaseAcquired?.(d) }, name)
         const rec: OpenRecord = { v: 1, host: this.host, writable: true }
         await this.meta.holdEphemeral(paths.open(name, this.host), () => encodeJson(rec))
         const od = { disk, handles: 0, writable: 0 }
@@ -379,6 +383,7 @@ export class Agent {
       await o.disk.close().catch(err => this.log.error({ disk: name, err: String(err) }, 'close failed'))
     }
     this.open.clear()
+    this.localReads?.close()
     this.pool.close()
   }
 }

@@ -27,6 +27,7 @@ export class NodePool {
   private refreshing: Promise<void> | null = null
   private readonly addressOverrides: Record<string, string>
   private rttMs = new Map<string, number>()
+  private readonly nodesChanged: Array<() => void> = []
   // This host's cache of committed block versions (`ukai mount --cache-dir`), used by every
   // reader of committed epochs that reads through this pool; absent: no cache.
   committedCache?: CommittedCache
@@ -69,12 +70,16 @@ export class NodePool {
           }
         }
         this.nodes = next
+        for (const fn of this.nodesChanged) fn()
       } finally {
         this.refreshing = null
       }
     })()
     return this.refreshing
   }
+
+  // Called after every refresh of the node list (records and liveness).
+  onNodesChanged (fn: () => void): void { this.nodesChanged.push(fn) }
 
   get (id: string): NodeView | undefined { return this.nodes.get(id) }
   list (): NodeView[] { return [...this.nodes.values()] }

@@ -13,6 +13,7 @@ import { DiskIoCounters, DiskRecord, SnapshotRecord, validateSnapshotName } from
 import { MetaStore } from '../meta/store'
 import { BlockLocks } from './block-locks'
 import { splitRange } from './block-range'
+import { DiskLocalReads, LocalReads } from './local-reads'
 import { NodePool } from './node-pool'
 import { ParentChain } from './parent-chain'
 import { nearestFirst, readFromReplicas } from './replica-read'
@@ -32,6 +33,8 @@ export interface VirtualDiskDeps {
   ioRetryMs?: number
   // Bytes read and written through this disk, owned by the agent (they outlive an open).
   io?: DiskIoCounters
+  // Short-circuit reads from nodes on this host (absent: every read goes over gRPC).
+  localReads?: LocalReads
   // Called each time this disk's lease is (re)acquired here, after the nodes were fenced.
   onLeaseAcquired?: (disk: VirtualDisk) => void
   logger?: Logger
@@ -68,6 +71,7 @@ export class VirtualDisk {
   // While a snapshot commits, new writes wait here (the ones in flight drain first).
   private writeGate: Promise<void> | null = null
   private snapshotWatchArmed = false
+  private readonly local: DiskLocalReads | undefined
 
   private constructor (deps: VirtualDiskDeps, record: DiskRecord & { version: number }, segments: PlacementSegment[]) {
     this.meta = deps.meta
@@ -79,6 +83,7 @@ export class VirtualDisk {
     this.io = deps.io ?? { readBytes: 0, writeBytes: 0 }
     this.record = record
     this.segments = segments
+    this.local = deps.localReads?.forDisk(record.uuid)
   }
 
   static async open (deps: VirtualDiskDeps, name: string): Promise<VirtualDisk> {
@@ -108,12 +113,14 @@ export class VirtualDisk {
         if (record.version < this.record.version) return
         if (record.parent === null && this.chain !== null) { this.chain.close(); this.chain = null }  // flattened
         this.record = record
+        this.local?.dropAll()
         // Existing segments carry watches of their own; only a session replacement (watches
         // gone) or a resize (new segments) needs the map read again. A snapshot commit does not.
         const count = Math.ceil(Math.ceil(record.sizeBytes / record.blockSizeBytes) / record.segmentBlocks)
         if (!rewatchAll && count === oldCount) return
         const all = await this.meta.loadPlacement(record, (i) => { if (rewatchAll || i >= oldCount) this.reloadSegment(i).catch(safetyCatch) })
         this.segments = all
+        this.local?.dropAll()
       })
     } catch (err) {
       if (isUkaiError(err, 'NOT_FOUND')) { this.log.warn('disk was deleted while open'); return }
@@ -133,6 +140,7 @@ export class VirtualDisk {
       try {
         const seg = await this.meta.loadSegment(this.name, index, () => this.reloadSegment(index).catch(safetyCatch))
         if (index < this.segments.length) this.segments[index] = seg
+        this.local?.dropAll()
       } catch (err) {
         if (!isUkaiError(err, 'NOT_FOUND')) throw err
       }
@@ -188,8 +196,11 @@ export class VirtualDisk {
         try {
           await this.meta.writeSegments(this.name, [...touched.values()])
           for (const seg of touched.values()) this.segments[seg.index] = seg
+          this.local?.dropAll()
           return changed
         } catch (err) {
+          // Whether or not the write landed, the map may have moved: trust nothing cached.
+          this.local?.dropAll()
           if (!isUkaiError(err, 'ZK_CONFLICT') || attempt >= 5) throw err
           for (const index of touched.keys()) this.segments[index] = await this.meta.loadSegment(this.name, index)
         }
@@ -281,10 +292,12 @@ export class VirtualDisk {
     if (chain === null) return
     const lease = await this.ensureLease()
     await this.blockLocks.acquireWrite(block)
+    this.local?.mutating(block, null)
     try {
       for (const r of writableReplicas(this.replicasOf(block))) await chain.materialize(this.record, block, r.node, lease.leaseEpoch)
       this.materialized.add(block)
     } finally {
+      this.local?.mutating(block, null)
       this.blockLocks.releaseWrite(block)
     }
   }
@@ -336,6 +349,7 @@ export class VirtualDisk {
       const snap = await this.meta.commitSnapshot(record, name, { leaseVersion, requestVersion })
       const { version, ...rest } = record
       this.record = { ...rest, epoch: record.epoch + 1, version: version + 1 }
+      this.local?.dropAll()
       return snap
     } finally {
       this.writeGate = null
@@ -361,6 +375,21 @@ export class VirtualDisk {
   // A clone's block it never wrote reads from its parent.
   private async readBlock (block: number, offsetInBlock: number, length: number): Promise<Buffer> {
     const chain = this.chain
+    const local = this.local
+    const readable = local === undefined ? [] : readableReplicas(this.replicasOf(block))
+    const nearest = readable.length === 0 ? undefined : nearestFirst(this.pool, readable, this.readTurn)[0]
+    if (local !== undefined && nearest !== undefined && local.capable(nearest.node)) {
+      // Among this host's replicas always the same one (the lowest id): reading a file costs the
+      // node nothing, so there is no load to spread, and one open file per block suffices.
+      const node = readable.map(r => r.node).filter(n => local.capable(n)).sort()[0]
+      const got = await local.read(node, block, this.record.epoch, offsetInBlock, length, this.lease !== null)
+      if (got !== null && (got !== 'absent' || chain === null)) {
+        this.io.localReadBytes = (this.io.localReadBytes ?? 0) + length
+        return got === 'absent' ? Buffer.alloc(length) : got
+      }
+      // A clone's block it has no version of reads through to the parent, as below.
+      if (got === 'absent') return await (chain as ParentChain).read(block, offsetInBlock, length)
+    }
     const data = await readFromReplicas({
       pool: this.pool,
       candidates: () => nearestFirst(this.pool, readableReplicas(this.replicasOf(block)), this.readTurn++),
@@ -394,7 +423,7 @@ export class VirtualDisk {
   }
 
   private async writeBlock (lease: HeldLease, block: number, offsetInBlock: number, data: Buffer): Promise<void> {
-    await this.mutateBlock(lease, block, 'write', node => this.pool.client(node).write({
+    await this.mutateBlock(lease, block, 'write', this.record.epoch, node => this.pool.client(node).write({
       diskUuid: this.record.uuid, block, epoch: this.record.epoch, offset: offsetInBlock, data, leaseEpoch: lease.leaseEpoch
     }))
   }
@@ -413,7 +442,7 @@ export class VirtualDisk {
       await Promise.all(Array.from({ length: Math.min(DISCARD_BLOCKS_IN_FLIGHT, pieces.length) }, async () => {
         while (next < pieces.length) {
           const p = pieces[next++]
-          await this.mutateBlock(lease, p.block, 'discard', node => this.pool.client(node).discard({
+          await this.mutateBlock(lease, p.block, 'discard', null, node => this.pool.client(node).discard({
             diskUuid: this.record.uuid, block: p.block, epoch: this.record.epoch, offset: p.offsetInBlock, length: p.length, leaseEpoch: lease.leaseEpoch
           }))
         }
@@ -423,11 +452,14 @@ export class VirtualDisk {
     }
   }
 
-  private async mutateBlock (lease: HeldLease, block: number, verb: string, send: (node: string) => Promise<void>): Promise<void> {
+  // `writeEpoch`: the version the change writes into (null: it may remove or replace versions).
+  private async mutateBlock (lease: HeldLease, block: number, verb: string, writeEpoch: number | null, send: (node: string) => Promise<void>): Promise<void> {
     await this.blockLocks.acquireWrite(block)
+    this.local?.mutating(block, writeEpoch)
     try {
       await this.mutateBlockLocked(lease, block, verb, send)
     } finally {
+      this.local?.mutating(block, writeEpoch)
       this.blockLocks.releaseWrite(block)
     }
   }
@@ -518,6 +550,7 @@ export class VirtualDisk {
       this.lease = null
       this.closed = true
       this.chain?.close()
+      this.local?.close()
     }
   }
 }

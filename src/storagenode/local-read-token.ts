@@ -1,0 +1,30 @@
+// The token a storage node writes into its data dir at every start and publishes in its
+// liveness record. An agent that reads the same token from DATA/local-read-token knows it sees
+// this node's files (same host, same mount, not a stale copy of the dir) and may read block
+// versions directly instead of over gRPC (src/vdisk/local-reads.ts).
+import { randomBytes } from 'node:crypto'
+import fs from 'node:fs'
+import path from 'node:path'
+
+export const LOCAL_READ_TOKEN_FILE = 'local-read-token'
+const TOKEN_BYTES = 16
+
+// Writes a fresh token (tmp + rename, so a reader never sees half of one); returns it.
+export function writeLocalReadToken (dataDir: string): string {
+  const token = randomBytes(TOKEN_BYTES).toString('hex')
+  const file = path.join(dataDir, LOCAL_READ_TOKEN_FILE)
+  const tmp = `${file}.${process.pid}.tmp`
+  fs.writeFileSync(tmp, token, { mode: 0o644 })
+  fs.chmodSync(tmp, 0o644)  // whatever the umask: agents of other users read it
+  fs.renameSync(tmp, file)
+  return token
+}
+
+// The token in dataDir, or null when there is none or it cannot be read.
+export function readLocalReadToken (dataDir: string): string | null {
+  try {
+    return fs.readFileSync(path.join(dataDir, LOCAL_READ_TOKEN_FILE), 'utf8').trim()
+  } catch {
+    return null
+  }
+}

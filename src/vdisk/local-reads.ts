@@ -1,0 +1,308 @@
+// Short-circuit reads (as in HDFS): when a storage node runs on this agent's host, read its block
+// files directly instead of asking it over gRPC. Writes stay on gRPC (fencing lives on the node).
+//
+// A node qualifies when its record names this host, it is alive, and its data dir holds the token
+// it published (src/storagenode/local-read-token.ts): then we see the very files it serves.
+// `LocateBlock` tells which version file a read at an epoch would use; the open file is cached
+// per (disk, node, block) with a bounded number of open descriptors.
+//
+// A stale byte is a defect, so every cached entry is dropped when what it answered may have
+// changed (see DiskLocalReads). Anything unexpected drops the entry and the caller reads over
+// gRPC instead: this path may make a read faster, never fail it.
+import fs from 'node:fs'
+import path from 'node:path'
+import { Logger, silentLogger } from '../log'
+import { readLocalReadToken } from '../storagenode/local-read-token'
+import { NodePool } from './node-pool'
+
+// Open version files kept across all disks of this agent (least recently used closed first).
+export const LOCAL_OPEN_FILES_MAX_DEFAULT = 256
+// As the node's SYNC_IO_MAX_BYTES (block-store.ts): a page-cache read this small costs less on
+// the event loop than a round trip through the libuv pool; larger ones go to the pool.
+const SYNC_READ_MAX_BYTES = 256 * 1024
+// LocateBlock is an in-memory lookup on the node; when it takes longer than this the node is
+// busy or stopped, and the gRPC path (with its failover) is the better bet.
+const LOCATE_TIMEOUT_MS = 2000
+
+interface LocalNode { dataDir: string, token: string }
+
+interface Entry {
+  disk: DiskLocalReads
+  node: string
+  block: number
+  readEpoch: number
+  versionEpoch: number | null   // null: no version <= readEpoch
+  fd: number | null
+  reading: number               // async reads in flight on fd: close waits for them
+  dropped: boolean
+}
+
+// What a short-circuit read answers: the bytes, 'absent' (no version: a clone reads its parent),
+// or null (not possible now: read over gRPC).
+export type LocalReadResult = Buffer | 'absent' | null
+
+export class LocalReads {
+  private readonly pool: NodePool
+  private readonly log: Logger
+  private readonly openFilesMax: number
+  private nodes = new Map<string, LocalNode>()
+  private readonly announced = new Map<string, string>()  // node → token we logged for
+  private readonly disks = new Set<DiskLocalReads>()
+  private readonly lru = new Map<Entry, true>()           // entries holding an fd, oldest first
+  private closed = false
+
+  constructor (opts: { pool: NodePool, openFilesMax?: number, logger?: Logger }) {
+    this.pool = opts.pool
+    this.log = opts.logger ?? silentLogger
+    this.openFilesMax = opts.openFilesMax ?? LOCAL_OPEN_FILES_MAX_DEFAULT
+    this.pool.onNodesChanged(() => this.recheckNodes())
+    this.recheckNodes()
+  }
+
+  // Which nodes qualify, re-evaluated whenever the node list or a liveness record changes (the
+  // nodes refresh theirs every few seconds: that also re-reads the token files, cheaply).
+  recheckNodes (): void {
+    if (this.closed) return
+    const next = new Map<string, LocalNode>()
+    for (const n of this.pool.list()) {
+      const a = n.alive
+      if (n.host !== this.pool.host || a === null || a.dataDir === undefined || a.localReadToken === undefined || a.localReadToken === '') continue
+      if (!path.isAbsolute(a.dataDir) || readLocalReadToken(a.dataDir) !== a.localReadToken) continue
+      next.set(n.id, { dataDir: a.dataDir, token: a.localReadToken })
+      if (this.announced.get(n.id) !== a.localReadToken) {
+        this.announced.set(n.id, a.localReadToken)
+        this.log.info({ node: n.id, dataDir: a.dataDir }, 'short-circuit reads from this node')
+      }
+    }
+    for (const [id, old] of this.nodes) {
+      const now = next.get(id)
+      // Gone, or restarted (new token): nothing cached from before is trusted.
+      if (now === undefined || now.token !== old.token || now.dataDir !== old.dataDir) {
+        for (const d of this.disks) d.dropNode(id)
+      }
+    }
+    this.nodes = next
+  }
+
+  capable (node: string): boolean { return this.nodes.has(node) }
+  dataDirOf (node: string): string | undefined { return this.nodes.get(node)?.dataDir }
+
+  forDisk (diskUuid: string): DiskLocalReads {
+    const d = new DiskLocalReads(this, this.pool, diskUuid)
+    this.disks.add(d)
+    return d
+  }
+
+  forget (d: DiskLocalReads): void { this.disks.delete(d) }
+
+  // The entry was used: most recently used now; past the bound, the oldest file is closed.
+  touch (e: Entry): void {
+    if (e.fd === null) return
+    this.lru.delete(e)
+    this.lru.set(e, true)
+    while (this.lru.size > this.openFilesMax) {
+      const oldest = this.lru.keys().next().value as Entry
+      oldest.disk.drop(oldest)
+    }
+  }
+
+  untrack (e: Entry): void { this.lru.delete(e) }
+
+  get openFiles (): number { return this.lru.size }
+
+  close (): void {
+    if (this.closed) return
+    this.closed = true
+    for (const d of [...this.disks]) d.close()
+  }
+}
+
+// The short-circuit state of one open disk. Invalidation rules (the caller, VirtualDisk, reports
+// the events):
+// - the disk's read epoch moved (snapshot commit, reload): everything is dropped;
+// - the placement changed (any segment reloaded or rewritten, stale marking included): everything;
+// - this agent mutates block B (write, discard, copy-on-write of a clone's parent block): a
+//   per-block generation moves at the start and the end, B's entries that cannot be the version
+//   written are dropped at both points, and a lookup that was in flight meanwhile is used once
+//   but not kept;
+// - while this host does not hold the lease, another may write: only an entry whose version is
+//   the read epoch's own is trusted (others write into that same file); an absent or older
+//   version is used once and looked up again next time, because another host's first write
+//   creates a new file;
+// - a version file that was deleted or replaced (a discard, garbage collection) has no links
+//   left: checked at every read (fstat) and looked up again.
+export class DiskLocalReads {
+  private readonly owner: LocalReads
+  private readonly pool: NodePool
+  readonly diskUuid: string
+  private readonly entries = new Map<number, Entry[]>()   // block → one entry per node
+  private epoch = -1
+  private generation = 0                                   // moves on every drop-all
+  private readonly blockGeneration = new Map<number, number>()
+  private locating = 0
+  private closed = false
+
+  constructor (owner: LocalReads, pool: NodePool, diskUuid: string) {
+    this.owner = owner
+    this.pool = pool
+    this.diskUuid = diskUuid
+  }
+
+  capable (node: string): boolean { return !this.closed && this.owner.capable(node) }
+
+  // Reads [offset, offset+length) of `block` as the node would answer a read at `readEpoch`.
+  async read (node: string, block: number, readEpoch: number, offset: number, length: number, holdsLease: boolean): Promise<LocalReadResult> {
+    if (this.closed || !this.owner.capable(node)) return null
+    if (readEpoch !== this.epoch) { this.dropAll(); this.epoch = readEpoch }
+    let entry = this.find(node, block)
+    if (entry !== undefined && !holdsLease && entry.versionEpoch !== readEpoch) { this.drop(entry); entry = undefined }
+    let once = false
+    if (entry === undefined) {
+      const located = await this.locate(node, block, readEpoch, holdsLease)
+      if (located === null) return null
+      entry = located.entry
+      once = !located.kept
+    }
+    try {
+      if (entry.versionEpoch === null) return 'absent'
+      return await this.pread(entry, offset, length)
+    } catch {
+      this.drop(entry)
+      return null
+    } finally {
+      if (once) this.drop(entry)
+    }
+  }
+
+  // Start and end of a mutation of `block` by this agent writing version `writeEpoch` (null:
+  // the mutation may replace or remove any version, e.g. a discard).
+  mutating (block: number, writeEpoch: number | null): void {
+    // Only a lookup in flight compares generations; with none, a later one starts from here.
+    if (this.locating > 0) this.blockGeneration.set(block, (this.blockGeneration.get(block) ?? 0) + 1)
+    for (const e of [...(this.entries.get(block) ?? [])]) {
+      if (writeEpoch === null || e.versionEpoch !== writeEpoch) this.drop(e)
+    }
+  }
+
+  // Placement or epoch changed: nothing cached is trusted, nor a lookup in flight.
+  dropAll (): void {
+    this.generation++
+    for (const list of [...this.entries.values()]) for (const e of [...list]) this.drop(e)
+  }
+
+  dropNode (node: string): void {
+    this.generation++
+    for (const list of [...this.entries.values()]) for (const e of [...list]) if (e.node === node) this.drop(e)
+  }
+
+  drop (e: Entry): void {
+    if (e.dropped) return
+    e.dropped = true
+    const list = this.entries.get(e.block)
+    if (list !== undefined) {
+      const i = list.indexOf(e)
+      if (i >= 0) list.splice(i, 1)
+      if (list.length === 0) this.entries.delete(e.block)
+    }
+    this.owner.untrack(e)
+    closeWhenIdle(e)
+  }
+
+  close (): void {
+    if (this.closed) return
+    this.dropAll()
+    this.closed = true
+    this.owner.forget(this)
+  }
+
+  get cachedEntries (): number {
+    let n = 0
+    for (const list of this.entries.values()) n += list.length
+    return n
+  }
+
+  private find (node: string, block: number): Entry | undefined {
+    return this.entries.get(block)?.find(e => e.node === node)
+  }
+
+  // Asks the node which version a read at readEpoch uses and opens it. null when that fails.
+  private async locate (node: string, block: number, readEpoch: number, holdsLease: boolean): Promise<{ entry: Entry, kept: boolean } | null> {
+    const generation = this.generation
+    const blockGeneration = this.blockGeneration.get(block) ?? 0
+    this.locating++
+    let answer
+    try {
+      answer = await this.pool.client(node).locateBlock({ diskUuid: this.diskUuid, block, epoch: readEpoch }, LOCATE_TIMEOUT_MS)
+    } catch {
+      return null
+    } finally {
+      this.locating--
+    }
+    // Compared before the per-block generations may be forgotten (below).
+    const stable = generation === this.generation && blockGeneration === (this.blockGeneration.get(block) ?? 0) && readEpoch === this.epoch
+    if (this.locating === 0) this.blockGeneration.clear()  // nobody in flight compares them any more
+    const dataDir = this.owner.dataDirOf(node)
+    if (this.closed || dataDir === undefined) return null
+    let fd: number | null = null
+    if (answer.found) {
+      // The node names the file; it must be the one the layout says, inside its data dir.
+      if (answer.epoch > readEpoch || answer.path !== `disks/${this.diskUuid}/${block}.${answer.epoch}`) return null
+      try {
+        fd = fs.openSync(path.join(dataDir, answer.path), fs.constants.O_RDONLY)
+      } catch {
+        return null  // removed meanwhile (a discard, a relocation): gRPC knows better
+      }
+    }
+    const entry: Entry = { disk: this, node, block, readEpoch, versionEpoch: answer.found ? answer.epoch : null, fd, reading: 0, dropped: false }
+    const kept = stable && (holdsLease || entry.versionEpoch === readEpoch)
+    if (kept) {
+      const old = this.find(node, block)
+      if (old !== undefined) this.drop(old)
+      let list = this.entries.get(block)
+      if (list === undefined) { list = []; this.entries.set(block, list) }
+      list.push(entry)
+      this.owner.touch(entry)
+    }
+    return { entry, kept }
+  }
+
+  private async pread (e: Entry, offset: number, length: number): Promise<Buffer> {
+    const fd = e.fd as number
+    // A version deleted or replaced on the node (whole-block discard, GC) keeps its bytes for us
+    // through the open descriptor: never read those.
+    if (fs.fstatSync(fd).nlink === 0) throw new Error('version file was removed')
+    if (!e.dropped) this.owner.touch(e)
+    const buf = Buffer.allocUnsafe(length)
+    let got = 0
+    if (length <= SYNC_READ_MAX_BYTES) {
+      while (got < length) {
+        const n = fs.readSync(fd, buf, got, length - got, offset + got)
+        if (n === 0) break
+        got += n
+      }
+    } else {
+      e.reading++
+      try {
+        while (got < length) {
+          const n = await new Promise<number>((resolve, reject) => fs.read(fd, buf, got, length - got, offset + got, (err, bytesRead) => err !== null ? reject(err) : resolve(bytesRead)))
+          if (n === 0) break
+          got += n
+        }
+      } finally {
+        e.reading--
+        closeWhenIdle(e)
+      }
+    }
+    if (got < length) buf.fill(0, got)  // past the end of the version file: zeros, as the node answers
+    return buf
+  }
+}
+
+// An fd is closed once dropped and no async read uses it (a closed and reused fd number could
+// otherwise be read by a read still queued in the thread pool).
+function closeWhenIdle (e: Entry): void {
+  if (!e.dropped || e.reading > 0 || e.fd === null) return
+  const fd = e.fd
+  e.fd = null
+  try { fs.closeSync(fd) } catch { /* nothing to do about a failed close of a read-only fd */ }
+}

@@ -1,0 +1,274 @@
+// Short-circuit reads: an agent on the same host as storage nodes reads their block files
+// directly. Every read is checked byte for byte against a model, and each test proves which path
+// served it (the agent's localReadBytes counter; nodes SIGSTOPped while cached reads go on).
+import { execFile } from 'node:child_process'
+import fs from 'node:fs'
+import path from 'node:path'
+import { promisify } from 'node:util'
+import t from 'tap'
+import { MetaStore } from '../src/meta/store'
+import { LOCAL_READ_TOKEN_FILE } from '../src/storagenode/local-read-token'
+import { AgentFixture, NodeFixture, TestLike, fuseUnavailable, missingCli, startAgent, startNode, startZk } from './helpers/cluster'
+import { cliOk } from './helpers/cli'
+import { randomBytes, rng, sha256 } from './helpers/model'
+import { until, untilValue } from './helpers/until'
+
+const KiB = 1024
+const MiB = 1024 * KiB
+const BLOCK = 256 * KiB
+const SIZE = 8 * MiB
+const HOST = 'hv-a'
+const RTT_MS = '200'  // the agent publishes its I/O counters with each round-trip report
+
+const execFileP = promisify(execFile)
+const skip = fuseUnavailable() ?? missingCli('mount') ?? undefined
+
+interface Io { readBytes: number, writeBytes: number, localReadBytes?: number }
+
+async function ioOf (meta: MetaStore, host: string, disk: string): Promise<Io | undefined> {
+  return (await meta.listRtts()).find(r => r.host === host)?.io?.[disk]
+}
+
+// Two nodes on HOST, a mount agent there, a disk on both nodes.
+async function setup (t: TestLike & Parameters<typeof cliOk>[0], opts: { agentArgs?: string[], beforeAgent?: (nodes: NodeFixture[]) => void } = {}): Promise<{ zk: string, nodes: NodeFixture[], agent: AgentFixture, meta: MetaStore, file: string }> {
+  const zkf = await startZk(t)
+  const zk = zkf.connectString
+  const nodes = await Promise.all(['a1', 'a2'].map(async id => await startNode(t, { zk, id, site: 'site-a', extraArgs: ['--host', HOST] })))
+  opts.beforeAgent?.(nodes)
+  const agent = await startAgent(t, { zk, host: HOST, site: 'site-a', extraArgs: ['--rtt-interval-ms', RTT_MS, ...(opts.agentArgs ?? [])] })
+  await cliOk(t, ['disk', 'create', 'vol', '--size', '8M', '--block-size', '256K', '--nodes', 'a1,a2'], zk)
+  const meta = await MetaStore.connect(zk)
+  t.teardown(() => meta.close())
+  return { zk, nodes, agent, meta, file: path.join(agent.mountPoint, 'vol') }
+}
+
+async function pread (fh: fs.promises.FileHandle, off: number, len: number): Promise<Buffer> {
+  const buf = Buffer.alloc(len)
+  const { bytesRead } = await fh.read(buf, 0, len, off)
+  return buf.subarray(0, bytesRead)
+}
+
+// Random unaligned reads, some across block boundaries, compared with the model.
+async function randomReadsMatch (fh: fs.promises.FileHandle, model: Buffer, rand: () => number, count: number): Promise<string | null> {
+  for (let i = 0; i < count; i++) {
+    const len = 1 + Math.floor(rand() * (rand() < 0.5 ? 4 * KiB : 3 * BLOCK))
+    const off = Math.floor(rand() * (model.length - len))
+    const got = await pread(fh, off, len)
+    if (!got.equals(model.subarray(off, off + len))) return `read of ${len} bytes at ${off} differs from the model`
+  }
+  return null
+}
+
+t.test('nodes on the agent\'s host: reads are local and exact', { skip }, async (t) => {
+  const { nodes, meta, file } = await setup(t)
+  const model = Buffer.alloc(SIZE)
+  const rand = rng(11)
+  const fh = await fs.promises.open(file, 'r+')
+  t.teardown(() => fh.close().catch(() => {}))
+  // Written: blocks 0-9 in pieces (unaligned), 16-17 whole; the rest stays unwritten (zeros).
+  for (let i = 0; i < 60; i++) {
+    const len = 1 + Math.floor(rand() * 64 * KiB)
+    const off = Math.floor(rand() * (10 * BLOCK - len))
+    const data = randomBytes(rand, len)
+    await fh.write(data, 0, len, off)
+    data.copy(model, off)
+  }
+  const whole = randomBytes(rand, 2 * BLOCK)
+  await fh.write(whole, 0, whole.length, 16 * BLOCK)
+  whole.copy(model, 16 * BLOCK)
+  await fh.sync()
+
+  t.equal(await randomReadsMatch(fh, model, rand, 300), null, '300 random reads match the model')
+  t.equal(sha256(await fs.promises.readFile(file)), sha256(model), 'the whole disk reads back as the model')
+  const io = await untilValue('a report with local reads', async () => {
+    const v = await ioOf(meta, HOST, 'vol')
+    return v !== undefined && (v.localReadBytes ?? 0) >= SIZE ? v : undefined
+  }, 15_000, 100)
+  t.ok((io.localReadBytes ?? 0) >= SIZE, `the agent counted ${io.localReadBytes} bytes read locally`)
+
+  // Every block was looked up by the whole-disk read; with both nodes stopped, reads of cached
+  // blocks still finish (over gRPC each would wait 10 s and then fail).
+  t.teardown(async () => { for (const n of nodes) await n.kill('SIGCONT').catch(() => {}) })
+  for (const n of nodes) await n.kill('SIGSTOP')
+  const started = Date.now()
+  const stoppedResult = await randomReadsMatch(fh, model, rand, 200)
+  const stoppedMs = Date.now() - started
+  for (const n of nodes) await n.kill('SIGCONT')
+  t.equal(stoppedResult, null, '200 random reads with both nodes stopped match the model')
+  t.ok(stoppedMs < 5000, `and took ${stoppedMs} ms: no node was asked`)
+})
+
+t.test('copy-on-write after a snapshot: new bytes at the head, old in the snapshot', { skip }, async (t) => {
+  const { zk, agent, meta, file } = await setup(t)
+  const rand = rng(12)
+  const fh = await fs.promises.open(file, 'r+')
+  t.teardown(() => fh.close().catch(() => {}))
+  const a = randomBytes(rand, BLOCK)
+  await fh.write(a, 0, BLOCK, 0)
+  t.ok((await pread(fh, 0, BLOCK)).equals(a), 'block 0 reads A (now cached)')
+  t.ok((await pread(fh, BLOCK, 4 * KiB)).equals(Buffer.alloc(4 * KiB)), 'block 1 reads zeros (cached as absent)')
+
+  await cliOk(t, ['snapshot', 'create', 'vol@s1'], zk)
+  // Read at the new epoch before writing: the version found is the snapshot's (older) one.
+  t.ok((await pread(fh, 0, BLOCK)).equals(a), 'after the snapshot block 0 still reads A')
+  const b = randomBytes(rand, 100 * KiB)
+  await fh.write(b, 0, b.length, 50 * KiB)  // the first write after the snapshot copies the block
+  const expected = Buffer.from(a)
+  b.copy(expected, 50 * KiB)
+  t.ok((await pread(fh, 0, BLOCK)).equals(expected), 'block 0 reads the new bytes over the copied old ones')
+  const c1 = randomBytes(rand, 4 * KiB)
+  await fh.write(c1, 0, c1.length, BLOCK + 8 * KiB)
+  const got1 = await pread(fh, BLOCK, 16 * KiB)
+  t.ok(got1.subarray(8 * KiB, 12 * KiB).equals(c1) && got1.subarray(0, 8 * KiB).equals(Buffer.alloc(8 * KiB)), 'block 1 (was absent) reads its first write')
+  for (let i = 0; i < 20; i++) {
+    if (!(await pread(fh, 0, BLOCK)).equals(expected)) { t.fail(`read ${i} of block 0 is stale`); break }
+  }
+
+  const snap = await fs.promises.open(path.join(agent.mountPoint, '.snapshots', 'vol@s1'), 'r')
+  t.teardown(() => snap.close().catch(() => {}))
+  t.ok((await pread(snap, 0, BLOCK)).equals(a), 'the snapshot still reads A')
+  t.ok((await pread(snap, BLOCK, 16 * KiB)).equals(Buffer.alloc(16 * KiB)), 'the snapshot reads block 1 as zeros')
+  const io = await untilValue('local reads counted', async () => {
+    const v = await ioOf(meta, HOST, 'vol')
+    return (v?.localReadBytes ?? 0) > 0 ? v : undefined
+  }, 15_000, 100)
+  t.ok((io.localReadBytes ?? 0) > 0, 'head reads were local')
+})
+
+t.test('a replica marked stale is never read locally, also after its node restarts', { skip }, async (t) => {
+  const { nodes, meta, file } = await setup(t)
+  const [a1] = nodes
+  const rand = rng(13)
+  const model = Buffer.alloc(SIZE)
+  const fh = await fs.promises.open(file, 'r+')
+  t.teardown(() => fh.close().catch(() => {}))
+  const first = randomBytes(rand, SIZE / 2)
+  await fh.write(first, 0, first.length, 0)
+  first.copy(model, 0)
+  await fh.sync()
+  t.equal(sha256(await fs.promises.readFile(file)), sha256(model), 'read once: every block cached on a1 (the lowest id)')
+
+  await a1.kill('SIGKILL')
+  const second = randomBytes(rand, 4 * BLOCK)
+  await fh.write(second, 0, second.length, 2 * BLOCK)  // a1 misses it: marked stale for blocks 2-5
+  second.copy(model, 2 * BLOCK)
+  await fh.sync()
+  await a1.restart()
+  for (let i = 0; i < 20; i++) {
+    const got = await fs.promises.readFile(file)
+    if (sha256(got) !== sha256(model)) { t.fail(`whole-disk read ${i} after a1 came back is stale`); break }
+  }
+  t.equal(await randomReadsMatch(fh, model, rand, 200), null, '200 random reads match the model')
+  // After a1's restart (new token) its in-sync blocks are read locally again.
+  const before = (await ioOf(meta, HOST, 'vol'))?.localReadBytes ?? 0
+  await until('local reads from the restarted node', async () => {
+    await fs.promises.readFile(file)
+    return ((await ioOf(meta, HOST, 'vol'))?.localReadBytes ?? 0) > before + SIZE
+  }, 20_000, 300)
+  t.equal(sha256(await fs.promises.readFile(file)), sha256(model), 'and they match the model')
+})
+
+t.test('another host writes: this host reads the new bytes', { skip }, async (t) => {
+  const { zk, meta, file } = await setup(t)
+  const y = await startAgent(t, { zk, host: 'hv-y', site: 'site-a' })
+  const rand = rng(14)
+  const yfh = await fs.promises.open(path.join(y.mountPoint, 'vol'), 'r+')
+  t.teardown(() => yfh.close().catch(() => {}))
+  const xfh = await fs.promises.open(file, 'r')  // X only reads: Y holds the lease
+  t.teardown(() => xfh.close().catch(() => {}))
+  const model = Buffer.alloc(SIZE)
+  const write = async (off: number, len: number): Promise<void> => {
+    const data = randomBytes(rand, len)
+    await yfh.write(data, 0, len, off)
+    data.copy(model, off)
+  }
+  const matches = async (off: number, len: number): Promise<boolean> => (await pread(xfh, off, len)).equals(model.subarray(off, off + len))
+
+  await write(0, BLOCK)
+  t.ok(await matches(0, BLOCK), 'X reads what Y wrote to block 0')
+  t.ok(await matches(BLOCK, BLOCK), 'X reads block 1 as zeros')
+  await write(10 * KiB, 20 * KiB)          // into the same version file
+  await write(BLOCK + 5 * KiB, 7 * KiB)    // block 1's first version: a new file
+  t.ok(await matches(0, BLOCK), 'X at once reads Y\'s overwrite of block 0')
+  t.ok(await matches(BLOCK, BLOCK), 'X at once reads Y\'s first write of block 1')
+
+  await cliOk(t, ['snapshot', 'create', 'vol@s1'], zk)  // Y holds the lease and commits
+  await write(100 * KiB, 3 * KiB)          // the first write after the snapshot: a new version file
+  await write(BLOCK + 200 * KiB, 1 * KiB)
+  // X learns the new epoch through a watch; until then it reads the snapshot's bytes, as a read
+  // over gRPC at that epoch would.
+  await until('X reads Y\'s write after the snapshot', async () => await matches(0, 2 * BLOCK), 10_000, 50)
+  for (let i = 0; i < 20; i++) {
+    if (!await matches(0, 2 * BLOCK)) { t.fail(`read ${i} of blocks 0-1 by X is stale`); break }
+  }
+  await write(200 * KiB, 2 * KiB)
+  t.ok(await matches(0, 2 * BLOCK), 'X at once reads a second write at the new epoch')
+
+  // Y discards whole blocks: block 3's only version file is deleted, block 0's head version is
+  // replaced by an empty file (the snapshot's version must not show through). X holds both open.
+  await write(3 * BLOCK, BLOCK)
+  t.ok(await matches(0, 4 * BLOCK), 'X reads blocks 0-3')
+  await execFileP('fallocate', ['--punch-hole', '--offset', '0', '--length', String(BLOCK), path.join(y.mountPoint, 'vol')])
+  await execFileP('fallocate', ['--punch-hole', '--offset', String(3 * BLOCK), '--length', String(BLOCK), path.join(y.mountPoint, 'vol')])
+  model.fill(0, 0, BLOCK)
+  model.fill(0, 3 * BLOCK, 4 * BLOCK)
+  t.ok(await matches(0, 4 * BLOCK), 'X at once reads the discarded blocks as zeros')
+  const io = await untilValue('X\'s local reads counted', async () => {
+    const v = await ioOf(meta, HOST, 'vol')
+    return (v?.localReadBytes ?? 0) > 0 ? v : undefined
+  }, 15_000, 100)
+  t.ok((io.localReadBytes ?? 0) > 0, `X read ${io.localReadBytes} bytes locally`)
+})
+
+// Writes the whole disk through the mount (writeFile would truncate, which the mount refuses).
+async function writeWhole (file: string, data: Buffer): Promise<void> {
+  const fh = await fs.promises.open(file, 'r+')
+  try {
+    await fh.write(data, 0, data.length, 0)
+  } finally {
+    await fh.close()
+  }
+}
+
+// Reads through the mount until the agent's report counted them.
+async function readAndReport (meta: MetaStore, file: string, model: Buffer): Promise<Io> {
+  const got = await fs.promises.readFile(file)
+  if (!got.equals(model)) throw new Error('the disk does not read back as the model')
+  return await untilValue('a report of the reads', async () => {
+    const v = await ioOf(meta, HOST, 'vol')
+    return v !== undefined && v.readBytes >= SIZE ? v : undefined
+  }, 15_000, 100)
+}
+
+t.test('--no-local-reads reads nothing locally', { skip }, async (t) => {
+  const { meta, file } = await setup(t, { agentArgs: ['--no-local-reads'] })
+  const model = randomBytes(rng(15), SIZE)
+  await writeWhole(file, model)
+  const io = await readAndReport(meta, file, model)
+  t.equal(io.localReadBytes ?? 0, 0, `${io.readBytes} bytes read, none locally`)
+})
+
+t.test('a node whose token file does not match is not read locally', { skip }, async (t) => {
+  const tokens: Array<{ file: string, token: string }> = []
+  const { meta, file } = await setup(t, {
+    beforeAgent: (nodes) => {
+      for (const n of nodes) {
+        const f = path.join(n.dataDir, LOCAL_READ_TOKEN_FILE)
+        tokens.push({ file: f, token: fs.readFileSync(f, 'utf8') })
+        fs.writeFileSync(f, 'not-the-published-token')  // as if the agent saw another copy of the dir
+      }
+    }
+  })
+  const model = randomBytes(rng(16), SIZE)
+  await writeWhole(file, model)
+  const io = await readAndReport(meta, file, model)
+  t.equal(io.localReadBytes ?? 0, 0, `${io.readBytes} bytes read, none locally`)
+  // The right token back: the agent re-checks with the nodes' next liveness update (every 5 s).
+  for (const { file: f, token } of tokens) fs.writeFileSync(f, token)
+  await until('local reads once the tokens match', async () => {
+    const got = await fs.promises.readFile(file)
+    if (!got.equals(model)) throw new Error('the disk does not read back as the model')
+    return ((await ioOf(meta, HOST, 'vol'))?.localReadBytes ?? 0) > 0
+  }, 20_000, 300)
+  t.pass('with the published token in place, reads are local')
+})
