@@ -7,6 +7,7 @@ import path from 'node:path'
 import { promisify } from 'node:util'
 import t from 'tap'
 import { MetaStore } from '../src/meta/store'
+import { StorageClient } from '../src/storagenode/client'
 import { LOCAL_READ_TOKEN_FILE } from '../src/storagenode/local-read-token'
 import { AgentFixture, NodeFixture, TestLike, fuseUnavailable, missingCli, startAgent, startNode, startZk } from './helpers/cluster'
 import { cliOk } from './helpers/cli'
@@ -58,6 +59,36 @@ async function randomReadsMatch (fh: fs.promises.FileHandle, model: Buffer, rand
   }
   return null
 }
+
+t.test('LocateBlock names the version file a read at an epoch uses', { skip: missingCli('storagenode') ?? undefined }, async (t) => {
+  const zk = await startZk(t)
+  const node = await startNode(t, { zk, id: 'a1', site: 'site-a' })
+  const client = new StorageClient({ nodeId: 'a1', address: node.address })
+  t.teardown(() => client.close())
+  const uuid = 'locate-test'
+  const a = randomBytes(rng(1), 5000)
+  const b = randomBytes(rng(2), 3000)
+  await client.write({ diskUuid: uuid, block: 3, epoch: 1, offset: 100, data: a, leaseEpoch: 1 })
+  await client.write({ diskUuid: uuid, block: 3, epoch: 3, offset: 0, data: b, leaseEpoch: 1 })
+  t.same(await client.locateBlock({ diskUuid: uuid, block: 3, epoch: 0 }), { found: false, epoch: 0, path: '' }, 'nothing at or below epoch 0')
+  t.same(await client.locateBlock({ diskUuid: uuid, block: 3, epoch: 2 }), { found: true, epoch: 1, path: `disks/${uuid}/3.1` }, 'epoch 2 reads version 1')
+  t.same(await client.locateBlock({ diskUuid: uuid, block: 3, epoch: 9 }), { found: true, epoch: 3, path: `disks/${uuid}/3.3` }, 'epoch 9 reads version 3')
+  t.same(await client.locateBlock({ diskUuid: uuid, block: 4, epoch: 9 }), { found: false, epoch: 0, path: '' }, 'an unwritten block has none')
+  t.same(await client.locateBlock({ diskUuid: 'no-such-disk', block: 0, epoch: 1 }), { found: false, epoch: 0, path: '' }, 'an unknown disk has none')
+  await t.rejects(client.locateBlock({ diskUuid: '../etc', block: 0, epoch: 1 }), { code: 'BAD_ARGUMENT' }, 'a uuid with a path in it is refused')
+  // The file holds what a read over gRPC returns (the copy-on-write version 3 included).
+  const viaFile = fs.readFileSync(path.join(node.dataDir, `disks/${uuid}/3.3`))
+  const viaGrpc = await client.read({ diskUuid: uuid, block: 3, epoch: 9, offset: 0, length: viaFile.length })
+  t.ok(viaFile.equals(viaGrpc), 'the named file holds the bytes a read returns')
+  t.ok(viaFile.subarray(0, 3000).equals(b) && viaFile.subarray(3000, 5100).equals(a.subarray(2900)), 'version 3 is version 1 with the newer write over it')
+  const token = fs.readFileSync(path.join(node.dataDir, LOCAL_READ_TOKEN_FILE), 'utf8')
+  t.match(token, /^[0-9a-f]{32}$/, 'the node wrote a 128-bit token into its data dir')
+  t.equal(fs.statSync(path.join(node.dataDir, LOCAL_READ_TOKEN_FILE)).mode & 0o777, 0o644, 'readable by agents of other users')
+  const meta = await MetaStore.connect(zk.connectString)
+  t.teardown(() => meta.close())
+  const alive = (await meta.listNodes()).find(n => n.id === 'a1')?.alive
+  t.same({ dataDir: alive?.dataDir, token: alive?.localReadToken }, { dataDir: node.dataDir, token }, 'and published it with its absolute data dir')
+})
 
 t.test('nodes on the agent\'s host: reads are local and exact', { skip }, async (t) => {
   const { nodes, meta, file } = await setup(t)
@@ -154,10 +185,9 @@ t.test('a replica marked stale is never read locally, also after its node restar
   second.copy(model, 2 * BLOCK)
   await fh.sync()
   await a1.restart()
-  for (let i = 0; i < 20; i++) {
-    const got = await fs.promises.readFile(file)
-    if (sha256(got) !== sha256(model)) { t.fail(`whole-disk read ${i} after a1 came back is stale`); break }
-  }
+  let stale = -1
+  for (let i = 0; i < 20 && stale < 0; i++) if (sha256(await fs.promises.readFile(file)) !== sha256(model)) stale = i
+  t.equal(stale, -1, '20 whole-disk reads after a1 came back match the model (none picks its stale blocks)')
   t.equal(await randomReadsMatch(fh, model, rand, 200), null, '200 random reads match the model')
   // After a1's restart (new token) its in-sync blocks are read locally again.
   const before = (await ioOf(meta, HOST, 'vol'))?.localReadBytes ?? 0
@@ -218,6 +248,40 @@ t.test('another host writes: this host reads the new bytes', { skip }, async (t)
     return (v?.localReadBytes ?? 0) > 0 ? v : undefined
   }, 15_000, 100)
   t.ok((io.localReadBytes ?? 0) > 0, `X read ${io.localReadBytes} bytes locally`)
+})
+
+t.test('a clone reads its own blocks locally and the rest through its parent', { skip }, async (t) => {
+  const { zk, agent, meta, file } = await setup(t)
+  const rand = rng(17)
+  const base = randomBytes(rand, SIZE / 2)  // blocks 16-31 stay unwritten
+  const fh = await fs.promises.open(file, 'r+')
+  t.teardown(() => fh.close().catch(() => {}))
+  await fh.write(base, 0, base.length, 0)
+  await cliOk(t, ['snapshot', 'create', 'vol@base'], zk)
+  await fh.write(randomBytes(rand, BLOCK), 0, BLOCK, 0)  // the parent's head moves on
+  await cliOk(t, ['clone', 'vol@base', 'c1'], zk)
+  const model = Buffer.alloc(SIZE)
+  base.copy(model)
+  const cfile = path.join(agent.mountPoint, 'c1')
+  const cfh = await fs.promises.open(cfile, 'r+')
+  t.teardown(() => cfh.close().catch(() => {}))
+  t.ok((await fs.promises.readFile(cfile)).equals(model), 'the fresh clone reads as the snapshot')
+  const mine = randomBytes(rand, 10 * KiB)
+  await cfh.write(mine, 0, mine.length, 3 * BLOCK + 7 * KiB)   // copy-on-write of block 3 from the parent
+  mine.copy(model, 3 * BLOCK + 7 * KiB)
+  const fresh = randomBytes(rand, 5 * KiB)
+  await cfh.write(fresh, 0, fresh.length, 20 * BLOCK + 1)       // a block the parent never wrote
+  fresh.copy(model, 20 * BLOCK + 1)
+  for (let i = 0; i < 5; i++) {
+    if (!(await fs.promises.readFile(cfile)).equals(model)) { t.fail(`whole-clone read ${i} differs from the model`); break }
+  }
+  t.equal(await randomReadsMatch(cfh, model, rand, 100), null, '100 random reads of the clone match the model')
+  const c1 = await untilValue('the clone\'s local reads counted', async () => {
+    const v = await ioOf(meta, HOST, 'c1')
+    return (v?.localReadBytes ?? 0) > 0 ? v : undefined
+  }, 15_000, 100)
+  t.ok((c1.localReadBytes ?? 0) < c1.readBytes, `the clone read ${c1.localReadBytes} of ${c1.readBytes} bytes locally (the rest from its parent)`)
+  t.ok((await pread(fh, 3 * BLOCK, BLOCK)).equals(base.subarray(3 * BLOCK, 4 * BLOCK)), 'the parent\'s block 3 is unchanged')
 })
 
 // Writes the whole disk through the mount (writeFile would truncate, which the mount refuses).

@@ -47,6 +47,7 @@ export class LocalReads {
   private readonly openFilesMax: number
   private nodes = new Map<string, LocalNode>()
   private readonly announced = new Map<string, string>()  // node → token we logged for
+  private readonly refused = new Map<string, string>()    // node → token whose files we cannot open
   private readonly disks = new Set<DiskLocalReads>()
   private readonly lru = new Map<Entry, true>()           // entries holding an fd, oldest first
   private closed = false
@@ -68,6 +69,7 @@ export class LocalReads {
       const a = n.alive
       if (n.host !== this.pool.host || a === null || a.dataDir === undefined || a.localReadToken === undefined || a.localReadToken === '') continue
       if (!path.isAbsolute(a.dataDir) || readLocalReadToken(a.dataDir) !== a.localReadToken) continue
+      if (this.refused.has(n.id) && this.refused.get(n.id) !== a.localReadToken) this.refused.delete(n.id)
       next.set(n.id, { dataDir: a.dataDir, token: a.localReadToken })
       if (this.announced.get(n.id) !== a.localReadToken) {
         this.announced.set(n.id, a.localReadToken)
@@ -84,7 +86,17 @@ export class LocalReads {
     this.nodes = next
   }
 
-  capable (node: string): boolean { return this.nodes.has(node) }
+  capable (node: string): boolean { return this.nodes.has(node) && !this.refused.has(node) }
+
+  // This agent cannot read the node's files after all (permissions): gRPC only, until the node
+  // restarts (a new token) — instead of a LocateBlock round trip before every gRPC read.
+  refuse (node: string, why: string): void {
+    const token = this.nodes.get(node)?.token
+    if (token === undefined || this.refused.get(node) === token) return
+    this.refused.set(node, token)
+    this.log.warn({ node, why }, 'no short-circuit reads from this node')
+    for (const d of this.disks) d.dropNode(node)
+  }
   dataDirOf (node: string): string | undefined { return this.nodes.get(node)?.dataDir }
 
   forDisk (diskUuid: string): DiskLocalReads {
@@ -249,7 +261,9 @@ export class DiskLocalReads {
       if (answer.epoch > readEpoch || answer.path !== `disks/${this.diskUuid}/${block}.${answer.epoch}`) return null
       try {
         fd = fs.openSync(path.join(dataDir, answer.path), fs.constants.O_RDONLY)
-      } catch {
+      } catch (err) {
+        const code = (err as NodeJS.ErrnoException).code
+        if (code === 'EACCES' || code === 'EPERM') this.owner.refuse(node, `cannot open its block files: ${code}`)
         return null  // removed meanwhile (a discard, a relocation): gRPC knows better
       }
     }
