@@ -43,6 +43,16 @@ async function setup (t: TestLike & Parameters<typeof cliOk>[0], opts: { agentAr
   return { zk, nodes, agent, meta, file: path.join(agent.mountPoint, 'vol') }
 }
 
+// localReadBytes of vol as of now: from a report measured after this call began (the agent
+// publishes cumulative counters).
+async function settledLocalBytes (meta: MetaStore): Promise<number> {
+  const since = Date.now()
+  return await untilValue('a fresh report', async () => {
+    const r = (await meta.listRtts()).find(r => r.host === HOST)
+    return r !== undefined && r.measuredAtMs > since ? r.io?.vol?.localReadBytes ?? 0 : undefined
+  }, 15_000, 50)
+}
+
 async function pread (fh: fs.promises.FileHandle, off: number, len: number): Promise<Buffer> {
   const buf = Buffer.alloc(len)
   const { bytesRead } = await fh.read(buf, 0, len, off)
@@ -282,6 +292,53 @@ t.test('a clone reads its own blocks locally and the rest through its parent', {
   }, 15_000, 100)
   t.ok((c1.localReadBytes ?? 0) < c1.readBytes, `the clone read ${c1.localReadBytes} of ${c1.readBytes} bytes locally (the rest from its parent)`)
   t.ok((await pread(fh, 3 * BLOCK, BLOCK)).equals(base.subarray(3 * BLOCK, 4 * BLOCK)), 'the parent\'s block 3 is unchanged')
+})
+
+t.test('relocation away from and back to this host\'s nodes while reading', { skip }, async (t) => {
+  const { zk, meta, file } = await setup(t)
+  await Promise.all(['b1', 'b2'].map(async id => await startNode(t, { zk, id, site: 'site-b', extraArgs: ['--host', 'hv-b'] })))
+  const model = randomBytes(rng(18), SIZE)
+  const fh = await fs.promises.open(file, 'r+')  // this agent holds the lease: it runs the copies
+  t.teardown(() => fh.close().catch(() => {}))
+  await fh.write(model, 0, model.length, 0)
+  t.equal(sha256(await fs.promises.readFile(file)), sha256(model), 'read once locally: every block cached')
+  const localBytes = async (): Promise<number> => (await ioOf(meta, HOST, 'vol'))?.localReadBytes ?? 0
+
+  // Reads race the copies, the flip and the deletion of the data on the dropped (local) nodes.
+  const relocateWhileReading = async (to: string): Promise<{ reads: number, bad: string | null }> => {
+    let done = false
+    const reader = (async () => {
+      const rand = rng(19)
+      let reads = 0
+      while (!done) {
+        const bad = await randomReadsMatch(fh, model, rand, 10)
+        reads += 10
+        if (bad !== null) return { reads, bad }
+      }
+      return { reads, bad: null }
+    })()
+    try {
+      await cliOk(t, ['relocate', 'vol', '--to', to, '--wait'], zk, 120_000)
+    } finally {
+      done = true
+    }
+    return await reader
+  }
+  const away = await relocateWhileReading('site-b')
+  t.equal(away.bad, null, `${away.reads} reads during the relocation to site-b match the model`)
+  t.equal(sha256(await fs.promises.readFile(file)), sha256(model), 'after it, the disk reads as the model (from b1, b2)')
+  const before = await settledLocalBytes(meta)
+  await fs.promises.readFile(file)
+  t.equal(await settledLocalBytes(meta), before, 'nothing is read locally once the disk lives on another host\'s nodes')
+
+  const back = await relocateWhileReading('site-a')
+  t.equal(back.bad, null, `${back.reads} reads during the relocation back to site-a match the model`)
+  t.equal(sha256(await fs.promises.readFile(file)), sha256(model), 'after it, the disk reads as the model')
+  await until('local reads again', async () => {
+    await fs.promises.readFile(file)
+    return await localBytes() > before
+  }, 15_000, 300)
+  t.pass('reads are local again once the disk is back on this host\'s nodes')
 })
 
 // Writes the whole disk through the mount (writeFile would truncate, which the mount refuses).
