@@ -35,6 +35,8 @@ interface DiskState {
 // Per-host I/O reports (published with the round trips): the last one seen, and per disk the
 // rate between the last two.
 interface HostIo { atMs: number, io: Record<string, DiskIoCounters> }
+// localReadBps: the part of readBps read straight from same-host nodes' files (short-circuit).
+interface IoRate { readBps: number, writeBps: number, localReadBps: number }
 const WRITTEN_REFRESH_MS = 2000
 
 class Dashboard {
@@ -43,7 +45,7 @@ class Dashboard {
   private rtt: RttReport | null = null
   private readonly disks = new Map<string, DiskState>()
   private readonly hostIo = new Map<string, HostIo>()
-  private readonly ioRate = new Map<string, Map<string, { readBps: number, writeBps: number }>>() // host → disk → rate
+  private readonly ioRate = new Map<string, Map<string, IoRate>>() // host → disk → rate
   private error = ''
   private redrawTimer: NodeJS.Timeout | null = null
   private closed = false
@@ -135,11 +137,17 @@ class Dashboard {
     if (got === null || got.data.length === 0) return
     const rep = decodeJson<RttReport>(got.data, `report of ${host}`)
     const prev = this.hostIo.get(host)
-    const rates = new Map<string, { readBps: number, writeBps: number }>()
+    const rates = new Map<string, IoRate>()
     const dt = prev === undefined ? 0 : (rep.measuredAtMs - prev.atMs) / 1000
     for (const [disk, c] of Object.entries(rep.io ?? {})) {
       const p = prev?.io[disk]
-      if (p !== undefined && dt > 0) rates.set(disk, { readBps: Math.max(0, c.readBytes - p.readBytes) / dt, writeBps: Math.max(0, c.writeBytes - p.writeBytes) / dt })
+      if (p !== undefined && dt > 0) {
+        rates.set(disk, {
+          readBps: Math.max(0, c.readBytes - p.readBytes) / dt,
+          writeBps: Math.max(0, c.writeBytes - p.writeBytes) / dt,
+          localReadBps: Math.max(0, (c.localReadBytes ?? 0) - (p.localReadBytes ?? 0)) / dt
+        })
+      }
       if (p === undefined || c.writeBytes !== p.writeBytes) this.refreshWritten(disk).catch(safetyCatch)
     }
     this.hostIo.set(host, { atMs: rep.measuredAtMs, io: rep.io ?? {} })
@@ -147,11 +155,13 @@ class Dashboard {
     this.scheduleRedraw()
   }
 
-  private rateOfDisk (disk: string): { readBps: number, writeBps: number } {
-    let readBps = 0
-    let writeBps = 0
-    for (const m of this.ioRate.values()) { const r = m.get(disk); if (r !== undefined) { readBps += r.readBps; writeBps += r.writeBps } }
-    return { readBps, writeBps }
+  private rateOfDisk (disk: string): IoRate {
+    const sum: IoRate = { readBps: 0, writeBps: 0, localReadBps: 0 }
+    for (const m of this.ioRate.values()) {
+      const r = m.get(disk)
+      if (r !== undefined) { sum.readBps += r.readBps; sum.writeBps += r.writeBps; sum.localReadBps += r.localReadBps }
+    }
+    return sum
   }
 
   // Written bytes: the blocks an in-sync replica holds data for (asked of that node), refreshed
@@ -255,7 +265,7 @@ class Dashboard {
     for (const [name, d] of disks) {
       const perSite = Object.entries(d.blocksPerSite).sort().map(([s, n]) => `${s}:${n}`).join(' ') || '-'
       const io = this.rateOfDisk(name)
-      dl.push(fit(`${pad(name, 14)} ${pad(formatBytes(d.record!.sizeBytes), 9)} ${pad(d.writtenBytes === null ? '-' : formatBytes(d.writtenBytes), 9)} ${pad(`${perSite} of ${d.blocks}`, 24)} ${pad(d.leaseHolder ?? '-', 8)} ${pad(String(d.staleBlocks), 5)} ${formatBytes(io.readBps)}/${formatBytes(io.writeBps)}`, width))
+      dl.push(fit(`${pad(name, 14)} ${pad(formatBytes(d.record!.sizeBytes), 9)} ${pad(d.writtenBytes === null ? '-' : formatBytes(d.writtenBytes), 9)} ${pad(`${perSite} of ${d.blocks}`, 24)} ${pad(d.leaseHolder ?? '-', 8)} ${pad(String(d.staleBlocks), 5)} ${formatBytes(io.readBps)}/${formatBytes(io.writeBps)}${localShare(io)}`, width))
     }
     this.disksBox.setContent(dl.join('\n'))
 
@@ -302,6 +312,12 @@ function duration (sec: number): string {
   const h = Math.floor(s / 3600)
   const m = Math.floor((s % 3600) / 60)
   return h > 0 ? `${h}h${String(m).padStart(2, '0')}m` : `${m}:${String(s % 60).padStart(2, '0')}`
+}
+
+// ' (80% local)' when some reads of the disk were short-circuit reads, else nothing.
+function localShare (io: IoRate): string {
+  if (io.readBps <= 0 || io.localReadBps <= 0) return ''
+  return ` (${Math.min(100, Math.round(100 * io.localReadBps / io.readBps))}% local)`
 }
 
 function pad (s: string, n: number): string { return s.length >= n ? s : s + ' '.repeat(n - s.length) }
