@@ -362,8 +362,16 @@ export class VirtualDisk {
   async read (offset: number, length: number): Promise<Buffer> {
     if (offset >= this.sizeBytes || length === 0) return Buffer.alloc(0)
     const len = Math.min(length, this.sizeBytes - offset)
+    const pieces = splitRange(offset, len, this.record.blockSizeBytes)
+    if (pieces.length === 1) {
+      // Most reads stay inside one block: the block's answer is the result (no second copy;
+      // the FUSE adapter copies it into the kernel's buffer anyway).
+      const data = await this.readBlock(pieces[0].block, pieces[0].offsetInBlock, len)
+      this.io.readBytes += len
+      return data
+    }
     const out = Buffer.allocUnsafe(len)
-    await Promise.all(splitRange(offset, len, this.record.blockSizeBytes).map(async (p) => {
+    await Promise.all(pieces.map(async (p) => {
       const data = await this.readBlock(p.block, p.offsetInBlock, p.length)
       data.copy(out, p.offsetInRange)
     }))
