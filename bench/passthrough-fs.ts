@@ -3,13 +3,17 @@
 // on a real file descriptor; FUSE file handles are those fds.
 //
 // It runs as its own process (its own event loop, as the UKAI agent does):
-//   node dist/bench/passthrough-fs.js BACKING_DIR MOUNT_POINT
+//   node dist/bench/passthrough-fs.js BACKING_DIR MOUNT_POINT [--tuned]
+// --tuned: on UKAI's fuse-native build with the options the UKAI mount adds (1 MiB requests,
+// parallel direct writes); without it, fuse-native as published: the minimal baseline.
 // prints {"msg":"ready"} once mounted and unmounts on SIGTERM/SIGINT.
 // startPassthrough() below spawns it and waits for that line.
 import fs from 'node:fs'
 import path from 'node:path'
 import { spawnLogged, stopLogged, waitForReadyLine } from '../src/dev/processes'
 import { isMounted, unmount } from '../src/dev/mounts'
+import { loadNative } from '../src/native'
+import { FUSE_NATIVE_TUNING_OPTIONS } from '../src/vdisk/fuse-adapter'
 
 // The same extra libfuse options the UKAI mount uses (src/vdisk/fuse-adapter.ts), so the two
 // mounts differ only in what is behind them: direct_io, 128 KiB writes, no attribute caching.
@@ -60,14 +64,14 @@ function passthroughOps (root: string): object {
   }
 }
 
-function serve (backingDir: string, mountPoint: string): void {
+function serve (backingDir: string, mountPoint: string, tuned: boolean): void {
   // Loaded here only: the parent process never needs the native binding.
   // eslint-disable-next-line @typescript-eslint/no-var-requires
-  const Fuse = require('fuse-native') as typeof import('fuse-native')
+  const Fuse = tuned ? loadNative<typeof import('fuse-native')>('fuse-native') : require('fuse-native') as typeof import('fuse-native')
   const fuse = new Fuse(mountPoint, passthroughOps(backingDir), {
     force: true,
     mkdir: true,
-    fsname: ['passthrough', ...PASSTHROUGH_LIBFUSE_OPTIONS].join(','),
+    fsname: ['passthrough', ...PASSTHROUGH_LIBFUSE_OPTIONS, ...(tuned ? FUSE_NATIVE_TUNING_OPTIONS : [])].join(','),
     subtype: 'passthrough'
   })
   fuse.mount((err) => {
@@ -97,10 +101,10 @@ export interface PassthroughMount {
   stop (): Promise<void>
 }
 
-export async function startPassthrough (opts: { backingDir: string, mountPoint: string, logFile: string }): Promise<PassthroughMount> {
+export async function startPassthrough (opts: { backingDir: string, mountPoint: string, logFile: string, tuned?: boolean }): Promise<PassthroughMount> {
   fs.mkdirSync(opts.backingDir, { recursive: true })
   fs.mkdirSync(opts.mountPoint, { recursive: true })
-  const proc = spawnLogged({ argv: [process.execPath, __filename, opts.backingDir, opts.mountPoint], logFile: opts.logFile })
+  const proc = spawnLogged({ argv: [process.execPath, __filename, opts.backingDir, opts.mountPoint, ...(opts.tuned === true ? ['--tuned'] : [])], logFile: opts.logFile })
   try {
     await waitForReadyLine(proc, 'passthrough FUSE mount')
   } catch (err) {
@@ -122,10 +126,10 @@ export async function startPassthrough (opts: { backingDir: string, mountPoint: 
 }
 
 if (require.main === module) {
-  const [backingDir, mountPoint] = process.argv.slice(2)
+  const [backingDir, mountPoint, flag] = process.argv.slice(2)
   if (backingDir === undefined || mountPoint === undefined) {
-    process.stderr.write('usage: passthrough-fs BACKING_DIR MOUNT_POINT\n')
+    process.stderr.write('usage: passthrough-fs BACKING_DIR MOUNT_POINT [--tuned]\n')
     process.exit(2)
   }
-  serve(path.resolve(backingDir), path.resolve(mountPoint))
+  serve(path.resolve(backingDir), path.resolve(mountPoint), flag === '--tuned')
 }

@@ -6,7 +6,7 @@
 //   node dist/bench/run.js --profile-agent  UKAI only: random 4 KiB reads with the agent under
 //                                           the CPU profiler; prints where its CPU time goes
 // Environment: BENCH_RUNTIME_SEC (10), BENCH_RAMP_SEC (2), BENCH_FILE_MIB (2048), BENCH_NUMJOBS (4),
-// BENCH_TARGETS (local,passthrough,ukai), BENCH_KEEP=1 keeps the temp dir (logs) afterwards,
+// BENCH_TARGETS (local,passthrough,passthrough-tuned,ukai), BENCH_KEEP=1 keeps the temp dir (logs) afterwards,
 // BENCH_SUITES (fio,relocate,snapshot,export,migration): which suites to run, each after fio in
 // its own process: `relocate` bench/relocate.ts (relocation under load over a WAN proxy, ~4 min),
 // `snapshot` bench/snapshot.ts (commit time, first write after a snapshot; ~1-2 min), `export`
@@ -103,12 +103,12 @@ async function benchLocal (dir: string, settings: BenchSettings, progress: Progr
   await runWorkloads('local', path.join(dir, 'testfile'), settings, {}, progress, run)
 }
 
-async function benchPassthrough (dir: string, settings: BenchSettings, progress: Progress, run: TargetRun, cleanup: Cleanup, extras: TargetExtras): Promise<void> {
-  const mount = await startPassthrough({ backingDir: path.join(dir, 'backing'), mountPoint: path.join(dir, 'mnt'), logFile: path.join(dir, 'passthrough.log') })
-  cleanup.add('stop the passthrough mount', () => mount.stop())
+async function benchPassthrough (target: 'passthrough' | 'passthrough-tuned', dir: string, settings: BenchSettings, progress: Progress, run: TargetRun, cleanup: Cleanup, extras: TargetExtras): Promise<void> {
+  const mount = await startPassthrough({ backingDir: path.join(dir, 'backing'), mountPoint: path.join(dir, 'mnt'), logFile: path.join(dir, 'passthrough.log'), tuned: target === 'passthrough-tuned' })
+  cleanup.add(`stop the ${target} mount`, () => mount.stop())
   try {
-    await runWorkloads('passthrough', path.join(mount.mountPoint, 'testfile'), settings, { passthrough: mount.pid }, progress, run)
-    extras.memory.passthrough = peakRssBytes(mount.pid)
+    await runWorkloads(target, path.join(mount.mountPoint, 'testfile'), settings, { [target]: mount.pid }, progress, run)
+    extras.memory[target] = peakRssBytes(mount.pid)
   } finally {
     await mount.stop()
   }
@@ -256,7 +256,7 @@ async function benchmark (workDir: string, settings: BenchSettings, cleanup: Cle
     const dir = path.join(workDir, target)
     try {
       if (target === 'local') await benchLocal(dir, settings, progress, run)
-      else if (target === 'passthrough') await benchPassthrough(dir, settings, progress, run, cleanup, extras)
+      else if (target === 'passthrough' || target === 'passthrough-tuned') await benchPassthrough(target, dir, settings, progress, run, cleanup, extras)
       else await benchUkai(dir, settings, progress, run, cleanup, extras)
     } catch (err) {
       run.error = (err as Error).message
@@ -274,7 +274,8 @@ async function benchmark (workDir: string, settings: BenchSettings, cleanup: Cle
   process.stdout.write(resourceTable(extras.memory, extras.bigDisk) + '\n')
   for (const r of rows) {
     if (r.floor === null) continue
-    process.stdout.write(`floor ${r.workload.padEnd(9)} ukai/passthrough ${r.ukaiVsPassthrough?.toFixed(2) ?? '-'} ≥ ${r.floor}: ${r.verdict}\n`)
+    process.stdout.write(`floor ${r.workload.padEnd(9)} ukai/passthrough ${r.ukaiVsPassthrough?.toFixed(2) ?? '-'} ≥ ${r.floor}: ${r.verdict}` +
+      ` (ukai/passthrough-tuned ${r.ukaiVsTunedPassthrough?.toFixed(2) ?? '-'})\n`)
   }
 
   const result = {

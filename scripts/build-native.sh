@@ -2,7 +2,8 @@
 # Builds UKAI's two native pieces from source into build/ (called by scripts/setup.sh):
 #
 #   build/fuse-native  fuse-native 2.2.6 from node_modules with native/fuse-native/*.patch applied
-#                      (adds the fallocate operation, ERANGE for short xattr buffers), compiled
+#                      (adds the fallocate operation, ERANGE for short xattr buffers, and the
+#                      fn_max_write/fn_parallel_direct_writes channel; docs/architecture.md), compiled
 #                      against Debian's libfuse-dev. The mount agent loads this copy, never the
 #                      prebuilt binding in node_modules.
 #   build/punch-hole   fallocate(PUNCH_HOLE) for the storage node's discard.

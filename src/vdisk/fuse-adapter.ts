@@ -16,6 +16,11 @@ import { toErrno } from './fuse-errno'
 // `big_writes` (128 KiB write requests instead of 4 KiB) and zero attribute/entry timeouts (a
 // resize elsewhere is seen at once) are not on it, so they ride along in the fsname value.
 const LIBFUSE_EXTRA_OPTIONS = ['direct_io', 'big_writes', 'hard_remove', 'attr_timeout=0', 'entry_timeout=0', 'negative_timeout=0']
+// Our fuse-native build's own options (native/fuse-native/*.patch; taken out before libfuse sees
+// them): 1 MiB requests instead of libfuse2's 128 KiB (one round trip to the nodes per MiB, not
+// eight), and direct writes to one file in parallel: without it the kernel holds the inode lock
+// across each write, so a guest's queue of writes reaches us one at a time.
+export const FUSE_NATIVE_TUNING_OPTIONS = ['fn_max_write=1048576', 'fn_parallel_direct_writes']
 // fuse-native fails an operation that has not called back after this long; our own deadlines
 // (storage calls, lease hand-over) are shorter, so this only catches bugs.
 const FUSE_OP_TIMEOUT_MS = 120_000
@@ -223,7 +228,7 @@ export function mountAgent (agent: Agent, mountPoint: string, log: Logger, opts:
     // The kernel checks mode, owner and group (who may open, chown, chmod, set xattrs): we
     // cannot, fuse-native does not tell us who is calling.
     defaultPermissions: true,
-    fsname: ['ukai', ...LIBFUSE_EXTRA_OPTIONS].join(','),
+    fsname: ['ukai', ...LIBFUSE_EXTRA_OPTIONS, ...FUSE_NATIVE_TUNING_OPTIONS].join(','),
     subtype: 'ukai',
     timeout: FUSE_OP_TIMEOUT_MS
   })

@@ -11,6 +11,7 @@ import { HeldLease, LeaseManager } from '../meta/lease'
 import { PlacementSegment, Replica, ReplicaSet, readableReplicas, replicaSetKey, withState, writableReplicas } from '../meta/placement'
 import { DiskIoCounters, DiskRecord, SnapshotRecord, validateSnapshotName } from '../meta/schema'
 import { MetaStore } from '../meta/store'
+import { RangeLocks } from '../storagenode/range-locks'
 import { BlockLocks } from './block-locks'
 import { splitRange } from './block-range'
 import { DiskLocalReads, LocalReads } from './local-reads'
@@ -60,6 +61,11 @@ export class VirtualDisk {
   private dirty = new Map<string, Set<number>>()
   private mapLock: Promise<void> = Promise.resolve()
   readonly blockLocks = new BlockLocks()
+  // Overlapping writes and discards of a block go out in the order they arrived, one after the
+  // other: the kernel hands us direct writes to the file in parallel (FOPEN_PARALLEL_DIRECT_WRITES),
+  // and two overlapping ones in flight at once could otherwise land in different orders on two
+  // replicas (a retry, a clone's copy-on-write first). Disjoint ranges still run in parallel.
+  private readonly rangeOrder = new RangeLocks()
   private readTurn = 0
   private closed = false
   private readonly ioRetryMs: number
@@ -431,7 +437,7 @@ export class VirtualDisk {
   }
 
   private async writeBlock (lease: HeldLease, block: number, offsetInBlock: number, data: Buffer): Promise<void> {
-    await this.mutateBlock(lease, block, 'write', this.record.epoch, node => this.pool.client(node).write({
+    await this.mutateBlock(lease, block, offsetInBlock, data.length, 'write', this.record.epoch, node => this.pool.client(node).write({
       diskUuid: this.record.uuid, block, epoch: this.record.epoch, offset: offsetInBlock, data, leaseEpoch: lease.leaseEpoch
     }))
   }
@@ -450,7 +456,7 @@ export class VirtualDisk {
       await Promise.all(Array.from({ length: Math.min(DISCARD_BLOCKS_IN_FLIGHT, pieces.length) }, async () => {
         while (next < pieces.length) {
           const p = pieces[next++]
-          await this.mutateBlock(lease, p.block, 'discard', null, node => this.pool.client(node).discard({
+          await this.mutateBlock(lease, p.block, p.offsetInBlock, p.length, 'discard', null, node => this.pool.client(node).discard({
             diskUuid: this.record.uuid, block: p.block, epoch: this.record.epoch, offset: p.offsetInBlock, length: p.length, leaseEpoch: lease.leaseEpoch
           }))
         }
@@ -461,15 +467,17 @@ export class VirtualDisk {
   }
 
   // `writeEpoch`: the version the change writes into (null: it may remove or replace versions).
-  private async mutateBlock (lease: HeldLease, block: number, verb: string, writeEpoch: number | null, send: (node: string) => Promise<void>): Promise<void> {
-    await this.blockLocks.acquireWrite(block)
-    this.local?.mutating(block, writeEpoch)
-    try {
-      await this.mutateBlockLocked(lease, block, verb, send)
-    } finally {
+  private async mutateBlock (lease: HeldLease, block: number, offsetInBlock: number, length: number, verb: string, writeEpoch: number | null, send: (node: string) => Promise<void>): Promise<void> {
+    await this.rangeOrder.run(String(block), offsetInBlock, offsetInBlock + length, async () => {
+      await this.blockLocks.acquireWrite(block)
       this.local?.mutating(block, writeEpoch)
-      this.blockLocks.releaseWrite(block)
-    }
+      try {
+        await this.mutateBlockLocked(lease, block, verb, send)
+      } finally {
+        this.local?.mutating(block, writeEpoch)
+        this.blockLocks.releaseWrite(block)
+      }
+    })
   }
 
   // Sends one change of `block` to every writable replica; see the invariants at the top.
