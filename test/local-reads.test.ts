@@ -31,13 +31,13 @@ async function ioOf (meta: MetaStore, host: string, disk: string): Promise<Io | 
 }
 
 // Two nodes on HOST, a mount agent there, a disk on both nodes.
-async function setup (t: TestLike & Parameters<typeof cliOk>[0], opts: { agentArgs?: string[], beforeAgent?: (nodes: NodeFixture[]) => void } = {}): Promise<{ zk: string, nodes: NodeFixture[], agent: AgentFixture, meta: MetaStore, file: string }> {
+async function setup (t: TestLike & Parameters<typeof cliOk>[0], opts: { agentArgs?: string[], beforeAgent?: (nodes: NodeFixture[]) => void, blockSize?: string } = {}): Promise<{ zk: string, nodes: NodeFixture[], agent: AgentFixture, meta: MetaStore, file: string }> {
   const zkf = await startZk(t)
   const zk = zkf.connectString
   const nodes = await Promise.all(['a1', 'a2'].map(async id => await startNode(t, { zk, id, site: 'site-a', extraArgs: ['--host', HOST] })))
   opts.beforeAgent?.(nodes)
   const agent = await startAgent(t, { zk, host: HOST, site: 'site-a', extraArgs: ['--rtt-interval-ms', RTT_MS, ...(opts.agentArgs ?? [])] })
-  await cliOk(t, ['disk', 'create', 'vol', '--size', '8M', '--block-size', '256K', '--nodes', 'a1,a2'], zk)
+  await cliOk(t, ['disk', 'create', 'vol', '--size', '8M', '--block-size', opts.blockSize ?? '256K', '--nodes', 'a1,a2'], zk)
   const meta = await MetaStore.connect(zk)
   t.teardown(() => meta.close())
   return { zk, nodes, agent, meta, file: path.join(agent.mountPoint, 'vol') }
@@ -136,6 +136,35 @@ t.test('nodes on the agent\'s host: reads are local and exact', { skip }, async 
   const stoppedMs = Date.now() - started
   for (const n of nodes) await n.kill('SIGCONT')
   t.equal(stoppedResult, null, '200 random reads with both nodes stopped match the model')
+  t.ok(stoppedMs < 5000, `and took ${stoppedMs} ms: no node was asked`)
+})
+
+t.test('reads of more than 256 KiB of one block (read off the event loop) are local and exact', { skip }, async (t) => {
+  const { nodes, meta, file } = await setup(t, { blockSize: '4M' })
+  const rand = rng(20)
+  const model = Buffer.alloc(SIZE)
+  randomBytes(rand, 5 * MiB).copy(model, 1 * MiB + 3)  // the rest stays unwritten
+  const fh = await fs.promises.open(file, 'r+')
+  t.teardown(() => fh.close().catch(() => {}))
+  await fh.write(model, 0, model.length, 0)
+  const big = async (count: number): Promise<string | null> => {
+    for (let i = 0; i < count; i++) {
+      const len = 300 * KiB + Math.floor(rand() * 2 * MiB)
+      const off = Math.floor(rand() * (model.length - len))
+      if (!(await pread(fh, off, len)).equals(model.subarray(off, off + len))) return `read of ${len} bytes at ${off} differs from the model`
+    }
+    return null
+  }
+  t.equal(await big(60), null, '60 random reads of 300 KiB - 2.3 MiB match the model')
+  const local = await settledLocalBytes(meta)
+  t.ok(local >= 60 * 300 * KiB, `${local} bytes were read locally`)
+  t.teardown(async () => { for (const n of nodes) await n.kill('SIGCONT').catch(() => {}) })
+  for (const n of nodes) await n.kill('SIGSTOP')
+  const started = Date.now()
+  const stopped = await big(40)
+  const stoppedMs = Date.now() - started
+  for (const n of nodes) await n.kill('SIGCONT')
+  t.equal(stopped, null, '40 more with both nodes stopped match the model')
   t.ok(stoppedMs < 5000, `and took ${stoppedMs} ms: no node was asked`)
 })
 
