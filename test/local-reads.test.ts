@@ -10,7 +10,7 @@ import { MetaStore } from '../src/meta/store'
 import { StorageClient } from '../src/storagenode/client'
 import { LOCAL_READ_TOKEN_FILE } from '../src/storagenode/local-read-token'
 import { AgentFixture, NodeFixture, TestLike, fuseUnavailable, missingCli, startAgent, startNode, startZk } from './helpers/cluster'
-import { cliOk } from './helpers/cli'
+import { cliOk, runCli } from './helpers/cli'
 import { randomBytes, rng, sha256 } from './helpers/model'
 import { until, untilValue } from './helpers/until'
 
@@ -421,4 +421,31 @@ t.test('a node whose token file does not match is not read locally', { skip }, a
     return ((await ioOf(meta, HOST, 'vol'))?.localReadBytes ?? 0) > 0
   }, 20_000, 300)
   t.pass('with the published token in place, reads are local')
+})
+
+t.test('more blocks than open files: a file closed for the bound is opened again, no node asked', { skip }, async (t) => {
+  const { nodes, meta, file } = await setup(t, { agentArgs: ['--local-read-files', '2'] })
+  // Held open throughout: the disk stays open on the agent, and with it what it cached.
+  const fh = await fs.promises.open(file, 'r')
+  t.teardown(() => fh.close().catch(() => {}))
+  const model = randomBytes(rng(17), SIZE)
+  await writeWhole(file, model)
+  const io = await readAndReport(meta, file, model)
+  t.ok((io.localReadBytes ?? 0) >= SIZE, `${SIZE / BLOCK} blocks through 2 open files: ${io.localReadBytes} bytes read locally`)
+  // Every block's answer is cached though at most 2 files are open: with both nodes stopped,
+  // reads all over the disk still finish, from files opened again.
+  t.teardown(async () => { for (const n of nodes) await n.kill('SIGCONT').catch(() => {}) })
+  for (const n of nodes) await n.kill('SIGSTOP')
+  const started = Date.now()
+  const result = await randomReadsMatch(fh, model, rng(18), 200)
+  const stoppedMs = Date.now() - started
+  for (const n of nodes) await n.kill('SIGCONT')
+  t.equal(result, null, '200 random reads over all blocks with both nodes stopped match the model')
+  t.ok(stoppedMs < 5000, `and took ${stoppedMs} ms: no node was asked`)
+})
+
+t.test('ukai mount --local-read-files must be a whole number of at least 1', { skip }, async (t) => {
+  const res = await runCli(['mount', path.join('/nonexistent', 'mnt'), '--site', 'site-a', '--local-read-files', '0'], { zk: '127.0.0.1:1' })
+  t.not(res.code, 0, 'refused')
+  t.match(res.stderr, /--local-read-files '0'/, `names the option: ${res.stderr.trim()}`)
 })

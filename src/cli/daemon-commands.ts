@@ -7,6 +7,7 @@ import { createLogger, Logger } from '../log'
 import { runStorageNode } from '../storagenode/daemon'
 import { parseSize } from '../units'
 import { RTT_INTERVAL_MS_DEFAULT } from '../vdisk/rtt-monitor'
+import { LOCAL_OPEN_FILES_MAX_DEFAULT } from '../vdisk/local-reads'
 import { runMount } from './mount-daemon'
 import { addressMap, collect, zkConnectString, zkSessionTimeoutMs } from './context'
 
@@ -56,16 +57,19 @@ export function daemonCommands (program: Command): void {
     .option('--cache-dir <dir>', 'keep a local cache of committed blocks (snapshot and clone-parent reads) in DIR')
     .option('--cache-size <size>', 'bound of the committed-block cache (default 1G)')
     .option('--no-local-reads', 'always read over gRPC, also from storage nodes on this host (default: read their block files directly)')
+    .option('--local-read-files <n>', 'block files of this host\'s storage nodes kept open for local reads', String(LOCAL_OPEN_FILES_MAX_DEFAULT))
     .action(async (mountPoint: string, opts, cmd: Command) => {
       const nodeAddresses = addressMap(opts.nodeAddress, '--node-address')
       const rttIntervalMs = Number(opts.rttIntervalMs)
       if (!Number.isInteger(rttIntervalMs) || rttIntervalMs < 100) throw UkaiError.badArgument(`bad --rtt-interval-ms '${opts.rttIntervalMs}': at least 100`)
       if (opts.cacheSize !== undefined && opts.cacheDir === undefined) throw UkaiError.badArgument('--cache-size needs --cache-dir')
+      const localReadFiles = Number(opts.localReadFiles)
+      if (!Number.isInteger(localReadFiles) || localReadFiles < 1) throw UkaiError.badArgument(`bad --local-read-files '${opts.localReadFiles}': a whole number of at least 1`)
       const cacheSizeBytes = opts.cacheSize !== undefined ? parseSize(opts.cacheSize, 'cache size') : undefined
       const log = createLogger('mount').child({ host: opts.host, site: opts.site })
       const m = await runMount({
         mountPoint, host: opts.host, site: opts.site, zk: zkConnectString(cmd), zkSessionTimeoutMs: zkSessionTimeoutMs(cmd), allowOther: opts.allowOther === true,
-        handoverTimeoutMs: Number(opts.handoverTimeoutMs), ioRetryMs: Number(opts.ioRetryMs), nodeAddresses, rttIntervalMs, cacheDir: opts.cacheDir, cacheSizeBytes, localReads: opts.localReads !== false, logger: log
+        handoverTimeoutMs: Number(opts.handoverTimeoutMs), ioRetryMs: Number(opts.ioRetryMs), nodeAddresses, rttIntervalMs, cacheDir: opts.cacheDir, cacheSizeBytes, localReads: opts.localReads !== false, localReadFiles, logger: log
       })
       stopOnSignals(log, m.stop)
       log.info({ mountPoint }, 'ready')

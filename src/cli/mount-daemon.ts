@@ -24,6 +24,7 @@ export interface MountOptions {
   cacheDir?: string        // cache of committed blocks (snapshot and clone-parent reads)
   cacheSizeBytes?: number
   localReads?: boolean     // short-circuit reads from storage nodes on this host (default on)
+  localReadFiles?: number  // their block files kept open at most
   logger: Logger
 }
 
@@ -39,7 +40,7 @@ export async function runMount (opts: MountOptions): Promise<RunningMount> {
   const meta = await MetaStore.connect(opts.zk, { logger: opts.logger, sessionTimeoutMs: opts.zkSessionTimeoutMs })
   let runner: RelocationRunner | null = null
   const agent = new Agent({
-    meta, host: opts.host, site: opts.site, mountPoint: opts.mountPoint, handoverTimeoutMs: opts.handoverTimeoutMs, ioRetryMs: opts.ioRetryMs, nodeAddresses: opts.nodeAddresses, localReads: opts.localReads, logger: opts.logger,
+    meta, host: opts.host, site: opts.site, mountPoint: opts.mountPoint, handoverTimeoutMs: opts.handoverTimeoutMs, ioRetryMs: opts.ioRetryMs, nodeAddresses: opts.nodeAddresses, localReads: opts.localReads, localReadFiles: opts.localReadFiles, logger: opts.logger,
     hooks: {
       attached: d => runner?.watch(d),
       detached: name => runner?.unwatch(name),

@@ -21,6 +21,7 @@ export interface AgentOptions {
   ioRetryMs?: number
   nodeAddresses?: Record<string, string> // node id → HOST:PORT used from this host (`--node-address`)
   localReads?: boolean                   // short-circuit reads from nodes on this host (default on)
+  localReadFiles?: number                // their block files kept open at most
   hooks?: AgentHooks
   logger?: Logger
 }
@@ -88,7 +89,7 @@ export class Agent {
     this.mountPoint = opts.mountPoint
     this.log = opts.logger ?? silentLogger
     this.pool = new NodePool(opts.meta, { host: opts.host, site: opts.site, logger: this.log, addressOverrides: opts.nodeAddresses })
-    this.localReads = opts.localReads === false ? undefined : new LocalReads({ pool: this.pool, logger: this.log })
+    this.localReads = opts.localReads === false ? undefined : new LocalReads({ pool: this.pool, openFilesMax: opts.localReadFiles, logger: this.log })
     this.leases = new LeaseManager(opts.meta, opts.host, {
       onHandoverRequested: (disk, requester) => {
         const o = this.open.get(disk)

@@ -3,8 +3,10 @@
 //
 // A node qualifies when its record names this host, it is alive, and its data dir holds the token
 // it published (src/storagenode/local-read-token.ts): then we see the very files it serves.
-// `LocateBlock` tells which version file a read at an epoch would use; the open file is cached
-// per (disk, node, block) with a bounded number of open descriptors.
+// `LocateBlock` tells which version file a read at an epoch would use; that answer is cached per
+// (disk, node, block), and the open file with it, within a bound on open descriptors: evicting
+// closes the file but keeps the answer, so a random read over a disk larger than the bound opens
+// a file again (no round trip to the node) instead of asking the node again.
 //
 // A stale byte is a defect, so every cached entry is dropped when what it answered may have
 // changed (see DiskLocalReads). Anything unexpected drops the entry and the caller reads over
@@ -15,8 +17,11 @@ import { Logger, silentLogger } from '../log'
 import { readLocalReadToken } from '../storagenode/local-read-token'
 import { NodePool } from './node-pool'
 
-// Open version files kept across all disks of this agent (least recently used closed first).
-export const LOCAL_OPEN_FILES_MAX_DEFAULT = 256
+// Open version files kept across all disks of this agent (least recently used closed first;
+// `ukai mount --local-read-files`). 1024 covers 4 GiB of 4 MiB blocks; a file closed for the bound
+// costs one open() when read again, not a LocateBlock. Node raises its soft fd limit to the hard
+// one at start, so this stays well inside it.
+export const LOCAL_OPEN_FILES_MAX_DEFAULT = 1024
 // As the node's SYNC_IO_MAX_BYTES (block-store.ts): a page-cache read this small costs less on
 // the event loop than a round trip through the libuv pool; larger ones go to the pool.
 const SYNC_READ_MAX_BYTES = 256 * 1024
@@ -32,7 +37,8 @@ interface Entry {
   block: number
   readEpoch: number
   versionEpoch: number | null   // null: no version <= readEpoch
-  fd: number | null
+  fd: number | null             // null: absent, or closed to stay within the bound (reopened on use)
+  evicted: boolean              // close the fd once no async read uses it; the entry stays valid
   reading: number               // async reads in flight on fd: close waits for them
   dropped: boolean
 }
@@ -107,14 +113,18 @@ export class LocalReads {
 
   forget (d: DiskLocalReads): void { this.disks.delete(d) }
 
-  // The entry was used: most recently used now; past the bound, the oldest file is closed.
+  // The entry was used: most recently used now; past the bound, the oldest file is closed (its
+  // entry stays: the next read of it reopens the same path).
   touch (e: Entry): void {
     if (e.fd === null) return
+    e.evicted = false
     this.lru.delete(e)
     this.lru.set(e, true)
     while (this.lru.size > this.openFilesMax) {
       const oldest = this.lru.keys().next().value as Entry
-      oldest.disk.drop(oldest)
+      this.lru.delete(oldest)
+      oldest.evicted = true
+      closeWhenIdle(oldest)
     }
   }
 
@@ -267,7 +277,7 @@ export class DiskLocalReads {
         return null  // removed meanwhile (a discard, a relocation): gRPC knows better
       }
     }
-    const entry: Entry = { disk: this, node, block, readEpoch, versionEpoch: answer.found ? answer.epoch : null, fd, reading: 0, dropped: false }
+    const entry: Entry = { disk: this, node, block, readEpoch, versionEpoch: answer.found ? answer.epoch : null, fd, evicted: false, reading: 0, dropped: false }
     const kept = stable && (holdsLease || entry.versionEpoch === readEpoch)
     if (kept) {
       const old = this.find(node, block)
@@ -281,7 +291,15 @@ export class DiskLocalReads {
   }
 
   private async pread (e: Entry, offset: number, length: number): Promise<Buffer> {
-    const fd = e.fd as number
+    if (e.dropped && e.fd === null) throw new Error('entry was dropped')
+    if (e.fd === null) {
+      // Closed for the bound: the same file again. Gone meanwhile (ENOENT): the caller drops the
+      // entry and reads over gRPC.
+      const dataDir = this.owner.dataDirOf(e.node)
+      if (dataDir === undefined) throw new Error(`node ${e.node} no longer qualifies`)
+      e.fd = fs.openSync(path.join(dataDir, 'disks', this.diskUuid, `${e.block}.${e.versionEpoch as number}`), fs.constants.O_RDONLY)
+    }
+    const fd = e.fd
     // A version deleted or replaced on the node (whole-block discard, GC) keeps its bytes for us
     // through the open descriptor: never read those.
     if (fs.fstatSync(fd).nlink === 0) throw new Error('version file was removed')
@@ -294,6 +312,7 @@ export class DiskLocalReads {
         if (n === 0) break
         got += n
       }
+      closeWhenIdle(e)  // dropped or evicted meanwhile: its fd goes now
     } else {
       e.reading++
       try {
@@ -315,7 +334,7 @@ export class DiskLocalReads {
 // An fd is closed once dropped and no async read uses it (a closed and reused fd number could
 // otherwise be read by a read still queued in the thread pool).
 function closeWhenIdle (e: Entry): void {
-  if (!e.dropped || e.reading > 0 || e.fd === null) return
+  if (!(e.dropped || e.evicted) || e.reading > 0 || e.fd === null) return
   const fd = e.fd
   e.fd = null
   try { fs.closeSync(fd) } catch { /* nothing to do about a failed close of a read-only fd */ }
