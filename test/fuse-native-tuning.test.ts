@@ -83,7 +83,10 @@ t.test('with the tuning options: 1 MiB write requests, several in flight on one 
   const rec = await writeFromFourProcesses(t, FUSE_NATIVE_TUNING_OPTIONS)
   t.equal(Math.max(...rec.sizes), MiB, 'the largest write request is 1 MiB')
   t.equal(rec.sizes.length, FILE_BYTES / MiB, `${FILE_BYTES / MiB} requests for ${FILE_BYTES / MiB} MiB`)
-  t.ok(rec.maxInFlight >= 2, `writes to the one file overlapped (at most ${rec.maxInFlight} in flight)`)
+  // FOPEN_PARALLEL_DIRECT_WRITES arrived in Linux 6.2; an older kernel ignores the bit.
+  const [major, minor] = os.release().split('.').map(Number)
+  if (major > 6 || (major === 6 && minor >= 2)) t.ok(rec.maxInFlight >= 2, `writes to the one file overlapped (at most ${rec.maxInFlight} in flight)`)
+  else t.comment(`kernel ${os.release()} predates parallel direct writes (6.2): not checked`)
 })
 
 t.test('without them (libfuse 2 as it comes): 128 KiB requests, one at a time', async (t) => {
