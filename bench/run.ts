@@ -3,7 +3,8 @@
 // Prints tables and writes bench/results/fio-<date>.json and bench/results/latest-fio.json.
 //
 //   node dist/bench/run.js                  the whole benchmark (~5 minutes, then ~4 for relocate)
-//   node dist/bench/run.js --profile-agent  UKAI only: random 4 KiB reads with the agent under
+//   node dist/bench/run.js --profile-agent[=WORKLOAD]  UKAI only: one workload (default randread;
+//                                           seqwrite, seqread, randread, randwrite) with the agent under
 //                                           the CPU profiler; prints where its CPU time goes
 // Environment: BENCH_RUNTIME_SEC (10), BENCH_RAMP_SEC (2), BENCH_FILE_MIB (2048), BENCH_NUMJOBS (4),
 // BENCH_TARGETS (local,passthrough,passthrough-tuned,ukai), BENCH_KEEP=1 keeps the temp dir (logs) afterwards,
@@ -22,7 +23,7 @@ import { createDisk } from '../src/vdisk/disk-admin'
 import { measureBigDisk, type BigDiskResult } from './big-disk'
 import { newestProfile, summarizeCpuProfile, type ProfileSummary } from './cpu-profile'
 import { runFio, type FioResult } from './fio'
-import { WORKLOADS, fillJob, timedJob, type BenchSettings, type WorkloadSpec } from './jobs'
+import { WORKLOADS, fillJob, timedJob, type BenchSettings } from './jobs'
 import { startPassthrough } from './passthrough-fs'
 import { CpuMeter, peakRssBytes } from './proc-stats'
 import {
@@ -148,20 +149,21 @@ async function benchUkai (dir: string, settings: BenchSettings, progress: Progre
 
 // ---- --profile-agent ------------------------------------------------------------------------
 
-async function profileAgent (workDir: string, settings: BenchSettings, cleanup: Cleanup): Promise<void> {
+async function profileAgent (workDir: string, settings: BenchSettings, cleanup: Cleanup, workloadId: string): Promise<void> {
   const progress = new Progress(2)
   const profileDir = path.join(workDir, 'cpu-profiles')
   const cluster: UkaiCluster = await startUkaiCluster({ dir: path.join(workDir, 'ukai') })
   cleanup.add('stop the UKAI cluster', () => cluster.stop())
   const filename = path.join(cluster.mountPoint, BENCH_DISK)
-  const randread = WORKLOADS.find(w => w.id === 'randread') as WorkloadSpec
+  const randread = WORKLOADS.find(w => w.id === workloadId)
+  if (randread === undefined) throw new Error(`--profile-agent=${workloadId}: unknown workload (known: ${WORKLOADS.map(w => w.id).join(', ')})`)
   let fio: FioResult
   try {
     await createDisk(cluster.meta, { name: BENCH_DISK, sizeBytes: settings.fileSizeBytes, replicas: 2 })
     progress.start('ukai', 'fill')
     const fill = await runFio(fillJob(filename, settings))
     progress.finish(`${(fill.main.bytesPerSec / MIB).toFixed(0)} MiB/s`)
-    // A fresh agent under the CPU profiler: the profile covers the random reads only (and start-up).
+    // A fresh agent under the CPU profiler: the profile covers the one workload only (and start-up).
     await cluster.restartAgent({ cpuProfileDir: profileDir })
     progress.start('ukai', `${randread.label} (profiled)`)
     fio = await runFio(timedJob(randread, filename, settings))
@@ -182,7 +184,7 @@ async function profileAgent (workDir: string, settings: BenchSettings, cleanup: 
 }
 
 function printProfile (s: ProfileSummary): void {
-  process.stdout.write(`\nmount agent CPU profile during random 4 KiB reads (${s.samples} samples, self time):\n`)
+  process.stdout.write(`\nmount agent CPU profile (${s.samples} samples, self time):\n`)
   process.stdout.write('  by package:\n')
   for (const e of s.byPackage) process.stdout.write(`    ${e.selfPercent.toFixed(1).padStart(5)}%  ${e.name}\n`)
   process.stdout.write('  by function:\n')
@@ -210,7 +212,8 @@ async function main (): Promise<void> {
     })
   }
   try {
-    if (process.argv.includes('--profile-agent')) return await profileAgent(workDir, settings, cleanup)
+    const profileArg = process.argv.find(a => a === '--profile-agent' || a.startsWith('--profile-agent='))
+    if (profileArg !== undefined) return await profileAgent(workDir, settings, cleanup, profileArg.split('=')[1] ?? 'randread')
     const suites = suitesFromEnv()
     if (suites.includes('fio')) await benchmark(workDir, settings, cleanup)
     if (suites.includes('relocate')) await runSuiteProcess(cleanup, 'relocation under load (bench/relocate.ts)', 'relocate.js')
