@@ -109,7 +109,9 @@ export async function runDemo (dir: string): Promise<void> {
       const check = Buffer.alloc(8 * MiB)
       fs.readSync(fd, check, 0, check.length, 16 * MiB)
       show(`site A reads the new bytes: ${check.every(x => x === 0xcc) ? 'yes' : 'NO'}`)
-      show(`(restart it with: node dist/src/cli/main.js storagenode --id ${victim.id} --site ${victim.site} --data-dir ${victim.dataDir} --listen ${victim.address} --zk ${info.zk.connectString})`)
+      // The node's own command line (host name, peer addresses and all), on the port it had.
+      const args = victim.argv.slice(2).map((a, i, all) => all[i - 1] === '--listen' ? victim.address : a)
+      show(`(restart it with: node dist/src/cli/main.js ${args.join(' ')})`)
     }
     fs.closeSync(fd)
     fs.closeSync(fdB)
