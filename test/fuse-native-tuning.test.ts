@@ -9,12 +9,12 @@ import crypto from 'node:crypto'
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
-import { dd } from './helpers/dd'
 import t, { type Test } from 'tap'
 import type Fuse from 'fuse-native'
 import { loadNative } from '../src/native'
 import { isMounted, unmount } from '../src/dev/mounts'
 import { FUSE_NATIVE_TUNING_OPTIONS } from '../src/vdisk/fuse-adapter'
+import { dd } from './helpers/dd'
 
 const MiB = 1024 * 1024
 const FILE_BYTES = 16 * MiB
@@ -52,7 +52,6 @@ function recordingOps (rec: Recorder): object {
     }
   }
 }
-
 
 async function writeFromFourProcesses (t: Test, tuning: string[]): Promise<Recorder> {
   const FuseClass = loadNative<typeof Fuse>('fuse-native')

@@ -7,6 +7,7 @@ import t from 'tap'
 import { startCluster } from './helpers/cluster'
 import { cliJson, cliOk, runCli } from './helpers/cli'
 import { randomWrites, rng, sha256 } from './helpers/model'
+import { versionFiles } from './helpers/node-files'
 
 const KiB = 1024
 const MiB = 1024 * KiB
@@ -22,12 +23,6 @@ async function writeAll (file: string, ws: Array<{ off: number, data: Buffer }>)
   } finally {
     await fh.close()
   }
-}
-
-// Version files (<block>.<epoch>) of a disk on a node's data dir.
-function versionFiles (dataDir: string, uuid: string): string[] {
-  const dir = path.join(dataDir, 'disks', uuid)
-  return fs.existsSync(dir) ? fs.readdirSync(dir).filter(f => /^\d+\.\d+$/.test(f)) : []
 }
 
 t.test('clones', async (t) => {

@@ -7,6 +7,7 @@ import t from 'tap'
 import { startCluster } from './helpers/cluster'
 import { cliJson, cliOk } from './helpers/cli'
 import { randomBytes, rng, sha256 } from './helpers/model'
+import { versionFiles } from './helpers/node-files'
 
 const KiB = 1024
 const MiB = 1024 * KiB
@@ -45,8 +46,7 @@ t.test('relocation keeps every snapshot readable', async (t) => {
   const after = await cliJson<Info>(['disk', 'info', 'mv'], zk)
   t.same(Object.keys(after.blocksPerSite), ['site-b'], 'all blocks at site-b')
   for (const n of c.nodes.filter(n => n.site === 'site-a')) {
-    const dir = path.join(n.dataDir, 'disks', after.uuid)
-    t.same(fs.existsSync(dir) ? fs.readdirSync(dir).filter(f => /^\d+\.\d+$/.test(f)) : [], [], `${n.id} dropped its versions`)
+    t.same(versionFiles(n.dataDir, after.uuid), [], `${n.id} dropped its versions`)
   }
   const hash = async (f: string): Promise<string> => sha256(await fs.promises.readFile(f))
   for (const host of [a, b]) {

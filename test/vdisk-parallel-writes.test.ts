@@ -6,11 +6,12 @@
 import crypto from 'node:crypto'
 import fs from 'node:fs'
 import path from 'node:path'
-import { dd } from './helpers/dd'
 import t from 'tap'
 import { startCluster, type NodeFixture } from './helpers/cluster'
 import { cliJson, runCli } from './helpers/cli'
+import { dd } from './helpers/dd'
 import { sha256 } from './helpers/model'
+import { versionFiles } from './helpers/node-files'
 
 const KiB = 1024
 const MiB = 1024 * KiB
@@ -19,16 +20,12 @@ const PIECE = 64 * KiB
 const WRITERS = 4
 const ROUNDS = 3
 
-
 // The newest version file of each block on a node, keyed by block index.
 function blockFiles (node: NodeFixture, uuid: string): Map<number, string> {
   const dir = path.join(node.dataDir, 'disks', uuid)
   const newest = new Map<number, { epoch: number, file: string }>()
-  for (const name of fs.readdirSync(dir)) {
-    const m = /^(\d+)\.(\d+)$/.exec(name)
-    if (m === null) continue
-    const block = Number(m[1])
-    const epoch = Number(m[2])
+  for (const name of versionFiles(node.dataDir, uuid)) {
+    const [block, epoch] = name.split('.').map(Number)
     if ((newest.get(block)?.epoch ?? -1) < epoch) newest.set(block, { epoch, file: path.join(dir, name) })
   }
   return new Map([...newest].map(([b, v]) => [b, v.file]))
