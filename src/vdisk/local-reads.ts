@@ -73,7 +73,7 @@ export class LocalReads {
     const next = new Map<string, LocalNode>()
     for (const n of this.pool.list()) {
       const a = n.alive
-      if (n.host !== this.pool.host || a === null || a.dataDir === undefined || a.localReadToken === undefined || a.localReadToken === '') continue
+      if (!this.pool.onThisHost(n) || a === null || a.dataDir === undefined || a.localReadToken === undefined || a.localReadToken === '') continue
       if (!path.isAbsolute(a.dataDir) || readLocalReadToken(a.dataDir) !== a.localReadToken) continue
       if (this.refused.has(n.id) && this.refused.get(n.id) !== a.localReadToken) this.refused.delete(n.id)
       next.set(n.id, { dataDir: a.dataDir, token: a.localReadToken })

@@ -82,6 +82,8 @@ export class NodePool {
   onNodesChanged (fn: () => void): void { this.nodesChanged.push(fn) }
 
   get (id: string): NodeView | undefined { return this.nodes.get(id) }
+  // The node registered this agent's host name: nearest of all, and a candidate for local reads.
+  onThisHost (n: NodeView): boolean { return n.host === this.host }
   list (): NodeView[] { return [...this.nodes.values()] }
 
   // Reads ride a stream of their own: a large read answer then never queues behind writes
@@ -109,7 +111,7 @@ export class NodePool {
   distance (id: string): number {
     const n = this.nodes.get(id)
     if (n === undefined) return DISTANCE_UNKNOWN
-    let d = n.host === this.host ? 0 : 1 + (this.rttMs.get(id) ?? (n.site === this.site ? UNMEASURED_SAME_SITE_MS : UNMEASURED_OTHER_SITE_MS))
+    let d = this.onThisHost(n) ? 0 : 1 + (this.rttMs.get(id) ?? (n.site === this.site ? UNMEASURED_SAME_SITE_MS : UNMEASURED_OTHER_SITE_MS))
     if (n.alive === null) d += DISTANCE_DEAD
     return d
   }
