@@ -13,12 +13,10 @@ import { StorageClient } from '../src/storagenode/client'
 import { startStorageServer, tuneServerSessions } from '../src/storagenode/server'
 import { IoRequestIn, IoResponse, MAX_MESSAGE_BYTES, StorageHandlers, storageService } from '../src/storagenode/wire'
 import { holdGcBallast } from '../src/storagenode/gc-ballast'
+import { streamLoad } from './stream-load'
 
 const ONLY = process.env.BENCH_ONLY  // e.g. 'write:131072:4'
 const DURATION_MS = Number(process.env.BENCH_DURATION_MS ?? 1500)
-const BLOCK_BYTES = 4 * 1024 * 1024
-const BLOCKS = 16
-const UUID = 'bench-0000-disk'
 const EMPTY = Buffer.alloc(0)
 
 async function echoServer (): Promise<string> {
@@ -78,25 +76,10 @@ function replicated (clients: StorageClient[]): Client {
 }
 
 async function measure (layer: string, client: Client, op: 'read' | 'write', ioBytes: number, inFlight: number): Promise<Row> {
-  const slots = BLOCK_BYTES / ioBytes
-  const data = Buffer.alloc(ioBytes, 0x5a)
-  let next = 0
   const lat: number[] = []
   const cpu0 = process.cpuUsage()
   const started = process.hrtime.bigint()
-  const deadline = Date.now() + DURATION_MS
-  const worker = async (): Promise<void> => {
-    while (Date.now() < deadline) {
-      const i = next++
-      const block = Math.floor(i / slots) % BLOCKS
-      const offset = (i % slots) * ioBytes
-      const t0 = process.hrtime.bigint()
-      if (op === 'write') await client.write({ diskUuid: UUID, block, epoch: 1, offset, data, leaseEpoch: 1 })
-      else await client.read({ diskUuid: UUID, block, epoch: 1, offset, length: ioBytes })
-      lat.push(Number(process.hrtime.bigint() - t0) / 1000)
-    }
-  }
-  await Promise.all(Array.from({ length: inFlight }, worker))
+  await streamLoad(client, op, ioBytes, inFlight, DURATION_MS, us => lat.push(us))
   const seconds = Number(process.hrtime.bigint() - started) / 1e9
   const cpu = process.cpuUsage(cpu0)
   lat.sort((a, b) => a - b)

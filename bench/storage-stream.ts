@@ -8,11 +8,9 @@ import * as os from 'node:os'
 import * as path from 'node:path'
 import { StorageClient } from '../src/storagenode/client'
 import { startStorageServer } from '../src/storagenode/server'
+import { streamLoad } from './stream-load'
 
 const DURATION_MS = Number(process.env.BENCH_DURATION_MS ?? 3000)
-const BLOCK_BYTES = 4 * 1024 * 1024
-const BLOCKS = 16   // 64 MiB working set: fits the page cache, measures the stack not the disk
-const UUID = 'bench-0000-disk'
 
 interface Result {
   op: 'write' | 'read', ioBytes: number, window: number, ops: number, seconds: number, opsPerSec: number, mibPerSec: number
@@ -33,26 +31,10 @@ async function serverMain (): Promise<void> {
 }
 
 async function run (client: StorageClient, serverCpu: CpuProbe, op: 'write' | 'read', ioBytes: number, window: number): Promise<Result> {
-  const slots = BLOCK_BYTES / ioBytes
-  const data = Buffer.alloc(ioBytes, 0x5a)
-  let next = 0
-  let ops = 0
   const serverCpuBefore = await serverCpu()
   const clientCpuBefore = process.cpuUsage()
   const started = process.hrtime.bigint()
-  const deadline = Date.now() + DURATION_MS
-  // `window` workers keep exactly that many requests outstanding.
-  const worker = async (): Promise<void> => {
-    while (Date.now() < deadline) {
-      const i = next++
-      const block = Math.floor(i / slots) % BLOCKS
-      const offset = (i % slots) * ioBytes
-      if (op === 'write') await client.write({ diskUuid: UUID, block, epoch: 1, offset, data, leaseEpoch: 1 })
-      else await client.read({ diskUuid: UUID, block, epoch: 1, offset, length: ioBytes })
-      ops++
-    }
-  }
-  await Promise.all(Array.from({ length: window }, worker))
+  const ops = await streamLoad(client, op, ioBytes, window, DURATION_MS)
   const seconds = Number(process.hrtime.bigint() - started) / 1e9
   const clientCpuUs = cpuTotalUs(process.cpuUsage(clientCpuBefore))
   const serverCpuUs = cpuTotalUs(await serverCpu()) - cpuTotalUs(serverCpuBefore)

@@ -3,6 +3,12 @@
 // overlapping writes to one version by arrival. Every error leaves as a UkaiError code string
 // (Io) or a gRPC status plus an 'ukai-code' trailer (unary); unknown exceptions become IO_ERROR
 // and are logged.
+//
+// Memory: an Io request is charged its payload bytes from admission until its reply has left
+// (io-budget.ts: 16 MiB per stream, 64 MiB per node); a request that does not fit waits and the
+// stream stops being read, so HTTP/2 flow control pushes back on the client. A client that never
+// reads its replies used to grow the node by its whole window (139 -> 1,162 MiB RSS); it now holds
+// its stream budget, and a cancelled or broken stream drops its queue and releases its charges.
 import type { EventEmitter } from 'node:events'
 import type { Http2Session } from 'node:http2'
 import type { Socket } from 'node:net'
@@ -14,13 +20,15 @@ import { pullBlock } from './block-pull'
 import { StorageClient } from './client'
 import { BlockStore } from './block-store'
 import { holdGcBallast } from './gc-ballast'
+import { Charge, IoBudgetStat, NodeIoBudget, StreamIoGate } from './io-budget'
 import {
   ERROR_CODE_METADATA_KEY, IoRequestIn, IoResponse, MAX_MESSAGE_BYTES, StorageHandlers, storageService
 } from './wire'
 
-// Per stream: beyond this many requests in flight the server stops reading the stream (HTTP/2
-// flow control then pushes back on the client) instead of queueing without limit.
-const MAX_IN_FLIGHT_PER_STREAM = 256
+// Decoded requests grpc-js may buffer in a call's readable side while we do not read it (Node's
+// object-mode default is 16: 64 MiB of 4 MiB writes per paused stream); one is enough, the
+// stream's own queue is in io-budget.ts.
+const READ_AHEAD_MESSAGES = 1
 const CLOSE_GRACE_MS_DEFAULT = 5000
 const SHUTDOWN_WAIT_MS = 1000
 const EMPTY = Buffer.alloc(0)
@@ -37,7 +45,7 @@ export interface StorageServerOptions {
   logger?: Logger
 }
 
-export interface StorageServerStats {
+export interface StorageServerStats extends IoBudgetStat {
   streams: number
   inFlight: number
   requests: number
@@ -128,38 +136,53 @@ export async function startStorageServer (opts: StorageServerOptions): Promise<S
     }
   }
 
+  // Node-wide memory bound of the Io streams (io-budget.ts).
+  const ioBudget = new NodeIoBudget()
+
   const io: StorageHandlers['Io'] = (call) => {
     streams.add(call)
-    let inFlight = 0
-    let paused = false
+    limitReadAhead(call, READ_AHEAD_MESSAGES)
+    let dispatching = 0
     let clientDone = false
     let gone = false
     const finish = (): void => {
-      if (clientDone && inFlight === 0 && !gone) { gone = true; streams.delete(call); call.end() }
+      if (clientDone && gate.queued === 0 && dispatching === 0 && !gone) { gone = true; streams.delete(call); call.end() }
     }
-    call.on('data', (req: IoRequestIn) => {
-      counters.requests++
+    // The reply's charge is settled when grpc-js has written it to the HTTP/2 stream, or at once
+    // when the stream can no longer take it.
+    const reply = (resp: IoResponse, charge: Charge): void => {
+      if (gone || call.cancelled || call.writableEnded) { gate.settle(charge); return }
+      call.write(resp, () => gate.settle(charge))
+    }
+    const gate: StreamIoGate<IoRequestIn> = new StreamIoGate(ioBudget, (req, charge) => {
       if (closing !== undefined) {
-        call.write({ id: req.id, code: 'UNAVAILABLE', message: `storage node ${opts.nodeId} is shutting down`, data: EMPTY })
+        reply({ id: req.id, code: 'UNAVAILABLE', message: `storage node ${opts.nodeId} is shutting down`, data: EMPTY }, charge)
+        finish()
         return
       }
-      inFlight++
+      dispatching++
       counters.inFlight++
-      if (inFlight >= MAX_IN_FLIGHT_PER_STREAM && !paused) { paused = true; call.pause() }
-      dispatch(req).then(resp => {
-        if (!gone && !call.cancelled) call.write(resp)
-      }).catch(err => log.error({ err }, 'io response failed')).finally(() => {
-        inFlight--
+      dispatch(req).then(resp => reply(resp, charge)).catch(err => {
+        gate.settle(charge)
+        log.error({ err }, 'io response failed')
+      }).finally(() => {
+        dispatching--
         counters.inFlight--
-        if (paused && inFlight < MAX_IN_FLIGHT_PER_STREAM / 2) { paused = false; call.resume() }
         if (counters.inFlight === 0 && drained !== undefined) drained()
         finish()
       })
+    }, reading => { if (reading) call.resume(); else call.pause() })
+    call.on('data', (req: IoRequestIn) => {
+      counters.requests++
+      gate.push(req, payloadBytes(req))
     })
     call.on('end', () => { clientDone = true; finish() })
-    const drop = (): void => { gone = true; streams.delete(call) }
+    // Cancelled or broken: drop what waits and release every charge (the transport drops the
+    // replies it held). 'close' also covers a stream destroyed without either event.
+    const drop = (): void => { gone = true; streams.delete(call); gate.close() }
     call.on('error', drop)
     call.on('cancelled', drop)
+    call.on('close', drop)
   }
 
   const unary = <Req, Res>(what: string, fn: (req: Req) => Promise<Res>): grpc.handleUnaryCall<Req, Res> => (call, callback) => {
@@ -181,7 +204,7 @@ export async function startStorageServer (opts: StorageServerOptions): Promise<S
     ListBlocks: unary('list blocks', async (r) => ({ blocks: store.listBlocks(r.diskUuid) })),
     DeleteDisk: unary('delete disk', async (r) => ({ freedBytes: await store.deleteDisk(r.diskUuid) })),
     DeleteBlocks: unary('delete blocks', async (r) => ({ freedBytes: await store.deleteBlocks(r.diskUuid, r.blocks) })),
-    Stat: unary('stat', async () => await store.stat()),
+    Stat: unary('stat', async () => ({ ...await store.stat(), ...ioBudget.stat() })),
     PullBlock: unary('pull block', async (r) => {
       const address = opts.peerAddresses?.[r.sourceNode] ?? r.sourceAddress
       return { bytes: await pullBlock(store, peer(r.sourceNode, address), r) }
@@ -249,13 +272,29 @@ export async function startStorageServer (opts: StorageServerOptions): Promise<S
       bytesRead: counters.bytesRead,
       bytesWritten: counters.bytesWritten,
       usedBytes: store.usedBytes,
-      openFiles: store.openFiles
+      openFiles: store.openFiles,
+      ...ioBudget.stat()
     }),
     close: async (graceMs = CLOSE_GRACE_MS_DEFAULT) => {
       closing ??= shutdown(graceMs)
       await closing
     }
   }
+}
+
+// The bytes a request brings or asks for: a write's data, a read's reply.
+function payloadBytes (req: IoRequestIn): number {
+  if (req.op === 'read') return req.read?.length ?? 0
+  if (req.op === 'write') return req.write?.data.length ?? 0
+  return 0
+}
+
+// grpc-js hands a call's messages to an object-mode Readable whose buffer (16 messages by default)
+// fills while the call is paused. Node has no public setter for the high-water mark; this reaches
+// into the stream state and is a no-op if that ever changes.
+function limitReadAhead (call: object, messages: number): void {
+  const state = (call as { _readableState?: { highWaterMark?: unknown } })._readableState
+  if (state !== undefined && typeof state.highWaterMark === 'number') state.highWaterMark = messages
 }
 
 function toStatus (err: UkaiError): Partial<grpc.StatusObject> & Error {

@@ -60,7 +60,14 @@ export interface CopyBaseResponse { result: CopyBaseResult, bytes: number }
 export interface LocateBlockRequest { diskUuid: string, block: number, epoch: number }
 export interface LocateBlockResponse { found: boolean, epoch: number, path: string }
 export type StatRequest = Record<string, never>
-export interface StatResponse { nodeId: string, capacityBytes: number, usedBytes: number, freeBytes: number }
+// The Io stream memory accounting (io-budget.ts) a node reports in Stat.
+export interface IoBudgetStat {
+  ioHeldBytes: number       // charged to Io requests now (admitted, reply not yet sent)
+  ioHeldPeakBytes: number   // the most charged at once since the node started
+  ioBudgetBytes: number     // the node's Io memory budget
+  ioWaitingStreams: number  // streams whose next request waits for the node budget
+}
+export interface StatResponse extends IoBudgetStat { nodeId: string, capacityBytes: number, usedBytes: number, freeBytes: number }
 
 // Server handler names in the shape grpc-js expects (method names as in the .proto).
 export interface StorageHandlers extends grpc.UntypedServiceImplementation {
