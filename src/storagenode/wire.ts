@@ -60,7 +60,9 @@ export interface CopyBaseResponse { result: CopyBaseResult, bytes: number }
 export interface LocateBlockRequest { diskUuid: string, block: number, epoch: number }
 export interface LocateBlockResponse { found: boolean, epoch: number, path: string }
 export type StatRequest = Record<string, never>
-export interface StatResponse { nodeId: string, capacityBytes: number, usedBytes: number, freeBytes: number }
+export interface StatResponse { nodeId: string, capacityBytes: number, usedBytes: number, freeBytes: number, fsyncCount: number }
+export type PingRequest = Record<string, never>
+export type PingResponse = Record<string, never>
 
 // Server handler names in the shape grpc-js expects (method names as in the .proto).
 export interface StorageHandlers extends grpc.UntypedServiceImplementation {
@@ -75,6 +77,7 @@ export interface StorageHandlers extends grpc.UntypedServiceImplementation {
   PruneVersions: grpc.handleUnaryCall<PruneVersionsRequest, PruneVersionsResponse>
   CopyBase: grpc.handleUnaryCall<CopyBaseRequest, CopyBaseResponse>
   LocateBlock: grpc.handleUnaryCall<LocateBlockRequest, LocateBlockResponse>
+  Ping: grpc.handleUnaryCall<PingRequest, PingResponse>
 }
 
 export const PROTO_RELATIVE_PATH = path.join('proto', 'ukai', 'storage', 'v1', 'storage.proto')
