@@ -112,3 +112,24 @@ t.test('kill -9 of a replica with writes in flight from several writers', { skip
   const again = await fs.promises.readFile(path.join(agent.mountPoint, 'vol'))
   t.equal(diffAgainstModel(again, model, unknown).bytes, 0, 'after a2 restarts, reads still avoid its stale (half-written) blocks')
 })
+
+t.test('fsync that is the first to meet a hung replica waits at most the hung bound', { skip: skip ?? false }, async (t) => {
+  const { zks, a2, agent, fh, model, unknown } = await setup(t)
+  const data = Buffer.alloc(4 * MiB, 9)
+  await fh.write(data, 0, data.length, 0)
+  data.copy(model, 0)
+  await a2.kill('SIGSTOP')
+  let stopped = true
+  t.teardown(async () => { if (stopped) await a2.kill('SIGCONT') })
+  const started = Date.now()
+  await fh.sync()
+  const fsyncMs = Date.now() - started
+  t.comment(`measured: fsync with a2 just stopped ${fsyncMs} ms`)
+  t.ok(fsyncMs < LONGEST_STALL_MAX_MS, `fsync took ${fsyncMs} ms (bound 2.5 s; was the 10 s deadline)`)
+  const states = await replicaStates(zks, 'vol', 'a2')
+  t.same(states.slice(0, 16), Array(16).fill('stale'), 'a2 is stale for the blocks it could not make durable')
+  await a2.kill('SIGCONT')
+  stopped = false
+  const got = await fs.promises.readFile(path.join(agent.mountPoint, 'vol'))
+  t.equal(diffAgainstModel(got, model, unknown).bytes, 0, 'every acknowledged byte reads back')
+})
