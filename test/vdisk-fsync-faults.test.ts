@@ -163,3 +163,19 @@ t.test('both replicas restarted within --io-retry-ms: I/O pauses, then succeeds'
   const got = await fs.promises.readFile(file)
   t.equal(sha256(got), sha256(model), 'every acknowledged byte reads back')
 })
+
+t.test('a descriptor opened O_DSYNC makes every write durable before it returns', { skip: skip ?? false }, async (t) => {
+  const zk = await startZk(t)
+  const zks = zk.connectString
+  const nodes = [await startNode(t, { zk, id: 'a1', site: 'site-a' }), await startNode(t, { zk, id: 'a2', site: 'site-a' })]
+  const agent = await startAgent(t, { zk, host: 'hv-a', site: 'site-a' })
+  t.equal((await runCli(['disk', 'create', 'vol', '--size', '8M', '--block-size', '1M', '--nodes', 'a1,a2'], { zk: zks })).code, 0)
+  const fh = await fs.promises.open(path.join(agent.mountPoint, 'vol'), fs.constants.O_RDWR | fs.constants.O_DSYNC)
+  t.teardown(() => fh.close().catch(() => {}))
+  for (let i = 0; i < 3; i++) {
+    const before = await fsyncCounts(nodes)
+    await fh.write(Buffer.alloc(64 * KiB, i + 1), 0, 64 * KiB, i * MiB)
+    const after = await fsyncCounts(nodes)
+    t.ok(after[0] > before[0] && after[1] > before[1], `write ${i}: both nodes fsynced before it returned (a1 ${before[0]} → ${after[0]}, a2 ${before[1]} → ${after[1]})`)
+  }
+})
