@@ -123,6 +123,9 @@ export class StorageClient {
   readonly hungAfterMs: number
   readonly progress: NodeProgress
   private watchdog: NodeJS.Timeout | undefined
+  // Unary calls in flight (Ping excluded) and when they started: they count as outstanding too
+  // (a clone's CopyBase, a Fence), and are cancelled when the node is found hung.
+  private readonly unaryInFlight = new Map<grpc.ClientUnaryCall, number>()
   private readonly unsubscribe: () => void
 
   constructor (opts: StorageClientOptions) {
@@ -345,17 +348,18 @@ export class StorageClient {
       this.sendPing()
       return
     }
-    if (this.sent.size === 0) {
+    if (this.sent.size === 0 && this.unaryInFlight.size === 0) {
       clearInterval(this.watchdog)
       this.watchdog = undefined
       return
     }
     let oldestSentAtMs = now
     for (const q of this.sent.values()) oldestSentAtMs = Math.min(oldestSentAtMs, q.sentAtMs)
+    for (const atMs of this.unaryInFlight.values()) oldestSentAtMs = Math.min(oldestSentAtMs, atMs)
     // Silent since the later of: its last answer, the oldest request it owes us.
     const silentMs = now - Math.max(p.lastAnswerAtMs, oldestSentAtMs)
     if (silentMs >= this.hungAfterMs) {
-      p.declareHung(`no answer for ${silentMs} ms with ${this.sent.size} requests outstanding`)
+      p.declareHung(`no answer for ${silentMs} ms with ${this.sent.size + this.unaryInFlight.size} requests outstanding`)
     } else if (silentMs >= PING_AFTER_SILENCE_MS) {
       this.sendPing()
     }
@@ -372,6 +376,7 @@ export class StorageClient {
   // pending and drop the stream, so a node that resumes does not first work through a backlog.
   private failAll (why: string): void {
     this.failPending(() => UkaiError.unavailable(`${this.nodeId} (${this.address}) is hung: ${why}`))
+    for (const call of [...this.unaryInFlight.keys()]) call.cancel()  // answers CANCELLED → UNAVAILABLE
     this.startWatchdog()
   }
 
@@ -388,12 +393,17 @@ export class StorageClient {
     if (!evenIfHung) this.failIfHung()
     const fn = (this.grpcClient as unknown as Record<string, UnaryMethod>)[method].bind(this.grpcClient)
     return await new Promise<Res>((resolve, reject) => {
-      fn(req, { deadline: Date.now() + timeoutMs }, (err, res) => {
+      const call = fn(req, { deadline: Date.now() + timeoutMs }, (err, res) => {
+        this.unaryInFlight.delete(call)
         // Any answer from the node itself (also an error it sent) shows it is not hung.
         if (err === null || CODE_OF_STATUS[err.code] !== 'UNAVAILABLE') this.progress.noteAnswer()
         if (err !== null) reject(this.translate(err, method))
         else resolve(res as Res)
       })
+      if (!evenIfHung) {
+        this.unaryInFlight.set(call, Date.now())
+        this.startWatchdog()
+      }
     })
   }
 
