@@ -133,3 +133,31 @@ t.test('fsync that is the first to meet a hung replica waits at most the hung bo
   const got = await fs.promises.readFile(path.join(agent.mountPoint, 'vol'))
   t.equal(diffAgainstModel(got, model, unknown).bytes, 0, 'every acknowledged byte reads back')
 })
+
+t.test('a replica that is slow but answering is not hung', { skip: skip ?? false }, async (t) => {
+  const { zks, a2, agent, fh, model, unknown } = await setup(t)
+  // a2 runs 0.5 s out of every 1.3 s: silent for 0.8 s at a time (even a run window it wasted
+  // would make 2.1 s), under the 2.5 s bound, so it answers (writes, Ping) before the bound.
+  let stopped = false
+  t.teardown(async () => { if (stopped) await a2.kill('SIGCONT') })
+  let endAtMs = Infinity
+  const writing = runWriters({ fh, sizeBytes, blockSizeBytes, writers: 2, seed: 31, model, unknown, stop: () => Date.now() >= endAtMs, markAtMs: () => null })
+  const cycleUntil = Date.now() + 8000
+  while (Date.now() < cycleUntil) {
+    await a2.kill('SIGSTOP')
+    stopped = true
+    await new Promise(resolve => setTimeout(resolve, 800))
+    await a2.kill('SIGCONT')
+    stopped = false
+    await new Promise(resolve => setTimeout(resolve, 500))
+  }
+  endAtMs = 0
+  const stats = await writing
+  await fh.sync()
+  t.comment(`measured: ${stats.writes} writes, ${(stats.bytesWritten / MiB).toFixed(1)} MiB in 8 s of 0.8 s stops, longest write ${stats.longestWriteMs} ms`)
+  t.equal(stats.failures, 0, 'no write failed')
+  const states = await replicaStates(zks, 'vol', 'a2')
+  t.ok(states.every(s => s === 'in-sync'), `a2 stayed in sync (${states.filter(s => s === 'stale').length} stale blocks)`)
+  const got = await fs.promises.readFile(path.join(agent.mountPoint, 'vol'))
+  t.equal(diffAgainstModel(got, model, unknown).bytes, 0, 'every acknowledged byte reads back')
+})
