@@ -42,7 +42,12 @@ export interface BlockStoreOptions {
 
 export interface BlockVersionInfo { epoch: number, allocatedBytes: number, sizeBytes: number }
 export interface BlockEpochList { block: number, epochs: number[] }
-export interface StoreStat { nodeId: string, capacityBytes: number, usedBytes: number, freeBytes: number }
+export interface StoreStat { nodeId: string, capacityBytes: number, usedBytes: number, freeBytes: number, fsyncCount: number }
+
+// Fault injection for tests (test/vdisk-fsync-faults.test.ts): when the node starts with this
+// variable naming a path, every fsync fails with EIO while a file exists at that path. A real
+// failing disk is what it stands for; the node's code from the failed fsync on is the real one.
+export const FAULT_FSYNC_EIO_FILE_ENV = 'UKAI_FAULT_FSYNC_EIO_FILE'
 
 interface DiskState {
   uuid: string
@@ -73,6 +78,9 @@ export class BlockStore {
   // it touched) here, per file, until reconcile() replaces the estimate with st_blocks. The quota
   // check reconciles before refusing, so the estimate only ever errs on the safe side.
   private readonly unsettledBytes = new Map<string, number>()
+  // fsync calls since start (Stat reports it), and the fault-injection switch (see above).
+  private fsyncCount = 0
+  private readonly faultFsyncEioFile = process.env[FAULT_FSYNC_EIO_FILE_ENV]
   private unsettledTotal = 0
   private reconciling: Promise<void> | undefined
   private reconcileTimer: NodeJS.Timeout | undefined
@@ -324,7 +332,7 @@ export class BlockStore {
     const fsTotalBytes = fsStat.blocks * fsStat.bsize
     const capacityBytes = this.capacityBytes ?? fsTotalBytes
     const quotaLeft = this.capacityBytes === undefined ? fsFreeBytes : Math.max(0, this.capacityBytes - this.usedBytes)
-    return { nodeId: this.nodeId, capacityBytes, usedBytes: this.usedBytes, freeBytes: Math.min(quotaLeft, fsFreeBytes) }
+    return { nodeId: this.nodeId, capacityBytes, usedBytes: this.usedBytes, freeBytes: Math.min(quotaLeft, fsFreeBytes), fsyncCount: this.fsyncCount }
   }
 
   // Waits for in-flight mutations, fsyncs everything dirty, closes all files. Idempotent.
@@ -431,7 +439,7 @@ export class BlockStore {
       const fh = await fsp.open(tmp, 'w', 0o644)
       try {
         await fh.writeFile(`${leaseEpoch}\n`)
-        await fh.sync()
+        await this.fsync(fh)
       } finally {
         await fh.close()
       }
@@ -608,7 +616,7 @@ export class BlockStore {
           if ((err as NodeJS.ErrnoException).code === 'ENOENT') return  // deleted meanwhile
           throw err
         }
-        try { await lease.fh.sync() } finally { lease.release() }
+        try { await this.fsync(lease.fh) } finally { lease.release() }
       }))
       if (dirDirty) await this.syncDir(disk.dir)
     } catch (err) {
@@ -621,7 +629,15 @@ export class BlockStore {
 
   private async syncDir (dir: string): Promise<void> {
     const fh = await fsp.open(dir, 'r')
-    try { await fh.sync() } finally { await fh.close() }
+    try { await this.fsync(fh) } finally { await fh.close() }
+  }
+
+  private async fsync (fh: { sync: () => Promise<void> }): Promise<void> {
+    this.fsyncCount++
+    if (this.faultFsyncEioFile !== undefined && fs.existsSync(this.faultFsyncEioFile)) {
+      throw Object.assign(new Error(`EIO: i/o error, fsync (injected: ${this.faultFsyncEioFile} exists)`), { code: 'EIO' })
+    }
+    await fh.sync()
   }
 
   // Claims `bytes` of quota for an operation in progress, or throws NO_SPACE.

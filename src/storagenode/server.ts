@@ -217,7 +217,8 @@ export async function startStorageServer (opts: StorageServerOptions): Promise<S
       }
       return await copyBaseFromPeer(store, peer(r.sourceNode, opts.peerAddresses?.[r.sourceNode] ?? r.sourceAddress), r)
     }),
-    LocateBlock: unary('locate block', async (r) => store.locate(r.diskUuid, r.block, r.epoch))
+    LocateBlock: unary('locate block', async (r) => store.locate(r.diskUuid, r.block, r.epoch)),
+    Ping: unary('ping', async () => ({}))
   }
 
   const server = new grpc.Server({

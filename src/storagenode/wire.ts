@@ -67,7 +67,10 @@ export interface IoBudgetStat {
   ioBudgetBytes: number     // the node's Io memory budget
   ioWaitingStreams: number  // streams whose next request waits for the node budget
 }
-export interface StatResponse extends IoBudgetStat { nodeId: string, capacityBytes: number, usedBytes: number, freeBytes: number }
+
+export interface StatResponse extends IoBudgetStat { nodeId: string, capacityBytes: number, usedBytes: number, freeBytes: number, fsyncCount: number }
+export type PingRequest = Record<string, never>
+export type PingResponse = Record<string, never>
 
 // Server handler names in the shape grpc-js expects (method names as in the .proto).
 export interface StorageHandlers extends grpc.UntypedServiceImplementation {
@@ -82,6 +85,7 @@ export interface StorageHandlers extends grpc.UntypedServiceImplementation {
   PruneVersions: grpc.handleUnaryCall<PruneVersionsRequest, PruneVersionsResponse>
   CopyBase: grpc.handleUnaryCall<CopyBaseRequest, CopyBaseResponse>
   LocateBlock: grpc.handleUnaryCall<LocateBlockRequest, LocateBlockResponse>
+  Ping: grpc.handleUnaryCall<PingRequest, PingResponse>
 }
 
 export const PROTO_RELATIVE_PATH = path.join('proto', 'ukai', 'storage', 'v1', 'storage.proto')

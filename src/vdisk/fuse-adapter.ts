@@ -29,6 +29,9 @@ const S_IFREG = 0o100000
 const S_IFDIR = 0o040000
 const O_ACCMODE = 3
 const O_RDONLY = 0
+// O_SYNC includes this bit. With direct_io the kernel sends no FSYNC after an O_DSYNC write
+// (fuse_direct_write_iter has no generic_write_sync), so such a handle's writes flush here.
+const O_DSYNC = 0o10000
 const ENODATA = -61
 const EOPNOTSUPP = -95
 
@@ -78,6 +81,9 @@ export function mountAgent (agent: Agent, mountPoint: string, log: Logger, opts:
   holdGcBallast()  // the agent streams every I/O to the nodes: see storagenode/gc-ballast.ts
   const root = agent.defaultOwner
   const started = Date.now()
+  // Handles opened O_DSYNC/O_SYNC (QEMU cache=writethrough): every write is durable before it is
+  // acknowledged, as the open flag promises.
+  const syncWriteHandles = new Set<number>()
 
   // Wraps an op whose callback takes (result) where result ≥ 0 is success, < 0 is -errno.
   function run<T> (op: string, cb: (code: number, value?: T) => void, fn: () => Promise<T>, ok: (v: T) => [number, T?] = (v) => [0, v]): void {
@@ -129,7 +135,11 @@ export function mountAgent (agent: Agent, mountPoint: string, log: Logger, opts:
       if (ref !== null) return run('open', cb, () => agent.openSnapshot(ref, (flags & O_ACCMODE) !== O_RDONLY))
       const name = diskName(path)
       if (name === null) return cb(Fuse.ENOENT)
-      run('open', cb, () => agent.openDisk(name, (flags & O_ACCMODE) !== O_RDONLY))
+      run('open', cb, async () => {
+        const fh = await agent.openDisk(name, (flags & O_ACCMODE) !== O_RDONLY)
+        if ((flags & O_DSYNC) !== 0) syncWriteHandles.add(fh)
+        return fh
+      })
     },
     create (path: string, mode: number, cb: (code: number, fh?: number) => void) {
       if (inSnapshots(path)) return cb(EROFS)
@@ -138,6 +148,7 @@ export function mountAgent (agent: Agent, mountPoint: string, log: Logger, opts:
       run('create', cb, () => agent.create(name, mode))
     },
     release (_path: string, fh: number, cb: (code: number) => void) {
+      syncWriteHandles.delete(fh)
       run('release', cb, () => agent.release(fh))
     },
     read (_path: string, fh: number, buf: Buffer, len: number, pos: number, cb: (result: number) => void) {
@@ -150,13 +161,17 @@ export function mountAgent (agent: Agent, mountPoint: string, log: Logger, opts:
     write (_path: string, fh: number, buf: Buffer, len: number, pos: number, cb: (result: number) => void) {
       // buf belongs to libfuse until we call back, which happens only after every replica acked.
       run('write', cb, async () => {
-        await agent.disk(fh).write(pos, buf.subarray(0, len))
+        const disk = agent.disk(fh)
+        await disk.write(pos, buf.subarray(0, len))
+        if (syncWriteHandles.has(fh)) await disk.flush()
         return len
       }, n => [n])
     },
     // close() of any descriptor (also the copies a forked child closes at exec) sends FLUSH.
     // Writes are acknowledged by every replica already; durability is fsync's job, so FLUSH
-    // does no I/O — an fsync here would make every fork of QEMU pay for a full flush.
+    // does no I/O — an fsync here would make every fork of QEMU pay for a full flush. Answering 0
+    // claims no durability: close(2) promises none. RELEASE (the last close) does flush
+    // (VirtualDisk.close); the kernel ignores its answer, so fsync is the only durable report.
     flush (_path: string, _fh: number, cb: (code: number) => void) { cb(0) },
     fsync (path: string, _datasync: boolean, fh: number, cb: (code: number) => void) {
       if (inSnapshots(path)) return cb(0)  // nothing to make durable: committed versions are

@@ -6,7 +6,7 @@
 import { safetyCatch } from '../errors'
 import { Logger, silentLogger } from '../log'
 import { MetaStore, NodeView } from '../meta/store'
-import { StorageClient } from '../storagenode/client'
+import { NodeProgress, StorageClient } from '../storagenode/client'
 import { UkaiError } from '../errors'
 import type { CommittedCache } from './committed-cache'
 
@@ -23,6 +23,9 @@ export class NodePool {
   private readonly log: Logger
   private nodes = new Map<string, NodeView>()
   private readonly clients = new Map<string, StorageClient>()
+  // Per node, shared by its clients: a node found hung by one is hung for all (client.ts).
+  private readonly progress = new Map<string, NodeProgress>()
+  private readonly replicaHungMs: number | undefined
   private closed = false
   private refreshing: Promise<void> | null = null
   private readonly addressOverrides: Record<string, string>
@@ -32,7 +35,8 @@ export class NodePool {
   // reader of committed epochs that reads through this pool; absent: no cache.
   committedCache?: CommittedCache
 
-  constructor (meta: MetaStore, opts: { host: string, site: string, logger?: Logger, addressOverrides?: Record<string, string> }) {
+  constructor (meta: MetaStore, opts: { host: string, site: string, logger?: Logger, addressOverrides?: Record<string, string>, replicaHungMs?: number }) {
+    this.replicaHungMs = opts.replicaHungMs
     this.meta = meta
     this.host = opts.host
     this.site = opts.site
@@ -99,12 +103,17 @@ export class NodePool {
       const node = this.nodes.get(id)
       if (node === undefined) throw UkaiError.unavailable(`storage node ${id} is not registered`)
       const address = this.addressOf(node)
-      c = new StorageClient({ nodeId: id, address })
+      let progress = this.progress.get(id)
+      if (progress === undefined) { progress = new NodeProgress(); this.progress.set(id, progress) }
+      c = new StorageClient({ nodeId: id, address, progress, hungAfterMs: this.replicaHungMs })
       this.clients.set(key, c)
       this.log.debug({ node: id, address }, 'connected to storage node')
     }
     return c
   }
+
+  // The node has answered nothing for the hung bound with requests outstanding (client.ts).
+  isHung (id: string): boolean { return this.progress.get(id)?.hung === true }
 
   // Lower is nearer: 0 on this host, else 1 + the measured round trip in ms, else a guess by
   // site. Dead nodes sort last but stay candidates: liveness in ZK lags a restart.
@@ -112,7 +121,7 @@ export class NodePool {
     const n = this.nodes.get(id)
     if (n === undefined) return DISTANCE_UNKNOWN
     let d = this.onThisHost(n) ? 0 : 1 + (this.rttMs.get(id) ?? (n.site === this.site ? UNMEASURED_SAME_SITE_MS : UNMEASURED_OTHER_SITE_MS))
-    if (n.alive === null) d += DISTANCE_DEAD
+    if (n.alive === null || this.isHung(id)) d += DISTANCE_DEAD
     return d
   }
 

@@ -78,8 +78,16 @@ async function commitUnderOwnLease (ctx: AdminContext, diskName: string, snap: s
     const lease = await leases.acquire(diskName)
     try {
       const disk = await meta.getDisk(diskName)
+      // Then flush: what a previous holder wrote and never fsynced becomes durable before it is
+      // committed (best effort: a node that cannot be reached keeps what it has, as before).
       await Promise.all((await nodesOf(meta, disk)).map(async (node) => {
-        await pool.client(node).fence({ diskUuid: disk.uuid, leaseEpoch: lease.leaseEpoch }).catch((err) => log.warn({ node, err: String(err) }, 'could not fence node'))
+        try {
+          const client = pool.client(node)
+          await client.fence({ diskUuid: disk.uuid, leaseEpoch: lease.leaseEpoch })
+          await client.flush({ diskUuid: disk.uuid, leaseEpoch: lease.leaseEpoch })
+        } catch (err) {
+          log.warn({ node, err: String(err) }, 'could not fence and flush node')
+        }
       }))
       const leaseVersion = await meta.leaseVersion(diskName, lease.leaseEpoch)
       if (leaseVersion === null) throw UkaiError.conflict(`the lease of ${diskName} moved while committing the snapshot`)

@@ -4,7 +4,10 @@
 // Invariants (DESIGN.md "Write path and ownership"):
 // - a replica that failed a write is marked stale in ZooKeeper before the write is acknowledged;
 // - the last replica that holds a block's newest bytes is never marked stale;
-// - every write and flush carries the lease epoch; a FENCED answer means the lease moved.
+// - every write and flush carries the lease epoch; a FENCED answer means the lease moved;
+// - flush() (fsync, close, hand-over, snapshot commit) returns only when every block written
+//   since the last flush is durable on a replica that stays in sync; else it fails (EIO) and
+//   the blocks stay dirty, so a later flush does not claim what this one could not.
 import { UkaiError, isUkaiError, safetyCatch } from '../errors'
 import { Logger, silentLogger } from '../log'
 import { HeldLease, LeaseManager } from '../meta/lease'
@@ -57,8 +60,13 @@ export class VirtualDisk {
   private handingOver: Promise<void> | null = null
   private inFlightWrites = 0
   private writesDrained: Array<() => void> = []
-  // Blocks written per node since its last flush: what a failed flush puts at risk.
+  // Blocks written per node since its last flush: what a failed flush puts at risk, and the
+  // newest lease epoch they were written under (what a flush without the lease must use).
   private dirty = new Map<string, Set<number>>()
+  private dirtyLeaseEpoch = 0
+  // Group commit: one flush runs at a time; calls meanwhile share the one after it.
+  private flushRunning: Promise<void> | null = null
+  private flushNext: Promise<void> | null = null
   private mapLock: Promise<void> = Promise.resolve()
   readonly blockLocks = new BlockLocks()
   // Overlapping writes and discards of a block go out in the order they arrived, one after the
@@ -177,6 +185,20 @@ export class VirtualDisk {
     this.log.warn({ node, blocks: blocks.length }, 'replica marked stale')
   }
 
+  // A hung node (it stopped answering, see storagenode/client.ts) is marked stale once for every
+  // block of this disk where another replica is in sync — `blocks` (which it just missed) in any
+  // case — in one transaction, so later writes no longer wait on it block after block. Blocks it
+  // is the last in-sync replica of keep it: their writes wait for it (then EIO).
+  private async markHungNodeStale (node: string, blocks: number[]): Promise<void> {
+    const missed = new Set(blocks)
+    const changed = await this.updatePlacement(null, (set, block) => {
+      if (!set.some(r => r.node === node && r.state !== 'stale')) return set
+      if (missed.has(block) || set.some(r => r.node !== node && r.state === 'in-sync')) return withState(set, node, 'stale')
+      return set
+    })
+    if (changed > 0) this.log.warn({ node, blocks: changed }, 'hung replica marked stale for every block with another in-sync replica')
+  }
+
   // Rewrites the replica sets of `blocks` (all blocks when null) in one ZooKeeper transaction,
   // conditional on the versions this disk read; on a conflict re-reads and applies again.
   // Writes see the new map as soon as it is committed.
@@ -187,11 +209,12 @@ export class VirtualDisk {
         let changed = 0
         const visit = (block: number): void => {
           const index = Math.floor(block / this.record.segmentBlocks)
-          const seg = touched.get(index) ?? this.segments[index].clone()
-          const set = seg.replicas(block)
+          const set = (touched.get(index) ?? this.segments[index]).replicas(block)
           const next = change(set, block)
           if (next !== set && replicaSetKey(next) !== replicaSetKey(set)) {
-            touched.set(index, seg)
+            // Cloned only when it changes: a sweep over every block (a hung node) stays cheap.
+            let seg = touched.get(index)
+            if (seg === undefined) { seg = this.segments[index].clone(); touched.set(index, seg) }
             seg.setReplicas(block, next)
             changed++
           }
@@ -269,6 +292,7 @@ export class VirtualDisk {
       try {
         while (this.writeGate !== null) await this.writeGate  // a snapshot commit finishes first
         while (this.inFlightWrites > 0) await new Promise<void>(resolve => this.writesDrained.push(resolve))
+        // A failed flush keeps its blocks dirty: a later fsync here fails rather than succeed.
         await this.flush().catch((err) => this.log.error({ err: String(err) }, 'flush before hand-over failed'))
         this.lease = null
         await this.leases.release(this.name)
@@ -503,7 +527,7 @@ export class VirtualDisk {
     if (this.chain !== null && results.every(r => r.status === 'fulfilled')) this.materialized.add(block)
     const failed: Array<{ replica: Replica, err: unknown }> = []
     results.forEach((res, i) => {
-      if (res.status === 'fulfilled') this.noteDirty(targets[i].node, block)
+      if (res.status === 'fulfilled') this.noteDirty(targets[i].node, block, lease.leaseEpoch)
       else failed.push({ replica: targets[i], err: res.reason })
     })
     if (failed.some(f => isUkaiError(f.err, 'FENCED'))) {
@@ -520,40 +544,96 @@ export class VirtualDisk {
     }
     for (const f of failed) {
       this.log.warn({ node: f.replica.node, block, verb, err: (f.err as Error).message }, 'replica write failed')
-      await this.markStale(f.replica.node, [block])
+      // A hung replica is left behind for the whole disk at once (see markHungNodeStale).
+      if (this.pool.isHung(f.replica.node)) await this.markHungNodeStale(f.replica.node, [block])
+      else await this.markStale(f.replica.node, [block])
     }
   }
 
-  private noteDirty (node: string, block: number): void {
+  private noteDirty (node: string, block: number, leaseEpoch: number): void {
     let set = this.dirty.get(node)
     if (set === undefined) { set = new Set(); this.dirty.set(node, set) }
     set.add(block)
+    if (leaseEpoch > this.dirtyLeaseEpoch) this.dirtyLeaseEpoch = leaseEpoch
   }
 
-  // Makes every acknowledged write durable on the nodes (their fsync).
-  async flush (): Promise<void> {
-    const lease = this.lease
-    if (lease === null || this.dirty.size === 0) return
+  // Makes every acknowledged write durable on the nodes (their fsync), or fails. Without the
+  // lease (lost, handed over) it still flushes, under the epoch the writes were made with: a node
+  // accepts that only while nobody newer fenced it, and then its fsync covers our writes; once
+  // another holder fenced it, nothing can vouch for them and the flush fails (EIO), never
+  // reports success. Calls while one runs share the next one (group commit): each returns after
+  // a flush that started after it was called.
+  flush (): Promise<void> {
+    if (this.flushRunning === null) return this.startFlush()
+    if (this.flushNext === null) {
+      const after = (): Promise<void> => { this.flushNext = null; return this.startFlush() }
+      this.flushNext = this.flushRunning.then(after, after)
+    }
+    return this.flushNext
+  }
+
+  private startFlush (): Promise<void> {
+    const run = this.flushOnce().finally(() => { if (this.flushRunning === run) this.flushRunning = null })
+    this.flushRunning = run
+    return run
+  }
+
+  private async flushOnce (): Promise<void> {
+    if (this.dirty.size === 0) return
+    const leaseEpoch = this.lease?.leaseEpoch ?? this.dirtyLeaseEpoch
     const dirty = this.dirty
     this.dirty = new Map()
-    const failedNodes: string[] = []
-    await Promise.all([...dirty.keys()].map(async (node) => {
-      try {
-        await this.pool.client(node).flush({ diskUuid: this.record.uuid, leaseEpoch: lease.leaseEpoch })
-      } catch (err) {
-        if (isUkaiError(err, 'FENCED')) { this.leases.dropLocal(this.name); this.lease = null }
-        this.log.warn({ node, err: String(err) }, 'flush failed')
-        failedNodes.push(node)
+    try {
+      await this.flushNodes(dirty, leaseEpoch)
+    } catch (err) {
+      // Not durable: keep every block dirty, so the next flush tries again (and fails again).
+      for (const [node, blocks] of dirty) for (const b of blocks) this.noteDirty(node, b, leaseEpoch)
+      throw err
+    }
+  }
+
+  // fsync on every node in `dirty`. A node that fails is marked stale for its blocks when each of
+  // them is durable on a node that flushed; a block durable nowhere yet waits (a restarting
+  // node; up to --io-retry-ms) and otherwise fails the flush. A hung node fails within the
+  // hung bound, not the call deadline.
+  private async flushNodes (dirty: Map<string, Set<number>>, leaseEpoch: number): Promise<void> {
+    const deadline = Date.now() + this.ioRetryMs
+    const flushed = new Set<string>()
+    let pending = [...dirty.keys()]
+    for (;;) {
+      const failures = new Map<string, unknown>()
+      await Promise.all(pending.map(async (node) => {
+        try {
+          await this.pool.client(node).flush({ diskUuid: this.record.uuid, leaseEpoch })
+          flushed.add(node)
+        } catch (err) {
+          this.log.warn({ node, err: String(err) }, 'flush failed')
+          failures.set(node, err)
+        }
+      }))
+      if (failures.size === 0) return
+      const fenced = [...failures].find(([, err]) => isUkaiError(err, 'FENCED'))
+      if (fenced !== undefined) {
+        if (this.lease?.leaseEpoch === leaseEpoch) { this.leases.dropLocal(this.name); this.lease = null }
+        throw UkaiError.fenced(`flush of ${this.name} refused by ${fenced[0]}: the lease moved to another host (epoch ${leaseEpoch} is stale), so writes made under it cannot be vouched for`)
       }
-    }))
-    if (failedNodes.length === 0) return
-    const okNodes = [...dirty.keys()].filter(n => !failedNodes.includes(n))
-    for (const node of failedNodes) {
-      const blocks = [...(dirty.get(node) as Set<number>)]
-      // A block whose only durable copy is on a failed node cannot be vouched for.
-      const orphan = blocks.find(b => !okNodes.some(n => dirty.get(n)?.has(b)))
-      if (orphan !== undefined) throw UkaiError.io(`flush of ${this.name} failed: block ${orphan} is not durable on any replica`)
-      await this.markStale(node, blocks)
+      const orphansOf = (node: string): number[] => [...(dirty.get(node) as Set<number>)].filter(b => ![...flushed].some(n => dirty.get(n)?.has(b)))
+      const stuck = [...failures.keys()].filter(n => orphansOf(n).length > 0)
+      if (stuck.length === 0) {
+        for (const node of failures.keys()) {
+          const blocks = [...(dirty.get(node) as Set<number>)]
+          if (this.pool.isHung(node)) await this.markHungNodeStale(node, blocks)
+          else await this.markStale(node, blocks)
+        }
+        return
+      }
+      const why = stuck.map(n => `${n}: ${(failures.get(n) as Error).message}`).join('; ')
+      const retryable = stuck.every(n => isUkaiError(failures.get(n), 'UNAVAILABLE'))
+      if (!retryable || Date.now() >= deadline) {
+        throw UkaiError.io(`flush of ${this.name} failed: block ${orphansOf(stuck[0])[0]} is not durable on any replica (${why})`)
+      }
+      await sleep(IO_RETRY_PAUSE_MS)
+      pending = [...failures.keys()]
     }
   }
 
@@ -561,12 +641,17 @@ export class VirtualDisk {
     if (this.closed) return
     try {
       await this.flush()
-      if (this.lease !== null) await this.leases.release(this.name)
     } finally {
-      this.lease = null
-      this.closed = true
-      this.chain?.close()
-      this.local?.close()
+      // Released also when the flush failed (its error still reaches the caller): a lease kept
+      // by a closed disk would make the next host wait for a forced take-over.
+      try {
+        if (this.lease !== null) await this.leases.release(this.name)
+      } finally {
+        this.lease = null
+        this.closed = true
+        this.chain?.close()
+        this.local?.close()
+      }
     }
   }
 }
