@@ -5,12 +5,24 @@
 // Hand-over is cooperative first: the requester leaves a handover request; the holder flushes and
 // releases. If the holder does not release within the timeout (or its session is gone, which
 // removes the ephemeral by itself), the requester deletes the lease and takes it by force.
-import { UkaiError, safetyCatch } from '../errors'
+//
+// ZooKeeper away (issue 9): a holder keeps its lease — and keeps writing under its epoch — while
+// ZooKeeper is unreachable, however long. That is safe because the storage nodes fence: whoever
+// takes the lease meanwhile bumps the fence epoch and sends Fence(epoch) to every node before it
+// writes, so our next write is refused (FENCED) and we drop the lease. When our session really
+// expired, the lease znode went with it: on the new session each held lease is re-asserted in
+// one multi (the fence still at our epoch, the ephemeral re-created); if the fence moved, someone
+// took over and the lease is lost. Only that, a FENCED answer, or a deliberate removal of our
+// znode within a live session ends a lease.
+import { UkaiError, isUkaiError, safetyCatch } from '../errors'
 import { Logger, silentLogger } from '../log'
 import { FenceRecord, HandoverRequest, LeaseRecord, decodeJson, encodeJson, paths } from './schema'
 import { MetaStore } from './store'
+import { ZkOp } from './zk-client'
 
 export const LEASE_HANDOVER_TIMEOUT_MS_DEFAULT = 5000
+// Pause between attempts to re-assert leases on a new session while ZooKeeper still fails.
+const REASSERT_RETRY_MS = 1000
 
 export interface LeaseInfo { holder: LeaseRecord | null, fenceEpoch: number }
 
@@ -43,6 +55,11 @@ export class LeaseManager {
   private readonly handoverTimeoutMs: number
   private readonly log: Logger
   private readonly held = new Map<string, HeldLease>()
+  // The session (ZkClient.sessionGeneration) whose ephemeral carries each held lease; behind the
+  // current session while a lease waits to be re-asserted.
+  private readonly assertedIn = new Map<string, number>()
+  private reasserting: Promise<void> | null = null
+  private reassertAgain = false
   private readonly callbacks: LeaseCallbacks
 
   constructor (meta: MetaStore, host: string, callbacks: LeaseCallbacks, opts: { handoverTimeoutMs?: number, logger?: Logger } = {}) {
@@ -51,10 +68,76 @@ export class LeaseManager {
     this.callbacks = callbacks
     this.handoverTimeoutMs = opts.handoverTimeoutMs ?? LEASE_HANDOVER_TIMEOUT_MS_DEFAULT
     this.log = opts.logger ?? silentLogger
-    // A new session means our ephemeral leases are gone: whoever writes next must re-acquire.
-    meta.zk.on('expired', () => {
-      for (const disk of [...this.held.keys()]) this.lost(disk)
-    })
+    // A new session means our ephemeral leases are gone from ZooKeeper, not that they were
+    // taken: re-assert them (see the top of this file).
+    meta.zk.on('session', () => { this.reassertAll() })
+  }
+
+  private reassertAll (): void {
+    if (this.reasserting !== null) { this.reassertAgain = true; return }
+    this.reasserting = (async () => {
+      do {
+        this.reassertAgain = false
+        for (const disk of [...this.held.keys()]) {
+          for (;;) {
+            try {
+              await this.reassert(disk)
+              break
+            } catch (err) {
+              safetyCatch(err)
+              if (!this.held.has(disk)) break
+              this.log.warn({ disk, err: String(err) }, 'could not re-assert the lease yet; the holder keeps writing (the nodes fence a newer holder)')
+              await new Promise(resolve => setTimeout(resolve, REASSERT_RETRY_MS))
+            }
+          }
+        }
+      } while (this.reassertAgain)
+    })().finally(() => { this.reasserting = null })
+    this.reasserting.catch(safetyCatch)
+  }
+
+  // One multi: the fence still at our epoch (checked by version), our ephemeral re-created (a
+  // leftover of our previous session replaced). The fence moved: someone took over.
+  private async reassert (disk: string): Promise<void> {
+    const zk = this.meta.zk
+    for (;;) {
+      const lease = this.held.get(disk)
+      const generation = zk.sessionGeneration
+      if (lease === undefined || this.assertedIn.get(disk) === generation) return
+      const fence = await zk.getOrNull(paths.fence(disk))
+      const fenceEpoch = fence === null ? null : decodeJson<FenceRecord>(fence.data, `fence of ${disk}`).leaseEpoch
+      if (fence === null || fenceEpoch !== lease.leaseEpoch) {
+        this.log.warn({ disk, leaseEpoch: lease.leaseEpoch, fenceEpoch }, 'lease taken over while our ZooKeeper session was gone')
+        this.lost(disk)
+        return
+      }
+      const cur = await zk.getOrNull(paths.lease(disk))
+      const ops: ZkOp[] = [{ op: 'check', path: paths.fence(disk), version: fence.stat.version }]
+      if (cur !== null) {
+        const holder = decodeJson<LeaseRecord>(cur.data, `lease of ${disk}`)
+        if (holder.leaseEpoch !== lease.leaseEpoch) { this.lost(disk); return }
+        if (holder.sessionId === zk.sessionId) { this.reasserted(disk, lease, generation); return }
+        ops.push({ op: 'remove', path: paths.lease(disk), version: cur.stat.version })
+      }
+      const record: LeaseRecord = { v: 1, host: this.host, leaseEpoch: lease.leaseEpoch, sessionId: zk.sessionId, acquiredAtMs: Date.now() }
+      ops.push({ op: 'create', path: paths.lease(disk), data: encodeJson(record), ephemeral: true })
+      try {
+        await zk.multi(ops)
+      } catch (err) {
+        // The fence or the lease changed between our reads and the multi: look again.
+        if (isUkaiError(err, 'ZK_CONFLICT') || isUkaiError(err, 'ALREADY_EXISTS') || isUkaiError(err, 'NOT_FOUND')) continue
+        throw err
+      }
+      if (this.held.get(disk) !== lease) return
+      this.reasserted(disk, lease, generation)
+      return
+    }
+  }
+
+  private reasserted (disk: string, lease: HeldLease, generation: number): void {
+    this.assertedIn.set(disk, generation)
+    this.log.info({ disk, leaseEpoch: lease.leaseEpoch }, 'lease re-asserted on the new ZooKeeper session')
+    this.watchHeld(disk, lease.leaseEpoch)
   }
 
   holding (disk: string): HeldLease | undefined { return this.held.get(disk) }
@@ -79,6 +162,7 @@ export class LeaseManager {
         ])
         const lease: HeldLease = { disk, leaseEpoch, forced }
         this.held.set(disk, lease)
+        this.assertedIn.set(disk, zk.sessionGeneration)
         this.watchHeld(disk, leaseEpoch)
         if (askedAtMs !== 0) await zk.remove(paths.handover(disk)).catch(safetyCatch)
         this.log.info({ disk, leaseEpoch, forced }, 'lease acquired')
@@ -128,12 +212,16 @@ export class LeaseManager {
 
   private watchHeld (disk: string, leaseEpoch: number): void {
     const zk = this.meta.zk
-    const still = (): boolean => this.held.get(disk)?.leaseEpoch === leaseEpoch
+    const generation = zk.sessionGeneration
+    // A watch of an earlier session (or one that fires after the session was replaced) is not
+    // news about the lease: the re-assertion on the new session decides.
+    const still = (): boolean => this.held.get(disk)?.leaseEpoch === leaseEpoch && zk.sessionGeneration === generation && this.assertedIn.get(disk) === generation
     const watchLease = (): void => {
       if (!still()) return
       zk.exists(paths.lease(disk), watchLease).then((stat) => {
+        // Gone within our live session: released or removed on purpose (a forced take-over).
         if (stat === null && still()) this.lost(disk)
-      }, () => { /* connection trouble: the session-expiry path handles loss */ })
+      }, safetyCatch) // connection trouble: a reconnect re-arms the watch, an expiry re-asserts
     }
     const watchHandover = (): void => {
       if (!still()) return
@@ -142,13 +230,14 @@ export class LeaseManager {
           const r = decodeJson<HandoverRequest>(req.data, `handover request of ${disk}`)
           if (r.host !== this.host) this.callbacks.onHandoverRequested(disk, r.host)
         }
-      }, () => {})
+      }, safetyCatch)
     }
     watchLease()
     watchHandover()
   }
 
   private lost (disk: string): void {
+    this.assertedIn.delete(disk)
     if (!this.held.delete(disk)) return
     this.log.warn({ disk }, 'lease lost')
     this.callbacks.onLost(disk)
@@ -159,6 +248,7 @@ export class LeaseManager {
     const lease = this.held.get(disk)
     if (lease === undefined) return
     this.held.delete(disk)
+    this.assertedIn.delete(disk)
     try {
       const cur = await this.meta.zk.getOrNull(paths.lease(disk))
       if (cur !== null && decodeJson<LeaseRecord>(cur.data, `lease of ${disk}`).leaseEpoch === lease.leaseEpoch) {

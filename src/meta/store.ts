@@ -1,6 +1,6 @@
 // The metadata store: typed operations over ZooKeeper for cluster config, storage nodes, agents,
 // disks and placement. Ephemerals registered here are re-created when the session is replaced.
-import { UkaiError, safetyCatch } from '../errors'
+import { UkaiError, isUkaiError, safetyCatch } from '../errors'
 import { Logger, silentLogger } from '../log'
 import { PlacementSegment } from './placement'
 import {
@@ -9,6 +9,9 @@ import {
 } from './schema'
 import { Watcher, ZkClient, ZkOp } from './zk-client'
 
+// A background report waits at most this long for ZooKeeper (the next one comes soon anyway).
+const BACKGROUND_REPORT_TIMEOUT_MS = 2000
+
 export interface NodeView extends NodeRecord { alive: NodeAlive | null }
 export interface AgentView extends AgentRecord { alive: AgentAlive | null }
 
@@ -16,11 +19,17 @@ export class MetaStore {
   readonly zk: ZkClient
   private readonly log: Logger
   private readonly ephemerals = new Map<string, () => Buffer>()
+  // Background reports that failed since ZooKeeper was last reachable: logged once per outage.
+  private readonly quietFailures = new Set<string>()
 
   constructor (zk: ZkClient, logger: Logger = silentLogger) {
     this.zk = zk
     this.log = logger
     zk.on('session', () => { this.recreateEphemerals().catch(safetyCatch) })
+    zk.on('connected', () => {
+      if (this.quietFailures.size > 0) this.log.info({ reports: [...this.quietFailures] }, 'ZooKeeper reachable again; background reports resume')
+      this.quietFailures.clear()
+    })
   }
 
   static async connect (connectString: string, opts: { logger?: Logger, connectTimeoutMs?: number, sessionTimeoutMs?: number } = {}): Promise<MetaStore> {
@@ -73,14 +82,29 @@ export class MetaStore {
     }
   }
 
+  // Creates our ephemeral at `path`. One already there is ours when our session owns it (a
+  // concurrent re-creation: its data is updated), else a leftover of our previous session (or a
+  // twin of this host) that is replaced — never reported as ALREADY_EXISTS (issue 9: an open
+  // right after ZooKeeper returned failed with EEXIST on the old session's open record).
   private async createEphemeral (path: string, data: Buffer): Promise<void> {
-    try {
-      await this.zk.create(path, data, { ephemeral: true })
-    } catch (err) {
-      if ((err as UkaiError).code !== 'ALREADY_EXISTS') throw err
-      // A leftover from our previous session (it expires on its own) or a live twin.
-      await this.zk.remove(path).catch(safetyCatch)
-      await this.zk.create(path, data, { ephemeral: true })
+    for (let attempt = 0; ; attempt++) {
+      try {
+        await this.zk.create(path, data, { ephemeral: true })
+        return
+      } catch (err) {
+        if (!isUkaiError(err, 'ALREADY_EXISTS') || attempt >= 5) throw err
+      }
+      const cur = await this.zk.exists(path)
+      if (cur === null) continue
+      try {
+        if (cur.ephemeralOwner.toString('hex') === this.zk.sessionId) {
+          await this.zk.set(path, data, cur.version)
+          return
+        }
+        await this.zk.remove(path, cur.version)
+      } catch (err) {
+        if (!isUkaiError(err, 'NOT_FOUND') && !isUkaiError(err, 'ZK_CONFLICT')) throw err
+      }
     }
   }
 
@@ -108,8 +132,28 @@ export class MetaStore {
     await this.holdEphemeral(paths.nodeAlive(rec.id), () => encodeJson(alive()))
   }
 
+  // A background report: skipped while ZooKeeper is away (see quietly()).
   async updateNodeAlive (id: string, alive: NodeAlive): Promise<void> {
-    await this.zk.set(paths.nodeAlive(id), encodeJson(alive))
+    await this.quietly('node usage', async () => { await this.zk.set(paths.nodeAlive(id), encodeJson(alive), -1, { timeoutMs: BACKGROUND_REPORT_TIMEOUT_MS }) })
+  }
+
+  // Background reports (round trips, usage figures) never wait for ZooKeeper and never fail
+  // their caller: while it is unreachable a report is skipped, and the failure is logged once
+  // per outage. Nothing that holds a lease or serves I/O depends on them.
+  private async quietly (what: string, fn: () => Promise<void>): Promise<void> {
+    if (!this.zk.isConnected) { this.quietFailure(what, 'ZooKeeper is not connected'); return }
+    try {
+      await fn()
+    } catch (err) {
+      safetyCatch(err)
+      this.quietFailure(what, String(err))
+    }
+  }
+
+  private quietFailure (what: string, why: string): void {
+    if (this.quietFailures.has(what)) return
+    this.quietFailures.add(what)
+    this.log.warn({ report: what, why }, 'background report skipped while ZooKeeper is unavailable (logged once per outage)')
   }
 
   async listNodes (watch?: Watcher): Promise<NodeView[]> {
@@ -369,17 +413,20 @@ export class MetaStore {
     await this.zk.remove(paths.relocation(name)).catch((err) => { if ((err as UkaiError).code !== 'NOT_FOUND') throw err })
   }
 
+  // A background report (see quietly()): never throws, never waits long for ZooKeeper.
   async publishRtt (report: RttReport): Promise<void> {
     const path = paths.rtt(report.host)
-    if (this.ephemerals.has(path)) {
-      this.ephemerals.set(path, () => encodeJson(report))
-      await this.zk.set(path, encodeJson(report)).catch(async (err) => {
-        if ((err as UkaiError).code !== 'NOT_FOUND') throw err
+    await this.quietly('round-trip report', async () => {
+      if (this.ephemerals.has(path)) {
+        this.ephemerals.set(path, () => encodeJson(report))
+        await this.zk.set(path, encodeJson(report), -1, { timeoutMs: BACKGROUND_REPORT_TIMEOUT_MS }).catch(async (err) => {
+          if ((err as UkaiError).code !== 'NOT_FOUND') throw err
+          await this.holdEphemeral(path, () => encodeJson(report))
+        })
+      } else {
         await this.holdEphemeral(path, () => encodeJson(report))
-      })
-    } else {
-      await this.holdEphemeral(path, () => encodeJson(report))
-    }
+      }
+    })
   }
 
   async listRtts (): Promise<RttReport[]> {

@@ -1,20 +1,26 @@
 // Promise wrapper over node-zookeeper-client that owns the session: it connects with a deadline,
-// rides through connection loss (the library reconnects within the session), and on session
-// expiry opens a new session and asks its owners to re-create their ephemerals.
+// rides through connection loss (the library reconnects within the session, however long the
+// server is away), and only when the server says the session expired opens a new one and asks
+// its owners to re-create their ephemerals and re-assert their leases.
 // ZooKeeper error codes are translated to UkaiError here and nowhere else.
+//
+// Why no session replacement on a slow call or a long disconnection (as before issue 9): a
+// restarted ZooKeeper restores its sessions and restarts their timers, so a client that keeps
+// reconnecting keeps its session (and every lease) through outages of any length; replacing it
+// ourselves threw all of that away ~8-15 s into an outage and made writes fail.
+import './zk-library-guard-apply'
 import { EventEmitter } from 'node:events'
 import zookeeper from 'node-zookeeper-client'
 import { UkaiError } from '../errors'
 import { Logger, silentLogger } from '../log'
+import { ZK_CODES_UNKNOWN_TO_LIBRARY, setZkGuardLogger } from './zk-library-guard'
 
 export const ZK_CONNECT_TIMEOUT_MS_DEFAULT = 5000
 export const ZK_SESSION_TIMEOUT_MS_DEFAULT = 10000
-// How long an operation waits for a lost connection to come back before failing.
-const ZK_OP_TIMEOUT_MS = 15000
-// One library call that has not answered in this long is given up on (and the session replaced):
-// a request caught in a reconnect can otherwise wait forever.
-const ZK_ATTEMPT_TIMEOUT_MS = 8000
-const RECONNECT_OVERDUE_FACTOR = 1.5
+// How long an operation waits for ZooKeeper (a lost connection to come back, an answer) before
+// it fails with ZK_UNAVAILABLE. The session is left alone: the library keeps reconnecting.
+export const ZK_OP_TIMEOUT_MS_DEFAULT = 15000
+const ZK_RETRY_PAUSE_MS = 200
 
 export interface ZkStat { version: number, ephemeralOwner: Buffer, mtimeMs: number }
 export type Watcher = () => void
@@ -29,10 +35,14 @@ export interface ZkClientOptions {
   connectString: string
   connectTimeoutMs?: number
   sessionTimeoutMs?: number
+  opTimeoutMs?: number
   logger?: Logger
 }
 
 const X = zookeeper.Exception
+
+// Codes ZooKeeper 3.5+ answers for a passing condition (the call may be retried by its owner).
+const TRANSIENT_UNKNOWN_CODES = new Set([-12, -13, -14, -118, -119, -122, -127])
 
 function translate (err: unknown, path: string, connectString: string): UkaiError {
   if (err instanceof UkaiError) return err
@@ -46,15 +56,21 @@ function translate (err: unknown, path: string, connectString: string): UkaiErro
     case X.SESSION_EXPIRED:
     case X.OPERATION_TIMEOUT:
       return UkaiError.zkUnavailable(`ZooKeeper at ${connectString} did not answer (${String(err)})`, err)
-    default:
-      return new UkaiError('INTERNAL', `ZooKeeper error on ${path}: ${String(err)}`, err)
   }
+  if (typeof code === 'number' && code in ZK_CODES_UNKNOWN_TO_LIBRARY) {
+    const name = ZK_CODES_UNKNOWN_TO_LIBRARY[code]
+    if (TRANSIENT_UNKNOWN_CODES.has(code)) return UkaiError.zkUnavailable(`ZooKeeper at ${connectString} answered ${name} (${code}) on ${path}; try again`, err)
+    return new UkaiError('INTERNAL', `ZooKeeper answered ${name} (${code}) on ${path}`, err)
+  }
+  if (typeof code === 'number') return new UkaiError('INTERNAL', `ZooKeeper answered error code ${code} on ${path}, which UKAI does not know (${String(err)})`, err)
+  return new UkaiError('INTERNAL', `ZooKeeper error on ${path}: ${String(err)}`, err)
 }
 
 export class ZkClient extends EventEmitter {
   readonly connectString: string
   private readonly connectTimeoutMs: number
   private readonly sessionTimeoutMs: number
+  private readonly opTimeoutMs: number
   private readonly log: Logger
   private client: zookeeper.Client | null = null
   private connected = false
@@ -62,14 +78,18 @@ export class ZkClient extends EventEmitter {
   get isConnected (): boolean { return this.connected }
   private closed = false
   private readyPromise: Promise<void> | null = null
-  private reconnectWatchdog: NodeJS.Timeout | undefined
+  // Counts sessions: 1 for the first, +1 at every replacement after a real expiry.
+  private sessionNumber = 0
+  get sessionGeneration (): number { return this.sessionNumber }
 
   constructor (opts: ZkClientOptions) {
     super()
     this.connectString = opts.connectString
     this.connectTimeoutMs = opts.connectTimeoutMs ?? ZK_CONNECT_TIMEOUT_MS_DEFAULT
     this.sessionTimeoutMs = opts.sessionTimeoutMs ?? ZK_SESSION_TIMEOUT_MS_DEFAULT
+    this.opTimeoutMs = opts.opTimeoutMs ?? ZK_OP_TIMEOUT_MS_DEFAULT
     this.log = opts.logger ?? silentLogger
+    if (opts.logger !== undefined) setZkGuardLogger(opts.logger)
   }
 
   ready (): Promise<void> {
@@ -100,6 +120,7 @@ export class ZkClient extends EventEmitter {
           clearTimeout(timer)
           client.removeListener('state', onState)
           this.connected = true
+          this.sessionNumber++
           client.on('state', (s: zookeeper.State) => this.onState(client, s))
           resolve()
         }
@@ -112,19 +133,12 @@ export class ZkClient extends EventEmitter {
   private onState (client: zookeeper.Client, state: zookeeper.State): void {
     if (client !== this.client || this.closed) return
     if (state === zookeeper.State.DISCONNECTED) {
+      if (!this.connected) return
       this.connected = false
-      this.log.warn({ zk: this.connectString }, 'ZooKeeper connection lost; reconnecting')
+      this.log.warn({ zk: this.connectString }, 'ZooKeeper connection lost; reconnecting (the session and its leases are kept)')
       this.emit('disconnected')
-      // The server ends a silent session after its timeout anyway: if the library has not
-      // reconnected by then, stop waiting for it and open a new session ourselves.
-      clearTimeout(this.reconnectWatchdog)
-      this.reconnectWatchdog = setTimeout(() => {
-        if (!this.connected && this.client === client) this.replaceSession(client, 'no reconnect within the session timeout')
-      }, this.sessionTimeoutMs * RECONNECT_OVERDUE_FACTOR)
-      this.reconnectWatchdog.unref()
     } else if (state === zookeeper.State.SYNC_CONNECTED) {
       this.connected = true
-      clearTimeout(this.reconnectWatchdog)
       this.log.info({ zk: this.connectString }, 'ZooKeeper connection re-established')
       this.emit('connected')
     } else if (state === zookeeper.State.EXPIRED) {
@@ -132,13 +146,12 @@ export class ZkClient extends EventEmitter {
     }
   }
 
-  // Drops the current session (its ephemerals go with it) and opens a new one; owners re-create
-  // their ephemerals on 'session', lease holders learn of the loss on 'expired'.
+  // The server ended our session (its ephemerals are gone): open a new one. Owners re-create
+  // their ephemerals and re-assert their leases on 'session'; 'expired' is only news.
   private replaceSession (client: zookeeper.Client, why: string): void {
     if (client !== this.client || this.closed) return
     this.connected = false
     this.client = null // first: close() below may report EXPIRED again, re-entrantly
-    clearTimeout(this.reconnectWatchdog)
     this.log.warn({ zk: this.connectString, why }, 'replacing the ZooKeeper session')
     client.close()
     this.reopen()
@@ -160,32 +173,40 @@ export class ZkClient extends EventEmitter {
   close (): void {
     if (this.closed) return
     this.closed = true
-    clearTimeout(this.reconnectWatchdog)
     this.client?.close()
   }
 
-  // Runs one library call; waits for the session when disconnected, up to ZK_OP_TIMEOUT_MS.
-  private async call<T> (path: string, fn: (c: zookeeper.Client, cb: (err: any, ...res: any[]) => void) => void, pick: (...res: any[]) => T): Promise<T> {
+  // Runs one library call; waits for the connection when disconnected, up to opTimeoutMs, then
+  // fails with ZK_UNAVAILABLE. The library keeps a request it could not send queued until it
+  // reconnects; one we gave up on may still apply later (the owners' conditional updates and
+  // re-reads cope, as with any connection loss).
+  private async call<T> (path: string, fn: (c: zookeeper.Client, cb: (err: any, ...res: any[]) => void) => void, pick: (...res: any[]) => T, opts: { timeoutMs?: number } = {}): Promise<T> {
     if (this.closed) throw UkaiError.zkUnavailable('ZooKeeper client is closed')
-    await this.ready()
-    const deadline = Date.now() + ZK_OP_TIMEOUT_MS
+    const timeoutMs = opts.timeoutMs ?? this.opTimeoutMs
+    const deadline = Date.now() + timeoutMs
+    const timedOut = (): UkaiError => UkaiError.zkUnavailable(`ZooKeeper at ${this.connectString} did not answer on ${path} within ${timeoutMs} ms`)
     for (;;) {
-      const client = this.client as zookeeper.Client
+      const left = deadline - Date.now()
+      if (left <= 0) throw timedOut()
       let timer: NodeJS.Timeout | undefined
+      let expired = false
       try {
         return await new Promise<T>((resolve, reject) => {
-          timer = setTimeout(() => {
-            this.replaceSession(client, `a call on ${path} got no answer in ${ZK_ATTEMPT_TIMEOUT_MS} ms`)
-            reject(new zookeeper.Exception(X.OPERATION_TIMEOUT, 'OPERATION_TIMEOUT', path, Error))
-          }, ZK_ATTEMPT_TIMEOUT_MS)
-          fn(client, (err: any, ...res: any[]) => err ? reject(err) : resolve(pick(...res)))
+          timer = setTimeout(() => { expired = true; reject(timedOut()) }, left)
+          // A session being replaced (after a real expiry) is waited for like a reconnect.
+          this.ready().then(() => {
+            const client = this.client
+            if (client === null) { reject(new zookeeper.Exception(X.CONNECTION_LOSS, 'CONNECTION_LOSS', path, Error)); return }
+            fn(client, (err: any, ...res: any[]) => err ? reject(err) : resolve(pick(...res)))
+          }, reject)
         })
       } catch (err) {
+        if (expired) throw err
         const code = typeof (err as any)?.getCode === 'function' ? (err as any).getCode() : undefined
-        const retryable = code === X.CONNECTION_LOSS || code === X.OPERATION_TIMEOUT
-        if (!retryable || Date.now() > deadline || this.closed) throw translate(err, path, this.connectString)
-        await new Promise(resolve => setTimeout(resolve, 200))
-        await this.ready()
+        // Connection loss and a session expiry both end when the (new) session is there.
+        const retryable = code === X.CONNECTION_LOSS || code === X.OPERATION_TIMEOUT || code === X.SESSION_EXPIRED || (err instanceof UkaiError && err.code === 'ZK_UNAVAILABLE')
+        if (!retryable || Date.now() + ZK_RETRY_PAUSE_MS >= deadline || this.closed) throw translate(err, path, this.connectString)
+        await new Promise(resolve => setTimeout(resolve, ZK_RETRY_PAUSE_MS))
       } finally {
         clearTimeout(timer)
       }
@@ -228,8 +249,8 @@ export class ZkClient extends EventEmitter {
     await this.call(path, (c, cb) => c.mkdirp(path, cb), () => undefined)
   }
 
-  async set (path: string, data: Buffer, version = -1): Promise<ZkStat> {
-    return await this.call(path, (c, cb) => c.setData(path, data, version, cb), (stat: any) => toStat(stat))
+  async set (path: string, data: Buffer, version = -1, opts: { timeoutMs?: number } = {}): Promise<ZkStat> {
+    return await this.call(path, (c, cb) => c.setData(path, data, version, cb), (stat: any) => toStat(stat), opts)
   }
 
   async remove (path: string, version = -1): Promise<void> {
