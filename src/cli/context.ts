@@ -14,13 +14,14 @@ export function zkConnectString (cmd: Command): string {
 }
 
 export function zkSessionTimeoutMs (cmd: Command): number {
-  const opts = cmd.optsWithGlobals() as { zkSessionTimeoutMs?: string }
-  return Number(opts.zkSessionTimeoutMs ?? 10000)
+  const opts = cmd.optsWithGlobals() as { zkSessionTimeoutMs?: number }
+  return opts.zkSessionTimeoutMs ?? 10000
 }
 
 export async function withMeta<T> (cmd: Command, fn: (meta: MetaStore) => Promise<T>): Promise<T> {
-  const opts = cmd.optsWithGlobals() as { zkTimeoutMs?: string }
-  const connectTimeoutMs = opts.zkTimeoutMs !== undefined ? Number(opts.zkTimeoutMs) : ZK_CONNECT_TIMEOUT_MS_DEFAULT
+  // Checked by msOption when the command line was read.
+  const opts = cmd.optsWithGlobals() as { zkTimeoutMs?: number }
+  const connectTimeoutMs = opts.zkTimeoutMs ?? ZK_CONNECT_TIMEOUT_MS_DEFAULT
   const meta = await MetaStore.connect(zkConnectString(cmd), { connectTimeoutMs })
   try {
     return await fn(meta)
