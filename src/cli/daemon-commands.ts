@@ -57,6 +57,7 @@ export function daemonCommands (program: Command): void {
     .option('--cache-dir <dir>', 'keep a local cache of committed blocks (snapshot and clone-parent reads) in DIR')
     .option('--cache-size <size>', 'bound of the committed-block cache (default 1G)', sizeOption('cache size'))
     .option('--no-local-reads', 'always read over gRPC, also from storage nodes on this host (default: read their block files directly)')
+    .option('--no-auto-repair', 'do not replace a full node\'s stale replicas on another node by itself (default: the agent holding the lease starts that repair)')
     .option('--local-read-files <n>', 'block files of this host\'s storage nodes kept open for local reads', countOption('--local-read-files'), LOCAL_OPEN_FILES_MAX_DEFAULT)
     .action(async (mountPoint: string, opts, cmd: Command) => {
       const nodeAddresses = addressMap(opts.nodeAddress, '--node-address')
@@ -67,7 +68,7 @@ export function daemonCommands (program: Command): void {
       const log = createLogger('mount').child({ host: opts.host, site: opts.site })
       const m = await runMount({
         mountPoint, host: opts.host, site: opts.site, zk: zkConnectString(cmd), zkSessionTimeoutMs: zkSessionTimeoutMs(cmd), allowOther: opts.allowOther === true,
-        handoverTimeoutMs: opts.handoverTimeoutMs, ioRetryMs: opts.ioRetryMs, nodeAddresses, rttIntervalMs, cacheDir: opts.cacheDir, cacheSizeBytes, localReads: opts.localReads !== false, localReadFiles, logger: log
+        handoverTimeoutMs: opts.handoverTimeoutMs, ioRetryMs: opts.ioRetryMs, nodeAddresses, rttIntervalMs, cacheDir: opts.cacheDir, cacheSizeBytes, localReads: opts.localReads !== false, localReadFiles, autoRepair: opts.autoRepair !== false, logger: log
       })
       stopOnSignals(log, m.stop)
       log.info({ mountPoint }, 'ready')

@@ -25,7 +25,9 @@ export interface RepairPlan {
 // Null when there is nothing to repair (every replica of every block in sync, as many as the disk
 // asks for). Refused (nothing changed) when the blocks live on different node sets, or a node
 // must be replaced and no live node has room.
-export async function planRepair (meta: MetaStore, name: string): Promise<RepairPlan | null> {
+// fullNodes: nodes known to be full although their last usage report (every 5 s) may still show
+// room — the agent passes the node that just answered NO_SPACE.
+export async function planRepair (meta: MetaStore, name: string, opts: { fullNodes?: string[] } = {}): Promise<RepairPlan | null> {
   const disk = await meta.getDisk(name)
   const nodes = await meta.listNodes()
   let set: string | null = null
@@ -50,7 +52,7 @@ export async function planRepair (meta: MetaStore, name: string): Promise<Repair
   const targets = [...current]
   for (const [id, stale] of stalePerNode) {
     const v = view(id)
-    const why = v?.alive == null ? 'dead' : v.alive.freeBytes < stale * disk.blockSizeBytes ? 'full' : null
+    const why = v?.alive == null ? 'dead' : opts.fullNodes?.includes(id) === true || v.alive.freeBytes < stale * disk.blockSizeBytes ? 'full' : null
     if (why === null) continue
     const by = replacementFor(nodes, v, targets, disk.blockSizeBytes)
     if (by === null) {

@@ -38,6 +38,8 @@ export interface VirtualDiskDeps {
   localReads?: LocalReads
   // Called each time this disk's lease is (re)acquired here, after the nodes were fenced.
   onLeaseAcquired?: (disk: VirtualDisk) => void
+  // Called after a replica that failed a write was marked stale (code: the failure's UkaiError code).
+  onReplicaStale?: (disk: VirtualDisk, node: string, code: string) => void
   logger?: Logger
 }
 
@@ -70,6 +72,7 @@ export class VirtualDisk {
   private closed = false
   private readonly ioRetryMs: number
   private readonly onLeaseAcquired?: (disk: VirtualDisk) => void
+  private readonly onReplicaStale?: VirtualDiskDeps['onReplicaStale']
   private readonly io: DiskIoCounters
   // A clone's ancestry (null for other disks), and the blocks this holder already made its own.
   private chain: ParentChain | null = null
@@ -86,6 +89,7 @@ export class VirtualDisk {
     this.log = (deps.logger ?? silentLogger).child({ disk: record.name })
     this.ioRetryMs = deps.ioRetryMs ?? IO_RETRY_MS_DEFAULT
     this.onLeaseAcquired = deps.onLeaseAcquired
+    this.onReplicaStale = deps.onReplicaStale
     this.io = deps.io ?? { readBytes: 0, writeBytes: 0 }
     this.record = record
     this.segments = segments
@@ -521,6 +525,7 @@ export class VirtualDisk {
     for (const f of failed) {
       this.log.warn({ node: f.replica.node, block, verb, err: (f.err as Error).message }, 'replica write failed')
       await this.markStale(f.replica.node, [block])
+      this.onReplicaStale?.(this, f.replica.node, (f.err as { code?: string }).code ?? 'UNKNOWN')
     }
   }
 
