@@ -4,13 +4,16 @@ import { Command } from 'commander'
 import { UkaiError } from '../errors'
 import { validateId } from '../meta/schema'
 import { MetaStore } from '../meta/store'
+import { checkZkConnect } from './parse'
 import { ZK_CONNECT_TIMEOUT_MS_DEFAULT } from '../meta/zk-client'
 
 export const ZK_DEFAULT = '127.0.0.1:2181'
 
 export function zkConnectString (cmd: Command): string {
   const opts = cmd.optsWithGlobals() as { zk?: string }
-  return opts.zk ?? process.env.UKAI_ZK ?? ZK_DEFAULT
+  if (opts.zk !== undefined) return checkZkConnect(opts.zk, '--zk')
+  if (process.env.UKAI_ZK !== undefined) return checkZkConnect(process.env.UKAI_ZK, 'UKAI_ZK')
+  return ZK_DEFAULT
 }
 
 export function zkSessionTimeoutMs (cmd: Command): number {

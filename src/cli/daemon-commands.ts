@@ -9,7 +9,7 @@ import { RTT_INTERVAL_MS_DEFAULT } from '../vdisk/rtt-monitor'
 import { LOCAL_OPEN_FILES_MAX_DEFAULT } from '../vdisk/local-reads'
 import { runMount } from './mount-daemon'
 import { addressMap, collect, zkConnectString, zkSessionTimeoutMs } from './context'
-import { countOption, idOption, msOption, sizeOption } from './parse'
+import { countOption, hostPortOption, idOption, msOption, sizeOption } from './parse'
 
 function stopOnSignals (log: Logger, stop: () => Promise<void>): void {
   let signalled = false
@@ -29,7 +29,7 @@ export function daemonCommands (program: Command): void {
     .requiredOption('--id <id>', 'node id, unique in the cluster', idOption('node id'))
     .requiredOption('--site <site>', 'site (data centre) label', idOption('site'))
     .requiredOption('--data-dir <dir>', 'where block versions are stored')
-    .option('--listen <host:port>', 'address to serve on', '127.0.0.1:7300')
+    .option('--listen <host:port>', 'address to serve on', hostPortOption('--listen'), '127.0.0.1:7300')
     .option('--host <name>', 'host name reported to the cluster', idOption('host name'), os.hostname())
     .option('--capacity <size>', 'cap the bytes this node stores (default: the file system\'s free space)', sizeOption('capacity'))
     .option('--peer-address <id=host:port>', 'reach storage node ID at HOST:PORT for node-to-node copies instead of its registered address (repeatable; e.g. a WAN proxy)', collect)

@@ -6,7 +6,6 @@ import { formatBytes } from '../units'
 import { withMeta } from './context'
 import { printJson, printTable } from './output'
 import { idOption } from './parse'
-import { UkaiError } from '../errors'
 
 // The round-trip report a host published, or null (none yet, or the host's agent is down).
 export async function rttReportOf (meta: MetaStore, host: string): Promise<RttReport | null> {
@@ -26,15 +25,7 @@ export function nodeCommands (program: Command): void {
     .option('--json', 'print JSON')
     .action(async (opts, cmd: Command) => {
       const from = opts.from as string | undefined
-      const [nodes, report] = await withMeta(cmd, async meta => {
-        const report = from === undefined ? null : await rttReportOf(meta, from)
-        // A host no agent ever ran on is a typo: refuse it. A known host whose agent is down only
-        // has no figures (warned below).
-        if (from !== undefined && report === null && !(await meta.listAgents()).some(a => a.host === from)) {
-          throw UkaiError.notFound(`unknown host '${from}' in --from: no agent has run there (see 'ukai site list' for agents)`)
-        }
-        return [await meta.listNodes(), report] as const
-      })
+      const [nodes, report] = await withMeta(cmd, async meta => [await meta.listNodes(), from === undefined ? null : await rttReportOf(meta, from)] as const)
       if (from !== undefined && report === null) process.stderr.write(`ukai: warning: no round-trip report from host '${from}' (is its agent running?)\n`)
       if (opts.json === true) {
         return printJson(from === undefined ? nodes : nodes.map(n => ({ ...n, rttMs: report?.rttMs[n.id] ?? null })))

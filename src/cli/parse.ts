@@ -4,6 +4,7 @@
 // `Number(text)` only ever sees text a pattern checked: alone it turns 'two' into NaN, '' into 0 and '1e3'
 // into 1000.
 import { UkaiError } from '../errors'
+import { parseHostPort } from '../dev/wan-proxy'
 import { validateId } from '../meta/schema'
 import { parseSize } from '../units'
 
@@ -86,4 +87,18 @@ export function numberOption (flag: string): Parser<number> {
     if (!/^\d+(\.\d+)?$/.test(text.trim())) throw UkaiError.badArgument(`bad ${flag} '${text}': expected a number`)
     return Number(text)
   }
+}
+
+// HOST:PORT (a daemon's --listen), checked as the WAN proxy checks its own.
+export function hostPortOption (flag: string): Parser<string> {
+  return (text) => { parseHostPort(text, flag); return text }
+}
+
+// A ZooKeeper connect string: HOST:PORT[,HOST:PORT…][/chroot]. Also applied to $UKAI_ZK.
+export function checkZkConnect (text: string, from: string): string {
+  const slash = text.indexOf('/')
+  const hosts = slash < 0 ? text : text.slice(0, slash)
+  const ok = hosts.split(',').every(h => { try { return parseHostPort(h, from).port > 0 } catch { return false } })
+  if (!ok) throw UkaiError.badArgument(`bad ${from} '${text}': expected HOST:PORT[,HOST:PORT…]`)
+  return text
 }
