@@ -88,7 +88,7 @@ t.test('the CLI refuses bad input and changes nothing', async (t) => {
   // Accepted as stated: a no-op repair is success, and says so.
   const repair = await runCli(['disk', 'repair', 'keep'], { zk })
   t.equal(repair.code, 0, 'disk repair of a healthy disk exits 0')
-  t.match(repair.stdout, /disk keep has no stale replica: nothing to repair/)
+  t.match(repair.stdout, /disk keep has no stale replica; nothing to repair/)
   const repairJson = await runCli(['disk', 'repair', 'keep', '--json'], { zk })
   t.equal(repairJson.code, 0)
   t.match(JSON.parse(repairJson.stdout), { disk: 'keep', state: 'nothing-to-repair' })

@@ -177,7 +177,7 @@ export function repairCommand (disk: Command): void {
         const repair = await planRepair(meta, name)
         if (repair === null) {
           if (opts.json === true) printJson({ disk: name, state: 'nothing-to-repair', staleBlocks: 0 })
-          else process.stdout.write(`disk ${name} has no stale replica: nothing to repair\n`)
+          else process.stdout.write(`disk ${name} has no stale replica; nothing to repair\n`)
           return
         }
         const nodes = repair.targets
