@@ -100,6 +100,12 @@ t.test('daemons and connections: unreachable ZooKeeper, unwritable data dir', as
   const res = await runCli(['--zk', '127.0.0.1:9', '--zk-timeout-ms', '1500', 'disk', 'list'])
   t.equal(res.code, 1)
   t.match(res.stderr, /cannot reach ZooKeeper at 127\.0\.0\.1:9 within 1500 ms/)
+  // Daemons honour --zk-timeout-ms too (they used the 5 s default whatever it said).
+  const dd = fs.mkdtempSync(path.join(os.tmpdir(), 'ukai-test-datadir-'))
+  t.teardown(() => fs.rmSync(dd, { recursive: true, force: true }))
+  const daemon = await runCli(['--zk', '127.0.0.1:9', '--zk-timeout-ms', '700', 'storagenode', '--id', 'z1', '--site', 'site-a', '--data-dir', dd, '--listen', '127.0.0.1:0'])
+  t.equal(daemon.code, 1)
+  t.match(daemon.stderr, /cannot reach ZooKeeper at 127\.0\.0\.1:9 within 700 ms/)
 
   const c = await startCluster(t, { sites: 1, nodesPerSite: 1, agents: false })
   const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'ukai-test-datadir-')), 'not-a-dir')

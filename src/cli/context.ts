@@ -21,11 +21,14 @@ export function zkSessionTimeoutMs (cmd: Command): number {
   return opts.zkSessionTimeoutMs ?? 10000
 }
 
-export async function withMeta<T> (cmd: Command, fn: (meta: MetaStore) => Promise<T>): Promise<T> {
-  // Checked by msOption when the command line was read.
+// --zk-timeout-ms, checked by msOption when the command line was read; daemons honour it too.
+export function zkConnectTimeoutMs (cmd: Command): number {
   const opts = cmd.optsWithGlobals() as { zkTimeoutMs?: number }
-  const connectTimeoutMs = opts.zkTimeoutMs ?? ZK_CONNECT_TIMEOUT_MS_DEFAULT
-  const meta = await MetaStore.connect(zkConnectString(cmd), { connectTimeoutMs })
+  return opts.zkTimeoutMs ?? ZK_CONNECT_TIMEOUT_MS_DEFAULT
+}
+
+export async function withMeta<T> (cmd: Command, fn: (meta: MetaStore) => Promise<T>): Promise<T> {
+  const meta = await MetaStore.connect(zkConnectString(cmd), { connectTimeoutMs: zkConnectTimeoutMs(cmd) })
   try {
     return await fn(meta)
   } finally {

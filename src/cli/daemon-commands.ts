@@ -8,7 +8,7 @@ import { runStorageNode } from '../storagenode/daemon'
 import { RTT_INTERVAL_MS_DEFAULT } from '../vdisk/rtt-monitor'
 import { LOCAL_OPEN_FILES_MAX_DEFAULT } from '../vdisk/local-reads'
 import { runMount } from './mount-daemon'
-import { addressMap, collect, zkConnectString, zkSessionTimeoutMs } from './context'
+import { addressMap, collect, zkConnectString, zkConnectTimeoutMs, zkSessionTimeoutMs } from './context'
 import { countOption, hostPortOption, idOption, msOption, sizeOption } from './parse'
 
 function stopOnSignals (log: Logger, stop: () => Promise<void>): void {
@@ -39,7 +39,7 @@ export function daemonCommands (program: Command): void {
       const node = await runStorageNode({
         id: opts.id, site: opts.site, dataDir: opts.dataDir, listen: opts.listen, host: opts.host,
         capacityBytes: opts.capacity, peerAddresses,
-        zk: zkConnectString(cmd), zkSessionTimeoutMs: zkSessionTimeoutMs(cmd), logger: log
+        zk: zkConnectString(cmd), zkSessionTimeoutMs: zkSessionTimeoutMs(cmd), zkConnectTimeoutMs: zkConnectTimeoutMs(cmd), logger: log
       })
       stopOnSignals(log, node.stop)
       log.info({ address: node.address }, 'ready')
@@ -67,7 +67,7 @@ export function daemonCommands (program: Command): void {
       const cacheSizeBytes: number | undefined = opts.cacheSize
       const log = createLogger('mount').child({ host: opts.host, site: opts.site })
       const m = await runMount({
-        mountPoint, host: opts.host, site: opts.site, zk: zkConnectString(cmd), zkSessionTimeoutMs: zkSessionTimeoutMs(cmd), allowOther: opts.allowOther === true,
+        mountPoint, host: opts.host, site: opts.site, zk: zkConnectString(cmd), zkSessionTimeoutMs: zkSessionTimeoutMs(cmd), zkConnectTimeoutMs: zkConnectTimeoutMs(cmd), allowOther: opts.allowOther === true,
         handoverTimeoutMs: opts.handoverTimeoutMs, ioRetryMs: opts.ioRetryMs, nodeAddresses, rttIntervalMs, cacheDir: opts.cacheDir, cacheSizeBytes, localReads: opts.localReads !== false, localReadFiles, autoRepair: opts.autoRepair !== false, logger: log
       })
       stopOnSignals(log, m.stop)

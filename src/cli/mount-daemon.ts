@@ -17,6 +17,7 @@ export interface MountOptions {
   site: string
   zk: string
   zkSessionTimeoutMs?: number
+  zkConnectTimeoutMs?: number
   allowOther?: boolean
   handoverTimeoutMs?: number
   ioRetryMs?: number
@@ -39,7 +40,7 @@ export async function runMount (opts: MountOptions): Promise<RunningMount> {
   validateId(opts.site, 'site')
   checkMountOptions({ allowOther: opts.allowOther })
   const cache = opts.cacheDir !== undefined ? await CommittedCache.open({ dir: opts.cacheDir, maxBytes: opts.cacheSizeBytes ?? CACHE_SIZE_DEFAULT_BYTES, logger: opts.logger }) : undefined
-  const meta = await MetaStore.connect(opts.zk, { logger: opts.logger, sessionTimeoutMs: opts.zkSessionTimeoutMs })
+  const meta = await MetaStore.connect(opts.zk, { logger: opts.logger, sessionTimeoutMs: opts.zkSessionTimeoutMs, connectTimeoutMs: opts.zkConnectTimeoutMs })
   let runner: RelocationRunner | null = null
   const autoRepair = opts.autoRepair === false ? null : new AutoRepair({ meta, logger: opts.logger })
   const agent = new Agent({
