@@ -20,7 +20,7 @@ interface Info {
   blocks: number
   staleBlocks: number
   belowReplicaBlocks: number
-  replicasPerNode: Record<string, { inSync: number, syncing: number, stale: number, alive: boolean }>
+  replicasPerNode: Record<string, { inSync: number, syncing: number, stale: number, alive: boolean, state: string }>
 }
 
 async function fill (file: string): Promise<Buffer> {
@@ -40,7 +40,7 @@ function sha (b: Buffer): string { return crypto.createHash('sha256').update(b).
 t.test('a full replica: visible, and repaired onto a node with room', { skip: fuseUnavailable() ?? false }, async (t) => {
   const c = await startCluster(t, { sites: 1, nodesPerSite: 2, agents: false })
   const zk = c.zk.connectString
-  await startNode(t, { zk, id: 'tiny1', site: 'site-a', capacity: '1M' })
+  const tiny1 = await startNode(t, { zk, id: 'tiny1', site: 'site-a', capacity: '1M' })
   await startNode(t, { zk, id: 'tiny2', site: 'site-a', capacity: '1M' })
   const manual = await startAgent(t, { zk, host: 'hv-manual', site: 'site-a', extraArgs: ['--no-auto-repair'] })
   const auto = await startAgent(t, { zk, host: 'hv-auto', site: 'site-a' })
@@ -93,6 +93,36 @@ t.test('a full replica: visible, and repaired onto a node with room', { skip: fu
     t.same(Object.keys(info.replicasPerNode).sort(), ['a1', 'a2'], 'tiny2 was replaced by a2 (same site, most room; never a1 twice)')
     t.equal(info.replicasPerNode.a2.inSync, 64)
     t.match(fs.readFileSync(auto.logFile, 'utf8'), /automatic repair started/, 'the agent logged the repair')
+    t.equal(sha(await fs.promises.readFile(file)), sha(model), 'the data is intact')
+  })
+
+  t.test('ukai disk repair replaces a node that is down', async (t) => {
+    t.equal((await runCli(['disk', 'create', 'gone', '--size', '4M', '--block-size', '64K', '--nodes', 'a2,tiny1'], { zk })).code, 0)
+    const file = path.join(manual.mountPoint, 'gone')
+    const model = Buffer.alloc(DISK_BYTES)
+    const fd = await fs.promises.open(file, 'r+')
+    try {
+      const first = crypto.randomBytes(256 * KiB)
+      await fd.write(first, 0, first.length, 0)
+      first.copy(model, 0)
+      await tiny1.kill('SIGKILL')
+      const rest = crypto.randomBytes(DISK_BYTES - first.length)
+      await fd.write(rest, 0, rest.length, first.length)
+      rest.copy(model, first.length)
+      await fd.sync()
+    } finally {
+      await fd.close()
+    }
+    const info = await cliJson<Info>(['disk', 'info', 'gone'], zk)
+    t.ok(info.belowReplicaBlocks > 0, `${info.belowReplicaBlocks} blocks below their replica count`)
+    // Its liveness vanishes with its ZooKeeper session (10 s).
+    await until('tiny1 is down', async () => (await cliJson<Info>(['disk', 'info', 'gone'], zk)).replicasPerNode.tiny1.state === 'down', 60_000, 500)
+    const repair = await runCli(['disk', 'repair', 'gone'], { zk, timeoutMs: 120_000 })
+    t.equal(repair.code, 0, `disk repair exits 0${repair.code !== 0 ? `: ${repair.stdout.slice(-400)}` : ''}`)
+    t.match(repair.stdout, /node tiny1 is down: its replicas move to a1/, 'same site, most room, not a2 twice')
+    const after = await cliJson<Info>(['disk', 'info', 'gone'], zk)
+    t.same(Object.keys(after.replicasPerNode).sort(), ['a1', 'a2'])
+    t.equal(after.belowReplicaBlocks, 0)
     t.equal(sha(await fs.promises.readFile(file)), sha(model), 'the data is intact')
   })
 })

@@ -13,7 +13,7 @@ import { DiskIoCounters, DiskRecord, RelocationRecord, RttReport, decodeJson, pa
 import { AgentView, MetaStore, NodeView } from '../meta/store'
 import { StorageClient } from '../storagenode/client'
 import { formatBytes } from '../units'
-import { countPlacement } from '../vdisk/disk-summary'
+import { countPlacement, nodeState } from '../vdisk/disk-summary'
 import { withMeta } from './context'
 import { formatRtt } from './node-commands'
 import { idOption } from './parse'
@@ -247,7 +247,7 @@ class Dashboard {
       lines.push(fit(`${s.site}  nodes ${s.nodesAlive}/${s.nodes.length}  agents ${s.agents.join(',') || '-'}  used ${formatBytes(s.usedBytes)} of ${formatBytes(s.capacityBytes)}, ${formatBytes(s.freeBytes)} free`, width))
       for (const n of this.nodes.filter(n => n.site === s.site).sort((a, b) => a.id.localeCompare(b.id))) {
         const cap = n.alive === null ? '-' : `${formatBytes(n.alive.usedBytes)} / ${formatBytes(n.alive.capacityBytes)}`
-        lines.push(fit(`  ${pad(n.id, 10)} ${pad(n.alive !== null ? 'alive' : 'DOWN', 6)} ${pad(cap, 22)} rtt ${pad(formatRtt(this.rtt?.rttMs[n.id]), 9)} ${n.alive?.address ?? n.address}`, width))
+        lines.push(fit(`  ${pad(n.id, 10)} ${pad(({ up: 'alive', full: 'FULL', down: 'DOWN' } as const)[nodeState(n.alive)], 6)} ${pad(cap, 22)} rtt ${pad(formatRtt(this.rtt?.rttMs[n.id]), 9)} ${n.alive?.address ?? n.address}`, width))
       }
     }
     this.sitesBox.setContent(lines.join('\n'))

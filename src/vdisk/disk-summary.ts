@@ -1,7 +1,7 @@
 // What `disk info` and the dashboard show about a disk's placement, computed from the map.
 import { readLease } from '../meta/lease'
 import { PlacementSegment } from '../meta/placement'
-import { DiskFileOwner, DiskRecord } from '../meta/schema'
+import { BLOCK_SIZE_MIN_BYTES, DiskFileOwner, DiskRecord, NodeAlive } from '../meta/schema'
 import { MetaStore, NodeView } from '../meta/store'
 import { StorageClient } from '../storagenode/client'
 import { blockCountFor } from './block-range'
@@ -35,6 +35,12 @@ export interface DiskSummary {
   xattrs: string[]                           // names of the disk file's extended attributes
 }
 
+// A node that cannot take even the smallest block (as of its last usage report, every 5 s).
+export function nodeState (alive: NodeAlive | null | undefined): 'up' | 'full' | 'down' {
+  if (alive == null) return 'down'
+  return alive.freeBytes < BLOCK_SIZE_MIN_BYTES ? 'full' : 'up'
+}
+
 // Per node holding replicas of the disk: how many blocks it holds in each state, and whether the
 // node itself is up (null: not registered any more) and how much room it has.
 export interface ReplicaCounts {
@@ -43,6 +49,7 @@ export interface ReplicaCounts {
   stale: number
   site: string
   alive: boolean
+  state: 'up' | 'full' | 'down'
   freeBytes: number | null
 }
 
@@ -65,7 +72,7 @@ export function countPlacement (segments: PlacementSegment[], replicas: number, 
       let inSync = 0
       for (const r of run.replicas) {
         const n = byId.get(r.node)
-        const per = out.replicasPerNode[r.node] ?? (out.replicasPerNode[r.node] = { inSync: 0, syncing: 0, stale: 0, site: n?.site ?? '?', alive: n?.alive != null, freeBytes: n?.alive?.freeBytes ?? null })
+        const per = out.replicasPerNode[r.node] ?? (out.replicasPerNode[r.node] = { inSync: 0, syncing: 0, stale: 0, site: n?.site ?? '?', alive: n?.alive != null, state: nodeState(n?.alive), freeBytes: n?.alive?.freeBytes ?? null })
         if (r.state === 'in-sync') { per.inSync += run.length; inSync++ } else if (r.state === 'syncing') per.syncing += run.length
         else per.stale += run.length
         if (r.state !== 'stale') sites.add(n?.site ?? '?')
