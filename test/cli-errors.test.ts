@@ -33,7 +33,48 @@ t.test('the CLI refuses bad input and changes nothing', async (t) => {
     { args: ['disk', 'resize', 'nope', '--size', '2G'], exit: 1, message: /unknown disk 'nope'/ },
     { args: ['disk', 'resize', 'keep', '--size', '512M'], exit: 2, message: /shrinking .* is refused/ },
     { args: ['disk', 'create', 'x'], exit: 2, message: /required option '--size <size>'/ },
-    { args: ['disk', 'frobnicate'], exit: 2, message: /unknown command 'frobnicate'/ }
+    { args: ['disk', 'frobnicate'], exit: 2, message: /unknown command 'frobnicate'/ },
+    // issue 9 item 7: one parser per kind of value, no excess arguments, on every verb
+    { args: ['disk', 'create', 'x', '--size', '0'], exit: 2, message: /bad size '0': must be more than 0 bytes/ },
+    { args: ['disk', 'create', 'bad15', 'extra', '--size', '1G'], exit: 2, message: /too many arguments for 'create'/ },
+    { args: ['disk', 'create', 'x', '--size', '1G', '--replicas', ''], exit: 2, message: /bad replica count ''/ },
+    { args: ['disk', 'create', 'x', '--size', '1G', '--nodes', 'a1,,a2'], exit: 2, message: /bad --nodes 'a1,,a2'/ },
+    { args: ['disk', 'create', 'x', '--size', '1G', '--site', 'x/y'], exit: 2, message: /bad site 'x\/y'/ },
+    { args: ['--zk-timeout-ms', '-5', 'disk', 'list'], exit: 2, message: /bad --zk-timeout-ms '-5': expected a whole number of milliseconds/ },
+    { args: ['--zk-timeout-ms', 'soon', 'disk', 'list'], exit: 2, message: /bad --zk-timeout-ms 'soon'/ },
+    { args: ['--zk-timeout-ms', '0', 'disk', 'list'], exit: 2, message: /bad --zk-timeout-ms '0': must be 1 to/ },
+    { args: ['node', 'list', '--from', 'x/y'], exit: 2, message: /bad host name in --from 'x\/y'/ },
+    { args: ['node', 'list', 'extra'], exit: 2, message: /too many arguments/ },
+    { args: ['--zk', '', 'disk', 'list'], exit: 2, message: /bad --zk '': expected HOST:PORT/ },
+    { args: ['--zk', 'zk1:2181,', 'disk', 'list'], exit: 2, message: /bad --zk 'zk1:2181,'/ },
+    { args: ['storagenode', '--id', 'n9', '--site', 'site-a', '--data-dir', '/nonexistent', '--listen', 'foo'], exit: 2, message: /bad --listen 'foo': expected HOST:PORT/ },
+    { args: ['disk', 'list', 'extra'], exit: 2, message: /too many arguments/ },
+    { args: ['disk', 'info', 'keep', 'extra'], exit: 2, message: /too many arguments/ },
+    { args: ['disk', 'resize', 'keep', '--size', 'big'], exit: 2, message: /bad size 'big'/ },
+    { args: ['disk', 'resize', 'keep', '--size', '0'], exit: 2, message: /bad size '0'/ },
+    { args: ['disk', 'delete', 'keep', 'extra'], exit: 2, message: /too many arguments/ },
+    { args: ['disk', 'repair', 'keep', '--rate', 'fast'], exit: 2, message: /bad rate 'fast'/ },
+    { args: ['disk', 'repair', 'keep', '--rate', '0'], exit: 2, message: /bad rate '0'/ },
+    { args: ['relocate', 'keep', '--to', 'site-b', '--replicas', 'two'], exit: 2, message: /bad replica count 'two'/ },
+    { args: ['relocate', 'keep', 'extra', '--to', 'site-b'], exit: 2, message: /too many arguments/ },
+    { args: ['relocate', 'keep', '--to', 'site-b', '--rate', '-1'], exit: 2, message: /bad rate '-1'/ },
+    { args: ['snapshot', 'create', 'keep@s1', '--timeout-ms', 'soon'], exit: 2, message: /bad --timeout-ms 'soon'/ },
+    { args: ['snapshot', 'create', 'keep@s1', 'extra'], exit: 2, message: /too many arguments/ },
+    { args: ['snapshot', 'list', 'keep', 'extra'], exit: 2, message: /too many arguments/ },
+    { args: ['clone', 'keep@s1', 'c1', 'extra'], exit: 2, message: /too many arguments/ },
+    { args: ['import', '-', 'imp', '--replicas', 'two'], exit: 2, message: /bad replica count 'two'/ },
+    { args: ['import', '-', 'imp', '--format', 'qcow2'], exit: 2, message: /bad --format 'qcow2'/ },
+    { args: ['import', '-', 'imp', '--block-size', '0'], exit: 2, message: /bad block size '0'/ },
+    { args: ['export', 'keep@s1', '/dev/null', '--format', 'zip'], exit: 2, message: /bad --format 'zip'/ },
+    { args: ['prepare-migration', 'keep', '--to-host', 'hv-b', '--rate', 'x'], exit: 2, message: /bad rate 'x'/ },
+    { args: ['finish-migration', 'keep', '--release-timeout-ms', '1e3'], exit: 2, message: /bad --release-timeout-ms '1e3'/ },
+    { args: ['site', 'list', 'extra'], exit: 2, message: /too many arguments/ },
+    { args: ['top', '--from', 'a b'], exit: 2, message: /bad host name in --from 'a b'/ },
+    { args: ['mount', '/nonexistent-mnt', '--site', 'site-a', '--io-retry-ms', 'ten'], exit: 2, message: /bad --io-retry-ms 'ten'/ },
+    { args: ['mount', '/nonexistent-mnt', '--site', 'site-a', '--local-read-files', '0'], exit: 2, message: /bad --local-read-files '0': must be 1 to/ },
+    { args: ['storagenode', '--id', 'n9', '--site', 'site-a', '--data-dir', '/nonexistent', '--capacity', '10Q'], exit: 2, message: /bad capacity '10Q'/ },
+    { args: ['dev', 'up', '--sites', 'two'], exit: 2, message: /bad --sites 'two'/ },
+    { args: ['libvirt', 'install-hook', '--dir', '/nonexistent', '--timeout-ms', '-1'], exit: 2, message: /bad --timeout-ms '-1'/ }
   ]
   for (const k of cases) {
     const res = await runCli(k.args, { zk })
@@ -41,12 +82,30 @@ t.test('the CLI refuses bad input and changes nothing', async (t) => {
     t.match(res.stderr, k.message, `ukai ${k.args.join(' ')} says why`)
   }
   t.equal((await runCli(['disk', 'list', '--json'], { zk })).stdout, listBefore, 'no disk was created, changed or deleted')
+  t.same(JSON.parse((await runCli(['snapshot', 'list', 'keep', '--json'], { zk })).stdout), [], 'no snapshot was taken')
+  t.same(JSON.parse((await runCli(['node', 'list', '--json'], { zk })).stdout).map((n: { id: string }) => n.id).sort(), ['a1', 'a2', 'b1', 'b2'], 'no node registered')
+
+  // Accepted as stated: a no-op repair is success, and says so.
+  const repair = await runCli(['disk', 'repair', 'keep'], { zk })
+  t.equal(repair.code, 0, 'disk repair of a healthy disk exits 0')
+  t.match(repair.stdout, /disk keep has no stale replica; nothing to repair/)
+  const repairJson = await runCli(['disk', 'repair', 'keep', '--json'], { zk })
+  t.equal(repairJson.code, 0)
+  t.match(JSON.parse(repairJson.stdout), { disk: 'keep', state: 'nothing-to-repair' })
+  t.equal((await runCli(['--zk-timeout-ms', '3000', 'disk', 'list'], { zk })).code, 0, 'a good --zk-timeout-ms is accepted')
+  t.equal((await runCli(['disk', 'create', 'two', '--size', '64M', '--replicas', '2', '--site', 'site-b'], { zk })).code, 0, 'a good --replicas is accepted')
 })
 
 t.test('daemons and connections: unreachable ZooKeeper, unwritable data dir', async (t) => {
   const res = await runCli(['--zk', '127.0.0.1:9', '--zk-timeout-ms', '1500', 'disk', 'list'])
   t.equal(res.code, 1)
   t.match(res.stderr, /cannot reach ZooKeeper at 127\.0\.0\.1:9 within 1500 ms/)
+  // Daemons honour --zk-timeout-ms too (they used the 5 s default whatever it said).
+  const dd = fs.mkdtempSync(path.join(os.tmpdir(), 'ukai-test-datadir-'))
+  t.teardown(() => fs.rmSync(dd, { recursive: true, force: true }))
+  const daemon = await runCli(['--zk', '127.0.0.1:9', '--zk-timeout-ms', '700', 'storagenode', '--id', 'z1', '--site', 'site-a', '--data-dir', dd, '--listen', '127.0.0.1:0'])
+  t.equal(daemon.code, 1)
+  t.match(daemon.stderr, /cannot reach ZooKeeper at 127\.0\.0\.1:9 within 700 ms/)
 
   const c = await startCluster(t, { sites: 1, nodesPerSite: 1, agents: false })
   const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'ukai-test-datadir-')), 'not-a-dir')

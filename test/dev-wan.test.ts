@@ -39,12 +39,14 @@ t.test('dev up --wan-latency-ms puts a delaying proxy on every cross-site link',
   // within a few 2 s rounds.
   for (let i = 0; i < 80; i++) {
     rows = await cliJson(['node', 'list', '--from', 'hv-a'], zk)
-    if (rtt('a1') < 10 && rtt('b1') >= 2 * DELAY_MS - 1) break
+    if (rtt('a1') < rtt('b1') - DELAY_MS && rtt('b1') >= 2 * DELAY_MS - 1) break
     await sleep(250)
   }
   t.comment(`from hv-a: a1 ${rtt('a1')} ms, b1 ${rtt('b1')} ms`)
   t.ok(rtt('b1') >= 2 * DELAY_MS - 1, `the other site's node is ≥ 2 × ${DELAY_MS} ms away (${rtt('b1')})`)
-  t.ok(rtt('a1') < 10, `the own site's node is near (${rtt('a1')})`)
+  // Relative, not an absolute figure (it was < 10 ms: a loaded 2-core machine answers Stat slower):
+  // the own site's node is nearer by at least one one-way delay.
+  t.ok(rtt('a1') < rtt('b1') - DELAY_MS, `the own site's node is near (${rtt('a1')} ms, the other site's ${rtt('b1')} ms)`)
 
   // A relocation's node-to-node copy crosses the WAN: the plan's probe (a1 pulling from b1)
   // measures at least one round trip per chunk through the nodes' proxy.

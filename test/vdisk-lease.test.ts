@@ -32,7 +32,10 @@ t.test('lease hand-over and fencing between two agents', async (t) => {
     const started = Date.now()
     await fb.write(page(0xbb), 0, 4096, 4096)
     const tookMs = Date.now() - started
-    t.ok(tookMs < 2000, `hand-over took ${tookMs} ms, well inside the force timeout`)
+    // Cooperative, not forced: said by b's log rather than by a time bound (it takes ~0.2 s here;
+    // the force timeout is 2 s, which a loaded machine may reach without forcing anything).
+    t.comment(`hand-over took ${tookMs} ms`)
+    t.notMatch(fs.readFileSync(b.logFile, 'utf8'), /taking the lease by force/, 'the holder handed over: b did not force it')
     i = await info()
     t.equal(i.leaseHolder, 'hv-b', 'site B holds the lease')
     t.ok(i.leaseEpoch > epochA, `the lease epoch moved (${epochA} → ${i.leaseEpoch})`)
@@ -75,7 +78,9 @@ t.test('lease hand-over and fencing between two agents', async (t) => {
     const started = Date.now()
     await fb.write(page(0xdd), 0, 4096, 12288)
     const tookMs = Date.now() - started
-    t.ok(tookMs >= 1500 && tookMs < 9000, `forced after the hand-over timeout (${tookMs} ms)`)
+    // Forced after the hand-over timeout (2 s), not after a's session expired: b's log says so.
+    t.ok(tookMs >= 1500, `forced after the hand-over timeout (${tookMs} ms)`)
+    t.match(fs.readFileSync(b.logFile, 'utf8'), /taking the lease by force/, 'b took the lease by force')
     const after = await info()
     t.equal(after.leaseHolder, 'hv-b')
     t.ok(after.leaseEpoch > before.leaseEpoch, 'a new epoch fences the old holder')

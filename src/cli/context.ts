@@ -4,24 +4,31 @@ import { Command } from 'commander'
 import { UkaiError } from '../errors'
 import { validateId } from '../meta/schema'
 import { MetaStore } from '../meta/store'
+import { checkZkConnect } from './parse'
 import { ZK_CONNECT_TIMEOUT_MS_DEFAULT } from '../meta/zk-client'
 
 export const ZK_DEFAULT = '127.0.0.1:2181'
 
 export function zkConnectString (cmd: Command): string {
   const opts = cmd.optsWithGlobals() as { zk?: string }
-  return opts.zk ?? process.env.UKAI_ZK ?? ZK_DEFAULT
+  if (opts.zk !== undefined) return checkZkConnect(opts.zk, '--zk')
+  if (process.env.UKAI_ZK !== undefined) return checkZkConnect(process.env.UKAI_ZK, 'UKAI_ZK')
+  return ZK_DEFAULT
 }
 
 export function zkSessionTimeoutMs (cmd: Command): number {
-  const opts = cmd.optsWithGlobals() as { zkSessionTimeoutMs?: string }
-  return Number(opts.zkSessionTimeoutMs ?? 10000)
+  const opts = cmd.optsWithGlobals() as { zkSessionTimeoutMs?: number }
+  return opts.zkSessionTimeoutMs ?? 10000
+}
+
+// --zk-timeout-ms, checked by msOption when the command line was read; daemons honour it too.
+export function zkConnectTimeoutMs (cmd: Command): number {
+  const opts = cmd.optsWithGlobals() as { zkTimeoutMs?: number }
+  return opts.zkTimeoutMs ?? ZK_CONNECT_TIMEOUT_MS_DEFAULT
 }
 
 export async function withMeta<T> (cmd: Command, fn: (meta: MetaStore) => Promise<T>): Promise<T> {
-  const opts = cmd.optsWithGlobals() as { zkTimeoutMs?: string }
-  const connectTimeoutMs = opts.zkTimeoutMs !== undefined ? Number(opts.zkTimeoutMs) : ZK_CONNECT_TIMEOUT_MS_DEFAULT
-  const meta = await MetaStore.connect(zkConnectString(cmd), { connectTimeoutMs })
+  const meta = await MetaStore.connect(zkConnectString(cmd), { connectTimeoutMs: zkConnectTimeoutMs(cmd) })
   try {
     return await fn(meta)
   } finally {

@@ -5,11 +5,11 @@ import { Command } from 'commander'
 import { UkaiError } from '../errors'
 import { createLogger, Logger } from '../log'
 import { runStorageNode } from '../storagenode/daemon'
-import { parseSize } from '../units'
 import { RTT_INTERVAL_MS_DEFAULT } from '../vdisk/rtt-monitor'
 import { LOCAL_OPEN_FILES_MAX_DEFAULT } from '../vdisk/local-reads'
 import { runMount } from './mount-daemon'
-import { addressMap, collect, zkConnectString, zkSessionTimeoutMs } from './context'
+import { addressMap, collect, zkConnectString, zkConnectTimeoutMs, zkSessionTimeoutMs } from './context'
+import { countOption, hostPortOption, idOption, msOption, sizeOption } from './parse'
 
 function stopOnSignals (log: Logger, stop: () => Promise<void>): void {
   let signalled = false
@@ -26,20 +26,20 @@ function stopOnSignals (log: Logger, stop: () => Promise<void>): void {
 export function daemonCommands (program: Command): void {
   program.command('storagenode')
     .description('run a storage node: serves block versions over gRPC and registers in ZooKeeper')
-    .requiredOption('--id <id>', 'node id, unique in the cluster')
-    .requiredOption('--site <site>', 'site (data centre) label')
+    .requiredOption('--id <id>', 'node id, unique in the cluster', idOption('node id'))
+    .requiredOption('--site <site>', 'site (data centre) label', idOption('site'))
     .requiredOption('--data-dir <dir>', 'where block versions are stored')
-    .option('--listen <host:port>', 'address to serve on', '127.0.0.1:7300')
-    .option('--host <name>', 'host name reported to the cluster', os.hostname())
-    .option('--capacity <size>', 'cap the bytes this node stores (default: the file system\'s free space)')
+    .option('--listen <host:port>', 'address to serve on', hostPortOption('--listen'), '127.0.0.1:7300')
+    .option('--host <name>', 'host name reported to the cluster', idOption('host name'), os.hostname())
+    .option('--capacity <size>', 'cap the bytes this node stores (default: the file system\'s free space)', sizeOption('capacity'))
     .option('--peer-address <id=host:port>', 'reach storage node ID at HOST:PORT for node-to-node copies instead of its registered address (repeatable; e.g. a WAN proxy)', collect)
     .action(async (opts, cmd: Command) => {
       const peerAddresses = addressMap(opts.peerAddress, '--peer-address')
       const log = createLogger('storagenode').child({ node: opts.id, site: opts.site })
       const node = await runStorageNode({
         id: opts.id, site: opts.site, dataDir: opts.dataDir, listen: opts.listen, host: opts.host,
-        capacityBytes: opts.capacity !== undefined ? parseSize(opts.capacity, 'capacity') : undefined, peerAddresses,
-        zk: zkConnectString(cmd), zkSessionTimeoutMs: zkSessionTimeoutMs(cmd), logger: log
+        capacityBytes: opts.capacity, peerAddresses,
+        zk: zkConnectString(cmd), zkSessionTimeoutMs: zkSessionTimeoutMs(cmd), zkConnectTimeoutMs: zkConnectTimeoutMs(cmd), logger: log
       })
       stopOnSignals(log, node.stop)
       log.info({ address: node.address }, 'ready')
@@ -47,29 +47,28 @@ export function daemonCommands (program: Command): void {
 
   program.command('mount <mountpoint>')
     .description('run the hypervisor agent: every disk of the cluster as a file under MOUNTPOINT')
-    .requiredOption('--site <site>', 'site (data centre) label of this hypervisor')
-    .option('--host <name>', 'host name of this hypervisor', os.hostname())
+    .requiredOption('--site <site>', 'site (data centre) label of this hypervisor', idOption('site'))
+    .option('--host <name>', 'host name of this hypervisor', idOption('host name'), os.hostname())
     .option('--allow-other', 'let other users (e.g. libvirt-qemu) open the disks')
-    .option('--handover-timeout-ms <ms>', 'how long to wait for a lease holder to hand over before forcing', '5000')
-    .option('--io-retry-ms <ms>', 'how long an I/O waits for an unreachable replica to return before failing with EIO', '10000')
+    .option('--handover-timeout-ms <ms>', 'how long to wait for a lease holder to hand over before forcing', msOption('--handover-timeout-ms'), 5000)
+    .option('--io-retry-ms <ms>', 'how long an I/O waits for an unreachable replica to return before failing with EIO', msOption('--io-retry-ms', 0), 10000)
     .option('--node-address <id=host:port>', 'reach storage node ID at HOST:PORT from this host instead of its registered address (repeatable; e.g. a WAN proxy)', collect)
-    .option('--rtt-interval-ms <ms>', 'how often round trips to the storage nodes are measured', String(RTT_INTERVAL_MS_DEFAULT))
+    .option('--rtt-interval-ms <ms>', 'how often round trips to the storage nodes are measured', msOption('--rtt-interval-ms', 100), RTT_INTERVAL_MS_DEFAULT)
     .option('--cache-dir <dir>', 'keep a local cache of committed blocks (snapshot and clone-parent reads) in DIR')
-    .option('--cache-size <size>', 'bound of the committed-block cache (default 1G)')
+    .option('--cache-size <size>', 'bound of the committed-block cache (default 1G)', sizeOption('cache size'))
     .option('--no-local-reads', 'always read over gRPC, also from storage nodes on this host (default: read their block files directly)')
-    .option('--local-read-files <n>', 'block files of this host\'s storage nodes kept open for local reads', String(LOCAL_OPEN_FILES_MAX_DEFAULT))
+    .option('--no-auto-repair', 'do not replace a full node\'s stale replicas on another node by itself (default: the agent holding the lease starts that repair)')
+    .option('--local-read-files <n>', 'block files of this host\'s storage nodes kept open for local reads', countOption('--local-read-files'), LOCAL_OPEN_FILES_MAX_DEFAULT)
     .action(async (mountPoint: string, opts, cmd: Command) => {
       const nodeAddresses = addressMap(opts.nodeAddress, '--node-address')
-      const rttIntervalMs = Number(opts.rttIntervalMs)
-      if (!Number.isInteger(rttIntervalMs) || rttIntervalMs < 100) throw UkaiError.badArgument(`bad --rtt-interval-ms '${opts.rttIntervalMs}': at least 100`)
+      const rttIntervalMs: number = opts.rttIntervalMs
       if (opts.cacheSize !== undefined && opts.cacheDir === undefined) throw UkaiError.badArgument('--cache-size needs --cache-dir')
-      const localReadFiles = Number(opts.localReadFiles)
-      if (!Number.isInteger(localReadFiles) || localReadFiles < 1) throw UkaiError.badArgument(`bad --local-read-files '${opts.localReadFiles}': a whole number of at least 1`)
-      const cacheSizeBytes = opts.cacheSize !== undefined ? parseSize(opts.cacheSize, 'cache size') : undefined
+      const localReadFiles: number = opts.localReadFiles
+      const cacheSizeBytes: number | undefined = opts.cacheSize
       const log = createLogger('mount').child({ host: opts.host, site: opts.site })
       const m = await runMount({
-        mountPoint, host: opts.host, site: opts.site, zk: zkConnectString(cmd), zkSessionTimeoutMs: zkSessionTimeoutMs(cmd), allowOther: opts.allowOther === true,
-        handoverTimeoutMs: Number(opts.handoverTimeoutMs), ioRetryMs: Number(opts.ioRetryMs), nodeAddresses, rttIntervalMs, cacheDir: opts.cacheDir, cacheSizeBytes, localReads: opts.localReads !== false, localReadFiles, logger: log
+        mountPoint, host: opts.host, site: opts.site, zk: zkConnectString(cmd), zkSessionTimeoutMs: zkSessionTimeoutMs(cmd), zkConnectTimeoutMs: zkConnectTimeoutMs(cmd), allowOther: opts.allowOther === true,
+        handoverTimeoutMs: opts.handoverTimeoutMs, ioRetryMs: opts.ioRetryMs, nodeAddresses, rttIntervalMs, cacheDir: opts.cacheDir, cacheSizeBytes, localReads: opts.localReads !== false, localReadFiles, autoRepair: opts.autoRepair !== false, logger: log
       })
       stopOnSignals(log, m.stop)
       log.info({ mountPoint }, 'ready')

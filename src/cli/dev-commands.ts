@@ -1,24 +1,19 @@
 // ukai dev up | down | demo: a private local cluster for development, tests and demos.
 import path from 'node:path'
 import { Command } from 'commander'
-import { UkaiError } from '../errors'
 import { devDown, devUp } from '../dev/cluster'
 import { runDemo } from '../dev/demo'
 import { startWanProxy, validateWanOptions } from '../dev/wan-proxy'
 import { createLogger } from '../log'
 import { printJson, printTable } from './output'
+import { countOption, numberOption, sizeOption } from './parse'
 
 const DEV_DIR_DEFAULT = '.ukai-dev'
 
-function count (text: string, what: string): number {
-  if (!/^\d+$/.test(text)) throw UkaiError.badArgument(`bad ${what} '${text}': expected a whole number`)
-  return Number(text)
-}
-
-function positive (text: string | undefined, what: string): number | undefined {
-  if (text === undefined) return undefined
-  if (!/^\d+(\.\d+)?$/.test(text)) throw UkaiError.badArgument(`bad ${what} '${text}': expected a number`)
-  return Number(text)
+// Checked like a node's --capacity, passed on as typed (the nodes parse it again).
+function capacityText (text: string): string {
+  sizeOption('capacity')(text)
+  return text
 }
 
 export function devCommands (program: Command): void {
@@ -27,18 +22,18 @@ export function devCommands (program: Command): void {
   dev.command('up')
     .description('start ZooKeeper, the storage nodes and one mounted agent per site; writes DIR/cluster.json')
     .option('--dir <dir>', 'where the cluster keeps its data, logs and mounts', DEV_DIR_DEFAULT)
-    .option('--sites <n>', 'number of sites', '2')
-    .option('--nodes-per-site <n>', 'storage nodes per site', '2')
-    .option('--capacity <size>', 'capacity of each storage node, e.g. 20G')
-    .option('--wan-latency-ms <ms>', 'one-way delay between each agent and the storage nodes of other sites (a delaying proxy per link)')
-    .option('--wan-mbps <n>', 'bandwidth cap of those links in Mbit/s per direction (with --wan-latency-ms)')
+    .option('--sites <n>', 'number of sites', countOption('--sites', 1, 26), 2)
+    .option('--nodes-per-site <n>', 'storage nodes per site', countOption('--nodes-per-site', 1, 64), 2)
+    .option('--capacity <size>', 'capacity of each storage node, e.g. 20G', capacityText)
+    .option('--wan-latency-ms <ms>', 'one-way delay between each agent and the storage nodes of other sites (a delaying proxy per link)', numberOption('--wan-latency-ms'))
+    .option('--wan-mbps <n>', 'bandwidth cap of those links in Mbit/s per direction (with --wan-latency-ms)', numberOption('--wan-mbps'))
     .option('--detach', 'return once everything runs (stop it later with `ukai dev down`)')
     .option('--json', 'print cluster.json')
     .action(async (opts) => {
       const dir = path.resolve(opts.dir)
       const info = await devUp({
-        dir, sites: count(opts.sites, 'site count'), nodesPerSite: count(opts.nodesPerSite, 'nodes per site'), capacity: opts.capacity, detach: opts.detach === true,
-        wanLatencyMs: positive(opts.wanLatencyMs, 'WAN latency'), wanMbps: positive(opts.wanMbps, 'WAN bandwidth')
+        dir, sites: opts.sites, nodesPerSite: opts.nodesPerSite, capacity: opts.capacity, detach: opts.detach === true,
+        wanLatencyMs: opts.wanLatencyMs, wanMbps: opts.wanMbps
       })
       if (opts.json === true) printJson(info)
       else {
@@ -73,12 +68,12 @@ export function devCommands (program: Command): void {
   dev.command('wan-proxy', { hidden: true })
     .description('a delaying TCP proxy that emulates a WAN link (used by `dev up --wan-latency-ms`)')
     .requiredOption('--target <host:port>', 'where to forward to')
-    .requiredOption('--delay-ms <ms>', 'one-way delay, each direction')
-    .option('--mbps <n>', 'bandwidth cap in Mbit/s, each direction')
+    .requiredOption('--delay-ms <ms>', 'one-way delay, each direction', numberOption('--delay-ms'))
+    .option('--mbps <n>', 'bandwidth cap in Mbit/s, each direction', numberOption('--mbps'))
     .option('--listen <host:port>', 'where to listen', '127.0.0.1:0')
     .action(async (opts) => {
-      const delayMs = positive(opts.delayMs, 'delay') as number
-      const mbps = positive(opts.mbps, 'bandwidth')
+      const delayMs: number = opts.delayMs
+      const mbps: number | undefined = opts.mbps
       validateWanOptions({ delayMs, mbps })
       const log = createLogger('wan-proxy')
       const proxy = await startWanProxy({ target: opts.target, delayMs, mbps, listen: opts.listen })

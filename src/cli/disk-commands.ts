@@ -1,38 +1,34 @@
 // ukai disk create | list | info | resize | delete
 import { Command } from 'commander'
 import { UkaiError } from '../errors'
-import { formatBytes, parseSize } from '../units'
+import { formatBytes } from '../units'
 import { createDisk, deleteDisk, resizeDisk } from '../vdisk/disk-admin'
 import { summarizeDisk } from '../vdisk/disk-summary'
 import { withMeta } from './context'
 import { printJson, printTable } from './output'
+import { idOption, nodeListOption, replicasOption, sizeOption } from './parse'
 import { repairCommand } from './relocate-commands'
-
-function parseReplicas (text: string): number {
-  if (!/^\d+$/.test(text)) throw UkaiError.badArgument(`bad replica count '${text}': expected a whole number`)
-  return Number(text)
-}
 
 export function diskCommands (program: Command): void {
   const disk = program.command('disk').description('create, inspect, grow and delete disks')
 
   disk.command('create <name>')
     .description('create a thin disk (a metadata write: nothing is allocated until written)')
-    .requiredOption('--size <size>', 'disk size, e.g. 20G')
-    .option('--block-size <size>', 'block size, a power of two from 64K to 64M (default: the cluster default, 4M)')
-    .option('--replicas <n>', 'number of replicas (default: the cluster default, 2)')
-    .option('--site <site>', 'place the replicas on live nodes of this site')
-    .option('--nodes <a,b>', 'place the replicas on exactly these nodes')
+    .requiredOption('--size <size>', 'disk size, e.g. 20G', sizeOption('size'))
+    .option('--block-size <size>', 'block size, a power of two from 64K to 64M (default: the cluster default, 4M)', sizeOption('block size'))
+    .option('--replicas <n>', 'number of replicas (default: the cluster default, 2)', replicasOption)
+    .option('--site <site>', 'place the replicas on live nodes of this site', idOption('site'))
+    .option('--nodes <a,b>', 'place the replicas on exactly these nodes', nodeListOption)
     .option('--json', 'print the disk record as JSON')
     .action(async (name: string, opts, cmd: Command) => {
       if (opts.site !== undefined && opts.nodes !== undefined) throw UkaiError.badArgument('give either --site or --nodes, not both')
       const rec = await withMeta(cmd, meta => createDisk(meta, {
         name,
-        sizeBytes: parseSize(opts.size, 'size'),
-        blockSizeBytes: opts.blockSize !== undefined ? parseSize(opts.blockSize, 'block size') : undefined,
-        replicas: opts.replicas !== undefined ? parseReplicas(opts.replicas) : undefined,
+        sizeBytes: opts.size,
+        blockSizeBytes: opts.blockSize,
+        replicas: opts.replicas,
         site: opts.site,
-        nodes: opts.nodes !== undefined ? String(opts.nodes).split(',').filter(Boolean) : undefined
+        nodes: opts.nodes
       }))
       if (opts.json === true) printJson(rec)
       else process.stdout.write(`created disk ${rec.name} (${formatBytes(rec.sizeBytes)}, ${rec.replicas} replicas, ${formatBytes(rec.blockSizeBytes)} blocks)\n`)
@@ -60,8 +56,9 @@ export function diskCommands (program: Command): void {
         ['name', s.name], ['uuid', s.uuid], ['size', `${formatBytes(s.sizeBytes)} (${s.sizeBytes} bytes)`],
         ['block size', formatBytes(s.blockSizeBytes)], ['blocks', String(s.blocks)], ['replicas', String(s.replicas)],
         ['blocks per site', Object.entries(s.blocksPerSite).map(([site, n]) => `${site}: ${n}`).join(', ') || '-'],
-        ['replicas per node', Object.entries(s.replicasPerNode).map(([n, c]) => `${n}: ${c.inSync} in-sync${c.syncing ? `, ${c.syncing} syncing` : ''}${c.stale ? `, ${c.stale} stale` : ''}`).join('; ') || '-'],
         ['stale blocks', String(s.staleBlocks)],
+        ['below replicas', s.belowReplicaBlocks === 0 ? `0 (every block has ${s.replicas} in-sync replica(s))`
+          : `${s.belowReplicaBlocks} block(s) below their replica count of ${s.replicas}: run 'ukai disk repair ${s.name}'`],
         ['lease holder', s.leaseHolder === null ? '-' : `${s.leaseHolder} (epoch ${s.leaseEpoch})`],
         ['open on', s.openOn.join(', ') || '-'],
         ['metadata', formatBytes(s.metadataBytes)],
@@ -72,13 +69,17 @@ export function diskCommands (program: Command): void {
         ['xattrs', s.xattrs.join(', ') || '-']
       ]
       for (const [k, v] of lines) process.stdout.write(`${k.padEnd(18)} ${v}\n`)
+      process.stdout.write('replicas per node:\n')
+      printTable(['NODE', 'SITE', 'NODE STATE', 'FREE', 'IN-SYNC', 'SYNCING', 'STALE'], Object.entries(s.replicasPerNode).sort((a, b) => a[0].localeCompare(b[0])).map(([id, c]) => [
+        id, c.site, c.state, c.freeBytes === null ? '-' : formatBytes(c.freeBytes), c.inSync, c.syncing, c.stale
+      ]), { cellCharsMax: 32 })
     })
 
   disk.command('resize <name>')
     .description('grow a disk (shrinking is refused: it would drop data)')
-    .requiredOption('--size <size>', 'new size, e.g. 40G')
+    .requiredOption('--size <size>', 'new size, e.g. 40G', sizeOption('size'))
     .action(async (name: string, opts, cmd: Command) => {
-      const rec = await withMeta(cmd, meta => resizeDisk(meta, name, parseSize(opts.size, 'size')))
+      const rec = await withMeta(cmd, meta => resizeDisk(meta, name, opts.size))
       process.stdout.write(`disk ${name} is now ${formatBytes(rec.sizeBytes)}\n`)
     })
 

@@ -4,13 +4,14 @@ import { Command } from 'commander'
 import { UkaiError } from '../errors'
 import { ExportFormat, ExportSummary, exportSnapshot } from '../export/export-disk'
 import { ImportFormat, ImportSummary, importDisk } from '../export/import-disk'
-import { parseSnapshotRef, validateId, validateSnapshotName } from '../meta/schema'
+import { parseSnapshotRef, validateSnapshotName } from '../meta/schema'
 import { MetaStore } from '../meta/store'
 import { cliHostName } from '../relocate/run-here'
-import { formatBytes, parseSize } from '../units'
+import { formatBytes } from '../units'
 import { NodePool } from '../vdisk/node-pool'
 import { withMeta } from './context'
 import { printJson } from './output'
+import { choiceOption, idOption, replicasOption, sizeOption } from './parse'
 
 // Operations shorter than this show no bar.
 const BAR_AFTER_BYTES = 64 * 1024 * 1024
@@ -49,17 +50,6 @@ async function withPool<T> (meta: MetaStore, site: string | undefined, fn: (pool
   }
 }
 
-function parseFormat<T extends string> (text: string, allowed: readonly T[]): T {
-  if (!(allowed as readonly string[]).includes(text)) throw UkaiError.badArgument(`bad --format '${text}': expected ${allowed.join(' or ')}`)
-  return text as T
-}
-
-function parseReplicas (text: string | undefined): number | undefined {
-  if (text === undefined) return undefined
-  if (!/^\d+$/.test(text)) throw UkaiError.badArgument(`bad replica count '${text}': expected a whole number`)
-  return Number(text)
-}
-
 // The summary goes to stdout, unless stdout carries the data.
 function report (value: ExportSummary | ImportSummary, json: boolean, dataOnStdout: boolean, line: string): void {
   if (json) {
@@ -76,14 +66,13 @@ export function exportCommands (program: Command): void {
     .argument('<disk@snapshot>', 'the snapshot to export')
     .argument('<file>', "output file, or '-' for stdout")
     .option('--from <snapshot>', 'incremental: only the blocks changed since this older snapshot of the same disk')
-    .option('--format <raw|stream>', 'full export as a raw image (default) or as a ukai stream (keeps the snapshot name; for import into another cluster)')
-    .option('--site <site>', 'prefer reading from storage nodes of this site')
+    .option('--format <raw|stream>', 'full export as a raw image (default) or as a ukai stream (keeps the snapshot name; for import into another cluster)', choiceOption('--format', ['raw', 'stream'] as const))
+    .option('--site <site>', 'prefer reading from storage nodes of this site', idOption('site'))
     .option('--json', 'print a JSON summary')
     .action(async (ref: string, file: string, opts, cmd: Command) => {
       const { disk, snapshot } = parseSnapshotRef(ref)
       if (opts.from !== undefined) validateSnapshotName(opts.from)
-      if (opts.site !== undefined) validateId(opts.site, 'site')
-      const format: ExportFormat = opts.format !== undefined ? parseFormat(opts.format, ['raw', 'stream'] as const) : opts.from !== undefined ? 'stream' : 'raw'
+      const format: ExportFormat = opts.format ?? (opts.from !== undefined ? 'stream' : 'raw')
       const bar = progressBar('export')
       let summary: ExportSummary
       try {
@@ -103,15 +92,14 @@ export function exportCommands (program: Command): void {
     .argument('<file>', "input file, or '-' for stdin (spooled to a temp file and checked before anything is applied)")
     .argument('<disk>', 'the new disk (or, with --incremental, the disk to apply onto)')
     .option('--incremental', 'apply an incremental stream onto an existing disk whose current state is the stream\'s base snapshot')
-    .option('--format <auto|raw|stream>', 'input format (default: auto — a ukai stream by its magic, else a raw image)', 'auto')
-    .option('--site <site>', 'new disk: place the replicas on live nodes of this site')
-    .option('--block-size <size>', 'new disk: block size (default: the stream\'s, or the cluster default for a raw image)')
-    .option('--replicas <n>', 'new disk: number of replicas (default: the cluster default)')
+    .option('--format <auto|raw|stream>', 'input format (default: auto — a ukai stream by its magic, else a raw image)', choiceOption('--format', ['auto', 'raw', 'stream'] as const), 'auto')
+    .option('--site <site>', 'new disk: place the replicas on live nodes of this site', idOption('site'))
+    .option('--block-size <size>', 'new disk: block size (default: the stream\'s, or the cluster default for a raw image)', sizeOption('block size'))
+    .option('--replicas <n>', 'new disk: number of replicas (default: the cluster default)', replicasOption)
     .option('--spool-dir <dir>', 'where stdin is spooled before it is checked (default: the system temp dir)')
     .option('--json', 'print a JSON summary')
     .action(async (file: string, disk: string, opts, cmd: Command) => {
-      const format: ImportFormat = parseFormat(opts.format, ['auto', 'raw', 'stream'] as const)
-      if (opts.site !== undefined) validateId(opts.site, 'site')
+      const format: ImportFormat = opts.format
       if (opts.incremental === true && (opts.site !== undefined || opts.blockSize !== undefined || opts.replicas !== undefined)) {
         throw UkaiError.badArgument('--site, --block-size and --replicas are for a new disk; --incremental applies onto an existing one')
       }
@@ -121,8 +109,7 @@ export function exportCommands (program: Command): void {
       try {
         summary = await withMeta(cmd, meta => withPool(meta, opts.site, pool => importDisk(meta, pool, {
           input: file, disk, incremental: opts.incremental === true, format, site: opts.site,
-          blockSizeBytes: opts.blockSize !== undefined ? parseSize(opts.blockSize, 'block size') : undefined,
-          replicas: parseReplicas(opts.replicas), spoolDir: opts.spoolDir, onStart: bar.start, onProgress: bar.update
+          blockSizeBytes: opts.blockSize, replicas: opts.replicas, spoolDir: opts.spoolDir, onStart: bar.start, onProgress: bar.update
         })))
       } finally {
         bar.stop()

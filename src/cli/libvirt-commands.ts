@@ -8,9 +8,8 @@ import { runHook } from '../libvirt/hook'
 import { HOOK_CONFIG_PATH_DEFAULT, HOOK_LOG_PATH_DEFAULT, HOOK_TIMEOUT_MS_DEFAULT, HookConfig, formatHookConfig, loadHookConfig, parseHookConfig } from '../libvirt/hook-config'
 import { createHookLogger } from '../libvirt/hook-log'
 import { HOOKS_DIR_DEFAULT, installHook } from '../libvirt/install'
-import { validateId } from '../meta/schema'
 import { printJson } from './output'
-import { parseRate } from './relocate-commands'
+import { idOption, msOption, rateOption } from './parse'
 import { collect, zkConnectString } from './context'
 
 // libvirt writes the XML to our stdin; read all of it (never wait on a terminal).
@@ -32,6 +31,8 @@ export function libvirtCommands (program: Command): void {
   libvirt.command('hook')
     .description('what libvirt\'s hooks/qemu runs: DOMAIN OPERATION SUB-OPERATION EXTRA, domain XML on stdin; always exits 0')
     .argument('<domain>').argument('<operation>').argument('<sub-operation>').argument('[extra]')
+    // libvirt, not an operator, calls this, and it must never fail libvirt: extra words are ignored.
+    .allowExcessArguments(true)
     .option('--config <file>', `hook settings (default: $UKAI_HOOK_CONF or ${HOOK_CONFIG_PATH_DEFAULT})`)
     .action(async (domain: string, operation: string, subOperation: string, extra: string | undefined, opts) => {
       const startedMs = Date.now()
@@ -65,21 +66,20 @@ export function libvirtCommands (program: Command): void {
     .option('--dir <dir>', 'libvirt\'s hooks directory', HOOKS_DIR_DEFAULT)
     .option('--name <name>', 'file name under qemu.d/', 'ukai')
     .option('--config <file>', 'where the hook reads its settings', HOOK_CONFIG_PATH_DEFAULT)
-    .option('--host <name>', 'this hypervisor\'s agent name (ukai mount --host)')
+    .option('--host <name>', 'this hypervisor\'s agent name (ukai mount --host)', idOption('host name'))
     .option('--mount <dir>', 'the agent\'s mount point (repeatable)', collect)
     .option('--log <file>', 'the hook\'s log file')
-    .option('--timeout-ms <ms>', 'the most one hook call may take')
-    .option('--rate <MB/s>', 'cap the copy rate of relocations the hook starts')
+    .option('--timeout-ms <ms>', 'the most one hook call may take', msOption('--timeout-ms'))
+    .option('--rate <MB/s>', 'cap the copy rate of relocations the hook starts', rateOption)
     .option('--force', 'replace a file of that name even if it is not UKAI\'s hook')
     .option('--json', 'print the result as JSON')
     .action(async (opts, cmd: Command) => {
-      if (opts.host !== undefined) validateId(opts.host, 'host name')
       const configGiven = opts.host !== undefined || opts.mount !== undefined || opts.log !== undefined || opts.timeoutMs !== undefined || opts.rate !== undefined ||
         (cmd.optsWithGlobals() as { zk?: string }).zk !== undefined || process.env.UKAI_ZK !== undefined
       let configWritten = false
       if (configGiven || !fs.existsSync(opts.config)) {
-        const timeoutMs = opts.timeoutMs !== undefined ? Number(opts.timeoutMs) : HOOK_TIMEOUT_MS_DEFAULT
-        const text = formatHookConfig({ zk: zkConnectString(cmd), host: opts.host ?? os.hostname(), mounts: opts.mount ?? [], timeoutMs, logFile: opts.log ?? HOOK_LOG_PATH_DEFAULT, rateBytesPerSec: opts.rate !== undefined ? parseRate(opts.rate) : 0 })
+        const timeoutMs: number = opts.timeoutMs ?? HOOK_TIMEOUT_MS_DEFAULT
+        const text = formatHookConfig({ zk: zkConnectString(cmd), host: opts.host ?? os.hostname(), mounts: opts.mount ?? [], timeoutMs, logFile: opts.log ?? HOOK_LOG_PATH_DEFAULT, rateBytesPerSec: opts.rate ?? 0 })
         // parse it back: a bad value is refused before anything is written
         parseHookConfig(text, opts.config)
         fs.mkdirSync(path.dirname(opts.config), { recursive: true })

@@ -3,12 +3,12 @@
 import os from 'node:os'
 import { Command } from 'commander'
 import { UkaiError } from '../errors'
-import { validateId } from '../meta/schema'
 import { finishDiskMigration, prepareDiskToward, siteOfHost, type FinishOutcome, type PrepareOutcome } from '../relocate/migration'
 import { formatBytes } from '../units'
 import { withMeta } from './context'
 import { printJson, printTable } from './output'
-import { follow, parseRate } from './relocate-commands'
+import { idOption, msOption, rateOption } from './parse'
+import { follow } from './relocate-commands'
 
 const RELEASE_TIMEOUT_MS_DEFAULT = 5000
 
@@ -16,12 +16,11 @@ export function migrationCommands (program: Command): void {
   program.command('prepare-migration')
     .description('before moving a VM to HOST: start relocating its disks toward HOST\'s site (the copy runs in the background on the lease holder)')
     .argument('<disks...>', 'the VM\'s disks')
-    .requiredOption('--to-host <host>', 'the destination hypervisor (its agent name)')
-    .option('--rate <MB/s>', 'cap the copy rate')
+    .requiredOption('--to-host <host>', 'the destination hypervisor (its agent name)', idOption('host name'))
+    .option('--rate <MB/s>', 'cap the copy rate', rateOption)
     .option('--json', 'print the outcome as JSON')
     .action(async (disks: string[], opts, cmd: Command) => {
-      validateId(opts.toHost, 'host name')
-      const rateBytesPerSec = parseRate(opts.rate)
+      const rateBytesPerSec: number = opts.rate ?? 0
       const failures: Array<{ disk: string, err: UkaiError }> = []
       const rows = await withMeta(cmd, async (meta) => {
         const site = await siteOfHost(meta, opts.toHost)
@@ -49,14 +48,12 @@ export function migrationCommands (program: Command): void {
   program.command('finish-migration')
     .description('after a VM left this host: let its disks\' leases go and report the relocations (--wait: until their data is only at the destination)')
     .argument('<disks...>', 'the VM\'s disks')
-    .option('--host <name>', 'this (the source) hypervisor\'s agent name', os.hostname())
-    .option('--release-timeout-ms <ms>', 'how long the agent may take to flush and release a lease it still holds', String(RELEASE_TIMEOUT_MS_DEFAULT))
+    .option('--host <name>', 'this (the source) hypervisor\'s agent name', idOption('host name'), os.hostname())
+    .option('--release-timeout-ms <ms>', 'how long the agent may take to flush and release a lease it still holds', msOption('--release-timeout-ms', 0), RELEASE_TIMEOUT_MS_DEFAULT)
     .option('--wait', 'then follow each relocation until it is done (far replicas dropped)')
     .option('--json', 'print the outcome as JSON')
     .action(async (disks: string[], opts, cmd: Command) => {
-      validateId(opts.host, 'host name')
-      const releaseTimeoutMs = Number(opts.releaseTimeoutMs)
-      if (!Number.isInteger(releaseTimeoutMs) || releaseTimeoutMs < 0) throw UkaiError.badArgument(`bad --release-timeout-ms '${opts.releaseTimeoutMs}'`)
+      const releaseTimeoutMs: number = opts.releaseTimeoutMs
       await withMeta(cmd, async (meta) => {
         for (const d of disks) await meta.getDisk(d) // unknown disks: refused before anything changes
         const out: FinishOutcome[] = []

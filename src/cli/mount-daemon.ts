@@ -4,6 +4,7 @@ import { Logger } from '../log'
 import { validateId } from '../meta/schema'
 import { readLease } from '../meta/lease'
 import { MetaStore } from '../meta/store'
+import { AutoRepair } from '../relocate/auto-repair'
 import { RelocationRunner } from '../relocate/runner'
 import { Agent } from '../vdisk/agent'
 import { CommittedCache } from '../vdisk/committed-cache'
@@ -16,6 +17,7 @@ export interface MountOptions {
   site: string
   zk: string
   zkSessionTimeoutMs?: number
+  zkConnectTimeoutMs?: number
   allowOther?: boolean
   handoverTimeoutMs?: number
   ioRetryMs?: number
@@ -25,6 +27,7 @@ export interface MountOptions {
   cacheSizeBytes?: number
   localReads?: boolean     // short-circuit reads from storage nodes on this host (default on)
   localReadFiles?: number  // their block files kept open at most
+  autoRepair?: boolean     // replace a full node's stale replicas without an operator (default on)
   logger: Logger
 }
 
@@ -37,15 +40,17 @@ export async function runMount (opts: MountOptions): Promise<RunningMount> {
   validateId(opts.site, 'site')
   checkMountOptions({ allowOther: opts.allowOther })
   const cache = opts.cacheDir !== undefined ? await CommittedCache.open({ dir: opts.cacheDir, maxBytes: opts.cacheSizeBytes ?? CACHE_SIZE_DEFAULT_BYTES, logger: opts.logger }) : undefined
-  const meta = await MetaStore.connect(opts.zk, { logger: opts.logger, sessionTimeoutMs: opts.zkSessionTimeoutMs })
+  const meta = await MetaStore.connect(opts.zk, { logger: opts.logger, sessionTimeoutMs: opts.zkSessionTimeoutMs, connectTimeoutMs: opts.zkConnectTimeoutMs })
   let runner: RelocationRunner | null = null
+  const autoRepair = opts.autoRepair === false ? null : new AutoRepair({ meta, logger: opts.logger })
   const agent = new Agent({
     meta, host: opts.host, site: opts.site, mountPoint: opts.mountPoint, handoverTimeoutMs: opts.handoverTimeoutMs, ioRetryMs: opts.ioRetryMs, nodeAddresses: opts.nodeAddresses, localReads: opts.localReads, localReadFiles: opts.localReadFiles, logger: opts.logger,
     hooks: {
       attached: d => runner?.watch(d),
       detached: name => runner?.unwatch(name),
       leaseAcquired: d => { runner?.maybeStart(d) },
-      leaseLost: name => runner?.stop(name)
+      leaseLost: name => runner?.stop(name),
+      replicaStale: (d, node, code) => autoRepair?.replicaStale(d, node, code)
     }
   })
   agent.pool.committedCache = cache
@@ -70,6 +75,7 @@ export async function runMount (opts: MountOptions): Promise<RunningMount> {
       // Stop accepting (unmount; lazily if a process still has a file open), then drain the
       // disks (flush, release leases), then leave ZooKeeper last.
       await unmountFuse(fuse).catch(err => opts.logger.error({ err: String(err) }, 'unmount failed'))
+      autoRepair?.close()
       await runner?.close()
       await rtt.close()
       await agent.close()

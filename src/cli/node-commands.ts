@@ -5,6 +5,7 @@ import { MetaStore } from '../meta/store'
 import { formatBytes } from '../units'
 import { withMeta } from './context'
 import { printJson, printTable } from './output'
+import { idOption } from './parse'
 
 // The round-trip report a host published, or null (none yet, or the host's agent is down).
 export async function rttReportOf (meta: MetaStore, host: string): Promise<RttReport | null> {
@@ -20,7 +21,7 @@ export function nodeCommands (program: Command): void {
   const node = program.command('node').description('storage nodes')
   node.command('list')
     .description('list storage nodes with their site, address, liveness and capacity (and round trips from a host)')
-    .option('--from <host>', 'add the round trip from HOST (as measured by the agent on that host)')
+    .option('--from <host>', 'add the round trip from HOST (as measured by the agent on that host)', idOption('host name in --from'))
     .option('--json', 'print JSON')
     .action(async (opts, cmd: Command) => {
       const from = opts.from as string | undefined

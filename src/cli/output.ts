@@ -2,9 +2,11 @@
 import Table from 'cli-table3'
 import { UkaiError } from '../errors'
 
-export function printTable (head: string[], rows: Array<Array<string | number>>): void {
+// cellCharsMax caps every cell (longer text ends in '…'; --json has it whole).
+export function printTable (head: string[], rows: Array<Array<string | number>>, opts: { cellCharsMax?: number } = {}): void {
   const table = new Table({ head, style: { head: [], border: [] }, chars: { mid: '', 'left-mid': '', 'mid-mid': '', 'right-mid': '' } })
-  for (const r of rows) table.push(r.map(String))
+  const cap = opts.cellCharsMax ?? Infinity
+  for (const r of rows) table.push(r.map(String).map(c => c.length > cap ? c.slice(0, cap - 1) + '…' : c))
   process.stdout.write(table.toString() + '\n')
 }
 

@@ -6,23 +6,18 @@ import { readLease } from '../meta/lease'
 import { RelocationRecord } from '../meta/schema'
 import { MetaStore } from '../meta/store'
 import { CopyEstimate, formatDuration } from '../relocate/copy-estimate'
-import { planRelocation, repairTargets } from '../relocate/plan'
+import { planRelocation } from '../relocate/plan'
+import { planRepair } from '../relocate/repair'
 import { runRelocationHere } from '../relocate/run-here'
 import { startRelocation } from '../relocate/start'
 import { formatBytes } from '../units'
 import { withMeta } from './context'
 import { printJson, printTable } from './output'
+import { idOption, nodeListOption, rateOption, replicasOption } from './parse'
 
 const POLL_MS = 500
 // An active relocation whose lease nobody holds for this long gets run by a waiting CLI.
 const ORPHAN_AFTER_MS = 2000
-
-export function parseRate (text: string | undefined): number {
-  if (text === undefined) return 0
-  const v = Number(text)
-  if (!Number.isFinite(v) || v <= 0) throw UkaiError.badArgument(`bad rate '${text}': expected MB/s, a number > 0`)
-  return Math.round(v * 1e6)
-}
 
 function rateOf (r: RelocationRecord): number {
   const secs = ((r.progress.updatedAtMs || Date.now()) - r.createdAtMs) / 1000
@@ -86,10 +81,10 @@ export function relocateCommands (program: Command): void {
   const relocate = program.command('relocate')
     .description('move a disk\'s data to other nodes while it is in use: copy near, flip, drop far')
     .argument('[disk]', 'the disk to move')
-    .option('--to <site>', 'move the replicas to live nodes of this site')
-    .option('--nodes <a,b>', 'move the replicas to exactly these nodes')
-    .option('--replicas <n>', 'replica count after the move (default: the disk\'s)')
-    .option('--rate <MB/s>', 'cap the copy rate')
+    .option('--to <site>', 'move the replicas to live nodes of this site', idOption('site'))
+    .option('--nodes <a,b>', 'move the replicas to exactly these nodes', nodeListOption)
+    .option('--replicas <n>', 'replica count after the move (default: the disk\'s)', replicasOption)
+    .option('--rate <MB/s>', 'cap the copy rate', rateOption)
     .option('--no-probe', 'do not measure the link for the estimate (the plan then estimates only from --rate)')
     .option('--dry-run', 'print the plan and change nothing')
     .option('--wait', 'show progress until the relocation ends')
@@ -97,12 +92,12 @@ export function relocateCommands (program: Command): void {
     .action(async (name: string | undefined, opts, cmd: Command) => {
       if (name === undefined) { cmd.help(); return }
       await withMeta(cmd, async (meta) => {
-        const rateBytesPerSec = parseRate(opts.rate)
+        const rateBytesPerSec: number = opts.rate ?? 0
         const plan = await planRelocation(meta, {
           disk: name,
           site: opts.to,
-          nodes: opts.nodes !== undefined ? String(opts.nodes).split(',').filter(Boolean) : undefined,
-          replicas: opts.replicas !== undefined ? Number(opts.replicas) : undefined,
+          nodes: opts.nodes,
+          replicas: opts.replicas,
           rateCapBytesPerSec: rateBytesPerSec,
           probeBudgetMs: opts.probe === false ? 0 : undefined
         })
@@ -167,25 +162,35 @@ export function relocateCommands (program: Command): void {
     })
 }
 
-// `ukai disk repair NAME`: stale replicas (a node missed writes while it was down) copied again
-// from in-sync ones — a relocation onto the nodes the disk already lives on; every version moves.
+// `ukai disk repair NAME`: stale replicas (a node missed writes while it was down, or was full)
+// copied again from in-sync ones — a relocation onto the disk's own nodes, where a dead or full
+// node is replaced by one with room (src/relocate/repair.ts); every version moves. A healthy disk
+// is a no-op: exit 0.
 export function repairCommand (disk: Command): void {
   disk.command('repair <name>')
-    .description('copy the disk\'s stale replicas again from in-sync ones (every version), and wait')
-    .option('--rate <MB/s>', 'cap the copy rate')
+    .description('copy the disk\'s stale replicas again from in-sync ones (every version), onto another node where theirs is full or down, and wait')
+    .option('--rate <MB/s>', 'cap the copy rate', rateOption)
     .option('--json', 'print the final relocation record as JSON')
     .action(async (name: string, opts, cmd: Command) => {
       await withMeta(cmd, async (meta) => {
-        const rateBytesPerSec = parseRate(opts.rate)
-        const nodes = await repairTargets(meta, name)
+        const rateBytesPerSec: number = opts.rate ?? 0
+        const repair = await planRepair(meta, name)
+        if (repair === null) {
+          if (opts.json === true) printJson({ disk: name, state: 'nothing-to-repair', staleBlocks: 0 })
+          else process.stdout.write(`disk ${name} has no stale replica; nothing to repair\n`)
+          return
+        }
+        const nodes = repair.targets
         const plan = await planRelocation(meta, { disk: name, nodes, replicas: nodes.length, rateCapBytesPerSec: rateBytesPerSec })
-        if (opts.json !== true) process.stdout.write(`repairing ${name} on ${nodes.join(',')}: up to ${formatBytes(plan.bytes)} to copy, ${describeEstimate(plan.estimate)}\n`)
+        if (opts.json !== true) {
+          for (const r of repair.replaced) process.stdout.write(`node ${r.node} is ${r.why === 'dead' ? 'down' : 'full'}: its replicas move to ${r.by}\n`)
+          process.stdout.write(`repairing ${name} on ${nodes.join(',')}: ${repair.staleBlocks} block(s) with a stale replica, ${repair.belowReplicaBlocks} below their replica count; up to ${formatBytes(plan.bytes)} to copy, ${describeEstimate(plan.estimate)}\n`)
+        }
         await startRelocation(meta, plan, rateBytesPerSec)
         const end = await follow(meta, name, opts.json !== true)
-        if (opts.json === true) printJson(end)
+        if (opts.json === true) printJson({ ...end, replaced: repair.replaced })
         else process.stdout.write(`repair of ${name}: ${end.state}${end.reason !== '' ? ` (${end.reason})` : ''}\n`)
         if (end.state !== 'done') process.exitCode = 1
       })
     })
 }
-

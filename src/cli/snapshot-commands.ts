@@ -6,6 +6,7 @@ import { cliHostName } from '../relocate/run-here'
 import { formatBytes } from '../units'
 import { cloneDisk } from '../vdisk/clone-admin'
 import { createSnapshot, deleteSnapshot, rollbackSnapshot, SNAPSHOT_COMMIT_TIMEOUT_MS_DEFAULT } from '../vdisk/snapshot-admin'
+import { idOption, msOption } from './parse'
 import { withMeta } from './context'
 import { printJson, printTable } from './output'
 
@@ -28,11 +29,11 @@ export function snapshotCommands (program: Command): void {
 
   snapshot.command('create <disk@name>')
     .description('commit the disk\'s current state as snapshot NAME (O(1): a metadata change, also while a VM writes)')
-    .option('--timeout-ms <ms>', 'how long to wait for the lease holder to commit', String(SNAPSHOT_COMMIT_TIMEOUT_MS_DEFAULT))
+    .option('--timeout-ms <ms>', 'how long to wait for the lease holder to commit', msOption('--timeout-ms'), SNAPSHOT_COMMIT_TIMEOUT_MS_DEFAULT)
     .option('--json', 'print the snapshot record as JSON')
     .action(async (ref: string, opts, cmd: Command) => {
       const { disk, snapshot: name } = parseSnapshotRef(ref)
-      const rec = await withMeta(cmd, meta => createSnapshot({ meta, host: cliHostName() }, disk, name, { timeoutMs: Number(opts.timeoutMs) }))
+      const rec = await withMeta(cmd, meta => createSnapshot({ meta, host: cliHostName() }, disk, name, { timeoutMs: opts.timeoutMs as number }))
       if (opts.json === true) printJson(rec)
       else process.stdout.write(`created snapshot ${disk}@${name} (epoch ${rec.epoch})\n`)
     })
@@ -79,7 +80,7 @@ export function snapshotCommands (program: Command): void {
 
   program.command('clone <disk@snapshot> <newdisk>')
     .description('a new writable disk sharing the snapshot\'s blocks until written (copy-on-write)')
-    .option('--site <site>', 'place the clone\'s replicas at this site (default: where the parent is placed)')
+    .option('--site <site>', 'place the clone\'s replicas at this site (default: where the parent is placed)', idOption('site'))
     .option('--json', 'print the new disk record as JSON')
     .action(async (ref: string, name: string, opts, cmd: Command) => {
       const from = parseSnapshotRef(ref)

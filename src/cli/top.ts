@@ -1,6 +1,6 @@
 // `ukai top`: a dashboard an operator keeps open (over SSH, 80×24 and up). Sites and their
 // nodes (liveness, capacity, round trip from one host), disks (size, blocks per site, lease
-// holder, stale blocks) and relocations (progress bar, rate, ETA). Everything is redrawn from
+// holder, STALE/LOW: blocks with a stale replica / blocks below the disk's replica count) and relocations (progress bar, rate, ETA). Everything is redrawn from
 // ZooKeeper watches — on the node list and liveness, the disk list, every disk's record,
 // placement, lease and relocation, and the chosen host's round-trip report — debounced; there is
 // no polling loop. `q` (or Ctrl-C) quits.
@@ -13,8 +13,10 @@ import { DiskIoCounters, DiskRecord, RelocationRecord, RttReport, decodeJson, pa
 import { AgentView, MetaStore, NodeView } from '../meta/store'
 import { StorageClient } from '../storagenode/client'
 import { formatBytes } from '../units'
+import { countPlacement, nodeState } from '../vdisk/disk-summary'
 import { withMeta } from './context'
 import { formatRtt } from './node-commands'
+import { idOption } from './parse'
 import { summarizeSites } from './site-commands'
 
 const REDRAW_DEBOUNCE_MS = 100
@@ -25,6 +27,7 @@ interface DiskState {
   blocks: number
   blocksPerSite: Record<string, number>
   staleBlocks: number
+  belowReplicaBlocks: number  // fewer in-sync replicas than the disk's count: redundancy lost
   leaseHolder: string | null
   relocation: RelocationRecord | null
   rateBytesPerSec: number | null
@@ -189,7 +192,7 @@ class Dashboard {
     const names = await this.meta.listDiskNames(this.watch(paths.disks, async () => await this.loadDiskList()))
     for (const name of [...this.disks.keys()]) if (!names.includes(name)) this.disks.delete(name)
     await Promise.all(names.filter(n => !this.disks.has(n)).map(async (name) => {
-      this.disks.set(name, { record: null, blocks: 0, blocksPerSite: {}, staleBlocks: 0, leaseHolder: null, relocation: null, rateBytesPerSec: null, writtenBytes: null, writtenAtMs: 0 })
+      this.disks.set(name, { record: null, blocks: 0, blocksPerSite: {}, staleBlocks: 0, belowReplicaBlocks: 0, leaseHolder: null, relocation: null, rateBytesPerSec: null, writtenBytes: null, writtenAtMs: 0 })
       await this.loadDisk(name)
     }))
     this.scheduleRedraw()
@@ -202,25 +205,14 @@ class Dashboard {
     try {
       const rec = await this.meta.getDisk(name, this.watch(paths.disk(name), reload))
       d.record = rec
-      const siteOf = new Map(this.nodes.map(n => [n.id, n.site]))
       const segmentCount = Math.ceil(Math.ceil(rec.sizeBytes / rec.blockSizeBytes) / rec.segmentBlocks)
       for (let i = 0; i < segmentCount; i++) await this.arm(paths.segment(name, i), 'exists', reload)
       const segments = await this.meta.loadPlacement(rec)
-      let blocks = 0
-      let stale = 0
-      const perSite: Record<string, number> = {}
-      for (const seg of segments) {
-        for (const run of seg.runs()) {
-          blocks += run.length
-          const sites = new Set<string>()
-          for (const r of run.replicas) if (r.state !== 'stale') sites.add(siteOf.get(r.node) ?? '?')
-          for (const s of sites) perSite[s] = (perSite[s] ?? 0) + run.length
-          if (run.replicas.some(r => r.state === 'stale')) stale += run.length
-        }
-      }
-      d.blocks = blocks
-      d.blocksPerSite = perSite
-      d.staleBlocks = stale
+      const counts = countPlacement(segments, rec.replicas, this.nodes)
+      d.blocks = counts.blocks
+      d.blocksPerSite = counts.blocksPerSite
+      d.staleBlocks = counts.staleBlocks
+      d.belowReplicaBlocks = counts.belowReplicaBlocks
       await this.arm(paths.lease(name), 'exists', reload)
       d.leaseHolder = (await readLease(this.meta, name)).holder?.host ?? null
       const reloc = await this.meta.getRelocation(name, this.watch(paths.relocation(name), reload))
@@ -255,17 +247,17 @@ class Dashboard {
       lines.push(fit(`${s.site}  nodes ${s.nodesAlive}/${s.nodes.length}  agents ${s.agents.join(',') || '-'}  used ${formatBytes(s.usedBytes)} of ${formatBytes(s.capacityBytes)}, ${formatBytes(s.freeBytes)} free`, width))
       for (const n of this.nodes.filter(n => n.site === s.site).sort((a, b) => a.id.localeCompare(b.id))) {
         const cap = n.alive === null ? '-' : `${formatBytes(n.alive.usedBytes)} / ${formatBytes(n.alive.capacityBytes)}`
-        lines.push(fit(`  ${pad(n.id, 10)} ${pad(n.alive !== null ? 'alive' : 'DOWN', 6)} ${pad(cap, 22)} rtt ${pad(formatRtt(this.rtt?.rttMs[n.id]), 9)} ${n.alive?.address ?? n.address}`, width))
+        lines.push(fit(`  ${pad(n.id, 10)} ${pad(({ up: 'alive', full: 'FULL', down: 'DOWN' } as const)[nodeState(n.alive)], 6)} ${pad(cap, 22)} rtt ${pad(formatRtt(this.rtt?.rttMs[n.id]), 9)} ${n.alive?.address ?? n.address}`, width))
       }
     }
     this.sitesBox.setContent(lines.join('\n'))
 
     const disks = [...this.disks.entries()].filter(([, d]) => d.record !== null).sort((a, b) => a[0].localeCompare(b[0]))
-    const dl = [fit(`${pad('NAME', 14)} ${pad('SIZE', 9)} ${pad('WRITTEN', 9)} ${pad('BLOCKS PER SITE', 24)} ${pad('LEASE', 8)} ${pad('STALE', 5)} I/O r/w per s`, width)]
+    const dl = [fit(`${pad('NAME', 14)} ${pad('SIZE', 9)} ${pad('WRITTEN', 9)} ${pad('BLOCKS PER SITE', 24)} ${pad('LEASE', 8)} ${pad('STALE/LOW', 9)} I/O r/w per s`, width)]
     for (const [name, d] of disks) {
       const perSite = Object.entries(d.blocksPerSite).sort().map(([s, n]) => `${s}:${n}`).join(' ') || '-'
       const io = this.rateOfDisk(name)
-      dl.push(fit(`${pad(name, 14)} ${pad(formatBytes(d.record!.sizeBytes), 9)} ${pad(d.writtenBytes === null ? '-' : formatBytes(d.writtenBytes), 9)} ${pad(`${perSite} of ${d.blocks}`, 24)} ${pad(d.leaseHolder ?? '-', 8)} ${pad(String(d.staleBlocks), 5)} ${formatBytes(io.readBps)}/${formatBytes(io.writeBps)}${localShare(io)}`, width))
+      dl.push(fit(`${pad(name, 14)} ${pad(formatBytes(d.record!.sizeBytes), 9)} ${pad(d.writtenBytes === null ? '-' : formatBytes(d.writtenBytes), 9)} ${pad(`${perSite} of ${d.blocks}`, 24)} ${pad(d.leaseHolder ?? '-', 8)} ${pad(`${d.staleBlocks}/${d.belowReplicaBlocks}`, 9)} ${formatBytes(io.readBps)}/${formatBytes(io.writeBps)}${localShare(io)}`, width))
     }
     this.disksBox.setContent(dl.join('\n'))
 
@@ -326,7 +318,7 @@ function fit (s: string, n: number): string { return s.length <= n ? s : s.slice
 export function topCommand (program: Command): void {
   program.command('top')
     .description('a live dashboard: sites, nodes and round trips, disks, relocations (q quits)')
-    .option('--from <host>', 'show round trips measured by the agent on HOST (default: this host, or the only agent)')
+    .option('--from <host>', 'show round trips measured by the agent on HOST (default: this host, or the only agent)', idOption('host name in --from'))
     .action(async (opts, cmd: Command) => {
       await withMeta(cmd, async (meta) => {
         await new Promise<void>((resolve, reject) => {

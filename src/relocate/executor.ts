@@ -183,11 +183,23 @@ export class RelocationExecutor {
       try {
         for (const b of await patiently(async () => await this.pool.client(node).listBlocks({ diskUuid: this.disk.record.uuid }))) written.add(b.block)
       } catch (err) {
-        // A source that cannot answer may hold blocks nobody else has: do not guess.
-        throw new Stop('paused', `source node ${node} cannot list the disk's blocks: ${(err as Error).message}`)
+        // A source that cannot answer may hold blocks nobody else has: do not guess — unless it
+        // is the only in-sync replica of no block (a dead node a repair replaces): every block it
+        // holds in sync is then listed by another in-sync replica too.
+        const onlyCopy = this.blockWithOnlyInSync(node)
+        if (onlyCopy !== null) throw new Stop('paused', `source node ${node} cannot list the disk's blocks (and is the only in-sync replica of block ${onlyCopy}): ${(err as Error).message}`)
+        this.log.warn({ node, err: (err as Error).message }, 'node cannot list the disk\'s blocks; every block it holds in sync has another in-sync replica: going on without it')
       }
     }
     return written
+  }
+
+  private blockWithOnlyInSync (node: string): number | null {
+    for (let b = 0; b < this.disk.blockCount(); b++) {
+      const inSync = this.disk.replicasOf(b).filter(r => r.state === 'in-sync')
+      if (inSync.length === 1 && inSync[0].node === node) return b
+    }
+    return null
   }
 
   private async copyBlocks (pending: number[], signal?: AbortSignal): Promise<void> {

@@ -118,23 +118,3 @@ export async function planRelocation (meta: MetaStore, req: RelocationRequest): 
     estimate
   }
 }
-
-// The one replica set every block of the disk has (whatever the replicas' states), for a repair:
-// a relocation onto the nodes the disk already lives on re-copies its stale replicas (every
-// version) from in-sync ones. Refused when blocks live on different sets or nothing is stale.
-export async function repairTargets (meta: MetaStore, name: string): Promise<string[]> {
-  const disk = await meta.getDisk(name)
-  let set: string | null = null
-  let stale = 0
-  for (const seg of await meta.loadPlacement(disk)) {
-    for (const run of seg.runs()) {
-      const nodes = run.replicas.map(r => r.node).sort().join(',')
-      if (set !== null && nodes !== set) throw UkaiError.badArgument(`disk '${name}' lives on different node sets (${set} and ${nodes}): use 'ukai relocate ${name} --nodes …' to choose one`)
-      set = nodes
-      stale += run.replicas.filter(r => r.state !== 'in-sync').length * run.length
-    }
-  }
-  if (stale === 0) throw new UkaiError('ALREADY_EXISTS', `disk '${name}' has no stale replica; nothing to repair`)
-  return (set ?? '').split(',').filter(Boolean)
-}
-

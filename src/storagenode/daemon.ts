@@ -18,6 +18,7 @@ export interface StorageNodeOptions {
   listen: string
   zk: string
   zkSessionTimeoutMs?: number
+  zkConnectTimeoutMs?: number
   host?: string
   capacityBytes?: number
   // Node id → HOST:PORT to reach that peer at instead of its registered address, for node-to-node
@@ -32,7 +33,7 @@ export async function runStorageNode (opts: StorageNodeOptions): Promise<Running
   validateId(opts.id, 'node id')
   validateId(opts.site, 'site')
   const log = opts.logger
-  const meta = await MetaStore.connect(opts.zk, { logger: log, sessionTimeoutMs: opts.zkSessionTimeoutMs })
+  const meta = await MetaStore.connect(opts.zk, { logger: log, sessionTimeoutMs: opts.zkSessionTimeoutMs, connectTimeoutMs: opts.zkConnectTimeoutMs })
   let server
   try {
     server = await startStorageServer({ nodeId: opts.id, dataDir: opts.dataDir, listen: opts.listen, capacityBytes: opts.capacityBytes, peerAddresses: opts.peerAddresses, logger: log })

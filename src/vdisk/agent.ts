@@ -32,6 +32,8 @@ export interface AgentHooks {
   detached?: (name: string) => void
   leaseAcquired?: (disk: VirtualDisk) => void
   leaseLost?: (name: string) => void
+  // A replica of an open disk failed a write and was marked stale (code: why, e.g. NO_SPACE).
+  replicaStale?: (disk: VirtualDisk, node: string, code: string) => void
 }
 
 interface OpenDisk {
@@ -239,7 +241,7 @@ export class Agent {
     let p = this.opening.get(name)
     if (p === undefined) {
       p = (async () => {
-        const disk = await VirtualDisk.open({ meta: this.meta, pool: this.pool, leases: this.leases, ioRetryMs: this.ioRetryMs, io: this.ioCountersOf(name), localReads: this.localReads, logger: this.log, onLeaseAcquired: d => this.hooks.leaseAcquired?.(d) }, name)
+        const disk = await VirtualDisk.open({ meta: this.meta, pool: this.pool, leases: this.leases, ioRetryMs: this.ioRetryMs, io: this.ioCountersOf(name), localReads: this.localReads, logger: this.log, onLeaseAcquired: d => this.hooks.leaseAcquired?.(d), onReplicaStale: (d, node, code) => this.hooks.replicaStale?.(d, node, code) }, name)
         const rec: OpenRecord = { v: 1, host: this.host, writable: true }
         await this.meta.holdEphemeral(paths.open(name, this.host), () => encodeJson(rec))
         const od = { disk, handles: 0, writable: 0 }

@@ -1,6 +1,7 @@
 // What `disk info` and the dashboard show about a disk's placement, computed from the map.
 import { readLease } from '../meta/lease'
-import { DiskFileOwner, DiskRecord } from '../meta/schema'
+import { PlacementSegment } from '../meta/placement'
+import { BLOCK_SIZE_MIN_BYTES, DiskFileOwner, DiskRecord, NodeAlive } from '../meta/schema'
 import { MetaStore, NodeView } from '../meta/store'
 import { StorageClient } from '../storagenode/client'
 import { blockCountFor } from './block-range'
@@ -15,8 +16,12 @@ export interface DiskSummary {
   epoch: number
   placement: DiskRecord['placement']
   blocksPerSite: Record<string, number>     // blocks with a non-stale replica at that site
-  replicasPerNode: Record<string, { inSync: number, syncing: number, stale: number }>
+  replicasPerNode: Record<string, ReplicaCounts>
   staleBlocks: number                        // blocks with at least one stale replica
+  // Blocks with fewer in-sync replicas than the disk's replica count: the redundancy the disk
+  // promised and does not have (a node was down or full when a write came). `ukai disk repair`
+  // restores it.
+  belowReplicaBlocks: number
   leaseHolder: string | null
   leaseEpoch: number
   openOn: string[]
@@ -30,27 +35,60 @@ export interface DiskSummary {
   xattrs: string[]                           // names of the disk file's extended attributes
 }
 
+// A node that cannot take even the smallest block (as of its last usage report, every 5 s).
+export function nodeState (alive: NodeAlive | null | undefined): 'up' | 'full' | 'down' {
+  if (alive == null) return 'down'
+  return alive.freeBytes < BLOCK_SIZE_MIN_BYTES ? 'full' : 'up'
+}
+
+// Per node holding replicas of the disk: how many blocks it holds in each state, and whether the
+// node itself is up (null: not registered any more) and how much room it has.
+export interface ReplicaCounts {
+  inSync: number
+  syncing: number
+  stale: number
+  site: string
+  alive: boolean
+  state: 'up' | 'full' | 'down'
+  freeBytes: number | null
+}
+
+export interface PlacementCounts {
+  blocks: number
+  blocksPerSite: Record<string, number>
+  replicasPerNode: Record<string, ReplicaCounts>
+  staleBlocks: number
+  belowReplicaBlocks: number
+}
+
+// One pass over the map: what `disk info`, `ukai top` and the agent's log report.
+export function countPlacement (segments: PlacementSegment[], replicas: number, nodes: NodeView[]): PlacementCounts {
+  const byId = new Map(nodes.map(n => [n.id, n]))
+  const out: PlacementCounts = { blocks: 0, blocksPerSite: {}, replicasPerNode: {}, staleBlocks: 0, belowReplicaBlocks: 0 }
+  for (const seg of segments) {
+    for (const run of seg.runs()) {
+      out.blocks += run.length
+      const sites = new Set<string>()
+      let inSync = 0
+      for (const r of run.replicas) {
+        const n = byId.get(r.node)
+        const per = out.replicasPerNode[r.node] ?? (out.replicasPerNode[r.node] = { inSync: 0, syncing: 0, stale: 0, site: n?.site ?? '?', alive: n?.alive != null, state: nodeState(n?.alive), freeBytes: n?.alive?.freeBytes ?? null })
+        if (r.state === 'in-sync') { per.inSync += run.length; inSync++ } else if (r.state === 'syncing') per.syncing += run.length
+        else per.stale += run.length
+        if (r.state !== 'stale') sites.add(n?.site ?? '?')
+      }
+      for (const s of sites) out.blocksPerSite[s] = (out.blocksPerSite[s] ?? 0) + run.length
+      if (run.replicas.some(r => r.state === 'stale')) out.staleBlocks += run.length
+      if (inSync < replicas) out.belowReplicaBlocks += run.length
+    }
+  }
+  return out
+}
+
 export async function summarizeDisk (meta: MetaStore, name: string): Promise<DiskSummary> {
   const disk = await meta.getDisk(name)
   const nodes = await meta.listNodes()
-  const siteOf = new Map(nodes.map(n => [n.id, n.site]))
-  const blocksPerSite: Record<string, number> = {}
-  const replicasPerNode: DiskSummary['replicasPerNode'] = {}
-  let staleBlocks = 0
-  for (const seg of await meta.loadPlacement(disk)) {
-    for (const run of seg.runs()) {
-      const sites = new Set<string>()
-      for (const r of run.replicas) {
-        const per = replicasPerNode[r.node] ?? (replicasPerNode[r.node] = { inSync: 0, syncing: 0, stale: 0 })
-        if (r.state === 'in-sync') per.inSync += run.length
-        else if (r.state === 'syncing') per.syncing += run.length
-        else per.stale += run.length
-        if (r.state !== 'stale') sites.add(siteOf.get(r.node) ?? '?')
-      }
-      for (const s of sites) blocksPerSite[s] = (blocksPerSite[s] ?? 0) + run.length
-      if (run.replicas.some(r => r.state === 'stale')) staleBlocks += run.length
-    }
-  }
+  const { blocksPerSite, replicasPerNode, staleBlocks, belowReplicaBlocks } = countPlacement(await meta.loadPlacement(disk), disk.replicas, nodes)
   const lease = await readLease(meta, name)
   const snaps = await meta.listSnapshots(name)
   return {
@@ -65,6 +103,7 @@ export async function summarizeDisk (meta: MetaStore, name: string): Promise<Dis
     blocksPerSite,
     replicasPerNode,
     staleBlocks,
+    belowReplicaBlocks,
     leaseHolder: lease.holder?.host ?? null,
     leaseEpoch: lease.fenceEpoch,
     openOn: await meta.listOpens(name),

@@ -41,6 +41,8 @@ export interface VirtualDiskDeps {
   localReads?: LocalReads
   // Called each time this disk's lease is (re)acquired here, after the nodes were fenced.
   onLeaseAcquired?: (disk: VirtualDisk) => void
+  // Called after a replica that failed a write was marked stale (code: the failure's UkaiError code).
+  onReplicaStale?: (disk: VirtualDisk, node: string, code: string) => void
   logger?: Logger
 }
 
@@ -78,6 +80,7 @@ export class VirtualDisk {
   private closed = false
   private readonly ioRetryMs: number
   private readonly onLeaseAcquired?: (disk: VirtualDisk) => void
+  private readonly onReplicaStale?: VirtualDiskDeps['onReplicaStale']
   private readonly io: DiskIoCounters
   // A clone's ancestry (null for other disks), and the blocks this holder already made its own.
   private chain: ParentChain | null = null
@@ -94,6 +97,7 @@ export class VirtualDisk {
     this.log = (deps.logger ?? silentLogger).child({ disk: record.name })
     this.ioRetryMs = deps.ioRetryMs ?? IO_RETRY_MS_DEFAULT
     this.onLeaseAcquired = deps.onLeaseAcquired
+    this.onReplicaStale = deps.onReplicaStale
     this.io = deps.io ?? { readBytes: 0, writeBytes: 0 }
     this.record = record
     this.segments = segments
@@ -547,6 +551,7 @@ export class VirtualDisk {
       // A hung replica is left behind for the whole disk at once (see markHungNodeStale).
       if (this.pool.isHung(f.replica.node)) await this.markHungNodeStale(f.replica.node, [block])
       else await this.markStale(f.replica.node, [block])
+      this.onReplicaStale?.(this, f.replica.node, (f.err as { code?: string }).code ?? 'UNKNOWN')
     }
   }
 
