@@ -36,7 +36,11 @@ t.test('kill -9 of the agent with a descriptor open', { skip: fuseUnavailable() 
 
   await agent.kill('SIGKILL')
   const buf = Buffer.alloc(4096)
-  t.equal(await errnoOf(old.read(buf, 0, buf.length, 0)), 'ENOTCONN', 'with the agent dead, the open descriptor fails with ENOTCONN')
+  // An I/O that meets the kernel still tearing the connection down fails with ECONNABORTED (seen
+  // on most runs here right after the kill), later ones with ENOTCONN.
+  const first = await errnoOf(old.read(buf, 0, buf.length, 0))
+  t.ok(first === 'ENOTCONN' || first === 'ECONNABORTED', `with the agent dead, the open descriptor fails (${first})`)
+  t.equal(await errnoOf(old.read(buf, 0, buf.length, 0)), 'ENOTCONN', 'and then with ENOTCONN')
 
   await agent.restart()
   t.equal(await errnoOf(old.read(buf, 0, buf.length, 0)), 'ENOTCONN', 'after the restart the old descriptor still fails: it belongs to the dead connection')

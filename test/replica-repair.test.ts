@@ -20,7 +20,7 @@ interface Info {
   blocks: number
   staleBlocks: number
   belowReplicaBlocks: number
-  replicasPerNode: Record<string, { inSync: number, syncing: number, stale: number, alive: boolean, state: string }>
+  replicasPerNode: Record<string, { inSync: number, syncing: number, stale: number, state: string }>
 }
 
 async function fill (file: string): Promise<Buffer> {

@@ -22,8 +22,8 @@ export function devCommands (program: Command): void {
   dev.command('up')
     .description('start ZooKeeper, the storage nodes and one mounted agent per site; writes DIR/cluster.json')
     .option('--dir <dir>', 'where the cluster keeps its data, logs and mounts', DEV_DIR_DEFAULT)
-    .option('--sites <n>', 'number of sites', countOption('--sites', 1, 26), 2)
-    .option('--nodes-per-site <n>', 'storage nodes per site', countOption('--nodes-per-site', 1, 64), 2)
+    .option('--sites <n>', 'number of sites', countOption('--sites'), 2)  // the range is devUp's
+    .option('--nodes-per-site <n>', 'storage nodes per site', countOption('--nodes-per-site'), 2)
     .option('--capacity <size>', 'capacity of each storage node, e.g. 20G', capacityText)
     .option('--wan-latency-ms <ms>', 'one-way delay between each agent and the storage nodes of other sites (a delaying proxy per link)', numberOption('--wan-latency-ms'))
     .option('--wan-mbps <n>', 'bandwidth cap of those links in Mbit/s per direction (with --wan-latency-ms)', numberOption('--wan-mbps'))

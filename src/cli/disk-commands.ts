@@ -70,8 +70,8 @@ export function diskCommands (program: Command): void {
       ]
       for (const [k, v] of lines) process.stdout.write(`${k.padEnd(18)} ${v}\n`)
       process.stdout.write('replicas per node:\n')
-      printTable(['NODE', 'SITE', 'NODE STATE', 'FREE', 'IN-SYNC', 'SYNCING', 'STALE'], Object.entries(s.replicasPerNode).sort((a, b) => a[0].localeCompare(b[0])).map(([id, c]) => [
-        id, c.site, c.state, c.freeBytes === null ? '-' : formatBytes(c.freeBytes), c.inSync, c.syncing, c.stale
+      printTable(['NODE', 'SITE', 'NODE STATE', 'IN-SYNC', 'SYNCING', 'STALE'], Object.entries(s.replicasPerNode).sort((a, b) => a[0].localeCompare(b[0])).map(([id, c]) => [
+        id, c.site, c.state, c.inSync, c.syncing, c.stale
       ]), { cellCharsMax: 32 })
     })
 

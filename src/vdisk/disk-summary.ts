@@ -41,16 +41,15 @@ export function nodeState (alive: NodeAlive | null | undefined): 'up' | 'full' |
   return alive.freeBytes < BLOCK_SIZE_MIN_BYTES ? 'full' : 'up'
 }
 
-// Per node holding replicas of the disk: how many blocks it holds in each state, and whether the
-// node itself is up (null: not registered any more) and how much room it has.
+// Per node holding replicas of the disk: how many blocks it holds in each state, its site, and
+// whether the node itself is up, full or down. (No free-space figure: it changes with every write
+// anywhere on the node's file system, and `disk info --json` should change only with the disk.)
 export interface ReplicaCounts {
   inSync: number
   syncing: number
   stale: number
   site: string
-  alive: boolean
   state: 'up' | 'full' | 'down'
-  freeBytes: number | null
 }
 
 export interface PlacementCounts {
@@ -72,7 +71,7 @@ export function countPlacement (segments: PlacementSegment[], replicas: number, 
       let inSync = 0
       for (const r of run.replicas) {
         const n = byId.get(r.node)
-        const per = out.replicasPerNode[r.node] ?? (out.replicasPerNode[r.node] = { inSync: 0, syncing: 0, stale: 0, site: n?.site ?? '?', alive: n?.alive != null, state: nodeState(n?.alive), freeBytes: n?.alive?.freeBytes ?? null })
+        const per = out.replicasPerNode[r.node] ?? (out.replicasPerNode[r.node] = { inSync: 0, syncing: 0, stale: 0, site: n?.site ?? '?', state: nodeState(n?.alive) })
         if (r.state === 'in-sync') { per.inSync += run.length; inSync++ } else if (r.state === 'syncing') per.syncing += run.length
         else per.stale += run.length
         if (r.state !== 'stale') sites.add(n?.site ?? '?')
