@@ -172,7 +172,8 @@ t.test('server death fails in-flight requests with UNAVAILABLE; client recovers 
   const codes = new Set(settled.map(r => r.status === 'fulfilled' ? 'ok' : r.reason.code))
   t.ok([...codes].every(c => c === 'ok' || c === 'UNAVAILABLE'), `outcomes: ${[...codes].join(',')}`)
   t.ok(codes.has('UNAVAILABLE'), 'some requests were cut off')
-  t.ok(Date.now() - started < 2000, 'failed within the deadline')
+  // Bounded by the call deadline (2 s), not the 10 s default: generous for a loaded machine.
+  t.ok(Date.now() - started < 8000, `failed within the deadline (${Date.now() - started} ms)`)
   await t.rejects(client.read({ diskUuid: UUID, block: 0, epoch: 1, offset: 0, length: 1 }), { code: 'UNAVAILABLE', message: /node-a/ })
   await t.rejects(client.stat(), { code: 'UNAVAILABLE' })
 
@@ -194,7 +195,8 @@ t.test('a silent peer times out with UNAVAILABLE naming the node and address', a
   const started = Date.now()
   await t.rejects(client.read({ diskUuid: UUID, block: 0, epoch: 1, offset: 0, length: 1 }), { code: 'UNAVAILABLE', message: new RegExp(`node-a.*${address}`) })
   await t.rejects(client.fence({ diskUuid: UUID, leaseEpoch: 1 }), { code: 'UNAVAILABLE' })
-  t.ok(Date.now() - started < 1500, `gave up after ${Date.now() - started} ms`)
+  // Two calls with a 300 ms deadline, not the 10 s default: generous for a loaded machine.
+  t.ok(Date.now() - started < 8000, `gave up after ${Date.now() - started} ms`)
 })
 
 t.test('bad arguments map to BAD_ARGUMENT; the stream survives them', async t => {
