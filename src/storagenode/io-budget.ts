@@ -34,6 +34,11 @@ export const IO_NODE_BUDGET_BYTES = 64 * 1024 * 1024
 export const REPLY_MIN_BYTES = 1024
 // Requests admitted on one stream at a time whatever their size (flushes, discards, tiny reads).
 export const REQUESTS_PER_STREAM_MAX = 256
+// A stream whose replies have not moved for this long while it holds budget is reset (HTTP/2
+// RST_STREAM): a few such clients would otherwise hold the node budget for good. The client's
+// own deadline per request is 10 s (client.ts), so a reply stuck for 30 s has no reader left.
+export const IO_REPLY_STALL_MS_MAX = 30_000
+export const IO_STALL_CHECK_MS = 1000
 
 interface Waiter { bytes: number, grant: () => void }
 
