@@ -7,8 +7,9 @@
 // Memory: an Io request is charged its payload bytes from admission until its reply has left
 // (io-budget.ts: 16 MiB per stream, 64 MiB per node); a request that does not fit waits and the
 // stream stops being read, so HTTP/2 flow control pushes back on the client. A client that never
-// reads its replies used to grow the node by its whole window (139 -> 1,162 MiB RSS); it now holds
-// its stream budget, and a cancelled or broken stream drops its queue and releases its charges.
+// reads its replies used to grow the node by everything it asked for (2.3 GiB RSS measured); it
+// now holds its stream budget, a cancelled or broken stream drops its queue and releases its
+// charges, and a stream whose replies have not moved for 30 s is reset.
 import type { EventEmitter } from 'node:events'
 import * as http2 from 'node:http2'
 import type { Socket } from 'node:net'
@@ -186,7 +187,7 @@ export async function startStorageServer (opts: StorageServerOptions): Promise<S
     }, reading => { if (reading) call.resume(); else call.pause() })
     call.on('data', (req: IoRequestIn) => {
       counters.requests++
-      gate.push(req, payloadBytes(req))
+      gate.push(req, payloadBytes(req), req.op === 'write' ? payloadBytes(req) : 0)
     })
     call.on('end', () => { clientDone = true; finish() })
     // Cancelled or broken: drop what waits and release every charge (the transport drops the
