@@ -13,10 +13,11 @@
 // admitted until its reply has been written to the HTTP/2 stream (grpc-js calls the write
 // callback) or the stream is gone. A stream may hold at most IO_STREAM_BUDGET_BYTES, the node at
 // most IO_NODE_BUDGET_BYTES across all streams. A request that does not fit waits in its stream's
-// queue (in arrival order: the store orders overlapping writes by dispatch order) and the stream
-// stops reading (the server pauses the call; HTTP/2 flow control then pushes back on the client).
-// A client that stops reading its replies therefore holds at most its stream budget; other
-// streams go on within the rest of the node budget.
+// queue (in arrival order: the store orders overlapping writes by dispatch order). Once waiting
+// requests hold QUEUED_DATA_BYTES_MAX of write data (or REQUESTS_PER_STREAM_MAX wait) the stream
+// stops being read (the server pauses the call; HTTP/2 flow control then pushes back on the
+// client). A client that stops reading its replies therefore holds at most its stream budget;
+// other streams go on within the rest of the node budget.
 //
 // The sizes: the agent keeps 32 requests in flight per node (client.ts) of at most 1 MiB (FUSE
 // max_write), node-to-node pulls 2 × 1 MiB; 16 MiB per stream lets 4 reads of 4 MiB (the

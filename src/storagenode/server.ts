@@ -5,11 +5,11 @@
 // and are logged.
 //
 // Memory: an Io request is charged its payload bytes from admission until its reply has left
-// (io-budget.ts: 16 MiB per stream, 64 MiB per node); a request that does not fit waits and the
-// stream stops being read, so HTTP/2 flow control pushes back on the client. A client that never
-// reads its replies used to grow the node by everything it asked for (2.3 GiB RSS measured); it
-// now holds its stream budget, a cancelled or broken stream drops its queue and releases its
-// charges, and a stream whose replies have not moved for 30 s is reset.
+// (io-budget.ts: 16 MiB per stream, 64 MiB per node); a request that does not fit waits, and once
+// waiting writes hold 4 MiB the stream stops being read, so HTTP/2 flow control pushes back on the
+// client. A client that never reads its replies used to grow the node by everything it asked for
+// (2.3 GiB RSS measured); it now holds its stream budget, a cancelled or broken stream drops its
+// queue and releases its charges, and a stream whose replies have not moved for 30 s is reset.
 import type { EventEmitter } from 'node:events'
 import * as http2 from 'node:http2'
 import type { Socket } from 'node:net'
