@@ -19,12 +19,15 @@ const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5)
 const WINDOW = 32
 const RSS_SAMPLE_MS = 50
 const KiB = 1024
-const CASES: Array<{ op: 'write' | 'read', ioBytes: number }> = [
+const ALL_CASES: Array<{ op: 'write' | 'read', ioBytes: number }> = [
   { op: 'write', ioBytes: 4 * KiB }, { op: 'read', ioBytes: 4 * KiB },
   { op: 'write', ioBytes: 128 * KiB }, { op: 'read', ioBytes: 128 * KiB },
   { op: 'write', ioBytes: 1024 * KiB }, { op: 'read', ioBytes: 1024 * KiB },
   { op: 'write', ioBytes: 4096 * KiB }, { op: 'read', ioBytes: 4096 * KiB }
 ]
+// BENCH_CASES=write:4096,read:128 (KiB) runs only those.
+const ONLY = process.env.BENCH_CASES?.split(',')
+const CASES = ALL_CASES.filter(k => ONLY === undefined || ONLY.includes(`${k.op}:${k.ioBytes / KiB}`))
 
 function servers (): Array<{ name: string, script: string }> {
   const spec = process.env.BENCH_SERVERS ?? `this=${path.join(__dirname, 'storage-stream.js')}`
@@ -39,13 +42,16 @@ function rssBytes (pid: number): number {
   return m === null ? 0 : Number(m[1]) * 1024
 }
 
-async function runCase (client: StorageClient, op: 'write' | 'read', ioBytes: number): Promise<number> {
+// MiB/s, and the server's CPU per operation (µs): closer to the truth on a loaded machine.
+async function runCase (server: Server, client: StorageClient, op: 'write' | 'read', ioBytes: number): Promise<{ mibPerSec: number, serverCpuUsPerOp: number }> {
+  const cpuBefore = await server.cpuUs()
   const started = process.hrtime.bigint()
   const ops = await streamLoad(client, op, ioBytes, WINDOW, DURATION_MS)
-  return ops * ioBytes / (Number(process.hrtime.bigint() - started) / 1e9) / 2 ** 20
+  const seconds = Number(process.hrtime.bigint() - started) / 1e9
+  return { mibPerSec: ops * ioBytes / seconds / 2 ** 20, serverCpuUsPerOp: (await server.cpuUs() - cpuBefore) / ops }
 }
 
-interface Server { address: string, pid: number, stop: () => Promise<void> }
+interface Server { address: string, pid: number, cpuUs: () => Promise<number>, stop: () => Promise<void> }
 
 async function startServer (script: string): Promise<Server> {
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'ukai-bench-budget-'))
@@ -61,7 +67,11 @@ async function startServer (script: string): Promise<Server> {
       child.once('message', (m: { address: string }) => resolve(m.address))
       child.once('exit', code => reject(new Error(`server ${script} exited with ${code}`)))
     })
-    return { address, pid: child.pid as number, stop }
+    const cpuUs = async (): Promise<number> => await new Promise(resolve => {
+      child.once('message', (m: { cpu: NodeJS.CpuUsage }) => resolve(m.cpu.user + m.cpu.system))
+      child.send('cpu')
+    })
+    return { address, pid: child.pid as number, cpuUs, stop }
   } catch (err) {
     await stop()
     throw err
@@ -74,6 +84,7 @@ async function main (): Promise<void> {
   // processes on the machine then hits every build alike.
   const running: Server[] = []
   const mibPerSec = builds.map(() => CASES.map(() => [] as number[]))
+  const cpuUsPerOp = builds.map(() => CASES.map(() => [] as number[]))
   const peakRss = builds.map(() => 0)
   try {
     for (const b of builds) running.push(await startServer(b.script))
@@ -84,7 +95,11 @@ async function main (): Promise<void> {
         for (let round = 0; round < ROUNDS; round++) {
           // Alternate who goes first, so neither always runs right after the other's burst.
           const order = round % 2 === 0 ? builds.map((_, b) => b) : builds.map((_, b) => builds.length - 1 - b)
-          for (const b of order) mibPerSec[b][c].push(await runCase(clients[b], CASES[c].op, CASES[c].ioBytes))
+          for (const b of order) {
+            const r = await runCase(running[b], clients[b], CASES[c].op, CASES[c].ioBytes)
+            mibPerSec[b][c].push(r.mibPerSec)
+            cpuUsPerOp[b][c].push(r.serverCpuUsPerOp)
+          }
         }
       }
     } finally {
@@ -95,13 +110,14 @@ async function main (): Promise<void> {
     for (const r of running) await r.stop()
   }
   const median = (xs: number[]): number => [...xs].sort((x, y) => x - y)[Math.floor(xs.length / 2)]
-  console.log(`window ${WINDOW}, ${DURATION_MS} ms per case, ${ROUNDS} rounds, load average ${os.loadavg()[0].toFixed(1)} on ${os.cpus().length} CPUs; MiB/s (median of rounds)`)
-  console.log(['case'.padEnd(14), ...builds.map(b => b.name.padStart(9)), builds.length > 1 ? 'ratio'.padStart(7) : ''].join(' '))
+  console.log(`window ${WINDOW}, ${DURATION_MS} ms per case, ${ROUNDS} rounds, load average ${os.loadavg()[0].toFixed(1)} on ${os.cpus().length} CPUs; medians of rounds`)
+  const ratioOf = (xs: number[]): string => builds.length > 1 ? (xs[xs.length - 1] / xs[0]).toFixed(2).padStart(7) : ''
+  console.log(['MiB/s'.padEnd(14), ...builds.map(b => b.name.padStart(9)), builds.length > 1 ? 'ratio'.padStart(7) : '', '  server µs/op', ...builds.map(b => b.name.padStart(9)), builds.length > 1 ? 'ratio'.padStart(7) : ''].join(' '))
   const rows = CASES.map((k, c) => {
-    const med = builds.map((_, b) => median(mibPerSec[b][c]))
-    const ratio = med[med.length - 1] / med[0]
-    console.log([`${k.op} ${k.ioBytes / KiB} KiB`.padEnd(14), ...med.map(m => m.toFixed(1).padStart(9)), builds.length > 1 ? ratio.toFixed(2).padStart(7) : ''].join(' '))
-    return { ...k, mibPerSec: Object.fromEntries(builds.map((bb, b) => [bb.name, mibPerSec[b][c]])), ratio }
+    const mib = builds.map((_, b) => median(mibPerSec[b][c]))
+    const cpu = builds.map((_, b) => median(cpuUsPerOp[b][c]))
+    console.log([`${k.op} ${k.ioBytes / KiB} KiB`.padEnd(14), ...mib.map(m => m.toFixed(1).padStart(9)), ratioOf(mib), ''.padEnd(14), ...cpu.map(m => m.toFixed(0).padStart(9)), ratioOf(cpu)].join(' '))
+    return { ...k, mibPerSec: Object.fromEntries(builds.map((bb, b) => [bb.name, mibPerSec[b][c]])), serverCpuUsPerOp: Object.fromEntries(builds.map((bb, b) => [bb.name, cpuUsPerOp[b][c]])) }
   })
   console.log(['peak RSS MiB'.padEnd(14), ...peakRss.map(r => (r / 2 ** 20).toFixed(0).padStart(9))].join(' '))
   const outDir = path.join(__dirname, '..', '..', 'bench', 'results')

@@ -10,10 +10,14 @@ import t, { type Test } from 'tap'
 import * as crypto from 'node:crypto'
 import { once } from 'node:events'
 import * as fs from 'node:fs'
+import * as net from 'node:net'
+import * as os from 'node:os'
+import * as path from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import * as grpc from '@grpc/grpc-js'
 import { StorageClient, StatResponse } from '../src/storagenode/client'
 import { IO_NODE_BUDGET_BYTES, IO_STREAM_BUDGET_BYTES } from '../src/storagenode/io-budget'
+import { startStorageServer } from '../src/storagenode/server'
 import { IoRequestOut, IoResponse, MAX_MESSAGE_BYTES, storageService } from '../src/storagenode/wire'
 import { NodeFixture, startNode, startZk, TestLike } from './helpers/cluster'
 
@@ -58,8 +62,42 @@ function stuckStream (t: TestLike, address: string): grpc.ClientDuplexStream<IoR
     'grpc.max_send_message_length': MAX_MESSAGE_BYTES
   })
   const call = (client as unknown as { Io: () => grpc.ClientDuplexStream<IoRequestOut, IoResponse> }).Io()
-  call.on('error', () => { /* CANCELLED, by this test */ })
+  call.on('error', () => { /* CANCELLED, by this test or by the node's stall reset */ })
   t.teardown(() => { call.cancel(); client.close() })
+  return call
+}
+
+// A TCP proxy in front of the node whose node→client direction stops on stall(): the node's
+// socket buffers fill and its HTTP/2 writes stop completing, as with a frozen client process.
+// (A grpc-js client that merely never reads still drains HTTP/2 into a queue of its own.)
+async function stallingProxy (t: TestLike, target: string): Promise<{ address: string, stall: () => void }> {
+  const [host, port] = target.split(':')
+  const pairs: Array<[net.Socket, net.Socket]> = []
+  const proxy = net.createServer(down => {
+    const up = net.connect(Number(port), host)
+    const kill = (): void => { up.destroy(); down.destroy() }
+    up.on('error', kill)
+    down.on('error', kill)
+    down.pipe(up)
+    up.pipe(down)
+    pairs.push([up, down])
+  })
+  await new Promise<void>(resolve => proxy.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => { for (const [up, down] of pairs) { up.destroy(); down.destroy() } proxy.close() })
+  return {
+    address: `127.0.0.1:${(proxy.address() as net.AddressInfo).port}`,
+    stall: () => { for (const [up, down] of pairs) { up.unpipe(down); up.pause() } }
+  }
+}
+
+// A stuck client: connected through a stalling proxy, one request answered (so the connection
+// is up), then the node→client direction stops.
+async function frozenStream (t: TestLike, address: string): Promise<grpc.ClientDuplexStream<IoRequestOut, IoResponse>> {
+  const proxy = await stallingProxy(t, address)
+  const call = stuckStream(t, proxy.address)
+  call.write({ id: 1, read: { diskUuid: UUID, block: 0, epoch: 1, offset: 0, length: 1 } })
+  await once(call, 'metadata')
+  proxy.stall()
   return call
 }
 
@@ -125,8 +163,8 @@ t.test('a client that never reads its 4 MiB read replies holds only its stream b
   const { node, good, blocks } = await setup(t)
   const baseline = rssBytes(node.pid)
   const rss = sampleRss(t, node.pid)
-  const bad = stuckStream(t, node.address)
-  const sent = await flood(bad, id => ({ id, read: { diskUuid: UUID, block: id % blocks.length, epoch: 1, offset: 0, length: IO_BYTES } }), BAD_READS, Date.now() + 10_000)
+  const bad = await frozenStream(t, node.address)
+  const sent = await flood(bad, id => ({ id: id + 1, read: { diskUuid: UUID, block: id % blocks.length, epoch: 1, offset: 0, length: IO_BYTES } }), BAD_READS, Date.now() + 10_000)
   t.comment(`bad client sent ${sent} reads of 4 MiB (${mib(sent * IO_BYTES)} MiB asked for)`)
   // The bad stream fills its budget and stops there.
   await waitFor('the bad stream at its budget', async () => (await good.stat()).ioHeldBytes >= IO_STREAM_BUDGET_BYTES, 10_000)
@@ -171,4 +209,35 @@ t.test('a client that floods 4 MiB writes and never reads the acks stays within 
 
   bad.cancel()
   await checkReleased(t, node, good, baseline)
+})
+
+// In process, to shorten the stall deadline: five stuck clients could hold the whole node budget
+// (5 × 16 MiB > 64 MiB); each is reset once its replies have not moved for `ioReplyStallMs`,
+// its charges are released, and a well-behaved client then gets through.
+t.test('streams whose replies do not move are reset, releasing the node budget', async t => {
+  const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'ukai-mem-'))
+  t.teardown(() => fs.rmSync(dataDir, { recursive: true, force: true }))
+  const STALL_MS = 1500
+  const server = await startStorageServer({ nodeId: 'mem2', dataDir, listen: '127.0.0.1:0', ioReplyStallMs: STALL_MS })
+  t.teardown(() => server.close(0))
+  const good = new StorageClient({ nodeId: 'mem2', address: server.address, callTimeoutMs: GOOD_DEADLINE_MS })
+  t.teardown(() => good.close())
+  const block = crypto.randomBytes(IO_BYTES)
+  await good.write({ diskUuid: UUID, block: 0, epoch: 1, offset: 0, data: block, leaseEpoch: 1 })
+
+  const stuck = await Promise.all(Array.from({ length: 5 }, async () => await frozenStream(t, server.address)))
+  await Promise.all(stuck.map(async call => await flood(call, id => ({ id: id + 1, read: { diskUuid: UUID, block: 0, epoch: 1, offset: 0, length: IO_BYTES } }), 64, Date.now() + 5000)))
+  const full = async (): Promise<boolean> => server.stats().ioHeldBytes > IO_NODE_BUDGET_BYTES - IO_BYTES && server.stats().ioWaitingStreams > 0
+  t.ok(await waitFor('the node budget full', full, 10_000), 'the stuck streams fill the node budget')
+  t.comment(`held ${mib(server.stats().ioHeldBytes)} MiB by 5 stuck streams, ${server.stats().ioWaitingStreams} waiting`)
+
+  const started = Date.now()
+  const got = await good.read({ diskUuid: UUID, block: 0, epoch: 1, offset: 0, length: IO_BYTES })
+  t.ok(got.equals(block), 'a well-behaved client is served once the stuck streams are reset')
+  t.comment(`its read waited ${Date.now() - started} ms (stall deadline ${STALL_MS} ms)`)
+  const reset = await waitFor('stuck streams reset', async () => server.stats().streams === 1, 10 * STALL_MS)
+  t.ok(reset, 'the node keeps only the good client\'s stream')
+  if (!reset) t.comment(JSON.stringify(server.stats()))
+  t.ok(await waitFor('charges released', async () => server.stats().ioHeldBytes === 0, 10_000), 'and the node holds no Io bytes')
+  t.ok(server.stats().ioHeldPeakBytes <= IO_NODE_BUDGET_BYTES, `peak charged ${mib(server.stats().ioHeldPeakBytes)} MiB within the node budget`)
 })

@@ -5,22 +5,25 @@
 // The node used to bound a stream only by a count of requests being dispatched (256), and a
 // request stopped counting once its reply was handed to grpc-js, not once the reply had left.
 // A client that never read its answers (issue 9, item 5) thus grew the node from 139 to
-// 1,162 MiB RSS with 4 MiB reads, and the memory stayed after the client cancelled.
+// 1,162 MiB RSS with 4 MiB reads, and the memory stayed after the client cancelled. Measured
+// here (test/storagenode-memory.test.ts, a client frozen after 512 reads of 4 MiB): peak RSS
+// 2,332 MiB before, 208 MiB with these bounds; 149 MiB after the cancel.
 //
 // Now a request is charged its payload bytes (at least REPLY_MIN_BYTES) from the moment it is
 // admitted until its reply has been written to the HTTP/2 stream (grpc-js calls the write
 // callback) or the stream is gone. A stream may hold at most IO_STREAM_BUDGET_BYTES, the node at
 // most IO_NODE_BUDGET_BYTES across all streams. A request that does not fit waits in its stream's
-// queue (in arrival order: the store orders overlapping writes by dispatch order) and the stream
-// stops reading (the server pauses the call; HTTP/2 flow control then pushes back on the client).
-// A client that stops reading its replies therefore holds at most its stream budget; other
-// streams go on within the rest of the node budget.
+// queue (in arrival order: the store orders overlapping writes by dispatch order). Once waiting
+// requests hold QUEUED_DATA_BYTES_MAX of write data (or REQUESTS_PER_STREAM_MAX wait) the stream
+// stops being read (the server pauses the call; HTTP/2 flow control then pushes back on the
+// client). A client that stops reading its replies therefore holds at most its stream budget;
+// other streams go on within the rest of the node budget.
 //
 // The sizes: the agent keeps 32 requests in flight per node (client.ts) of at most 1 MiB (FUSE
 // max_write), node-to-node pulls 2 × 1 MiB; 16 MiB per stream lets 4 reads of 4 MiB (the
 // largest request) or 16 of 1 MiB be in flight at once, and is never reached by 32 × 128 KiB.
-// 64 MiB per node leaves room for three streams at their full budget plus one stuck one.
-// Measured: see docs/architecture.md ("Io stream memory bounds").
+// 64 MiB per node leaves room for three streams at their full budget beside one stuck one.
+// Throughput and the rest: docs/architecture.md ("Io stream memory bounds").
 import { UkaiError } from '../errors'
 import { IoBudgetStat, MAX_IO_BYTES } from './wire'
 
@@ -32,8 +35,18 @@ export const IO_NODE_BUDGET_BYTES = 64 * 1024 * 1024
 // in grpc-js and HTTP/2; with this, a client that never reads its write acknowledgements holds at
 // most IO_STREAM_BUDGET_BYTES / REPLY_MIN_BYTES of them, not an unbounded number.
 export const REPLY_MIN_BYTES = 1024
-// Requests admitted on one stream at a time whatever their size (flushes, discards, tiny reads).
+// Requests queued or admitted on one stream at a time whatever their size (flushes, discards,
+// reads waiting for budget: a waiting read holds only its small request).
 export const REQUESTS_PER_STREAM_MAX = 256
+// Write data a stream's waiting requests may hold (it arrived with them) before the stream stops
+// being read; reading resumes once none is left, so a stream at its budget does not pause and
+// resume once per request.
+export const QUEUED_DATA_BYTES_MAX = MAX_IO_BYTES
+// A stream whose replies have not moved for this long while it holds budget is reset (HTTP/2
+// RST_STREAM): a few such clients would otherwise hold the node budget for good. The client's
+// own deadline per request is 10 s (client.ts), so a reply stuck for 30 s has no reader left.
+export const IO_REPLY_STALL_MS_MAX = 30_000
+export const IO_STALL_CHECK_MS = 1000
 
 interface Waiter { bytes: number, grant: () => void }
 
@@ -102,9 +115,10 @@ export function chargeBytes (payloadBytes: number, streamBudgetBytes: number): n
 // One Io stream's admission: requests queue in arrival order and run while the stream's and the
 // node's budgets allow. `setReading(false)` asks the owner to stop reading the stream.
 export class StreamIoGate<T> {
-  private readonly queue: Array<{ item: T, bytes: number }> = []
+  private readonly queue: Array<{ item: T, bytes: number, dataBytes: number }> = []
   private readonly charges = new Set<Charge>()
   private heldBytes = 0
+  private queuedDataBytes = 0
   private withdraw: (() => void) | undefined  // set while the queue's head waits for the node budget
   private reading = true
   private closed = false
@@ -119,9 +133,12 @@ export class StreamIoGate<T> {
   get pending (): number { return this.queue.length + this.charges.size }
   get queued (): number { return this.queue.length }
 
-  push (item: T, payloadBytes: number): void {
+  // payloadBytes: what the request will cost (a read's reply, a write's data); dataBytes: what it
+  // holds already (a write's data).
+  push (item: T, payloadBytes: number, dataBytes: number): void {
     if (this.closed) return
-    this.queue.push({ item, bytes: chargeBytes(payloadBytes, this.node.streamBudgetBytes) })
+    this.queue.push({ item, bytes: chargeBytes(payloadBytes, this.node.streamBudgetBytes), dataBytes })
+    this.queuedDataBytes += dataBytes
     this.admit()
   }
 
@@ -141,6 +158,7 @@ export class StreamIoGate<T> {
     if (this.closed) return
     this.closed = true
     this.queue.length = 0
+    this.queuedDataBytes = 0
     this.withdraw?.()
     this.withdraw = undefined
     for (const c of [...this.charges]) this.settle(c)
@@ -167,16 +185,20 @@ export class StreamIoGate<T> {
 
   // The head of the queue has its node bytes: charge it to the stream and run it.
   private start (bytes: number): void {
-    const { item } = this.queue.shift() as { item: T, bytes: number }
+    const { item, dataBytes } = this.queue.shift() as { item: T, bytes: number, dataBytes: number }
+    this.queuedDataBytes -= dataBytes
     const charge: Charge = { bytes, settled: false }
     this.charges.add(charge)
     this.heldBytes += bytes
     this.run(item, charge)
   }
 
-  // Read on while nothing waits; stop as soon as a request has to wait for budget.
+  // Stop reading when waiting requests hold QUEUED_DATA_BYTES_MAX of write data or the count
+  // bound is reached; read again once no write data waits and the count is back to half.
   private updateReading (): void {
-    const reading = this.closed || this.queue.length === 0
+    const count = this.queue.length + this.charges.size
+    const reading = this.closed ||
+      (this.reading ? this.queuedDataBytes < QUEUED_DATA_BYTES_MAX && count < REQUESTS_PER_STREAM_MAX : this.queuedDataBytes === 0 && count <= REQUESTS_PER_STREAM_MAX / 2)
     if (reading !== this.reading) { this.reading = reading; this.setReading(reading) }
   }
 }

@@ -5,12 +5,13 @@
 // and are logged.
 //
 // Memory: an Io request is charged its payload bytes from admission until its reply has left
-// (io-budget.ts: 16 MiB per stream, 64 MiB per node); a request that does not fit waits and the
-// stream stops being read, so HTTP/2 flow control pushes back on the client. A client that never
-// reads its replies used to grow the node by its whole window (139 -> 1,162 MiB RSS); it now holds
-// its stream budget, and a cancelled or broken stream drops its queue and releases its charges.
+// (io-budget.ts: 16 MiB per stream, 64 MiB per node); a request that does not fit waits, and once
+// waiting writes hold 4 MiB the stream stops being read, so HTTP/2 flow control pushes back on the
+// client. A client that never reads its replies used to grow the node by everything it asked for
+// (2.3 GiB RSS measured); it now holds its stream budget, a cancelled or broken stream drops its
+// queue and releases its charges, and a stream whose replies have not moved for 30 s is reset.
 import type { EventEmitter } from 'node:events'
-import type { Http2Session } from 'node:http2'
+import * as http2 from 'node:http2'
 import type { Socket } from 'node:net'
 import * as grpc from '@grpc/grpc-js'
 import { UkaiError, UkaiErrorCode, isUkaiError } from '../errors'
@@ -20,7 +21,7 @@ import { pullBlock } from './block-pull'
 import { StorageClient } from './client'
 import { BlockStore } from './block-store'
 import { holdGcBallast } from './gc-ballast'
-import { Charge, IoBudgetStat, NodeIoBudget, StreamIoGate } from './io-budget'
+import { Charge, IO_REPLY_STALL_MS_MAX, IO_STALL_CHECK_MS, IoBudgetStat, NodeIoBudget, StreamIoGate } from './io-budget'
 import {
   ERROR_CODE_METADATA_KEY, IoRequestIn, IoResponse, MAX_MESSAGE_BYTES, StorageHandlers, storageService
 } from './wire'
@@ -42,6 +43,7 @@ export interface StorageServerOptions {
   // How this node reaches its peers for node-to-node copies, where that differs from the
   // address a peer registered (e.g. through a WAN-emulating proxy): node id → host:port.
   peerAddresses?: Record<string, string>
+  ioReplyStallMs?: number     // see IO_REPLY_STALL_MS_MAX; tests shorten it
   logger?: Logger
 }
 
@@ -138,6 +140,7 @@ export async function startStorageServer (opts: StorageServerOptions): Promise<S
 
   // Node-wide memory bound of the Io streams (io-budget.ts).
   const ioBudget = new NodeIoBudget()
+  const stallMs = opts.ioReplyStallMs ?? IO_REPLY_STALL_MS_MAX
 
   const io: StorageHandlers['Io'] = (call) => {
     streams.add(call)
@@ -145,6 +148,8 @@ export async function startStorageServer (opts: StorageServerOptions): Promise<S
     let dispatching = 0
     let clientDone = false
     let gone = false
+    let sending = 0          // replies handed to grpc-js and not yet written out
+    let progressMs = 0       // when a reply last went out (or the first began waiting)
     const finish = (): void => {
       if (clientDone && gate.queued === 0 && dispatching === 0 && !gone) { gone = true; streams.delete(call); call.end() }
     }
@@ -152,8 +157,16 @@ export async function startStorageServer (opts: StorageServerOptions): Promise<S
     // when the stream can no longer take it.
     const reply = (resp: IoResponse, charge: Charge): void => {
       if (gone || call.cancelled || call.writableEnded) { gate.settle(charge); return }
-      call.write(resp, () => gate.settle(charge))
+      if (sending++ === 0) progressMs = Date.now()
+      call.write(resp, () => { sending--; progressMs = Date.now(); gate.settle(charge) })
     }
+    const stallCheck = setInterval(() => {
+      if (sending === 0 || Date.now() - progressMs < stallMs) return
+      log.warn({ peer: call.getPeer(), replies: sending, stalledMs: Date.now() - progressMs }, 'io stream reset: the client has not read its replies')
+      resetStream(call)
+      drop()
+    }, Math.min(IO_STALL_CHECK_MS, stallMs))
+    stallCheck.unref()
     const gate: StreamIoGate<IoRequestIn> = new StreamIoGate(ioBudget, (req, charge) => {
       if (closing !== undefined) {
         reply({ id: req.id, code: 'UNAVAILABLE', message: `storage node ${opts.nodeId} is shutting down`, data: EMPTY }, charge)
@@ -174,12 +187,12 @@ export async function startStorageServer (opts: StorageServerOptions): Promise<S
     }, reading => { if (reading) call.resume(); else call.pause() })
     call.on('data', (req: IoRequestIn) => {
       counters.requests++
-      gate.push(req, payloadBytes(req))
+      gate.push(req, payloadBytes(req), req.op === 'write' ? payloadBytes(req) : 0)
     })
     call.on('end', () => { clientDone = true; finish() })
     // Cancelled or broken: drop what waits and release every charge (the transport drops the
     // replies it held). 'close' also covers a stream destroyed without either event.
-    const drop = (): void => { gone = true; streams.delete(call); gate.close() }
+    const drop = (): void => { gone = true; streams.delete(call); clearInterval(stallCheck); gate.close() }
     call.on('error', drop)
     call.on('cancelled', drop)
     call.on('close', drop)
@@ -290,6 +303,23 @@ function payloadBytes (req: IoRequestIn): number {
   return 0
 }
 
+// grpc-js has no server-side cancel: reset the call's HTTP/2 stream (RST_STREAM CANCEL), which
+// drops the replies it holds, ends the call for the client, and makes grpc-js emit 'cancelled'.
+// Reaches into grpc-js's call objects (`call.call`, through interceptors' `nextCall`, to the one
+// holding the Http2Stream); ends the call the public way if that ever changes.
+function resetStream (call: grpc.ServerDuplexStream<IoRequestIn, IoResponse>): void {
+  let inner = (call as unknown as { call?: unknown }).call
+  for (let depth = 0; depth < 8 && typeof inner === 'object' && inner !== null; depth++) {
+    const stream = (inner as { stream?: { close?: unknown } }).stream
+    if (typeof stream?.close === 'function') {
+      (stream.close as (code: number) => void)(http2.constants.NGHTTP2_CANCEL)
+      return
+    }
+    inner = (inner as { nextCall?: unknown }).nextCall
+  }
+  call.destroy()
+}
+
 // grpc-js hands a call's messages to an object-mode Readable whose buffer (16 messages by default)
 // fills while the call is paused. Node has no public setter for the high-water mark; this reaches
 // into the stream state and is a no-op if that ever changes.
@@ -324,7 +354,7 @@ export function tuneServerSessions (server: grpc.Server, windowBytes: number = F
   for (const h of servers.keys()) {
     if (typeof (h as EventEmitter).on !== 'function') continue
     ;(h as EventEmitter).on('connection', (socket: Socket) => { socket.setNoDelay(true) })
-    ;(h as EventEmitter).on('session', (session: Http2Session) => {
+    ;(h as EventEmitter).on('session', (session: http2.Http2Session) => {
       try {
         session.settings({ initialWindowSize: windowBytes })  // per stream, streams to come included
       } catch { /* session already closing */ }
