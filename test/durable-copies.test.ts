@@ -57,7 +57,7 @@ t.test('durable copies', async (t) => {
     const mid = samples.filter(s => s.inSync > 0 && s.inSync < blocks)
     t.comment(`samples: ${samples.map(s => `${s.node} ${s.inSync}/${s.fsyncs}`).join(', ')}`)
     t.ok(samples.every(s => s.fsyncs >= s.inSync * FSYNCS_PER_COPIED_BLOCK), 'at every sample, a target had fsynced (file + directory) at least every block the map called in sync on it')
-    t.ok(mid.length > 0 || samples.length > 0, `${samples.length} samples, ${mid.length} taken mid-copy`)
+    t.ok(samples.length > 0, `${samples.length} samples, ${mid.length} of them taken mid-copy`)
     for (const node of ['b1', 'b2']) {
       const delta = await fsyncs(node) - base[node as 'b1' | 'b2']
       t.ok(delta >= blocks * FSYNCS_PER_COPIED_BLOCK, `${node}: ${delta} fsyncs for ${blocks} copied blocks`)
