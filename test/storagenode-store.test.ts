@@ -4,7 +4,7 @@ import t from 'tap'
 import * as fs from 'node:fs'
 import * as os from 'node:os'
 import * as path from 'node:path'
-import { BlockStore } from '../src/storagenode/block-store'
+import { BlockStore, FAULT_FSYNC_EIO_FILE_ENV } from '../src/storagenode/block-store'
 
 const UUID = '0b5d3c1e-7a2f-4c11-9e0f-111111111111'
 const BLOCK_BYTES = 1024 * 1024
@@ -169,4 +169,53 @@ t.test('concurrent overlapping writes apply in call order', async t => {
   const want = Buffer.alloc(140)
   for (let i = 0; i < 50; i++) want.fill(i, (i % 5) * 10, (i % 5) * 10 + 100)
   t.same(got, want)
+})
+
+// Issue 9, "fsync must never lie": the fault switch is read when a store is made, so these
+// stores are opened with it set (FAULT_FSYNC_EIO_FILE_ENV: fsync fails while the file exists).
+async function faultyStore (t: { teardown: (fn: () => unknown) => void }, dataDir: string, failFile: string): Promise<BlockStore> {
+  process.env[FAULT_FSYNC_EIO_FILE_ENV] = failFile
+  try {
+    const store = await BlockStore.open({ nodeId: 'n1', dataDir })
+    t.teardown(async () => { fs.rmSync(failFile, { force: true }); await store.close() })
+    return store
+  } finally {
+    delete process.env[FAULT_FSYNC_EIO_FILE_ENV]
+  }
+}
+
+t.test('a flush that overlaps a failing one fails too (it would have called its files durable)', async t => {
+  const failFile = path.join(tempDir(t), 'fail-fsync')
+  const store = await faultyStore(t, tempDir(t), failFile)
+  await store.write(UUID, 0, 1, 0, Buffer.alloc(4096, 1), 1)
+  fs.writeFileSync(failFile, '')
+  const first = store.flush(UUID, 1)   // takes the file off the dirty set, its fsync fails
+  const second = store.flush(UUID, 1)  // finds nothing dirty: must still not answer "durable"
+  await t.rejects(first, { code: 'IO_ERROR' })
+  await t.rejects(second, { code: 'IO_ERROR' }, 'the overlapping flush fails with the one that had the file')
+  fs.rmSync(failFile)
+  await store.flush(UUID, 1)
+  t.pass('the file stayed dirty: the next flush syncs it')
+})
+
+t.test('syncBlock fsyncs every version file of the block and the directory; a failing disk refuses the start', async t => {
+  const dir = tempDir(t)
+  const store = await BlockStore.open({ nodeId: 'n1', dataDir: dir })
+  t.equal((await store.stat()).fsyncCount, 1, 'the start-up sync of the data dir counts as one')
+  t.type(store.startSyncMs, 'number')
+  await store.write(UUID, 3, 1, 0, Buffer.alloc(4096, 1), 1)
+  await store.write(UUID, 3, 2, 0, Buffer.alloc(4096, 2), 1)
+  const before = (await store.stat()).fsyncCount
+  await store.syncBlock(UUID, 3)
+  t.equal((await store.stat()).fsyncCount - before, 3, 'two version files and the directory')
+  await store.close()
+  const failFile = path.join(os.tmpdir(), `ukai-fail-fsync-${process.pid}`)
+  fs.writeFileSync(failFile, '')
+  t.teardown(() => fs.rmSync(failFile, { force: true }))
+  process.env[FAULT_FSYNC_EIO_FILE_ENV] = failFile
+  try {
+    await t.rejects(BlockStore.open({ nodeId: 'n1', dataDir: dir }), { code: 'DATA_DIR' }, 'a data dir that cannot be made durable is not served')
+  } finally {
+    delete process.env[FAULT_FSYNC_EIO_FILE_ENV]
+  }
 })

@@ -23,5 +23,8 @@ export async function copyBaseFromPeer (store: BlockStore, source: StorageClient
     await store.write(req.diskUuid, req.block, req.epoch, off, data, req.leaseEpoch)
     bytes += length
   }
+  // Durable before the writer counts on it: after a crash the clone's block must read as the
+  // base did, never as a version file with part of the base missing.
+  if (bytes > 0) await store.syncBlock(req.diskUuid, req.block)
   return { result: 'copied', bytes }
 }

@@ -3,7 +3,8 @@
 // here (a discard of the whole version: deleted, or an empty version over an older one, never a
 // clone of it), so zeros the source has — holes a TRIM punched, a tail it truncated, a version a
 // TRIM emptied — are zeros here too, and all-zero chunks are skipped: thin blocks stay thin.
-import { UkaiError } from '../errors'
+// The answer comes only once the block's files and directory entries are durable (fsync).
+import { UkaiError, safetyCatch } from '../errors'
 import { BlockStore, MAX_BLOCK_BYTES } from './block-store'
 import { StorageClient } from './client'
 
@@ -55,8 +56,11 @@ export async function pullBlock (store: BlockStore, source: StorageClient, req: 
       }
     }
   } catch (err) {
-    next?.catch(() => {}) // the read ahead must not end as an unhandled rejection
+    next?.catch(safetyCatch) // the read ahead must not end as an unhandled rejection
     throw err
   }
+  // Durable before we answer: the executor marks this replica in sync on the answer, and a
+  // flip may then drop the replicas it was copied from.
+  if (req.probe !== true) await store.syncBlock(req.diskUuid, req.block)
   return written
 }

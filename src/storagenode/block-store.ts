@@ -7,6 +7,7 @@
 //
 // Concurrency: overlapping writes/discards to one version apply in call order (RangeLocks);
 // creating a version (empty or cloned) happens once per key, other writers wait for it.
+import { execFile } from 'node:child_process'
 import * as fs from 'node:fs'
 import * as fsp from 'node:fs/promises'
 import * as path from 'node:path'
@@ -32,6 +33,10 @@ const RECONCILE_DELAY_MS = 200
 const DISK_UUID_RE = /^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$/
 const VERSION_FILE_RE = /^(\d+)\.(\d+)$/
 const FENCE_FILE = 'fence'
+// Bound on the start-up syncfs of the data dir, which writes back whatever a killed predecessor
+// left dirty. Measured with 4,000 block files: 4-7 ms when clean (their scan takes 130-290 ms),
+// 148 ms with 250 MiB of them never fsynced; GiBs of dirty data take seconds.
+const START_SYNC_TIMEOUT_MS = 120_000
 
 export interface BlockStoreOptions {
   nodeId: string
@@ -59,6 +64,7 @@ interface DiskState {
   fenceDurable: Promise<void>            // resolves once fenceEpoch is on disk
   dirty: Set<string>                     // files written since the last flush
   dirDirty: boolean                      // entries created/removed since the last flush
+  syncing: Set<Promise<void>>            // flushes in progress
   inflight: Set<Promise<unknown>>        // admitted mutations (fence waits for them)
 }
 
@@ -82,6 +88,9 @@ export class BlockStore {
   private fsyncCount = 0
   private readonly faultFsyncEioFile = process.env[FAULT_FSYNC_EIO_FILE_ENV]
   private unsettledTotal = 0
+  // How long the start-up sync of the data dir took, and how many version files it covered.
+  startSyncMs = 0
+  startSyncFiles = 0
   private reconciling: Promise<void> | undefined
   private reconcileTimer: NodeJS.Timeout | undefined
   private closed = false
@@ -102,6 +111,7 @@ export class BlockStore {
     const store = new BlockStore(opts)
     await store.checkDataDir()
     await store.scan()
+    await store.syncDataDir()
     return store
   }
 
@@ -181,6 +191,22 @@ export class BlockStore {
     const durable = this.admit(disk, leaseEpoch)
     await this.syncDisk(disk)
     await durable
+  }
+
+  // Makes every version of `block` durable, and the disk directory's entries (node-to-node
+  // copies answer only after this: the executor marks a replica in sync, and later drops the
+  // others, on the strength of the answer). One fsync per version file plus one of the directory:
+  // a pull creates the version files, and a file not yet in the directory is lost with it.
+  async syncBlock (uuid: string, block: number): Promise<void> {
+    checkUuid(uuid); checkIndex('block', block)
+    const disk = this.disks.get(uuid)
+    if (disk === undefined) return
+    try {
+      await Promise.all((disk.versions.get(block) ?? []).map(async epoch => await this.fsyncFile(versionPath(disk, block, epoch))))
+      if (disk.dirExists) await this.syncDir(disk.dir)
+    } catch (err) {
+      throw this.translate(err, `sync ${uuid} block ${block}`)
+    }
   }
 
   // ---- control path ----
@@ -318,6 +344,9 @@ export class BlockStore {
       disk.dirty.add(file)
       disk.dirDirty = true
       insertSorted(disk.versions, block, epoch)
+      // The copy's bytes were made durable before the rename; the entry now is too, so the
+      // clone's block never reads as zeros after a crash where the base had data.
+      try { await this.syncDir(disk.dir) } catch (err) { throw this.translate(err, `copy base into ${uuid} block ${block}`) }
     })().finally(() => disk.creating.delete(key))
     disk.creating.set(key, op)
     await this.track(disk, op)
@@ -348,6 +377,31 @@ export class BlockStore {
   }
 
   // ---- internals ----
+
+  // Before the node serves: everything a previous incarnation wrote is made durable. A node
+  // killed (-9) before an agent's fsync forgets which files were dirty, so that fsync would
+  // succeed here without syncing them; the bytes are in the page cache, and a power loss before
+  // writeback would lose them. syncfs(2) (coreutils `sync -f`; Node has no binding) writes back
+  // the data dir's file system in one call and reports writeback errors (Linux >= 5.8); fsyncing
+  // every block file would cost an open and an fsync per file, plus every directory, for the same
+  // effect. Its price: other dirty data on the same file system is written back too.
+  private async syncDataDir (): Promise<void> {
+    const startMs = Date.now()
+    try {
+      this.fsyncCount++
+      this.checkFaultFsync()
+      await new Promise<void>((resolve, reject) => {
+        execFile('sync', ['-f', this.dataDir], { timeout: START_SYNC_TIMEOUT_MS }, (err, _stdout, stderr) => {
+          if (err === null) resolve()
+          else reject(new Error(`sync -f ${this.dataDir}: ${stderr.trim() !== '' ? stderr.trim() : err.message}`))
+        })
+      })
+    } catch (err) {
+      throw new UkaiError('DATA_DIR', `storage node ${this.nodeId}: cannot make data dir ${this.dataDir} durable at start: ${(err as Error).message}`, err)
+    }
+    this.startSyncMs = Date.now() - startMs
+    this.startSyncFiles = this.allocBytes.size
+  }
 
   private async checkDataDir (): Promise<void> {
     const dir = this.dataDir
@@ -401,6 +455,7 @@ export class BlockStore {
       fenceDurable: Promise.resolve(),
       dirty: new Set(),
       dirDirty: false,
+      syncing: new Set(),
       inflight: new Set()
     }
   }
@@ -565,6 +620,11 @@ export class BlockStore {
     try {
       const tmp = file + '.tmp'
       await cloneSparse(src, tmp)
+      // Durable before it gets its name: a version that exists after a crash must hold the older
+      // version's bytes (reads pick it over that one); a crash before the rename leaves a .tmp,
+      // removed at start, and the older version still shows through.
+      const fh = await fsp.open(tmp, 'r+')
+      try { await this.fsync(fh) } finally { await fh.close() }
       await fsp.rename(tmp, file)
       this.setAlloc(file, (await fsp.stat(file)).blocks * 512)
     } catch (err) {
@@ -602,22 +662,23 @@ export class BlockStore {
     disk.dirExists = true
   }
 
+  // Files an earlier flush took off the dirty set may still be in its fsync: a flush waits for
+  // those too, and fails with them, or it would call durable what is not yet.
   private async syncDisk (disk: DiskState): Promise<void> {
+    const earlier = [...disk.syncing]
+    const own = this.syncDirty(disk)
+    disk.syncing.add(own)
+    try { await own } finally { disk.syncing.delete(own) }
+    await Promise.all(earlier)
+  }
+
+  private async syncDirty (disk: DiskState): Promise<void> {
     const files = [...disk.dirty]
     disk.dirty.clear()
     const dirDirty = disk.dirDirty
     disk.dirDirty = false
     try {
-      await Promise.all(files.map(async f => {
-        let lease
-        try {
-          lease = await this.files.acquire(f)
-        } catch (err) {
-          if ((err as NodeJS.ErrnoException).code === 'ENOENT') return  // deleted meanwhile
-          throw err
-        }
-        try { await this.fsync(lease.fh) } finally { lease.release() }
-      }))
+      await Promise.all(files.map(async f => await this.fsyncFile(f)))
       if (dirDirty) await this.syncDir(disk.dir)
     } catch (err) {
       // Not durable: keep them dirty so the next flush retries.
@@ -627,6 +688,18 @@ export class BlockStore {
     }
   }
 
+  // A file deleted meanwhile needs no sync (its directory's is the caller's).
+  private async fsyncFile (file: string): Promise<void> {
+    let lease
+    try {
+      lease = await this.files.acquire(file)
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return
+      throw err
+    }
+    try { await this.fsync(lease.fh) } finally { lease.release() }
+  }
+
   private async syncDir (dir: string): Promise<void> {
     const fh = await fsp.open(dir, 'r')
     try { await this.fsync(fh) } finally { await fh.close() }
@@ -634,10 +707,14 @@ export class BlockStore {
 
   private async fsync (fh: { sync: () => Promise<void> }): Promise<void> {
     this.fsyncCount++
+    this.checkFaultFsync()
+    await fh.sync()
+  }
+
+  private checkFaultFsync (): void {
     if (this.faultFsyncEioFile !== undefined && fs.existsSync(this.faultFsyncEioFile)) {
       throw Object.assign(new Error(`EIO: i/o error, fsync (injected: ${this.faultFsyncEioFile} exists)`), { code: 'EIO' })
     }
-    await fh.sync()
   }
 
   // Claims `bytes` of quota for an operation in progress, or throws NO_SPACE.

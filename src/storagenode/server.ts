@@ -250,7 +250,7 @@ export async function startStorageServer (opts: StorageServerOptions): Promise<S
   }
   const address = `${uriHost}:${port}`
   tuneServerSessions(server)
-  log.info({ address, dataDir: store.dataDir, capacityBytes: store.capacityBytes, usedBytes: store.usedBytes }, 'storage node listening')
+  log.info({ address, dataDir: store.dataDir, capacityBytes: store.capacityBytes, usedBytes: store.usedBytes, dataDirSyncMs: store.startSyncMs, dataDirSyncFiles: store.startSyncFiles }, 'storage node listening')
 
   const shutdown = async (graceMs: number): Promise<void> => {
     // 1. stop accepting (handlers answer UNAVAILABLE), 2. drain in flight with a deadline,
