@@ -73,13 +73,33 @@ export class MetaStore {
     await this.createEphemeral(path, data())
   }
 
+  // Stops re-creating the ephemeral and removes it. While ZooKeeper is away the removal is left
+  // for when it is back (retried on reconnect) rather than waited for: a close must not hang.
   async dropEphemeral (path: string): Promise<void> {
     this.ephemerals.delete(path)
+    if (!this.zk.isConnected) { this.removeLater(path); return }
     try {
       await this.zk.remove(path)
     } catch (err) {
+      if (isUkaiError(err, 'ZK_UNAVAILABLE')) { this.removeLater(path); return }
       if ((err as UkaiError).code !== 'NOT_FOUND') throw err
     }
+  }
+
+  private readonly removals = new Set<string>()
+
+  private removeLater (path: string): void {
+    if (this.removals.has(path)) return
+    this.removals.add(path)
+    const attempt = (): void => {
+      if (!this.removals.has(path)) return
+      if (this.ephemerals.has(path)) { this.removals.delete(path); return } // held again meanwhile
+      this.zk.remove(path).then(() => { this.removals.delete(path) }, (err) => {
+        if (isUkaiError(err, 'NOT_FOUND')) this.removals.delete(path)
+        else this.zk.once('connected', attempt)
+      }).catch(safetyCatch)
+    }
+    this.zk.once('connected', attempt)
   }
 
   // Creates our ephemeral at `path`. One already there is ours when our session owns it (a
@@ -353,6 +373,11 @@ export class MetaStore {
   // Disks cloned from `disk` (from one snapshot of it when given).
   async listClones (disk: string, snapshot?: string): Promise<DiskRecord[]> {
     return (await this.listDisks()).filter(d => d.parent !== null && d.parent.disk === disk && (snapshot === undefined || d.parent.snapshot === snapshot))
+  }
+
+  // Whether anyone (this host included) holds the disk's write lease.
+  async leaseHeldAnywhere (disk: string): Promise<boolean> {
+    return await this.zk.exists(paths.lease(disk)) !== null
   }
 
   // The lease znode's version when it carries `leaseEpoch` (we hold it), else null.

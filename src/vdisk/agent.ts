@@ -225,10 +225,15 @@ export class Agent {
     if (writable) o.writable++
     const fh = this.newFh()
     this.handles.set(fh, { name, writable })
-    if (writable && this.leases.holding(name) === undefined) {
-      // Opening for write takes a free lease now; a held one moves at our first write.
-      const lease = await this.meta.zk.exists(paths.lease(name))
-      if (lease === null) await o.disk.ensureLease().catch(err => this.log.warn({ disk: name, err: String(err) }, 'could not take the lease at open'))
+    if (writable && this.leases.holding(name) === undefined && this.meta.zk.isConnected) {
+      // Opening for write takes a free lease now; a held one moves at our first write. Only an
+      // optimisation: while ZooKeeper is away the open does not wait for it (the write will).
+      try {
+        if (!await this.meta.leaseHeldAnywhere(name)) await o.disk.ensureLease()
+      } catch (err) {
+        safetyCatch(err)
+        this.log.warn({ disk: name, err: String(err) }, 'could not take the lease at open')
+      }
     }
     return fh
   }
