@@ -86,6 +86,10 @@ t.test('writes go on through ZooKeeper outages and a session expiry', async (t) 
     t.equal(info.leaseEpoch, start.leaseEpoch, `at the same epoch after its session expired (${info.leaseEpoch})`)
     t.equal(writer.stats.writesFailed, 0, `no write failed (${writer.stats.writes} writes, longest ${writer.stats.longestStallMs} ms)`)
     t.match(fs.readFileSync(agent.logFile, 'utf8'), /lease re-asserted on the new ZooKeeper session/, 'the log says so')
+    // The holder commits snapshots: its request watch was set again on the new session.
+    const snap = await runCli(['snapshot', 'create', 'vol@after-expiry'], { zk: zks, timeoutMs: 60_000 })
+    t.equal(snap.code, 0, `a snapshot is committed by the holder after its session expired ${snap.stderr}`)
+    t.equal((await cliJson<Info>(['disk', 'info', 'vol'], zks)).leaseHolder, 'hv-a', 'and it still holds the lease')
   })
 
   t.test('a replica that fails while ZooKeeper is away: no acknowledgement before its stale mark', async (t) => {

@@ -47,6 +47,9 @@ export interface LeaseCallbacks {
   onHandoverRequested: (disk: string, requester: string) => void
   // The lease znode vanished without us releasing it (forced take-over, session loss).
   onLost: (disk: string) => void
+  // The lease was re-asserted on a new session (same epoch): watches tied to it died with the
+  // old session and are set again.
+  onReasserted?: (disk: string) => void
 }
 
 export class LeaseManager {
@@ -138,6 +141,7 @@ export class LeaseManager {
     this.assertedIn.set(disk, generation)
     this.log.info({ disk, leaseEpoch: lease.leaseEpoch }, 'lease re-asserted on the new ZooKeeper session')
     this.watchHeld(disk, lease.leaseEpoch)
+    this.callbacks.onReasserted?.(disk)
   }
 
   holding (disk: string): HeldLease | undefined { return this.held.get(disk) }

@@ -98,7 +98,13 @@ export class Agent {
         if (o !== undefined) o.disk.handOver().catch(err => this.log.error({ disk, err: String(err) }, 'hand-over failed'))
         else this.leases.release(disk).catch(safetyCatch)
       },
-      onLost: (disk) => { this.hooks.leaseLost?.(disk); this.open.get(disk)?.disk.leaseLost() }
+      onLost: (disk) => { this.hooks.leaseLost?.(disk); this.open.get(disk)?.disk.leaseLost() },
+      onReasserted: (disk) => {
+        const o = this.open.get(disk)
+        if (o === undefined) return
+        o.disk.leaseReasserted()
+        this.hooks.leaseAcquired?.(o.disk)
+      }
     }, { handoverTimeoutMs: opts.handoverTimeoutMs, logger: this.log })
   }
 

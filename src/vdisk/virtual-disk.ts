@@ -281,6 +281,14 @@ export class VirtualDisk {
 
   leaseLost (): void { this.lease = null }
 
+  // Our session expired and the lease was re-asserted at the same epoch: the snapshot-request
+  // watch died with the old session; set it again (a request may be waiting already).
+  leaseReasserted (): void {
+    if (this.lease === null || this.closed) return
+    this.snapshotWatchArmed = false
+    this.watchSnapshotRequests()
+  }
+
   // --- clones -------------------------------------------------------------------------------
 
   get isClone (): boolean { return this.chain !== null }
