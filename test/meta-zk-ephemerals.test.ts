@@ -1,6 +1,7 @@
 // Ephemerals and leases around ZooKeeper trouble (issue 9): an open record left by an earlier
 // session, or created twice at once, is ours — never EEXIST; a close while ZooKeeper is away does
-// not wait for it, and the lease and open record go once it is back.
+// not wait for it, and the lease and open record go once it is back; a disk closed here opens
+// again (and reads) while ZooKeeper is away.
 import fs from 'node:fs'
 import path from 'node:path'
 import t from 'tap'
@@ -57,10 +58,31 @@ t.test('closing a disk while ZooKeeper is away', async (t) => {
   }, 30_000, 250)
   t.pass('both gone once ZooKeeper is back')
   const fh2 = await fs.promises.open(path.join(agent.mountPoint, 'vol'), 'r+')
-  t.teardown(() => fh2.close().catch(() => {}))
   const got = Buffer.alloc(65536)
   await fh2.read(got, 0, got.length, 0)
   t.ok(got.every(x => x === 7), 'the bytes written before are there')
   await fh2.write(Buffer.alloc(4096, 8), 0, 4096, 0)
   t.equal((await cliJson<Info>(['disk', 'info', 'vol'], zks)).leaseHolder, 'hv', 'the next write takes the lease again')
+  await fh2.close()
+  await until('the disk to be closed everywhere', async () => {
+    const info = await cliJson<Info>(['disk', 'info', 'vol'], zks)
+    return info.leaseHolder === null && info.openOn.length === 0
+  }, 10_000, 100)
+
+  await zk.kill('SIGKILL')
+  const t1 = Date.now()
+  const fh3 = await fs.promises.open(path.join(agent.mountPoint, 'vol'), 'r+')
+  const openMs = Date.now() - t1
+  t.teardown(() => fh3.close().catch(() => {}))
+  t.ok(openMs < 5000, `a disk closed here opens again while ZooKeeper is away (${openMs} ms)`)
+  await fh3.read(got, 0, got.length, 0)
+  t.ok(got.subarray(0, 4096).every(x => x === 8) && got.subarray(4096).every(x => x === 7), 'and reads its bytes')
+  await zk.restart()
+  await until('its open record to appear once ZooKeeper is back', async () => {
+    const r = await runCli(['disk', 'info', 'vol', '--json'], { zk: zks })
+    return r.code === 0 && (JSON.parse(r.stdout) as Info).openOn.includes('hv')
+  }, 30_000, 250)
+  t.pass('the open record was created when ZooKeeper came back')
+  await fh3.write(Buffer.alloc(4096, 9), 0, 4096, 4096)
+  t.equal((await cliJson<Info>(['disk', 'info', 'vol'], zks)).leaseHolder, 'hv', 'writes take the lease once ZooKeeper is back')
 })

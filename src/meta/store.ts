@@ -19,6 +19,8 @@ export class MetaStore {
   readonly zk: ZkClient
   private readonly log: Logger
   private readonly ephemerals = new Map<string, () => Buffer>()
+  // Ephemerals dropped while ZooKeeper was away, removed when it is back.
+  private readonly removals = new Set<string>()
   // Background reports that failed since ZooKeeper was last reachable: logged once per outage.
   private readonly quietFailures = new Set<string>()
 
@@ -68,9 +70,39 @@ export class MetaStore {
   // --- ephemerals ---------------------------------------------------------------------------
 
   // Creates an ephemeral node now and again after every session replacement, until dropped.
-  async holdEphemeral (path: string, data: () => Buffer): Promise<void> {
+  // With `waitMs`, ZooKeeper trouble does not hold the caller up: while it is away, or when the
+  // creation takes longer than that (the connection dropped meanwhile), it is created when the
+  // connection is back (or with the new session) — an open of a cached disk must not hang on its
+  // open record.
+  async holdEphemeral (path: string, data: () => Buffer, opts: { waitMs?: number } = {}): Promise<void> {
     this.ephemerals.set(path, data)
-    await this.createEphemeral(path, data())
+    this.removals.delete(path)
+    if (opts.waitMs === undefined) { await this.createEphemeral(path, data()); return }
+    if (!this.zk.isConnected) { this.createLater(path); return }
+    const outcome: Promise<unknown> = this.createEphemeral(path, data()).then(() => 'created', (err: unknown) => err)
+    let timer: NodeJS.Timeout | undefined
+    const first = await Promise.race([outcome, new Promise(resolve => { timer = setTimeout(() => resolve('waiting'), opts.waitMs) })])
+    clearTimeout(timer)
+    if (first === 'created') return
+    if (first === 'waiting') {
+      this.log.warn({ path, waitMs: opts.waitMs }, 'ZooKeeper is slow: the ephemeral is created in the background')
+      outcome.then((r) => { if (r !== 'created') { safetyCatch(r); this.createLater(path) } }).catch(safetyCatch)
+      return
+    }
+    if (isUkaiError(first, 'ZK_UNAVAILABLE')) { this.createLater(path); return }
+    throw first
+  }
+
+  private createLater (path: string): void {
+    this.log.warn({ path }, 'ZooKeeper is away: the ephemeral is created when it is back')
+    this.zk.once('connected', () => {
+      const data = this.ephemerals.get(path)
+      if (data === undefined) return
+      this.createEphemeral(path, data()).catch((err) => {
+        safetyCatch(err)
+        this.log.error({ path, err: String(err) }, 'could not create ephemeral after reconnecting')
+      })
+    })
   }
 
   // Stops re-creating the ephemeral and removes it. While ZooKeeper is away the removal is left
@@ -85,8 +117,6 @@ export class MetaStore {
       if ((err as UkaiError).code !== 'NOT_FOUND') throw err
     }
   }
-
-  private readonly removals = new Set<string>()
 
   private removeLater (path: string): void {
     if (this.removals.has(path)) return
