@@ -1,6 +1,6 @@
 // ZooKeeper trouble: a restart of the server (I/O on open disks goes on: writes never touch
-// ZooKeeper), and expired sessions (daemons open a new session and re-create their ephemerals;
-// a lost lease is re-acquired with a new epoch at the next write).
+// ZooKeeper), and expired sessions (daemons open a new session and re-create their ephemerals).
+// A lease held through an expiry is re-asserted at its epoch: test/meta-zk-outage-writes.test.ts.
 import fs from 'node:fs'
 import path from 'node:path'
 import t from 'tap'
@@ -58,7 +58,7 @@ t.test('ZooKeeper restart and session expiry', async (t) => {
     t.pass('it opened a new session and re-registered')
   })
 
-  t.test('an agent whose session expired loses the lease and takes a new epoch at its next write', async (t) => {
+  t.test('an agent whose session expired (its disk closed) takes a new epoch at its next write', async (t) => {
     // On failure, show what the agent logged (its temp dir is gone after teardown).
     t.teardown(() => { if (t.passing() === false) t.comment(fs.readFileSync(a.logFile, 'utf8').split('\n').slice(-40).join('\n')) })
     const fh = await fs.promises.open(file, 'r+')

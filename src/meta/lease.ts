@@ -47,6 +47,9 @@ export interface LeaseCallbacks {
   onHandoverRequested: (disk: string, requester: string) => void
   // The lease znode vanished without us releasing it (forced take-over, session loss).
   onLost: (disk: string) => void
+  // The lease was re-asserted on a new session (same epoch): watches tied to it died with the
+  // old session and are set again.
+  onReasserted?: (disk: string) => void
 }
 
 export class LeaseManager {
@@ -138,6 +141,7 @@ export class LeaseManager {
     this.assertedIn.set(disk, generation)
     this.log.info({ disk, leaseEpoch: lease.leaseEpoch }, 'lease re-asserted on the new ZooKeeper session')
     this.watchHeld(disk, lease.leaseEpoch)
+    this.callbacks.onReasserted?.(disk)
   }
 
   holding (disk: string): HeldLease | undefined { return this.held.get(disk) }
@@ -243,21 +247,48 @@ export class LeaseManager {
     this.callbacks.onLost(disk)
   }
 
-  // Gives the lease up; the caller flushed first.
+  // Gives the lease up; the caller flushed first. While ZooKeeper is away the znode's removal
+  // is retried when it is back instead of waited for (a close must not hang on ZooKeeper); until
+  // then a requester sees our (idle) lease and takes it by force after its hand-over timeout.
   async release (disk: string): Promise<void> {
     const lease = this.held.get(disk)
     if (lease === undefined) return
     this.held.delete(disk)
     this.assertedIn.delete(disk)
+    if (!this.meta.zk.isConnected) { this.releaseLater(disk, lease.leaseEpoch); return }
+    try {
+      await this.removeLeaseZnode(disk, lease.leaseEpoch)
+    } catch (err) {
+      if (!isUkaiError(err, 'ZK_UNAVAILABLE')) throw err
+      this.releaseLater(disk, lease.leaseEpoch)
+      return
+    }
+    this.log.info({ disk, leaseEpoch: lease.leaseEpoch }, 'lease released')
+  }
+
+  private async removeLeaseZnode (disk: string, leaseEpoch: number): Promise<void> {
     try {
       const cur = await this.meta.zk.getOrNull(paths.lease(disk))
-      if (cur !== null && decodeJson<LeaseRecord>(cur.data, `lease of ${disk}`).leaseEpoch === lease.leaseEpoch) {
+      if (cur !== null && decodeJson<LeaseRecord>(cur.data, `lease of ${disk}`).leaseEpoch === leaseEpoch) {
         await this.meta.zk.remove(paths.lease(disk), cur.stat.version)
       }
     } catch (err) {
       if ((err as UkaiError).code !== 'NOT_FOUND' && (err as UkaiError).code !== 'ZK_CONFLICT') throw err
     }
-    this.log.info({ disk, leaseEpoch: lease.leaseEpoch }, 'lease released')
+  }
+
+  private releaseLater (disk: string, leaseEpoch: number): void {
+    this.log.warn({ disk, leaseEpoch }, 'lease given up while ZooKeeper is away; its znode is removed when ZooKeeper is back')
+    const attempt = (): void => {
+      if (this.held.has(disk)) return // taken again meanwhile (a new epoch): nothing to remove
+      this.removeLeaseZnode(disk, leaseEpoch).then(() => {
+        this.log.info({ disk, leaseEpoch }, 'lease released')
+      }, (err) => {
+        safetyCatch(err)
+        this.meta.zk.once('connected', attempt)
+      })
+    }
+    this.meta.zk.once('connected', attempt)
   }
 
   // Marks the lease as gone locally, e.g. after a storage node answered FENCED.

@@ -19,6 +19,8 @@ export class MetaStore {
   readonly zk: ZkClient
   private readonly log: Logger
   private readonly ephemerals = new Map<string, () => Buffer>()
+  // Ephemerals dropped while ZooKeeper was away, removed when it is back.
+  private readonly removals = new Set<string>()
   // Background reports that failed since ZooKeeper was last reachable: logged once per outage.
   private readonly quietFailures = new Set<string>()
 
@@ -68,18 +70,66 @@ export class MetaStore {
   // --- ephemerals ---------------------------------------------------------------------------
 
   // Creates an ephemeral node now and again after every session replacement, until dropped.
-  async holdEphemeral (path: string, data: () => Buffer): Promise<void> {
+  // With `waitMs`, ZooKeeper trouble does not hold the caller up: while it is away, or when the
+  // creation takes longer than that (the connection dropped meanwhile), it is created when the
+  // connection is back (or with the new session) — an open of a cached disk must not hang on its
+  // open record.
+  async holdEphemeral (path: string, data: () => Buffer, opts: { waitMs?: number } = {}): Promise<void> {
     this.ephemerals.set(path, data)
-    await this.createEphemeral(path, data())
+    this.removals.delete(path)
+    if (opts.waitMs === undefined) { await this.createEphemeral(path, data()); return }
+    if (!this.zk.isConnected) { this.createLater(path); return }
+    const outcome: Promise<unknown> = this.createEphemeral(path, data()).then(() => 'created', (err: unknown) => err)
+    let timer: NodeJS.Timeout | undefined
+    const first = await Promise.race([outcome, new Promise(resolve => { timer = setTimeout(() => resolve('waiting'), opts.waitMs) })])
+    clearTimeout(timer)
+    if (first === 'created') return
+    if (first === 'waiting') {
+      this.log.warn({ path, waitMs: opts.waitMs }, 'ZooKeeper is slow: the ephemeral is created in the background')
+      outcome.then((r) => { if (r !== 'created') { safetyCatch(r); this.createLater(path) } }).catch(safetyCatch)
+      return
+    }
+    if (isUkaiError(first, 'ZK_UNAVAILABLE')) { this.createLater(path); return }
+    throw first
   }
 
+  private createLater (path: string): void {
+    this.log.warn({ path }, 'ZooKeeper is away: the ephemeral is created when it is back')
+    this.zk.once('connected', () => {
+      const data = this.ephemerals.get(path)
+      if (data === undefined) return
+      this.createEphemeral(path, data()).catch((err) => {
+        safetyCatch(err)
+        this.log.error({ path, err: String(err) }, 'could not create ephemeral after reconnecting')
+      })
+    })
+  }
+
+  // Stops re-creating the ephemeral and removes it. While ZooKeeper is away the removal is left
+  // for when it is back (retried on reconnect) rather than waited for: a close must not hang.
   async dropEphemeral (path: string): Promise<void> {
     this.ephemerals.delete(path)
+    if (!this.zk.isConnected) { this.removeLater(path); return }
     try {
       await this.zk.remove(path)
     } catch (err) {
+      if (isUkaiError(err, 'ZK_UNAVAILABLE')) { this.removeLater(path); return }
       if ((err as UkaiError).code !== 'NOT_FOUND') throw err
     }
+  }
+
+  private removeLater (path: string): void {
+    if (this.removals.has(path)) return
+    this.removals.add(path)
+    const attempt = (): void => {
+      if (!this.removals.has(path)) return
+      if (this.ephemerals.has(path)) { this.removals.delete(path); return } // held again meanwhile
+      this.zk.remove(path).then(() => { this.removals.delete(path) }, (err) => {
+        if (isUkaiError(err, 'NOT_FOUND')) this.removals.delete(path)
+        else this.zk.once('connected', attempt)
+      }).catch(safetyCatch)
+    }
+    this.zk.once('connected', attempt)
   }
 
   // Creates our ephemeral at `path`. One already there is ours when our session owns it (a
@@ -353,6 +403,11 @@ export class MetaStore {
   // Disks cloned from `disk` (from one snapshot of it when given).
   async listClones (disk: string, snapshot?: string): Promise<DiskRecord[]> {
     return (await this.listDisks()).filter(d => d.parent !== null && d.parent.disk === disk && (snapshot === undefined || d.parent.snapshot === snapshot))
+  }
+
+  // Whether anyone (this host included) holds the disk's write lease.
+  async leaseHeldAnywhere (disk: string): Promise<boolean> {
+    return await this.zk.exists(paths.lease(disk)) !== null
   }
 
   // The lease znode's version when it carries `leaseEpoch` (we hold it), else null.

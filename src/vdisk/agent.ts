@@ -43,6 +43,13 @@ interface OpenDisk {
 }
 
 const FH_MAX = 0xffffffff
+// Disks whose last handle closed stay cached with their placement map and its watches, so
+// opening one again reads nothing from ZooKeeper — also while ZooKeeper is away (issue 9). A few
+// KiB of map each (plus the watches); the least recently closed is dropped first.
+const WARM_DISKS_MAX = 16
+// An open waits this long for its open record in ZooKeeper, then lets it be created in the
+// background (ZooKeeper going away just now must not fail the open).
+const OPEN_RECORD_WAIT_MS = 2000
 
 // A name under .snapshots that is no DISK@NAME simply does not exist (ENOENT, not EINVAL).
 function snapshotFile (ref: string): SnapshotRef {
@@ -72,6 +79,7 @@ export class Agent {
   // What a disk nobody chowned shows: this agent's own user, as the mount always did.
   readonly defaultOwner: DiskFileOwner = { uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0, mode: 0o660 }
   private readonly open = new Map<string, OpenDisk>()
+  private readonly warm = new Map<string, VirtualDisk>()
   private opening = new Map<string, Promise<OpenDisk>>()
   private readonly handles = new Map<number, { name: string, writable: boolean, image?: SnapshotImage }>()
   // Snapshots per disk, kept current through watches: the read-only `.snapshots` directory.
@@ -100,7 +108,13 @@ export class Agent {
         if (o !== undefined) o.disk.handOver().catch(err => this.log.error({ disk, err: String(err) }, 'hand-over failed'))
         else this.leases.release(disk).catch(safetyCatch)
       },
-      onLost: (disk) => { this.hooks.leaseLost?.(disk); this.open.get(disk)?.disk.leaseLost() }
+      onLost: (disk) => { this.hooks.leaseLost?.(disk); this.open.get(disk)?.disk.leaseLost() },
+      onReasserted: (disk) => {
+        const o = this.open.get(disk)
+        if (o === undefined) return
+        o.disk.leaseReasserted()
+        this.hooks.leaseAcquired?.(o.disk)
+      }
     }, { handoverTimeoutMs: opts.handoverTimeoutMs, logger: this.log })
   }
 
@@ -113,7 +127,7 @@ export class Agent {
       this.records.clear()
       this.refreshDisks().catch(err => this.log.error({ err: String(err) }, 'disk list refresh failed'))
       this.pool.refresh().catch(err => this.log.error({ err: String(err) }, 'node list refresh failed'))
-      for (const o of this.open.values()) o.disk.reload(true).catch(err => this.log.error({ err: String(err) }, 'disk reload failed'))
+      for (const disk of [...[...this.open.values()].map(o => o.disk), ...this.warm.values()]) disk.reload(true).catch(err => this.log.error({ err: String(err) }, 'disk reload failed'))
     })
   }
 
@@ -134,6 +148,7 @@ export class Agent {
     }))
     this.records = next
     for (const name of this.snapshots.keys()) if (!next.has(name)) this.snapshots.delete(name)
+    for (const name of this.warm.keys()) if (!next.has(name)) this.dropWarm(name)
   }
 
   private async refreshSnapshots (name: string): Promise<void> {
@@ -153,7 +168,37 @@ export class Agent {
     } catch (err) {
       if (!isUkaiError(err, 'NOT_FOUND')) throw err
       this.records.delete(name)
+      this.dropWarm(name)
     }
+  }
+
+  // Keeps a disk whose last handle closed (see WARM_DISKS_MAX).
+  private keepWarm (disk: VirtualDisk): void {
+    if (this.closed) { disk.close().catch(safetyCatch); return }
+    this.warm.delete(disk.name)
+    this.warm.set(disk.name, disk)
+    for (const name of this.warm.keys()) {
+      if (this.warm.size <= WARM_DISKS_MAX) break
+      this.dropWarm(name)
+    }
+  }
+
+  private dropWarm (name: string): void {
+    const disk = this.warm.get(name)
+    if (disk === undefined) return
+    this.warm.delete(name)
+    disk.close().catch(err => this.log.warn({ disk: name, err: String(err) }, 'closing a cached disk failed'))
+  }
+
+  // The cached engine of `name`, if it is still the disk of that name (not deleted and created
+  // again meanwhile: the uuid tells).
+  private takeWarm (name: string): VirtualDisk | undefined {
+    const disk = this.warm.get(name)
+    if (disk === undefined) return undefined
+    this.warm.delete(name)
+    if (disk.record.uuid === this.records.get(name)?.uuid) return disk
+    disk.close().catch(safetyCatch)
+    return undefined
   }
 
   private ioCountersOf (name: string): DiskIoCounters {
@@ -227,10 +272,15 @@ export class Agent {
     if (writable) o.writable++
     const fh = this.newFh()
     this.handles.set(fh, { name, writable })
-    if (writable && this.leases.holding(name) === undefined) {
-      // Opening for write takes a free lease now; a held one moves at our first write.
-      const lease = await this.meta.zk.exists(paths.lease(name))
-      if (lease === null) await o.disk.ensureLease().catch(err => this.log.warn({ disk: name, err: String(err) }, 'could not take the lease at open'))
+    if (writable && this.leases.holding(name) === undefined && this.meta.zk.isConnected) {
+      // Opening for write takes a free lease now; a held one moves at our first write. Only an
+      // optimisation: while ZooKeeper is away the open does not wait for it (the write will).
+      try {
+        if (!await this.meta.leaseHeldAnywhere(name)) await o.disk.ensureLease()
+      } catch (err) {
+        safetyCatch(err)
+        this.log.warn({ disk: name, err: String(err) }, 'could not take the lease at open')
+      }
     }
     return fh
   }
@@ -241,9 +291,9 @@ export class Agent {
     let p = this.opening.get(name)
     if (p === undefined) {
       p = (async () => {
-        const disk = await VirtualDisk.open({ meta: this.meta, pool: this.pool, leases: this.leases, ioRetryMs: this.ioRetryMs, io: this.ioCountersOf(name), localReads: this.localReads, logger: this.log, onLeaseAcquired: d => this.hooks.leaseAcquired?.(d), onReplicaStale: (d, node, code) => this.hooks.replicaStale?.(d, node, code) }, name)
+        const disk = this.takeWarm(name) ?? await VirtualDisk.open({ meta: this.meta, pool: this.pool, leases: this.leases, ioRetryMs: this.ioRetryMs, io: this.ioCountersOf(name), localReads: this.localReads, logger: this.log, onLeaseAcquired: d => this.hooks.leaseAcquired?.(d), onReplicaStale: (d, node, code) => this.hooks.replicaStale?.(d, node, code) }, name)
         const rec: OpenRecord = { v: 1, host: this.host, writable: true }
-        await this.meta.holdEphemeral(paths.open(name, this.host), () => encodeJson(rec))
+        await this.meta.holdEphemeral(paths.open(name, this.host), () => encodeJson(rec), { waitMs: OPEN_RECORD_WAIT_MS })
         const od = { disk, handles: 0, writable: 0 }
         this.open.set(name, od)
         this.hooks.attached?.(disk)
@@ -300,7 +350,11 @@ export class Agent {
     this.open.delete(h.name)
     this.hooks.detached?.(h.name)
     try {
-      await o.disk.close()
+      await o.disk.idle()
+      this.keepWarm(o.disk)
+    } catch (err) {
+      await o.disk.close().catch(safetyCatch)
+      throw err
     } finally {
       await this.meta.dropEphemeral(paths.open(h.name, this.host))
     }
@@ -373,6 +427,7 @@ export class Agent {
 
   async unlink (name: string): Promise<void> {
     if (this.open.has(name)) throw UkaiError.busy(`disk '${name}' is open on this host`)
+    this.dropWarm(name)
     await deleteDisk(this.meta, name, { logger: this.log })
     this.records.delete(name)
   }
@@ -386,6 +441,7 @@ export class Agent {
       await o.disk.close().catch(err => this.log.error({ disk: name, err: String(err) }, 'close failed'))
     }
     this.open.clear()
+    for (const name of [...this.warm.keys()]) this.dropWarm(name)
     this.localReads?.close()
     this.pool.close()
   }

@@ -3,7 +3,9 @@
 // two cheap unary Stat calls per node with a short deadline and keeps the faster one (the first
 // call on a fresh connection also pays for its set-up), smooths it, hands the result to the node
 // pool for replica ordering, and publishes it in ZooKeeper for `ukai node list --from`, `ukai top`
-// and the relocation planner.
+// and the relocation planner. Publishing is a background report (MetaStore.publishRtt): skipped
+// while ZooKeeper is away, logged once per outage, never a reason to touch the session or a lease
+// (issue 9: an unanswered report used to replace the session and drop every lease).
 import { safetyCatch } from '../errors'
 import { DiskIoCounters } from '../meta/schema'
 import { Logger, silentLogger } from '../log'

@@ -309,6 +309,23 @@ export class VirtualDisk {
 
   leaseLost (): void { this.lease = null }
 
+  // The last handle on this host closed but the disk stays cached (the agent's warm disks):
+  // writes made durable and the lease let go, as at close; the map and its watches are kept.
+  async idle (): Promise<void> {
+    await this.flush()
+    if (this.lease === null) return
+    this.lease = null
+    await this.leases.release(this.name)
+  }
+
+  // Our session expired and the lease was re-asserted at the same epoch: the snapshot-request
+  // watch died with the old session; set it again (a request may be waiting already).
+  leaseReasserted (): void {
+    if (this.lease === null || this.closed) return
+    this.snapshotWatchArmed = false
+    this.watchSnapshotRequests()
+  }
+
   // --- clones -------------------------------------------------------------------------------
 
   get isClone (): boolean { return this.chain !== null }

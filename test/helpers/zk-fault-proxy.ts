@@ -4,12 +4,15 @@
 //
 //   const proxy = await startZkFaultProxy(t, zk.connectString)
 //   proxy.rewriteReplies(1, -118)  // the next reply to a request (xid > 0) carries err -118
+//   proxy.cut(); ...; proxy.heal()  // partition the clients behind it from ZooKeeper, and back
 import net from 'node:net'
 import type { TestLike } from './cluster'
 
 export interface ZkFaultProxy {
   readonly connectString: string
   rewriteReplies (count: number, errCode: number): void
+  cut (): void   // drops every connection and refuses new ones
+  heal (): void
   readonly rewritten: number
   close (): Promise<void>
 }
@@ -23,8 +26,10 @@ export async function startZkFaultProxy (t: TestLike, target: string): Promise<Z
   let pending = 0
   let code = 0
   let rewritten = 0
+  let isCut = false
   const sockets = new Set<net.Socket>()
   const server = net.createServer((client) => {
+    if (isCut) { client.destroy(); return }
     const upstream = net.connect(Number(port), host)
     sockets.add(client); sockets.add(upstream)
     let buf = Buffer.alloc(0)
@@ -54,6 +59,8 @@ export async function startZkFaultProxy (t: TestLike, target: string): Promise<Z
     connectString: `127.0.0.1:${address.port}`,
     rewriteReplies (count, errCode) { pending = count; code = errCode },
     get rewritten () { return rewritten },
+    cut () { isCut = true; for (const s of sockets) s.destroy() },
+    heal () { isCut = false },
     close: async () => {
       for (const s of sockets) s.destroy()
       await new Promise<void>(resolve => server.close(() => resolve()))
