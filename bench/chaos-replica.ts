@@ -15,17 +15,7 @@ import { cliMainPath, daemonEnv, startStorageNode } from '../src/dev/processes'
 import { signalIfOurs, waitForExit } from '../src/dev/pids'
 import { createDisk } from '../src/vdisk/disk-admin'
 import { BENCH_HOST, startUkaiCluster, type UkaiCluster } from './ukai-cluster'
-
-export interface ChaosRow {
-  fault: string
-  bytesWritten: number
-  bytesVerified: number
-  bytesLost: number
-  writesFailed: number
-  longestStallMs: number
-  healedMs: number | null
-  notes?: string
-}
+import type { ChaosRow } from './chaos-row'
 
 const KiB = 1024
 const MiB = 1024 * KiB

@@ -16,6 +16,8 @@
 //               session timeout. After each outage: the bytes are read back and compared, the
 //               lease must still be the agent's at the same epoch, and at the end every daemon
 //               must still be the process it was (same PIDs). ~10 min with the defaults.
+//   replica-faults  one replica SIGSTOPped for 60 s under writers (the hung-replica bound), and
+//               kill -9 of a node with writes in flight, then restarted and repaired. ~2 min.
 // BENCH_KEEP=1 keeps the temp dirs (logs) after the run.
 import fs from 'node:fs'
 import path from 'node:path'
@@ -27,17 +29,10 @@ import { ModelWriter, isAlive } from '../test/helpers/model-writer'
 import { rng } from '../test/helpers/model'
 import { Cleanup } from './cleanup'
 import { RESULTS_DIR, envNumber } from './bench-env'
+import { runReplicaChaos } from './chaos-replica'
+import type { ChaosRow } from './chaos-row'
 
-export interface ChaosRow {
-  fault: string
-  bytesWritten: number
-  bytesVerified: number
-  bytesLost: number
-  writesFailed: number
-  longestStallMs: number
-  healedMs: number | null
-  notes?: string
-}
+export type { ChaosRow }
 
 export interface ChaosCase {
   name: string
@@ -154,7 +149,14 @@ function countSessionReplacements (logFiles: string[]): number {
 
 // ---- runner ----------------------------------------------------------------------------------
 
-export const CASES: ChaosCase[] = [zkOutages]
+// SIGSTOP a replica for UKAI_CHAOS_HUNG_MS (60 s) under checksummed writers, then kill -9 one
+// with writes in flight and restart it (bench/chaos-replica.ts).
+const replicaFaults: ChaosCase = {
+  name: 'replica-faults',
+  run: async (ctx) => await runReplicaChaos({ log: ctx.progress })
+}
+
+export const CASES: ChaosCase[] = [zkOutages, replicaFaults]
 
 function table (rows: ChaosRow[]): string {
   const tab = new Table({ head: ['fault', 'written', 'verified', 'lost', 'writes failed', 'longest stall', 'healed', 'notes'], style: { head: [], border: [] } })
