@@ -9,7 +9,9 @@ import fs from 'node:fs'
 import path from 'node:path'
 import t from 'tap'
 import { MetaStore } from '../src/meta/store'
+import { LeaseManager } from '../src/meta/lease'
 import { FAULT_FSYNC_EIO_FILE_ENV } from '../src/storagenode/block-store'
+import { StorageClient } from '../src/storagenode/client'
 import { fuseUnavailable, startAgent, startNode, startZk, type NodeFixture } from './helpers/cluster'
 import { cliJson, runCli } from './helpers/cli'
 import { randomBytes, rng, sha256 } from './helpers/model'
@@ -73,10 +75,21 @@ t.test('fsync after the lease was lost', { skip: skip ?? false }, async (t) => {
   t.test('another holder fenced the nodes: fsync fails with EIO', async (t) => {
     const fh = await fs.promises.open(file, 'r+')
     t.teardown(() => fh.close().catch(() => {}))
-    // The CLI takes the free lease to commit a snapshot: it fences both nodes at a newer epoch.
-    let snap: Awaited<ReturnType<typeof runCli>> | undefined
-    await writeThenLoseLease(fh, 2, async () => { snap = await runCli(['snapshot', 'create', 'vol@taken'], { zk: zks }) })
-    t.equal(snap?.code, 0, snap?.stderr ?? 'the snapshot ran')
+    // Another host takes the free lease and fences both nodes at a newer epoch. In this process:
+    // a process spawned while the agent is stopped would hang in the FLUSH its exec sends.
+    const { uuid } = await cliJson<{ uuid: string }>(['disk', 'info', 'vol'], zks)
+    const other = new LeaseManager(meta, 'hv-other', { onHandoverRequested: () => {}, onLost: () => {} })
+    let takenEpoch = 0
+    await writeThenLoseLease(fh, 2, async () => {
+      const lease = await other.acquire('vol')
+      takenEpoch = lease.leaseEpoch
+      for (const n of nodes) {
+        const c = new StorageClient({ nodeId: n.id, address: n.address })
+        try { await c.fence({ diskUuid: uuid, leaseEpoch: lease.leaseEpoch }) } finally { c.close() }
+      }
+    })
+    t.teardown(async () => await other.release('vol'))
+    t.ok(takenEpoch > 0, `another holder took the lease at epoch ${takenEpoch} and fenced both nodes`)
     const before = await fsyncCounts(nodes)
     await t.rejects(fh.sync(), { code: 'EIO' }, 'fsync fails: nothing can vouch for the writes')
     await t.rejects(fh.sync(), { code: 'EIO' }, 'and fails again: a failed flush is not forgotten')
