@@ -11,6 +11,7 @@ import { MetaStore } from '../src/meta/store'
 import { fuseUnavailable, startAgent, startNode, startZk } from './helpers/cluster'
 import { cliJson, runCli } from './helpers/cli'
 import { randomBytes, rng, sha256 } from './helpers/model'
+import { expireSession } from './helpers/session'
 import { until, untilValue } from './helpers/until'
 
 const MiB = 1024 * 1024
@@ -39,15 +40,10 @@ t.test('a relocation started after the holder\'s session expired is run by its r
   const before = await cliJson<Info>(['disk', 'info', 'vol'], zks)
   t.equal(before.leaseHolder, 'hv-a', 'the agent holds the lease')
 
-  // Watched in-process: forking (the CLI) while a FUSE daemon with an open file is stopped hangs.
+  // Watched in-process (see expireSession).
   const meta = await MetaStore.connect(zks)
   t.teardown(() => meta.close())
-  await agent.kill('SIGSTOP')
-  let resumed = false
-  t.teardown(async () => { if (!resumed) await agent.kill('SIGCONT') })
-  await until('the lease znode to vanish with the agent\'s session', async () => (await readLease(meta, 'vol')).holder === null, 20_000, 100)
-  await agent.kill('SIGCONT')
-  resumed = true
+  await expireSession(t, agent, async () => (await readLease(meta, 'vol')).holder === null)
   await until('the lease to be re-asserted on the new session', async () => (await readLease(meta, 'vol')).holder?.host === 'hv-a', 20_000, 100)
   t.match(fs.readFileSync(agent.logFile, 'utf8'), /replacing the ZooKeeper session/, 'the agent\'s session really expired')
 
