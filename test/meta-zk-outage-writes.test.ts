@@ -12,6 +12,7 @@ import { MetaStore } from '../src/meta/store'
 import { startAgent, startNode, startZk } from './helpers/cluster'
 import { cliJson, runCli } from './helpers/cli'
 import { ModelWriter, isAlive } from './helpers/model-writer'
+import { expireSession } from './helpers/session'
 import { until } from './helpers/until'
 import { startZkFaultProxy } from './helpers/zk-fault-proxy'
 
@@ -71,12 +72,7 @@ t.test('writes go on through ZooKeeper outages and a session expiry', async (t) 
     t.teardown(() => meta.close())
     writer.start()
     await sleep(300)
-    await agent.kill('SIGSTOP')
-    let resumed = false
-    t.teardown(async () => { if (!resumed) await agent.kill('SIGCONT') })
-    await until('the lease znode to vanish with the session', async () => (await readLease(meta, 'vol')).holder === null, 20_000, 100)
-    await agent.kill('SIGCONT')
-    resumed = true
+    await expireSession(t, agent, async () => (await readLease(meta, 'vol')).holder === null)
     await until('the lease to be re-asserted', async () => (await readLease(meta, 'vol')).holder?.host === 'hv-a', 20_000, 100)
     await sleep(500)
     await writer.stop()

@@ -219,3 +219,55 @@ t.test('syncBlock fsyncs every version file of the block and the directory; a fa
     delete process.env[FAULT_FSYNC_EIO_FILE_ENV]
   }
 })
+
+t.test('a staged version (a peer base copy) appears whole at commit or not at all', async t => {
+  const dataDir = tempDir(t)
+  let store = await BlockStore.open({ nodeId: 'n1', dataDir })
+  const dir = path.join(dataDir, 'disks', UUID)
+  const names = (): string[] => fs.readdirSync(dir).filter(n => n !== 'fence').sort()
+  const data = randomBytes(rng(3), BLOCK_BYTES)
+
+  // Written, not committed: nothing to read yet, only a temporary on disk.
+  let staged = await store.stageVersion(UUID, 0, 1, 1)
+  await staged.write(0, data.subarray(0, BLOCK_BYTES / 2))
+  t.notOk(store.hasVersions(UUID, 0), 'no version before commit')
+  t.equal(names().filter(n => n.endsWith('.tmp')).length, 1, 'a temporary file')
+  // A crash here (the store is simply reopened): the temporary goes, no version appears.
+  store = await BlockStore.open({ nodeId: 'n1', dataDir })
+  t.teardown(() => store.close())
+  t.same(names(), [], 'the temporary of an interrupted copy is removed at start')
+  t.notOk(store.hasVersions(UUID, 0), 'and no version of the block exists')
+
+  // Aborted: nothing left.
+  staged = await store.stageVersion(UUID, 0, 1, 1)
+  await staged.write(0, data.subarray(0, 4096))
+  await staged.abort()
+  await staged.abort()
+  t.same(names(), [], 'abort removes the temporary (idempotent)')
+
+  // Committed: the whole version, under its name.
+  staged = await store.stageVersion(UUID, 0, 1, 1)
+  await staged.write(0, data.subarray(0, BLOCK_BYTES / 2))
+  await staged.write(BLOCK_BYTES / 2, data.subarray(BLOCK_BYTES / 2))
+  t.equal(await staged.commit(), 'copied')
+  await staged.abort()  // a no-op after commit
+  t.same(names(), ['0.1'], 'renamed into place, no temporary left')
+  t.same(await store.read(UUID, 0, 1, 0, BLOCK_BYTES), data, 'reads back byte for byte')
+
+  // A version created meanwhile (a racing write of the clone) is never overwritten.
+  staged = await store.stageVersion(UUID, 1, 1, 1)
+  await staged.write(0, data.subarray(0, 4096))
+  await store.write(UUID, 1, 1, 0, Buffer.alloc(4096, 7), 1)
+  t.equal(await staged.commit(), 'present', 'commit finds the block written and installs nothing')
+  t.same(await store.read(UUID, 1, 1, 0, 4096), Buffer.alloc(4096, 7), 'the racing write stays')
+  t.same(names(), ['0.1', '1.1'], 'no temporary left')
+
+  // Fenced meanwhile: refused at commit, nothing installed.
+  staged = await store.stageVersion(UUID, 2, 1, 1)
+  await staged.write(0, data.subarray(0, 4096))
+  await store.fence(UUID, 2)
+  await t.rejects(staged.commit(), { code: 'FENCED' }, 'a copy by a fenced writer is not installed')
+  t.notOk(store.hasVersions(UUID, 2), 'no version of the fenced copy')
+  await t.rejects(store.stageVersion(UUID, 3, 1, 1), { code: 'FENCED' }, 'and a fenced writer cannot start one')
+  t.same(names(), ['0.1', '1.1'], 'no temporary left')
+})

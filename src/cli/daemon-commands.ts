@@ -4,6 +4,7 @@ import os from 'node:os'
 import { Command } from 'commander'
 import { UkaiError } from '../errors'
 import { createLogger, Logger } from '../log'
+import { REPLICA_HUNG_MS_DEFAULT, REPLICA_HUNG_MS_MIN } from '../storagenode/client'
 import { runStorageNode } from '../storagenode/daemon'
 import { RTT_INTERVAL_MS_DEFAULT } from '../vdisk/rtt-monitor'
 import { LOCAL_OPEN_FILES_MAX_DEFAULT } from '../vdisk/local-reads'
@@ -52,6 +53,7 @@ export function daemonCommands (program: Command): void {
     .option('--allow-other', 'let other users (e.g. libvirt-qemu) open the disks')
     .option('--handover-timeout-ms <ms>', 'how long to wait for a lease holder to hand over before forcing', msOption('--handover-timeout-ms'), 5000)
     .option('--io-retry-ms <ms>', 'how long an I/O waits for an unreachable replica to return before failing with EIO', msOption('--io-retry-ms', 0), 10000)
+    .option('--replica-hung-ms <ms>', `a replica that answers nothing (not even a ping) this long while I/O waits on it is hung: its pending I/O fails, it is marked stale and left behind (at least ${REPLICA_HUNG_MS_MIN})`, msOption('--replica-hung-ms', REPLICA_HUNG_MS_MIN), REPLICA_HUNG_MS_DEFAULT)
     .option('--node-address <id=host:port>', 'reach storage node ID at HOST:PORT from this host instead of its registered address (repeatable; e.g. a WAN proxy)', collect)
     .option('--rtt-interval-ms <ms>', 'how often round trips to the storage nodes are measured', msOption('--rtt-interval-ms', 100), RTT_INTERVAL_MS_DEFAULT)
     .option('--cache-dir <dir>', 'keep a local cache of committed blocks (snapshot and clone-parent reads) in DIR')
@@ -68,7 +70,7 @@ export function daemonCommands (program: Command): void {
       const log = createLogger('mount').child({ host: opts.host, site: opts.site })
       const m = await runMount({
         mountPoint, host: opts.host, site: opts.site, zk: zkConnectString(cmd), zkSessionTimeoutMs: zkSessionTimeoutMs(cmd), zkConnectTimeoutMs: zkConnectTimeoutMs(cmd), allowOther: opts.allowOther === true,
-        handoverTimeoutMs: opts.handoverTimeoutMs, ioRetryMs: opts.ioRetryMs, nodeAddresses, rttIntervalMs, cacheDir: opts.cacheDir, cacheSizeBytes, localReads: opts.localReads !== false, localReadFiles, autoRepair: opts.autoRepair !== false, logger: log
+        handoverTimeoutMs: opts.handoverTimeoutMs, ioRetryMs: opts.ioRetryMs, replicaHungMs: opts.replicaHungMs, nodeAddresses, rttIntervalMs, cacheDir: opts.cacheDir, cacheSizeBytes, localReads: opts.localReads !== false, localReadFiles, autoRepair: opts.autoRepair !== false, logger: log
       })
       stopOnSignals(log, m.stop)
       log.info({ mountPoint }, 'ready')

@@ -28,6 +28,7 @@ export interface MountOptions {
   localReads?: boolean     // short-circuit reads from storage nodes on this host (default on)
   localReadFiles?: number  // their block files kept open at most
   autoRepair?: boolean     // replace a full node's stale replicas without an operator (default on)
+  replicaHungMs?: number   // hung-replica bound (default REPLICA_HUNG_MS_DEFAULT)
   logger: Logger
 }
 
@@ -44,7 +45,7 @@ export async function runMount (opts: MountOptions): Promise<RunningMount> {
   let runner: RelocationRunner | null = null
   const autoRepair = opts.autoRepair === false ? null : new AutoRepair({ meta, logger: opts.logger })
   const agent = new Agent({
-    meta, host: opts.host, site: opts.site, mountPoint: opts.mountPoint, handoverTimeoutMs: opts.handoverTimeoutMs, ioRetryMs: opts.ioRetryMs, nodeAddresses: opts.nodeAddresses, localReads: opts.localReads, localReadFiles: opts.localReadFiles, logger: opts.logger,
+    meta, host: opts.host, site: opts.site, mountPoint: opts.mountPoint, handoverTimeoutMs: opts.handoverTimeoutMs, ioRetryMs: opts.ioRetryMs, nodeAddresses: opts.nodeAddresses, localReads: opts.localReads, localReadFiles: opts.localReadFiles, replicaHungMs: opts.replicaHungMs, logger: opts.logger,
     hooks: {
       attached: d => runner?.watch(d),
       detached: name => runner?.unwatch(name),

@@ -44,6 +44,13 @@ export class MetaStore {
 
   close (): void { this.zk.close() }
 
+  // Calls `listener` each time the session is replaced after an expiry: every watch set on the
+  // old session is gone, so owners of watches set them again. Returns the unsubscribe.
+  onSession (listener: () => void): () => void {
+    this.zk.on('session', listener)
+    return () => { this.zk.off('session', listener) }
+  }
+
   // Creates the base directories and the default config once per cluster; idempotent.
   async init (): Promise<void> {
     if (await this.zk.exists(paths.config) !== null && await this.zk.exists(BASE_DIRS[BASE_DIRS.length - 1]) !== null) return

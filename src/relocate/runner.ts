@@ -7,28 +7,52 @@ import { NodePool } from '../vdisk/node-pool'
 import { VirtualDisk } from '../vdisk/virtual-disk'
 import { RelocationExecutor, RelocationOutcome } from './executor'
 
+// A watch is set only by a read that succeeded: after a failed one (ZooKeeper away longer than a
+// call's bound) the read is tried again this much later, so the watch is never silently lost.
+const WATCH_RETRY_MS = 1000
+
 export class RelocationRunner {
   private readonly meta: MetaStore
   private readonly pool: NodePool
   private readonly host: string
   private readonly log: Logger
   private readonly running = new Map<string, { abort: AbortController, done: Promise<RelocationOutcome> }>()
-  private readonly watched = new Set<string>()
+  // Watched disks and the current watch chain of each: a chain from an earlier session (or
+  // an earlier watch of the same name) stops at its next step instead of doubling the reads.
+  private readonly watched = new Map<string, { disk: VirtualDisk, chain: object }>()
+  private readonly unsubscribeSession: () => void
+  private closed = false
 
   constructor (opts: { meta: MetaStore, pool: NodePool, host: string, logger?: Logger }) {
     this.meta = opts.meta
     this.pool = opts.pool
     this.host = opts.host
     this.log = opts.logger ?? silentLogger
+    // Watches die with an expired session: set them again on the new one, else a relocation
+    // started after the expiry is never noticed here (the lease holder is the one to run it).
+    this.unsubscribeSession = this.meta.onSession(() => {
+      for (const w of this.watched.values()) this.arm(w.disk)
+    })
   }
 
   // Watches the disk's relocation record and starts it whenever this host holds the lease.
   watch (disk: VirtualDisk): void {
     if (this.watched.has(disk.name)) return
-    this.watched.add(disk.name)
+    this.arm(disk)
+  }
+
+  // Starts a new watch chain for the disk: read the record with a watch, maybe start, and on
+  // every change read (and watch) again.
+  private arm (disk: VirtualDisk): void {
+    const chain = {}
+    this.watched.set(disk.name, { disk, chain })
+    const current = (): boolean => !this.closed && this.watched.get(disk.name)?.chain === chain
     const onChange = (): void => {
-      if (!this.watched.has(disk.name)) return
-      this.meta.getRelocation(disk.name, onChange).then(() => this.maybeStart(disk), safetyCatch)
+      if (!current()) return
+      this.meta.getRelocation(disk.name, onChange).then(() => this.maybeStart(disk), (err) => {
+        safetyCatch(err)
+        if (current()) setTimeout(onChange, WATCH_RETRY_MS).unref()
+      })
     }
     onChange()
   }
@@ -64,7 +88,9 @@ export class RelocationRunner {
   isRunning (name: string): boolean { return this.running.has(name) }
 
   async close (): Promise<void> {
-    for (const [name, r] of this.running) { r.abort.abort(); await r.done.catch(() => {}); this.running.delete(name) }
+    this.closed = true
+    this.unsubscribeSession()
+    for (const [name, r] of this.running) { r.abort.abort(); await r.done.catch(safetyCatch); this.running.delete(name) }
     this.watched.clear()
   }
 }

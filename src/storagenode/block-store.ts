@@ -11,7 +11,7 @@ import { execFile } from 'node:child_process'
 import * as fs from 'node:fs'
 import * as fsp from 'node:fs/promises'
 import * as path from 'node:path'
-import { UkaiError, isUkaiError } from '../errors'
+import { UkaiError, isUkaiError, safetyCatch } from '../errors'
 import { FileCache, MAX_OPEN_FILES_DEFAULT } from './file-cache'
 import { loadPunchHole, punchHole } from './punch-hole'
 import { RangeLocks } from './range-locks'
@@ -43,6 +43,16 @@ export interface BlockStoreOptions {
   dataDir: string
   capacityBytes?: number   // quota on allocated bytes; absent = the filesystem is the limit
   maxOpenFiles?: number
+}
+
+// A version built off to the side (a clone's block pulled from a base on another node): its
+// bytes go to a temporary file, and only commit() gives it its name (see stageVersion).
+export interface StagedVersion {
+  write (offset: number, data: Buffer): Promise<void>
+  // 'present' (and nothing installed) when the block got a version meanwhile.
+  commit (): Promise<'present' | 'copied'>
+  // Drops the temporary file; idempotent, and a no-op after commit().
+  abort (): Promise<void>
 }
 
 export interface BlockVersionInfo { epoch: number, allocatedBytes: number, sizeBytes: number }
@@ -88,6 +98,7 @@ export class BlockStore {
   private fsyncCount = 0
   private readonly faultFsyncEioFile = process.env[FAULT_FSYNC_EIO_FILE_ENV]
   private unsettledTotal = 0
+  private stagedCount = 0  // makes each staged version's temporary file name unique
   // How long the start-up sync of the data dir took, and how many version files it covered.
   startSyncMs = 0
   startSyncFiles = 0
@@ -352,6 +363,88 @@ export class BlockStore {
     await this.track(disk, op)
     await durable
     return 'copied'
+  }
+
+  // A version of a block that must appear whole or not at all: a clone's block copied from a
+  // base on another node (base-copy.ts), whose copy takes long enough (a far link, a 64 MiB
+  // block) for a crash to cut it. Written through a temporary file; commit() fsyncs it, renames
+  // it into place unless the block got a version meanwhile (a write of the clone raced the copy:
+  // never overwritten), and fsyncs the directory — as a local clone (copyVersionFile) does. A
+  // crash before the rename leaves only the temporary, removed at the next start (scan), so the
+  // base still shows through; the version is never a mix of the base and missing bytes.
+  async stageVersion (uuid: string, block: number, epoch: number, leaseEpoch: number): Promise<StagedVersion> {
+    checkUuid(uuid); checkIndex('block', block); checkIndex('epoch', epoch); checkIndex('lease epoch', leaseEpoch)
+    const disk = this.diskFor(uuid)
+    await this.admit(disk, leaseEpoch)  // a fenced writer is refused before any byte moves
+    const file = versionPath(disk, block, epoch)
+    const tmp = `${file}.staged-${++this.stagedCount}.tmp`  // .tmp: removed at start (scan)
+    const what = `copy into ${uuid} block ${block}.${epoch}`
+    let fh: fsp.FileHandle
+    try {
+      await this.ensureDiskDir(disk)
+      fh = await fsp.open(tmp, 'wx', 0o644)
+    } catch (err) {
+      throw this.translate(err, what)
+    }
+    let reservedBytes = 0
+    let finished = false
+    const finish = async (): Promise<void> => {
+      if (finished) return
+      finished = true
+      this.reservedBytes -= reservedBytes
+      await fh.close()
+    }
+    const abort = async (): Promise<void> => {
+      if (finished) return
+      try { await finish() } finally { await fsp.rm(tmp, { force: true }) }
+    }
+    const write = async (offset: number, data: Buffer): Promise<void> => {
+      checkRange(offset, data.length, MAX_IO_BYTES)
+      if (finished) throw UkaiError.internal(`${what}: write after commit or abort`)
+      const worstCaseBytes = pagesSpanBytes(offset, data.length)
+      await this.reserve(worstCaseBytes)
+      reservedBytes += worstCaseBytes
+      try { await writeAll(fh, data, offset) } catch (err) { throw this.translate(err, what) }
+    }
+    const commit = async (): Promise<'present' | 'copied'> => {
+      if (finished) throw UkaiError.internal(`${what}: commit after commit or abort`)
+      try {
+        await this.fsync(fh)  // durable before it gets its name
+      } catch (err) {
+        await abort()
+        throw this.translate(err, what)
+      }
+      // Checked and claimed in one turn of the loop: a write creating the version waits for it.
+      const key = `${block}.${epoch}`
+      const raced = (disk.versions.get(block)?.length ?? 0) > 0 || [...disk.creating.keys()].some(k => k.startsWith(`${block}.`))
+      if (raced) { await abort(); return 'present' }
+      let durable: Promise<void>
+      try {
+        durable = this.admit(disk, leaseEpoch)  // fenced meanwhile: the newer holder wins
+      } catch (err) {
+        await abort()
+        throw err
+      }
+      const op = (async () => {
+        try {
+          await fsp.rename(tmp, file)
+          this.setAlloc(file, (await fh.stat()).blocks * 512)
+          insertSorted(disk.versions, block, epoch)
+          disk.dirDirty = true  // if the sync below fails, the next flush tries again
+          await this.syncDir(disk.dir)
+        } catch (err) {
+          throw this.translate(err, what)
+        } finally {
+          await finish().catch(safetyCatch)
+          await fsp.rm(tmp, { force: true }).catch(safetyCatch)  // only when the rename failed
+        }
+      })().finally(() => disk.creating.delete(key))
+      disk.creating.set(key, op)
+      await this.track(disk, op)
+      await durable
+      return 'copied'
+    }
+    return { write, commit, abort }
   }
 
   async stat (): Promise<StoreStat> {

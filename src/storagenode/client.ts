@@ -34,6 +34,8 @@ export const REPLICA_HUNG_MS_DEFAULT = 2_500
 // Silence before a Ping asks whether the node is slow or hung; while hung, how often it is asked
 // again; the watchdog's tick.
 const PING_AFTER_SILENCE_MS = 1_000
+// The smallest hung bound: it must leave a silent node time to answer the Ping sent after 1 s.
+export const REPLICA_HUNG_MS_MIN = PING_AFTER_SILENCE_MS + 1
 const PING_TIMEOUT_MS = 1_000
 const HUNG_CHECK_INTERVAL_MS = 250
 // HTTP/2's default 64 KiB receive window stalls a stream of 128 KiB+ responses on every message.
@@ -137,7 +139,7 @@ export class StorageClient {
     if (!Number.isInteger(this.windowSize) || this.windowSize < 1) throw UkaiError.badArgument(`windowSize must be a positive integer, got ${this.windowSize}`)
     if (!(this.callTimeoutMs > 0)) throw UkaiError.badArgument(`callTimeoutMs must be positive, got ${this.callTimeoutMs}`)
     this.hungAfterMs = opts.hungAfterMs ?? REPLICA_HUNG_MS_DEFAULT
-    if (!(this.hungAfterMs > PING_AFTER_SILENCE_MS)) throw UkaiError.badArgument(`hungAfterMs must exceed ${PING_AFTER_SILENCE_MS}, got ${this.hungAfterMs}`)
+    if (!(this.hungAfterMs >= REPLICA_HUNG_MS_MIN)) throw UkaiError.badArgument(`hungAfterMs must be at least ${REPLICA_HUNG_MS_MIN}, got ${this.hungAfterMs}`)
     this.progress = opts.progress ?? new NodeProgress()
     this.unsubscribe = this.progress.subscribe((why) => this.failAll(why))
     const Service = storageService()

@@ -5,7 +5,7 @@
 //
 // The copy lands at CLONE_BASE_EPOCH, the clone's first epoch, below every snapshot of the clone:
 // those snapshots read through to exactly these bytes anyway, so they see no change.
-import { UkaiError } from '../errors'
+import { UkaiError, isUkaiError } from '../errors'
 import { readableReplicas } from '../meta/placement'
 import { DiskRecord } from '../meta/schema'
 import { MetaStore } from '../meta/store'
@@ -50,7 +50,7 @@ export class ParentChain {
       const holders = readableReplicas(level.replicasOf(block))
       const local = holders.find(r => r.node === target)
       const sources = local !== undefined ? [local] : nearestFirst(this.pool, holders, 0)
-      const errors: string[] = []
+      const errors: Array<{ node: string, message: string, err: unknown }> = []
       let answered = false
       for (const src of sources) {
         const view = this.pool.get(src.node)
@@ -63,10 +63,16 @@ export class ParentChain {
           answered = true
           break
         } catch (err) {
-          errors.push(`${src.node}: ${(err as Error).message}`)
+          errors.push({ node: src.node, message: (err as Error).message, err })
         }
       }
-      if (!answered) throw UkaiError.io(`copy-on-write of block ${block} of ${clone.name} from ${level.record.name}: no replica of the parent could be copied (${errors.join('; ') || 'none in sync'})`)
+      if (!answered) {
+        const why = `copy-on-write of block ${block} of ${clone.name} from ${level.record.name}: no replica of the parent could be copied (${errors.map(e => `${e.node}: ${e.message}`).join('; ') || 'none in sync'})`
+        // Nothing reachable (the target restarting, say): UNAVAILABLE, which the write waits on
+        // up to --io-retry-ms like any unreachable replica, instead of failing at once.
+        if (errors.length > 0 && errors.every(e => isUkaiError(e.err, 'UNAVAILABLE'))) throw UkaiError.unavailable(why)
+        throw UkaiError.io(why)
+      }
     }
     return 0
   }
