@@ -81,6 +81,10 @@ export class Agent {
   readonly defaultOwner: DiskFileOwner = { uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0, mode: 0o660 }
   private readonly open = new Map<string, OpenDisk>()
   private readonly warm = new Map<string, VirtualDisk>()
+  // Disks whose last handle closed and which are still going idle (flush, lease and open record
+  // let go). An open of the same disk waits for that first: otherwise its writes could run under
+  // the lease the old release is about to give up, and its open record be dropped by it.
+  private readonly detaching = new Map<string, Promise<void>>()
   private opening = new Map<string, Promise<OpenDisk>>()
   private readonly handles = new Map<number, { name: string, writable: boolean, image?: SnapshotImage }>()
   // Snapshots per disk, kept current through watches: the read-only `.snapshots` directory.
@@ -292,6 +296,7 @@ export class Agent {
     let p = this.opening.get(name)
     if (p === undefined) {
       p = (async () => {
+        await this.detaching.get(name)?.catch(safetyCatch)
         const disk = this.takeWarm(name) ?? await VirtualDisk.open({ meta: this.meta, pool: this.pool, leases: this.leases, ioRetryMs: this.ioRetryMs, io: this.ioCountersOf(name), localReads: this.localReads, logger: this.log, onLeaseAcquired: d => this.hooks.leaseAcquired?.(d), onReplicaStale: (d, node, code) => this.hooks.replicaStale?.(d, node, code) }, name)
         const rec: OpenRecord = { v: 1, host: this.host, writable: true }
         await this.meta.holdEphemeral(paths.open(name, this.host), () => encodeJson(rec), { waitMs: OPEN_RECORD_WAIT_MS })
@@ -350,14 +355,24 @@ export class Agent {
     if (o.handles > 0) return
     this.open.delete(h.name)
     this.hooks.detached?.(h.name)
+    const detached = this.detach(h.name, o.disk)
+    this.detaching.set(h.name, detached)
     try {
-      await o.disk.idle()
-      this.keepWarm(o.disk)
+      await detached
+    } finally {
+      if (this.detaching.get(h.name) === detached) this.detaching.delete(h.name)
+    }
+  }
+
+  private async detach (name: string, disk: VirtualDisk): Promise<void> {
+    try {
+      await disk.idle()
+      this.keepWarm(disk)
     } catch (err) {
-      await o.disk.close().catch(safetyCatch)
+      await disk.close().catch(safetyCatch)
       throw err
     } finally {
-      await this.meta.dropEphemeral(paths.open(h.name, this.host))
+      await this.meta.dropEphemeral(paths.open(name, this.host))
     }
   }
 
