@@ -14,7 +14,7 @@ import * as path from 'node:path'
 import { UkaiError, isUkaiError } from '../errors'
 import { FileCache, MAX_OPEN_FILES_DEFAULT } from './file-cache'
 import { loadPunchHole, punchHole } from './punch-hole'
-import { RangeLocks } from './range-locks'
+import { RangeLocks } from '../lib/range-locks'
 import { cloneSparse, writeAll, writeAllSync } from './sparse-copy'
 
 export const MAX_BLOCK_BYTES = 64 * 1024 * 1024
