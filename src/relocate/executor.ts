@@ -14,6 +14,7 @@ import { RelocationRecord } from '../meta/schema'
 import { MetaStore } from '../meta/store'
 import { NodePool } from '../vdisk/node-pool'
 import { VirtualDisk } from '../vdisk/virtual-disk'
+import { sleep } from '../lib/timers'
 
 export const COPY_CONCURRENCY_DEFAULT = 4
 // A node counts as unreachable only after this long: one that just restarted is reached again
@@ -27,7 +28,7 @@ async function patiently<T> (call: () => Promise<T>): Promise<T> {
       return await call()
     } catch (err) {
       if (Date.now() >= deadline) throw err
-      await new Promise(resolve => setTimeout(resolve, 500))
+      await sleep(500)
     }
   }
 }
@@ -286,7 +287,7 @@ export class RelocationExecutor {
     if (rate <= 0) return
     if (this.rateStartMs === 0) this.rateStartMs = Date.now()
     const aheadMs = (this.rateBytes / rate) * 1000 - (Date.now() - this.rateStartMs)
-    if (aheadMs > 0) await new Promise(resolve => setTimeout(resolve, aheadMs))
+    if (aheadMs > 0) await sleep(aheadMs)
   }
 
   private async flip (): Promise<void> {

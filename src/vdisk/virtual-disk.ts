@@ -21,6 +21,7 @@ import { DiskLocalReads, LocalReads } from './local-reads'
 import { NodePool } from './node-pool'
 import { ParentChain } from './parent-chain'
 import { nearestFirst, readFromReplicas } from './replica-read'
+import { sleep } from '../lib/timers'
 
 // How long an I/O keeps retrying while no replica answers (a node restarting, a network blip)
 // before the guest sees EIO.
@@ -44,10 +45,6 @@ export interface VirtualDiskDeps {
   // Called after a replica that failed a write was marked stale (code: the failure's UkaiError code).
   onReplicaStale?: (disk: VirtualDisk, node: string, code: string) => void
   logger?: Logger
-}
-
-function sleep (ms: number): Promise<void> {
-  return new Promise(resolve => setTimeout(resolve, ms))
 }
 
 export class VirtualDisk {
