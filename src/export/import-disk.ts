@@ -24,7 +24,7 @@ import { VirtualDisk } from '../vdisk/virtual-disk'
 import { identityOf } from './export-disk'
 import { SPARSE_GRAIN_BYTES, isZero } from './output'
 import { SnapshotIdentity, StreamHeader, StreamRecord, decodeStream, isStreamMagic } from './stream-format'
-import { Window } from './window'
+import { Window } from '../lib/worker-pool'
 
 // One write request through the disk engine (the protocol's limit is 4 MiB).
 const WRITE_CHUNK_BYTES = 1024 * 1024

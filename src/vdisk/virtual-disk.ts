@@ -22,6 +22,7 @@ import { NodePool } from './node-pool'
 import { ParentChain } from './parent-chain'
 import { nearestFirst, readFromReplicas } from './replica-read'
 import { sleep } from '../lib/timers'
+import { forEachBounded } from '../lib/worker-pool'
 
 // How long an I/O keeps retrying while no replica answers (a node restarting, a network blip)
 // before the guest sees EIO.
@@ -494,15 +495,11 @@ export class VirtualDisk {
     this.inFlightWrites++
     try {
       const pieces = splitRange(offset, end - offset, this.record.blockSizeBytes)
-      let next = 0
-      await Promise.all(Array.from({ length: Math.min(DISCARD_BLOCKS_IN_FLIGHT, pieces.length) }, async () => {
-        while (next < pieces.length) {
-          const p = pieces[next++]
-          await this.mutateBlock(lease, p.block, p.offsetInBlock, p.length, 'discard', null, node => this.pool.client(node).discard({
-            diskUuid: this.record.uuid, block: p.block, epoch: this.record.epoch, offset: p.offsetInBlock, length: p.length, leaseEpoch: lease.leaseEpoch
-          }))
-        }
-      }))
+      await forEachBounded(pieces, DISCARD_BLOCKS_IN_FLIGHT, async (p) => {
+        await this.mutateBlock(lease, p.block, p.offsetInBlock, p.length, 'discard', null, node => this.pool.client(node).discard({
+          diskUuid: this.record.uuid, block: p.block, epoch: this.record.epoch, offset: p.offsetInBlock, length: p.length, leaseEpoch: lease.leaseEpoch
+        }))
+      })
     } finally {
       if (--this.inFlightWrites === 0) for (const wake of this.writesDrained.splice(0)) wake()
     }
