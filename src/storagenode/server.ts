@@ -18,7 +18,7 @@ import { UkaiError, UkaiErrorCode, isUkaiError } from '../errors'
 import { Logger, silentLogger } from '../log'
 import { copyBaseFromPeer } from './base-copy'
 import { pullBlock } from './block-pull'
-import { StorageClient } from './client'
+import { FLOW_CONTROL_WINDOW_BYTES, StorageClient } from './client'
 import { BlockStore } from './block-store'
 import { holdGcBallast } from '../lib/gc-ballast'
 import { Charge, IO_REPLY_STALL_MS_MAX, IO_STALL_CHECK_MS, IoBudgetStat, NodeIoBudget, StreamIoGate } from './io-budget'
@@ -33,7 +33,6 @@ const READ_AHEAD_MESSAGES = 1
 const CLOSE_GRACE_MS_DEFAULT = 5000
 const SHUTDOWN_WAIT_MS = 1000
 const EMPTY = Buffer.alloc(0)
-const FLOW_CONTROL_WINDOW_BYTES = 16 * 1024 * 1024
 
 export interface StorageServerOptions {
   nodeId: string

@@ -6,7 +6,8 @@ import { Replica } from '../meta/placement'
 import { NodePool } from './node-pool'
 import { sleep } from '../lib/timers'
 
-const IO_RETRY_PAUSE_MS = 200
+// Pause between rounds of retries while no replica answers (reads here, writes in VirtualDisk).
+export const IO_RETRY_PAUSE_MS = 200
 
 export interface ReplicaReadArgs {
   pool: NodePool

@@ -20,14 +20,13 @@ import { splitRange } from './block-range'
 import { DiskLocalReads, LocalReads } from './local-reads'
 import { NodePool } from './node-pool'
 import { ParentChain } from './parent-chain'
-import { nearestFirst, readFromReplicas } from './replica-read'
+import { IO_RETRY_PAUSE_MS, nearestFirst, readFromReplicas } from './replica-read'
 import { sleep } from '../lib/timers'
 import { forEachBounded } from '../lib/worker-pool'
 
 // How long an I/O keeps retrying while no replica answers (a node restarting, a network blip)
 // before the guest sees EIO.
 export const IO_RETRY_MS_DEFAULT = 10_000
-const IO_RETRY_PAUSE_MS = 200
 // Blocks a large discard (a whole-disk TRIM) keeps in flight; each goes to every replica.
 // Measured: 64 GiB of 4 MiB blocks, 2 replicas, nothing written: 5-8 s.
 const DISCARD_BLOCKS_IN_FLIGHT = 64
