@@ -11,7 +11,7 @@ import { Agent } from '../src/vdisk/agent'
 import { createDisk } from '../src/vdisk/disk-admin'
 import { runFio } from './fio'
 import { startUkaiCluster } from './ukai-cluster'
-import { holdGcBallast } from '../src/storagenode/gc-ballast'
+import { holdGcBallast } from '../src/lib/gc-ballast'
 
 const MIB = 1024 * 1024
 const DISK = 'lat'
@@ -49,7 +49,7 @@ async function measureDisk (io: (op: 'read' | 'write', offset: number, data: Buf
 
 async function main (): Promise<void> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ukai-latagent-'))
-  if (process.env.BENCH_NO_BALLAST !== '1') holdGcBallast()  // as the mount agent does (storagenode/gc-ballast.ts)
+  if (process.env.BENCH_NO_BALLAST !== '1') holdGcBallast()  // as the mount agent does (lib/gc-ballast.ts)
   console.log(`load average ${os.loadavg()[0].toFixed(2)}`)
   const cluster = await startUkaiCluster({ dir })
   try {

@@ -12,7 +12,7 @@ import * as grpc from '@grpc/grpc-js'
 import { StorageClient } from '../src/storagenode/client'
 import { startStorageServer, tuneServerSessions } from '../src/storagenode/server'
 import { IoRequestIn, IoResponse, MAX_MESSAGE_BYTES, StorageHandlers, storageService } from '../src/storagenode/wire'
-import { holdGcBallast } from '../src/storagenode/gc-ballast'
+import { holdGcBallast } from '../src/lib/gc-ballast'
 import { streamLoad } from './stream-load'
 
 const ONLY = process.env.BENCH_ONLY  // e.g. 'write:131072:4'
@@ -99,7 +99,7 @@ export function formatRow (r: Row): string {
 async function main (): Promise<void> {
   if (process.argv[2] === '--server') return await serverMain()
   const layers = (process.argv[2] ?? 'echo,store').split(',')
-  if (process.env.BENCH_NO_BALLAST !== '1') holdGcBallast()  // as the mount agent does (storagenode/gc-ballast.ts)
+  if (process.env.BENCH_NO_BALLAST !== '1') holdGcBallast()  // as the mount agent does (lib/gc-ballast.ts)
   console.log(`load average ${os.loadavg()[0].toFixed(2)}`)
   for (const layer of layers) {
     // 'store2': two storage nodes written in parallel and read from the first, as the agent does

@@ -11,7 +11,7 @@
 import fs from 'node:fs'
 import path from 'node:path'
 import { spawnLogged, stopLogged, waitForReadyLine } from '../src/dev/processes'
-import { isMounted, unmount } from '../src/dev/mounts'
+import { isMounted, unmount } from '../src/lib/mounts'
 import { loadNative } from '../src/native'
 import { FUSE_NATIVE_TUNING_OPTIONS } from '../src/vdisk/fuse-adapter'
 

@@ -7,7 +7,7 @@ import path from 'node:path'
 import { MetaStore } from '../src/meta/store'
 import { startZooKeeper, type ZooKeeperHandle } from '../src/dev/zookeeper'
 import { startMountAgent, startStorageNode, type MountAgentProcess, type StorageNodeProcess } from '../src/dev/processes'
-import { unmount } from '../src/dev/mounts'
+import { unmount } from '../src/lib/mounts'
 
 export const BENCH_SITE = 'site-a'
 export const BENCH_HOST = 'hv-bench'

@@ -12,7 +12,7 @@ import path from 'node:path'
 import t, { type Test } from 'tap'
 import type Fuse from 'fuse-native'
 import { loadNative } from '../src/native'
-import { isMounted, unmount } from '../src/dev/mounts'
+import { isMounted, unmount } from '../src/lib/mounts'
 import { FUSE_NATIVE_TUNING_OPTIONS } from '../src/vdisk/fuse-adapter'
 import { dd } from './helpers/dd'
 

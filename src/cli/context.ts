@@ -5,7 +5,7 @@ import { UkaiError } from '../errors'
 import { validateId } from '../meta/schema'
 import { MetaStore } from '../meta/store'
 import { checkZkConnect } from './parse'
-import { ZK_CONNECT_TIMEOUT_MS_DEFAULT } from '../meta/zk-client'
+import { ZK_CONNECT_TIMEOUT_MS_DEFAULT, ZK_SESSION_TIMEOUT_MS_DEFAULT } from '../meta/zk-client'
 
 export const ZK_DEFAULT = '127.0.0.1:2181'
 
@@ -18,7 +18,7 @@ export function zkConnectString (cmd: Command): string {
 
 export function zkSessionTimeoutMs (cmd: Command): number {
   const opts = cmd.optsWithGlobals() as { zkSessionTimeoutMs?: number }
-  return opts.zkSessionTimeoutMs ?? 10000
+  return opts.zkSessionTimeoutMs ?? ZK_SESSION_TIMEOUT_MS_DEFAULT
 }
 
 // --zk-timeout-ms, checked by msOption when the command line was read; daemons honour it too.

@@ -6,7 +6,9 @@ import { UkaiError } from '../errors'
 import { createLogger, Logger } from '../log'
 import { REPLICA_HUNG_MS_DEFAULT, REPLICA_HUNG_MS_MIN } from '../storagenode/client'
 import { runStorageNode } from '../storagenode/daemon'
+import { LEASE_HANDOVER_TIMEOUT_MS_DEFAULT } from '../meta/lease'
 import { RTT_INTERVAL_MS_DEFAULT } from '../vdisk/rtt-monitor'
+import { IO_RETRY_MS_DEFAULT } from '../vdisk/virtual-disk'
 import { LOCAL_OPEN_FILES_MAX_DEFAULT } from '../vdisk/local-reads'
 import { runMount } from './mount-daemon'
 import { addressMap, collect, zkConnectString, zkConnectTimeoutMs, zkSessionTimeoutMs } from './context'
@@ -51,8 +53,8 @@ export function daemonCommands (program: Command): void {
     .requiredOption('--site <site>', 'site (data centre) label of this hypervisor', idOption('site'))
     .option('--host <name>', 'host name of this hypervisor', idOption('host name'), os.hostname())
     .option('--allow-other', 'let other users (e.g. libvirt-qemu) open the disks')
-    .option('--handover-timeout-ms <ms>', 'how long to wait for a lease holder to hand over before forcing', msOption('--handover-timeout-ms'), 5000)
-    .option('--io-retry-ms <ms>', 'how long an I/O waits for an unreachable replica to return before failing with EIO', msOption('--io-retry-ms', 0), 10000)
+    .option('--handover-timeout-ms <ms>', 'how long to wait for a lease holder to hand over before forcing', msOption('--handover-timeout-ms'), LEASE_HANDOVER_TIMEOUT_MS_DEFAULT)
+    .option('--io-retry-ms <ms>', 'how long an I/O waits for an unreachable replica to return before failing with EIO', msOption('--io-retry-ms', 0), IO_RETRY_MS_DEFAULT)
     .option('--replica-hung-ms <ms>', `a replica that answers nothing (not even a ping) this long while I/O waits on it is hung: its pending I/O fails, it is marked stale and left behind (at least ${REPLICA_HUNG_MS_MIN})`, msOption('--replica-hung-ms', REPLICA_HUNG_MS_MIN), REPLICA_HUNG_MS_DEFAULT)
     .option('--node-address <id=host:port>', 'reach storage node ID at HOST:PORT from this host instead of its registered address (repeatable; e.g. a WAN proxy)', collect)
     .option('--rtt-interval-ms <ms>', 'how often round trips to the storage nodes are measured', msOption('--rtt-interval-ms', 100), RTT_INTERVAL_MS_DEFAULT)

@@ -13,14 +13,14 @@ import { snapshotCommands } from './snapshot-commands'
 import { topCommand } from './top'
 import { exitCodeFor, reportError } from './output'
 import { msOption } from './parse'
-import { ZK_CONNECT_TIMEOUT_MS_DEFAULT } from '../meta/zk-client'
+import { ZK_CONNECT_TIMEOUT_MS_DEFAULT, ZK_SESSION_TIMEOUT_MS_DEFAULT } from '../meta/zk-client'
 
 export function buildProgram (): Command {
   const program = new Command('ukai')
     .description('UKAI: location-aware virtual disks for KVM/libvirt')
     .option('--zk <connect>', 'ZooKeeper connect string (default: $UKAI_ZK or 127.0.0.1:2181)')
     .option('--zk-timeout-ms <ms>', 'how long to wait for ZooKeeper before giving up', msOption('--zk-timeout-ms'), ZK_CONNECT_TIMEOUT_MS_DEFAULT)
-    .option('--zk-session-timeout-ms <ms>', 'daemons: how long ZooKeeper keeps a silent daemon\'s session (its liveness and leases)', msOption('--zk-session-timeout-ms'), 10000)
+    .option('--zk-session-timeout-ms <ms>', 'daemons: how long ZooKeeper keeps a silent daemon\'s session (its liveness and leases)', msOption('--zk-session-timeout-ms'), ZK_SESSION_TIMEOUT_MS_DEFAULT)
     // Every verb inherits this: `disk create bad15 extra` is refused, not a disk named bad15.
     .allowExcessArguments(false)
     .showHelpAfterError()

@@ -4,7 +4,7 @@
 // `Number(text)` only ever sees text a pattern checked: alone it turns 'two' into NaN, '' into 0 and '1e3'
 // into 1000.
 import { UkaiError } from '../errors'
-import { parseHostPort } from '../dev/wan-proxy'
+import { parseHostPort } from '../lib/host-port'
 import { validateId } from '../meta/schema'
 import { parseSize } from '../units'
 

@@ -14,6 +14,7 @@ import { formatBytes } from '../units'
 import { withMeta } from './context'
 import { printJson, printTable } from './output'
 import { idOption, nodeListOption, rateOption, replicasOption } from './parse'
+import { sleep } from '../lib/timers'
 
 const POLL_MS = 500
 // An active relocation whose lease nobody holds for this long gets run by a waiting CLI.
@@ -70,7 +71,7 @@ export async function follow (meta: MetaStore, name: string, showBar: boolean): 
       } else {
         orphanSinceMs = 0
       }
-      await new Promise(resolve => setTimeout(resolve, POLL_MS))
+      await sleep(POLL_MS)
     }
   } finally {
     bar?.stop()

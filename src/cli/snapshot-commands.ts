@@ -2,7 +2,7 @@
 import cliProgress from 'cli-progress'
 import { Command } from 'commander'
 import { parseSnapshotRef, validateDiskName } from '../meta/schema'
-import { cliHostName } from '../relocate/run-here'
+import { cliHostName } from '../vdisk/admin-lease'
 import { formatBytes } from '../units'
 import { cloneDisk } from '../vdisk/clone-admin'
 import { createSnapshot, deleteSnapshot, rollbackSnapshot, SNAPSHOT_COMMIT_TIMEOUT_MS_DEFAULT } from '../vdisk/snapshot-admin'

@@ -1,7 +1,7 @@
 // Reading daemon log files: the tail (for error messages) and following a file until a line
 // says the daemon is ready. Works the same whether the daemon is our child or long detached.
 import fs from 'node:fs'
-import { setTimeout as sleep } from 'node:timers/promises'
+import { sleep } from '../lib/timers'
 
 const TAIL_BYTES_MAX = 16 * 1024
 const TAIL_LINES_DEFAULT = 30

@@ -2,7 +2,7 @@
 // A PID is only ever signalled after /proc/PID/cmdline was checked against the argv we started
 // it with, so a PID reused by an unrelated process after ours died is never touched.
 import fs from 'node:fs'
-import { setTimeout as sleep } from 'node:timers/promises'
+import { sleep } from '../lib/timers'
 
 const POLL_INTERVAL_MS = 25
 export const STOP_TERM_TIMEOUT_MS = 10_000

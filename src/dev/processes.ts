@@ -10,7 +10,7 @@ import path from 'node:path'
 import { UkaiError, type UkaiErrorCode } from '../errors'
 import { followFile, pinoLineWithMsg, tailFile } from './log-file'
 import { isOurs, stopProcess, type StopOptions, type StopResult } from './pids'
-import { isMounted, unmount } from './mounts'
+import { isMounted, unmount } from '../lib/mounts'
 
 export const READY_TIMEOUT_MS = 30_000
 const EXIT_EVENT_GRACE_MS = 500

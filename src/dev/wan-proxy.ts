@@ -9,6 +9,7 @@
 // before it; an error on either side destroys both.
 import net from 'node:net'
 import { UkaiError } from '../errors'
+import { parseHostPort } from '../lib/host-port'
 
 // Bytes the delay line of one direction may hold before the source is paused.
 const DELAY_LINE_BYTES_MAX = 8 * 1024 * 1024
@@ -34,13 +35,6 @@ export interface WanProxy {
   readonly address: string // host:port it listens on
   stats (): WanProxyStats
   close (): Promise<void>  // stops listening and destroys open connections; idempotent
-}
-
-export function parseHostPort (text: string, what: string): { host: string, port: number } {
-  const m = /^(.+):(\d{1,5})$/.exec(text)
-  const port = m === null ? NaN : Number(m[2])
-  if (m === null || m[1] === '' || port > 65535) throw UkaiError.badArgument(`bad ${what} '${text}': expected HOST:PORT`)
-  return { host: m[1].replace(/^\[(.*)\]$/, '$1'), port }
 }
 
 export function validateWanOptions (opts: { delayMs: number, mbps?: number }): void {

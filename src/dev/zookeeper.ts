@@ -4,7 +4,7 @@
 import fs from 'node:fs'
 import net from 'node:net'
 import path from 'node:path'
-import { setTimeout as sleep } from 'node:timers/promises'
+import { sleep } from '../lib/timers'
 import { UkaiError } from '../errors'
 import { isOurs, type StopOptions } from './pids'
 import { spawnLogged, startError, stopLogged, type LoggedProcess } from './processes'
@@ -58,7 +58,7 @@ async function portFreeWithin (port: number, waitMs: number): Promise<boolean> {
   for (;;) {
     if (await isPortFree(port)) return true
     if (Date.now() >= deadline) return false
-    await new Promise(resolve => setTimeout(resolve, 200))
+    await sleep(200)
   }
 }
 

@@ -11,7 +11,7 @@ import { ParentChain } from '../vdisk/parent-chain'
 import { SnapshotImage } from '../vdisk/snapshot-image'
 import { ExportOutput, isZero, openOutput, writeSparse } from './output'
 import { SnapshotIdentity, StreamEncoder, StreamHeader, blockLength } from './stream-format'
-import { orderedPrefetch } from './window'
+import { orderedPrefetch } from '../lib/worker-pool'
 
 // Bytes of blocks fetched ahead of the one being written.
 const PREFETCH_BYTES = 32 * 1024 * 1024

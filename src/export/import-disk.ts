@@ -15,8 +15,8 @@ import { Logger, silentLogger } from '../log'
 import { LeaseManager } from '../meta/lease'
 import { LeaseRecord, SnapshotRecord, decodeJson, paths, validateDiskName } from '../meta/schema'
 import { MetaStore } from '../meta/store'
-import { cliHostName } from '../relocate/run-here'
 import { loadVersionIndex, writtenAfter } from '../vdisk/committed-reader'
+import { cliHostName } from '../vdisk/admin-lease'
 import { createDisk, deleteDisk, resizeDisk } from '../vdisk/disk-admin'
 import { NodePool } from '../vdisk/node-pool'
 import { rollbackSnapshot } from '../vdisk/snapshot-admin'
@@ -24,7 +24,7 @@ import { VirtualDisk } from '../vdisk/virtual-disk'
 import { identityOf } from './export-disk'
 import { SPARSE_GRAIN_BYTES, isZero } from './output'
 import { SnapshotIdentity, StreamHeader, StreamRecord, decodeStream, isStreamMagic } from './stream-format'
-import { Window } from './window'
+import { Window } from '../lib/worker-pool'
 
 // One write request through the disk engine (the protocol's limit is 4 MiB).
 const WRITE_CHUNK_BYTES = 1024 * 1024

@@ -11,7 +11,8 @@
 // anything after it. Nothing in a stream is trusted before its digest matched.
 import { createHash, Hash } from 'node:crypto'
 import { UkaiError } from '../errors'
-import { BLOCK_SIZE_MAX_BYTES, BLOCK_SIZE_MIN_BYTES, DISK_SIZE_MAX_BYTES } from '../meta/schema'
+import { BLOCK_SIZE_MAX_BYTES, BLOCK_SIZE_MIN_BYTES } from '../lib/limits'
+import { DISK_SIZE_MAX_BYTES } from '../meta/schema'
 
 export const STREAM_MAGIC = Buffer.from('UKAISTRM')
 export const STREAM_FORMAT = 1

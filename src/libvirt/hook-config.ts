@@ -16,7 +16,7 @@ import fs from 'node:fs'
 import os from 'node:os'
 import { UkaiError } from '../errors'
 import { validateId } from '../meta/schema'
-import { listMounts } from '../dev/mounts'
+import { listMounts } from '../lib/mounts'
 
 export const HOOK_CONFIG_PATH_DEFAULT = '/etc/ukai/hook.conf'
 export const HOOK_LOG_PATH_DEFAULT = '/var/log/ukai/libvirt-hook.log'

@@ -19,6 +19,7 @@ import { Logger, silentLogger } from '../log'
 import { FenceRecord, HandoverRequest, LeaseRecord, decodeJson, encodeJson, paths } from './schema'
 import { MetaStore } from './store'
 import { ZkOp } from './zk-client'
+import { sleep } from '../lib/timers'
 
 export const LEASE_HANDOVER_TIMEOUT_MS_DEFAULT = 5000
 // Pause between attempts to re-assert leases on a new session while ZooKeeper still fails.
@@ -90,7 +91,7 @@ export class LeaseManager {
               safetyCatch(err)
               if (!this.held.has(disk)) break
               this.log.warn({ disk, err: String(err) }, 'could not re-assert the lease yet; the holder keeps writing (the nodes fence a newer holder)')
-              await new Promise(resolve => setTimeout(resolve, REASSERT_RETRY_MS))
+              await sleep(REASSERT_RETRY_MS)
             }
           }
         }

@@ -51,8 +51,6 @@ export const paths = {
 // Directories that exist in every initialised cluster.
 export const BASE_DIRS = [ROOT, paths.nodes, paths.nodesAlive, paths.agents, paths.agentsAlive, paths.disks, paths.rtts]
 
-export const BLOCK_SIZE_MIN_BYTES = 64 * 1024
-export const BLOCK_SIZE_MAX_BYTES = 64 * 1024 * 1024
 export const BLOCK_SIZE_DEFAULT_BYTES = 4 * 1024 * 1024
 export const REPLICAS_MAX = 8
 export const SEGMENT_BLOCKS_DEFAULT = 16384

@@ -14,6 +14,7 @@ import zookeeper from 'node-zookeeper-client'
 import { UkaiError } from '../errors'
 import { Logger, silentLogger } from '../log'
 import { ZK_CODES_UNKNOWN_TO_LIBRARY, setZkGuardLogger } from './zk-library-guard'
+import { sleep } from '../lib/timers'
 
 export const ZK_CONNECT_TIMEOUT_MS_DEFAULT = 5000
 export const ZK_SESSION_TIMEOUT_MS_DEFAULT = 10000
@@ -206,7 +207,7 @@ export class ZkClient extends EventEmitter {
         // Connection loss and a session expiry both end when the (new) session is there.
         const retryable = code === X.CONNECTION_LOSS || code === X.OPERATION_TIMEOUT || code === X.SESSION_EXPIRED || (err instanceof UkaiError && err.code === 'ZK_UNAVAILABLE')
         if (!retryable || Date.now() + ZK_RETRY_PAUSE_MS >= deadline || this.closed) throw translate(err, path, this.connectString)
-        await new Promise(resolve => setTimeout(resolve, ZK_RETRY_PAUSE_MS))
+        await sleep(ZK_RETRY_PAUSE_MS)
       } finally {
         clearTimeout(timer)
       }

@@ -4,6 +4,7 @@
 // set, so the targets read the blocks over the real link and store nothing.
 import { COPY_CONCURRENCY_DEFAULT } from './executor'
 import { StorageClient } from '../storagenode/client'
+import { forEachBounded } from '../lib/worker-pool'
 
 export const PROBE_BUDGET_MS_DEFAULT = 3000
 const PROBE_SAMPLE_BLOCKS = 16
@@ -52,24 +53,21 @@ export async function estimateCopy (input: ProbeInput): Promise<CopyEstimate> {
   const started = Date.now()
   let bytes = 0
   let blocks = 0
-  let next = 0
-  const worker = async (): Promise<void> => {
+  const probeOne = async (b: (typeof queue)[number]): Promise<void> => {
     // A block started before the budget ran out is finished: half a block would undercount.
-    while (next < queue.length && Date.now() - started < budgetMs) {
-      const b = queue[next++]
-      const got = await Promise.all(input.targets.map(async (target, i) => {
-        const sources = b.sources.filter(s => s.id !== target.id)
-        if (sources.length === 0) return 0
-        const source = sources[i % sources.length]
-        const client = clients.get(target.id) as StorageClient
-        return await client.pullBlock({ diskUuid: input.diskUuid, block: b.block, sourceNode: source.id, sourceAddress: source.address, leaseEpoch: 0, probe: true }, budgetMs * 4)
-      }))
-      bytes += got.reduce((a, n) => a + n, 0)
-      blocks++
-    }
+    if (Date.now() - started >= budgetMs) return
+    const got = await Promise.all(input.targets.map(async (target, i) => {
+      const sources = b.sources.filter(s => s.id !== target.id)
+      if (sources.length === 0) return 0
+      const source = sources[i % sources.length]
+      const client = clients.get(target.id) as StorageClient
+      return await client.pullBlock({ diskUuid: input.diskUuid, block: b.block, sourceNode: source.id, sourceAddress: source.address, leaseEpoch: 0, probe: true }, budgetMs * 4)
+    }))
+    bytes += got.reduce((a, n) => a + n, 0)
+    blocks++
   }
   try {
-    await Promise.all(Array.from({ length: input.concurrency ?? COPY_CONCURRENCY_DEFAULT }, worker))
+    await forEachBounded(queue, input.concurrency ?? COPY_CONCURRENCY_DEFAULT, probeOne)
   } catch {
     // An unreachable node: no measurement (the relocation itself will report the node).
     return capped(0)

@@ -14,6 +14,8 @@ import { RelocationRecord } from '../meta/schema'
 import { MetaStore } from '../meta/store'
 import { NodePool } from '../vdisk/node-pool'
 import { VirtualDisk } from '../vdisk/virtual-disk'
+import { sleep } from '../lib/timers'
+import { forEachBounded } from '../lib/worker-pool'
 
 export const COPY_CONCURRENCY_DEFAULT = 4
 // A node counts as unreachable only after this long: one that just restarted is reached again
@@ -27,7 +29,7 @@ async function patiently<T> (call: () => Promise<T>): Promise<T> {
       return await call()
     } catch (err) {
       if (Date.now() >= deadline) throw err
-      await new Promise(resolve => setTimeout(resolve, 500))
+      await sleep(500)
     }
   }
 }
@@ -214,20 +216,21 @@ export class RelocationExecutor {
     inSyncBatch.push(...empty)
     await flushBatch()
     const queue = pending.filter(b => written.has(b))
+    const stopIfAborted = (): void => { if (signal?.aborted === true) throw new Stop('stopped', 'the lease moved') }
     let failure: unknown = null
-    const worker = async (): Promise<void> => {
-      while (failure === null) {
-        if (signal?.aborted === true) throw new Stop('stopped', 'the lease moved')
-        const block = queue.shift()
-        if (block === undefined) return
+    try {
+      await forEachBounded(queue, this.concurrency, async (block) => {
+        stopIfAborted()
         await this.copyOne(block)
         inSyncBatch.push(block)
         if (inSyncBatch.length >= IN_SYNC_BATCH_BLOCKS) await flushBatch()
         await this.progress()
         await this.throttle()
-      }
+      })
+      stopIfAborted()  // as before: an abort seen when the last copy ends (or with nothing to copy) stops the run
+    } catch (err) {
+      failure = err
     }
-    await Promise.all(Array.from({ length: this.concurrency }, () => worker().catch((err) => { failure ??= err })))
     await flushBatch()
     await this.progress(true)
     if (failure !== null) throw failure
@@ -286,7 +289,7 @@ export class RelocationExecutor {
     if (rate <= 0) return
     if (this.rateStartMs === 0) this.rateStartMs = Date.now()
     const aheadMs = (this.rateBytes / rate) * 1000 - (Date.now() - this.rateStartMs)
-    if (aheadMs > 0) await new Promise(resolve => setTimeout(resolve, aheadMs))
+    if (aheadMs > 0) await sleep(aheadMs)
   }
 
   private async flip (): Promise<void> {

@@ -1,18 +1,14 @@
 // Runs a relocation in this process (the CLI), for a disk nobody holds the lease of: take the
 // lease, run the executor, release. If an agent asks for the lease meanwhile (its VM writes),
 // hand it over at once; that agent's runner continues the relocation.
-import os from 'node:os'
 import { Logger, silentLogger } from '../log'
 import { LeaseManager } from '../meta/lease'
 import { MetaStore } from '../meta/store'
+import { cliHostName } from '../vdisk/admin-lease'
 import { NodePool } from '../vdisk/node-pool'
 import { VirtualDisk } from '../vdisk/virtual-disk'
 import { RelocationOutcome } from './executor'
 import { RelocationRunner } from './runner'
-
-export function cliHostName (): string {
-  return `cli-${os.hostname()}-${process.pid}`.replace(/[^A-Za-z0-9._-]/g, '-').slice(0, 120)
-}
 
 export async function runRelocationHere (meta: MetaStore, name: string, opts: { site?: string, logger?: Logger } = {}): Promise<RelocationOutcome> {
   const log = opts.logger ?? silentLogger

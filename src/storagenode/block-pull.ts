@@ -5,11 +5,12 @@
 // TRIM emptied — are zeros here too, and all-zero chunks are skipped: thin blocks stay thin.
 // The answer comes only once the block's files and directory entries are durable (fsync).
 import { UkaiError, safetyCatch } from '../errors'
-import { BlockStore, MAX_BLOCK_BYTES } from './block-store'
+import { BLOCK_SIZE_MAX_BYTES } from '../lib/limits'
+import { BlockStore } from './block-store'
 import { StorageClient } from './client'
+import { PAGE_BYTES } from './sparse-copy'
 
 export const PULL_CHUNK_BYTES = 1024 * 1024
-const PAGE_BYTES = 4096
 
 export function allZero (b: Buffer): boolean {
   for (let i = 0; i < b.length; i++) if (b[i] !== 0) return false
@@ -49,7 +50,7 @@ export async function pullBlock (store: BlockStore, source: StorageClient, req: 
       const c = chunks[i]
       if (data.length !== c.length) throw UkaiError.io(`pull of block ${req.block}: source returned ${data.length} of ${c.length} bytes`)
       if (req.probe === true) { written += data.length; continue }
-      if (c.first) await store.discard(req.diskUuid, req.block, c.epoch, 0, MAX_BLOCK_BYTES, req.leaseEpoch)
+      if (c.first) await store.discard(req.diskUuid, req.block, c.epoch, 0, BLOCK_SIZE_MAX_BYTES, req.leaseEpoch)
       for (const r of dataRuns(data)) {
         await store.write(req.diskUuid, req.block, c.epoch, c.offset + r.start, data.subarray(r.start, r.end), req.leaseEpoch)
         written += r.end - r.start

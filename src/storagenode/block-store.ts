@@ -14,19 +14,11 @@ import * as path from 'node:path'
 import { UkaiError, isUkaiError, safetyCatch } from '../errors'
 import { FileCache, MAX_OPEN_FILES_DEFAULT } from './file-cache'
 import { loadPunchHole, punchHole } from './punch-hole'
-import { RangeLocks } from './range-locks'
-import { cloneSparse, writeAll, writeAllSync } from './sparse-copy'
+import { RangeLocks } from '../lib/range-locks'
+import { PAGE_BYTES, cloneSparse, writeAll, writeAllSync } from './sparse-copy'
+import { MAX_IO_BYTES } from './wire'
+import { BLOCK_SIZE_MAX_BYTES, SYNC_IO_MAX_BYTES } from '../lib/limits'
 
-export const MAX_BLOCK_BYTES = 64 * 1024 * 1024
-export const MAX_IO_BYTES = 4 * 1024 * 1024
-const PAGE_BYTES = 4096
-// Reads and writes up to this size call pread/pwrite on the event loop instead of the libuv
-// thread pool. Buffered I/O of this size costs 2-20 µs of CPU when it hits the page cache; the
-// pool's round trip (a worker wakes, then the loop wakes again) costs 30-120 µs on this 2-core
-// machine and two scheduler wake-ups, which dominates a 4 KiB request's latency. The price: a
-// page-cache miss or dirty-page throttling blocks the node's loop for that one I/O. fsync, clone
-// and larger transfers stay on the pool.
-const SYNC_IO_MAX_BYTES = 256 * 1024
 const ZERO_CHUNK_BYTES = 1024 * 1024
 const RECONCILE_DELAY_MS = 200
 // No path separators, no dots: a uuid can never name anything outside DATA/disks.
@@ -185,11 +177,11 @@ export class BlockStore {
   // filesystem cannot punch).
   async discard (uuid: string, block: number, epoch: number, offset: number, length: number, leaseEpoch: number): Promise<void> {
     checkUuid(uuid); checkIndex('block', block); checkIndex('epoch', epoch); checkIndex('lease epoch', leaseEpoch)
-    checkRange(offset, length, MAX_BLOCK_BYTES)
+    checkRange(offset, length, BLOCK_SIZE_MAX_BYTES)
     const disk = this.diskFor(uuid)
     const durable = this.admit(disk, leaseEpoch)
     // Locks to the end of the block: truncation affects everything after offset.
-    const op = this.locks.run(`${uuid}/${block}.${epoch}`, offset, MAX_BLOCK_BYTES,
+    const op = this.locks.run(`${uuid}/${block}.${epoch}`, offset, BLOCK_SIZE_MAX_BYTES,
       async () => await this.discardLocked(disk, block, epoch, offset, length))
     await this.track(disk, op)
     await durable
@@ -613,7 +605,7 @@ export class BlockStore {
     const file = versionPath(disk, block, epoch)
     const worstCaseBytes = pagesSpanBytes(offset, data.length)
     // Invariants right before touching the disk.
-    if (offset + data.length > MAX_BLOCK_BYTES) throw UkaiError.internal(`write past max block size: ${offset}+${data.length}`)
+    if (offset + data.length > BLOCK_SIZE_MAX_BYTES) throw UkaiError.internal(`write past max block size: ${offset}+${data.length}`)
     if (!(disk.versions.get(block)?.includes(epoch) ?? false)) throw UkaiError.internal(`version ${block}.${epoch} of ${disk.uuid} vanished`)
     await this.reserve(worstCaseBytes)
     try {
@@ -917,5 +909,5 @@ function checkRange (offset: number, length: number, maxLength: number): void {
   if (!Number.isSafeInteger(offset) || offset < 0) throw UkaiError.badArgument(`bad offset ${offset}`)
   if (!Number.isSafeInteger(length) || length < 0) throw UkaiError.badArgument(`bad length ${length}`)
   if (length > maxLength) throw UkaiError.badArgument(`length ${length} exceeds the limit of ${maxLength} bytes per request`)
-  if (offset + length > MAX_BLOCK_BYTES) throw UkaiError.badArgument(`range ${offset}+${length} exceeds the maximum block size of ${MAX_BLOCK_BYTES} bytes`)
+  if (offset + length > BLOCK_SIZE_MAX_BYTES) throw UkaiError.badArgument(`range ${offset}+${length} exceeds the maximum block size of ${BLOCK_SIZE_MAX_BYTES} bytes`)
 }

@@ -39,7 +39,8 @@ export const REPLICA_HUNG_MS_MIN = PING_AFTER_SILENCE_MS + 1
 const PING_TIMEOUT_MS = 1_000
 const HUNG_CHECK_INTERVAL_MS = 250
 // HTTP/2's default 64 KiB receive window stalls a stream of 128 KiB+ responses on every message.
-const FLOW_CONTROL_WINDOW_BYTES = 16 * 1024 * 1024
+// Both ends: the server's sessions take the same window (server.ts tuneServerSessions).
+export const FLOW_CONTROL_WINDOW_BYTES = 16 * 1024 * 1024
 
 export interface StorageClientOptions {
   nodeId: string

@@ -18,9 +18,9 @@ import { UkaiError, UkaiErrorCode, isUkaiError } from '../errors'
 import { Logger, silentLogger } from '../log'
 import { copyBaseFromPeer } from './base-copy'
 import { pullBlock } from './block-pull'
-import { StorageClient } from './client'
+import { FLOW_CONTROL_WINDOW_BYTES, StorageClient } from './client'
 import { BlockStore } from './block-store'
-import { holdGcBallast } from './gc-ballast'
+import { holdGcBallast } from '../lib/gc-ballast'
 import { Charge, IO_REPLY_STALL_MS_MAX, IO_STALL_CHECK_MS, IoBudgetStat, NodeIoBudget, StreamIoGate } from './io-budget'
 import {
   ERROR_CODE_METADATA_KEY, IoRequestIn, IoResponse, MAX_MESSAGE_BYTES, StorageHandlers, storageService
@@ -33,7 +33,6 @@ const READ_AHEAD_MESSAGES = 1
 const CLOSE_GRACE_MS_DEFAULT = 5000
 const SHUTDOWN_WAIT_MS = 1000
 const EMPTY = Buffer.alloc(0)
-const FLOW_CONTROL_WINDOW_BYTES = 16 * 1024 * 1024
 
 export interface StorageServerOptions {
   nodeId: string
@@ -79,7 +78,7 @@ export async function startStorageServer (opts: StorageServerOptions): Promise<S
   const log = (opts.logger ?? silentLogger).child({ component: 'storage-server', nodeId: opts.nodeId })
   const { host, port: wantedPort } = parseListen(opts.listen)
   const uriHost = host.includes(':') ? `[${host}]` : host
-  holdGcBallast()  // see gc-ballast.ts: keeps V8 from a mark-compact every ~100 ms under load
+  holdGcBallast()  // see lib/gc-ballast.ts: keeps V8 from a mark-compact every ~100 ms under load
   const store = await BlockStore.open({ nodeId: opts.nodeId, dataDir: opts.dataDir, capacityBytes: opts.capacityBytes })
 
   // Clients to peers for PullBlock, one per (node, address); closed with the server.

@@ -7,7 +7,7 @@
 import * as fs from 'node:fs'
 import { copyFile, open } from 'node:fs/promises'
 
-const PAGE_BYTES = 4096
+export const PAGE_BYTES = 4096
 const COPY_CHUNK_BYTES = 1024 * 1024
 const ZERO_PAGE = Buffer.alloc(PAGE_BYTES)
 const REFLINK_UNSUPPORTED = new Set(['EOPNOTSUPP', 'ENOTSUP', 'EXDEV', 'EINVAL', 'ENOSYS', 'ENOTTY'])

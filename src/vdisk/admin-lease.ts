@@ -1,6 +1,7 @@
 // Admin work that must hold a disk's lease (snapshot commit with no agent holding it, rollback,
 // flattening a clone): open the disk in this process, take the lease — which fences every node
 // against older holders — do the work, release.
+import os from 'node:os'
 import { Logger, silentLogger } from '../log'
 import { LeaseManager } from '../meta/lease'
 import { MetaStore } from '../meta/store'
@@ -11,6 +12,12 @@ export interface AdminContext {
   meta: MetaStore
   host: string           // who we are for the lease (a CLI host name)
   logger?: Logger
+}
+
+// The name an admin process (the CLI, an import) holds leases and asks nodes under: unique per
+// process, never an agent's name.
+export function cliHostName (): string {
+  return `cli-${os.hostname()}-${process.pid}`.replace(/[^A-Za-z0-9._-]/g, '-').slice(0, 120)
 }
 
 // Runs `fn` with the disk open here and its lease held (nodes fenced), then releases it.

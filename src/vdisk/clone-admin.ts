@@ -6,6 +6,7 @@ import { SnapshotRef, validateDiskName, validateId } from '../meta/schema'
 import { AdminContext, withDiskLease } from './admin-lease'
 import { createDisk } from './disk-admin'
 import { DiskRecord } from '../meta/schema'
+import { forEachBounded } from '../lib/worker-pool'
 
 const FLATTEN_CONCURRENCY = 4
 
@@ -39,13 +40,10 @@ export async function flattenClone (ctx: AdminContext, name: string, onProgress?
     const blocks = await disk.parentBlocks()
     let done = 0
     onProgress?.(0, blocks.length)
-    let next = 0
-    await Promise.all(Array.from({ length: FLATTEN_CONCURRENCY }, async () => {
-      while (next < blocks.length) {
-        await disk.materializeBlock(blocks[next++])
-        onProgress?.(++done, blocks.length)
-      }
-    }))
+    await forEachBounded(blocks, FLATTEN_CONCURRENCY, async (block) => {
+      await disk.materializeBlock(block)
+      onProgress?.(++done, blocks.length)
+    })
     const rec = await meta.getDisk(name)
     const { version, ...rest } = rec
     await meta.updateDisk({ ...rest, parent: null }, version, [], [])

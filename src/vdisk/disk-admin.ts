@@ -6,10 +6,11 @@ import { UkaiError } from '../errors'
 import { Logger, silentLogger } from '../log'
 import { PlacementSegment, ReplicaSet, segmentLayout } from '../meta/placement'
 import {
-  BLOCK_SIZE_MAX_BYTES, BLOCK_SIZE_MIN_BYTES, DISK_SIZE_MAX_BYTES, DiskFileOwner, DiskRecord, PlacementPolicy, REPLICAS_MAX, validateDiskName, validateId
+  DISK_SIZE_MAX_BYTES, DiskFileOwner, DiskRecord, PlacementPolicy, REPLICAS_MAX, validateDiskName, validateId
 } from '../meta/schema'
 import { MetaStore, NodeView } from '../meta/store'
 import { StorageClient } from '../storagenode/client'
+import { BLOCK_SIZE_MAX_BYTES, BLOCK_SIZE_MIN_BYTES } from '../lib/limits'
 import { blockCountFor } from './block-range'
 
 export interface CreateDiskRequest {

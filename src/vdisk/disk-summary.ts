@@ -1,9 +1,10 @@
 // What `disk info` and the dashboard show about a disk's placement, computed from the map.
 import { readLease } from '../meta/lease'
 import { PlacementSegment } from '../meta/placement'
-import { BLOCK_SIZE_MIN_BYTES, DiskFileOwner, DiskRecord, NodeAlive } from '../meta/schema'
+import { DiskFileOwner, DiskRecord, NodeAlive } from '../meta/schema'
 import { MetaStore, NodeView } from '../meta/store'
 import { StorageClient } from '../storagenode/client'
+import { BLOCK_SIZE_MIN_BYTES } from '../lib/limits'
 import { blockCountFor } from './block-range'
 
 export interface DiskSummary {

@@ -5,7 +5,7 @@ import type Fuse from 'fuse-native'
 import { UkaiError } from '../errors'
 import { Logger } from '../log'
 import { loadNative } from '../native'
-import { holdGcBallast } from '../storagenode/gc-ballast'
+import { holdGcBallast } from '../lib/gc-ballast'
 import { DiskFileOwner } from '../meta/schema'
 import { Agent } from './agent'
 import { toErrno } from './fuse-errno'
@@ -78,7 +78,7 @@ function inSnapshots (path: string): boolean {
 
 export function mountAgent (agent: Agent, mountPoint: string, log: Logger, opts: FuseMountOptions = {}): Promise<Fuse> {
   const Fuse = loadFuse()
-  holdGcBallast()  // the agent streams every I/O to the nodes: see storagenode/gc-ballast.ts
+  holdGcBallast()  // the agent streams every I/O to the nodes: see lib/gc-ballast.ts
   const root = agent.defaultOwner
   const started = Date.now()
   // Handles opened O_DSYNC/O_SYNC (QEMU cache=writethrough): every write is durable before it is

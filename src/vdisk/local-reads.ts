@@ -16,15 +16,13 @@ import path from 'node:path'
 import { Logger, silentLogger } from '../log'
 import { readLocalReadToken } from '../storagenode/local-read-token'
 import { NodePool } from './node-pool'
+import { SYNC_IO_MAX_BYTES } from '../lib/limits'
 
 // Open version files kept across all disks of this agent (least recently used closed first;
 // `ukai mount --local-read-files`). 1024 covers 4 GiB of 4 MiB blocks; a file closed for the bound
 // costs one open() when read again, not a LocateBlock. Node raises its soft fd limit to the hard
 // one at start, so this stays well inside it.
 export const LOCAL_OPEN_FILES_MAX_DEFAULT = 1024
-// As the node's SYNC_IO_MAX_BYTES (block-store.ts): a page-cache read this small costs less on
-// the event loop than a round trip through the libuv pool; larger ones go to the pool.
-const SYNC_READ_MAX_BYTES = 256 * 1024
 // LocateBlock is an in-memory lookup on the node; when it takes longer than this the node is
 // busy or stopped, and the gRPC path (with its failover) is the better bet.
 const LOCATE_TIMEOUT_MS = 2000
@@ -306,7 +304,7 @@ export class DiskLocalReads {
     if (!e.dropped) this.owner.touch(e)
     const buf = Buffer.allocUnsafe(length)
     let got = 0
-    if (length <= SYNC_READ_MAX_BYTES) {
+    if (length <= SYNC_IO_MAX_BYTES) {  // on the loop: see lib/limits.ts
       while (got < length) {
         const n = fs.readSync(fd, buf, got, length - got, offset + got)
         if (n === 0) break

@@ -4,8 +4,10 @@
 import { UkaiError, isUkaiError } from '../errors'
 import { Replica } from '../meta/placement'
 import { NodePool } from './node-pool'
+import { sleep } from '../lib/timers'
 
-const IO_RETRY_PAUSE_MS = 200
+// Pause between rounds of retries while no replica answers (reads here, writes in VirtualDisk).
+export const IO_RETRY_PAUSE_MS = 200
 
 export interface ReplicaReadArgs {
   pool: NodePool
@@ -40,7 +42,7 @@ export async function readFromReplicas (a: ReplicaReadArgs): Promise<Buffer | nu
     if (candidates.length === 0 || Date.now() >= deadline) {
       throw UkaiError.io(`${a.what}: no in-sync replica could be read (${errors.join('; ') || 'none in sync'})`)
     }
-    await new Promise(resolve => setTimeout(resolve, IO_RETRY_PAUSE_MS))
+    await sleep(IO_RETRY_PAUSE_MS)
   }
 }
 

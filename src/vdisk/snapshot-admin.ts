@@ -14,11 +14,10 @@ import { MetaStore } from '../meta/store'
 import { NodePool } from './node-pool'
 import { AdminContext, withDiskLease } from './admin-lease'
 import { flattenClone } from './clone-admin'
+import { sleep } from '../lib/timers'
 
 export const SNAPSHOT_COMMIT_TIMEOUT_MS_DEFAULT = 30_000
 const POLL_MS = 5
-
-function sleep (ms: number): Promise<void> { return new Promise(resolve => setTimeout(resolve, ms)) }
 
 export async function createSnapshot (ctx: AdminContext, diskName: string, snap: string, opts: { timeoutMs?: number } = {}): Promise<SnapshotRecord> {
   validateDiskName(diskName)

@@ -14,18 +14,19 @@ import { HeldLease, LeaseManager } from '../meta/lease'
 import { PlacementSegment, Replica, ReplicaSet, readableReplicas, replicaSetKey, withState, writableReplicas } from '../meta/placement'
 import { DiskIoCounters, DiskRecord, SnapshotRecord, validateSnapshotName } from '../meta/schema'
 import { MetaStore } from '../meta/store'
-import { RangeLocks } from '../storagenode/range-locks'
-import { BlockLocks } from './block-locks'
+import { RangeLocks } from '../lib/range-locks'
+import { BlockLocks } from '../lib/block-locks'
 import { splitRange } from './block-range'
 import { DiskLocalReads, LocalReads } from './local-reads'
 import { NodePool } from './node-pool'
 import { ParentChain } from './parent-chain'
-import { nearestFirst, readFromReplicas } from './replica-read'
+import { IO_RETRY_PAUSE_MS, nearestFirst, readFromReplicas } from './replica-read'
+import { sleep } from '../lib/timers'
+import { forEachBounded } from '../lib/worker-pool'
 
 // How long an I/O keeps retrying while no replica answers (a node restarting, a network blip)
 // before the guest sees EIO.
 export const IO_RETRY_MS_DEFAULT = 10_000
-const IO_RETRY_PAUSE_MS = 200
 // Blocks a large discard (a whole-disk TRIM) keeps in flight; each goes to every replica.
 // Measured: 64 GiB of 4 MiB blocks, 2 replicas, nothing written: 5-8 s.
 const DISCARD_BLOCKS_IN_FLIGHT = 64
@@ -44,10 +45,6 @@ export interface VirtualDiskDeps {
   // Called after a replica that failed a write was marked stale (code: the failure's UkaiError code).
   onReplicaStale?: (disk: VirtualDisk, node: string, code: string) => void
   logger?: Logger
-}
-
-function sleep (ms: number): Promise<void> {
-  return new Promise(resolve => setTimeout(resolve, ms))
 }
 
 export class VirtualDisk {
@@ -497,15 +494,11 @@ export class VirtualDisk {
     this.inFlightWrites++
     try {
       const pieces = splitRange(offset, end - offset, this.record.blockSizeBytes)
-      let next = 0
-      await Promise.all(Array.from({ length: Math.min(DISCARD_BLOCKS_IN_FLIGHT, pieces.length) }, async () => {
-        while (next < pieces.length) {
-          const p = pieces[next++]
-          await this.mutateBlock(lease, p.block, p.offsetInBlock, p.length, 'discard', null, node => this.pool.client(node).discard({
-            diskUuid: this.record.uuid, block: p.block, epoch: this.record.epoch, offset: p.offsetInBlock, length: p.length, leaseEpoch: lease.leaseEpoch
-          }))
-        }
-      }))
+      await forEachBounded(pieces, DISCARD_BLOCKS_IN_FLIGHT, async (p) => {
+        await this.mutateBlock(lease, p.block, p.offsetInBlock, p.length, 'discard', null, node => this.pool.client(node).discard({
+          diskUuid: this.record.uuid, block: p.block, epoch: this.record.epoch, offset: p.offsetInBlock, length: p.length, leaseEpoch: lease.leaseEpoch
+        }))
+      })
     } finally {
       if (--this.inFlightWrites === 0) for (const wake of this.writesDrained.splice(0)) wake()
     }

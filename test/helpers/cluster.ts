@@ -15,7 +15,7 @@ import os from 'node:os'
 import path from 'node:path'
 import { agentHost, nodeId, siteName } from '../../src/dev/cluster'
 import { freePort } from '../../src/dev/free-port'
-import { isMounted, unmount, unmountSync } from '../../src/dev/mounts'
+import { isMounted, unmount, unmountSync } from '../../src/lib/mounts'
 import { isOurs, signalIfOurs, waitForExit } from '../../src/dev/pids'
 import {
   cliMainPath, killTrackedChildren, startMountAgent, startStorageNode,

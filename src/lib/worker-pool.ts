@@ -1,6 +1,29 @@
-// Bounded concurrency for export and import: reads fetched ahead but handed out in order, and
-// writes kept in flight up to a limit. Both bound memory by a byte budget, never by item count
-// alone (a block may be 64 MiB).
+// Bounded concurrency, one module for the whole tree: every "at most N in flight" of src/ is one
+// of these three shapes.
+//   forEachBounded  a known list of items (discard pieces, blocks to copy or flatten)
+//   orderedPrefetch results handed out in item order while later ones are fetched (export reads)
+//   Window          operations pushed one by one as they arrive (import writes)
+// Callers that move block data bound memory with a byte budget on top (a block may be 64 MiB).
+
+// Runs fn(item) for every item, in order, with at most `limit` calls in flight. The first failure
+// stops it: no further item starts, the calls in flight are waited for (no work outlives the
+// call: a caller may release a lease or a write count right after), then that failure is thrown.
+export async function forEachBounded<T> (items: readonly T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {
+  let next = 0
+  let failed = false
+  let failure: unknown
+  const worker = async (): Promise<void> => {
+    while (!failed && next < items.length) {
+      try {
+        await fn(items[next++])
+      } catch (err) {
+        if (!failed) { failed = true; failure = err }
+      }
+    }
+  }
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker))
+  if (failed) throw failure
+}
 
 // Yields fn(item) for each item in order, with up to `ahead` calls running.
 export async function * orderedPrefetch<T, R> (items: readonly T[], ahead: number, fn: (item: T) => Promise<R>): AsyncGenerator<R> {
