@@ -6,7 +6,7 @@ import fs from 'node:fs'
 import path from 'node:path'
 import t from 'tap'
 import { paths } from '../src/meta/schema'
-import { MetaStore } from '../src/meta/store'
+import { MetaStore, zkOf } from '../src/meta/store'
 import { startAgent, startNode, startZk } from './helpers/cluster'
 import { cliJson, runCli } from './helpers/cli'
 import { until } from './helpers/until'
@@ -21,11 +21,11 @@ t.test('holdEphemeral: concurrent holds and a leftover of another session', asyn
   t.teardown(() => b.close())
   const p = paths.agentAlive('twin')
   await Promise.all([a.holdEphemeral(p, () => Buffer.from('1')), a.holdEphemeral(p, () => Buffer.from('2'))])
-  const stat = await a.zk.exists(p)
-  t.equal(stat?.ephemeralOwner.toString('hex'), a.zk.sessionId, 'two concurrent holds: one znode, owned by our session')
+  const stat = await zkOf(a).exists(p)
+  t.equal(stat?.ephemeralOwner.toString('hex'), zkOf(a).sessionId, 'two concurrent holds: one znode, owned by our session')
   await b.holdEphemeral(p, () => Buffer.from('3'))
-  const after = await b.zk.get(p)
-  t.equal(after.stat.ephemeralOwner.toString('hex'), b.zk.sessionId, 'a leftover of another session is replaced')
+  const after = await zkOf(b).get(p)
+  t.equal(after.stat.ephemeralOwner.toString('hex'), zkOf(b).sessionId, 'a leftover of another session is replaced')
   t.equal(after.data.toString(), '3')
 })
 

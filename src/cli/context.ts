@@ -3,9 +3,8 @@
 import { Command } from 'commander'
 import { UkaiError } from '../errors'
 import { validateId } from '../meta/schema'
-import { MetaStore } from '../meta/store'
+import { MetaStore, ZK_CONNECT_TIMEOUT_MS_DEFAULT, ZK_SESSION_TIMEOUT_MS_DEFAULT } from '../meta/store'
 import { checkZkConnect } from './parse'
-import { ZK_CONNECT_TIMEOUT_MS_DEFAULT, ZK_SESSION_TIMEOUT_MS_DEFAULT } from '../meta/zk-client'
 
 export const ZK_DEFAULT = '127.0.0.1:2181'
 

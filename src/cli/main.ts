@@ -13,7 +13,7 @@ import { snapshotCommands } from './snapshot-commands'
 import { topCommand } from './top'
 import { exitCodeFor, reportError } from './output'
 import { msOption } from './parse'
-import { ZK_CONNECT_TIMEOUT_MS_DEFAULT, ZK_SESSION_TIMEOUT_MS_DEFAULT } from '../meta/zk-client'
+import { ZK_CONNECT_TIMEOUT_MS_DEFAULT, ZK_SESSION_TIMEOUT_MS_DEFAULT } from '../meta/store'
 
 export function buildProgram (): Command {
   const program = new Command('ukai')

@@ -9,7 +9,7 @@ import blessed from 'blessed'
 import { Command } from 'commander'
 import { isUkaiError, safetyCatch } from '../errors'
 import { readLease } from '../meta/lease'
-import { DiskIoCounters, DiskRecord, RelocationRecord, RttReport, decodeJson, paths } from '../meta/schema'
+import { DiskIoCounters, DiskRecord, RelocationRecord, RttReport } from '../meta/schema'
 import { AgentView, MetaStore, NodeView } from '../meta/store'
 import { StorageClient } from '../storagenode/client'
 import { formatBytes } from '../units'
@@ -52,8 +52,8 @@ class Dashboard {
   private error = ''
   private redrawTimer: NodeJS.Timeout | null = null
   private closed = false
-  // Watches set and not fired yet, by path: ZooKeeper watches fire once, and the client keeps
-  // every one we set, so each path is watched at most once at a time.
+  // Watches set and not fired yet, by what they watch: ZooKeeper watches fire once, and the
+  // client keeps every one we set, so each thing is watched at most once at a time.
   private armed = new Set<string>()
   private readonly screen: blessed.Widgets.Screen
   private readonly header: blessed.Widgets.BoxElement
@@ -73,7 +73,7 @@ class Dashboard {
     this.screen.key(['q', 'C-c'], () => { this.quit() })
     this.screen.on('resize', () => { this.render() })
     // Watches die with an expired session: set them all again on the new one.
-    meta.zk.on('session', () => {
+    meta.onSession(() => {
       this.armed = new Set()
       this.loadAll().catch(safetyCatch)
     })
@@ -89,29 +89,28 @@ class Dashboard {
     await Promise.all([...this.disks.keys()].map(async name => await this.loadDisk(name)))
   }
 
-  // A watcher for PATH that runs THEN when it fires, or undefined when PATH is watched already.
-  private watch (path: string, then: () => Promise<void>): (() => void) | undefined {
-    if (this.armed.has(path)) return undefined
-    this.armed.add(path)
+  // A watcher for KEY that runs THEN when it fires, or undefined when KEY is watched already.
+  private watch (key: string, then: () => Promise<void>): (() => void) | undefined {
+    if (this.armed.has(key)) return undefined
+    this.armed.add(key)
     return () => {
-      this.armed.delete(path)
+      this.armed.delete(key)
       if (!this.closed) then().catch(err => this.fail(err))
     }
   }
 
-  private async arm (path: string, kind: 'children' | 'exists', then: () => Promise<void>): Promise<void> {
-    const w = this.watch(path, then)
-    if (w === undefined) return
-    if (kind === 'children') await this.meta.zk.children(path, w)
-    else await this.meta.zk.exists(path, w)
+  // Sets a watch through SET unless KEY is watched already.
+  private async arm (key: string, set: (w: () => void) => Promise<void>, then: () => Promise<void>): Promise<void> {
+    const w = this.watch(key, then)
+    if (w !== undefined) await set(w)
   }
 
   private async loadNodes (): Promise<void> {
     const reload = async (): Promise<void> => await this.loadNodes()
-    await this.arm(paths.nodes, 'children', reload)
-    await this.arm(paths.nodesAlive, 'children', reload)
+    await this.arm('nodes', async w => await this.meta.watchNodeList(w), reload)
+    await this.arm('nodes-alive', async w => await this.meta.watchAliveNodeList(w), reload)
     this.nodes = await this.meta.listNodes()
-    for (const n of this.nodes) if (n.alive !== null) await this.arm(paths.nodeAlive(n.id), 'exists', reload)
+    for (const n of this.nodes) if (n.alive !== null) await this.arm(`alive:${n.id}`, async w => await this.meta.watchNodeAlive(n.id, w), reload)
     this.agents = await this.meta.listAgents()
     if (this.from === null) {
       const alive = this.agents.filter(a => a.alive !== null)
@@ -123,22 +122,20 @@ class Dashboard {
 
   private async loadRtt (): Promise<void> {
     if (this.from === null) return
-    const got = await this.meta.zk.getOrNull(paths.rtt(this.from), this.watch(paths.rtt(this.from), async () => await this.loadRtt()))
-    this.rtt = got === null || got.data.length === 0 ? null : decodeJson<RttReport>(got.data, `round trips of ${this.from}`)
+    this.rtt = await this.meta.getRtt(this.from, this.watch(`rtt:${this.from}`, async () => await this.loadRtt()))
     this.scheduleRedraw()
   }
 
   // Every host's report, watched: a new report (every ~2 s while an agent runs) carries its I/O.
   private async loadIoHosts (): Promise<void> {
-    const hosts = await this.meta.zk.children(paths.rtts, this.watch(paths.rtts, async () => await this.loadIoHosts()))
+    const hosts = await this.meta.listRttHosts(this.watch('rtts', async () => await this.loadIoHosts()))
     for (const h of [...this.hostIo.keys()]) if (!hosts.includes(h)) { this.hostIo.delete(h); this.ioRate.delete(h) }
     await Promise.all(hosts.map(async h => await this.loadIo(h)))
   }
 
   private async loadIo (host: string): Promise<void> {
-    const got = await this.meta.zk.getOrNull(paths.rtt(host), this.watch(`io:${paths.rtt(host)}`, async () => await this.loadIo(host)))
-    if (got === null || got.data.length === 0) return
-    const rep = decodeJson<RttReport>(got.data, `report of ${host}`)
+    const rep = await this.meta.getRtt(host, this.watch(`io:${host}`, async () => await this.loadIo(host)))
+    if (rep === null) return
     const prev = this.hostIo.get(host)
     const rates = new Map<string, IoRate>()
     const dt = prev === undefined ? 0 : (rep.measuredAtMs - prev.atMs) / 1000
@@ -189,7 +186,7 @@ class Dashboard {
   }
 
   private async loadDiskList (): Promise<void> {
-    const names = await this.meta.listDiskNames(this.watch(paths.disks, async () => await this.loadDiskList()))
+    const names = await this.meta.listDiskNames(this.watch('disks', async () => await this.loadDiskList()))
     for (const name of [...this.disks.keys()]) if (!names.includes(name)) this.disks.delete(name)
     await Promise.all(names.filter(n => !this.disks.has(n)).map(async (name) => {
       this.disks.set(name, { record: null, blocks: 0, blocksPerSite: {}, staleBlocks: 0, belowReplicaBlocks: 0, leaseHolder: null, relocation: null, rateBytesPerSec: null, writtenBytes: null, writtenAtMs: 0 })
@@ -203,19 +200,19 @@ class Dashboard {
     if (d === undefined) return
     const reload = async (): Promise<void> => await this.loadDisk(name)
     try {
-      const rec = await this.meta.getDisk(name, this.watch(paths.disk(name), reload))
+      const rec = await this.meta.getDisk(name, this.watch(`disk:${name}`, reload))
       d.record = rec
       const segmentCount = Math.ceil(Math.ceil(rec.sizeBytes / rec.blockSizeBytes) / rec.segmentBlocks)
-      for (let i = 0; i < segmentCount; i++) await this.arm(paths.segment(name, i), 'exists', reload)
+      for (let i = 0; i < segmentCount; i++) await this.arm(`segment:${name}:${i}`, async w => await this.meta.watchSegment(name, i, w), reload)
       const segments = await this.meta.loadPlacement(rec)
       const counts = countPlacement(segments, rec.replicas, this.nodes)
       d.blocks = counts.blocks
       d.blocksPerSite = counts.blocksPerSite
       d.staleBlocks = counts.staleBlocks
       d.belowReplicaBlocks = counts.belowReplicaBlocks
-      await this.arm(paths.lease(name), 'exists', reload)
+      await this.arm(`lease:${name}`, async w => await this.meta.watchLease(name, w), reload)
       d.leaseHolder = (await readLease(this.meta, name)).holder?.host ?? null
-      const reloc = await this.meta.getRelocation(name, this.watch(paths.relocation(name), reload))
+      const reloc = await this.meta.getRelocation(name, this.watch(`relocation:${name}`, reload))
       d.rateBytesPerSec = rateOf(d.relocation, reloc, d.rateBytesPerSec)
       d.relocation = reloc
       this.refreshWritten(name).catch(safetyCatch)

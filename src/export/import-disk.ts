@@ -13,7 +13,7 @@ import path from 'node:path'
 import { UkaiError, isUkaiError } from '../errors'
 import { Logger, silentLogger } from '../log'
 import { LeaseManager } from '../meta/lease'
-import { LeaseRecord, SnapshotRecord, decodeJson, paths, validateDiskName } from '../meta/schema'
+import { SnapshotRecord, validateDiskName } from '../meta/schema'
 import { MetaStore } from '../meta/store'
 import { loadVersionIndex, writtenAfter } from '../vdisk/committed-reader'
 import { cliHostName } from '../vdisk/admin-lease'
@@ -159,10 +159,9 @@ class ImportWriter {
   // Commits the disk's current state as snapshot `name` while we hold the lease.
   async commitSnapshot (name: string, origin: SnapshotIdentity['origin']): Promise<SnapshotRecord> {
     const lease = await this.disk.ensureLease()
-    const got = await this.meta.zk.getOrNull(paths.lease(this.disk.name))
-    const holder = got === null ? null : decodeJson<LeaseRecord>(got.data, `lease of ${this.disk.name}`)
-    if (got === null || holder?.host !== this.host || holder.leaseEpoch !== lease.leaseEpoch) throw UkaiError.fenced(`lost the lease of '${this.disk.name}' before the snapshot was committed`)
-    return await this.meta.commitSnapshot(await this.meta.getDisk(this.disk.name), name, { leaseVersion: got.stat.version, origin })
+    const holder = await this.meta.getLease(this.disk.name)
+    if (holder === null || holder.host !== this.host || holder.leaseEpoch !== lease.leaseEpoch) throw UkaiError.fenced(`lost the lease of '${this.disk.name}' before the snapshot was committed`)
+    return await this.meta.commitSnapshot(await this.meta.getDisk(this.disk.name), name, { leaseVersion: holder.version, origin })
   }
 
   async close (): Promise<void> {
@@ -291,7 +290,7 @@ async function importIncremental (meta: MetaStore, pool: NodePool, req: ImportRe
   if (header.sizeBytes < base.sizeBytes) throw UkaiError.wrongBase(`the stream's disk (${header.sizeBytes} bytes) is smaller than snapshot ${req.disk}@${from.name} (${base.sizeBytes} bytes)`)
   const opens = await meta.listOpens(req.disk)
   if (opens.length > 0) throw UkaiError.busy(`disk '${req.disk}' is open on ${opens.join(', ')}; close it before applying an incremental stream (nothing was applied)`)
-  if (await meta.zk.exists(paths.lease(req.disk)) !== null) throw UkaiError.busy(`disk '${req.disk}' is open for write; close it first (nothing was applied)`)
+  if (await meta.leaseHeldAnywhere(req.disk)) throw UkaiError.busy(`disk '${req.disk}' is open for write; close it first (nothing was applied)`)
   const written = writtenAfter(await loadVersionIndex(pool, disk, await meta.loadPlacement(disk)), base.epoch)
   if (written.length > 0) {
     throw UkaiError.wrongBase(`disk '${req.disk}' has changed since snapshot ${from.name} (${written.length} block(s) written since); roll it back first ('ukai snapshot rollback ${req.disk}@${from.name}'); nothing was applied`)

@@ -17,8 +17,8 @@
 import { UkaiError, isUkaiError, safetyCatch } from '../errors'
 import { Logger, silentLogger } from '../log'
 import { FenceRecord, HandoverRequest, LeaseRecord, decodeJson, encodeJson, paths } from './schema'
-import { MetaStore } from './store'
-import { ZkOp } from './zk-client'
+import { MetaStore, zkOf } from './store'
+import { ZkClient, ZkOp } from './zk-client'
 import { sleep } from '../lib/timers'
 
 export const LEASE_HANDOVER_TIMEOUT_MS_DEFAULT = 5000
@@ -28,13 +28,34 @@ const REASSERT_RETRY_MS = 1000
 export interface LeaseInfo { holder: LeaseRecord | null, fenceEpoch: number }
 
 export async function readLease (meta: MetaStore, disk: string): Promise<LeaseInfo> {
-  const fence = await meta.zk.getOrNull(paths.fence(disk))
+  const zk = zkOf(meta)
+  const fence = await zk.getOrNull(paths.fence(disk))
   if (fence === null) throw UkaiError.notFound(`unknown disk '${disk}'`)
-  const lease = await meta.zk.getOrNull(paths.lease(disk))
+  const lease = await zk.getOrNull(paths.lease(disk))
   return {
     holder: lease === null ? null : decodeJson<LeaseRecord>(lease.data, `lease of ${disk}`),
     fenceEpoch: decodeJson<FenceRecord>(fence.data, `fence of ${disk}`).leaseEpoch
   }
+}
+
+// The cooperative half of a hand-over: leaves a request the holder's LeaseManager sees (its
+// watch calls onHandoverRequested; it flushes and releases). Ephemeral, so a requester that dies
+// takes its request along. False when a request is there already (someone else asked: the
+// caller waits with them and must not withdraw theirs).
+export async function requestHandover (meta: MetaStore, disk: string, requester: string): Promise<boolean> {
+  const req: HandoverRequest = { v: 1, host: requester, requestedAtMs: Date.now() }
+  try {
+    await zkOf(meta).create(paths.handover(disk), encodeJson(req), { ephemeral: true })
+    return true
+  } catch (err) {
+    if (isUkaiError(err, 'ALREADY_EXISTS')) return false
+    throw err
+  }
+}
+
+// Removes the disk's hand-over request (once answered, or given up on).
+export async function withdrawHandover (meta: MetaStore, disk: string): Promise<void> {
+  await zkOf(meta).remove(paths.handover(disk))
 }
 
 export interface HeldLease {
@@ -55,6 +76,7 @@ export interface LeaseCallbacks {
 
 export class LeaseManager {
   private readonly meta: MetaStore
+  private readonly zk: ZkClient
   private readonly host: string
   private readonly handoverTimeoutMs: number
   private readonly log: Logger
@@ -68,13 +90,14 @@ export class LeaseManager {
 
   constructor (meta: MetaStore, host: string, callbacks: LeaseCallbacks, opts: { handoverTimeoutMs?: number, logger?: Logger } = {}) {
     this.meta = meta
+    this.zk = zkOf(meta)
     this.host = host
     this.callbacks = callbacks
     this.handoverTimeoutMs = opts.handoverTimeoutMs ?? LEASE_HANDOVER_TIMEOUT_MS_DEFAULT
     this.log = opts.logger ?? silentLogger
     // A new session means our ephemeral leases are gone from ZooKeeper, not that they were
     // taken: re-assert them (see the top of this file).
-    meta.zk.on('session', () => { this.reassertAll() })
+    meta.onSession(() => { this.reassertAll() })
   }
 
   private reassertAll (): void {
@@ -103,7 +126,7 @@ export class LeaseManager {
   // One multi: the fence still at our epoch (checked by version), our ephemeral re-created (a
   // leftover of our previous session replaced). The fence moved: someone took over.
   private async reassert (disk: string): Promise<void> {
-    const zk = this.meta.zk
+    const zk = this.zk
     for (;;) {
       const lease = this.held.get(disk)
       const generation = zk.sessionGeneration
@@ -151,7 +174,7 @@ export class LeaseManager {
   async acquire (disk: string, opts: { signal?: AbortSignal } = {}): Promise<HeldLease> {
     const existing = this.held.get(disk)
     if (existing !== undefined) return existing
-    const zk = this.meta.zk
+    const zk = this.zk
     let askedAtMs = 0
     let forced = false
     for (;;) {
@@ -169,7 +192,7 @@ export class LeaseManager {
         this.held.set(disk, lease)
         this.assertedIn.set(disk, zk.sessionGeneration)
         this.watchHeld(disk, leaseEpoch)
-        if (askedAtMs !== 0) await zk.remove(paths.handover(disk)).catch(safetyCatch)
+        if (askedAtMs !== 0) await withdrawHandover(this.meta, disk).catch(safetyCatch)
         this.log.info({ disk, leaseEpoch, forced }, 'lease acquired')
         return lease
       } catch (err) {
@@ -183,10 +206,7 @@ export class LeaseManager {
       const holder = decodeJson<LeaseRecord>(holderData.data, `lease of ${disk}`)
       if (askedAtMs === 0) {
         askedAtMs = Date.now()
-        const req: HandoverRequest = { v: 1, host: this.host, requestedAtMs: askedAtMs }
-        await zk.create(paths.handover(disk), encodeJson(req), { ephemeral: true }).catch((e) => {
-          if ((e as UkaiError).code !== 'ALREADY_EXISTS') throw e
-        })
+        await requestHandover(this.meta, disk, this.host)
         this.log.info({ disk, holder: holder.host }, 'lease held elsewhere; asked for hand-over')
       }
       const waitMs = askedAtMs + this.handoverTimeoutMs - Date.now()
@@ -209,14 +229,14 @@ export class LeaseManager {
   private async waitGone (path: string, timeoutMs: number): Promise<void> {
     await new Promise<void>((resolve) => {
       const timer = setTimeout(resolve, timeoutMs)
-      this.meta.zk.exists(path, () => { clearTimeout(timer); resolve() }).then((stat) => {
+      this.zk.exists(path, () => { clearTimeout(timer); resolve() }).then((stat) => {
         if (stat === null) { clearTimeout(timer); resolve() }
       }, () => { clearTimeout(timer); resolve() })
     })
   }
 
   private watchHeld (disk: string, leaseEpoch: number): void {
-    const zk = this.meta.zk
+    const zk = this.zk
     const generation = zk.sessionGeneration
     // A watch of an earlier session (or one that fires after the session was replaced) is not
     // news about the lease: the re-assertion on the new session decides.
@@ -256,7 +276,7 @@ export class LeaseManager {
     if (lease === undefined) return
     this.held.delete(disk)
     this.assertedIn.delete(disk)
-    if (!this.meta.zk.isConnected) { this.releaseLater(disk, lease.leaseEpoch); return }
+    if (!this.zk.isConnected) { this.releaseLater(disk, lease.leaseEpoch); return }
     try {
       await this.removeLeaseZnode(disk, lease.leaseEpoch)
     } catch (err) {
@@ -269,9 +289,9 @@ export class LeaseManager {
 
   private async removeLeaseZnode (disk: string, leaseEpoch: number): Promise<void> {
     try {
-      const cur = await this.meta.zk.getOrNull(paths.lease(disk))
+      const cur = await this.zk.getOrNull(paths.lease(disk))
       if (cur !== null && decodeJson<LeaseRecord>(cur.data, `lease of ${disk}`).leaseEpoch === leaseEpoch) {
-        await this.meta.zk.remove(paths.lease(disk), cur.stat.version)
+        await this.zk.remove(paths.lease(disk), cur.stat.version)
       }
     } catch (err) {
       if ((err as UkaiError).code !== 'NOT_FOUND' && (err as UkaiError).code !== 'ZK_CONFLICT') throw err
@@ -286,10 +306,10 @@ export class LeaseManager {
         this.log.info({ disk, leaseEpoch }, 'lease released')
       }, (err) => {
         safetyCatch(err)
-        this.meta.zk.once('connected', attempt)
+        this.zk.once('connected', attempt)
       })
     }
-    this.meta.zk.once('connected', attempt)
+    this.zk.once('connected', attempt)
   }
 
   // Marks the lease as gone locally, e.g. after a storage node answered FENCED.

@@ -1,13 +1,18 @@
 // The metadata store: typed operations over ZooKeeper for cluster config, storage nodes, agents,
 // disks and placement. Ephemerals registered here are re-created when the session is replaced.
+// The ZooKeeper client is private to src/meta: callers elsewhere get typed methods and session
+// events (onSession, onExpired, isConnected); test/meta-boundary.test.ts keeps it that way.
 import { UkaiError, isUkaiError, safetyCatch } from '../errors'
 import { Logger, silentLogger } from '../log'
 import { PlacementSegment } from './placement'
 import {
-  AgentAlive, AgentRecord, BASE_DIRS, ClusterConfig, DEFAULT_CONFIG, DiskRecord, FenceRecord, NodeAlive, LeaseRecord, NodeRecord, RelocationRecord, RttReport,
+  AgentAlive, AgentRecord, BASE_DIRS, ClusterConfig, DEFAULT_CONFIG, DiskRecord, FenceRecord, NodeAlive, LeaseRecord, NodeRecord, OpenRecord, RelocationRecord, RttReport,
   SnapshotRecord, SnapshotRequest, decodeJson, decodeSegment, encodeJson, encodeSegment, paths
 } from './schema'
 import { Watcher, ZkClient, ZkOp } from './zk-client'
+
+// The connect deadline's default, for the CLI's --help (the client itself stays in src/meta).
+export { ZK_CONNECT_TIMEOUT_MS_DEFAULT, ZK_SESSION_TIMEOUT_MS_DEFAULT } from './zk-client'
 
 // A background report waits at most this long for ZooKeeper (the next one comes soon anyway).
 const BACKGROUND_REPORT_TIMEOUT_MS = 2000
@@ -15,8 +20,13 @@ const BACKGROUND_REPORT_TIMEOUT_MS = 2000
 export interface NodeView extends NodeRecord { alive: NodeAlive | null }
 export interface AgentView extends AgentRecord { alive: AgentAlive | null }
 
+// The ZooKeeper client behind a MetaStore, for the other files of src/meta (lease.ts) only;
+// test/meta-boundary.test.ts fails when a file outside src/meta calls it.
+let zkOfStore: (meta: MetaStore) => ZkClient
+export function zkOf (meta: MetaStore): ZkClient { return zkOfStore(meta) }
+
 export class MetaStore {
-  readonly zk: ZkClient
+  private readonly zk: ZkClient
   private readonly log: Logger
   private readonly ephemerals = new Map<string, () => Buffer>()
   // Ephemerals dropped while ZooKeeper was away, removed when it is back.
@@ -42,13 +52,26 @@ export class MetaStore {
     return store
   }
 
+  static { zkOfStore = (meta) => meta.zk }
+
   close (): void { this.zk.close() }
 
-  // Calls `listener` each time the session is replaced after an expiry: every watch set on the
-  // old session is gone, so owners of watches set them again. Returns the unsubscribe.
-  onSession (listener: () => void): () => void {
-    this.zk.on('session', listener)
-    return () => { this.zk.off('session', listener) }
+  // --- session ------------------------------------------------------------------------------
+
+  // Whether ZooKeeper is reachable right now (the session may still be alive while it is not).
+  get isConnected (): boolean { return this.zk.isConnected }
+
+  // A new session replaced an expired one: the old session's watches and ephemerals are gone,
+  // so owners set their watches again (ephemerals held here are re-created by the store).
+  // Returns a function that unsubscribes.
+  onSession (fn: () => void): () => void { return this.subscribe('session', fn) }
+
+  // The server expired our session (news only: the new session follows with onSession).
+  onExpired (fn: () => void): () => void { return this.subscribe('expired', fn) }
+
+  private subscribe (event: 'session' | 'expired', fn: () => void): () => void {
+    this.zk.on(event, fn)
+    return () => { this.zk.off(event, fn) }
   }
 
   // Creates the base directories and the default config once per cluster; idempotent.
@@ -338,6 +361,15 @@ export class MetaStore {
     }
   }
 
+  // This host's open record of the disk (an ephemeral, see holdEphemeral for `waitMs`).
+  async holdOpenRecord (disk: string, rec: OpenRecord, opts: { waitMs?: number } = {}): Promise<void> {
+    await this.holdEphemeral(paths.open(disk, rec.host), () => encodeJson(rec), opts)
+  }
+
+  async dropOpenRecord (disk: string, host: string): Promise<void> {
+    await this.dropEphemeral(paths.open(disk, host))
+  }
+
   async listOpens (name: string): Promise<string[]> {
     return await this.zk.children(paths.opens(name))
   }
@@ -417,6 +449,12 @@ export class MetaStore {
     return await this.zk.exists(paths.lease(disk)) !== null
   }
 
+  // The disk's lease record and its znode's version; null when nobody holds the lease.
+  async getLease (disk: string): Promise<(LeaseRecord & { version: number }) | null> {
+    const got = await this.zk.getOrNull(paths.lease(disk))
+    return got === null ? null : { ...decodeJson<LeaseRecord>(got.data, `lease of ${disk}`), version: got.stat.version }
+  }
+
   // The lease znode's version when it carries `leaseEpoch` (we hold it), else null.
   async leaseVersion (disk: string, leaseEpoch: number): Promise<number | null> {
     const got = await this.zk.getOrNull(paths.lease(disk))
@@ -491,6 +529,17 @@ export class MetaStore {
     })
   }
 
+  // One host's report (round trips and I/O counters); null when it has none (or an empty one).
+  async getRtt (host: string, watch?: Watcher): Promise<RttReport | null> {
+    const got = await this.zk.getOrNull(paths.rtt(host), watch)
+    return got === null || got.data.length === 0 ? null : decodeJson<RttReport>(got.data, `round trips of ${host}`)
+  }
+
+  // The hosts that publish a report.
+  async listRttHosts (watch?: Watcher): Promise<string[]> {
+    return await this.zk.children(paths.rtts, watch)
+  }
+
   async listRtts (): Promise<RttReport[]> {
     const out: RttReport[] = []
     for (const host of await this.zk.children(paths.rtts)) {
@@ -499,6 +548,24 @@ export class MetaStore {
     }
     return out
   }
+
+  // --- watches for dashboards ---------------------------------------------------------------
+  // Each sets one ZooKeeper watch (it fires once) on a piece of state that has no reader above.
+
+  // The list of registered storage nodes changes.
+  async watchNodeList (watch: Watcher): Promise<void> { await this.zk.children(paths.nodes, watch) }
+
+  // The list of live storage nodes changes.
+  async watchAliveNodeList (watch: Watcher): Promise<void> { await this.zk.children(paths.nodesAlive, watch) }
+
+  // A node's liveness record changes or goes.
+  async watchNodeAlive (id: string, watch: Watcher): Promise<void> { await this.zk.exists(paths.nodeAlive(id), watch) }
+
+  // A placement segment is rewritten.
+  async watchSegment (disk: string, index: number, watch: Watcher): Promise<void> { await this.zk.exists(paths.segment(disk, index), watch) }
+
+  // The disk's lease is taken, handed over or released.
+  async watchLease (disk: string, watch: Watcher): Promise<void> { await this.zk.exists(paths.lease(disk), watch) }
 
   // --- placement ----------------------------------------------------------------------------
 

@@ -11,8 +11,8 @@
 //   relocation is. The far replicas are dropped by the relocation itself, when every block is in
 //   sync at the destination (the flip); finish never drops data on its own.
 import { UkaiError, isUkaiError, safetyCatch } from '../errors'
-import { readLease } from '../meta/lease'
-import { HandoverRequest, RelocationRecord, encodeJson, paths } from '../meta/schema'
+import { readLease, requestHandover, withdrawHandover } from '../meta/lease'
+import { RelocationRecord } from '../meta/schema'
 import { MetaStore } from '../meta/store'
 import { planRelocation } from './plan'
 import { isActive, startRelocation } from './start'
@@ -97,14 +97,8 @@ export async function finishDiskMigration (meta: MetaStore, disk: string, host: 
 // Leaves a hand-over request for the holder (this host's agent); it flushes and releases. We do
 // not take the lease: whoever writes next (the destination) does.
 async function askToRelease (meta: MetaStore, disk: string, host: string, timeoutMs: number): Promise<boolean> {
-  const req: HandoverRequest = { v: 1, host: `${host}.finish-migration`, requestedAtMs: Date.now() }
-  let ours = false
-  try {
-    await meta.zk.create(paths.handover(disk), encodeJson(req), { ephemeral: true })
-    ours = true
-  } catch (err) {
-    if (!isUkaiError(err, 'ALREADY_EXISTS')) throw err // someone else asked already: wait with them
-  }
+  // False: someone else asked already; wait with them.
+  const ours = await requestHandover(meta, disk, `${host}.finish-migration`)
   try {
     const deadline = Date.now() + timeoutMs
     for (;;) {
@@ -114,6 +108,6 @@ async function askToRelease (meta: MetaStore, disk: string, host: string, timeou
       await new Promise(resolve => setTimeout(resolve, LEASE_POLL_MS))
     }
   } finally {
-    if (ours) await meta.zk.remove(paths.handover(disk)).catch(safetyCatch)
+    if (ours) await withdrawHandover(meta, disk).catch(safetyCatch)
   }
 }

@@ -14,8 +14,9 @@
 // (`NodeProgress`), so reads and writes learn it together.
 import * as grpc from '@grpc/grpc-js'
 import { UkaiError, UkaiErrorCode, safetyCatch } from '../errors'
+import { codeOfServiceError, codeOfStatus, trailerCode } from './status'
 import {
-  BlockEpochs, BlockVersion, CopyBaseRequest, CopyBaseResponse, ERROR_CODE_METADATA_KEY, IoRequestOut, IoResponse, LocateBlockRequest, LocateBlockResponse, MAX_IO_BYTES,
+  BlockEpochs, BlockVersion, CopyBaseRequest, CopyBaseResponse, IoRequestOut, IoResponse, LocateBlockRequest, LocateBlockResponse, MAX_IO_BYTES,
   MAX_MESSAGE_BYTES, PullBlockRequest, StatResponse, storageService
 } from './wire'
 
@@ -98,18 +99,6 @@ interface Pending {
 
 type Callback<T> = (err: grpc.ServiceError | null, res?: T) => void
 type UnaryMethod = (req: unknown, opts: grpc.CallOptions, cb: Callback<unknown>) => grpc.ClientUnaryCall
-
-const CODE_OF_STATUS: Partial<Record<grpc.status, UkaiErrorCode>> = {
-  [grpc.status.UNAVAILABLE]: 'UNAVAILABLE',
-  [grpc.status.DEADLINE_EXCEEDED]: 'UNAVAILABLE',
-  [grpc.status.CANCELLED]: 'UNAVAILABLE',
-  [grpc.status.INVALID_ARGUMENT]: 'BAD_ARGUMENT',
-  [grpc.status.RESOURCE_EXHAUSTED]: 'BAD_ARGUMENT',  // without an ukai-code: a message over the size limit
-  [grpc.status.NOT_FOUND]: 'NOT_FOUND',
-  [grpc.status.FAILED_PRECONDITION]: 'FENCED',
-  [grpc.status.OUT_OF_RANGE]: 'OUT_OF_RANGE',
-  [grpc.status.INTERNAL]: 'IO_ERROR'
-}
 
 export class StorageClient {
   readonly nodeId: string
@@ -399,7 +388,7 @@ export class StorageClient {
       const call = fn(req, { deadline: Date.now() + timeoutMs }, (err, res) => {
         this.unaryInFlight.delete(call)
         // Any answer from the node itself (also an error it sent) shows it is not hung.
-        if (err === null || CODE_OF_STATUS[err.code] !== 'UNAVAILABLE') this.progress.noteAnswer()
+        if (err === null || codeOfServiceError(err) !== 'UNAVAILABLE') this.progress.noteAnswer()
         if (err !== null) reject(this.translate(err, method))
         else resolve(res as Res)
       })
@@ -411,9 +400,9 @@ export class StorageClient {
   }
 
   private translate (err: grpc.ServiceError, method: string): UkaiError {
-    const ukaiCode = err.metadata?.get(ERROR_CODE_METADATA_KEY)[0]
-    if (typeof ukaiCode === 'string' && ukaiCode !== '') return new UkaiError(ukaiCode as UkaiErrorCode, `${this.nodeId}: ${err.details}`, err)
-    const code = CODE_OF_STATUS[err.code] ?? 'IO_ERROR'
+    const fromNode = trailerCode(err)
+    if (fromNode !== undefined) return new UkaiError(fromNode, `${this.nodeId}: ${err.details}`, err)
+    const code = codeOfStatus(err.code)
     if (code === 'UNAVAILABLE') {
       return UkaiError.unavailable(`${this.nodeId} (${this.address}): ${method} failed: ${err.details} (${grpc.status[err.code]})`, err)
     }

@@ -22,8 +22,9 @@ import { FLOW_CONTROL_WINDOW_BYTES, StorageClient } from './client'
 import { BlockStore } from './block-store'
 import { holdGcBallast } from '../lib/gc-ballast'
 import { Charge, IO_REPLY_STALL_MS_MAX, IO_STALL_CHECK_MS, IoBudgetStat, NodeIoBudget, StreamIoGate } from './io-budget'
+import { toServiceError } from './status'
 import {
-  ERROR_CODE_METADATA_KEY, IoRequestIn, IoResponse, MAX_MESSAGE_BYTES, StorageHandlers, storageService
+  IoRequestIn, IoResponse, MAX_MESSAGE_BYTES, StorageHandlers, storageService
 } from './wire'
 
 // Decoded requests grpc-js may buffer in a call's readable side while we do not read it (Node's
@@ -62,16 +63,6 @@ export interface StorageServer {
   port: number
   stats: () => StorageServerStats
   close: (graceMs?: number) => Promise<void>
-}
-
-const STATUS_OF_CODE: Partial<Record<UkaiErrorCode, grpc.status>> = {
-  BAD_ARGUMENT: grpc.status.INVALID_ARGUMENT,
-  NOT_FOUND: grpc.status.NOT_FOUND,
-  FENCED: grpc.status.FAILED_PRECONDITION,
-  NO_SPACE: grpc.status.RESOURCE_EXHAUSTED,
-  UNAVAILABLE: grpc.status.UNAVAILABLE,
-  OUT_OF_RANGE: grpc.status.OUT_OF_RANGE,
-  INTERNAL: grpc.status.INTERNAL
 }
 
 export async function startStorageServer (opts: StorageServerOptions): Promise<StorageServer> {
@@ -199,13 +190,13 @@ export async function startStorageServer (opts: StorageServerOptions): Promise<S
 
   const unary = <Req, Res>(what: string, fn: (req: Req) => Promise<Res>): grpc.handleUnaryCall<Req, Res> => (call, callback) => {
     if (closing !== undefined) {
-      callback(toStatus(new UkaiError('UNAVAILABLE', `storage node ${opts.nodeId} is shutting down`)))
+      callback(toServiceError(new UkaiError('UNAVAILABLE', `storage node ${opts.nodeId} is shutting down`)))
       return
     }
     counters.requests++
     fn(call.request).then(res => callback(null, res), err => {
       const f = failure(err, what)
-      callback(toStatus(new UkaiError(f.code, f.message)))
+      callback(toServiceError(new UkaiError(f.code, f.message)))
     })
   }
 
@@ -325,12 +316,6 @@ function resetStream (call: grpc.ServerDuplexStream<IoRequestIn, IoResponse>): v
 function limitReadAhead (call: object, messages: number): void {
   const state = (call as { _readableState?: { highWaterMark?: unknown } })._readableState
   if (state !== undefined && typeof state.highWaterMark === 'number') state.highWaterMark = messages
-}
-
-function toStatus (err: UkaiError): Partial<grpc.StatusObject> & Error {
-  const metadata = new grpc.Metadata()
-  metadata.set(ERROR_CODE_METADATA_KEY, err.code)
-  return Object.assign(new Error(err.message), { code: STATUS_OF_CODE[err.code] ?? grpc.status.UNKNOWN, details: err.message, metadata })
 }
 
 function parseListen (listen: string): { host: string, port: number } {

@@ -3,7 +3,7 @@
 import { UkaiError, isUkaiError, safetyCatch } from '../errors'
 import { Logger, silentLogger } from '../log'
 import { LeaseManager } from '../meta/lease'
-import { DiskFileOwner, DiskIoCounters, DiskRecord, OpenRecord, SnapshotRecord, SnapshotRef, encodeJson, formatSnapshotRef, parseSnapshotRef, paths, validateDiskName } from '../meta/schema'
+import { DiskFileOwner, DiskIoCounters, DiskRecord, OpenRecord, SnapshotRecord, SnapshotRef, formatSnapshotRef, parseSnapshotRef, validateDiskName } from '../meta/schema'
 import { MetaStore } from '../meta/store'
 import { createDisk, deleteDisk, resizeDisk } from './disk-admin'
 import { VersionedDiskRecord, getXattr, ownerOf, updateDiskRecord, withMode, withOwner, withXattr, withoutXattr, xattrNames } from './disk-file-attrs'
@@ -128,7 +128,7 @@ export class Agent {
     await this.pool.start()
     await this.refreshDisks()
     // Watches die with an expired session: set them again on the new one.
-    this.meta.zk.on('session', () => {
+    this.meta.onSession(() => {
       this.records.clear()
       this.refreshDisks().catch(err => this.log.error({ err: String(err) }, 'disk list refresh failed'))
       this.pool.refresh().catch(err => this.log.error({ err: String(err) }, 'node list refresh failed'))
@@ -277,7 +277,7 @@ export class Agent {
     if (writable) o.writable++
     const fh = this.newFh()
     this.handles.set(fh, { name, writable })
-    if (writable && this.leases.holding(name) === undefined && this.meta.zk.isConnected) {
+    if (writable && this.leases.holding(name) === undefined && this.meta.isConnected) {
       // Opening for write takes a free lease now; a held one moves at our first write. Only an
       // optimisation: while ZooKeeper is away the open does not wait for it (the write will).
       try {
@@ -299,7 +299,7 @@ export class Agent {
         await this.detaching.get(name)?.catch(safetyCatch)
         const disk = this.takeWarm(name) ?? await VirtualDisk.open({ meta: this.meta, pool: this.pool, leases: this.leases, ioRetryMs: this.ioRetryMs, io: this.ioCountersOf(name), localReads: this.localReads, logger: this.log, onLeaseAcquired: d => this.hooks.leaseAcquired?.(d), onReplicaStale: (d, node, code) => this.hooks.replicaStale?.(d, node, code) }, name)
         const rec: OpenRecord = { v: 1, host: this.host, writable: true }
-        await this.meta.holdEphemeral(paths.open(name, this.host), () => encodeJson(rec), { waitMs: OPEN_RECORD_WAIT_MS })
+        await this.meta.holdOpenRecord(name, rec, { waitMs: OPEN_RECORD_WAIT_MS })
         const od = { disk, handles: 0, writable: 0 }
         this.open.set(name, od)
         this.hooks.attached?.(disk)
@@ -324,7 +324,7 @@ export class Agent {
         this.open.delete(name)
         this.hooks.detached?.(name)
         await o.disk.close().catch(() => {})
-        await this.meta.dropEphemeral(paths.open(name, this.host))
+        await this.meta.dropOpenRecord(name, this.host)
       }
     }
   }
@@ -372,7 +372,7 @@ export class Agent {
       await disk.close().catch(safetyCatch)
       throw err
     } finally {
-      await this.meta.dropEphemeral(paths.open(name, this.host))
+      await this.meta.dropOpenRecord(name, this.host)
     }
   }
 
