@@ -24,6 +24,8 @@ import { sleep } from '../lib/timers'
 export const LEASE_HANDOVER_TIMEOUT_MS_DEFAULT = 5000
 // Pause between attempts to re-assert leases on a new session while ZooKeeper still fails.
 const REASSERT_RETRY_MS = 1000
+// How long a release waits for its znode's removal before going on without it (see release).
+const RELEASE_WAIT_MS = 1000
 
 export interface LeaseInfo { holder: LeaseRecord | null, fenceEpoch: number }
 
@@ -276,15 +278,23 @@ export class LeaseManager {
     if (lease === undefined) return
     this.held.delete(disk)
     this.assertedIn.delete(disk)
-    if (!this.zk.isConnected) { this.releaseLater(disk, lease.leaseEpoch); return }
-    try {
-      await this.removeLeaseZnode(disk, lease.leaseEpoch)
-    } catch (err) {
+    if (!this.zk.isConnected) { this.givenUpWhileAway(disk, lease.leaseEpoch); this.removeWhenBack(disk, lease.leaseEpoch); return }
+    // A ZooKeeper that just went away is not noticed at once (seen: the release came 7 ms before
+    // the client's disconnect): the removal then waits out the call bound (15 s). Wait for it
+    // only briefly; it goes on in the background and is retried once ZooKeeper is back.
+    const removal = this.removeLeaseZnode(disk, lease.leaseEpoch).then(() => true, (err) => {
       if (!isUkaiError(err, 'ZK_UNAVAILABLE')) throw err
-      this.releaseLater(disk, lease.leaseEpoch)
-      return
-    }
-    this.log.info({ disk, leaseEpoch: lease.leaseEpoch }, 'lease released')
+      return false
+    })
+    const waited = new AbortController()
+    const settled = await Promise.race([removal, sleep(RELEASE_WAIT_MS, { signal: waited.signal }).then(() => null, () => null)])
+    waited.abort()
+    if (settled === true) { this.log.info({ disk, leaseEpoch: lease.leaseEpoch }, 'lease released'); return }
+    this.givenUpWhileAway(disk, lease.leaseEpoch)
+    removal.then((removed) => {
+      if (removed) this.log.info({ disk, leaseEpoch: lease.leaseEpoch }, 'lease released')
+      else this.removeWhenBack(disk, lease.leaseEpoch)
+    }, err => this.log.warn({ disk, err: String(err) }, 'removing a released lease failed'))
   }
 
   private async removeLeaseZnode (disk: string, leaseEpoch: number): Promise<void> {
@@ -298,8 +308,11 @@ export class LeaseManager {
     }
   }
 
-  private releaseLater (disk: string, leaseEpoch: number): void {
+  private givenUpWhileAway (disk: string, leaseEpoch: number): void {
     this.log.warn({ disk, leaseEpoch }, 'lease given up while ZooKeeper is away; its znode is removed when ZooKeeper is back')
+  }
+
+  private removeWhenBack (disk: string, leaseEpoch: number): void {
     const attempt = (): void => {
       if (this.held.has(disk)) return // taken again meanwhile (a new epoch): nothing to remove
       this.removeLeaseZnode(disk, leaseEpoch).then(() => {
