@@ -4,7 +4,7 @@
 import { spawn } from 'node:child_process'
 import fs from 'node:fs/promises'
 import path from 'node:path'
-import { createDisk } from '../src/vdisk/disk-admin'
+import { createDisk } from '../src/admin/disk-admin'
 import { cliMainPath } from '../src/dev/processes'
 import type { MetaStore } from '../src/meta/store'
 

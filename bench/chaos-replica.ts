@@ -13,7 +13,7 @@ import os from 'node:os'
 import path from 'node:path'
 import { cliMainPath, daemonEnv, startStorageNode } from '../src/dev/processes'
 import { signalIfOurs, waitForExit } from '../src/dev/pids'
-import { createDisk } from '../src/vdisk/disk-admin'
+import { createDisk } from '../src/admin/disk-admin'
 import { BENCH_HOST, startUkaiCluster, type UkaiCluster } from './ukai-cluster'
 import type { ChaosRow } from './chaos-row'
 

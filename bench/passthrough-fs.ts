@@ -13,9 +13,9 @@ import path from 'node:path'
 import { spawnLogged, stopLogged, waitForReadyLine } from '../src/dev/processes'
 import { isMounted, unmount } from '../src/lib/mounts'
 import { loadNative } from '../src/native'
-import { FUSE_NATIVE_TUNING_OPTIONS } from '../src/vdisk/fuse-adapter'
+import { FUSE_NATIVE_TUNING_OPTIONS } from '../src/agent/fuse-adapter'
 
-// The same extra libfuse options the UKAI mount uses (src/vdisk/fuse-adapter.ts), so the two
+// The same extra libfuse options the UKAI mount uses (src/agent/fuse-adapter.ts), so the two
 // mounts differ only in what is behind them: direct_io, 128 KiB writes, no attribute caching.
 export const PASSTHROUGH_LIBFUSE_OPTIONS = ['direct_io', 'big_writes', 'attr_timeout=0', 'entry_timeout=0', 'negative_timeout=0']
 

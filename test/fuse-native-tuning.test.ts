@@ -13,7 +13,7 @@ import t, { type Test } from 'tap'
 import type Fuse from 'fuse-native'
 import { loadNative } from '../src/native'
 import { isMounted, unmount } from '../src/lib/mounts'
-import { FUSE_NATIVE_TUNING_OPTIONS } from '../src/vdisk/fuse-adapter'
+import { FUSE_NATIVE_TUNING_OPTIONS } from '../src/agent/fuse-adapter'
 import { dd } from './helpers/dd'
 
 const MiB = 1024 * 1024

@@ -6,7 +6,7 @@ import { ExportFormat, ExportSummary, exportSnapshot } from '../export/export-di
 import { ImportFormat, ImportSummary, importDisk } from '../export/import-disk'
 import { parseSnapshotRef, validateSnapshotName } from '../meta/schema'
 import { MetaStore } from '../meta/store'
-import { cliHostName } from '../vdisk/admin-lease'
+import { cliHostName } from '../admin/admin-lease'
 import { formatBytes } from '../units'
 import { NodePool } from '../vdisk/node-pool'
 import { withMeta } from './context'

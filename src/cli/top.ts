@@ -13,7 +13,7 @@ import { DiskIoCounters, DiskRecord, RelocationRecord, RttReport } from '../meta
 import { AgentView, MetaStore, NodeView } from '../meta/store'
 import { StorageClient } from '../storagenode/client'
 import { formatBytes } from '../units'
-import { countPlacement, nodeState } from '../vdisk/disk-summary'
+import { countPlacement, nodeState } from '../admin/disk-summary'
 import { withMeta } from './context'
 import { formatRtt } from './node-commands'
 import { idOption } from './parse'

@@ -5,7 +5,7 @@
 import { MetaStore } from '../meta/store'
 import { DiskRecord, SnapshotRecord } from '../meta/schema'
 import { UkaiError } from '../errors'
-import { changedBetween, loadVersionIndex, writtenAtOrBefore } from '../vdisk/committed-reader'
+import { changedBetween, loadVersionIndex, writtenAtOrBefore } from './block-versions'
 import { NodePool } from '../vdisk/node-pool'
 import { ParentChain } from '../vdisk/parent-chain'
 import { SnapshotImage } from '../vdisk/snapshot-image'

@@ -67,7 +67,7 @@ export const DEFAULT_CONFIG: ClusterConfig = { v: 1, defaultBlockSizeBytes: BLOC
 
 export interface NodeRecord { v: 1, id: string, site: string, host: string, address: string, registeredAtMs: number }
 // dataDir (absolute) and localReadToken: what an agent on the same host needs to read block files
-// directly (short-circuit reads, src/vdisk/local-reads.ts); absent from nodes older than that.
+// directly (short-circuit reads, src/vdisk/short-circuit-reads.ts); absent from nodes older than that.
 export interface NodeAlive { v: 1, address: string, startedAtMs: number, capacityBytes: number, usedBytes: number, freeBytes: number, dataDir?: string, localReadToken?: string }
 export interface AgentRecord { v: 1, host: string, site: string, mountPoint: string }
 export interface AgentAlive { v: 1, startedAtMs: number, pid: number }

@@ -5,7 +5,7 @@ import { UkaiError } from '../errors'
 import { validateId } from '../meta/schema'
 import { MetaStore, NodeView } from '../meta/store'
 import { StorageClient } from '../storagenode/client'
-import { liveNodesNamed, validateReplicas } from '../vdisk/disk-admin'
+import { liveNodesNamed, validateReplicas } from '../admin/disk-admin'
 import { blockCountFor } from '../vdisk/block-range'
 import { CopyEstimate, estimateCopy, ProbeBlock, ProbeNode } from './copy-estimate'
 

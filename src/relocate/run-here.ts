@@ -4,7 +4,7 @@
 import { Logger, silentLogger } from '../log'
 import { LeaseManager } from '../meta/lease'
 import { MetaStore } from '../meta/store'
-import { cliHostName } from '../vdisk/admin-lease'
+import { cliHostName } from '../admin/admin-lease'
 import { NodePool } from '../vdisk/node-pool'
 import { VirtualDisk } from '../vdisk/virtual-disk'
 import { RelocationOutcome } from './executor'

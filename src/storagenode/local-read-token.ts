@@ -1,7 +1,7 @@
 // The token a storage node writes into its data dir at every start and publishes in its
 // liveness record. An agent that reads the same token from DATA/local-read-token knows it sees
 // this node's files (same host, same mount, not a stale copy of the dir) and may read block
-// versions directly instead of over gRPC (src/vdisk/local-reads.ts).
+// versions directly instead of over gRPC (src/vdisk/short-circuit-reads.ts).
 import { randomBytes } from 'node:crypto'
 import fs from 'node:fs'
 import path from 'node:path'

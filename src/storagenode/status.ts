@@ -3,7 +3,7 @@
 // trusts the trailer. The status alone is a summary (several codes share one) for tools that do
 // not know the trailer — and what our client falls back on for statuses that carry none, which
 // the gRPC library produces itself (deadlines, cancellations, oversized messages, lost peers).
-// The compiler tells you when a code or a status has no entry, as src/vdisk/fuse-errno.ts does.
+// The compiler tells you when a code or a status has no entry, as src/agent/fuse-errno.ts does.
 import * as grpc from '@grpc/grpc-js'
 import { UkaiError, UkaiErrorCode } from '../errors'
 import { ERROR_CODE_METADATA_KEY } from './wire'

@@ -1,4 +1,4 @@
-// fuse-native ships no type declarations; this covers what src/vdisk/fuse-adapter.ts uses.
+// fuse-native ships no type declarations; this covers what src/agent/fuse-adapter.ts uses.
 // The mount loads the copy scripts/build-native.sh builds (see native/fuse-native), which adds
 // the `fallocate(path, fh, mode, offset, length, cb)` operation.
 declare module 'fuse-native' {

@@ -6,7 +6,7 @@
 // rollback drops versions but the disk's epoch does not go back). So entries are keyed by the
 // version actually stored — never by the requested snapshot epoch alone, since a read at
 // snapshot s returns the newest version <= s, which several snapshots may share. Head blocks never
-// come here: only PinnedReader (committed epochs) uses the cache.
+// come here: only EpochReader (committed epochs) uses the cache.
 //
 // Layout: DIR/<uuid>/<block>.<epoch>.<chunk>, each file the chunk's bytes plus a big-endian CRC32,
 // written to a temp name and renamed (a crash leaves no torn entry). Entries are kept in LRU order

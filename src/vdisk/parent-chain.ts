@@ -10,25 +10,25 @@ import { readableReplicas } from '../meta/placement'
 import { DiskRecord } from '../meta/schema'
 import { MetaStore } from '../meta/store'
 import { NodePool } from './node-pool'
-import { PinnedReader } from './pinned-reader'
+import { EpochReader } from './epoch-reader'
 import { nearestFirst } from './replica-read'
 
 export const CLONE_BASE_EPOCH = 1
 const CHAIN_DEPTH_MAX = 16
 
 export class ParentChain {
-  private constructor (readonly levels: PinnedReader[], private readonly pool: NodePool) {}
+  private constructor (readonly levels: EpochReader[], private readonly pool: NodePool) {}
 
   // Null for a disk that is no clone.
   static async open (meta: MetaStore, pool: NodePool, record: DiskRecord, ioRetryMs: number): Promise<ParentChain | null> {
     if (record.parent === null) return null
-    const levels: PinnedReader[] = []
+    const levels: EpochReader[] = []
     let parent: DiskRecord['parent'] = record.parent
     while (parent !== null) {
       if (levels.length >= CHAIN_DEPTH_MAX) throw UkaiError.internal(`disk ${record.name}: clone chain deeper than ${CHAIN_DEPTH_MAX}`)
       const snap = await meta.getSnapshot(parent.disk, parent.snapshot)
       const rec = await meta.getDisk(parent.disk)
-      levels.push(await PinnedReader.open(meta, pool, rec, snap.epoch, snap.sizeBytes, ioRetryMs))
+      levels.push(await EpochReader.open(meta, pool, rec, snap.epoch, snap.sizeBytes, ioRetryMs))
       parent = rec.parent
     }
     return new ParentChain(levels, pool)

@@ -1,6 +1,6 @@
 // Reading one block range from a disk's replicas: nearest in-sync replica first, the next on
 // failure, and when none answers, retry until the deadline. Shared by the head (VirtualDisk),
-// snapshots and clone parents (PinnedReader).
+// snapshots and clone parents (EpochReader).
 import { UkaiError, isUkaiError } from '../errors'
 import { Replica } from '../meta/placement'
 import { NodePool } from './node-pool'

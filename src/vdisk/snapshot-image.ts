@@ -6,16 +6,16 @@ import { SnapshotRecord } from '../meta/schema'
 import { splitRange } from './block-range'
 import { NodePool } from './node-pool'
 import { ParentChain } from './parent-chain'
-import { PinnedReader } from './pinned-reader'
+import { EpochReader } from './epoch-reader'
 import { IO_RETRY_MS_DEFAULT } from './virtual-disk'
 
 export class SnapshotImage {
-  private constructor (readonly snapshot: SnapshotRecord, private readonly reader: PinnedReader, private readonly chain: ParentChain | null) {}
+  private constructor (readonly snapshot: SnapshotRecord, private readonly reader: EpochReader, private readonly chain: ParentChain | null) {}
 
   static async open (meta: MetaStore, pool: NodePool, disk: string, snap: string, ioRetryMs = IO_RETRY_MS_DEFAULT): Promise<SnapshotImage> {
     const snapshot = await meta.getSnapshot(disk, snap)
     const record = await meta.getDisk(disk)
-    const reader = await PinnedReader.open(meta, pool, record, snapshot.epoch, snapshot.sizeBytes, ioRetryMs)
+    const reader = await EpochReader.open(meta, pool, record, snapshot.epoch, snapshot.sizeBytes, ioRetryMs)
     const chain = await ParentChain.open(meta, pool, record, ioRetryMs)
     return new SnapshotImage(snapshot, reader, chain)
   }

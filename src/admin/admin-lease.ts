@@ -5,8 +5,8 @@ import os from 'node:os'
 import { Logger, silentLogger } from '../log'
 import { LeaseManager } from '../meta/lease'
 import { MetaStore } from '../meta/store'
-import { NodePool } from './node-pool'
-import { VirtualDisk } from './virtual-disk'
+import { NodePool } from '../vdisk/node-pool'
+import { VirtualDisk } from '../vdisk/virtual-disk'
 
 export interface AdminContext {
   meta: MetaStore

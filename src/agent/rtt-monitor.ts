@@ -10,7 +10,7 @@ import { safetyCatch } from '../errors'
 import { DiskIoCounters } from '../meta/schema'
 import { Logger, silentLogger } from '../log'
 import { MetaStore } from '../meta/store'
-import { NodePool } from './node-pool'
+import { NodePool } from '../vdisk/node-pool'
 
 export const RTT_INTERVAL_MS_DEFAULT = 2000
 const PROBE_TIMEOUT_MS = 1000

@@ -5,7 +5,7 @@
 import { UkaiError } from '../errors'
 import { PlacementSegment, readableReplicas } from '../meta/placement'
 import { DiskRecord } from '../meta/schema'
-import { NodePool } from './node-pool'
+import { NodePool } from '../vdisk/node-pool'
 
 // Per block, the ascending epochs of its versions, as the in-sync replicas report them.
 export type VersionIndex = Map<number, number[]>

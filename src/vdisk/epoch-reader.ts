@@ -6,11 +6,11 @@ import { PlacementSegment, ReplicaSet, readableReplicas } from '../meta/placemen
 import { DiskRecord } from '../meta/schema'
 import { MetaStore } from '../meta/store'
 import { blockCountFor } from './block-range'
-import { cachedCommittedRead } from './committed-read-through'
+import { cachedCommittedRead } from './cached-epoch-read'
 import { NodePool } from './node-pool'
 import { nearestFirst, readFromReplicas } from './replica-read'
 
-export class PinnedReader {
+export class EpochReader {
   readonly record: DiskRecord
   readonly epoch: number
   readonly blocks: number       // blocks that existed at the epoch; later ones read as absent
@@ -26,8 +26,8 @@ export class PinnedReader {
     this.sizeBytes = sizeBytes
   }
 
-  static async open (meta: MetaStore, pool: NodePool, record: DiskRecord, epoch: number, sizeBytes: number, ioRetryMs: number): Promise<PinnedReader> {
-    const r = new PinnedReader(meta, pool, record, epoch, sizeBytes, ioRetryMs)
+  static async open (meta: MetaStore, pool: NodePool, record: DiskRecord, epoch: number, sizeBytes: number, ioRetryMs: number): Promise<EpochReader> {
+    const r = new EpochReader(meta, pool, record, epoch, sizeBytes, ioRetryMs)
     r.segments = await meta.loadPlacement(record, (i) => { r.reloadSegment(i).catch(safetyCatch) })
     return r
   }

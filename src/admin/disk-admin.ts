@@ -11,7 +11,7 @@ import {
 import { MetaStore, NodeView } from '../meta/store'
 import { StorageClient } from '../storagenode/client'
 import { BLOCK_SIZE_MAX_BYTES, BLOCK_SIZE_MIN_BYTES } from '../lib/limits'
-import { blockCountFor } from './block-range'
+import { blockCountFor } from '../vdisk/block-range'
 
 export interface CreateDiskRequest {
   name: string

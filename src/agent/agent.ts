@@ -5,12 +5,12 @@ import { Logger, silentLogger } from '../log'
 import { LeaseManager } from '../meta/lease'
 import { DiskFileOwner, DiskIoCounters, DiskRecord, OpenRecord, SnapshotRecord, SnapshotRef, formatSnapshotRef, parseSnapshotRef, validateDiskName } from '../meta/schema'
 import { MetaStore } from '../meta/store'
-import { createDisk, deleteDisk, resizeDisk } from './disk-admin'
+import { createDisk, deleteDisk, resizeDisk } from '../admin/disk-admin'
 import { VersionedDiskRecord, getXattr, ownerOf, updateDiskRecord, withMode, withOwner, withXattr, withoutXattr, xattrNames } from './disk-file-attrs'
-import { LocalReads } from './local-reads'
-import { NodePool } from './node-pool'
-import { SnapshotImage } from './snapshot-image'
-import { VirtualDisk } from './virtual-disk'
+import { LocalReads } from '../vdisk/short-circuit-reads'
+import { NodePool } from '../vdisk/node-pool'
+import { SnapshotImage } from '../vdisk/snapshot-image'
+import { VirtualDisk } from '../vdisk/virtual-disk'
 
 export interface AgentOptions {
   meta: MetaStore

@@ -4,7 +4,7 @@
 // epoch, so the bytes stored are the key's — and keep it.
 import { CACHE_CHUNK_BYTES, CommittedCache } from './committed-cache'
 
-// What a reader of one committed epoch offers (PinnedReader).
+// What a reader of one committed epoch offers (EpochReader).
 export interface CommittedSource {
   readonly record: { uuid: string, blockSizeBytes: number }
   readonly epoch: number

@@ -5,7 +5,7 @@ import { DiskFileOwner, DiskRecord, NodeAlive } from '../meta/schema'
 import { MetaStore, NodeView } from '../meta/store'
 import { StorageClient } from '../storagenode/client'
 import { BLOCK_SIZE_MIN_BYTES } from '../lib/limits'
-import { blockCountFor } from './block-range'
+import { blockCountFor } from '../vdisk/block-range'
 
 export interface DiskSummary {
   name: string

@@ -4,9 +4,9 @@ import path from 'node:path'
 import { Logger } from '../log'
 import { NodeAlive, validateId } from '../meta/schema'
 import { MetaStore } from '../meta/store'
-import { StorageClient } from './client'
-import { writeLocalReadToken } from './local-read-token'
-import { startStorageServer } from './server'
+import { StorageClient } from '../storagenode/client'
+import { writeLocalReadToken } from '../storagenode/local-read-token'
+import { startStorageServer } from '../storagenode/server'
 
 // How often a node refreshes the usage figures in its liveness znode.
 const USAGE_REPORT_INTERVAL_MS = 5000

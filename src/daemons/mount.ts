@@ -6,10 +6,10 @@ import { readLease } from '../meta/lease'
 import { MetaStore } from '../meta/store'
 import { AutoRepair } from '../relocate/auto-repair'
 import { RelocationRunner } from '../relocate/runner'
-import { Agent } from '../vdisk/agent'
+import { Agent } from '../agent/agent'
 import { CommittedCache } from '../vdisk/committed-cache'
-import { checkMountOptions, mountAgent, unmountFuse } from '../vdisk/fuse-adapter'
-import { RttMonitor } from '../vdisk/rtt-monitor'
+import { checkMountOptions, mountAgent, unmountFuse } from '../agent/fuse-adapter'
+import { RttMonitor } from '../agent/rtt-monitor'
 
 export interface MountOptions {
   mountPoint: string
