@@ -8,7 +8,7 @@ import { UkaiError, safetyCatch } from '../errors'
 import { BLOCK_SIZE_MAX_BYTES } from '../lib/limits'
 import { BlockStore } from './block-store'
 import { StorageClient } from './client'
-import { PAGE_BYTES } from './sparse-copy'
+import { PAGE_BYTES } from './version-files'
 
 export const PULL_CHUNK_BYTES = 1024 * 1024
 

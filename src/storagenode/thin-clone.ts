@@ -1,4 +1,5 @@
-// Copy-on-write clone of a block version file that keeps the copy thin.
+// Copy-on-write clone of a block version file that keeps the copy thin (the copy a write at a
+// new epoch makes of the older, committed version: versions.ts).
 // First try a reflink (FICLONE: O(1), shares extents on btrfs/xfs). Where the filesystem cannot
 // (ext4 here), a source with holes is copied page by page skipping all-zero pages, then extended
 // to the source size: holes stay holes (and zero pages written by a discard become holes).
@@ -6,8 +7,8 @@
 // so it is used only for sources without holes.
 import * as fs from 'node:fs'
 import { copyFile, open } from 'node:fs/promises'
+import { PAGE_BYTES, writeAll } from './version-files'
 
-export const PAGE_BYTES = 4096
 const COPY_CHUNK_BYTES = 1024 * 1024
 const ZERO_PAGE = Buffer.alloc(PAGE_BYTES)
 const REFLINK_UNSUPPORTED = new Set(['EOPNOTSUPP', 'ENOTSUP', 'EXDEV', 'EINVAL', 'ENOSYS', 'ENOTTY'])
@@ -74,17 +75,4 @@ async function writeNonZeroRuns (to: import('node:fs/promises').FileHandle, chun
     }
   }
   if (runStart >= 0) await writeAll(to, chunk.subarray(runStart), pos + runStart)
-}
-
-export async function writeAll (fh: import('node:fs/promises').FileHandle, data: Buffer, position: number): Promise<void> {
-  let done = 0
-  while (done < data.length) {
-    const { bytesWritten } = await fh.write(data, done, data.length - done, position + done)
-    done += bytesWritten
-  }
-}
-
-export function writeAllSync (fd: number, data: Buffer, position: number): void {
-  let done = 0
-  while (done < data.length) done += fs.writeSync(fd, data, done, data.length - done, position + done)
 }
