@@ -5,11 +5,11 @@
 // version behind, so the clone's block still reads through to the base — never a partial copy.
 import { UkaiError } from '../errors'
 import { allZero, PULL_CHUNK_BYTES } from './block-pull'
-import { BlockStore } from './block-store'
+import type { BlockStore } from './block-store'
 import { StorageClient } from './client'
 import { CopyBaseRequest, CopyBaseResponse } from './wire'
 
-export async function copyBaseFromPeer (store: BlockStore, source: StorageClient, req: CopyBaseRequest): Promise<CopyBaseResponse> {
+export async function copyBaseFromPeer (store: Pick<BlockStore, 'hasVersions' | 'stageVersion'>, source: StorageClient, req: CopyBaseRequest): Promise<CopyBaseResponse> {
   if (store.hasVersions(req.diskUuid, req.block)) return { result: 'present', bytes: 0 }
   const versions = (await source.blockInfo({ diskUuid: req.baseUuid, block: req.block })).filter(v => v.epoch <= req.baseEpoch)
   if (versions.length === 0) return { result: 'absent', bytes: 0 }

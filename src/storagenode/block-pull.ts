@@ -6,7 +6,7 @@
 // The answer comes only once the block's files and directory entries are durable (fsync).
 import { UkaiError, safetyCatch } from '../errors'
 import { BLOCK_SIZE_MAX_BYTES } from '../lib/limits'
-import { BlockStore } from './block-store'
+import type { BlockStore } from './block-store'
 import { StorageClient } from './client'
 import { PAGE_BYTES } from './version-files'
 
@@ -30,7 +30,7 @@ function dataRuns (data: Buffer): Array<{ start: number, end: number }> {
   return runs
 }
 
-export async function pullBlock (store: BlockStore, source: StorageClient, req: { diskUuid: string, block: number, leaseEpoch: number, probe?: boolean }): Promise<number> {
+export async function pullBlock (store: Pick<BlockStore, 'discard' | 'write' | 'syncBlock'>, source: StorageClient, req: { diskUuid: string, block: number, leaseEpoch: number, probe?: boolean }): Promise<number> {
   const versions = (await source.blockInfo({ diskUuid: req.diskUuid, block: req.block })).sort((a, b) => a.epoch - b.epoch)
   const chunks: Array<{ epoch: number, offset: number, length: number, first: boolean }> = []
   for (const v of versions) {

@@ -1,0 +1,52 @@
+// The node-to-node copy handlers: PullBlock (relocation and repair: this node pulls a block's
+// versions from a source node, block-pull.ts) and CopyBase (a clone's first write: its block
+// copied from the base, locally by the store or from a peer, base-copy.ts). Copy traffic goes
+// node to node, never through the hypervisor. Peers are reached at the address this node was
+// told for them (a WAN-emulating proxy, `--peer-address`) or else at the one the caller names.
+import { copyBaseFromPeer } from './base-copy'
+import { pullBlock } from './block-pull'
+import type { BlockStore } from './block-store'
+import { StorageClient } from './client'
+import type { Unary } from './rpc-answers'
+import type { StorageHandlers } from './wire'
+
+// Clients to peers for the copies, one per (node, address); closed with the server.
+export class PeerClients {
+  private readonly clients = new Map<string, StorageClient>()
+
+  constructor (private readonly peerAddresses: Record<string, string> | undefined) {}
+
+  // The client for node `id`, at its configured address, else at `address`.
+  get (id: string, address: string): StorageClient {
+    const at = this.peerAddresses?.[id] ?? address
+    const key = `${id}@${at}`
+    let c = this.clients.get(key)
+    if (c === undefined) { c = new StorageClient({ nodeId: id, address: at }); this.clients.set(key, c) }
+    return c
+  }
+
+  close (): void {
+    for (const c of this.clients.values()) c.close()
+  }
+}
+
+export interface CopyHandlerDeps {
+  nodeId: string
+  store: Pick<BlockStore, 'copyBase' | 'hasVersions' | 'stageVersion' | 'discard' | 'write' | 'syncBlock'>
+  peers: Pick<PeerClients, 'get'>
+  unary: Unary
+}
+
+export function copyHandlers (deps: CopyHandlerDeps): Pick<StorageHandlers, 'PullBlock' | 'CopyBase'> {
+  const { store, peers, unary } = deps
+  return {
+    PullBlock: unary('pull block', async (r) => ({ bytes: await pullBlock(store, peers.get(r.sourceNode, r.sourceAddress), r) })),
+    CopyBase: unary('copy base', async (r) => {
+      if (r.sourceNode === '' || r.sourceNode === deps.nodeId) {
+        const result = await store.copyBase(r.diskUuid, r.block, r.epoch, r.baseUuid, r.baseEpoch, r.leaseEpoch)
+        return { result, bytes: 0 }
+      }
+      return await copyBaseFromPeer(store, peers.get(r.sourceNode, r.sourceAddress), r)
+    })
+  }
+}

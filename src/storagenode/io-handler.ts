@@ -1,0 +1,169 @@
+// The Io handler: the data path. One long-lived bidirectional stream per client carries many
+// requests in flight (read, write, flush, discard), answered out of order by id; the store
+// orders overlapping writes to one version by arrival, so each request is handed to it
+// synchronously, in the order it came off the stream. Errors leave as a UkaiError code string in
+// the reply.
+//
+// Memory: an Io request is charged its payload bytes from admission until its reply has left
+// (io-budget.ts: 16 MiB per stream, 64 MiB per node); a request that does not fit waits, and once
+// waiting writes hold 4 MiB the stream stops being read, so HTTP/2 flow control pushes back on the
+// client. A client that never reads its replies used to grow the node by everything it asked for
+// (2.3 GiB RSS measured); it now holds its stream budget, a cancelled or broken stream drops its
+// queue and releases its charges, and a stream whose replies have not moved for 30 s is reset.
+import * as http2 from 'node:http2'
+import * as grpc from '@grpc/grpc-js'
+import { UkaiError } from '../errors'
+import type { Logger } from '../log'
+import type { BlockStore } from './block-store'
+import { Charge, IO_STALL_CHECK_MS, NodeIoBudget, StreamIoGate } from './io-budget'
+import type { Failure, ServerCounters } from './rpc-answers'
+import { IoRequestIn, IoResponse, StorageHandlers } from './wire'
+
+// Decoded requests grpc-js may buffer in a call's readable side while we do not read it (Node's
+// object-mode default is 16: 64 MiB of 4 MiB writes per paused stream); one is enough, the
+// stream's own queue is in io-budget.ts.
+const READ_AHEAD_MESSAGES = 1
+const EMPTY = Buffer.alloc(0)
+
+export type IoCall = grpc.ServerDuplexStream<IoRequestIn, IoResponse>
+
+export interface IoHandlerDeps {
+  nodeId: string
+  store: Pick<BlockStore, 'read' | 'write' | 'flush' | 'discard'>
+  budget: NodeIoBudget         // node-wide memory bound of the Io streams (io-budget.ts)
+  stallMs: number              // a stream whose replies have not moved this long is reset
+  log: Logger
+  counters: ServerCounters
+  streams: Set<IoCall>         // open streams, ended by the server's shutdown
+  failure: Failure
+  closing: () => boolean       // true once the server began shutting down
+  idle: () => void             // told when the last request in flight ended (shutdown drains)
+}
+
+export function ioHandler (deps: IoHandlerDeps): StorageHandlers['Io'] {
+  const { nodeId, store, counters, log } = deps
+
+  // Calls the store synchronously (so per-key ordering follows arrival) and resolves to the answer.
+  const dispatch = async (req: IoRequestIn): Promise<IoResponse> => {
+    const id = req.id
+    try {
+      switch (req.op) {
+        case 'read': {
+          const r = req.read as NonNullable<IoRequestIn['read']>
+          const data = await store.read(r.diskUuid, r.block, r.epoch, r.offset, r.length, r.absentMode === 1)
+          counters.bytesRead += data.length
+          return { id, code: '', message: '', data }
+        }
+        case 'write': {
+          const w = req.write as NonNullable<IoRequestIn['write']>
+          await store.write(w.diskUuid, w.block, w.epoch, w.offset, w.data, w.leaseEpoch)
+          counters.bytesWritten += w.data.length
+          return { id, code: '', message: '', data: EMPTY }
+        }
+        case 'flush': {
+          const f = req.flush as NonNullable<IoRequestIn['flush']>
+          await store.flush(f.diskUuid, f.leaseEpoch)
+          return { id, code: '', message: '', data: EMPTY }
+        }
+        case 'discard': {
+          const d = req.discard as NonNullable<IoRequestIn['discard']>
+          await store.discard(d.diskUuid, d.block, d.epoch, d.offset, d.length, d.leaseEpoch)
+          return { id, code: '', message: '', data: EMPTY }
+        }
+        default:
+          throw UkaiError.badArgument(`storage node ${nodeId}: request ${id} carries no operation`)
+      }
+    } catch (err) {
+      const f = deps.failure(err, `${req.op ?? 'io'} request ${id}`)
+      return { id, code: f.code, message: f.message, data: EMPTY }
+    }
+  }
+
+  return (call) => {
+    deps.streams.add(call)
+    limitReadAhead(call, READ_AHEAD_MESSAGES)
+    let dispatching = 0
+    let clientDone = false
+    let gone = false
+    let sending = 0          // replies handed to grpc-js and not yet written out
+    let progressMs = 0       // when a reply last went out (or the first began waiting)
+    const finish = (): void => {
+      if (clientDone && gate.queued === 0 && dispatching === 0 && !gone) { gone = true; deps.streams.delete(call); call.end() }
+    }
+    // The reply's charge is settled when grpc-js has written it to the HTTP/2 stream, or at once
+    // when the stream can no longer take it.
+    const reply = (resp: IoResponse, charge: Charge): void => {
+      if (gone || call.cancelled || call.writableEnded) { gate.settle(charge); return }
+      if (sending++ === 0) progressMs = Date.now()
+      call.write(resp, () => { sending--; progressMs = Date.now(); gate.settle(charge) })
+    }
+    const stallCheck = setInterval(() => {
+      if (sending === 0 || Date.now() - progressMs < deps.stallMs) return
+      log.warn({ peer: call.getPeer(), replies: sending, stalledMs: Date.now() - progressMs }, 'io stream reset: the client has not read its replies')
+      resetStream(call)
+      drop()
+    }, Math.min(IO_STALL_CHECK_MS, deps.stallMs))
+    stallCheck.unref()
+    const gate: StreamIoGate<IoRequestIn> = new StreamIoGate(deps.budget, (req, charge) => {
+      if (deps.closing()) {
+        reply({ id: req.id, code: 'UNAVAILABLE', message: `storage node ${nodeId} is shutting down`, data: EMPTY }, charge)
+        finish()
+        return
+      }
+      dispatching++
+      counters.inFlight++
+      dispatch(req).then(resp => reply(resp, charge)).catch(err => {
+        gate.settle(charge)
+        log.error({ err }, 'io response failed')
+      }).finally(() => {
+        dispatching--
+        counters.inFlight--
+        if (counters.inFlight === 0) deps.idle()
+        finish()
+      })
+    }, reading => { if (reading) call.resume(); else call.pause() })
+    call.on('data', (req: IoRequestIn) => {
+      counters.requests++
+      gate.push(req, payloadBytes(req), req.op === 'write' ? payloadBytes(req) : 0)
+    })
+    call.on('end', () => { clientDone = true; finish() })
+    // Cancelled or broken: drop what waits and release every charge (the transport drops the
+    // replies it held). 'close' also covers a stream destroyed without either event.
+    const drop = (): void => { gone = true; deps.streams.delete(call); clearInterval(stallCheck); gate.close() }
+    call.on('error', drop)
+    call.on('cancelled', drop)
+    call.on('close', drop)
+  }
+}
+
+// The bytes a request brings or asks for: a write's data, a read's reply.
+function payloadBytes (req: IoRequestIn): number {
+  if (req.op === 'read') return req.read?.length ?? 0
+  if (req.op === 'write') return req.write?.data.length ?? 0
+  return 0
+}
+
+// grpc-js has no server-side cancel: reset the call's HTTP/2 stream (RST_STREAM CANCEL), which
+// drops the replies it holds, ends the call for the client, and makes grpc-js emit 'cancelled'.
+// Reaches into grpc-js's call objects (`call.call`, through interceptors' `nextCall`, to the one
+// holding the Http2Stream); ends the call the public way if that ever changes.
+function resetStream (call: IoCall): void {
+  let inner = (call as unknown as { call?: unknown }).call
+  for (let depth = 0; depth < 8 && typeof inner === 'object' && inner !== null; depth++) {
+    const stream = (inner as { stream?: { close?: unknown } }).stream
+    if (typeof stream?.close === 'function') {
+      (stream.close as (code: number) => void)(http2.constants.NGHTTP2_CANCEL)
+      return
+    }
+    inner = (inner as { nextCall?: unknown }).nextCall
+  }
+  call.destroy()
+}
+
+// grpc-js hands a call's messages to an object-mode Readable whose buffer (16 messages by default)
+// fills while the call is paused. Node has no public setter for the high-water mark; this reaches
+// into the stream state and is a no-op if that ever changes.
+function limitReadAhead (call: object, messages: number): void {
+  const state = (call as { _readableState?: { highWaterMark?: unknown } })._readableState
+  if (state !== undefined && typeof state.highWaterMark === 'number') state.highWaterMark = messages
+}

@@ -1,0 +1,44 @@
+// How the storage node's handlers answer: what every request counts, an error turned into a
+// code and a message (a UkaiError keeps its code; anything else is IO_ERROR, and logged, since it
+// is a bug or a foreign error no boundary translated), and the unary wrapper (refuse while the
+// server shuts down, count, answer a gRPC status plus an 'ukai-code' trailer: status.ts).
+import * as grpc from '@grpc/grpc-js'
+import { UkaiError, UkaiErrorCode, isUkaiError } from '../errors'
+import type { Logger } from '../log'
+import { toServiceError } from './status'
+
+export interface ServerCounters { requests: number, errors: number, bytesRead: number, bytesWritten: number, inFlight: number }
+
+export type Failure = (err: unknown, what: string) => { code: UkaiErrorCode, message: string }
+
+export function failureOf (nodeId: string, counters: ServerCounters, log: Logger): Failure {
+  return (err, what) => {
+    counters.errors++
+    if (isUkaiError(err)) return { code: err.code, message: err.message }
+    log.error({ err, what }, 'unexpected error')
+    return { code: 'IO_ERROR', message: `storage node ${nodeId}: ${what}: ${(err as Error)?.message ?? String(err)}` }
+  }
+}
+
+export interface UnaryDeps {
+  nodeId: string
+  counters: ServerCounters
+  failure: Failure
+  closing: () => boolean   // true once the server began shutting down
+}
+
+export type Unary = <Req, Res>(what: string, fn: (req: Req) => Promise<Res>) => grpc.handleUnaryCall<Req, Res>
+
+export function unaryOf (deps: UnaryDeps): Unary {
+  return <Req, Res>(what: string, fn: (req: Req) => Promise<Res>): grpc.handleUnaryCall<Req, Res> => (call, callback) => {
+    if (deps.closing()) {
+      callback(toServiceError(new UkaiError('UNAVAILABLE', `storage node ${deps.nodeId} is shutting down`)))
+      return
+    }
+    deps.counters.requests++
+    fn(call.request).then(res => callback(null, res), err => {
+      const f = deps.failure(err, what)
+      callback(toServiceError(new UkaiError(f.code, f.message)))
+    })
+  }
+}
