@@ -4,6 +4,8 @@ import { UkaiError } from '../errors'
 import { formatBytes } from '../units'
 import { createDisk, deleteDisk, resizeDisk } from '../admin/disk-admin'
 import { summarizeDisk } from '../admin/disk-summary'
+import { DiskState, diskHealth } from '../admin/health'
+import { DiskRecord } from '../meta/schema'
 import { withMeta } from './context'
 import { printJson, printTable } from './output'
 import { idOption, nodeListOption, replicasOption, sizeOption } from './parse'
@@ -35,13 +37,18 @@ export function diskCommands (program: Command): void {
     })
 
   disk.command('list')
-    .description('list disks')
+    .description('list disks, each with its state (healthy, relocating, relocation-paused, stale, degraded, unavailable)')
     .option('--json', 'print JSON')
     .action(async (opts, cmd: Command) => {
-      const disks = await withMeta(cmd, meta => meta.listDisks())
+      const disks = await withMeta(cmd, async (meta) => {
+        const nodes = await meta.listNodes()
+        const out: Array<DiskRecord & { state: DiskState }> = []
+        for (const d of await meta.listDisks()) out.push({ ...d, state: (await diskHealth(meta, d, nodes)).state })
+        return out
+      })
       if (opts.json === true) return printJson(disks)
-      printTable(['NAME', 'SIZE', 'BLOCK', 'REPLICAS', 'PLACEMENT', 'UUID'], disks.map(d => [
-        d.name, formatBytes(d.sizeBytes), formatBytes(d.blockSizeBytes), d.replicas,
+      printTable(['NAME', 'STATE', 'SIZE', 'BLOCK', 'REPLICAS', 'PLACEMENT', 'UUID'], disks.map(d => [
+        d.name, d.state, formatBytes(d.sizeBytes), formatBytes(d.blockSizeBytes), d.replicas,
         d.placement.nodes?.join(',') ?? (d.placement.site !== undefined ? `site ${d.placement.site}` : 'any'), d.uuid
       ]))
     })

@@ -4,6 +4,7 @@ import { daemonCommands } from './daemon-commands'
 import { devCommands } from './dev-commands'
 import { diskCommands } from './disk-commands'
 import { exportCommands } from './export-commands'
+import { healthCommand } from './health-commands'
 import { libvirtCommands } from './libvirt-commands'
 import { migrationCommands } from './migration-commands'
 import { nodeCommands } from './node-commands'
@@ -25,6 +26,7 @@ export function buildProgram (): Command {
     .allowExcessArguments(false)
     .showHelpAfterError()
     .exitOverride()
+  healthCommand(program)
   diskCommands(program)
   nodeCommands(program)
   siteCommands(program)
