@@ -12,6 +12,7 @@ import { readLease } from '../meta/lease'
 import { DiskRecord, RelocationRecord } from '../meta/schema'
 import { MetaStore, NodeView } from '../meta/store'
 import { PlacementSegment } from '../meta/placement'
+import { plural } from '../units'
 import { countPlacement, nodeState } from './disk-summary'
 
 export type HealthLevel = 'OK' | 'WARN' | 'ERR'
@@ -59,10 +60,6 @@ export interface DiskHealth {
   belowReplicaBlocks: number
   unavailableBlocks: number     // no in-sync replica on a node that is up
   relocation: RelocationRecord['state'] | null
-}
-
-function plural (n: number, one: string, many = `${one}s`): string {
-  return `${n} ${n === 1 ? one : many}`
 }
 
 // Blocks whose every in-sync replica is on a node that is down: nobody can read them now.

@@ -6,6 +6,7 @@ import { HealthReport, checkHealth, unreachableReport } from '../admin/health'
 import { isUkaiError } from '../errors'
 import { withMeta } from './context'
 import { printJson } from './output'
+import { ukaiVersion } from '../package-root'
 
 export function formatHealth (r: HealthReport, detail: boolean): string {
   const lines = [`HEALTH_${r.status}` + (r.checks.length > 0 ? `: ${r.checks.map(c => c.summary).join('; ')}` : '')]
@@ -33,7 +34,7 @@ export function healthCommand (program: Command): void {
         if (!isUkaiError(err, 'ZK_UNAVAILABLE')) throw err
         report = unreachableReport((err as Error).message)
       }
-      if (opts.json === true) printJson(report)
+      if (opts.json === true) printJson({ version: ukaiVersion(), ...report })
       else process.stdout.write(formatHealth(report, opts.detail === true))
       if (report.status === 'ERR') process.exitCode = 1
     })
