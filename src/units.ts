@@ -18,3 +18,15 @@ export function formatBytes (bytes: number): string {
   while (v >= 1024 && i < units.length - 1) { v /= 1024; i++ }
   return i === 0 ? `${bytes} B` : `${v.toFixed(v >= 100 ? 0 : v >= 10 ? 1 : 2)} ${units[i]}`
 }
+
+// Rates in the unit `--rate` takes (MB/s, decimal, as network links are sold), so the number an
+// operator types and the one every display shows agree.
+export function formatRate (bytesPerSec: number): string {
+  const mb = bytesPerSec / 1e6
+  return `${mb.toFixed(mb >= 100 ? 0 : mb >= 10 ? 1 : 2)} MB/s`
+}
+
+// "1 block", "3 blocks": counts in messages read as English, not "block(s)".
+export function plural (n: number, one: string, many = `${one}s`): string {
+  return `${n} ${n === 1 ? one : many}`
+}

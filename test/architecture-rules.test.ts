@@ -95,7 +95,7 @@ t.test('docs/architecture.md shows the same table', async (t) => {
   const shown: Record<string, string[]> = {}
   for (const line of m[1].split('\n')) {
     const cells = line.split('|').map(c => c.trim())
-    const room = /^`([a-z]+)`$/.exec(cells[1] ?? '')
+    const room = /^`([a-z-]+)`$/.exec(cells[1] ?? '')
     if (room === null) continue
     shown[room[1]] = cells[2] === '—' ? [] : cells[2].split(',').map(s => s.trim().replace(/`/g, '')).sort()
   }

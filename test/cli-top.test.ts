@@ -87,7 +87,7 @@ t.test('ukai top in a terminal', { skip: noTmux ?? false }, async (t) => {
   await meta.updateRelocation({ ...rec, progress: { blocks: 30, bytes: 30 * MiB, updatedAtMs: now + 2000 } }, cur!.version)
   s = await waitFor(/75%/, 'the relocation at 75 %')
   t.match(s, /75%\s+ETA 0:01/, 'ETA from the rate between the two updates')
-  t.match(s, /30\.0 MiB of 40\.0 MiB, 10\.0 MiB\/s, by hv-a/, 'bytes done and the rate')
+  t.match(s, /30\.0 MiB of 40\.0 MiB, 10\.5 MB\/s, by hv-a/, 'bytes done and the rate')
 
   // A node going down shows (its liveness znode goes with its ZooKeeper session).
   await c.node('b2').kill('SIGKILL')

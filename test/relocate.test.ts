@@ -92,7 +92,7 @@ t.test('relocation', async (t) => {
     t.equal(capped.estimate.basis, 'measured, rate cap', 'a --rate below the measured rate bounds the estimate')
     t.ok(Math.abs((capped.estimate.seconds ?? -1) - capped.bytes / 500_000) < 1e-6)
     const table = await runCli(['relocate', 'est', '--to', 'site-b', '--dry-run'], { zk })
-    t.match(table.stdout, /~\d+ s \(measured [\d.]+ [KMG]iB\/s node to node\)/, 'the table shows the estimate and its basis')
+    t.match(table.stdout, /~\d+ s \(measured [\d.]+ MB\/s node to node\)/, 'the table shows the estimate and its basis')
     const blind = await runCli(['relocate', 'est', '--to', 'site-b', '--dry-run', '--no-probe'], { zk })
     t.match(blind.stdout, /unknown \(link not measured; pass --rate\)/, '--no-probe without --rate: no estimate, and says so')
   })

@@ -1,9 +1,11 @@
 // ukai disk create | list | info | resize | delete
 import { Command } from 'commander'
 import { UkaiError } from '../errors'
-import { formatBytes } from '../units'
+import { formatBytes, plural } from '../units'
 import { createDisk, deleteDisk, resizeDisk } from '../admin/disk-admin'
 import { summarizeDisk } from '../admin/disk-summary'
+import { DiskState, diskHealth } from '../admin/health'
+import { DiskRecord } from '../meta/schema'
 import { withMeta } from './context'
 import { printJson, printTable } from './output'
 import { idOption, nodeListOption, replicasOption, sizeOption } from './parse'
@@ -34,14 +36,19 @@ export function diskCommands (program: Command): void {
       else process.stdout.write(`created disk ${rec.name} (${formatBytes(rec.sizeBytes)}, ${rec.replicas} replicas, ${formatBytes(rec.blockSizeBytes)} blocks)\n`)
     })
 
-  disk.command('list')
-    .description('list disks')
+  disk.command('list').alias('ls')
+    .description('list disks, each with its state (healthy, relocating, relocation-paused, stale, degraded, unavailable)')
     .option('--json', 'print JSON')
     .action(async (opts, cmd: Command) => {
-      const disks = await withMeta(cmd, meta => meta.listDisks())
+      const disks = await withMeta(cmd, async (meta) => {
+        const nodes = await meta.listNodes()
+        const out: Array<DiskRecord & { state: DiskState }> = []
+        for (const d of await meta.listDisks()) out.push({ ...d, state: (await diskHealth(meta, d, nodes)).state })
+        return out
+      })
       if (opts.json === true) return printJson(disks)
-      printTable(['NAME', 'SIZE', 'BLOCK', 'REPLICAS', 'PLACEMENT', 'UUID'], disks.map(d => [
-        d.name, formatBytes(d.sizeBytes), formatBytes(d.blockSizeBytes), d.replicas,
+      printTable(['NAME', 'STATE', 'SIZE', 'BLOCK', 'REPLICAS', 'PLACEMENT', 'UUID'], disks.map(d => [
+        d.name, d.state, formatBytes(d.sizeBytes), formatBytes(d.blockSizeBytes), d.replicas,
         d.placement.nodes?.join(',') ?? (d.placement.site !== undefined ? `site ${d.placement.site}` : 'any'), d.uuid
       ]))
     })
@@ -57,8 +64,8 @@ export function diskCommands (program: Command): void {
         ['block size', formatBytes(s.blockSizeBytes)], ['blocks', String(s.blocks)], ['replicas', String(s.replicas)],
         ['blocks per site', Object.entries(s.blocksPerSite).map(([site, n]) => `${site}: ${n}`).join(', ') || '-'],
         ['stale blocks', String(s.staleBlocks)],
-        ['below replicas', s.belowReplicaBlocks === 0 ? `0 (every block has ${s.replicas} in-sync replica(s))`
-          : `${s.belowReplicaBlocks} block(s) below their replica count of ${s.replicas}: run 'ukai disk repair ${s.name}'`],
+        ['below replicas', s.belowReplicaBlocks === 0 ? `0 (every block has ${plural(s.replicas, 'in-sync replica')})`
+          : `${plural(s.belowReplicaBlocks, 'block')} below their replica count of ${s.replicas}: run 'ukai disk repair ${s.name}'`],
         ['lease holder', s.leaseHolder === null ? '-' : `${s.leaseHolder} (epoch ${s.leaseEpoch})`],
         ['open on', s.openOn.join(', ') || '-'],
         ['metadata', formatBytes(s.metadataBytes)],
@@ -83,7 +90,7 @@ export function diskCommands (program: Command): void {
       process.stdout.write(`disk ${name} is now ${formatBytes(rec.sizeBytes)}\n`)
     })
 
-  disk.command('delete <name>')
+  disk.command('delete <name>').alias('rm')
     .description('delete a disk that no one has open, and its blocks on the storage nodes')
     .option('--with-snapshots', 'also delete its snapshots (refused without it when it has any; a disk with clones is never deleted)')
     .action(async (name: string, opts, cmd: Command) => {

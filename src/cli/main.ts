@@ -1,9 +1,10 @@
 // The `ukai` command line.
-import { Command } from 'commander'
+import { Command, Help, Option } from 'commander'
 import { daemonCommands } from './daemon-commands'
 import { devCommands } from './dev-commands'
 import { diskCommands } from './disk-commands'
 import { exportCommands } from './export-commands'
+import { healthCommand } from './health-commands'
 import { libvirtCommands } from './libvirt-commands'
 import { migrationCommands } from './migration-commands'
 import { nodeCommands } from './node-commands'
@@ -11,7 +12,9 @@ import { relocateCommands } from './relocate-commands'
 import { siteCommands } from './site-commands'
 import { snapshotCommands } from './snapshot-commands'
 import { topCommand } from './top'
-import { exitCodeFor, reportError } from './output'
+import { exitCodeFor, reportError, wantsJson } from './output'
+import { ukaiVersion } from '../package-root'
+import { UkaiError } from '../errors'
 import { msOption } from './parse'
 import { ZK_CONNECT_TIMEOUT_MS_DEFAULT, ZK_SESSION_TIMEOUT_MS_DEFAULT } from '../meta/store'
 
@@ -23,8 +26,23 @@ export function buildProgram (): Command {
     .option('--zk-session-timeout-ms <ms>', 'daemons: how long ZooKeeper keeps a silent daemon\'s session (its liveness and leases)', msOption('--zk-session-timeout-ms'), ZK_SESSION_TIMEOUT_MS_DEFAULT)
     // Every verb inherits this: `disk create bad15 extra` is refused, not a disk named bad15.
     .allowExcessArguments(false)
+    .version(ukaiVersion(), '-V, --version', 'print the version')
+    .addOption(new Option('-o, --output <format>', 'json: what --json prints, for every verb that has it, and errors as JSON (on stderr); table: for people').choices(['json', 'table']).default('table'))
+    // Every verb's help lists the global options too, and says which of its own are required.
+    .configureHelp({
+      showGlobalOptions: true,
+      optionDescription: (o) => (o.mandatory ? '(required) ' : '') + Help.prototype.optionDescription.call(new Help(), o)
+    })
     .showHelpAfterError()
     .exitOverride()
+    .addHelpText('after', '\nSizes are binary: 512, 64K, 4M, 20G, 1T (K = KiB, G = GiB). Rates are decimal MB/s (--rate 50 = 50,000,000 bytes/s), as every display shows them.')
+  // `-o json` is `--json` for the verb that runs; a verb without JSON output says so.
+  program.hook('preAction', (_program, action) => {
+    if (program.opts().output !== 'json') return
+    if (!action.options.some(o => o.long === '--json')) throw UkaiError.badArgument(`'${action.name()}' has no JSON output (-o json)`)
+    action.setOptionValue('json', true)
+  })
+  healthCommand(program)
   diskCommands(program)
   nodeCommands(program)
   siteCommands(program)
@@ -49,7 +67,7 @@ export async function main (): Promise<void> {
       // commander already printed its message (or help/version output).
       process.exit(code === 'commander.helpDisplayed' || code === 'commander.version' || code === 'commander.help' ? 0 : 2)
     }
-    reportError(err)
+    reportError(err, wantsJson(process.argv))
     process.exit(exitCodeFor(err))
   }
 }

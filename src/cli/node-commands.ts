@@ -19,7 +19,7 @@ export function formatRtt (ms: number | undefined): string {
 
 export function nodeCommands (program: Command): void {
   const node = program.command('node').description('storage nodes')
-  node.command('list')
+  node.command('list').alias('ls')
     .description('list storage nodes with their site, address, liveness and capacity (and round trips from a host)')
     .option('--from <host>', 'add the round trip from HOST (as measured by the agent on that host)', idOption('host name in --from'))
     .option('--json', 'print JSON')

@@ -19,7 +19,19 @@ export function exitCodeFor (err: unknown): number {
   return err instanceof UkaiError && err.code === 'BAD_ARGUMENT' ? 2 : 1
 }
 
-export function reportError (err: unknown): void {
+// Under --json or -o json a script gets the error as one JSON line on stderr (stdout stays what
+// the verb prints on success): { "error": { "code", "message", "exitStatus" } }.
+export function reportError (err: unknown, asJson = false): void {
   const msg = err instanceof UkaiError ? err.message : String((err as Error)?.stack ?? err)
+  if (asJson) {
+    const code = err instanceof UkaiError ? err.code : 'INTERNAL'
+    process.stderr.write(JSON.stringify({ error: { code, message: msg, exitStatus: exitCodeFor(err) } }) + '\n')
+    return
+  }
   process.stderr.write(`ukai: error: ${msg}\n`)
+}
+
+// Whether the command line asked for JSON (read from argv: the error may come before parsing ends).
+export function wantsJson (argv: readonly string[]): boolean {
+  return argv.some((a, i) => a === '--json' || a === '--output=json' || a === '-ojson' || ((a === '-o' || a === '--output') && argv[i + 1] === 'json'))
 }

@@ -10,7 +10,7 @@ import { planRelocation } from '../relocate/plan'
 import { planRepair } from '../relocate/repair'
 import { runRelocationHere } from '../relocate/run-here'
 import { startRelocation } from '../relocate/start'
-import { formatBytes } from '../units'
+import { formatBytes, formatRate, plural } from '../units'
 import { withMeta } from './context'
 import { printJson, printTable } from './output'
 import { idOption, nodeListOption, rateOption, replicasOption } from './parse'
@@ -29,9 +29,9 @@ function rateOf (r: RelocationRecord): number {
 function describeEstimate (e: CopyEstimate): string {
   if (e.seconds === null) return 'unknown (link not measured; pass --rate)'
   if (e.basis === 'nothing to copy') return '0 s'
-  const rate = e.basis === 'measured' ? `measured ${formatBytes(e.measuredBytesPerSec)}/s node to node`
-    : e.basis === 'rate cap' ? `at the ${formatBytes(e.rateCapBytesPerSec)}/s cap`
-      : `at the ${formatBytes(e.rateCapBytesPerSec)}/s cap; link measured ${formatBytes(e.measuredBytesPerSec)}/s`
+  const rate = e.basis === 'measured' ? `measured ${formatRate(e.measuredBytesPerSec)} node to node`
+    : e.basis === 'rate cap' ? `at the ${formatRate(e.rateCapBytesPerSec)} cap`
+      : `at the ${formatRate(e.rateCapBytesPerSec)} cap; link measured ${formatRate(e.measuredBytesPerSec)}`
   return `~${formatDuration(e.seconds)} (${rate})`
 }
 
@@ -43,7 +43,7 @@ export function describe (r: RelocationRecord): { percent: number, rateBytesPerS
 }
 
 export async function follow (meta: MetaStore, name: string, showBar: boolean): Promise<RelocationRecord> {
-  const bar = showBar ? new cliProgress.SingleBar({ format: ' {bar} {percentage}% | {copied} of {planned} | {rate}/s | ETA {eta} | {state}', noTTYOutput: true, notTTYSchedule: 2000 }, cliProgress.Presets.shades_classic) : null
+  const bar = showBar ? new cliProgress.SingleBar({ format: ' {bar} {percentage}% | {copied} of {planned} | {rate} | ETA {eta} | {state}', noTTYOutput: true, notTTYSchedule: 2000 }, cliProgress.Presets.shades_classic) : null
   let started = false
   let orphanSinceMs = 0
   try {
@@ -54,7 +54,7 @@ export async function follow (meta: MetaStore, name: string, showBar: boolean): 
       if (bar !== null) {
         // Our own ETA (from the record's rate): cli-progress's prints "NFs" before the first byte.
         const eta = rec.state === 'done' ? '0 s' : d.etaSec === null ? '-' : formatDuration(d.etaSec)
-        const payload = { copied: formatBytes(rec.progress.bytes), planned: formatBytes(rec.plan.bytes), rate: formatBytes(d.rateBytesPerSec), eta, state: rec.state }
+        const payload = { copied: formatBytes(rec.progress.bytes), planned: formatBytes(rec.plan.bytes), rate: formatRate(d.rateBytesPerSec), eta, state: rec.state }
         if (!started) { bar.start(Math.max(1, rec.plan.bytes), rec.progress.bytes, payload); started = true }
         bar.update(rec.state === 'done' ? Math.max(1, rec.plan.bytes) : rec.progress.bytes, payload)
       }
@@ -141,7 +141,7 @@ export function relocateCommands (program: Command): void {
       if (recs.length === 0) { process.stdout.write(name !== undefined ? `disk '${name}' has no relocation\n` : 'no relocations\n'); return }
       printTable(['DISK', 'STATE', 'PROGRESS', 'COPIED', 'RATE', 'ETA', 'TO', 'EXECUTOR', 'REASON'], recs.map((r) => {
         const d = describe(r)
-        return [r.disk, r.state, `${d.percent}%`, `${formatBytes(r.progress.bytes)} / ${formatBytes(r.plan.bytes)}`, `${formatBytes(d.rateBytesPerSec)}/s`,
+        return [r.disk, r.state, `${d.percent}%`, `${formatBytes(r.progress.bytes)} / ${formatBytes(r.plan.bytes)}`, formatRate(d.rateBytesPerSec),
           d.etaSec === null || r.state === 'done' ? '-' : formatDuration(d.etaSec), r.targetNodes.join(','), r.executor || '-', r.reason || '-']
       }))
     })
@@ -185,7 +185,7 @@ export function repairCommand (disk: Command): void {
         const plan = await planRelocation(meta, { disk: name, nodes, replicas: nodes.length, rateCapBytesPerSec: rateBytesPerSec })
         if (opts.json !== true) {
           for (const r of repair.replaced) process.stdout.write(`node ${r.node} is ${r.why === 'dead' ? 'down' : 'full'}: its replicas move to ${r.by}\n`)
-          process.stdout.write(`repairing ${name} on ${nodes.join(',')}: ${repair.staleBlocks} block(s) with a stale replica, ${repair.belowReplicaBlocks} below their replica count; up to ${formatBytes(plan.bytes)} to copy, ${describeEstimate(plan.estimate)}\n`)
+          process.stdout.write(`repairing ${name} on ${nodes.join(',')}: ${plural(repair.staleBlocks, 'block')} with a stale replica, ${repair.belowReplicaBlocks} below their replica count; up to ${formatBytes(plan.bytes)} to copy, ${describeEstimate(plan.estimate)}\n`)
         }
         await startRelocation(meta, plan, rateBytesPerSec)
         const end = await follow(meta, name, opts.json !== true)

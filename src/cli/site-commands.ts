@@ -46,7 +46,7 @@ export function summarizeSites (nodes: NodeView[], agents: AgentView[]): SiteSum
 
 export function siteCommands (program: Command): void {
   const site = program.command('site').description('sites (data centres)')
-  site.command('list')
+  site.command('list').alias('ls')
     .description('list sites with their storage nodes (alive / total), agents and capacity')
     .option('--json', 'print JSON')
     .action(async (opts, cmd: Command) => {

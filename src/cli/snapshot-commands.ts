@@ -38,7 +38,7 @@ export function snapshotCommands (program: Command): void {
       else process.stdout.write(`created snapshot ${disk}@${name} (epoch ${rec.epoch})\n`)
     })
 
-  snapshot.command('list <disk>')
+  snapshot.command('list <disk>').alias('ls')
     .description('snapshots of a disk, oldest first')
     .option('--json', 'print JSON')
     .action(async (disk: string, opts, cmd: Command) => {
@@ -51,7 +51,7 @@ export function snapshotCommands (program: Command): void {
       ]))
     })
 
-  snapshot.command('delete <disk@name>')
+  snapshot.command('delete <disk@name>').alias('rm')
     .description('delete a snapshot; the nodes drop the block versions nothing else needs')
     .option('--flatten-clones', 'first copy into each clone of this snapshot what it still reads from it')
     .option('--json', 'print what was freed as JSON')

@@ -12,7 +12,7 @@ import { readLease } from '../meta/lease'
 import { DiskIoCounters, DiskRecord, RelocationRecord, RttReport } from '../meta/schema'
 import { AgentView, MetaStore, NodeView } from '../meta/store'
 import { StorageClient } from '../storagenode/client'
-import { formatBytes } from '../units'
+import { formatBytes, formatRate } from '../units'
 import { countPlacement, nodeState } from '../admin/disk-summary'
 import { withMeta } from './context'
 import { formatRtt } from './node-commands'
@@ -269,7 +269,7 @@ class Dashboard {
       const left = Math.max(0, r.plan.bytes - r.progress.bytes)
       const eta = r.state !== 'copying' ? '' : rate !== null && rate > 0 ? `ETA ${duration(left / rate)}` : 'ETA ?'
       rl.push(fit(`${pad(name, 14)} → ${pad(r.targetNodes.join(','), 12)} ${pad(r.state, 9)} ${bar}  ${eta}`, width))
-      rl.push(fit(`    ${formatBytes(r.progress.bytes)} of ${formatBytes(r.plan.bytes)}${rate !== null ? `, ${formatBytes(rate)}/s` : ''}, by ${r.executor || '-'}${r.reason !== '' ? ' — ' + r.reason : ''}`, width))
+      rl.push(fit(`    ${formatBytes(r.progress.bytes)} of ${formatBytes(r.plan.bytes)}${rate !== null ? `, ${formatRate(rate)}` : ''}, by ${r.executor || '-'}${r.reason !== '' ? ' — ' + r.reason : ''}`, width))
     }
     this.relocBox.setContent(rl.length > 0 ? rl.join('\n') : '(none)')
     this.screen.render()

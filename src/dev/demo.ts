@@ -8,7 +8,7 @@ import { execFileSync } from 'node:child_process'
 import fs from 'node:fs'
 import path from 'node:path'
 import { MetaStore } from '../meta/store'
-import { formatBytes } from '../units'
+import { formatBytes, plural } from '../units'
 import { summarizeDisk } from '../admin/disk-summary'
 import { ClusterInfo, devDown, devUp, readCluster } from './cluster'
 import { signalIfOurs } from './pids'
@@ -105,7 +105,7 @@ export async function runDemo (dir: string): Promise<void> {
       fs.writeSync(fdB, Buffer.alloc(8 * MiB, 0xcc), 0, 8 * MiB, 16 * MiB)
       fs.fsyncSync(fdB)
       s = await summarizeDisk(meta, name)
-      show(`writes went on; ${s.staleBlocks} block(s) now have a stale replica on ${victim.id}, which reads will never pick`)
+      show(`writes went on; ${plural(s.staleBlocks, 'block')} now ${s.staleBlocks === 1 ? 'has' : 'have'} a stale replica on ${victim.id}, which reads will never pick`)
       const check = Buffer.alloc(8 * MiB)
       fs.readSync(fd, check, 0, check.length, 16 * MiB)
       show(`site A reads the new bytes: ${check.every(x => x === 0xcc) ? 'yes' : 'NO'}`)

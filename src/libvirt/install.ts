@@ -9,22 +9,19 @@ import { spawnSync } from 'node:child_process'
 import fs from 'node:fs'
 import path from 'node:path'
 import { UkaiError } from '../errors'
+import { packageRoot } from '../package-root'
 
 export const HOOK_MARKER = 'ukai-libvirt-hook'
 export const HOOKS_DIR_DEFAULT = '/etc/libvirt/hooks'
 const QEMU_D_SINCE: [number, number, number] = [6, 5, 0]
 
 export function hookTemplatePath (): string {
-  // dist/src/libvirt/install.js → repo root; the same from src/ under the ts loader.
-  const fromDist = path.resolve(__dirname, '..', '..', '..', 'libvirt', 'hooks', 'qemu')
-  return fs.existsSync(fromDist) ? fromDist : path.resolve(__dirname, '..', '..', 'libvirt', 'hooks', 'qemu')
+  return path.join(packageRoot(), 'libvirt', 'hooks', 'qemu')
 }
 
 export function cliMainFile (): string {
-  const fromDist = path.resolve(__dirname, '..', 'cli', 'main.js')
-  if (fs.existsSync(fromDist)) return fromDist
-  // running from src/ (tests): the built CLI is what the hook must call
-  return path.resolve(__dirname, '..', '..', 'dist', 'src', 'cli', 'main.js')
+  // Also from src/ (tests): the built CLI is what the hook must call.
+  return path.join(packageRoot(), 'dist', 'src', 'cli', 'main.js')
 }
 
 // `libvirtd --version` → [9, 0, 0]; null when libvirtd is not installed here.

@@ -2,10 +2,10 @@
 // proto/ukai/storage/v1/storage.proto at runtime and states, by hand, the TS shape of every
 // message as @grpc/proto-loader hands it over (camelCase fields, uint64 as number, bytes as Buffer,
 // the IoRequest oneof named in `op`).
-import * as fs from 'node:fs'
 import * as path from 'node:path'
 import * as grpc from '@grpc/grpc-js'
 import * as protoLoader from '@grpc/proto-loader'
+import { packageRoot } from '../package-root'
 
 // A request or response carries at most one 4 MiB payload; 8 MiB leaves ample room for framing.
 export const MAX_MESSAGE_BYTES = 8 * 1024 * 1024
@@ -90,15 +90,8 @@ export interface StorageHandlers extends grpc.UntypedServiceImplementation {
 
 export const PROTO_RELATIVE_PATH = path.join('proto', 'ukai', 'storage', 'v1', 'storage.proto')
 
-// Works from src/ (tap runs TS directly) and from dist/src/ (compiled): walk up to the repo root.
 function findProtoFile (): string {
-  let dir = __dirname
-  for (let i = 0; i < 6; i++) {
-    const candidate = path.join(dir, PROTO_RELATIVE_PATH)
-    if (fs.existsSync(candidate)) return candidate
-    dir = path.dirname(dir)
-  }
-  throw new Error(`cannot find ${PROTO_RELATIVE_PATH} above ${__dirname}`)
+  return path.join(packageRoot(), PROTO_RELATIVE_PATH)
 }
 
 let cached: grpc.ServiceClientConstructor | undefined
