@@ -285,4 +285,23 @@ t.test('NBD protocol edge cases against the agent', { skip: skip ?? false }, asy
     const log = await fs.promises.readFile(c.agent.logFile, 'utf8')
     t.notMatch(log, /NBD session failed|unexpected error in an NBD request|NBD request failed unexpectedly/, 'no unexpected error in the agent\'s log')
   })
+
+  t.test('the agent stops with a connection open: its requests finish, the sockets go', async (t) => {
+    const { cl } = await open()
+    const idle = await open('other', c.socket('other'))
+    const d = randomBytes(rng(5), 4 * MiB)
+    const w = cl.request(P.NBD_CMD_WRITE, 8 * MiB, d.length, { payload: d, flags: P.NBD_CMD_FLAG_FUA }).then(r => r.error, () => -1)
+    await new Promise(resolve => setTimeout(resolve, 20))
+    const t0 = Date.now()
+    await c.agent.stop()
+    t.ok(Date.now() - t0 < 20_000, `the agent stopped in ${Date.now() - t0} ms`)
+    const got = await w
+    t.comment(`the write in flight at SIGTERM: ${got === 0 ? 'acknowledged' : got === -1 ? 'not answered' : `error ${got}`}`)
+    await cl.closed
+    await idle.cl.closed
+    t.pass('both connections closed by the agent')
+    t.notOk(fs.existsSync(sock), 'the disk sockets are removed')
+    const log = await fs.promises.readFile(c.agent.logFile, 'utf8')
+    t.notMatch(log, /NBD session failed|NBD request failed unexpectedly|closing an NBD export failed/, 'a clean stop')
+  })
 })

@@ -33,6 +33,9 @@ const ZEROES = Buffer.alloc(ZERO_WRITE_BYTES)
 // A block-status extent length must fit 32 bits; the last one is cut here (a multiple of 4 KiB).
 const EXTENT_BYTES_MAX = 0xfffff000
 const META_CONTEXT_ID = 1
+// At server shutdown a connection gets this long to finish the requests it took and take their
+// replies; a client that stops reading is then cut off (its requests still run to the end).
+const STOP_DRAIN_MS = 10_000
 
 // Which export names a listening socket offers: a disk's own socket only that disk ("" or its
 // name) and its snapshots; the TCP listener every disk and snapshot by name.
@@ -96,7 +99,12 @@ export class NbdSession {
     if (this.exp === null) this.socket.destroy() // still haggling: nothing to drain
     else this.socket.pause()
     this.reader.abort()
-    await this.run()
+    const cutOff = setTimeout(() => this.socket.destroy(), STOP_DRAIN_MS)
+    try {
+      await this.run()
+    } finally {
+      clearTimeout(cutOff)
+    }
   }
 
   private async serve (): Promise<void> {
@@ -284,7 +292,7 @@ export class NbdSession {
       // Whatever ended the loop, the requests taken finish (and are answered if the socket is
       // still there) before the export closes.
       await Promise.all([...running])
-      if (!this.socket.destroyed) await new Promise<void>(resolve => this.socket.end(resolve))
+      await endSocket(this.socket)
     }
   }
 
@@ -436,6 +444,19 @@ export class NbdSession {
       })
     }
   }
+}
+
+// Ends our side once the replies are out (a client that does not take them within
+// STOP_DRAIN_MS is cut off); resolves also when the socket closes or errors first.
+async function endSocket (s: Socket): Promise<void> {
+  if (s.destroyed) return
+  await new Promise<void>(resolve => {
+    const timer = setTimeout(() => s.destroy(), STOP_DRAIN_MS)
+    const done = (): void => { clearTimeout(timer); s.off('close', done); s.off('finish', done); resolve() }
+    s.once('close', done)
+    s.once('finish', done)
+    s.end()
+  })
 }
 
 function allowedFlags (type: number, structured: boolean): number | null {
