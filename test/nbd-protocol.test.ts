@@ -237,6 +237,21 @@ t.test('NBD protocol edge cases against the agent', { skip: skip ?? false }, asy
     cl.disconnect()
   })
 
+  t.test('a disk grown under an open export keeps the size announced at open', async (t) => {
+    const { cl } = await open('other', c.socket('other'))
+    t.equal((await cl.request(P.NBD_CMD_WRITE, 0, 4096, { payload: Buffer.alloc(4096, 1) })).error, 0, 'a write')
+    const grown = await runCli(['disk', 'resize', 'other', '--size', '96M'], { zk })
+    t.equal(grown.code, 0, grown.stderr)
+    await waitFor('the agent to see the new size', async () => (await fs.promises.stat(path.join(c.agent.mountPoint, 'other'))).size === 96 * MiB)
+    const ext = extentsOf(await cl.request(P.NBD_CMD_BLOCK_STATUS, 0, SIZE))
+    t.equal(ext.reduce((n, [len]) => n + len, 0), SIZE, 'block status describes exactly the 64 MiB announced (the last hole is not stretched to 96 MiB)')
+    t.equal((await cl.request(P.NBD_CMD_READ, SIZE, 4096)).error, P.NBD_EINVAL, 'a read past the announced size: EINVAL')
+    cl.disconnect()
+    const again = await open('other', c.socket('other'))
+    t.equal(again.go.sizeBytes, 96 * MiB, 'a new connection sees 96 MiB')
+    again.cl.disconnect()
+  })
+
   t.test('a snapshot export is read-only', async (t) => {
     await snapshot(zk, 'vm@s1')
     await waitFor('vm@s1 on the socket', async () => {

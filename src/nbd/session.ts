@@ -399,9 +399,13 @@ export class NbdSession {
         if (at >= offset + length || extents.length >= P.NBD_EXTENTS_PER_CHUNK_MAX) break
         const end = r.offset + r.lengthBytes
         if (end <= at) continue
-        extents.push({ lengthBytes: Math.min(end - at, EXTENT_BYTES_MAX), flags: r.hole ? P.NBD_STATE_HOLE | P.NBD_STATE_ZERO : 0 })
-        at = end
+        // The export's size was fixed at open: a disk grown since is not described past it.
+        const stop = Math.min(end, exp.sizeBytes)
+        if (stop <= at) break
+        extents.push({ lengthBytes: Math.min(stop - at, EXTENT_BYTES_MAX), flags: r.hole ? P.NBD_STATE_HOLE | P.NBD_STATE_ZERO : 0 })
+        at = stop
       }
+      if (extents.length === 0) extents = [{ lengthBytes: length, flags: 0 }]
       if ((req.flags & P.NBD_CMD_FLAG_REQ_ONE) !== 0) extents = [{ lengthBytes: Math.min(extents[0].lengthBytes, length), flags: extents[0].flags }]
     }
     await this.write([P.encodeBlockStatusChunk(req.cookie, P.NBD_REPLY_FLAG_DONE, META_CONTEXT_ID, extents)])
