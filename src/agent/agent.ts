@@ -35,6 +35,8 @@ export interface AgentHooks {
   leaseLost?: (name: string) => void
   // A replica of an open disk failed a write and was marked stale (code: why, e.g. NO_SPACE).
   replicaStale?: (disk: VirtualDisk, node: string, code: string) => void
+  // The set of disks, or a disk's owner or mode, may have changed (the NBD sockets follow).
+  disksChanged?: () => void
 }
 
 interface OpenDisk {
@@ -152,6 +154,7 @@ export class Agent {
       }
     }))
     this.records = next
+    this.hooks.disksChanged?.()
     for (const name of this.snapshots.keys()) if (!next.has(name)) this.snapshots.delete(name)
     for (const name of this.warm.keys()) if (!next.has(name)) this.dropWarm(name)
   }
@@ -174,6 +177,7 @@ export class Agent {
       if (!isUkaiError(err, 'NOT_FOUND')) throw err
       this.records.delete(name)
       this.dropWarm(name)
+      this.hooks.disksChanged?.()
     }
   }
 
@@ -227,6 +231,7 @@ export class Agent {
     const known = this.records.get(rec.name)
     if (known === undefined || known.version <= rec.version) this.records.set(rec.name, rec)
     this.open.get(rec.name)?.disk.adoptFileAttrs(rec)
+    this.hooks.disksChanged?.()
   }
 
   // 'DISK@NAME' of every snapshot of every disk.
@@ -446,6 +451,7 @@ export class Agent {
     this.dropWarm(name)
     await deleteDisk(this.meta, name, { logger: this.log })
     this.records.delete(name)
+    this.hooks.disksChanged?.()
   }
 
   // Drains: flush every open disk and give its lease up, then leave ZooKeeper's view.

@@ -11,6 +11,7 @@ import { RTT_INTERVAL_MS_DEFAULT } from '../agent/rtt-monitor'
 import { IO_RETRY_MS_DEFAULT } from '../vdisk/virtual-disk'
 import { LOCAL_OPEN_FILES_MAX_DEFAULT } from '../vdisk/short-circuit-reads'
 import { runMount } from '../daemons/mount'
+import { parseHostPort } from '../lib/host-port'
 import { addressMap, collect, zkConnectString, zkConnectTimeoutMs, zkSessionTimeoutMs } from './context'
 import { countOption, hostPortOption, idOption, msOption, sizeOption } from './parse'
 
@@ -62,6 +63,8 @@ export function daemonCommands (program: Command): void {
     .option('--cache-size <size>', 'bound of the committed-block cache (default 1G)', sizeOption('cache size'))
     .option('--no-local-reads', 'always read over gRPC, also from storage nodes on this host (default: read their block files directly)')
     .option('--no-auto-repair', 'do not replace a full node\'s stale replicas on another node by itself (default: the agent holding the lease starts that repair)')
+    .option('--nbd-dir <dir>', 'also serve every disk over NBD: a Unix socket DIR/<disk>.sock per disk (export name: the disk, or DISK@SNAP read-only)')
+    .option('--nbd-listen <host:port>', 'also serve NBD on this TCP address (export name = disk name, or DISK@SNAP read-only); no TLS: keep it on loopback', hostPortOption('--nbd-listen'))
     .option('--local-read-files <n>', 'block files of this host\'s storage nodes kept open for local reads', countOption('--local-read-files'), LOCAL_OPEN_FILES_MAX_DEFAULT)
     .action(async (mountPoint: string, opts, cmd: Command) => {
       const nodeAddresses = addressMap(opts.nodeAddress, '--node-address')
@@ -72,9 +75,10 @@ export function daemonCommands (program: Command): void {
       const log = createLogger('mount').child({ host: opts.host, site: opts.site })
       const m = await runMount({
         mountPoint, host: opts.host, site: opts.site, zk: zkConnectString(cmd), zkSessionTimeoutMs: zkSessionTimeoutMs(cmd), zkConnectTimeoutMs: zkConnectTimeoutMs(cmd), allowOther: opts.allowOther === true,
-        handoverTimeoutMs: opts.handoverTimeoutMs, ioRetryMs: opts.ioRetryMs, replicaHungMs: opts.replicaHungMs, nodeAddresses, rttIntervalMs, cacheDir: opts.cacheDir, cacheSizeBytes, localReads: opts.localReads !== false, localReadFiles, autoRepair: opts.autoRepair !== false, logger: log
+        handoverTimeoutMs: opts.handoverTimeoutMs, ioRetryMs: opts.ioRetryMs, replicaHungMs: opts.replicaHungMs, nodeAddresses, rttIntervalMs, cacheDir: opts.cacheDir, cacheSizeBytes, localReads: opts.localReads !== false, localReadFiles, autoRepair: opts.autoRepair !== false,
+        nbdDir: opts.nbdDir, nbdListen: opts.nbdListen === undefined ? undefined : parseHostPort(opts.nbdListen, '--nbd-listen'), logger: log
       })
       stopOnSignals(log, m.stop)
-      log.info({ mountPoint }, 'ready')
+      log.info({ mountPoint, nbdDir: opts.nbdDir, nbdAddress: m.nbd?.tcpAddress ?? undefined }, 'ready')
     })
 }

@@ -68,18 +68,19 @@ export function libvirtCommands (program: Command): void {
     .option('--config <file>', 'where the hook reads its settings', HOOK_CONFIG_PATH_DEFAULT)
     .option('--host <name>', 'this hypervisor\'s agent name (ukai mount --host)', idOption('host name'))
     .option('--mount <dir>', 'the agent\'s mount point (repeatable)', collect)
+    .option('--nbd-dir <dir>', 'the agent\'s NBD socket directory, ukai mount --nbd-dir (repeatable): NBD disks on DIR/<disk>.sock are handled like files on the mount', collect)
     .option('--log <file>', 'the hook\'s log file')
     .option('--timeout-ms <ms>', 'the most one hook call may take', msOption('--timeout-ms'))
     .option('--rate <MB/s>', 'cap the copy rate of relocations the hook starts', rateOption)
     .option('--force', 'replace a file of that name even if it is not UKAI\'s hook')
     .option('--json', 'print the result as JSON')
     .action(async (opts, cmd: Command) => {
-      const configGiven = opts.host !== undefined || opts.mount !== undefined || opts.log !== undefined || opts.timeoutMs !== undefined || opts.rate !== undefined ||
+      const configGiven = opts.host !== undefined || opts.mount !== undefined || opts.nbdDir !== undefined || opts.log !== undefined || opts.timeoutMs !== undefined || opts.rate !== undefined ||
         (cmd.optsWithGlobals() as { zk?: string }).zk !== undefined || process.env.UKAI_ZK !== undefined
       let configWritten = false
       if (configGiven || !fs.existsSync(opts.config)) {
         const timeoutMs: number = opts.timeoutMs ?? HOOK_TIMEOUT_MS_DEFAULT
-        const text = formatHookConfig({ zk: zkConnectString(cmd), host: opts.host ?? os.hostname(), mounts: opts.mount ?? [], timeoutMs, logFile: opts.log ?? HOOK_LOG_PATH_DEFAULT, rateBytesPerSec: opts.rate ?? 0 })
+        const text = formatHookConfig({ zk: zkConnectString(cmd), host: opts.host ?? os.hostname(), mounts: opts.mount ?? [], nbdDirs: opts.nbdDir ?? [], timeoutMs, logFile: opts.log ?? HOOK_LOG_PATH_DEFAULT, rateBytesPerSec: opts.rate ?? 0 })
         // parse it back: a bad value is refused before anything is written
         parseHookConfig(text, opts.config)
         fs.mkdirSync(path.dirname(opts.config), { recursive: true })

@@ -10,6 +10,10 @@ import { Agent } from '../agent/agent'
 import { CommittedCache } from '../vdisk/committed-cache'
 import { checkMountOptions, mountAgent, unmountFuse } from '../agent/fuse-adapter'
 import { RttMonitor } from '../agent/rtt-monitor'
+import { AgentExports } from '../nbd/agent-exports'
+import { NbdServer } from '../nbd/server'
+import { isUkaiError } from '../errors'
+import { IO_RETRY_MS_DEFAULT } from '../vdisk/virtual-disk'
 
 export interface MountOptions {
   mountPoint: string
@@ -29,12 +33,14 @@ export interface MountOptions {
   localReadFiles?: number  // their block files kept open at most
   autoRepair?: boolean     // replace a full node's stale replicas without an operator (default on)
   replicaHungMs?: number   // hung-replica bound (default REPLICA_HUNG_MS_DEFAULT)
+  nbdDir?: string          // an NBD Unix socket per disk in this directory (--nbd-dir)
+  nbdListen?: { host: string, port: number } // and/or an NBD TCP listener (--nbd-listen)
   logger: Logger
 }
 
 export const CACHE_SIZE_DEFAULT_BYTES = 1024 ** 3
 
-export interface RunningMount { agent: Agent, stop: () => Promise<void> }
+export interface RunningMount { agent: Agent, nbd: NbdServer | null, stop: () => Promise<void> }
 
 export async function runMount (opts: MountOptions): Promise<RunningMount> {
   validateId(opts.host, 'host name')
@@ -43,6 +49,7 @@ export async function runMount (opts: MountOptions): Promise<RunningMount> {
   const cache = opts.cacheDir !== undefined ? await CommittedCache.open({ dir: opts.cacheDir, maxBytes: opts.cacheSizeBytes ?? CACHE_SIZE_DEFAULT_BYTES, logger: opts.logger }) : undefined
   const meta = await MetaStore.connect(opts.zk, { logger: opts.logger, sessionTimeoutMs: opts.zkSessionTimeoutMs, connectTimeoutMs: opts.zkConnectTimeoutMs })
   let runner: RelocationRunner | null = null
+  let nbd: NbdServer | null = null
   const autoRepair = opts.autoRepair === false ? null : new AutoRepair({ meta, logger: opts.logger })
   const agent = new Agent({
     meta, host: opts.host, site: opts.site, mountPoint: opts.mountPoint, handoverTimeoutMs: opts.handoverTimeoutMs, ioRetryMs: opts.ioRetryMs, nodeAddresses: opts.nodeAddresses, localReads: opts.localReads, localReadFiles: opts.localReadFiles, replicaHungMs: opts.replicaHungMs, logger: opts.logger,
@@ -51,7 +58,8 @@ export async function runMount (opts: MountOptions): Promise<RunningMount> {
       detached: name => runner?.unwatch(name),
       leaseAcquired: d => { runner?.maybeStart(d) },
       leaseLost: name => runner?.stop(name),
-      replicaStale: (d, node, code) => autoRepair?.replicaStale(d, node, code)
+      replicaStale: (d, node, code) => autoRepair?.replicaStale(d, node, code),
+      disksChanged: () => nbd?.disksChanged()
     }
   })
   agent.pool.committedCache = cache
@@ -62,7 +70,20 @@ export async function runMount (opts: MountOptions): Promise<RunningMount> {
     await agent.start()
     await rtt.start()
     fuse = await mountAgent(agent, opts.mountPoint, opts.logger, { allowOther: opts.allowOther })
+    if (opts.nbdDir !== undefined || opts.nbdListen !== undefined) {
+      const server = new NbdServer({
+        exports: new AgentExports(agent, opts.ioRetryMs ?? IO_RETRY_MS_DEFAULT),
+        socketDir: opts.nbdDir,
+        listen: opts.nbdListen,
+        owner: async (disk) => { try { return agent.fileOwner(await agent.stat(disk)) } catch (err) { if (isUkaiError(err, 'NOT_FOUND')) return null; throw err } },
+        logger: opts.logger
+      })
+      nbd = server
+      await server.start()
+    }
   } catch (err) {
+    await nbd?.close()
+    if (fuse !== undefined) await unmountFuse(fuse).catch(() => {})
     await rtt.close()
     await agent.close()
     meta.close()
@@ -75,6 +96,7 @@ export async function runMount (opts: MountOptions): Promise<RunningMount> {
     stopping = (async () => {
       // Stop accepting (unmount; lazily if a process still has a file open), then drain the
       // disks (flush, release leases), then leave ZooKeeper last.
+      await nbd?.close()
       await unmountFuse(fuse).catch(err => opts.logger.error({ err: String(err) }, 'unmount failed'))
       autoRepair?.close()
       await runner?.close()
@@ -84,7 +106,7 @@ export async function runMount (opts: MountOptions): Promise<RunningMount> {
     })()
     return stopping
   }
-  return { agent, stop }
+  return { agent, nbd, stop }
 }
 
 // Relocations whose executor died (its lease is gone, or was held by this host before a crash)

@@ -12,6 +12,8 @@
 //   log = /var/log/ukai/libvirt-hook.log   one JSON line per call (and per action)
 //   rate = 100                          cap (MB/s) on the copy of relocations the hook starts
 //                                       (default: none)
+//   nbd-dir = /var/lib/ukai/nbd         the agent's NBD socket directory (`ukai mount --nbd-dir`;
+//                                       repeatable): NBD disks on DIR/<disk>.sock are UKAI disks
 import fs from 'node:fs'
 import os from 'node:os'
 import { UkaiError } from '../errors'
@@ -28,6 +30,7 @@ export interface HookConfig {
   zk: string
   host: string
   mounts: string[]       // empty: whatever UKAI mounts exist when the hook runs
+  nbdDirs: string[]      // NBD socket directories (none: NBD disks are not recognised)
   timeoutMs: number
   logFile: string
   rateBytesPerSec: number  // 0: no cap
@@ -35,7 +38,7 @@ export interface HookConfig {
 }
 
 export function parseHookConfig (text: string, source: string): HookConfig {
-  const cfg: HookConfig = { zk: '127.0.0.1:2181', host: os.hostname(), mounts: [], timeoutMs: HOOK_TIMEOUT_MS_DEFAULT, logFile: HOOK_LOG_PATH_DEFAULT, rateBytesPerSec: 0, source }
+  const cfg: HookConfig = { zk: '127.0.0.1:2181', host: os.hostname(), mounts: [], nbdDirs: [], timeoutMs: HOOK_TIMEOUT_MS_DEFAULT, logFile: HOOK_LOG_PATH_DEFAULT, rateBytesPerSec: 0, source }
   text.split('\n').forEach((raw, i) => {
     const line = raw.replace(/#.*$/, '').trim()
     if (line === '') return
@@ -46,6 +49,7 @@ export function parseHookConfig (text: string, source: string): HookConfig {
       case 'zk': cfg.zk = value; break
       case 'host': validateId(value, `host in ${source}`); cfg.host = value; break
       case 'mount': cfg.mounts.push(value); break
+      case 'nbd-dir': cfg.nbdDirs.push(value); break
       case 'log': cfg.logFile = value; break
       case 'timeout-ms': {
         const ms = Number(value)
@@ -59,7 +63,7 @@ export function parseHookConfig (text: string, source: string): HookConfig {
         cfg.rateBytesPerSec = Math.round(mbps * 1e6)
         break
       }
-      default: throw UkaiError.badArgument(`${source} line ${i + 1}: unknown key '${key}' (known: zk, host, mount, timeout-ms, log, rate)`)
+      default: throw UkaiError.badArgument(`${source} line ${i + 1}: unknown key '${key}' (known: zk, host, mount, nbd-dir, timeout-ms, log, rate)`)
     }
   })
   if (cfg.zk === '') throw UkaiError.badArgument(`${source}: zk is empty`)
@@ -80,12 +84,13 @@ export function loadHookConfig (file: string | undefined): HookConfig {
   return parseHookConfig(text, p)
 }
 
-export function formatHookConfig (cfg: Pick<HookConfig, 'zk' | 'host' | 'mounts' | 'timeoutMs' | 'logFile' | 'rateBytesPerSec'>): string {
+export function formatHookConfig (cfg: Pick<HookConfig, 'zk' | 'host' | 'mounts' | 'timeoutMs' | 'logFile' | 'rateBytesPerSec'> & { nbdDirs?: string[] }): string {
   return [
     '# UKAI libvirt hook settings (written by `ukai libvirt install-hook`; see src/libvirt/hook-config.ts)',
     `zk = ${cfg.zk}`,
     `host = ${cfg.host}`,
     ...cfg.mounts.map(m => `mount = ${m}`),
+    ...(cfg.nbdDirs ?? []).map(d => `nbd-dir = ${d}`),
     `timeout-ms = ${cfg.timeoutMs}`,
     `log = ${cfg.logFile}`,
     ...(cfg.rateBytesPerSec > 0 ? [`rate = ${cfg.rateBytesPerSec / 1e6}`] : []),

@@ -48,12 +48,12 @@ export async function runHook (call: HookCall, deps: HookDeps): Promise<void> {
 
   let disks: UkaiDiskRef[]
   try {
-    disks = ukaiDisks(parseDomain(call.xml), hookMountPoints(config))
+    disks = ukaiDisks(parseDomain(call.xml), hookMountPoints(config), config.nbdDirs)
   } catch (err) {
     log.error({ ...base, err: (err as Error).message }, 'hook called with a domain definition it cannot read; doing nothing')
     return
   }
-  if (disks.length === 0) { log.info(base, 'hook called: the domain has no disk on a UKAI mount'); return }
+  if (disks.length === 0) { log.info(base, 'hook called: the domain has no disk on a UKAI mount or NBD socket'); return }
   log.info({ ...base, disks: disks.map(d => d.disk) }, 'hook called for UKAI disks')
 
   const remainingMs = (): number => Math.max(0, deps.deadlineMs - Date.now())
