@@ -44,7 +44,7 @@ export function daemonCommands (program: Command): void {
         capacityBytes: opts.capacity, peerAddresses,
         zk: zkConnectString(cmd), zkSessionTimeoutMs: zkSessionTimeoutMs(cmd), zkConnectTimeoutMs: zkConnectTimeoutMs(cmd), logger: log
       })
-      stopOnSignals(log, node.stop)
+      stopOnSignals(log, node.close)
       log.info({ address: node.address }, 'ready')
     })
 
@@ -74,7 +74,7 @@ export function daemonCommands (program: Command): void {
         mountPoint, host: opts.host, site: opts.site, zk: zkConnectString(cmd), zkSessionTimeoutMs: zkSessionTimeoutMs(cmd), zkConnectTimeoutMs: zkConnectTimeoutMs(cmd), allowOther: opts.allowOther === true,
         handoverTimeoutMs: opts.handoverTimeoutMs, ioRetryMs: opts.ioRetryMs, replicaHungMs: opts.replicaHungMs, nodeAddresses, rttIntervalMs, cacheDir: opts.cacheDir, cacheSizeBytes, localReads: opts.localReads !== false, localReadFiles, autoRepair: opts.autoRepair !== false, logger: log
       })
-      stopOnSignals(log, m.stop)
+      stopOnSignals(log, m.close)
       log.info({ mountPoint }, 'ready')
     })
 }

@@ -21,6 +21,7 @@
 // way). After destroy, drain errors are expected (abort failed the work) and are not thrown.
 
 import { UkaiError, safetyCatch } from '../errors'
+import { sleep } from './timers'
 
 export interface LifecycleSteps {
   open?: () => Promise<void>
@@ -103,4 +104,26 @@ export class Lifecycle {
     }
     if (drainErr !== null && !this.aborting) throw drainErr
   }
+}
+
+export interface Closable {
+  close: () => Promise<void>
+  destroy: (err?: Error) => Promise<void>
+}
+
+// A shutdown's "drain with a deadline, destroy what did not drain": close(), and if that has not
+// finished after deadlineMs, destroy(err()) (which ends the close as well). A close that fails
+// before the deadline throws its error.
+export async function closeWithin (res: Closable, deadlineMs: number, err: () => Error): Promise<'closed' | 'destroyed'> {
+  const closing = res.close()
+  const timer = new AbortController()
+  const late = await Promise.race([
+    closing.then(() => false, () => false),
+    sleep(deadlineMs, { signal: timer.signal }).then(() => true, () => false)
+  ])
+  timer.abort()
+  if (!late) { await closing; return 'closed' }
+  await res.destroy(err())
+  await closing.catch(safetyCatch)
+  return 'destroyed'
 }

@@ -15,6 +15,7 @@ import { UkaiError, isUkaiError, safetyCatch } from '../errors'
 import { FileCache, MAX_OPEN_FILES_DEFAULT } from './file-cache'
 import { loadPunchHole, punchHole } from './punch-hole'
 import { RangeLocks } from '../lib/range-locks'
+import { Lifecycle } from '../lib/lifecycle'
 import { PAGE_BYTES, cloneSparse, writeAll, writeAllSync } from './sparse-copy'
 import { MAX_IO_BYTES } from './wire'
 import { BLOCK_SIZE_MAX_BYTES, SYNC_IO_MAX_BYTES } from '../lib/limits'
@@ -97,6 +98,23 @@ export class BlockStore {
   private reconciling: Promise<void> | undefined
   private reconcileTimer: NodeJS.Timeout | undefined
   private closed = false
+  // close(): in-flight mutations finish, everything dirty is fsynced, files closed. destroy():
+  // no fsync (the next start syncs the data dir, see syncDataDir); in-flight mutations (local
+  // file calls) still settle before their files close.
+  private readonly life = new Lifecycle({
+    drain: async () => {
+      this.stopAccepting()
+      for (const disk of this.disks.values()) {
+        await Promise.allSettled([...disk.inflight])
+        await this.syncDisk(disk).catch(safetyCatch)
+      }
+    },
+    abort: () => { this.stopAccepting() },
+    release: async () => {
+      for (const disk of this.disks.values()) await Promise.allSettled([...disk.inflight])
+      await this.files.closeAll()
+    }
+  })
 
   private constructor (opts: BlockStoreOptions) {
     this.nodeId = opts.nodeId
@@ -450,15 +468,12 @@ export class BlockStore {
   }
 
   // Waits for in-flight mutations, fsyncs everything dirty, closes all files. Idempotent.
-  async close (): Promise<void> {
-    if (this.closed) return
+  close (): Promise<void> { return this.life.close() }
+  destroy (err?: Error): Promise<void> { return this.life.destroy(err) }
+
+  private stopAccepting (): void {
     this.closed = true
     if (this.reconcileTimer !== undefined) clearTimeout(this.reconcileTimer)
-    for (const disk of this.disks.values()) {
-      await Promise.allSettled([...disk.inflight])
-      await this.syncDisk(disk).catch(() => {})
-    }
-    await this.files.closeAll()
   }
 
   // ---- internals ----

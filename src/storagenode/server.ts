@@ -14,13 +14,14 @@ import type { EventEmitter } from 'node:events'
 import * as http2 from 'node:http2'
 import type { Socket } from 'node:net'
 import * as grpc from '@grpc/grpc-js'
-import { UkaiError, UkaiErrorCode, isUkaiError } from '../errors'
+import { UkaiError, UkaiErrorCode, isUkaiError, safetyCatch } from '../errors'
 import { Logger, silentLogger } from '../log'
 import { copyBaseFromPeer } from './base-copy'
 import { pullBlock } from './block-pull'
 import { FLOW_CONTROL_WINDOW_BYTES, StorageClient } from './client'
 import { BlockStore } from './block-store'
 import { holdGcBallast } from '../lib/gc-ballast'
+import { Lifecycle } from '../lib/lifecycle'
 import { Charge, IO_REPLY_STALL_MS_MAX, IO_STALL_CHECK_MS, IoBudgetStat, NodeIoBudget, StreamIoGate } from './io-budget'
 import { toServiceError } from './status'
 import {
@@ -62,7 +63,10 @@ export interface StorageServer {
   address: string   // host:port actually bound
   port: number
   stats: () => StorageServerStats
+  // Drains (in flight up to graceMs, then streams ended, gRPC shut down, the store fsynced).
   close: (graceMs?: number) => Promise<void>
+  // Aborts: gRPC force-shut (calls reset), the store closed without fsync.
+  destroy: (err?: Error) => Promise<void>
 }
 
 export async function startStorageServer (opts: StorageServerOptions): Promise<StorageServer> {
@@ -82,7 +86,8 @@ export async function startStorageServer (opts: StorageServerOptions): Promise<S
   }
   const counters = { requests: 0, errors: 0, bytesRead: 0, bytesWritten: 0, inFlight: 0 }
   const streams = new Set<grpc.ServerDuplexStream<IoRequestIn, IoResponse>>()
-  let closing: Promise<void> | undefined
+  let closing: Promise<void> | undefined  // set by the first close or destroy: handlers refuse
+  let closeGraceMs = CLOSE_GRACE_MS_DEFAULT
   let drained: (() => void) | undefined  // wakes close() when the last in-flight request ends
 
   const failure = (err: unknown, what: string): { code: UkaiErrorCode, message: string } => {
@@ -182,7 +187,7 @@ export async function startStorageServer (opts: StorageServerOptions): Promise<S
     call.on('end', () => { clientDone = true; finish() })
     // Cancelled or broken: drop what waits and release every charge (the transport drops the
     // replies it held). 'close' also covers a stream destroyed without either event.
-    const drop = (): void => { gone = true; streams.delete(call); clearInterval(stallCheck); gate.close() }
+    const drop = (): void => { gone = true; streams.delete(call); clearInterval(stallCheck); gate.close().catch(safetyCatch) }
     call.on('error', drop)
     call.on('cancelled', drop)
     call.on('close', drop)
@@ -242,10 +247,10 @@ export async function startStorageServer (opts: StorageServerOptions): Promise<S
   tuneServerSessions(server)
   log.info({ address, dataDir: store.dataDir, capacityBytes: store.capacityBytes, usedBytes: store.usedBytes, dataDirSyncMs: store.startSyncMs, dataDirSyncFiles: store.startSyncFiles }, 'storage node listening')
 
-  const shutdown = async (graceMs: number): Promise<void> => {
+  const drain = async (graceMs: number): Promise<void> => {
     // 1. stop accepting (handlers answer UNAVAILABLE), 2. drain in flight with a deadline,
     // 3. end the streams so clients see a clean end, 4. gRPC shutdown, forced if slow,
-    // 5. flush and close the store.
+    // 5. flush and close the store. destroy skips 2 and 5's flush, and forces 4 at once.
     if (counters.inFlight > 0 && graceMs > 0) {
       await new Promise<void>(resolve => {
         const timer = setTimeout(resolve, graceMs)
@@ -253,6 +258,8 @@ export async function startStorageServer (opts: StorageServerOptions): Promise<S
       })
       drained = undefined
     }
+  }
+  const release = async (graceMs: number): Promise<void> => {
     for (const call of streams) call.end()
     streams.clear()
     await new Promise<void>(resolve => {
@@ -260,10 +267,16 @@ export async function startStorageServer (opts: StorageServerOptions): Promise<S
       server.tryShutdown(() => { clearTimeout(timer); resolve() })
     })
     server.forceShutdown()
-    for (const c of peers.values()) c.close()
-    await store.close()
+    await Promise.all([...peers.values()].map(async c => { await c.close() }))
+    if (life.destroyed) await store.destroy(life.error ?? undefined)
+    else await store.close()
     log.info({ ...counters }, 'storage node stopped')
   }
+  const life = new Lifecycle({
+    drain: async () => { await drain(closeGraceMs) },
+    abort: () => { server.forceShutdown(); drained?.() },
+    release: async () => { await release(life.destroyed ? 0 : closeGraceMs) }
+  })
 
   return {
     address,
@@ -280,7 +293,12 @@ export async function startStorageServer (opts: StorageServerOptions): Promise<S
       ...ioBudget.stat()
     }),
     close: async (graceMs = CLOSE_GRACE_MS_DEFAULT) => {
-      closing ??= shutdown(graceMs)
+      if (closing === undefined) closeGraceMs = graceMs
+      closing = life.close()
+      await closing
+    },
+    destroy: async (err?: Error) => {
+      closing = life.destroy(err)
       await closing
     }
   }
