@@ -1,7 +1,7 @@
 // src/lib/lifecycle.ts in process: ready/close memoized and idempotent, close waits for an
 // in-flight ready, destroy aborts (no drain) and wins over a draining close, errors surface once.
 import t from 'tap'
-import { Lifecycle } from '../src/lib/lifecycle'
+import { Lifecycle, closeWithin } from '../src/lib/lifecycle'
 
 function deferred (): { promise: Promise<void>, resolve: () => void, reject: (err: Error) => void } {
   let resolve!: () => void
@@ -136,4 +136,21 @@ t.test('errors: a drain error is thrown after release; a release error from clos
   const bug = new Lifecycle({ abort: () => { throw new TypeError('bug') }, release: () => { released++ } })
   await t.rejects(bug.destroy(), TypeError, 'a throwing abort step surfaces')
   t.equal(released, 1, 'after the release ran')
+})
+
+t.test('closeWithin: closed in time, or destroyed past the deadline; a failed close throws', async (t) => {
+  const quick = counted()
+  t.equal(await closeWithin(quick.life, 1000, () => new Error('late')), 'closed')
+  t.same(quick.n, { open: 0, drain: 1, abort: 0, release: 1 })
+
+  const gate = deferred()
+  const hung = new Lifecycle({ drain: async () => { await gate.promise }, abort: (err) => { gate.reject(err) } })
+  const late = new Error('late')
+  t.equal(await closeWithin(hung, 20, () => late), 'destroyed')
+  t.equal(hung.error, late, 'destroyed with the deadline\'s error')
+  t.equal(hung.closed, true)
+
+  const failing = counted({ drain: async () => { throw new Error('flush failed') } })
+  await t.rejects(closeWithin(failing.life, 1000, () => new Error('late')), { message: 'flush failed' })
+  t.equal(failing.n.abort, 0, 'not destroyed')
 })
