@@ -6,7 +6,7 @@ import * as fs from 'node:fs'
 import * as os from 'node:os'
 import * as path from 'node:path'
 import { StorageClient } from '../src/storagenode/client'
-import { startStorageServer } from '../src/storagenode/server'
+import { StorageServer, startStorageServer } from '../src/storagenode/server'
 
 const UUID = '7c1f0a42-5d3e-4b6a-8f90-333333333333'
 
@@ -27,13 +27,19 @@ async function readBack (dataDir: string, length: number): Promise<Buffer> {
   }
 }
 
-t.test('close twice at once: one drain, both resolve, later calls refused', async t => {
+// A server with one acknowledged (not flushed) write, and its client.
+async function serverWithWrite (t: { teardown: (fn: () => unknown) => void }, fill: number): Promise<{ dir: string, server: StorageServer, client: StorageClient, data: Buffer }> {
   const dir = tempDir(t)
   const server = await startStorageServer({ nodeId: 'node-a', dataDir: dir, listen: '127.0.0.1:0' })
   const client = new StorageClient({ nodeId: 'node-a', address: server.address })
   t.teardown(async () => { await client.close() })
-  const data = Buffer.alloc(4096, 7)
+  const data = Buffer.alloc(4096, fill)
   await client.write({ diskUuid: UUID, block: 0, epoch: 1, offset: 0, data, leaseEpoch: 1 })
+  return { dir, server, client, data }
+}
+
+t.test('close twice at once: one drain, both resolve, later calls refused', async t => {
+  const { dir, server, client, data } = await serverWithWrite(t, 7)
   await Promise.all([server.close(), server.close()])
   await server.close()
   await t.rejects(client.stat(), { code: 'UNAVAILABLE' })
@@ -41,12 +47,7 @@ t.test('close twice at once: one drain, both resolve, later calls refused', asyn
 })
 
 t.test('destroy during close ends it; close after destroy returns at once', async t => {
-  const dir = tempDir(t)
-  const server = await startStorageServer({ nodeId: 'node-a', dataDir: dir, listen: '127.0.0.1:0' })
-  const client = new StorageClient({ nodeId: 'node-a', address: server.address })
-  t.teardown(async () => { await client.close() })
-  const data = Buffer.alloc(4096, 9)
-  await client.write({ diskUuid: UUID, block: 0, epoch: 1, offset: 0, data, leaseEpoch: 1 })
+  const { dir, server, client, data } = await serverWithWrite(t, 9)
   const started = Date.now()
   const closing = server.close(60_000)
   const destroying = server.destroy(new Error('deadline'))
