@@ -56,7 +56,7 @@ async function main (): Promise<void> {
     await createDisk(cluster.meta, { name: DISK, sizeBytes: DISK_BYTES, replicas: 2 })
     if (ONLY === undefined || ONLY === 'agent') {
       const agent = new Agent({ meta: cluster.meta, host: 'hv-lat', site: 'site-a', mountPoint: path.join(dir, 'none') })
-      await agent.start()
+      await agent.ready()
       try {
         const fh = await agent.openDisk(DISK, true)
         const disk = agent.disk(fh)

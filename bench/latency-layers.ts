@@ -71,7 +71,7 @@ function replicated (clients: StorageClient[]): Client {
   return {
     read: async (a) => await clients[0].read(a),
     write: async (a) => { await Promise.all(clients.map(async c => await c.write(a))) },
-    close: () => { for (const c of clients) c.close() }
+    close: async () => { await Promise.all(clients.map(async c => { await c.close() })) }
   }
 }
 
@@ -117,7 +117,7 @@ async function main (): Promise<void> {
           for (const inFlight of [1, 4]) if (ONLY === undefined || ONLY === `${op}:${ioBytes}:${inFlight}`) console.log(formatRow(await measure(layer, client, op, ioBytes, inFlight)))
         }
       }
-      client.close()
+      await client.close()
     } finally {
       for (const child of children) {
         child.send('stop')

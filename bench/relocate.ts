@@ -428,7 +428,7 @@ async function probeChunkReads (address: string, meta: MetaStore): Promise<{ chu
     const idealMs = 2 * WAN_ONE_WAY_DELAY_MS + PULL_CHUNK_BYTES / WAN_CAP_BYTES_PER_SEC * 1000
     return { chunks, meanMs, idealMs, bytesPerSec: PULL_CHUNK_BYTES / (meanMs / 1000) }
   } finally {
-    client.close()
+    await client.close()
     await proxy.close()
   }
 }

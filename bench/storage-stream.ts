@@ -77,7 +77,7 @@ async function main (): Promise<void> {
           console.log(`${op.padEnd(5)} ${String(ioBytes / 1024).padStart(4)} KiB  window ${String(window).padStart(2)}  ${r.opsPerSec.toFixed(0).padStart(7)} ops/s  ${r.mibPerSec.toFixed(1).padStart(7)} MiB/s  cpu/op client ${r.clientCpuUsPerOp.toFixed(0).padStart(4)} µs server ${r.serverCpuUsPerOp.toFixed(0).padStart(4)} µs`)
         }
       }
-      client.close()
+      await client.close()
     }
   } finally {
     child?.send('stop')

@@ -104,7 +104,7 @@ async function main (): Promise<void> {
       }
     } finally {
       clearInterval(sampler)
-      clients.forEach(cl => cl.close())
+      await Promise.all(clients.map(async cl => { await cl.close() }))
     }
   } finally {
     for (const r of running) await r.stop()

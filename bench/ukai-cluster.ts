@@ -47,7 +47,7 @@ export async function startUkaiCluster (opts: UkaiClusterOptions): Promise<UkaiC
       // The agent first (it flushes and unmounts), then the nodes, ZooKeeper last.
       if (agent !== undefined) { const a = agent; await attempt('stop mount agent', () => a.stop({ termTimeoutMs: 10_000 })) }
       await attempt('unmount', () => unmount(mountPoint))
-      meta?.close()
+      await meta?.close()
       await Promise.all(nodes.map(n => attempt(`stop node ${n.id}`, () => n.stop({ termTimeoutMs: 5_000 }))))
       if (zk !== undefined) { const z = zk; await attempt('stop ZooKeeper', () => z.stop({ termTimeoutMs: 5_000 })) }
       if (errors.length > 0) throw new Error(`cluster teardown: ${errors.join('; ')}`)

@@ -33,8 +33,8 @@ async function headWrites (zk: string, disk: string): Promise<number> {
     const newest = snaps.length > 0 ? snaps[snaps.length - 1].epoch : 0
     return writtenAfter(await loadVersionIndex(pool, rec, await meta.loadPlacement(rec)), newest).length
   } finally {
-    pool.close()
-    meta.close()
+    await pool.close()
+    await meta.close()
   }
 }
 
@@ -50,7 +50,7 @@ async function snapshotsOf (zk: string, disk: string): Promise<string[]> {
   try {
     return (await meta.listSnapshots(disk)).map(s => s.name)
   } finally {
-    meta.close()
+    await meta.close()
   }
 }
 
@@ -59,7 +59,7 @@ async function diskNames (zk: string): Promise<string[]> {
   try {
     return (await meta.listDiskNames()).sort()
   } finally {
-    meta.close()
+    await meta.close()
   }
 }
 

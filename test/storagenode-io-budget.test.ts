@@ -63,7 +63,7 @@ t.test('closing a stream drops its queue and releases its charges', async t => {
   for (let i = 0; i < 6; i++) a.gate.push(`a${i}`, 4 * MiB, 0)
   b.gate.push('b0', 1 * MiB, 0)
   t.same(b.ran, [], 'b waits while a holds the node budget')
-  a.gate.close()
+  await a.gate.close()
   t.same(b.ran, ['b0'], 'a\'s release lets b in')
   t.equal(node.stat().ioHeldBytes, chargeBytes(1 * MiB, 16 * MiB))
   t.equal(a.gate.pending, 0, 'a keeps nothing queued')

@@ -63,7 +63,7 @@ function stuckStream (t: TestLike, address: string): grpc.ClientDuplexStream<IoR
   })
   const call = (client as unknown as { Io: () => grpc.ClientDuplexStream<IoRequestOut, IoResponse> }).Io()
   call.on('error', () => { /* CANCELLED, by this test or by the node's stall reset */ })
-  t.teardown(() => { call.cancel(); client.close() })
+  t.teardown(async () => { call.cancel(); await client.close() })
   return call
 }
 

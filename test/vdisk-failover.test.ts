@@ -82,7 +82,7 @@ t.test('kill -9 of one replica during a write stream', async (t) => {
     t.equal(sha256(await read(after.epoch)), sha256(model), 'a2 alone now holds the head, byte for byte')
     t.equal(sha256(await read(snap.epoch)), sha256(snapModel), 'and the snapshot\'s versions')
   } finally {
-    a2.close()
+    await a2.close()
   }
   const again2 = await runCli(['disk', 'repair', 'vol'], { zk })
   t.equal(again2.code, 0, 'a repair with nothing to do is a success')

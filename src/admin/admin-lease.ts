@@ -2,6 +2,7 @@
 // flattening a clone): open the disk in this process, take the lease — which fences every node
 // against older holders — do the work, release.
 import os from 'node:os'
+import { safetyCatch } from '../errors'
 import { Logger, silentLogger } from '../log'
 import { LeaseManager } from '../meta/lease'
 import { MetaStore } from '../meta/store'
@@ -35,8 +36,8 @@ export async function withDiskLease<T> (ctx: AdminContext, name: string, fn: (di
     await disk.ensureLease()
     return await fn(disk, pool)
   } finally {
-    await disk?.close().catch(() => {})
-    pool.close()
+    await disk?.close().catch(safetyCatch)
+    await pool.close()
   }
 }
 

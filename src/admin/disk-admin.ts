@@ -179,7 +179,7 @@ export async function deleteDisk (meta: MetaStore, name: string, opts: { logger?
       orphanedOn.push(id)
       log.warn({ node: id, disk: name, err: String(err) }, 'could not delete disk data on node')
     } finally {
-      client.close()
+      await client.close()
     }
   }))
   return { orphanedOn }

@@ -134,7 +134,7 @@ async function snapshotBytes (meta: MetaStore, disk: DiskRecord, nodes: NodeView
     } catch {
       return null
     } finally {
-      client.close()
+      await client.close()
     }
   }
   return total

@@ -95,7 +95,7 @@ async function commitUnderOwnLease (ctx: AdminContext, diskName: string, snap: s
       await leases.release(diskName)
     }
   } finally {
-    pool.close()
+    await pool.close()
   }
 }
 
@@ -150,7 +150,7 @@ export async function deleteSnapshot (ctx: AdminContext, diskName: string, snap:
   try {
     return { ...await pruneOnNodes(meta, pool, disk, keep, false, 0, ctx.logger), flattened: clones.map(c => c.name) }
   } finally {
-    pool.close()
+    await pool.close()
   }
 }
 

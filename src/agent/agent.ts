@@ -1,6 +1,7 @@
 // The hypervisor agent's view of the cluster: every disk as a file, open handles, and the disk
 // engines behind them. The FUSE adapter calls only this class.
 import { UkaiError, isUkaiError, safetyCatch } from '../errors'
+import { Lifecycle } from '../lib/lifecycle'
 import { Logger, silentLogger } from '../log'
 import { LeaseManager } from '../meta/lease'
 import { DiskFileOwner, DiskIoCounters, DiskRecord, OpenRecord, SnapshotRecord, SnapshotRef, formatSnapshotRef, parseSnapshotRef, validateDiskName } from '../meta/schema'
@@ -125,9 +126,26 @@ export class Agent {
     }, { handoverTimeoutMs: opts.handoverTimeoutMs, logger: this.log })
   }
 
-  async start (): Promise<void> {
+  // ready(): registered, the node and disk lists read and watched. close(): drains (every open
+  // disk flushed and its lease given up). destroy(err): stops without flushing (open disks
+  // destroyed: waiting I/O fails with err, leases let go). Both then close the node clients.
+  private readonly life = new Lifecycle({
+    open: async () => { await this.openNow() },
+    drain: async () => { await this.drainDisks() },
+    abort: async (err) => { await this.abortDisks(err) },
+    release: async () => {
+      await this.localReads?.close()
+      await this.pool.close()
+    }
+  })
+
+  ready (): Promise<void> { return this.life.ready() }
+  close (): Promise<void> { return this.life.close() }
+  destroy (err?: Error): Promise<void> { return this.life.destroy(err) }
+
+  private async openNow (): Promise<void> {
     await this.meta.registerAgent({ v: 1, host: this.host, site: this.site, mountPoint: this.mountPoint }, { v: 1, startedAtMs: Date.now(), pid: process.pid })
-    await this.pool.start()
+    await this.pool.ready()
     await this.refreshDisks()
     // Watches die with an expired session: set them again on the new one.
     this.meta.onSession(() => {
@@ -328,7 +346,7 @@ export class Agent {
       if (o.handles === 0) {
         this.open.delete(name)
         this.hooks.detached?.(name)
-        await o.disk.close().catch(() => {})
+        await o.disk.close().catch(safetyCatch)
         await this.meta.dropOpenRecord(name, this.host)
       }
     }
@@ -352,7 +370,7 @@ export class Agent {
     const h = this.handles.get(fh)
     if (h === undefined) return
     this.handles.delete(fh)
-    if (h.image !== undefined) { h.image.close(); return }
+    if (h.image !== undefined) { await h.image.close(); return }
     const o = this.open.get(h.name)
     if (o === undefined) return
     o.handles--
@@ -455,16 +473,25 @@ export class Agent {
   }
 
   // Drains: flush every open disk and give its lease up, then leave ZooKeeper's view.
-  async close (): Promise<void> {
-    if (this.closed) return
+  private async drainDisks (): Promise<void> {
     this.closed = true
-    for (const h of this.handles.values()) h.image?.close()
+    await Promise.all([...this.handles.values()].map(async h => { await h.image?.close() }))
     for (const [name, o] of this.open) {
       await o.disk.close().catch(err => this.log.error({ disk: name, err: String(err) }, 'close failed'))
     }
     this.open.clear()
     for (const name of [...this.warm.keys()]) this.dropWarm(name)
-    this.localReads?.close()
-    this.pool.close()
+  }
+
+  // Aborts: every open and cached disk destroyed (also one a draining close is flushing).
+  private async abortDisks (err: Error): Promise<void> {
+    this.closed = true
+    await Promise.all([...this.handles.values()].map(async h => { await h.image?.close() }))
+    const disks = [...[...this.open.values()].map(o => o.disk), ...this.warm.values()]
+    this.open.clear()
+    this.warm.clear()
+    await Promise.all(disks.map(async d => {
+      await d.destroy(err).catch(e => this.log.error({ disk: d.name, err: String(e) }, 'destroy failed'))
+    }))
   }
 }

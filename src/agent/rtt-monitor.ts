@@ -7,6 +7,7 @@
 // while ZooKeeper is away, logged once per outage, never a reason to touch the session or a lease
 // (issue 9: an unanswered report used to replace the session and drop every lease).
 import { safetyCatch } from '../errors'
+import { Lifecycle } from '../lib/lifecycle'
 import { DiskIoCounters } from '../meta/schema'
 import { Logger, silentLogger } from '../log'
 import { MetaStore } from '../meta/store'
@@ -44,11 +45,22 @@ export class RttMonitor {
     this.log = opts.logger ?? silentLogger
   }
 
-  // Measures once (so replica order is right from the first I/O on), then every interval.
-  async start (): Promise<void> {
-    await this.measure().catch(err => this.log.warn({ err: String(err) }, 'round-trip measurement failed'))
-    this.schedule()
-  }
+  // ready(): measures once (so replica order is right from the first I/O on), then every
+  // interval. close(): the timer stopped, a round in flight awaited.
+  private readonly life = new Lifecycle({
+    open: async () => {
+      await this.measure().catch(err => this.log.warn({ err: String(err) }, 'round-trip measurement failed'))
+      this.schedule()
+    },
+    release: async () => {
+      this.closed = true
+      if (this.timer !== null) clearTimeout(this.timer)
+      this.timer = null
+      await this.round?.catch(safetyCatch)
+    }
+  })
+
+  ready (): Promise<void> { return this.life.ready() }
 
   rtts (): Map<string, number> { return new Map(this.smoothedMs) }
 
@@ -103,10 +115,5 @@ export class RttMonitor {
     return best
   }
 
-  async close (): Promise<void> {
-    this.closed = true
-    if (this.timer !== null) clearTimeout(this.timer)
-    this.timer = null
-    await this.round?.catch(safetyCatch)
-  }
+  close (): Promise<void> { return this.life.close() }
 }

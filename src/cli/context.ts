@@ -31,7 +31,7 @@ export async function withMeta<T> (cmd: Command, fn: (meta: MetaStore) => Promis
   try {
     return await fn(meta)
   } finally {
-    meta.close()
+    await meta.close()
   }
 }
 

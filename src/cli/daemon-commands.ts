@@ -45,7 +45,7 @@ export function daemonCommands (program: Command): void {
         capacityBytes: opts.capacity, peerAddresses,
         zk: zkConnectString(cmd), zkSessionTimeoutMs: zkSessionTimeoutMs(cmd), zkConnectTimeoutMs: zkConnectTimeoutMs(cmd), logger: log
       })
-      stopOnSignals(log, node.stop)
+      stopOnSignals(log, node.close)
       log.info({ address: node.address }, 'ready')
     })
 
@@ -78,7 +78,7 @@ export function daemonCommands (program: Command): void {
         handoverTimeoutMs: opts.handoverTimeoutMs, ioRetryMs: opts.ioRetryMs, replicaHungMs: opts.replicaHungMs, nodeAddresses, rttIntervalMs, cacheDir: opts.cacheDir, cacheSizeBytes, localReads: opts.localReads !== false, localReadFiles, autoRepair: opts.autoRepair !== false,
         nbdDir: opts.nbdDir, nbdListen: opts.nbdListen === undefined ? undefined : parseHostPort(opts.nbdListen, '--nbd-listen'), logger: log
       })
-      stopOnSignals(log, m.stop)
+      stopOnSignals(log, m.close)
       log.info({ mountPoint, nbdDir: opts.nbdDir, nbdAddress: m.nbd?.tcpAddress ?? undefined }, 'ready')
     })
 }

@@ -46,7 +46,7 @@ async function withPool<T> (meta: MetaStore, site: string | undefined, fn: (pool
   try {
     return await fn(pool)
   } finally {
-    pool.close()
+    await pool.close()
   }
 }
 

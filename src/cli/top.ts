@@ -180,7 +180,7 @@ class Dashboard {
     } catch {
       // the node is busy or gone: keep the last figure
     } finally {
-      client.close()
+      await client.close()
     }
     this.scheduleRedraw()
   }

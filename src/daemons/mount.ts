@@ -12,8 +12,9 @@ import { checkMountOptions, mountAgent, unmountFuse } from '../agent/fuse-adapte
 import { RttMonitor } from '../agent/rtt-monitor'
 import { AgentExports } from '../nbd/agent-exports'
 import { NbdServer } from '../nbd/server'
-import { isUkaiError } from '../errors'
 import { IO_RETRY_MS_DEFAULT } from '../vdisk/virtual-disk'
+import { UkaiError, isUkaiError, safetyCatch } from '../errors'
+import { Lifecycle, closeWithin } from '../lib/lifecycle'
 
 export interface MountOptions {
   mountPoint: string
@@ -39,8 +40,14 @@ export interface MountOptions {
 }
 
 export const CACHE_SIZE_DEFAULT_BYTES = 1024 ** 3
+// The agent's drain (every open disk flushed, its lease given up) may take this long, or twice the
+// I/O retry bound if that is longer (one flush waits at most that for a replica to come back);
+// past it the disks still draining are destroyed (no flush: as after a crash, fencing holds).
+const SHUTDOWN_DRAIN_DEADLINE_MS_MIN = 60_000
 
-export interface RunningMount { agent: Agent, nbd: NbdServer | null, stop: () => Promise<void> }
+// close(): the shutdown order (see below); destroy(err): unmount, then the agent destroyed (no
+// flush), then the session closed.
+export interface RunningMount { agent: Agent, nbd: NbdServer | null, close: () => Promise<void>, destroy: (err?: Error) => Promise<void> }
 
 export async function runMount (opts: MountOptions): Promise<RunningMount> {
   validateId(opts.host, 'host name')
@@ -67,8 +74,8 @@ export async function runMount (opts: MountOptions): Promise<RunningMount> {
   const rtt = new RttMonitor({ meta, pool: agent.pool, host: opts.host, site: opts.site, intervalMs: opts.rttIntervalMs, ioSnapshot: () => agent.ioSnapshot(), logger: opts.logger })
   let fuse
   try {
-    await agent.start()
-    await rtt.start()
+    await agent.ready()
+    await rtt.ready()
     fuse = await mountAgent(agent, opts.mountPoint, opts.logger, { allowOther: opts.allowOther })
     if (opts.nbdDir !== undefined || opts.nbdListen !== undefined) {
       const server = new NbdServer({
@@ -83,30 +90,47 @@ export async function runMount (opts: MountOptions): Promise<RunningMount> {
     }
   } catch (err) {
     await nbd?.close()
-    if (fuse !== undefined) await unmountFuse(fuse).catch(() => {})
+    if (fuse !== undefined) await unmountFuse(fuse).catch(safetyCatch)
     await rtt.close()
     await agent.close()
-    meta.close()
+    await meta.close()
+    await cache?.close()
     throw err
   }
   resumeOrphanedRelocations(meta, agent, runner as RelocationRunner, opts).catch(err => opts.logger.error({ err: String(err) }, 'could not resume relocations'))
-  let stopping: Promise<void> | null = null
-  const stop = (): Promise<void> => {
-    if (stopping !== null) return stopping
-    stopping = (async () => {
-      // Stop accepting (unmount; lazily if a process still has a file open), then drain the
-      // disks (flush, release leases), then leave ZooKeeper last.
+  // 1. stop accepting: NBD connections end (their requests run to the end), unmount (lazily if
+  // a process still has a file open), no repairs, relocations or round-trip probes start;
+  // 2. drain the disks (flush, leases given up) with a deadline; 3. destroy the disks that did
+  // not drain; 4. gRPC closed (the agent's node clients); 5. the ZooKeeper session last, so
+  // leases and the agent's record vanish only after I/O stopped.
+  const drainDeadlineMs = Math.max(SHUTDOWN_DRAIN_DEADLINE_MS_MIN, 2 * (opts.ioRetryMs ?? IO_RETRY_MS_DEFAULT))
+  let stoppedAccepting: Promise<void> | null = null
+  const stopAccepting = (): Promise<void> => {
+    stoppedAccepting ??= (async () => {
       await nbd?.close()
       await unmountFuse(fuse).catch(err => opts.logger.error({ err: String(err) }, 'unmount failed'))
-      autoRepair?.close()
+      await autoRepair?.close()
       await runner?.close()
       await rtt.close()
-      await agent.close()
-      meta.close()
     })()
-    return stopping
+    return stoppedAccepting
   }
-  return { agent, nbd, stop }
+  const life = new Lifecycle({
+    drain: async () => {
+      await stopAccepting()
+      const how = await closeWithin(agent, drainDeadlineMs, () => UkaiError.unavailable(`mount ${opts.mountPoint}: the disks did not drain within ${drainDeadlineMs} ms`))
+      if (how === 'destroyed') opts.logger.warn({ deadlineMs: drainDeadlineMs }, 'disks did not drain in time; destroyed')
+    },
+    abort: async (err) => {
+      await stopAccepting()
+      await agent.destroy(err).catch(safetyCatch)
+    },
+    release: async () => {
+      await meta.close()
+      await cache?.close()
+    }
+  })
+  return { agent, nbd, close: async () => { await life.close() }, destroy: async (err?: Error) => { await life.destroy(err) } }
 }
 
 // Relocations whose executor died (its lease is gone, or was held by this host before a crash)

@@ -7,9 +7,14 @@ import { MetaStore } from '../meta/store'
 import { StorageClient } from '../storagenode/client'
 import { writeLocalReadToken } from '../storagenode/local-read-token'
 import { startStorageServer } from '../storagenode/server'
+import { UkaiError, safetyCatch } from '../errors'
+import { Lifecycle, closeWithin } from '../lib/lifecycle'
 
 // How often a node refreshes the usage figures in its liveness znode.
 const USAGE_REPORT_INTERVAL_MS = 5000
+// A close of the server that takes longer (in-flight grace, gRPC shutdown, the store's fsync) is
+// stuck: the server is destroyed (calls reset, no fsync: the next start syncs the data dir).
+const SHUTDOWN_DRAIN_DEADLINE_MS = 30_000
 
 export interface StorageNodeOptions {
   id: string
@@ -27,7 +32,9 @@ export interface StorageNodeOptions {
   logger: Logger
 }
 
-export interface RunningStorageNode { address: string, stop: () => Promise<void> }
+// close(): the shutdown order (see below); destroy(err): the server destroyed at once, then the
+// session closed.
+export interface RunningStorageNode { address: string, close: () => Promise<void>, destroy: (err?: Error) => Promise<void> }
 
 export async function runStorageNode (opts: StorageNodeOptions): Promise<RunningStorageNode> {
   validateId(opts.id, 'node id')
@@ -38,7 +45,7 @@ export async function runStorageNode (opts: StorageNodeOptions): Promise<Running
   try {
     server = await startStorageServer({ nodeId: opts.id, dataDir: opts.dataDir, listen: opts.listen, capacityBytes: opts.capacityBytes, peerAddresses: opts.peerAddresses, logger: log })
   } catch (err) {
-    meta.close()
+    await meta.close()
     throw err
   }
   // New at every start: an agent holding the old one re-checks, and drops what it cached.
@@ -48,7 +55,7 @@ export async function runStorageNode (opts: StorageNodeOptions): Promise<Running
     localReadToken = writeLocalReadToken(dataDir)
   } catch (err) {
     await server.close(0)
-    meta.close()
+    await meta.close()
     throw err
   }
   const self = new StorageClient({ nodeId: opts.id, address: server.address })
@@ -64,16 +71,25 @@ export async function runStorageNode (opts: StorageNodeOptions): Promise<Running
   }, USAGE_REPORT_INTERVAL_MS)
   timer.unref()
 
-  let stopping: Promise<void> | null = null
-  const stop = (): Promise<void> => {
-    if (stopping !== null) return stopping
-    stopping = (async () => {
-      clearInterval(timer)
-      self.close()
-      await server.close()
-      meta.close() // last: closing the session drops our liveness only after I/O stopped
-    })()
-    return stopping
-  }
-  return { address: server.address, stop }
+  // 1. stop accepting (no more usage reports; the server refuses new calls as its close starts),
+  // 2. drain with a deadline (the server's grace for calls in flight, then its store's fsync),
+  // 3. destroy what did not drain, 4. gRPC closed (the server's shutdown, our own client), 5. the
+  // ZooKeeper session last: our liveness goes only after I/O stopped.
+  const stopAccepting = (): void => { clearInterval(timer) }
+  const life = new Lifecycle({
+    drain: async () => {
+      stopAccepting()
+      await closeWithin(server, SHUTDOWN_DRAIN_DEADLINE_MS, () => UkaiError.unavailable(`storage node ${opts.id}: shutdown drain took over ${SHUTDOWN_DRAIN_DEADLINE_MS} ms`))
+        .then(how => { if (how === 'destroyed') log.warn({ deadlineMs: SHUTDOWN_DRAIN_DEADLINE_MS }, 'storage server did not drain in time; destroyed') })
+    },
+    abort: async (err) => {
+      stopAccepting()
+      await server.destroy(err).catch(safetyCatch)
+    },
+    release: async () => {
+      await self.close()
+      await meta.close()
+    }
+  })
+  return { address: server.address, close: async () => { await life.close() }, destroy: async (err?: Error) => { await life.destroy(err) } }
 }

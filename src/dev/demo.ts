@@ -116,7 +116,7 @@ export async function runDemo (dir: string): Promise<void> {
     fs.closeSync(fd)
     fs.closeSync(fdB)
   } finally {
-    meta.close()
+    await meta.close()
   }
   say('the cluster keeps running; try:')
   show(`export UKAI_ZK=${info.zk.connectString}`)

@@ -69,7 +69,7 @@ async function blocksToExport (meta: MetaStore, pool: NodePool, disk: DiskRecord
   try {
     return [...new Set([...own, ...await chain.writtenBlocks(meta)])].sort((a, b) => a - b)
   } finally {
-    chain.close()
+    await chain.close()
   }
 }
 
@@ -91,7 +91,7 @@ export async function exportSnapshot (meta: MetaStore, pool: NodePool, req: Expo
   try {
     out = await openOutput(req.output)
   } catch (err) {
-    image.close()
+    await image.close()
     throw err
   }
   const summary: ExportSummary = {
@@ -138,7 +138,7 @@ export async function exportSnapshot (meta: MetaStore, pool: NodePool, req: Expo
     await out.abort()
     throw err
   } finally {
-    image.close()
+    await image.close()
   }
   summary.seconds = (Date.now() - startedMs) / 1000
   return summary

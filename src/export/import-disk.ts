@@ -10,7 +10,7 @@
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
-import { UkaiError, isUkaiError } from '../errors'
+import { UkaiError, isUkaiError, safetyCatch } from '../errors'
 import { Logger, silentLogger } from '../log'
 import { LeaseManager } from '../meta/lease'
 import { SnapshotRecord, validateDiskName } from '../meta/schema'
@@ -25,6 +25,7 @@ import { identityOf } from './export-disk'
 import { SPARSE_GRAIN_BYTES, isZero } from './output'
 import { SnapshotIdentity, StreamHeader, StreamRecord, decodeStream, isStreamMagic } from './stream-format'
 import { Window } from '../lib/worker-pool'
+import { Lifecycle } from '../lib/lifecycle'
 
 // One write request through the disk engine (the protocol's limit is 4 MiB).
 const WRITE_CHUNK_BYTES = 1024 * 1024
@@ -164,11 +165,21 @@ class ImportWriter {
     return await this.meta.commitSnapshot(await this.meta.getDisk(this.disk.name), name, { leaseVersion: holder.version, origin })
   }
 
-  async close (): Promise<void> {
-    await this.window.drain().catch(() => {})
-    await this.disk.close()
-    for (const d of this.leases.heldDisks()) await this.leases.release(d).catch(() => {})
-  }
+  // close(): the writes in flight finish (their errors were the caller's), the disk flushes and
+  // closes, leases left over are let go. destroy(err): the disk is destroyed instead (no flush).
+  private readonly life = new Lifecycle({
+    drain: async () => {
+      await this.window.drain().catch(safetyCatch)
+      await this.disk.close()
+    },
+    abort: async (err) => { await this.disk.destroy(err) },
+    release: async () => {
+      for (const d of this.leases.heldDisks()) await this.leases.release(d).catch(safetyCatch)
+    }
+  })
+
+  close (): Promise<void> { return this.life.close() }
+  destroy (err?: Error): Promise<void> { return this.life.destroy(err) }
 }
 
 export async function importDisk (meta: MetaStore, pool: NodePool, req: ImportRequest): Promise<ImportSummary> {

@@ -91,6 +91,6 @@ export async function runHook (call: HookCall, deps: HookDeps): Promise<void> {
   } catch (err) {
     log.error({ ...base, err: (err as Error).message }, 'hook failed; libvirt goes on')
   } finally {
-    meta.close()
+    await meta.close()
   }
 }

@@ -10,6 +10,7 @@ import {
   SnapshotRecord, SnapshotRequest, decodeJson, decodeSegment, encodeJson, encodeSegment, paths
 } from './schema'
 import { Watcher, ZkClient, ZkOp } from './zk-client'
+import { Lifecycle } from '../lib/lifecycle'
 
 // The connect deadline's default, for the CLI's --help (the client itself stays in src/meta).
 export { ZK_CONNECT_TIMEOUT_MS_DEFAULT, ZK_SESSION_TIMEOUT_MS_DEFAULT } from './zk-client'
@@ -54,7 +55,10 @@ export class MetaStore {
 
   static { zkOfStore = (meta) => meta.zk }
 
-  close (): void { this.zk.close() }
+  private readonly life = new Lifecycle({ release: async () => { await this.zk.close() } })
+
+  // The session closed: its ephemerals (node liveness, leases) vanish. Close it last.
+  close (): Promise<void> { return this.life.close() }
 
   // --- session ------------------------------------------------------------------------------
 

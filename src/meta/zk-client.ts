@@ -15,6 +15,7 @@ import { UkaiError } from '../errors'
 import { Logger, silentLogger } from '../log'
 import { ZK_CODES_UNKNOWN_TO_LIBRARY, setZkGuardLogger } from './zk-library-guard'
 import { sleep } from '../lib/timers'
+import { Lifecycle } from '../lib/lifecycle'
 
 export const ZK_CONNECT_TIMEOUT_MS_DEFAULT = 5000
 export const ZK_SESSION_TIMEOUT_MS_DEFAULT = 10000
@@ -171,11 +172,16 @@ export class ZkClient extends EventEmitter {
     })
   }
 
-  close (): void {
-    if (this.closed) return
-    this.closed = true
-    this.client?.close()
-  }
+  // Closes the session (its ephemerals go). No open step here: ready() above is the connect,
+  // which a lost session repeats; a close while connecting closes the connecting client.
+  private readonly life = new Lifecycle({
+    release: () => {
+      this.closed = true
+      this.client?.close()
+    }
+  })
+
+  close (): Promise<void> { return this.life.close() }
 
   // Runs one library call; waits for the connection when disconnected, up to opTimeoutMs, then
   // fails with ZK_UNAVAILABLE. The library keeps a request it could not send queued until it

@@ -8,6 +8,7 @@
 // when another relocation of the disk is active, or when no node has room (logged; `ukai disk
 // info` shows the blocks below their replica count, `ukai disk repair` retries).
 import { isUkaiError, safetyCatch } from '../errors'
+import { Lifecycle } from '../lib/lifecycle'
 import { Logger, silentLogger } from '../log'
 import { MetaStore } from '../meta/store'
 import { planRelocation } from './plan'
@@ -72,9 +73,13 @@ export class AutoRepair {
     }
   }
 
-  close (): void {
-    this.closed = true
-    for (const p of this.pending.values()) clearTimeout(p.timer)
-    this.pending.clear()
-  }
+  private readonly life = new Lifecycle({
+    release: () => {
+      this.closed = true
+      for (const p of this.pending.values()) clearTimeout(p.timer)
+      this.pending.clear()
+    }
+  })
+
+  close (): Promise<void> { return this.life.close() }
 }

@@ -72,7 +72,7 @@ export async function estimateCopy (input: ProbeInput): Promise<CopyEstimate> {
     // An unreachable node: no measurement (the relocation itself will report the node).
     return capped(0)
   } finally {
-    for (const c of clients.values()) c.close()
+    await Promise.all([...clients.values()].map(async c => { await c.close() }))
   }
   const elapsedSec = Math.max(0.001, (Date.now() - started) / 1000)
   return { ...capped(bytes / elapsedSec), sampledBlocks: blocks }

@@ -84,7 +84,7 @@ export async function planRelocation (meta: MetaStore, req: RelocationRequest): 
         written.set(b.block, [...(written.get(b.block) ?? []), { id, address: view.alive.address }])
       }
     } finally {
-      client.close()
+      await client.close()
     }
   }
   const siteOf = (id: string): string => nodes.find(n => n.id === id)?.site ?? '?'

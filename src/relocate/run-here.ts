@@ -1,6 +1,7 @@
 // Runs a relocation in this process (the CLI), for a disk nobody holds the lease of: take the
 // lease, run the executor, release. If an agent asks for the lease meanwhile (its VM writes),
 // hand it over at once; that agent's runner continues the relocation.
+import { safetyCatch } from '../errors'
 import { Logger, silentLogger } from '../log'
 import { LeaseManager } from '../meta/lease'
 import { MetaStore } from '../meta/store'
@@ -27,7 +28,7 @@ export async function runRelocationHere (meta: MetaStore, name: string, opts: { 
     return await (runner.maybeStart(disk) ?? Promise.resolve('stopped' as const))
   } finally {
     await runner.close()
-    await disk?.close().catch(() => {})
-    pool.close()
+    await disk?.close().catch(safetyCatch)
+    await pool.close()
   }
 }

@@ -1,6 +1,7 @@
 // Keeps a disk's relocation running wherever its lease is: the agent (or CLI) that holds the
 // lease runs it; when the lease moves, the executor stops here and starts on the new holder.
 import { safetyCatch } from '../errors'
+import { Lifecycle } from '../lib/lifecycle'
 import { Logger, silentLogger } from '../log'
 import { MetaStore } from '../meta/store'
 import { NodePool } from '../vdisk/node-pool'
@@ -87,10 +88,15 @@ export class RelocationRunner {
 
   isRunning (name: string): boolean { return this.running.has(name) }
 
-  async close (): Promise<void> {
-    this.closed = true
-    this.unsubscribeSession()
-    for (const [name, r] of this.running) { r.abort.abort(); await r.done.catch(safetyCatch); this.running.delete(name) }
-    this.watched.clear()
-  }
+  // Running relocations are stopped (each resumes from its record later), not waited out.
+  private readonly life = new Lifecycle({
+    release: async () => {
+      this.closed = true
+      this.unsubscribeSession()
+      for (const [name, r] of this.running) { r.abort.abort(); await r.done.catch(safetyCatch); this.running.delete(name) }
+      this.watched.clear()
+    }
+  })
+
+  close (): Promise<void> { return this.life.close() }
 }

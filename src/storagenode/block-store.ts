@@ -20,8 +20,9 @@
 //   startup-scan.ts   the data dir check, the start-up scan and sync
 //   version-files.ts  the block file I/O: pread/pwrite/fsync of one version file, the file cache
 import * as path from 'node:path'
-import { UkaiError } from '../errors'
+import { UkaiError, safetyCatch } from '../errors'
 import { BLOCK_SIZE_MAX_BYTES } from '../lib/limits'
+import { Lifecycle } from '../lib/lifecycle'
 import { RangeLocks } from '../lib/range-locks'
 import { DiskSync } from './disk-sync'
 import { DiskTable } from './disks'
@@ -69,6 +70,23 @@ export class BlockStore {
   startSyncMs = 0
   startSyncFiles = 0
   private closed = false
+  // close(): in-flight mutations finish, everything dirty is fsynced, files closed. destroy():
+  // no fsync (the next start syncs the data dir, see startup-scan.ts); in-flight mutations (local
+  // file calls) still settle before their files close.
+  private readonly life = new Lifecycle({
+    drain: async () => {
+      this.stopAccepting()
+      for (const disk of this.disks.values()) {
+        await Promise.allSettled([...disk.inflight])
+        await this.sync.flush(disk).catch(safetyCatch)
+      }
+    },
+    abort: () => { this.stopAccepting() },
+    release: async () => {
+      for (const disk of this.disks.values()) await Promise.allSettled([...disk.inflight])
+      await this.files.closeAll()
+    }
+  })
 
   private constructor (opts: BlockStoreOptions) {
     this.nodeId = opts.nodeId
@@ -250,15 +268,12 @@ export class BlockStore {
   async reconcile (): Promise<void> { await this.space.reconcile() }
 
   // Waits for in-flight mutations, fsyncs everything dirty, closes all files. Idempotent.
-  async close (): Promise<void> {
-    if (this.closed) return
+  close (): Promise<void> { return this.life.close() }
+  destroy (err?: Error): Promise<void> { return this.life.destroy(err) }
+
+  private stopAccepting (): void {
     this.closed = true
     this.disks.close()
     this.space.stop()
-    for (const disk of this.disks.values()) {
-      await Promise.allSettled([...disk.inflight])
-      await this.sync.flush(disk).catch(() => {})
-    }
-    await this.files.closeAll()
   }
 }

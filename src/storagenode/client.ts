@@ -13,7 +13,8 @@
 // that is slow but answering is never hung. The state is shared by all clients of one node
 // (`NodeProgress`), so reads and writes learn it together.
 import * as grpc from '@grpc/grpc-js'
-import { UkaiError, UkaiErrorCode, safetyCatch } from '../errors'
+import { UkaiError, UkaiErrorCode, isUkaiError, safetyCatch } from '../errors'
+import { Lifecycle } from '../lib/lifecycle'
 import { codeOfServiceError, codeOfStatus, trailerCode } from './status'
 import {
   BlockEpochs, BlockVersion, CopyBaseRequest, CopyBaseResponse, IoRequestOut, IoResponse, LocateBlockRequest, LocateBlockResponse, MAX_IO_BYTES,
@@ -226,15 +227,22 @@ export class StorageClient {
     await this.unary('Ping', {}, timeoutMs, true)
   }
 
-  // Fails everything pending with UNAVAILABLE and closes the channel. Idempotent.
-  close (): void {
-    if (this.closed) return
-    this.closed = true
-    this.unsubscribe()
-    if (this.watchdog !== undefined) clearInterval(this.watchdog)
-    this.failPending(() => UkaiError.unavailable(`${this.nodeId}: client to ${this.address} closed`))
-    this.grpcClient.close()
-  }
+  // close(): fails everything pending with UNAVAILABLE and closes the channel (nothing to drain:
+  // a caller that wants its answers awaits them first). destroy(err): the same, pending calls
+  // fail with err. Both idempotent; the work is done by the time the call returns.
+  private readonly life = new Lifecycle({
+    abort: (err) => { this.failPending(() => isUkaiError(err) ? err : UkaiError.unavailable(`${this.nodeId}: client to ${this.address} destroyed: ${err.message}`, err)) },
+    release: () => {
+      this.closed = true
+      this.unsubscribe()
+      if (this.watchdog !== undefined) clearInterval(this.watchdog)
+      this.failPending(() => UkaiError.unavailable(`${this.nodeId}: client to ${this.address} closed`))
+      this.grpcClient.close()
+    }
+  })
+
+  close (): Promise<void> { return this.life.close() }
+  destroy (err?: Error): Promise<void> { return this.life.destroy(err) }
 
   // Fails everything queued and in flight with `err()` and drops the stream.
   private failPending (err: () => UkaiError): void {

@@ -25,8 +25,8 @@ export class PeerClients {
     return c
   }
 
-  close (): void {
-    for (const c of this.clients.values()) c.close()
+  async close (): Promise<void> {
+    await Promise.all([...this.clients.values()].map(async c => { await c.close() }))
   }
 }
 

@@ -25,6 +25,7 @@
 // 64 MiB per node leaves room for three streams at their full budget beside one stuck one.
 // Throughput and the rest: docs/architecture.md ("Io stream memory bounds").
 import { UkaiError } from '../errors'
+import { Lifecycle } from '../lib/lifecycle'
 import { IoBudgetStat, MAX_IO_BYTES } from './wire'
 
 export type { IoBudgetStat }
@@ -154,8 +155,11 @@ export class StreamIoGate<T> {
 
   // The stream is gone: queued requests are dropped, every charge is released (the transport
   // drops the replies it still held). Idempotent.
-  close (): void {
-    if (this.closed) return
+  private readonly life = new Lifecycle({ release: () => { this.drop() } })
+
+  close (): Promise<void> { return this.life.close() }
+
+  private drop (): void {
     this.closed = true
     this.queue.length = 0
     this.queuedDataBytes = 0

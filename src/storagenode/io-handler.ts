@@ -12,7 +12,7 @@
 // queue and releases its charges, and a stream whose replies have not moved for 30 s is reset.
 import * as http2 from 'node:http2'
 import * as grpc from '@grpc/grpc-js'
-import { UkaiError } from '../errors'
+import { UkaiError, safetyCatch } from '../errors'
 import type { Logger } from '../log'
 import type { BlockStore } from './block-store'
 import { Charge, IO_STALL_CHECK_MS, NodeIoBudget, StreamIoGate } from './io-budget'
@@ -129,7 +129,7 @@ export function ioHandler (deps: IoHandlerDeps): StorageHandlers['Io'] {
     call.on('end', () => { clientDone = true; finish() })
     // Cancelled or broken: drop what waits and release every charge (the transport drops the
     // replies it held). 'close' also covers a stream destroyed without either event.
-    const drop = (): void => { gone = true; deps.streams.delete(call); clearInterval(stallCheck); gate.close() }
+    const drop = (): void => { gone = true; deps.streams.delete(call); clearInterval(stallCheck); gate.close().catch(safetyCatch) }
     call.on('error', drop)
     call.on('cancelled', drop)
     call.on('close', drop)

@@ -9,6 +9,7 @@ import * as http2 from 'node:http2'
 import type { Socket } from 'node:net'
 import * as grpc from '@grpc/grpc-js'
 import { UkaiError } from '../errors'
+import { Lifecycle } from '../lib/lifecycle'
 import { Logger, silentLogger } from '../log'
 import { adminHandlers } from './admin-handlers'
 import { FLOW_CONTROL_WINDOW_BYTES } from './client'
@@ -50,7 +51,10 @@ export interface StorageServer {
   address: string   // host:port actually bound
   port: number
   stats: () => StorageServerStats
+  // Drains (in flight up to graceMs, then streams ended, gRPC shut down, the store fsynced).
   close: (graceMs?: number) => Promise<void>
+  // Aborts: gRPC force-shut (calls reset), the store closed without fsync.
+  destroy: (err?: Error) => Promise<void>
 }
 
 export async function startStorageServer (opts: StorageServerOptions): Promise<StorageServer> {
@@ -64,7 +68,8 @@ export async function startStorageServer (opts: StorageServerOptions): Promise<S
   const peers = new PeerClients(opts.peerAddresses)
   const counters: ServerCounters = { requests: 0, errors: 0, bytesRead: 0, bytesWritten: 0, inFlight: 0 }
   const streams = new Set<IoCall>()
-  let closing: Promise<void> | undefined
+  let closing: Promise<void> | undefined  // set by the first close or destroy: handlers refuse
+  let closeGraceMs = CLOSE_GRACE_MS_DEFAULT
   let drained: (() => void) | undefined  // wakes close() when the last in-flight request ends
   const isClosing = (): boolean => closing !== undefined
   const failure = failureOf(nodeId, counters, log)
@@ -107,10 +112,10 @@ export async function startStorageServer (opts: StorageServerOptions): Promise<S
   tuneServerSessions(server)
   log.info({ address, dataDir: store.dataDir, capacityBytes: store.capacityBytes, usedBytes: store.usedBytes, dataDirSyncMs: store.startSyncMs, dataDirSyncFiles: store.startSyncFiles }, 'storage node listening')
 
-  const shutdown = async (graceMs: number): Promise<void> => {
+  const drain = async (graceMs: number): Promise<void> => {
     // 1. stop accepting (handlers answer UNAVAILABLE), 2. drain in flight with a deadline,
     // 3. end the streams so clients see a clean end, 4. gRPC shutdown, forced if slow,
-    // 5. flush and close the store.
+    // 5. flush and close the store. destroy skips 2 and 5's flush, and forces 4 at once.
     if (counters.inFlight > 0 && graceMs > 0) {
       await new Promise<void>(resolve => {
         const timer = setTimeout(resolve, graceMs)
@@ -118,6 +123,8 @@ export async function startStorageServer (opts: StorageServerOptions): Promise<S
       })
       drained = undefined
     }
+  }
+  const release = async (graceMs: number): Promise<void> => {
     for (const call of streams) call.end()
     streams.clear()
     await new Promise<void>(resolve => {
@@ -125,10 +132,16 @@ export async function startStorageServer (opts: StorageServerOptions): Promise<S
       server.tryShutdown(() => { clearTimeout(timer); resolve() })
     })
     server.forceShutdown()
-    peers.close()
-    await store.close()
+    await peers.close()
+    if (life.destroyed) await store.destroy(life.error ?? undefined)
+    else await store.close()
     log.info({ ...counters }, 'storage node stopped')
   }
+  const life = new Lifecycle({
+    drain: async () => { await drain(closeGraceMs) },
+    abort: () => { server.forceShutdown(); drained?.() },
+    release: async () => { await release(life.destroyed ? 0 : closeGraceMs) }
+  })
 
   return {
     address,
@@ -145,7 +158,12 @@ export async function startStorageServer (opts: StorageServerOptions): Promise<S
       ...ioBudget.stat()
     }),
     close: async (graceMs = CLOSE_GRACE_MS_DEFAULT) => {
-      closing ??= shutdown(graceMs)
+      if (closing === undefined) closeGraceMs = graceMs
+      closing = life.close()
+      await closing
+    },
+    destroy: async (err?: Error) => {
+      closing = life.destroy(err)
       await closing
     }
   }

@@ -17,6 +17,7 @@ import fs from 'node:fs'
 import path from 'node:path'
 import { UkaiError } from '../errors'
 import { Logger, silentLogger } from '../log'
+import { Lifecycle } from '../lib/lifecycle'
 
 // Cache line: a block is cached in chunks of this size, so a small read of a far block moves
 // 1 MiB, not a whole (up to 64 MiB) block.
@@ -135,7 +136,7 @@ export class CommittedCache {
   async put (uuid: string, block: number, epoch: number, chunk: number, data: Buffer): Promise<void> {
     if (!UUID_RE.test(uuid)) throw UkaiError.internal(`bad disk uuid '${uuid}' for the cache`)
     const key = CommittedCache.key(uuid, block, epoch, chunk)
-    if (this.entries.has(key) || data.length > this.maxBytes) return
+    if (this.entries.has(key) || data.length > this.maxBytes || this.life.closing) return
     await this.evictTo(this.maxBytes - data.length)
     const sub = path.join(this.dir, uuid)
     const file = path.join(sub, `${block}.${epoch}.${chunk}`)
@@ -173,6 +174,12 @@ export class CommittedCache {
       await fs.promises.rm(e.file, { force: true })
     }
   }
+
+  // Entries are files (none is held open): close() only stops new entries from being stored;
+  // a put in flight finishes (its temp file is renamed or removed).
+  private readonly life = new Lifecycle()
+
+  close (): Promise<void> { return this.life.close() }
 
   stats (): CommittedCacheStats {
     return { entries: this.entries.size, bytes: this.bytes, maxBytes: this.maxBytes, hits: this.hits, misses: this.misses, evictions: this.evictions }

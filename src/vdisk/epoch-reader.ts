@@ -9,6 +9,7 @@ import { blockCountFor } from './block-range'
 import { cachedCommittedRead } from './cached-epoch-read'
 import { NodePool } from './node-pool'
 import { nearestFirst, readFromReplicas } from './replica-read'
+import { Lifecycle } from '../lib/lifecycle'
 
 export class EpochReader {
   readonly record: DiskRecord
@@ -18,6 +19,7 @@ export class EpochReader {
   private segments: PlacementSegment[] = []
   private turn = 0
   private closed = false
+  private readonly life = new Lifecycle({ release: () => { this.closed = true } })
 
   private constructor (private readonly meta: MetaStore, private readonly pool: NodePool, record: DiskRecord, epoch: number, sizeBytes: number, private readonly ioRetryMs: number) {
     this.record = record
@@ -85,5 +87,5 @@ export class EpochReader {
     throw UkaiError.io(`block ${block} of ${this.record.name}: no in-sync replica listed its versions (${errors.join('; ') || 'none in sync'})`)
   }
 
-  close (): void { this.closed = true }
+  close (): Promise<void> { return this.life.close() }
 }

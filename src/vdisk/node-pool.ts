@@ -4,6 +4,7 @@
 // An address override (`ukai mount --node-address ID=HOST:PORT`) replaces the address a node
 // registered, for this host only: how a WAN proxy is put between this host and a node.
 import { safetyCatch } from '../errors'
+import { Lifecycle } from '../lib/lifecycle'
 import { Logger, silentLogger } from '../log'
 import { MetaStore, NodeView } from '../meta/store'
 import { NodeProgress, StorageClient } from '../storagenode/client'
@@ -53,9 +54,20 @@ export class NodePool {
   setRtts (rttMs: Map<string, number>): void { this.rttMs = new Map(rttMs) }
   rtt (id: string): number | undefined { return this.rttMs.get(id) }
 
-  async start (): Promise<void> {
-    await this.refresh()
-  }
+  // ready(): the node list read once (and watched); close(): every client closed.
+  private readonly life = new Lifecycle({
+    open: async () => { await this.refresh() },
+    release: async () => {
+      this.closed = true
+      const clients = [...this.clients.values()]
+      this.clients.clear()
+      await Promise.all(clients.map(async c => { await c.close() }))
+    }
+  })
+
+  ready (): Promise<void> { return this.life.ready() }
+  // The same as ready() (the name callers used before the one lifecycle shape).
+  start (): Promise<void> { return this.life.ready() }
 
   // Re-reads the node list; the watch calls it again on the next change.
   refresh (): Promise<void> {
@@ -69,7 +81,7 @@ export class NodePool {
           const n = next.get(id)
           const old = this.nodes.get(id)
           if (n === undefined || old === undefined || this.addressOf(n) !== this.addressOf(old)) {
-            client.close()
+            client.close().catch(safetyCatch)
             this.clients.delete(key)
           }
         }
@@ -125,9 +137,5 @@ export class NodePool {
     return d
   }
 
-  close (): void {
-    this.closed = true
-    for (const c of this.clients.values()) c.close()
-    this.clients.clear()
-  }
+  close (): Promise<void> { return this.life.close() }
 }

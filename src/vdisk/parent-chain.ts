@@ -12,6 +12,7 @@ import { MetaStore } from '../meta/store'
 import { NodePool } from './node-pool'
 import { EpochReader } from './epoch-reader'
 import { nearestFirst } from './replica-read'
+import { Lifecycle } from '../lib/lifecycle'
 
 export const CLONE_BASE_EPOCH = 1
 const CHAIN_DEPTH_MAX = 16
@@ -92,5 +93,9 @@ export class ParentChain {
     return [...blocks].sort((a, b) => a - b)
   }
 
-  close (): void { for (const l of this.levels) l.close() }
+  private readonly life = new Lifecycle({
+    release: async () => { await Promise.all(this.levels.map(async l => { await l.close() })) }
+  })
+
+  close (): Promise<void> { return this.life.close() }
 }

@@ -17,6 +17,7 @@ import { Logger, silentLogger } from '../log'
 import { readLocalReadToken } from '../storagenode/local-read-token'
 import { NodePool } from './node-pool'
 import { SYNC_IO_MAX_BYTES } from '../lib/limits'
+import { Lifecycle } from '../lib/lifecycle'
 
 // Open version files kept across all disks of this agent (least recently used closed first;
 // `ukai mount --local-read-files`). 1024 covers 4 GiB of 4 MiB blocks; a file closed for the bound
@@ -130,11 +131,14 @@ export class LocalReads {
 
   get openFiles (): number { return this.lru.size }
 
-  close (): void {
-    if (this.closed) return
-    this.closed = true
-    for (const d of [...this.disks]) d.close()
-  }
+  private readonly life = new Lifecycle({
+    release: async () => {
+      this.closed = true
+      await Promise.all([...this.disks].map(async d => { await d.close() }))
+    }
+  })
+
+  close (): Promise<void> { return this.life.close() }
 }
 
 // The short-circuit state of one open disk. Invalidation rules (the caller, VirtualDisk, reports
@@ -228,12 +232,15 @@ export class DiskLocalReads {
     closeWhenIdle(e)
   }
 
-  close (): void {
-    if (this.closed) return
-    this.dropAll()
-    this.closed = true
-    this.owner.forget(this)
-  }
+  private readonly life = new Lifecycle({
+    release: () => {
+      this.dropAll()
+      this.closed = true
+      this.owner.forget(this)
+    }
+  })
+
+  close (): Promise<void> { return this.life.close() }
 
   get cachedEntries (): number {
     let n = 0

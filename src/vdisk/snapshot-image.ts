@@ -8,6 +8,7 @@ import { NodePool } from './node-pool'
 import { ParentChain } from './parent-chain'
 import { EpochReader } from './epoch-reader'
 import { IO_RETRY_MS_DEFAULT } from './virtual-disk'
+import { Lifecycle } from '../lib/lifecycle'
 
 export class SnapshotImage {
   private constructor (readonly snapshot: SnapshotRecord, private readonly reader: EpochReader, private readonly chain: ParentChain | null) {}
@@ -38,8 +39,9 @@ export class SnapshotImage {
     throw new UkaiError('READ_ONLY', `snapshot ${this.snapshot.disk}@${this.snapshot.name} is read-only`)
   }
 
-  close (): void {
-    this.reader.close()
-    this.chain?.close()
-  }
+  private readonly life = new Lifecycle({
+    release: async () => { await Promise.all([this.reader.close(), this.chain?.close()]) }
+  })
+
+  close (): Promise<void> { return this.life.close() }
 }

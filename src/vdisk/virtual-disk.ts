@@ -23,6 +23,7 @@ import { ParentChain } from './parent-chain'
 import { IO_RETRY_PAUSE_MS, nearestFirst, readFromReplicas } from './replica-read'
 import { sleep } from '../lib/timers'
 import { forEachBounded } from '../lib/worker-pool'
+import { Lifecycle } from '../lib/lifecycle'
 
 // How long an I/O keeps retrying while no replica answers (a node restarting, a network blip)
 // before the guest sees EIO.
@@ -75,6 +76,14 @@ export class VirtualDisk {
   private readonly rangeOrder = new RangeLocks()
   private readTurn = 0
   private closed = false
+  // close(): flush, then let the lease go; destroy(err): writes and flushes waiting for a replica
+  // fail with err, nothing is flushed, the lease is let go all the same (see src/lib/lifecycle.ts)
+  private readonly aborted = new AbortController()
+  private readonly life = new Lifecycle({
+    drain: async () => { await this.flush() },
+    abort: (err) => { this.aborted.abort(err) },
+    release: async () => { await this.releaseOnClose() }
+  })
   private readonly ioRetryMs: number
   private readonly onLeaseAcquired?: (disk: VirtualDisk) => void
   private readonly onReplicaStale?: VirtualDiskDeps['onReplicaStale']
@@ -126,7 +135,7 @@ export class VirtualDisk {
         const oldCount = this.segments.length
         // An older answer (this read raced a fresher one, e.g. at lease acquisition) never wins.
         if (record.version < this.record.version) return
-        if (record.parent === null && this.chain !== null) { this.chain.close(); this.chain = null }  // flattened
+        if (record.parent === null && this.chain !== null) { this.chain.close().catch(safetyCatch); this.chain = null }  // flattened
         this.record = record
         this.local?.dropAll()
         // Existing segments carry watches of their own; only a session replacement (watches
@@ -466,6 +475,7 @@ export class VirtualDisk {
       throw UkaiError.outOfRange(`write of ${data.length} bytes at ${offset} ends past the end of ${this.name} (${this.sizeBytes} bytes)`)
     }
     if (data.length === 0) return
+    this.aborted.signal.throwIfAborted()
     const lease = await this.ensureLease()
     while (this.writeGate !== null) await this.writeGate
     this.inFlightWrites++
@@ -490,6 +500,7 @@ export class VirtualDisk {
   async discard (offset: number, length: number): Promise<void> {
     const end = Math.min(offset + length, this.sizeBytes)  // past the end is already nothing
     if (end <= offset) return
+    this.aborted.signal.throwIfAborted()
     const lease = await this.ensureLease()
     this.inFlightWrites++
     try {
@@ -536,7 +547,7 @@ export class VirtualDisk {
       // for one to come back, up to the deadline.
       const allUnavailable = results.every(r => r.status === 'rejected' && isUkaiError(r.reason, 'UNAVAILABLE'))
       if (!allUnavailable || Date.now() >= deadline) break
-      await sleep(IO_RETRY_PAUSE_MS)
+      await sleep(IO_RETRY_PAUSE_MS, { signal: this.aborted.signal })
     }
     if (this.chain !== null && results.every(r => r.status === 'fulfilled')) this.materialized.add(block)
     const failed: Array<{ replica: Replica, err: unknown }> = []
@@ -579,6 +590,7 @@ export class VirtualDisk {
   // reports success. Calls while one runs share the next one (group commit): each returns after
   // a flush that started after it was called.
   flush (): Promise<void> {
+    if (this.aborted.signal.aborted) return Promise.reject(this.aborted.signal.reason)
     if (this.flushRunning === null) return this.startFlush()
     if (this.flushNext === null) {
       const after = (): Promise<void> => { this.flushNext = null; return this.startFlush() }
@@ -647,26 +659,31 @@ export class VirtualDisk {
       if (!retryable || Date.now() >= deadline) {
         throw UkaiError.io(`flush of ${this.name} failed: block ${orphansOf(stuck[0])[0]} is not durable on any replica (${why})`)
       }
-      await sleep(IO_RETRY_PAUSE_MS)
+      await sleep(IO_RETRY_PAUSE_MS, { signal: this.aborted.signal })
       pending = [...failures.keys()]
     }
   }
 
-  async close (): Promise<void> {
-    if (this.closed) return
+  // Flushes once (a second call, also a concurrent one, returns the first one's promise), then
+  // lets the lease go.
+  close (): Promise<void> { return this.life.close() }
+
+  // Aborts: writes and flushes waiting for a replica fail with err, nothing more is flushed (an
+  // fsync after this fails), the lease is let go. Writes not flushed are not durable, as after a
+  // crash; fencing refuses any still in flight once another host takes the lease.
+  destroy (err?: Error): Promise<void> { return this.life.destroy(err) }
+
+  get closing (): boolean { return this.life.closing }
+
+  private async releaseOnClose (): Promise<void> {
+    // Released also when the flush failed (its error still reaches the caller): a lease kept
+    // by a closed disk would make the next host wait for a forced take-over.
     try {
-      await this.flush()
+      if (this.lease !== null) await this.leases.release(this.name)
     } finally {
-      // Released also when the flush failed (its error still reaches the caller): a lease kept
-      // by a closed disk would make the next host wait for a forced take-over.
-      try {
-        if (this.lease !== null) await this.leases.release(this.name)
-      } finally {
-        this.lease = null
-        this.closed = true
-        this.chain?.close()
-        this.local?.close()
-      }
+      this.lease = null
+      this.closed = true
+      await Promise.all([this.chain?.close(), this.local?.close()])
     }
   }
 }

@@ -16,7 +16,7 @@ export async function replicaStates (zk: string, disk: string, node: string): Pr
     for (const seg of segs) for (let b = seg.firstBlock; b < seg.firstBlock + seg.blockCount; b++) out.push(seg.replicas(b).find(r => r.node === node)?.state)
     return out
   } finally {
-    meta.close()
+    await meta.close()
   }
 }
 
@@ -26,7 +26,7 @@ export async function fsyncCount (id: string, address: string): Promise<number> 
   try {
     return (await c.stat()).fsyncCount
   } finally {
-    c.close()
+    await c.close()
   }
 }
 
