@@ -14,6 +14,7 @@
 import { UkaiError, isUkaiError } from '../errors'
 import { Logger, silentLogger } from '../log'
 import { PlacementMap } from '../meta/disk-map'
+import { nearestSources } from '../meta/placement-policy'
 import { Replica, ReplicaSet } from '../meta/placement'
 import { RelocationRecord } from '../meta/schema'
 import { MetaStore } from '../meta/store'
@@ -270,9 +271,9 @@ export class RelocationExecutor {
     await this.disk.blockLocks.withCopy(block, async () => {
       const set = this.disk.map.replicasOf(block)
       const targets = this.rec.targetNodes.filter(t => set.find(r => r.node === t)?.state === 'syncing')
-      const sources = set.filter(r => r.state === 'in-sync' && !this.rec.targetNodes.includes(r.node))
-        .concat(set.filter(r => r.state === 'in-sync' && this.rec.targetNodes.includes(r.node)))
-        .sort((a, b) => this.pool.distance(a.node) - this.pool.distance(b.node))
+      // In-sync non-targets first, then in-sync targets; nearest first (a stable sort, as before).
+      const sources = nearestSources(this.pool, set.filter(r => r.state === 'in-sync' && !this.rec.targetNodes.includes(r.node))
+        .concat(set.filter(r => r.state === 'in-sync' && this.rec.targetNodes.includes(r.node))))
       if (sources.length === 0) throw new Stop('paused', `block ${block} has no in-sync replica to copy from`)
       // All targets at once (the copy lock holds writes to this block back meanwhile), each
       // starting from a different source so the pulls spread over the far links.

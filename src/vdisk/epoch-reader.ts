@@ -9,7 +9,8 @@ import { MetaStore } from '../meta/store'
 import { blockCountFor } from './block-range'
 import { cachedCommittedRead } from './cached-epoch-read'
 import { NodePool } from './node-pool'
-import { nearestFirst, readFromReplicas } from './replica-read'
+import { readFromReplicas } from './replica-read'
+import { nearestFirst } from '../meta/placement-policy'
 
 export class EpochReader {
   readonly record: DiskRecord
