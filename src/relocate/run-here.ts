@@ -83,13 +83,7 @@ export async function runOrphanedRelocation (ctx: { meta: MetaStore, pool: NodeP
   try {
     watchLease()
     // As at a lease acquisition: every node of the map refuses older epochs from now on.
-    await Promise.all([...map.nodesInMap()].map(async (node) => {
-      try {
-        await pool.client(node).fence({ diskUuid: record.uuid, leaseEpoch: fencing.leaseEpoch })
-      } catch (err) {
-        log.warn({ node, err: String(err) }, 'could not fence node (its writes fail over to stale marking)')
-      }
-    }))
+    await pool.fence(map.nodesInMap(), record.uuid, fencing.leaseEpoch, log)
     log.info({ leaseEpoch: fencing.leaseEpoch }, 'running an orphaned relocation without the lease, under a fencing epoch')
     return await (runner.maybeStart(disk) ?? Promise.resolve('stopped' as const))
   } finally {

@@ -119,6 +119,18 @@ export class NodePool {
     return nodeDistance(this.nodes.get(id), this.vantage)
   }
 
+  // Tells each of `nodes` that `leaseEpoch` is the disk's newest (a new lease, a fencing epoch):
+  // from then on they refuse older writers. A node that cannot be reached is logged and skipped.
+  async fence (nodes: Iterable<string>, diskUuid: string, leaseEpoch: number, log: Logger = this.log): Promise<void> {
+    await Promise.all([...nodes].map(async (node) => {
+      try {
+        await this.client(node).fence({ diskUuid, leaseEpoch })
+      } catch (err) {
+        log.warn({ node, err: String(err) }, 'could not fence node (its writes fail over to stale marking)')
+      }
+    }))
+  }
+
   close (): void {
     this.closed = true
     for (const c of this.clients.values()) c.close()

@@ -1,5 +1,6 @@
 // The disk engine for one open disk: splits I/O per block, writes every non-stale replica,
-// reads the nearest in-sync one, keeps the placement map current, and carries the write lease.
+// reads the nearest in-sync one, and carries the write lease. The placement map (segments,
+// watches, conditional updates, stale marking) is a DiskMap it holds (src/meta/disk-map.ts).
 //
 // Invariants (DESIGN.md "Write path and ownership"):
 // - a replica that failed a write is marked stale in ZooKeeper before the write is acknowledged;
@@ -179,13 +180,7 @@ export class VirtualDisk {
   // Tells every node holding a replica about the new epoch, so the previous holder is refused
   // everywhere at once, not only on the blocks this host happens to write.
   private async fenceNodes (leaseEpoch: number): Promise<void> {
-    await Promise.all([...this.map.nodesInMap()].map(async (node) => {
-      try {
-        await this.pool.client(node).fence({ diskUuid: this.record.uuid, leaseEpoch })
-      } catch (err) {
-        this.log.warn({ node, err: String(err) }, 'could not fence node (its writes fail over to stale marking)')
-      }
-    }))
+    await this.pool.fence(this.map.nodesInMap(), this.record.uuid, leaseEpoch, this.log)
   }
 
   // Another host wants the lease: let writes in flight finish, flush, release.
