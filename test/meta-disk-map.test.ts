@@ -5,6 +5,7 @@
 // commits nothing once a lease took a newer epoch.
 import t from 'tap'
 import { isUkaiError } from '../src/errors'
+import { resizeDisk } from '../src/admin/disk-admin'
 import { DiskMap } from '../src/meta/disk-map'
 import { LeaseManager, takeFencingEpoch } from '../src/meta/lease'
 import { PlacementSegment, ReplicaSet, segmentLayout, withState } from '../src/meta/placement'
@@ -91,6 +92,21 @@ t.test('DiskMap', async (t) => {
     const fresh = await DiskMap.open(m2, rec)
     t.teardown(() => fresh.close())
     for (let b = 0; b < BLOCKS; b++) t.equal(key(fresh.replicasOf(b)), key(map.replicasOf(b)), `block ${b} as committed`)
+  })
+
+  t.test('a map that follows its disk sees a grow (new segments, watched too)', async (t) => {
+    await makeDisk(m1, 'grown')
+    const map = await DiskMap.follow(m1, 'grown')
+    t.teardown(() => map.close())
+    t.equal(map.blockCount(), BLOCKS)
+    await resizeDisk(m2, 'grown', 30 * 65536)
+    await until('the grow to reach the map', async () => map.blockCount() === 30, 10_000, 50)
+    t.equal(map.segmentCount, 4)
+    t.equal(key(map.replicasOf(29)), 'a:in-sync,b:in-sync', 'new blocks placed like the last one')
+    const other = await DiskMap.open(m2, await m2.getDisk('grown'))
+    t.teardown(() => other.close())
+    await other.markStale('b', [29])
+    await until('a change in a new segment to reach it', async () => key(map.replicasOf(29)) === 'a:in-sync,b:stale', 10_000, 50)
   })
 
   t.test('a map guarded by a fencing epoch commits nothing once a lease took a newer epoch', async (t) => {

@@ -100,7 +100,7 @@ async function resumeOrphanedRelocations (meta: MetaStore, agent: Agent, runner:
     if (lease.holder !== null && lease.holder.host !== opts.host) continue
     opts.logger.info({ disk: name, state: rec.state }, 'resuming an orphaned relocation')
     if (lease.holder === null) {
-      runOrphanedRelocation({ meta, pool: agent.pool, runner, logger: opts.logger }, name)
+      runOrphanedRelocation({ meta, pool: agent.pool, runner, host: opts.host, logger: opts.logger }, name)
         .catch(err => opts.logger.error({ disk: name, err: String(err) }, 'resumed relocation failed'))
       continue
     }

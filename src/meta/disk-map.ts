@@ -53,6 +53,7 @@ export class DiskMap implements PlacementMap {
   private readonly fenceVersion: number | undefined
   private lock: Promise<void> = Promise.resolve()
   private closed = false
+  private unsubscribe: () => void = () => {}
 
   private constructor (meta: MetaStore, readonly name: string, segmentBlocks: number, opts: DiskMapOptions) {
     this.meta = meta
@@ -70,8 +71,30 @@ export class DiskMap implements PlacementMap {
     return map
   }
 
+  // Opens the map of disk `name` and keeps it current by itself: the segments' watches, the disk
+  // record's (a grow adds segments) and a new session's (every watch set again). For an owner
+  // with no disk record of its own to keep (an orphaned relocation); the disk engine does this
+  // together with its record (VirtualDisk.reload).
+  static async follow (meta: MetaStore, name: string, opts: DiskMapOptions = {}): Promise<DiskMap> {
+    let map: DiskMap | null = null
+    const reread = (rewatchAll: boolean): void => {
+      const m = map
+      if (m === null || m.closed) return
+      meta.getDisk(name, () => { reread(false) }).then(async (record) => {
+        await m.locked(async () => { if (!m.closed) await m.reloadForRecordLocked(record, rewatchAll) })
+      }).catch((err) => { if (!isUkaiError(err, 'NOT_FOUND')) safetyCatch(err) })
+    }
+    const record = await meta.getDisk(name, () => { reread(false) })
+    map = await DiskMap.open(meta, record, opts)
+    map.unsubscribe = meta.onSession(() => { reread(true) })
+    return map
+  }
+
   // Watches fire no more (their reloads return at once); the map stays readable.
-  close (): void { this.closed = true }
+  close (): void {
+    this.closed = true
+    this.unsubscribe()
+  }
 
   // --- reading ----------------------------------------------------------------------------------
 

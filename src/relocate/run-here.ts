@@ -26,6 +26,9 @@ import { NodePool } from '../vdisk/node-pool'
 import { RelocatableDisk, RelocationOutcome } from './executor'
 import { RelocationRunner } from './runner'
 
+// The open record of a lease-free run is named after the host running it plus this.
+const OPEN_RECORD_SUFFIX = '.relocation'
+
 export async function runRelocationHere (meta: MetaStore, name: string, opts: { site?: string, logger?: Logger } = {}): Promise<RelocationOutcome> {
   const log = opts.logger ?? silentLogger
   const host = cliHostName()
@@ -33,7 +36,7 @@ export async function runRelocationHere (meta: MetaStore, name: string, opts: { 
   await pool.start()
   const runner = new RelocationRunner({ meta, pool, host, logger: log })
   try {
-    return await runOrphanedRelocation({ meta, pool, runner, logger: log }, name)
+    return await runOrphanedRelocation({ meta, pool, runner, host, logger: log }, name)
   } finally {
     await runner.close()
     pool.close()
@@ -58,13 +61,27 @@ class LeaseFreeDisk implements RelocatableDisk {
 // Runs the disk's relocation lease-free with `runner` (which may be an agent's: a lease the agent
 // takes for the disk meanwhile makes the lease holder's run replace this one). 'stopped' when the
 // disk has a lease holder (it runs the relocation) or a newer epoch was taken mid-run.
-export async function runOrphanedRelocation (ctx: { meta: MetaStore, pool: NodePool, runner: RelocationRunner, logger?: Logger }, name: string): Promise<RelocationOutcome> {
+export async function runOrphanedRelocation (ctx: { meta: MetaStore, pool: NodePool, runner: RelocationRunner, host: string, logger?: Logger }, name: string): Promise<RelocationOutcome> {
   const { meta, pool, runner } = ctx
   const log = (ctx.logger ?? silentLogger).child({ disk: name, component: 'relocation' })
+  // The disk counts as open while the run goes on (as it did while a run held the lease): a
+  // delete, a rollback, a flatten or an import is refused meanwhile. Under a name of its own, so
+  // the agent's own open record of the disk (a VM) is never dropped by this run, nor this by it.
+  const openAs = `${ctx.host}${OPEN_RECORD_SUFFIX}`
+  await meta.holdOpenRecord(name, { v: 1, host: openAs, writable: false })
+  try {
+    return await runFenced({ meta, pool, runner, log }, name)
+  } finally {
+    await meta.dropOpenRecord(name, openAs).catch(safetyCatch)
+  }
+}
+
+async function runFenced (ctx: { meta: MetaStore, pool: NodePool, runner: RelocationRunner, log: Logger }, name: string): Promise<RelocationOutcome> {
+  const { meta, pool, runner, log } = ctx
   const fencing = await takeFencingEpoch(meta, name)
   if (fencing === null) return 'stopped'
+  const map = await DiskMap.follow(meta, name, { fenceVersion: fencing.fenceVersion, logger: log })
   const record = await meta.getDisk(name)
-  const map = await DiskMap.open(meta, record, { fenceVersion: fencing.fenceVersion, logger: log })
   const disk = new LeaseFreeDisk(name, record, map, fencing)
   // A VM that starts writing takes the lease: stop at the next block (the fence guard and the
   // nodes refuse anything of ours from then on anyway; this only makes the stop prompt).
