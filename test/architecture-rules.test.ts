@@ -2,14 +2,17 @@
 // (docs/architecture.md "Rooms" shows it). Imports are read with TypeScript's own pre-parser, so
 // multi-line imports, `export … from`, `import()` and `require()` count and comments do not.
 // Also checked: every room of src/ is in the table, the table's direction has no cycle, each
-// door and exception is still needed, and the doc's table says the same as the JSON.
+// door and exception is still needed, and the doc's table says the same as the JSON. Within an
+// allowed room, single files may be closed to a room ('closed': e.g. src/relocate takes the
+// placement map, block locks and node pool, never the disk engine's class).
 import t from 'tap'
 import fs from 'node:fs'
 import path from 'node:path'
 import ts from 'typescript'
 
 interface FileRule { from: string, to: string, why: string }
-interface RoomTable { rooms: Record<string, string[]>, doors: FileRule[], exceptions: FileRule[] }
+interface ClosedFile { room: string, file: string, why: string }
+interface RoomTable { rooms: Record<string, string[]>, doors: FileRule[], exceptions: FileRule[], closed?: ClosedFile[] }
 
 const ROOT = path.join(__dirname, '..')
 const SRC = path.join(ROOT, 'src')
@@ -34,7 +37,7 @@ function resolveImport (from: string, spec: string): string {
   return base
 }
 
-interface Edge { file: string, line: number, spec: string, to: string }
+interface Edge { file: string, line: number, spec: string, to: string, target: string }
 
 function importsOf (file: string): Edge[] {
   const text = fs.readFileSync(file, 'utf8')
@@ -44,7 +47,7 @@ function importsOf (file: string): Edge[] {
     .map(im => {
       const target = resolveImport(file, im.fileName)
       const to = target.startsWith(SRC + path.sep) ? roomOf(target) : `outside src (${path.relative(ROOT, target)})`
-      return { file: rel, line: text.slice(0, im.pos).split('\n').length, spec: im.fileName, to }
+      return { file: rel, line: text.slice(0, im.pos).split('\n').length, spec: im.fileName, to, target: path.relative(ROOT, target) }
     })
 }
 
@@ -72,6 +75,14 @@ t.test('every import goes where the table allows', async (t) => {
   t.same(broken, [], 'imports the room table does not allow (move the piece to the room it belongs in, or change docs/rooms.json and docs/architecture.md together)')
   const stale = [...table.doors, ...table.exceptions].filter(r => !used.has(r)).map(r => `${r.from} → ${r.to}`)
   t.same(stale, [], 'doors and exceptions nothing needs any more: remove them from docs/rooms.json and docs/architecture.md')
+})
+
+t.test('no room imports a file closed to it', async (t) => {
+  const closed = table.closed ?? []
+  for (const c of closed) t.ok(fs.existsSync(path.join(ROOT, c.file)), `closed file ${c.file} exists`)
+  const broken = edges.filter(e => closed.some(c => c.room === e.from && c.file === e.target))
+    .map(e => `${e.file}:${e.line} (${e.from}) imports '${e.spec}' (${e.target}), closed to ${e.from}: ${closed.find(c => c.room === e.from && c.file === e.target)?.why ?? ''}`)
+  t.same(broken, [], 'imports of files closed to the importing room (docs/rooms.json "closed")')
 })
 
 t.test('the direction has no cycle', async (t) => {

@@ -8,7 +8,8 @@ import { PlacementSegment, ReplicaSet, segmentLayout } from '../meta/placement'
 import {
   DISK_SIZE_MAX_BYTES, DiskFileOwner, DiskRecord, PlacementPolicy, REPLICAS_MAX, validateDiskName, validateId
 } from '../meta/schema'
-import { MetaStore, NodeView } from '../meta/store'
+import { MetaStore } from '../meta/store'
+import { choosePlacement } from '../meta/placement-policy'
 import { StorageClient } from '../storagenode/client'
 import { BLOCK_SIZE_MAX_BYTES, BLOCK_SIZE_MIN_BYTES } from '../lib/limits'
 import { blockCountFor } from '../vdisk/block-range'
@@ -42,33 +43,6 @@ export function validateReplicas (replicas: number): void {
   if (!Number.isSafeInteger(replicas) || replicas < 1 || replicas > REPLICAS_MAX) {
     throw UkaiError.badArgument(`bad replica count ${replicas}: must be 1 to ${REPLICAS_MAX}`)
   }
-}
-
-// The named nodes, deduplicated; each must be registered and alive.
-export function liveNodesNamed (nodes: NodeView[], ids: string[]): string[] {
-  const named = [...new Set(ids)]
-  for (const id of named) {
-    const n = nodes.find(x => x.id === id)
-    if (n === undefined) throw UkaiError.notFound(`unknown storage node '${id}'`)
-    if (n.alive === null) throw UkaiError.notEnoughNodes(`storage node '${id}' is not alive`)
-  }
-  return named
-}
-
-// Picks the nodes for a new disk: explicit nodes as given (all must be known and alive), else
-// the live nodes of the site (or of the cluster) with the most free space, one per host.
-export function choosePlacement (nodes: NodeView[], replicas: number, policy: PlacementPolicy): string[] {
-  if (policy.nodes !== undefined && policy.nodes.length > 0) {
-    const chosen = liveNodesNamed(nodes, policy.nodes)
-    if (chosen.length !== replicas) throw UkaiError.badArgument(`--nodes names ${chosen.length} node(s) but the disk has ${replicas} replica(s)`)
-    return chosen
-  }
-  const live = nodes.filter(n => n.alive !== null && (policy.site === undefined || n.site === policy.site))
-  if (policy.site !== undefined && !nodes.some(n => n.site === policy.site)) throw UkaiError.notFound(`unknown site '${policy.site}'`)
-  const where = policy.site === undefined ? 'the cluster' : `site ${policy.site}`
-  live.sort((a, b) => (b.alive?.freeBytes ?? 0) - (a.alive?.freeBytes ?? 0) || a.id.localeCompare(b.id))
-  if (live.length < replicas) throw UkaiError.notEnoughNodes(`${where} has ${live.length} live storage node(s); the disk needs ${replicas} replica(s)`)
-  return live.slice(0, replicas).map(n => n.id)
 }
 
 function freshSet (nodes: string[]): ReplicaSet {

@@ -6,6 +6,7 @@ import { readLease } from '../meta/lease'
 import { MetaStore } from '../meta/store'
 import { AutoRepair } from '../relocate/auto-repair'
 import { RelocationRunner } from '../relocate/runner'
+import { runOrphanedRelocation } from '../relocate/run-here'
 import { Agent } from '../agent/agent'
 import { CommittedCache } from '../vdisk/committed-cache'
 import { checkMountOptions, mountAgent, unmountFuse } from '../agent/fuse-adapter'
@@ -134,7 +135,9 @@ export async function runMount (opts: MountOptions): Promise<RunningMount> {
 }
 
 // Relocations whose executor died (its lease is gone, or was held by this host before a crash)
-// are picked up here, so a relocation survives the crash of whoever ran it.
+// are picked up here, so a relocation survives the crash of whoever ran it. With nobody holding
+// the lease, it runs without the lease and without opening the disk (relocate/run-here.ts); a
+// lease left by this host's previous incarnation is taken over at once (the disk is adopted).
 async function resumeOrphanedRelocations (meta: MetaStore, agent: Agent, runner: RelocationRunner, opts: MountOptions): Promise<void> {
   for (const name of await meta.listDiskNames()) {
     const rec = await meta.getRelocation(name)
@@ -142,6 +145,11 @@ async function resumeOrphanedRelocations (meta: MetaStore, agent: Agent, runner:
     const lease = await readLease(meta, name)
     if (lease.holder !== null && lease.holder.host !== opts.host) continue
     opts.logger.info({ disk: name, state: rec.state }, 'resuming an orphaned relocation')
+    if (lease.holder === null) {
+      runOrphanedRelocation({ meta, pool: agent.pool, runner, host: opts.host, logger: opts.logger }, name)
+        .catch(err => opts.logger.error({ disk: name, err: String(err) }, 'resumed relocation failed'))
+      continue
+    }
     agent.adopt(name, async (disk) => await (runner.maybeStart(disk) ?? Promise.resolve()))
       .catch(err => opts.logger.error({ disk: name, err: String(err) }, 'resumed relocation failed'))
   }

@@ -2,7 +2,12 @@
 // a copy starts once the writes in flight on the block are done, and writes that arrive during
 // the copy wait for it. That is what keeps a write racing a copy from being lost: the target
 // gets the source's bytes as of a moment with no write in flight, plus every write after it.
-export class BlockLocks {
+// What a relocation copy takes (the executor needs no more of the locks).
+export interface CopyLocks {
+  withCopy: <T>(block: number, fn: () => Promise<T>) => Promise<T>
+}
+
+export class BlockLocks implements CopyLocks {
   private readonly writers = new Map<number, number>()
   private readonly drained = new Map<number, Array<() => void>>()
   private readonly copying = new Map<number, Promise<void>>()

@@ -60,6 +60,39 @@ export async function withdrawHandover (meta: MetaStore, disk: string): Promise<
   await zkOf(meta).remove(paths.handover(disk))
 }
 
+// A lease epoch without the lease, for background work that copies but never writes a guest's
+// bytes (an orphaned relocation, run-here.ts): the fence epoch moves up by one, as at a lease
+// acquisition, so every writer of an older epoch is refused by the nodes fenced with it; but no
+// lease znode is created, so a VM that starts writing takes the lease at once (no hand-over to
+// wait for) — and by that moves the fence again. `fenceVersion` is the fence znode's version
+// that holds our epoch: a map change conditional on it (DiskMap's fence guard) commits only
+// while nobody took a newer epoch. Null when the disk has a lease holder (it runs the work).
+// The same transaction creates and removes the lease znode: it fails while a lease exists, so
+// a holder re-asserting its lease on a new session cannot slip in between our read and the bump.
+export interface FencingEpoch { readonly disk: string, readonly leaseEpoch: number, readonly fenceVersion: number }
+
+export async function takeFencingEpoch (meta: MetaStore, disk: string): Promise<FencingEpoch | null> {
+  const zk = zkOf(meta)
+  for (;;) {
+    const fence = await zk.getOrNull(paths.fence(disk))
+    if (fence === null) throw UkaiError.notFound(`unknown disk '${disk}'`)
+    if (await zk.getOrNull(paths.lease(disk)) !== null) return null
+    const leaseEpoch = decodeJson<FenceRecord>(fence.data, `fence of ${disk}`).leaseEpoch + 1
+    try {
+      await zk.multi([
+        { op: 'set', path: paths.fence(disk), data: encodeJson({ v: 1, leaseEpoch } satisfies FenceRecord), version: fence.stat.version },
+        { op: 'create', path: paths.lease(disk), data: Buffer.alloc(0) },
+        { op: 'remove', path: paths.lease(disk) }
+      ])
+      return { disk, leaseEpoch, fenceVersion: fence.stat.version + 1 }
+    } catch (err) {
+      // The fence moved or a lease appeared between our reads and the multi: look again.
+      if (isUkaiError(err, 'ZK_CONFLICT') || isUkaiError(err, 'ALREADY_EXISTS')) continue
+      throw err
+    }
+  }
+}
+
 export interface HeldLease {
   readonly disk: string
   readonly leaseEpoch: number

@@ -586,10 +586,19 @@ export class MetaStore {
     return await Promise.all(Array.from({ length: count }, async (_, i) => await this.loadSegment(disk.name, i, watch ? () => watch(i) : undefined)))
   }
 
-  // Conditional on the version the segment was read at; bumps it on success.
-  async writeSegments (name: string, segments: PlacementSegment[]): Promise<void> {
-    await this.zk.multi(segments.map((s): ZkOp => ({ op: 'set', path: paths.segment(name, s.index), data: encodeSegment(s), version: s.version })))
+  // Conditional on the version the segment was read at; bumps it on success. `fenceVersion`:
+  // also conditional on the disk's fence znode still being at that version (no newer lease
+  // epoch taken since; see disk-map.ts).
+  async writeSegments (name: string, segments: PlacementSegment[], opts: { fenceVersion?: number } = {}): Promise<void> {
+    const ops = segments.map((s): ZkOp => ({ op: 'set', path: paths.segment(name, s.index), data: encodeSegment(s), version: s.version }))
+    if (opts.fenceVersion !== undefined) ops.push({ op: 'check', path: paths.fence(name), version: opts.fenceVersion })
+    await this.zk.multi(ops)
     for (const s of segments) s.version++
+  }
+
+  // The version of the disk's fence znode: it moves with every lease epoch handed out.
+  async fenceVersion (name: string): Promise<number> {
+    return (await this.zk.get(paths.fence(name))).stat.version
   }
 
   async segmentSizes (name: string): Promise<number> {

@@ -1,4 +1,5 @@
-// A guard around two throws inside node-zookeeper-client 1.1.3 that take the whole process down.
+// A guard around two throws inside node-zookeeper-client 1.1.3 that take the whole process down,
+// and around a transaction bug that makes a conditional write unconditional.
 //
 // Why: the library validates every error code a server answers against its own table (ZooKeeper
 // 3.4's codes). ZooKeeper 3.5+ answers codes it does not know — SESSION_MOVED -118, NOWATCHER -121,
@@ -20,6 +21,12 @@
 //    plus a NullPointerException, the socket left open) — the client then never reconnected.
 //    We close such a socket after HANDSHAKE_TIMEOUT_MS; the library reconnects with the same
 //    session. (Before issue 9 a watchdog replaced the whole session instead, losing every lease.)
+// 4. `Transaction.prototype.{check,setData,remove}` start with `version = version || -1`, so a
+//    multi op conditional on version 0 — every znode before its first rewrite: a fresh disk's
+//    placement segments, its fence, a new lease — went out as version -1 ("any version"): the
+//    check passed and the set overwrote whatever another process had written meanwhile (found by
+//    test/meta-disk-map.test.ts: two owners of a fresh map, the first one's stale marks lost).
+//    The op keeps the version it was given.
 //
 // Done at runtime, in the one room that talks to ZooKeeper, rather than with patch-package: the
 // fix then travels with our code (dist/, `npm ci --ignore-scripts`, other checkouts), needs no
@@ -32,6 +39,7 @@ import { Logger, silentLogger } from '../log'
 /* eslint-disable @typescript-eslint/no-var-requires */
 const ExceptionModule: any = require('node-zookeeper-client/lib/Exception.js')
 const ConnectionManager: any = require('node-zookeeper-client/lib/ConnectionManager.js')
+const Transaction: any = require('node-zookeeper-client/lib/Transaction.js')
 
 // ZooKeeper's own names for the codes the library does not know (KeeperException.Code, 3.8).
 export const ZK_CODES_UNKNOWN_TO_LIBRARY: Record<number, string> = {
@@ -62,7 +70,8 @@ export function applyZkLibraryGuard (): void {
   if (applied) return
   const Exception = zookeeper.Exception as any
   if (typeof ExceptionModule.create !== 'function' || ExceptionModule !== Exception || typeof ConnectionManager?.prototype?.onSocketData !== 'function' ||
-    typeof ConnectionManager.prototype.onSocketConnected !== 'function' || typeof ConnectionManager.STATES?.CONNECTING !== 'number') {
+    typeof ConnectionManager.prototype.onSocketConnected !== 'function' || typeof ConnectionManager.STATES?.CONNECTING !== 'number' ||
+    ['check', 'setData', 'remove'].some(m => typeof Transaction?.prototype?.[m] !== 'function')) {
     throw new Error('node-zookeeper-client changed shape: src/meta/zk-library-guard.ts must be revisited')
   }
   applied = true
@@ -90,6 +99,14 @@ export function applyZkLibraryGuard (): void {
       }
     }, Math.min(HANDSHAKE_TIMEOUT_MS, this.connectTimeout ?? HANDSHAKE_TIMEOUT_MS))
     timer.unref()
+  }
+  for (const [method, versionArg] of [['check', 1], ['setData', 2], ['remove', 1]] as const) {
+    const original = Transaction.prototype[method] as (this: any, ...args: unknown[]) => any
+    Transaction.prototype[method] = function versionKept (this: any, ...args: unknown[]): any {
+      const out = original.apply(this, args)
+      if (args[versionArg] === 0) this.ops[this.ops.length - 1].version = 0
+      return out
+    }
   }
   const onSocketData = ConnectionManager.prototype.onSocketData as (this: any, buffer: Buffer) => void
   ConnectionManager.prototype.onSocketData = function guardedOnSocketData (this: any, buffer: Buffer): void {

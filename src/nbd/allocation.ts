@@ -66,7 +66,7 @@ export interface HeadDiskView {
   readonly record: DiskRecord
   readonly sizeBytes: number
   readonly isClone: boolean
-  nodesInMap: () => Set<string>
+  readonly map: { nodesInMap: () => Set<string> }  // the disk's placement map (DiskMap)
   parentBlocks: () => Promise<number[]>
 }
 
@@ -78,7 +78,7 @@ export class HeadAllocation implements AllocationSource {
 
   async runs (offset: number, length: number): Promise<AllocationRun[] | null> {
     const rec = this.disk.record
-    const written = await writtenBlocks({ pool: this.pool, uuid: rec.uuid, nodes: this.disk.nodesInMap(), epochMax: Number.MAX_SAFE_INTEGER })
+    const written = await writtenBlocks({ pool: this.pool, uuid: rec.uuid, nodes: this.disk.map.nodesInMap(), epochMax: Number.MAX_SAFE_INTEGER })
     if (written === null) return null
     if (this.disk.isClone) {
       this.parents ??= this.disk.parentBlocks().then(bs => new Set(bs))
@@ -111,7 +111,7 @@ export class SnapshotAllocation implements AllocationSource {
       try {
         for (const b of await chain.writtenBlocks(this.meta)) written.add(b)
       } finally {
-        chain.close()
+        await chain.close()
       }
     }
     return { written, blockSizeBytes: rec.blockSizeBytes }

@@ -7,13 +7,19 @@
 //   4. delete the data on the dropped nodes, after the flip is committed.
 // Plan and progress live in ZooKeeper; a crash anywhere leaves a consistent map, and whoever
 // holds the lease next runs the same steps again (each is idempotent).
+//
+// The executor takes the narrow pieces of a disk it needs (RelocatableDisk: the placement map,
+// the block copy locks, the epoch copies carry), never the disk engine: the lease holder passes
+// its open disk, an orphaned relocation a map of its own under a fencing epoch (run-here.ts).
 import { UkaiError, isUkaiError } from '../errors'
 import { Logger, silentLogger } from '../log'
+import { PlacementMap } from '../meta/disk-map'
+import { nearestSources } from '../meta/placement-policy'
 import { Replica, ReplicaSet } from '../meta/placement'
 import { RelocationRecord } from '../meta/schema'
 import { MetaStore } from '../meta/store'
 import { NodePool } from '../vdisk/node-pool'
-import { VirtualDisk } from '../vdisk/virtual-disk'
+import { CopyLocks } from '../lib/block-locks'
 import { sleep } from '../lib/timers'
 import { forEachBounded } from '../lib/worker-pool'
 
@@ -38,10 +44,26 @@ const IN_SYNC_BATCH_BLOCKS = 64
 
 export type RelocationOutcome = 'done' | 'paused' | 'cancelled' | 'stopped'
 
+// What a relocation needs of the disk it moves. The disk engine (an open VirtualDisk holding
+// the lease) has all of it; so has an orphaned relocation's own map (run-here.ts).
+export interface RelocatableDisk {
+  readonly name: string
+  readonly record: { readonly uuid: string }
+  // Where each block lives; changed only through its conditional update.
+  readonly map: PlacementMap
+  // A copy of a block runs with no write of it in flight in this process, and holds new ones back.
+  readonly blockLocks: CopyLocks
+  // The epoch copies carry (the nodes refuse it once a newer one fenced them); null: this
+  // process may not run the relocation (the lease moved).
+  readonly leaseEpoch: number | null
+  // Runs without the write lease, under a fencing epoch: gives way to a run under the lease.
+  readonly leaseFree?: boolean
+}
+
 export interface ExecutorDeps {
   meta: MetaStore
   pool: NodePool
-  disk: VirtualDisk
+  disk: RelocatableDisk
   host: string
   concurrency?: number
   logger?: Logger
@@ -54,7 +76,7 @@ class Stop extends Error {
 export class RelocationExecutor {
   private readonly meta: MetaStore
   private readonly pool: NodePool
-  private readonly disk: VirtualDisk
+  private readonly disk: RelocatableDisk
   private readonly host: string
   private readonly concurrency: number
   private readonly log: Logger
@@ -107,7 +129,10 @@ export class RelocationExecutor {
       await this.save({ state: 'done', executor: '', finishedAtMs: Date.now(), progress: { blocks: this.copiedBlocks, bytes: this.copiedBytes, updatedAtMs: Date.now() } })
       this.log.info({ bytes: this.copiedBytes }, 'relocation done')
       return 'done'
-    } catch (err) {
+    } catch (caught) {
+      // A newer lease epoch was taken while this run changed the map under a fencing epoch
+      // (disk-map.ts): the new holder runs it now.
+      const err = isUkaiError(caught, 'FENCED') ? new Stop('stopped', `fenced: ${(caught as Error).message}`) : caught
       if (err instanceof Stop) {
         if (err.outcome === 'cancelled') { await this.rollBack(); return 'cancelled' }
         if (err.outcome === 'paused') {
@@ -154,7 +179,7 @@ export class RelocationExecutor {
 
   private async addTargets (): Promise<void> {
     const targets = this.rec.targetNodes
-    const n = await this.disk.updatePlacement(null, (set) => {
+    const n = await this.disk.map.update(null, (set) => {
       let next: Replica[] = set.slice()
       for (const t of targets) {
         const cur = next.find(r => r.node === t)
@@ -168,9 +193,9 @@ export class RelocationExecutor {
 
   private blocksNeedingTargets (): number[] {
     const out: number[] = []
-    const total = this.disk.blockCount()
+    const total = this.disk.map.blockCount()
     for (let b = 0; b < total; b++) {
-      const set = this.disk.replicasOf(b)
+      const set = this.disk.map.replicasOf(b)
       if (this.rec.targetNodes.some(t => set.find(r => r.node === t)?.state !== 'in-sync')) out.push(b)
     }
     return out
@@ -181,7 +206,7 @@ export class RelocationExecutor {
   // that keeps a node whose partner missed writes while it was down).
   private async writtenBlocks (): Promise<Set<number>> {
     const written = new Set<number>()
-    for (const node of this.disk.nodesInMap()) {
+    for (const node of this.disk.map.nodesInMap()) {
       try {
         for (const b of await patiently(async () => await this.pool.client(node).listBlocks({ diskUuid: this.disk.record.uuid }))) written.add(b.block)
       } catch (err) {
@@ -197,8 +222,8 @@ export class RelocationExecutor {
   }
 
   private blockWithOnlyInSync (node: string): number | null {
-    for (let b = 0; b < this.disk.blockCount(); b++) {
-      const inSync = this.disk.replicasOf(b).filter(r => r.state === 'in-sync')
+    for (let b = 0; b < this.disk.map.blockCount(); b++) {
+      const inSync = this.disk.map.replicasOf(b).filter(r => r.state === 'in-sync')
       if (inSync.length === 1 && inSync[0].node === node) return b
     }
     return null
@@ -210,7 +235,7 @@ export class RelocationExecutor {
     const flushBatch = async (): Promise<void> => {
       const blocks = inSyncBatch.splice(0)
       if (blocks.length === 0) return
-      await this.disk.updatePlacement(blocks, set => this.withTargetsInSync(set))
+      await this.disk.map.update(blocks, set => this.withTargetsInSync(set))
     }
     const empty = pending.filter(b => !written.has(b))
     inSyncBatch.push(...empty)
@@ -244,11 +269,11 @@ export class RelocationExecutor {
     const lease = this.disk.leaseEpoch
     if (lease === null) throw new Stop('stopped', 'the lease moved')
     await this.disk.blockLocks.withCopy(block, async () => {
-      const set = this.disk.replicasOf(block)
+      const set = this.disk.map.replicasOf(block)
       const targets = this.rec.targetNodes.filter(t => set.find(r => r.node === t)?.state === 'syncing')
-      const sources = set.filter(r => r.state === 'in-sync' && !this.rec.targetNodes.includes(r.node))
-        .concat(set.filter(r => r.state === 'in-sync' && this.rec.targetNodes.includes(r.node)))
-        .sort((a, b) => this.pool.distance(a.node) - this.pool.distance(b.node))
+      // In-sync non-targets first, then in-sync targets; nearest first (a stable sort, as before).
+      const sources = nearestSources(this.pool, set.filter(r => r.state === 'in-sync' && !this.rec.targetNodes.includes(r.node))
+        .concat(set.filter(r => r.state === 'in-sync' && this.rec.targetNodes.includes(r.node))))
       if (sources.length === 0) throw new Stop('paused', `block ${block} has no in-sync replica to copy from`)
       // All targets at once (the copy lock holds writes to this block back meanwhile), each
       // starting from a different source so the pulls spread over the far links.
@@ -294,7 +319,7 @@ export class RelocationExecutor {
 
   private async flip (): Promise<void> {
     const targets = this.rec.targetNodes
-    await this.disk.updatePlacement(null, (set, block) => {
+    await this.disk.map.update(null, (set, block) => {
       for (const t of targets) {
         if (set.find(r => r.node === t)?.state !== 'in-sync') {
           throw UkaiError.internal(`flip refused: block ${block} is not in sync on ${t}`)
@@ -309,7 +334,7 @@ export class RelocationExecutor {
   private async dropFarData (): Promise<void> {
     const failed: string[] = []
     for (const node of this.rec.dropNodes) {
-      if (this.disk.nodesInMap().has(node)) continue
+      if (this.disk.map.nodesInMap().has(node)) continue
       try {
         await this.pool.client(node).deleteDisk({ diskUuid: this.disk.record.uuid })
       } catch (err) {
@@ -324,12 +349,12 @@ export class RelocationExecutor {
   private async rollBack (): Promise<void> {
     const added = this.rec.addedNodes
     // …unless an added replica is a block's only in-sync one (the originals failed meanwhile).
-    await this.disk.updatePlacement(null, (set) => {
+    await this.disk.map.update(null, (set) => {
       const kept = set.filter(r => !added.includes(r.node))
       return kept.some(r => r.state === 'in-sync') ? kept : set
     })
     for (const node of added) {
-      if (this.disk.nodesInMap().has(node)) continue
+      if (this.disk.map.nodesInMap().has(node)) continue
       await this.pool.client(node).deleteDisk({ diskUuid: this.disk.record.uuid }).catch(() => {})
     }
     await this.save({ state: 'cancelled', executor: '', finishedAtMs: Date.now() }).catch(() => {})

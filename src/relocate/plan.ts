@@ -3,9 +3,10 @@
 // site or node, too few live nodes, a disk already there) are refused here, with nothing changed.
 import { UkaiError } from '../errors'
 import { validateId } from '../meta/schema'
-import { MetaStore, NodeView } from '../meta/store'
+import { MetaStore } from '../meta/store'
 import { StorageClient } from '../storagenode/client'
-import { liveNodesNamed, validateReplicas } from '../admin/disk-admin'
+import { validateReplicas } from '../admin/disk-admin'
+import { pickRelocationTargets } from '../meta/placement-policy'
 import { blockCountFor } from '../vdisk/block-range'
 import { CopyEstimate, estimateCopy, ProbeBlock, ProbeNode } from './copy-estimate'
 
@@ -32,17 +33,6 @@ export interface RelocationPlan {
   estimate: CopyEstimate
 }
 
-function pickTargets (nodes: NodeView[], current: Set<string>, req: RelocationRequest, replicas: number): string[] {
-  if (req.nodes !== undefined && req.nodes.length > 0) return liveNodesNamed(nodes, req.nodes)
-  const site = req.site as string
-  if (!nodes.some(n => n.site === site)) throw UkaiError.notFound(`unknown site '${site}'`)
-  const live = nodes.filter(n => n.site === site && n.alive !== null)
-  if (live.length < replicas) throw UkaiError.notEnoughNodes(`site ${site} has ${live.length} live storage node(s); the disk needs ${replicas} replica(s)`)
-  // Nodes that already hold the disk first (less to copy), then the most free space.
-  live.sort((a, b) => Number(current.has(b.id)) - Number(current.has(a.id)) || (b.alive?.freeBytes ?? 0) - (a.alive?.freeBytes ?? 0) || a.id.localeCompare(b.id))
-  return live.slice(0, replicas).map(n => n.id)
-}
-
 export async function planRelocation (meta: MetaStore, req: RelocationRequest): Promise<RelocationPlan> {
   if ((req.site === undefined) === (req.nodes === undefined || req.nodes.length === 0)) {
     throw UkaiError.badArgument('say where to: --to SITE or --nodes a,b (one of them)')
@@ -59,7 +49,7 @@ export async function planRelocation (meta: MetaStore, req: RelocationRequest): 
   const current = new Set<string>()
   let alreadyThere = true
   for (const seg of segments) for (const run of seg.runs()) for (const r of run.replicas) current.add(r.node)
-  const targetNodes = pickTargets(nodes, current, req, replicas)
+  const targetNodes = pickRelocationTargets(nodes, current, req, replicas)
   for (const seg of segments) {
     for (const run of seg.runs()) {
       const inSync = run.replicas.filter(r => r.state === 'in-sync').map(r => r.node).sort()

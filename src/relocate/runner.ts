@@ -5,8 +5,7 @@ import { Lifecycle } from '../lib/lifecycle'
 import { Logger, silentLogger } from '../log'
 import { MetaStore } from '../meta/store'
 import { NodePool } from '../vdisk/node-pool'
-import { VirtualDisk } from '../vdisk/virtual-disk'
-import { RelocationExecutor, RelocationOutcome } from './executor'
+import { RelocatableDisk, RelocationExecutor, RelocationOutcome } from './executor'
 
 // A watch is set only by a read that succeeded: after a failed one (ZooKeeper away longer than a
 // call's bound) the read is tried again this much later, so the watch is never silently lost.
@@ -17,10 +16,10 @@ export class RelocationRunner {
   private readonly pool: NodePool
   private readonly host: string
   private readonly log: Logger
-  private readonly running = new Map<string, { abort: AbortController, done: Promise<RelocationOutcome> }>()
+  private readonly running = new Map<string, { disk: RelocatableDisk, abort: AbortController, done: Promise<RelocationOutcome> }>()
   // Watched disks and the current watch chain of each: a chain from an earlier session (or
   // an earlier watch of the same name) stops at its next step instead of doubling the reads.
-  private readonly watched = new Map<string, { disk: VirtualDisk, chain: object }>()
+  private readonly watched = new Map<string, { disk: RelocatableDisk, chain: object }>()
   private readonly unsubscribeSession: () => void
   private closed = false
 
@@ -37,14 +36,14 @@ export class RelocationRunner {
   }
 
   // Watches the disk's relocation record and starts it whenever this host holds the lease.
-  watch (disk: VirtualDisk): void {
+  watch (disk: RelocatableDisk): void {
     if (this.watched.has(disk.name)) return
     this.arm(disk)
   }
 
   // Starts a new watch chain for the disk: read the record with a watch, maybe start, and on
   // every change read (and watch) again.
-  private arm (disk: VirtualDisk): void {
+  private arm (disk: RelocatableDisk): void {
     const chain = {}
     this.watched.set(disk.name, { disk, chain })
     const current = (): boolean => !this.closed && this.watched.get(disk.name)?.chain === chain
@@ -64,8 +63,15 @@ export class RelocationRunner {
   }
 
   // Starts the executor if a relocation wants running and we hold the lease.
-  maybeStart (disk: VirtualDisk): Promise<RelocationOutcome> | null {
+  maybeStart (disk: RelocatableDisk): Promise<RelocationOutcome> | null {
     const cur = this.running.get(disk.name)
+    if (cur !== undefined && cur.disk.leaseFree === true && disk.leaseFree !== true && disk.leaseEpoch !== null) {
+      // A lease-free run (an orphan this process picked up) gives way to the lease holder's:
+      // it stops first (its fencing epoch is superseded anyway), so the two never write the
+      // record at once under the same host name.
+      cur.abort.abort()
+      return cur.done.catch(() => 'stopped' as const).then(async () => await (this.maybeStart(disk) ?? 'stopped' as const))
+    }
     if (cur !== undefined) return cur.done
     if (disk.leaseEpoch === null) return null
     const abort = new AbortController()
@@ -78,12 +84,15 @@ export class RelocationRunner {
       this.log.error({ disk: disk.name, err: String(err) }, 'relocation executor failed')
       return 'paused' as const
     }).finally(() => { this.running.delete(disk.name) })
-    this.running.set(disk.name, { abort, done })
+    this.running.set(disk.name, { disk, abort, done })
     return done
   }
 
+  // The lease moved away from this host (or its disk closed here). A lease-free run is not
+  // this host's lease's: it stops by itself once a newer epoch is taken (run-here.ts).
   stop (name: string): void {
-    this.running.get(name)?.abort.abort()
+    const r = this.running.get(name)
+    if (r !== undefined && r.disk.leaseFree !== true) r.abort.abort()
   }
 
   isRunning (name: string): boolean { return this.running.has(name) }

@@ -69,7 +69,6 @@ export class BlockStore {
   // How long the start-up sync of the data dir took, and how many version files it covered.
   startSyncMs = 0
   startSyncFiles = 0
-  private closed = false
   // close(): in-flight mutations finish, everything dirty is fsynced, files closed. destroy():
   // no fsync (the next start syncs the data dir, see startup-scan.ts); in-flight mutations (local
   // file calls) still settle before their files close.
@@ -272,7 +271,6 @@ export class BlockStore {
   destroy (err?: Error): Promise<void> { return this.life.destroy(err) }
 
   private stopAccepting (): void {
-    this.closed = true
     this.disks.close()
     this.space.stop()
   }

@@ -1,14 +1,16 @@
 // Reads one disk as it was at a committed epoch — a snapshot, or the parent of a clone — from
 // the nearest in-sync replica with failover, like head reads. Committed versions never change,
 // so only the placement (relocation moves replicas) is kept current, through watches.
-import { UkaiError, isUkaiError, safetyCatch } from '../errors'
-import { PlacementSegment, ReplicaSet, readableReplicas } from '../meta/placement'
+import { UkaiError } from '../errors'
+import { DiskMap } from '../meta/disk-map'
+import { ReplicaSet, readableReplicas } from '../meta/placement'
 import { DiskRecord } from '../meta/schema'
 import { MetaStore } from '../meta/store'
 import { blockCountFor } from './block-range'
 import { cachedCommittedRead } from './cached-epoch-read'
 import { NodePool } from './node-pool'
-import { nearestFirst, readFromReplicas } from './replica-read'
+import { readFromReplicas } from './replica-read'
+import { nearestFirst } from '../meta/placement-policy'
 import { Lifecycle } from '../lib/lifecycle'
 
 export class EpochReader {
@@ -16,12 +18,12 @@ export class EpochReader {
   readonly epoch: number
   readonly blocks: number       // blocks that existed at the epoch; later ones read as absent
   readonly sizeBytes: number
-  private segments: PlacementSegment[] = []
+  // The placement (relocation moves replicas), kept current by the map's watches.
+  private map!: DiskMap
   private turn = 0
-  private closed = false
-  private readonly life = new Lifecycle({ release: () => { this.closed = true } })
+  private readonly life = new Lifecycle({ release: async () => { await this.map.close() } })
 
-  private constructor (private readonly meta: MetaStore, private readonly pool: NodePool, record: DiskRecord, epoch: number, sizeBytes: number, private readonly ioRetryMs: number) {
+  private constructor (private readonly pool: NodePool, record: DiskRecord, epoch: number, sizeBytes: number, private readonly ioRetryMs: number) {
     this.record = record
     this.epoch = epoch
     this.blocks = blockCountFor(sizeBytes, record.blockSizeBytes)
@@ -29,25 +31,12 @@ export class EpochReader {
   }
 
   static async open (meta: MetaStore, pool: NodePool, record: DiskRecord, epoch: number, sizeBytes: number, ioRetryMs: number): Promise<EpochReader> {
-    const r = new EpochReader(meta, pool, record, epoch, sizeBytes, ioRetryMs)
-    r.segments = await meta.loadPlacement(record, (i) => { r.reloadSegment(i).catch(safetyCatch) })
+    const r = new EpochReader(pool, record, epoch, sizeBytes, ioRetryMs)
+    r.map = await DiskMap.open(meta, record)
     return r
   }
 
-  private async reloadSegment (index: number): Promise<void> {
-    if (this.closed) return
-    try {
-      this.segments[index] = await this.meta.loadSegment(this.record.name, index, () => { this.reloadSegment(index).catch(safetyCatch) })
-    } catch (err) {
-      if (!isUkaiError(err, 'NOT_FOUND')) throw err
-    }
-  }
-
-  replicasOf (block: number): ReplicaSet {
-    const seg = this.segments[Math.floor(block / this.record.segmentBlocks)]
-    if (seg === undefined) throw UkaiError.internal(`block ${block} of ${this.record.name} has no placement segment`)
-    return seg.replicas(block)
-  }
+  replicasOf (block: number): ReplicaSet { return this.map.replicasOf(block) }
 
   // The block's bytes at the epoch, or null when this disk has no version of it (a clone's
   // unwritten block: its parent has the bytes).

@@ -1,21 +1,17 @@
 // One StorageClient per storage node, kept current from ZooKeeper (node records and liveness),
-// and the order in which this host prefers replicas: same host, then the lowest measured round
-// trip (see rtt-monitor.ts); a node not measured yet ranks as same site first, then the rest.
+// and how near each node is from this host — the rule (same host, then the lowest measured round
+// trip, see rtt-monitor.ts; a node not measured yet ranks as same site first, then the rest) is
+// meta/placement-policy.ts's; the pool brings the round trips and hung nodes.
 // An address override (`ukai mount --node-address ID=HOST:PORT`) replaces the address a node
 // registered, for this host only: how a WAN proxy is put between this host and a node.
 import { safetyCatch } from '../errors'
 import { Lifecycle } from '../lib/lifecycle'
 import { Logger, silentLogger } from '../log'
 import { MetaStore, NodeView } from '../meta/store'
+import { Vantage, nodeDistance } from '../meta/placement-policy'
 import { NodeProgress, StorageClient } from '../storagenode/client'
 import { UkaiError } from '../errors'
 import type { CommittedCache } from './committed-cache'
-
-// Round trips assumed for nodes not measured yet, and penalties for unknown and dead nodes.
-const UNMEASURED_SAME_SITE_MS = 1
-const UNMEASURED_OTHER_SITE_MS = 1000
-const DISTANCE_DEAD = 1e6
-const DISTANCE_UNKNOWN = 1e7
 
 export class NodePool {
   private readonly meta: MetaStore
@@ -31,6 +27,8 @@ export class NodePool {
   private refreshing: Promise<void> | null = null
   private readonly addressOverrides: Record<string, string>
   private rttMs = new Map<string, number>()
+  // What nodeDistance needs to know of this host.
+  private readonly vantage: Vantage
   private readonly nodesChanged: Array<() => void> = []
   // This host's cache of committed block versions (`ukai mount --cache-dir`), used by every
   // reader of committed epochs that reads through this pool; absent: no cache.
@@ -41,6 +39,7 @@ export class NodePool {
     this.meta = meta
     this.host = opts.host
     this.site = opts.site
+    this.vantage = { host: opts.host, site: opts.site, rttMs: id => this.rttMs.get(id), isHung: id => this.isHung(id) }
     this.log = opts.logger ?? silentLogger
     this.addressOverrides = { ...opts.addressOverrides }
   }
@@ -127,14 +126,21 @@ export class NodePool {
   // The node has answered nothing for the hung bound with requests outstanding (client.ts).
   isHung (id: string): boolean { return this.progress.get(id)?.hung === true }
 
-  // Lower is nearer: 0 on this host, else 1 + the measured round trip in ms, else a guess by
-  // site. Dead nodes sort last but stay candidates: liveness in ZK lags a restart.
+  // How near a node is from this host (meta/placement-policy.ts nodeDistance: lower is nearer).
   distance (id: string): number {
-    const n = this.nodes.get(id)
-    if (n === undefined) return DISTANCE_UNKNOWN
-    let d = this.onThisHost(n) ? 0 : 1 + (this.rttMs.get(id) ?? (n.site === this.site ? UNMEASURED_SAME_SITE_MS : UNMEASURED_OTHER_SITE_MS))
-    if (n.alive === null || this.isHung(id)) d += DISTANCE_DEAD
-    return d
+    return nodeDistance(this.nodes.get(id), this.vantage)
+  }
+
+  // Tells each of `nodes` that `leaseEpoch` is the disk's newest (a new lease, a fencing epoch):
+  // from then on they refuse older writers. A node that cannot be reached is logged and skipped.
+  async fence (nodes: Iterable<string>, diskUuid: string, leaseEpoch: number, log: Logger = this.log): Promise<void> {
+    await Promise.all([...nodes].map(async (node) => {
+      try {
+        await this.client(node).fence({ diskUuid, leaseEpoch })
+      } catch (err) {
+        log.warn({ node, err: String(err) }, 'could not fence node (its writes fail over to stale marking)')
+      }
+    }))
   }
 
   close (): Promise<void> { return this.life.close() }

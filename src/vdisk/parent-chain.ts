@@ -11,7 +11,7 @@ import { DiskRecord } from '../meta/schema'
 import { MetaStore } from '../meta/store'
 import { NodePool } from './node-pool'
 import { EpochReader } from './epoch-reader'
-import { nearestFirst } from './replica-read'
+import { nearestFirst } from '../meta/placement-policy'
 import { Lifecycle } from '../lib/lifecycle'
 
 export const CLONE_BASE_EPOCH = 1

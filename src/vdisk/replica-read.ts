@@ -45,13 +45,3 @@ export async function readFromReplicas (a: ReplicaReadArgs): Promise<Buffer | nu
     await sleep(IO_RETRY_PAUSE_MS)
   }
 }
-
-// Nearest first; replicas about as near as the nearest (within a millisecond or a quarter)
-// take turns (`turn` counts reads), so reads spread over equally close nodes.
-export function nearestFirst (pool: NodePool, replicas: Replica[], turn: number): Replica[] {
-  const sorted = replicas.map(r => ({ r, d: pool.distance(r.node) })).sort((a, b) => a.d - b.d)
-  if (sorted.length < 2) return sorted.map(x => x.r)
-  const near = sorted.filter(x => x.d <= sorted[0].d + Math.max(1, sorted[0].d * 0.25)).length
-  const t = turn % near
-  return [...sorted.slice(t, near), ...sorted.slice(0, t), ...sorted.slice(near)].map(x => x.r)
-}

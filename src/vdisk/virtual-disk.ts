@@ -1,5 +1,6 @@
 // The disk engine for one open disk: splits I/O per block, writes every non-stale replica,
-// reads the nearest in-sync one, keeps the placement map current, and carries the write lease.
+// reads the nearest in-sync one, and carries the write lease. The placement map (segments,
+// watches, conditional updates, stale marking) is a DiskMap it holds (src/meta/disk-map.ts).
 //
 // Invariants (DESIGN.md "Write path and ownership"):
 // - a replica that failed a write is marked stale in ZooKeeper before the write is acknowledged;
@@ -11,7 +12,8 @@
 import { UkaiError, isUkaiError, safetyCatch } from '../errors'
 import { Logger, silentLogger } from '../log'
 import { HeldLease, LeaseManager } from '../meta/lease'
-import { PlacementSegment, Replica, ReplicaSet, readableReplicas, replicaSetKey, withState, writableReplicas } from '../meta/placement'
+import { DiskMap } from '../meta/disk-map'
+import { Replica, ReplicaSet, readableReplicas, writableReplicas } from '../meta/placement'
 import { DiskIoCounters, DiskRecord, SnapshotRecord, validateSnapshotName } from '../meta/schema'
 import { MetaStore } from '../meta/store'
 import { RangeLocks } from '../lib/range-locks'
@@ -20,7 +22,8 @@ import { splitRange } from './block-range'
 import { DiskLocalReads, LocalReads } from './short-circuit-reads'
 import { NodePool } from './node-pool'
 import { ParentChain } from './parent-chain'
-import { IO_RETRY_PAUSE_MS, nearestFirst, readFromReplicas } from './replica-read'
+import { IO_RETRY_PAUSE_MS, readFromReplicas } from './replica-read'
+import { nearestFirst } from '../meta/placement-policy'
 import { sleep } from '../lib/timers'
 import { forEachBounded } from '../lib/worker-pool'
 import { Lifecycle } from '../lib/lifecycle'
@@ -50,7 +53,8 @@ export interface VirtualDiskDeps {
 
 export class VirtualDisk {
   record: DiskRecord & { version: number }
-  private segments: PlacementSegment[]
+  // The placement map (src/meta/disk-map.ts): segments, watches, map lock, stale marking.
+  readonly map: DiskMap
   private readonly meta: MetaStore
   private readonly pool: NodePool
   private readonly leases: LeaseManager
@@ -67,7 +71,6 @@ export class VirtualDisk {
   // Group commit: one flush runs at a time; calls meanwhile share the one after it.
   private flushRunning: Promise<void> | null = null
   private flushNext: Promise<void> | null = null
-  private mapLock: Promise<void> = Promise.resolve()
   readonly blockLocks = new BlockLocks()
   // Overlapping writes and discards of a block go out in the order they arrived, one after the
   // other: the kernel hands us direct writes to the file in parallel (FOPEN_PARALLEL_DIRECT_WRITES),
@@ -96,7 +99,7 @@ export class VirtualDisk {
   private snapshotWatchArmed = false
   private readonly local: DiskLocalReads | undefined
 
-  private constructor (deps: VirtualDiskDeps, record: DiskRecord & { version: number }, segments: PlacementSegment[]) {
+  private constructor (deps: VirtualDiskDeps, record: DiskRecord & { version: number }, map: DiskMap) {
     this.meta = deps.meta
     this.pool = deps.pool
     this.leases = deps.leases
@@ -106,15 +109,16 @@ export class VirtualDisk {
     this.onReplicaStale = deps.onReplicaStale
     this.io = deps.io ?? { readBytes: 0, writeBytes: 0 }
     this.record = record
-    this.segments = segments
+    this.map = map
     this.local = deps.localReads?.forDisk(record.uuid)
   }
 
   static async open (deps: VirtualDiskDeps, name: string): Promise<VirtualDisk> {
     let disk: VirtualDisk | null = null
     const record = await deps.meta.getDisk(name, () => disk?.reload().catch(safetyCatch))
-    const segments = await deps.meta.loadPlacement(record, (i) => disk?.reloadSegment(i).catch(safetyCatch))
-    disk = new VirtualDisk(deps, record, segments)
+    // Any placement change (reloaded, rewritten, stale marking) invalidates short-circuit reads.
+    const map = await DiskMap.open(deps.meta, record, { onChange: () => disk?.local?.dropAll(), logger: deps.logger })
+    disk = new VirtualDisk(deps, record, map)
     disk.chain = await ParentChain.open(deps.meta, deps.pool, record, disk.ioRetryMs)
     return disk
   }
@@ -131,20 +135,14 @@ export class VirtualDisk {
     if (this.closed) return
     try {
       const record = await this.meta.getDisk(this.name, () => this.reload().catch(safetyCatch))
-      await this.withMapLock(async () => {
-        const oldCount = this.segments.length
+      await this.map.locked(async () => {
         // An older answer (this read raced a fresher one, e.g. at lease acquisition) never wins.
         if (record.version < this.record.version) return
         if (record.parent === null && this.chain !== null) { this.chain.close().catch(safetyCatch); this.chain = null }  // flattened
         this.record = record
         this.local?.dropAll()
-        // Existing segments carry watches of their own; only a session replacement (watches
-        // gone) or a resize (new segments) needs the map read again. A snapshot commit does not.
-        const count = Math.ceil(Math.ceil(record.sizeBytes / record.blockSizeBytes) / record.segmentBlocks)
-        if (!rewatchAll && count === oldCount) return
-        const all = await this.meta.loadPlacement(record, (i) => { if (rewatchAll || i >= oldCount) this.reloadSegment(i).catch(safetyCatch) })
-        this.segments = all
-        this.local?.dropAll()
+        // A snapshot commit needs no new map; a session replacement or a resize does.
+        await this.map.reloadForRecordLocked(record, rewatchAll)
       })
     } catch (err) {
       if (isUkaiError(err, 'NOT_FOUND')) { this.log.warn('disk was deleted while open'); return }
@@ -158,105 +156,10 @@ export class VirtualDisk {
     this.record = { ...this.record, file: rec.file, xattrs: rec.xattrs }
   }
 
-  async reloadSegment (index: number): Promise<void> {
-    if (this.closed) return
-    await this.withMapLock(async () => {
-      try {
-        const seg = await this.meta.loadSegment(this.name, index, () => this.reloadSegment(index).catch(safetyCatch))
-        if (index < this.segments.length) this.segments[index] = seg
-        this.local?.dropAll()
-      } catch (err) {
-        if (!isUkaiError(err, 'NOT_FOUND')) throw err
-      }
-    })
-  }
+  // Placement of one block as last committed (the map's; see src/meta/disk-map.ts).
+  replicasOf (block: number): ReplicaSet { return this.map.replicasOf(block) }
 
-  private async withMapLock<T> (fn: () => Promise<T>): Promise<T> {
-    const prev = this.mapLock
-    let release!: () => void
-    this.mapLock = new Promise<void>(resolve => { release = resolve })
-    await prev
-    try {
-      return await fn()
-    } finally {
-      release()
-    }
-  }
-
-  replicasOf (block: number): ReplicaSet {
-    const seg = this.segments[Math.floor(block / this.record.segmentBlocks)]
-    if (seg === undefined) throw UkaiError.internal(`block ${block} of ${this.name} has no placement segment`)
-    return seg.replicas(block)
-  }
-
-  // Marks `node` stale for `blocks` in ZooKeeper. Callers never pass a block's last good replica.
-  private async markStale (node: string, blocks: number[]): Promise<void> {
-    await this.updatePlacement(blocks, (set) => set.some(r => r.node === node && r.state !== 'stale') ? withState(set, node, 'stale') : set)
-    this.log.warn({ node, blocks: blocks.length }, 'replica marked stale')
-  }
-
-  // A hung node (it stopped answering, see storagenode/client.ts) is marked stale once for every
-  // block of this disk where another replica is in sync — `blocks` (which it just missed) in any
-  // case — in one transaction, so later writes no longer wait on it block after block. Blocks it
-  // is the last in-sync replica of keep it: their writes wait for it (then EIO).
-  private async markHungNodeStale (node: string, blocks: number[]): Promise<void> {
-    const missed = new Set(blocks)
-    const changed = await this.updatePlacement(null, (set, block) => {
-      if (!set.some(r => r.node === node && r.state !== 'stale')) return set
-      if (missed.has(block) || set.some(r => r.node !== node && r.state === 'in-sync')) return withState(set, node, 'stale')
-      return set
-    })
-    if (changed > 0) this.log.warn({ node, blocks: changed }, 'hung replica marked stale for every block with another in-sync replica')
-  }
-
-  // Rewrites the replica sets of `blocks` (all blocks when null) in one ZooKeeper transaction,
-  // conditional on the versions this disk read; on a conflict re-reads and applies again.
-  // Writes see the new map as soon as it is committed.
-  async updatePlacement (blocks: number[] | null, change: (set: ReplicaSet, block: number) => ReplicaSet): Promise<number> {
-    return await this.withMapLock(async () => {
-      for (let attempt = 0; ; attempt++) {
-        const touched = new Map<number, PlacementSegment>()
-        let changed = 0
-        const visit = (block: number): void => {
-          const index = Math.floor(block / this.record.segmentBlocks)
-          const set = (touched.get(index) ?? this.segments[index]).replicas(block)
-          const next = change(set, block)
-          if (next !== set && replicaSetKey(next) !== replicaSetKey(set)) {
-            // Cloned only when it changes: a sweep over every block (a hung node) stays cheap.
-            let seg = touched.get(index)
-            if (seg === undefined) { seg = this.segments[index].clone(); touched.set(index, seg) }
-            seg.setReplicas(block, next)
-            changed++
-          }
-        }
-        if (blocks !== null) for (const b of blocks) visit(b)
-        else for (const seg of this.segments) for (let b = seg.firstBlock; b < seg.firstBlock + seg.blockCount; b++) visit(b)
-        if (touched.size === 0) return 0
-        try {
-          await this.meta.writeSegments(this.name, [...touched.values()])
-          for (const seg of touched.values()) this.segments[seg.index] = seg
-          this.local?.dropAll()
-          return changed
-        } catch (err) {
-          // Whether or not the write landed, the map may have moved: trust nothing cached.
-          this.local?.dropAll()
-          if (!isUkaiError(err, 'ZK_CONFLICT') || attempt >= 5) throw err
-          for (const index of touched.keys()) this.segments[index] = await this.meta.loadSegment(this.name, index)
-        }
-      }
-    })
-  }
-
-  blockCount (): number {
-    return this.segments.reduce((n, s) => n + s.blockCount, 0)
-  }
-
-  // Every node named anywhere in the map.
-  nodesInMap (): Set<string> {
-    const nodes = new Set<string>()
-    for (const seg of this.segments) for (const run of seg.runs()) for (const r of run.replicas) nodes.add(r.node)
-    return nodes
-  }
+  blockCount (): number { return this.map.blockCount() }
 
   // --- lease --------------------------------------------------------------------------------
 
@@ -286,13 +189,7 @@ export class VirtualDisk {
   // Tells every node holding a replica about the new epoch, so the previous holder is refused
   // everywhere at once, not only on the blocks this host happens to write.
   private async fenceNodes (leaseEpoch: number): Promise<void> {
-    await Promise.all([...this.nodesInMap()].map(async (node) => {
-      try {
-        await this.pool.client(node).fence({ diskUuid: this.record.uuid, leaseEpoch })
-      } catch (err) {
-        this.log.warn({ node, err: String(err) }, 'could not fence node (its writes fail over to stale marking)')
-      }
-    }))
+    await this.pool.fence(this.map.nodesInMap(), this.record.uuid, leaseEpoch, this.log)
   }
 
   // Another host wants the lease: let writes in flight finish, flush, release.
@@ -570,8 +467,8 @@ export class VirtualDisk {
     for (const f of failed) {
       this.log.warn({ node: f.replica.node, block, verb, err: (f.err as Error).message }, 'replica write failed')
       // A hung replica is left behind for the whole disk at once (see markHungNodeStale).
-      if (this.pool.isHung(f.replica.node)) await this.markHungNodeStale(f.replica.node, [block])
-      else await this.markStale(f.replica.node, [block])
+      if (this.pool.isHung(f.replica.node)) await this.map.markHungNodeStale(f.replica.node, [block])
+      else await this.map.markStale(f.replica.node, [block])
       this.onReplicaStale?.(this, f.replica.node, (f.err as { code?: string }).code ?? 'UNKNOWN')
     }
   }
@@ -649,8 +546,8 @@ export class VirtualDisk {
       if (stuck.length === 0) {
         for (const node of failures.keys()) {
           const blocks = [...(dirty.get(node) as Set<number>)]
-          if (this.pool.isHung(node)) await this.markHungNodeStale(node, blocks)
-          else await this.markStale(node, blocks)
+          if (this.pool.isHung(node)) await this.map.markHungNodeStale(node, blocks)
+          else await this.map.markStale(node, blocks)
         }
         return
       }
@@ -683,7 +580,7 @@ export class VirtualDisk {
     } finally {
       this.lease = null
       this.closed = true
-      await Promise.all([this.chain?.close(), this.local?.close()])
+      await Promise.all([this.map.close(), this.chain?.close(), this.local?.close()])
     }
   }
 }

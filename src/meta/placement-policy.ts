@@ -1,0 +1,90 @@
+// Placement policy, in one place: where new replicas go (a new disk, a grown disk with nothing
+// placed yet, the targets of a relocation) and which replica a read tries first. Pure functions
+// over node records and distances, so every room that places or reads (admin, relocate, vdisk)
+// uses the same rules; the map itself is owned by disk-map.ts.
+import { UkaiError } from '../errors'
+import { Replica } from './placement'
+import { PlacementPolicy } from './schema'
+import type { NodeView } from './store'
+
+// Round trips assumed for nodes not measured yet, and penalties for unknown and dead nodes.
+const UNMEASURED_SAME_SITE_MS = 1
+const UNMEASURED_OTHER_SITE_MS = 1000
+const DISTANCE_DEAD = 1e6
+const DISTANCE_UNKNOWN = 1e7
+
+// --- where new replicas go ----------------------------------------------------------------------
+
+// The named nodes, deduplicated; each must be registered and alive.
+export function liveNodesNamed (nodes: NodeView[], ids: string[]): string[] {
+  const named = [...new Set(ids)]
+  for (const id of named) {
+    const n = nodes.find(x => x.id === id)
+    if (n === undefined) throw UkaiError.notFound(`unknown storage node '${id}'`)
+    if (n.alive === null) throw UkaiError.notEnoughNodes(`storage node '${id}' is not alive`)
+  }
+  return named
+}
+
+// Picks the nodes for a new disk: explicit nodes as given (all must be known and alive), else
+// the live nodes of the site (or of the cluster) with the most free space, one per host.
+export function choosePlacement (nodes: NodeView[], replicas: number, policy: PlacementPolicy): string[] {
+  if (policy.nodes !== undefined && policy.nodes.length > 0) {
+    const chosen = liveNodesNamed(nodes, policy.nodes)
+    if (chosen.length !== replicas) throw UkaiError.badArgument(`--nodes names ${chosen.length} node(s) but the disk has ${replicas} replica(s)`)
+    return chosen
+  }
+  const live = nodes.filter(n => n.alive !== null && (policy.site === undefined || n.site === policy.site))
+  if (policy.site !== undefined && !nodes.some(n => n.site === policy.site)) throw UkaiError.notFound(`unknown site '${policy.site}'`)
+  const where = policy.site === undefined ? 'the cluster' : `site ${policy.site}`
+  live.sort((a, b) => (b.alive?.freeBytes ?? 0) - (a.alive?.freeBytes ?? 0) || a.id.localeCompare(b.id))
+  if (live.length < replicas) throw UkaiError.notEnoughNodes(`${where} has ${live.length} live storage node(s); the disk needs ${replicas} replica(s)`)
+  return live.slice(0, replicas).map(n => n.id)
+}
+
+// The target replica set of a relocation: explicit nodes as given, else the live nodes of the
+// site — nodes that already hold the disk (`current`) first (less to copy), then the most free
+// space.
+export function pickRelocationTargets (nodes: NodeView[], current: Set<string>, req: { site?: string, nodes?: string[] }, replicas: number): string[] {
+  if (req.nodes !== undefined && req.nodes.length > 0) return liveNodesNamed(nodes, req.nodes)
+  const site = req.site as string
+  if (!nodes.some(n => n.site === site)) throw UkaiError.notFound(`unknown site '${site}'`)
+  const live = nodes.filter(n => n.site === site && n.alive !== null)
+  if (live.length < replicas) throw UkaiError.notEnoughNodes(`site ${site} has ${live.length} live storage node(s); the disk needs ${replicas} replica(s)`)
+  live.sort((a, b) => Number(current.has(b.id)) - Number(current.has(a.id)) || (b.alive?.freeBytes ?? 0) - (a.alive?.freeBytes ?? 0) || a.id.localeCompare(b.id))
+  return live.slice(0, replicas).map(n => n.id)
+}
+
+// --- which replica to read (and copy from) ------------------------------------------------------
+
+// Where distances are measured from, and what is known there: round trips, hung nodes.
+export interface Vantage {
+  host: string
+  site: string
+  rttMs: (id: string) => number | undefined
+  isHung: (id: string) => boolean
+}
+
+// Lower is nearer: 0 on this host, else 1 + the measured round trip in ms, else a guess by
+// site. Dead nodes sort last but stay candidates: liveness in ZK lags a restart.
+export function nodeDistance (n: NodeView | undefined, from: Vantage): number {
+  if (n === undefined) return DISTANCE_UNKNOWN
+  let d = n.host === from.host ? 0 : 1 + (from.rttMs(n.id) ?? (n.site === from.site ? UNMEASURED_SAME_SITE_MS : UNMEASURED_OTHER_SITE_MS))
+  if (n.alive === null || from.isHung(n.id)) d += DISTANCE_DEAD
+  return d
+}
+
+// Nearest first; replicas about as near as the nearest (within a millisecond or a quarter)
+// take turns (`turn` counts reads), so reads spread over equally close nodes.
+export function nearestFirst (pool: { distance: (id: string) => number }, replicas: Replica[], turn: number): Replica[] {
+  const sorted = replicas.map(r => ({ r, d: pool.distance(r.node) })).sort((a, b) => a.d - b.d)
+  if (sorted.length < 2) return sorted.map(x => x.r)
+  const near = sorted.filter(x => x.d <= sorted[0].d + Math.max(1, sorted[0].d * 0.25)).length
+  const t = turn % near
+  return [...sorted.slice(t, near), ...sorted.slice(0, t), ...sorted.slice(near)].map(x => x.r)
+}
+
+// Copy sources in order of distance, nearest first (stable among equals).
+export function nearestSources (pool: { distance: (id: string) => number }, replicas: Replica[]): Replica[] {
+  return replicas.slice().sort((a, b) => pool.distance(a.node) - pool.distance(b.node))
+}
