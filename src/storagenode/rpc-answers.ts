@@ -9,6 +9,11 @@ import { toServiceError } from './status'
 
 export interface ServerCounters { requests: number, errors: number, bytesRead: number, bytesWritten: number, inFlight: number }
 
+// Told of every answered request, for the node's metrics (src/metrics implements it): which call
+// (an Io operation or a unary method, a fixed small set), performance.now() when it was taken up,
+// and its code ('' for success). Called on the data path: it only adds to numbers it holds.
+export interface RpcObserver { done: (rpc: string, startMs: number, code: string) => void }
+
 export type Failure = (err: unknown, what: string) => { code: UkaiErrorCode, message: string }
 
 export function failureOf (nodeId: string, counters: ServerCounters, log: Logger): Failure {
@@ -25,20 +30,28 @@ export interface UnaryDeps {
   counters: ServerCounters
   failure: Failure
   closing: () => boolean   // true once the server began shutting down
+  rpc?: RpcObserver
 }
 
 export type Unary = <Req, Res>(what: string, fn: (req: Req) => Promise<Res>) => grpc.handleUnaryCall<Req, Res>
 
 export function unaryOf (deps: UnaryDeps): Unary {
-  return <Req, Res>(what: string, fn: (req: Req) => Promise<Res>): grpc.handleUnaryCall<Req, Res> => (call, callback) => {
-    if (deps.closing()) {
-      callback(toServiceError(new UkaiError('UNAVAILABLE', `storage node ${deps.nodeId} is shutting down`)))
-      return
-    }
-    deps.counters.requests++
-    fn(call.request).then(res => callback(null, res), err => {
-      const f = deps.failure(err, what)
-      callback(toServiceError(new UkaiError(f.code, f.message)))
-    })
+  return <Req, Res>(what: string, fn: (req: Req) => Promise<Res>): grpc.handleUnaryCall<Req, Res> => {
+    const rpcName = what.replace(/ /g, '_')
+    return (call, callback) => unaryCall(deps, what, rpcName, fn, call, callback)
   }
+}
+
+function unaryCall<Req, Res> (deps: UnaryDeps, what: string, rpcName: string, fn: (req: Req) => Promise<Res>, call: grpc.ServerUnaryCall<Req, Res>, callback: grpc.sendUnaryData<Res>): void {
+  if (deps.closing()) {
+    callback(toServiceError(new UkaiError('UNAVAILABLE', `storage node ${deps.nodeId} is shutting down`)))
+    return
+  }
+  deps.counters.requests++
+  const t0 = deps.rpc === undefined ? 0 : performance.now()
+  fn(call.request).then(res => { deps.rpc?.done(rpcName, t0, ''); callback(null, res) }, err => {
+    const f = deps.failure(err, what)
+    deps.rpc?.done(rpcName, t0, f.code)
+    callback(toServiceError(new UkaiError(f.code, f.message)))
+  })
 }
