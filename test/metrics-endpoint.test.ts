@@ -60,7 +60,7 @@ t.test('metrics and readiness of agents and storage nodes', async (t) => {
   const ports = { a1: await freePort(), a2: await freePort(), a3: await freePort(), hv: await freePort() }
   const addr = (p: number): string => `127.0.0.1:${p}`
   const metricsArgs = (p: number): string[] => [...SESSION, '--metrics-listen', addr(p)]
-  await Promise.all((['a1', 'a2', 'a3'] as const).map(async id => await startNode(t, { zk, id, site: 'site-a', extraArgs: metricsArgs(ports[id]) })))
+  const nodes = await Promise.all((['a1', 'a2', 'a3'] as const).map(async id => await startNode(t, { zk, id, site: 'site-a', extraArgs: metricsArgs(ports[id]) })))
   const agent = await startAgent(t, { zk, host: 'hv-a', site: 'site-a', extraArgs: metricsArgs(ports.hv) })
   t.match(fs.readFileSync(agent.logFile, 'utf8'), new RegExp(`"metricsAddress":"127\\.0\\.0\\.1:${ports.hv}"`), 'the ready line names the metrics address')
   t.equal((await runCli(['disk', 'create', 'vol', '--size', '16M', '--nodes', 'a1,a2'], { zk: zks })).code, 0)
@@ -149,10 +149,29 @@ t.test('metrics and readiness of agents and storage nodes', async (t) => {
       t.equal(r.code, 2, `exit 2: ukai ${c.args.join(' ')}`)
       t.match(r.stderr, c.message)
     }
+    const taken = await runCli(['storagenode', '--id', 'n9', '--site', 'site-a', '--data-dir', dir, '--listen', '127.0.0.1:0', '--metrics-listen', addr(ports.a1)], { zk: zks })
+    t.equal(taken.code, 1, 'a metrics port in use fails the start')
+    t.match(taken.stderr, new RegExp(`cannot serve metrics on 127\\.0\\.0\\.1:${ports.a1}: .*EADDRINUSE`))
     t.notOk(isMounted(mnt), 'nothing mounted')
     const nodes = await cliJson<Array<{ id: string }>>(['node', 'list'], zks)
     t.notOk(nodes.some(x => x.id === 'n9'), 'no node registered')
     t.same(fs.readdirSync(dir).filter(f => f !== 'mnt'), [], 'nothing written to the data dir')
+  })
+
+  t.test('a replica lost under a writer is counted as a stale mark', async (t) => {
+    const before = value(await scrape(addr(ports.hv)), 'ukai_disk_stale_marks_total', { disk: 'vol' }) ?? 0
+    // a2 holds a replica of vol whatever became of the relocation (it is in both replica sets).
+    const a2 = nodes.find(n => n.id === 'a2')
+    await a2?.kill('SIGKILL')
+    const fh = await fs.promises.open(path.join(agent.mountPoint, 'vol'), 'r+')
+    try {
+      await fh.write(Buffer.alloc(4096, 9), 0, 4096, 8192)
+      await fh.sync()
+    } finally {
+      await fh.close()
+    }
+    const s = await scrape(addr(ports.hv))
+    t.ok((value(s, 'ukai_disk_stale_marks_total', { disk: 'vol' }) ?? 0) > before, 'the stale mark counted')
   })
 
   t.test('/healthz follows the ZooKeeper session', async (t) => {

@@ -60,6 +60,7 @@ async function runWithMetrics<D extends { stop: () => Promise<void> }> (
   }
   metrics?.setReady()
   const stop = async (): Promise<void> => {
+    metrics?.setStopping()  // /healthz says 503 from the first step of the shutdown
     await daemon.stop()
     metrics?.close()
     await endpoint?.close()

@@ -10,6 +10,7 @@ import type { DiskIoSink } from '../agent/io-sink'
 import type { DiskIoCounters } from '../meta/schema'
 import { LatencyHistogram, Sample, registerCollected, perKey } from './exposition'
 import { newRegistry } from './endpoint'
+import { Readiness } from './readiness'
 import { ZkSessionMetrics, ZkSessionSource } from './zookeeper-session'
 
 // A relocation's progress is read from its ZooKeeper record at scrape time (the executor saves
@@ -57,12 +58,13 @@ export class AgentMetrics implements DiskIoSink {
   private readonly relocations = new Map<string, RelocationSeries>()
   private readonly zk: ZkSessionMetrics
   private sources: AgentSources | null = null
-  private ready = false
+  private readonly readiness: Readiness
 
   constructor (host: string) {
     this.registry = newRegistry({ host })
     this.zk = new ZkSessionMetrics(this.registry)
     const r = this.registry
+    this.readiness = new Readiness(r, 'mount', this.zk)
     const counter = (name: string, help: string, value: (s: DiskSeries) => number): void =>
       registerCollected(r, name, help, 'counter', () => perKey(this.current(), 'disk', value))
     const histogram = (name: string, help: string, h: (s: DiskSeries) => LatencyHistogram): void =>
@@ -71,7 +73,6 @@ export class AgentMetrics implements DiskIoSink {
         for (const [disk, s] of this.current()) h(s).samples(name, { disk }, out)
         return out
       })
-    registerCollected(r, 'ukai_daemon_ready', '1 once the agent serves its mount, 0 while it starts', 'gauge', () => [{ labels: { daemon: 'mount' }, value: this.ready ? 1 : 0 }])
     counter('ukai_disk_read_ops_total', 'Reads of the disk answered through the mount', s => s.readOps)
     counter('ukai_disk_read_bytes_total', 'Bytes read from the disk through the mount', s => s.readBytes)
     counter('ukai_disk_write_ops_total', 'Writes to the disk answered through the mount', s => s.writeOps)
@@ -141,14 +142,10 @@ export class AgentMetrics implements DiskIoSink {
     this.zk.bind(sources.zk)
   }
 
-  // The agent serves its mount: /healthz may say ok (while ZooKeeper is connected).
-  setReady (): void { this.ready = true }
-
-  notReady (): string | null {
-    if (!this.ready) return 'the agent is starting'
-    if (!this.zk.connected) return 'the ZooKeeper session is not connected'
-    return null
-  }
+  // The agent serves its mount: /healthz may say ok (while ZooKeeper is connected) until stopping().
+  setReady (): void { this.readiness.ready() }
+  setStopping (): void { this.readiness.stopping() }
+  notReady (): string | null { return this.readiness.why() }
 
   close (): void { this.zk.close() }
 

@@ -10,6 +10,7 @@ import type { RpcObserver } from '../storagenode/rpc-answers'
 import type { StorageServerStats } from '../storagenode/server'
 import { LatencyHistogram, Sample, perKey, registerCollected } from './exposition'
 import { newRegistry } from './endpoint'
+import { Readiness } from './readiness'
 import { ZkSessionMetrics, ZkSessionSource } from './zookeeper-session'
 
 export interface NodeUsage { capacityBytes: number, usedBytes: number, freeBytes: number }
@@ -34,17 +35,17 @@ export class NodeMetrics implements RpcObserver {
   private readonly errorCodes = new Map<string, number>()
   private readonly zk: ZkSessionMetrics
   private sources: NodeSources | null = null
-  private ready = false
+  private readonly readiness: Readiness
 
   constructor (nodeId: string) {
     this.registry = newRegistry({ node: nodeId })
     this.zk = new ZkSessionMetrics(this.registry)
     const r = this.registry
+    this.readiness = new Readiness(r, 'storagenode', this.zk)
     const stat = (name: string, help: string, type: 'counter' | 'gauge', value: (s: StorageServerStats) => number): void =>
       registerCollected(r, name, help, type, () => this.sources === null ? [] : [{ labels: {}, value: value(this.sources.stats()) }])
     const usage = (name: string, help: string, value: (u: NodeUsage) => number): void =>
       registerCollected(r, name, help, 'gauge', () => this.sources === null ? [] : [{ labels: {}, value: value(this.sources.usage()) }])
-    registerCollected(r, 'ukai_daemon_ready', '1 once the storage node serves and is registered, 0 while it starts', 'gauge', () => [{ labels: { daemon: 'storagenode' }, value: this.ready ? 1 : 0 }])
     usage('ukai_node_capacity_bytes', 'Bytes this node may store (--capacity, else its file system\'s size)', u => u.capacityBytes)
     stat('ukai_node_used_bytes', 'Bytes allocated by block versions on this node', 'gauge', s => s.usedBytes)
     usage('ukai_node_free_bytes', 'Bytes this node may still store (as of its last usage report)', u => u.freeBytes)
@@ -81,13 +82,10 @@ export class NodeMetrics implements RpcObserver {
     this.zk.bind(sources.zk)
   }
 
-  setReady (): void { this.ready = true }
-
-  notReady (): string | null {
-    if (!this.ready) return 'the storage node is starting'
-    if (!this.zk.connected) return 'the ZooKeeper session is not connected'
-    return null
-  }
+  // The node serves and is registered: /healthz may say ok (while ZooKeeper is connected) until stopping().
+  setReady (): void { this.readiness.ready() }
+  setStopping (): void { this.readiness.stopping() }
+  notReady (): string | null { return this.readiness.why() }
 
   close (): void { this.zk.close() }
 }
