@@ -23,6 +23,7 @@ export interface NodeSources {
 }
 
 class RpcSeries {
+  constructor (readonly label: string) {}
   requests = 0
   errors = 0
   latency = new LatencyHistogram()
@@ -56,19 +57,20 @@ export class NodeMetrics implements RpcObserver {
     stat('ukai_node_io_streams', 'Open Io streams (about one per agent and peer)', 'gauge', s => s.streams)
     stat('ukai_node_requests_in_flight', 'Io requests being served', 'gauge', s => s.inFlight)
     stat('ukai_node_open_files', 'Block files held open', 'gauge', s => s.openFiles)
-    registerCollected(r, 'ukai_node_requests_total', 'Requests answered, by call', 'counter', () => perKey(this.rpcs, 'rpc', s => s.requests))
-    registerCollected(r, 'ukai_node_request_errors_total', 'Requests answered with an error, by call', 'counter', () => perKey(this.rpcs, 'rpc', s => s.errors))
+    const perRpc = (value: (s: RpcSeries) => number): Sample[] => [...this.rpcs.values()].map(s => ({ labels: { rpc: s.label }, value: value(s) }))
+    registerCollected(r, 'ukai_node_requests_total', 'Requests answered, by call', 'counter', () => perRpc(s => s.requests))
+    registerCollected(r, 'ukai_node_request_errors_total', 'Requests answered with an error, by call', 'counter', () => perRpc(s => s.errors))
     registerCollected(r, 'ukai_node_errors_total', 'Requests answered with an error, by UKAI error code (docs/errors.md)', 'counter', () => perKey(this.errorCodes, 'code', n => n))
     registerCollected(r, 'ukai_node_request_latency_seconds', 'Time from taking a request up to its answer, by call', 'histogram', () => {
       const out: Sample[] = []
-      for (const [rpc, s] of this.rpcs) s.latency.samples('ukai_node_request_latency_seconds', { rpc }, out)
+      for (const s of this.rpcs.values()) s.latency.samples('ukai_node_request_latency_seconds', { rpc: s.label }, out)
       return out
     })
   }
 
   done (rpc: string, startMs: number, code: string): void {
     let s = this.rpcs.get(rpc)
-    if (s === undefined) { s = new RpcSeries(); this.rpcs.set(rpc, s) }
+    if (s === undefined) { s = new RpcSeries(rpc.replace(/ /g, '_')); this.rpcs.set(rpc, s) }  // 'pull block' → pull_block
     s.requests++
     s.latency.observeSince(startMs)
     if (code !== '') {

@@ -10,8 +10,9 @@ import { toServiceError } from './status'
 export interface ServerCounters { requests: number, errors: number, bytesRead: number, bytesWritten: number, inFlight: number }
 
 // Told of every answered request, for the node's metrics (src/metrics implements it): which call
-// (an Io operation or a unary method, a fixed small set), performance.now() when it was taken up,
-// and its code ('' for success). Called on the data path: it only adds to numbers it holds.
+// (an Io operation, or a unary method as its handler names it: a fixed small set),
+// performance.now() when it was taken up, and its code ('' for success). Called on the data path:
+// it only adds to numbers it holds.
 export interface RpcObserver { done: (rpc: string, startMs: number, code: string) => void }
 
 export type Failure = (err: unknown, what: string) => { code: UkaiErrorCode, message: string }
@@ -36,22 +37,17 @@ export interface UnaryDeps {
 export type Unary = <Req, Res>(what: string, fn: (req: Req) => Promise<Res>) => grpc.handleUnaryCall<Req, Res>
 
 export function unaryOf (deps: UnaryDeps): Unary {
-  return <Req, Res>(what: string, fn: (req: Req) => Promise<Res>): grpc.handleUnaryCall<Req, Res> => {
-    const rpcName = what.replace(/ /g, '_')
-    return (call, callback) => unaryCall(deps, what, rpcName, fn, call, callback)
+  return <Req, Res>(what: string, fn: (req: Req) => Promise<Res>): grpc.handleUnaryCall<Req, Res> => (call, callback) => {
+    if (deps.closing()) {
+      callback(toServiceError(new UkaiError('UNAVAILABLE', `storage node ${deps.nodeId} is shutting down`)))
+      return
+    }
+    deps.counters.requests++
+    const t0 = deps.rpc === undefined ? 0 : performance.now()
+    fn(call.request).then(res => { deps.rpc?.done(what, t0, ''); callback(null, res) }, err => {
+      const f = deps.failure(err, what)
+      deps.rpc?.done(what, t0, f.code)
+      callback(toServiceError(new UkaiError(f.code, f.message)))
+    })
   }
-}
-
-function unaryCall<Req, Res> (deps: UnaryDeps, what: string, rpcName: string, fn: (req: Req) => Promise<Res>, call: grpc.ServerUnaryCall<Req, Res>, callback: grpc.sendUnaryData<Res>): void {
-  if (deps.closing()) {
-    callback(toServiceError(new UkaiError('UNAVAILABLE', `storage node ${deps.nodeId} is shutting down`)))
-    return
-  }
-  deps.counters.requests++
-  const t0 = deps.rpc === undefined ? 0 : performance.now()
-  fn(call.request).then(res => { deps.rpc?.done(rpcName, t0, ''); callback(null, res) }, err => {
-    const f = deps.failure(err, what)
-    deps.rpc?.done(rpcName, t0, f.code)
-    callback(toServiceError(new UkaiError(f.code, f.message)))
-  })
 }
