@@ -8,6 +8,8 @@
 //                                           the CPU profiler; prints where its CPU time goes
 // Environment: BENCH_RUNTIME_SEC (10), BENCH_RAMP_SEC (2), BENCH_FILE_MIB (2048), BENCH_NUMJOBS (4),
 // BENCH_TARGETS (local,passthrough,passthrough-tuned,ukai), BENCH_KEEP=1 keeps the temp dir (logs) afterwards,
+// BENCH_METRICS=1 runs the UKAI daemons with --metrics-listen and scrapes them (bench/ukai-cluster.ts;
+// compare with a run without for the metrics' cost),
 // BENCH_SUITES (fio,relocate,snapshot,export,migration): which suites to run, each after fio in
 // its own process: `relocate` bench/relocate.ts (relocation under load over a WAN proxy, ~4 min),
 // `snapshot` bench/snapshot.ts (commit time, first write after a snapshot; ~1-2 min), `export`
@@ -118,6 +120,7 @@ async function benchPassthrough (target: 'passthrough' | 'passthrough-tuned', di
 async function benchUkai (dir: string, settings: BenchSettings, progress: Progress, run: TargetRun, cleanup: Cleanup, extras: TargetExtras): Promise<void> {
   process.stdout.write('            starting ZooKeeper, 2 storage nodes and a mount agent …\n')
   const cluster = await startUkaiCluster({ dir })
+  if (cluster.metricsAddresses.length > 0) process.stdout.write(`            metrics on (BENCH_METRICS=1), scraped: ${cluster.metricsAddresses.join(' ')}\n`)
   cleanup.add('stop the UKAI cluster', () => cluster.stop())
   try {
     await createDisk(cluster.meta, { name: BENCH_DISK, sizeBytes: settings.fileSizeBytes, replicas: 2 })
@@ -286,7 +289,7 @@ async function benchmark (workDir: string, settings: BenchSettings, cleanup: Cle
     startedAt: startedAt.toISOString(),
     finishedAt: new Date().toISOString(),
     machine: machineInfo(),
-    settings: { ...settings, ioengine: 'psync', direct: 1, groupReporting: true, ukaiDisk: { replicas: 2, storageNodes: 2, sites: 1 } },
+    settings: { ...settings, ioengine: 'psync', direct: 1, groupReporting: true, ukaiDisk: { replicas: 2, storageNodes: 2, sites: 1 }, ukaiMetrics: process.env.BENCH_METRICS === '1' },
     floors: FLOORS,
     ratios: rows,
     targets: runs,

@@ -21,5 +21,8 @@ t.test('ukai dev demo', { skip: fuseUnavailable() ?? false }, async (t) => {
   t.match(out, /lease holder now hv-b/)
   t.match(out, /the first 64\.0 MiB equal the bytes written on site A/, 'the snapshot export holds the data')
   t.match(out, /site A reads the new bytes: yes/)
+  t.match(out, /storage node a1 at site-a .* metrics http:\/\/127\.0\.0\.1:\d+\/metrics/, 'the endpoints are printed')
+  t.match(out, /ukai_disk_write_bytes_total\{disk="vm-[^"]+",host="hv-b"\} [1-9]/, 'the demo shows site B\'s disk metrics')
+  t.match(out, /ukai_disk_write_latency_seconds_count\{disk="vm-[^"]+",host="hv-b"\} [1-9]/)
   t.notMatch(out, /DIFFER|\bNO\b/, 'no check failed')
 })

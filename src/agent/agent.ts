@@ -34,6 +34,8 @@ export interface AgentHooks {
   detached?: (name: string) => void
   leaseAcquired?: (disk: VirtualDisk) => void
   leaseLost?: (name: string) => void
+  // Another host asked for the lease of an open disk and this one hands it over.
+  handoverRequested?: (name: string) => void
   // A replica of an open disk failed a write and was marked stale (code: why, e.g. NO_SPACE).
   replicaStale?: (disk: VirtualDisk, node: string, code: string) => void
   // The set of disks, or a disk's owner or mode, may have changed (the NBD sockets follow).
@@ -112,6 +114,7 @@ export class Agent {
       onHandoverRequested: (disk, requester) => {
         const o = this.open.get(disk)
         this.log.info({ disk, requester }, 'hand-over requested')
+        this.hooks.handoverRequested?.(disk)
         this.hooks.leaseLost?.(disk)
         if (o !== undefined) o.disk.handOver().catch(err => this.log.error({ disk, err: String(err) }, 'hand-over failed'))
         else this.leases.release(disk).catch(safetyCatch)

@@ -7,8 +7,10 @@ import { Logger } from '../log'
 import { loadNative } from '../native'
 import { holdGcBallast } from '../lib/gc-ballast'
 import { DiskFileOwner } from '../meta/schema'
+import { VirtualDisk } from '../vdisk/virtual-disk'
 import { Agent } from './agent'
 import { toErrno } from './fuse-errno'
+import type { DiskIoSink } from './io-sink'
 
 // fuse-native builds the libfuse option string from a fixed list of its own options; libfuse2's
 // `direct_io` (no kernel page cache: another host's writes are never hidden behind stale pages),
@@ -35,7 +37,10 @@ const O_DSYNC = 0o10000
 const ENODATA = -61
 const EOPNOTSUPP = -95
 
-export interface FuseMountOptions { allowOther?: boolean }
+export interface FuseMountOptions {
+  allowOther?: boolean
+  io?: DiskIoSink  // told of every disk read, write and fsync answered (the metrics)
+}
 
 // fusermount lets a user other than root mount with allow_other only when fuse.conf says so.
 const FUSE_CONF = '/etc/fuse.conf'
@@ -84,6 +89,7 @@ export function mountAgent (agent: Agent, mountPoint: string, log: Logger, opts:
   // Handles opened O_DSYNC/O_SYNC (QEMU cache=writethrough): every write is durable before it is
   // acknowledged, as the open flag promises.
   const syncWriteHandles = new Set<number>()
+  const io = opts.io
 
   // Wraps an op whose callback takes (result) where result ≥ 0 is success, < 0 is -errno.
   function run<T> (op: string, cb: (code: number, value?: T) => void, fn: () => Promise<T>, ok: (v: T) => [number, T?] = (v) => [0, v]): void {
@@ -153,17 +159,25 @@ export function mountAgent (agent: Agent, mountPoint: string, log: Logger, opts:
     },
     read (_path: string, fh: number, buf: Buffer, len: number, pos: number, cb: (result: number) => void) {
       run('read', cb, async () => {
-        const data = await agent.reader(fh).read(pos, len)
+        const t0 = io === undefined ? 0 : performance.now()
+        const r = agent.reader(fh)
+        let data: Buffer
+        try { data = await r.read(pos, len) } catch (err) { if (io !== undefined && r instanceof VirtualDisk) io.failed(r.name, 'read'); throw err }
         data.copy(buf)
+        if (io !== undefined && r instanceof VirtualDisk) io.read(r.name, data.length, t0)
         return data.length
       }, n => [n])
     },
     write (_path: string, fh: number, buf: Buffer, len: number, pos: number, cb: (result: number) => void) {
       // buf belongs to libfuse until we call back, which happens only after every replica acked.
       run('write', cb, async () => {
+        const t0 = io === undefined ? 0 : performance.now()
         const disk = agent.disk(fh)
-        await disk.write(pos, buf.subarray(0, len))
-        if (syncWriteHandles.has(fh)) await disk.flush()
+        try {
+          await disk.write(pos, buf.subarray(0, len))
+          if (syncWriteHandles.has(fh)) await disk.flush()
+        } catch (err) { io?.failed(disk.name, 'write'); throw err }
+        io?.write(disk.name, len, t0)
         return len
       }, n => [n])
     },
@@ -175,7 +189,12 @@ export function mountAgent (agent: Agent, mountPoint: string, log: Logger, opts:
     flush (_path: string, _fh: number, cb: (code: number) => void) { cb(0) },
     fsync (path: string, _datasync: boolean, fh: number, cb: (code: number) => void) {
       if (inSnapshots(path)) return cb(0)  // nothing to make durable: committed versions are
-      run('fsync', cb, () => agent.disk(fh).flush())
+      run('fsync', cb, async () => {
+        const t0 = io === undefined ? 0 : performance.now()
+        const disk = agent.disk(fh)
+        try { await disk.flush() } catch (err) { io?.failed(disk.name, 'flush'); throw err }
+        io?.flush(disk.name, t0)
+      })
     },
     // Guest TRIM arrives here (QEMU's raw driver: PUNCH_HOLE|KEEP_SIZE); see Agent.fallocate.
     fallocate (path: string, fh: number, mode: number, offset: number, length: number, cb: (code: number) => void) {

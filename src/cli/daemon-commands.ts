@@ -12,6 +12,10 @@ import { IO_RETRY_MS_DEFAULT } from '../vdisk/virtual-disk'
 import { LOCAL_OPEN_FILES_MAX_DEFAULT } from '../vdisk/short-circuit-reads'
 import { runMount } from '../daemons/mount'
 import { parseHostPort } from '../lib/host-port'
+import { AgentMetrics } from '../metrics/agent-metrics'
+import { MetricsEndpoint } from '../metrics/endpoint'
+import { MetricsListen, checkMetricsListen } from '../metrics/listen-address'
+import { NodeMetrics } from '../metrics/node-metrics'
 import { addressMap, collect, zkConnectString, zkConnectTimeoutMs, zkSessionTimeoutMs } from './context'
 import { countOption, hostPortOption, idOption, msOption, sizeOption } from './parse'
 
@@ -27,6 +31,43 @@ function stopOnSignals (log: Logger, stop: () => Promise<void>): void {
   process.on('SIGINT', () => onSignal('SIGINT'))
 }
 
+const METRICS_LISTEN_HELP = 'serve Prometheus metrics (/metrics) and readiness (/healthz) on HOST:PORT (default: off; loopback only unless --metrics-listen-any)'
+const METRICS_LISTEN_ANY_HELP = 'let --metrics-listen serve on a non-loopback address (the endpoint has no authentication)'
+
+// --metrics-listen and --metrics-listen-any, checked before anything starts (a bad value: exit 2).
+function metricsListenOf (opts: { metricsListen?: string, metricsListenAny?: boolean }): MetricsListen | undefined {
+  if (opts.metricsListen === undefined) {
+    if (opts.metricsListenAny === true) throw UkaiError.badArgument('--metrics-listen-any needs --metrics-listen')
+    return undefined
+  }
+  return checkMetricsListen(opts.metricsListen, opts.metricsListenAny === true)
+}
+
+// Serves the metrics from before the daemon starts (a scrape then says "starting") until after
+// it stopped; a daemon that fails to start closes it again. `close` closes the daemon, then the
+// endpoint.
+async function runWithMetrics<D extends { close: () => Promise<void> }> (
+  listen: MetricsListen | undefined, metrics: AgentMetrics | NodeMetrics | undefined, log: Logger, start: () => Promise<D>
+): Promise<{ daemon: D, close: () => Promise<void>, metricsAddress?: string }> {
+  const endpoint = listen === undefined || metrics === undefined ? null : await MetricsEndpoint.start({ listen, registry: metrics.registry, notReady: () => metrics.notReady(), logger: log })
+  let daemon: D
+  try {
+    daemon = await start()
+  } catch (err) {
+    metrics?.close()
+    await endpoint?.close()
+    throw err
+  }
+  metrics?.setReady()
+  const close = async (): Promise<void> => {
+    metrics?.setStopping()  // /healthz says 503 from the first step of the shutdown
+    await daemon.close()
+    metrics?.close()
+    await endpoint?.close()
+  }
+  return { daemon, close, metricsAddress: endpoint?.address }
+}
+
 export function daemonCommands (program: Command): void {
   program.command('storagenode')
     .description('run a storage node: serves block versions over gRPC and registers in ZooKeeper')
@@ -37,16 +78,20 @@ export function daemonCommands (program: Command): void {
     .option('--host <name>', 'host name reported to the cluster', idOption('host name'), os.hostname())
     .option('--capacity <size>', 'cap the bytes this node stores (default: the file system\'s free space)', sizeOption('capacity'))
     .option('--peer-address <id=host:port>', 'reach storage node ID at HOST:PORT for node-to-node copies instead of its registered address (repeatable; e.g. a WAN proxy)', collect)
+    .option('--metrics-listen <host:port>', METRICS_LISTEN_HELP)
+    .option('--metrics-listen-any', METRICS_LISTEN_ANY_HELP)
     .action(async (opts, cmd: Command) => {
       const peerAddresses = addressMap(opts.peerAddress, '--peer-address')
+      const metricsListen = metricsListenOf(opts)
       const log = createLogger('storagenode').child({ node: opts.id, site: opts.site })
-      const node = await runStorageNode({
+      const metrics = metricsListen === undefined ? undefined : new NodeMetrics(opts.id)
+      const node = await runWithMetrics(metricsListen, metrics, log, async () => await runStorageNode({
         id: opts.id, site: opts.site, dataDir: opts.dataDir, listen: opts.listen, host: opts.host,
-        capacityBytes: opts.capacity, peerAddresses,
+        capacityBytes: opts.capacity, peerAddresses, metrics,
         zk: zkConnectString(cmd), zkSessionTimeoutMs: zkSessionTimeoutMs(cmd), zkConnectTimeoutMs: zkConnectTimeoutMs(cmd), logger: log
-      })
+      }))
       stopOnSignals(log, node.close)
-      log.info({ address: node.address }, 'ready')
+      log.info({ address: node.daemon.address, metricsAddress: node.metricsAddress }, 'ready')
     })
 
   program.command('mount <mountpoint>')
@@ -66,19 +111,23 @@ export function daemonCommands (program: Command): void {
     .option('--nbd-dir <dir>', 'also serve every disk over NBD: a Unix socket DIR/<disk>.sock per disk (export name: the disk, or DISK@SNAP read-only)')
     .option('--nbd-listen <host:port>', 'also serve NBD on this TCP address (export name = disk name, or DISK@SNAP read-only); no TLS: keep it on loopback', hostPortOption('--nbd-listen'))
     .option('--local-read-files <n>', 'block files of this host\'s storage nodes kept open for local reads', countOption('--local-read-files'), LOCAL_OPEN_FILES_MAX_DEFAULT)
+    .option('--metrics-listen <host:port>', METRICS_LISTEN_HELP)
+    .option('--metrics-listen-any', METRICS_LISTEN_ANY_HELP)
     .action(async (mountPoint: string, opts, cmd: Command) => {
       const nodeAddresses = addressMap(opts.nodeAddress, '--node-address')
+      const metricsListen = metricsListenOf(opts)
       const rttIntervalMs: number = opts.rttIntervalMs
       if (opts.cacheSize !== undefined && opts.cacheDir === undefined) throw UkaiError.badArgument('--cache-size needs --cache-dir')
       const localReadFiles: number = opts.localReadFiles
       const cacheSizeBytes: number | undefined = opts.cacheSize
       const log = createLogger('mount').child({ host: opts.host, site: opts.site })
-      const m = await runMount({
+      const metrics = metricsListen === undefined ? undefined : new AgentMetrics(opts.host)
+      const m = await runWithMetrics(metricsListen, metrics, log, async () => await runMount({
         mountPoint, host: opts.host, site: opts.site, zk: zkConnectString(cmd), zkSessionTimeoutMs: zkSessionTimeoutMs(cmd), zkConnectTimeoutMs: zkConnectTimeoutMs(cmd), allowOther: opts.allowOther === true,
         handoverTimeoutMs: opts.handoverTimeoutMs, ioRetryMs: opts.ioRetryMs, replicaHungMs: opts.replicaHungMs, nodeAddresses, rttIntervalMs, cacheDir: opts.cacheDir, cacheSizeBytes, localReads: opts.localReads !== false, localReadFiles, autoRepair: opts.autoRepair !== false,
-        nbdDir: opts.nbdDir, nbdListen: opts.nbdListen === undefined ? undefined : parseHostPort(opts.nbdListen, '--nbd-listen'), logger: log
-      })
+        nbdDir: opts.nbdDir, nbdListen: opts.nbdListen === undefined ? undefined : parseHostPort(opts.nbdListen, '--nbd-listen'), metrics, logger: log
+      }))
       stopOnSignals(log, m.close)
-      log.info({ mountPoint, nbdDir: opts.nbdDir, nbdAddress: m.nbd?.tcpAddress ?? undefined }, 'ready')
+      log.info({ mountPoint, nbdDir: opts.nbdDir, nbdAddress: m.daemon.nbd?.tcpAddress ?? undefined, metricsAddress: m.metricsAddress }, 'ready')
     })
 }

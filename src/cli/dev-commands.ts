@@ -38,11 +38,13 @@ export function devCommands (program: Command): void {
       if (opts.json === true) printJson(info)
       else {
         process.stdout.write(`ZooKeeper ${info.zk.connectString} (pid ${info.zk.pid})\n`)
-        printTable(['WHAT', 'SITE', 'WHERE', 'PID'], [
-          ...info.nodes.map(n => [`node ${n.id}`, n.site, n.address, n.pid]),
-          ...info.agents.map(a => [`agent ${a.host}`, a.site, a.mountPoint, a.pid]),
-          ...info.proxies.map(p => [`WAN ${p.host} → ${p.node}`, `+${p.delayMs} ms${p.mbps !== null ? `, ${p.mbps} Mbit/s` : ''}`, `${p.address} → ${p.target}`, p.pid])
+        const metricsUrl = (address?: string): string => address === undefined ? '' : `http://${address}/metrics`
+        printTable(['WHAT', 'SITE', 'WHERE', 'PID', 'METRICS'], [
+          ...info.nodes.map(n => [`node ${n.id}`, n.site, n.address, n.pid, metricsUrl(n.metricsAddress)]),
+          ...info.agents.map(a => [`agent ${a.host}`, a.site, a.mountPoint, a.pid, metricsUrl(a.metricsAddress)]),
+          ...info.proxies.map(p => [`WAN ${p.host} → ${p.node}`, `+${p.delayMs} ms${p.mbps !== null ? `, ${p.mbps} Mbit/s` : ''}`, `${p.address} → ${p.target}`, p.pid, ''])
         ])
+        process.stdout.write('each METRICS address also serves /healthz (readiness)\n')
         process.stdout.write(`export UKAI_ZK=${info.zk.connectString}\n`)
       }
       if (opts.detach === true) return

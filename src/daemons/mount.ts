@@ -16,6 +16,7 @@ import { NbdServer } from '../nbd/server'
 import { IO_RETRY_MS_DEFAULT } from '../vdisk/virtual-disk'
 import { UkaiError, isUkaiError, safetyCatch } from '../errors'
 import { Lifecycle, closeWithin } from '../lib/lifecycle'
+import type { AgentMetrics } from '../metrics/agent-metrics'
 
 export interface MountOptions {
   mountPoint: string
@@ -37,6 +38,7 @@ export interface MountOptions {
   replicaHungMs?: number   // hung-replica bound (default REPLICA_HUNG_MS_DEFAULT)
   nbdDir?: string          // an NBD Unix socket per disk in this directory (--nbd-dir)
   nbdListen?: { host: string, port: number } // and/or an NBD TCP listener (--nbd-listen)
+  metrics?: AgentMetrics   // counts this mount's I/O and lease changes (--metrics-listen)
   logger: Logger
 }
 
@@ -59,28 +61,41 @@ export async function runMount (opts: MountOptions): Promise<RunningMount> {
   let runner: RelocationRunner | null = null
   let nbd: NbdServer | null = null
   const autoRepair = opts.autoRepair === false ? null : new AutoRepair({ meta, logger: opts.logger })
+  const metrics = opts.metrics
   const agent = new Agent({
     meta, host: opts.host, site: opts.site, mountPoint: opts.mountPoint, handoverTimeoutMs: opts.handoverTimeoutMs, ioRetryMs: opts.ioRetryMs, nodeAddresses: opts.nodeAddresses, localReads: opts.localReads, localReadFiles: opts.localReadFiles, replicaHungMs: opts.replicaHungMs, logger: opts.logger,
     hooks: {
       attached: d => runner?.watch(d),
       detached: name => runner?.unwatch(name),
-      leaseAcquired: d => { runner?.maybeStart(d) },
-      leaseLost: name => runner?.stop(name),
-      replicaStale: (d, node, code) => autoRepair?.replicaStale(d, node, code),
+      leaseAcquired: d => { runner?.maybeStart(d); metrics?.leaseAcquired(d.name) },
+      leaseLost: name => { runner?.stop(name); metrics?.leaseLost(name) },
+      handoverRequested: name => metrics?.leaseHandedOver(name),
+      replicaStale: (d, node, code) => { autoRepair?.replicaStale(d, node, code); metrics?.replicaStale(d.name) },
       disksChanged: () => nbd?.disksChanged()
     }
   })
   agent.pool.committedCache = cache
   runner = new RelocationRunner({ meta, pool: agent.pool, host: opts.host, logger: opts.logger })
+  const relocations = runner
+  metrics?.bind({
+    zk: meta,
+    disks: () => agent.listDisks(),
+    ioTotals: () => agent.ioSnapshot(),
+    relocating: name => relocations.isRunning(name),
+    relocation: async (name) => {
+      const rec = await meta.getRelocation(name)
+      return rec === null ? null : { progressBytes: rec.progress.bytes, plannedBytes: rec.plan.bytes, createdAtMs: rec.createdAtMs, updatedAtMs: rec.progress.updatedAtMs }
+    }
+  })
   const rtt = new RttMonitor({ meta, pool: agent.pool, host: opts.host, site: opts.site, intervalMs: opts.rttIntervalMs, ioSnapshot: () => agent.ioSnapshot(), logger: opts.logger })
   let fuse
   try {
     await agent.ready()
     await rtt.ready()
-    fuse = await mountAgent(agent, opts.mountPoint, opts.logger, { allowOther: opts.allowOther })
+    fuse = await mountAgent(agent, opts.mountPoint, opts.logger, { allowOther: opts.allowOther, io: metrics })
     if (opts.nbdDir !== undefined || opts.nbdListen !== undefined) {
       const server = new NbdServer({
-        exports: new AgentExports(agent, opts.ioRetryMs ?? IO_RETRY_MS_DEFAULT),
+        exports: new AgentExports(agent, opts.ioRetryMs ?? IO_RETRY_MS_DEFAULT, metrics),
         socketDir: opts.nbdDir,
         listen: opts.nbdListen,
         owner: async (disk) => { try { return agent.fileOwner(await agent.stat(disk)) } catch (err) { if (isUkaiError(err, 'NOT_FOUND')) return null; throw err } },

@@ -9,6 +9,7 @@ import { writeLocalReadToken } from '../storagenode/local-read-token'
 import { startStorageServer } from '../storagenode/server'
 import { UkaiError, safetyCatch } from '../errors'
 import { Lifecycle, closeWithin } from '../lib/lifecycle'
+import type { NodeMetrics } from '../metrics/node-metrics'
 
 // How often a node refreshes the usage figures in its liveness znode.
 const USAGE_REPORT_INTERVAL_MS = 5000
@@ -29,6 +30,7 @@ export interface StorageNodeOptions {
   // Node id → HOST:PORT to reach that peer at instead of its registered address, for node-to-node
   // copies (`--peer-address`, e.g. a WAN proxy); the server's PullBlock uses it.
   peerAddresses?: Record<string, string>
+  metrics?: NodeMetrics   // told of every request; reads the server's figures (--metrics-listen)
   logger: Logger
 }
 
@@ -43,7 +45,7 @@ export async function runStorageNode (opts: StorageNodeOptions): Promise<Running
   const meta = await MetaStore.connect(opts.zk, { logger: log, sessionTimeoutMs: opts.zkSessionTimeoutMs, connectTimeoutMs: opts.zkConnectTimeoutMs })
   let server
   try {
-    server = await startStorageServer({ nodeId: opts.id, dataDir: opts.dataDir, listen: opts.listen, capacityBytes: opts.capacityBytes, peerAddresses: opts.peerAddresses, logger: log })
+    server = await startStorageServer({ nodeId: opts.id, dataDir: opts.dataDir, listen: opts.listen, capacityBytes: opts.capacityBytes, peerAddresses: opts.peerAddresses, rpc: opts.metrics, logger: log })
   } catch (err) {
     await meta.close()
     throw err
@@ -61,6 +63,8 @@ export async function runStorageNode (opts: StorageNodeOptions): Promise<Running
   const self = new StorageClient({ nodeId: opts.id, address: server.address })
   const startedAtMs = Date.now()
   let usage = await self.stat()
+  const running = server
+  opts.metrics?.bind({ zk: meta, stats: () => running.stats(), usage: () => usage })
   const alive = (): NodeAlive => ({ v: 1, address: server.address, startedAtMs, capacityBytes: usage.capacityBytes, usedBytes: usage.usedBytes, freeBytes: usage.freeBytes, dataDir, localReadToken })
   await meta.registerNode({ v: 1, id: opts.id, site: opts.site, host: opts.host ?? os.hostname(), address: server.address, registeredAtMs: Date.now() }, alive)
   const timer = setInterval(() => {

@@ -12,6 +12,8 @@
 // With a WAN latency, every agent reaches the nodes of other sites through its own delaying proxy
 // (one `ukai dev wan-proxy` process per link, passed to the agent as --node-address), and the
 // nodes of a site reach the nodes of other sites through one proxy per far node (--peer-address).
+// Every node and agent serves its metrics and readiness on a loopback port of its own
+// (--metrics-listen; `metricsAddress` in cluster.json: http://ADDRESS/metrics and /healthz).
 // cluster.json is rewritten after every process that starts, so a `dev down` after a crash in
 // the middle of `dev up` still finds everything to stop.
 import fs from 'node:fs'
@@ -29,8 +31,9 @@ const SITES_MAX = 26
 const NODES_PER_SITE_MAX = 16
 
 export interface ClusterZk { connectString: string, pid: number, argv: string[], dir: string, logFile: string }
-export interface ClusterNode { id: string, site: string, address: string, pid: number, argv: string[], dataDir: string, logFile: string }
-export interface ClusterAgent { host: string, site: string, mountPoint: string, pid: number, argv: string[], logFile: string }
+// metricsAddress: HOST:PORT of the daemon's /metrics and /healthz (absent in older files).
+export interface ClusterNode { id: string, site: string, address: string, pid: number, argv: string[], dataDir: string, logFile: string, metricsAddress?: string }
+export interface ClusterAgent { host: string, site: string, mountPoint: string, pid: number, argv: string[], logFile: string, metricsAddress?: string }
 // A WAN link: agent `host` reaches storage node `node` (at `target`) through `address`.
 export interface ClusterProxy { host: string, node: string, address: string, target: string, delayMs: number, mbps: number | null, pid: number, argv: string[], logFile: string }
 
@@ -138,6 +141,7 @@ export async function devUp (opts: DevUpOptions): Promise<ClusterInfo> {
   writeCluster(info)
 
   try {
+    const metricsAddress = metricsAddresses()
     const planned = await planNodes(sites, nodesPerSite, opts.wanLatencyMs !== undefined)
     // Node-to-node copies between sites cross the WAN too: one proxy per (site, node of another
     // site), shared by that site's nodes (as a site-to-site link is), started before the nodes
@@ -147,13 +151,14 @@ export async function devUp (opts: DevUpOptions): Promise<ClusterInfo> {
     const nodeStarts: Array<Promise<void>> = []
     for (let s = 0; s < sites; s++) {
       for (const { id, address } of planned.filter(p => p.site === siteName(s))) {
+        const metrics = await metricsAddress()
         nodeStarts.push(startStorageNode({
           dir: path.join(dir, 'nodes', id), id, site: siteName(s), zk: zk.connectString, capacity: opts.capacity, detached, readyTimeoutMs,
           // Each hypervisor's local disks are its site's nodes: the agent of that site reads them
           // directly (short-circuit), every other site's agent over gRPC (across the WAN proxy).
-          listen: address, extraArgs: ['--host', agentHost(s), ...peerLinks[s].flatMap(l => ['--peer-address', `${l.node}=${l.address}`])]
+          listen: address, extraArgs: ['--host', agentHost(s), '--metrics-listen', metrics, ...peerLinks[s].flatMap(l => ['--peer-address', `${l.node}=${l.address}`])]
         }).then((node) => {
-          info.nodes.push({ id: node.id, site: node.site, address: node.address, pid: node.pid, argv: node.argv, dataDir: node.dataDir, logFile: node.logFile })
+          info.nodes.push({ id: node.id, site: node.site, address: node.address, pid: node.pid, argv: node.argv, dataDir: node.dataDir, logFile: node.logFile, metricsAddress: metrics })
           writeCluster(info)
         }))
       }
@@ -166,11 +171,12 @@ export async function devUp (opts: DevUpOptions): Promise<ClusterInfo> {
       const agentStarts: Array<Promise<void>> = []
       for (let s = 0; s < sites; s++) {
         const host = agentHost(s)
+        const metrics = await metricsAddress()
         agentStarts.push(startWanLinks(info, host, siteName(s), info.nodes, opts).then(async (links) => await startMountAgent({
           dir: path.join(dir, 'agents', host), mountPoint: path.join(dir, 'mnt', siteName(s)), host, site: siteName(s), zk: zk.connectString, detached, readyTimeoutMs,
-          extraArgs: links.flatMap(l => ['--node-address', `${l.node}=${l.address}`])
+          extraArgs: ['--metrics-listen', metrics, ...links.flatMap(l => ['--node-address', `${l.node}=${l.address}`])]
         })).then((agent) => {
-          info.agents.push({ host: agent.host, site: agent.site, mountPoint: agent.mountPoint, pid: agent.pid, argv: agent.argv, logFile: agent.logFile })
+          info.agents.push({ host: agent.host, site: agent.site, mountPoint: agent.mountPoint, pid: agent.pid, argv: agent.argv, logFile: agent.logFile, metricsAddress: metrics })
           writeCluster(info)
         }))
       }
@@ -183,6 +189,19 @@ export async function devUp (opts: DevUpOptions): Promise<ClusterInfo> {
     throw err
   }
   return info
+}
+
+// Free loopback ports for the daemons' metrics endpoints, each handed out once.
+function metricsAddresses (): () => Promise<string> {
+  const taken = new Set<number>()
+  return async () => {
+    for (;;) {
+      const port = await freePort()
+      if (taken.has(port)) continue
+      taken.add(port)
+      return `127.0.0.1:${port}`
+    }
+  }
 }
 
 interface PlannedNode { id: string, site: string, address: string }

@@ -32,6 +32,18 @@ function readLatencyMs (fd: number, sizeBytes: number): number {
   return Number(process.hrtime.bigint() - t0) / 1e6 / PROBE_READS
 }
 
+// One agent's per-disk series of `disk` from its /metrics, without histogram buckets.
+async function diskMetricLines (address: string | undefined, disk: string): Promise<string[]> {
+  if (address === undefined) return ['(this agent serves no metrics)']
+  try {
+    const res = await fetch(`http://${address}/metrics`, { signal: AbortSignal.timeout(5000) })
+    const text = await res.text()
+    return text.split('\n').filter(l => l.startsWith('ukai_disk_') && l.includes(`disk="${disk}"`) && !l.includes('_bucket{'))
+  } catch (err) {
+    return [`(scrape failed: ${(err as Error).message})`]
+  }
+}
+
 export async function runDemo (dir: string): Promise<void> {
   // A previous demo killed one of its nodes: start from a fresh cluster every time.
   if (readCluster(dir) !== null) {
@@ -40,8 +52,8 @@ export async function runDemo (dir: string): Promise<void> {
   }
   say(`starting a local cluster in ${dir}: ZooKeeper, 2 sites × 2 storage nodes, one mount agent per site,\n   the sites ${WAN_LATENCY_MS} ms apart (delaying proxies, ${WAN_MBPS} Mbit/s per link)`)
   const info: ClusterInfo = await devUp({ dir, sites: 2, nodesPerSite: 2, detach: true, wanLatencyMs: WAN_LATENCY_MS, wanMbps: WAN_MBPS })
-  for (const n of info.nodes) show(`storage node ${n.id} at ${n.site}  ${n.address}  (pid ${n.pid})`)
-  for (const a of info.agents) show(`agent ${a.host} at ${a.site}  mounted on ${a.mountPoint}  (pid ${a.pid})`)
+  for (const n of info.nodes) show(`storage node ${n.id} at ${n.site}  ${n.address}  (pid ${n.pid})  metrics http://${n.metricsAddress ?? '?'}/metrics`)
+  for (const a of info.agents) show(`agent ${a.host} at ${a.site}  mounted on ${a.mountPoint}  (pid ${a.pid})  metrics http://${a.metricsAddress ?? '?'}/metrics`)
 
   const ukai = (...args: string[]): void => {
     process.stdout.write(`\n   $ ukai ${args.join(' ')}\n`)
@@ -113,6 +125,9 @@ export async function runDemo (dir: string): Promise<void> {
       const args = victim.argv.slice(2).map((a, i, all) => all[i - 1] === '--listen' ? victim.address : a)
       show(`(restart it with: node dist/src/cli/main.js ${args.join(' ')})`)
     }
+    say(`what ${b.host}'s metrics endpoint says of ${name} (Prometheus text format; histogram buckets left out)`)
+    show(`$ curl http://${b.metricsAddress ?? '?'}/metrics`)
+    for (const line of await diskMetricLines(b.metricsAddress, name)) show(line)
     fs.closeSync(fd)
     fs.closeSync(fdB)
   } finally {
@@ -125,5 +140,6 @@ export async function runDemo (dir: string): Promise<void> {
   show('node dist/src/cli/main.js site list')
   show(`node dist/src/cli/main.js relocate DISK --to ${a.site} --wait`)
   show(`ls -l ${a.mountPoint} ${b.mountPoint}`)
+  show(`curl -s http://${a.metricsAddress ?? '?'}/metrics | grep ukai_disk_   # ${a.host}'s per-disk metrics (Prometheus; also /healthz)`)
   show(`node dist/src/cli/main.js dev down --dir ${dir}   # stop everything and unmount`)
 }

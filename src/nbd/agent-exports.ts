@@ -8,6 +8,7 @@
 import { UkaiError, isUkaiError } from '../errors'
 import { parseSnapshotRef } from '../meta/schema'
 import { Agent } from '../agent/agent'
+import type { DiskIoSink } from '../agent/io-sink'
 import { AllocationSource, HeadAllocation, SnapshotAllocation } from './allocation'
 import { IO_RETRY_MS_DEFAULT } from '../vdisk/virtual-disk'
 
@@ -35,7 +36,8 @@ export interface NbdExportSource {
 }
 
 export class AgentExports implements NbdExportSource {
-  constructor (private readonly agent: Agent, private readonly ioRetryMs = IO_RETRY_MS_DEFAULT) {}
+  // `io`: told of every disk read, write and flush answered (the metrics, as for the FUSE file).
+  constructor (private readonly agent: Agent, private readonly ioRetryMs = IO_RETRY_MS_DEFAULT, private readonly io?: DiskIoSink) {}
 
   names (): string[] { return [...this.agent.listDisks(), ...this.agent.listSnapshotFiles()].sort() }
 
@@ -52,6 +54,7 @@ export class AgentExports implements NbdExportSource {
 
   private async openDisk (name: string): Promise<NbdExport> {
     const agent = this.agent
+    const io = this.io
     const fh = await agent.openDisk(name, false)
     const disk = agent.disk(fh)
     let closed = false
@@ -59,9 +62,23 @@ export class AgentExports implements NbdExportSource {
       name,
       sizeBytes: disk.sizeBytes,
       readOnly: false,
-      read: async (offset, length) => await agent.disk(fh).read(offset, length),
-      write: async (offset, data) => await agent.disk(fh).write(offset, data),
-      flush: async () => await agent.disk(fh).flush(),
+      read: async (offset, length) => {
+        const t0 = io === undefined ? 0 : performance.now()
+        let data: Buffer
+        try { data = await agent.disk(fh).read(offset, length) } catch (err) { io?.failed(name, 'read'); throw err }
+        io?.read(name, data.length, t0)
+        return data
+      },
+      write: async (offset, data) => {
+        const t0 = io === undefined ? 0 : performance.now()
+        try { await agent.disk(fh).write(offset, data) } catch (err) { io?.failed(name, 'write'); throw err }
+        io?.write(name, data.length, t0)
+      },
+      flush: async () => {
+        const t0 = io === undefined ? 0 : performance.now()
+        try { await agent.disk(fh).flush() } catch (err) { io?.failed(name, 'flush'); throw err }
+        io?.flush(name, t0)
+      },
       discard: async (offset, length) => await agent.disk(fh).discard(offset, length),
       allocation: new HeadAllocation(agent.pool, disk),
       close: async () => {

@@ -122,6 +122,9 @@ export class BlockStore {
   // Allocated bytes; recent writes count at their worst case until the next reconcile.
   get usedBytes (): number { return this.space.usedBytes }
   get openFiles (): number { return this.files.openFiles }
+  get fsyncCount (): number { return this.files.fsyncCount }
+  // Version files accounted (every block version, after the start-up scan).
+  get versionFiles (): number { return this.space.fileCount }
 
   // ---- data path ----
 

@@ -16,7 +16,7 @@ import { UkaiError, safetyCatch } from '../errors'
 import type { Logger } from '../log'
 import type { BlockStore } from './block-store'
 import { Charge, IO_STALL_CHECK_MS, NodeIoBudget, StreamIoGate } from './io-budget'
-import type { Failure, ServerCounters } from './rpc-answers'
+import type { Failure, RpcObserver, ServerCounters } from './rpc-answers'
 import { IoRequestIn, IoResponse, StorageHandlers } from './wire'
 
 // Decoded requests grpc-js may buffer in a call's readable side while we do not read it (Node's
@@ -38,6 +38,7 @@ export interface IoHandlerDeps {
   failure: Failure
   closing: () => boolean       // true once the server began shutting down
   idle: () => void             // told when the last request in flight ended (shutdown drains)
+  rpc?: RpcObserver            // the metrics: each request's operation, latency and code
 }
 
 export function ioHandler (deps: IoHandlerDeps): StorageHandlers['Io'] {
@@ -112,7 +113,8 @@ export function ioHandler (deps: IoHandlerDeps): StorageHandlers['Io'] {
       }
       dispatching++
       counters.inFlight++
-      dispatch(req).then(resp => reply(resp, charge)).catch(err => {
+      const t0 = deps.rpc === undefined ? 0 : performance.now()
+      dispatch(req).then(resp => { deps.rpc?.done(req.op ?? 'none', t0, resp.code); reply(resp, charge) }).catch(err => {
         gate.settle(charge)
         log.error({ err }, 'io response failed')
       }).finally(() => {

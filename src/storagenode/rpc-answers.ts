@@ -9,6 +9,12 @@ import { toServiceError } from './status'
 
 export interface ServerCounters { requests: number, errors: number, bytesRead: number, bytesWritten: number, inFlight: number }
 
+// Told of every answered request, for the node's metrics (src/metrics implements it): which call
+// (an Io operation, or a unary method as its handler names it: a fixed small set),
+// performance.now() when it was taken up, and its code ('' for success). Called on the data path:
+// it only adds to numbers it holds.
+export interface RpcObserver { done: (rpc: string, startMs: number, code: string) => void }
+
 export type Failure = (err: unknown, what: string) => { code: UkaiErrorCode, message: string }
 
 export function failureOf (nodeId: string, counters: ServerCounters, log: Logger): Failure {
@@ -25,6 +31,7 @@ export interface UnaryDeps {
   counters: ServerCounters
   failure: Failure
   closing: () => boolean   // true once the server began shutting down
+  rpc?: RpcObserver
 }
 
 export type Unary = <Req, Res>(what: string, fn: (req: Req) => Promise<Res>) => grpc.handleUnaryCall<Req, Res>
@@ -36,8 +43,10 @@ export function unaryOf (deps: UnaryDeps): Unary {
       return
     }
     deps.counters.requests++
-    fn(call.request).then(res => callback(null, res), err => {
+    const t0 = deps.rpc === undefined ? 0 : performance.now()
+    fn(call.request).then(res => { deps.rpc?.done(what, t0, ''); callback(null, res) }, err => {
       const f = deps.failure(err, what)
+      deps.rpc?.done(what, t0, f.code)
       callback(toServiceError(new UkaiError(f.code, f.message)))
     })
   }

@@ -18,7 +18,7 @@ import { PeerClients, copyHandlers } from './copy-handlers'
 import { holdGcBallast } from '../lib/gc-ballast'
 import { IO_REPLY_STALL_MS_MAX, IoBudgetStat, NodeIoBudget } from './io-budget'
 import { IoCall, ioHandler } from './io-handler'
-import { ServerCounters, failureOf, unaryOf } from './rpc-answers'
+import { RpcObserver, ServerCounters, failureOf, unaryOf } from './rpc-answers'
 import { MAX_MESSAGE_BYTES, StorageHandlers, storageService } from './wire'
 
 const CLOSE_GRACE_MS_DEFAULT = 5000
@@ -33,6 +33,7 @@ export interface StorageServerOptions {
   // address a peer registered (e.g. through a WAN-emulating proxy): node id → host:port.
   peerAddresses?: Record<string, string>
   ioReplyStallMs?: number     // see IO_REPLY_STALL_MS_MAX; tests shorten it
+  rpc?: RpcObserver           // the metrics: told of every answered request
   logger?: Logger
 }
 
@@ -45,6 +46,8 @@ export interface StorageServerStats extends IoBudgetStat {
   bytesWritten: number
   usedBytes: number
   openFiles: number
+  fsyncs: number
+  versionFiles: number
 }
 
 export interface StorageServer {
@@ -73,7 +76,7 @@ export async function startStorageServer (opts: StorageServerOptions): Promise<S
   let drained: (() => void) | undefined  // wakes close() when the last in-flight request ends
   const isClosing = (): boolean => closing !== undefined
   const failure = failureOf(nodeId, counters, log)
-  const unary = unaryOf({ nodeId, counters, failure, closing: isClosing })
+  const unary = unaryOf({ nodeId, counters, failure, closing: isClosing, rpc: opts.rpc })
   // Node-wide memory bound of the Io streams (io-budget.ts).
   const ioBudget = new NodeIoBudget()
 
@@ -88,7 +91,8 @@ export async function startStorageServer (opts: StorageServerOptions): Promise<S
       streams,
       failure,
       closing: isClosing,
-      idle: () => { if (drained !== undefined) drained() }
+      idle: () => { if (drained !== undefined) drained() },
+      rpc: opts.rpc
     }),
     ...copyHandlers({ nodeId, store, peers, unary }),
     ...adminHandlers({ store, budget: ioBudget, unary })
@@ -155,6 +159,8 @@ export async function startStorageServer (opts: StorageServerOptions): Promise<S
       bytesWritten: counters.bytesWritten,
       usedBytes: store.usedBytes,
       openFiles: store.openFiles,
+      fsyncs: store.fsyncCount,
+      versionFiles: store.versionFiles,
       ...ioBudget.stat()
     }),
     close: async (graceMs = CLOSE_GRACE_MS_DEFAULT) => {
