@@ -68,6 +68,8 @@ function translate (err: unknown, path: string, connectString: string): UkaiErro
   return new UkaiError('INTERNAL', `ZooKeeper error on ${path}: ${String(err)}`, err)
 }
 
+interface InFlightRequest { client: zookeeper.Client, path: string, fail: (err: unknown) => void }
+
 export class ZkClient extends EventEmitter {
   readonly connectString: string
   private readonly connectTimeoutMs: number
@@ -82,6 +84,8 @@ export class ZkClient extends EventEmitter {
   private readyPromise: Promise<void> | null = null
   // Counts sessions: 1 for the first, +1 at every replacement after a real expiry.
   private sessionNumber = 0
+  // Requests sent and not yet answered, with the client they went out on (see replaceSession).
+  private readonly inflight = new Set<InFlightRequest>()
   get sessionGeneration (): number { return this.sessionNumber }
 
   constructor (opts: ZkClientOptions) {
@@ -155,6 +159,15 @@ export class ZkClient extends EventEmitter {
     this.connected = false
     this.client = null // first: close() below may report EXPIRED again, re-entrantly
     this.log.warn({ zk: this.connectString, why }, 'replacing the ZooKeeper session')
+    // Requests sent on the old session get no answer once its client is closed (the library drops
+    // them silently): fail them as a connection loss, so each call retries on the new session
+    // instead of waiting out its 15 s bound (seen: a write's lease read after a SIGSTOPped agent's
+    // session expired, EIO after 15 s).
+    for (const req of this.inflight) {
+      if (req.client !== client) continue
+      this.inflight.delete(req)
+      req.fail(new zookeeper.Exception(X.CONNECTION_LOSS, 'CONNECTION_LOSS', req.path, Error))
+    }
     client.close()
     this.reopen()
     this.emit('expired')
@@ -197,6 +210,7 @@ export class ZkClient extends EventEmitter {
       if (left <= 0) throw timedOut()
       let timer: NodeJS.Timeout | undefined
       let expired = false
+      let req: InFlightRequest | undefined
       try {
         return await new Promise<T>((resolve, reject) => {
           timer = setTimeout(() => { expired = true; reject(timedOut()) }, left)
@@ -204,6 +218,8 @@ export class ZkClient extends EventEmitter {
           this.ready().then(() => {
             const client = this.client
             if (client === null) { reject(new zookeeper.Exception(X.CONNECTION_LOSS, 'CONNECTION_LOSS', path, Error)); return }
+            req = { client, path, fail: reject }
+            this.inflight.add(req)
             fn(client, (err: any, ...res: any[]) => err ? reject(err) : resolve(pick(...res)))
           }, reject)
         })
@@ -216,6 +232,7 @@ export class ZkClient extends EventEmitter {
         await sleep(ZK_RETRY_PAUSE_MS)
       } finally {
         clearTimeout(timer)
+        if (req !== undefined) this.inflight.delete(req)
       }
     }
   }
