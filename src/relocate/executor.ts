@@ -88,6 +88,7 @@ export class RelocationExecutor {
   private copiedBlocks = 0
   private rateStartMs = 0
   private rateBytes = 0
+  private bytesPerBlock = 0 // the plan's estimate per block to copy (all its targets)
 
   constructor (deps: ExecutorDeps) {
     this.meta = deps.meta
@@ -111,6 +112,7 @@ export class RelocationExecutor {
       this.claimed = true
       this.copiedBytes = rec.progress.bytes
       this.copiedBlocks = rec.progress.blocks
+      this.bytesPerBlock = rec.plan.writtenBlocks > 0 ? rec.plan.bytes / rec.plan.writtenBlocks : 0
       const lease = this.disk.leaseEpoch
       if (lease === null) throw new Stop('stopped', 'this host does not hold the lease')
       this.log.info({ targets: rec.targetNodes, drop: rec.dropNodes }, 'relocation running')
@@ -126,7 +128,11 @@ export class RelocationExecutor {
       await this.save({ state: 'flipping' })
       await this.flip()
       await this.dropFarData()
-      await this.save({ state: 'done', executor: '', finishedAtMs: Date.now(), progress: { blocks: this.copiedBlocks, bytes: this.copiedBytes, updatedAtMs: Date.now() } })
+      await this.save({
+        state: 'done', executor: '', finishedAtMs: Date.now(),
+        plan: { ...this.rec.plan, writtenBlocks: this.copiedBlocks, bytes: this.copiedBytes },
+        progress: { blocks: this.copiedBlocks, bytes: this.copiedBytes, updatedAtMs: Date.now() }
+      })
       this.log.info({ bytes: this.copiedBytes }, 'relocation done')
       return 'done'
     } catch (caught) {
@@ -241,6 +247,10 @@ export class RelocationExecutor {
     inSyncBatch.push(...empty)
     await flushBatch()
     const queue = pending.filter(b => written.has(b))
+    // The plan counted every written block for every target; a repair copies only the stale
+    // ones, a second round only those that fell out of sync: from now on the plan is what is
+    // left to copy plus what was copied (relocate/progress.ts reads percent from it).
+    await this.save({ plan: { ...this.rec.plan, writtenBlocks: this.copiedBlocks + queue.length, bytes: Math.round(this.copiedBytes + queue.length * this.bytesPerBlock) } })
     const stopIfAborted = (): void => { if (signal?.aborted === true) throw new Stop('stopped', 'the lease moved') }
     let failure: unknown = null
     try {
