@@ -124,7 +124,7 @@ export function relocateCommands (program: Command): void {
           ]])
         }
         if (opts.dryRun === true) return
-        await startRelocation(meta, plan, rateBytesPerSec)
+        await startRelocation(meta, plan, rateBytesPerSec, { placement: opts.to !== undefined ? { site: opts.to } : { nodes: plan.targetNodes } })
         const lease = await readLease(meta, name)
         if (opts.wait !== true && lease.holder !== null) {
           process.stdout.write(`relocation started on ${lease.holder.host} (it holds the disk's lease); follow it with 'ukai relocate status ${name}'\n`)

@@ -41,6 +41,7 @@ async function patiently<T> (call: () => Promise<T>): Promise<T> {
 }
 const PROGRESS_INTERVAL_MS = 1000
 const IN_SYNC_BATCH_BLOCKS = 64
+const PLACEMENT_UPDATE_ATTEMPTS_MAX = 5
 
 export type RelocationOutcome = 'done' | 'paused' | 'cancelled' | 'stopped'
 
@@ -128,6 +129,12 @@ export class RelocationExecutor {
       await this.save({ state: 'flipping' })
       await this.flip()
       await this.dropFarData()
+      // The map is flipped already: a policy that could not be written is worth a warning, not a pause.
+      await this.adoptPlacement().catch((err) => {
+        if (!isUkaiError(err)) throw err
+        this.log.warn({ err: err.message, placement: this.rec.placement }, 'could not record the disk\'s new placement policy')
+      })
+      // Done: the plan becomes what was really copied, so every display ends at "N of N".
       await this.save({
         state: 'done', executor: '', finishedAtMs: Date.now(),
         plan: { ...this.rec.plan, writtenBlocks: this.copiedBlocks, bytes: this.copiedBytes },
@@ -338,6 +345,23 @@ export class RelocationExecutor {
       return targets.map(node => ({ node, state: 'in-sync' as const }))
     })
     this.log.info({ targets }, 'map flipped to the targets')
+  }
+
+  // The disk's placement policy follows a move (`disk list`, and where a grow places new blocks).
+  private async adoptPlacement (): Promise<void> {
+    const placement = this.rec.placement
+    if (placement === undefined) return
+    for (let attempt = 1; ; attempt++) {
+      const { version, ...disk } = await this.meta.getDisk(this.disk.name)
+      if (JSON.stringify(disk.placement) === JSON.stringify(placement)) return
+      try {
+        await this.meta.setDiskRecord({ ...disk, placement }, version)
+        this.log.info({ placement }, 'placement policy follows the relocation')
+        return
+      } catch (err) {
+        if (!isUkaiError(err, 'ZK_CONFLICT') || attempt >= PLACEMENT_UPDATE_ATTEMPTS_MAX) throw err
+      }
+    }
   }
 
   // After the flip is committed: the dropped nodes hold nothing the map points to.
