@@ -94,6 +94,10 @@ export class Agent {
   private readonly handles = new Map<number, { name: string, writable: boolean, image?: SnapshotImage }>()
   // Snapshots per disk, kept current through watches: the read-only `.snapshots` directory.
   private snapshots = new Map<string, SnapshotRecord[]>()
+  // Disks whose record and snapshot list are watched. Not `records`: a disk also enters those
+  // when made on this mount or stat'ed before the list watch fired, and was then never watched
+  // (its snapshots never listed under .snapshots, its record never refreshed).
+  private readonly watched = new Set<string>()
   private nextFh = 1
   private readonly ioTotals = new Map<string, DiskIoCounters>()
   private closed = false
@@ -153,6 +157,7 @@ export class Agent {
     // Watches die with an expired session: set them again on the new one.
     this.meta.onSession(() => {
       this.records.clear()
+      this.watched.clear()
       this.refreshDisks().catch(err => this.log.error({ err: String(err) }, 'disk list refresh failed'))
       this.pool.refresh().catch(err => this.log.error({ err: String(err) }, 'node list refresh failed'))
       for (const disk of [...[...this.open.values()].map(o => o.disk), ...this.warm.values()]) disk.reload(true).catch(err => this.log.error({ err: String(err) }, 'disk reload failed'))
@@ -166,10 +171,11 @@ export class Agent {
     const next = new Map<string, VersionedDiskRecord>()
     await Promise.all(names.map(async (name) => {
       const known = this.records.get(name)
-      if (known !== undefined) { next.set(name, known); return }
+      if (known !== undefined && this.watched.has(name)) { next.set(name, known); return }
       try {
         next.set(name, await this.meta.getDisk(name, () => { this.refreshDisk(name).catch(safetyCatch) }))
         await this.refreshSnapshots(name)
+        this.watched.add(name)
       } catch (err) {
         if (!isUkaiError(err, 'NOT_FOUND')) throw err
       }
@@ -177,6 +183,7 @@ export class Agent {
     this.records = next
     this.hooks.disksChanged?.()
     for (const name of this.snapshots.keys()) if (!next.has(name)) this.snapshots.delete(name)
+    for (const name of this.watched) if (!next.has(name)) this.watched.delete(name)
     for (const name of this.warm.keys()) if (!next.has(name)) this.dropWarm(name)
   }
 

@@ -1,11 +1,11 @@
 // ukai libvirt hook … (what libvirt's hooks/qemu runs) · ukai libvirt install-hook
 import fs from 'node:fs'
-import os from 'node:os'
 import path from 'node:path'
 import { Command } from 'commander'
 import { UkaiError } from '../errors'
 import { runHook } from '../libvirt/hook'
-import { HOOK_CONFIG_PATH_DEFAULT, HOOK_LOG_PATH_DEFAULT, HOOK_TIMEOUT_MS_DEFAULT, HookConfig, formatHookConfig, loadHookConfig, parseHookConfig } from '../libvirt/hook-config'
+import { checkHookConfig } from '../libvirt/hook-check'
+import { HOOK_CONFIG_PATH_DEFAULT, HookConfig, formatHookConfig, loadHookConfig, parseHookConfig } from '../libvirt/hook-config'
 import { createHookLogger } from '../libvirt/hook-log'
 import { HOOKS_DIR_DEFAULT, installHook } from '../libvirt/install'
 import { printJson } from './output'
@@ -65,7 +65,7 @@ export function libvirtCommands (program: Command): void {
     .description('install the QEMU hook (hooks/qemu.d/NAME on libvirt >= 6.5) and its config, never replacing a hook that is not ours')
     .option('--dir <dir>', 'libvirt\'s hooks directory', HOOKS_DIR_DEFAULT)
     .option('--name <name>', 'file name under qemu.d/', 'ukai')
-    .option('--config <file>', 'where the hook reads its settings', HOOK_CONFIG_PATH_DEFAULT)
+    .option('--config <file>', 'where the hook reads its settings (kept when it exists: each flag given replaces its setting, the others stay)', HOOK_CONFIG_PATH_DEFAULT)
     .option('--host <name>', 'this hypervisor\'s agent name (ukai mount --host)', idOption('host name'))
     .option('--mount <dir>', 'the agent\'s mount point (repeatable)', collect)
     .option('--nbd-dir <dir>', 'the agent\'s NBD socket directory, ukai mount --nbd-dir (repeatable): NBD disks on DIR/<disk>.sock are handled like files on the mount', collect)
@@ -75,23 +75,38 @@ export function libvirtCommands (program: Command): void {
     .option('--force', 'replace a file of that name even if it is not UKAI\'s hook')
     .option('--json', 'print the result as JSON')
     .action(async (opts, cmd: Command) => {
-      const configGiven = opts.host !== undefined || opts.mount !== undefined || opts.nbdDir !== undefined || opts.log !== undefined || opts.timeoutMs !== undefined || opts.rate !== undefined ||
-        (cmd.optsWithGlobals() as { zk?: string }).zk !== undefined || process.env.UKAI_ZK !== undefined
-      let configWritten = false
-      if (configGiven || !fs.existsSync(opts.config)) {
-        const timeoutMs: number = opts.timeoutMs ?? HOOK_TIMEOUT_MS_DEFAULT
-        const text = formatHookConfig({ zk: zkConnectString(cmd), host: opts.host ?? os.hostname(), mounts: opts.mount ?? [], nbdDirs: opts.nbdDir ?? [], timeoutMs, logFile: opts.log ?? HOOK_LOG_PATH_DEFAULT, rateBytesPerSec: opts.rate ?? 0 })
-        // parse it back: a bad value is refused before anything is written
-        parseHookConfig(text, opts.config)
+      // Run again, it keeps hook.conf as it is, each flag given replacing its setting (a
+      // repeatable one, its whole list); a new hook.conf starts from the defaults (and UKAI_ZK).
+      const globals = cmd.optsWithGlobals() as { zk?: string }
+      const existing = fs.existsSync(opts.config) ? loadHookConfig(opts.config) : null
+      const base = existing ?? parseHookConfig('', '(defaults)')
+      const cfg: HookConfig = {
+        ...base,
+        zk: globals.zk !== undefined || existing === null ? zkConnectString(cmd) : base.zk,
+        host: opts.host ?? base.host,
+        mounts: opts.mount ?? base.mounts,
+        nbdDirs: opts.nbdDir ?? base.nbdDirs,
+        timeoutMs: opts.timeoutMs ?? base.timeoutMs,
+        logFile: opts.log ?? base.logFile,
+        rateBytesPerSec: opts.rate ?? base.rateBytesPerSec,
+        source: opts.config
+      }
+      const text = formatHookConfig(cfg)
+      // parse it back: a bad value is refused before anything is written
+      parseHookConfig(text, opts.config)
+      const configWritten = existing === null || text !== formatHookConfig(existing)
+      if (configWritten) {
         fs.mkdirSync(path.dirname(opts.config), { recursive: true })
         fs.writeFileSync(opts.config, text)
-        configWritten = true
       }
       if (!fs.existsSync(opts.dir) && opts.dir === HOOKS_DIR_DEFAULT) throw UkaiError.notFound(`${opts.dir} does not exist: is libvirt installed?`)
       const res = installHook({ dir: opts.dir, name: opts.name, config: opts.config, force: opts.force === true })
-      if (opts.json === true) { printJson({ ...res, config: opts.config, configWritten }); return }
+      const problems = await checkHookConfig(cfg)
+      if (opts.json === true) { printJson({ ...res, config: opts.config, configWritten, settings: { ...cfg, source: undefined }, problems }); return }
       process.stdout.write(`${res.replaced ? 'updated' : 'installed'} ${res.path} (libvirt ${res.libvirtVersion}, ${res.layout} layout)\n`)
-      process.stdout.write(`${configWritten ? 'wrote' : 'kept'} ${opts.config}\n`)
+      process.stdout.write(`${configWritten ? (existing === null ? 'wrote' : 'updated') : 'kept'} ${opts.config}: zk ${cfg.zk}, host ${cfg.host}, mounts ${cfg.mounts.join(',') || '(every UKAI mount)'}\n`)
+      for (const p of problems) process.stderr.write(`ukai: warning: ${p}\n`)
+      if (problems.length === 0) process.stdout.write('checked: ZooKeeper reachable, the agent registered and running, its mount present\n')
       if (!res.replaced) process.stdout.write('libvirt looks for hooks when it starts: restart libvirtd (or virtqemud) once for it to take effect\n')
     })
 }

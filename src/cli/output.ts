@@ -2,11 +2,15 @@
 import Table from 'cli-table3'
 import { UkaiError } from '../errors'
 
-// cellCharsMax caps every cell (longer text ends in '…'; --json has it whole).
-export function printTable (head: string[], rows: Array<Array<string | number>>, opts: { cellCharsMax?: number } = {}): void {
+// Every table's cells are capped (longer text ends in '…'; --json has it whole), so one long
+// reason or node list cannot push a table past any terminal; a table may ask for a tighter cap,
+// for every column or per column.
+export const CELL_CHARS_MAX = 64
+
+export function printTable (head: string[], rows: Array<Array<string | number>>, opts: { cellCharsMax?: number | number[] } = {}): void {
   const table = new Table({ head, style: { head: [], border: [] }, chars: { mid: '', 'left-mid': '', 'mid-mid': '', 'right-mid': '' } })
-  const cap = opts.cellCharsMax ?? Infinity
-  for (const r of rows) table.push(r.map(String).map(c => c.length > cap ? c.slice(0, cap - 1) + '…' : c))
+  const capOf = (i: number): number => Array.isArray(opts.cellCharsMax) ? opts.cellCharsMax[i] ?? CELL_CHARS_MAX : opts.cellCharsMax ?? CELL_CHARS_MAX
+  for (const r of rows) table.push(r.map(String).map((c, i) => c.length > capOf(i) ? c.slice(0, capOf(i) - 1) + '…' : c))
   process.stdout.write(table.toString() + '\n')
 }
 

@@ -8,6 +8,7 @@ import { MetaStore } from '../meta/store'
 import { CopyEstimate, formatDuration } from '../relocate/copy-estimate'
 import { planRelocation } from '../relocate/plan'
 import { planRepair } from '../relocate/repair'
+import { relocationProgress } from '../relocate/progress'
 import { runRelocationHere } from '../relocate/run-here'
 import { startRelocation } from '../relocate/start'
 import { formatBytes, formatRate, plural } from '../units'
@@ -19,11 +20,9 @@ import { sleep } from '../lib/timers'
 const POLL_MS = 500
 // An active relocation whose lease nobody holds for this long gets run by a waiting CLI.
 const ORPHAN_AFTER_MS = 2000
-
-function rateOf (r: RelocationRecord): number {
-  const secs = ((r.progress.updatedAtMs || Date.now()) - r.createdAtMs) / 1000
-  return secs > 0 ? r.progress.bytes / secs : 0
-}
+// `relocate status` has nine columns: with a long reason or node list (the whole of them is in
+// --json) a row stays within ~120 columns. DISK … EXECUTOR, REASON.
+const STATUS_CELL_CHARS_MAX = [24, 10, 8, 24, 12, 16, 20, 16, 32]
 
 // "~2 min 10 s (measured 45.0 MiB/s node to node)": what the plan's ESTIMATE column says.
 function describeEstimate (e: CopyEstimate): string {
@@ -35,46 +34,60 @@ function describeEstimate (e: CopyEstimate): string {
   return `~${formatDuration(e.seconds)} (${rate})`
 }
 
+// Percent, rate and ETA as every display shows them (relocate/progress.ts).
 export function describe (r: RelocationRecord): { percent: number, rateBytesPerSec: number, etaSec: number | null } {
-  const percent = r.state === 'done' ? 100 : r.plan.bytes > 0 ? Math.min(100, Math.floor(r.progress.bytes * 100 / r.plan.bytes)) : 0
-  const rate = rateOf(r)
-  const etaSec = rate > 0 ? Math.max(0, (r.plan.bytes - r.progress.bytes) / rate) : null
-  return { percent, rateBytesPerSec: rate, etaSec }
+  const { percent, rateBytesPerSec, etaSec } = relocationProgress(r)
+  return { percent, rateBytesPerSec, etaSec }
 }
 
+// One progress line's figures: the bar's and `relocate status`'s.
+function progressPayload (rec: RelocationRecord): { copied: string, planned: string, rate: string, etaText: string, state: string, pct: number } {
+  const p = relocationProgress(rec)
+  // Our own percent and ETA: cli-progress's count bytes against a total that moves, and print "NFs" before the first byte.
+  return { copied: formatBytes(p.doneBytes), planned: formatBytes(p.totalBytes), rate: formatRate(p.rateBytesPerSec), etaText: p.etaSec === null ? '-' : formatDuration(p.etaSec), state: rec.state, pct: p.percent }
+}
+
+const BAR_STEPS = 1000
+
 export async function follow (meta: MetaStore, name: string, showBar: boolean): Promise<RelocationRecord> {
-  const bar = showBar ? new cliProgress.SingleBar({ format: ' {bar} {percentage}% | {copied} of {planned} | {rate} | ETA {eta} | {state}', noTTYOutput: true, notTTYSchedule: 2000 }, cliProgress.Presets.shades_classic) : null
+  const bar = showBar ? new cliProgress.SingleBar({ format: ' {bar} {pct}% | {copied} of {planned} | {rate} | ETA {etaText} | {state}', noTTYOutput: true, notTTYSchedule: 2000 }, cliProgress.Presets.shades_classic) : null
   let started = false
   let orphanSinceMs = 0
+  // A lease-free run of ours goes on in the background while this loop keeps showing progress.
+  let runningHere: Promise<unknown> | null = null
   try {
     for (;;) {
       const rec = await meta.getRelocation(name)
       if (rec === null) throw UkaiError.notFound(`disk '${name}' has no relocation`)
-      const d = describe(rec)
       if (bar !== null) {
-        // Our own ETA (from the record's rate): cli-progress's prints "NFs" before the first byte.
-        const eta = rec.state === 'done' ? '0 s' : d.etaSec === null ? '-' : formatDuration(d.etaSec)
-        const payload = { copied: formatBytes(rec.progress.bytes), planned: formatBytes(rec.plan.bytes), rate: formatRate(d.rateBytesPerSec), eta, state: rec.state }
-        if (!started) { bar.start(Math.max(1, rec.plan.bytes), rec.progress.bytes, payload); started = true }
-        bar.update(rec.state === 'done' ? Math.max(1, rec.plan.bytes) : rec.progress.bytes, payload)
+        const payload = progressPayload(rec)
+        const steps = Math.round(relocationProgress(rec).fraction * BAR_STEPS)
+        if (!started) { bar.start(BAR_STEPS, steps, payload); started = true }
+        bar.update(steps, payload)
       }
       if (rec.state === 'done' || rec.state === 'paused' || (rec.state === 'cancelled' && rec.finishedAtMs !== 0)) return rec
       // Nobody holds the lease (the executor crashed, or the VM closed the disk): run it here.
-      const lease = await readLease(meta, name)
-      if (lease.holder === null) {
-        orphanSinceMs ||= Date.now()
-        if (Date.now() - orphanSinceMs >= ORPHAN_AFTER_MS || rec.executor === '') {
-          await runRelocationHere(meta, name)
+      if (runningHere === null) {
+        const lease = await readLease(meta, name)
+        if (lease.holder === null) {
+          orphanSinceMs ||= Date.now()
+          if (Date.now() - orphanSinceMs >= ORPHAN_AFTER_MS || rec.executor === '') {
+            const run = runRelocationHere(meta, name).finally(() => { runningHere = null; orphanSinceMs = 0 })
+            runningHere = run
+            await Promise.race([run, sleep(POLL_MS)])
+            continue
+          }
+        } else {
           orphanSinceMs = 0
-          continue
         }
+        await sleep(POLL_MS)
       } else {
-        orphanSinceMs = 0
+        await Promise.race([runningHere, sleep(POLL_MS)])
       }
-      await sleep(POLL_MS)
     }
   } finally {
     bar?.stop()
+    await runningHere  // (a run that failed: the record says why, as 'paused')
   }
 }
 
@@ -111,7 +124,7 @@ export function relocateCommands (program: Command): void {
           ]])
         }
         if (opts.dryRun === true) return
-        await startRelocation(meta, plan, rateBytesPerSec)
+        await startRelocation(meta, plan, rateBytesPerSec, { placement: opts.to !== undefined ? { site: opts.to } : { nodes: plan.targetNodes } })
         const lease = await readLease(meta, name)
         if (opts.wait !== true && lease.holder !== null) {
           process.stdout.write(`relocation started on ${lease.holder.host} (it holds the disk's lease); follow it with 'ukai relocate status ${name}'\n`)
@@ -140,10 +153,9 @@ export function relocateCommands (program: Command): void {
       if (opts.json === true || cmd.parent?.opts().json === true) return printJson(recs.map(r => ({ ...r, ...describe(r) })))
       if (recs.length === 0) { process.stdout.write(name !== undefined ? `disk '${name}' has no relocation\n` : 'no relocations\n'); return }
       printTable(['DISK', 'STATE', 'PROGRESS', 'COPIED', 'RATE', 'ETA', 'TO', 'EXECUTOR', 'REASON'], recs.map((r) => {
-        const d = describe(r)
-        return [r.disk, r.state, `${d.percent}%`, `${formatBytes(r.progress.bytes)} / ${formatBytes(r.plan.bytes)}`, formatRate(d.rateBytesPerSec),
-          d.etaSec === null || r.state === 'done' ? '-' : formatDuration(d.etaSec), r.targetNodes.join(','), r.executor || '-', r.reason || '-']
-      }))
+        const p = progressPayload(r)
+        return [r.disk, r.state, `${p.pct}%`, `${p.copied} / ${p.planned}`, p.rate, p.etaText, r.targetNodes.join(','), r.executor || '-', r.reason || '-']
+      }), { cellCharsMax: STATUS_CELL_CHARS_MAX })
     })
 
   relocate.command('cancel <disk>')

@@ -14,6 +14,7 @@ import { AgentView, MetaStore, NodeView } from '../meta/store'
 import { StorageClient } from '../storagenode/client'
 import { formatBytes, formatRate } from '../units'
 import { countPlacement, nodeState } from '../admin/disk-summary'
+import { relocationProgress } from '../relocate/progress'
 import { withMeta } from './context'
 import { formatRtt } from './node-commands'
 import { idOption } from './parse'
@@ -30,7 +31,6 @@ interface DiskState {
   belowReplicaBlocks: number  // fewer in-sync replicas than the disk's count: redundancy lost
   leaseHolder: string | null
   relocation: RelocationRecord | null
-  rateBytesPerSec: number | null
   writtenBytes: number | null // blocks with data on an in-sync replica × block size
   writtenAtMs: number
 }
@@ -189,7 +189,7 @@ class Dashboard {
     const names = await this.meta.listDiskNames(this.watch('disks', async () => await this.loadDiskList()))
     for (const name of [...this.disks.keys()]) if (!names.includes(name)) this.disks.delete(name)
     await Promise.all(names.filter(n => !this.disks.has(n)).map(async (name) => {
-      this.disks.set(name, { record: null, blocks: 0, blocksPerSite: {}, staleBlocks: 0, belowReplicaBlocks: 0, leaseHolder: null, relocation: null, rateBytesPerSec: null, writtenBytes: null, writtenAtMs: 0 })
+      this.disks.set(name, { record: null, blocks: 0, blocksPerSite: {}, staleBlocks: 0, belowReplicaBlocks: 0, leaseHolder: null, relocation: null, writtenBytes: null, writtenAtMs: 0 })
       await this.loadDisk(name)
     }))
     this.scheduleRedraw()
@@ -213,7 +213,6 @@ class Dashboard {
       await this.arm(`lease:${name}`, async w => await this.meta.watchLease(name, w), reload)
       d.leaseHolder = (await readLease(this.meta, name)).holder?.host ?? null
       const reloc = await this.meta.getRelocation(name, this.watch(`relocation:${name}`, reload))
-      d.rateBytesPerSec = rateOf(d.relocation, reloc, d.rateBytesPerSec)
       d.relocation = reloc
       this.refreshWritten(name).catch(safetyCatch)
     } catch (err) {
@@ -262,14 +261,13 @@ class Dashboard {
     for (const [name, d] of disks) {
       const r = d.relocation
       if (r === null) continue
-      const frac = r.plan.bytes > 0 ? Math.min(1, r.progress.bytes / r.plan.bytes) : r.plan.blocks > 0 ? Math.min(1, r.progress.blocks / r.plan.blocks) : (r.state === 'done' ? 1 : 0)
-      const filled = Math.round(frac * BAR_WIDTH)
-      const bar = `[${'#'.repeat(filled)}${'-'.repeat(BAR_WIDTH - filled)}] ${(frac * 100).toFixed(0).padStart(3)}%`
-      const rate = d.rateBytesPerSec
-      const left = Math.max(0, r.plan.bytes - r.progress.bytes)
-      const eta = r.state !== 'copying' ? '' : rate !== null && rate > 0 ? `ETA ${duration(left / rate)}` : 'ETA ?'
+      const p = relocationProgress(r)
+      const filled = Math.round(p.fraction * BAR_WIDTH)
+      const bar = `[${'#'.repeat(filled)}${'-'.repeat(BAR_WIDTH - filled)}] ${String(p.percent).padStart(3)}%`
+      const running = r.state === 'copying' || r.state === 'flipping'
+      const eta = !running ? '' : p.etaSec !== null ? `ETA ${duration(p.etaSec)}` : 'ETA ?'
       rl.push(fit(`${pad(name, 14)} → ${pad(r.targetNodes.join(','), 12)} ${pad(r.state, 9)} ${bar}  ${eta}`, width))
-      rl.push(fit(`    ${formatBytes(r.progress.bytes)} of ${formatBytes(r.plan.bytes)}${rate !== null ? `, ${formatRate(rate)}` : ''}, by ${r.executor || '-'}${r.reason !== '' ? ' — ' + r.reason : ''}`, width))
+      rl.push(fit(`    ${formatBytes(p.doneBytes)} of ${formatBytes(p.totalBytes)}${p.rateBytesPerSec > 0 ? `, ${formatRate(p.rateBytesPerSec)}` : ''}, by ${r.executor || '-'}${r.reason !== '' ? ' — ' + r.reason : ''}`, width))
     }
     this.relocBox.setContent(rl.length > 0 ? rl.join('\n') : '(none)')
     this.screen.render()
@@ -281,18 +279,6 @@ class Dashboard {
     if (this.redrawTimer !== null) clearTimeout(this.redrawTimer)
     this.screen.destroy()
   }
-}
-
-// Bytes per second between two records of the same relocation; from its start for the first one.
-function rateOf (prev: RelocationRecord | null, next: RelocationRecord | null, prevRate: number | null): number | null {
-  if (next === null) return null
-  if (prev !== null && prev.id === next.id) {
-    const dtMs = next.progress.updatedAtMs - prev.progress.updatedAtMs
-    if (dtMs <= 0) return prevRate
-    return (next.progress.bytes - prev.progress.bytes) * 1000 / dtMs
-  }
-  const dtMs = next.progress.updatedAtMs - next.createdAtMs
-  return dtMs > 0 && next.progress.bytes > 0 ? next.progress.bytes * 1000 / dtMs : null
 }
 
 function duration (sec: number): string {

@@ -10,6 +10,7 @@ import { startStorageServer } from '../storagenode/server'
 import { UkaiError, safetyCatch } from '../errors'
 import { Lifecycle, closeWithin } from '../lib/lifecycle'
 import type { NodeMetrics } from '../metrics/node-metrics'
+import { STORAGE_NODE_PID_FILE, removePidFile, writePidFile } from '../lib/pid-file'
 
 // How often a node refreshes the usage figures in its liveness znode.
 const USAGE_REPORT_INTERVAL_MS = 5000
@@ -55,6 +56,7 @@ export async function runStorageNode (opts: StorageNodeOptions): Promise<Running
   let localReadToken: string
   try {
     localReadToken = writeLocalReadToken(dataDir)
+    writePidFile(path.join(dataDir, STORAGE_NODE_PID_FILE))
   } catch (err) {
     await server.close(0)
     await meta.close()
@@ -93,6 +95,7 @@ export async function runStorageNode (opts: StorageNodeOptions): Promise<Running
     release: async () => {
       await self.close()
       await meta.close()
+      removePidFile(path.join(dataDir, STORAGE_NODE_PID_FILE))
     }
   })
   return { address: server.address, close: async () => { await life.close() }, destroy: async (err?: Error) => { await life.destroy(err) } }

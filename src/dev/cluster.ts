@@ -21,7 +21,8 @@ import path from 'node:path'
 import { UkaiError } from '../errors'
 import { freePort } from './free-port'
 import { isMounted, mountsUnder, unmount } from '../lib/mounts'
-import { isOurs, type StopResult } from './pids'
+import { STORAGE_NODE_PID_FILE, readPidFile } from '../lib/pid-file'
+import { isOurs, readCmdline, type StopResult } from './pids'
 import { validateWanOptions } from './wan-proxy'
 import { startMountAgent, startStorageNode, startWanProxyProcess, stopLogged, stopMountAgent } from './processes'
 import { startZooKeeper } from './zookeeper'
@@ -101,7 +102,8 @@ function writeCluster (info: ClusterInfo): void {
 // PIDs of cluster.json that still run what we started.
 export function livePids (info: ClusterInfo): number[] {
   const all = [info.zk, ...info.nodes, ...info.agents, ...info.proxies].filter((p) => p !== undefined && p.pid > 0)
-  return all.filter((p) => isOurs(p.pid, p.argv)).map((p) => p.pid)
+  const restarted = info.nodes.map(restartedNode).filter((p): p is { pid: number, argv: string[] } => p !== null)
+  return [...all.filter((p) => isOurs(p.pid, p.argv)), ...restarted].map((p) => p.pid)
 }
 
 export async function devUp (opts: DevUpOptions): Promise<ClusterInfo> {
@@ -243,6 +245,18 @@ async function settleAllValues<T> (ps: Array<Promise<T>>): Promise<T[]> {
   return results.map(r => (r as PromiseFulfilledResult<T>).value)
 }
 
+// The storage node now running on `n`'s data dir under another pid than the one recorded, or
+// null. Its pid file alone is not enough (a SIGKILLed node leaves it, and the pid may be reused):
+// the process must be a `storagenode` with that --data-dir.
+function restartedNode (n: ClusterNode): { pid: number, argv: string[] } | null {
+  const pid = readPidFile(path.join(n.dataDir, STORAGE_NODE_PID_FILE))
+  if (pid === null || pid === n.pid) return null
+  const argv = readCmdline(pid)
+  if (argv === null || !argv.includes('storagenode')) return null
+  const i = argv.indexOf('--data-dir')
+  return i >= 0 && i + 1 < argv.length && path.resolve(argv[i + 1]) === path.resolve(n.dataDir) ? { pid, argv } : null
+}
+
 // Wait for every promise (so none is left running unobserved), then throw the first error.
 async function settleAll (ps: Array<Promise<void>>): Promise<void> {
   const results = await Promise.allSettled(ps)
@@ -274,7 +288,13 @@ export async function devDown (opts: { dir: string }): Promise<DevDownResult> {
       if (mounted && !isMounted(a.mountPoint)) result.unmounted.push(a.mountPoint)
     }))
     await Promise.all(info.proxies.map(async (p) => await stopLogged(p).then(note(`WAN proxy ${p.host} → ${p.node}`, p.pid), keep)))
-    await Promise.all(info.nodes.map(async (n) => await stopLogged(n).then(note(`node ${n.id}`, n.pid), keep)))
+    await Promise.all(info.nodes.map(async (n) => {
+      await stopLogged(n).then(note(`node ${n.id}`, n.pid), keep)
+      // Restarted by hand (the demo prints how): another pid than cluster.json's, found through
+      // the pid file the node writes in its data dir.
+      const again = restartedNode(n)
+      if (again !== null) await stopLogged(again).then(note(`node ${n.id} (restarted)`, again.pid), keep)
+    }))
     if (info.zk !== undefined) await stopLogged(info.zk).then(note('zookeeper', info.zk.pid), keep)
     if (errors.length > 0) throw errors[0] // cluster.json stays: run dev down again
   }

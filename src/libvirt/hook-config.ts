@@ -24,7 +24,7 @@ export const HOOK_CONFIG_PATH_DEFAULT = '/etc/ukai/hook.conf'
 export const HOOK_LOG_PATH_DEFAULT = '/var/log/ukai/libvirt-hook.log'
 export const HOOK_TIMEOUT_MS_DEFAULT = 4000
 const HOOK_TIMEOUT_MS_MAX = 30_000
-const UKAI_FSTYPE = 'fuse.ukai'
+export const UKAI_FSTYPE = 'fuse.ukai'
 
 export interface HookConfig {
   zk: string

@@ -119,6 +119,9 @@ export class LeaseManager {
   // The session (ZkClient.sessionGeneration) whose ephemeral carries each held lease; behind the
   // current session while a lease waits to be re-asserted.
   private readonly assertedIn = new Map<string, number>()
+  // Per disk: the hand-over watcher handed to ZooKeeper, and the check of the lease held now.
+  private readonly handoverWatchers = new Map<string, () => void>()
+  private readonly handoverChecks = new Map<string, () => void>()
   private reasserting: Promise<void> | null = null
   private reassertAgain = false
   private readonly callbacks: LeaseCallbacks
@@ -285,7 +288,7 @@ export class LeaseManager {
     }
     const watchHandover = (): void => {
       if (!still()) return
-      zk.getOrNull(paths.handover(disk), watchHandover).then((req) => {
+      zk.getOrNull(paths.handover(disk), this.handoverWatcher(disk, watchHandover)).then((req) => {
         if (req !== null && still()) {
           const r = decodeJson<HandoverRequest>(req.data, `handover request of ${disk}`)
           if (r.host !== this.host) this.callbacks.onHandoverRequested(disk, r.host)
@@ -294,6 +297,21 @@ export class LeaseManager {
     }
     watchLease()
     watchHandover()
+  }
+
+  // One watcher function per disk for its hand-over request, whichever lease of it is held: the
+  // request znode is usually absent and rarely changes, and the client keeps every distinct
+  // function it is given until it does, so a closure per acquisition piled up on a disk opened
+  // and closed again and again (MaxListenersExceededWarning in the agent's log). The same
+  // function is kept once; it calls the current holding's check.
+  private handoverWatcher (disk: string, current: () => void): () => void {
+    this.handoverChecks.set(disk, current)
+    let w = this.handoverWatchers.get(disk)
+    if (w === undefined) {
+      w = () => { this.handoverChecks.get(disk)?.() }
+      this.handoverWatchers.set(disk, w)
+    }
+    return w
   }
 
   private lost (disk: string): void {

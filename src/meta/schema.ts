@@ -125,6 +125,9 @@ export interface RelocationRecord {
   progress: { blocks: number, bytes: number, updatedAtMs: number }
   createdAtMs: number
   finishedAtMs: number
+  // The disk's placement policy once the relocation is done (a move to a site, or to named
+  // nodes), so `disk list` and a later grow follow the move; absent for a repair.
+  placement?: PlacementPolicy
 }
 
 // A committed snapshot: the disk's state at `epoch` (per block, the newest version with epoch

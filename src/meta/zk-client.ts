@@ -81,6 +81,7 @@ export class ZkClient extends EventEmitter {
 
   get isConnected (): boolean { return this.connected }
   private closed = false
+  private readonly wrappers = new WeakMap<Watcher, () => void>()
   private readyPromise: Promise<void> | null = null
   // Counts sessions: 1 for the first, +1 at every replacement after a real expiry.
   private sessionNumber = 0
@@ -237,8 +238,21 @@ export class ZkClient extends EventEmitter {
     }
   }
 
+  // The function the library is given for `watcher`: always the same one. The library keeps a
+  // watcher per znode until the znode changes and skips one it holds already — by identity, so a
+  // fresh wrapper per call defeated that, and a caller re-arming one watcher on a znode that does
+  // not change piled up listeners (MaxListenersExceededWarning).
+  private wrapped (watcher: Watcher): () => void {
+    let w = this.wrappers.get(watcher)
+    if (w === undefined) {
+      w = () => watcher()
+      this.wrappers.set(watcher, w)
+    }
+    return w
+  }
+
   async get (path: string, watcher?: Watcher): Promise<{ data: Buffer, stat: ZkStat }> {
-    return await this.call(path, (c, cb) => watcher ? c.getData(path, () => watcher(), cb) : c.getData(path, cb),
+    return await this.call(path, (c, cb) => watcher ? c.getData(path, this.wrapped(watcher), cb) : c.getData(path, cb),
       (data: Buffer | undefined, stat: any) => ({ data: data ?? Buffer.alloc(0), stat: toStat(stat) }))
   }
 
@@ -255,12 +269,12 @@ export class ZkClient extends EventEmitter {
   }
 
   async exists (path: string, watcher?: Watcher): Promise<ZkStat | null> {
-    return await this.call(path, (c, cb) => watcher ? c.exists(path, () => watcher(), cb) : c.exists(path, cb),
+    return await this.call(path, (c, cb) => watcher ? c.exists(path, this.wrapped(watcher), cb) : c.exists(path, cb),
       (stat: any) => stat ? toStat(stat) : null)
   }
 
   async children (path: string, watcher?: Watcher): Promise<string[]> {
-    return await this.call(path, (c, cb) => watcher ? c.getChildren(path, () => watcher(), cb) : c.getChildren(path, cb),
+    return await this.call(path, (c, cb) => watcher ? c.getChildren(path, this.wrapped(watcher), cb) : c.getChildren(path, cb),
       (children: string[]) => children.slice().sort())
   }
 

@@ -41,6 +41,7 @@ async function patiently<T> (call: () => Promise<T>): Promise<T> {
 }
 const PROGRESS_INTERVAL_MS = 1000
 const IN_SYNC_BATCH_BLOCKS = 64
+const PLACEMENT_UPDATE_ATTEMPTS_MAX = 5
 
 export type RelocationOutcome = 'done' | 'paused' | 'cancelled' | 'stopped'
 
@@ -88,6 +89,7 @@ export class RelocationExecutor {
   private copiedBlocks = 0
   private rateStartMs = 0
   private rateBytes = 0
+  private bytesPerBlock = 0 // the plan's estimate per block to copy (all its targets)
 
   constructor (deps: ExecutorDeps) {
     this.meta = deps.meta
@@ -111,6 +113,7 @@ export class RelocationExecutor {
       this.claimed = true
       this.copiedBytes = rec.progress.bytes
       this.copiedBlocks = rec.progress.blocks
+      this.bytesPerBlock = rec.plan.writtenBlocks > 0 ? rec.plan.bytes / rec.plan.writtenBlocks : 0
       const lease = this.disk.leaseEpoch
       if (lease === null) throw new Stop('stopped', 'this host does not hold the lease')
       this.log.info({ targets: rec.targetNodes, drop: rec.dropNodes }, 'relocation running')
@@ -126,7 +129,17 @@ export class RelocationExecutor {
       await this.save({ state: 'flipping' })
       await this.flip()
       await this.dropFarData()
-      await this.save({ state: 'done', executor: '', finishedAtMs: Date.now(), progress: { blocks: this.copiedBlocks, bytes: this.copiedBytes, updatedAtMs: Date.now() } })
+      // The map is flipped already: a policy that could not be written is worth a warning, not a pause.
+      await this.adoptPlacement().catch((err) => {
+        if (!isUkaiError(err)) throw err
+        this.log.warn({ err: err.message, placement: this.rec.placement }, 'could not record the disk\'s new placement policy')
+      })
+      // Done: the plan becomes what was really copied, so every display ends at "N of N".
+      await this.save({
+        state: 'done', executor: '', finishedAtMs: Date.now(),
+        plan: { ...this.rec.plan, writtenBlocks: this.copiedBlocks, bytes: this.copiedBytes },
+        progress: { blocks: this.copiedBlocks, bytes: this.copiedBytes, updatedAtMs: Date.now() }
+      })
       this.log.info({ bytes: this.copiedBytes }, 'relocation done')
       return 'done'
     } catch (caught) {
@@ -241,6 +254,10 @@ export class RelocationExecutor {
     inSyncBatch.push(...empty)
     await flushBatch()
     const queue = pending.filter(b => written.has(b))
+    // The plan counted every written block for every target; a repair copies only the stale
+    // ones, a second round only those that fell out of sync: from now on the plan is what is
+    // left to copy plus what was copied (relocate/progress.ts reads percent from it).
+    await this.save({ plan: { ...this.rec.plan, writtenBlocks: this.copiedBlocks + queue.length, bytes: Math.round(this.copiedBytes + queue.length * this.bytesPerBlock) } })
     const stopIfAborted = (): void => { if (signal?.aborted === true) throw new Stop('stopped', 'the lease moved') }
     let failure: unknown = null
     try {
@@ -328,6 +345,23 @@ export class RelocationExecutor {
       return targets.map(node => ({ node, state: 'in-sync' as const }))
     })
     this.log.info({ targets }, 'map flipped to the targets')
+  }
+
+  // The disk's placement policy follows a move (`disk list`, and where a grow places new blocks).
+  private async adoptPlacement (): Promise<void> {
+    const placement = this.rec.placement
+    if (placement === undefined) return
+    for (let attempt = 1; ; attempt++) {
+      const { version, ...disk } = await this.meta.getDisk(this.disk.name)
+      if (JSON.stringify(disk.placement) === JSON.stringify(placement)) return
+      try {
+        await this.meta.setDiskRecord({ ...disk, placement }, version)
+        this.log.info({ placement }, 'placement policy follows the relocation')
+        return
+      } catch (err) {
+        if (!isUkaiError(err, 'ZK_CONFLICT') || attempt >= PLACEMENT_UPDATE_ATTEMPTS_MAX) throw err
+      }
+    }
   }
 
   // After the flip is committed: the dropped nodes hold nothing the map points to.

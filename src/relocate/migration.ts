@@ -49,7 +49,7 @@ export async function prepareDiskToward (meta: MetaStore, disk: string, site: st
   try {
     // No link probe: a migration hook must return within seconds, and nobody reads this estimate.
     const plan = await planRelocation(meta, { disk, site, probeBudgetMs: 0 })
-    await startRelocation(meta, plan, opts.rateBytesPerSec ?? 0)
+    await startRelocation(meta, plan, opts.rateBytesPerSec ?? 0, { placement: { site } })
     return { disk, site, action: 'started', targetNodes: plan.targetNodes, bytes: plan.bytes, executor }
   } catch (err) {
     if (isUkaiError(err, 'ALREADY_EXISTS')) return { disk, site, action: 'already-there', targetNodes: [], bytes: 0, executor }

@@ -19,7 +19,12 @@ export class RelocationRunner {
   private readonly running = new Map<string, { disk: RelocatableDisk, abort: AbortController, done: Promise<RelocationOutcome> }>()
   // Watched disks and the current watch chain of each: a chain from an earlier session (or
   // an earlier watch of the same name) stops at its next step instead of doubling the reads.
-  private readonly watched = new Map<string, { disk: RelocatableDisk, chain: object }>()
+  private readonly watched = new Map<string, { disk: RelocatableDisk, chain: object, onChange: () => void }>()
+  // One watcher function per disk, handed to ZooKeeper by every chain: the client keeps each
+  // distinct function it is given until the znode changes, so a fresh closure per chain piled
+  // up on a record that does not change (a done relocation; a disk opened and closed again and
+  // again) — MaxListenersExceededWarning in the agent's log. The same function is kept once.
+  private readonly zkWatchers = new Map<string, () => void>()
   private readonly unsubscribeSession: () => void
   private closed = false
 
@@ -45,16 +50,26 @@ export class RelocationRunner {
   // every change read (and watch) again.
   private arm (disk: RelocatableDisk): void {
     const chain = {}
-    this.watched.set(disk.name, { disk, chain })
     const current = (): boolean => !this.closed && this.watched.get(disk.name)?.chain === chain
     const onChange = (): void => {
       if (!current()) return
-      this.meta.getRelocation(disk.name, onChange).then(() => this.maybeStart(disk), (err) => {
+      this.meta.getRelocation(disk.name, this.zkWatcher(disk.name)).then(() => this.maybeStart(disk), (err) => {
         safetyCatch(err)
         if (current()) setTimeout(onChange, WATCH_RETRY_MS).unref()
       })
     }
+    this.watched.set(disk.name, { disk, chain, onChange })
     onChange()
+  }
+
+  // Runs the disk's current chain (an old chain's watch fires into the new one, which reads again).
+  private zkWatcher (name: string): () => void {
+    let w = this.zkWatchers.get(name)
+    if (w === undefined) {
+      w = () => { this.watched.get(name)?.onChange() }
+      this.zkWatchers.set(name, w)
+    }
+    return w
   }
 
   unwatch (name: string): void {

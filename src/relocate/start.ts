@@ -3,7 +3,7 @@
 // migration commands and the libvirt hook.
 import { randomUUID } from 'node:crypto'
 import { UkaiError } from '../errors'
-import { RelocationRecord } from '../meta/schema'
+import { PlacementPolicy, RelocationRecord } from '../meta/schema'
 import { MetaStore } from '../meta/store'
 import { RelocationPlan } from './plan'
 
@@ -13,7 +13,8 @@ export function isActive (r: RelocationRecord): boolean {
 
 // Refuses while another relocation of the disk is active; a finished, paused or cancelled one is
 // replaced (running `ukai relocate` again is how a paused relocation resumes).
-export async function startRelocation (meta: MetaStore, plan: RelocationPlan, rateBytesPerSec: number): Promise<RelocationRecord> {
+// `placement`: the disk's placement policy once done (a move; a repair keeps the disk's own).
+export async function startRelocation (meta: MetaStore, plan: RelocationPlan, rateBytesPerSec: number, opts: { placement?: PlacementPolicy } = {}): Promise<RelocationRecord> {
   const name = plan.disk
   const existing = await meta.getRelocation(name)
   if (existing !== null) {
@@ -29,7 +30,8 @@ export async function startRelocation (meta: MetaStore, plan: RelocationPlan, ra
     v: 1, id: randomUUID(), disk: name, targetNodes: plan.targetNodes, dropNodes: plan.dropNodes, addedNodes: [...new Set([...plan.addedNodes, ...carried])],
     rateBytesPerSec, state: 'copying', reason: '', executor: '',
     plan: { blocks: plan.blocks, writtenBlocks: plan.writtenBlocks, bytes: plan.bytes },
-    progress: { blocks: 0, bytes: 0, updatedAtMs: now }, createdAtMs: now, finishedAtMs: 0
+    progress: { blocks: 0, bytes: 0, updatedAtMs: now }, createdAtMs: now, finishedAtMs: 0,
+    ...(opts.placement !== undefined ? { placement: opts.placement } : {})
   }
   await meta.createRelocation(rec)
   return rec
