@@ -56,15 +56,15 @@ export class AgentMetrics implements DiskIoSink {
   readonly registry: Registry
   private readonly disks = new Map<string, DiskSeries>()
   private readonly relocations = new Map<string, RelocationSeries>()
-  private readonly zk: ZkSessionMetrics
+  private readonly zkSession: ZkSessionMetrics
   private sources: AgentSources | null = null
   private readonly readiness: Readiness
 
   constructor (host: string) {
     this.registry = newRegistry({ host })
-    this.zk = new ZkSessionMetrics(this.registry)
+    this.zkSession = new ZkSessionMetrics(this.registry)
     const r = this.registry
-    this.readiness = new Readiness(r, 'mount', this.zk)
+    this.readiness = new Readiness(r, 'mount', this.zkSession)
     const counter = (name: string, help: string, value: (s: DiskSeries) => number): void =>
       registerCollected(r, name, help, 'counter', () => perKey(this.current(), 'disk', value))
     const histogram = (name: string, help: string, h: (s: DiskSeries) => LatencyHistogram): void =>
@@ -139,7 +139,7 @@ export class AgentMetrics implements DiskIoSink {
 
   bind (sources: AgentSources): void {
     this.sources = sources
-    this.zk.bind(sources.zk)
+    this.zkSession.bind(sources.zk)
   }
 
   // The agent serves its mount: /healthz may say ok (while ZooKeeper is connected) until stopping().
@@ -147,7 +147,7 @@ export class AgentMetrics implements DiskIoSink {
   setStopping (): void { this.readiness.stopping() }
   notReady (): string | null { return this.readiness.why() }
 
-  close (): void { this.zk.close() }
+  close (): void { this.zkSession.close() }
 
   private series (disk: string): DiskSeries {
     let s = this.disks.get(disk)

@@ -34,15 +34,15 @@ export class NodeMetrics implements RpcObserver {
   // Keys: a fixed set of calls and of error codes (bounded by the code, not by the traffic).
   private readonly rpcs = new Map<string, RpcSeries>()
   private readonly errorCodes = new Map<string, number>()
-  private readonly zk: ZkSessionMetrics
+  private readonly zkSession: ZkSessionMetrics
   private sources: NodeSources | null = null
   private readonly readiness: Readiness
 
   constructor (nodeId: string) {
     this.registry = newRegistry({ node: nodeId })
-    this.zk = new ZkSessionMetrics(this.registry)
+    this.zkSession = new ZkSessionMetrics(this.registry)
     const r = this.registry
-    this.readiness = new Readiness(r, 'storagenode', this.zk)
+    this.readiness = new Readiness(r, 'storagenode', this.zkSession)
     const stat = (name: string, help: string, type: 'counter' | 'gauge', value: (s: StorageServerStats) => number): void =>
       registerCollected(r, name, help, type, () => this.sources === null ? [] : [{ labels: {}, value: value(this.sources.stats()) }])
     const usage = (name: string, help: string, value: (u: NodeUsage) => number): void =>
@@ -81,7 +81,7 @@ export class NodeMetrics implements RpcObserver {
 
   bind (sources: NodeSources): void {
     this.sources = sources
-    this.zk.bind(sources.zk)
+    this.zkSession.bind(sources.zk)
   }
 
   // The node serves and is registered: /healthz may say ok (while ZooKeeper is connected) until stopping().
@@ -89,5 +89,5 @@ export class NodeMetrics implements RpcObserver {
   setStopping (): void { this.readiness.stopping() }
   notReady (): string | null { return this.readiness.why() }
 
-  close (): void { this.zk.close() }
+  close (): void { this.zkSession.close() }
 }
