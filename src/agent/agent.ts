@@ -7,6 +7,7 @@ import { LeaseManager } from '../meta/lease'
 import { DiskFileOwner, DiskIoCounters, DiskRecord, OpenRecord, SnapshotRecord, SnapshotRef, formatSnapshotRef, parseSnapshotRef, validateDiskName } from '../meta/schema'
 import { MetaStore } from '../meta/store'
 import { createDisk, deleteDisk, resizeDisk } from '../admin/disk-admin'
+import { DiskUsage } from './disk-usage'
 import { VersionedDiskRecord, getXattr, ownerOf, updateDiskRecord, withMode, withOwner, withXattr, withoutXattr, xattrNames } from './disk-file-attrs'
 import { LocalReads } from '../vdisk/short-circuit-reads'
 import { NodePool } from '../vdisk/node-pool'
@@ -98,6 +99,8 @@ export class Agent {
   // when made on this mount or stat'ed before the list watch fired, and was then never watched
   // (its snapshots never listed under .snapshots, its record never refreshed).
   private readonly watched = new Set<string>()
+  // Bytes each disk really uses (st_blocks), cached; never waited for by getattr.
+  private readonly usage: DiskUsage
   private nextFh = 1
   private readonly ioTotals = new Map<string, DiskIoCounters>()
   private closed = false
@@ -114,6 +117,7 @@ export class Agent {
     this.log = opts.logger ?? silentLogger
     this.pool = new NodePool(opts.meta, { host: opts.host, site: opts.site, logger: this.log, addressOverrides: opts.nodeAddresses, replicaHungMs: opts.replicaHungMs })
     this.localReads = opts.localReads === false ? undefined : new LocalReads({ pool: this.pool, openFilesMax: opts.localReadFiles, logger: this.log })
+    this.usage = new DiskUsage({ meta: opts.meta, pool: this.pool, logger: this.log })
     this.leases = new LeaseManager(opts.meta, opts.host, {
       onHandoverRequested: (disk, requester) => {
         const o = this.open.get(disk)
@@ -183,7 +187,7 @@ export class Agent {
     this.records = next
     this.hooks.disksChanged?.()
     for (const name of this.snapshots.keys()) if (!next.has(name)) this.snapshots.delete(name)
-    for (const name of this.watched) if (!next.has(name)) this.watched.delete(name)
+    for (const name of this.watched) if (!next.has(name)) { this.watched.delete(name); this.usage.forget(name) }
     for (const name of this.warm.keys()) if (!next.has(name)) this.dropWarm(name)
   }
 
@@ -395,7 +399,11 @@ export class Agent {
     } finally {
       if (this.detaching.get(h.name) === detached) this.detaching.delete(h.name)
     }
+    if (h.writable) this.usage.refresh(o.disk.record).catch(safetyCatch) // written: blocks may have appeared
   }
+
+  // What the disk really uses (written blocks × block size, disk-usage.ts), or null until known.
+  allocatedBytes (rec: DiskRecord): number | null { return this.usage.allocatedBytes(rec) }
 
   private async detach (name: string, disk: VirtualDisk): Promise<void> {
     try {

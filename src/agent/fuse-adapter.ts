@@ -96,9 +96,10 @@ export function mountAgent (agent: Agent, mountPoint: string, log: Logger, opts:
     fn().then(v => { const [code, val] = ok(v); cb(code, val) }, err => cb(toErrno(err, log, op)))
   }
 
-  function fileStat (sizeBytes: number, createdAtMs: number, owner: DiskFileOwner): object {
+  // st_blocks (512-byte units): what the disk really uses when the agent knows it, else its size.
+  function fileStat (sizeBytes: number, createdAtMs: number, owner: DiskFileOwner, usedBytes: number | null = null): object {
     const t = new Date(createdAtMs)
-    return { mode: S_IFREG | owner.mode, uid: owner.uid, gid: owner.gid, size: sizeBytes, nlink: 1, blksize: 4096, blocks: Math.ceil(sizeBytes / 512), atime: t, mtime: t, ctime: t }
+    return { mode: S_IFREG | owner.mode, uid: owner.uid, gid: owner.gid, size: sizeBytes, nlink: 1, blksize: 4096, blocks: Math.ceil((usedBytes ?? sizeBytes) / 512), atime: t, mtime: t, ctime: t }
   }
 
   // For attribute ops on a disk file: calls `fn` with the disk's name, or answers `notDisk` for
@@ -128,7 +129,7 @@ export function mountAgent (agent: Agent, mountPoint: string, log: Logger, opts:
       if (name === null) return cb(Fuse.ENOENT)
       run('getattr', cb, async () => {
         const rec = await agent.stat(name)
-        return fileStat(rec.sizeBytes, rec.createdAtMs, agent.fileOwner(rec))
+        return fileStat(rec.sizeBytes, rec.createdAtMs, agent.fileOwner(rec), agent.allocatedBytes(rec))
       })
     },
     readdir (path: string, cb: (code: number, names?: string[]) => void) {

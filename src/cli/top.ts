@@ -17,11 +17,16 @@ import { countPlacement, nodeState } from '../admin/disk-summary'
 import { relocationProgress } from '../relocate/progress'
 import { withMeta } from './context'
 import { formatRtt } from './node-commands'
+import { printJson } from './output'
 import { idOption } from './parse'
 import { summarizeSites } from './site-commands'
 
 const REDRAW_DEBOUNCE_MS = 100
+// `top --once` into a pipe or file: as wide as the smallest terminal an operator has.
+const ONCE_WIDTH = 80
 const BAR_WIDTH = 20
+// The BLOCKS PER SITE column: two sites' counts fit; at 80 columns some room is left for I/O.
+const PER_SITE_CHARS = 20
 
 interface DiskState {
   record: DiskRecord | null
@@ -55,23 +60,27 @@ class Dashboard {
   // Watches set and not fired yet, by what they watch: ZooKeeper watches fire once, and the
   // client keeps every one we set, so each thing is watched at most once at a time.
   private armed = new Set<string>()
-  private readonly screen: blessed.Widgets.Screen
-  private readonly header: blessed.Widgets.BoxElement
-  private readonly sitesBox: blessed.Widgets.BoxElement
-  private readonly disksBox: blessed.Widgets.BoxElement
-  private readonly relocBox: blessed.Widgets.BoxElement
+  // The terminal, or null for `--once` / `--json` (one frame for a script, then exit).
+  private readonly ui: Ui | null
+  // First disk row shown (j/k, arrows, page keys scroll the disks panel).
+  private diskScroll = 0
+  private diskRowsShown = 1
+  // --from not given and no agent on this host: the agent whose round trips are shown was
+  // picked here (`f` picks the next one).
+  private fromPicked = false
 
-  constructor (private readonly meta: MetaStore, private from: string | null, private readonly quit: () => void) {
-    this.screen = blessed.screen({ smartCSR: true, title: 'ukai top', warnings: false, fullUnicode: false })
-    this.header = blessed.box({ parent: this.screen, top: 0, left: 0, width: '100%', height: 1, tags: false, style: { inverse: true } })
-    const box = (label: string, top: number | string, height: number | string): blessed.Widgets.BoxElement => blessed.box({
-      parent: this.screen, label: ` ${label} `, top, left: 0, width: '100%', height, border: { type: 'line' }, tags: false, scrollable: true, alwaysScroll: true
-    })
-    this.sitesBox = box('sites and nodes', 1, '40%')
-    this.disksBox = box('disks', '40%+1', '30%')
-    this.relocBox = box('relocations', '70%+1', '30%')
-    this.screen.key(['q', 'C-c'], () => { this.quit() })
-    this.screen.on('resize', () => { this.render() })
+  constructor (private readonly meta: MetaStore, private from: string | null, private readonly quit: () => void, opts: { screen: boolean }) {
+    this.ui = opts.screen ? makeUi() : null
+    if (this.ui !== null) {
+      const screen = this.ui.screen
+      screen.key(['q', 'C-c'], () => { this.quit() })
+      screen.key(['j', 'down'], () => { this.scrollDisks(1) })
+      screen.key(['k', 'up'], () => { this.scrollDisks(-1) })
+      screen.key(['pagedown', 'space'], () => { this.scrollDisks(this.diskRowsShown) })
+      screen.key(['pageup'], () => { this.scrollDisks(-this.diskRowsShown) })
+      screen.key(['f'], () => { this.nextFrom() })
+      screen.on('resize', () => { this.render() })
+    }
     // Watches die with an expired session: set them all again on the new one.
     meta.onSession(() => {
       this.armed = new Set()
@@ -113,16 +122,31 @@ class Dashboard {
     for (const n of this.nodes) if (n.alive !== null) await this.arm(`alive:${n.id}`, async w => await this.meta.watchNodeAlive(n.id, w), reload)
     this.agents = await this.meta.listAgents()
     if (this.from === null) {
-      const alive = this.agents.filter(a => a.alive !== null)
-      this.from = this.agents.some(a => a.host === os.hostname()) ? os.hostname() : alive.length === 1 ? alive[0].host : null
+      // This host's agent; on a host that is none (an admin box), the first running agent.
+      const alive = this.agents.filter(a => a.alive !== null).map(a => a.host).sort()
+      this.from = this.agents.some(a => a.host === os.hostname()) ? os.hostname() : alive[0] ?? null
+      this.fromPicked = this.from !== null && this.from !== os.hostname()
     }
     await this.loadRtt()
     this.scheduleRedraw()
   }
 
+  // `f`: round trips from the next running agent.
+  private nextFrom (): void {
+    const alive = this.agents.filter(a => a.alive !== null).map(a => a.host).sort()
+    if (alive.length === 0) return
+    this.from = alive[(alive.indexOf(this.from ?? '') + 1) % alive.length]
+    this.fromPicked = true
+    this.rtt = null
+    this.loadRtt().catch(err => this.fail(err))
+    this.scheduleRedraw()
+  }
+
   private async loadRtt (): Promise<void> {
     if (this.from === null) return
-    this.rtt = await this.meta.getRtt(this.from, this.watch(`rtt:${this.from}`, async () => await this.loadRtt()))
+    const from = this.from
+    const rtt = await this.meta.getRtt(from, this.watch(`rtt:${from}`, async () => { if (this.from === from) await this.loadRtt() }))
+    if (this.from === from) this.rtt = rtt
     this.scheduleRedraw()
   }
 
@@ -228,34 +252,36 @@ class Dashboard {
   }
 
   private scheduleRedraw (): void {
-    if (this.closed || this.redrawTimer !== null) return
+    if (this.closed || this.ui === null || this.redrawTimer !== null) return
     this.redrawTimer = setTimeout(() => { this.redrawTimer = null; this.render() }, REDRAW_DEBOUNCE_MS)
   }
 
-  render (): void {
-    if (this.closed) return
-    const width = Math.max(40, (this.screen.width as number) - 2)
-    const time = new Date().toLocaleTimeString('en-GB', { hour12: false })
-    this.header.setContent(fit(` ukai top — ${this.nodes.length} nodes, ${this.disks.size} disks — RTT from ${this.from ?? '(no agent; --from HOST)'} — ${time}   q: quit${this.error !== '' ? '   ! ' + this.error : ''}`, width + 2))
+  // Written bytes of every disk, now (for one frame: the dashboard refreshes them as it goes).
+  async loadWritten (): Promise<void> {
+    await Promise.all([...this.disks.entries()].map(async ([name, d]) => { d.writtenAtMs = 0; await this.refreshWritten(name) }))
+  }
 
-    const lines: string[] = []
+  // What the dashboard shows, as lines of at most `width` characters.
+  frame (width: number): { header: string, sites: string[], disks: string[], relocations: string[] } {
+    const time = new Date().toLocaleTimeString('en-GB', { hour12: false })
+    const from = this.from === null ? '(no agent; --from HOST)' : this.fromPicked && this.ui !== null ? `${this.from} (f: next)` : this.from
+    const header = fit(` ukai top — ${this.nodes.length} nodes, ${this.disks.size} disks — RTT from ${from} — ${time}${this.ui !== null ? '   q: quit' : ''}${this.error !== '' ? '   ! ' + this.error : ''}`, width + 2)
+
+    const sites: string[] = []
     for (const s of summarizeSites(this.nodes, this.agents)) {
-      lines.push(fit(`${s.site}  nodes ${s.nodesAlive}/${s.nodes.length}  agents ${s.agents.join(',') || '-'}  used ${formatBytes(s.usedBytes)} of ${formatBytes(s.capacityBytes)}, ${formatBytes(s.freeBytes)} free`, width))
+      sites.push(fit(`${s.site}  nodes ${s.nodesAlive}/${s.nodes.length}  agents ${s.agents.join(',') || '-'}  used ${formatBytes(s.usedBytes)} of ${formatBytes(s.capacityBytes)}, ${formatBytes(s.freeBytes)} free`, width))
       for (const n of this.nodes.filter(n => n.site === s.site).sort((a, b) => a.id.localeCompare(b.id))) {
         const cap = n.alive === null ? '-' : `${formatBytes(n.alive.usedBytes)} / ${formatBytes(n.alive.capacityBytes)}`
-        lines.push(fit(`  ${pad(n.id, 10)} ${pad(({ up: 'alive', full: 'FULL', down: 'DOWN' } as const)[nodeState(n.alive)], 6)} ${pad(cap, 22)} rtt ${pad(formatRtt(this.rtt?.rttMs[n.id]), 9)} ${n.alive?.address ?? n.address}`, width))
+        sites.push(fit(`  ${cell(n.id, 10)} ${cell(({ up: 'alive', full: 'FULL', down: 'DOWN' } as const)[nodeState(n.alive)], 6)} ${cell(cap, 22)} rtt ${cell(formatRtt(this.rtt?.rttMs[n.id]), 9)} ${n.alive?.address ?? n.address}`, width))
       }
     }
-    this.sitesBox.setContent(lines.join('\n'))
 
-    const disks = [...this.disks.entries()].filter(([, d]) => d.record !== null).sort((a, b) => a[0].localeCompare(b[0]))
-    const dl = [fit(`${pad('NAME', 14)} ${pad('SIZE', 9)} ${pad('WRITTEN', 9)} ${pad('BLOCKS PER SITE', 24)} ${pad('LEASE', 8)} ${pad('STALE/LOW', 9)} I/O r/w per s`, width)]
+    const disks = this.shownDisks()
+    const dl = [fit(`${cell('NAME', 14)} ${cell('SIZE', 9)} ${cell('WRITTEN', 9)} ${cell('BLOCKS PER SITE', PER_SITE_CHARS)} ${cell('LEASE', 8)} ${cell('STALE/LOW', 9)} I/O r/w per s`, width)]
     for (const [name, d] of disks) {
-      const perSite = Object.entries(d.blocksPerSite).sort().map(([s, n]) => `${s}:${n}`).join(' ') || '-'
       const io = this.rateOfDisk(name)
-      dl.push(fit(`${pad(name, 14)} ${pad(formatBytes(d.record!.sizeBytes), 9)} ${pad(d.writtenBytes === null ? '-' : formatBytes(d.writtenBytes), 9)} ${pad(`${perSite} of ${d.blocks}`, 24)} ${pad(d.leaseHolder ?? '-', 8)} ${pad(`${d.staleBlocks}/${d.belowReplicaBlocks}`, 9)} ${formatBytes(io.readBps)}/${formatBytes(io.writeBps)}${localShare(io)}`, width))
+      dl.push(fit(`${cell(name, 14)} ${cell(formatBytes(d.record!.sizeBytes), 9)} ${cell(d.writtenBytes === null ? '-' : formatBytes(d.writtenBytes), 9)} ${cell(perSite(d), PER_SITE_CHARS)} ${cell(d.leaseHolder ?? '-', 8)} ${cell(`${d.staleBlocks}/${d.belowReplicaBlocks}`, 9)} ${formatBytes(io.readBps)}/${formatBytes(io.writeBps)}${localShare(io)}`, width))
     }
-    this.disksBox.setContent(dl.join('\n'))
 
     const rl: string[] = []
     for (const [name, d] of disks) {
@@ -266,19 +292,99 @@ class Dashboard {
       const bar = `[${'#'.repeat(filled)}${'-'.repeat(BAR_WIDTH - filled)}] ${String(p.percent).padStart(3)}%`
       const running = r.state === 'copying' || r.state === 'flipping'
       const eta = !running ? '' : p.etaSec !== null ? `ETA ${duration(p.etaSec)}` : 'ETA ?'
-      rl.push(fit(`${pad(name, 14)} → ${pad(r.targetNodes.join(','), 12)} ${pad(r.state, 9)} ${bar}  ${eta}`, width))
+      rl.push(fit(`${cell(name, 14)} → ${cell(r.targetNodes.join(','), 12)} ${cell(r.state, 9)} ${bar}  ${eta}`, width))
       rl.push(fit(`    ${formatBytes(p.doneBytes)} of ${formatBytes(p.totalBytes)}${p.rateBytesPerSec > 0 ? `, ${formatRate(p.rateBytesPerSec)}` : ''}, by ${r.executor || '-'}${r.reason !== '' ? ' — ' + r.reason : ''}`, width))
     }
-    this.relocBox.setContent(rl.length > 0 ? rl.join('\n') : '(none)')
-    this.screen.render()
+    return { header, sites, disks: dl, relocations: rl.length > 0 ? rl : ['(none)'] }
+  }
+
+  // What `top --json` prints: the same figures, whole.
+  snapshot (): unknown {
+    return {
+      from: this.from,
+      sites: summarizeSites(this.nodes, this.agents),
+      nodes: this.nodes.map(n => ({ id: n.id, site: n.site, state: nodeState(n.alive), usedBytes: n.alive?.usedBytes ?? null, capacityBytes: n.alive?.capacityBytes ?? null, rttMs: this.rtt?.rttMs[n.id] ?? null, address: n.alive?.address ?? n.address })),
+      disks: this.shownDisks().map(([name, d]) => ({
+        name, sizeBytes: d.record!.sizeBytes, writtenBytes: d.writtenBytes, blocks: d.blocks, blocksPerSite: d.blocksPerSite,
+        staleBlocks: d.staleBlocks, belowReplicaBlocks: d.belowReplicaBlocks, leaseHolder: d.leaseHolder
+      })),
+      relocations: this.shownDisks().filter(([, d]) => d.relocation !== null).map(([name, d]) => {
+        const { version: _v, ...r } = d.relocation as RelocationRecord & { version?: number }
+        return { ...r, disk: name, ...relocationProgress(r) }
+      })
+    }
+  }
+
+  private shownDisks (): Array<[string, DiskState]> {
+    return [...this.disks.entries()].filter(([, d]) => d.record !== null).sort((a, b) => a[0].localeCompare(b[0]))
+  }
+
+  private scrollDisks (by: number): void {
+    this.diskScroll = Math.max(0, this.diskScroll + by)
+    this.render()
+  }
+
+  render (): void {
+    if (this.closed || this.ui === null) return
+    const ui = this.ui
+    const width = Math.max(40, (ui.screen.width as number) - 2)
+    const rows = Math.max(10, ui.screen.height as number)
+    const f = this.frame(width)
+    ui.header.setContent(f.header)
+    // Heights: each panel as tall as it needs, sites and relocations at most 40% and 30% of the
+    // screen; the disks panel takes the rest, and scrolls when it has more rows than that.
+    const avail = rows - 1
+    const sitesH = Math.min(f.sites.length + 2, Math.max(3, Math.floor(avail * 0.4)))
+    const relocH = Math.min(f.relocations.length + 2, Math.max(3, Math.floor(avail * 0.3)))
+    const disksH = Math.max(3, avail - sitesH - relocH)
+    ui.sitesBox.top = 1; ui.sitesBox.height = sitesH
+    ui.disksBox.top = 1 + sitesH; ui.disksBox.height = disksH
+    ui.relocBox.top = 1 + sitesH + disksH; ui.relocBox.height = Math.max(3, avail - sitesH - disksH)
+    ui.sitesBox.setContent(f.sites.join('\n'))
+    // The disks panel: its header, then the rows that fit; "+N more" says how many do not.
+    const [head, ...diskRows] = f.disks
+    const room = Math.max(1, disksH - 3)
+    const scrolls = diskRows.length > room
+    this.diskRowsShown = scrolls ? room - 1 : room
+    this.diskScroll = Math.min(this.diskScroll, Math.max(0, diskRows.length - this.diskRowsShown))
+    const shown = diskRows.slice(this.diskScroll, this.diskScroll + this.diskRowsShown)
+    const below = diskRows.length - this.diskScroll - shown.length
+    const more = !scrolls ? [] : [fit(`  … ${this.diskScroll > 0 ? `${this.diskScroll} above, ` : ''}+${below} more (j/k or arrows scroll)`, width)]
+    ui.disksBox.setContent([head, ...shown, ...more].join('\n'))
+    ui.relocBox.setContent(f.relocations.join('\n'))
+    ui.screen.render()
   }
 
   close (): void {
     if (this.closed) return
     this.closed = true
     if (this.redrawTimer !== null) clearTimeout(this.redrawTimer)
-    this.screen.destroy()
+    this.ui?.screen.destroy()
   }
+}
+
+interface Ui {
+  screen: blessed.Widgets.Screen
+  header: blessed.Widgets.BoxElement
+  sitesBox: blessed.Widgets.BoxElement
+  disksBox: blessed.Widgets.BoxElement
+  relocBox: blessed.Widgets.BoxElement
+}
+
+function makeUi (): Ui {
+  const screen = blessed.screen({ smartCSR: true, title: 'ukai top', warnings: false, fullUnicode: false })
+  const header = blessed.box({ parent: screen, top: 0, left: 0, width: '100%', height: 1, tags: false, style: { inverse: true } })
+  const box = (label: string): blessed.Widgets.BoxElement => blessed.box({
+    parent: screen, label: ` ${label} `, top: 1, left: 0, width: '100%', height: 3, border: { type: 'line' }, tags: false
+  })
+  return { screen, header, sitesBox: box('sites and nodes'), disksBox: box('disks'), relocBox: box('relocations') }
+}
+
+// "site-a:64 of 64"; a disk in several sites drops " of N" before it is cut to the column.
+function perSite (d: DiskState): string {
+  const sites = Object.entries(d.blocksPerSite).sort().map(([s, n]) => `${s}:${n}`).join(' ') || '-'
+  const full = `${sites} of ${d.blocks}`
+  return full.length <= PER_SITE_CHARS ? full : sites
 }
 
 function duration (sec: number): string {
@@ -297,15 +403,34 @@ function localShare (io: IoRate): string {
 
 function pad (s: string, n: number): string { return s.length >= n ? s : s + ' '.repeat(n - s.length) }
 function fit (s: string, n: number): string { return s.length <= n ? s : s.slice(0, Math.max(0, n - 1)) + '…' }
+// A column of exactly n characters: padded, or cut with '…' (a long value never shifts the rest).
+function cell (s: string, n: number): string { return pad(fit(s, n), n) }
 
 export function topCommand (program: Command): void {
   program.command('top')
-    .description('a live dashboard: sites, nodes and round trips, disks, relocations (q quits)')
-    .option('--from <host>', 'show round trips measured by the agent on HOST (default: this host, or the only agent)', idOption('host name in --from'))
+    .description('a live dashboard: sites, nodes and round trips, disks, relocations (q quits, j/k scroll the disks, f: round trips from the next agent)')
+    .option('--from <host>', 'show round trips measured by the agent on HOST (default: this host\'s agent, else the first running agent)', idOption('host name in --from'))
+    .option('--once', 'print one frame as text (80 columns, or the terminal\'s width) and exit, for scripts and logs')
+    .option('--json', 'print the same figures once as JSON and exit')
     .action(async (opts, cmd: Command) => {
+      if (opts.once === true || opts.json === true) {
+        await withMeta(cmd, async (meta) => {
+          const dash = new Dashboard(meta, opts.from ?? null, () => {}, { screen: false })
+          try {
+            await dash.start()
+            await dash.loadWritten()
+            if (opts.json === true) { printJson(dash.snapshot()); return }
+            const f = dash.frame(Math.max(40, process.stdout.isTTY === true ? process.stdout.columns : ONCE_WIDTH))
+            process.stdout.write([f.header.trim(), '', ...f.sites, '', ...f.disks, '', ...f.relocations, ''].join('\n'))
+          } finally {
+            dash.close()
+          }
+        })
+        return
+      }
       await withMeta(cmd, async (meta) => {
         await new Promise<void>((resolve, reject) => {
-          const dash = new Dashboard(meta, opts.from ?? null, () => { dash.close(); resolve() })
+          const dash = new Dashboard(meta, opts.from ?? null, () => { dash.close(); resolve() }, { screen: true })
           dash.start().then(() => dash.render(), (err) => { dash.close(); reject(err) })
         })
       })

@@ -68,12 +68,19 @@ export class NodePool {
   // The same as ready() (the name callers used before the one lifecycle shape).
   start (): Promise<void> { return this.life.ready() }
 
+  // The watch of the node list, every node's liveness and usage: one function, so ZooKeeper's
+  // client keeps it once per znode. A fresh closure per refresh piled up on the znodes that did
+  // not change (the node list) each time a node's usage report fired the watch — every few
+  // seconds — until MaxListenersExceededWarning in every agent, and in a CLI running a long
+  // relocation.
+  private readonly onListChanged = (): void => { if (!this.closed) this.refresh().catch(safetyCatch) }
+
   // Re-reads the node list; the watch calls it again on the next change.
   refresh (): Promise<void> {
     if (this.refreshing !== null) return this.refreshing
     this.refreshing = (async () => {
       try {
-        const list = await this.meta.listNodes(() => { if (!this.closed) this.refresh().catch(safetyCatch) })
+        const list = await this.meta.listNodes(this.onListChanged)
         const next = new Map(list.map(n => [n.id, n]))
         for (const [key, client] of this.clients) {
           const id = key.split('#')[0]
