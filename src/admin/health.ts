@@ -205,3 +205,17 @@ export function unreachableReport (why: string, nowMs = Date.now()): HealthRepor
     checkedAtMs: nowMs
   }
 }
+
+// The text `ukai health` prints (the demo shows the same).
+export function formatHealth (r: HealthReport, detail: boolean): string {
+  const lines = [`HEALTH_${r.status}` + (r.checks.length > 0 ? `: ${r.checks.map(c => c.summary).join('; ')}` : '')]
+  if (r.checks.every(c => c.code !== 'ZK_UNREACHABLE')) {
+    lines.push(`  nodes: ${r.nodes.total} (${r.nodes.up} up, ${r.nodes.down} down, ${r.nodes.full} full); disks: ${r.disks.total} (${r.disks.healthy} healthy)`)
+  }
+  for (const c of r.checks) {
+    lines.push(`[${c.level}] ${c.code}: ${c.summary}`)
+    if (detail) for (const d of c.detail) lines.push(`    ${d}`)
+    lines.push(`    → ${c.action}`)
+  }
+  return lines.join('\n') + '\n'
+}

@@ -2,24 +2,11 @@
 // (src/admin/health.ts). Exit status 0 for OK and WARN, 1 for ERR (also when ZooKeeper cannot be
 // reached: the report then says so), so a cron job or a monitoring probe can act on it.
 import { Command } from 'commander'
-import { HealthReport, checkHealth, unreachableReport } from '../admin/health'
+import { HealthReport, checkHealth, formatHealth, unreachableReport } from '../admin/health'
 import { isUkaiError } from '../errors'
 import { withMeta } from './context'
 import { printJson } from './output'
 import { ukaiVersion } from '../package-root'
-
-export function formatHealth (r: HealthReport, detail: boolean): string {
-  const lines = [`HEALTH_${r.status}` + (r.checks.length > 0 ? `: ${r.checks.map(c => c.summary).join('; ')}` : '')]
-  if (r.checks.every(c => c.code !== 'ZK_UNREACHABLE')) {
-    lines.push(`  nodes: ${r.nodes.total} (${r.nodes.up} up, ${r.nodes.down} down, ${r.nodes.full} full); disks: ${r.disks.total} (${r.disks.healthy} healthy)`)
-  }
-  for (const c of r.checks) {
-    lines.push(`[${c.level}] ${c.code}: ${c.summary}`)
-    if (detail) for (const d of c.detail) lines.push(`    ${d}`)
-    lines.push(`    → ${c.action}`)
-  }
-  return lines.join('\n') + '\n'
-}
 
 export function healthCommand (program: Command): void {
   program.command('health')

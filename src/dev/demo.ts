@@ -10,6 +10,7 @@ import path from 'node:path'
 import { MetaStore } from '../meta/store'
 import { formatBytes, plural } from '../units'
 import { summarizeDisk } from '../admin/disk-summary'
+import { checkHealth, formatHealth } from '../admin/health'
 import { ClusterInfo, devDown, devUp, readCluster } from './cluster'
 import { signalIfOurs } from './pids'
 import { cliMainPath, daemonEnv } from './processes'
@@ -121,6 +122,9 @@ export async function runDemo (dir: string): Promise<void> {
       const check = Buffer.alloc(8 * MiB)
       fs.readSync(fd, check, 0, check.length, 16 * MiB)
       show(`site A reads the new bytes: ${check.every(x => x === 0xcc) ? 'yes' : 'NO'}`)
+      say('what ukai health says now')
+      show('$ ukai health --detail')
+      for (const line of formatHealth(await checkHealth(meta), true).trimEnd().split('\n')) show(line)
       // The node's own command line (host name, peer addresses and all), on the port it had.
       const args = victim.argv.slice(2).map((a, i, all) => all[i - 1] === '--listen' ? victim.address : a)
       show(`(restart it with: node dist/src/cli/main.js ${args.join(' ')})`)
