@@ -6,11 +6,15 @@ import { MetaStore, NodeView } from '../meta/store'
 import { StorageClient } from '../storagenode/client'
 import { BLOCK_SIZE_MIN_BYTES } from '../lib/limits'
 import { blockCountFor } from '../vdisk/block-range'
+import { usedBytesOnce } from './used-bytes'
 
 export interface DiskSummary {
   name: string
   uuid: string
   sizeBytes: number
+  // Written blocks × block size on one in-sync replica (admin/used-bytes.ts); null when no
+  // in-sync replica's node answered.
+  usedBytes: number | null
   blockSizeBytes: number
   blocks: number
   replicas: number
@@ -95,6 +99,7 @@ export async function summarizeDisk (meta: MetaStore, name: string): Promise<Dis
     name: disk.name,
     uuid: disk.uuid,
     sizeBytes: disk.sizeBytes,
+    usedBytes: await usedBytesOnce(meta, disk, nodes),
     blockSizeBytes: disk.blockSizeBytes,
     blocks: blockCountFor(disk.sizeBytes, disk.blockSizeBytes),
     replicas: disk.replicas,

@@ -1,12 +1,11 @@
 // What a disk really uses, for st_blocks on the mount (so `du` and `qemu-img info` show it
-// instead of the full size): the blocks an in-sync replica holds data for × the block size,
-// asked of that node with ListBlocks (no byte read) and cached per disk. getattr never waits for
+// instead of the full size): admin/used-bytes.ts (written blocks × block size, one in-sync
+// replica asked with ListBlocks), cached per disk. getattr never waits for
 // it: it answers from the cache (the full size until the first answer) and a figure older than
 // USAGE_TTL_MS is refreshed in the background, one refresh per disk at a time; a close of a
 // written handle refreshes it too.
 //
-// Block granularity, one replica: a partly written block counts whole, snapshot versions are not
-// counted (they are not the file's content). Holes (SEEK_HOLE / SEEK_DATA) cannot be reported:
+// Holes (SEEK_HOLE / SEEK_DATA) cannot be reported:
 // libfuse 2, which fuse-native binds, has no lseek operation, so `qemu-img map` and
 // `cp --sparse` still read the whole file (zeros come back cheap: unwritten blocks are never
 // asked of a node).
@@ -14,6 +13,7 @@ import { safetyCatch } from '../errors'
 import { Logger } from '../log'
 import { DiskRecord } from '../meta/schema'
 import { MetaStore } from '../meta/store'
+import { usedBytes } from '../admin/used-bytes'
 import { NodePool } from '../vdisk/node-pool'
 
 const USAGE_TTL_MS = 5000
@@ -49,13 +49,8 @@ export class DiskUsage {
   forget (name: string): void { this.usage.delete(name) }
 
   private async ask (rec: DiskRecord): Promise<void> {
-    const seg = await this.deps.meta.loadSegment(rec.name, 0)
-    const inSync = [...new Set(seg.runs().flatMap(run => run.replicas.filter(r => r.state === 'in-sync').map(r => r.node)))]
-    for (const node of inSync) {
-      if (this.deps.pool.get(node)?.alive == null) continue
-      const blocks = await this.deps.pool.client(node).listBlocks({ diskUuid: rec.uuid })
-      this.usage.set(rec.name, { uuid: rec.uuid, bytes: blocks.length * rec.blockSizeBytes, atMs: Date.now() })
-      return
-    }
+    const bytes = await usedBytes(this.deps.meta, rec, (node) =>
+      this.deps.pool.get(node)?.alive == null ? null : this.deps.pool.client(node).listBlocks({ diskUuid: rec.uuid }))
+    if (bytes !== null) this.usage.set(rec.name, { uuid: rec.uuid, bytes, atMs: Date.now() })
   }
 }

@@ -5,6 +5,7 @@ import { formatBytes, plural } from '../units'
 import { createDisk, deleteDisk, resizeDisk } from '../admin/disk-admin'
 import { summarizeDisk } from '../admin/disk-summary'
 import { DiskState, diskHealth } from '../admin/health'
+import { usedBytesOnce } from '../admin/used-bytes'
 import { DiskRecord } from '../meta/schema'
 import { withMeta } from './context'
 import { printJson, printTable } from './output'
@@ -42,13 +43,13 @@ export function diskCommands (program: Command): void {
     .action(async (opts, cmd: Command) => {
       const disks = await withMeta(cmd, async (meta) => {
         const nodes = await meta.listNodes()
-        const out: Array<DiskRecord & { state: DiskState }> = []
-        for (const d of await meta.listDisks()) out.push({ ...d, state: (await diskHealth(meta, d, nodes)).state })
+        const out: Array<DiskRecord & { state: DiskState, usedBytes: number | null }> = []
+        for (const d of await meta.listDisks()) out.push({ ...d, state: (await diskHealth(meta, d, nodes)).state, usedBytes: await usedBytesOnce(meta, d, nodes) })
         return out
       })
       if (opts.json === true) return printJson(disks)
-      printTable(['NAME', 'STATE', 'SIZE', 'BLOCK', 'REPLICAS', 'PLACEMENT', 'UUID'], disks.map(d => [
-        d.name, d.state, formatBytes(d.sizeBytes), formatBytes(d.blockSizeBytes), d.replicas,
+      printTable(['NAME', 'STATE', 'SIZE', 'USED', 'BLOCK', 'REPLICAS', 'PLACEMENT', 'UUID'], disks.map(d => [
+        d.name, d.state, formatBytes(d.sizeBytes), d.usedBytes === null ? '?' : formatBytes(d.usedBytes), formatBytes(d.blockSizeBytes), d.replicas,
         d.placement.nodes?.join(',') ?? (d.placement.site !== undefined ? `site ${d.placement.site}` : 'any'), d.uuid
       ]))
     })
@@ -61,6 +62,7 @@ export function diskCommands (program: Command): void {
       if (opts.json === true) return printJson(s)
       const lines = [
         ['name', s.name], ['uuid', s.uuid], ['size', `${formatBytes(s.sizeBytes)} (${s.sizeBytes} bytes)`],
+        ['used', s.usedBytes === null ? '? (no in-sync replica answered)' : `${formatBytes(s.usedBytes)} (${s.usedBytes} bytes; written blocks × block size, one replica)`],
         ['block size', formatBytes(s.blockSizeBytes)], ['blocks', String(s.blocks)], ['replicas', String(s.replicas)],
         ['blocks per site', Object.entries(s.blocksPerSite).map(([site, n]) => `${site}: ${n}`).join(', ') || '-'],
         ['stale blocks', String(s.staleBlocks)],
