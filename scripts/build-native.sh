@@ -7,6 +7,7 @@
 #                      against Debian's libfuse-dev. The mount agent loads this copy, never the
 #                      prebuilt binding in node_modules.
 #   build/punch-hole   fallocate(PUNCH_HOLE) for the storage node's discard.
+#   build/sd-notify    libsystemd's sd_notify for Type=notify units (both daemons' readiness).
 #
 # Each is rebuilt only when its inputs change (a stamp holds their hash), built in a temporary
 # directory and moved into place only after it loads, so a failed build never leaves a half one.
@@ -29,6 +30,7 @@ NODE_GYP="$(dirname "$NPM_CLI")/../node_modules/node-gyp/bin/node-gyp.js"
 NODE_PREFIX=$(node -p 'require("path").resolve(process.execPath, "..", "..")')
 [ -f "$NODE_PREFIX/include/node/node_api.h" ] || die "Node's headers are missing ($NODE_PREFIX/include/node/node_api.h); node-gyp would try to download them"
 pkg-config --exists fuse || die "pkg-config does not know libfuse (install Debian's libfuse-dev)"
+pkg-config --exists libsystemd || die "pkg-config does not know libsystemd (install Debian's libsystemd-dev)"
 
 inputs_hash () {
   { node -p 'process.version + " " + process.arch'; cat "$@"; } | sha256sum | cut -d' ' -f1
@@ -77,3 +79,8 @@ build_addon punch-hole native/punch-hole \
   "$(inputs_hash native/punch-hole/*)" \
   prepare_nothing \
   "const m = require(process.argv[1] + '/build/Release/punch_hole.node'); if (typeof m.punchHole !== 'function') process.exit(1)"
+
+build_addon sd-notify native/sd-notify \
+  "$(inputs_hash native/sd-notify/*)" \
+  prepare_nothing \
+  "const m = require(process.argv[1] + '/build/Release/sd_notify.node'); if (typeof m.notify !== 'function') process.exit(1)"

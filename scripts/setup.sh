@@ -24,6 +24,7 @@ fi
 # fio: benchmarks; qemu-utils: qemu-img/qemu-io for the libvirt/qemu tests
 # libfuse-dev, pkg-config, g++, make, python3: build fuse-native (patched: fallocate) and the
 #   storage node's punch-hole addon from source with node-gyp (scripts/build-native.sh)
+# libsystemd-dev: sd_notify for the daemons' readiness under Type=notify units (native/sd-notify)
 # attr: setfattr/getfattr for the xattr tests
 # libxml2-utils: xmllint, which checks the libvirt example domains against libvirt's schema
 # qemu-system-x86: the guest in the QEMU tests and the migration benchmark (TCG where KVM fails);
@@ -32,7 +33,7 @@ fi
 # libvirt-daemon, libvirt-daemon-driver-qemu, libvirt-clients: libvirtd and virsh for the libvirt
 # test (it runs its own libvirtd in session mode; not libvirt-daemon-system, which pulls in systemd
 # as init and starts services)
-APT_PACKAGES=(zookeeper libfuse2 fuse fio qemu-utils tmux libxml2-utils libfuse-dev pkg-config g++ make python3 attr qemu-system-x86 busybox-static cpio libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients)
+APT_PACKAGES=(zookeeper libfuse2 fuse fio qemu-utils tmux libxml2-utils libfuse-dev libsystemd-dev pkg-config g++ make python3 attr qemu-system-x86 busybox-static cpio libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

@@ -11,6 +11,7 @@ import { RTT_INTERVAL_MS_DEFAULT } from '../agent/rtt-monitor'
 import { IO_RETRY_MS_DEFAULT } from '../vdisk/virtual-disk'
 import { LOCAL_OPEN_FILES_MAX_DEFAULT } from '../vdisk/short-circuit-reads'
 import { runMount } from '../daemons/mount'
+import { sdNotify } from '../daemons/sd-notify'
 import { parseHostPort } from '../lib/host-port'
 import { AgentMetrics } from '../metrics/agent-metrics'
 import { MetricsEndpoint } from '../metrics/endpoint'
@@ -45,7 +46,7 @@ function metricsListenOf (opts: { metricsListen?: string, metricsListenAny?: boo
 
 // Serves the metrics from before the daemon starts (a scrape then says "starting") until after
 // it stopped; a daemon that fails to start closes it again. `close` closes the daemon, then the
-// endpoint.
+// endpoint. systemd (Type=notify) hears READY once the daemon serves and STOPPING when it drains.
 async function runWithMetrics<D extends { close: () => Promise<void> }> (
   listen: MetricsListen | undefined, metrics: AgentMetrics | NodeMetrics | undefined, log: Logger, start: () => Promise<D>
 ): Promise<{ daemon: D, close: () => Promise<void>, metricsAddress?: string }> {
@@ -59,8 +60,10 @@ async function runWithMetrics<D extends { close: () => Promise<void> }> (
     throw err
   }
   metrics?.setReady()
+  sdNotify({ ready: true, status: 'serving' })
   const close = async (): Promise<void> => {
     metrics?.setStopping()  // /healthz says 503 from the first step of the shutdown
+    sdNotify({ stopping: true, status: 'draining' })
     await daemon.close()
     metrics?.close()
     await endpoint?.close()
