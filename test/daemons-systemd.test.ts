@@ -9,14 +9,14 @@ import path from 'node:path'
 import readline from 'node:readline'
 import t from 'tap'
 import { isMounted } from '../src/lib/mounts'
-import { fuseUnavailable, makeTempDir, startAgent, startNode, startZk } from './helpers/cluster'
+import { TestLike, fuseUnavailable, makeTempDir, startAgent, startNode, startZk } from './helpers/cluster'
 import { cliJson } from './helpers/cli'
 import { until } from './helpers/until'
 
 const REPO = path.resolve(__dirname, '..')
 
 // The messages received so far, one string per datagram (fields joined by '|').
-async function notifyListener (t: Tap.Test, dir: string): Promise<{ socket: string, messages: string[] }> {
+async function notifyListener (t: TestLike, dir: string): Promise<{ socket: string, messages: string[] }> {
   const socket = path.join(dir, 'notify.sock')
   const child = spawn('python3', [path.join(__dirname, 'helpers', 'notify-listener.py'), socket], { stdio: ['ignore', 'pipe', 'inherit'] })
   t.teardown(() => { child.kill('SIGKILL') })

@@ -5,13 +5,11 @@
 //
 // The data path reaches this only through DiskIoSink (src/agent/io-sink.ts) and the agent's
 // hooks; everything else is read at scrape time from narrow sources bound once the agent runs.
-import type { Registry } from 'prom-client'
 import type { DiskIoSink } from '../agent/io-sink'
 import type { DiskIoCounters } from '../meta/schema'
 import { LatencyHistogram, Sample, registerCollected, perKey } from './exposition'
-import { newRegistry } from './endpoint'
-import { Readiness } from './readiness'
-import { ZkSessionMetrics, ZkSessionSource } from './zookeeper-session'
+import { DaemonMetrics } from './daemon-metrics'
+import { ZkSessionSource } from './zookeeper-session'
 
 // A relocation's progress is read from its ZooKeeper record at scrape time (the executor saves
 // it every few seconds); a read slower than this keeps the last figures.
@@ -52,19 +50,13 @@ class DiskSeries {
 
 interface RelocationSeries extends RelocationProgress { rateBytesPerSec: number }
 
-export class AgentMetrics implements DiskIoSink {
-  readonly registry: Registry
+export class AgentMetrics extends DaemonMetrics<AgentSources> implements DiskIoSink {
   private readonly disks = new Map<string, DiskSeries>()
   private readonly relocations = new Map<string, RelocationSeries>()
-  private readonly zkSession: ZkSessionMetrics
-  private sources: AgentSources | null = null
-  private readonly readiness: Readiness
 
   constructor (host: string) {
-    this.registry = newRegistry({ host })
-    this.zkSession = new ZkSessionMetrics(this.registry)
+    super('mount', { host })
     const r = this.registry
-    this.readiness = new Readiness(r, 'mount', this.zkSession)
     const counter = (name: string, help: string, value: (s: DiskSeries) => number): void =>
       registerCollected(r, name, help, 'counter', () => perKey(this.current(), 'disk', value))
     const histogram = (name: string, help: string, h: (s: DiskSeries) => LatencyHistogram): void =>
@@ -135,19 +127,6 @@ export class AgentMetrics implements DiskIoSink {
   leaseHandedOver (disk: string): void { this.series(disk).leaseHandovers++ }
   leaseLost (disk: string): void { this.series(disk).leaseLosses++ }
 
-  // --- lifecycle ------------------------------------------------------------------------------
-
-  bind (sources: AgentSources): void {
-    this.sources = sources
-    this.zkSession.bind(sources.zk)
-  }
-
-  // The agent serves its mount: /healthz may say ok (while ZooKeeper is connected) until stopping().
-  setReady (): void { this.readiness.ready() }
-  setStopping (): void { this.readiness.stopping() }
-  notReady (): string | null { return this.readiness.why() }
-
-  close (): void { this.zkSession.close() }
 
   private series (disk: string): DiskSeries {
     let s = this.disks.get(disk)

@@ -5,13 +5,11 @@
 //
 // The data path reaches this only through RpcObserver (src/storagenode/rpc-answers.ts); the
 // rest is read at scrape time from the server's stats.
-import type { Registry } from 'prom-client'
 import type { RpcObserver } from '../storagenode/rpc-answers'
 import type { StorageServerStats } from '../storagenode/server'
 import { LatencyHistogram, Sample, perKey, registerCollected } from './exposition'
-import { newRegistry } from './endpoint'
-import { Readiness } from './readiness'
-import { ZkSessionMetrics, ZkSessionSource } from './zookeeper-session'
+import { DaemonMetrics } from './daemon-metrics'
+import { ZkSessionSource } from './zookeeper-session'
 
 export interface NodeUsage { capacityBytes: number, usedBytes: number, freeBytes: number }
 
@@ -29,20 +27,14 @@ class RpcSeries {
   latency = new LatencyHistogram()
 }
 
-export class NodeMetrics implements RpcObserver {
-  readonly registry: Registry
+export class NodeMetrics extends DaemonMetrics<NodeSources> implements RpcObserver {
   // Keys: a fixed set of calls and of error codes (bounded by the code, not by the traffic).
   private readonly rpcs = new Map<string, RpcSeries>()
   private readonly errorCodes = new Map<string, number>()
-  private readonly zkSession: ZkSessionMetrics
-  private sources: NodeSources | null = null
-  private readonly readiness: Readiness
 
   constructor (nodeId: string) {
-    this.registry = newRegistry({ node: nodeId })
-    this.zkSession = new ZkSessionMetrics(this.registry)
+    super('storagenode', { node: nodeId })
     const r = this.registry
-    this.readiness = new Readiness(r, 'storagenode', this.zkSession)
     const stat = (name: string, help: string, type: 'counter' | 'gauge', value: (s: StorageServerStats) => number): void =>
       registerCollected(r, name, help, type, () => this.sources === null ? [] : [{ labels: {}, value: value(this.sources.stats()) }])
     const usage = (name: string, help: string, value: (u: NodeUsage) => number): void =>
@@ -78,16 +70,4 @@ export class NodeMetrics implements RpcObserver {
       this.errorCodes.set(code, (this.errorCodes.get(code) ?? 0) + 1)
     }
   }
-
-  bind (sources: NodeSources): void {
-    this.sources = sources
-    this.zkSession.bind(sources.zk)
-  }
-
-  // The node serves and is registered: /healthz may say ok (while ZooKeeper is connected) until stopping().
-  setReady (): void { this.readiness.ready() }
-  setStopping (): void { this.readiness.stopping() }
-  notReady (): string | null { return this.readiness.why() }
-
-  close (): void { this.zkSession.close() }
 }
