@@ -59,7 +59,7 @@ t.test('relocation', async (t) => {
     const before = await cliJson<Info>(['disk', 'info', 'still'], zk)
     for (const [args, re] of [
       [['relocate', 'still', '--to', 'mars'], /unknown site 'mars'/],
-      [['relocate', 'still', '--to', 'site-b', '--replicas', '3'], /site site-b has 2 live storage node\(s\); the disk needs 3/],
+      [['relocate', 'still', '--to', 'site-b', '--replicas', '3'], /site site-b has 2 live storage nodes; the disk needs 3/],
       [['relocate', 'still', '--to', 'site-a'], /already on a1, a2 \(site site-a\); nothing to do/],
       [['relocate', 'still', '--nodes', 'b1,zz'], /unknown storage node 'zz'/],
       [['relocate', 'nope', '--to', 'site-b'], /unknown disk 'nope'/],

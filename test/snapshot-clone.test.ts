@@ -90,10 +90,10 @@ t.test('clones', async (t) => {
   t.test('deleting what clones depend on is refused; --flatten-clones copies first', async (t) => {
     let r = await runCli(['snapshot', 'delete', 'gold@base'], { zk })
     t.equal(r.code, 1)
-    t.match(r.stderr, /clone\(s\) vm1, vm2 .*--flatten-clones/)
+    t.match(r.stderr, /has clones vm1, vm2 .*--flatten-clones/)
     r = await runCli(['disk', 'delete', 'gold', '--with-snapshots'], { zk })
     t.equal(r.code, 1)
-    t.match(r.stderr, /has clone\(s\) vm1 .*vm2/)
+    t.match(r.stderr, /has clones vm1 .*vm2/)
     t.equal(await hash(path.join(a.mountPoint, '.snapshots', 'gold@base')), sha256(mp), 'refusals changed nothing')
     r = await runCli(['snapshot', 'delete', 'gold@base', '--flatten-clones'], { zk, timeoutMs: 120_000 })
     t.equal(r.code, 0, r.stderr)

@@ -1,6 +1,7 @@
 // Creating, growing and deleting disks: shared by the CLI and the FUSE agent. Every check runs
 // before anything is written, and each change is one ZooKeeper transaction, so a refused or
 // failed request leaves nothing behind.
+import { plural } from '../units'
 import { randomUUID } from 'node:crypto'
 import { UkaiError } from '../errors'
 import { Logger, silentLogger } from '../log'
@@ -132,11 +133,11 @@ export async function deleteDisk (meta: MetaStore, name: string, opts: { logger?
   const disk = await meta.getDisk(name)
   const clones = await meta.listClones(name)
   if (clones.length > 0) {
-    throw UkaiError.busy(`disk '${name}' has clone(s) ${clones.map(c => `${c.name} (of @${c.parent?.snapshot ?? '?'})`).join(', ')}; delete them or flatten them (ukai snapshot delete --flatten-clones) first`)
+    throw UkaiError.busy(`disk '${name}' has ${clones.length === 1 ? 'a clone' : 'clones'} ${clones.map(c => `${c.name} (of @${c.parent?.snapshot ?? '?'})`).join(', ')}; delete them or flatten them (ukai snapshot delete --flatten-clones) first`)
   }
   const snaps = await meta.listSnapshots(name)
   if (snaps.length > 0 && opts.withSnapshots !== true) {
-    throw UkaiError.busy(`disk '${name}' has ${snaps.length} snapshot(s) (${snaps.map(s => s.name).join(', ')}); delete them first or pass --with-snapshots`)
+    throw UkaiError.busy(`disk '${name}' has ${plural(snaps.length, 'snapshot')} (${snaps.map(s => s.name).join(', ')}); delete them first or pass --with-snapshots`)
   }
   const nodes = new Set<string>()
   for (const seg of await meta.loadPlacement(disk)) for (const run of seg.runs()) for (const r of run.replicas) nodes.add(r.node)

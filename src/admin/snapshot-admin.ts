@@ -140,7 +140,7 @@ export async function deleteSnapshot (ctx: AdminContext, diskName: string, snap:
   await meta.getSnapshot(diskName, snap)
   const clones = await meta.listClones(diskName, snap)
   if (clones.length > 0 && opts.flattenClones !== true) {
-    throw UkaiError.busy(`snapshot '${diskName}@${snap}' has clone(s) ${clones.map(c => c.name).join(', ')} reading through to it; delete them, or pass --flatten-clones to copy what they need first`)
+    throw UkaiError.busy(`snapshot '${diskName}@${snap}' has ${clones.length === 1 ? 'a clone' : 'clones'} ${clones.map(c => c.name).join(', ')} reading through to it; delete them, or pass --flatten-clones to copy what they need first`)
   }
   for (const c of clones) await flattenClone(ctx, c.name, opts.onFlattenProgress)
   await meta.removeSnapshot(diskName, snap)
@@ -168,11 +168,11 @@ export async function rollbackSnapshot (ctx: AdminContext, diskName: string, sna
   if (lease.holder !== null) throw UkaiError.busy(`disk '${diskName}' is open for write on ${lease.holder.host}; stop the VM (close the disk) before rolling it back`)
   const newer = (await meta.listSnapshots(diskName)).filter(s => s.epoch > target.epoch)
   if (newer.length > 0 && opts.destroyNewer !== true) {
-    throw UkaiError.busy(`disk '${diskName}' has snapshot(s) newer than '${snap}' (${newer.map(s => s.name).join(', ')}); rolling back would destroy them — pass --destroy-newer`)
+    throw UkaiError.busy(`disk '${diskName}' has ${newer.length === 1 ? 'a snapshot' : 'snapshots'} newer than '${snap}' (${newer.map(s => s.name).join(', ')}); rolling back would destroy them — pass --destroy-newer`)
   }
   for (const s of newer) {
     const clones = await meta.listClones(diskName, s.name)
-    if (clones.length > 0) throw UkaiError.busy(`snapshot '${diskName}@${s.name}' (newer than '${snap}') has clone(s) ${clones.map(c => c.name).join(', ')}; rollback would destroy it`)
+    if (clones.length > 0) throw UkaiError.busy(`snapshot '${diskName}@${s.name}' (newer than '${snap}') has ${clones.length === 1 ? 'a clone' : 'clones'} ${clones.map(c => c.name).join(', ')}; rollback would destroy it`)
   }
   // Holding the lease keeps anyone from writing meanwhile (an agent opening the disk now waits).
   return await withDiskLease(ctx, diskName, async (disk, pool) => {

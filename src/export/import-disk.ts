@@ -7,6 +7,7 @@
 // and only then is it written — a second pass that verifies again as it goes. If the apply itself
 // fails (a node, the lease), a new disk is deleted again and an incremental import is rolled back
 // to the base snapshot, so a failed import leaves no half-made disk and the target unchanged.
+import { plural } from '../units'
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
@@ -304,7 +305,7 @@ async function importIncremental (meta: MetaStore, pool: NodePool, req: ImportRe
   if (await meta.leaseHeldAnywhere(req.disk)) throw UkaiError.busy(`disk '${req.disk}' is open for write; close it first (nothing was applied)`)
   const written = writtenAfter(await loadVersionIndex(pool, disk, await meta.loadPlacement(disk)), base.epoch)
   if (written.length > 0) {
-    throw UkaiError.wrongBase(`disk '${req.disk}' has changed since snapshot ${from.name} (${written.length} block(s) written since); roll it back first ('ukai snapshot rollback ${req.disk}@${from.name}'); nothing was applied`)
+    throw UkaiError.wrongBase(`disk '${req.disk}' has changed since snapshot ${from.name} (${plural(written.length, 'block')} written since); roll it back first ('ukai snapshot rollback ${req.disk}@${from.name}'); nothing was applied`)
   }
   if (header.sizeBytes > disk.sizeBytes) await resizeDisk(meta, req.disk, header.sizeBytes)
   req.onStart?.(total)

@@ -2,6 +2,7 @@
 // placed yet, the targets of a relocation) and which replica a read tries first. Pure functions
 // over node records and distances, so every room that places or reads (admin, relocate, vdisk)
 // uses the same rules; the map itself is owned by disk-map.ts.
+import { plural } from '../units'
 import { UkaiError } from '../errors'
 import { Replica } from './placement'
 import { PlacementPolicy } from './schema'
@@ -31,14 +32,14 @@ export function liveNodesNamed (nodes: NodeView[], ids: string[]): string[] {
 export function choosePlacement (nodes: NodeView[], replicas: number, policy: PlacementPolicy): string[] {
   if (policy.nodes !== undefined && policy.nodes.length > 0) {
     const chosen = liveNodesNamed(nodes, policy.nodes)
-    if (chosen.length !== replicas) throw UkaiError.badArgument(`--nodes names ${chosen.length} node(s) but the disk has ${replicas} replica(s)`)
+    if (chosen.length !== replicas) throw UkaiError.badArgument(`--nodes names ${plural(chosen.length, 'node')} but the disk has ${plural(replicas, 'replica')}`)
     return chosen
   }
   const live = nodes.filter(n => n.alive !== null && (policy.site === undefined || n.site === policy.site))
   if (policy.site !== undefined && !nodes.some(n => n.site === policy.site)) throw UkaiError.notFound(`unknown site '${policy.site}'`)
   const where = policy.site === undefined ? 'the cluster' : `site ${policy.site}`
   live.sort((a, b) => (b.alive?.freeBytes ?? 0) - (a.alive?.freeBytes ?? 0) || a.id.localeCompare(b.id))
-  if (live.length < replicas) throw UkaiError.notEnoughNodes(`${where} has ${live.length} live storage node(s); the disk needs ${replicas} replica(s)`)
+  if (live.length < replicas) throw UkaiError.notEnoughNodes(`${where} has ${plural(live.length, 'live storage node')}; the disk needs ${plural(replicas, 'replica')}`)
   return live.slice(0, replicas).map(n => n.id)
 }
 
@@ -50,7 +51,7 @@ export function pickRelocationTargets (nodes: NodeView[], current: Set<string>, 
   const site = req.site as string
   if (!nodes.some(n => n.site === site)) throw UkaiError.notFound(`unknown site '${site}'`)
   const live = nodes.filter(n => n.site === site && n.alive !== null)
-  if (live.length < replicas) throw UkaiError.notEnoughNodes(`site ${site} has ${live.length} live storage node(s); the disk needs ${replicas} replica(s)`)
+  if (live.length < replicas) throw UkaiError.notEnoughNodes(`site ${site} has ${plural(live.length, 'live storage node')}; the disk needs ${plural(replicas, 'replica')}`)
   live.sort((a, b) => Number(current.has(b.id)) - Number(current.has(a.id)) || (b.alive?.freeBytes ?? 0) - (a.alive?.freeBytes ?? 0) || a.id.localeCompare(b.id))
   return live.slice(0, replicas).map(n => n.id)
 }

@@ -1,6 +1,7 @@
 // What a relocation will do, computed before anything changes: the target replica set, the
 // replicas to drop, and how many written blocks and bytes must be copied. Bad requests (unknown
 // site or node, too few live nodes, a disk already there) are refused here, with nothing changed.
+import { plural } from '../units'
 import { UkaiError } from '../errors'
 import { validateId } from '../meta/schema'
 import { MetaStore } from '../meta/store'
@@ -42,7 +43,7 @@ export async function planRelocation (meta: MetaStore, req: RelocationRequest): 
   const replicas = req.replicas ?? (req.nodes?.length || disk.replicas)
   validateReplicas(replicas)
   if (req.nodes !== undefined && req.nodes.length > 0 && new Set(req.nodes).size !== replicas) {
-    throw UkaiError.badArgument(`--nodes names ${new Set(req.nodes).size} node(s) but --replicas is ${replicas}`)
+    throw UkaiError.badArgument(`--nodes names ${plural(new Set(req.nodes).size, 'node')} but --replicas is ${replicas}`)
   }
   const nodes = await meta.listNodes()
   const segments = await meta.loadPlacement(disk)

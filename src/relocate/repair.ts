@@ -5,6 +5,7 @@
 // (its own site first, then the most free space; never a node already in the set). The flip then
 // drops the replaced node only once every block is in sync on the new set, so the last in-sync
 // replica of a block is never dropped; its data is deleted after the flip.
+import { plural } from '../units'
 import { UkaiError } from '../errors'
 import { MetaStore, NodeView } from '../meta/store'
 
@@ -56,7 +57,7 @@ export async function planRepair (meta: MetaStore, name: string, opts: { fullNod
     if (why === null) continue
     const by = replacementFor(nodes, v, targets, disk.blockSizeBytes)
     if (by === null) {
-      throw UkaiError.notEnoughNodes(`disk '${name}': node ${id} is ${why === 'dead' ? 'down' : `full (${v?.alive?.freeBytes ?? 0} bytes free, ${stale} stale block(s))`} and no other live node has room for its replicas; add a node or free space, then run 'ukai disk repair ${name}' again`)
+      throw UkaiError.notEnoughNodes(`disk '${name}': node ${id} is ${why === 'dead' ? 'down' : `full (${v?.alive?.freeBytes ?? 0} bytes free, ${plural(stale, 'stale block')})`} and no other live node has room for its replicas; add a node or free space, then run 'ukai disk repair ${name}' again`)
     }
     targets[targets.indexOf(id)] = by
     replaced.push({ node: id, by, why })
