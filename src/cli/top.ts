@@ -267,7 +267,8 @@ class Dashboard {
   frame (width: number): { header: string, sites: string[], disks: string[], relocations: string[] } {
     const time = new Date().toLocaleTimeString('en-GB', { hour12: false })
     const from = this.from === null ? '(no agent; --from HOST)' : this.fromPicked && this.ui !== null ? `${this.from} (f: next)` : this.from
-    const header = fit(` ukai top — ${this.nodes.length} nodes, ${this.disks.size} disks — RTT from ${from} — ${time}${this.ui !== null ? '   q: quit' : ''}${this.error !== '' ? '   ! ' + this.error : ''}`, width + 2)
+    const capped = [...this.disks.values()].filter(d => d.record?.qos !== undefined).length
+    const header = fit(` ukai top — ${this.nodes.length} nodes, ${this.disks.size} disks${capped > 0 ? ` (${capped} capped)` : ''} — RTT from ${from} — ${time}${this.ui !== null ? '   q: quit' : ''}${this.error !== '' ? '   ! ' + this.error : ''}`, width + 2)
 
     const sites: string[] = []
     for (const s of summarizeSites(this.nodes, this.agents)) {
