@@ -35,9 +35,8 @@ async function fio (targets: Array<{ rw: string, bs: string, file?: string, nbdU
     if (tg.iopsLog !== undefined) args.push(`--write_iops_log=${tg.iopsLog}`, '--log_avg_msec=500')
   })
   const { stdout, stderr } = await exec('fio', args, { maxBuffer: 16 * MiB, timeout: (runtimeS + rampS + 60) * 1000 })
-  const json = stdout.indexOf('{')  // fio may print notes before the JSON
+  const json = stdout.indexOf('{')  // fio's nbd engine prints "connected to NBD server" first
   if (json < 0) throw new Error(`fio printed no result: ${stdout}${stderr}`)
-  if (json > 0) console.log(`# fio said: ${stdout.slice(0, json).trim().replace(/\n/g, ' | ')}`)
   return JSON.parse(stdout.slice(json)).jobs.map((j: any) => ({ readIops: j.read.iops, writeIops: j.write.iops, readBps: j.read.bw_bytes, writeBps: j.write.bw_bytes }))
 }
 

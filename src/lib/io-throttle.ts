@@ -91,6 +91,7 @@ export class IoThrottle {
   // on the fast path: an unlimited disk pays nothing).
   admit (bytes: number): Promise<void> | undefined {
     if (this.aborted !== null) return Promise.reject(this.aborted)
+    if (this.ops === null && this.bytes === null) return undefined // unlimited: nothing waits either
     if (this.queue.length === 0 && this.passNow(bytes)) return undefined
     return new Promise<void>((resolve, reject) => {
       this.queue.push({ bytes, resolve, reject })

@@ -160,9 +160,13 @@ export class VirtualDisk {
 
   // Owner, mode and xattrs changed here: seen at once, without waiting for the watch's reload
   // (which brings the rest of the record, and the placement along with it).
-  adoptFileAttrs (rec: DiskRecord): void {
-    this.record = { ...this.record, file: rec.file, xattrs: rec.xattrs, qos: rec.qos }
-    this.adoptQos(rec)
+  adoptFileAttrs (rec: DiskRecord & { version?: number }): void {
+    this.record = { ...this.record, file: rec.file, xattrs: rec.xattrs }
+    // The limits too, unless this is an older read than the record we have (whose qos stands).
+    if (rec.version === undefined || rec.version >= this.record.version) {
+      this.record.qos = rec.qos
+      this.adoptQos(rec)
+    }
   }
 
   private adoptQos (rec: DiskRecord): void {
