@@ -5,7 +5,8 @@
 // on a change (src/admin/disk-qos.ts).
 import t from 'tap'
 import { IoThrottle, ThrottleClock, ThrottleLimits, TokenBucket } from '../src/lib/io-throttle'
-import { throttleLimitsOf } from '../src/vdisk/disk-qos'
+import { limitsOfRecord, throttleLimitsOf } from '../src/vdisk/disk-qos'
+import { silentLogger } from '../src/log'
 import { formatQos, withQosChange } from '../src/admin/disk-qos'
 import { DiskRecord } from '../src/meta/schema'
 
@@ -171,6 +172,13 @@ t.test('record qos → limits: burst defaults to 1 s of the rate, --burst scales
   t.same(throttleLimitsOf({ v: 1, iops: 200, bytesPerSec: 5e6, burstIops: 7 }), limits({ opsPerSec: 200, burstOps: 7, bytesPerSec: 5e6, burstBytes: 5e6 }))
   t.equal(formatQos({ v: 1, iops: 200, bytesPerSec: 5e6 }), '200 IOPS (burst 200), 5.00 MB/s (burst 5.00 MB)')
   t.match(formatQos({ v: 2, iops: 1, bytesPerSec: 0 } as any), /not understood \(format version 2\)/)
+})
+
+t.test('a qos of a format version this ukai does not read keeps the previous limits', async (t) => {
+  const previous = limits({ opsPerSec: 300, burstOps: 300 })
+  t.same(limitsOfRecord({ ...rec, qos: { v: 1, iops: 200, bytesPerSec: 0 } }, previous, silentLogger), limits({ opsPerSec: 200, burstOps: 200 }))
+  t.same(limitsOfRecord({ ...rec, qos: { v: 2, iops: 5, bytesPerSec: 0 } as any }, previous, silentLogger), previous, 'v2: unchanged, not guessed')
+  t.same(limitsOfRecord(rec, previous, silentLogger), limits({}), 'no qos: unlimited')
 })
 
 t.test('a change merges, 0 lifts one limit, clear lifts all, bad values name the flag', async (t) => {
