@@ -13,6 +13,8 @@ import t from 'tap'
 import { cliOk, runCli } from './helpers/cli'
 import { fuseUnavailable, makeTempDir, missingCli } from './helpers/cluster'
 import { startNbdCluster, waitForSocket } from './helpers/nbd'
+import { RawNbdClient } from './helpers/nbd-client'
+import * as P from '../src/nbd/protocol'
 
 const exec = promisify(execFile)
 const MiB = 1024 * 1024
@@ -143,5 +145,24 @@ t.test('QoS per disk, measured with fio', { skip: skip ?? false }, async (t) => 
     t.equal(JSON.parse(await cliOk(t, ['disk', 'info', 'capped', '--json'], zk)).qos, null)
     const [r] = await fio([{ rw: 'randread', bs: '4k', file: capped }], 4, 1)
     t.ok(r.readIops > 3 * IOPS_CAP, `after --clear: ${r.readIops.toFixed(0)} IOPS`)
+  })
+
+  // Last: it stops the agent.
+  t.test('shutdown is not held by the cap: requests an NBD client queued finish at full speed', async (t) => {
+    await cliOk(t, ['disk', 'qos', 'capped', '--iops', '1', '--burst-iops', '1'], zk)
+    const cl = await RawNbdClient.connect(c.socket('capped'))
+    t.teardown(() => cl.destroy())
+    await cl.greet()
+    await cl.go('capped')
+    const n = 30
+    const replies = Array.from({ length: n }, (_, i) => cl.request(P.NBD_CMD_READ, i * 4096, 4096))
+    await new Promise(resolve => setTimeout(resolve, 1500)) // taken by the agent, waiting at 1 IOPS
+    const t0 = Date.now()
+    await c.agent.stop()
+    const stopMs = Date.now() - t0
+    t.ok(stopMs < 10_000, `the agent stopped in ${stopMs} ms with ${n} reads queued at 1 IOPS (at the cap: ~${n} s)`)
+    const done = await Promise.allSettled(replies)
+    const ok = done.filter(r => r.status === 'fulfilled' && r.value.error === 0).length
+    t.equal(ok, n, 'every read the agent took was answered before it closed the connection')
   })
 })

@@ -104,6 +104,7 @@ export class VirtualDisk {
   // disk here (the FUSE file, NBD exports, an import) takes its turn; set from the record, so a
   // change arrives with the record's watch (reload) or the agent's (adoptFileAttrs).
   readonly throttle: IoThrottle
+  private qosLifted = false
 
   private constructor (deps: VirtualDiskDeps, record: DiskRecord & { version: number }, map: DiskMap) {
     this.meta = deps.meta
@@ -169,7 +170,15 @@ export class VirtualDisk {
     }
   }
 
+  // Shutdown: requests already taken (an NBD connection's 32, up to 32 MiB each) finish at full
+  // speed, so a tight cap cannot hold the mount's shutdown for minutes; later limits are ignored.
+  liftQos (): void {
+    this.qosLifted = true
+    this.throttle.setLimits(UNLIMITED)
+  }
+
   private adoptQos (rec: DiskRecord): void {
+    if (this.qosLifted) return
     const next = limitsOfRecord(rec, this.throttle.limits, this.log)
     const cur = this.throttle.limits
     if (next.opsPerSec === cur.opsPerSec && next.bytesPerSec === cur.bytesPerSec && next.burstOps === cur.burstOps && next.burstBytes === cur.burstBytes) return
