@@ -93,7 +93,7 @@ export interface DiskRecord {
   qos?: DiskQos // I/O limits every agent enforces on the disk (absent: unlimited)
 }
 // Per-disk I/O limits (`ukai disk qos`, src/admin/disk-qos.ts), enforced by the disk engine of
-// every agent (src/vdisk/io-throttle.ts). Its own format version: an agent that does not know
+// every agent (src/lib/io-throttle.ts, held by src/vdisk/virtual-disk.ts). Its own format version: an agent that does not know
 // it keeps the limits it had (readDiskQos throws) instead of guessing. 0 means unlimited. Burst:
 // burstIops / burstBytes when set, else burstSeconds (default 1) of the rate.
 export interface DiskQos { v: 1, iops: number, bytesPerSec: number, burstIops?: number, burstBytes?: number, burstSeconds?: number }

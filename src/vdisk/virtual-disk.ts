@@ -103,7 +103,7 @@ export class VirtualDisk {
   // The disk's QoS (`ukai disk qos`): every read, write and discard of every path that opens the
   // disk here (the FUSE file, NBD exports, an import) takes its turn; set from the record, so a
   // change arrives with the record's watch (reload) or the agent's (adoptFileAttrs).
-  readonly throttle: IoThrottle
+  private readonly throttle: IoThrottle
   private qosLifted = false
 
   private constructor (deps: VirtualDiskDeps, record: DiskRecord & { version: number }, map: DiskMap) {
