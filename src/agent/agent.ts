@@ -490,6 +490,9 @@ export class Agent {
     this.hooks.disksChanged?.()
   }
 
+  // Shutdown: I/O already taken runs unthrottled (VirtualDisk.liftQos).
+  liftQos (): void { for (const o of this.open.values()) o.disk.liftQos() }
+
   // Drains: flush every open disk and give its lease up, then leave ZooKeeper's view.
   private async drainDisks (): Promise<void> {
     this.closed = true

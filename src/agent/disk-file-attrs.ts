@@ -3,9 +3,8 @@
 // the original owner in trusted.libvirt.security.* to restore it later, possibly from another
 // host after a migration. Changes are conditional on the record's ZooKeeper version, retried on
 // a conflict (a resize racing a chown).
-import { UkaiError, isUkaiError } from '../errors'
+import { UkaiError } from '../errors'
 import { DiskFileOwner, DiskRecord, XATTR_VALUE_MAX_BYTES, XATTRS_TOTAL_MAX_BYTES } from '../meta/schema'
-import { MetaStore } from '../meta/store'
 
 // setxattr(2) flags (linux/xattr.h).
 export const XATTR_CREATE = 1
@@ -13,12 +12,11 @@ export const XATTR_REPLACE = 2
 // chown(2) passes (uid_t)-1 for "leave as it is".
 const ID_UNCHANGED = 0xffffffff
 const PERMISSION_BITS = 0o7777
-const UPDATE_ATTEMPTS_MAX = 8
 // Stored as given. system.* (POSIX ACLs) is refused: libfuse2 cannot make the kernel enforce an
 // ACL, and silently keeping one would mislead.
 const XATTR_NAMESPACES = ['user.', 'trusted.', 'security.']
 
-export type VersionedDiskRecord = DiskRecord & { version: number }
+export { updateDiskRecord, type VersionedDiskRecord } from '../meta/disk-record-update'
 
 export function ownerOf (rec: DiskRecord, fallback: DiskFileOwner): DiskFileOwner {
   return rec.file ?? fallback
@@ -80,18 +78,4 @@ function totalBytes (xattrs: Record<string, string>): number {
   let n = 0
   for (const [k, v] of Object.entries(xattrs)) n += Buffer.byteLength(k) + Buffer.byteLength(v, 'base64')
   return n
-}
-
-// Reads the record, applies `change` (which may throw to refuse), writes it back if it is still
-// the version read; on a conflict, again from a fresh read.
-export async function updateDiskRecord (meta: MetaStore, name: string, change: (rec: DiskRecord) => DiskRecord): Promise<VersionedDiskRecord> {
-  for (let attempt = 1; ; attempt++) {
-    const { version, ...rec } = await meta.getDisk(name)
-    const next = change(rec)
-    try {
-      return { ...next, version: await meta.setDiskRecord(next, version) }
-    } catch (err) {
-      if (!isUkaiError(err, 'ZK_CONFLICT') || attempt >= UPDATE_ATTEMPTS_MAX) throw err
-    }
-  }
 }

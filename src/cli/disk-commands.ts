@@ -1,9 +1,10 @@
-// ukai disk create | list | info | resize | delete
+// ukai disk create | list | info | resize | delete (| repair, qos: their own files)
 import { Command } from 'commander'
 import { UkaiError } from '../errors'
 import { formatBytes, plural } from '../units'
 import { createDisk, deleteDisk, resizeDisk } from '../admin/disk-admin'
 import { summarizeDisk } from '../admin/disk-summary'
+import { formatQos } from '../admin/disk-qos'
 import { DiskState, diskHealth } from '../admin/health'
 import { usedBytesOnce } from '../admin/used-bytes'
 import { DiskRecord } from '../meta/schema'
@@ -11,6 +12,7 @@ import { withMeta } from './context'
 import { printJson, printTable } from './output'
 import { idOption, nodeListOption, replicasOption, sizeOption } from './parse'
 import { repairCommand } from './relocate-commands'
+import { qosCommand } from './disk-qos-command'
 
 export function diskCommands (program: Command): void {
   const disk = program.command('disk').description('create, inspect, grow and delete disks')
@@ -55,7 +57,7 @@ export function diskCommands (program: Command): void {
     })
 
   disk.command('info <name>')
-    .description('size, blocks, replicas per site, stale blocks, lease holder, file owner and xattrs')
+    .description('size, blocks, replicas per site, stale blocks, lease holder, file owner, xattrs and qos')
     .option('--json', 'print JSON')
     .action(async (name: string, opts, cmd: Command) => {
       const s = await withMeta(cmd, meta => summarizeDisk(meta, name))
@@ -75,7 +77,8 @@ export function diskCommands (program: Command): void {
         ['parent', s.parent === null ? '-' : `${s.parent.disk}@${s.parent.snapshot} (clone)`],
         ['snapshots', `${s.snapshots}${s.snapshots > 0 ? `, ${s.snapshotBytes === null ? '? (a node did not answer)' : formatBytes(s.snapshotBytes)} in versions older than the head` : ''}`],
         ['file owner', s.file === null ? "the agent's user, mode 0660 (never chowned)" : `uid ${s.file.uid}, gid ${s.file.gid}, mode 0${s.file.mode.toString(8)}`],
-        ['xattrs', s.xattrs.join(', ') || '-']
+        ['xattrs', s.xattrs.join(', ') || '-'],
+        ['qos', formatQos(s.qos)]
       ]
       for (const [k, v] of lines) process.stdout.write(`${k.padEnd(18)} ${v}\n`)
       process.stdout.write('replicas per node:\n')
@@ -102,4 +105,5 @@ export function diskCommands (program: Command): void {
     })
 
   repairCommand(disk)
+  qosCommand(disk)
 }

@@ -1,6 +1,7 @@
 // `ukai top`: a dashboard an operator keeps open (over SSH, 80×24 and up). Sites and their
 // nodes (liveness, capacity, round trip from one host), disks (size, blocks per site, lease
-// holder, STALE/LOW: blocks with a stale replica / blocks below the disk's replica count) and relocations (progress bar, rate, ETA). Everything is redrawn from
+// holder, STALE/LOW: blocks with a stale replica / blocks below the disk's replica count, I/O and
+// its QoS cap) and relocations (progress bar, rate, ETA). Everything is redrawn from
 // ZooKeeper watches — on the node list and liveness, the disk list, every disk's record,
 // placement, lease and relocation, and the chosen host's round-trip report — debounced; there is
 // no polling loop. `q` (or Ctrl-C) quits.
@@ -14,6 +15,7 @@ import { AgentView, MetaStore, NodeView } from '../meta/store'
 import { StorageClient } from '../storagenode/client'
 import { formatBytes, formatRate } from '../units'
 import { countPlacement, nodeState } from '../admin/disk-summary'
+import { formatQosShort } from '../admin/disk-qos'
 import { relocationProgress } from '../relocate/progress'
 import { withMeta } from './context'
 import { formatRtt } from './node-commands'
@@ -265,7 +267,8 @@ class Dashboard {
   frame (width: number): { header: string, sites: string[], disks: string[], relocations: string[] } {
     const time = new Date().toLocaleTimeString('en-GB', { hour12: false })
     const from = this.from === null ? '(no agent; --from HOST)' : this.fromPicked && this.ui !== null ? `${this.from} (f: next)` : this.from
-    const header = fit(` ukai top — ${this.nodes.length} nodes, ${this.disks.size} disks — RTT from ${from} — ${time}${this.ui !== null ? '   q: quit' : ''}${this.error !== '' ? '   ! ' + this.error : ''}`, width + 2)
+    const capped = [...this.disks.values()].filter(d => d.record?.qos !== undefined).length
+    const header = fit(` ukai top — ${this.nodes.length} nodes, ${this.disks.size} disks${capped > 0 ? ` (${capped} capped)` : ''} — RTT from ${from} — ${time}${this.ui !== null ? '   q: quit' : ''}${this.error !== '' ? '   ! ' + this.error : ''}`, width + 2)
 
     const sites: string[] = []
     for (const s of summarizeSites(this.nodes, this.agents)) {
@@ -277,10 +280,10 @@ class Dashboard {
     }
 
     const disks = this.shownDisks()
-    const dl = [fit(`${cell('NAME', 14)} ${cell('SIZE', 9)} ${cell('WRITTEN', 9)} ${cell('BLOCKS PER SITE', PER_SITE_CHARS)} ${cell('LEASE', 8)} ${cell('STALE/LOW', 9)} I/O r/w per s`, width)]
+    const dl = [fit(`${cell('NAME', 14)} ${cell('SIZE', 9)} ${cell('WRITTEN', 9)} ${cell('BLOCKS PER SITE', PER_SITE_CHARS)} ${cell('LEASE', 8)} ${cell('STALE/LOW', 9)} I/O r/w per s [qos cap]`, width)]
     for (const [name, d] of disks) {
       const io = this.rateOfDisk(name)
-      dl.push(fit(`${cell(name, 14)} ${cell(formatBytes(d.record!.sizeBytes), 9)} ${cell(d.writtenBytes === null ? '-' : formatBytes(d.writtenBytes), 9)} ${cell(perSite(d), PER_SITE_CHARS)} ${cell(d.leaseHolder ?? '-', 8)} ${cell(`${d.staleBlocks}/${d.belowReplicaBlocks}`, 9)} ${formatBytes(io.readBps)}/${formatBytes(io.writeBps)}${localShare(io)}`, width))
+      dl.push(fit(`${cell(name, 14)} ${cell(formatBytes(d.record!.sizeBytes), 9)} ${cell(d.writtenBytes === null ? '-' : formatBytes(d.writtenBytes), 9)} ${cell(perSite(d), PER_SITE_CHARS)} ${cell(d.leaseHolder ?? '-', 8)} ${cell(`${d.staleBlocks}/${d.belowReplicaBlocks}`, 9)} ${formatBytes(io.readBps)}/${formatBytes(io.writeBps)}${localShare(io)}${d.record!.qos === undefined ? '' : ` [${formatQosShort(d.record!.qos)}]`}`, width))
     }
 
     const rl: string[] = []
@@ -306,7 +309,7 @@ class Dashboard {
       nodes: this.nodes.map(n => ({ id: n.id, site: n.site, state: nodeState(n.alive), usedBytes: n.alive?.usedBytes ?? null, capacityBytes: n.alive?.capacityBytes ?? null, rttMs: this.rtt?.rttMs[n.id] ?? null, address: n.alive?.address ?? n.address })),
       disks: this.shownDisks().map(([name, d]) => ({
         name, sizeBytes: d.record!.sizeBytes, writtenBytes: d.writtenBytes, blocks: d.blocks, blocksPerSite: d.blocksPerSite,
-        staleBlocks: d.staleBlocks, belowReplicaBlocks: d.belowReplicaBlocks, leaseHolder: d.leaseHolder
+        staleBlocks: d.staleBlocks, belowReplicaBlocks: d.belowReplicaBlocks, leaseHolder: d.leaseHolder, qos: d.record!.qos ?? null
       })),
       relocations: this.shownDisks().filter(([, d]) => d.relocation !== null).map(([name, d]) => {
         const { version: _v, ...r } = d.relocation as RelocationRecord & { version?: number }

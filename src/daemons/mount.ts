@@ -123,6 +123,7 @@ export async function runMount (opts: MountOptions): Promise<RunningMount> {
   let stoppedAccepting: Promise<void> | null = null
   const stopAccepting = (): Promise<void> => {
     stoppedAccepting ??= (async () => {
+      agent.liftQos() // what the connections took finishes now, not at the disks' caps
       await nbd?.close()
       await unmountFuse(fuse).catch(err => opts.logger.error({ err: String(err) }, 'unmount failed'))
       await autoRepair?.close()

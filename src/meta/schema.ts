@@ -90,6 +90,21 @@ export interface DiskRecord {
   // (and disks nobody chowned) show the agent's own uid/gid and mode 0660, as the mount always did.
   file?: DiskFileOwner
   xattrs?: Record<string, string> // extended attribute name → value (base64)
+  qos?: DiskQos // I/O limits every agent enforces on the disk (absent: unlimited)
+}
+// Per-disk I/O limits (`ukai disk qos`, src/admin/disk-qos.ts), enforced by the disk engine of
+// every agent (src/lib/io-throttle.ts, held by src/vdisk/virtual-disk.ts). Its own format version: an agent that does not know
+// it keeps the limits it had (readDiskQos throws) instead of guessing. 0 means unlimited. Burst:
+// burstIops / burstBytes when set, else burstSeconds (default 1) of the rate.
+export interface DiskQos { v: 1, iops: number, bytesPerSec: number, burstIops?: number, burstBytes?: number, burstSeconds?: number }
+export const QOS_IOPS_MAX = 10_000_000
+export const QOS_BYTES_PER_SEC_MAX = 1e12 // 1 TB/s: more is a typo
+export const QOS_BURST_SECONDS_MAX = 3600
+export function readDiskQos (rec: DiskRecord): DiskQos | null {
+  const q = rec.qos
+  if (q === undefined || q === null) return null
+  if (q.v !== 1) throw UkaiError.internal(`qos of disk ${rec.name} in ZooKeeper has format version ${String(q.v)}; this ukai reads version 1`)
+  return q
 }
 export interface DiskFileOwner { uid: number, gid: number, mode: number } // mode: permission bits (0o7777)
 // Extended attributes live in the disk record: libvirt's are tens of bytes. Limits keep the

@@ -27,6 +27,8 @@ import { nearestFirst } from '../meta/placement-policy'
 import { sleep } from '../lib/timers'
 import { forEachBounded } from '../lib/worker-pool'
 import { Lifecycle } from '../lib/lifecycle'
+import { IoThrottle, UNLIMITED } from '../lib/io-throttle'
+import { limitsOfRecord } from './disk-qos'
 
 // How long an I/O keeps retrying while no replica answers (a node restarting, a network blip)
 // before the guest sees EIO.
@@ -84,7 +86,7 @@ export class VirtualDisk {
   private readonly aborted = new AbortController()
   private readonly life = new Lifecycle({
     drain: async () => { await this.flush() },
-    abort: (err) => { this.aborted.abort(err) },
+    abort: (err) => { this.aborted.abort(err); this.throttle.abort(err) },
     release: async () => { await this.releaseOnClose() }
   })
   private readonly ioRetryMs: number
@@ -98,6 +100,11 @@ export class VirtualDisk {
   private writeGate: Promise<void> | null = null
   private snapshotWatchArmed = false
   private readonly local: DiskLocalReads | undefined
+  // The disk's QoS (`ukai disk qos`): every read, write and discard of every path that opens the
+  // disk here (the FUSE file, NBD exports, an import) takes its turn; set from the record, so a
+  // change arrives with the record's watch (reload) or the agent's (adoptFileAttrs).
+  private readonly throttle: IoThrottle
+  private qosLifted = false
 
   private constructor (deps: VirtualDiskDeps, record: DiskRecord & { version: number }, map: DiskMap) {
     this.meta = deps.meta
@@ -111,6 +118,7 @@ export class VirtualDisk {
     this.record = record
     this.map = map
     this.local = deps.localReads?.forDisk(record.uuid)
+    this.throttle = new IoThrottle(limitsOfRecord(record, UNLIMITED, this.log))
   }
 
   static async open (deps: VirtualDiskDeps, name: string): Promise<VirtualDisk> {
@@ -140,6 +148,7 @@ export class VirtualDisk {
         if (record.version < this.record.version) return
         if (record.parent === null && this.chain !== null) { this.chain.close().catch(safetyCatch); this.chain = null }  // flattened
         this.record = record
+        this.adoptQos(record)
         this.local?.dropAll()
         // A snapshot commit needs no new map; a session replacement or a resize does.
         await this.map.reloadForRecordLocked(record, rewatchAll)
@@ -152,8 +161,29 @@ export class VirtualDisk {
 
   // Owner, mode and xattrs changed here: seen at once, without waiting for the watch's reload
   // (which brings the rest of the record, and the placement along with it).
-  adoptFileAttrs (rec: DiskRecord): void {
+  adoptFileAttrs (rec: DiskRecord & { version?: number }): void {
     this.record = { ...this.record, file: rec.file, xattrs: rec.xattrs }
+    // The limits too, unless this is an older read than the record we have (whose qos stands).
+    if (rec.version === undefined || rec.version >= this.record.version) {
+      this.record.qos = rec.qos
+      this.adoptQos(rec)
+    }
+  }
+
+  // Shutdown: requests already taken (an NBD connection's 32, up to 32 MiB each) finish at full
+  // speed, so a tight cap cannot hold the mount's shutdown for minutes; later limits are ignored.
+  liftQos (): void {
+    this.qosLifted = true
+    this.throttle.setLimits(UNLIMITED)
+  }
+
+  private adoptQos (rec: DiskRecord): void {
+    if (this.qosLifted) return
+    const next = limitsOfRecord(rec, this.throttle.limits, this.log)
+    const cur = this.throttle.limits
+    if (next.opsPerSec === cur.opsPerSec && next.bytesPerSec === cur.bytesPerSec && next.burstOps === cur.burstOps && next.burstBytes === cur.burstBytes) return
+    this.log.info({ ...next }, 'qos limits changed')
+    this.throttle.setLimits(next)
   }
 
   // Placement of one block as last committed (the map's; see src/meta/disk-map.ts).
@@ -316,6 +346,8 @@ export class VirtualDisk {
   async read (offset: number, length: number): Promise<Buffer> {
     if (offset >= this.sizeBytes || length === 0) return Buffer.alloc(0)
     const len = Math.min(length, this.sizeBytes - offset)
+    const turn = this.throttle.admit(len)
+    if (turn !== undefined) await turn
     const pieces = splitRange(offset, len, this.record.blockSizeBytes)
     if (pieces.length === 1) {
       // Most reads stay inside one block: the block's answer is the result (no second copy;
@@ -373,6 +405,8 @@ export class VirtualDisk {
     }
     if (data.length === 0) return
     this.aborted.signal.throwIfAborted()
+    const turn = this.throttle.admit(data.length)
+    if (turn !== undefined) await turn
     const lease = await this.ensureLease()
     while (this.writeGate !== null) await this.writeGate
     this.inFlightWrites++
@@ -398,6 +432,9 @@ export class VirtualDisk {
     const end = Math.min(offset + length, this.sizeBytes)  // past the end is already nothing
     if (end <= offset) return
     this.aborted.signal.throwIfAborted()
+    // One operation, no bytes: a discard moves no data (a whole-disk TRIM is one request).
+    const turn = this.throttle.admit(0)
+    if (turn !== undefined) await turn
     const lease = await this.ensureLease()
     this.inFlightWrites++
     try {
