@@ -124,6 +124,11 @@ class GlusterCluster {
       // The client first, then the self-heal daemon and the bricks, glusterd last.
       const procs = this.ours().sort((a, b) => rank(a.name) - rank(b.name))
       for (const p of procs) await stopProcess(p.pid, p.argv, { termTimeoutMs: 5_000 }).catch(() => {})
+      // The bricks' and the self-heal daemon's sockets (-S, in /var/run/gluster) outlive them.
+      for (const p of procs) {
+        const i = p.argv.indexOf('-S')
+        if (i >= 0 && p.argv[i + 1] !== undefined) fs.rmSync(p.argv[i + 1], { force: true })
+      }
       if (this.addedAlias) removeHostsLine(hostsLine(ALIAS))
     })()
     return this.stopped

@@ -267,8 +267,8 @@ async function benchmark (workDir: string, settings: BenchSettings, cleanup: Cle
   const rows = ratioRows(runs)
   process.stdout.write('\n' + resultTable(runs, rows) + '\n')
   process.stdout.write(latencyTable(runs) + '\n')
-  const ukaiRun = runs.find(r => r.target === 'ukai')
-  if (ukaiRun !== undefined) process.stdout.write(cpuTable(ukaiRun) + '\n')
+  // CPU of the serving processes (fio's own CPU, librbd's and libnbd's included, is not counted).
+  for (const r of runs) if (!['local', 'passthrough'].includes(r.target) && r.error === null) process.stdout.write(cpuTable(r) + '\n')
   process.stdout.write(resourceTable(extras.memory, extras.bigDisk) + '\n')
   for (const r of rows) {
     if (r.floor === null) continue
@@ -290,7 +290,7 @@ async function benchmark (workDir: string, settings: BenchSettings, cleanup: Cle
     startedAt: startedAt.toISOString(),
     finishedAt: new Date().toISOString(),
     machine: machineInfo(),
-    settings: { ...settings, ioengine: 'psync', direct: 1, groupReporting: true, ukaiDisk: { replicas: 2, storageNodes: 2, sites: 1 }, ukaiMetrics: process.env.BENCH_METRICS === '1' },
+    settings: { ...settings, ioengine: 'psync', direct: 1, ioengineByTarget: { 'ukai-nbd': 'nbd', 'qemu-nbd': 'nbd', ceph: 'rbd' }, peers: { replicas: 2, glusterShardBytes: 4 * MIB, glusterProfile: 'virt', cephOsds: 2, cephFailureDomain: 'osd' }, groupReporting: true, ukaiDisk: { replicas: 2, storageNodes: 2, sites: 1 }, ukaiMetrics: process.env.BENCH_METRICS === '1' },
     floors: FLOORS,
     ratios: rows,
     goals: GOALS,
