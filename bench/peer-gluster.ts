@@ -16,9 +16,9 @@ import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { promisify } from 'node:util'
-import { isAlive, readCmdline, stopProcess } from '../src/dev/pids'
+import { readCmdline, stopProcess } from '../src/dev/pids'
 import { isMounted, unmount } from '../src/lib/mounts'
-import { spawnLogged } from '../src/dev/processes'
+import { spawnLogged, stopLogged, type LoggedProcess } from '../src/dev/processes'
 import type { BenchSettings } from './jobs'
 import type { Cleanup } from './cleanup'
 import type { TargetRun } from './report'
@@ -49,6 +49,7 @@ class GlusterCluster {
   private readonly run: string
   private host = ''
   private addedAlias = false
+  private glusterd: LoggedProcess | undefined
   private stopped: Promise<void> | undefined
 
   constructor (private readonly dir: string) {
@@ -80,7 +81,7 @@ class GlusterCluster {
       '    option event-threads 1',
       'end-volume', ''].join('\n'))
     // -N: stays in the foreground (our child); it writes its pid file all the same.
-    spawnLogged({ argv: ['glusterd', '-N', '-f', vol, '-p', this.pidFile('glusterd'), '-l', path.join(this.dir, 'log', 'glusterd.log')], logFile: path.join(this.dir, 'log', 'glusterd.out') })
+    this.glusterd = spawnLogged({ argv: ['glusterd', '-N', '-f', vol, '-p', this.pidFile('glusterd'), '-l', path.join(this.dir, 'log', 'glusterd.log')], logFile: path.join(this.dir, 'log', 'glusterd.out') })
     await this.waitFor('glusterd to answer', async () => { try { await this.cli('peer', 'status'); return true } catch { return false } })
     const bricks = ['brick1', 'brick2'].map(b => `${this.host}:${path.join(this.dir, b)}`)
     // force: the bricks are on the root file system, which gluster warns against.
@@ -129,6 +130,8 @@ class GlusterCluster {
         const i = p.argv.indexOf('-S')
         if (i >= 0 && p.argv[i + 1] !== undefined) fs.rmSync(p.argv[i + 1], { force: true })
       }
+      // glusterd is our child: stopped even if it died before writing its pid file.
+      if (this.glusterd !== undefined) await stopLogged(this.glusterd, { termTimeoutMs: 5_000 }).catch(() => {})
       if (this.addedAlias) removeHostsLine(hostsLine(ALIAS))
     })()
     return this.stopped
@@ -152,10 +155,8 @@ class GlusterCluster {
   private async waitFor (what: string, cond: () => boolean | Promise<boolean>, timeoutMs = 60_000): Promise<void> {
     const deadline = Date.now() + timeoutMs
     while (!await cond()) {
-      const glusterd = this.ours().find(p => p.name === 'glusterd')
-      if (glusterd === undefined && fs.existsSync(this.pidFile('glusterd')) && !isAlive(Number(fs.readFileSync(this.pidFile('glusterd'), 'utf8')))) {
-        throw new Error(`glusterd exited while waiting for ${what} (log: ${path.join(this.dir, 'log', 'glusterd.log')})`)
-      }
+      const exit = this.glusterd?.exitReason() ?? null
+      if (exit !== null) throw new Error(`glusterd ${exit} while waiting for ${what} (log: ${path.join(this.dir, 'log', 'glusterd.log')})`)
       if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`)
       await new Promise(resolve => setTimeout(resolve, 200))
     }

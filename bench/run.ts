@@ -4,7 +4,7 @@
 // daemons, and the cost of a 1 TiB disk.
 // Prints tables and writes bench/results/fio-<date>.json and bench/results/latest-fio.json.
 //
-//   node dist/bench/run.js                  the whole benchmark (~5 minutes, then ~4 for relocate)
+//   node dist/bench/run.js                  the whole benchmark (~8 minutes with the peers, then ~4 for relocate)
 //   node dist/bench/run.js --profile-agent[=WORKLOAD]  UKAI only: one workload (default randread;
 //                                           seqwrite, seqread, randread, randwrite) with the agent under
 //                                           the CPU profiler; prints where its CPU time goes
