@@ -156,12 +156,18 @@ export function cpuTable (run: TargetRun | undefined): string {
   const procs = new Set<string>()
   for (const w of WORKLOADS) for (const p of Object.keys(run.workloads[w.id]?.cpuPercent ?? {})) procs.add(p)
   const names = [...procs]
-  const table = new Table({ style: NO_COLOR, head: [`CPU % of one core (${run.target})`, ...names] })
+  const table = new Table({ style: NO_COLOR, head: [`CPU % of one core, µs of CPU per I/O (${run.target})`, ...names] })
   for (const w of WORKLOADS) {
     const cpu = run.workloads[w.id]?.cpuPercent ?? {}
-    table.push([w.label, ...names.map(n => cpu[n] == null ? '-' : `${cpu[n]}%`)])
+    const iops = run.workloads[w.id]?.fio?.main.iops ?? 0
+    table.push([w.label, ...names.map(n => cpu[n] == null ? '-' : `${cpu[n]}%${iops > 0 ? `, ${cpuMicrosPerIo(cpu[n] as number, iops)} µs` : ''}`)])
   }
   return table.toString()
+}
+
+// CPU time per I/O from a process's share of one core over the job and the job's IOPS.
+export function cpuMicrosPerIo (cpuPercent: number, iops: number): number {
+  return Math.round(cpuPercent / 100 / iops * 1e6)
 }
 
 export function resourceTable (memory: Record<string, number | null>, bigDisk: BigDiskResult | null): string {

@@ -9,7 +9,7 @@ import { evaluateGoals, peerRatioTable, targetRatio, type Goal } from '../bench/
 import type { FioResult } from '../bench/fio'
 import { WORKLOADS } from '../bench/jobs'
 import { startQemuNbd } from '../bench/peer-nbd'
-import { TARGETS, parseTargets, type TargetName, type TargetRun } from '../bench/report'
+import { TARGETS, cpuMicrosPerIo, cpuTable, parseTargets, type TargetName, type TargetRun } from '../bench/report'
 import { Progress, runWorkloads } from '../bench/target-run'
 import { isAlive } from '../src/dev/pids'
 import { makeTempDir } from './helpers/cluster'
@@ -49,6 +49,11 @@ t.test('ratios use MiB/s for the 1 MiB jobs and IOPS for the 4 KiB ones', async 
   t.equal(targetRatio(runs, 'ukai', 'gluster', 'randread'), 3)
   t.equal(targetRatio(runs, 'ukai', 'gluster', 'seqread'), null, 'no figure: no ratio')
   t.equal(targetRatio(runs, 'ukai', 'ceph', 'seqwrite'), null, 'target not run: no ratio')
+})
+
+t.test('CPU per I/O: 40 % of a core at 1,000 IOPS is 400 µs per I/O', async (t) => {
+  t.equal(cpuMicrosPerIo(40, 1000), 400)
+  t.equal(cpuMicrosPerIo(100, 20_000), 50)
 })
 
 t.test('goal verdicts: PASS, MISS below the bar, MISS when a job failed, n/a when not run', async (t) => {
@@ -112,6 +117,7 @@ t.test('the qemu-nbd target: fio\'s nbd engine through qemu-nbd, stopped by PID'
     t.ok((res?.fio?.main.iops ?? 0) > 0, `${w.id}: ${Math.round(res?.fio?.main.iops ?? 0)} IOPS`)
     t.ok(res?.cpuPercent['qemu-nbd'] !== undefined, `${w.id}: qemu-nbd's CPU measured`)
   }
+  t.match(cpuTable(r), /CPU % of one core, µs of CPU per I\/O \(qemu-nbd\)[\s\S]*rand read 4K\s*│ \d+%, \d+ µs/, 'the CPU table has qemu-nbd\'s share and cost per I/O')
   // fio writes random buffers: every MiB of the raw file holds some of them, so the bytes went
   // through qemu-nbd into the file (a no-op engine or a wrong export would leave zeros).
   const image = fs.readFileSync(path.join(dir, 'disk.raw'))
