@@ -9,7 +9,9 @@
 // `127.0.1.1 HOSTNAME`); otherwise an alias line is added to /etc/hosts for the run and removed.
 // glusterd itself gets its own working directory, run directory and Unix socket (its .vol file),
 // so nothing of it lands in /var/lib/glusterd; brick and self-heal logs and sockets still go to
-// /var/log/glusterfs and /var/run/gluster (their paths are fixed in glusterd).
+// /var/log/glusterfs and /var/run/gluster (their paths are fixed in glusterd; the sockets are
+// removed at stop). Its management port stays 24007, the default the bricks and the FUSE client
+// ask for: a system glusterd must not be running on this machine during the bench.
 import { execFile } from 'node:child_process'
 import dns from 'node:dns'
 import fs from 'node:fs'
