@@ -3,11 +3,19 @@ import { spawn } from 'node:child_process'
 
 export type FioPattern = 'write' | 'read' | 'randread' | 'randwrite'
 
+// How fio reaches a target that is not a file: a block device over NBD (fio's nbd engine, libnbd)
+// or a Ceph RBD image (fio's rbd engine, librbd). Both are asynchronous engines; at iodepth 1 they
+// keep one request in flight per job, as psync does, so the jobs compare like for like.
+export type FioEngine =
+  | { kind: 'nbd', uri: string }                 // nbd+unix:///EXPORT?socket=PATH
+  | { kind: 'rbd', pool: string, image: string, clientName: string, env: Record<string, string> } // env: CEPH_CONF
+
 export interface FioJob {
   name: string               // e.g. 'seq-write-1m'
   pattern: FioPattern
   blockSizeBytes: number
-  filename: string           // the file under test (one file shared by all jobs)
+  filename: string           // the file under test (one file shared by all jobs); with an engine, a label
+  engine?: FioEngine         // default: psync, O_DIRECT on `filename`
   fileSizeBytes: number      // size of the region the jobs cover
   numJobs: number
   ioDepth?: number           // psync is synchronous; default 1
@@ -44,9 +52,7 @@ export function fioArgs (job: FioJob): string[] {
   const perJobBytes = job.splitFileAmongJobs ? Math.floor(job.fileSizeBytes / job.numJobs) : job.fileSizeBytes
   const args = [
     `--name=${job.name}`,
-    `--filename=${job.filename}`,
-    '--ioengine=psync',
-    '--direct=1',
+    ...engineArgs(job),
     `--rw=${job.pattern}`,
     `--bs=${job.blockSizeBytes}`,
     `--numjobs=${job.numJobs}`,
@@ -62,6 +68,13 @@ export function fioArgs (job: FioJob): string[] {
   if (job.runtimeSec !== undefined) args.push('--time_based', `--runtime=${job.runtimeSec}`)
   if (job.rampSec !== undefined) args.push(`--ramp_time=${job.rampSec}`)
   return args
+}
+
+function engineArgs (job: FioJob): string[] {
+  const e = job.engine
+  if (e === undefined) return [`--filename=${job.filename}`, '--ioengine=psync', '--direct=1']
+  if (e.kind === 'nbd') return ['--ioengine=nbd', `--uri=${e.uri}`]
+  return ['--ioengine=rbd', `--clientname=${e.clientName}`, `--pool=${e.pool}`, `--rbdname=${e.image}`]
 }
 
 interface FioJsonDirection {
@@ -97,7 +110,8 @@ export async function runFio (job: FioJob): Promise<FioResult> {
   const args = fioArgs(job)
   const startedMs = Date.now()
   const { stdout, stderr, code, timedOut } = await new Promise<{ stdout: string, stderr: string, code: number | null, timedOut: boolean }>((resolve, reject) => {
-    const child = spawn('fio', args, { stdio: ['ignore', 'pipe', 'pipe'] })
+    const env = job.engine?.kind === 'rbd' ? { ...process.env, ...job.engine.env } : process.env
+    const child = spawn('fio', args, { stdio: ['ignore', 'pipe', 'pipe'], env })
     let out = ''
     let err = ''
     let timedOut = false

@@ -1,6 +1,6 @@
 // The fio workloads every target runs, in order. The sequential write runs first so the reads
 // that follow hit data that was really written (on UKAI: blocks that exist on the nodes).
-import type { FioJob, FioPattern } from './fio'
+import type { FioEngine, FioJob, FioPattern } from './fio'
 
 const MIB = 1024 * 1024
 const KIB = 1024
@@ -28,12 +28,14 @@ export const WORKLOADS: WorkloadSpec[] = [
 
 const FIO_GRACE_MS = 90_000
 
-export function timedJob (w: WorkloadSpec, filename: string, s: BenchSettings): FioJob {
+// `engine`: how fio reaches a target that is not a file (bench/fio.ts); `filename` is then a label.
+export function timedJob (w: WorkloadSpec, filename: string, s: BenchSettings, engine?: FioEngine): FioJob {
   return {
     name: w.id,
     pattern: w.pattern,
     blockSizeBytes: w.blockSizeBytes,
     filename,
+    engine,
     fileSizeBytes: s.fileSizeBytes,
     numJobs: s.numJobs,
     splitFileAmongJobs: w.pattern === 'write' || w.pattern === 'read',
@@ -45,12 +47,13 @@ export function timedJob (w: WorkloadSpec, filename: string, s: BenchSettings): 
 
 // One untimed sequential pass over the whole file, so every block exists before anything is
 // measured (a 10 s timed write may not cover a 2 GiB file on a slow target).
-export function fillJob (filename: string, s: BenchSettings): FioJob {
+export function fillJob (filename: string, s: BenchSettings, engine?: FioEngine): FioJob {
   return {
     name: 'fill',
     pattern: 'write',
     blockSizeBytes: MIB,
     filename,
+    engine,
     fileSizeBytes: s.fileSizeBytes,
     numJobs: s.numJobs,
     splitFileAmongJobs: true,

@@ -8,8 +8,21 @@ import type { BigDiskResult } from './big-disk'
 // libfuse 2: 128 KiB requests, one direct write at a time per file). passthrough-tuned: the same
 // passthrough on UKAI's fuse-native build with the kernel features the UKAI mount asks for (1 MiB
 // requests, parallel direct writes), so the report also shows UKAI against a like-for-like FUSE.
-export type TargetName = 'local' | 'passthrough' | 'passthrough-tuned' | 'ukai'
-export const TARGETS: TargetName[] = ['local', 'passthrough', 'passthrough-tuned', 'ukai']
+// ukai-nbd: the same UKAI disk through the agent's NBD export (fio's nbd engine); qemu-nbd: a
+// local raw file served by qemu-nbd, measured the same way (the C ceiling of the NBD path);
+// gluster, ceph: the peers an operator would otherwise pick, replica 2 (bench/peer-*.ts).
+export type TargetName = 'local' | 'passthrough' | 'passthrough-tuned' | 'ukai' | 'ukai-nbd' | 'qemu-nbd' | 'gluster' | 'ceph'
+export const TARGETS: TargetName[] = ['local', 'passthrough', 'passthrough-tuned', 'ukai', 'ukai-nbd', 'qemu-nbd', 'gluster', 'ceph']
+// The targets that need Debian packages beyond scripts/setup.sh (bench/setup-peers.sh installs them).
+export const PEER_TARGETS: TargetName[] = ['gluster', 'ceph']
+
+// BENCH_TARGETS: a comma-separated subset of TARGETS, run in TARGETS' order; unset or empty: all.
+export function parseTargets (value: string | undefined): TargetName[] {
+  if (value === undefined || value.trim() === '') return TARGETS
+  const wanted = value.split(',').map(s => s.trim()).filter(s => s !== '')
+  for (const t of wanted) if (!TARGETS.includes(t as TargetName)) throw new Error(`BENCH_TARGETS: unknown target '${t}' (known: ${TARGETS.join(', ')})`)
+  return TARGETS.filter(t => wanted.includes(t))
+}
 
 export interface WorkloadRun {
   fio: FioResult | null
@@ -105,11 +118,17 @@ function formatRatio (r: number | null): string {
   return r === null ? '-' : r.toFixed(2)
 }
 
+// The columns: the targets of this run, in TARGETS' order.
+function ranTargets (runs: TargetRun[]): TargetName[] {
+  return TARGETS.filter(t => runs.some(r => r.target === t))
+}
+
 export function resultTable (runs: TargetRun[], rows: RatioRow[]): string {
-  const table = new Table({ style: NO_COLOR, head: ['workload', ...TARGETS, 'ukai / passthrough', 'ukai / passthrough-tuned', 'ukai / local', 'floor (vs passthrough)'] })
+  const targets = ranTargets(runs)
+  const table = new Table({ style: NO_COLOR, head: ['workload', ...targets, 'ukai / passthrough', 'ukai / passthrough-tuned', 'ukai / local', 'floor (vs passthrough)'] })
   for (const w of WORKLOADS) {
     const row = rows.find(r => r.workload === w.id)
-    const cells = TARGETS.map(t => {
+    const cells = targets.map(t => {
       const run = runs.find(r => r.target === t)
       if (run === undefined) return 'not run'
       return formatFio(run.workloads[w.id]?.fio, w)
@@ -121,9 +140,10 @@ export function resultTable (runs: TargetRun[], rows: RatioRow[]): string {
 }
 
 export function latencyTable (runs: TargetRun[]): string {
-  const table = new Table({ style: NO_COLOR, head: ['mean / p99 latency (µs)', ...TARGETS] })
+  const targets = ranTargets(runs)
+  const table = new Table({ style: NO_COLOR, head: ['mean / p99 latency (µs)', ...targets] })
   for (const w of WORKLOADS) {
-    table.push([w.label, ...TARGETS.map(t => {
+    table.push([w.label, ...targets.map(t => {
       const fio = runs.find(r => r.target === t)?.workloads[w.id]?.fio
       return fio == null ? '-' : `${Math.round(fio.main.meanLatencyUsec)} / ${Math.round(fio.main.p99LatencyUsec)}`
     })])
@@ -136,12 +156,18 @@ export function cpuTable (run: TargetRun | undefined): string {
   const procs = new Set<string>()
   for (const w of WORKLOADS) for (const p of Object.keys(run.workloads[w.id]?.cpuPercent ?? {})) procs.add(p)
   const names = [...procs]
-  const table = new Table({ style: NO_COLOR, head: [`CPU % of one core (${run.target})`, ...names] })
+  const table = new Table({ style: NO_COLOR, head: [`CPU % of one core, µs of CPU per I/O (${run.target})`, ...names] })
   for (const w of WORKLOADS) {
     const cpu = run.workloads[w.id]?.cpuPercent ?? {}
-    table.push([w.label, ...names.map(n => cpu[n] == null ? '-' : `${cpu[n]}%`)])
+    const iops = run.workloads[w.id]?.fio?.main.iops ?? 0
+    table.push([w.label, ...names.map(n => cpu[n] == null ? '-' : `${cpu[n]}%${iops > 0 ? `, ${cpuMicrosPerIo(cpu[n] as number, iops)} µs` : ''}`)])
   }
   return table.toString()
+}
+
+// CPU time per I/O from a process's share of one core over the job and the job's IOPS.
+export function cpuMicrosPerIo (cpuPercent: number, iops: number): number {
+  return Math.round(cpuPercent / 100 / iops * 1e6)
 }
 
 export function resourceTable (memory: Record<string, number | null>, bigDisk: BigDiskResult | null): string {

@@ -1,13 +1,16 @@
-// `npm run bench`: fio on a local file, on a minimal Node FUSE passthrough and on a UKAI disk,
-// the ratios against the issue's floors, memory of the daemons, and the cost of a 1 TiB disk.
+// `npm run bench`: fio on a local file, on a minimal Node FUSE passthrough, on a UKAI disk (FUSE
+// file and NBD export), on qemu-nbd and on the peers (GlusterFS and Ceph RBD, replica 2); the
+// ratios against the floors and issue 13's goals (exit 1 when one is missed), memory of the
+// daemons, and the cost of a 1 TiB disk.
 // Prints tables and writes bench/results/fio-<date>.json and bench/results/latest-fio.json.
 //
-//   node dist/bench/run.js                  the whole benchmark (~5 minutes, then ~4 for relocate)
+//   node dist/bench/run.js                  the whole benchmark (~8 minutes with the peers, then ~4 for relocate)
 //   node dist/bench/run.js --profile-agent[=WORKLOAD]  UKAI only: one workload (default randread;
 //                                           seqwrite, seqread, randread, randwrite) with the agent under
 //                                           the CPU profiler; prints where its CPU time goes
 // Environment: BENCH_RUNTIME_SEC (10), BENCH_RAMP_SEC (2), BENCH_FILE_MIB (2048), BENCH_NUMJOBS (4),
-// BENCH_TARGETS (local,passthrough,passthrough-tuned,ukai), BENCH_KEEP=1 keeps the temp dir (logs) afterwards,
+// BENCH_TARGETS (local,passthrough,passthrough-tuned,ukai,ukai-nbd,qemu-nbd,gluster,ceph; gluster and
+// ceph install their Debian packages first, bench/setup-peers.sh), BENCH_KEEP=1 keeps the temp dir (logs) afterwards,
 // BENCH_METRICS=1 runs the UKAI daemons with --metrics-listen and scrapes them (bench/ukai-cluster.ts;
 // compare with a run without for the metrics' cost),
 // BENCH_SUITES (fio,relocate,snapshot,export,migration): which suites to run, each after fio in
@@ -22,19 +25,25 @@ import path from 'node:path'
 import { isAlive } from '../src/dev/pids'
 import { tailFile } from '../src/dev/log-file'
 import { createDisk } from '../src/admin/disk-admin'
-import { measureBigDisk, type BigDiskResult } from './big-disk'
+import { measureBigDisk } from './big-disk'
 import { newestProfile, summarizeCpuProfile, type ProfileSummary } from './cpu-profile'
 import { runFio, type FioResult } from './fio'
 import { WORKLOADS, fillJob, timedJob, type BenchSettings } from './jobs'
 import { startPassthrough } from './passthrough-fs'
-import { CpuMeter, peakRssBytes } from './proc-stats'
+import { peakRssBytes } from './proc-stats'
 import {
-  FLOORS, TARGETS, cpuTable, formatBytes, formatFio, latencyTable, ratioRows, resourceTable, resultTable,
+  FLOORS, PEER_TARGETS, cpuTable, formatBytes, formatFio, latencyTable, parseTargets, ratioRows, resourceTable, resultTable,
   type TargetName, type TargetRun
 } from './report'
+import { GOALS, evaluateGoals, goalLines, peerRatioTable } from './goals'
+import { Progress, runWorkloads, type TargetExtras } from './target-run'
+import { nbdUnixUri, startQemuNbd, waitForSocket } from './peer-nbd'
 import { startUkaiCluster, type UkaiCluster } from './ukai-cluster'
 import { Cleanup } from './cleanup'
 import { RESULTS_DIR, envNumber } from './bench-env'
+import { repoRoot } from '../src/dev/processes'
+import { benchGluster } from './peer-gluster'
+import { benchCeph } from './peer-ceph'
 
 const MIB = 1024 * 1024
 const BENCH_DISK = 'bench'
@@ -47,58 +56,6 @@ function settingsFromEnv (): BenchSettings {
     runtimeSec: envNumber('BENCH_RUNTIME_SEC', 10),
     rampSec: envNumber('BENCH_RAMP_SEC', 2)
   }
-}
-
-function targetsFromEnv (): TargetName[] {
-  const v = process.env.BENCH_TARGETS
-  if (v === undefined || v === '') return TARGETS
-  const wanted = v.split(',').map(s => s.trim())
-  for (const t of wanted) if (!TARGETS.includes(t as TargetName)) throw new Error(`BENCH_TARGETS: unknown target '${t}' (known: ${TARGETS.join(', ')})`)
-  return TARGETS.filter(t => wanted.includes(t))
-}
-
-// ---- progress -------------------------------------------------------------------------------
-
-class Progress {
-  private done = 0
-  constructor (private readonly total: number) {}
-
-  start (target: string, what: string): void {
-    this.done++
-    const n = String(this.done).padStart(String(this.total).length)
-    process.stdout.write(`[${n}/${this.total}] ${target.padEnd(11)} ${what.padEnd(22)} … `)
-  }
-
-  finish (text: string): void { process.stdout.write(`${text}\n`) }
-}
-
-// ---- running the workloads on one target ----------------------------------------------------
-
-async function runWorkloads (target: TargetName, filename: string, settings: BenchSettings, pids: Record<string, number>, progress: Progress, run: TargetRun): Promise<void> {
-  progress.start(target, `fill ${formatBytes(settings.fileSizeBytes)} (1M seq)`)
-  run.fill = await runFio(fillJob(filename, settings))
-  progress.finish(`${(run.fill.main.bytesPerSec / MIB).toFixed(0)} MiB/s in ${(run.fill.wallMs / 1000).toFixed(1)} s`)
-  for (const w of WORKLOADS) {
-    progress.start(target, w.label)
-    const meter = new CpuMeter(pids)
-    meter.begin()
-    try {
-      const fio = await runFio(timedJob(w, filename, settings))
-      const cpuPercent = meter.end()
-      run.workloads[w.id] = { fio, error: null, cpuPercent }
-      const cpu = Object.entries(cpuPercent).map(([p, c]) => `${p} ${c ?? '-'}%`).join(', ')
-      progress.finish(`${formatFio(fio, w).replace('\n', ', ')}${cpu === '' ? '' : `  [CPU ${cpu}]`}`)
-    } catch (err) {
-      run.workloads[w.id] = { fio: null, error: (err as Error).message, cpuPercent: meter.end() }
-      progress.finish(`FAILED: ${(err as Error).message.split('\n')[0]}`)
-    }
-  }
-}
-
-interface TargetExtras {
-  memory: Record<string, number | null>
-  bigDisk: BigDiskResult | null
-  deaths: Array<{ name: string, pid: number, logTail: string }>
 }
 
 async function benchLocal (dir: string, settings: BenchSettings, progress: Progress, run: TargetRun): Promise<void> {
@@ -117,18 +74,30 @@ async function benchPassthrough (target: 'passthrough' | 'passthrough-tuned', di
   }
 }
 
-async function benchUkai (dir: string, settings: BenchSettings, progress: Progress, run: TargetRun, cleanup: Cleanup, extras: TargetExtras): Promise<void> {
-  process.stdout.write('            starting ZooKeeper, 2 storage nodes and a mount agent …\n')
-  const cluster = await startUkaiCluster({ dir })
+// ukai: fio on the disk's file on the FUSE mount; ukai-nbd: the same disk through the agent's NBD
+// export (--nbd-dir: a socket per disk), with fio's nbd engine. Each on a fresh cluster.
+async function benchUkai (target: 'ukai' | 'ukai-nbd', dir: string, settings: BenchSettings, progress: Progress, run: TargetRun, cleanup: Cleanup, extras: TargetExtras): Promise<void> {
+  const nbd = target === 'ukai-nbd'
+  const nbdDir = path.join(dir, 'nbd')
+  process.stdout.write(`            starting ZooKeeper, 2 storage nodes and a mount agent${nbd ? ' with --nbd-dir' : ''} …\n`)
+  const cluster = await startUkaiCluster({ dir, agentArgs: nbd ? ['--nbd-dir', nbdDir] : [] })
   if (cluster.metricsAddresses.length > 0) process.stdout.write(`            metrics on (BENCH_METRICS=1), scraped: ${cluster.metricsAddresses.join(' ')}\n`)
   cleanup.add('stop the UKAI cluster', () => cluster.stop())
   try {
     await createDisk(cluster.meta, { name: BENCH_DISK, sizeBytes: settings.fileSizeBytes, replicas: 2 })
     const pids: Record<string, number> = { agent: cluster.agent.pid, zookeeper: cluster.zk.pid }
     for (const n of cluster.nodes) pids[`node ${n.id}`] = n.pid
-    await runWorkloads('ukai', path.join(cluster.mountPoint, BENCH_DISK), settings, pids, progress, run)
-    extras.memory['mount agent'] = peakRssBytes(cluster.agent.pid)
-    for (const n of cluster.nodes) extras.memory[`storage node ${n.id}`] = peakRssBytes(n.pid)
+    if (nbd) {
+      const socket = path.join(nbdDir, `${BENCH_DISK}.sock`)
+      await waitForSocket(socket, { pid: cluster.agent.pid, what: 'the mount agent\'s NBD export' })
+      const uri = nbdUnixUri(BENCH_DISK, socket)
+      await runWorkloads(target, uri, settings, pids, progress, run, { kind: 'nbd', uri })
+    } else {
+      await runWorkloads(target, path.join(cluster.mountPoint, BENCH_DISK), settings, pids, progress, run)
+    }
+    const suffix = nbd ? ' (ukai-nbd)' : ''
+    extras.memory[`mount agent${suffix}`] = peakRssBytes(cluster.agent.pid)
+    for (const n of cluster.nodes) extras.memory[`storage node ${n.id}${suffix}`] = peakRssBytes(n.pid)
     // A daemon that died mid-run invalidates the numbers after it: say so, with its last words.
     const daemons = [{ name: 'mount agent', pid: cluster.agent.pid, logFile: cluster.agent.logFile },
       ...cluster.nodes.map(n => ({ name: `storage node ${n.id}`, pid: n.pid, logFile: n.logFile }))]
@@ -138,6 +107,7 @@ async function benchUkai (dir: string, settings: BenchSettings, progress: Progre
       extras.deaths.push({ name: d.name, pid: d.pid, logTail })
       process.stdout.write(`\nWARNING: ${d.name} (pid ${d.pid}) died during the run; last lines of its log:\n${logTail}\n`)
     }
+    if (nbd) return
     progress.start('ukai', '1 TiB disk: create+open')
     try {
       extras.bigDisk = await measureBigDisk({ meta: cluster.meta, zkConnect: cluster.zk.connectString, mountPoint: cluster.mountPoint })
@@ -147,6 +117,18 @@ async function benchUkai (dir: string, settings: BenchSettings, progress: Progre
     }
   } finally {
     await cluster.stop()
+  }
+}
+
+// qemu-nbd on a local raw file, through fio's nbd engine as ukai-nbd is.
+async function benchQemuNbd (dir: string, settings: BenchSettings, progress: Progress, run: TargetRun, cleanup: Cleanup, extras: TargetExtras): Promise<void> {
+  const server = await startQemuNbd({ dir, sizeBytes: settings.fileSizeBytes, connections: settings.numJobs + 2 })
+  cleanup.add('stop qemu-nbd', () => server.stop())
+  try {
+    await runWorkloads('qemu-nbd', server.uri, settings, { 'qemu-nbd': server.pid }, progress, run, { kind: 'nbd', uri: server.uri })
+    extras.memory['qemu-nbd'] = peakRssBytes(server.pid)
+  } finally {
+    await server.stop()
   }
 }
 
@@ -249,21 +231,31 @@ async function runSuiteProcess (cleanup: Cleanup, title: string, script: string)
 }
 
 async function benchmark (workDir: string, settings: BenchSettings, cleanup: Cleanup): Promise<void> {
-  const targets = targetsFromEnv()
+  const targets = parseTargets(process.env.BENCH_TARGETS)
+  const peers = targets.filter(t => PEER_TARGETS.includes(t))
+  if (peers.length > 0) installPeers(peers)
   const startedAt = new Date()
   process.stdout.write(`fio psync, numjobs=${settings.numJobs}, direct=1, ${settings.runtimeSec} s + ${settings.rampSec} s ramp per job, ` +
     `${formatBytes(settings.fileSizeBytes)} file; targets: ${targets.join(', ')}; work dir ${workDir}\n`)
   const progress = new Progress(targets.length * (WORKLOADS.length + 1) + (targets.includes('ukai') ? 1 : 0))
   const runs: TargetRun[] = []
   const extras: TargetExtras = { memory: {}, bigDisk: null, deaths: [] }
+  const benchTarget = async (target: TargetName, dir: string, run: TargetRun): Promise<void> => {
+    switch (target) {
+      case 'local': return await benchLocal(dir, settings, progress, run)
+      case 'passthrough': case 'passthrough-tuned': return await benchPassthrough(target, dir, settings, progress, run, cleanup, extras)
+      case 'ukai': case 'ukai-nbd': return await benchUkai(target, dir, settings, progress, run, cleanup, extras)
+      case 'qemu-nbd': return await benchQemuNbd(dir, settings, progress, run, cleanup, extras)
+      case 'gluster': return await benchGluster(dir, settings, progress, run, cleanup, extras)
+      case 'ceph': return await benchCeph(dir, settings, progress, run, cleanup, extras)
+    }
+  }
   for (const target of targets) {
     const run: TargetRun = { target, fill: null, workloads: {}, error: null }
     runs.push(run)
     const dir = path.join(workDir, target)
     try {
-      if (target === 'local') await benchLocal(dir, settings, progress, run)
-      else if (target === 'passthrough' || target === 'passthrough-tuned') await benchPassthrough(target, dir, settings, progress, run, cleanup, extras)
-      else await benchUkai(dir, settings, progress, run, cleanup, extras)
+      await benchTarget(target, dir, run)
     } catch (err) {
       run.error = (err as Error).message
       process.stdout.write(`\n${target}: FAILED: ${run.error}\n`)
@@ -275,23 +267,34 @@ async function benchmark (workDir: string, settings: BenchSettings, cleanup: Cle
   const rows = ratioRows(runs)
   process.stdout.write('\n' + resultTable(runs, rows) + '\n')
   process.stdout.write(latencyTable(runs) + '\n')
-  const ukaiRun = runs.find(r => r.target === 'ukai')
-  if (ukaiRun !== undefined) process.stdout.write(cpuTable(ukaiRun) + '\n')
+  // CPU of the serving processes (fio's own CPU, librbd's and libnbd's included, is not counted).
+  for (const r of runs) if (!['local', 'passthrough'].includes(r.target) && r.error === null) process.stdout.write(cpuTable(r) + '\n')
   process.stdout.write(resourceTable(extras.memory, extras.bigDisk) + '\n')
   for (const r of rows) {
     if (r.floor === null) continue
     process.stdout.write(`floor ${r.workload.padEnd(9)} ukai/passthrough ${r.ukaiVsPassthrough?.toFixed(2) ?? '-'} ≥ ${r.floor}: ${r.verdict}` +
       ` (ukai/passthrough-tuned ${r.ukaiVsTunedPassthrough?.toFixed(2) ?? '-'})\n`)
   }
+  const peerTable = peerRatioTable(runs)
+  if (peerTable !== '') process.stdout.write(peerTable + '\n')
+  const goals = evaluateGoals(runs)
+  process.stdout.write(goalLines(goals) + '\n')
+  // Honest reporting (issue 13): a floor below its bar or a goal missed is a failed bench.
+  const missed = [...rows.filter(r => r.verdict === 'BELOW').map(r => `floor ${r.workload}`), ...goals.filter(g => g.verdict === 'MISS').map(g => `goal ${g.id}`)]
+  const measured = rows.filter(r => r.verdict !== 'n/a').length + goals.filter(g => g.verdict !== 'n/a').length
+  process.stdout.write(`${measured - missed.length} of ${measured} measured floors and goals met${missed.length > 0 ? `; missed: ${missed.join(', ')}` : ''}\n`)
+  if (missed.length > 0) process.exitCode = 1
 
   const result = {
     kind: 'ukai-fio-bench',
     startedAt: startedAt.toISOString(),
     finishedAt: new Date().toISOString(),
     machine: machineInfo(),
-    settings: { ...settings, ioengine: 'psync', direct: 1, groupReporting: true, ukaiDisk: { replicas: 2, storageNodes: 2, sites: 1 }, ukaiMetrics: process.env.BENCH_METRICS === '1' },
+    settings: { ...settings, ioengine: 'psync', direct: 1, ioengineByTarget: { 'ukai-nbd': 'nbd', 'qemu-nbd': 'nbd', ceph: 'rbd' }, peers: { replicas: 2, glusterShardBytes: 4 * MIB, glusterProfile: 'virt', cephOsds: 2, cephFailureDomain: 'osd' }, groupReporting: true, ukaiDisk: { replicas: 2, storageNodes: 2, sites: 1 }, ukaiMetrics: process.env.BENCH_METRICS === '1' },
     floors: FLOORS,
     ratios: rows,
+    goals: GOALS,
+    goalResults: goals,
     targets: runs,
     peakRssBytes: extras.memory,
     bigDisk: extras.bigDisk,
@@ -303,6 +306,12 @@ async function benchmark (workDir: string, settings: BenchSettings, cleanup: Cle
   fs.writeFileSync(out, JSON.stringify(result, null, 2) + '\n')
   fs.copyFileSync(out, path.join(RESULTS_DIR, 'latest-fio.json'))
   process.stdout.write(`\nwrote ${path.relative(process.cwd(), out)} and bench/results/latest-fio.json\n`)
+}
+
+// The peers' Debian packages, only for the peers selected (never in the test path).
+function installPeers (peers: TargetName[]): void {
+  process.stdout.write(`checking the Debian packages for ${peers.join(', ')} (bench/setup-peers.sh) …\n`)
+  execFileSync('bash', [path.join(repoRoot(), 'bench', 'setup-peers.sh'), ...peers], { stdio: 'inherit' })
 }
 
 main().catch((err) => {

@@ -24,6 +24,7 @@ export interface UkaiClusterOptions {
   nodeCount?: number             // default 2
   agentCpuProfileDir?: string    // profile the agent (bench/profiled-cli.ts), written here at exit
   metrics?: boolean              // --metrics-listen on every daemon, scraped (default: BENCH_METRICS=1)
+  agentArgs?: string[]           // more `ukai mount` arguments, e.g. --nbd-dir DIR
 }
 
 export interface UkaiCluster {
@@ -54,7 +55,7 @@ export async function startUkaiCluster (opts: UkaiClusterOptions): Promise<UkaiC
     metricsAddresses.push(address)
     return ['--metrics-listen', address]
   }
-  let agentMetricsArgs: string[] = []
+  let agentMetricsArgs: string[] = [...opts.agentArgs ?? []]
   let scraper: NodeJS.Timeout | undefined
 
   const stop = (): Promise<void> => {
@@ -84,7 +85,7 @@ export async function startUkaiCluster (opts: UkaiClusterOptions): Promise<UkaiC
       nodes.push(await startStorageNode({ dir: path.join(opts.dir, `node-a${i}`), id: `a${i}`, site: BENCH_SITE, zk: connect, capacity: '50GiB', extraArgs: ['--host', BENCH_HOST, ...await metricsArgs()] }))
     }
     meta = await MetaStore.connect(connect)
-    agentMetricsArgs = await metricsArgs()
+    agentMetricsArgs.push(...await metricsArgs())
     agent = await withAgentProfiler(opts.agentCpuProfileDir, () =>
       startMountAgent({ dir: path.join(opts.dir, 'agent'), mountPoint, host: BENCH_HOST, site: BENCH_SITE, zk: connect, extraArgs: agentMetricsArgs }))
     if (metricsOn) {

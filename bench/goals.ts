@@ -1,0 +1,98 @@
+// Issue 13's benchmark goals, and the ratios against the peers, computed from one run's fio
+// results. Pure functions (no processes): test/bench-goals.test.ts checks them on made-up runs.
+//
+// A goal compares two targets of the same run on some of the four jobs. Its verdict:
+//   PASS     every ratio meets the bar
+//   MISS     some ratio is below it, or a job of either target failed (nothing measured cannot pass)
+//   n/a      one of the two targets was not selected (BENCH_TARGETS): not measured, not missed
+// The bench exits non-zero when any goal is MISS (and when any floor is BELOW: bench/run.ts).
+import Table from 'cli-table3'
+import { WORKLOADS, type WorkloadSpec } from './jobs'
+import type { TargetName, TargetRun } from './report'
+
+type WorkloadId = WorkloadSpec['id']
+const ALL: WorkloadId[] = WORKLOADS.map(w => w.id)
+const MIB = 1024 * 1024
+
+export interface Goal {
+  id: string
+  text: string
+  numerator: TargetName
+  denominator: TargetName
+  workloads: WorkloadId[]
+  min: number        // each ratio numerator / denominator must be ≥ min (> min when strict)
+  strict: boolean
+}
+
+export const GOALS: Goal[] = [
+  { id: 'ukai-beats-gluster', text: 'UKAI (FUSE file) beats GlusterFS replica 2 on all four jobs', numerator: 'ukai', denominator: 'gluster', workloads: ALL, min: 1, strict: true },
+  { id: 'ukai-nbd-beats-gluster', text: 'UKAI (NBD) beats GlusterFS replica 2 on all four jobs', numerator: 'ukai-nbd', denominator: 'gluster', workloads: ALL, min: 1, strict: true },
+  { id: 'ukai-beats-ceph', text: 'UKAI (FUSE file) beats Ceph RBD replica 2 on all four jobs', numerator: 'ukai', denominator: 'ceph', workloads: ALL, min: 1, strict: true },
+  { id: 'ukai-nbd-beats-ceph', text: 'UKAI (NBD) beats Ceph RBD replica 2 on all four jobs', numerator: 'ukai-nbd', denominator: 'ceph', workloads: ALL, min: 1, strict: true },
+  { id: 'nbd-randread', text: 'UKAI NBD ≥ 0.5 × qemu-nbd (local file), random 4 KiB reads', numerator: 'ukai-nbd', denominator: 'qemu-nbd', workloads: ['randread'], min: 0.5, strict: false },
+  { id: 'nbd-randwrite', text: 'UKAI NBD ≥ 0.25 × qemu-nbd (local file), random 4 KiB writes', numerator: 'ukai-nbd', denominator: 'qemu-nbd', workloads: ['randwrite'], min: 0.25, strict: false },
+  { id: 'fuse-randwrite', text: 'UKAI FUSE file ≥ 0.35 × tuned passthrough, random 4 KiB writes', numerator: 'ukai', denominator: 'passthrough-tuned', workloads: ['randwrite'], min: 0.35, strict: false },
+  { id: 'fuse-seqwrite', text: 'UKAI FUSE file ≥ 0.3 × tuned passthrough, sequential writes', numerator: 'ukai', denominator: 'passthrough-tuned', workloads: ['seqwrite'], min: 0.3, strict: false }
+]
+
+// The peer ratio table: each column numerator / denominator, on every job.
+export const PEER_RATIOS: Array<[TargetName, TargetName]> = [
+  ['ukai', 'gluster'], ['ukai-nbd', 'gluster'], ['ukai', 'ceph'], ['ukai-nbd', 'ceph'],
+  ['ukai-nbd', 'qemu-nbd'], ['ukai-nbd', 'ukai'], ['qemu-nbd', 'local']
+]
+
+export type GoalVerdict = 'PASS' | 'MISS' | 'n/a'
+
+export interface GoalResult {
+  id: string
+  text: string
+  ratios: Partial<Record<WorkloadId, number | null>>
+  verdict: GoalVerdict
+  why: string        // what the verdict rests on, one line
+}
+
+// MiB/s for the 1 MiB jobs, IOPS for the 4 KiB ones (as the result table shows them).
+export function metricValue (run: TargetRun | undefined, id: WorkloadId): number | null {
+  const w = WORKLOADS.find(x => x.id === id)
+  const fio = run?.workloads[id]?.fio
+  if (w === undefined || fio == null) return null
+  return w.blockSizeBytes >= MIB ? fio.main.bytesPerSec / MIB : fio.main.iops
+}
+
+export function targetRatio (runs: TargetRun[], numerator: TargetName, denominator: TargetName, id: WorkloadId): number | null {
+  const a = metricValue(runs.find(r => r.target === numerator), id)
+  const b = metricValue(runs.find(r => r.target === denominator), id)
+  return a === null || b === null || b === 0 ? null : Math.round(a / b * 1000) / 1000
+}
+
+export function evaluateGoals (runs: TargetRun[], goals: Goal[] = GOALS): GoalResult[] {
+  return goals.map((g) => {
+    const ratios: Partial<Record<WorkloadId, number | null>> = {}
+    for (const id of g.workloads) ratios[id] = targetRatio(runs, g.numerator, g.denominator, id)
+    const notRun = [g.numerator, g.denominator].filter(t => !runs.some(r => r.target === t))
+    if (notRun.length > 0) return { id: g.id, text: g.text, ratios, verdict: 'n/a', why: `not run: ${notRun.join(', ')}` }
+    const unmeasured = g.workloads.filter(id => ratios[id] == null)
+    if (unmeasured.length > 0) return { id: g.id, text: g.text, ratios, verdict: 'MISS', why: `not measured (a job or target failed): ${unmeasured.join(', ')}` }
+    const below = g.workloads.filter(id => { const r = ratios[id] as number; return g.strict ? r <= g.min : r < g.min })
+    const shown = g.workloads.map(id => `${id} ${(ratios[id] as number).toFixed(2)}`).join(', ')
+    const bar = `${g.strict ? '>' : '≥'} ${g.min}`
+    if (below.length > 0) return { id: g.id, text: g.text, ratios, verdict: 'MISS', why: `${g.numerator} / ${g.denominator} ${bar} missed on ${below.join(', ')} (${shown})` }
+    return { id: g.id, text: g.text, ratios, verdict: 'PASS', why: `${g.numerator} / ${g.denominator} ${bar}: ${shown}` }
+  })
+}
+
+export function goalLines (results: GoalResult[]): string {
+  return results.map(r => `goal ${r.verdict.padEnd(4)} ${r.text}: ${r.why}`).join('\n')
+}
+
+// Ratio columns whose both targets ran; '-' where a job failed.
+export function peerRatioTable (runs: TargetRun[]): string {
+  const ran = (t: TargetName): boolean => runs.some(r => r.target === t)
+  const pairs = PEER_RATIOS.filter(([a, b]) => ran(a) && ran(b))
+  if (pairs.length === 0) return ''
+  const table = new Table({ style: { head: [], border: [] }, head: ['ratio (MiB/s or IOPS)', ...pairs.map(([a, b]) => `${a} / ${b}`)] })
+  for (const w of WORKLOADS) {
+    table.push([w.label, ...pairs.map(([a, b]) => { const r = targetRatio(runs, a, b, w.id); return r === null ? '-' : r.toFixed(2) })])
+  }
+  return table.toString()
+}
