@@ -46,6 +46,7 @@ export class NodeLifecycleDuty implements ControllerDuty {
   private again = false
   private stopped = true
   private unsubscribe: (() => void) | null = null
+  private watching = false // one watch on the live-node list at a time (a ZooKeeper watch fires once)
 
   constructor (opts: NodeLifecycleOptions) {
     this.meta = opts.meta
@@ -59,7 +60,7 @@ export class NodeLifecycleDuty implements ControllerDuty {
     if (!this.stopped) return
     this.stopped = false
     // Watches die with an expired session: set them again with the new one.
-    this.unsubscribe = this.meta.onSession(() => { this.kick() })
+    this.unsubscribe = this.meta.onSession(() => { this.watching = false; this.kick() })
     this.kick()
   }
 
@@ -91,7 +92,10 @@ export class NodeLifecycleDuty implements ControllerDuty {
 
   // One look at the cluster: node states first, then the disks of leaving nodes.
   async pass (): Promise<void> {
-    await this.meta.watchAliveNodeList(() => { this.kick() })
+    if (!this.watching) {
+      this.watching = true
+      await this.meta.watchAliveNodeList(() => { this.watching = false; this.kick() }).catch((err) => { this.watching = false; throw err })
+    }
     const downOutMs = downOutMsOf(await this.meta.config())
     const nodes = await this.meta.listNodes()
     const now = Date.now()
