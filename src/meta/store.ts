@@ -287,7 +287,15 @@ export class MetaStore {
     const out: NodeLifecycle[] = []
     for (const id of ids) {
       const got = await this.zk.getOrNull(paths.nodeState(id))
-      if (got !== null) out.push(decodeJson<NodeLifecycle>(got.data, `lifecycle of node ${id}`))
+      if (got === null) continue
+      // One corrupt record must not stop every reader (the controller's duty, node list): it
+      // counts as absent (the node is up or down by its ephemeral alone) and is logged.
+      try {
+        out.push(decodeJson<NodeLifecycle>(got.data, `lifecycle of node ${id}`))
+      } catch (err) {
+        if (!isUkaiError(err, 'INTERNAL')) throw err
+        this.log.error({ node: id, err: err.message }, 'ignoring a corrupt node lifecycle record')
+      }
     }
     return out
   }
