@@ -311,7 +311,7 @@ export class MetaStore {
   async updateNodeLifecycle (id: string, change: (cur: NodeLifecycle) => NodeLifecycle | null): Promise<NodeLifecycle | null> {
     for (let attempt = 1; ; attempt++) {
       const got = await this.zk.getOrNull(paths.nodeState(id))
-      const cur = got === null ? blankLifecycle(id) : decodeJson<NodeLifecycle>(got.data, `lifecycle of node ${id}`)
+      const cur = got === null ? blankLifecycle(id) : this.decodeLifecycleOrBlank(id, got.data)
       const next = change(cur)
       try {
         if (next === null) {
@@ -329,13 +329,24 @@ export class MetaStore {
     }
   }
 
+  // A corrupt record is replaced by what the writer decides from a blank one (logged).
+  private decodeLifecycleOrBlank (id: string, data: Buffer): NodeLifecycle {
+    try {
+      return decodeJson<NodeLifecycle>(data, `lifecycle of node ${id}`)
+    } catch (err) {
+      if (!isUkaiError(err, 'INTERNAL')) throw err
+      this.log.error({ node: id, err: err.message }, 'replacing a corrupt node lifecycle record')
+      return blankLifecycle(id)
+    }
+  }
+
   // `ukai node remove`: the node's record goes; its lifecycle becomes a tombstone (removedAtMs)
   // in the same transaction, so the controller still moves replicas the maps give it.
   async removeNode (id: string): Promise<void> {
     const rec = await this.zk.getOrNull(paths.node(id))
     if (rec === null) throw UkaiError.notFound(`unknown storage node '${id}'`)
     const got = await this.zk.getOrNull(paths.nodeState(id))
-    const cur = got === null ? blankLifecycle(id) : decodeJson<NodeLifecycle>(got.data, `lifecycle of node ${id}`)
+    const cur = got === null ? blankLifecycle(id) : this.decodeLifecycleOrBlank(id, got.data)
     const tomb = encodeJson({ ...cur, removedAtMs: Date.now() })
     await this.zk.multi([
       { op: 'remove', path: paths.node(id), version: rec.stat.version },
