@@ -302,7 +302,7 @@ export class MetaStore {
 
   async getNodeLifecycle (id: string): Promise<NodeLifecycle | null> {
     const got = await this.zk.getOrNull(paths.nodeState(id))
-    return got === null ? null : decodeJson<NodeLifecycle>(got.data, `lifecycle of node ${id}`)
+    return got === null ? null : this.decodeLifecycleOrBlank(id, got.data)
   }
 
   // Read-modify-write of a node's lifecycle record, conditional on the version read (retried
