@@ -128,6 +128,12 @@ t.test('a node killed for good: down, out after down-out-ms, its disks re-replic
   await again.pass()
   const l = await meta.getNodeLifecycle('a0')
   t.equal(l?.out?.sinceMs, out.lifecycle?.out?.sinceMs, 'a standby keeps the recorded out time')
+
+  // The node comes back after it was out: it is up again, its lifecycle record gone, and the
+  // disks that moved off it stay where they are.
+  await victim.restart()
+  await until('a0 is up again', async () => (await cliJson<NodeRow[]>(['node', 'list'], zk)).find(n => n.id === 'a0')?.state === 'up' && await meta.getNodeLifecycle('a0') === null, 30_000, 250)
+  for (const name of ['cold', 'hot']) t.notOk('a0' in (await cliJson<Info>(['disk', 'info', name], zk)).replicasPerNode, `${name}: stays off a0`)
 })
 
 // The placement rules of an evacuation, without processes: a site-pinned disk only takes nodes
