@@ -121,11 +121,13 @@ export class NodeLifecycleDuty implements ControllerDuty {
     if (leaving.size === 0) return
     const fresh = await this.meta.listNodes()
     const named = new Set<string>()
+    let everyMapRead = true
     for (const name of await this.meta.listDiskNames()) {
       if (this.stopped) return
-      await this.evacuate(name, leaving, fresh, named)
+      if (!await this.evacuate(name, leaving, fresh, named)) everyMapRead = false
     }
-    // A removed node's tombstone goes once no map names it any more.
+    // A removed node's tombstone goes once no map names it any more (known only when every map was read).
+    if (!everyMapRead) return
     for (const l of lifecycles) {
       if (l.removedAtMs !== null && !named.has(l.id)) {
         await this.meta.updateNodeLifecycle(l.id, () => null)
@@ -134,20 +136,30 @@ export class NodeLifecycleDuty implements ControllerDuty {
     }
   }
 
-  private async evacuate (name: string, leaving: Set<string>, nodes: Awaited<ReturnType<MetaStore['listNodes']>>, named: Set<string>): Promise<void> {
+  // Adds the nodes of the disk's map to `named`; false when the map could not be read.
+  private async evacuate (name: string, leaving: Set<string>, nodes: Awaited<ReturnType<MetaStore['listNodes']>>, named: Set<string>): Promise<boolean> {
+    const onDisk = new Set<string>()
     try {
       const disk = await this.meta.getDisk(name)
-      for (const seg of await this.meta.loadPlacement(disk)) for (const run of seg.runs()) for (const r of run.replicas) named.add(r.node)
-      if (![...leaving].some(id => named.has(id))) return
-      if (Date.now() - (this.lastAttemptMs.get(name) ?? 0) < this.retryMs) return
-      this.lastAttemptMs.set(name, Date.now())
+      for (const seg of await this.meta.loadPlacement(disk)) for (const run of seg.runs()) for (const r of run.replicas) onDisk.add(r.node)
+    } catch (err) {
+      if (!isUkaiError(err)) throw err
+      if (err.code === 'NOT_FOUND') return true // the disk was deleted meanwhile
+      this.log.warn({ disk: name, code: err.code, err: err.message }, 'could not read the disk\'s placement; trying again later')
+      return false
+    }
+    for (const id of onDisk) named.add(id)
+    if (![...leaving].some(id => onDisk.has(id))) return true
+    if (Date.now() - (this.lastAttemptMs.get(name) ?? 0) < this.retryMs) return true
+    this.lastAttemptMs.set(name, Date.now())
+    try {
       const ev = await startEvacuation(this.meta, name, leaving, nodes, { rateBytesPerSec: this.rateBytesPerSec })
       if (ev !== null) this.log.info({ disk: name, replaced: ev.replaced, targets: ev.targets }, 'replicas moving off leaving nodes')
     } catch (err) {
       if (!isUkaiError(err)) throw err
-      if (err.code === 'NOT_FOUND') return // the disk was deleted meanwhile
       // NOT_ENOUGH_NODES (nowhere to go), BUSY (a relocation runs), ZooKeeper trouble: next time.
-      this.log.warn({ disk: name, code: err.code, err: err.message }, 'replicas of a leaving node could not move yet; trying again later')
+      if (err.code !== 'NOT_FOUND') this.log.warn({ disk: name, code: err.code, err: err.message }, 'replicas of a leaving node could not move yet; trying again later')
     }
+    return true
   }
 }
