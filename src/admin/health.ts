@@ -107,7 +107,9 @@ export async function checkHealth (meta: MetaStore, nowMs = Date.now()): Promise
       code: 'NODE_DOWN',
       level: 'WARN',
       summary: `${plural(down.length, 'storage node')} down`,
-      detail: down.map(n => `node ${n.id} (site ${n.site}, ${n.address}) is down`),
+      detail: down.map(n => n.lifecycle?.out != null
+        ? `node ${n.id} (site ${n.site}, ${n.address}) is out (down longer than down-out-ms): its replicas are being made again on other nodes ('ukai relocate status')`
+        : `node ${n.id} (site ${n.site}, ${n.address}) is down`),
       action: "start the node again; writes meanwhile left its replicas stale, repaired with 'ukai disk repair DISK' (see DISK_STALE)"
     })
   }

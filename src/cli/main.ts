@@ -1,5 +1,6 @@
 // The `ukai` command line.
 import { Command, Help, Option } from 'commander'
+import { configCommands } from './config-commands'
 import { daemonCommands } from './daemon-commands'
 import { devCommands } from './dev-commands'
 import { diskCommands } from './disk-commands'
@@ -45,6 +46,7 @@ export function buildProgram (): Command {
   healthCommand(program)
   diskCommands(program)
   nodeCommands(program)
+  configCommands(program)
   siteCommands(program)
   topCommand(program)
   relocateCommands(program)

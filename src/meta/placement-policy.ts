@@ -7,6 +7,7 @@ import { UkaiError } from '../errors'
 import { Replica } from './placement'
 import { PlacementPolicy } from './schema'
 import type { NodeView } from './store'
+import { isPlaceable, nodeStateOf } from './node-state'
 
 // Round trips assumed for nodes not measured yet, and penalties for unknown and dead nodes.
 const UNMEASURED_SAME_SITE_MS = 1
@@ -35,7 +36,7 @@ export function choosePlacement (nodes: NodeView[], replicas: number, policy: Pl
     if (chosen.length !== replicas) throw UkaiError.badArgument(`--nodes names ${plural(chosen.length, 'node')} but the disk has ${plural(replicas, 'replica')}`)
     return chosen
   }
-  const live = nodes.filter(n => n.alive !== null && (policy.site === undefined || n.site === policy.site))
+  const live = nodes.filter(n => isPlaceable(n) && (policy.site === undefined || n.site === policy.site))
   if (policy.site !== undefined && !nodes.some(n => n.site === policy.site)) throw UkaiError.notFound(`unknown site '${policy.site}'`)
   const where = policy.site === undefined ? 'the cluster' : `site ${policy.site}`
   live.sort((a, b) => (b.alive?.freeBytes ?? 0) - (a.alive?.freeBytes ?? 0) || a.id.localeCompare(b.id))
@@ -50,10 +51,51 @@ export function pickRelocationTargets (nodes: NodeView[], current: Set<string>, 
   if (req.nodes !== undefined && req.nodes.length > 0) return liveNodesNamed(nodes, req.nodes)
   const site = req.site as string
   if (!nodes.some(n => n.site === site)) throw UkaiError.notFound(`unknown site '${site}'`)
-  const live = nodes.filter(n => n.site === site && n.alive !== null)
+  const live = nodes.filter(n => n.site === site && isPlaceable(n))
   if (live.length < replicas) throw UkaiError.notEnoughNodes(`site ${site} has ${plural(live.length, 'live storage node')}; the disk needs ${plural(replicas, 'replica')}`)
   live.sort((a, b) => Number(current.has(b.id)) - Number(current.has(a.id)) || (b.alive?.freeBytes ?? 0) - (a.alive?.freeBytes ?? 0) || a.id.localeCompare(b.id))
   return live.slice(0, replicas).map(n => n.id)
+}
+
+// Where the replicas of a disk go when some of its nodes leave (out, draining, removed): each
+// leaving node is replaced by a placeable node that holds none of the disk and has room for a
+// block — its own site first, then the most free space; a disk pinned to a site (placement.site)
+// only ever gets nodes of that site. The replica set keeps its size, never names a node twice,
+// and the nodes that stay keep their place. NOT_ENOUGH_NODES, naming what is missing, when a
+// leaving node has no replacement.
+export interface Evacuation { targets: string[], replaced: Array<{ node: string, by: string }> }
+
+export function evacuationTargets (nodes: NodeView[], disk: { name: string, placement: PlacementPolicy, blockSizeBytes: number }, current: string[], leaving: Set<string>): Evacuation {
+  const taken = new Set(current)
+  const targets = current.filter(id => !leaving.has(id))
+  const replaced: Evacuation['replaced'] = []
+  for (const id of current.filter(id => leaving.has(id))) {
+    const site = disk.placement.site ?? nodes.find(n => n.id === id)?.site
+    const fits = (n: NodeView): boolean => isPlaceable(n) && !taken.has(n.id) && (n.alive?.freeBytes ?? 0) >= disk.blockSizeBytes
+    const candidates = nodes.filter(n => fits(n) && (disk.placement.site === undefined || n.site === disk.placement.site))
+    candidates.sort((a, b) => Number(b.site === site) - Number(a.site === site) || (b.alive?.freeBytes ?? 0) - (a.alive?.freeBytes ?? 0) || a.id.localeCompare(b.id))
+    const by = candidates[0]?.id
+    if (by === undefined) throw UkaiError.notEnoughNodes(`disk '${disk.name}' cannot leave node ${id}: ${whyNoReplacement(nodes, disk, site, taken)}`)
+    taken.add(by)
+    targets.push(by)
+    replaced.push({ node: id, by })
+  }
+  return { targets, replaced }
+}
+
+// "no other node of site s1 can take its replicas (a2 holds the disk; a3 is draining; a4 has
+// 12 KiB free, a block is 64 KiB)": what an operator must add or free.
+function whyNoReplacement (nodes: NodeView[], disk: { placement: PlacementPolicy, blockSizeBytes: number }, site: string | undefined, taken: Set<string>): string {
+  const pinned = disk.placement.site !== undefined
+  const pool = pinned ? nodes.filter(n => n.site === disk.placement.site) : nodes
+  const reasons = pool.map((n) => {
+    const state = nodeStateOf(n).state
+    if (taken.has(n.id)) return `${n.id} holds the disk`
+    if (state !== 'up') return `${n.id} is ${state}`
+    return `${n.id} has ${n.alive?.freeBytes ?? 0} bytes free (a block is ${disk.blockSizeBytes})`
+  })
+  const where = pinned ? `site ${disk.placement.site ?? ''} (the disk's placement)` : 'the cluster'
+  return `no other node of ${where} is up, not leaving and has room${reasons.length > 0 ? ` (${reasons.join('; ')})` : ''}; add a node${pinned ? ` to site ${site ?? ''}` : ''} or free space`
 }
 
 // --- which replica to read (and copy from) ------------------------------------------------------

@@ -4,6 +4,7 @@
 // /ukai/config                          ClusterConfig (JSON)
 // /ukai/nodes/<id>                      NodeRecord, persistent
 // /ukai/nodes-alive/<id>                NodeAlive, ephemeral (liveness, usage)
+// /ukai/node-states/<id>                NodeLifecycle, persistent: since when down, out, draining, removed
 // /ukai/agents/<host>                   AgentRecord, persistent
 // /ukai/agents-alive/<host>             AgentAlive, ephemeral
 // /ukai/disks/<name>                    DiskRecord
@@ -28,6 +29,8 @@ export const paths = {
   node: (id: string) => `${ROOT}/nodes/${id}`,
   nodesAlive: `${ROOT}/nodes-alive`,
   nodeAlive: (id: string) => `${ROOT}/nodes-alive/${id}`,
+  nodeStates: `${ROOT}/node-states`,
+  nodeState: (id: string) => `${ROOT}/node-states/${id}`,
   agents: `${ROOT}/agents`,
   agent: (host: string) => `${ROOT}/agents/${host}`,
   agentsAlive: `${ROOT}/agents-alive`,
@@ -49,7 +52,8 @@ export const paths = {
   rtt: (host: string) => `${ROOT}/rtt/${host}`
 }
 // Directories that exist in every initialised cluster.
-export const BASE_DIRS = [ROOT, paths.nodes, paths.nodesAlive, paths.agents, paths.agentsAlive, paths.disks, paths.rtts]
+// (init() checks the last one: a directory added later goes at the end, so older clusters get it.)
+export const BASE_DIRS = [ROOT, paths.nodes, paths.nodesAlive, paths.agents, paths.agentsAlive, paths.disks, paths.rtts, paths.nodeStates]
 
 export const BLOCK_SIZE_DEFAULT_BYTES = 4 * 1024 * 1024
 export const REPLICAS_MAX = 8
@@ -62,13 +66,33 @@ export interface ClusterConfig {
   defaultBlockSizeBytes: number
   defaultReplicas: number
   segmentBlocks: number
+  // How long a storage node may be down before it is marked out and its replicas are made again
+  // elsewhere (absent in clusters created before it existed: DOWN_OUT_MS_DEFAULT).
+  downOutMs?: number
 }
+// Ten minutes, as Ceph's mon_osd_down_out_interval: long enough for a reboot or a daemon
+// upgrade to come back without copying anything, short enough that a second failure rarely
+// finds a disk still at one copy.
+export const DOWN_OUT_MS_DEFAULT = 10 * 60_000
+// Longer than a week is a typo, not a policy: a disk would stay at one copy for that long.
+export const DOWN_OUT_MS_MAX = 7 * 24 * 3600_000
 export const DEFAULT_CONFIG: ClusterConfig = { v: 1, defaultBlockSizeBytes: BLOCK_SIZE_DEFAULT_BYTES, defaultReplicas: 2, segmentBlocks: SEGMENT_BLOCKS_DEFAULT }
 
 export interface NodeRecord { v: 1, id: string, site: string, host: string, address: string, registeredAtMs: number }
 // dataDir (absolute) and localReadToken: what an agent on the same host needs to read block files
 // directly (short-circuit reads, src/vdisk/short-circuit-reads.ts); absent from nodes older than that.
 export interface NodeAlive { v: 1, address: string, startedAtMs: number, capacityBytes: number, usedBytes: number, freeBytes: number, dataDir?: string, localReadToken?: string }
+// A node's lifecycle, beside its record (a node rewrites its NodeRecord at every start; this
+// survives that and a controller failover). Written by the controller's node-lifecycle duty
+// (down, out) and by the node verbs (draining, removed). Absent: up, or down and not yet seen.
+export interface NodeLifecycle {
+  v: 1
+  id: string
+  downSinceMs: number | null                            // its liveness ephemeral went away then
+  out: null | { sinceMs: number, why: 'down' }          // down longer than down-out-ms
+  drainingSinceMs: number | null                        // `ukai node drain`: everything moves off it
+  removedAtMs: number | null                            // `ukai node remove`: a tombstone until no map names it
+}
 export interface AgentRecord { v: 1, host: string, site: string, mountPoint: string }
 export interface AgentAlive { v: 1, startedAtMs: number, pid: number }
 

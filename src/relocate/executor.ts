@@ -220,6 +220,14 @@ export class RelocationExecutor {
   private async writtenBlocks (): Promise<Set<number>> {
     const written = new Set<number>()
     for (const node of this.disk.map.nodesInMap()) {
+      // A node known to be down (or removed) that holds no block's only in-sync copy is not
+      // asked at all: its replicas are what a re-replication replaces, and waiting for it to
+      // answer would cost every round the whole reconnect back-off.
+      const view = this.pool.get(node)
+      if ((view === undefined || view.alive === null) && this.blockWithOnlyInSync(node) === null) {
+        this.log.info({ node }, 'node is down; every block it holds in sync has another in-sync replica: copying from those')
+        continue
+      }
       try {
         for (const b of await patiently(async () => await this.pool.client(node).listBlocks({ diskUuid: this.disk.record.uuid }))) written.add(b.block)
       } catch (err) {
@@ -289,8 +297,12 @@ export class RelocationExecutor {
       const set = this.disk.map.replicasOf(block)
       const targets = this.rec.targetNodes.filter(t => set.find(r => r.node === t)?.state === 'syncing')
       // In-sync non-targets first, then in-sync targets; nearest first (a stable sort, as before).
-      const sources = nearestSources(this.pool, set.filter(r => r.state === 'in-sync' && !this.rec.targetNodes.includes(r.node))
+      const inSync = nearestSources(this.pool, set.filter(r => r.state === 'in-sync' && !this.rec.targetNodes.includes(r.node))
         .concat(set.filter(r => r.state === 'in-sync' && this.rec.targetNodes.includes(r.node))))
+      // A dead source is tried only when no live one is left (the surviving replica of a node
+      // that is out is where re-replication copies from).
+      const live = inSync.filter(r => this.pool.get(r.node)?.alive != null)
+      const sources = live.length > 0 ? live : inSync
       if (sources.length === 0) throw new Stop('paused', `block ${block} has no in-sync replica to copy from`)
       // All targets at once (the copy lock holds writes to this block back meanwhile), each
       // starting from a different source so the pulls spread over the far links.

@@ -8,6 +8,7 @@
 import { plural } from '../units'
 import { UkaiError } from '../errors'
 import { MetaStore, NodeView } from '../meta/store'
+import { isPlaceable } from '../meta/node-state'
 
 export interface RepairReplacement {
   node: string        // the node given up
@@ -68,7 +69,7 @@ export async function planRepair (meta: MetaStore, name: string, opts: { fullNod
 // A live node not yet in the set with room for at least a block: the failed node's site first,
 // then the most free space.
 function replacementFor (nodes: NodeView[], failed: NodeView | undefined, taken: string[], blockSizeBytes: number): string | null {
-  const candidates = nodes.filter(n => n.alive !== null && !taken.includes(n.id) && n.alive.freeBytes >= blockSizeBytes)
+  const candidates = nodes.filter(n => isPlaceable(n) && !taken.includes(n.id) && (n.alive?.freeBytes ?? 0) >= blockSizeBytes)
   candidates.sort((a, b) => Number(b.site === failed?.site) - Number(a.site === failed?.site) ||
     (b.alive?.freeBytes ?? 0) - (a.alive?.freeBytes ?? 0) || a.id.localeCompare(b.id))
   return candidates[0]?.id ?? null
