@@ -70,7 +70,7 @@ t.test('node drain, undrain, remove and their bad inputs', { skip: fuseUnavailab
     await fs.promises.writeFile(path.join(agent.mountPoint, 'single'), crypto.randomBytes(256 * KiB), { flag: 'r+' })
     const r = await runCli(['node', 'remove', 'a2'], { zk })
     t.equal(r.code, 1, 'exit 1')
-    t.match(r.stderr, /node a2 holds the only in-sync copy of 16 block\(s\) of disk 'single'; nothing removed/, 'names the disk')
+    t.match(r.stderr, /node a2 holds the only in-sync copy of 16 blocks of disk 'single'; nothing removed/, 'names the disk')
     t.equal(await stateOf('a2'), 'up', 'a2 is still there')
     const json = await runCli(['node', 'remove', 'a2', '--json'], { zk })
     t.match(JSON.parse(json.stderr), { error: { code: 'BUSY', exitStatus: 1 } }, '--json: the error as JSON')
