@@ -1,6 +1,7 @@
 // The `ukai` command line.
 import { Command, Help, Option } from 'commander'
 import { daemonCommands } from './daemon-commands'
+import { controllerCommands } from './controller-commands'
 import { devCommands } from './dev-commands'
 import { diskCommands } from './disk-commands'
 import { exportCommands } from './export-commands'
@@ -53,6 +54,7 @@ export function buildProgram (): Command {
   migrationCommands(program)
   libvirtCommands(program)
   daemonCommands(program)
+  controllerCommands(program)
   devCommands(program)
   return program
 }
