@@ -18,8 +18,8 @@ import { freePort } from '../../src/dev/free-port'
 import { isMounted, unmount, unmountSync } from '../../src/lib/mounts'
 import { isOurs, signalIfOurs, waitForExit } from '../../src/dev/pids'
 import {
-  cliMainPath, killTrackedChildren, startMountAgent, startStorageNode,
-  type MountAgentProcess, type StorageNodeProcess
+  cliMainPath, killTrackedChildren, startControllerProcess, startMountAgent, startStorageNode,
+  type ControllerProcess, type MountAgentProcess, type StorageNodeProcess
 } from '../../src/dev/processes'
 import { startZooKeeper, type ZooKeeperHandle } from '../../src/dev/zookeeper'
 
@@ -216,6 +216,34 @@ export async function startAgent (t: TestLike, opts: StartAgentOptions): Promise
       agent = await startMountAgent(base)
     },
     stop: async () => { await agent.stop() }
+  }
+}
+
+// ---- standalone controllers -----------------------------------------------------------------
+
+export interface ControllerFixture {
+  readonly host: string
+  readonly pid: number
+  readonly logFile: string
+  readonly pidFile: string
+  kill (signal?: NodeJS.Signals): Promise<void> // default SIGKILL
+  restart (): Promise<void>
+  stop (): Promise<void>                        // SIGTERM: leaves the election cleanly
+}
+
+export async function startController (t: TestLike, opts: { zk: ZkRef, host: string, extraArgs?: string[] }): Promise<ControllerFixture> {
+  const dir = makeTempDir(t, `controller-${opts.host}`)
+  const base = { dir, host: opts.host, zk: connectStringOf(opts.zk), extraArgs: opts.extraArgs }
+  let c: ControllerProcess = await startControllerProcess(base)
+  t.teardown(async () => await guard(t, `stop controller ${opts.host} pid ${c.pid}`, async () => { await c.stop() }))
+  return {
+    host: opts.host,
+    get pid () { return c.pid },
+    get logFile () { return c.logFile },
+    get pidFile () { return c.pidFile },
+    kill: async (signal = 'SIGKILL') => { await killOurs(c.pid, c.argv, signal) },
+    restart: async () => { await c.stop(); c = await startControllerProcess(base) },
+    stop: async () => { await c.stop() }
   }
 }
 
