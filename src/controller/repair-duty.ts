@@ -40,7 +40,7 @@ export class RepairDuty implements ControllerDuty {
   private readonly rateBytesPerSec: number
   private readonly concurrentMax: number
   private readonly started = new Map<string, string>()  // disk → id of the relocation record this duty started
-  private alive: Set<string> | null = null
+  private alive: Map<string, number> | null = null
   private timer: NodeJS.Timeout | null = null
   private nextSweepAtMs = 0
   private sweeping: Promise<void> | null = null
@@ -71,8 +71,11 @@ export class RepairDuty implements ControllerDuty {
     if (this.closed) return
     const { meta } = this.ctx
     meta.watchAliveNodeList(() => this.watchAlive()).then(async () => await meta.listNodes()).then((nodes) => {
-      const now = new Set(nodes.filter(n => n.alive !== null).map(n => n.id))
-      const back = this.alive === null ? [] : [...now].filter(id => !(this.alive as Set<string>).has(id))
+      // id → start time: a node restarted within its old session's timeout never leaves the
+      // list, but its start time changes.
+      const now = new Map(nodes.filter(n => n.alive !== null).map(n => [n.id, n.alive?.startedAtMs ?? 0]))
+      const before = this.alive
+      const back = before === null ? [] : [...now].filter(([id, startedAtMs]) => before.get(id) !== startedAtMs).map(([id]) => id)
       this.alive = now
       if (back.length > 0) {
         this.log.info({ nodes: back }, 'storage node(s) back: their stale replicas are repaired shortly')
