@@ -258,7 +258,8 @@ export interface ClusterFixture {
   agent (site: string): AgentFixture
 }
 
-export interface StartClusterOptions { sites?: number, nodesPerSite?: number, agents?: boolean, capacity?: string }
+// agentArgs: extra arguments of every agent (e.g. ['--no-controller'] where a test repairs by hand).
+export interface StartClusterOptions { sites?: number, nodesPerSite?: number, agents?: boolean, capacity?: string, agentArgs?: string[] }
 
 export async function startCluster (t: TestLike, opts: StartClusterOptions = {}): Promise<ClusterFixture> {
   const siteCount = opts.sites ?? 2
@@ -275,7 +276,7 @@ export async function startCluster (t: TestLike, opts: StartClusterOptions = {})
   nodes.sort((a, b) => a.id.localeCompare(b.id))
   const agents = opts.agents === false
     ? []
-    : await allOrFirstError(sites.map(async (site, s) => await startAgent(t, { zk, host: agentHost(s), site })))
+    : await allOrFirstError(sites.map(async (site, s) => await startAgent(t, { zk, host: agentHost(s), site, extraArgs: opts.agentArgs })))
   return {
     zk,
     sites,
