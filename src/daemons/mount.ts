@@ -159,7 +159,8 @@ export async function runMount (opts: MountOptions): Promise<RunningMount> {
 
 // Relocations whose executor died (its lease is gone, or was held by this host before a crash)
 // are picked up here, so a relocation survives the crash of whoever ran it. With nobody holding
-// the lease, it runs without the lease and without opening the disk (relocate/run-here.ts); a
+// the lease, it runs without the lease and without opening the disk (relocate/run-here.ts) —
+// by the controller's orphan duty unless this agent stands with --no-controller; a
 // lease left by this host's previous incarnation is taken over at once (the disk is adopted).
 async function resumeOrphanedRelocations (meta: MetaStore, agent: Agent, runner: RelocationRunner, opts: MountOptions): Promise<void> {
   for (const name of await meta.listDiskNames()) {
@@ -167,6 +168,9 @@ async function resumeOrphanedRelocations (meta: MetaStore, agent: Agent, runner:
     if (rec === null || rec.state === 'done' || rec.state === 'paused' || (rec.state === 'cancelled' && rec.finishedAtMs !== 0)) continue
     const lease = await readLease(meta, name)
     if (lease.holder !== null && lease.holder.host !== opts.host) continue
+    // With a controller candidate here, the elected controller runs it (perhaps this agent's):
+    // two lease-free runs would only supersede each other's fencing epochs.
+    if (lease.holder === null && opts.controller !== false) continue
     opts.logger.info({ disk: name, state: rec.state }, 'resuming an orphaned relocation')
     if (lease.holder === null) {
       runOrphanedRelocation({ meta, pool: agent.pool, runner, host: opts.host, logger: opts.logger }, name)
