@@ -6,9 +6,10 @@
 //
 // When: a node's liveness ephemeral appearing (watched) sweeps every disk shortly after, and a
 // periodic sweep catches the rest (a replica marked stale while its node stayed up). Rate limits:
-// one relocation per disk at a time (a disk with any active or paused relocation is skipped: a
-// paused one is an operator's to resume or cancel), at most REPAIRS_CONCURRENT_MAX repairs of this
-// duty at once across the cluster, each copying at most `rateBytesPerSec`.
+// one relocation per disk at a time (a disk with an active relocation is skipped, and one whose
+// paused relocation is an operator's move: theirs to resume or cancel; a paused repair is planned
+// again after REPAIR_PAUSED_RETRY_MS), at most REPAIRS_CONCURRENT_MAX repairs of this duty at once
+// across the cluster, each copying at most `rateBytesPerSec`.
 // A plan that would replace a *dead* node is not started here: the node may come back with its
 // data, and replacing a node that stays down is the node-lifecycle duty's call (down-out time).
 // `ukai disk repair` does replace a dead node when an operator asks.
@@ -24,6 +25,8 @@ export const REPAIR_SWEEP_INTERVAL_MS = 30_000
 // After a node came back: let its usage report land and the agents reconnect before planning.
 export const REPAIR_AFTER_NODE_UP_MS = 2000
 export const REPAIRS_CONCURRENT_MAX = 2
+// A repair that paused (its source or target went away mid-copy) is planned again this much later.
+export const REPAIR_PAUSED_RETRY_MS = 60_000
 // 0: unlimited. A repair competes with VM I/O on the nodes; the executor's window bounds it too.
 export const REPAIR_RATE_BYTES_PER_SEC_DEFAULT = 0
 // A watch is set only by a read that succeeded: after a failed one, read again this much later.
@@ -130,7 +133,14 @@ export class RepairDuty implements ControllerDuty {
     const { meta } = this.ctx
     const rec = await meta.getRelocation(name)
     if (rec !== null && this.started.get(name) === rec.id && !isActive(rec)) this.started.delete(name)
-    if (rec !== null && (isActive(rec) || rec.state === 'paused')) return  // one relocation per disk at a time
+    if (rec !== null && isActive(rec)) return  // one relocation per disk at a time
+    if (rec !== null && rec.state === 'paused') {
+      // An operator's move (it names a placement) waits for them; a paused repair (a node went
+      // away again mid-copy) is planned afresh after a while.
+      const pausedAtMs = Math.max(rec.createdAtMs, rec.progress.updatedAtMs, rec.finishedAtMs)
+      if (rec.placement !== undefined || Date.now() - pausedAtMs < REPAIR_PAUSED_RETRY_MS) return
+      this.log.info({ disk: name, reason: rec.reason }, 'a paused repair is tried again')
+    }
     const repair = await planRepair(meta, name)
     if (repair === null) { this.refusals.clear(name); this.started.delete(name); return }
     const dead = repair.replaced.filter(r => r.why === 'dead').map(r => r.node)
