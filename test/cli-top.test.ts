@@ -18,7 +18,8 @@ const MiB = 1024 * 1024
 const noTmux = spawnSync('tmux', ['-V']).status === 0 ? null : 'tmux is not installed'
 
 t.test('ukai top in a terminal', { skip: noTmux ?? false }, async (t) => {
-  const c = await startCluster(t, { sites: 2, nodesPerSite: 2 })
+  // No controller: it would run the made-up relocation record below (nobody holds vm01's lease).
+  const c = await startCluster(t, { sites: 2, nodesPerSite: 2, agentArgs: ['--no-controller'] })
   const zk = c.zk.connectString
   const res = await runCli(['disk', 'create', 'vm01', '--size', '64M', '--block-size', '1M', '--site', 'site-a'], { zk })
   t.equal(res.code, 0, res.stderr)

@@ -42,8 +42,10 @@ t.test('a full replica: visible, and repaired onto a node with room', { skip: fu
   const zk = c.zk.connectString
   const tiny1 = await startNode(t, { zk, id: 'tiny1', site: 'site-a', capacity: '1M' })
   await startNode(t, { zk, id: 'tiny2', site: 'site-a', capacity: '1M' })
-  const manual = await startAgent(t, { zk, host: 'hv-manual', site: 'site-a', extraArgs: ['--no-auto-repair'] })
-  const auto = await startAgent(t, { zk, host: 'hv-auto', site: 'site-a' })
+  // Neither agent stands for the controller: its automatic repair (test/controller-repair.test.ts)
+  // would race the manual one checked here, and the agent's own NO_SPACE repair.
+  const manual = await startAgent(t, { zk, host: 'hv-manual', site: 'site-a', extraArgs: ['--no-auto-repair', '--no-controller'] })
+  const auto = await startAgent(t, { zk, host: 'hv-auto', site: 'site-a', extraArgs: ['--no-controller'] })
 
   t.test('ukai disk repair replaces the full node', async (t) => {
     t.equal((await runCli(['disk', 'create', 'lop', '--size', '4M', '--block-size', '64K', '--nodes', 'a1,tiny1'], { zk })).code, 0)

@@ -1,5 +1,5 @@
-// ukai storagenode | mount: long-running daemons. Each logs JSON lines and a final "ready" line
-// once it serves; SIGTERM/SIGINT stop it gracefully.
+// ukai storagenode | mount: long-running daemons (ukai controller: cli/controller-commands.ts).
+// Each logs JSON lines and a final "ready" line once it serves; SIGTERM/SIGINT stop it gracefully.
 import os from 'node:os'
 import { Command } from 'commander'
 import { UkaiError } from '../errors'
@@ -20,7 +20,7 @@ import { NodeMetrics } from '../metrics/node-metrics'
 import { addressMap, collect, zkConnectString, zkConnectTimeoutMs, zkSessionTimeoutMs } from './context'
 import { countOption, hostPortOption, idOption, msOption, sizeOption } from './parse'
 
-function stopOnSignals (log: Logger, stop: () => Promise<void>): void {
+export function stopOnSignals (log: Logger, stop: () => Promise<void>): void {
   let signalled = false
   const onSignal = (sig: string): void => {
     if (signalled) return
@@ -110,6 +110,7 @@ export function daemonCommands (program: Command): void {
     .option('--cache-dir <dir>', 'keep a local cache of committed blocks (snapshot and clone-parent reads) in DIR')
     .option('--cache-size <size>', 'bound of the committed-block cache (default 1G)', sizeOption('cache size'))
     .option('--no-local-reads', 'always read over gRPC, also from storage nodes on this host (default: read their block files directly)')
+    .option('--no-controller', 'do not stand in the controller election (default: every agent is a candidate; see ukai controller status)')
     .option('--no-auto-repair', 'do not replace a full node\'s stale replicas on another node by itself (default: the agent holding the lease starts that repair)')
     .option('--nbd-dir <dir>', 'also serve every disk over NBD: a Unix socket DIR/<disk>.sock per disk (export name: the disk, or DISK@SNAP read-only)')
     .option('--nbd-listen <host:port>', 'also serve NBD on this TCP address (export name = disk name, or DISK@SNAP read-only); no TLS: keep it on loopback', hostPortOption('--nbd-listen'))
@@ -127,7 +128,7 @@ export function daemonCommands (program: Command): void {
       const metrics = metricsListen === undefined ? undefined : new AgentMetrics(opts.host)
       const m = await runWithMetrics(metricsListen, metrics, log, async () => await runMount({
         mountPoint, host: opts.host, site: opts.site, zk: zkConnectString(cmd), zkSessionTimeoutMs: zkSessionTimeoutMs(cmd), zkConnectTimeoutMs: zkConnectTimeoutMs(cmd), allowOther: opts.allowOther === true,
-        handoverTimeoutMs: opts.handoverTimeoutMs, ioRetryMs: opts.ioRetryMs, replicaHungMs: opts.replicaHungMs, nodeAddresses, rttIntervalMs, cacheDir: opts.cacheDir, cacheSizeBytes, localReads: opts.localReads !== false, localReadFiles, autoRepair: opts.autoRepair !== false,
+        handoverTimeoutMs: opts.handoverTimeoutMs, ioRetryMs: opts.ioRetryMs, replicaHungMs: opts.replicaHungMs, nodeAddresses, rttIntervalMs, cacheDir: opts.cacheDir, cacheSizeBytes, localReads: opts.localReads !== false, localReadFiles, autoRepair: opts.autoRepair !== false, controller: opts.controller !== false,
         nbdDir: opts.nbdDir, nbdListen: opts.nbdListen === undefined ? undefined : parseHostPort(opts.nbdListen, '--nbd-listen'), metrics, logger: log
       }))
       stopOnSignals(log, m.close)

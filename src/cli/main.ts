@@ -2,6 +2,7 @@
 import { Command, Help, Option } from 'commander'
 import { configCommands } from './config-commands'
 import { daemonCommands } from './daemon-commands'
+import { controllerCommands } from './controller-commands'
 import { devCommands } from './dev-commands'
 import { diskCommands } from './disk-commands'
 import { exportCommands } from './export-commands'
@@ -55,6 +56,7 @@ export function buildProgram (): Command {
   migrationCommands(program)
   libvirtCommands(program)
   daemonCommands(program)
+  controllerCommands(program)
   devCommands(program)
   return program
 }

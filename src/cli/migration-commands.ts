@@ -40,7 +40,7 @@ export function migrationCommands (program: Command): void {
       else {
         printTable(['DISK', 'ACTION', 'TO', 'TO COPY', 'RUNS ON'], rows.map(r => 'error' in r
           ? [r.disk, 'refused', '-', '-', r.error]
-          : [r.disk, r.action, r.site + (r.targetNodes.length > 0 ? ` (${r.targetNodes.join(',')})` : ''), r.action === 'started' ? formatBytes(r.bytes) : '-', r.executor || 'the next writer']))
+          : [r.disk, r.action, r.site + (r.targetNodes.length > 0 ? ` (${r.targetNodes.join(',')})` : ''), r.action === 'started' ? formatBytes(r.bytes) : '-', r.executor || 'the controller (nobody holds the lease)']))
       }
       if (failures.length > 0) throw new UkaiError(failures[0].err.code ?? 'INTERNAL', `not prepared: ${failures.map(f => `${f.disk}: ${f.err.message}`).join('; ')}`)
     })

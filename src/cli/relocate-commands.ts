@@ -10,7 +10,7 @@ import { planRelocation } from '../relocate/plan'
 import { planRepair } from '../relocate/repair'
 import { relocationProgress } from '../relocate/progress'
 import { runRelocationHere } from '../relocate/run-here'
-import { startRelocation } from '../relocate/start'
+import { isActive, startRelocation } from '../relocate/start'
 import { formatBytes, formatRate, plural } from '../units'
 import { withMeta } from './context'
 import { printJson, printTable } from './output'
@@ -187,6 +187,16 @@ export function repairCommand (disk: Command): void {
     .action(async (name: string, opts, cmd: Command) => {
       await withMeta(cmd, async (meta) => {
         const rateBytesPerSec: number = opts.rate ?? 0
+        // A repair already running (the controller's, after a node came back): follow it.
+        const running = await meta.getRelocation(name)
+        if (running !== null && isActive(running) && running.placement === undefined) {
+          if (opts.json !== true) process.stdout.write(`a repair of ${name} onto ${running.targetNodes.join(',')} is running already (${running.executor !== '' ? running.executor : 'waiting for its executor'}); following it\n`)
+          const end = await follow(meta, name, opts.json !== true)
+          if (opts.json === true) printJson({ ...end, replaced: [] })
+          else process.stdout.write(`repair of ${name}: ${end.state}${end.reason !== '' ? ` (${end.reason})` : ''}\n`)
+          if (end.state !== 'done') process.exitCode = 1
+          return
+        }
         const repair = await planRepair(meta, name)
         if (repair === null) {
           if (opts.json === true) printJson({ disk: name, state: 'nothing-to-repair', staleBlocks: 0 })

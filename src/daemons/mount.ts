@@ -1,10 +1,13 @@
 // `ukai mount`: the hypervisor agent — a FUSE mount of every disk of the cluster, plus the
-// relocation runner that moves a disk's data while this host holds its lease.
+// relocation runner that moves a disk's data while this host holds its lease, and (unless
+// --no-controller) a controller candidate (src/controller).
 import { Logger } from '../log'
 import { validateId } from '../meta/schema'
 import { readLease } from '../meta/lease'
 import { MetaStore } from '../meta/store'
 import { AutoRepair } from '../relocate/auto-repair'
+import { Controller } from '../controller/controller'
+import { defaultDuties } from '../controller/duties'
 import { RelocationRunner } from '../relocate/runner'
 import { runOrphanedRelocation } from '../relocate/run-here'
 import { Agent } from '../agent/agent'
@@ -35,6 +38,7 @@ export interface MountOptions {
   localReads?: boolean     // short-circuit reads from storage nodes on this host (default on)
   localReadFiles?: number  // their block files kept open at most
   autoRepair?: boolean     // replace a full node's stale replicas without an operator (default on)
+  controller?: boolean     // stand for the controller election (default on; --no-controller)
   replicaHungMs?: number   // hung-replica bound (default REPLICA_HUNG_MS_DEFAULT)
   nbdDir?: string          // an NBD Unix socket per disk in this directory (--nbd-dir)
   nbdListen?: { host: string, port: number } // and/or an NBD TCP listener (--nbd-listen)
@@ -113,6 +117,9 @@ export async function runMount (opts: MountOptions): Promise<RunningMount> {
     await cache?.close()
     throw err
   }
+  // A controller candidate sharing the agent's pool and runner (controller/duty.ts says why).
+  const controller = opts.controller === false ? null : new Controller({ meta, host: opts.host, site: opts.site, kind: 'agent', duties: defaultDuties(), pool: agent.pool, runner: runner as RelocationRunner, logger: opts.logger })
+  controller?.ready().catch(err => opts.logger.error({ err: String(err) }, 'could not join the controller election'))
   resumeOrphanedRelocations(meta, agent, runner as RelocationRunner, opts).catch(err => opts.logger.error({ err: String(err) }, 'could not resume relocations'))
   // 1. stop accepting: NBD connections end (their requests run to the end), unmount (lazily if
   // a process still has a file open), no repairs, relocations or round-trip probes start;
@@ -127,6 +134,7 @@ export async function runMount (opts: MountOptions): Promise<RunningMount> {
       await nbd?.close()
       await unmountFuse(fuse).catch(err => opts.logger.error({ err: String(err) }, 'unmount failed'))
       await autoRepair?.close()
+      await controller?.close()
       await runner?.close()
       await rtt.close()
     })()
@@ -152,7 +160,8 @@ export async function runMount (opts: MountOptions): Promise<RunningMount> {
 
 // Relocations whose executor died (its lease is gone, or was held by this host before a crash)
 // are picked up here, so a relocation survives the crash of whoever ran it. With nobody holding
-// the lease, it runs without the lease and without opening the disk (relocate/run-here.ts); a
+// the lease, it runs without the lease and without opening the disk (relocate/run-here.ts) —
+// by the controller's orphan duty unless this agent stands with --no-controller; a
 // lease left by this host's previous incarnation is taken over at once (the disk is adopted).
 async function resumeOrphanedRelocations (meta: MetaStore, agent: Agent, runner: RelocationRunner, opts: MountOptions): Promise<void> {
   for (const name of await meta.listDiskNames()) {
@@ -160,6 +169,9 @@ async function resumeOrphanedRelocations (meta: MetaStore, agent: Agent, runner:
     if (rec === null || rec.state === 'done' || rec.state === 'paused' || (rec.state === 'cancelled' && rec.finishedAtMs !== 0)) continue
     const lease = await readLease(meta, name)
     if (lease.holder !== null && lease.holder.host !== opts.host) continue
+    // With a controller candidate here, the elected controller runs it (perhaps this agent's):
+    // two lease-free runs would only supersede each other's fencing epochs.
+    if (lease.holder === null && opts.controller !== false) continue
     opts.logger.info({ disk: name, state: rec.state }, 'resuming an orphaned relocation')
     if (lease.holder === null) {
       runOrphanedRelocation({ meta, pool: agent.pool, runner, host: opts.host, logger: opts.logger }, name)

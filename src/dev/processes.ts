@@ -268,6 +268,19 @@ export async function startMountAgent (opts: MountAgentOptions): Promise<MountAg
   }
 }
 
+export interface ControllerProcessOptions { dir: string, host: string, zk: string, detached?: boolean, readyTimeoutMs?: number, extraArgs?: string[] }
+export interface ControllerProcess { readonly host: string, readonly pid: number, readonly argv: string[], readonly logFile: string, readonly pidFile: string, stop (opts?: StopOptions): Promise<StopResult> }
+
+// A standalone controller candidate (`ukai controller`), its log and pid file in `dir`.
+export async function startControllerProcess (opts: ControllerProcessOptions): Promise<ControllerProcess> {
+  fs.mkdirSync(opts.dir, { recursive: true })
+  const pidFile = path.join(opts.dir, 'controller.pid')
+  const args = ['controller', '--host', opts.host, '--zk', opts.zk, '--pid-file', pidFile, ...(opts.extraArgs ?? [])]
+  const proc = spawnLogged({ argv: nodeArgv(args), logFile: path.join(opts.dir, 'controller.log'), cwd: opts.dir, detached: opts.detached })
+  await waitForReadyLine(proc, `controller ${opts.host}`, { timeoutMs: opts.readyTimeoutMs })
+  return { host: opts.host, pid: proc.pid, argv: proc.argv, logFile: proc.logFile, pidFile, stop: async (stopOpts) => await stopLogged(proc, stopOpts) }
+}
+
 export async function stopMountAgent (proc: { pid: number, argv: readonly string[] }, mountPoint: string, opts?: StopOptions): Promise<StopResult> {
   try {
     return await stopLogged(proc, opts)

@@ -17,6 +17,9 @@
 // /ukai/disks/<name>/snapshots/<snap>   SnapshotRecord: a committed, immutable epoch of the disk
 // /ukai/disks/<name>/snapshot-request   SnapshotRequest, ephemeral: commit a snapshot (the lease holder does)
 // /ukai/rtt/<host>                      RttReport, ephemeral: round trips from that host to nodes
+// /ukai/controller/election/<session>-n_<seq>  ControllerCandidate, ephemeral sequential: one per
+//                                       controller candidate; the lowest sequence leads
+// /ukai/controller/leader               ControllerLeader, ephemeral: who leads, since when, its duties
 import { crc32 } from 'node:zlib'
 import { UkaiError } from '../errors'
 import { PlacementSegment, REPLICA_STATES, ReplicaSet } from './placement'
@@ -49,11 +52,24 @@ export const paths = {
   snapshot: (name: string, snap: string) => `${ROOT}/disks/${name}/snapshots/${snap}`,
   snapshotRequest: (name: string) => `${ROOT}/disks/${name}/snapshot-request`,
   rtts: `${ROOT}/rtt`,
-  rtt: (host: string) => `${ROOT}/rtt/${host}`
+  rtt: (host: string) => `${ROOT}/rtt/${host}`,
+  controller: `${ROOT}/controller`,
+  controllerElection: `${ROOT}/controller/election`,
+  controllerCandidate: (name: string) => `${ROOT}/controller/election/${name}`,
+  controllerLeader: `${ROOT}/controller/leader`
+}
+// An election znode's name: the candidate's session id (so a create retried after a connection
+// loss finds the one it made) and the sequence ZooKeeper appends.
+export const CANDIDATE_SEQUENCE_MARK = '-n_'
+export function candidatePrefix (sessionId: string): string { return `${sessionId}${CANDIDATE_SEQUENCE_MARK}` }
+export function candidateSequence (name: string): number {
+  const at = name.lastIndexOf(CANDIDATE_SEQUENCE_MARK)
+  const seq = at < 0 ? NaN : Number(name.slice(at + CANDIDATE_SEQUENCE_MARK.length))
+  return Number.isSafeInteger(seq) ? seq : Number.MAX_SAFE_INTEGER // a stranger's znode never leads
 }
 // Directories that exist in every initialised cluster.
 // (init() checks the last one: a directory added later goes at the end, so older clusters get it.)
-export const BASE_DIRS = [ROOT, paths.nodes, paths.nodesAlive, paths.agents, paths.agentsAlive, paths.disks, paths.rtts, paths.nodeStates]
+export const BASE_DIRS = [ROOT, paths.nodes, paths.nodesAlive, paths.agents, paths.agentsAlive, paths.disks, paths.rtts, paths.nodeStates, paths.controller, paths.controllerElection]
 
 export const BLOCK_SIZE_DEFAULT_BYTES = 4 * 1024 * 1024
 export const REPLICAS_MAX = 8
@@ -168,6 +184,36 @@ export interface RelocationRecord {
   // nodes), so `disk list` and a later grow follow the move; absent for a repair.
   placement?: PlacementPolicy
 }
+
+const RELOCATION_STATES: readonly RelocationState[] = ['copying', 'flipping', 'done', 'paused', 'cancelled']
+// A relocation record read back from ZooKeeper is checked field by field before anyone acts on
+// it: the controller runs records nobody else looks at, and one damaged by hand (or by a bug)
+// must be refused with a reason, not crash the executor (issue 11: "never a crash loop").
+export function checkRelocationRecord (rec: RelocationRecord, disk: string): RelocationRecord {
+  const bad = (why: string): never => { throw UkaiError.internal(`corrupt relocation record of disk '${disk}' in ZooKeeper: ${why}`) }
+  const isCount = (n: unknown): boolean => typeof n === 'number' && Number.isSafeInteger(n) && n >= 0
+  const isIds = (a: unknown): boolean => Array.isArray(a) && a.every(x => typeof x === 'string' && NAME_RE.test(x))
+  if (typeof rec.id !== 'string' || rec.id === '') bad('no id')
+  if (rec.disk !== disk) bad(`it names disk '${String(rec.disk)}'`)
+  if (!isIds(rec.targetNodes) || rec.targetNodes.length === 0 || rec.targetNodes.length > REPLICAS_MAX) bad('targetNodes is not a list of 1-8 node ids')
+  if (!isIds(rec.dropNodes)) bad('dropNodes is not a list of node ids')
+  if (!isIds(rec.addedNodes)) bad('addedNodes is not a list of node ids')
+  if (!RELOCATION_STATES.includes(rec.state)) bad(`unknown state '${String(rec.state)}'`)
+  if (!isCount(rec.rateBytesPerSec)) bad('rateBytesPerSec is not a count')
+  if (typeof rec.reason !== 'string' || typeof rec.executor !== 'string') bad('reason or executor is not a string')
+  if (typeof rec.plan !== 'object' || rec.plan === null || !isCount(rec.plan.blocks) || !isCount(rec.plan.writtenBlocks) || !isCount(rec.plan.bytes)) bad('plan is not { blocks, writtenBlocks, bytes }')
+  if (typeof rec.progress !== 'object' || rec.progress === null || !isCount(rec.progress.blocks) || !isCount(rec.progress.bytes) || !isCount(rec.progress.updatedAtMs)) bad('progress is not { blocks, bytes, updatedAtMs }')
+  if (!isCount(rec.createdAtMs) || !isCount(rec.finishedAtMs)) bad('createdAtMs or finishedAtMs is not a time')
+  return rec
+}
+
+// A controller candidate (src/controller): an agent (`ukai mount`) or a standalone daemon.
+export type ControllerKind = 'agent' | 'daemon'
+export interface ControllerCandidate { v: 1, host: string, kind: ControllerKind, pid: number, startedAtMs: number }
+// What one duty of the leader is doing, as the leader last reported it.
+export interface ControllerDutyStatus { name: string, state: string, detail?: Record<string, unknown> }
+// The leader's own record: who leads since when, and its duties (updated every few seconds).
+export interface ControllerLeader extends ControllerCandidate { leaderSinceMs: number, updatedAtMs: number, duties: ControllerDutyStatus[] }
 
 // A committed snapshot: the disk's state at `epoch` (per block, the newest version with epoch
 // <= `epoch`). Versions at or below it are never written again.

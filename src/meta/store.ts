@@ -7,7 +7,7 @@ import { Logger, silentLogger } from '../log'
 import { PlacementSegment } from './placement'
 import {
   AgentAlive, AgentRecord, BASE_DIRS, ClusterConfig, DEFAULT_CONFIG, DiskRecord, FenceRecord, NodeAlive, NodeLifecycle, LeaseRecord, NodeRecord, OpenRecord, RelocationRecord, RttReport,
-  SnapshotRecord, SnapshotRequest, decodeJson, decodeSegment, encodeJson, encodeSegment, paths
+  SnapshotRecord, SnapshotRequest, checkRelocationRecord, decodeJson, decodeSegment, encodeJson, encodeSegment, paths
 } from './schema'
 import { Watcher, ZkClient, ZkOp } from './zk-client'
 import { Lifecycle } from '../lib/lifecycle'
@@ -597,7 +597,7 @@ export class MetaStore {
 
   async getRelocation (name: string, watch?: Watcher): Promise<(RelocationRecord & { version: number }) | null> {
     const got = await this.zk.getOrNull(paths.relocation(name), watch)
-    return got === null ? null : { ...decodeJson<RelocationRecord>(got.data, `relocation of ${name}`), version: got.stat.version }
+    return got === null ? null : { ...checkRelocationRecord(decodeJson<RelocationRecord>(got.data, `relocation of ${name}`), name), version: got.stat.version }
   }
 
   async createRelocation (rec: RelocationRecord): Promise<void> {

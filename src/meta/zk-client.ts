@@ -278,9 +278,12 @@ export class ZkClient extends EventEmitter {
       (children: string[]) => children.slice().sort())
   }
 
-  async create (path: string, data: Buffer, opts: { ephemeral?: boolean } = {}): Promise<void> {
-    const mode = opts.ephemeral === true ? zookeeper.CreateMode.EPHEMERAL : zookeeper.CreateMode.PERSISTENT
-    await this.call(path, (c, cb) => c.create(path, data, mode, cb), () => undefined)
+  // Returns the created path (with a sequential znode, the name ZooKeeper gave it).
+  async create (path: string, data: Buffer, opts: { ephemeral?: boolean, sequential?: boolean } = {}): Promise<string> {
+    const mode = opts.sequential === true
+      ? (opts.ephemeral === true ? zookeeper.CreateMode.EPHEMERAL_SEQUENTIAL : zookeeper.CreateMode.PERSISTENT_SEQUENTIAL)
+      : (opts.ephemeral === true ? zookeeper.CreateMode.EPHEMERAL : zookeeper.CreateMode.PERSISTENT)
+    return await this.call(path, (c, cb) => c.create(path, data, mode, cb), (created: string | undefined) => created ?? path)
   }
 
   async mkdirp (path: string): Promise<void> {

@@ -29,6 +29,13 @@ import { RelocationRunner } from './runner'
 // The open record of a lease-free run is named after the host running it plus this.
 const OPEN_RECORD_SUFFIX = '.relocation'
 
+// Whether a disk's open records (meta.listOpens) show a lease-free run going on somewhere (a
+// CLI's, an agent's, the controller's): the record is an ephemeral, so its runner is alive.
+export function leaseFreeRunIn (opens: string[]): string | null {
+  const o = opens.find(h => h.endsWith(OPEN_RECORD_SUFFIX))
+  return o === undefined ? null : o.slice(0, -OPEN_RECORD_SUFFIX.length)
+}
+
 export async function runRelocationHere (meta: MetaStore, name: string, opts: { site?: string, logger?: Logger } = {}): Promise<RelocationOutcome> {
   const log = opts.logger ?? silentLogger
   const host = cliHostName()

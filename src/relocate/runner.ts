@@ -110,6 +110,13 @@ export class RelocationRunner {
     if (r !== undefined && r.disk.leaseFree !== true) r.abort.abort()
   }
 
+  // A lease-free run started for the controller stops when it stops leading (the next leader
+  // resumes the relocation from its record; stop() above leaves lease-free runs alone).
+  abortLeaseFree (name: string): void {
+    const r = this.running.get(name)
+    if (r !== undefined && r.disk.leaseFree === true) r.abort.abort()
+  }
+
   isRunning (name: string): boolean { return this.running.has(name) }
 
   // Running relocations are stopped (each resumes from its record later), not waited out.

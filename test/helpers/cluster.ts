@@ -18,8 +18,8 @@ import { freePort } from '../../src/dev/free-port'
 import { isMounted, unmount, unmountSync } from '../../src/lib/mounts'
 import { isOurs, signalIfOurs, waitForExit } from '../../src/dev/pids'
 import {
-  cliMainPath, killTrackedChildren, startMountAgent, startStorageNode,
-  type MountAgentProcess, type StorageNodeProcess
+  cliMainPath, killTrackedChildren, startControllerProcess, startMountAgent, startStorageNode,
+  type ControllerProcess, type MountAgentProcess, type StorageNodeProcess
 } from '../../src/dev/processes'
 import { startZooKeeper, type ZooKeeperHandle } from '../../src/dev/zookeeper'
 
@@ -219,6 +219,34 @@ export async function startAgent (t: TestLike, opts: StartAgentOptions): Promise
   }
 }
 
+// ---- standalone controllers -----------------------------------------------------------------
+
+export interface ControllerFixture {
+  readonly host: string
+  readonly pid: number
+  readonly logFile: string
+  readonly pidFile: string
+  kill (signal?: NodeJS.Signals): Promise<void> // default SIGKILL
+  restart (): Promise<void>
+  stop (): Promise<void>                        // SIGTERM: leaves the election cleanly
+}
+
+export async function startController (t: TestLike, opts: { zk: ZkRef, host: string, extraArgs?: string[] }): Promise<ControllerFixture> {
+  const dir = makeTempDir(t, `controller-${opts.host}`)
+  const base = { dir, host: opts.host, zk: connectStringOf(opts.zk), extraArgs: opts.extraArgs }
+  let c: ControllerProcess = await startControllerProcess(base)
+  t.teardown(async () => await guard(t, `stop controller ${opts.host} pid ${c.pid}`, async () => { await c.stop() }))
+  return {
+    host: opts.host,
+    get pid () { return c.pid },
+    get logFile () { return c.logFile },
+    get pidFile () { return c.pidFile },
+    kill: async (signal = 'SIGKILL') => { await killOurs(c.pid, c.argv, signal) },
+    restart: async () => { await c.stop(); c = await startControllerProcess(base) },
+    stop: async () => { await c.stop() }
+  }
+}
+
 // ---- a whole cluster -----------------------------------------------------------------------
 
 export interface ClusterFixture {
@@ -230,7 +258,8 @@ export interface ClusterFixture {
   agent (site: string): AgentFixture
 }
 
-export interface StartClusterOptions { sites?: number, nodesPerSite?: number, agents?: boolean, capacity?: string }
+// agentArgs: extra arguments of every agent (e.g. ['--no-controller'] where a test repairs by hand).
+export interface StartClusterOptions { sites?: number, nodesPerSite?: number, agents?: boolean, capacity?: string, agentArgs?: string[] }
 
 export async function startCluster (t: TestLike, opts: StartClusterOptions = {}): Promise<ClusterFixture> {
   const siteCount = opts.sites ?? 2
@@ -247,7 +276,7 @@ export async function startCluster (t: TestLike, opts: StartClusterOptions = {})
   nodes.sort((a, b) => a.id.localeCompare(b.id))
   const agents = opts.agents === false
     ? []
-    : await allOrFirstError(sites.map(async (site, s) => await startAgent(t, { zk, host: agentHost(s), site })))
+    : await allOrFirstError(sites.map(async (site, s) => await startAgent(t, { zk, host: agentHost(s), site, extraArgs: opts.agentArgs })))
   return {
     zk,
     sites,

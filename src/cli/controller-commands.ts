@@ -1,0 +1,55 @@
+// ukai controller [run]: a standalone controller candidate (daemon); ukai controller status: who
+// leads, since when, the standbys, and what each duty of the leader is doing.
+import os from 'node:os'
+import path from 'node:path'
+import { Command } from 'commander'
+import { runControllerDaemon } from '../daemons/controller'
+import { REPAIR_SWEEP_INTERVAL_MS } from '../controller/repair-duty'
+import { createLogger } from '../log'
+import { readControllerState } from '../meta/election'
+import { ControllerLeader } from '../meta/schema'
+import { stopOnSignals } from './daemon-commands'
+import { withMeta, zkConnectString, zkConnectTimeoutMs, zkSessionTimeoutMs } from './context'
+import { printJson, printTable } from './output'
+import { idOption, msOption, rateOption } from './parse'
+
+export function controllerCommands (program: Command): void {
+  const controller = program.command('controller')
+    .description('the cluster\'s controller: runs relocations and repairs nobody else runs (elected; agents stand too)')
+  controller.command('run', { isDefault: true })
+    .description('run a standalone controller candidate (the default: `ukai controller --zk …`)')
+    .option('--host <name>', 'host name this candidate reports', idOption('host name'), os.hostname())
+    .option('--pid-file <file>', 'write the daemon\'s pid to FILE (removed on a clean stop)')
+    .option('--repair-interval-ms <ms>', 'how often every disk is checked for stale replicas (also whenever a node comes back)', msOption('--repair-interval-ms', 100), REPAIR_SWEEP_INTERVAL_MS)
+    .option('--repair-rate <MB/s>', 'cap the copy rate of each automatic repair (default: unlimited)', rateOption)
+    .action(async (opts, cmd: Command) => {
+      const log = createLogger('controller').child({ host: opts.host })
+      const pidFile = opts.pidFile === undefined ? undefined : path.resolve(opts.pidFile as string)
+      const c = await runControllerDaemon({
+        host: opts.host, zk: zkConnectString(cmd), zkSessionTimeoutMs: zkSessionTimeoutMs(cmd), zkConnectTimeoutMs: zkConnectTimeoutMs(cmd), pidFile,
+        duties: { repair: { intervalMs: opts.repairIntervalMs, rateBytesPerSec: opts.repairRate } }, logger: log
+      })
+      stopOnSignals(log, c.close)
+      log.info({ pid: process.pid, pidFile, leader: c.controller.isLeader }, 'ready')
+    })
+  controller.command('status')
+    .description('who leads the controller, since when, the standbys, and what the leader\'s duties do')
+    .option('--json', 'print JSON')
+    .action(async (opts, cmd: Command) => {
+      const state = await withMeta(cmd, async meta => await readControllerState(meta))
+      if (opts.json === true) { printJson(state); return }
+      process.stdout.write(formatLeader(state.leader))
+      if (state.candidates.length > 0) {
+        printTable(['CANDIDATE', 'HOST', 'KIND', 'PID', 'STARTED'], state.candidates.map((c, i) => [i === 0 ? 'leader' : `standby ${i}`, c.host, c.kind, c.pid, new Date(c.startedAtMs).toISOString()]))
+      }
+      if (state.leader !== null && state.leader.duties.length > 0) {
+        printTable(['DUTY', 'STATE', 'DETAIL'], state.leader.duties.map(d => [d.name, d.state, JSON.stringify(d.detail ?? {})]), { cellCharsMax: [0, 0, 120] })
+      }
+    })
+}
+
+function formatLeader (l: ControllerLeader | null): string {
+  if (l === null) return 'no controller leads: start `ukai mount` (agents stand by default) or `ukai controller --zk …`\n'
+  const forSec = Math.round((Date.now() - l.leaderSinceMs) / 1000)
+  return `controller leader: ${l.host} (${l.kind}, pid ${l.pid}) since ${new Date(l.leaderSinceMs).toISOString()} (${forSec} s)\n`
+}
