@@ -27,6 +27,7 @@ import { RangeLocks } from '../lib/range-locks'
 import { DiskSync } from './disk-sync'
 import { DiskTable } from './disks'
 import { Fencing } from './fencing'
+import { pageSpan } from './page-checksums'
 import { loadPunchHole } from './punch-hole'
 import { SpaceAccount } from './space'
 import { StagedVersion, VersionStaging } from './staged-version'
@@ -111,7 +112,7 @@ export class BlockStore {
     loadPunchHole()
     const store = new BlockStore(opts)
     await checkDataDir(store.nodeId, store.dataDir, store.disks.disksDir)
-    await scanDataDir(store.disks, store.space)
+    await scanDataDir(store.disks, store.space, file => store.files.markUnverified(file))
     const startMs = Date.now()
     await syncDataDir(store.nodeId, store.dataDir, () => store.files.countFsync())
     store.startSyncMs = Date.now() - startMs
@@ -136,7 +137,11 @@ export class BlockStore {
     const found = disk === undefined ? undefined : newestAtMost(disk.versions.get(block), epoch)
     if (found === undefined && absentNotFound) throw UkaiError.notFound(`storage node ${this.nodeId}: block ${block} of ${uuid} has no version <= ${epoch}`)
     if (disk === undefined || found === undefined || length === 0) return Buffer.alloc(length)
-    return await this.files.read(versionPath(disk, block, found), offset, length, `read ${uuid} block ${block}`)
+    // A mismatch is checked again under the version's range lock: a write in flight to the same
+    // page may have landed its bytes but not yet its checksum (version-files.ts).
+    const { start, end } = pageSpan(offset, length)
+    const recheck = async (again: () => Promise<Buffer>): Promise<Buffer> => await this.locks.run(`${uuid}/${block}.${found}`, start, end, again)
+    return await this.files.read(versionPath(disk, block, found), offset, length, `read ${uuid} block ${block}.${found}`, recheck)
   }
 
   async write (uuid: string, block: number, epoch: number, offset: number, data: Buffer, leaseEpoch: number): Promise<void> {
