@@ -126,6 +126,9 @@ export class BlockStore {
   get fsyncCount (): number { return this.files.fsyncCount }
   // Version files accounted (every block version, after the start-up scan).
   get versionFiles (): number { return this.space.fileCount }
+  // Checksums: versions older than them (no sidecar yet), and reads refused for a mismatch.
+  get unverifiedVersions (): number { return this.files.unverifiedCount }
+  get checksumErrors (): number { return this.files.checksumErrors }
 
   // ---- data path ----
 
