@@ -213,6 +213,21 @@ export class BlockStore {
     return { found: true, epoch: found, path: `disks/${uuid}/${block}.${found}` }  // = versionPath, relative
   }
 
+  // The scrub's check of one version (version-files.ts check), under the range lock of all of
+  // it: no write lands between its bytes and its sums meanwhile. null: the version is gone.
+  async checkVersion (uuid: string, block: number, epoch: number): Promise<{ sizeBytes: number, badPage: number, adopted: boolean, digest: number } | null> {
+    checkUuid(uuid); checkIndex('block', block); checkIndex('epoch', epoch)
+    const disk = this.disks.get(uuid)
+    if (disk === undefined || !(disk.versions.get(block)?.includes(epoch) ?? false)) return null
+    return await this.locks.run(`${uuid}/${block}.${epoch}`, 0, BLOCK_SIZE_MAX_BYTES, async () => {
+      if (!(disk.versions.get(block)?.includes(epoch) ?? false)) return null  // removed while we waited
+      return await this.files.check(versionPath(disk, block, epoch), `scrub ${uuid} block ${block}.${epoch}`)
+    })
+  }
+
+  // Every disk this node holds a version of.
+  diskUuids (): string[] { return [...this.disks.values()].filter(d => d.versions.size > 0).map(d => d.uuid) }
+
   hasVersions (uuid: string, block: number): boolean {
     return (this.disks.get(uuid)?.versions.get(block)?.length ?? 0) > 0
   }

@@ -16,6 +16,7 @@
 // hits the page cache. fsync, clone and larger transfers stay on the pool.
 import * as fs from 'node:fs'
 import * as fsp from 'node:fs/promises'
+import { crc32c } from '@node-rs/crc32'
 import { UkaiError } from '../errors'
 import { SYNC_IO_MAX_BYTES } from '../lib/limits'
 import { FileCache, FileLease, MAX_OPEN_FILES_DEFAULT } from './file-cache'
@@ -27,6 +28,7 @@ import type { TranslateError } from './store-errors'
 // the thin copies' zero-page test).
 export const PAGE_BYTES = 4096
 const ZERO_CHUNK_BYTES = 1024 * 1024
+const CHECK_CHUNK_BYTES = 1024 * 1024  // the scrub reads a version in pieces of this
 
 // Fault injection for tests (test/vdisk-fsync-faults.test.ts): when the node starts with this
 // variable naming a path, every fsync fails with EIO while a file exists at that path. A real
@@ -171,6 +173,35 @@ export class VersionFiles {
     this.cache.forget(sidecarPath(file))
     this.unverified.delete(file)
     await fsp.rm(sidecarPath(file), { force: true })
+  }
+
+  // The scrub's check of a whole version file (called under the range lock of all of it):
+  // every page against its sum; an unverified version gets its sidecar first (adopted). The
+  // digest is crc32c over the sums with trailing zero pages left out, so two replicas holding
+  // the same bytes agree whatever their files' sizes (a zero tail truncated or written).
+  async check (file: string, what: string): Promise<{ sizeBytes: number, badPage: number, adopted: boolean, digest: number }> {
+    const adopted = this.unverified.has(file)
+    if (adopted) await this.writeSidecarFor(file, what)
+    let sizeBytes: number, sideBytes: number
+    try {
+      sizeBytes = (await fsp.stat(file)).size
+      sideBytes = (await fsp.stat(sidecarPath(file))).size
+    } catch (err) {
+      throw this.translate(err, what)
+    }
+    const pages = Math.max(Math.ceil(sizeBytes / CHECKSUM_PAGE_BYTES), Math.ceil((sideBytes - SIDECAR_HEADER.length) / 4))
+    const sums = await this.readSums(file, 0, pages, what)
+    let badPage = -1
+    for (let pos = 0; pos < pages * CHECKSUM_PAGE_BYTES && badPage < 0; pos += CHECK_CHUNK_BYTES) {
+      const len = Math.min(CHECK_CHUNK_BYTES, pages * CHECKSUM_PAGE_BYTES - pos)
+      const data = await this.readRaw(file, pos, len, what)
+      const first = pos / CHECKSUM_PAGE_BYTES
+      badPage = firstBadPage(data, sums.subarray(first * 4, (first + len / CHECKSUM_PAGE_BYTES) * 4), first)
+    }
+    if (badPage >= 0) this.checksumErrors++
+    let end = sums.length
+    while (end >= 4 && sums.readUInt32LE(end - 4) === 0) end -= 4
+    return { sizeBytes, badPage, adopted, digest: crc32c(sums.subarray(0, end)) }
   }
 
   private async readRaw (file: string, offset: number, length: number, what: string): Promise<Buffer> {
