@@ -155,8 +155,7 @@ export class VersionFiles {
   // bytes are the source's, so are its sums — rot in the source stays detectable in the copy.
   async copySidecar (src: string, dst: string): Promise<void> {
     if (this.unverified.has(src)) { this.unverified.add(dst); return }
-    const lease = await this.cache.acquire(sidecarPath(src))
-    lease.release()  // flushes nothing: the sidecar is written with pwrite, the copy sees it
+    // The source's sums are written with pwrite through a cached handle: the copy sees them.
     await fsp.copyFile(sidecarPath(src), sidecarPath(dst))
     const fh = await fsp.open(sidecarPath(dst), 'r+')
     try { await this.fsync(fh) } finally { await fh.close() }
