@@ -104,4 +104,8 @@ t.test('scrub finds rot nobody read, marks it stale, repairs it; --deep finds a 
   const nobody = await runCli(['scrub', 'lonely'], { zk })
   t.not(nobody.code, 0, 'a disk nobody can read: non-zero exit')
   t.match(nobody.stderr, /no node holding it could be asked/)
+  const all = await runCli(['scrub', '--all', '--json'], { zk })
+  t.equal(all.code, 1, '--all: exit 1 when a disk could not be scrubbed')
+  t.match(all.stderr, /scrub of lonely failed/, 'naming it')
+  t.same((JSON.parse(all.stdout) as { disks: Array<{ disk: string }> }).disks.map(d => d.disk), ['vol'], 'and the other disks are scrubbed')
 })

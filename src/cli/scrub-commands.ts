@@ -29,7 +29,16 @@ export function scrubCommands (program: Command): void {
         const names = disk !== undefined ? [disk] : (await meta.listDisks()).map(d => d.name).sort()
         const reports: Array<ScrubDiskReport & { repair?: string }> = []
         for (const name of names) {
-          const r: ScrubDiskReport & { repair?: string } = await scrubDisk(meta, name, { deep: opts.deep === true })
+          let r: ScrubDiskReport & { repair?: string }
+          try {
+            r = await scrubDisk(meta, name, { deep: opts.deep === true })
+          } catch (err) {
+            // --all goes on with the other disks; the exit status says one failed.
+            if (disk !== undefined || !isUkaiError(err)) throw err
+            process.stderr.write(`scrub of ${name} failed: ${err.message}\n`)
+            process.exitCode = 1
+            continue
+          }
           // Also what an earlier scrub or a read marked stale: --wait leaves the disk whole.
           if (opts.wait === true) r.repair = await repair(meta, name)
           reports.push(r)
