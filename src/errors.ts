@@ -18,6 +18,7 @@ export type UkaiErrorCode =
   | 'READ_ONLY'           // write to a committed (immutable) version
   | 'DATA_DIR'            // a storage node's data dir is missing or not writable
   | 'CORRUPT_STREAM'      // an export stream failed its checks (checksum, truncation, format)
+  | 'CHECKSUM'            // a stored block's bytes do not match their checksum (never served)
   | 'WRONG_BASE'          // an incremental stream does not apply onto the disk's current state
   | 'NOT_SUPPORTED'       // an operation the mount does not offer (a fallocate mode, an xattr namespace)
   | 'NO_ATTRIBUTE'        // an extended attribute the disk does not have
@@ -49,6 +50,7 @@ export class UkaiError extends Error {
   static io (msg: string, cause?: unknown): UkaiError { return new UkaiError('IO_ERROR', msg, cause) }
   static internal (msg: string): UkaiError { return new UkaiError('INTERNAL', msg) }
   static corruptStream (msg: string): UkaiError { return new UkaiError('CORRUPT_STREAM', msg) }
+  static checksum (msg: string): UkaiError { return new UkaiError('CHECKSUM', msg) }
   static wrongBase (msg: string): UkaiError { return new UkaiError('WRONG_BASE', msg) }
   static notSupported (msg: string): UkaiError { return new UkaiError('NOT_SUPPORTED', msg) }
   static noAttribute (msg: string): UkaiError { return new UkaiError('NO_ATTRIBUTE', msg) }

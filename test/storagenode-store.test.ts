@@ -207,7 +207,7 @@ t.test('syncBlock fsyncs every version file of the block and the directory; a fa
   await store.write(UUID, 3, 2, 0, Buffer.alloc(4096, 2), 1)
   const before = (await store.stat()).fsyncCount
   await store.syncBlock(UUID, 3)
-  t.equal((await store.stat()).fsyncCount - before, 3, 'two version files and the directory')
+  t.equal((await store.stat()).fsyncCount - before, 5, 'two version files, their checksum files and the directory')
   await store.close()
   const failFile = path.join(os.tmpdir(), `ukai-fail-fsync-${process.pid}`)
   fs.writeFileSync(failFile, '')
@@ -251,7 +251,7 @@ t.test('a staged version (a peer base copy) appears whole at commit or not at al
   await staged.write(BLOCK_BYTES / 2, data.subarray(BLOCK_BYTES / 2))
   t.equal(await staged.commit(), 'copied')
   await staged.abort()  // a no-op after commit
-  t.same(names(), ['0.1'], 'renamed into place, no temporary left')
+  t.same(names(), ['0.1', '0.1.crc'], 'renamed into place with its checksums, no temporary left')
   t.same(await store.read(UUID, 0, 1, 0, BLOCK_BYTES), data, 'reads back byte for byte')
 
   // A version created meanwhile (a racing write of the clone) is never overwritten.
@@ -260,7 +260,7 @@ t.test('a staged version (a peer base copy) appears whole at commit or not at al
   await store.write(UUID, 1, 1, 0, Buffer.alloc(4096, 7), 1)
   t.equal(await staged.commit(), 'present', 'commit finds the block written and installs nothing')
   t.same(await store.read(UUID, 1, 1, 0, 4096), Buffer.alloc(4096, 7), 'the racing write stays')
-  t.same(names(), ['0.1', '1.1'], 'no temporary left')
+  t.same(names(), ['0.1', '0.1.crc', '1.1', '1.1.crc'], 'no temporary left')
 
   // Fenced meanwhile: refused at commit, nothing installed.
   staged = await store.stageVersion(UUID, 2, 1, 1)
@@ -269,5 +269,5 @@ t.test('a staged version (a peer base copy) appears whole at commit or not at al
   await t.rejects(staged.commit(), { code: 'FENCED' }, 'a copy by a fenced writer is not installed')
   t.notOk(store.hasVersions(UUID, 2), 'no version of the fenced copy')
   await t.rejects(store.stageVersion(UUID, 3, 1, 1), { code: 'FENCED' }, 'and a fenced writer cannot start one')
-  t.same(names(), ['0.1', '1.1'], 'no temporary left')
+  t.same(names(), ['0.1', '0.1.crc', '1.1', '1.1.crc'], 'no temporary left')
 })

@@ -1,7 +1,7 @@
 // What `disk info` and the dashboard show about a disk's placement, computed from the map.
 import { readLease } from '../meta/lease'
 import { PlacementSegment } from '../meta/placement'
-import { DiskFileOwner, DiskQos, DiskRecord, NodeAlive } from '../meta/schema'
+import { DiskFileOwner, DiskQos, DiskRecord, NodeAlive, ScrubRecord } from '../meta/schema'
 import { MetaStore, NodeView } from '../meta/store'
 import { StorageClient } from '../storagenode/client'
 import { BLOCK_SIZE_MIN_BYTES } from '../lib/limits'
@@ -39,6 +39,7 @@ export interface DiskSummary {
   file: DiskFileOwner | null                 // owner and mode on the mount; null: never set (the agent's user, 0660)
   xattrs: string[]                           // names of the disk file's extended attributes
   qos: DiskQos | null                        // I/O limits (`ukai disk qos`); null: unlimited
+  scrub: ScrubRecord | null                  // what `ukai scrub` found (null: never scrubbed)
 }
 
 // A node that cannot take even the smallest block (as of its last usage report, every 5 s).
@@ -119,7 +120,8 @@ export async function summarizeDisk (meta: MetaStore, name: string): Promise<Dis
     snapshotBytes: snaps.length === 0 ? 0 : await snapshotBytes(meta, disk, nodes),
     file: disk.file ?? null,
     xattrs: Object.keys(disk.xattrs ?? {}).sort(),
-    qos: disk.qos ?? null
+    qos: disk.qos ?? null,
+    scrub: await meta.getScrubRecord(name)
   }
 }
 

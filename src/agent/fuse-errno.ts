@@ -21,6 +21,7 @@ const ERRNO: Record<UkaiErrorCode, number> = {
   READ_ONLY: 30, // EROFS
   DATA_DIR: 5, // EIO
   CORRUPT_STREAM: 5, // EIO (CLI only)
+  CHECKSUM: 5, // EIO: every replica's copy failed its checksum
   WRONG_BASE: 22, // EINVAL (CLI only)
   NOT_SUPPORTED: 95, // EOPNOTSUPP
   NO_ATTRIBUTE: 61, // ENODATA (= ENOATTR)

@@ -5,6 +5,7 @@ import { Command } from 'commander'
 import { UkaiError } from '../errors'
 import { createLogger, Logger } from '../log'
 import { REPLICA_HUNG_MS_DEFAULT, REPLICA_HUNG_MS_MIN } from '../storagenode/client'
+import { SCRUB_INTERVAL_MS_DEFAULT, SCRUB_MBPS_DEFAULT } from '../storagenode/scrub'
 import { runStorageNode } from '../daemons/storage-node'
 import { LEASE_HANDOVER_TIMEOUT_MS_DEFAULT } from '../meta/lease'
 import { RTT_INTERVAL_MS_DEFAULT } from '../agent/rtt-monitor'
@@ -18,7 +19,7 @@ import { MetricsEndpoint } from '../metrics/endpoint'
 import { MetricsListen, checkMetricsListen } from '../metrics/listen-address'
 import { NodeMetrics } from '../metrics/node-metrics'
 import { addressMap, collect, zkConnectString, zkConnectTimeoutMs, zkSessionTimeoutMs } from './context'
-import { countOption, hostPortOption, idOption, msOption, sizeOption } from './parse'
+import { countOption, hostPortOption, idOption, msOption, rateOption, sizeOption } from './parse'
 
 export function stopOnSignals (log: Logger, stop: () => Promise<void>): void {
   let signalled = false
@@ -81,6 +82,8 @@ export function daemonCommands (program: Command): void {
     .option('--host <name>', 'host name reported to the cluster', idOption('host name'), os.hostname())
     .option('--capacity <size>', 'cap the bytes this node stores (default: the file system\'s free space)', sizeOption('capacity'))
     .option('--peer-address <id=host:port>', 'reach storage node ID at HOST:PORT for node-to-node copies instead of its registered address (repeatable; e.g. a WAN proxy)', collect)
+    .option('--scrub-mbps <MB/s>', `rate of the background scrub that re-checks stored blocks against their checksums; 0: off (default ${SCRUB_MBPS_DEFAULT})`, scrubRateOption)
+    .option('--scrub-interval-ms <ms>', 'how often the background scrub starts a pass over every stored block (default: a day)', msOption('--scrub-interval-ms', 1000), SCRUB_INTERVAL_MS_DEFAULT)
     .option('--metrics-listen <host:port>', METRICS_LISTEN_HELP)
     .option('--metrics-listen-any', METRICS_LISTEN_ANY_HELP)
     .action(async (opts, cmd: Command) => {
@@ -90,7 +93,7 @@ export function daemonCommands (program: Command): void {
       const metrics = metricsListen === undefined ? undefined : new NodeMetrics(opts.id)
       const node = await runWithMetrics(metricsListen, metrics, log, async () => await runStorageNode({
         id: opts.id, site: opts.site, dataDir: opts.dataDir, listen: opts.listen, host: opts.host,
-        capacityBytes: opts.capacity, peerAddresses, metrics,
+        capacityBytes: opts.capacity, peerAddresses, metrics, scrub: { bytesPerSecMax: opts.scrubMbps, intervalMs: opts.scrubIntervalMs },
         zk: zkConnectString(cmd), zkSessionTimeoutMs: zkSessionTimeoutMs(cmd), zkConnectTimeoutMs: zkConnectTimeoutMs(cmd), logger: log
       }))
       stopOnSignals(log, node.close)
@@ -134,4 +137,9 @@ export function daemonCommands (program: Command): void {
       stopOnSignals(log, m.close)
       log.info({ mountPoint, nbdDir: opts.nbdDir, nbdAddress: m.daemon.nbd?.tcpAddress ?? undefined, metricsAddress: m.metricsAddress }, 'ready')
     })
+}
+
+// `--scrub-mbps`: MB/s as --rate takes it, or 0 (off).
+function scrubRateOption (text: string): number {
+  return text.trim() === '0' ? 0 : rateOption(text)
 }

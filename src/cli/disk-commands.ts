@@ -78,7 +78,9 @@ export function diskCommands (program: Command): void {
         ['snapshots', `${s.snapshots}${s.snapshots > 0 ? `, ${s.snapshotBytes === null ? '? (a node did not answer)' : formatBytes(s.snapshotBytes)} in versions older than the head` : ''}`],
         ['file owner', s.file === null ? "the agent's user, mode 0660 (never chowned)" : `uid ${s.file.uid}, gid ${s.file.gid}, mode 0${s.file.mode.toString(8)}`],
         ['xattrs', s.xattrs.join(', ') || '-'],
-        ['qos', formatQos(s.qos)]
+        ['qos', formatQos(s.qos)],
+        ['scrub', s.scrub === null ? "never ('ukai scrub " + s.name + "')"
+          : `${new Date(s.scrub.lastScrubMs).toISOString()}${s.scrub.deep ? ' (deep)' : ''}: ${s.scrub.mismatches} bad, ${s.scrub.markedStale} marked stale for repair; ${s.scrub.mismatchesTotal} bad in ${plural(s.scrub.runs, 'run')}`]
       ]
       for (const [k, v] of lines) process.stdout.write(`${k.padEnd(18)} ${v}\n`)
       process.stdout.write('replicas per node:\n')

@@ -11,6 +11,7 @@ import { libvirtCommands } from './libvirt-commands'
 import { migrationCommands } from './migration-commands'
 import { nodeCommands } from './node-commands'
 import { relocateCommands } from './relocate-commands'
+import { scrubCommands } from './scrub-commands'
 import { siteCommands } from './site-commands'
 import { snapshotCommands } from './snapshot-commands'
 import { topCommand } from './top'
@@ -51,6 +52,7 @@ export function buildProgram (): Command {
   siteCommands(program)
   topCommand(program)
   relocateCommands(program)
+  scrubCommands(program)
   snapshotCommands(program)
   exportCommands(program)
   migrationCommands(program)

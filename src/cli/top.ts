@@ -36,6 +36,7 @@ interface DiskState {
   blocksPerSite: Record<string, number>
   staleBlocks: number
   belowReplicaBlocks: number  // fewer in-sync replicas than the disk's count: redundancy lost
+  scrubBad: number | null     // replicas `ukai scrub` found bad, all runs (null: never scrubbed)
   leaseHolder: string | null
   relocation: RelocationRecord | null
   writtenBytes: number | null // blocks with data on an in-sync replica × block size
@@ -215,7 +216,7 @@ class Dashboard {
     const names = await this.meta.listDiskNames(this.watch('disks', async () => await this.loadDiskList()))
     for (const name of [...this.disks.keys()]) if (!names.includes(name)) this.disks.delete(name)
     await Promise.all(names.filter(n => !this.disks.has(n)).map(async (name) => {
-      this.disks.set(name, { record: null, blocks: 0, blocksPerSite: {}, staleBlocks: 0, belowReplicaBlocks: 0, leaseHolder: null, relocation: null, writtenBytes: null, writtenAtMs: 0 })
+      this.disks.set(name, { record: null, blocks: 0, blocksPerSite: {}, staleBlocks: 0, belowReplicaBlocks: 0, scrubBad: null, leaseHolder: null, relocation: null, writtenBytes: null, writtenAtMs: 0 })
       await this.loadDisk(name)
     }))
     this.scheduleRedraw()
@@ -236,6 +237,7 @@ class Dashboard {
       d.blocksPerSite = counts.blocksPerSite
       d.staleBlocks = counts.staleBlocks
       d.belowReplicaBlocks = counts.belowReplicaBlocks
+      d.scrubBad = (await this.meta.getScrubRecord(name))?.mismatchesTotal ?? null
       await this.arm(`lease:${name}`, async w => await this.meta.watchLease(name, w), reload)
       d.leaseHolder = (await readLease(this.meta, name)).holder?.host ?? null
       const reloc = await this.meta.getRelocation(name, this.watch(`relocation:${name}`, reload))
@@ -280,10 +282,10 @@ class Dashboard {
     }
 
     const disks = this.shownDisks()
-    const dl = [fit(`${cell('NAME', 14)} ${cell('SIZE', 9)} ${cell('WRITTEN', 9)} ${cell('BLOCKS PER SITE', PER_SITE_CHARS)} ${cell('LEASE', 8)} ${cell('STALE/LOW', 9)} I/O r/w per s [qos cap]`, width)]
+    const dl = [fit(`${cell('NAME', 14)} ${cell('SIZE', 9)} ${cell('WRITTEN', 9)} ${cell('BLOCKS PER SITE', PER_SITE_CHARS)} ${cell('LEASE', 8)} ${cell('STALE/LOW', 9)} ${cell('BAD', 4)} I/O r/w per s [qos cap]`, width)]
     for (const [name, d] of disks) {
       const io = this.rateOfDisk(name)
-      dl.push(fit(`${cell(name, 14)} ${cell(formatBytes(d.record!.sizeBytes), 9)} ${cell(d.writtenBytes === null ? '-' : formatBytes(d.writtenBytes), 9)} ${cell(perSite(d), PER_SITE_CHARS)} ${cell(d.leaseHolder ?? '-', 8)} ${cell(`${d.staleBlocks}/${d.belowReplicaBlocks}`, 9)} ${formatBytes(io.readBps)}/${formatBytes(io.writeBps)}${localShare(io)}${d.record!.qos === undefined ? '' : ` [${formatQosShort(d.record!.qos)}]`}`, width))
+      dl.push(fit(`${cell(name, 14)} ${cell(formatBytes(d.record!.sizeBytes), 9)} ${cell(d.writtenBytes === null ? '-' : formatBytes(d.writtenBytes), 9)} ${cell(perSite(d), PER_SITE_CHARS)} ${cell(d.leaseHolder ?? '-', 8)} ${cell(`${d.staleBlocks}/${d.belowReplicaBlocks}`, 9)} ${cell(d.scrubBad === null ? '-' : String(d.scrubBad), 4)} ${formatBytes(io.readBps)}/${formatBytes(io.writeBps)}${localShare(io)}${d.record!.qos === undefined ? '' : ` [${formatQosShort(d.record!.qos)}]`}`, width))
     }
 
     const rl: string[] = []
@@ -309,7 +311,7 @@ class Dashboard {
       nodes: this.nodes.map(n => ({ id: n.id, site: n.site, state: nodeState(n.alive), usedBytes: n.alive?.usedBytes ?? null, capacityBytes: n.alive?.capacityBytes ?? null, rttMs: this.rtt?.rttMs[n.id] ?? null, address: n.alive?.address ?? n.address })),
       disks: this.shownDisks().map(([name, d]) => ({
         name, sizeBytes: d.record!.sizeBytes, writtenBytes: d.writtenBytes, blocks: d.blocks, blocksPerSite: d.blocksPerSite,
-        staleBlocks: d.staleBlocks, belowReplicaBlocks: d.belowReplicaBlocks, leaseHolder: d.leaseHolder, qos: d.record!.qos ?? null
+        staleBlocks: d.staleBlocks, belowReplicaBlocks: d.belowReplicaBlocks, scrubBad: d.scrubBad, leaseHolder: d.leaseHolder, qos: d.record!.qos ?? null
       })),
       relocations: this.shownDisks().filter(([, d]) => d.relocation !== null).map(([name, d]) => {
         const { version: _v, ...r } = d.relocation as RelocationRecord & { version?: number }

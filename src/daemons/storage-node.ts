@@ -28,6 +28,7 @@ export interface StorageNodeOptions {
   zkConnectTimeoutMs?: number
   host?: string
   capacityBytes?: number
+  scrub?: { bytesPerSecMax?: number, intervalMs?: number }  // storagenode/scrub.ts
   // Node id → HOST:PORT to reach that peer at instead of its registered address, for node-to-node
   // copies (`--peer-address`, e.g. a WAN proxy); the server's PullBlock uses it.
   peerAddresses?: Record<string, string>
@@ -46,7 +47,7 @@ export async function runStorageNode (opts: StorageNodeOptions): Promise<Running
   const meta = await MetaStore.connect(opts.zk, { logger: log, sessionTimeoutMs: opts.zkSessionTimeoutMs, connectTimeoutMs: opts.zkConnectTimeoutMs })
   let server
   try {
-    server = await startStorageServer({ nodeId: opts.id, dataDir: opts.dataDir, listen: opts.listen, capacityBytes: opts.capacityBytes, peerAddresses: opts.peerAddresses, rpc: opts.metrics, logger: log })
+    server = await startStorageServer({ nodeId: opts.id, dataDir: opts.dataDir, listen: opts.listen, capacityBytes: opts.capacityBytes, peerAddresses: opts.peerAddresses, rpc: opts.metrics, scrub: opts.scrub, logger: log })
   } catch (err) {
     await meta.close()
     throw err

@@ -14,6 +14,7 @@
 // /ukai/disks/<name>/opens/<host>       ephemeral: that host has the disk file open
 // /ukai/disks/<name>/segments/<i>       placement segment i (binary, run-length encoded)
 // /ukai/disks/<name>/relocation         RelocationRecord: the plan and progress of a relocation
+// /ukai/disks/<name>/scrub              ScrubRecord: counts of the last `ukai scrub` and totals
 // /ukai/disks/<name>/snapshots/<snap>   SnapshotRecord: a committed, immutable epoch of the disk
 // /ukai/disks/<name>/snapshot-request   SnapshotRequest, ephemeral: commit a snapshot (the lease holder does)
 // /ukai/rtt/<host>                      RttReport, ephemeral: round trips from that host to nodes
@@ -48,6 +49,7 @@ export const paths = {
   segments: (name: string) => `${ROOT}/disks/${name}/segments`,
   segment: (name: string, index: number) => `${ROOT}/disks/${name}/segments/${index}`,
   relocation: (name: string) => `${ROOT}/disks/${name}/relocation`,
+  scrub: (name: string) => `${ROOT}/disks/${name}/scrub`,
   snapshots: (name: string) => `${ROOT}/disks/${name}/snapshots`,
   snapshot: (name: string, snap: string) => `${ROOT}/disks/${name}/snapshots/${snap}`,
   snapshotRequest: (name: string) => `${ROOT}/disks/${name}/snapshot-request`,
@@ -232,6 +234,22 @@ export interface SnapshotRecord {
 // Asks the disk's lease holder to commit a snapshot; it answers by creating the SnapshotRecord
 // and removing the request in one transaction, or by setting `error` (nothing committed).
 export interface SnapshotRequest { v: 1, snapshot: string, host: string, requestedAtMs: number, error?: string }
+
+// What `ukai scrub` found on the disk (src/admin/scrub-admin.ts): the last run and totals.
+export interface ScrubRecord {
+  v: 1
+  lastScrubMs: number
+  deep: boolean
+  versionsChecked: number
+  bytesChecked: number
+  mismatches: number         // replicas found bad in the last run
+  markedStale: number        // of those, marked stale for repair
+  unrepairable: number       // blocks with no replica known good
+  diverged: number           // --deep: blocks whose replicas disagree with no majority
+  runs: number
+  mismatchesTotal: number
+  markedStaleTotal: number
+}
 
 export function encodeJson<T extends { v: number }> (value: T): Buffer {
   return Buffer.from(JSON.stringify(value))

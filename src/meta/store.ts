@@ -6,7 +6,7 @@ import { UkaiError, isUkaiError, safetyCatch } from '../errors'
 import { Logger, silentLogger } from '../log'
 import { PlacementSegment } from './placement'
 import {
-  AgentAlive, AgentRecord, BASE_DIRS, ClusterConfig, DEFAULT_CONFIG, DiskRecord, FenceRecord, NodeAlive, NodeLifecycle, LeaseRecord, NodeRecord, OpenRecord, RelocationRecord, RttReport,
+  AgentAlive, AgentRecord, BASE_DIRS, ClusterConfig, DEFAULT_CONFIG, DiskRecord, FenceRecord, NodeAlive, NodeLifecycle, LeaseRecord, NodeRecord, OpenRecord, RelocationRecord, RttReport, ScrubRecord,
   SnapshotRecord, SnapshotRequest, checkRelocationRecord, decodeJson, decodeSegment, encodeJson, encodeSegment, paths
 } from './schema'
 import { Watcher, ZkClient, ZkOp } from './zk-client'
@@ -453,6 +453,7 @@ export class MetaStore {
       ...snaps.map((snap): ZkOp => ({ op: 'remove', path: paths.snapshot(name, snap) })),
       ...(await this.zk.exists(paths.snapshots(name)) !== null ? [{ op: 'remove', path: paths.snapshots(name) } as ZkOp] : []),
       ...(await this.zk.exists(paths.relocation(name)) !== null ? [{ op: 'remove', path: paths.relocation(name) } as ZkOp] : []),
+      ...(await this.zk.exists(paths.scrub(name)) !== null ? [{ op: 'remove', path: paths.scrub(name) } as ZkOp] : []),
       { op: 'remove', path: paths.opens(name) },
       { op: 'remove', path: paths.fence(name) },
       { op: 'remove', path: paths.disk(name) }
@@ -612,6 +613,19 @@ export class MetaStore {
   // Conditional on the version read; returns the new version.
   async updateRelocation (rec: RelocationRecord, version: number): Promise<number> {
     return (await this.zk.set(paths.relocation(rec.disk), encodeJson(rec), version)).version
+  }
+
+  async getScrubRecord (name: string): Promise<ScrubRecord | null> {
+    const got = await this.zk.getOrNull(paths.scrub(name))
+    return got === null ? null : decodeJson<ScrubRecord>(got.data, `scrub record of ${name}`)
+  }
+
+  // Last writer wins: two scrubs of one disk at once only race for the counts they show.
+  async putScrubRecord (name: string, rec: ScrubRecord): Promise<void> {
+    await this.zk.set(paths.scrub(name), encodeJson(rec), -1).catch(async (err) => {
+      if ((err as UkaiError).code !== 'NOT_FOUND') throw err
+      await this.zk.create(paths.scrub(name), encodeJson(rec))
+    })
   }
 
   async removeRelocation (name: string): Promise<void> {

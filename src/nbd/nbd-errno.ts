@@ -22,6 +22,7 @@ const NBD_ERROR: Record<UkaiErrorCode, number> = {
   READ_ONLY: NBD_EPERM,        // the spec: a write to a read-only export is EPERM
   DATA_DIR: NBD_EIO,
   CORRUPT_STREAM: NBD_EIO,
+  CHECKSUM: NBD_EIO,
   WRONG_BASE: NBD_EINVAL,
   NOT_SUPPORTED: NBD_EINVAL,   // the spec keeps ENOTSUP for fast-zero requests
   NO_ATTRIBUTE: NBD_EINVAL,

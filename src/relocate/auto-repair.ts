@@ -38,14 +38,16 @@ export class AutoRepair {
     this.intervalMs = opts.intervalMs ?? AUTO_REPAIR_INTERVAL_MS
   }
 
-  // The agent's replicaStale hook: only a full node is repaired without an operator (a node that
-  // is down may come back with its data; that is `ukai disk repair`'s or the controller's call).
+  // The agent's replicaStale hook: a full node, and a replica whose bytes failed their checksum
+  // (the node is fine: the block is copied again onto it), are repaired without an operator (a
+  // node that is down may come back with its data; that is `ukai disk repair`'s or the
+  // controller's call).
   replicaStale (disk: LeasedDisk, node: string, code: string): void {
-    if (this.closed || code !== 'NO_SPACE') return
+    if (this.closed || (code !== 'NO_SPACE' && code !== 'CHECKSUM')) return
     const cur = this.pending.get(disk.name)
-    if (cur !== undefined) { cur.fullNodes.add(node); return }
+    if (cur !== undefined) { if (code === 'NO_SPACE') cur.fullNodes.add(node); return }
     const waitMs = Math.max(this.delayMs, (this.lastAttemptMs.get(disk.name) ?? 0) + this.intervalMs - Date.now())
-    const entry = { timer: setTimeout(() => { this.run(disk, entry.fullNodes).catch(safetyCatch) }, waitMs), fullNodes: new Set([node]) }
+    const entry = { timer: setTimeout(() => { this.run(disk, entry.fullNodes).catch(safetyCatch) }, waitMs), fullNodes: new Set(code === 'NO_SPACE' ? [node] : []) }
     entry.timer.unref()
     this.pending.set(disk.name, entry)
   }
@@ -62,7 +64,7 @@ export class AutoRepair {
       if (existing !== null && isActive(existing)) { log.info({ state: existing.state }, 'automatic repair waits: a relocation of the disk is active'); return }
       const repair = await planRepair(this.meta, disk.name, { fullNodes: [...fullNodes] })
       if (repair === null) return
-      log.warn({ belowReplicaBlocks: repair.belowReplicaBlocks, replaced: repair.replaced }, 'blocks below their replica count after a node filled up: repairing')
+      log.warn({ belowReplicaBlocks: repair.belowReplicaBlocks, replaced: repair.replaced }, 'blocks below their replica count (a node filled up, or a replica failed its checksum): repairing')
       const plan = await planRelocation(this.meta, { disk: disk.name, nodes: repair.targets, replicas: repair.targets.length, probeBudgetMs: 0 })
       await startRelocation(this.meta, plan, 0)
       log.info({ targets: repair.targets }, 'automatic repair started')

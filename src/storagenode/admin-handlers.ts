@@ -6,17 +6,19 @@
 import type { BlockStore } from './block-store'
 import type { NodeIoBudget } from './io-budget'
 import type { Unary } from './rpc-answers'
+import type { Scrubber } from './scrub'
 import type { StorageHandlers } from './wire'
 
-export type AdminHandlerNames = 'Fence' | 'BlockInfo' | 'ListBlocks' | 'DeleteDisk' | 'DeleteBlocks' | 'Stat' | 'PruneVersions' | 'LocateBlock' | 'Ping'
+export type AdminHandlerNames = 'Fence' | 'BlockInfo' | 'ListBlocks' | 'DeleteDisk' | 'DeleteBlocks' | 'Stat' | 'PruneVersions' | 'LocateBlock' | 'Ping' | 'Scrub'
 
 export interface AdminHandlerDeps {
   store: Pick<BlockStore, 'fence' | 'blockInfo' | 'listBlocks' | 'deleteDisk' | 'deleteBlocks' | 'stat' | 'pruneVersions' | 'locate'>
   budget: Pick<NodeIoBudget, 'stat'>
+  scrubber: Pick<Scrubber, 'scrub'>
   unary: Unary
 }
 
-export function adminHandlers ({ store, budget, unary }: AdminHandlerDeps): Pick<StorageHandlers, AdminHandlerNames> {
+export function adminHandlers ({ store, budget, scrubber, unary }: AdminHandlerDeps): Pick<StorageHandlers, AdminHandlerNames> {
   return {
     Fence: unary('fence', async (r) => ({ leaseEpoch: await store.fence(r.diskUuid, r.leaseEpoch) })),
     BlockInfo: unary('block info', async (r) => ({ versions: await store.blockInfo(r.diskUuid, r.block) })),
@@ -26,6 +28,7 @@ export function adminHandlers ({ store, budget, unary }: AdminHandlerDeps): Pick
     Stat: unary('stat', async () => ({ ...await store.stat(), ...budget.stat() })),
     PruneVersions: unary('prune versions', async (r) => await store.pruneVersions(r.diskUuid, r.keepEpochs, r.dropNewer, r.leaseEpoch)),
     LocateBlock: unary('locate block', async (r) => store.locate(r.diskUuid, r.block, r.epoch)),
-    Ping: unary('ping', async () => ({}))
+    Ping: unary('ping', async () => ({})),
+    Scrub: unary('scrub', async (r) => await scrubber.scrub(r.diskUuid, r.digests))
   }
 }

@@ -27,6 +27,7 @@ import { RangeLocks } from '../lib/range-locks'
 import { DiskSync } from './disk-sync'
 import { DiskTable } from './disks'
 import { Fencing } from './fencing'
+import { pageSpan } from './page-checksums'
 import { loadPunchHole } from './punch-hole'
 import { SpaceAccount } from './space'
 import { StagedVersion, VersionStaging } from './staged-version'
@@ -111,7 +112,7 @@ export class BlockStore {
     loadPunchHole()
     const store = new BlockStore(opts)
     await checkDataDir(store.nodeId, store.dataDir, store.disks.disksDir)
-    await scanDataDir(store.disks, store.space)
+    await scanDataDir(store.disks, store.space, file => store.files.markUnverified(file))
     const startMs = Date.now()
     await syncDataDir(store.nodeId, store.dataDir, () => store.files.countFsync())
     store.startSyncMs = Date.now() - startMs
@@ -125,6 +126,9 @@ export class BlockStore {
   get fsyncCount (): number { return this.files.fsyncCount }
   // Version files accounted (every block version, after the start-up scan).
   get versionFiles (): number { return this.space.fileCount }
+  // Checksums: versions older than them (no sidecar yet), and reads refused for a mismatch.
+  get unverifiedVersions (): number { return this.files.unverifiedCount }
+  get checksumErrors (): number { return this.files.checksumErrors }
 
   // ---- data path ----
 
@@ -136,7 +140,11 @@ export class BlockStore {
     const found = disk === undefined ? undefined : newestAtMost(disk.versions.get(block), epoch)
     if (found === undefined && absentNotFound) throw UkaiError.notFound(`storage node ${this.nodeId}: block ${block} of ${uuid} has no version <= ${epoch}`)
     if (disk === undefined || found === undefined || length === 0) return Buffer.alloc(length)
-    return await this.files.read(versionPath(disk, block, found), offset, length, `read ${uuid} block ${block}`)
+    // A mismatch is checked again under the version's range lock: a write in flight to the same
+    // page may have landed its bytes but not yet its checksum (version-files.ts).
+    const { start, end } = pageSpan(offset, length)
+    const recheck = async (again: () => Promise<Buffer>): Promise<Buffer> => await this.locks.run(`${uuid}/${block}.${found}`, start, end, again)
+    return await this.files.read(versionPath(disk, block, found), offset, length, `read ${uuid} block ${block}.${found}`, recheck)
   }
 
   async write (uuid: string, block: number, epoch: number, offset: number, data: Buffer, leaseEpoch: number): Promise<void> {
@@ -204,6 +212,21 @@ export class BlockStore {
     if (found === undefined) return { found: false, epoch: 0, path: '' }
     return { found: true, epoch: found, path: `disks/${uuid}/${block}.${found}` }  // = versionPath, relative
   }
+
+  // The scrub's check of one version (version-files.ts check), under the range lock of all of
+  // it: no write lands between its bytes and its sums meanwhile. null: the version is gone.
+  async checkVersion (uuid: string, block: number, epoch: number): Promise<{ sizeBytes: number, badPage: number, adopted: boolean, digest: number } | null> {
+    checkUuid(uuid); checkIndex('block', block); checkIndex('epoch', epoch)
+    const disk = this.disks.get(uuid)
+    if (disk === undefined || !(disk.versions.get(block)?.includes(epoch) ?? false)) return null
+    return await this.locks.run(`${uuid}/${block}.${epoch}`, 0, BLOCK_SIZE_MAX_BYTES, async () => {
+      if (!(disk.versions.get(block)?.includes(epoch) ?? false)) return null  // removed while we waited
+      return await this.files.check(versionPath(disk, block, epoch), `scrub ${uuid} block ${block}.${epoch}`)
+    })
+  }
+
+  // Every disk this node holds a version of.
+  diskUuids (): string[] { return [...this.disks.values()].filter(d => d.versions.size > 0).map(d => d.uuid) }
 
   hasVersions (uuid: string, block: number): boolean {
     return (this.disks.get(uuid)?.versions.get(block)?.length ?? 0) > 0

@@ -12,6 +12,7 @@ import { UkaiError } from '../errors'
 import { Lifecycle } from '../lib/lifecycle'
 import { Logger, silentLogger } from '../log'
 import { adminHandlers } from './admin-handlers'
+import { Scrubber } from './scrub'
 import { FLOW_CONTROL_WINDOW_BYTES } from './client'
 import { BlockStore } from './block-store'
 import { PeerClients, copyHandlers } from './copy-handlers'
@@ -34,6 +35,7 @@ export interface StorageServerOptions {
   peerAddresses?: Record<string, string>
   ioReplyStallMs?: number     // see IO_REPLY_STALL_MS_MAX; tests shorten it
   rpc?: RpcObserver           // the metrics: told of every answered request
+  scrub?: { bytesPerSecMax?: number, intervalMs?: number, startDelayMs?: number }  // scrub.ts
   logger?: Logger
 }
 
@@ -68,6 +70,7 @@ export async function startStorageServer (opts: StorageServerOptions): Promise<S
   holdGcBallast()  // see lib/gc-ballast.ts: keeps V8 from a mark-compact every ~100 ms under load
   const store = await BlockStore.open({ nodeId, dataDir: opts.dataDir, capacityBytes: opts.capacityBytes })
 
+  const scrubber = new Scrubber({ store, ...opts.scrub, logger: log })
   const peers = new PeerClients(opts.peerAddresses)
   const counters: ServerCounters = { requests: 0, errors: 0, bytesRead: 0, bytesWritten: 0, inFlight: 0 }
   const streams = new Set<IoCall>()
@@ -95,7 +98,7 @@ export async function startStorageServer (opts: StorageServerOptions): Promise<S
       rpc: opts.rpc
     }),
     ...copyHandlers({ nodeId, store, peers, unary }),
-    ...adminHandlers({ store, budget: ioBudget, unary })
+    ...adminHandlers({ store, budget: ioBudget, scrubber, unary })
   }
 
   const server = new grpc.Server({
@@ -114,6 +117,7 @@ export async function startStorageServer (opts: StorageServerOptions): Promise<S
   }
   const address = `${uriHost}:${port}`
   tuneServerSessions(server)
+  scrubber.start(opts.scrub?.startDelayMs)
   log.info({ address, dataDir: store.dataDir, capacityBytes: store.capacityBytes, usedBytes: store.usedBytes, dataDirSyncMs: store.startSyncMs, dataDirSyncFiles: store.startSyncFiles }, 'storage node listening')
 
   const drain = async (graceMs: number): Promise<void> => {
@@ -137,6 +141,7 @@ export async function startStorageServer (opts: StorageServerOptions): Promise<S
     })
     server.forceShutdown()
     await peers.close()
+    await scrubber.close()
     if (life.destroyed) await store.destroy(life.error ?? undefined)
     else await store.close()
     log.info({ ...counters }, 'storage node stopped')

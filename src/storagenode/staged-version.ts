@@ -31,7 +31,7 @@ export interface StagedVersion {
 export interface VersionStagingDeps {
   fencing: Pick<Fencing, 'admit' | 'track'>
   ensureDir: (disk: DiskState) => Promise<void>
-  files: Pick<VersionFiles, 'fsync' | 'syncDir'>
+  files: Pick<VersionFiles, 'fsync' | 'syncDir' | 'writeSidecarFor' | 'renameSidecar' | 'removeSidecar'>
   space: Pick<SpaceAccount, 'reserve' | 'release' | 'setAlloc'>
   translate: TranslateError
 }
@@ -64,7 +64,7 @@ export class VersionStaging {
     }
     const abort = async (): Promise<void> => {
       if (finished) return
-      try { await finish() } finally { await fsp.rm(tmp, { force: true }) }
+      try { await finish() } finally { await fsp.rm(tmp, { force: true }); await files.removeSidecar(tmp) }
     }
     const write = async (offset: number, data: Buffer): Promise<void> => {
       checkRange(offset, data.length, MAX_IO_BYTES)
@@ -78,6 +78,7 @@ export class VersionStaging {
       if (finished) throw UkaiError.internal(`${what}: commit after commit or abort`)
       try {
         await files.fsync(fh)  // durable before it gets its name
+        await files.writeSidecarFor(tmp, what)  // and its checksums, from the bytes it holds
       } catch (err) {
         await abort()
         throw translate(err, what)
@@ -94,6 +95,7 @@ export class VersionStaging {
       }
       const op = (async () => {
         try {
+          await files.renameSidecar(tmp, file)
           await fsp.rename(tmp, file)
           space.setAlloc(file, (await fh.stat()).blocks * 512)
           insertSorted(disk.versions, block, epoch)

@@ -9,6 +9,7 @@ import { UkaiError } from '../errors'
 import type { DiskTable } from './disks'
 import { FENCE_FILE, readFenceFile } from './fencing'
 import type { SpaceAccount } from './space'
+import { SIDECAR_SUFFIX } from './page-checksums'
 import { DISK_UUID_RE } from './store-checks'
 import { insertSorted } from './versions'
 
@@ -32,20 +33,29 @@ export async function checkDataDir (nodeId: string, dataDir: string, disksDir: s
   }
 }
 
-export async function scanDataDir (disks: Pick<DiskTable, 'disksDir' | 'newDisk' | 'add'>, space: Pick<SpaceAccount, 'setAlloc'>): Promise<void> {
+// A version file with no checksum sidecar predates checksums: `markUnverified` (served unchecked
+// until the scrub adopts it). A sidecar with no version file is a leftover of a crash: removed.
+export async function scanDataDir (disks: Pick<DiskTable, 'disksDir' | 'newDisk' | 'add'>, space: Pick<SpaceAccount, 'setAlloc'>, markUnverified: (file: string) => void): Promise<void> {
   for (const uuid of await fsp.readdir(disks.disksDir)) {
     if (!DISK_UUID_RE.test(uuid)) continue
     const disk = disks.newDisk(uuid)
     disk.dirExists = true
-    for (const name of await fsp.readdir(disk.dir)) {
+    const names = await fsp.readdir(disk.dir)
+    const present = new Set(names)
+    for (const name of names) {
       const full = path.join(disk.dir, name)
       if (name.endsWith('.tmp')) { await fsp.rm(full, { force: true }); continue }  // an interrupted clone or fence write
       if (name === FENCE_FILE) {
         disk.fenceEpoch = await readFenceFile(full)
         continue
       }
+      if (name.endsWith(SIDECAR_SUFFIX)) {
+        if (!VERSION_FILE_RE.test(name.slice(0, -SIDECAR_SUFFIX.length)) || !present.has(name.slice(0, -SIDECAR_SUFFIX.length))) await fsp.rm(full, { force: true })
+        continue
+      }
       const m = VERSION_FILE_RE.exec(name)
       if (m === null) continue
+      if (!present.has(name + SIDECAR_SUFFIX)) markUnverified(full)
       const block = Number(m[1])
       const epoch = Number(m[2])
       const st = await fsp.stat(full)

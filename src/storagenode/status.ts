@@ -26,6 +26,7 @@ const STATUS_OF_CODE: Record<UkaiErrorCode, grpc.status> = {
   READ_ONLY: grpc.status.FAILED_PRECONDITION,
   DATA_DIR: grpc.status.FAILED_PRECONDITION,
   CORRUPT_STREAM: grpc.status.DATA_LOSS,
+  CHECKSUM: grpc.status.DATA_LOSS,  // the one status a read answers for rotten bytes
   WRONG_BASE: grpc.status.FAILED_PRECONDITION,
   NOT_SUPPORTED: grpc.status.UNIMPLEMENTED,
   NO_ATTRIBUTE: grpc.status.NOT_FOUND,
@@ -52,7 +53,7 @@ const CODE_OF_STATUS: Record<grpc.status, UkaiErrorCode> = {
   [grpc.status.UNIMPLEMENTED]: 'IO_ERROR',
   [grpc.status.INTERNAL]: 'IO_ERROR', // the library's own failures (a frame it could not parse)
   [grpc.status.UNAVAILABLE]: 'UNAVAILABLE',
-  [grpc.status.DATA_LOSS]: 'IO_ERROR',
+  [grpc.status.DATA_LOSS]: 'CHECKSUM', // only a node's checksum check answers it on the data path
   [grpc.status.UNAUTHENTICATED]: 'IO_ERROR'
 }
 

@@ -4,14 +4,23 @@
 // written); and every fsync the store does — counted (Stat reports `fsyncCount`, so tests can see
 // a flush reach the node) and, for tests, made to fail.
 //
+// Every version file has a checksum sidecar (page-checksums.ts): written here with every write,
+// zeroed range and creation, checked here on every read. A mismatch is re-checked once under the
+// caller's range lock (a read racing a write of the same page may see the new bytes with the old
+// sum; the lock orders them) before it is reported as CHECKSUM: rotten bytes are never served.
+// A version without a sidecar (written before checksums existed) is "unverified": served as is,
+// until the scrub computes its sidecar (adopt()).
+//
 // Transfers up to SYNC_IO_MAX_BYTES (src/lib/limits.ts, where the measurement is) call
 // pread/pwrite on the event loop: the thread pool's round trip costs more than a 4 KiB I/O that
 // hits the page cache. fsync, clone and larger transfers stay on the pool.
 import * as fs from 'node:fs'
 import * as fsp from 'node:fs/promises'
+import { crc32c } from '@node-rs/crc32'
 import { UkaiError } from '../errors'
 import { SYNC_IO_MAX_BYTES } from '../lib/limits'
-import { FileCache, MAX_OPEN_FILES_DEFAULT } from './file-cache'
+import { FileCache, FileLease, MAX_OPEN_FILES_DEFAULT } from './file-cache'
+import { CHECKSUM_PAGE_BYTES, SIDECAR_HEADER, entryOffset, firstBadPage, pageSpan, pageSums, readEntriesSync, sidecarFor, sidecarPath } from './page-checksums'
 import { punchHole } from './punch-hole'
 import type { TranslateError } from './store-errors'
 
@@ -19,6 +28,7 @@ import type { TranslateError } from './store-errors'
 // the thin copies' zero-page test).
 export const PAGE_BYTES = 4096
 const ZERO_CHUNK_BYTES = 1024 * 1024
+const CHECK_CHUNK_BYTES = 1024 * 1024  // the scrub reads a version in pieces of this
 
 // Fault injection for tests (test/vdisk-fsync-faults.test.ts): when the node starts with this
 // variable naming a path, every fsync fails with EIO while a file exists at that path. A real
@@ -32,15 +42,168 @@ export class VersionFiles {
   private fsyncs = 0
   private readonly faultFsyncEioFile = process.env[FAULT_FSYNC_EIO_FILE_ENV]
 
+  // Version files with no sidecar (older than checksums): found by the start-up scan.
+  private readonly unverified = new Set<string>()
+  // Counted for Stat and the scrub report: mismatches found by reads, unverified files adopted.
+  checksumErrors = 0
+
   constructor (private readonly translate: TranslateError, maxOpenFiles = MAX_OPEN_FILES_DEFAULT) {
     this.cache = new FileCache(maxOpenFiles)
   }
 
+  markUnverified (file: string): void { this.unverified.add(file) }
+  isUnverified (file: string): boolean { return this.unverified.has(file) }
+  get unverifiedCount (): number { return this.unverified.size }
+
   get openFiles (): number { return this.cache.size }
   get fsyncCount (): number { return this.fsyncs }
 
-  // [offset, offset+length) of `file`; beyond the end of the file reads as zeros.
-  async read (file: string, offset: number, length: number, what: string): Promise<Buffer> {
+  // [offset, offset+length) of `file`, checked against its sidecar; beyond the end of the file
+  // reads as zeros. `recheck` runs the read again under the caller's range lock (see above).
+  async read (file: string, offset: number, length: number, what: string, recheck?: (again: () => Promise<Buffer>) => Promise<Buffer>): Promise<Buffer> {
+    if (length === 0 || this.unverified.has(file)) return await this.readRaw(file, offset, length, what)
+    const { start, end } = pageSpan(offset, length)
+    const checked = async (): Promise<Buffer | number> => {
+      const data = await this.readRaw(file, start, end - start, what)
+      const sums = await this.readSums(file, start / CHECKSUM_PAGE_BYTES, (end - start) / CHECKSUM_PAGE_BYTES, what)
+      const bad = firstBadPage(data, sums, start / CHECKSUM_PAGE_BYTES)
+      return bad < 0 ? data.subarray(offset - start, offset - start + length) : bad
+    }
+    let got = await checked()
+    if (typeof got === 'number' && recheck !== undefined) {
+      got = await recheck(async () => { const again = await checked(); if (typeof again === 'number') throw new BadPage(again); return again }).catch(err => {
+        if (err instanceof BadPage) return err.page
+        throw err
+      })
+    }
+    if (typeof got !== 'number') return got
+    this.checksumErrors++
+    throw UkaiError.checksum(`${what}: page ${got} (bytes ${got * CHECKSUM_PAGE_BYTES}..${(got + 1) * CHECKSUM_PAGE_BYTES}) of ${file} does not match its checksum`)
+  }
+
+  // The stored sums of `count` pages from `firstPage` on (0 past the sidecar's end: zeros).
+  private async readSums (file: string, firstPage: number, count: number, what: string): Promise<Buffer> {
+    const lease = await this.acquireSidecar(file, what)
+    try {
+      if (count * 4 <= SYNC_IO_MAX_BYTES) return readEntriesSync(lease.fh.fd, firstPage, count)
+      const buf = Buffer.alloc(count * 4)
+      await lease.fh.read(buf, 0, buf.length, entryOffset(firstPage))
+      return buf
+    } finally {
+      lease.release()
+    }
+  }
+
+  private async acquireSidecar (file: string, what: string, create = false): Promise<FileLease> {
+    try {
+      return await this.cache.acquire(sidecarPath(file), create)
+    } catch (err) {
+      throw this.translate(err, `${what}: checksum file`)
+    }
+  }
+
+  // Re-computes the stored sums of the pages overlapping [offset, offset+length) after they
+  // changed: pages wholly inside `data` (written at `offset`) from it, pages wholly inside a
+  // zeroed range as 0, the partial pages at the edges from the file itself.
+  private async updateSums (file: string, offset: number, length: number, data: Buffer | null, what: string): Promise<void> {
+    if (length === 0 || this.unverified.has(file)) return
+    const { start, end } = pageSpan(offset, length)
+    const pages = (end - start) / CHECKSUM_PAGE_BYTES
+    const sums = Buffer.alloc(pages * 4)
+    const edge = async (page: number): Promise<void> => {
+      const bytes = await this.readRaw(file, page * CHECKSUM_PAGE_BYTES, CHECKSUM_PAGE_BYTES, what)
+      pageSums(bytes).copy(sums, (page - start / CHECKSUM_PAGE_BYTES) * 4)
+    }
+    const firstPage = start / CHECKSUM_PAGE_BYTES
+    const headPartial = offset !== start
+    const tailPartial = offset + length !== end
+    if (data !== null) {
+      const from = headPartial ? start + CHECKSUM_PAGE_BYTES : start
+      const to = tailPartial ? end - CHECKSUM_PAGE_BYTES : end
+      if (to > from) pageSums(data.subarray(from - offset, to - offset)).copy(sums, (from - start) / CHECKSUM_PAGE_BYTES * 4)
+    }
+    if (headPartial) await edge(firstPage)
+    if (tailPartial && (pages > 1 || !headPartial)) await edge(firstPage + pages - 1)
+    const lease = await this.acquireSidecar(file, what)
+    try {
+      if (sums.length <= SYNC_IO_MAX_BYTES) writeAllSync(lease.fh.fd, sums, entryOffset(firstPage))
+      else await writeAll(lease.fh, sums, entryOffset(firstPage))
+    } catch (err) {
+      throw this.translate(err, `${what}: checksum file`)
+    } finally {
+      lease.release()
+    }
+  }
+
+  // A sidecar computed from the version's current bytes (a staged copy before its rename, an
+  // unverified version the scrub adopts), written durable under its final name.
+  async writeSidecarFor (file: string, what: string): Promise<void> {
+    try {
+      const data = await fsp.readFile(file)
+      const tmp = sidecarPath(file) + '.tmp'
+      const fh = await fsp.open(tmp, 'w', 0o644)
+      try { await writeAll(fh, sidecarFor(data), 0); await this.fsync(fh) } finally { await fh.close() }
+      this.cache.forget(sidecarPath(file))
+      await fsp.rename(tmp, sidecarPath(file))
+      this.unverified.delete(file)
+    } catch (err) {
+      throw this.translate(err, `${what}: checksum file`)
+    }
+  }
+
+  // The sidecar of `src` copied for `dst` (a copy-on-write clone of the version): the clone's
+  // bytes are the source's, so are its sums — rot in the source stays detectable in the copy.
+  async copySidecar (src: string, dst: string): Promise<void> {
+    if (this.unverified.has(src)) { this.unverified.add(dst); return }
+    // The source's sums are written with pwrite through a cached handle: the copy sees them.
+    await fsp.copyFile(sidecarPath(src), sidecarPath(dst))
+    const fh = await fsp.open(sidecarPath(dst), 'r+')
+    try { await this.fsync(fh) } finally { await fh.close() }
+  }
+
+  async renameSidecar (from: string, to: string): Promise<void> {
+    this.cache.forget(sidecarPath(from))
+    this.cache.forget(sidecarPath(to))
+    if (this.unverified.delete(from)) { this.unverified.add(to); return }
+    await fsp.rename(sidecarPath(from), sidecarPath(to))
+  }
+
+  async removeSidecar (file: string): Promise<void> {
+    this.cache.forget(sidecarPath(file))
+    this.unverified.delete(file)
+    await fsp.rm(sidecarPath(file), { force: true })
+  }
+
+  // The scrub's check of a whole version file (called under the range lock of all of it):
+  // every page against its sum; an unverified version gets its sidecar first (adopted). The
+  // digest is crc32c over the sums with trailing zero pages left out, so two replicas holding
+  // the same bytes agree whatever their files' sizes (a zero tail truncated or written).
+  async check (file: string, what: string): Promise<{ sizeBytes: number, badPage: number, adopted: boolean, digest: number }> {
+    const adopted = this.unverified.has(file)
+    if (adopted) await this.writeSidecarFor(file, what)
+    let sizeBytes: number, sideBytes: number
+    try {
+      sizeBytes = (await fsp.stat(file)).size
+      sideBytes = (await fsp.stat(sidecarPath(file))).size
+    } catch (err) {
+      throw this.translate(err, what)
+    }
+    const pages = Math.max(Math.ceil(sizeBytes / CHECKSUM_PAGE_BYTES), Math.ceil((sideBytes - SIDECAR_HEADER.length) / 4))
+    const sums = await this.readSums(file, 0, pages, what)
+    let badPage = -1
+    for (let pos = 0; pos < pages * CHECKSUM_PAGE_BYTES && badPage < 0; pos += CHECK_CHUNK_BYTES) {
+      const len = Math.min(CHECK_CHUNK_BYTES, pages * CHECKSUM_PAGE_BYTES - pos)
+      const data = await this.readRaw(file, pos, len, what)
+      const first = pos / CHECKSUM_PAGE_BYTES
+      badPage = firstBadPage(data, sums.subarray(first * 4, (first + len / CHECKSUM_PAGE_BYTES) * 4), first)
+    }
+    if (badPage >= 0) this.checksumErrors++
+    let end = sums.length
+    while (end >= 4 && sums.readUInt32LE(end - 4) === 0) end -= 4
+    return { sizeBytes, badPage, adopted, digest: crc32c(sums.subarray(0, end)) }
+  }
+
+  private async readRaw (file: string, offset: number, length: number, what: string): Promise<Buffer> {
     const lease = await this.cache.acquire(file)
     try {
       const buf = Buffer.allocUnsafe(length)
@@ -69,6 +232,7 @@ export class VersionFiles {
   }
 
   // The final write of a block's bytes into its version file (which must exist).
+  // Its sums follow (see updateSums): a crash between the two is what a read then reports.
   async write (file: string, offset: number, data: Buffer): Promise<void> {
     const lease = await this.cache.acquire(file)
     try {
@@ -77,12 +241,21 @@ export class VersionFiles {
     } finally {
       lease.release()
     }
+    await this.updateSums(file, offset, data.length, data, `write ${file}`)
   }
 
-  // Creates `file` empty, if it does not exist.
+  // Creates `file` empty, if it does not exist, with an empty sidecar (every page reads as zeros).
   async create (file: string): Promise<void> {
     const lease = await this.cache.acquire(file, true)
     lease.release()
+    this.unverified.delete(file)
+    const side = await this.acquireSidecar(file, `create ${file}`, true)
+    try {
+      await side.fh.truncate(0)
+      writeAllSync(side.fh.fd, SIDECAR_HEADER, 0)
+    } finally {
+      side.release()
+    }
   }
 
   // Makes [offset, offset+length) of `file` read as zeros and frees its space: a range reaching
@@ -102,10 +275,21 @@ export class VersionFiles {
         }
       }
       const st = await lease.fh.stat()
+      if (offset + length >= sizeBytes) await this.truncateSums(file, offset)
+      else await this.updateSums(file, offset, length, null, `zero ${file}`)
       return st.blocks * 512
     } finally {
       lease.release()
     }
+  }
+
+  // Pages from `offset` on read as zeros now: the sidecar ends there (its partial last page re-summed).
+  private async truncateSums (file: string, offset: number): Promise<void> {
+    if (this.unverified.has(file)) return
+    const keepPages = Math.ceil(offset / CHECKSUM_PAGE_BYTES)
+    const side = await this.acquireSidecar(file, `truncate ${file}`)
+    try { await side.fh.truncate(entryOffset(keepPages)) } finally { side.release() }
+    if (offset % CHECKSUM_PAGE_BYTES !== 0) await this.updateSums(file, offset, 0 + (keepPages * CHECKSUM_PAGE_BYTES - offset), null, `truncate ${file}`)
   }
 
   // A file deleted meanwhile needs no sync (its directory's is the caller's).
@@ -117,7 +301,17 @@ export class VersionFiles {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return
       throw err
     }
-    try { await this.fsync(lease.fh) } finally { lease.release() }
+    // The version and its checksums in parallel: the file system commits them together.
+    let side
+    if (!this.unverified.has(file)) {
+      try { side = await this.cache.acquire(sidecarPath(file)) } catch { /* gone with its version */ }
+    }
+    try {
+      await Promise.all([this.fsync(lease.fh), side !== undefined ? this.fsync(side.fh) : undefined])
+    } finally {
+      lease.release()
+      side?.release()
+    }
   }
 
   async syncDir (dir: string): Promise<void> {
@@ -140,7 +334,7 @@ export class VersionFiles {
   }
 
   // Forget a path (deleted or renamed over); its handle closes once unused.
-  forget (file: string): void { this.cache.forget(file) }
+  forget (file: string): void { this.cache.forget(file); this.cache.forget(sidecarPath(file)) }
   forgetUnder (dir: string): void { this.cache.forgetUnder(dir) }
   async closeAll (): Promise<void> { await this.cache.closeAll() }
 }
@@ -160,4 +354,9 @@ export async function writeAll (fh: fsp.FileHandle, data: Buffer, position: numb
 export function writeAllSync (fd: number, data: Buffer, position: number): void {
   let done = 0
   while (done < data.length) done += fs.writeSync(fd, data, done, data.length - done, position + done)
+}
+
+// A page that still failed its check when read again under the range lock.
+class BadPage extends Error {
+  constructor (readonly page: number) { super(`bad page ${page}`) }
 }

@@ -23,7 +23,7 @@ import { allocatedBytesOf } from './version-files'
 export interface BlockVersionInfo { epoch: number, allocatedBytes: number, sizeBytes: number }
 
 export interface CopyOnWriteDeps {
-  files: Pick<VersionFiles, 'write' | 'create' | 'zeroRange' | 'forget' | 'fsync' | 'syncDir'>
+  files: Pick<VersionFiles, 'write' | 'create' | 'zeroRange' | 'forget' | 'fsync' | 'syncDir' | 'copySidecar' | 'renameSidecar' | 'removeSidecar'>
   space: Pick<SpaceAccount, 'reserve' | 'release' | 'addUnsettled' | 'setAlloc' | 'forgetAlloc' | 'allocatedOf' | 'costOfCopy'>
   ensureDir: (disk: DiskState) => Promise<void>
   translate: TranslateError
@@ -143,6 +143,10 @@ export class CopyOnWrite {
       // removed at start, and the older version still shows through.
       const fh = await fsp.open(tmp, 'r+')
       try { await files.fsync(fh) } finally { await fh.close() }
+      // Its checksums first: a version never has a name without its sums (a crash in between
+      // leaves a sidecar without a version, removed at start).
+      await files.copySidecar(src, tmp)
+      await files.renameSidecar(tmp, file)
       await fsp.rename(tmp, file)
       space.setAlloc(file, await allocatedBytesOf(file))
     } catch (err) {
@@ -167,6 +171,7 @@ export class CopyOnWrite {
     this.deps.space.forgetAlloc(file)
     try {
       await fsp.rm(file, { force: true })
+      await this.deps.files.removeSidecar(file)
     } catch (err) {
       throw this.deps.translate(err, `delete ${disk.uuid} block ${block}.${epoch}`)
     }

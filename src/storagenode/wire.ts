@@ -69,6 +69,18 @@ export interface IoBudgetStat {
 }
 
 export interface StatResponse extends IoBudgetStat { nodeId: string, capacityBytes: number, usedBytes: number, freeBytes: number, fsyncCount: number }
+export interface ScrubRequest { diskUuid: string, digests: boolean }
+export interface ScrubFinding { diskUuid: string, block: number, epoch: number, page: number, foundAtMs: number }
+export interface ScrubDigest { block: number, epoch: number, digest: number }
+export interface ScrubResponse {
+  versionsChecked: number
+  bytesChecked: number
+  adopted: number
+  bad: ScrubFinding[]
+  digests: ScrubDigest[]
+  passes: number           // background passes completed since the node started
+  lastPassEndMs: number
+}
 export type PingRequest = Record<string, never>
 export type PingResponse = Record<string, never>
 
@@ -86,6 +98,7 @@ export interface StorageHandlers extends grpc.UntypedServiceImplementation {
   CopyBase: grpc.handleUnaryCall<CopyBaseRequest, CopyBaseResponse>
   LocateBlock: grpc.handleUnaryCall<LocateBlockRequest, LocateBlockResponse>
   Ping: grpc.handleUnaryCall<PingRequest, PingResponse>
+  Scrub: grpc.handleUnaryCall<ScrubRequest, ScrubResponse>
 }
 
 export const PROTO_RELATIVE_PATH = path.join('proto', 'ukai', 'storage', 'v1', 'storage.proto')

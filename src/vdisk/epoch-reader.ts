@@ -1,7 +1,7 @@
 // Reads one disk as it was at a committed epoch — a snapshot, or the parent of a clone — from
 // the nearest in-sync replica with failover, like head reads. Committed versions never change,
 // so only the placement (relocation moves replicas) is kept current, through watches.
-import { UkaiError } from '../errors'
+import { UkaiError, safetyCatch } from '../errors'
 import { DiskMap } from '../meta/disk-map'
 import { ReplicaSet, readableReplicas } from '../meta/placement'
 import { DiskRecord } from '../meta/schema'
@@ -59,7 +59,11 @@ export class EpochReader {
       length,
       absentAsNull,
       ioRetryMs: this.ioRetryMs,
-      what: `block ${block} of ${this.record.name} at epoch ${this.epoch}`
+      what: `block ${block} of ${this.record.name} at epoch ${this.epoch}`,
+      // A rotten committed version: the replica's block is stale (repair copies every version).
+      onCorrupt: async (nodes) => {
+        for (const node of nodes) await this.map.markStale(node, [block]).catch(safetyCatch)
+      }
     })
   }
 

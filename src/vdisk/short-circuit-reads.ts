@@ -8,6 +8,12 @@
 // closes the file but keeps the answer, so a random read over a disk larger than the bound opens
 // a file again (no round trip to the node) instead of asking the node again.
 //
+// Every read is checked against the version's checksum sidecar (storagenode/page-checksums.ts),
+// opened with the file: a mismatch — rot, or a write of this very page in flight on the node —
+// answers null, so the read goes over gRPC, where the node checks again under its range lock
+// and refuses rot (the disk then marks the replica stale). A version without a sidecar (older
+// than checksums, until the scrub adopts it) is read over gRPC too. Two descriptors per entry.
+//
 // A stale byte is a defect, so every cached entry is dropped when what it answered may have
 // changed (see DiskLocalReads). Anything unexpected drops the entry and the caller reads over
 // gRPC instead: this path may make a read faster, never fail it.
@@ -15,6 +21,7 @@ import fs from 'node:fs'
 import path from 'node:path'
 import { Logger, silentLogger } from '../log'
 import { readLocalReadToken } from '../storagenode/local-read-token'
+import { CHECKSUM_PAGE_BYTES, firstBadPage, pageSpan, readEntriesSync, sidecarPath } from '../storagenode/page-checksums'
 import { NodePool } from './node-pool'
 import { SYNC_IO_MAX_BYTES } from '../lib/limits'
 import { Lifecycle } from '../lib/lifecycle'
@@ -37,6 +44,7 @@ interface Entry {
   readEpoch: number
   versionEpoch: number | null   // null: no version <= readEpoch
   fd: number | null             // null: absent, or closed to stay within the bound (reopened on use)
+  sumFd: number | null          // its checksum sidecar, opened and closed with fd
   evicted: boolean              // close the fd once no async read uses it; the entry stays valid
   reading: number               // async reads in flight on fd: close waits for them
   dropped: boolean
@@ -271,18 +279,21 @@ export class DiskLocalReads {
     const dataDir = this.owner.dataDirOf(node)
     if (this.closed || dataDir === undefined) return null
     let fd: number | null = null
+    let sumFd: number | null = null
     if (answer.found) {
       // The node names the file; it must be the one the layout says, inside its data dir.
       if (answer.epoch > readEpoch || answer.path !== `disks/${this.diskUuid}/${block}.${answer.epoch}`) return null
       try {
-        fd = fs.openSync(path.join(dataDir, answer.path), fs.constants.O_RDONLY)
+        const opened = openWithSums(path.join(dataDir, answer.path))
+        if (opened === null) return null  // no checksums (yet): gRPC
+        fd = opened.fd; sumFd = opened.sumFd
       } catch (err) {
         const code = (err as NodeJS.ErrnoException).code
         if (code === 'EACCES' || code === 'EPERM') this.owner.refuse(node, `cannot open its block files: ${code}`)
         return null  // removed meanwhile (a discard, a relocation): gRPC knows better
       }
     }
-    const entry: Entry = { disk: this, node, block, readEpoch, versionEpoch: answer.found ? answer.epoch : null, fd, evicted: false, reading: 0, dropped: false }
+    const entry: Entry = { disk: this, node, block, readEpoch, versionEpoch: answer.found ? answer.epoch : null, fd, sumFd, evicted: false, reading: 0, dropped: false }
     const kept = stable && (holdsLease || entry.versionEpoch === readEpoch)
     if (kept) {
       const old = this.find(node, block)
@@ -302,18 +313,26 @@ export class DiskLocalReads {
       // entry and reads over gRPC.
       const dataDir = this.owner.dataDirOf(e.node)
       if (dataDir === undefined) throw new Error(`node ${e.node} no longer qualifies`)
-      e.fd = fs.openSync(path.join(dataDir, 'disks', this.diskUuid, `${e.block}.${e.versionEpoch as number}`), fs.constants.O_RDONLY)
+      const opened = openWithSums(path.join(dataDir, 'disks', this.diskUuid, `${e.block}.${e.versionEpoch as number}`))
+      if (opened === null) throw new Error('version file has no checksums')
+      e.fd = opened.fd; e.sumFd = opened.sumFd
     }
     const fd = e.fd
+    const sumFd = e.sumFd as number
     // A version deleted or replaced on the node (whole-block discard, GC) keeps its bytes for us
     // through the open descriptor: never read those.
     if (fs.fstatSync(fd).nlink === 0) throw new Error('version file was removed')
     if (!e.dropped) this.owner.touch(e)
+    // Whole pages, as they were summed; the caller's range is cut out after the check.
+    const span = pageSpan(offset, length)
+    const want = length
+    const at = span.start
+    length = span.end - span.start
     const buf = Buffer.allocUnsafe(length)
     let got = 0
     if (length <= SYNC_IO_MAX_BYTES) {  // on the loop: see lib/limits.ts
       while (got < length) {
-        const n = fs.readSync(fd, buf, got, length - got, offset + got)
+        const n = fs.readSync(fd, buf, got, length - got, at + got)
         if (n === 0) break
         got += n
       }
@@ -322,7 +341,7 @@ export class DiskLocalReads {
       e.reading++
       try {
         while (got < length) {
-          const n = await new Promise<number>((resolve, reject) => fs.read(fd, buf, got, length - got, offset + got, (err, bytesRead) => err !== null ? reject(err) : resolve(bytesRead)))
+          const n = await new Promise<number>((resolve, reject) => fs.read(fd, buf, got, length - got, at + got, (err, bytesRead) => err !== null ? reject(err) : resolve(bytesRead)))
           if (n === 0) break
           got += n
         }
@@ -332,7 +351,11 @@ export class DiskLocalReads {
       }
     }
     if (got < length) buf.fill(0, got)  // past the end of the version file: zeros, as the node answers
-    return buf
+    const firstPage = at / CHECKSUM_PAGE_BYTES
+    // Read after the bytes: a write landing in between shows as a mismatch, never as a match.
+    const sums = readEntriesSync(sumFd, firstPage, length / CHECKSUM_PAGE_BYTES)
+    if (firstBadPage(buf, sums, firstPage) >= 0) throw new Error('checksum mismatch: read over gRPC, where the node checks under its lock')
+    return buf.subarray(offset - at, offset - at + want)
   }
 }
 
@@ -341,6 +364,29 @@ export class DiskLocalReads {
 function closeWhenIdle (e: Entry): void {
   if (!(e.dropped || e.evicted) || e.reading > 0 || e.fd === null) return
   const fd = e.fd
+  const sumFd = e.sumFd
   e.fd = null
+  e.sumFd = null
   try { fs.closeSync(fd) } catch { /* nothing to do about a failed close of a read-only fd */ }
+  if (sumFd !== null) try { fs.closeSync(sumFd) } catch { /* as above */ }
+}
+
+// A version file and its checksum sidecar, both read-only; null when it has no sidecar.
+function openWithSums (file: string): { fd: number, sumFd: number } | null {
+  let sumFd: number
+  try {
+    sumFd = fs.openSync(sidecarPath(file), fs.constants.O_RDONLY)
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
+      fs.accessSync(file)  // the version itself gone: the caller's ENOENT path
+      return null
+    }
+    throw err
+  }
+  try {
+    return { fd: fs.openSync(file, fs.constants.O_RDONLY), sumFd }
+  } catch (err) {
+    fs.closeSync(sumFd)
+    throw err
+  }
 }

@@ -394,9 +394,27 @@ export class VirtualDisk {
       length,
       absentAsNull: chain !== null,
       ioRetryMs: this.ioRetryMs,
-      what: `block ${block} of ${this.name}`
+      what: `block ${block} of ${this.name}`,
+      onCorrupt: async (nodes) => { await this.markCorrupt(block, nodes) }
     })
     return data ?? await (chain as ParentChain).read(block, offsetInBlock, length)
+  }
+
+  // Replicas whose node refused the block for a checksum mismatch, after another replica served
+  // it: marked stale so repair copies the block again (replica-read.ts). A failed marking is
+  // logged, not the read's failure: the good bytes were served, the next read finds it again.
+  private async markCorrupt (block: number, nodes: string[]): Promise<void> {
+    for (const node of nodes) {
+      this.log.error({ node, block }, 'replica failed its checksum: marking it stale')
+      this.local?.mutating(block, null)  // nothing short-circuit read from it stays cached
+      try {
+        await this.map.markStale(node, [block])
+        this.onReplicaStale?.(this, node, 'CHECKSUM')
+      } catch (err) {
+        safetyCatch(err)
+        this.log.warn({ node, block, err: (err as Error).message }, 'could not mark the corrupt replica stale (the next read finds it again)')
+      }
+    }
   }
 
   async write (offset: number, data: Buffer): Promise<void> {

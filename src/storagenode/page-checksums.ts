@@ -1,0 +1,91 @@
+// End-to-end checksums of block version files: one crc32c per 4 KiB page, kept in a sidecar file
+// beside each version (DATA/disks/<uuid>/<block>.<epoch>.crc). The node updates it with every
+// write, discard and copy and checks it on every read (version-files.ts); an agent reading the
+// files directly checks it too (src/vdisk/short-circuit-reads.ts). This file owns the format.
+//
+// Format: an 8-byte header ('UKC1', u32 LE page size = 4096), then one u32 LE per page i at
+// 8 + 4*i. The stored value is crc32c(page) XOR crc32c(zero page), so an all-zero page stores 0:
+// a sidecar hole or a page past the sidecar's end reads as 0 = "this page reads as zeros", which
+// is exactly what a never-written, punched or truncated page of a sparse version file reads as.
+// No fstat or gap filling on the write path; a 4 MiB block costs at most a 4 KiB sidecar.
+// The page is checked as a read sees it: bytes past the end of the version file count as zeros.
+//
+// crc32c: @node-rs/crc32 (SSE4.2, prebuilt binaries). Measured here: 4 KiB in ~1 µs, 4 MiB at
+// ~3.7 GB/s — less than a tenth of the cost of moving the same bytes through gRPC.
+import * as fs from 'node:fs'
+import { crc32c } from '@node-rs/crc32'
+
+export const CHECKSUM_PAGE_BYTES = 4096
+export const SIDECAR_SUFFIX = '.crc'
+export const SIDECAR_HEADER_BYTES = 8
+export const SIDECAR_HEADER = Buffer.from([0x55, 0x4b, 0x43, 0x31, 0x00, 0x10, 0x00, 0x00])  // 'UKC1', 4096 LE
+const ZERO_PAGE = Buffer.alloc(CHECKSUM_PAGE_BYTES)
+const ZERO_PAGE_CRC = crc32c(ZERO_PAGE)
+
+export function sidecarPath (versionFile: string): string { return versionFile + SIDECAR_SUFFIX }
+
+// The stored value of one page (exactly CHECKSUM_PAGE_BYTES bytes, zero-filled past the file's end).
+export function pageSum (page: Buffer): number {
+  if (page.length !== CHECKSUM_PAGE_BYTES) throw new Error(`pageSum of ${page.length} bytes`)
+  return (crc32c(page) ^ ZERO_PAGE_CRC) >>> 0
+}
+
+// The stored values of `pages` consecutive whole pages of `data` (a page-aligned span).
+export function pageSums (data: Buffer): Buffer {
+  const pages = Math.ceil(data.length / CHECKSUM_PAGE_BYTES)
+  const out = Buffer.allocUnsafe(pages * 4)
+  for (let i = 0; i < pages; i++) {
+    const start = i * CHECKSUM_PAGE_BYTES
+    let page = data.subarray(start, start + CHECKSUM_PAGE_BYTES)
+    if (page.length < CHECKSUM_PAGE_BYTES) page = Buffer.concat([page, ZERO_PAGE.subarray(page.length)])
+    out.writeUInt32LE(pageSum(page), i * 4)
+  }
+  return out
+}
+
+// The first page of `data` (page-aligned, starting at page `firstPage`) whose sum differs from
+// `stored` (the sidecar's entries from firstPage on), or -1 when all match.
+export function firstBadPage (data: Buffer, stored: Buffer, firstPage: number): number {
+  const pages = Math.ceil(data.length / CHECKSUM_PAGE_BYTES)
+  for (let i = 0; i < pages; i++) {
+    const start = i * CHECKSUM_PAGE_BYTES
+    const page = data.subarray(start, start + CHECKSUM_PAGE_BYTES)
+    const want = stored.readUInt32LE(i * 4)
+    // An all-zero page is common (thin blocks): compare bytes only when zeros are expected.
+    const got = want === 0 && page.length === CHECKSUM_PAGE_BYTES ? (page.equals(ZERO_PAGE) ? 0 : pageSum(page)) : pageSum(page.length === CHECKSUM_PAGE_BYTES ? page : Buffer.concat([page, ZERO_PAGE.subarray(page.length)]))
+    if (got !== want) return firstPage + i
+  }
+  return -1
+}
+
+// The page-aligned span [start, end) that covers [offset, offset+length).
+export function pageSpan (offset: number, length: number): { start: number, end: number } {
+  const start = Math.floor(offset / CHECKSUM_PAGE_BYTES) * CHECKSUM_PAGE_BYTES
+  const end = Math.ceil((offset + length) / CHECKSUM_PAGE_BYTES) * CHECKSUM_PAGE_BYTES
+  return { start, end }
+}
+
+export function entryOffset (page: number): number { return SIDECAR_HEADER_BYTES + 4 * page }
+
+export function checkHeader (header: Buffer, file: string): void {
+  if (header.length < SIDECAR_HEADER_BYTES || !header.subarray(0, SIDECAR_HEADER_BYTES).equals(SIDECAR_HEADER)) {
+    throw new Error(`${file}: not a UKAI checksum file (bad header)`)
+  }
+}
+
+// `count` entries from page `firstPage` on, read with pread on `fd`; past the file's end: 0.
+export function readEntriesSync (fd: number, firstPage: number, count: number): Buffer {
+  const buf = Buffer.alloc(count * 4)
+  let got = 0
+  while (got < buf.length) {
+    const n = fs.readSync(fd, buf, got, buf.length - got, entryOffset(firstPage) + got)
+    if (n === 0) break
+    got += n
+  }
+  return buf
+}
+
+// The whole sidecar content for a version's bytes (a staged copy, an adopted old version).
+export function sidecarFor (data: Buffer): Buffer {
+  return Buffer.concat([SIDECAR_HEADER, pageSums(data)])
+}

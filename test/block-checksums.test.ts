@@ -1,0 +1,179 @@
+// Checksums of block versions (src/storagenode/page-checksums.ts, version-files.ts): the sidecar
+// format, and a BlockStore on a real temp dir whose sidecars stay exact through partial writes,
+// punched holes, truncation, copy-on-write clones and a restart; a flipped byte is never served.
+import t from 'tap'
+import * as fs from 'node:fs'
+import * as os from 'node:os'
+import * as path from 'node:path'
+import { crc32c } from '@node-rs/crc32'
+import { BlockStore } from '../src/storagenode/block-store'
+import { CHECKSUM_PAGE_BYTES, SIDECAR_HEADER, SIDECAR_HEADER_BYTES, checkHeader, firstBadPage, pageSpan, pageSum, pageSums, sidecarFor } from '../src/storagenode/page-checksums'
+import { isUkaiError } from '../src/errors'
+
+const UUID = '0b5d3c1e-7a2f-4c11-9e0f-222222222222'
+const BLOCK_BYTES = 256 * 1024
+const PAGE = CHECKSUM_PAGE_BYTES
+
+function tempDir (t: { teardown: (fn: () => void) => void }): string {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ukai-crc-'))
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }))
+  return dir
+}
+
+function rng (seed: number): () => number {
+  let s = seed >>> 0
+  return () => { s = (s * 1664525 + 1013904223) >>> 0; return s / 2 ** 32 }
+}
+
+function bytes (rand: () => number, n: number): Buffer {
+  const b = Buffer.allocUnsafe(n)
+  for (let i = 0; i < n; i++) b[i] = Math.floor(rand() * 256)
+  return b
+}
+
+const versionFile = (dir: string, block: number, epoch: number): string => path.join(dir, 'disks', UUID, `${block}.${epoch}`)
+
+// The sidecar a version file should have, computed from its bytes, against the one it has
+// (entries past either end count as 0: the page reads as zeros).
+function sidecarMatches (file: string): boolean {
+  const want = sidecarFor(fs.readFileSync(file))
+  const got = fs.readFileSync(file + '.crc')
+  checkHeader(got, file)
+  const n = Math.max(want.length, got.length)
+  const pad = (b: Buffer): Buffer => Buffer.concat([b, Buffer.alloc(n - b.length)])
+  return pad(want).equals(pad(got))
+}
+
+function flipByte (file: string, at: number): void {
+  const fd = fs.openSync(file, 'r+')
+  try {
+    const b = Buffer.alloc(1)
+    fs.readSync(fd, b, 0, 1, at)
+    b[0] ^= 0x5a
+    fs.writeSync(fd, b, 0, 1, at)
+  } finally { fs.closeSync(fd) }
+}
+
+t.test('the format: header, a zero page stores 0, sums are crc32c XOR the zero page\'s', async t => {
+  t.equal(SIDECAR_HEADER.subarray(0, 4).toString(), 'UKC1')
+  t.equal(SIDECAR_HEADER.readUInt32LE(4), PAGE)
+  t.equal(SIDECAR_HEADER_BYTES, 8)
+  t.equal(pageSum(Buffer.alloc(PAGE)), 0, 'an all-zero page stores 0 (so a sidecar hole means zeros)')
+  const page = Buffer.alloc(PAGE, 0xab)
+  t.equal(pageSum(page), (crc32c(page) ^ crc32c(Buffer.alloc(PAGE))) >>> 0)
+  t.equal(crc32c(Buffer.from('123456789')), 0xe3069283, 'crc32c check value')
+  const data = Buffer.concat([page, Buffer.alloc(PAGE), Buffer.alloc(100, 1)])
+  const sums = pageSums(data)
+  t.equal(sums.length, 12, 'one u32 per page, a partial last page included')
+  t.equal(sums.readUInt32LE(4), 0)
+  t.equal(sums.readUInt32LE(8), pageSum(Buffer.concat([Buffer.alloc(100, 1), Buffer.alloc(PAGE - 100)])), 'a partial page is summed zero-filled')
+  t.equal(firstBadPage(data, sums, 7), -1)
+  const bad = Buffer.from(data); bad[PAGE + 5] = 1
+  t.equal(firstBadPage(bad, sums, 7), 8, 'names the page, counted from the span\'s first page')
+  t.same(pageSpan(5000, 100), { start: 4096, end: 8192 })
+  t.same(pageSpan(4096, 8192), { start: 4096, end: 12288 })
+  t.throws(() => checkHeader(Buffer.from('garbage!'), 'x'), /not a UKAI checksum file/)
+})
+
+t.test('sidecars stay exact through random partial writes, holes, truncation and clones, and across a restart', async t => {
+  const dir = tempDir(t)
+  let store = await BlockStore.open({ nodeId: 'n1', dataDir: dir })
+  const rand = rng(7)
+  const model = new Map<string, Buffer>()  // `${block}.${epoch}` → what a read at that epoch sees
+  const modelOf = (block: number, epoch: number): Buffer => {
+    for (let e = epoch; e >= 1; e--) { const m = model.get(`${block}.${e}`); if (m !== undefined) return m }
+    return Buffer.alloc(BLOCK_BYTES)
+  }
+  for (let epoch = 1; epoch <= 2; epoch++) {
+    for (let i = 0; i < 120; i++) {
+      const block = Math.floor(rand() * 3)
+      const m = Buffer.from(modelOf(block, epoch))
+      const off = Math.floor(rand() * (BLOCK_BYTES - 1))
+      const len = 1 + Math.floor(rand() * Math.min(3 * PAGE, BLOCK_BYTES - off))
+      if (rand() < 0.2) {
+        await store.discard(UUID, block, epoch, off, len, 1)  // a hole inside, or a truncated tail
+        m.fill(0, off, off + len)
+      } else {
+        const data = bytes(rand, len)
+        await store.write(UUID, block, epoch, off, data, 1)
+        data.copy(m, off)
+      }
+      model.set(`${block}.${epoch}`, m)
+    }
+  }
+  for (const key of model.keys()) t.ok(sidecarMatches(path.join(dir, 'disks', UUID, key)), `sidecar of ${key} matches its bytes`)
+  await store.close()
+  store = await BlockStore.open({ nodeId: 'n1', dataDir: dir })
+  t.teardown(() => store.close())
+  for (let block = 0; block < 3; block++) {
+    for (let epoch = 1; epoch <= 2; epoch++) t.same(await store.read(UUID, block, epoch, 0, BLOCK_BYTES), modelOf(block, epoch), `block ${block} at epoch ${epoch} after a restart`)
+  }
+})
+
+t.test('a flipped byte is never served: CHECKSUM for its page, other pages still read', async t => {
+  const dir = tempDir(t)
+  const store = await BlockStore.open({ nodeId: 'n1', dataDir: dir })
+  t.teardown(() => store.close())
+  const data = bytes(rng(3), 4 * PAGE)
+  await store.write(UUID, 0, 1, 0, data, 1)
+  flipByte(versionFile(dir, 0, 1), 2 * PAGE + 17)
+  const err = await store.read(UUID, 0, 1, 2 * PAGE + 100, 10).then(() => null, (e: unknown) => e)
+  t.ok(isUkaiError(err, 'CHECKSUM') && /page 2 /.test((err as Error).message), 'the page read is refused, naming the page')
+  await t.rejects(store.read(UUID, 0, 1, 0, 4 * PAGE), { code: 'CHECKSUM' }, 'a read spanning it too')
+  t.same(await store.read(UUID, 0, 1, PAGE, PAGE), data.subarray(PAGE, 2 * PAGE), 'a good page still reads')
+  // A clone made by a write at a newer epoch keeps the sums: the rot stays detectable there.
+  await store.write(UUID, 0, 2, 0, Buffer.alloc(10, 1), 1)
+  await t.rejects(store.read(UUID, 0, 2, 2 * PAGE, PAGE), { code: 'CHECKSUM' }, 'the copy-on-write clone of a rotten version is refused too')
+})
+
+t.test('a 512-byte write inside a page re-sums that page from the file', async t => {
+  const dir = tempDir(t)
+  let store = await BlockStore.open({ nodeId: 'n1', dataDir: dir })
+  const data = bytes(rng(5), 2 * PAGE)
+  await store.write(UUID, 1, 1, 0, data, 1)
+  const small = bytes(rng(6), 512)
+  await store.write(UUID, 1, 1, PAGE + 1000, small, 1)
+  small.copy(data, PAGE + 1000)
+  t.same(await store.read(UUID, 1, 1, 0, 2 * PAGE), data)
+  t.ok(sidecarMatches(versionFile(dir, 1, 1)))
+  await store.close()
+  store = await BlockStore.open({ nodeId: 'n1', dataDir: dir })
+  t.teardown(() => store.close())
+  t.same(await store.read(UUID, 1, 1, PAGE + 900, 700), data.subarray(PAGE + 900, PAGE + 1600), 'after a restart')
+})
+
+t.test('a version without a sidecar (older than checksums) is served unverified; orphan sidecars go at start', async t => {
+  const dir = tempDir(t)
+  let store = await BlockStore.open({ nodeId: 'n1', dataDir: dir })
+  const data = bytes(rng(9), PAGE)
+  await store.write(UUID, 2, 1, 0, data, 1)
+  await store.close()
+  fs.rmSync(versionFile(dir, 2, 1) + '.crc')
+  fs.writeFileSync(versionFile(dir, 5, 1) + '.crc', SIDECAR_HEADER)
+  store = await BlockStore.open({ nodeId: 'n1', dataDir: dir })
+  t.teardown(() => store.close())
+  t.notOk(fs.existsSync(versionFile(dir, 5, 1) + '.crc'), 'a sidecar without its version is removed')
+  t.same(await store.read(UUID, 2, 1, 0, PAGE), data, 'served')
+  t.equal(store.unverifiedVersions, 1, 'and counted as unverified')
+})
+
+t.test('the scrub\'s check: adopts a version older than checksums, then finds rot in it', async t => {
+  const dir = tempDir(t)
+  let store = await BlockStore.open({ nodeId: 'n1', dataDir: dir })
+  const data = bytes(rng(10), 3 * PAGE)
+  await store.write(UUID, 4, 1, 0, data, 1)
+  const clean = await store.checkVersion(UUID, 4, 1)
+  t.match(clean, { sizeBytes: 3 * PAGE, badPage: -1, adopted: false }, 'a clean version')
+  await store.close()
+  fs.rmSync(versionFile(dir, 4, 1) + '.crc')
+  store = await BlockStore.open({ nodeId: 'n1', dataDir: dir })
+  t.teardown(() => store.close())
+  const adopted = await store.checkVersion(UUID, 4, 1)
+  t.match(adopted, { badPage: -1, adopted: true }, 'an unverified version is adopted')
+  t.equal(adopted?.digest, clean?.digest, 'with the same digest as before')
+  t.equal(store.unverifiedVersions, 0)
+  t.ok(sidecarMatches(versionFile(dir, 4, 1)), 'its sidecar now matches its bytes')
+  flipByte(versionFile(dir, 4, 1), PAGE + 3)
+  t.match(await store.checkVersion(UUID, 4, 1), { badPage: 1 }, 'rot found by the scrub\'s check')
+  t.equal(await store.checkVersion(UUID, 9, 1), null, 'a version that does not exist: null')
+})
