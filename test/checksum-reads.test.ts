@@ -24,8 +24,8 @@ async function setup (t: TestLike & Parameters<typeof cliOk>[0], nodeHost: strin
   const zk = (await startZk(t)).connectString
   const hostArgs = nodeHost === null ? [] : ['--host', nodeHost]
   const nodes = await Promise.all(['a1', 'a2'].map(async id => await startNode(t, { zk, id, site: 'site-a', extraArgs: hostArgs })))
-  // No auto repair: the test sees the stale mark before it runs the repair itself.
-  const agent = await startAgent(t, { zk, host: 'hv-a', site: 'site-a', extraArgs: ['--no-auto-repair'] })
+  // No auto repair, no controller: the test sees the stale mark before it runs the repair itself.
+  const agent = await startAgent(t, { zk, host: 'hv-a', site: 'site-a', extraArgs: ['--no-auto-repair', '--no-controller'] })
   await cliOk(t, ['disk', 'create', 'vol', '--size', '4M', '--block-size', '256K', '--nodes', 'a1,a2'], zk)
   const file = path.join(agent.mountPoint, 'vol')
   const model = randomBytes(rng(11), SIZE)

@@ -42,7 +42,7 @@ t.test('scrub finds rot nobody read, marks it stale, repairs it; --deep finds a 
   const scrubArgs = ['--scrub-mbps', '100', '--scrub-interval-ms', '2000']
   const nodes = await Promise.all(['a1', 'a2', 'a3'].map(async id => await startNode(t, { zk, id, site: 'site-a', extraArgs: scrubArgs })))
   const [, a2, a3] = nodes
-  const agent = await startAgent(t, { zk, host: 'hv-a', site: 'site-a', extraArgs: ['--no-auto-repair'] })
+  const agent = await startAgent(t, { zk, host: 'hv-a', site: 'site-a', extraArgs: ['--no-auto-repair', '--no-controller'] })
   await cliOk(t, ['disk', 'create', 'vol', '--size', '4M', '--block-size', '256K', '--replicas', '3', '--nodes', 'a1,a2,a3'], zk)
   const file = path.join(agent.mountPoint, 'vol')
   const model = randomBytes(rng(21), SIZE)
