@@ -6,6 +6,7 @@ import { runDemo } from '../dev/demo'
 import { startWanProxy, validateWanOptions } from '../dev/wan-proxy'
 import { createLogger } from '../log'
 import { printJson, printTable } from './output'
+import { INSECURE_ZK_WARNING } from './context'
 import { countOption, numberOption, sizeOption } from './parse'
 
 const DEV_DIR_DEFAULT = '.ukai-dev'
@@ -29,9 +30,12 @@ export function devCommands (program: Command): void {
     .option('--wan-mbps <n>', 'bandwidth cap of those links in Mbit/s per direction (with --wan-latency-ms)', numberOption('--wan-mbps'))
     .option('--detach', 'return once everything runs (stop it later with `ukai dev down`)')
     .option('--json', 'print cluster.json')
-    .action(async (opts) => {
+    .action(async (opts, cmd: Command) => {
       const dir = path.resolve(opts.dir)
+      const insecureZk = (cmd.optsWithGlobals() as { insecureZk?: boolean }).insecureZk === true
+      if (insecureZk) createLogger('dev').warn(INSECURE_ZK_WARNING)
       const info = await devUp({
+        insecureZk,
         dir, sites: opts.sites, nodesPerSite: opts.nodesPerSite, capacity: opts.capacity, detach: opts.detach === true,
         wanLatencyMs: opts.wanLatencyMs, wanMbps: opts.wanMbps
       })
@@ -46,6 +50,7 @@ export function devCommands (program: Command): void {
         ])
         process.stdout.write('each METRICS address also serves /healthz (readiness)\n')
         process.stdout.write(`export UKAI_ZK=${info.zk.connectString}\n`)
+        if (info.zkAuthFile !== null) process.stdout.write(`export UKAI_ZK_AUTH=${info.zkAuthFile}   # ZooKeeper credentials for the CLI (or --zk-auth)\n`)
       }
       if (opts.detach === true) return
       process.stdout.write('running; Ctrl-C stops the cluster\n')

@@ -2,6 +2,8 @@
 //
 //   DIR/cluster.json        what runs: pids and the argv each was started with
 //   DIR/zk/                 ZooKeeper config, data, log
+//   DIR/zk-auth             ZooKeeper credentials (user:password, mode 0600) every daemon and
+//                           the CLI use (export UKAI_ZK_AUTH=DIR/zk-auth); kept across restarts
 //   DIR/nodes/a1/           storage node a1 of site-a: storagenode.log, data/
 //   DIR/agents/hv-a/        mount agent of site-a: mount.log
 //   DIR/mnt/site-a/         its FUSE mount point
@@ -26,8 +28,10 @@ import { isOurs, readCmdline, type StopResult } from './pids'
 import { validateWanOptions } from './wan-proxy'
 import { startMountAgent, startStorageNode, startWanProxyProcess, stopLogged, stopMountAgent } from './processes'
 import { startZooKeeper } from './zookeeper'
+import { createZkAuthFile, readZkAuthFile } from '../meta/credentials'
 
 export const CLUSTER_FILE = 'cluster.json'
+export const DEV_ZK_AUTH_FILE = 'zk-auth'
 const SITES_MAX = 26
 const NODES_PER_SITE_MAX = 16
 
@@ -47,6 +51,7 @@ export interface ClusterInfo {
   nodes: ClusterNode[]
   agents: ClusterAgent[]
   proxies: ClusterProxy[]  // absent in files of older versions: read as []
+  zkAuthFile: string | null // the credentials file; null: --insecure-zk (absent in older files: null)
 }
 
 export interface DevUpOptions {
@@ -59,6 +64,7 @@ export interface DevUpOptions {
   readyTimeoutMs?: number
   wanLatencyMs?: number     // one-way delay between an agent and the nodes of other sites
   wanMbps?: number          // bandwidth cap of those links, per direction
+  insecureZk?: boolean      // no ZooKeeper credentials, world-open znodes (default: DIR/zk-auth)
 }
 
 export function siteName (i: number): string { return `site-${letter(i)}` }
@@ -89,6 +95,7 @@ export function readCluster (dir: string): ClusterInfo | null {
     throw new UkaiError('BAD_ARGUMENT', `${file} is not a ukai cluster file (version 1)`)
   }
   if (!Array.isArray(info.proxies)) info.proxies = []
+  if (info.zkAuthFile === undefined) info.zkAuthFile = null
   return info
 }
 
@@ -129,6 +136,7 @@ export async function devUp (opts: DevUpOptions): Promise<ClusterInfo> {
 
   const detached = opts.detach === true
   const readyTimeoutMs = opts.readyTimeoutMs
+  const zkAuthFile = opts.insecureZk === true ? null : devZkAuthFile(dir)
   const zk = await startZooKeeper({ dir: path.join(dir, 'zk'), detached })
   const info: ClusterInfo = {
     version: 1,
@@ -138,7 +146,8 @@ export async function devUp (opts: DevUpOptions): Promise<ClusterInfo> {
     zk: { connectString: zk.connectString, pid: zk.pid, argv: zk.argv, dir: zk.dir, logFile: zk.logFile },
     nodes: [],
     agents: [],
-    proxies: []
+    proxies: [],
+    zkAuthFile
   }
   writeCluster(info)
 
@@ -155,7 +164,7 @@ export async function devUp (opts: DevUpOptions): Promise<ClusterInfo> {
       for (const { id, address } of planned.filter(p => p.site === siteName(s))) {
         const metrics = await metricsAddress()
         nodeStarts.push(startStorageNode({
-          dir: path.join(dir, 'nodes', id), id, site: siteName(s), zk: zk.connectString, capacity: opts.capacity, detached, readyTimeoutMs,
+          dir: path.join(dir, 'nodes', id), id, site: siteName(s), zk: zk.connectString, zkAuthFile, capacity: opts.capacity, detached, readyTimeoutMs,
           // Each hypervisor's local disks are its site's nodes: the agent of that site reads them
           // directly (short-circuit), every other site's agent over gRPC (across the WAN proxy).
           listen: address, extraArgs: ['--host', agentHost(s), '--metrics-listen', metrics, ...peerLinks[s].flatMap(l => ['--peer-address', `${l.node}=${l.address}`])]
@@ -175,7 +184,7 @@ export async function devUp (opts: DevUpOptions): Promise<ClusterInfo> {
         const host = agentHost(s)
         const metrics = await metricsAddress()
         agentStarts.push(startWanLinks(info, host, siteName(s), info.nodes, opts).then(async (links) => await startMountAgent({
-          dir: path.join(dir, 'agents', host), mountPoint: path.join(dir, 'mnt', siteName(s)), host, site: siteName(s), zk: zk.connectString, detached, readyTimeoutMs,
+          dir: path.join(dir, 'agents', host), mountPoint: path.join(dir, 'mnt', siteName(s)), host, site: siteName(s), zk: zk.connectString, zkAuthFile, detached, readyTimeoutMs,
           extraArgs: ['--metrics-listen', metrics, ...links.flatMap(l => ['--node-address', `${l.node}=${l.address}`])]
         })).then((agent) => {
           info.agents.push({ host: agent.host, site: agent.site, mountPoint: agent.mountPoint, pid: agent.pid, argv: agent.argv, logFile: agent.logFile, metricsAddress: metrics })
@@ -191,6 +200,14 @@ export async function devUp (opts: DevUpOptions): Promise<ClusterInfo> {
     throw err
   }
   return info
+}
+
+// The cluster's ZooKeeper credentials: made once (mode 0600), then kept, since the znodes in
+// DIR/zk carry an ACL for exactly them.
+function devZkAuthFile (dir: string): string {
+  const file = path.join(dir, DEV_ZK_AUTH_FILE)
+  if (fs.existsSync(file)) return readZkAuthFile(file).file
+  return createZkAuthFile(file).file
 }
 
 // Free loopback ports for the daemons' metrics endpoints, each handed out once.

@@ -1,12 +1,14 @@
 // Runs the real `ukai` CLI as a child process and captures what a user would see.
 import { spawn } from 'node:child_process'
 import { cliMainPath, daemonEnv } from '../../src/dev/processes'
+import { processZkAuth } from '../../src/dev/process-zk-auth'
 
 export interface CliResult { code: number, stdout: string, stderr: string }
 
 export function runCli (args: string[], opts: { zk?: string, timeoutMs?: number } = {}): Promise<CliResult> {
   return new Promise((resolve, reject) => {
     const env = daemonEnv()
+    env.UKAI_ZK_AUTH = processZkAuth().file // the test process's credentials (ZooKeeper ACLs on)
     if (opts.zk !== undefined) env.UKAI_ZK = opts.zk
     const child = spawn(process.execPath, [cliMainPath(), ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] })
     let stdout = ''

@@ -22,6 +22,7 @@ import {
   type MountAgentProcess, type StorageNodeProcess
 } from '../../src/dev/processes'
 import { startZooKeeper, type ZooKeeperHandle } from '../../src/dev/zookeeper'
+import { processZkAuth } from '../../src/dev/process-zk-auth'
 
 // The part of a tap Test the fixtures need.
 export interface TestLike {
@@ -109,6 +110,7 @@ export interface ZkFixture {
 }
 
 export async function startZk (t: TestLike, opts: { tickTimeMs?: number } = {}): Promise<ZkFixture> {
+  processZkAuth() // every daemon and CLI of this test process runs with ZooKeeper ACLs on
   const dir = makeTempDir(t, 'zk')
   let zk: ZooKeeperHandle = await startZooKeeper({ dir, tickTimeMs: opts.tickTimeMs })
   t.teardown(async () => await guard(t, `stop ZooKeeper pid ${zk.pid}`, async () => { await zk.stop() }))
@@ -147,7 +149,7 @@ export interface StartNodeOptions { zk: ZkRef, id: string, site: string, capacit
 
 export async function startNode (t: TestLike, opts: StartNodeOptions): Promise<NodeFixture> {
   const dir = makeTempDir(t, `node-${opts.id}`)
-  const base = { dir, id: opts.id, site: opts.site, zk: connectStringOf(opts.zk), capacity: opts.capacity, extraArgs: opts.extraArgs }
+  const base = { dir, id: opts.id, site: opts.site, zk: connectStringOf(opts.zk), zkAuthFile: processZkAuth().file, capacity: opts.capacity, extraArgs: opts.extraArgs }
   let node: StorageNodeProcess = await startNodeOnFreePort(base)
   t.teardown(async () => await guard(t, `stop node ${opts.id} pid ${node.pid}`, async () => { await node.stop() }))
   return {
@@ -200,7 +202,7 @@ export async function startAgent (t: TestLike, opts: StartAgentOptions): Promise
   const dir = makeTempDir(t, `agent-${opts.host}`)
   const mountPoint = path.join(dir, 'mnt')
   liveMounts.add(mountPoint)
-  const base = { dir, mountPoint, host: opts.host, site: opts.site, zk: connectStringOf(opts.zk), extraArgs: opts.extraArgs }
+  const base = { dir, mountPoint, host: opts.host, site: opts.site, zk: connectStringOf(opts.zk), zkAuthFile: processZkAuth().file, extraArgs: opts.extraArgs }
   let agent: MountAgentProcess = await startMountAgent(base)
   t.teardown(async () => await guard(t, `stop agent ${opts.host} pid ${agent.pid}`, async () => { await agent.stop() }))
   return {
@@ -290,4 +292,4 @@ export function fuseUnavailable (): string | null {
   return null
 }
 
-export { isMounted, isOurs }
+export { isMounted, isOurs, processZkAuth }
