@@ -12,6 +12,7 @@ import { relocateCommands } from './relocate-commands'
 import { siteCommands } from './site-commands'
 import { snapshotCommands } from './snapshot-commands'
 import { topCommand } from './top'
+import { zkCommands } from './zk-commands'
 import { exitCodeFor, reportError, wantsJson } from './output'
 import { ukaiVersion } from '../package-root'
 import { UkaiError } from '../errors'
@@ -57,6 +58,7 @@ export function buildProgram (): Command {
   libvirtCommands(program)
   daemonCommands(program)
   devCommands(program)
+  zkCommands(program)
   return program
 }
 

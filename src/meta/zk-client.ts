@@ -303,9 +303,12 @@ export class ZkClient extends EventEmitter {
     await this.call(path, (c, cb) => c.mkdirp(path, this.acls, cb), () => undefined)
   }
 
-  async getAcl (path: string): Promise<{ acls: zookeeper.ACL[], version: number }> {
-    return await this.call(path, (c, cb) => c.getACL(path, cb), (acls: zookeeper.ACL[], stat: any) => ({ acls, version: stat?.aversion ?? -1 }))
+  // A znode's ACL as a comparable key ('scheme:id:perms,…'), see ownAclKey.
+  async getAcl (path: string): Promise<{ key: string }> {
+    return await this.call(path, (c, cb) => c.getACL(path, cb), (acls: zookeeper.ACL[]) => ({ key: aclKey(acls) }))
   }
+
+  async ownAclKey (): Promise<string> { return aclKey(this.acls) }
 
   // Puts this client's ACL on PATH (see `ukai zk secure`).
   async setOwnAcl (path: string): Promise<void> {
@@ -335,6 +338,11 @@ export class ZkClient extends EventEmitter {
       tx.commit(cb)
     }, () => undefined)
   }
+}
+
+function aclKey (acls: zookeeper.ACL[]): string {
+  // The library's ACL objects name the permission bits `permission` (its typings say `perms`).
+  return acls.map(a => `${a.id.scheme}:${a.id.id}:${String((a as unknown as { permission?: number }).permission ?? a.perms)}`).sort().join(',')
 }
 
 function toStat (stat: any): ZkStat {
