@@ -12,7 +12,7 @@ import { paths } from '../src/meta/schema'
 import { zkDigestId } from '../src/meta/credentials'
 import { makeTempDir, processZkAuth, startCluster, startZk } from './helpers/cluster'
 import { cliJson, runCli } from './helpers/cli'
-import { cliMainPath, daemonEnv } from '../src/dev/processes'
+import { cliMainPath, daemonEnv, startStorageNode } from '../src/dev/processes'
 import { spawnSync } from 'node:child_process'
 
 const CONNECT_TIMEOUT_MS = 10_000
@@ -153,6 +153,13 @@ t.test('a credentials file others can read, or none at all, is refused; --insecu
   const rogue = await rawClient(t, zk.connectString)
   const acls = await getAcl(rogue, paths.config)
   t.same(acls.map(a => `${a.id.scheme}:${a.id.id}`), ['world:anyone'], 'an insecure cluster\'s znodes are world-open')
+  // A daemon run with --insecure-zk says so in its log, as a WARN line, when it starts.
+  const insecureNode = await startStorageNode({ dir: path.join(dir, 'insecure-node'), id: 'i1', site: 'site-a', zk: zk.connectString, zkAuthFile: null })
+  t.teardown(async () => { await insecureNode.stop() })
+  const warns = fs.readFileSync(insecureNode.logFile, 'utf8').split('\n').filter(l => l.includes('"level":40') && l.includes('ZooKeeper ACLs are OFF (--insecure-zk)'))
+  t.equal(warns.length, 1, 'the storage node logged one WARN line: ZooKeeper ACLs are OFF')
+  t.equal((await getAcl(rogue, paths.nodeAlive('i1'))).map(a => a.id.scheme).join(), 'world', 'and what it creates is world-open')
+  await insecureNode.stop()
 
   // Migration: the world-open cluster is secured by `ukai zk secure` with the credentials file.
   const made = spawnSync(process.execPath, [cliMainPath(), 'disk', 'create', 'old', '--size', '4M', '--zk', zk.connectString, '--insecure-zk'], { env, encoding: 'utf8', timeout: 30_000 })

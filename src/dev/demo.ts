@@ -140,6 +140,7 @@ export async function runDemo (dir: string): Promise<void> {
   }
   say('the cluster keeps running; try:')
   show(`export UKAI_ZK=${info.zk.connectString}`)
+  if (info.zkAuthFile !== null) show(`export UKAI_ZK_AUTH=${info.zkAuthFile}   # the cluster's ZooKeeper credentials (mode 0600)`)
   show('node dist/src/cli/main.js top                 # the dashboard (q quits); or: npx ukai top')
   show('node dist/src/cli/main.js disk list')
   show('node dist/src/cli/main.js site list')
