@@ -54,6 +54,7 @@ import { fioArgs, parseFioJson, runFio, type FioJob } from './fio'
 import { CpuMeter } from './proc-stats'
 import { Cleanup } from './cleanup'
 import { RESULTS_DIR, envNumber } from './bench-env'
+import { processZkAuth } from '../src/dev/process-zk-auth'
 
 const KIB = 1024
 const MIB = 1024 * KIB
@@ -182,9 +183,10 @@ async function benchmark (workDir: string, cleanup: Cleanup, children: Set<Child
   const startedAt = new Date()
   say(`relocation benchmark: WAN ${WAN_ONE_WAY_DELAY_MS} ms one-way, ${WAN_CAP_MBIT_PER_SEC} Mbit/s per proxied connection and direction; ` +
     `${DISK_SIZE_BYTES / GIB} GiB disk, ${BLOCK_SIZE_BYTES / MIB} MiB blocks, ${REPLICAS} replicas; work dir ${workDir}`)
+  processZkAuth() // before any daemon starts: they and the CLI inherit $UKAI_ZK_AUTH
   const zk: ZooKeeperHandle = await startZooKeeper({ dir: path.join(workDir, 'zk'), extraConfig: { forceSync: 'no' } })
   cleanup.add('stop ZooKeeper', () => zk.stop({ termTimeoutMs: 5_000 }))
-  const meta = await MetaStore.connect(zk.connectString)
+  const meta = await MetaStore.connect(zk.connectString, { auth: processZkAuth() })
   cleanup.add('close the ZooKeeper session', () => meta.close())
   say(`ZooKeeper on ${zk.connectString}`)
 

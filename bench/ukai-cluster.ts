@@ -15,6 +15,7 @@ import { startMountAgent, startStorageNode, type MountAgentProcess, type Storage
 import { unmount } from '../src/lib/mounts'
 import { freePort } from '../src/dev/free-port'
 import { envNumber } from './bench-env'
+import { processZkAuth } from '../src/dev/process-zk-auth'
 
 export const BENCH_SITE = 'site-a'
 export const BENCH_HOST = 'hv-bench'
@@ -77,6 +78,7 @@ export async function startUkaiCluster (opts: UkaiClusterOptions): Promise<UkaiC
   }
 
   try {
+    processZkAuth() // before any daemon starts: they inherit $UKAI_ZK_AUTH
     zk = await startZooKeeper({ dir: path.join(opts.dir, 'zk'), extraConfig: { forceSync: 'no' } })
     const connect = zk.connectString
     const nodeCount = opts.nodeCount ?? 2
@@ -84,7 +86,7 @@ export async function startUkaiCluster (opts: UkaiClusterOptions): Promise<UkaiC
     for (let i = 1; i <= nodeCount; i++) {
       nodes.push(await startStorageNode({ dir: path.join(opts.dir, `node-a${i}`), id: `a${i}`, site: BENCH_SITE, zk: connect, capacity: '50GiB', extraArgs: ['--host', BENCH_HOST, ...await metricsArgs()] }))
     }
-    meta = await MetaStore.connect(connect)
+    meta = await MetaStore.connect(connect, { auth: processZkAuth() })
     agentMetricsArgs.push(...await metricsArgs())
     agent = await withAgentProfiler(opts.agentCpuProfileDir, () =>
       startMountAgent({ dir: path.join(opts.dir, 'agent'), mountPoint, host: BENCH_HOST, site: BENCH_SITE, zk: connect, extraArgs: agentMetricsArgs }))

@@ -8,6 +8,7 @@ export type UkaiErrorCode =
   | 'NOT_ENOUGH_NODES'    // too few live storage nodes for the replica count
   | 'ZK_UNAVAILABLE'      // ZooKeeper unreachable for longer than the connect timeout
   | 'ZK_CONFLICT'         // a conditional metadata update lost a race
+  | 'ZK_AUTH'             // ZooKeeper refused our credentials (a znode's ACL does not grant them)
   | 'FENCED'              // a write carried a lease epoch older than one the node has seen
   | 'LEASE_HELD'          // the disk is open for write elsewhere and would not hand over
   | 'BUSY'                // the disk is open; the operation needs it closed

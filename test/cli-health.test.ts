@@ -11,6 +11,7 @@ import { RelocationRecord } from '../src/meta/schema'
 import { fuseUnavailable, startAgent, startNode, startZk } from './helpers/cluster'
 import { cliJson, runCli } from './helpers/cli'
 import { until } from './helpers/until'
+import { processZkAuth } from '../src/dev/process-zk-auth'
 
 const MiB = 1024 * 1024
 const SESSION = ['--zk-session-timeout-ms', '4000'] // a killed node's liveness goes within ~4 s
@@ -100,7 +101,7 @@ t.test('ukai health: each reason, named with what to do, and gone once fixed', {
   t.ok(got.equals(model), 'every byte is there')
 
   t.test('relocations: paused, and abandoned by their executor', async (t) => {
-    const meta = await MetaStore.connect(zks)
+    const meta = await MetaStore.connect(zks, { auth: processZkAuth() })
     t.teardown(() => meta.close())
     const base: RelocationRecord = {
       v: 1, id: 'r1', disk: 'vol', targetNodes: ['n1', 'n2'], dropNodes: [], addedNodes: [], rateBytesPerSec: 0,

@@ -12,6 +12,7 @@ import type { RelocationRecord } from '../src/meta/schema'
 import { cliMainPath, daemonEnv } from '../src/dev/processes'
 import { makeTempDir, startCluster } from './helpers/cluster'
 import { cliJson, runCli } from './helpers/cli'
+import { processZkAuth } from '../src/dev/process-zk-auth'
 
 const exec = promisify(execFile)
 const MiB = 1024 * 1024
@@ -26,7 +27,7 @@ t.test('ukai top in a terminal', { skip: noTmux ?? false }, async (t) => {
   t.equal((await runCli(['disk', 'create', 'vm02', '--size', '16M', '--block-size', '1M', '--site', 'site-a'], { zk })).code, 0)
   const disk = await cliJson<{ uuid: string }>(['disk', 'info', 'vm01'], zk)
 
-  const meta = await MetaStore.connect(zk)
+  const meta = await MetaStore.connect(zk, { auth: processZkAuth() })
   t.teardown(() => meta.close())
   const now = Date.now()
   const rec: RelocationRecord = {

@@ -3,6 +3,7 @@
 // relocation: the leader picks it up; kill -9 the leader mid-copy: the standby leads within
 // seconds and finishes it. A corrupt relocation record is refused with a logged reason,
 // once, and the controller keeps working. Data verified byte for byte through a mount.
+import { processZkAuth } from '../src/dev/process-zk-auth'
 import { spawn } from 'node:child_process'
 import fs from 'node:fs'
 import path from 'node:path'
@@ -43,7 +44,7 @@ t.test('a standby controller takes over and finishes what the leader and a CLI l
 
   // A corrupt record: refused with a reason, once, and nothing else stops.
   t.equal((await runCli(['disk', 'create', 'bad', '--size', '4M', '--block-size', '1M', '--site', 'site-a'], { zk })).code, 0)
-  const meta = await MetaStore.connect(zk)
+  const meta = await MetaStore.connect(zk, { auth: processZkAuth() })
   t.teardown(() => meta.close())
   await zkOf(meta).create(paths.relocation('bad'), Buffer.from(JSON.stringify({ v: 1, id: 'x', disk: 'bad', state: 'copying', targetNodes: 'a1' })))
 

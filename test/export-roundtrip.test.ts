@@ -13,6 +13,7 @@ import { fuseUnavailable, makeTempDir, missingCli, startCluster, startNode, star
 import { runCli } from './helpers/cli'
 import { runCliBinary, snapshot, writeThroughMount } from './helpers/export'
 import { randomBytes, rng, sha256 } from './helpers/model'
+import { processZkAuth } from '../src/dev/process-zk-auth'
 
 const KiB = 1024
 const MiB = 1024 * KiB
@@ -24,7 +25,7 @@ if (skip !== null) t.plan(0, skip)
 
 // Blocks with a version newer than the disk's newest snapshot: what an apply would have written.
 async function headWrites (zk: string, disk: string): Promise<number> {
-  const meta = await MetaStore.connect(zk)
+  const meta = await MetaStore.connect(zk, { auth: processZkAuth() })
   const pool = new NodePool(meta, { host: 'test', site: '' })
   try {
     await pool.start()
@@ -46,7 +47,7 @@ async function records (file: string): Promise<{ header: StreamHeader, records: 
 }
 
 async function snapshotsOf (zk: string, disk: string): Promise<string[]> {
-  const meta = await MetaStore.connect(zk)
+  const meta = await MetaStore.connect(zk, { auth: processZkAuth() })
   try {
     return (await meta.listSnapshots(disk)).map(s => s.name)
   } finally {
@@ -55,7 +56,7 @@ async function snapshotsOf (zk: string, disk: string): Promise<string[]> {
 }
 
 async function diskNames (zk: string): Promise<string[]> {
-  const meta = await MetaStore.connect(zk)
+  const meta = await MetaStore.connect(zk, { auth: processZkAuth() })
   try {
     return (await meta.listDiskNames()).sort()
   } finally {

@@ -8,7 +8,7 @@ import net from 'node:net'
 import path from 'node:path'
 import t from 'tap'
 import { StorageClient } from '../src/storagenode/client'
-import { makeTempDir, startAgent, startCluster } from './helpers/cluster'
+import { makeTempDir, processZkAuth, startAgent, startCluster } from './helpers/cluster'
 import { cliJson, runCli } from './helpers/cli'
 import { domainXml, hookLog, installHookFor, runHookScript } from './helpers/libvirt'
 import { randomBytes, rng, sha256 } from './helpers/model'
@@ -97,7 +97,7 @@ t.test('libvirt hook', async (t) => {
     // ZooKeeper unreachable: a config pointing at a closed port, a short budget.
     const down = path.join(dir, 'down.conf')
     const downLog = path.join(dir, 'down.log')
-    fs.writeFileSync(down, `zk = 127.0.0.1:${await closedPort()}\nhost = hv-b\nmount = ${b.mountPoint}\ntimeout-ms = 1500\nlog = ${downLog}\n`)
+    fs.writeFileSync(down, `zk = 127.0.0.1:${await closedPort()}\nzk-auth = ${processZkAuth().file}\nhost = hv-b\nmount = ${b.mountPoint}\ntimeout-ms = 1500\nlog = ${downLog}\n`)
     const hookDown = fs.readFileSync(hookB.hook, 'utf8').replace(/^UKAI_HOOK_CONF=.*$/m, `UKAI_HOOK_CONF='${down}'`)
     const hookDownPath = path.join(dir, 'hook-down')
     fs.writeFileSync(hookDownPath, hookDown, { mode: 0o755 })

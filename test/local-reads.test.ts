@@ -13,6 +13,7 @@ import { AgentFixture, NodeFixture, TestLike, fuseUnavailable, missingCli, start
 import { cliOk, runCli } from './helpers/cli'
 import { randomBytes, rng, sha256 } from './helpers/model'
 import { until, untilValue } from './helpers/until'
+import { processZkAuth } from '../src/dev/process-zk-auth'
 
 const KiB = 1024
 const MiB = 1024 * KiB
@@ -38,7 +39,7 @@ async function setup (t: TestLike & Parameters<typeof cliOk>[0], opts: { agentAr
   opts.beforeAgent?.(nodes)
   const agent = await startAgent(t, { zk, host: HOST, site: 'site-a', extraArgs: ['--rtt-interval-ms', RTT_MS, ...(opts.agentArgs ?? [])] })
   await cliOk(t, ['disk', 'create', 'vol', '--size', '8M', '--block-size', opts.blockSize ?? '256K', '--nodes', 'a1,a2'], zk)
-  const meta = await MetaStore.connect(zk)
+  const meta = await MetaStore.connect(zk, { auth: processZkAuth() })
   t.teardown(() => meta.close())
   return { zk, nodes, agent, meta, file: path.join(agent.mountPoint, 'vol') }
 }
@@ -94,7 +95,7 @@ t.test('LocateBlock names the version file a read at an epoch uses', { skip: mis
   const token = fs.readFileSync(path.join(node.dataDir, LOCAL_READ_TOKEN_FILE), 'utf8')
   t.match(token, /^[0-9a-f]{32}$/, 'the node wrote a 128-bit token into its data dir')
   t.equal(fs.statSync(path.join(node.dataDir, LOCAL_READ_TOKEN_FILE)).mode & 0o777, 0o644, 'readable by agents of other users')
-  const meta = await MetaStore.connect(zk.connectString)
+  const meta = await MetaStore.connect(zk.connectString, { auth: processZkAuth() })
   t.teardown(() => meta.close())
   const alive = (await meta.listNodes()).find(n => n.id === 'a1')?.alive
   t.same({ dataDir: alive?.dataDir, token: alive?.localReadToken }, { dataDir: node.dataDir, token }, 'and published it with its absolute data dir')

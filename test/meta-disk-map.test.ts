@@ -13,6 +13,7 @@ import { DiskRecord } from '../src/meta/schema'
 import { MetaStore } from '../src/meta/store'
 import { startZk } from './helpers/cluster'
 import { until } from './helpers/until'
+import { processZkAuth } from '../src/dev/process-zk-auth'
 
 const SEGMENT_BLOCKS = 8
 const BLOCKS = 20  // three segments: 8 + 8 + 4
@@ -31,9 +32,9 @@ const key = (set: ReplicaSet): string => set.map(r => `${r.node}:${r.state}`).jo
 
 t.test('DiskMap', async (t) => {
   const zk = await startZk(t)
-  const m1 = await MetaStore.connect(zk.connectString)
+  const m1 = await MetaStore.connect(zk.connectString, { auth: processZkAuth() })
   t.teardown(() => m1.close())
-  const m2 = await MetaStore.connect(zk.connectString)
+  const m2 = await MetaStore.connect(zk.connectString, { auth: processZkAuth() })
   t.teardown(() => m2.close())
   await m1.init()
 

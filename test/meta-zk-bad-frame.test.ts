@@ -10,6 +10,7 @@ import { ZkClient } from '../src/meta/zk-client'
 import { startAgent, startNode, startZk } from './helpers/cluster'
 import { cliJson, runCli } from './helpers/cli'
 import { until } from './helpers/until'
+import { processZkAuth } from '../src/dev/process-zk-auth'
 import { startZkFaultProxy } from './helpers/zk-fault-proxy'
 
 const alive = (pid: number): boolean => { try { process.kill(pid, 0); return true } catch { return false } }
@@ -17,7 +18,7 @@ const alive = (pid: number): boolean => { try { process.kill(pid, 0); return tru
 t.test('a ZkClient answered an unknown error code', async (t) => {
   const zk = await startZk(t)
   const proxy = await startZkFaultProxy(t, zk.connectString)
-  const client = new ZkClient({ connectString: proxy.connectString, sessionTimeoutMs: 4000 })
+  const client = new ZkClient({ connectString: proxy.connectString, sessionTimeoutMs: 4000, auth: processZkAuth() })
   t.teardown(() => client.close())
   await client.ready()
   await client.create('/bad-frame', Buffer.from('x'))

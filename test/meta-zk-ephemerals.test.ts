@@ -10,14 +10,15 @@ import { MetaStore, zkOf } from '../src/meta/store'
 import { startAgent, startNode, startZk } from './helpers/cluster'
 import { cliJson, runCli } from './helpers/cli'
 import { until } from './helpers/until'
+import { processZkAuth } from '../src/dev/process-zk-auth'
 
 interface Info { leaseHolder: string | null, openOn: string[] }
 
 t.test('holdEphemeral: concurrent holds and a leftover of another session', async (t) => {
   const zk = await startZk(t)
-  const a = await MetaStore.connect(zk.connectString, { sessionTimeoutMs: 4000 })
+  const a = await MetaStore.connect(zk.connectString, { auth: processZkAuth(), sessionTimeoutMs: 4000 })
   t.teardown(() => a.close())
-  const b = await MetaStore.connect(zk.connectString, { sessionTimeoutMs: 4000 })
+  const b = await MetaStore.connect(zk.connectString, { auth: processZkAuth(), sessionTimeoutMs: 4000 })
   t.teardown(() => b.close())
   const p = paths.agentAlive('twin')
   await Promise.all([a.holdEphemeral(p, () => Buffer.from('1')), a.holdEphemeral(p, () => Buffer.from('2'))])

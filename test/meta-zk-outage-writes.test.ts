@@ -15,6 +15,7 @@ import { ModelWriter, isAlive } from './helpers/model-writer'
 import { expireSession } from './helpers/session'
 import { until } from './helpers/until'
 import { startZkFaultProxy } from './helpers/zk-fault-proxy'
+import { processZkAuth } from '../src/dev/process-zk-auth'
 
 interface Info { leaseHolder: string | null, leaseEpoch: number, staleBlocks: number, replicasPerNode: Record<string, { inSync: number, stale: number }> }
 
@@ -68,7 +69,7 @@ t.test('writes go on through ZooKeeper outages and a session expiry', async (t) 
 
   t.test('the agent\'s own session expires: the lease is re-asserted at the same epoch', async (t) => {
     // Watched in-process: forking (the CLI) while a FUSE daemon with an open file is stopped hangs.
-    const meta = await MetaStore.connect(zks)
+    const meta = await MetaStore.connect(zks, { auth: processZkAuth() })
     t.teardown(() => meta.close())
     writer.start()
     await sleep(300)

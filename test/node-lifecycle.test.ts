@@ -5,6 +5,7 @@
 // node-lifecycle duty runs in this process (the controller hosts it in production); the disk
 // kept open on an agent is moved by its lease holder, the unleased one by runRelocationHere
 // (the controller's orphan duty in production).
+import { processZkAuth } from '../src/dev/process-zk-auth'
 import crypto from 'node:crypto'
 import fs from 'node:fs'
 import path from 'node:path'
@@ -66,7 +67,7 @@ t.test('a node killed for good: down, out after down-out-ms, its disks re-replic
   t.teardown(() => hot.close().catch(() => {}))
   const hotModel = await writeModel(hot, 'hot')
 
-  const meta = await MetaStore.connect(zk)
+  const meta = await MetaStore.connect(zk, { auth: processZkAuth() })
   t.teardown(() => meta.close())
   const duty = new NodeLifecycleDuty({ meta, tickMs: 250, retryMs: 1000 })
   await duty.start()

@@ -13,6 +13,7 @@ import { cliJson, runCli } from './helpers/cli'
 import { randomBytes, rng, sha256 } from './helpers/model'
 import { expireSession } from './helpers/session'
 import { until, untilValue } from './helpers/until'
+import { processZkAuth } from '../src/dev/process-zk-auth'
 
 const MiB = 1024 * 1024
 const DISK_BYTES = 8 * MiB
@@ -41,7 +42,7 @@ t.test('a relocation started after the holder\'s session expired is run by its r
   t.equal(before.leaseHolder, 'hv-a', 'the agent holds the lease')
 
   // Watched in-process (see expireSession).
-  const meta = await MetaStore.connect(zks)
+  const meta = await MetaStore.connect(zks, { auth: processZkAuth() })
   t.teardown(() => meta.close())
   await expireSession(t, agent, async () => (await readLease(meta, 'vol')).holder === null)
   await until('the lease to be re-asserted on the new session', async () => (await readLease(meta, 'vol')).holder?.host === 'hv-a', 20_000, 100)

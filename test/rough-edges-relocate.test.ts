@@ -20,6 +20,7 @@ import { fuseUnavailable, startCluster } from './helpers/cluster'
 import { cliJson, runCli } from './helpers/cli'
 import { randomBytes, rng } from './helpers/model'
 import { untilValue } from './helpers/until'
+import { processZkAuth } from '../src/dev/process-zk-auth'
 
 const MiB = 1024 * 1024
 const exec = promisify(execFile)
@@ -160,7 +161,7 @@ t.test('rough edges: mount and relocation', { skip: fuseUnavailable() ?? false }
 
   t.test('a cancelled relocation has no ETA; a long reason stays in its column', async (t) => {
     await ok(['disk', 'create', 'cx', '--size', '64M', '--block-size', '1M', '--site', 'site-a'])
-    const meta = await MetaStore.connect(zk)
+    const meta = await MetaStore.connect(zk, { auth: processZkAuth() })
     t.teardown(() => meta.close())
     const now = Date.now()
     const reason = 'target node b2 is unreachable (14 UNAVAILABLE: No connection established. Last error: connect ECONNREFUSED 127.0.0.1:40000); redundancy kept on the sources'

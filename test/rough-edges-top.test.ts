@@ -16,6 +16,7 @@ import { RelocationRecord } from '../src/meta/schema'
 import { cliMainPath, daemonEnv } from '../src/dev/processes'
 import { makeTempDir, startCluster } from './helpers/cluster'
 import { runCli } from './helpers/cli'
+import { processZkAuth } from '../src/dev/process-zk-auth'
 
 const exec = promisify(execFile)
 const MiB = 1024 * 1024
@@ -36,7 +37,7 @@ t.test('ukai top: the rough edges', async (t) => {
   for (const d of DISKS) t.equal((await runCli(['disk', 'create', d, '--size', '4M', '--block-size', '1M', '--site', 'site-a', '--replicas', '1'], { zk })).code, 0)
   // 64 blocks on a1 and b1: "site-a:64 site-b:64 of 64" is wider than the column.
   t.equal((await runCli(['disk', 'create', 'both', '--size', '64M', '--block-size', '1M', '--nodes', 'a1,b1'], { zk })).code, 0)
-  const meta = await MetaStore.connect(zk)
+  const meta = await MetaStore.connect(zk, { auth: processZkAuth() })
   t.teardown(() => meta.close())
   const now = Date.now()
   const done: RelocationRecord = {

@@ -17,6 +17,7 @@ import { cliJson, runCli } from './helpers/cli'
 import { randomBytes, rng, sha256 } from './helpers/model'
 import { fsyncCount, replicaStates } from './helpers/replica-faults'
 import { until } from './helpers/until'
+import { processZkAuth } from '../src/dev/process-zk-auth'
 
 const KiB = 1024
 const MiB = 1024 * KiB
@@ -36,7 +37,7 @@ t.test('fsync after the lease was lost', { skip: skip ?? false }, async (t) => {
   const nodes = [await startNode(t, { zk, id: 'a1', site: 'site-a' }), await startNode(t, { zk, id: 'a2', site: 'site-a' })]
   const agent = await startAgent(t, { zk, host: 'hv-a', site: 'site-a', extraArgs: SESSION })
   t.equal((await runCli(['disk', 'create', 'vol', '--size', '8M', '--block-size', '1M', '--nodes', 'a1,a2'], { zk: zks })).code, 0)
-  const meta = await MetaStore.connect(zks)
+  const meta = await MetaStore.connect(zks, { auth: processZkAuth() })
   t.teardown(() => meta.close())
   const file = path.join(agent.mountPoint, 'vol')
 

@@ -14,6 +14,7 @@ import { VirtualDisk } from '../src/vdisk/virtual-disk'
 import { startNode, startZk, type NodeFixture } from './helpers/cluster'
 import { runCli } from './helpers/cli'
 import { fsyncCount } from './helpers/replica-faults'
+import { processZkAuth } from '../src/dev/process-zk-auth'
 
 const MiB = 1024 * 1024
 const IO_RETRY_MS = 60_000  // far longer than the test waits: only destroy can end the wait
@@ -30,7 +31,7 @@ t.test('VirtualDisk close and destroy', async (t) => {
     const res = await runCli(['disk', 'create', name, '--size', '4M', '--block-size', '1M', '--nodes', 'a1,a2'], { zk: zks })
     t.equal(res.code, 0, res.stderr)
   }
-  const meta = await MetaStore.connect(zks)
+  const meta = await MetaStore.connect(zks, { auth: processZkAuth() })
   t.teardown(async () => { await meta.close() })
   const pool = new NodePool(meta, { host: 'hv-test', site: 'site-a' })
   await pool.ready()

@@ -11,6 +11,7 @@ const ERRNO: Record<UkaiErrorCode, number> = {
   NOT_ENOUGH_NODES: 28, // ENOSPC: nowhere to place the data
   ZK_UNAVAILABLE: 5, // EIO
   ZK_CONFLICT: 5, // EIO
+  ZK_AUTH: 13, // EACCES
   FENCED: 5, // EIO
   LEASE_HELD: 16, // EBUSY
   BUSY: 16, // EBUSY

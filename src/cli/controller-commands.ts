@@ -9,7 +9,7 @@ import { createLogger } from '../log'
 import { readControllerState } from '../meta/election'
 import { ControllerLeader } from '../meta/schema'
 import { stopOnSignals } from './daemon-commands'
-import { withMeta, zkConnectString, zkConnectTimeoutMs, zkSessionTimeoutMs } from './context'
+import { withMeta, zkAuth, zkConnectString, zkConnectTimeoutMs, zkSessionTimeoutMs } from './context'
 import { printJson, printTable } from './output'
 import { idOption, msOption, rateOption } from './parse'
 
@@ -26,7 +26,7 @@ export function controllerCommands (program: Command): void {
       const log = createLogger('controller').child({ host: opts.host })
       const pidFile = opts.pidFile === undefined ? undefined : path.resolve(opts.pidFile as string)
       const c = await runControllerDaemon({
-        host: opts.host, zk: zkConnectString(cmd), zkSessionTimeoutMs: zkSessionTimeoutMs(cmd), zkConnectTimeoutMs: zkConnectTimeoutMs(cmd), pidFile,
+        host: opts.host, zk: zkConnectString(cmd), zkAuth: zkAuth(cmd, (m) => log.warn(m)), zkSessionTimeoutMs: zkSessionTimeoutMs(cmd), zkConnectTimeoutMs: zkConnectTimeoutMs(cmd), pidFile,
         duties: { repair: { intervalMs: opts.repairIntervalMs, rateBytesPerSec: opts.repairRate } }, logger: log
       })
       stopOnSignals(log, c.close)

@@ -18,7 +18,7 @@ import { AgentMetrics } from '../metrics/agent-metrics'
 import { MetricsEndpoint } from '../metrics/endpoint'
 import { MetricsListen, checkMetricsListen } from '../metrics/listen-address'
 import { NodeMetrics } from '../metrics/node-metrics'
-import { addressMap, collect, zkConnectString, zkConnectTimeoutMs, zkSessionTimeoutMs } from './context'
+import { addressMap, collect, zkAuth, zkConnectString, zkConnectTimeoutMs, zkSessionTimeoutMs } from './context'
 import { countOption, hostPortOption, idOption, msOption, rateOption, sizeOption } from './parse'
 
 export function stopOnSignals (log: Logger, stop: () => Promise<void>): void {
@@ -94,7 +94,7 @@ export function daemonCommands (program: Command): void {
       const node = await runWithMetrics(metricsListen, metrics, log, async () => await runStorageNode({
         id: opts.id, site: opts.site, dataDir: opts.dataDir, listen: opts.listen, host: opts.host,
         capacityBytes: opts.capacity, peerAddresses, metrics, scrub: { bytesPerSecMax: opts.scrubMbps, intervalMs: opts.scrubIntervalMs },
-        zk: zkConnectString(cmd), zkSessionTimeoutMs: zkSessionTimeoutMs(cmd), zkConnectTimeoutMs: zkConnectTimeoutMs(cmd), logger: log
+        zk: zkConnectString(cmd), zkAuth: zkAuth(cmd, (m) => log.warn(m)), zkSessionTimeoutMs: zkSessionTimeoutMs(cmd), zkConnectTimeoutMs: zkConnectTimeoutMs(cmd), logger: log
       }))
       stopOnSignals(log, node.close)
       log.info({ address: node.daemon.address, metricsAddress: node.metricsAddress }, 'ready')
@@ -130,7 +130,7 @@ export function daemonCommands (program: Command): void {
       const log = createLogger('mount').child({ host: opts.host, site: opts.site })
       const metrics = metricsListen === undefined ? undefined : new AgentMetrics(opts.host)
       const m = await runWithMetrics(metricsListen, metrics, log, async () => await runMount({
-        mountPoint, host: opts.host, site: opts.site, zk: zkConnectString(cmd), zkSessionTimeoutMs: zkSessionTimeoutMs(cmd), zkConnectTimeoutMs: zkConnectTimeoutMs(cmd), allowOther: opts.allowOther === true,
+        mountPoint, host: opts.host, site: opts.site, zk: zkConnectString(cmd), zkAuth: zkAuth(cmd, (m) => log.warn(m)), zkSessionTimeoutMs: zkSessionTimeoutMs(cmd), zkConnectTimeoutMs: zkConnectTimeoutMs(cmd), allowOther: opts.allowOther === true,
         handoverTimeoutMs: opts.handoverTimeoutMs, ioRetryMs: opts.ioRetryMs, replicaHungMs: opts.replicaHungMs, nodeAddresses, rttIntervalMs, cacheDir: opts.cacheDir, cacheSizeBytes, localReads: opts.localReads !== false, localReadFiles, autoRepair: opts.autoRepair !== false, controller: opts.controller !== false,
         nbdDir: opts.nbdDir, nbdListen: opts.nbdListen === undefined ? undefined : parseHostPort(opts.nbdListen, '--nbd-listen'), metrics, logger: log
       }))

@@ -6,6 +6,7 @@ import { runDemo } from '../dev/demo'
 import { startWanProxy, validateWanOptions } from '../dev/wan-proxy'
 import { createLogger } from '../log'
 import { printJson, printTable } from './output'
+import { INSECURE_ZK_WARNING } from './context'
 import { countOption, numberOption, sizeOption } from './parse'
 
 const DEV_DIR_DEFAULT = '.ukai-dev'
@@ -27,17 +28,23 @@ export function devCommands (program: Command): void {
     .option('--capacity <size>', 'capacity of each storage node, e.g. 20G', capacityText)
     .option('--wan-latency-ms <ms>', 'one-way delay between each agent and the storage nodes of other sites (a delaying proxy per link)', numberOption('--wan-latency-ms'))
     .option('--wan-mbps <n>', 'bandwidth cap of those links in Mbit/s per direction (with --wan-latency-ms)', numberOption('--wan-mbps'))
+    .option('--zk-ensemble <n>', 'run ZooKeeper as an ensemble of N members (1, 3 or 5): losing one of 3 changes nothing', countOption('--zk-ensemble'), 1)
     .option('--detach', 'return once everything runs (stop it later with `ukai dev down`)')
     .option('--json', 'print cluster.json')
-    .action(async (opts) => {
+    .action(async (opts, cmd: Command) => {
       const dir = path.resolve(opts.dir)
+      const insecureZk = (cmd.optsWithGlobals() as { insecureZk?: boolean }).insecureZk === true
+      if (insecureZk) createLogger('dev').warn(INSECURE_ZK_WARNING)
       const info = await devUp({
+        insecureZk,
+        zkEnsemble: opts.zkEnsemble,
         dir, sites: opts.sites, nodesPerSite: opts.nodesPerSite, capacity: opts.capacity, detach: opts.detach === true,
         wanLatencyMs: opts.wanLatencyMs, wanMbps: opts.wanMbps
       })
       if (opts.json === true) printJson(info)
       else {
-        process.stdout.write(`ZooKeeper ${info.zk.connectString} (pid ${info.zk.pid})\n`)
+        const zkPids = (info.zk.members ?? [info.zk]).map(m => m.pid)
+        process.stdout.write(`ZooKeeper ${info.zk.connectString} (pid${zkPids.length > 1 ? 's' : ''} ${zkPids.join(' ')})\n`)
         const metricsUrl = (address?: string): string => address === undefined ? '' : `http://${address}/metrics`
         printTable(['WHAT', 'SITE', 'WHERE', 'PID', 'METRICS'], [
           ...info.nodes.map(n => [`node ${n.id}`, n.site, n.address, n.pid, metricsUrl(n.metricsAddress)]),
@@ -46,6 +53,7 @@ export function devCommands (program: Command): void {
         ])
         process.stdout.write('each METRICS address also serves /healthz (readiness)\n')
         process.stdout.write(`export UKAI_ZK=${info.zk.connectString}\n`)
+        if (info.zkAuthFile !== null) process.stdout.write(`export UKAI_ZK_AUTH=${info.zkAuthFile}   # ZooKeeper credentials for the CLI (or --zk-auth)\n`)
       }
       if (opts.detach === true) return
       process.stdout.write('running; Ctrl-C stops the cluster\n')

@@ -10,7 +10,7 @@ import { createHookLogger } from '../libvirt/hook-log'
 import { HOOKS_DIR_DEFAULT, installHook } from '../libvirt/install'
 import { printJson } from './output'
 import { idOption, msOption, rateOption } from './parse'
-import { collect, zkConnectString } from './context'
+import { collect, zkAuthFileOf, zkConnectString } from './context'
 
 // libvirt writes the XML to our stdin; read all of it (never wait on a terminal).
 async function readStdin (limitMs: number): Promise<string> {
@@ -77,12 +77,13 @@ export function libvirtCommands (program: Command): void {
     .action(async (opts, cmd: Command) => {
       // Run again, it keeps hook.conf as it is, each flag given replacing its setting (a
       // repeatable one, its whole list); a new hook.conf starts from the defaults (and UKAI_ZK).
-      const globals = cmd.optsWithGlobals() as { zk?: string }
+      const globals = cmd.optsWithGlobals() as { zk?: string, zkAuth?: string, insecureZk?: boolean }
       const existing = fs.existsSync(opts.config) ? loadHookConfig(opts.config) : null
       const base = existing ?? parseHookConfig('', '(defaults)')
       const cfg: HookConfig = {
         ...base,
         zk: globals.zk !== undefined || existing === null ? zkConnectString(cmd) : base.zk,
+        zkAuthFile: globals.zkAuth !== undefined || globals.insecureZk === true || existing === null ? zkAuthFileOf(cmd) : base.zkAuthFile,
         host: opts.host ?? base.host,
         mounts: opts.mount ?? base.mounts,
         nbdDirs: opts.nbdDir ?? base.nbdDirs,

@@ -15,17 +15,21 @@ import { scrubCommands } from './scrub-commands'
 import { siteCommands } from './site-commands'
 import { snapshotCommands } from './snapshot-commands'
 import { topCommand } from './top'
+import { zkCommands } from './zk-commands'
 import { exitCodeFor, reportError, wantsJson } from './output'
 import { ukaiVersion } from '../package-root'
 import { UkaiError } from '../errors'
 import { msOption } from './parse'
 import { ZK_CONNECT_TIMEOUT_MS_DEFAULT, ZK_SESSION_TIMEOUT_MS_DEFAULT } from '../meta/store'
+import { ZK_AUTH_FILE_DEFAULT } from '../meta/credentials'
 
 export function buildProgram (): Command {
   const program = new Command('ukai')
     .description('UKAI: location-aware virtual disks for KVM/libvirt')
     .option('--zk <connect>', 'ZooKeeper connect string (default: $UKAI_ZK or 127.0.0.1:2181)')
     .option('--zk-timeout-ms <ms>', 'how long to wait for ZooKeeper before giving up', msOption('--zk-timeout-ms'), ZK_CONNECT_TIMEOUT_MS_DEFAULT)
+    .option('--zk-auth <file>', `ZooKeeper credentials file, one line user:password, mode 0600 (default: $UKAI_ZK_AUTH or ${ZK_AUTH_FILE_DEFAULT})`)
+    .option('--insecure-zk', 'use ZooKeeper without credentials: znodes created are world-open (for an old cluster, or a test; logged as a warning)')
     .option('--zk-session-timeout-ms <ms>', 'daemons: how long ZooKeeper keeps a silent daemon\'s session (its liveness and leases)', msOption('--zk-session-timeout-ms'), ZK_SESSION_TIMEOUT_MS_DEFAULT)
     // Every verb inherits this: `disk create bad15 extra` is refused, not a disk named bad15.
     .allowExcessArguments(false)
@@ -60,6 +64,7 @@ export function buildProgram (): Command {
   daemonCommands(program)
   controllerCommands(program)
   devCommands(program)
+  zkCommands(program)
   return program
 }
 

@@ -8,10 +8,12 @@ import { removePidFile, writePidFile } from '../lib/pid-file'
 import { Logger } from '../log'
 import { validateId } from '../meta/schema'
 import { MetaStore } from '../meta/store'
+import type { ZkAuth } from '../meta/credentials'
 
 export interface ControllerDaemonOptions {
   host: string
   zk: string
+  zkAuth: ZkAuth | null // null: --insecure-zk
   zkSessionTimeoutMs?: number
   zkConnectTimeoutMs?: number
   pidFile?: string
@@ -23,7 +25,7 @@ export interface RunningController { controller: Controller, close: () => Promis
 
 export async function runControllerDaemon (opts: ControllerDaemonOptions): Promise<RunningController> {
   validateId(opts.host, 'host name')
-  const meta = await MetaStore.connect(opts.zk, { logger: opts.logger, sessionTimeoutMs: opts.zkSessionTimeoutMs, connectTimeoutMs: opts.zkConnectTimeoutMs })
+  const meta = await MetaStore.connect(opts.zk, { auth: opts.zkAuth, logger: opts.logger, sessionTimeoutMs: opts.zkSessionTimeoutMs, connectTimeoutMs: opts.zkConnectTimeoutMs })
   const controller = new Controller({ meta, host: opts.host, kind: 'daemon', duties: defaultDuties(opts.duties), logger: opts.logger })
   try {
     await controller.ready()

@@ -5,6 +5,7 @@ import { Logger } from '../log'
 import { validateId } from '../meta/schema'
 import { readLease } from '../meta/lease'
 import { MetaStore } from '../meta/store'
+import type { ZkAuth } from '../meta/credentials'
 import { AutoRepair } from '../relocate/auto-repair'
 import { Controller } from '../controller/controller'
 import { defaultDuties } from '../controller/duties'
@@ -26,6 +27,7 @@ export interface MountOptions {
   host: string
   site: string
   zk: string
+  zkAuth: ZkAuth | null // null: --insecure-zk
   zkSessionTimeoutMs?: number
   zkConnectTimeoutMs?: number
   allowOther?: boolean
@@ -61,7 +63,7 @@ export async function runMount (opts: MountOptions): Promise<RunningMount> {
   validateId(opts.site, 'site')
   checkMountOptions({ allowOther: opts.allowOther })
   const cache = opts.cacheDir !== undefined ? await CommittedCache.open({ dir: opts.cacheDir, maxBytes: opts.cacheSizeBytes ?? CACHE_SIZE_DEFAULT_BYTES, logger: opts.logger }) : undefined
-  const meta = await MetaStore.connect(opts.zk, { logger: opts.logger, sessionTimeoutMs: opts.zkSessionTimeoutMs, connectTimeoutMs: opts.zkConnectTimeoutMs })
+  const meta = await MetaStore.connect(opts.zk, { auth: opts.zkAuth, logger: opts.logger, sessionTimeoutMs: opts.zkSessionTimeoutMs, connectTimeoutMs: opts.zkConnectTimeoutMs })
   let runner: RelocationRunner | null = null
   let nbd: NbdServer | null = null
   const autoRepair = opts.autoRepair === false ? null : new AutoRepair({ meta, logger: opts.logger })

@@ -4,6 +4,7 @@ import path from 'node:path'
 import { Logger } from '../log'
 import { NodeAlive, validateId } from '../meta/schema'
 import { MetaStore } from '../meta/store'
+import type { ZkAuth } from '../meta/credentials'
 import { StorageClient } from '../storagenode/client'
 import { writeLocalReadToken } from '../storagenode/local-read-token'
 import { startStorageServer } from '../storagenode/server'
@@ -24,6 +25,7 @@ export interface StorageNodeOptions {
   dataDir: string
   listen: string
   zk: string
+  zkAuth: ZkAuth | null // null: --insecure-zk
   zkSessionTimeoutMs?: number
   zkConnectTimeoutMs?: number
   host?: string
@@ -44,7 +46,7 @@ export async function runStorageNode (opts: StorageNodeOptions): Promise<Running
   validateId(opts.id, 'node id')
   validateId(opts.site, 'site')
   const log = opts.logger
-  const meta = await MetaStore.connect(opts.zk, { logger: log, sessionTimeoutMs: opts.zkSessionTimeoutMs, connectTimeoutMs: opts.zkConnectTimeoutMs })
+  const meta = await MetaStore.connect(opts.zk, { auth: opts.zkAuth, logger: log, sessionTimeoutMs: opts.zkSessionTimeoutMs, connectTimeoutMs: opts.zkConnectTimeoutMs })
   let server
   try {
     server = await startStorageServer({ nodeId: opts.id, dataDir: opts.dataDir, listen: opts.listen, capacityBytes: opts.capacityBytes, peerAddresses: opts.peerAddresses, rpc: opts.metrics, scrub: opts.scrub, logger: log })

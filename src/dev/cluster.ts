@@ -1,7 +1,9 @@
 // `ukai dev up` / `ukai dev down`: a whole cluster on this machine, in one directory.
 //
 //   DIR/cluster.json        what runs: pids and the argv each was started with
-//   DIR/zk/                 ZooKeeper config, data, log
+//   DIR/zk/                 ZooKeeper config, data, log; with --zk-ensemble N: DIR/zk/member-1 … N
+//   DIR/zk-auth             ZooKeeper credentials (user:password, mode 0600) every daemon and
+//                           the CLI use (export UKAI_ZK_AUTH=DIR/zk-auth); kept across restarts
 //   DIR/nodes/a1/           storage node a1 of site-a: storagenode.log, data/
 //   DIR/agents/hv-a/        mount agent of site-a: mount.log
 //   DIR/mnt/site-a/         its FUSE mount point
@@ -26,12 +28,17 @@ import { isOurs, readCmdline, type StopResult } from './pids'
 import { validateWanOptions } from './wan-proxy'
 import { startMountAgent, startStorageNode, startWanProxyProcess, stopLogged, stopMountAgent } from './processes'
 import { startZooKeeper } from './zookeeper'
+import { ENSEMBLE_SIZES, startZooKeeperEnsemble } from './zookeeper-ensemble'
+import { createZkAuthFile, readZkAuthFile } from '../meta/credentials'
 
 export const CLUSTER_FILE = 'cluster.json'
+export const DEV_ZK_AUTH_FILE = 'zk-auth'
 const SITES_MAX = 26
 const NODES_PER_SITE_MAX = 16
 
-export interface ClusterZk { connectString: string, pid: number, argv: string[], dir: string, logFile: string }
+// With an ensemble, pid/argv/logFile are member 1's and `members` lists all of them.
+export interface ClusterZk { connectString: string, pid: number, argv: string[], dir: string, logFile: string, members?: ClusterZkMember[] }
+export interface ClusterZkMember { id: number, port: number, pid: number, argv: string[], dir: string, logFile: string }
 // metricsAddress: HOST:PORT of the daemon's /metrics and /healthz (absent in older files).
 export interface ClusterNode { id: string, site: string, address: string, pid: number, argv: string[], dataDir: string, logFile: string, metricsAddress?: string }
 export interface ClusterAgent { host: string, site: string, mountPoint: string, pid: number, argv: string[], logFile: string, metricsAddress?: string }
@@ -47,6 +54,7 @@ export interface ClusterInfo {
   nodes: ClusterNode[]
   agents: ClusterAgent[]
   proxies: ClusterProxy[]  // absent in files of older versions: read as []
+  zkAuthFile: string | null // the credentials file; null: --insecure-zk (absent in older files: null)
 }
 
 export interface DevUpOptions {
@@ -59,6 +67,8 @@ export interface DevUpOptions {
   readyTimeoutMs?: number
   wanLatencyMs?: number     // one-way delay between an agent and the nodes of other sites
   wanMbps?: number          // bandwidth cap of those links, per direction
+  insecureZk?: boolean      // no ZooKeeper credentials, world-open znodes (default: DIR/zk-auth)
+  zkEnsemble?: number       // ZooKeeper members: 1 (default) or 3 (or 5), each its own JVM
 }
 
 export function siteName (i: number): string { return `site-${letter(i)}` }
@@ -89,6 +99,7 @@ export function readCluster (dir: string): ClusterInfo | null {
     throw new UkaiError('BAD_ARGUMENT', `${file} is not a ukai cluster file (version 1)`)
   }
   if (!Array.isArray(info.proxies)) info.proxies = []
+  if (info.zkAuthFile === undefined) info.zkAuthFile = null
   return info
 }
 
@@ -101,9 +112,9 @@ function writeCluster (info: ClusterInfo): void {
 
 // PIDs of cluster.json that still run what we started.
 export function livePids (info: ClusterInfo): number[] {
-  const all = [info.zk, ...info.nodes, ...info.agents, ...info.proxies].filter((p) => p !== undefined && p.pid > 0)
+  const all = [info.zk, ...(info.zk?.members ?? []), ...info.nodes, ...info.agents, ...info.proxies].filter((p) => p !== undefined && p.pid > 0)
   const restarted = info.nodes.map(restartedNode).filter((p): p is { pid: number, argv: string[] } => p !== null)
-  return [...all.filter((p) => isOurs(p.pid, p.argv)), ...restarted].map((p) => p.pid)
+  return [...new Set([...all.filter((p) => isOurs(p.pid, p.argv)), ...restarted].map((p) => p.pid))]
 }
 
 export async function devUp (opts: DevUpOptions): Promise<ClusterInfo> {
@@ -113,6 +124,9 @@ export async function devUp (opts: DevUpOptions): Promise<ClusterInfo> {
   if (!Number.isInteger(sites) || sites < 1 || sites > SITES_MAX) throw UkaiError.badArgument(`sites must be 1..${SITES_MAX}, not ${sites}`)
   if (!Number.isInteger(nodesPerSite) || nodesPerSite < 1 || nodesPerSite > NODES_PER_SITE_MAX) {
     throw UkaiError.badArgument(`nodesPerSite must be 1..${NODES_PER_SITE_MAX}, not ${nodesPerSite}`)
+  }
+  if (opts.zkEnsemble !== undefined && !(ENSEMBLE_SIZES as readonly number[]).includes(opts.zkEnsemble)) {
+    throw UkaiError.badArgument(`--zk-ensemble must be ${ENSEMBLE_SIZES.join(', ')} (a majority must survive), not ${opts.zkEnsemble}`)
   }
   if (opts.wanLatencyMs !== undefined) validateWanOptions({ delayMs: opts.wanLatencyMs, mbps: opts.wanMbps })
   else if (opts.wanMbps !== undefined) throw UkaiError.badArgument('a WAN bandwidth needs a WAN latency (--wan-latency-ms, 0 for none)')
@@ -129,16 +143,18 @@ export async function devUp (opts: DevUpOptions): Promise<ClusterInfo> {
 
   const detached = opts.detach === true
   const readyTimeoutMs = opts.readyTimeoutMs
-  const zk = await startZooKeeper({ dir: path.join(dir, 'zk'), detached })
+  const zkAuthFile = opts.insecureZk === true ? null : devZkAuthFile(dir)
+  const zk = await startDevZooKeeper(path.join(dir, 'zk'), opts.zkEnsemble ?? 1, detached)
   const info: ClusterInfo = {
     version: 1,
     dir,
     detached,
     startedAt: new Date().toISOString(),
-    zk: { connectString: zk.connectString, pid: zk.pid, argv: zk.argv, dir: zk.dir, logFile: zk.logFile },
+    zk,
     nodes: [],
     agents: [],
-    proxies: []
+    proxies: [],
+    zkAuthFile
   }
   writeCluster(info)
 
@@ -155,7 +171,7 @@ export async function devUp (opts: DevUpOptions): Promise<ClusterInfo> {
       for (const { id, address } of planned.filter(p => p.site === siteName(s))) {
         const metrics = await metricsAddress()
         nodeStarts.push(startStorageNode({
-          dir: path.join(dir, 'nodes', id), id, site: siteName(s), zk: zk.connectString, capacity: opts.capacity, detached, readyTimeoutMs,
+          dir: path.join(dir, 'nodes', id), id, site: siteName(s), zk: zk.connectString, zkAuthFile, capacity: opts.capacity, detached, readyTimeoutMs,
           // Each hypervisor's local disks are its site's nodes: the agent of that site reads them
           // directly (short-circuit), every other site's agent over gRPC (across the WAN proxy).
           listen: address, extraArgs: ['--host', agentHost(s), '--metrics-listen', metrics, ...peerLinks[s].flatMap(l => ['--peer-address', `${l.node}=${l.address}`])]
@@ -175,7 +191,7 @@ export async function devUp (opts: DevUpOptions): Promise<ClusterInfo> {
         const host = agentHost(s)
         const metrics = await metricsAddress()
         agentStarts.push(startWanLinks(info, host, siteName(s), info.nodes, opts).then(async (links) => await startMountAgent({
-          dir: path.join(dir, 'agents', host), mountPoint: path.join(dir, 'mnt', siteName(s)), host, site: siteName(s), zk: zk.connectString, detached, readyTimeoutMs,
+          dir: path.join(dir, 'agents', host), mountPoint: path.join(dir, 'mnt', siteName(s)), host, site: siteName(s), zk: zk.connectString, zkAuthFile, detached, readyTimeoutMs,
           extraArgs: ['--metrics-listen', metrics, ...links.flatMap(l => ['--node-address', `${l.node}=${l.address}`])]
         })).then((agent) => {
           info.agents.push({ host: agent.host, site: agent.site, mountPoint: agent.mountPoint, pid: agent.pid, argv: agent.argv, logFile: agent.logFile, metricsAddress: metrics })
@@ -191,6 +207,24 @@ export async function devUp (opts: DevUpOptions): Promise<ClusterInfo> {
     throw err
   }
   return info
+}
+
+async function startDevZooKeeper (dir: string, members: number, detached: boolean): Promise<ClusterZk> {
+  if (members === 1) {
+    const zk = await startZooKeeper({ dir, detached })
+    return { connectString: zk.connectString, pid: zk.pid, argv: zk.argv, dir: zk.dir, logFile: zk.logFile }
+  }
+  const ens = await startZooKeeperEnsemble({ dir, size: members, detached })
+  const all = ens.members.map(m => ({ id: m.id, port: m.port, pid: m.pid, argv: m.argv, dir: m.dir, logFile: m.logFile }))
+  return { connectString: ens.connectString, pid: all[0].pid, argv: all[0].argv, dir: ens.dir, logFile: all[0].logFile, members: all }
+}
+
+// The cluster's ZooKeeper credentials: made once (mode 0600), then kept, since the znodes in
+// DIR/zk carry an ACL for exactly them.
+function devZkAuthFile (dir: string): string {
+  const file = path.join(dir, DEV_ZK_AUTH_FILE)
+  if (fs.existsSync(file)) return readZkAuthFile(file).file
+  return createZkAuthFile(file).file
 }
 
 // Free loopback ports for the daemons' metrics endpoints, each handed out once.
@@ -295,7 +329,9 @@ export async function devDown (opts: { dir: string }): Promise<DevDownResult> {
       const again = restartedNode(n)
       if (again !== null) await stopLogged(again).then(note(`node ${n.id} (restarted)`, again.pid), keep)
     }))
-    if (info.zk !== undefined) await stopLogged(info.zk).then(note('zookeeper', info.zk.pid), keep)
+    if (info.zk?.members !== undefined) {
+      await Promise.all(info.zk.members.map(async (m) => await stopLogged(m).then(note(`zookeeper member ${m.id}`, m.pid), keep)))
+    } else if (info.zk !== undefined) await stopLogged(info.zk).then(note('zookeeper', info.zk.pid), keep)
     if (errors.length > 0) throw errors[0] // cluster.json stays: run dev down again
   }
   // Mounts left by agents that died without unmounting, even without a cluster.json.

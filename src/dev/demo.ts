@@ -8,6 +8,7 @@ import { execFileSync } from 'node:child_process'
 import fs from 'node:fs'
 import path from 'node:path'
 import { MetaStore } from '../meta/store'
+import { readZkAuthFile } from '../meta/credentials'
 import { formatBytes, plural } from '../units'
 import { summarizeDisk } from '../admin/disk-summary'
 import { checkHealth, formatHealth } from '../admin/health'
@@ -58,10 +59,10 @@ export async function runDemo (dir: string): Promise<void> {
 
   const ukai = (...args: string[]): void => {
     process.stdout.write(`\n   $ ukai ${args.join(' ')}\n`)
-    execFileSync(process.execPath, [cliMainPath(), ...args], { stdio: 'inherit', env: { ...daemonEnv(), UKAI_ZK: info.zk.connectString } })
+    execFileSync(process.execPath, [cliMainPath(), ...args], { stdio: 'inherit', env: { ...daemonEnv(), UKAI_ZK: info.zk.connectString, ...(info.zkAuthFile === null ? {} : { UKAI_ZK_AUTH: info.zkAuthFile }) } })
   }
   const [a, b] = info.agents
-  const meta = await MetaStore.connect(info.zk.connectString)
+  const meta = await MetaStore.connect(info.zk.connectString, { auth: info.zkAuthFile === null ? null : readZkAuthFile(info.zkAuthFile) })
   try {
     const name = `vm-${Date.now().toString(36)}`
     const fileA = path.join(a.mountPoint, name)
@@ -139,6 +140,7 @@ export async function runDemo (dir: string): Promise<void> {
   }
   say('the cluster keeps running; try:')
   show(`export UKAI_ZK=${info.zk.connectString}`)
+  if (info.zkAuthFile !== null) show(`export UKAI_ZK_AUTH=${info.zkAuthFile}   # the cluster's ZooKeeper credentials (mode 0600)`)
   show('node dist/src/cli/main.js top                 # the dashboard (q quits); or: npx ukai top')
   show('node dist/src/cli/main.js disk list')
   show('node dist/src/cli/main.js site list')

@@ -171,11 +171,22 @@ function nodeArgv (args: string[]): string[] {
   return [process.execPath, main, ...args]
 }
 
+// ---- ZooKeeper credentials of a daemon (issue 12) ----
+// A file: --zk-auth FILE. null: --insecure-zk. undefined: neither (the daemon finds
+// $UKAI_ZK_AUTH or /etc/ukai/zk-auth itself).
+export type ZkAuthFileArg = string | null | undefined
+
+function zkAuthArgs (file: ZkAuthFileArg): string[] {
+  if (file === undefined) return []
+  return file === null ? ['--insecure-zk'] : ['--zk-auth', file]
+}
+
 export interface StorageNodeOptions {
   dir: string              // log file here; data in DIR/data unless dataDir is given
   id: string
   site: string
   zk: string               // connect string
+  zkAuthFile?: ZkAuthFileArg
   dataDir?: string
   capacity?: string        // e.g. '10GiB'
   listen?: string          // default 127.0.0.1:0
@@ -200,6 +211,7 @@ export async function startStorageNode (opts: StorageNodeOptions): Promise<Stora
   fs.mkdirSync(dataDir, { recursive: true })
   const args = ['storagenode', '--id', opts.id, '--site', opts.site, '--data-dir', dataDir,
     '--listen', opts.listen ?? '127.0.0.1:0', '--zk', opts.zk]
+  args.push(...zkAuthArgs(opts.zkAuthFile))
   if (opts.capacity !== undefined) args.push('--capacity', opts.capacity)
   if (opts.extraArgs !== undefined) args.push(...opts.extraArgs)
   const proc = spawnLogged({ argv: nodeArgv(args), logFile: path.join(opts.dir, 'storagenode.log'), cwd: opts.dir, detached: opts.detached })
@@ -227,6 +239,7 @@ export interface MountAgentOptions {
   host: string
   site: string
   zk: string
+  zkAuthFile?: ZkAuthFileArg
   detached?: boolean
   readyTimeoutMs?: number
   extraArgs?: string[]
@@ -248,7 +261,7 @@ export async function startMountAgent (opts: MountAgentOptions): Promise<MountAg
     throw new UkaiError('BUSY', `${opts.mountPoint} is already a mount point (a leftover? unmount it with fusermount -uz)`)
   }
   fs.mkdirSync(opts.mountPoint, { recursive: true })
-  const args = ['mount', opts.mountPoint, '--host', opts.host, '--site', opts.site, '--zk', opts.zk]
+  const args = ['mount', opts.mountPoint, '--host', opts.host, '--site', opts.site, '--zk', opts.zk, ...zkAuthArgs(opts.zkAuthFile)]
   if (opts.extraArgs !== undefined) args.push(...opts.extraArgs)
   const proc = spawnLogged({ argv: nodeArgv(args), logFile: path.join(opts.dir, 'mount.log'), cwd: opts.dir, detached: opts.detached })
   try {
@@ -268,14 +281,14 @@ export async function startMountAgent (opts: MountAgentOptions): Promise<MountAg
   }
 }
 
-export interface ControllerProcessOptions { dir: string, host: string, zk: string, detached?: boolean, readyTimeoutMs?: number, extraArgs?: string[] }
+export interface ControllerProcessOptions { dir: string, host: string, zk: string, zkAuthFile?: ZkAuthFileArg, detached?: boolean, readyTimeoutMs?: number, extraArgs?: string[] }
 export interface ControllerProcess { readonly host: string, readonly pid: number, readonly argv: string[], readonly logFile: string, readonly pidFile: string, stop (opts?: StopOptions): Promise<StopResult> }
 
 // A standalone controller candidate (`ukai controller`), its log and pid file in `dir`.
 export async function startControllerProcess (opts: ControllerProcessOptions): Promise<ControllerProcess> {
   fs.mkdirSync(opts.dir, { recursive: true })
   const pidFile = path.join(opts.dir, 'controller.pid')
-  const args = ['controller', '--host', opts.host, '--zk', opts.zk, '--pid-file', pidFile, ...(opts.extraArgs ?? [])]
+  const args = ['controller', '--host', opts.host, '--zk', opts.zk, ...zkAuthArgs(opts.zkAuthFile), '--pid-file', pidFile, ...(opts.extraArgs ?? [])]
   const proc = spawnLogged({ argv: nodeArgv(args), logFile: path.join(opts.dir, 'controller.log'), cwd: opts.dir, detached: opts.detached })
   await waitForReadyLine(proc, `controller ${opts.host}`, { timeoutMs: opts.readyTimeoutMs })
   return { host: opts.host, pid: proc.pid, argv: proc.argv, logFile: proc.logFile, pidFile, stop: async (stopOpts) => await stopLogged(proc, stopOpts) }

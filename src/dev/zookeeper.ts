@@ -18,8 +18,11 @@ const ZOOKEEPER_JAR = '/usr/share/java/zookeeper.jar'
 const SLF4J_BINDING_JAR = '/usr/share/java/slf4j-simple.jar'
 const CLASSPATH = ['/etc/zookeeper/conf', ZOOKEEPER_JAR, SLF4J_BINDING_JAR].join(':')
 const MAIN_CLASS = 'org.apache.zookeeper.server.quorum.QuorumPeerMain'
-const JVM_FLAGS = [
-  '-Xms32m', '-Xmx256m', '-XX:+UseSerialGC', '-Djava.awt.headless=true',
+// -Xmx: a dev cluster's ZooKeeper holds kilobytes to megabytes; an ensemble runs three JVMs
+// on one machine (see zookeeper-ensemble.ts), so each of those gets half this.
+export const ZK_HEAP_MB_MAX = 256
+const jvmFlags = (heapMbMax: number): string[] => [
+  '-Xms32m', `-Xmx${heapMbMax}m`, '-XX:+UseSerialGC', '-Djava.awt.headless=true',
   '-Dorg.slf4j.simpleLogger.showDateTime=true',
   '-Dorg.slf4j.simpleLogger.dateTimeFormat=yyyy-MM-dd\'T\'HH:mm:ss.SSSZ'
 ]
@@ -53,7 +56,7 @@ export interface ZooKeeperHandle {
   stop (opts?: StopOptions): Promise<void>
 }
 
-async function portFreeWithin (port: number, waitMs: number): Promise<boolean> {
+export async function portFreeWithin (port: number, waitMs: number): Promise<boolean> {
   const deadline = Date.now() + waitMs
   for (;;) {
     if (await isPortFree(port)) return true
@@ -63,9 +66,7 @@ async function portFreeWithin (port: number, waitMs: number): Promise<boolean> {
 }
 
 export async function startZooKeeper (opts: ZooKeeperOptions): Promise<ZooKeeperHandle> {
-  if (!fs.existsSync(ZOOKEEPER_JAR)) {
-    throw new UkaiError('ZK_UNAVAILABLE', `${ZOOKEEPER_JAR} not found: install Debian's zookeeper package (bash scripts/setup.sh)`)
-  }
+  checkZooKeeperInstalled()
   const dir = path.resolve(opts.dir)
   const dataDir = path.join(dir, 'data')
   fs.mkdirSync(dataDir, { recursive: true })
@@ -81,7 +82,7 @@ export async function startZooKeeper (opts: ZooKeeperOptions): Promise<ZooKeeper
       throw new UkaiError('ZK_UNAVAILABLE', `ZooKeeper in ${dir} cannot start: 127.0.0.1:${opts.port} is already in use`)
     }
     fs.writeFileSync(cfgFile, zooCfg({ dataDir, port, tickTimeMs: opts.tickTimeMs ?? ZK_TICK_TIME_MS, extra: opts.extraConfig ?? {} }))
-    const proc = spawnLogged({ argv: [JAVA, ...JVM_FLAGS, '-cp', CLASSPATH, MAIN_CLASS, cfgFile], logFile, cwd: dir, detached: opts.detached })
+    const proc = spawnZooKeeper(cfgFile, logFile, dir, ZK_HEAP_MB_MAX, opts.detached)
     const failure = await waitForImok(proc, port, timeoutMs)
     if (failure === null) {
       return {
@@ -101,13 +102,23 @@ export async function startZooKeeper (opts: ZooKeeperOptions): Promise<ZooKeeper
   }
 }
 
+export function checkZooKeeperInstalled (): void {
+  if (!fs.existsSync(ZOOKEEPER_JAR)) {
+    throw new UkaiError('ZK_UNAVAILABLE', `${ZOOKEEPER_JAR} not found: install Debian's zookeeper package (bash scripts/setup.sh)`)
+  }
+}
+
 // Stop a ZooKeeper we started (from a handle or from cluster.json): SIGTERM, SIGKILL after a
 // deadline, wait for exit. Does nothing if the PID is gone or no longer runs our command line.
 export async function stopZooKeeper (proc: { pid: number, argv: readonly string[] }, opts?: StopOptions): Promise<void> {
   await stopLogged(proc, opts)
 }
 
-function zooCfg (o: { dataDir: string, port: number, tickTimeMs: number, extra: Record<string, string | number> }): string {
+export function spawnZooKeeper (cfgFile: string, logFile: string, cwd: string, heapMbMax: number, detached?: boolean): LoggedProcess {
+  return spawnLogged({ argv: [JAVA, ...jvmFlags(heapMbMax), '-cp', CLASSPATH, MAIN_CLASS, cfgFile], logFile, cwd, detached })
+}
+
+export function zooCfg (o: { dataDir: string, port: number, tickTimeMs: number, extra: Record<string, string | number> }): string {
   const cfg: Record<string, string | number> = {
     tickTime: o.tickTimeMs,
     initLimit: 10,
@@ -119,14 +130,14 @@ function zooCfg (o: { dataDir: string, port: number, tickTimeMs: number, extra: 
     minSessionTimeout: Math.max(ZK_MIN_SESSION_TIMEOUT_MS, 2 * o.tickTimeMs),
     maxSessionTimeout: ZK_MAX_SESSION_TIMEOUT_MS,
     'admin.enableServer': 'false',
-    '4lw.commands.whitelist': 'ruok,stat,mntr',
+    '4lw.commands.whitelist': 'ruok,stat,mntr,srvr', // srvr: who leads an ensemble
     ...o.extra
   }
   return '# written by ukai src/dev/zookeeper.ts\n' + Object.entries(cfg).map(([k, v]) => `${k}=${v}`).join('\n') + '\n'
 }
 
 // null when ZooKeeper answered imok and serves requests, else why not.
-async function waitForImok (proc: LoggedProcess, port: number, timeoutMs: number): Promise<string | null> {
+export async function waitForImok (proc: LoggedProcess, port: number, timeoutMs: number): Promise<string | null> {
   const deadline = Date.now() + timeoutMs
   let last = 'no answer'
   for (;;) {

@@ -8,6 +8,7 @@ import fs from 'node:fs'
 import { isUkaiError } from '../errors'
 import { listMounts } from '../lib/mounts'
 import { MetaStore } from '../meta/store'
+import { readZkAuthFile, type ZkAuth } from '../meta/credentials'
 import { HookConfig, UKAI_FSTYPE } from './hook-config'
 
 // As long as a hook call may take by default: ZooKeeper slower than that is a problem too.
@@ -24,8 +25,16 @@ export async function checkHookConfig (cfg: HookConfig): Promise<string[]> {
     if (!fs.existsSync(d)) problems.push(`nbd-dir ${d} does not exist: start the agent with --nbd-dir ${d} or fix 'nbd-dir =' in ${cfg.source}`)
   }
   let meta: MetaStore
+  let auth: ZkAuth | null
   try {
-    meta = await MetaStore.connect(cfg.zk, { connectTimeoutMs: ZK_CHECK_TIMEOUT_MS })
+    auth = cfg.zkAuthFile === null ? null : readZkAuthFile(cfg.zkAuthFile)
+  } catch (err) {
+    if (!isUkaiError(err)) throw err
+    problems.push(`${err.message}: fix 'zk-auth =' in ${cfg.source} (or pass --zk-auth)`)
+    return problems
+  }
+  try {
+    meta = await MetaStore.connect(cfg.zk, { auth, connectTimeoutMs: ZK_CHECK_TIMEOUT_MS })
   } catch (err) {
     if (!isUkaiError(err)) throw err
     problems.push(`ZooKeeper ${cfg.zk} is not reachable (${err.message}): fix 'zk =' in ${cfg.source} (or pass --zk)`)

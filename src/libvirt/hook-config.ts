@@ -3,6 +3,8 @@
 // the hook needs is in this file, written by `ukai libvirt install-hook`.
 //
 //   zk = zk1:2181,zk2:2181,zk3:2181     ZooKeeper (default 127.0.0.1:2181)
+//   zk-auth = /etc/ukai/zk-auth         ZooKeeper credentials file (mode 0600; the default)
+//   insecure-zk = yes                   instead of zk-auth: no credentials (world-open znodes)
 //   host = hv-a1                        this hypervisor's agent name, as in `ukai mount --host`
 //                                       (default: the host name)
 //   mount = /var/lib/ukai/mnt           the agent's mount point (repeatable; default: every
@@ -19,6 +21,7 @@ import os from 'node:os'
 import { UkaiError } from '../errors'
 import { validateId } from '../meta/schema'
 import { listMounts } from '../lib/mounts'
+import { ZK_AUTH_FILE_DEFAULT } from '../meta/credentials'
 
 export const HOOK_CONFIG_PATH_DEFAULT = '/etc/ukai/hook.conf'
 export const HOOK_LOG_PATH_DEFAULT = '/var/log/ukai/libvirt-hook.log'
@@ -28,6 +31,7 @@ export const UKAI_FSTYPE = 'fuse.ukai'
 
 export interface HookConfig {
   zk: string
+  zkAuthFile: string | null  // null: insecure-zk = yes
   host: string
   mounts: string[]       // empty: whatever UKAI mounts exist when the hook runs
   nbdDirs: string[]      // NBD socket directories (none: NBD disks are not recognised)
@@ -38,7 +42,7 @@ export interface HookConfig {
 }
 
 export function parseHookConfig (text: string, source: string): HookConfig {
-  const cfg: HookConfig = { zk: '127.0.0.1:2181', host: os.hostname(), mounts: [], nbdDirs: [], timeoutMs: HOOK_TIMEOUT_MS_DEFAULT, logFile: HOOK_LOG_PATH_DEFAULT, rateBytesPerSec: 0, source }
+  const cfg: HookConfig = { zk: '127.0.0.1:2181', zkAuthFile: ZK_AUTH_FILE_DEFAULT, host: os.hostname(), mounts: [], nbdDirs: [], timeoutMs: HOOK_TIMEOUT_MS_DEFAULT, logFile: HOOK_LOG_PATH_DEFAULT, rateBytesPerSec: 0, source }
   text.split('\n').forEach((raw, i) => {
     const line = raw.replace(/#.*$/, '').trim()
     if (line === '') return
@@ -47,6 +51,11 @@ export function parseHookConfig (text: string, source: string): HookConfig {
     const [, key, value] = m
     switch (key) {
       case 'zk': cfg.zk = value; break
+      case 'zk-auth': cfg.zkAuthFile = value; break
+      case 'insecure-zk':
+        if (value !== 'yes' && value !== 'no') throw UkaiError.badArgument(`${source} line ${i + 1}: insecure-zk must be yes or no`)
+        if (value === 'yes') cfg.zkAuthFile = null
+        break
       case 'host': validateId(value, `host in ${source}`); cfg.host = value; break
       case 'mount': cfg.mounts.push(value); break
       case 'nbd-dir': cfg.nbdDirs.push(value); break
@@ -63,7 +72,7 @@ export function parseHookConfig (text: string, source: string): HookConfig {
         cfg.rateBytesPerSec = Math.round(mbps * 1e6)
         break
       }
-      default: throw UkaiError.badArgument(`${source} line ${i + 1}: unknown key '${key}' (known: zk, host, mount, nbd-dir, timeout-ms, log, rate)`)
+      default: throw UkaiError.badArgument(`${source} line ${i + 1}: unknown key '${key}' (known: zk, zk-auth, insecure-zk, host, mount, nbd-dir, timeout-ms, log, rate)`)
     }
   })
   if (cfg.zk === '') throw UkaiError.badArgument(`${source}: zk is empty`)
@@ -84,11 +93,12 @@ export function loadHookConfig (file: string | undefined): HookConfig {
   return parseHookConfig(text, p)
 }
 
-export function formatHookConfig (cfg: Pick<HookConfig, 'zk' | 'host' | 'mounts' | 'timeoutMs' | 'logFile' | 'rateBytesPerSec'> & { nbdDirs?: string[] }): string {
+export function formatHookConfig (cfg: Pick<HookConfig, 'zk' | 'zkAuthFile' | 'host' | 'mounts' | 'timeoutMs' | 'logFile' | 'rateBytesPerSec'> & { nbdDirs?: string[] }): string {
   return [
     '# UKAI libvirt hook settings (written by `ukai libvirt install-hook`; see src/libvirt/hook-config.ts)',
     `zk = ${cfg.zk}`,
     `host = ${cfg.host}`,
+    cfg.zkAuthFile === null ? 'insecure-zk = yes' : `zk-auth = ${cfg.zkAuthFile}`,
     ...cfg.mounts.map(m => `mount = ${m}`),
     ...(cfg.nbdDirs ?? []).map(d => `nbd-dir = ${d}`),
     `timeout-ms = ${cfg.timeoutMs}`,

@@ -17,6 +17,7 @@
 // hook prints nothing on stdout, ever. The caller enforces the time budget (a hard deadline).
 import { Logger } from '../log'
 import { MetaStore } from '../meta/store'
+import { readZkAuthFile, type ZkAuth } from '../meta/credentials'
 import { finishDiskMigration, prepareDiskToward, siteOfHost } from '../relocate/migration'
 import { parseDomain, ukaiDisks, type UkaiDiskRef } from './domain'
 import { HookConfig, hookMountPoints } from './hook-config'
@@ -59,8 +60,15 @@ export async function runHook (call: HookCall, deps: HookDeps): Promise<void> {
   const remainingMs = (): number => Math.max(0, deps.deadlineMs - Date.now())
   let meta: MetaStore
   const connectStartedMs = Date.now()
+  let auth: ZkAuth | null
   try {
-    meta = await MetaStore.connect(config.zk, { connectTimeoutMs: Math.max(100, remainingMs() - 200), logger: log })
+    auth = config.zkAuthFile === null ? null : readZkAuthFile(config.zkAuthFile)
+  } catch (err) {
+    log.error({ ...base, err: (err as Error).message }, 'ZooKeeper credentials unusable (zk-auth in the hook config): the disks stay where they are')
+    return
+  }
+  try {
+    meta = await MetaStore.connect(config.zk, { auth, connectTimeoutMs: Math.max(100, remainingMs() - 200), logger: log })
   } catch (err) {
     log.error({ ...base, zk: config.zk, err: (err as Error).message }, 'ZooKeeper unreachable: the disks stay where they are')
     return

@@ -10,6 +10,7 @@ import {
   SnapshotRecord, SnapshotRequest, checkRelocationRecord, decodeJson, decodeSegment, encodeJson, encodeSegment, paths
 } from './schema'
 import { Watcher, ZkClient, ZkOp } from './zk-client'
+import type { ZkAuth } from './credentials'
 import { Lifecycle } from '../lib/lifecycle'
 
 // The connect deadline's default, for the CLI's --help (the client itself stays in src/meta).
@@ -51,7 +52,8 @@ export class MetaStore {
     })
   }
 
-  static async connect (connectString: string, opts: { logger?: Logger, connectTimeoutMs?: number, sessionTimeoutMs?: number } = {}): Promise<MetaStore> {
+  // auth: the cluster's credentials (src/meta/credentials.ts), or null for world-open znodes.
+  static async connect (connectString: string, opts: { auth: ZkAuth | null, logger?: Logger, connectTimeoutMs?: number, sessionTimeoutMs?: number }): Promise<MetaStore> {
     const zk = new ZkClient({ connectString, ...opts })
     await zk.ready()
     const store = new MetaStore(zk, opts.logger)

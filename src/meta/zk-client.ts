@@ -16,6 +16,7 @@ import { Logger, silentLogger } from '../log'
 import { ZK_CODES_UNKNOWN_TO_LIBRARY, setZkGuardLogger } from './zk-library-guard'
 import { sleep } from '../lib/timers'
 import { Lifecycle } from '../lib/lifecycle'
+import { type ZkAuth, zkDigestId } from './credentials'
 
 export const ZK_CONNECT_TIMEOUT_MS_DEFAULT = 5000
 export const ZK_SESSION_TIMEOUT_MS_DEFAULT = 10000
@@ -39,6 +40,9 @@ export interface ZkClientOptions {
   sessionTimeoutMs?: number
   opTimeoutMs?: number
   logger?: Logger
+  // Digest credentials: sent at every (re)connect, and the only identity the ACL of every znode
+  // this client creates grants anything to. null: no auth, world-open znodes (--insecure-zk).
+  auth: ZkAuth | null
 }
 
 const X = zookeeper.Exception
@@ -54,6 +58,9 @@ function translate (err: unknown, path: string, connectString: string): UkaiErro
     case X.NODE_EXISTS: return new UkaiError('ALREADY_EXISTS', `metadata entry ${path} already exists`, err)
     case X.BAD_VERSION: return new UkaiError('ZK_CONFLICT', `metadata entry ${path} changed concurrently`, err)
     case X.NOT_EMPTY: return new UkaiError('BUSY', `metadata entry ${path} still has children`, err)
+    case X.NO_AUTH: return new UkaiError('ZK_AUTH', `ZooKeeper at ${connectString} refused access to ${path}: its ACL does not grant these credentials (check --zk-auth / UKAI_ZK_AUTH: the cluster's credentials file)`, err)
+    case X.AUTH_FAILED: return new UkaiError('ZK_AUTH', `ZooKeeper at ${connectString} rejected our credentials`, err)
+    case X.INVALID_ACL: return new UkaiError('INTERNAL', `ZooKeeper at ${connectString} refused the ACL for ${path}`, err)
     case X.CONNECTION_LOSS:
     case X.SESSION_EXPIRED:
     case X.OPERATION_TIMEOUT:
@@ -76,6 +83,9 @@ export class ZkClient extends EventEmitter {
   private readonly sessionTimeoutMs: number
   private readonly opTimeoutMs: number
   private readonly log: Logger
+  private readonly auth: ZkAuth | null
+  // What every create passes: ALL to our digest identity only, or world-open when insecure.
+  private readonly acls: zookeeper.ACL[]
   private client: zookeeper.Client | null = null
   private connected = false
 
@@ -96,6 +106,10 @@ export class ZkClient extends EventEmitter {
     this.sessionTimeoutMs = opts.sessionTimeoutMs ?? ZK_SESSION_TIMEOUT_MS_DEFAULT
     this.opTimeoutMs = opts.opTimeoutMs ?? ZK_OP_TIMEOUT_MS_DEFAULT
     this.log = opts.logger ?? silentLogger
+    this.auth = opts.auth
+    this.acls = opts.auth === null
+      ? [new zookeeper.ACL(zookeeper.Permission.ALL, new zookeeper.Id('world', 'anyone'))]
+      : [new zookeeper.ACL(zookeeper.Permission.ALL, new zookeeper.Id('digest', zkDigestId(opts.auth.user, opts.auth.password)))]
     if (opts.logger !== undefined) setZkGuardLogger(opts.logger)
   }
 
@@ -115,6 +129,8 @@ export class ZkClient extends EventEmitter {
       spinDelay: 200,
       retries: 0
     })
+    // Before connect: the library sends stored credentials at every (re)connection.
+    if (this.auth !== null) client.addAuthInfo('digest', Buffer.from(`${this.auth.user}:${this.auth.password}`))
     this.client = client
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
@@ -283,11 +299,23 @@ export class ZkClient extends EventEmitter {
     const mode = opts.sequential === true
       ? (opts.ephemeral === true ? zookeeper.CreateMode.EPHEMERAL_SEQUENTIAL : zookeeper.CreateMode.PERSISTENT_SEQUENTIAL)
       : (opts.ephemeral === true ? zookeeper.CreateMode.EPHEMERAL : zookeeper.CreateMode.PERSISTENT)
-    return await this.call(path, (c, cb) => c.create(path, data, mode, cb), (created: string | undefined) => created ?? path)
+    return await this.call(path, (c, cb) => c.create(path, data, this.acls, mode, cb), (created: string | undefined) => created ?? path)
   }
 
   async mkdirp (path: string): Promise<void> {
-    await this.call(path, (c, cb) => c.mkdirp(path, cb), () => undefined)
+    await this.call(path, (c, cb) => c.mkdirp(path, this.acls, cb), () => undefined)
+  }
+
+  // A znode's ACL as a comparable key ('scheme:id:perms,…'), see ownAclKey.
+  async getAcl (path: string): Promise<{ key: string }> {
+    return await this.call(path, (c, cb) => c.getACL(path, cb), (acls: zookeeper.ACL[]) => ({ key: aclKey(acls) }))
+  }
+
+  async ownAclKey (): Promise<string> { return aclKey(this.acls) }
+
+  // Puts this client's ACL on PATH (see `ukai zk secure`).
+  async setOwnAcl (path: string): Promise<void> {
+    await this.call(path, (c, cb) => c.setACL(path, this.acls, -1, cb), () => undefined)
   }
 
   async set (path: string, data: Buffer, version = -1, opts: { timeoutMs?: number } = {}): Promise<ZkStat> {
@@ -305,7 +333,7 @@ export class ZkClient extends EventEmitter {
     await this.call(where, (c, cb) => {
       const tx = c.transaction()
       for (const o of ops) {
-        if (o.op === 'create') tx.create(o.path, o.data, o.ephemeral === true ? zookeeper.CreateMode.EPHEMERAL : zookeeper.CreateMode.PERSISTENT)
+        if (o.op === 'create') tx.create(o.path, o.data, this.acls, o.ephemeral === true ? zookeeper.CreateMode.EPHEMERAL : zookeeper.CreateMode.PERSISTENT)
         else if (o.op === 'set') tx.setData(o.path, o.data, o.version ?? -1)
         else if (o.op === 'check') tx.check(o.path, o.version)
         else tx.remove(o.path, o.version ?? -1)
@@ -313,6 +341,11 @@ export class ZkClient extends EventEmitter {
       tx.commit(cb)
     }, () => undefined)
   }
+}
+
+function aclKey (acls: zookeeper.ACL[]): string {
+  // The library's ACL objects name the permission bits `permission` (its typings say `perms`).
+  return acls.map(a => `${a.id.scheme}:${a.id.id}:${String((a as unknown as { permission?: number }).permission ?? a.perms)}`).sort().join(',')
 }
 
 function toStat (stat: any): ZkStat {

@@ -12,6 +12,7 @@ const NBD_ERROR: Record<UkaiErrorCode, number> = {
   NOT_ENOUGH_NODES: NBD_ENOSPC, // nowhere to place the data
   ZK_UNAVAILABLE: NBD_EIO,
   ZK_CONFLICT: NBD_EIO,
+  ZK_AUTH: NBD_EPERM,
   FENCED: NBD_EIO,             // the lease moved: this host's write was refused
   LEASE_HELD: NBD_EIO,         // no EBUSY in NBD
   BUSY: NBD_EIO,

@@ -16,6 +16,7 @@ const STATUS_OF_CODE: Record<UkaiErrorCode, grpc.status> = {
   NOT_ENOUGH_NODES: grpc.status.FAILED_PRECONDITION,
   ZK_UNAVAILABLE: grpc.status.UNAVAILABLE,
   ZK_CONFLICT: grpc.status.ABORTED,
+  ZK_AUTH: grpc.status.PERMISSION_DENIED,
   FENCED: grpc.status.FAILED_PRECONDITION,
   LEASE_HELD: grpc.status.FAILED_PRECONDITION,
   BUSY: grpc.status.FAILED_PRECONDITION,

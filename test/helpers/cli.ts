@@ -1,12 +1,15 @@
 // Runs the real `ukai` CLI as a child process and captures what a user would see.
 import { spawn } from 'node:child_process'
 import { cliMainPath, daemonEnv } from '../../src/dev/processes'
+import { processZkAuth } from '../../src/dev/process-zk-auth'
 
 export interface CliResult { code: number, stdout: string, stderr: string }
 
-export function runCli (args: string[], opts: { zk?: string, timeoutMs?: number } = {}): Promise<CliResult> {
+// zkAuth: another credentials file than the test process's (a `dev up` cluster's own).
+export function runCli (args: string[], opts: { zk?: string, zkAuth?: string, timeoutMs?: number } = {}): Promise<CliResult> {
   return new Promise((resolve, reject) => {
     const env = daemonEnv()
+    env.UKAI_ZK_AUTH = opts.zkAuth ?? processZkAuth().file // the test process's credentials (ZooKeeper ACLs on)
     if (opts.zk !== undefined) env.UKAI_ZK = opts.zk
     const child = spawn(process.execPath, [cliMainPath(), ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] })
     let stdout = ''
@@ -18,8 +21,8 @@ export function runCli (args: string[], opts: { zk?: string, timeoutMs?: number 
   })
 }
 
-export async function cliJson<T> (args: string[], zk: string): Promise<T> {
-  const res = await runCli([...args, '--json'], { zk })
+export async function cliJson<T> (args: string[], zk: string, opts: { zkAuth?: string } = {}): Promise<T> {
+  const res = await runCli([...args, '--json'], { zk, ...opts })
   if (res.code !== 0) throw new Error(`ukai ${args.join(' ')} failed (${res.code}): ${res.stderr}`)
   return JSON.parse(res.stdout) as T
 }

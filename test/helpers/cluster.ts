@@ -22,6 +22,8 @@ import {
   type ControllerProcess, type MountAgentProcess, type StorageNodeProcess
 } from '../../src/dev/processes'
 import { startZooKeeper, type ZooKeeperHandle } from '../../src/dev/zookeeper'
+import { memberMode, restartEnsembleMember, startZooKeeperEnsemble, stopEnsemble, type EnsembleMember } from '../../src/dev/zookeeper-ensemble'
+import { processZkAuth } from '../../src/dev/process-zk-auth'
 
 // The part of a tap Test the fixtures need.
 export interface TestLike {
@@ -98,17 +100,33 @@ const connectStringOf = (zk: ZkRef): string => typeof zk === 'string' ? zk : zk.
 // ---- ZooKeeper -----------------------------------------------------------------------------
 
 export interface ZkFixture {
-  readonly connectString: string
-  readonly port: number
+  readonly connectString: string // with an ensemble: every member, comma-separated
+  readonly port: number          // with an ensemble: member 1's client port
   readonly pid: number
   readonly dir: string
   readonly logFile: string
   kill (signal?: NodeJS.Signals): Promise<void> // default SIGKILL
   restart (): Promise<void>                      // same dir, data and port
   stop (): Promise<void>
+  readonly members: ZkMemberFixture[] // with { ensemble: N }: its N members, else []
+  leader (): Promise<ZkMemberFixture> // with an ensemble: the member srvr calls leader (waits for one)
 }
 
-export async function startZk (t: TestLike, opts: { tickTimeMs?: number } = {}): Promise<ZkFixture> {
+export interface ZkMemberFixture {
+  readonly id: number
+  readonly port: number
+  readonly pid: number
+  readonly logFile: string
+  mode (): Promise<string | null>               // srvr's Mode: leader, follower, or null (not serving)
+  kill (signal?: NodeJS.Signals): Promise<void> // default SIGKILL
+  restart (): Promise<void>                     // same dir, data and ports; resolves once it serves
+}
+
+const LEADER_WAIT_MS = 30_000
+
+export async function startZk (t: TestLike, opts: { tickTimeMs?: number, ensemble?: number } = {}): Promise<ZkFixture> {
+  processZkAuth() // every daemon and CLI of this test process runs with ZooKeeper ACLs on
+  if (opts.ensemble !== undefined && opts.ensemble > 1) return await startZkEnsemble(t, opts.ensemble, opts.tickTimeMs)
   const dir = makeTempDir(t, 'zk')
   let zk: ZooKeeperHandle = await startZooKeeper({ dir, tickTimeMs: opts.tickTimeMs })
   t.teardown(async () => await guard(t, `stop ZooKeeper pid ${zk.pid}`, async () => { await zk.stop() }))
@@ -124,7 +142,53 @@ export async function startZk (t: TestLike, opts: { tickTimeMs?: number } = {}):
       await zk.stop()
       zk = await startZooKeeper({ dir, port, tickTimeMs: opts.tickTimeMs })
     },
-    stop: async () => { await zk.stop() }
+    stop: async () => { await zk.stop() },
+    members: [],
+    leader: async () => { throw new Error('a single ZooKeeper has no leader: startZk(t, { ensemble: 3 })') }
+  }
+}
+
+async function startZkEnsemble (t: TestLike, size: number, tickTimeMs?: number): Promise<ZkFixture> {
+  const dir = makeTempDir(t, 'zk-ensemble')
+  const ens = await startZooKeeperEnsemble({ dir, size, tickTimeMs })
+  const live: EnsembleMember[] = [...ens.members]
+  t.teardown(async () => await guard(t, `stop the ZooKeeper ensemble (pids ${live.map(m => m.pid).join(' ')})`, async () => { await stopEnsemble(live) }))
+  const members: ZkMemberFixture[] = live.map((_, i) => ({
+    id: live[i].id,
+    port: live[i].port,
+    get pid () { return live[i].pid },
+    get logFile () { return live[i].logFile },
+    mode: async () => await memberMode(live[i].port),
+    kill: async (signal = 'SIGKILL') => { await killOurs(live[i].pid, live[i].argv, signal) },
+    restart: async () => {
+      await stopEnsemble([live[i]])
+      live[i] = await restartEnsembleMember(live[i])
+    }
+  }))
+  const leader = async (): Promise<ZkMemberFixture> => {
+    const deadline = Date.now() + LEADER_WAIT_MS
+    for (;;) {
+      for (const m of members) if (await m.mode() === 'leader') return m
+      if (Date.now() > deadline) throw new Error(`no ZooKeeper member calls itself leader after ${LEADER_WAIT_MS} ms`)
+      await new Promise(resolve => setTimeout(resolve, 200))
+    }
+  }
+  return {
+    connectString: ens.connectString,
+    port: live[0].port,
+    get pid () { return live[0].pid },
+    dir,
+    get logFile () { return live[0].logFile },
+    kill: async (signal = 'SIGKILL') => { for (const m of members) await m.kill(signal) },
+    restart: async () => {
+      await stopEnsemble(live)
+      // All members at once: none serves before a quorum is back.
+      const started = await Promise.all(live.map(async (m) => await restartEnsembleMember(m)))
+      started.forEach((m, i) => { live[i] = m })
+    },
+    stop: async () => { await stopEnsemble(live) },
+    members,
+    leader
   }
 }
 
@@ -147,7 +211,7 @@ export interface StartNodeOptions { zk: ZkRef, id: string, site: string, capacit
 
 export async function startNode (t: TestLike, opts: StartNodeOptions): Promise<NodeFixture> {
   const dir = makeTempDir(t, `node-${opts.id}`)
-  const base = { dir, id: opts.id, site: opts.site, zk: connectStringOf(opts.zk), capacity: opts.capacity, extraArgs: opts.extraArgs }
+  const base = { dir, id: opts.id, site: opts.site, zk: connectStringOf(opts.zk), zkAuthFile: processZkAuth().file, capacity: opts.capacity, extraArgs: opts.extraArgs }
   let node: StorageNodeProcess = await startNodeOnFreePort(base)
   t.teardown(async () => await guard(t, `stop node ${opts.id} pid ${node.pid}`, async () => { await node.stop() }))
   return {
@@ -200,7 +264,7 @@ export async function startAgent (t: TestLike, opts: StartAgentOptions): Promise
   const dir = makeTempDir(t, `agent-${opts.host}`)
   const mountPoint = path.join(dir, 'mnt')
   liveMounts.add(mountPoint)
-  const base = { dir, mountPoint, host: opts.host, site: opts.site, zk: connectStringOf(opts.zk), extraArgs: opts.extraArgs }
+  const base = { dir, mountPoint, host: opts.host, site: opts.site, zk: connectStringOf(opts.zk), zkAuthFile: processZkAuth().file, extraArgs: opts.extraArgs }
   let agent: MountAgentProcess = await startMountAgent(base)
   t.teardown(async () => await guard(t, `stop agent ${opts.host} pid ${agent.pid}`, async () => { await agent.stop() }))
   return {
@@ -319,4 +383,4 @@ export function fuseUnavailable (): string | null {
   return null
 }
 
-export { isMounted, isOurs }
+export { isMounted, isOurs, processZkAuth }

@@ -5,10 +5,11 @@ import fs from 'node:fs'
 import { MetaStore } from '../../src/meta/store'
 import { StorageClient } from '../../src/storagenode/client'
 import { randomBytes, rng } from './model'
+import { processZkAuth } from '../../src/dev/process-zk-auth'
 
 // Per block, the state of `node`'s replica ('in-sync' | 'syncing' | 'stale' | absent).
 export async function replicaStates (zk: string, disk: string, node: string): Promise<Array<string | undefined>> {
-  const meta = await MetaStore.connect(zk)
+  const meta = await MetaStore.connect(zk, { auth: processZkAuth() })
   try {
     const rec = await meta.getDisk(disk)
     const segs = await meta.loadPlacement(rec)
