@@ -16,6 +16,7 @@ import * as grpc from '@grpc/grpc-js'
 import { UkaiError, UkaiErrorCode, isUkaiError, safetyCatch } from '../errors'
 import { Lifecycle } from '../lib/lifecycle'
 import { codeOfServiceError, codeOfStatus, trailerCode } from './status'
+import { ClientTls, channelOf, clientTls } from './tls'
 import {
   BlockEpochs, BlockVersion, CopyBaseRequest, CopyBaseResponse, IoRequestOut, IoResponse, LocateBlockRequest, LocateBlockResponse, MAX_IO_BYTES,
   MAX_MESSAGE_BYTES, PullBlockRequest, StatResponse, storageService
@@ -52,6 +53,7 @@ export interface StorageClientOptions {
   maxQueued?: number     // requests waiting for the window before new ones are refused
   hungAfterMs?: number   // silence with requests outstanding before the node counts as hung
   progress?: NodeProgress // shared by the clients of one node; one of its own when absent
+  tls?: ClientTls         // how to connect; the process's setting (tls.ts setClientTls) when absent
 }
 
 // What this process knows of one node's progress: when it last answered anything, and since
@@ -134,7 +136,9 @@ export class StorageClient {
     this.progress = opts.progress ?? new NodeProgress()
     this.unsubscribe = this.progress.subscribe((why) => this.failAll(why))
     const Service = storageService()
-    this.grpcClient = new Service(this.address, grpc.credentials.createInsecure(), {
+    const channel = channelOf(opts.tls ?? clientTls(), this.nodeId)
+    this.grpcClient = new Service(this.address, channel.credentials, {
+      ...channel.options,
       'grpc.max_receive_message_length': MAX_MESSAGE_BYTES,
       'grpc.max_send_message_length': MAX_MESSAGE_BYTES,
       'grpc.keepalive_time_ms': KEEPALIVE_TIME_MS,
@@ -186,7 +190,8 @@ export class StorageClient {
   }
 
   // Returns the bytes freed.
-  async deleteDisk (a: { diskUuid: string }): Promise<number> {
+  // With a lease epoch (an agent under the disk's lease) the node refuses it when fenced.
+  async deleteDisk (a: { diskUuid: string, leaseEpoch?: number }): Promise<number> {
     return (await this.unary<{ freedBytes: number }>('DeleteDisk', a)).freedBytes
   }
 
