@@ -1,5 +1,6 @@
 // ukai storagenode | mount: long-running daemons. Each logs JSON lines and a final "ready" line
 // once it serves; SIGTERM/SIGINT stop it gracefully.
+import { daemonTls } from './tls-options'
 import os from 'node:os'
 import { Command } from 'commander'
 import { UkaiError } from '../errors'
@@ -82,12 +83,13 @@ export function daemonCommands (program: Command): void {
     .option('--metrics-listen-any', METRICS_LISTEN_ANY_HELP)
     .action(async (opts, cmd: Command) => {
       const peerAddresses = addressMap(opts.peerAddress, '--peer-address')
+      const tls = daemonTls(cmd, 'node', opts.id)  // null: --insecure (warned at start)
       const metricsListen = metricsListenOf(opts)
       const log = createLogger('storagenode').child({ node: opts.id, site: opts.site })
       const metrics = metricsListen === undefined ? undefined : new NodeMetrics(opts.id)
       const node = await runWithMetrics(metricsListen, metrics, log, async () => await runStorageNode({
         id: opts.id, site: opts.site, dataDir: opts.dataDir, listen: opts.listen, host: opts.host,
-        capacityBytes: opts.capacity, peerAddresses, metrics,
+        capacityBytes: opts.capacity, peerAddresses, metrics, tls: tls ?? undefined,
         zk: zkConnectString(cmd), zkSessionTimeoutMs: zkSessionTimeoutMs(cmd), zkConnectTimeoutMs: zkConnectTimeoutMs(cmd), logger: log
       }))
       stopOnSignals(log, node.close)
@@ -115,6 +117,7 @@ export function daemonCommands (program: Command): void {
     .option('--metrics-listen-any', METRICS_LISTEN_ANY_HELP)
     .action(async (mountPoint: string, opts, cmd: Command) => {
       const nodeAddresses = addressMap(opts.nodeAddress, '--node-address')
+      daemonTls(cmd, 'agent', opts.host)  // its certificate is the process's client TLS (tls-options.ts)
       const metricsListen = metricsListenOf(opts)
       const rttIntervalMs: number = opts.rttIntervalMs
       if (opts.cacheSize !== undefined && opts.cacheDir === undefined) throw UkaiError.badArgument('--cache-size needs --cache-dir')

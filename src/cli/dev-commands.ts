@@ -1,4 +1,5 @@
 // ukai dev up | down | demo: a private local cluster for development, tests and demos.
+import { insecureOf } from './tls-options'
 import path from 'node:path'
 import { Command } from 'commander'
 import { devDown, devUp } from '../dev/cluster'
@@ -29,11 +30,11 @@ export function devCommands (program: Command): void {
     .option('--wan-mbps <n>', 'bandwidth cap of those links in Mbit/s per direction (with --wan-latency-ms)', numberOption('--wan-mbps'))
     .option('--detach', 'return once everything runs (stop it later with `ukai dev down`)')
     .option('--json', 'print cluster.json')
-    .action(async (opts) => {
+    .action(async (opts, cmd: Command) => {
       const dir = path.resolve(opts.dir)
       const info = await devUp({
         dir, sites: opts.sites, nodesPerSite: opts.nodesPerSite, capacity: opts.capacity, detach: opts.detach === true,
-        wanLatencyMs: opts.wanLatencyMs, wanMbps: opts.wanMbps
+        wanLatencyMs: opts.wanLatencyMs, wanMbps: opts.wanMbps, insecure: insecureOf(cmd)
       })
       if (opts.json === true) printJson(info)
       else {
@@ -46,6 +47,7 @@ export function devCommands (program: Command): void {
         ])
         process.stdout.write('each METRICS address also serves /healthz (readiness)\n')
         process.stdout.write(`export UKAI_ZK=${info.zk.connectString}\n`)
+        if (info.tlsDir !== undefined) process.stdout.write(`export UKAI_TLS_DIR=${info.tlsDir}\n`)
       }
       if (opts.detach === true) return
       process.stdout.write('running; Ctrl-C stops the cluster\n')

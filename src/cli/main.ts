@@ -16,6 +16,8 @@ import { exitCodeFor, reportError, wantsJson } from './output'
 import { ukaiVersion } from '../package-root'
 import { UkaiError } from '../errors'
 import { msOption } from './parse'
+import { addTlsOptions } from './tls-options'
+import { caCommands } from './ca-commands'
 import { ZK_CONNECT_TIMEOUT_MS_DEFAULT, ZK_SESSION_TIMEOUT_MS_DEFAULT } from '../meta/store'
 
 export function buildProgram (): Command {
@@ -42,7 +44,9 @@ export function buildProgram (): Command {
     if (!action.options.some(o => o.long === '--json')) throw UkaiError.badArgument(`'${action.name()}' has no JSON output (-o json)`)
     action.setOptionValue('json', true)
   })
+  addTlsOptions(program)
   healthCommand(program)
+  caCommands(program)
   diskCommands(program)
   nodeCommands(program)
   siteCommands(program)

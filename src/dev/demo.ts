@@ -58,7 +58,7 @@ export async function runDemo (dir: string): Promise<void> {
 
   const ukai = (...args: string[]): void => {
     process.stdout.write(`\n   $ ukai ${args.join(' ')}\n`)
-    execFileSync(process.execPath, [cliMainPath(), ...args], { stdio: 'inherit', env: { ...daemonEnv(), UKAI_ZK: info.zk.connectString } })
+    execFileSync(process.execPath, [cliMainPath(), ...args], { stdio: 'inherit', env: { ...daemonEnv(), UKAI_ZK: info.zk.connectString, ...(info.tlsDir === undefined ? {} : { UKAI_TLS_DIR: info.tlsDir }) } })
   }
   const [a, b] = info.agents
   const meta = await MetaStore.connect(info.zk.connectString)
@@ -139,6 +139,7 @@ export async function runDemo (dir: string): Promise<void> {
   }
   say('the cluster keeps running; try:')
   show(`export UKAI_ZK=${info.zk.connectString}`)
+  if (info.tlsDir !== undefined) show(`export UKAI_TLS_DIR=${info.tlsDir}`)
   show('node dist/src/cli/main.js top                 # the dashboard (q quits); or: npx ukai top')
   show('node dist/src/cli/main.js disk list')
   show('node dist/src/cli/main.js site list')

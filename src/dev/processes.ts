@@ -171,6 +171,11 @@ function nodeArgv (args: string[]): string[] {
   return [process.execPath, main, ...args]
 }
 
+// A daemon's certificate dir, or the explicit (and logged) opt-out.
+function tlsArgs (tlsDir: string | undefined): string[] {
+  return tlsDir === undefined ? ['--insecure'] : ['--tls-dir', tlsDir]
+}
+
 export interface StorageNodeOptions {
   dir: string              // log file here; data in DIR/data unless dataDir is given
   id: string
@@ -182,6 +187,7 @@ export interface StorageNodeOptions {
   detached?: boolean
   readyTimeoutMs?: number
   extraArgs?: string[]
+  tlsDir?: string          // the node's certificate (--tls-dir); absent: --insecure
 }
 
 export interface StorageNodeProcess {
@@ -201,6 +207,7 @@ export async function startStorageNode (opts: StorageNodeOptions): Promise<Stora
   const args = ['storagenode', '--id', opts.id, '--site', opts.site, '--data-dir', dataDir,
     '--listen', opts.listen ?? '127.0.0.1:0', '--zk', opts.zk]
   if (opts.capacity !== undefined) args.push('--capacity', opts.capacity)
+  args.push(...tlsArgs(opts.tlsDir))
   if (opts.extraArgs !== undefined) args.push(...opts.extraArgs)
   const proc = spawnLogged({ argv: nodeArgv(args), logFile: path.join(opts.dir, 'storagenode.log'), cwd: opts.dir, detached: opts.detached })
   const ready = await waitForReadyLine(proc, `storage node ${opts.id}`, { timeoutMs: opts.readyTimeoutMs })
@@ -230,6 +237,7 @@ export interface MountAgentOptions {
   detached?: boolean
   readyTimeoutMs?: number
   extraArgs?: string[]
+  tlsDir?: string          // the agent's certificate (--tls-dir); absent: --insecure
 }
 
 export interface MountAgentProcess {
@@ -248,7 +256,7 @@ export async function startMountAgent (opts: MountAgentOptions): Promise<MountAg
     throw new UkaiError('BUSY', `${opts.mountPoint} is already a mount point (a leftover? unmount it with fusermount -uz)`)
   }
   fs.mkdirSync(opts.mountPoint, { recursive: true })
-  const args = ['mount', opts.mountPoint, '--host', opts.host, '--site', opts.site, '--zk', opts.zk]
+  const args = ['mount', opts.mountPoint, '--host', opts.host, '--site', opts.site, '--zk', opts.zk, ...tlsArgs(opts.tlsDir)]
   if (opts.extraArgs !== undefined) args.push(...opts.extraArgs)
   const proc = spawnLogged({ argv: nodeArgv(args), logFile: path.join(opts.dir, 'mount.log'), cwd: opts.dir, detached: opts.detached })
   try {

@@ -12,8 +12,8 @@ import type { Unary } from './rpc-answers'
 import type { StorageHandlers } from './wire'
 
 // The addresses node `id` registered (its record's and its liveness record's), or null when no
-// such node is registered. The daemon answers from ZooKeeper.
-export type RegisteredPeer = (id: string) => Promise<string[] | null>
+// such node is registered. The daemon answers from ZooKeeper, from a cache unless `fresh`.
+export type RegisteredPeer = (id: string, fresh: boolean) => Promise<string[] | null>
 
 // Clients to peers for the copies, one per (node, address); closed with the server.
 export class PeerClients {
@@ -27,7 +27,8 @@ export class PeerClients {
     let at = this.peerAddresses?.[id]
     if (at === undefined) {
       if (this.registered !== undefined) {
-        const known = await this.registered(id)
+        let known = await this.registered(id, false)
+        if (known === null || !known.includes(address)) known = await this.registered(id, true)  // moved since cached?
         if (known === null) throw new UkaiError('PERMISSION_DENIED', `no storage node '${id}' is registered: refusing to copy from it`)
         if (!known.includes(address)) throw new UkaiError('PERMISSION_DENIED', `storage node ${id} is registered at ${known.join(', ')}, not ${address}: refusing to connect there`)
       }

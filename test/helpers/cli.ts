@@ -1,13 +1,17 @@
 // Runs the real `ukai` CLI as a child process and captures what a user would see.
 import { spawn } from 'node:child_process'
 import { cliMainPath, daemonEnv } from '../../src/dev/processes'
+import { adminTlsDir } from './tls'
 
 export interface CliResult { code: number, stdout: string, stderr: string }
 
-export function runCli (args: string[], opts: { zk?: string, timeoutMs?: number } = {}): Promise<CliResult> {
+// tlsDir: the CLI's certificate (default: the test CA's admin, helpers/tls.ts, once made).
+export function runCli (args: string[], opts: { zk?: string, timeoutMs?: number, tlsDir?: string } = {}): Promise<CliResult> {
   return new Promise((resolve, reject) => {
     const env = daemonEnv()
     if (opts.zk !== undefined) env.UKAI_ZK = opts.zk
+    const tlsDir = opts.tlsDir ?? adminTlsDir()
+    if (tlsDir !== undefined) env.UKAI_TLS_DIR = tlsDir
     const child = spawn(process.execPath, [cliMainPath(), ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] })
     let stdout = ''
     let stderr = ''

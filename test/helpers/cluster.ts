@@ -22,6 +22,7 @@ import {
   type MountAgentProcess, type StorageNodeProcess
 } from '../../src/dev/processes'
 import { startZooKeeper, type ZooKeeperHandle } from '../../src/dev/zookeeper'
+import { identityDir } from './tls'
 
 // The part of a tap Test the fixtures need.
 export interface TestLike {
@@ -143,11 +144,13 @@ export interface NodeFixture {
   stop (): Promise<void>
 }
 
-export interface StartNodeOptions { zk: ZkRef, id: string, site: string, capacity?: string, extraArgs?: string[] }
+// insecure: the node runs --insecure (default: TLS with a certificate of the test CA, helpers/tls.ts).
+export interface StartNodeOptions { zk: ZkRef, id: string, site: string, capacity?: string, extraArgs?: string[], insecure?: boolean }
 
 export async function startNode (t: TestLike, opts: StartNodeOptions): Promise<NodeFixture> {
   const dir = makeTempDir(t, `node-${opts.id}`)
-  const base = { dir, id: opts.id, site: opts.site, zk: connectStringOf(opts.zk), capacity: opts.capacity, extraArgs: opts.extraArgs }
+  const tlsDir = opts.insecure === true ? undefined : await identityDir({ role: 'node', name: opts.id })
+  const base = { dir, id: opts.id, site: opts.site, zk: connectStringOf(opts.zk), capacity: opts.capacity, extraArgs: opts.extraArgs, tlsDir }
   let node: StorageNodeProcess = await startNodeOnFreePort(base)
   t.teardown(async () => await guard(t, `stop node ${opts.id} pid ${node.pid}`, async () => { await node.stop() }))
   return {
@@ -194,13 +197,14 @@ export interface AgentFixture {
   stop (): Promise<void>                        // SIGTERM, then unmount if still mounted
 }
 
-export interface StartAgentOptions { zk: ZkRef, host: string, site: string, extraArgs?: string[] }
+export interface StartAgentOptions { zk: ZkRef, host: string, site: string, extraArgs?: string[], insecure?: boolean }
 
 export async function startAgent (t: TestLike, opts: StartAgentOptions): Promise<AgentFixture> {
   const dir = makeTempDir(t, `agent-${opts.host}`)
   const mountPoint = path.join(dir, 'mnt')
   liveMounts.add(mountPoint)
-  const base = { dir, mountPoint, host: opts.host, site: opts.site, zk: connectStringOf(opts.zk), extraArgs: opts.extraArgs }
+  const tlsDir = opts.insecure === true ? undefined : await identityDir({ role: 'agent', name: opts.host })
+  const base = { dir, mountPoint, host: opts.host, site: opts.site, zk: connectStringOf(opts.zk), extraArgs: opts.extraArgs, tlsDir }
   let agent: MountAgentProcess = await startMountAgent(base)
   t.teardown(async () => await guard(t, `stop agent ${opts.host} pid ${agent.pid}`, async () => { await agent.stop() }))
   return {
