@@ -38,7 +38,7 @@ export const ROLES_OF_METHOD: Record<Method, readonly Role[]> = {
 
 export interface AuthzDeps {
   nodeId: string
-  revoked: Pick<RevocationList, 'has'>
+  revoked: Pick<RevocationList, 'has' | 'onChange'>
   log: Logger
 }
 
@@ -60,8 +60,19 @@ export function callerOf (call: { getAuthContext?: () => { sslPeerCertificate?: 
 
 // Wraps every handler: a refused call answers PERMISSION_DENIED and never reaches the store.
 // `onCaller` lets a handler see who called (DeleteDisk's lease rule).
+// Io streams live as long as a connection: each one's caller is re-checked when the revocation
+// list changes, and a revoked caller's stream is ended with PERMISSION_DENIED.
 export function guardHandlers (handlers: StorageHandlers, deps: AuthzDeps): StorageHandlers {
   const out: Record<string, unknown> = {}
+  const streams = new Map<grpc.ServerDuplexStream<unknown, unknown>, string>()  // → its caller's serial
+  deps.revoked.onChange(() => {
+    for (const [call, serial] of streams) {
+      if (!deps.revoked.has(serial)) continue
+      streams.delete(call)
+      deps.log.warn({ serial, peer: call.getPeer() }, 'Io stream of a revoked certificate ended')
+      call.emit('error', toServiceError(new UkaiError('PERMISSION_DENIED', `storage node ${deps.nodeId}: certificate ${serial} was revoked`)))
+    }
+  })
   for (const [method, handler] of Object.entries(handlers) as Array<[Method, (...a: any[]) => void]>) {
     if (method === 'Io') {
       out[method] = (call: grpc.ServerDuplexStream<unknown, unknown>) => {
@@ -71,6 +82,14 @@ export function guardHandlers (handlers: StorageHandlers, deps: AuthzDeps): Stor
           deps.log.warn({ err: (err as Error).message, peer: call.getPeer() }, 'refused')
           call.emit('error', toServiceError(err as UkaiError))
           return
+        }
+        const serial = call.getAuthContext()?.sslPeerCertificate?.serialNumber
+        if (serial !== undefined) {
+          streams.set(call, normalizeSerial(serial))
+          const forget = (): void => { streams.delete(call) }
+          call.once('close', forget)
+          call.once('cancelled', forget)
+          call.once('finish', forget)
         }
         handler(call)
       }

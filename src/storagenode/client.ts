@@ -303,15 +303,17 @@ export class StorageClient {
       p.resolve(resp)
       this.pump()
     })
-    const broken = (why: string): void => {
+    // A node that refuses the caller (authz.ts) says so, and a new stream would be refused too.
+    const broken = (why: string, code: UkaiErrorCode = 'UNAVAILABLE'): void => {
       if (this.stream !== s) return
       this.stream = undefined
       for (const p of [...this.sent.values()]) {
-        this.settle(p, UkaiError.unavailable(`${this.nodeId} (${this.address}): stream broke: ${why}`))
+        this.settle(p, new UkaiError(code, `${this.nodeId} (${this.address}): stream broke: ${why}`))
       }
+      if (code === 'PERMISSION_DENIED') for (const p of this.queue.splice(0)) this.settle(p, new UkaiError(code, `${this.nodeId} (${this.address}): ${why}`))
       this.pump()  // queued requests get a fresh stream
     }
-    s.on('error', (err: grpc.ServiceError) => broken(err.details ?? err.message))
+    s.on('error', (err: grpc.ServiceError) => broken(err.details ?? err.message, codeOfServiceError(err) === 'PERMISSION_DENIED' ? 'PERMISSION_DENIED' : 'UNAVAILABLE'))
     s.on('end', () => broken('server ended the stream'))
     s.on('close', () => broken('stream closed'))
     return s

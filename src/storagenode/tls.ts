@@ -28,6 +28,15 @@ export const REVOKED_FILE = 'revoked.txt'
 // How soon a replaced certificate, key or revocation list is picked up without a SIGHUP.
 export const CERT_POLL_INTERVAL_MS = 1000
 
+// One SIGHUP handler per process, whatever the number of watched files (it re-reads them all).
+const hupListeners = new Set<() => void>()
+let hupInstalled = false
+function installHup (): void {
+  if (hupInstalled) return
+  hupInstalled = true
+  process.on('SIGHUP', () => { for (const fn of hupListeners) fn() })
+}
+
 type CaListener = (u: { caCertificate: Buffer } | null) => void
 type IdListener = (u: { certificate: Buffer, privateKey: Buffer } | null) => void
 
@@ -50,7 +59,8 @@ export class CertificateFiles implements grpc.experimental.CertificateProvider {
     this.identity = identityOf(this.loaded.cert, path.join(this.dir, CERT_FILE))
     this.timer = setInterval(() => this.reload(), CERT_POLL_INTERVAL_MS)
     this.timer.unref()
-    process.on('SIGHUP', this.onHup)
+    hupListeners.add(this.onHup)
+    installHup()
   }
 
   // Re-reads the files if they changed; true when a new pair was published.
@@ -93,7 +103,7 @@ export class CertificateFiles implements grpc.experimental.CertificateProvider {
 
   close (): void {
     clearInterval(this.timer)
-    process.off('SIGHUP', this.onHup)
+    hupListeners.delete(this.onHup)
   }
 }
 
@@ -142,15 +152,19 @@ export class RevocationList {
   private stamp = ''
   private readonly timer: NodeJS.Timeout
   private readonly onHup = (): void => { this.reload() }
+  private readonly listeners = new Set<() => void>()
 
   constructor (readonly file: string) {
     this.reload()
     this.timer = setInterval(() => this.reload(), CERT_POLL_INTERVAL_MS)
     this.timer.unref()
-    process.on('SIGHUP', this.onHup)
+    hupListeners.add(this.onHup)
+    installHup()
   }
 
   has (serial: string): boolean { return this.serials.has(normalizeSerial(serial)) }
+  // Told after every change of the list (the server ends the Io streams of revoked callers).
+  onChange (fn: () => void): () => void { this.listeners.add(fn); return () => { this.listeners.delete(fn) } }
   get size (): number { return this.serials.size }
 
   reload (): void {
@@ -168,13 +182,15 @@ export class RevocationList {
         try { next.add(normalizeSerial(word)) } catch { /* not a serial: ignored, the list stays usable */ }
       }
     }
+    const changed = this.stamp !== ''
     this.serials = next
     this.stamp = stamp
+    if (changed) for (const fn of this.listeners) fn()
   }
 
   close (): void {
     clearInterval(this.timer)
-    process.off('SIGHUP', this.onHup)
+    hupListeners.delete(this.onHup)
   }
 }
 
