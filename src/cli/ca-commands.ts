@@ -3,9 +3,12 @@
 import { Command } from 'commander'
 import { UkaiError } from '../errors'
 import type { Identity, Role } from '../storagenode/identity'
-import { initCa, issueCert, listIssued, revokeCert } from '../security/ca'
 import { countOption } from './parse'
 import { printJson, printTable } from './output'
+
+// Loaded by the verbs that use it: @peculiar/x509 and its ASN.1 schemas take ~0.2 s (seconds on a
+// busy host) to load, which every other `ukai` run would pay.
+const loadCa = async (): Promise<typeof import('../security/ca')> => await import('../security/ca')
 
 export const CA_DIR_ENV = 'UKAI_CA_DIR'
 export const DEFAULT_CA_DIR = '/etc/ukai/ca'
@@ -23,7 +26,7 @@ export function caCommands (program: Command): void {
     .option('--name <cn>', 'the CA\'s common name', 'UKAI cluster CA')
     .option('--json', 'print JSON')
     .action(async (dir: string, opts) => {
-      const ca = await initCa(dir, { name: opts.name })
+      const ca = await (await loadCa()).initCa(dir, { name: opts.name })
       if (opts.json === true) printJson(ca)
       else process.stdout.write(`CA created in ${ca.dir} (${ca.subject}, valid until ${ca.notAfter.toISOString()}); keep ca.key offline in production\n`)
     })
@@ -43,7 +46,7 @@ export function caCommands (program: Command): void {
       const given = (['node', 'agent', 'admin', 'tenant'] as Role[]).filter(r => opts[r] !== undefined)
       if (given.length !== 1) throw UkaiError.badArgument('name exactly one identity: --node ID, --agent HOST, --admin NAME or --tenant NAME')
       const identity: Identity = { role: given[0], name: opts[given[0]] }
-      const issued = await issueCert(caDirOf(opts), identity, { outDir: opts.out, validDays: opts.days })
+      const issued = await (await loadCa()).issueCert(caDirOf(opts), identity, { outDir: opts.out, validDays: opts.days })
       if (opts.json === true) printJson(issued)
       else process.stdout.write(`${identity.role} ${identity.name}: serial ${issued.serial}, valid until ${issued.notAfter.toISOString()}, in ${issued.dir}\n`)
     })
@@ -52,9 +55,9 @@ export function caCommands (program: Command): void {
     .option('--cert <file>', 'the certificate to revoke')
     .option('--ca <dir>', CA_HELP)
     .option('--json', 'print JSON')
-    .action((serial: string | undefined, opts) => {
+    .action(async (serial: string | undefined, opts) => {
       if ((serial === undefined) === (opts.cert === undefined)) throw UkaiError.badArgument('name the certificate to revoke: a SERIAL or --cert FILE (one of them)')
-      const r = revokeCert(caDirOf(opts), { serial, certFile: opts.cert })
+      const r = (await loadCa()).revokeCert(caDirOf(opts), { serial, certFile: opts.cert })
       if (opts.json === true) printJson(r)
       else process.stdout.write(`revoked ${r.serial}; revoked.txt copied to ${r.copiedTo.length} identity dirs\n`)
     })
@@ -62,8 +65,8 @@ export function caCommands (program: Command): void {
     .description('the certificates this CA issued')
     .option('--ca <dir>', CA_HELP)
     .option('--json', 'print JSON')
-    .action((opts) => {
-      const all = listIssued(caDirOf(opts))
+    .action(async (opts) => {
+      const all = (await loadCa()).listIssued(caDirOf(opts))
       if (opts.json === true) printJson(all)
       else printTable(['SERIAL', 'ROLE', 'NAME', 'NOT AFTER', 'DIR'], all.map(e => [e.serial, e.role, e.name, e.notAfter, e.dir]))
     })

@@ -4,7 +4,6 @@
 // revoke` refreshes). Issuing a dozen P-256 certificates takes ~0.3 s.
 import fs from 'node:fs'
 import path from 'node:path'
-import { CA_KEY_FILE, initCa, issueCert } from '../security/ca'
 
 export const DEV_ADMIN = 'admin'
 
@@ -21,6 +20,7 @@ export function devTlsLayout (clusterDir: string): DevTls {
 }
 
 export async function makeDevTls (clusterDir: string, who: { nodes: string[], agents: string[] }): Promise<DevTls> {
+  const { CA_KEY_FILE, initCa, issueCert } = await import('../security/ca')  // loaded only here: see cli/ca-commands.ts
   const tls = devTlsLayout(clusterDir)
   if (!fs.existsSync(path.join(tls.caDir, CA_KEY_FILE))) await initCa(tls.caDir, { name: 'UKAI dev cluster CA' })
   await issueCert(tls.caDir, { role: 'admin', name: DEV_ADMIN })
