@@ -11,6 +11,7 @@ import { MetaStore } from '../meta/store'
 import { formatBytes, plural } from '../units'
 import { summarizeDisk } from '../admin/disk-summary'
 import { checkHealth, formatHealth } from '../admin/health'
+import { openTlsDir, setClientTls } from '../storagenode/tls'
 import { ClusterInfo, devDown, devUp, readCluster } from './cluster'
 import { signalIfOurs } from './pids'
 import { cliMainPath, daemonEnv } from './processes'
@@ -53,6 +54,8 @@ export async function runDemo (dir: string): Promise<void> {
   }
   say(`starting a local cluster in ${dir}: ZooKeeper, 2 sites × 2 storage nodes, one mount agent per site,\n   the sites ${WAN_LATENCY_MS} ms apart (delaying proxies, ${WAN_MBPS} Mbit/s per link)`)
   const info: ClusterInfo = await devUp({ dir, sites: 2, nodesPerSite: 2, detach: true, wanLatencyMs: WAN_LATENCY_MS, wanMbps: WAN_MBPS })
+  // The demo's own steps (the relocation it runs here) talk to the nodes as the cluster's admin.
+  if (info.tlsDir !== undefined) setClientTls({ kind: 'tls', files: openTlsDir(info.tlsDir) })
   for (const n of info.nodes) show(`storage node ${n.id} at ${n.site}  ${n.address}  (pid ${n.pid})  metrics http://${n.metricsAddress ?? '?'}/metrics`)
   for (const a of info.agents) show(`agent ${a.host} at ${a.site}  mounted on ${a.mountPoint}  (pid ${a.pid})  metrics http://${a.metricsAddress ?? '?'}/metrics`)
 

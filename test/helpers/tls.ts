@@ -22,6 +22,8 @@ export async function testCa (): Promise<string> {
     caDir = path.join(dir, 'ca')
     const admin = await identityDir({ role: 'admin', name: 'test' })
     setClientTls({ kind: 'tls', files: openTlsDir(admin) })
+    // Every `ukai` this process spawns (runCli, the export helpers' pipes) is the admin too.
+    process.env.UKAI_TLS_DIR = admin
     return caDir
   })()
   return await ready
