@@ -14,6 +14,7 @@ import { openTlsDir } from '../src/storagenode/tls'
 import { makeTempDir, startNode, startZk } from './helpers/cluster'
 import { versionFiles } from './helpers/node-files'
 import { identityDir, testCa } from './helpers/tls'
+import { runCli } from './helpers/cli'
 import { untilValue } from './helpers/until'
 
 const KiB = 1024
@@ -203,4 +204,20 @@ t.test('certificate rotation under writes: no error, new connections see the new
   const fresh = new StorageClient({ nodeId: 'r1', address: node.address, tls: { kind: 'tls', files: openTlsDir(agentDir) } })
   t.teardown(async () => { await fresh.close() })
   t.equal((await fresh.stat()).nodeId, 'r1', `a new connection with certificate ${newAgent.serial}`)
+})
+
+t.test('daemons refuse to start without a certificate of their role', async (t) => {
+  await testCa()
+  const dir = makeTempDir(t, 'no-cert')
+  const args = ['storagenode', '--id', 'n9', '--site', 'site-a', '--data-dir', dir, '--zk', '127.0.0.1:1', '--zk-timeout-ms', '300']
+  const none = await runCli(args, { tlsDir: path.join(dir, 'nothing-here') })
+  t.equal(none.code, 2, 'no certificate: refused')
+  t.match(none.stderr, /storagenode needs a certificate: --tls-dir DIR .*or --insecure/, none.stderr)
+  const wrong = await runCli(args, { tlsDir: await identityDir({ role: 'agent', name: 'hv-a' }) })
+  t.equal(wrong.code, 2, 'an agent certificate: refused')
+  t.match(wrong.stderr, /needs the certificate of node n9, but .* holds that of agent hv-a/, wrong.stderr)
+  const mount = await runCli(['mount', path.join(dir, 'mnt'), '--site', 'site-a', '--host', 'hv-z', '--zk', '127.0.0.1:1'], { tlsDir: await identityDir({ role: 'agent', name: 'hv-a' }) })
+  t.equal(mount.code, 2, 'an agent certificate of another host: refused')
+  t.match(mount.stderr, /needs the certificate of agent hv-z/, mount.stderr)
+  t.notOk(fs.existsSync(path.join(dir, 'disks')), 'nothing made in the data dir')
 })
