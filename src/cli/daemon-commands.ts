@@ -83,13 +83,13 @@ export function daemonCommands (program: Command): void {
     .option('--metrics-listen-any', METRICS_LISTEN_ANY_HELP)
     .action(async (opts, cmd: Command) => {
       const peerAddresses = addressMap(opts.peerAddress, '--peer-address')
-      const tls = daemonTls(cmd, 'node', opts.id)  // null: --insecure (warned at start)
       const metricsListen = metricsListenOf(opts)
       const log = createLogger('storagenode').child({ node: opts.id, site: opts.site })
       const metrics = metricsListen === undefined ? undefined : new NodeMetrics(opts.id)
       const node = await runWithMetrics(metricsListen, metrics, log, async () => await runStorageNode({
         id: opts.id, site: opts.site, dataDir: opts.dataDir, listen: opts.listen, host: opts.host,
-        capacityBytes: opts.capacity, peerAddresses, metrics, tls: tls ?? undefined,
+        // The certificate is checked after the arguments and the metrics port (their errors first).
+        capacityBytes: opts.capacity, peerAddresses, metrics, tls: daemonTls(cmd, 'node', opts.id) ?? undefined,  // null: --insecure (warned at start)
         zk: zkConnectString(cmd), zkSessionTimeoutMs: zkSessionTimeoutMs(cmd), zkConnectTimeoutMs: zkConnectTimeoutMs(cmd), logger: log
       }))
       stopOnSignals(log, node.close)
@@ -117,7 +117,6 @@ export function daemonCommands (program: Command): void {
     .option('--metrics-listen-any', METRICS_LISTEN_ANY_HELP)
     .action(async (mountPoint: string, opts, cmd: Command) => {
       const nodeAddresses = addressMap(opts.nodeAddress, '--node-address')
-      daemonTls(cmd, 'agent', opts.host)  // its certificate is the process's client TLS (tls-options.ts)
       const metricsListen = metricsListenOf(opts)
       const rttIntervalMs: number = opts.rttIntervalMs
       if (opts.cacheSize !== undefined && opts.cacheDir === undefined) throw UkaiError.badArgument('--cache-size needs --cache-dir')
@@ -125,11 +124,14 @@ export function daemonCommands (program: Command): void {
       const cacheSizeBytes: number | undefined = opts.cacheSize
       const log = createLogger('mount').child({ host: opts.host, site: opts.site })
       const metrics = metricsListen === undefined ? undefined : new AgentMetrics(opts.host)
-      const m = await runWithMetrics(metricsListen, metrics, log, async () => await runMount({
-        mountPoint, host: opts.host, site: opts.site, zk: zkConnectString(cmd), zkSessionTimeoutMs: zkSessionTimeoutMs(cmd), zkConnectTimeoutMs: zkConnectTimeoutMs(cmd), allowOther: opts.allowOther === true,
-        handoverTimeoutMs: opts.handoverTimeoutMs, ioRetryMs: opts.ioRetryMs, replicaHungMs: opts.replicaHungMs, nodeAddresses, rttIntervalMs, cacheDir: opts.cacheDir, cacheSizeBytes, localReads: opts.localReads !== false, localReadFiles, autoRepair: opts.autoRepair !== false,
-        nbdDir: opts.nbdDir, nbdListen: opts.nbdListen === undefined ? undefined : parseHostPort(opts.nbdListen, '--nbd-listen'), metrics, logger: log
-      }))
+      const m = await runWithMetrics(metricsListen, metrics, log, async () => {
+        daemonTls(cmd, 'agent', opts.host)  // checked here: the arguments' and the metrics port's errors first
+        return await runMount({
+          mountPoint, host: opts.host, site: opts.site, zk: zkConnectString(cmd), zkSessionTimeoutMs: zkSessionTimeoutMs(cmd), zkConnectTimeoutMs: zkConnectTimeoutMs(cmd), allowOther: opts.allowOther === true,
+          handoverTimeoutMs: opts.handoverTimeoutMs, ioRetryMs: opts.ioRetryMs, replicaHungMs: opts.replicaHungMs, nodeAddresses, rttIntervalMs, cacheDir: opts.cacheDir, cacheSizeBytes, localReads: opts.localReads !== false, localReadFiles, autoRepair: opts.autoRepair !== false,
+          nbdDir: opts.nbdDir, nbdListen: opts.nbdListen === undefined ? undefined : parseHostPort(opts.nbdListen, '--nbd-listen'), metrics, logger: log
+        })
+      })
       stopOnSignals(log, m.close)
       log.info({ mountPoint, nbdDir: opts.nbdDir, nbdAddress: m.daemon.nbd?.tcpAddress ?? undefined, metricsAddress: m.metricsAddress }, 'ready')
     })
