@@ -11,6 +11,8 @@ import fs from 'node:fs'
 import path from 'node:path'
 import { MetaStore } from '../src/meta/store'
 import { startZooKeeper, type ZooKeeperHandle } from '../src/dev/zookeeper'
+import { makeDevTls } from '../src/dev/dev-tls'
+import { openTlsDir, setClientTls } from '../src/storagenode/tls'
 import { startMountAgent, startStorageNode, type MountAgentProcess, type StorageNodeProcess } from '../src/dev/processes'
 import { unmount } from '../src/lib/mounts'
 import { freePort } from '../src/dev/free-port'
@@ -26,6 +28,7 @@ export interface UkaiClusterOptions {
   agentCpuProfileDir?: string    // profile the agent (bench/profiled-cli.ts), written here at exit
   metrics?: boolean              // --metrics-listen on every daemon, scraped (default: BENCH_METRICS=1)
   agentArgs?: string[]           // more `ukai mount` arguments, e.g. --nbd-dir DIR
+  tls?: boolean                  // mutual TLS between agent and nodes (default: on; BENCH_TLS=0 turns it off)
 }
 
 export interface UkaiCluster {
@@ -57,6 +60,7 @@ export async function startUkaiCluster (opts: UkaiClusterOptions): Promise<UkaiC
     return ['--metrics-listen', address]
   }
   let agentMetricsArgs: string[] = [...opts.agentArgs ?? []]
+  let agentTlsDir: string | undefined
   let scraper: NodeJS.Timeout | undefined
 
   const stop = (): Promise<void> => {
@@ -82,14 +86,19 @@ export async function startUkaiCluster (opts: UkaiClusterOptions): Promise<UkaiC
     zk = await startZooKeeper({ dir: path.join(opts.dir, 'zk'), extraConfig: { forceSync: 'no' } })
     const connect = zk.connectString
     const nodeCount = opts.nodeCount ?? 2
+    const tlsOn = opts.tls ?? process.env.BENCH_TLS !== '0'
+    const tls = tlsOn ? await makeDevTls(opts.dir, { nodes: Array.from({ length: nodeCount }, (_, i) => `a${i + 1}`), agents: [BENCH_HOST] }) : undefined
+    // This process's own clients (the relocation bench) talk to the nodes as the admin.
+    setClientTls(tls === undefined ? { kind: 'insecure' } : { kind: 'tls', files: openTlsDir(tls.adminDir) })
+    agentTlsDir = tls?.agentDir(BENCH_HOST)
     // The nodes run on the agent's host (as a hypervisor's own disks do): its reads short-circuit.
     for (let i = 1; i <= nodeCount; i++) {
-      nodes.push(await startStorageNode({ dir: path.join(opts.dir, `node-a${i}`), id: `a${i}`, site: BENCH_SITE, zk: connect, capacity: '50GiB', extraArgs: ['--host', BENCH_HOST, ...await metricsArgs()] }))
+      nodes.push(await startStorageNode({ dir: path.join(opts.dir, `node-a${i}`), id: `a${i}`, site: BENCH_SITE, zk: connect, capacity: '50GiB', tlsDir: tls?.nodeDir(`a${i}`), extraArgs: ['--host', BENCH_HOST, ...await metricsArgs()] }))
     }
     meta = await MetaStore.connect(connect, { auth: processZkAuth() })
     agentMetricsArgs.push(...await metricsArgs())
     agent = await withAgentProfiler(opts.agentCpuProfileDir, () =>
-      startMountAgent({ dir: path.join(opts.dir, 'agent'), mountPoint, host: BENCH_HOST, site: BENCH_SITE, zk: connect, extraArgs: agentMetricsArgs }))
+      startMountAgent({ dir: path.join(opts.dir, 'agent'), mountPoint, host: BENCH_HOST, site: BENCH_SITE, zk: connect, tlsDir: agentTlsDir, extraArgs: agentMetricsArgs }))
     if (metricsOn) {
       scraper = setInterval(() => {
         for (const a of metricsAddresses) fetch(`http://${a}/metrics`).then(async r => await r.text()).catch(() => {})
@@ -105,7 +114,7 @@ export async function startUkaiCluster (opts: UkaiClusterOptions): Promise<UkaiC
     if (agent !== undefined) await agent.stop({ termTimeoutMs: 10_000 })
     agent = undefined
     agent = await withAgentProfiler(r.cpuProfileDir, () =>
-      startMountAgent({ dir: path.join(opts.dir, 'agent'), mountPoint, host: BENCH_HOST, site: BENCH_SITE, zk: startedZk.connectString, extraArgs: agentMetricsArgs }))
+      startMountAgent({ dir: path.join(opts.dir, 'agent'), mountPoint, host: BENCH_HOST, site: BENCH_SITE, zk: startedZk.connectString, tlsDir: agentTlsDir, extraArgs: agentMetricsArgs }))
   }
   const metaStore = meta
   return {

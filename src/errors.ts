@@ -24,6 +24,7 @@ export type UkaiErrorCode =
   | 'NOT_SUPPORTED'       // an operation the mount does not offer (a fallocate mode, an xattr namespace)
   | 'NO_ATTRIBUTE'        // an extended attribute the disk does not have
   | 'TOO_BIG'             // an extended attribute value over the size limit
+  | 'PERMISSION_DENIED'   // a storage node refused the caller: no certificate of the cluster CA, a revoked one, or a role not allowed this call
   | 'INTERNAL'            // a bug: an invariant did not hold
 
 export class UkaiError extends Error {

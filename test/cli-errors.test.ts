@@ -103,7 +103,9 @@ t.test('daemons and connections: unreachable ZooKeeper, unwritable data dir', as
   // Daemons honour --zk-timeout-ms too (they used the 5 s default whatever it said).
   const dd = fs.mkdtempSync(path.join(os.tmpdir(), 'ukai-test-datadir-'))
   t.teardown(() => fs.rmSync(dd, { recursive: true, force: true }))
-  const daemon = await runCli(['--zk', '127.0.0.1:9', '--zk-timeout-ms', '700', 'storagenode', '--id', 'z1', '--site', 'site-a', '--data-dir', dd, '--listen', '127.0.0.1:0'])
+  // --insecure: these check ZooKeeper's and the data dir's errors, which come after the
+  // certificate's (test/security-tls.test.ts checks that one).
+  const daemon = await runCli(['--insecure', '--zk', '127.0.0.1:9', '--zk-timeout-ms', '700', 'storagenode', '--id', 'z1', '--site', 'site-a', '--data-dir', dd, '--listen', '127.0.0.1:0'])
   t.equal(daemon.code, 1)
   t.match(daemon.stderr, /cannot reach ZooKeeper at 127\.0\.0\.1:9 within 700 ms/)
 
@@ -111,7 +113,7 @@ t.test('daemons and connections: unreachable ZooKeeper, unwritable data dir', as
   const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'ukai-test-datadir-')), 'not-a-dir')
   t.teardown(() => fs.rmSync(path.dirname(file), { recursive: true, force: true }))
   fs.writeFileSync(file, 'x')
-  const node = await runCli(['--zk', c.zk.connectString, 'storagenode', '--id', 'bad', '--site', 'site-a', '--data-dir', file, '--listen', '127.0.0.1:0'])
+  const node = await runCli(['--insecure', '--zk', c.zk.connectString, 'storagenode', '--id', 'bad', '--site', 'site-a', '--data-dir', file, '--listen', '127.0.0.1:0'])
   t.not(node.code, 0, 'a storage node with an unusable data dir does not start')
   t.match(node.stderr + node.stdout, new RegExp(`data dir.*${file.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}|${file.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}.*data dir`, 'i'), 'and names the directory')
   const nodes = JSON.parse((await runCli(['node', 'list', '--json'], { zk: c.zk.connectString })).stdout)

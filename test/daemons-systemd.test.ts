@@ -58,7 +58,7 @@ t.test('storage node and agent notify systemd: READY once serving, STOPPING on S
 
 t.test('the shipped units are notify units that systemd-analyze accepts', async (t) => {
   const units = path.join(REPO, 'libvirt', 'systemd')
-  for (const unit of ['ukai-mount.service', 'ukai-storagenode@.service']) {
+  for (const unit of ['ukai-mount.service', 'ukai-storagenode@.service', 'ukai-controller.service']) {
     const text = fs.readFileSync(path.join(units, unit), 'utf8')
     t.match(text, /^Type=notify$/m, `${unit}: Type=notify`)
     t.match(text, /^NotifyAccess=main$/m, `${unit}: only the daemon itself may notify`)
@@ -83,4 +83,5 @@ t.test('the shipped units are notify units that systemd-analyze accepts', async 
   const exposure = (unit: string): number => Number(/Overall exposure level for \S+: ([\d.]+)/.exec(spawnSync('systemd-analyze', ['security', '--offline=yes', path.join(dir, unit)], { encoding: 'utf8' }).stdout)?.[1] ?? NaN)
   t.ok(exposure('ukai-storagenode@a1.service') <= 3, `storage node exposure ${exposure('ukai-storagenode@a1.service')} ≤ 3`)
   t.ok(exposure('ukai-mount.service') <= 7, `agent exposure ${exposure('ukai-mount.service')} ≤ 7`)
+  t.ok(exposure('ukai-controller.service') <= 3, `controller exposure ${exposure('ukai-controller.service')} ≤ 3`)
 })

@@ -94,7 +94,7 @@ t.test('LocateBlock names the version file a read at an epoch uses', { skip: mis
   t.ok(viaFile.subarray(0, 3000).equals(b) && viaFile.subarray(3000, 5100).equals(a.subarray(2900)), 'version 3 is version 1 with the newer write over it')
   const token = fs.readFileSync(path.join(node.dataDir, LOCAL_READ_TOKEN_FILE), 'utf8')
   t.match(token, /^[0-9a-f]{32}$/, 'the node wrote a 128-bit token into its data dir')
-  t.equal(fs.statSync(path.join(node.dataDir, LOCAL_READ_TOKEN_FILE)).mode & 0o777, 0o644, 'readable by agents of other users')
+  t.equal(fs.statSync(path.join(node.dataDir, LOCAL_READ_TOKEN_FILE)).mode & 0o777, 0o600, 'the node user\'s only, like the block files (issue 12): agents read locally as that user')
   const meta = await MetaStore.connect(zk.connectString, { auth: processZkAuth() })
   t.teardown(() => meta.close())
   const alive = (await meta.listNodes()).find(n => n.id === 'a1')?.alive

@@ -17,6 +17,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import * as grpc from '@grpc/grpc-js'
 import { StorageClient, StatResponse } from '../src/storagenode/client'
 import { IO_NODE_BUDGET_BYTES, IO_STREAM_BUDGET_BYTES } from '../src/storagenode/io-budget'
+import { ClientTls, channelOf, clientTls } from '../src/storagenode/tls'
 import { startStorageServer } from '../src/storagenode/server'
 import { IoRequestOut, IoResponse, MAX_MESSAGE_BYTES, storageService } from '../src/storagenode/wire'
 import { NodeFixture, startNode, startZk, TestLike } from './helpers/cluster'
@@ -55,9 +56,12 @@ function sampleRss (t: TestLike, pid: number): { readonly peak: number, stop: ()
 
 // A raw Io stream from the generated service: requests go out, replies are never read (no 'data'
 // listener, so grpc-js never asks HTTP/2 for them and the client's receive window fills).
-function stuckStream (t: TestLike, address: string): grpc.ClientDuplexStream<IoRequestOut, IoResponse> {
+// The channel is the process's (TLS to the test CA's nodes) unless `tls` says otherwise.
+function stuckStream (t: TestLike, address: string, nodeId: string, tls: ClientTls = clientTls()): grpc.ClientDuplexStream<IoRequestOut, IoResponse> {
   const Service = storageService()
-  const client = new Service(address, grpc.credentials.createInsecure(), {
+  const channel = channelOf(tls, nodeId)
+  const client = new Service(address, channel.credentials, {
+    ...channel.options,
     'grpc.max_receive_message_length': MAX_MESSAGE_BYTES,
     'grpc.max_send_message_length': MAX_MESSAGE_BYTES
   })
@@ -92,9 +96,9 @@ async function stallingProxy (t: TestLike, target: string): Promise<{ address: s
 
 // A stuck client: connected through a stalling proxy, one request answered (so the connection
 // is up), then the node→client direction stops.
-async function frozenStream (t: TestLike, address: string): Promise<grpc.ClientDuplexStream<IoRequestOut, IoResponse>> {
+async function frozenStream (t: TestLike, address: string, nodeId: string, tls?: ClientTls): Promise<grpc.ClientDuplexStream<IoRequestOut, IoResponse>> {
   const proxy = await stallingProxy(t, address)
-  const call = stuckStream(t, proxy.address)
+  const call = stuckStream(t, proxy.address, nodeId, tls)
   call.write({ id: 1, read: { diskUuid: UUID, block: 0, epoch: 1, offset: 0, length: 1 } })
   await once(call, 'metadata')
   proxy.stall()
@@ -163,7 +167,7 @@ t.test('a client that never reads its 4 MiB read replies holds only its stream b
   const { node, good, blocks } = await setup(t)
   const baseline = rssBytes(node.pid)
   const rss = sampleRss(t, node.pid)
-  const bad = await frozenStream(t, node.address)
+  const bad = await frozenStream(t, node.address, node.id)
   const sent = await flood(bad, id => ({ id: id + 1, read: { diskUuid: UUID, block: id % blocks.length, epoch: 1, offset: 0, length: IO_BYTES } }), BAD_READS, Date.now() + 10_000)
   t.comment(`bad client sent ${sent} reads of 4 MiB (${mib(sent * IO_BYTES)} MiB asked for)`)
   // The bad stream fills its budget and stops there.
@@ -188,7 +192,7 @@ t.test('a client that floods 4 MiB writes and never reads the acks stays within 
   const { node, good, blocks } = await setup(t)
   const baseline = rssBytes(node.pid)
   const rss = sampleRss(t, node.pid)
-  const bad = stuckStream(t, node.address)
+  const bad = stuckStream(t, node.address, node.id)
   const data = crypto.randomBytes(IO_BYTES)
   // One place overwritten again and again: the flood costs the node memory, not disk.
   const flooding = flood(bad, id => ({ id, write: { diskUuid: UUID, block: 100, epoch: 1, offset: 0, data, leaseEpoch: 1 } }), Infinity, Date.now() + BAD_WRITE_SECONDS * 1000)
@@ -220,12 +224,13 @@ t.test('streams whose replies do not move are reset, releasing the node budget',
   const STALL_MS = 1500
   const server = await startStorageServer({ nodeId: 'mem2', dataDir, listen: '127.0.0.1:0', ioReplyStallMs: STALL_MS })
   t.teardown(() => server.close(0))
-  const good = new StorageClient({ nodeId: 'mem2', address: server.address, callTimeoutMs: GOOD_DEADLINE_MS })
+  // An in-process server without TLS: so are its clients.
+  const good = new StorageClient({ nodeId: 'mem2', address: server.address, callTimeoutMs: GOOD_DEADLINE_MS, tls: { kind: 'insecure' } })
   t.teardown(() => good.close())
   const block = crypto.randomBytes(IO_BYTES)
   await good.write({ diskUuid: UUID, block: 0, epoch: 1, offset: 0, data: block, leaseEpoch: 1 })
 
-  const stuck = await Promise.all(Array.from({ length: 5 }, async () => await frozenStream(t, server.address)))
+  const stuck = await Promise.all(Array.from({ length: 5 }, async () => await frozenStream(t, server.address, 'mem2', { kind: 'insecure' })))
   await Promise.all(stuck.map(async call => await flood(call, id => ({ id: id + 1, read: { diskUuid: UUID, block: 0, epoch: 1, offset: 0, length: IO_BYTES } }), 64, Date.now() + 5000)))
   const full = async (): Promise<boolean> => server.stats().ioHeldBytes > IO_NODE_BUDGET_BYTES - IO_BYTES && server.stats().ioWaitingStreams > 0
   t.ok(await waitFor('the node budget full', full, 10_000), 'the stuck streams fill the node budget')

@@ -184,7 +184,7 @@ t.test('node-to-node pull keeps discarded ranges zero and thin, also over commit
   const srcDir = makeTempDir(t, 'pull-src')
   const server = await startStorageServer({ nodeId: 'src', dataDir: srcDir, listen: '127.0.0.1:0' })
   t.teardown(() => server.close(0))
-  const client = new StorageClient({ nodeId: 'src', address: server.address })
+  const client = new StorageClient({ nodeId: 'src', address: server.address, tls: { kind: 'insecure' } })  // an in-process server without TLS
   t.teardown(() => client.close())
   const dstDir = makeTempDir(t, 'pull-dst')
   const target = await BlockStore.open({ nodeId: 'dst', dataDir: dstDir })

@@ -10,6 +10,7 @@ import {
   DISK_SIZE_MAX_BYTES, DiskFileOwner, DiskRecord, PlacementPolicy, REPLICAS_MAX, validateDiskName, validateId
 } from '../meta/schema'
 import { MetaStore } from '../meta/store'
+import { takeFencingEpoch } from '../meta/lease'
 import { choosePlacement } from '../meta/placement-policy'
 import { StorageClient } from '../storagenode/client'
 import { BLOCK_SIZE_MAX_BYTES, BLOCK_SIZE_MIN_BYTES } from '../lib/limits'
@@ -141,6 +142,10 @@ export async function deleteDisk (meta: MetaStore, name: string, opts: { logger?
   }
   const nodes = new Set<string>()
   for (const seg of await meta.loadPlacement(disk)) for (const run of seg.runs()) for (const r of run.replicas) nodes.add(r.node)
+  // A fencing epoch of our own, for the nodes: they let an agent (a `rm` on the mount) delete a
+  // disk's data only under a lease epoch they accept (storagenode/authz.ts). Null: the disk is
+  // open somewhere, and removeDisk refuses it below.
+  const fencing = await takeFencingEpoch(meta, name)
   await meta.removeDisk(name)
   const views = await meta.listNodes()
   const orphanedOn: string[] = []
@@ -149,7 +154,7 @@ export async function deleteDisk (meta: MetaStore, name: string, opts: { logger?
     if (view?.alive == null) { orphanedOn.push(id); return }
     const client = new StorageClient({ nodeId: id, address: view.alive.address })
     try {
-      await client.deleteDisk({ diskUuid: disk.uuid })
+      await client.deleteDisk({ diskUuid: disk.uuid, leaseEpoch: fencing?.leaseEpoch ?? 0 })
     } catch (err) {
       orphanedOn.push(id)
       log.warn({ node: id, disk: name, err: String(err) }, 'could not delete disk data on node')

@@ -25,6 +25,7 @@ const ERRNO: Record<UkaiErrorCode, number> = {
   CHECKSUM: 5, // EIO: every replica's copy failed its checksum
   WRONG_BASE: 22, // EINVAL (CLI only)
   NOT_SUPPORTED: 95, // EOPNOTSUPP
+  PERMISSION_DENIED: 13, // EACCES
   NO_ATTRIBUTE: 61, // ENODATA (= ENOATTR)
   TOO_BIG: 7, // E2BIG
   INTERNAL: 5 // EIO

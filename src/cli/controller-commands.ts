@@ -1,5 +1,7 @@
 // ukai controller [run]: a standalone controller candidate (daemon); ukai controller status: who
 // leads, since when, the standbys, and what each duty of the leader is doing.
+import { sdNotify } from '../daemons/sd-notify'
+import { daemonTls } from './tls-options'
 import os from 'node:os'
 import path from 'node:path'
 import { Command } from 'commander'
@@ -25,11 +27,15 @@ export function controllerCommands (program: Command): void {
     .action(async (opts, cmd: Command) => {
       const log = createLogger('controller').child({ host: opts.host })
       const pidFile = opts.pidFile === undefined ? undefined : path.resolve(opts.pidFile as string)
+      // The runs it takes over copy, fence and drop replicas as an agent's would: it talks to the
+      // nodes with an agent certificate of its host name (`ukai cert issue --agent HOST`).
+      daemonTls(cmd, 'agent', opts.host)
       const c = await runControllerDaemon({
         host: opts.host, zk: zkConnectString(cmd), zkAuth: zkAuth(cmd, (m) => log.warn(m)), zkSessionTimeoutMs: zkSessionTimeoutMs(cmd), zkConnectTimeoutMs: zkConnectTimeoutMs(cmd), pidFile,
         duties: { repair: { intervalMs: opts.repairIntervalMs, rateBytesPerSec: opts.repairRate } }, logger: log
       })
-      stopOnSignals(log, c.close)
+      stopOnSignals(log, async () => { sdNotify({ stopping: true, status: 'leaving the election' }); await c.close() })
+      sdNotify({ ready: true, status: c.controller.isLeader ? 'leading' : 'standing by' })
       log.info({ pid: process.pid, pidFile, leader: c.controller.isLeader }, 'ready')
     })
   controller.command('status')

@@ -1,5 +1,6 @@
 // ukai storagenode | mount: long-running daemons (ukai controller: cli/controller-commands.ts).
 // Each logs JSON lines and a final "ready" line once it serves; SIGTERM/SIGINT stop it gracefully.
+import { daemonTls } from './tls-options'
 import os from 'node:os'
 import { Command } from 'commander'
 import { UkaiError } from '../errors'
@@ -93,7 +94,8 @@ export function daemonCommands (program: Command): void {
       const metrics = metricsListen === undefined ? undefined : new NodeMetrics(opts.id)
       const node = await runWithMetrics(metricsListen, metrics, log, async () => await runStorageNode({
         id: opts.id, site: opts.site, dataDir: opts.dataDir, listen: opts.listen, host: opts.host,
-        capacityBytes: opts.capacity, peerAddresses, metrics, scrub: { bytesPerSecMax: opts.scrubMbps, intervalMs: opts.scrubIntervalMs },
+        // The certificate is checked after the arguments and the metrics port (their errors first).
+        capacityBytes: opts.capacity, peerAddresses, metrics, scrub: { bytesPerSecMax: opts.scrubMbps, intervalMs: opts.scrubIntervalMs }, tls: daemonTls(cmd, 'node', opts.id) ?? undefined,  // null: --insecure (warned at start)
         zk: zkConnectString(cmd), zkAuth: zkAuth(cmd, (m) => log.warn(m)), zkSessionTimeoutMs: zkSessionTimeoutMs(cmd), zkConnectTimeoutMs: zkConnectTimeoutMs(cmd), logger: log
       }))
       stopOnSignals(log, node.close)
@@ -129,11 +131,14 @@ export function daemonCommands (program: Command): void {
       const cacheSizeBytes: number | undefined = opts.cacheSize
       const log = createLogger('mount').child({ host: opts.host, site: opts.site })
       const metrics = metricsListen === undefined ? undefined : new AgentMetrics(opts.host)
-      const m = await runWithMetrics(metricsListen, metrics, log, async () => await runMount({
-        mountPoint, host: opts.host, site: opts.site, zk: zkConnectString(cmd), zkAuth: zkAuth(cmd, (m) => log.warn(m)), zkSessionTimeoutMs: zkSessionTimeoutMs(cmd), zkConnectTimeoutMs: zkConnectTimeoutMs(cmd), allowOther: opts.allowOther === true,
-        handoverTimeoutMs: opts.handoverTimeoutMs, ioRetryMs: opts.ioRetryMs, replicaHungMs: opts.replicaHungMs, nodeAddresses, rttIntervalMs, cacheDir: opts.cacheDir, cacheSizeBytes, localReads: opts.localReads !== false, localReadFiles, autoRepair: opts.autoRepair !== false, controller: opts.controller !== false,
-        nbdDir: opts.nbdDir, nbdListen: opts.nbdListen === undefined ? undefined : parseHostPort(opts.nbdListen, '--nbd-listen'), metrics, logger: log
-      }))
+      const m = await runWithMetrics(metricsListen, metrics, log, async () => {
+        daemonTls(cmd, 'agent', opts.host)  // checked here: the arguments' and the metrics port's errors first
+        return await runMount({
+          mountPoint, host: opts.host, site: opts.site, zk: zkConnectString(cmd), zkAuth: zkAuth(cmd, (m) => log.warn(m)), zkSessionTimeoutMs: zkSessionTimeoutMs(cmd), zkConnectTimeoutMs: zkConnectTimeoutMs(cmd), allowOther: opts.allowOther === true,
+          handoverTimeoutMs: opts.handoverTimeoutMs, ioRetryMs: opts.ioRetryMs, replicaHungMs: opts.replicaHungMs, nodeAddresses, rttIntervalMs, cacheDir: opts.cacheDir, cacheSizeBytes, localReads: opts.localReads !== false, localReadFiles, autoRepair: opts.autoRepair !== false, controller: opts.controller !== false,
+          nbdDir: opts.nbdDir, nbdListen: opts.nbdListen === undefined ? undefined : parseHostPort(opts.nbdListen, '--nbd-listen'), metrics, logger: log
+        })
+      })
       stopOnSignals(log, m.close)
       log.info({ mountPoint, nbdDir: opts.nbdDir, nbdAddress: m.daemon.nbd?.tcpAddress ?? undefined, metricsAddress: m.metricsAddress }, 'ready')
     })

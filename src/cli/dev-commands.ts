@@ -1,4 +1,5 @@
 // ukai dev up | down | demo: a private local cluster for development, tests and demos.
+import { insecureOf } from './tls-options'
 import path from 'node:path'
 import { Command } from 'commander'
 import { devDown, devUp } from '../dev/cluster'
@@ -39,7 +40,7 @@ export function devCommands (program: Command): void {
         insecureZk,
         zkEnsemble: opts.zkEnsemble,
         dir, sites: opts.sites, nodesPerSite: opts.nodesPerSite, capacity: opts.capacity, detach: opts.detach === true,
-        wanLatencyMs: opts.wanLatencyMs, wanMbps: opts.wanMbps
+        wanLatencyMs: opts.wanLatencyMs, wanMbps: opts.wanMbps, insecure: insecureOf(cmd)
       })
       if (opts.json === true) printJson(info)
       else {
@@ -54,6 +55,7 @@ export function devCommands (program: Command): void {
         process.stdout.write('each METRICS address also serves /healthz (readiness)\n')
         process.stdout.write(`export UKAI_ZK=${info.zk.connectString}\n`)
         if (info.zkAuthFile !== null) process.stdout.write(`export UKAI_ZK_AUTH=${info.zkAuthFile}   # ZooKeeper credentials for the CLI (or --zk-auth)\n`)
+        if (info.tlsDir !== undefined) process.stdout.write(`export UKAI_TLS_DIR=${info.tlsDir}\n`)
       }
       if (opts.detach === true) return
       process.stdout.write('running; Ctrl-C stops the cluster\n')

@@ -20,6 +20,8 @@ import { exitCodeFor, reportError, wantsJson } from './output'
 import { ukaiVersion } from '../package-root'
 import { UkaiError } from '../errors'
 import { msOption } from './parse'
+import { addTlsOptions } from './tls-options'
+import { caCommands } from './ca-commands'
 import { ZK_CONNECT_TIMEOUT_MS_DEFAULT, ZK_SESSION_TIMEOUT_MS_DEFAULT } from '../meta/store'
 import { ZK_AUTH_FILE_DEFAULT } from '../meta/credentials'
 
@@ -49,7 +51,9 @@ export function buildProgram (): Command {
     if (!action.options.some(o => o.long === '--json')) throw UkaiError.badArgument(`'${action.name()}' has no JSON output (-o json)`)
     action.setOptionValue('json', true)
   })
+  addTlsOptions(program)
   healthCommand(program)
+  caCommands(program)
   diskCommands(program)
   nodeCommands(program)
   configCommands(program)

@@ -7,7 +7,7 @@ import { MetaStore } from '../meta/store'
 import type { ZkAuth } from '../meta/credentials'
 import { StorageClient } from '../storagenode/client'
 import { writeLocalReadToken } from '../storagenode/local-read-token'
-import { startStorageServer } from '../storagenode/server'
+import { StorageServerOptions, startStorageServer } from '../storagenode/server'
 import { UkaiError, safetyCatch } from '../errors'
 import { Lifecycle, closeWithin } from '../lib/lifecycle'
 import type { NodeMetrics } from '../metrics/node-metrics'
@@ -35,6 +35,7 @@ export interface StorageNodeOptions {
   // copies (`--peer-address`, e.g. a WAN proxy); the server's PullBlock uses it.
   peerAddresses?: Record<string, string>
   metrics?: NodeMetrics   // told of every request; reads the server's figures (--metrics-listen)
+  tls?: StorageServerOptions['tls']  // absent: --insecure
   logger: Logger
 }
 
@@ -49,7 +50,7 @@ export async function runStorageNode (opts: StorageNodeOptions): Promise<Running
   const meta = await MetaStore.connect(opts.zk, { auth: opts.zkAuth, logger: log, sessionTimeoutMs: opts.zkSessionTimeoutMs, connectTimeoutMs: opts.zkConnectTimeoutMs })
   let server
   try {
-    server = await startStorageServer({ nodeId: opts.id, dataDir: opts.dataDir, listen: opts.listen, capacityBytes: opts.capacityBytes, peerAddresses: opts.peerAddresses, rpc: opts.metrics, scrub: opts.scrub, logger: log })
+    server = await startStorageServer({ nodeId: opts.id, dataDir: opts.dataDir, listen: opts.listen, capacityBytes: opts.capacityBytes, peerAddresses: opts.peerAddresses, rpc: opts.metrics, scrub: opts.scrub, logger: log, tls: opts.tls, registeredPeer: registeredPeerOf(meta) })
   } catch (err) {
     await meta.close()
     throw err
@@ -102,4 +103,20 @@ export async function runStorageNode (opts: StorageNodeOptions): Promise<Running
     }
   })
   return { address: server.address, close: async () => { await life.close() }, destroy: async (err?: Error) => { await life.destroy(err) } }
+}
+
+// A peer's registered addresses, from ZooKeeper (its record and its liveness record): PullBlock
+// and CopyBase connect nowhere else (issue 12). Looked up per copy of a block: a list of the
+// node znodes, cached for PEER_CACHE_MS (a copy naming an address not in the cache looks again).
+const PEER_CACHE_MS = 10_000
+function registeredPeerOf (meta: MetaStore): (id: string, fresh: boolean) => Promise<string[] | null> {
+  const cache = new Map<string, { atMs: number, addresses: string[] | null }>()
+  return async (id, fresh) => {
+    const hit = cache.get(id)
+    if (!fresh && hit !== undefined && Date.now() - hit.atMs < PEER_CACHE_MS) return hit.addresses
+    const node = (await meta.listNodes()).find(n => n.id === id)
+    const addresses = node === undefined ? null : [node.address, ...(node.alive === null ? [] : [node.alive.address])]
+    cache.set(id, { atMs: Date.now(), addresses })
+    return addresses
+  }
 }

@@ -26,6 +26,7 @@ import { isMounted, mountsUnder, unmount } from '../lib/mounts'
 import { STORAGE_NODE_PID_FILE, readPidFile } from '../lib/pid-file'
 import { isOurs, readCmdline, type StopResult } from './pids'
 import { validateWanOptions } from './wan-proxy'
+import { makeDevTls } from './dev-tls'
 import { startMountAgent, startStorageNode, startWanProxyProcess, stopLogged, stopMountAgent } from './processes'
 import { startZooKeeper } from './zookeeper'
 import { ENSEMBLE_SIZES, startZooKeeperEnsemble } from './zookeeper-ensemble'
@@ -55,6 +56,8 @@ export interface ClusterInfo {
   agents: ClusterAgent[]
   proxies: ClusterProxy[]  // absent in files of older versions: read as []
   zkAuthFile: string | null // the credentials file; null: --insecure-zk (absent in older files: null)
+  // The admin certificate for the CLI (UKAI_TLS_DIR); absent: the cluster runs --insecure.
+  tlsDir?: string
 }
 
 export interface DevUpOptions {
@@ -69,6 +72,7 @@ export interface DevUpOptions {
   wanMbps?: number          // bandwidth cap of those links, per direction
   insecureZk?: boolean      // no ZooKeeper credentials, world-open znodes (default: DIR/zk-auth)
   zkEnsemble?: number       // ZooKeeper members: 1 (default) or 3 (or 5), each its own JVM
+  insecure?: boolean        // no TLS anywhere (logged by every daemon); default: a CA and certificates in DIR/tls
 }
 
 export function siteName (i: number): string { return `site-${letter(i)}` }
@@ -161,6 +165,8 @@ export async function devUp (opts: DevUpOptions): Promise<ClusterInfo> {
   try {
     const metricsAddress = metricsAddresses()
     const planned = await planNodes(sites, nodesPerSite, opts.wanLatencyMs !== undefined)
+    const tls = opts.insecure === true ? undefined : await makeDevTls(dir, { nodes: planned.map(p => p.id), agents: opts.agents === false ? [] : Array.from({ length: sites }, (_, s) => agentHost(s)) })
+    if (tls !== undefined) { info.tlsDir = tls.adminDir; writeCluster(info) }
     // Node-to-node copies between sites cross the WAN too: one proxy per (site, node of another
     // site), shared by that site's nodes (as a site-to-site link is), started before the nodes
     // so that each node is told its peers' proxied addresses at start.
@@ -171,7 +177,7 @@ export async function devUp (opts: DevUpOptions): Promise<ClusterInfo> {
       for (const { id, address } of planned.filter(p => p.site === siteName(s))) {
         const metrics = await metricsAddress()
         nodeStarts.push(startStorageNode({
-          dir: path.join(dir, 'nodes', id), id, site: siteName(s), zk: zk.connectString, zkAuthFile, capacity: opts.capacity, detached, readyTimeoutMs,
+          dir: path.join(dir, 'nodes', id), id, site: siteName(s), zk: zk.connectString, zkAuthFile, capacity: opts.capacity, detached, readyTimeoutMs, tlsDir: tls?.nodeDir(id),
           // Each hypervisor's local disks are its site's nodes: the agent of that site reads them
           // directly (short-circuit), every other site's agent over gRPC (across the WAN proxy).
           listen: address, extraArgs: ['--host', agentHost(s), '--metrics-listen', metrics, ...peerLinks[s].flatMap(l => ['--peer-address', `${l.node}=${l.address}`])]
@@ -191,7 +197,7 @@ export async function devUp (opts: DevUpOptions): Promise<ClusterInfo> {
         const host = agentHost(s)
         const metrics = await metricsAddress()
         agentStarts.push(startWanLinks(info, host, siteName(s), info.nodes, opts).then(async (links) => await startMountAgent({
-          dir: path.join(dir, 'agents', host), mountPoint: path.join(dir, 'mnt', siteName(s)), host, site: siteName(s), zk: zk.connectString, zkAuthFile, detached, readyTimeoutMs,
+          dir: path.join(dir, 'agents', host), mountPoint: path.join(dir, 'mnt', siteName(s)), host, site: siteName(s), zk: zk.connectString, zkAuthFile, detached, readyTimeoutMs, tlsDir: tls?.agentDir(host),
           extraArgs: ['--metrics-listen', metrics, ...links.flatMap(l => ['--node-address', `${l.node}=${l.address}`])]
         })).then((agent) => {
           info.agents.push({ host: agent.host, site: agent.site, mountPoint: agent.mountPoint, pid: agent.pid, argv: agent.argv, logFile: agent.logFile, metricsAddress: metrics })

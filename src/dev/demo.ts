@@ -12,6 +12,7 @@ import { readZkAuthFile } from '../meta/credentials'
 import { formatBytes, plural } from '../units'
 import { summarizeDisk } from '../admin/disk-summary'
 import { checkHealth, formatHealth } from '../admin/health'
+import { openTlsDir, setClientTls } from '../storagenode/tls'
 import { ClusterInfo, devDown, devUp, readCluster } from './cluster'
 import { signalIfOurs } from './pids'
 import { cliMainPath, daemonEnv } from './processes'
@@ -54,12 +55,14 @@ export async function runDemo (dir: string): Promise<void> {
   }
   say(`starting a local cluster in ${dir}: ZooKeeper, 2 sites × 2 storage nodes, one mount agent per site,\n   the sites ${WAN_LATENCY_MS} ms apart (delaying proxies, ${WAN_MBPS} Mbit/s per link)`)
   const info: ClusterInfo = await devUp({ dir, sites: 2, nodesPerSite: 2, detach: true, wanLatencyMs: WAN_LATENCY_MS, wanMbps: WAN_MBPS })
+  // The demo's own steps (the relocation it runs here) talk to the nodes as the cluster's admin.
+  if (info.tlsDir !== undefined) setClientTls({ kind: 'tls', files: openTlsDir(info.tlsDir) })
   for (const n of info.nodes) show(`storage node ${n.id} at ${n.site}  ${n.address}  (pid ${n.pid})  metrics http://${n.metricsAddress ?? '?'}/metrics`)
   for (const a of info.agents) show(`agent ${a.host} at ${a.site}  mounted on ${a.mountPoint}  (pid ${a.pid})  metrics http://${a.metricsAddress ?? '?'}/metrics`)
 
   const ukai = (...args: string[]): void => {
     process.stdout.write(`\n   $ ukai ${args.join(' ')}\n`)
-    execFileSync(process.execPath, [cliMainPath(), ...args], { stdio: 'inherit', env: { ...daemonEnv(), UKAI_ZK: info.zk.connectString, ...(info.zkAuthFile === null ? {} : { UKAI_ZK_AUTH: info.zkAuthFile }) } })
+    execFileSync(process.execPath, [cliMainPath(), ...args], { stdio: 'inherit', env: { ...daemonEnv(), UKAI_ZK: info.zk.connectString, ...(info.zkAuthFile === null ? {} : { UKAI_ZK_AUTH: info.zkAuthFile }), ...(info.tlsDir === undefined ? {} : { UKAI_TLS_DIR: info.tlsDir }) } })
   }
   const [a, b] = info.agents
   const meta = await MetaStore.connect(info.zk.connectString, { auth: info.zkAuthFile === null ? null : readZkAuthFile(info.zkAuthFile) })
@@ -141,6 +144,7 @@ export async function runDemo (dir: string): Promise<void> {
   say('the cluster keeps running; try:')
   show(`export UKAI_ZK=${info.zk.connectString}`)
   if (info.zkAuthFile !== null) show(`export UKAI_ZK_AUTH=${info.zkAuthFile}   # the cluster's ZooKeeper credentials (mode 0600)`)
+  if (info.tlsDir !== undefined) show(`export UKAI_TLS_DIR=${info.tlsDir}`)
   show('node dist/src/cli/main.js top                 # the dashboard (q quits); or: npx ukai top')
   show('node dist/src/cli/main.js disk list')
   show('node dist/src/cli/main.js site list')

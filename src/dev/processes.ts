@@ -181,6 +181,11 @@ function zkAuthArgs (file: ZkAuthFileArg): string[] {
   return file === null ? ['--insecure-zk'] : ['--zk-auth', file]
 }
 
+// A daemon's certificate dir, or the explicit (and logged) opt-out.
+function tlsArgs (tlsDir: string | undefined): string[] {
+  return tlsDir === undefined ? ['--insecure'] : ['--tls-dir', tlsDir]
+}
+
 export interface StorageNodeOptions {
   dir: string              // log file here; data in DIR/data unless dataDir is given
   id: string
@@ -193,6 +198,7 @@ export interface StorageNodeOptions {
   detached?: boolean
   readyTimeoutMs?: number
   extraArgs?: string[]
+  tlsDir?: string          // the node's certificate (--tls-dir); absent: --insecure
 }
 
 export interface StorageNodeProcess {
@@ -213,6 +219,7 @@ export async function startStorageNode (opts: StorageNodeOptions): Promise<Stora
     '--listen', opts.listen ?? '127.0.0.1:0', '--zk', opts.zk]
   args.push(...zkAuthArgs(opts.zkAuthFile))
   if (opts.capacity !== undefined) args.push('--capacity', opts.capacity)
+  args.push(...tlsArgs(opts.tlsDir))
   if (opts.extraArgs !== undefined) args.push(...opts.extraArgs)
   const proc = spawnLogged({ argv: nodeArgv(args), logFile: path.join(opts.dir, 'storagenode.log'), cwd: opts.dir, detached: opts.detached })
   const ready = await waitForReadyLine(proc, `storage node ${opts.id}`, { timeoutMs: opts.readyTimeoutMs })
@@ -243,6 +250,7 @@ export interface MountAgentOptions {
   detached?: boolean
   readyTimeoutMs?: number
   extraArgs?: string[]
+  tlsDir?: string          // the agent's certificate (--tls-dir); absent: --insecure
 }
 
 export interface MountAgentProcess {
@@ -261,7 +269,7 @@ export async function startMountAgent (opts: MountAgentOptions): Promise<MountAg
     throw new UkaiError('BUSY', `${opts.mountPoint} is already a mount point (a leftover? unmount it with fusermount -uz)`)
   }
   fs.mkdirSync(opts.mountPoint, { recursive: true })
-  const args = ['mount', opts.mountPoint, '--host', opts.host, '--site', opts.site, '--zk', opts.zk, ...zkAuthArgs(opts.zkAuthFile)]
+  const args = ['mount', opts.mountPoint, '--host', opts.host, '--site', opts.site, '--zk', opts.zk, ...zkAuthArgs(opts.zkAuthFile), ...tlsArgs(opts.tlsDir)]
   if (opts.extraArgs !== undefined) args.push(...opts.extraArgs)
   const proc = spawnLogged({ argv: nodeArgv(args), logFile: path.join(opts.dir, 'mount.log'), cwd: opts.dir, detached: opts.detached })
   try {
@@ -281,14 +289,14 @@ export async function startMountAgent (opts: MountAgentOptions): Promise<MountAg
   }
 }
 
-export interface ControllerProcessOptions { dir: string, host: string, zk: string, zkAuthFile?: ZkAuthFileArg, detached?: boolean, readyTimeoutMs?: number, extraArgs?: string[] }
+export interface ControllerProcessOptions { dir: string, host: string, zk: string, zkAuthFile?: ZkAuthFileArg, tlsDir?: string, detached?: boolean, readyTimeoutMs?: number, extraArgs?: string[] }
 export interface ControllerProcess { readonly host: string, readonly pid: number, readonly argv: string[], readonly logFile: string, readonly pidFile: string, stop (opts?: StopOptions): Promise<StopResult> }
 
 // A standalone controller candidate (`ukai controller`), its log and pid file in `dir`.
 export async function startControllerProcess (opts: ControllerProcessOptions): Promise<ControllerProcess> {
   fs.mkdirSync(opts.dir, { recursive: true })
   const pidFile = path.join(opts.dir, 'controller.pid')
-  const args = ['controller', '--host', opts.host, '--zk', opts.zk, ...zkAuthArgs(opts.zkAuthFile), '--pid-file', pidFile, ...(opts.extraArgs ?? [])]
+  const args = ['controller', '--host', opts.host, '--zk', opts.zk, ...zkAuthArgs(opts.zkAuthFile), ...tlsArgs(opts.tlsDir), '--pid-file', pidFile, ...(opts.extraArgs ?? [])]
   const proc = spawnLogged({ argv: nodeArgv(args), logFile: path.join(opts.dir, 'controller.log'), cwd: opts.dir, detached: opts.detached })
   await waitForReadyLine(proc, `controller ${opts.host}`, { timeoutMs: opts.readyTimeoutMs })
   return { host: opts.host, pid: proc.pid, argv: proc.argv, logFile: proc.logFile, pidFile, stop: async (stopOpts) => await stopLogged(proc, stopOpts) }

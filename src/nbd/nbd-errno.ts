@@ -27,6 +27,7 @@ const NBD_ERROR: Record<UkaiErrorCode, number> = {
   WRONG_BASE: NBD_EINVAL,
   NOT_SUPPORTED: NBD_EINVAL,   // the spec keeps ENOTSUP for fast-zero requests
   NO_ATTRIBUTE: NBD_EINVAL,
+  PERMISSION_DENIED: NBD_EPERM,
   TOO_BIG: NBD_EINVAL,
   INTERNAL: NBD_EIO
 }

@@ -382,7 +382,7 @@ export class RelocationExecutor {
     for (const node of this.rec.dropNodes) {
       if (this.disk.map.nodesInMap().has(node)) continue
       try {
-        await this.pool.client(node).deleteDisk({ diskUuid: this.disk.record.uuid })
+        await this.pool.client(node).deleteDisk({ diskUuid: this.disk.record.uuid, leaseEpoch: this.disk.leaseEpoch ?? 0 })
       } catch (err) {
         failed.push(node)
         this.log.warn({ node, err: String(err) }, 'could not delete dropped replica data (orphaned until cleaned)')
@@ -401,7 +401,7 @@ export class RelocationExecutor {
     })
     for (const node of added) {
       if (this.disk.map.nodesInMap().has(node)) continue
-      await this.pool.client(node).deleteDisk({ diskUuid: this.disk.record.uuid }).catch(() => {})
+      await this.pool.client(node).deleteDisk({ diskUuid: this.disk.record.uuid, leaseEpoch: this.disk.leaseEpoch ?? 0 }).catch(() => {})
     }
     await this.save({ state: 'cancelled', executor: '', finishedAtMs: Date.now() }).catch(() => {})
     this.log.info('relocation cancelled and rolled back')

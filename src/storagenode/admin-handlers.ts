@@ -3,6 +3,7 @@
 // DeleteBlocks, PruneVersions), and the node's health (Stat with the Io budget's figures; Ping,
 // answered on the event loop without touching the disk, which is what the agents' hung-replica
 // watchdog counts on).
+import { UkaiError } from '../errors'
 import type { BlockStore } from './block-store'
 import type { NodeIoBudget } from './io-budget'
 import type { Unary } from './rpc-answers'
@@ -23,7 +24,14 @@ export function adminHandlers ({ store, budget, scrubber, unary }: AdminHandlerD
     Fence: unary('fence', async (r) => ({ leaseEpoch: await store.fence(r.diskUuid, r.leaseEpoch) })),
     BlockInfo: unary('block info', async (r) => ({ versions: await store.blockInfo(r.diskUuid, r.block) })),
     ListBlocks: unary('list blocks', async (r) => ({ blocks: store.listBlocks(r.diskUuid) })),
-    DeleteDisk: unary('delete disk', async (r) => ({ freedBytes: await store.deleteDisk(r.diskUuid) })),
+    DeleteDisk: unary('delete disk', async (r) => {
+      // Under a lease (an agent's relocation drop, authz.ts): refused once a newer holder fenced.
+      if (r.leaseEpoch > 0) {
+        const fence = await store.fence(r.diskUuid, r.leaseEpoch)
+        if (fence > r.leaseEpoch) throw UkaiError.fenced(`disk ${r.diskUuid}: lease epoch ${r.leaseEpoch} is older than ${fence}`)
+      }
+      return { freedBytes: await store.deleteDisk(r.diskUuid) }
+    }),
     DeleteBlocks: unary('delete blocks', async (r) => ({ freedBytes: await store.deleteBlocks(r.diskUuid, r.blocks) })),
     Stat: unary('stat', async () => ({ ...await store.stat(), ...budget.stat() })),
     PruneVersions: unary('prune versions', async (r) => await store.pruneVersions(r.diskUuid, r.keepEpochs, r.dropNewer, r.leaseEpoch)),

@@ -16,6 +16,7 @@ import * as grpc from '@grpc/grpc-js'
 import { UkaiError, UkaiErrorCode, isUkaiError, safetyCatch } from '../errors'
 import { Lifecycle } from '../lib/lifecycle'
 import { codeOfServiceError, codeOfStatus, trailerCode } from './status'
+import { ClientTls, channelOf, clientTls } from './tls'
 import {
   BlockEpochs, BlockVersion, CopyBaseRequest, CopyBaseResponse, IoRequestOut, IoResponse, LocateBlockRequest, LocateBlockResponse, MAX_IO_BYTES,
   MAX_MESSAGE_BYTES, PullBlockRequest, ScrubRequest, ScrubResponse, StatResponse, storageService
@@ -55,6 +56,7 @@ export interface StorageClientOptions {
   maxQueued?: number     // requests waiting for the window before new ones are refused
   hungAfterMs?: number   // silence with requests outstanding before the node counts as hung
   progress?: NodeProgress // shared by the clients of one node; one of its own when absent
+  tls?: ClientTls         // how to connect; the process's setting (tls.ts setClientTls) when absent
 }
 
 // What this process knows of one node's progress: when it last answered anything, and since
@@ -137,7 +139,9 @@ export class StorageClient {
     this.progress = opts.progress ?? new NodeProgress()
     this.unsubscribe = this.progress.subscribe((why) => this.failAll(why))
     const Service = storageService()
-    this.grpcClient = new Service(this.address, grpc.credentials.createInsecure(), {
+    const channel = channelOf(opts.tls ?? clientTls(), this.nodeId)
+    this.grpcClient = new Service(this.address, channel.credentials, {
+      ...channel.options,
       'grpc.max_receive_message_length': MAX_MESSAGE_BYTES,
       'grpc.max_send_message_length': MAX_MESSAGE_BYTES,
       'grpc.keepalive_time_ms': KEEPALIVE_TIME_MS,
@@ -189,7 +193,8 @@ export class StorageClient {
   }
 
   // Returns the bytes freed.
-  async deleteDisk (a: { diskUuid: string }): Promise<number> {
+  // With a lease epoch (an agent under the disk's lease) the node refuses it when fenced.
+  async deleteDisk (a: { diskUuid: string, leaseEpoch?: number }): Promise<number> {
     return (await this.unary<{ freedBytes: number }>('DeleteDisk', a)).freedBytes
   }
 
@@ -307,15 +312,17 @@ export class StorageClient {
       p.resolve(resp)
       this.pump()
     })
-    const broken = (why: string): void => {
+    // A node that refuses the caller (authz.ts) says so, and a new stream would be refused too.
+    const broken = (why: string, code: UkaiErrorCode = 'UNAVAILABLE'): void => {
       if (this.stream !== s) return
       this.stream = undefined
       for (const p of [...this.sent.values()]) {
-        this.settle(p, UkaiError.unavailable(`${this.nodeId} (${this.address}): stream broke: ${why}`))
+        this.settle(p, new UkaiError(code, `${this.nodeId} (${this.address}): stream broke: ${why}`))
       }
+      if (code === 'PERMISSION_DENIED') for (const p of this.queue.splice(0)) this.settle(p, new UkaiError(code, `${this.nodeId} (${this.address}): ${why}`))
       this.pump()  // queued requests get a fresh stream
     }
-    s.on('error', (err: grpc.ServiceError) => broken(err.details ?? err.message))
+    s.on('error', (err: grpc.ServiceError) => broken(err.details ?? err.message, codeOfServiceError(err) === 'PERMISSION_DENIED' ? 'PERMISSION_DENIED' : 'UNAVAILABLE'))
     s.on('end', () => broken('server ended the stream'))
     s.on('close', () => broken('stream closed'))
     return s

@@ -6,6 +6,9 @@ import * as fsp from 'node:fs/promises'
 import * as path from 'node:path'
 import { UkaiError } from '../errors'
 
+// A data dir and its disk dirs: the node's user only; block and fence files are 0600.
+export const DIR_MODE = 0o700
+
 export interface DiskState {
   uuid: string
   dir: string
@@ -64,7 +67,7 @@ export class DiskTable {
 
   async ensureDir (disk: DiskState): Promise<void> {
     if (disk.dirExists) return
-    await fsp.mkdir(disk.dir, { recursive: true })
+    await fsp.mkdir(disk.dir, { recursive: true, mode: DIR_MODE })
     await this.syncDir(this.disksDir)  // the new disk directory itself must survive a crash
     disk.dirExists = true
   }

@@ -10,6 +10,11 @@ import type { DiskState } from './disks'
 import type { TranslateError } from './store-errors'
 
 export const FENCE_FILE = 'fence'
+// Lease epochs grow by one per lease acquisition (meta/lease.ts), so a jump of more than this
+// over the node's fence is no lease a cluster handed out: a bug or a rogue caller, and accepting
+// it would fence every real writer out for good (the probe raised one to 2^53-1). 2^20
+// acquisitions is a migration a minute for two years while this node missed every one.
+export const FENCE_STEP_MAX = 2 ** 20
 
 export interface FencingDeps {
   nodeId: string
@@ -52,6 +57,9 @@ export class Fencing {
   }
 
   private raise (disk: DiskState, leaseEpoch: number): void {
+    if (!Number.isSafeInteger(leaseEpoch) || leaseEpoch - disk.fenceEpoch > FENCE_STEP_MAX) {
+      throw UkaiError.badArgument(`storage node ${this.deps.nodeId}: disk ${disk.uuid}: lease epoch ${leaseEpoch} is more than ${FENCE_STEP_MAX} above the fence ${disk.fenceEpoch}: no lease hands that out`)
+    }
     disk.fenceEpoch = leaseEpoch
     // Chained so fence files are written in increasing order; a failed write does not block later ones.
     disk.fenceDurable = disk.fenceDurable.catch(() => {}).then(async () => await this.persist(disk, leaseEpoch))
@@ -62,7 +70,7 @@ export class Fencing {
       await this.deps.ensureDir(disk)
       const file = path.join(disk.dir, FENCE_FILE)
       const tmp = file + '.tmp'
-      const fh = await fsp.open(tmp, 'w', 0o644)
+      const fh = await fsp.open(tmp, 'w', 0o600)
       try {
         await fh.writeFile(`${leaseEpoch}\n`)
         await this.deps.fsync(fh)

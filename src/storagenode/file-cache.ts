@@ -35,7 +35,7 @@ export class FileCache {
       this.entries.set(filePath, entry)
     } else {
       const flags = create ? fs.constants.O_RDWR | fs.constants.O_CREAT : fs.constants.O_RDWR
-      const e: Entry = { opening: open(filePath, flags, 0o644), refs: 0, doomed: false }
+      const e: Entry = { opening: open(filePath, flags, 0o600), refs: 0, doomed: false }
       e.opening.then(fh => { e.fh = fh }, () => { if (this.entries.get(filePath) === e) this.entries.delete(filePath) })
       this.entries.set(filePath, e)
       entry = e

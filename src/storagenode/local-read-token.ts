@@ -14,8 +14,8 @@ export function writeLocalReadToken (dataDir: string): string {
   const token = randomBytes(TOKEN_BYTES).toString('hex')
   const file = path.join(dataDir, LOCAL_READ_TOKEN_FILE)
   const tmp = `${file}.${process.pid}.tmp`
-  fs.writeFileSync(tmp, token, { mode: 0o644 })
-  fs.chmodSync(tmp, 0o644)  // whatever the umask: agents of other users read it
+  // 0600 like the block files: an agent reads block files directly only as the node's user.
+  fs.writeFileSync(tmp, token, { mode: 0o600 })
   fs.renameSync(tmp, file)
   return token
 }

@@ -15,7 +15,9 @@ import { adminHandlers } from './admin-handlers'
 import { Scrubber } from './scrub'
 import { FLOW_CONTROL_WINDOW_BYTES } from './client'
 import { BlockStore } from './block-store'
-import { PeerClients, copyHandlers } from './copy-handlers'
+import { PeerClients, RegisteredPeer, copyHandlers } from './copy-handlers'
+import { guardHandlers } from './authz'
+import { CertificateFiles, RevocationList, serverCredentials } from './tls'
 import { holdGcBallast } from '../lib/gc-ballast'
 import { IO_REPLY_STALL_MS_MAX, IoBudgetStat, NodeIoBudget } from './io-budget'
 import { IoCall, ioHandler } from './io-handler'
@@ -33,6 +35,12 @@ export interface StorageServerOptions {
   // How this node reaches its peers for node-to-node copies, where that differs from the
   // address a peer registered (e.g. through a WAN-emulating proxy): node id → host:port.
   peerAddresses?: Record<string, string>
+  // Mutual TLS and per-call authorization (tls.ts, authz.ts); absent: plaintext, anyone may
+  // call anything (the daemon refuses that unless --insecure; in-process tests use it).
+  tls?: { files: CertificateFiles, revoked: RevocationList }
+  // The addresses a peer registered (ZooKeeper), for node-to-node copies: a PullBlock or
+  // CopyBase naming any other address is refused. Absent: the address the caller names.
+  registeredPeer?: RegisteredPeer
   ioReplyStallMs?: number     // see IO_REPLY_STALL_MS_MAX; tests shorten it
   rpc?: RpcObserver           // the metrics: told of every answered request
   scrub?: { bytesPerSecMax?: number, intervalMs?: number, startDelayMs?: number }  // scrub.ts
@@ -71,7 +79,7 @@ export async function startStorageServer (opts: StorageServerOptions): Promise<S
   const store = await BlockStore.open({ nodeId, dataDir: opts.dataDir, capacityBytes: opts.capacityBytes })
 
   const scrubber = new Scrubber({ store, ...opts.scrub, logger: log })
-  const peers = new PeerClients(opts.peerAddresses)
+  const peers = new PeerClients(opts.peerAddresses, opts.registeredPeer)
   const counters: ServerCounters = { requests: 0, errors: 0, bytesRead: 0, bytesWritten: 0, inFlight: 0 }
   const streams = new Set<IoCall>()
   let closing: Promise<void> | undefined  // set by the first close or destroy: handlers refuse
@@ -83,7 +91,7 @@ export async function startStorageServer (opts: StorageServerOptions): Promise<S
   // Node-wide memory bound of the Io streams (io-budget.ts).
   const ioBudget = new NodeIoBudget()
 
-  const handlers: StorageHandlers = {
+  const allHandlers: StorageHandlers = {
     Io: ioHandler({
       nodeId,
       store,
@@ -100,6 +108,8 @@ export async function startStorageServer (opts: StorageServerOptions): Promise<S
     ...copyHandlers({ nodeId, store, peers, unary }),
     ...adminHandlers({ store, budget: ioBudget, scrubber, unary })
   }
+  const handlers = opts.tls === undefined ? allHandlers : guardHandlers(allHandlers, { nodeId, revoked: opts.tls.revoked, log })
+  if (opts.tls === undefined) log.warn('storage node serving WITHOUT TLS: anyone who reaches its port may read, write or delete any disk\'s blocks')
 
   const server = new grpc.Server({
     'grpc.max_receive_message_length': MAX_MESSAGE_BYTES,
@@ -109,7 +119,7 @@ export async function startStorageServer (opts: StorageServerOptions): Promise<S
   let port: number
   try {
     port = await new Promise<number>((resolve, reject) => {
-      server.bindAsync(`${uriHost}:${wantedPort}`, grpc.ServerCredentials.createInsecure(), (err, p) => err !== null ? reject(err) : resolve(p))
+      server.bindAsync(`${uriHost}:${wantedPort}`, opts.tls === undefined ? grpc.ServerCredentials.createInsecure() : serverCredentials(opts.tls.files), (err, p) => err !== null ? reject(err) : resolve(p))
     })
   } catch (err) {
     await store.close()

@@ -50,7 +50,7 @@ export class VersionStaging {
     let fh: fsp.FileHandle
     try {
       await this.deps.ensureDir(disk)
-      fh = await fsp.open(tmp, 'wx', 0o644)
+      fh = await fsp.open(tmp, 'wx', 0o600)
     } catch (err) {
       throw translate(err, what)
     }

@@ -6,6 +6,7 @@ import { execFile } from 'node:child_process'
 import * as fsp from 'node:fs/promises'
 import * as path from 'node:path'
 import { UkaiError } from '../errors'
+import { DIR_MODE } from './disks'
 import type { DiskTable } from './disks'
 import { FENCE_FILE, readFenceFile } from './fencing'
 import type { SpaceAccount } from './space'
@@ -23,7 +24,11 @@ export async function checkDataDir (nodeId: string, dataDir: string, disksDir: s
   try {
     const st = await fsp.stat(dataDir)
     if (!st.isDirectory()) throw new Error('not a directory')
-    await fsp.mkdir(disksDir, { recursive: true })
+    // Block files are the disks' bytes: only the node's user (and agents running as it, for
+    // short-circuit reads) may reach them, whatever the images' own modes (issue 12).
+    await fsp.chmod(dataDir, DIR_MODE)
+    await fsp.mkdir(disksDir, { recursive: true, mode: DIR_MODE })
+    await fsp.chmod(disksDir, DIR_MODE)
     // access(W_OK) lies for root and read-only mounts; a real write does not.
     const probe = path.join(dataDir, `.probe-${process.pid}`)
     await fsp.writeFile(probe, 'ok')

@@ -31,6 +31,7 @@ const STATUS_OF_CODE: Record<UkaiErrorCode, grpc.status> = {
   WRONG_BASE: grpc.status.FAILED_PRECONDITION,
   NOT_SUPPORTED: grpc.status.UNIMPLEMENTED,
   NO_ATTRIBUTE: grpc.status.NOT_FOUND,
+  PERMISSION_DENIED: grpc.status.PERMISSION_DENIED,
   TOO_BIG: grpc.status.INVALID_ARGUMENT,
   INTERNAL: grpc.status.INTERNAL
 }
@@ -45,7 +46,7 @@ const CODE_OF_STATUS: Record<grpc.status, UkaiErrorCode> = {
   [grpc.status.DEADLINE_EXCEEDED]: 'UNAVAILABLE',
   [grpc.status.NOT_FOUND]: 'NOT_FOUND',
   [grpc.status.ALREADY_EXISTS]: 'IO_ERROR',
-  [grpc.status.PERMISSION_DENIED]: 'IO_ERROR',
+  [grpc.status.PERMISSION_DENIED]: 'PERMISSION_DENIED',
   // Not NO_SPACE: without a trailer this is the library refusing a message over the size limit.
   [grpc.status.RESOURCE_EXHAUSTED]: 'BAD_ARGUMENT',
   [grpc.status.FAILED_PRECONDITION]: 'FENCED',
@@ -55,7 +56,7 @@ const CODE_OF_STATUS: Record<grpc.status, UkaiErrorCode> = {
   [grpc.status.INTERNAL]: 'IO_ERROR', // the library's own failures (a frame it could not parse)
   [grpc.status.UNAVAILABLE]: 'UNAVAILABLE',
   [grpc.status.DATA_LOSS]: 'CHECKSUM', // only a node's checksum check answers it on the data path
-  [grpc.status.UNAUTHENTICATED]: 'IO_ERROR'
+  [grpc.status.UNAUTHENTICATED]: 'PERMISSION_DENIED'
 }
 
 // Every code there is (the table's keys; the compiler keeps them complete).

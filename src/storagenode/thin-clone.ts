@@ -39,7 +39,7 @@ export async function cloneSparse (src: string, dst: string): Promise<void> {
 async function copySkippingZeros (src: string, dst: string): Promise<void> {
   const from = await open(src, 'r')
   try {
-    const to = await open(dst, fs.constants.O_RDWR | fs.constants.O_CREAT | fs.constants.O_TRUNC, 0o644)
+    const to = await open(dst, fs.constants.O_RDWR | fs.constants.O_CREAT | fs.constants.O_TRUNC, 0o600)
     try {
       const sizeBytes = (await from.stat()).size
       const buf = Buffer.allocUnsafe(COPY_CHUNK_BYTES)

@@ -46,7 +46,7 @@ export interface BlockInfoResponse { versions: BlockVersion[] }
 export interface ListBlocksRequest { diskUuid: string }
 export interface BlockEpochs { block: number, epochs: number[] }
 export interface ListBlocksResponse { blocks: BlockEpochs[] }
-export interface DeleteDiskRequest { diskUuid: string }
+export interface DeleteDiskRequest { diskUuid: string, leaseEpoch: number }
 export interface DeleteDiskResponse { freedBytes: number }
 export interface DeleteBlocksRequest { diskUuid: string, blocks: number[] }
 export interface DeleteBlocksResponse { freedBytes: number }

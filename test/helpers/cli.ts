@@ -2,15 +2,19 @@
 import { spawn } from 'node:child_process'
 import { cliMainPath, daemonEnv } from '../../src/dev/processes'
 import { processZkAuth } from '../../src/dev/process-zk-auth'
+import { adminTlsDir } from './tls'
 
 export interface CliResult { code: number, stdout: string, stderr: string }
 
 // zkAuth: another credentials file than the test process's (a `dev up` cluster's own).
-export function runCli (args: string[], opts: { zk?: string, zkAuth?: string, timeoutMs?: number } = {}): Promise<CliResult> {
+// tlsDir: the CLI's certificate (default: the test CA's admin, helpers/tls.ts, once made).
+export function runCli (args: string[], opts: { zk?: string, zkAuth?: string, timeoutMs?: number, tlsDir?: string } = {}): Promise<CliResult> {
   return new Promise((resolve, reject) => {
     const env = daemonEnv()
     env.UKAI_ZK_AUTH = opts.zkAuth ?? processZkAuth().file // the test process's credentials (ZooKeeper ACLs on)
     if (opts.zk !== undefined) env.UKAI_ZK = opts.zk
+    const tlsDir = opts.tlsDir ?? adminTlsDir()
+    if (tlsDir !== undefined) env.UKAI_TLS_DIR = tlsDir
     const child = spawn(process.execPath, [cliMainPath(), ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] })
     let stdout = ''
     let stderr = ''

@@ -24,6 +24,7 @@ import {
 import { startZooKeeper, type ZooKeeperHandle } from '../../src/dev/zookeeper'
 import { memberMode, restartEnsembleMember, startZooKeeperEnsemble, stopEnsemble, type EnsembleMember } from '../../src/dev/zookeeper-ensemble'
 import { processZkAuth } from '../../src/dev/process-zk-auth'
+import { identityDir } from './tls'
 
 // The part of a tap Test the fixtures need.
 export interface TestLike {
@@ -207,11 +208,13 @@ export interface NodeFixture {
   stop (): Promise<void>
 }
 
-export interface StartNodeOptions { zk: ZkRef, id: string, site: string, capacity?: string, extraArgs?: string[] }
+// insecure: the node runs --insecure (default: TLS with a certificate of the test CA, helpers/tls.ts).
+export interface StartNodeOptions { zk: ZkRef, id: string, site: string, capacity?: string, extraArgs?: string[], insecure?: boolean }
 
 export async function startNode (t: TestLike, opts: StartNodeOptions): Promise<NodeFixture> {
   const dir = makeTempDir(t, `node-${opts.id}`)
-  const base = { dir, id: opts.id, site: opts.site, zk: connectStringOf(opts.zk), zkAuthFile: processZkAuth().file, capacity: opts.capacity, extraArgs: opts.extraArgs }
+  const tlsDir = opts.insecure === true ? undefined : await identityDir({ role: 'node', name: opts.id })
+  const base = { dir, id: opts.id, site: opts.site, zk: connectStringOf(opts.zk), zkAuthFile: processZkAuth().file, capacity: opts.capacity, extraArgs: opts.extraArgs, tlsDir }
   let node: StorageNodeProcess = await startNodeOnFreePort(base)
   t.teardown(async () => await guard(t, `stop node ${opts.id} pid ${node.pid}`, async () => { await node.stop() }))
   return {
@@ -258,13 +261,14 @@ export interface AgentFixture {
   stop (): Promise<void>                        // SIGTERM, then unmount if still mounted
 }
 
-export interface StartAgentOptions { zk: ZkRef, host: string, site: string, extraArgs?: string[] }
+export interface StartAgentOptions { zk: ZkRef, host: string, site: string, extraArgs?: string[], insecure?: boolean }
 
 export async function startAgent (t: TestLike, opts: StartAgentOptions): Promise<AgentFixture> {
   const dir = makeTempDir(t, `agent-${opts.host}`)
   const mountPoint = path.join(dir, 'mnt')
   liveMounts.add(mountPoint)
-  const base = { dir, mountPoint, host: opts.host, site: opts.site, zk: connectStringOf(opts.zk), zkAuthFile: processZkAuth().file, extraArgs: opts.extraArgs }
+  const tlsDir = opts.insecure === true ? undefined : await identityDir({ role: 'agent', name: opts.host })
+  const base = { dir, mountPoint, host: opts.host, site: opts.site, zk: connectStringOf(opts.zk), zkAuthFile: processZkAuth().file, extraArgs: opts.extraArgs, tlsDir }
   let agent: MountAgentProcess = await startMountAgent(base)
   t.teardown(async () => await guard(t, `stop agent ${opts.host} pid ${agent.pid}`, async () => { await agent.stop() }))
   return {
@@ -297,7 +301,8 @@ export interface ControllerFixture {
 
 export async function startController (t: TestLike, opts: { zk: ZkRef, host: string, extraArgs?: string[] }): Promise<ControllerFixture> {
   const dir = makeTempDir(t, `controller-${opts.host}`)
-  const base = { dir, host: opts.host, zk: connectStringOf(opts.zk), extraArgs: opts.extraArgs }
+  const tlsDir = await identityDir({ role: 'agent', name: opts.host })  // a controller talks to nodes as an agent
+  const base = { dir, host: opts.host, zk: connectStringOf(opts.zk), zkAuthFile: processZkAuth().file, tlsDir, extraArgs: opts.extraArgs }
   let c: ControllerProcess = await startControllerProcess(base)
   t.teardown(async () => await guard(t, `stop controller ${opts.host} pid ${c.pid}`, async () => { await c.stop() }))
   return {
