@@ -14,6 +14,8 @@ t.test('ukai dev demo', { skip: fuseUnavailable() ?? false }, async (t) => {
   const out = res.stdout
   t.match(out, /reads the same bytes: sha256 [0-9a-f]+ = what site A wrote/)
   t.match(out, /relocation of vm-\S+: done/)
+  t.match(out, /secure by default: every storage-node channel is mutual TLS/, 'the demo says TLS and ACLs are on')
+  t.match(out, /controller leader: hv-[ab] \(agent, pid \d+\)/, 'and which agent leads the controller')
   t.match(out, /blocks per site\s+site-b: 256/, 'after the relocation every block is at site B')
   const m = /now takes ([\d.]+) ms \(was ([\d.]+) ms\); the bytes: unchanged/.exec(out)
   t.ok(m !== null, 'site B reads the same bytes after the move')

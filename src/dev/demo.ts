@@ -64,6 +64,9 @@ export async function runDemo (dir: string): Promise<void> {
     process.stdout.write(`\n   $ ukai ${args.join(' ')}\n`)
     execFileSync(process.execPath, [cliMainPath(), ...args], { stdio: 'inherit', env: { ...daemonEnv(), UKAI_ZK: info.zk.connectString, ...(info.zkAuthFile === null ? {} : { UKAI_ZK_AUTH: info.zkAuthFile }), ...(info.tlsDir === undefined ? {} : { UKAI_TLS_DIR: info.tlsDir }) } })
   }
+  say(`secure by default: every storage-node channel is mutual TLS (the cluster CA and one certificate per\n   daemon under ${path.join(dir, 'tls')}), every znode has an ACL (credentials in ${info.zkAuthFile ?? '(none: --insecure-zk)'})`)
+  say('the controller: the agents elect one (ZooKeeper); it repairs, re-replicates and finishes relocations nobody runs')
+  ukai('controller', 'status')
   const [a, b] = info.agents
   const meta = await MetaStore.connect(info.zk.connectString, { auth: info.zkAuthFile === null ? null : readZkAuthFile(info.zkAuthFile) })
   try {
