@@ -34,12 +34,13 @@ t.test('dev up --wan-latency-ms puts a delaying proxy on every cross-site link',
 
   const zk = info.zk.connectString
   const zkAuth = info.zkAuthFile ?? undefined // the cluster's own credentials (dev up made them)
+  const tlsDir = info.tlsDir                   // and its own admin certificate
   let rows: Array<{ id: string, rttMs: number | null }> = []
   const rtt = (id: string): number => rows.find(r => r.id === id)?.rttMs ?? NaN
   // The first samples are taken while the cluster is still starting; the smoothed value settles
   // within a few 2 s rounds.
   for (let i = 0; i < 80; i++) {
-    rows = await cliJson(['node', 'list', '--from', 'hv-a'], zk, { zkAuth })
+    rows = await cliJson(['node', 'list', '--from', 'hv-a'], zk, { zkAuth, tlsDir })
     if (rtt('a1') < rtt('b1') - DELAY_MS && rtt('b1') >= 2 * DELAY_MS - 1) break
     await sleep(250)
   }
@@ -51,11 +52,11 @@ t.test('dev up --wan-latency-ms puts a delaying proxy on every cross-site link',
 
   // A relocation's node-to-node copy crosses the WAN: the plan's probe (a1 pulling from b1)
   // measures at least one round trip per chunk through the nodes' proxy.
-  t.equal((await runCli(['disk', 'create', 'far', '--size', '4M', '--block-size', '1M', '--replicas', '1', '--site', 'site-b'], { zk, zkAuth })).code, 0)
+  t.equal((await runCli(['disk', 'create', 'far', '--size', '4M', '--block-size', '1M', '--replicas', '1', '--site', 'site-b'], { zk, zkAuth, tlsDir })).code, 0)
   fs.writeFileSync(path.join(info.agents[1].mountPoint, 'far'), Buffer.alloc(2 * 1024 * 1024, 9), { flag: 'r+' })
-  const plan = await cliJson<{ estimate: { measuredBytesPerSec: number, sampledBlocks: number } }>(['relocate', 'far', '--to', 'site-a', '--dry-run'], zk, { zkAuth })
+  const plan = await cliJson<{ estimate: { measuredBytesPerSec: number, sampledBlocks: number } }>(['relocate', 'far', '--to', 'site-a', '--dry-run'], zk, { zkAuth, tlsDir })
   t.equal(plan.estimate.sampledBlocks, 2)
-  const relocated = await runCli(['relocate', 'far', '--to', 'site-a', '--wait'], { zk, zkAuth, timeoutMs: 60_000 })
+  const relocated = await runCli(['relocate', 'far', '--to', 'site-a', '--wait'], { zk, zkAuth, tlsDir, timeoutMs: 60_000 })
   t.equal(relocated.code, 0, relocated.stderr)
 
   const pids = info.proxies.map(p => p.pid)

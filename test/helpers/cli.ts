@@ -25,7 +25,7 @@ export function runCli (args: string[], opts: { zk?: string, zkAuth?: string, ti
   })
 }
 
-export async function cliJson<T> (args: string[], zk: string, opts: { zkAuth?: string } = {}): Promise<T> {
+export async function cliJson<T> (args: string[], zk: string, opts: { zkAuth?: string, tlsDir?: string } = {}): Promise<T> {
   const res = await runCli([...args, '--json'], { zk, ...opts })
   if (res.code !== 0) throw new Error(`ukai ${args.join(' ')} failed (${res.code}): ${res.stderr}`)
   return JSON.parse(res.stdout) as T
