@@ -15,6 +15,7 @@ import { isAlive } from '../src/dev/pids'
 import { cliMainPath, daemonEnv } from '../src/dev/processes'
 import { fuseUnavailable, makeTempDir, processZkAuth, startCluster } from './helpers/cluster'
 import { runCli } from './helpers/cli'
+import { adminTlsDir } from './helpers/tls'
 
 interface Installed { configWritten: boolean, problems: string[], settings: { zk: string, host: string, mounts: string[], timeoutMs: number, logFile: string, rateBytesPerSec: number } }
 
@@ -41,7 +42,7 @@ t.test('libvirt install-hook run again keeps hook.conf and checks it', { skip: f
   const res = JSON.parse(again.stdout) as Installed
   t.same(res.problems, [])
   t.equal(res.configWritten, true)
-  t.same({ ...res.settings }, { zk, zkAuthFile: processZkAuth().file, host: 'hv-a', mounts: [a.mountPoint], nbdDirs: [], timeoutMs: 7000, logFile: log, rateBytesPerSec: 50e6 }, 'host, mount, rate, log and the credentials file kept; timeout-ms replaced')
+  t.same({ ...res.settings }, { zk, zkAuthFile: processZkAuth().file, tlsDir: adminTlsDir(), host: 'hv-a', mounts: [a.mountPoint], nbdDirs: [], timeoutMs: 7000, logFile: log, rateBytesPerSec: 50e6 }, 'host, mount, rate, log the credentials file and the certificate dir kept; timeout-ms replaced')
   t.equal(fs.readFileSync(conf, 'utf8'), written.replace('timeout-ms = 6000', 'timeout-ms = 7000'), 'hook.conf: only that line changed')
 
   const noFlags = await install()

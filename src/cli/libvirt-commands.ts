@@ -1,4 +1,5 @@
 // ukai libvirt hook … (what libvirt's hooks/qemu runs) · ukai libvirt install-hook
+import { tlsDirSetting, useTlsDir } from './tls-options'
 import fs from 'node:fs'
 import path from 'node:path'
 import { Command } from 'commander'
@@ -53,6 +54,7 @@ export function libvirtCommands (program: Command): void {
       }, config.timeoutMs).unref()
       const xml = await readStdin(Math.min(1000, config.timeoutMs))
       try {
+        useTlsDir(config.tlsDir)  // libvirt scrubs the environment: the certificate comes from hook.conf
         await runHook({ domain, operation, subOperation, extra: extra ?? '-', xml }, { config, log, deadlineMs })
       } catch (err) {
         log.error({ domain, op: operation, err: String((err as Error)?.stack ?? err) }, 'hook failed; libvirt goes on')
@@ -77,13 +79,14 @@ export function libvirtCommands (program: Command): void {
     .action(async (opts, cmd: Command) => {
       // Run again, it keeps hook.conf as it is, each flag given replacing its setting (a
       // repeatable one, its whole list); a new hook.conf starts from the defaults (and UKAI_ZK).
-      const globals = cmd.optsWithGlobals() as { zk?: string, zkAuth?: string, insecureZk?: boolean }
+      const globals = cmd.optsWithGlobals() as { zk?: string, zkAuth?: string, insecureZk?: boolean, tlsDir?: string, insecure?: boolean }
       const existing = fs.existsSync(opts.config) ? loadHookConfig(opts.config) : null
       const base = existing ?? parseHookConfig('', '(defaults)')
       const cfg: HookConfig = {
         ...base,
         zk: globals.zk !== undefined || existing === null ? zkConnectString(cmd) : base.zk,
         zkAuthFile: globals.zkAuth !== undefined || globals.insecureZk === true || existing === null ? zkAuthFileOf(cmd) : base.zkAuthFile,
+        tlsDir: globals.tlsDir !== undefined || globals.insecure === true || existing === null ? tlsDirSetting(cmd) : base.tlsDir,
         host: opts.host ?? base.host,
         mounts: opts.mount ?? base.mounts,
         nbdDirs: opts.nbdDir ?? base.nbdDirs,

@@ -7,10 +7,11 @@ import path from 'node:path'
 import { Command } from 'commander'
 import { UkaiError } from '../errors'
 import { createLogger } from '../log'
+import { TLS_DIR_DEFAULT } from '../libvirt/hook-config'
 import type { Role } from '../storagenode/identity'
 import { CA_CERT_FILE, CertificateFiles, REVOKED_FILE, RevocationList, openTlsDir, setClientTls } from '../storagenode/tls'
 
-export const DEFAULT_TLS_DIR = '/etc/ukai/tls/admin'
+export const DEFAULT_TLS_DIR = TLS_DIR_DEFAULT
 export const TLS_DIR_ENV = 'UKAI_TLS_DIR'
 
 export function addTlsOptions (program: Command): void {
@@ -31,6 +32,20 @@ function tlsDirOf (cmd: Command): { dir: string, from: string } | undefined {
   const env = process.env[TLS_DIR_ENV]
   if (env !== undefined && env !== '') return { dir: env, from: TLS_DIR_ENV }
   return undefined
+}
+
+// The certificate dir this process would use (null: --insecure), for settings written to a file
+// (the libvirt hook's): --tls-dir, else $UKAI_TLS_DIR, else the default.
+export function tlsDirSetting (cmd: Command): string | null {
+  if (insecureOf(cmd)) return null
+  return tlsDirOf(cmd)?.dir ?? DEFAULT_TLS_DIR
+}
+
+// The hook's own certificate (hook.conf `tls-dir`, or `insecure = yes`), set before it runs.
+export function useTlsDir (dir: string | null): void {
+  if (dir === null) { setClientTls({ kind: 'insecure' }); return }
+  opened = openTlsDir(dir)
+  setClientTls({ kind: 'tls', files: opened })
 }
 
 export function insecureOf (cmd: Command): boolean { return (cmd.optsWithGlobals() as { insecure?: boolean }).insecure === true }

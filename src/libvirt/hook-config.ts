@@ -5,6 +5,9 @@
 //   zk = zk1:2181,zk2:2181,zk3:2181     ZooKeeper (default 127.0.0.1:2181)
 //   zk-auth = /etc/ukai/zk-auth         ZooKeeper credentials file (mode 0600; the default)
 //   insecure-zk = yes                   instead of zk-auth: no credentials (world-open znodes)
+//   tls-dir = /etc/ukai/tls/admin       the certificate the hook talks to storage nodes with (a
+//                                       relocation's plan samples blocks; the default)
+//   insecure = yes                      instead of tls-dir: plaintext (a cluster run --insecure)
 //   host = hv-a1                        this hypervisor's agent name, as in `ukai mount --host`
 //                                       (default: the host name)
 //   mount = /var/lib/ukai/mnt           the agent's mount point (repeatable; default: every
@@ -23,6 +26,9 @@ import { validateId } from '../meta/schema'
 import { listMounts } from '../lib/mounts'
 import { ZK_AUTH_FILE_DEFAULT } from '../meta/credentials'
 
+// Where an admin's certificate lives by default (the CLI's default too: cli/tls-options.ts).
+export const TLS_DIR_DEFAULT = '/etc/ukai/tls/admin'
+
 export const HOOK_CONFIG_PATH_DEFAULT = '/etc/ukai/hook.conf'
 export const HOOK_LOG_PATH_DEFAULT = '/var/log/ukai/libvirt-hook.log'
 export const HOOK_TIMEOUT_MS_DEFAULT = 4000
@@ -32,6 +38,7 @@ export const UKAI_FSTYPE = 'fuse.ukai'
 export interface HookConfig {
   zk: string
   zkAuthFile: string | null  // null: insecure-zk = yes
+  tlsDir: string | null      // null: insecure = yes
   host: string
   mounts: string[]       // empty: whatever UKAI mounts exist when the hook runs
   nbdDirs: string[]      // NBD socket directories (none: NBD disks are not recognised)
@@ -42,7 +49,7 @@ export interface HookConfig {
 }
 
 export function parseHookConfig (text: string, source: string): HookConfig {
-  const cfg: HookConfig = { zk: '127.0.0.1:2181', zkAuthFile: ZK_AUTH_FILE_DEFAULT, host: os.hostname(), mounts: [], nbdDirs: [], timeoutMs: HOOK_TIMEOUT_MS_DEFAULT, logFile: HOOK_LOG_PATH_DEFAULT, rateBytesPerSec: 0, source }
+  const cfg: HookConfig = { zk: '127.0.0.1:2181', zkAuthFile: ZK_AUTH_FILE_DEFAULT, tlsDir: TLS_DIR_DEFAULT, host: os.hostname(), mounts: [], nbdDirs: [], timeoutMs: HOOK_TIMEOUT_MS_DEFAULT, logFile: HOOK_LOG_PATH_DEFAULT, rateBytesPerSec: 0, source }
   text.split('\n').forEach((raw, i) => {
     const line = raw.replace(/#.*$/, '').trim()
     if (line === '') return
@@ -55,6 +62,11 @@ export function parseHookConfig (text: string, source: string): HookConfig {
       case 'insecure-zk':
         if (value !== 'yes' && value !== 'no') throw UkaiError.badArgument(`${source} line ${i + 1}: insecure-zk must be yes or no`)
         if (value === 'yes') cfg.zkAuthFile = null
+        break
+      case 'tls-dir': cfg.tlsDir = value; break
+      case 'insecure':
+        if (value !== 'yes' && value !== 'no') throw UkaiError.badArgument(`${source} line ${i + 1}: insecure must be yes or no`)
+        if (value === 'yes') cfg.tlsDir = null
         break
       case 'host': validateId(value, `host in ${source}`); cfg.host = value; break
       case 'mount': cfg.mounts.push(value); break
@@ -72,7 +84,7 @@ export function parseHookConfig (text: string, source: string): HookConfig {
         cfg.rateBytesPerSec = Math.round(mbps * 1e6)
         break
       }
-      default: throw UkaiError.badArgument(`${source} line ${i + 1}: unknown key '${key}' (known: zk, zk-auth, insecure-zk, host, mount, nbd-dir, timeout-ms, log, rate)`)
+      default: throw UkaiError.badArgument(`${source} line ${i + 1}: unknown key '${key}' (known: zk, zk-auth, insecure-zk, tls-dir, insecure, host, mount, nbd-dir, timeout-ms, log, rate)`)
     }
   })
   if (cfg.zk === '') throw UkaiError.badArgument(`${source}: zk is empty`)
@@ -93,12 +105,13 @@ export function loadHookConfig (file: string | undefined): HookConfig {
   return parseHookConfig(text, p)
 }
 
-export function formatHookConfig (cfg: Pick<HookConfig, 'zk' | 'zkAuthFile' | 'host' | 'mounts' | 'timeoutMs' | 'logFile' | 'rateBytesPerSec'> & { nbdDirs?: string[] }): string {
+export function formatHookConfig (cfg: Pick<HookConfig, 'zk' | 'zkAuthFile' | 'tlsDir' | 'host' | 'mounts' | 'timeoutMs' | 'logFile' | 'rateBytesPerSec'> & { nbdDirs?: string[] }): string {
   return [
     '# UKAI libvirt hook settings (written by `ukai libvirt install-hook`; see src/libvirt/hook-config.ts)',
     `zk = ${cfg.zk}`,
     `host = ${cfg.host}`,
     cfg.zkAuthFile === null ? 'insecure-zk = yes' : `zk-auth = ${cfg.zkAuthFile}`,
+    cfg.tlsDir === null ? 'insecure = yes' : `tls-dir = ${cfg.tlsDir}`,
     ...cfg.mounts.map(m => `mount = ${m}`),
     ...(cfg.nbdDirs ?? []).map(d => `nbd-dir = ${d}`),
     `timeout-ms = ${cfg.timeoutMs}`,
