@@ -42,10 +42,16 @@ export function tlsDirSetting (cmd: Command): string | null {
 }
 
 // The hook's own certificate (hook.conf `tls-dir`, or `insecure = yes`), set before it runs.
+// A missing or unreadable dir fails only the calls to nodes, with the reason: the hook's
+// ZooKeeper work (lease release, relocation records) still runs.
 export function useTlsDir (dir: string | null): void {
   if (dir === null) { setClientTls({ kind: 'insecure' }); return }
-  opened = openTlsDir(dir)
-  setClientTls({ kind: 'tls', files: opened })
+  try {
+    opened = openTlsDir(dir)
+    setClientTls({ kind: 'tls', files: opened })
+  } catch (err) {
+    setClientTls({ kind: 'missing', why: `the hook's TLS dir ${dir} (hook.conf tls-dir): ${(err as Error).message}` })
+  }
 }
 
 export function insecureOf (cmd: Command): boolean { return (cmd.optsWithGlobals() as { insecure?: boolean }).insecure === true }
