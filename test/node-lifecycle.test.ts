@@ -51,7 +51,8 @@ t.test('a node killed for good: down, out after down-out-ms, its disks re-replic
   const zk = c.zk.connectString
   // The victim: a short session, so that its liveness ephemeral goes within 2 s of the kill.
   const victim = await startNode(t, { zk, id: 'a0', site: 'site-a', extraArgs: SESSION })
-  const agent = await startAgent(t, { zk, host: 'hv-a', site: 'site-a' })
+  // The duty under test runs in this process: the agent stands in no controller election.
+  const agent = await startAgent(t, { zk, host: 'hv-a', site: 'site-a', extraArgs: ['--no-controller'] })
   t.teardown(() => { if (t.passing() === false) t.comment(fs.readFileSync(agent.logFile, 'utf8').split('\n').filter(l => !l.includes('"level":20')).slice(-30).join('\n')) })
 
   t.equal((await runCli(['config', 'set', 'down-out-ms', String(DOWN_OUT_MS)], { zk })).code, 0, 'config set down-out-ms')
@@ -75,11 +76,12 @@ t.test('a node killed for good: down, out after down-out-ms, its disks re-replic
 
   const killedAtMs = Date.now()
   await victim.kill('SIGKILL')
-  const down = await untilValue('a0 is down', async () => {
+  // `down` shows as soon as the ephemeral is gone; the duty records since when at its next tick.
+  const down = await untilValue('a0 is down, and since when recorded', async () => {
     const row = (await cliJson<NodeRow[]>(['node', 'list'], zk)).find(n => n.id === 'a0')
-    return row?.state === 'down' || row?.state === 'out' ? row : undefined
+    return (row?.state === 'down' || row?.state === 'out') && row.lifecycle?.downSinceMs != null ? row : undefined
   }, 30_000, 200)
-  t.ok(down.lifecycle?.downSinceMs != null, 'since when it is down is kept in ZooKeeper')
+  t.ok(down.lifecycle?.downSinceMs != null && down.lifecycle.downSinceMs >= killedAtMs, 'since when it is down is kept in ZooKeeper')
   const out = await untilValue('a0 is out', async () => {
     const row = (await cliJson<NodeRow[]>(['node', 'list'], zk)).find(n => n.id === 'a0')
     return row?.state === 'out' ? row : undefined
