@@ -36,6 +36,7 @@ t.test('closing a disk while ZooKeeper is away', async (t) => {
   await startNode(t, { zk, id: 'n1', site: 's' })
   await startNode(t, { zk, id: 'n2', site: 's' })
   const agent = await startAgent(t, { zk, host: 'hv', site: 's', extraArgs: ['--zk-session-timeout-ms', '4000'] })
+  t.teardown(() => { if (!t.passing()) t.comment(fs.readFileSync(agent.logFile, 'utf8').split('\n').slice(-60).join('\n')) })
   t.equal((await runCli(['disk', 'create', 'vol', '--size', '8M', '--site', 's'], { zk: zks })).code, 0)
   const fh = await fs.promises.open(path.join(agent.mountPoint, 'vol'), 'r+')
   let closed = false

@@ -93,6 +93,7 @@ export class ZkClient extends EventEmitter {
   private closed = false
   private readonly wrappers = new WeakMap<Watcher, () => void>()
   private readyPromise: Promise<void> | null = null
+  private connectedWaiter: Promise<void> | null = null
   // Counts sessions: 1 for the first, +1 at every replacement after a real expiry.
   private sessionNumber = 0
   // Requests sent and not yet answered, with the client they went out on (see replaceSession).
@@ -232,7 +233,7 @@ export class ZkClient extends EventEmitter {
         return await new Promise<T>((resolve, reject) => {
           timer = setTimeout(() => { expired = true; reject(timedOut()) }, left)
           // A session being replaced (after a real expiry) is waited for like a reconnect.
-          this.ready().then(() => {
+          this.ready().then(async () => await this.untilConnected()).then(() => {
             const client = this.client
             if (client === null) { reject(new zookeeper.Exception(X.CONNECTION_LOSS, 'CONNECTION_LOSS', path, Error)); return }
             req = { client, path, fail: reject }
@@ -252,6 +253,28 @@ export class ZkClient extends EventEmitter {
         if (req !== undefined) this.inflight.delete(req)
       }
     }
+  }
+
+  // With credentials, a request is handed to the library only while connected. The library
+  // queues what it is given while disconnected, and at a reconnect it queues our credentials
+  // (AuthPacket) behind that queue: those requests then reach the server before the credentials
+  // and are refused NO_AUTH (seen: after a ZooKeeper restart, the agent's open record and the
+  // controller's reads failed "refused access" for good). Given after SYNC_CONNECTED, a request
+  // goes out behind the credentials. Without credentials the order does not matter.
+  // One waiter shared by every request (no listener per request: an outage can hold hundreds).
+  private untilConnected (): Promise<void> {
+    if (this.auth === null || this.connected) return Promise.resolve()
+    this.connectedWaiter ??= new Promise(resolve => {
+      const onConnected = (): void => {
+        this.off('connected', onConnected)
+        this.off('session', onConnected)
+        this.connectedWaiter = null
+        resolve()
+      }
+      this.on('connected', onConnected)
+      this.on('session', onConnected)
+    })
+    return this.connectedWaiter
   }
 
   // The function the library is given for `watcher`: always the same one. The library keeps a
