@@ -33,7 +33,9 @@ export const ROLES_OF_METHOD: Record<Method, readonly Role[]> = {
   CopyBase: ['agent', 'node', 'admin'],
   PruneVersions: ['agent', 'admin'],
   DeleteDisk: ['agent', 'admin'],
-  DeleteBlocks: ['admin']
+  DeleteBlocks: ['admin'],
+  // A scrub reads every byte of a disk's versions on the node: an operator's call.
+  Scrub: ['admin']
 }
 
 export interface AuthzDeps {

@@ -168,10 +168,14 @@ export class VersionFiles {
     await fsp.rename(sidecarPath(from), sidecarPath(to))
   }
 
-  async removeSidecar (file: string): Promise<void> {
+  // Returns the bytes the sidecar had allocated (a version's freed space counts them too).
+  async removeSidecar (file: string): Promise<number> {
     this.cache.forget(sidecarPath(file))
     this.unverified.delete(file)
+    let bytes = 0
+    try { bytes = (await fsp.stat(sidecarPath(file))).blocks * 512 } catch {}
     await fsp.rm(sidecarPath(file), { force: true })
+    return bytes
   }
 
   // The scrub's check of a whole version file (called under the range lock of all of it):

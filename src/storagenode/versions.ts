@@ -167,11 +167,11 @@ export class CopyOnWrite {
     }
     this.deps.files.forget(file)
     disk.dirty.delete(file)
-    const freed = this.deps.space.allocatedOf(file)
+    let freed = this.deps.space.allocatedOf(file)
     this.deps.space.forgetAlloc(file)
     try {
       await fsp.rm(file, { force: true })
-      await this.deps.files.removeSidecar(file)
+      freed += await this.deps.files.removeSidecar(file)
     } catch (err) {
       throw this.deps.translate(err, `delete ${disk.uuid} block ${block}.${epoch}`)
     }
