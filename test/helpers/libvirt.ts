@@ -4,6 +4,7 @@ import { spawn } from 'node:child_process'
 import fs from 'node:fs'
 import path from 'node:path'
 import { runCli } from './cli'
+import { identityDir } from './tls'
 
 export interface HookRun { code: number, stdout: string, stderr: string, ms: number }
 
@@ -50,11 +51,12 @@ export function readHookLog (text: string): HookLogLine[] {
 }
 
 // Installs the hook as `ukai libvirt install-hook` does, into DIR/hooks-HOST, with its own config
-// and log: one installation per simulated hypervisor.
+// and log: one installation per simulated hypervisor. The hook talks to the nodes with the
+// hypervisor's agent certificate (`--tls-dir`, written to hook.conf): no admin key on a hypervisor.
 export async function installHookFor (dir: string, zk: string, host: string, mount: string, extra: string[] = []): Promise<{ hook: string, log: string, conf: string }> {
   const conf = path.join(dir, `${host}.conf`)
   const log = path.join(dir, `${host}.log`)
-  const res = await runCli(['libvirt', 'install-hook', '--dir', path.join(dir, `hooks-${host}`), '--config', conf, '--host', host, '--mount', mount, '--log', log, '--json', ...extra], { zk })
+  const res = await runCli(['libvirt', 'install-hook', '--dir', path.join(dir, `hooks-${host}`), '--config', conf, '--host', host, '--mount', mount, '--log', log, '--json', '--tls-dir', await identityDir({ role: 'agent', name: host }), ...extra], { zk })
   if (res.code !== 0) throw new Error(`install-hook failed: ${res.stderr}`)
   return { hook: (JSON.parse(res.stdout) as { path: string }).path, log, conf }
 }
