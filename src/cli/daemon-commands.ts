@@ -1,5 +1,6 @@
 // ukai storagenode | mount: long-running daemons (ukai controller: cli/controller-commands.ts).
 // Each logs JSON lines and a final "ready" line once it serves; SIGTERM/SIGINT stop it gracefully.
+import { checkMountOptions } from '../agent/fuse-adapter'
 import { daemonTls } from './tls-options'
 import os from 'node:os'
 import { Command } from 'commander'
@@ -123,6 +124,7 @@ export function daemonCommands (program: Command): void {
     .option('--metrics-listen <host:port>', METRICS_LISTEN_HELP)
     .option('--metrics-listen-any', METRICS_LISTEN_ANY_HELP)
     .action(async (mountPoint: string, opts, cmd: Command) => {
+      checkMountOptions({ allowOther: opts.allowOther === true })  // before credentials: the first thing wrong is said first
       const nodeAddresses = addressMap(opts.nodeAddress, '--node-address')
       const metricsListen = metricsListenOf(opts)
       const rttIntervalMs: number = opts.rttIntervalMs
