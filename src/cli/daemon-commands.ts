@@ -95,9 +95,11 @@ export function daemonCommands (program: Command): void {
       const metrics = metricsListen === undefined ? undefined : new NodeMetrics(opts.id)
       const node = await runWithMetrics(metricsListen, metrics, log, async () => await runStorageNode({
         id: opts.id, site: opts.site, dataDir: opts.dataDir, listen: opts.listen, host: opts.host,
-        // The certificate is checked after the arguments and the metrics port (their errors first).
+        // The credentials file, then the certificate, are checked after the arguments and the
+        // metrics port (their errors first).
+        zk: zkConnectString(cmd), zkAuth: zkAuth(cmd, (m) => log.warn(m)),
         capacityBytes: opts.capacity, peerAddresses, metrics, scrub: { bytesPerSecMax: opts.scrubMbps, intervalMs: opts.scrubIntervalMs }, tls: daemonTls(cmd, 'node', opts.id) ?? undefined,  // null: --insecure (warned at start)
-        zk: zkConnectString(cmd), zkAuth: zkAuth(cmd, (m) => log.warn(m)), zkSessionTimeoutMs: zkSessionTimeoutMs(cmd), zkConnectTimeoutMs: zkConnectTimeoutMs(cmd), logger: log
+        zkSessionTimeoutMs: zkSessionTimeoutMs(cmd), zkConnectTimeoutMs: zkConnectTimeoutMs(cmd), logger: log
       }))
       stopOnSignals(log, node.close)
       log.info({ address: node.daemon.address, metricsAddress: node.metricsAddress }, 'ready')
@@ -134,9 +136,11 @@ export function daemonCommands (program: Command): void {
       const log = createLogger('mount').child({ host: opts.host, site: opts.site })
       const metrics = metricsListen === undefined ? undefined : new AgentMetrics(opts.host)
       const m = await runWithMetrics(metricsListen, metrics, log, async () => {
-        daemonTls(cmd, 'agent', opts.host)  // checked here: the arguments' and the metrics port's errors first
+        // Checked here, the credentials file first: the arguments' and the metrics port's errors come before.
+        const auth = zkAuth(cmd, (m) => log.warn(m))
+        daemonTls(cmd, 'agent', opts.host)
         return await runMount({
-          mountPoint, host: opts.host, site: opts.site, zk: zkConnectString(cmd), zkAuth: zkAuth(cmd, (m) => log.warn(m)), zkSessionTimeoutMs: zkSessionTimeoutMs(cmd), zkConnectTimeoutMs: zkConnectTimeoutMs(cmd), allowOther: opts.allowOther === true,
+          mountPoint, host: opts.host, site: opts.site, zk: zkConnectString(cmd), zkAuth: auth, zkSessionTimeoutMs: zkSessionTimeoutMs(cmd), zkConnectTimeoutMs: zkConnectTimeoutMs(cmd), allowOther: opts.allowOther === true,
           handoverTimeoutMs: opts.handoverTimeoutMs, ioRetryMs: opts.ioRetryMs, replicaHungMs: opts.replicaHungMs, nodeAddresses, rttIntervalMs, cacheDir: opts.cacheDir, cacheSizeBytes, localReads: opts.localReads !== false, localReadFiles, autoRepair: opts.autoRepair !== false, controller: opts.controller !== false,
           nbdDir: opts.nbdDir, nbdListen: opts.nbdListen === undefined ? undefined : parseHostPort(opts.nbdListen, '--nbd-listen'), metrics, logger: log
         })
