@@ -11,10 +11,11 @@ import { spawn, spawnSync } from 'node:child_process'
 import fs from 'node:fs'
 import path from 'node:path'
 import t from 'tap'
-import { makeTempDir, startAgent, startNode, startZk } from './helpers/cluster'
+import { makeTempDir, processZkAuth, startAgent, startNode, startZk } from './helpers/cluster'
 import { cliJson, runCli } from './helpers/cli'
 import { hookLog } from './helpers/libvirt'
 import { qemuUnavailable } from './helpers/qemu'
+import { identityDir } from './helpers/tls'
 
 const NOBODY = 65534
 const HOOKS_DIR = '/etc/libvirt/hooks'
@@ -54,6 +55,13 @@ t.test('libvirtd runs a domain on the UKAI mount and calls the hook', { skip: wh
   fs.writeFileSync(logFile, '', { mode: 0o666 })
   fs.chmodSync(logFile, 0o666)
   const conf = path.join(dir, 'hook.conf')
+  // So must its credentials be: the ZooKeeper credentials file and the agent's certificate, copied
+  // for nobody (mode 0600, as a root libvirtd's hook reads root's own).
+  const hookZkAuth = path.join(dir, 'zk-auth')
+  fs.copyFileSync(processZkAuth().file, hookZkAuth)
+  const hookTls = path.join(dir, 'tls')
+  fs.cpSync(await identityDir({ role: 'agent', name: 'hv-a' }), hookTls, { recursive: true })
+  for (const f of [hookZkAuth, hookTls, ...fs.readdirSync(hookTls).map(n => path.join(hookTls, n))]) fs.chownSync(f, NOBODY, NOBODY)
   const createdHooksDir = !fs.existsSync(HOOKS_DIR)
   fs.mkdirSync(HOOKS_DIR, { recursive: true })
   const name = `ukai-test-${process.pid}`
@@ -62,7 +70,7 @@ t.test('libvirtd runs a domain on the UKAI mount and calls the hook', { skip: wh
     fs.rmSync(hookFile, { force: true })
     if (createdHooksDir) fs.rmSync(HOOKS_DIR, { recursive: true, force: true })
   })
-  const inst = await runCli(['libvirt', 'install-hook', '--dir', HOOKS_DIR, '--name', name, '--config', conf, '--host', 'hv-a', '--mount', a.mountPoint, '--log', logFile, '--json'], { zk: zk.connectString })
+  const inst = await runCli(['libvirt', 'install-hook', '--dir', HOOKS_DIR, '--name', name, '--config', conf, '--host', 'hv-a', '--mount', a.mountPoint, '--log', logFile, '--zk-auth', hookZkAuth, '--tls-dir', hookTls, '--json'], { zk: zk.connectString })
   t.equal(inst.code, 0, inst.stderr)
   const installed = JSON.parse(inst.stdout) as { path: string, layout: string, libvirtVersion: string }
   t.equal(installed.path, hookFile)
