@@ -176,7 +176,8 @@ t.test('libvirt hook', async (t) => {
     const prep = await cliJson<Array<{ disk: string, action: string, site: string }>>(['prepare-migration', 'vm2', '--to-host', 'hv-b'], zk)
     t.same(prep.map(p => [p.disk, p.action, p.site]), [['vm2', 'started', 'site-b']])
     const twice = await cliJson<Array<{ action: string }>>(['prepare-migration', 'vm2', '--to-host', 'hv-b'], zk)
-    t.equal(twice[0].action, 'already-relocating', 'idempotent')
+    // Idempotent: still relocating, or (the controller ran the unleased copy in the meantime) there.
+    t.ok(['already-relocating', 'already-there'].includes(twice[0].action), `idempotent (${twice[0].action})`)
     // Open on A: finish refuses to let go of a disk still in use here.
     const fa = await fs.promises.open(path.join(a.mountPoint, 'vm2'), 'r')
     const busy = await runCli(['finish-migration', 'vm2', '--host', 'hv-a'], { zk })
