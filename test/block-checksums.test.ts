@@ -9,6 +9,7 @@ import { crc32c } from '@node-rs/crc32'
 import { BlockStore } from '../src/storagenode/block-store'
 import { CHECKSUM_PAGE_BYTES, SIDECAR_HEADER, SIDECAR_HEADER_BYTES, checkHeader, firstBadPage, pageSpan, pageSum, pageSums, sidecarFor } from '../src/storagenode/page-checksums'
 import { isUkaiError } from '../src/errors'
+import { flipByte } from './helpers/node-files'
 
 const UUID = '0b5d3c1e-7a2f-4c11-9e0f-222222222222'
 const BLOCK_BYTES = 256 * 1024
@@ -44,15 +45,6 @@ function sidecarMatches (file: string): boolean {
   return pad(want).equals(pad(got))
 }
 
-function flipByte (file: string, at: number): void {
-  const fd = fs.openSync(file, 'r+')
-  try {
-    const b = Buffer.alloc(1)
-    fs.readSync(fd, b, 0, 1, at)
-    b[0] ^= 0x5a
-    fs.writeSync(fd, b, 0, 1, at)
-  } finally { fs.closeSync(fd) }
-}
 
 t.test('the format: header, a zero page stores 0, sums are crc32c XOR the zero page\'s', async t => {
   t.equal(SIDECAR_HEADER.subarray(0, 4).toString(), 'UKC1')
@@ -116,7 +108,7 @@ t.test('a flipped byte is never served: CHECKSUM for its page, other pages still
   t.teardown(() => store.close())
   const data = bytes(rng(3), 4 * PAGE)
   await store.write(UUID, 0, 1, 0, data, 1)
-  flipByte(versionFile(dir, 0, 1), 2 * PAGE + 17)
+  flipByte(versionFile(dir, 0, 1), 2 * PAGE + 17, 0x5a)
   const err = await store.read(UUID, 0, 1, 2 * PAGE + 100, 10).then(() => null, (e: unknown) => e)
   t.ok(isUkaiError(err, 'CHECKSUM') && /page 2 /.test((err as Error).message), 'the page read is refused, naming the page')
   await t.rejects(store.read(UUID, 0, 1, 0, 4 * PAGE), { code: 'CHECKSUM' }, 'a read spanning it too')
@@ -173,7 +165,7 @@ t.test('the scrub\'s check: adopts a version older than checksums, then finds ro
   t.equal(adopted?.digest, clean?.digest, 'with the same digest as before')
   t.equal(store.unverifiedVersions, 0)
   t.ok(sidecarMatches(versionFile(dir, 4, 1)), 'its sidecar now matches its bytes')
-  flipByte(versionFile(dir, 4, 1), PAGE + 3)
+  flipByte(versionFile(dir, 4, 1), PAGE + 3, 0x5a)
   t.match(await store.checkVersion(UUID, 4, 1), { badPage: 1 }, 'rot found by the scrub\'s check')
   t.equal(await store.checkVersion(UUID, 9, 1), null, 'a version that does not exist: null')
 })

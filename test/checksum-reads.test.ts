@@ -8,7 +8,7 @@ import t from 'tap'
 import { AgentFixture, NodeFixture, TestLike, fuseUnavailable, missingCli, startAgent, startNode, startZk } from './helpers/cluster'
 import { cliJson, cliOk } from './helpers/cli'
 import { randomBytes, rng } from './helpers/model'
-import { versionFiles } from './helpers/node-files'
+import { flipByte, versionFiles } from './helpers/node-files'
 import { until } from './helpers/until'
 import { sidecarFor } from '../src/storagenode/page-checksums'
 
@@ -38,15 +38,6 @@ async function setup (t: TestLike & Parameters<typeof cliOk>[0], nodeHost: strin
   return { zk, nodes, agent, file, model, uuid }
 }
 
-function flipByte (file: string, at: number): void {
-  const fd = fs.openSync(file, 'r+')
-  try {
-    const b = Buffer.alloc(1)
-    fs.readSync(fd, b, 0, 1, at)
-    b[0] ^= 0xff
-    fs.writeSync(fd, b, 0, 1, at)
-  } finally { fs.closeSync(fd) }
-}
 
 // The block's one version file on the node (test/helpers/node-files.ts).
 function blockFile (node: NodeFixture, uuid: string, block: number): string {

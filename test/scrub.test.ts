@@ -8,7 +8,7 @@ import path from 'node:path'
 import t from 'tap'
 import { NodeFixture, fuseUnavailable, missingCli, startAgent, startNode, startZk } from './helpers/cluster'
 import { cliJson, cliOk, runCli } from './helpers/cli'
-import { versionFiles } from './helpers/node-files'
+import { flipByte, versionFiles } from './helpers/node-files'
 import { randomBytes, rng } from './helpers/model'
 import { until } from './helpers/until'
 import { sidecarFor } from '../src/storagenode/page-checksums'
@@ -27,15 +27,6 @@ function blockFile (node: NodeFixture, uuid: string, block: number): string {
   return path.join(node.dataDir, 'disks', uuid, found[0])
 }
 
-function flipByte (file: string, at: number): void {
-  const fd = fs.openSync(file, 'r+')
-  try {
-    const b = Buffer.alloc(1)
-    fs.readSync(fd, b, 0, 1, at)
-    b[0] ^= 0xff
-    fs.writeSync(fd, b, 0, 1, at)
-  } finally { fs.closeSync(fd) }
-}
 
 t.test('scrub finds rot nobody read, marks it stale, repairs it; --deep finds a replica that differs', { skip }, async (t) => {
   const zk = (await startZk(t)).connectString
