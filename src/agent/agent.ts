@@ -12,7 +12,8 @@ import { VersionedDiskRecord, getXattr, ownerOf, updateDiskRecord, withMode, wit
 import { LocalReads } from '../vdisk/short-circuit-reads'
 import { NodePool } from '../vdisk/node-pool'
 import { SnapshotImage } from '../vdisk/snapshot-image'
-import { VirtualDisk } from '../vdisk/virtual-disk'
+import { IO_RETRY_MS_DEFAULT, VirtualDisk } from '../vdisk/virtual-disk'
+import { AllocationSource, HeadAllocation, SnapshotAllocation } from '../vdisk/allocation'
 
 export interface AgentOptions {
   meta: MetaStore
@@ -92,7 +93,7 @@ export class Agent {
   // the lease the old release is about to give up, and its open record be dropped by it.
   private readonly detaching = new Map<string, Promise<void>>()
   private opening = new Map<string, Promise<OpenDisk>>()
-  private readonly handles = new Map<number, { name: string, writable: boolean, image?: SnapshotImage }>()
+  private readonly handles = new Map<number, { name: string, writable: boolean, image?: SnapshotImage, allocation?: AllocationSource }>()
   // Snapshots per disk, kept current through watches: the read-only `.snapshots` directory.
   private snapshots = new Map<string, SnapshotRecord[]>()
   // Disks whose record and snapshot list are watched. Not `records`: a disk also enters those
@@ -370,6 +371,17 @@ export class Agent {
   reader (fh: number): { read: (offset: number, length: number) => Promise<Buffer> } {
     const image = this.handles.get(fh)?.image
     return image ?? this.disk(fh)
+  }
+
+  // Where the handle's file holds data (SEEK_DATA/SEEK_HOLE on the mount, NBD block status), per
+  // disk block (vdisk/allocation.ts); one per handle, so a clone's ancestors are asked once.
+  allocation (fh: number): AllocationSource {
+    const h = this.handles.get(fh)
+    if (h === undefined) throw UkaiError.notFound(`no open handle ${fh}`)
+    h.allocation ??= h.image === undefined
+      ? new HeadAllocation(this.pool, this.disk(fh))
+      : new SnapshotAllocation(this.meta, this.pool, this.ioRetryMs ?? IO_RETRY_MS_DEFAULT, h.image.snapshot.disk, h.image.snapshot.epoch, h.image.snapshot.sizeBytes)
+    return h.allocation
   }
 
   disk (fh: number): VirtualDisk {

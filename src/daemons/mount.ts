@@ -101,7 +101,7 @@ export async function runMount (opts: MountOptions): Promise<RunningMount> {
     fuse = await mountAgent(agent, opts.mountPoint, opts.logger, { allowOther: opts.allowOther, io: metrics })
     if (opts.nbdDir !== undefined || opts.nbdListen !== undefined) {
       const server = new NbdServer({
-        exports: new AgentExports(agent, opts.ioRetryMs ?? IO_RETRY_MS_DEFAULT, metrics),
+        exports: new AgentExports(agent, metrics),
         socketDir: opts.nbdDir,
         listen: opts.nbdListen,
         owner: async (disk) => { try { return agent.fileOwner(await agent.stat(disk)) } catch (err) { if (isUkaiError(err, 'NOT_FOUND')) return null; throw err } },

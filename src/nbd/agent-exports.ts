@@ -6,11 +6,9 @@
 // destination QEMU still waiting for a migration takes nothing. Snapshots (DISK@SNAP) export
 // read-only.
 import { UkaiError, isUkaiError } from '../errors'
-import { parseSnapshotRef } from '../meta/schema'
 import { Agent } from '../agent/agent'
 import type { DiskIoSink } from '../agent/io-sink'
-import { AllocationSource, HeadAllocation, SnapshotAllocation } from './allocation'
-import { IO_RETRY_MS_DEFAULT } from '../vdisk/virtual-disk'
+import type { AllocationSource } from '../vdisk/allocation'
 
 export interface ExportInfo { sizeBytes: number, readOnly: boolean }
 
@@ -37,7 +35,7 @@ export interface NbdExportSource {
 
 export class AgentExports implements NbdExportSource {
   // `io`: told of every disk read, write and flush answered (the metrics, as for the FUSE file).
-  constructor (private readonly agent: Agent, private readonly ioRetryMs = IO_RETRY_MS_DEFAULT, private readonly io?: DiskIoSink) {}
+  constructor (private readonly agent: Agent, private readonly io?: DiskIoSink) {}
 
   names (): string[] { return [...this.agent.listDisks(), ...this.agent.listSnapshotFiles()].sort() }
 
@@ -80,7 +78,7 @@ export class AgentExports implements NbdExportSource {
         io?.flush(name, t0)
       },
       discard: async (offset, length) => await agent.disk(fh).discard(offset, length),
-      allocation: new HeadAllocation(agent.pool, disk),
+      allocation: agent.allocation(fh),
       close: async () => {
         if (closed) return
         closed = true
@@ -91,7 +89,6 @@ export class AgentExports implements NbdExportSource {
 
   private async openSnapshot (ref: string): Promise<NbdExport> {
     const agent = this.agent
-    const { disk } = parseSnapshotRef(ref)
     const snap = await agent.statSnapshot(ref)
     const fh = await agent.openSnapshot(ref, false)
     const readOnly = async (): Promise<never> => { throw new UkaiError('READ_ONLY', `snapshot ${ref} is read-only`) }
@@ -104,7 +101,7 @@ export class AgentExports implements NbdExportSource {
       write: readOnly,
       discard: readOnly,
       flush: async () => {}, // nothing to make durable: committed versions are
-      allocation: new SnapshotAllocation(agent.meta, agent.pool, this.ioRetryMs, disk, snap.epoch, snap.sizeBytes),
+      allocation: agent.allocation(fh),
       close: async () => {
         if (closed) return
         closed = true

@@ -1,5 +1,5 @@
-// Which parts of a disk hold data, for NBD block status (`base:allocation`), so `qemu-img map`
-// and `convert` skip holes. The engine knows allocation per disk block only: a block with no
+// Which parts of a disk hold data, for NBD block status (`base:allocation`) and lseek's
+// SEEK_DATA/SEEK_HOLE on the FUSE file, so `qemu-img map`, `convert` and `cp --sparse` skip holes. The engine knows allocation per disk block only: a block with no
 // version on any storage node (never written, or discarded whole) reads as zeros; any block with
 // a version — even one partly punched — is reported as data. Granularity is therefore the
 // disk's block size (default 4 MiB). The nodes' `ListBlocks` answers it; a hole is reported only
@@ -8,16 +8,35 @@
 // safe). Clones count their ancestors' written blocks as data.
 import { MetaStore } from '../meta/store'
 import { DiskRecord } from '../meta/schema'
-import { NodePool } from '../vdisk/node-pool'
-import { ParentChain } from '../vdisk/parent-chain'
+import { NodePool } from './node-pool'
+import { ParentChain } from './parent-chain'
 import { safetyCatch } from '../errors'
 
 export interface AllocationRun { offset: number, lengthBytes: number, hole: boolean }
 
 export interface AllocationSource {
+  readonly sizeBytes: number    // the file's size now (a disk's head may be resized)
   // Runs covering at least [offset, offset+length) (the last may go further), or null when the
   // allocation cannot be known right now (report data).
   runs (offset: number, length: number): Promise<AllocationRun[] | null>
+}
+
+export type SeekWhence = 'data' | 'hole'
+
+// lseek(2)'s SEEK_DATA / SEEK_HOLE: the first data (or hole) offset at or after `offset`, the end
+// of the file counting as a hole; null where lseek fails with ENXIO (`offset` at or past the end,
+// or SEEK_DATA with no data after it). An allocation that cannot be known now is all data, as on a
+// file system without holes.
+export async function seekAllocation (source: AllocationSource, offset: number, whence: SeekWhence): Promise<number | null> {
+  const size = source.sizeBytes
+  if (!(offset >= 0 && offset < size)) return null
+  const runs = await source.runs(offset, size - offset)
+  if (runs === null) return whence === 'data' ? offset : size
+  for (const r of runs) {
+    if (r.offset + r.lengthBytes <= offset) continue
+    if (r.hole === (whence === 'hole')) return Math.max(r.offset, offset)
+  }
+  return whence === 'data' ? null : size
 }
 
 export interface WrittenBlocksQuery {
@@ -76,6 +95,8 @@ export class HeadAllocation implements AllocationSource {
 
   constructor (private readonly pool: NodePool, private readonly disk: HeadDiskView) {}
 
+  get sizeBytes (): number { return this.disk.sizeBytes }
+
   async runs (offset: number, length: number): Promise<AllocationRun[] | null> {
     const rec = this.disk.record
     const written = await writtenBlocks({ pool: this.pool, uuid: rec.uuid, nodes: this.disk.map.nodesInMap(), epochMax: Number.MAX_SAFE_INTEGER })
@@ -92,7 +113,7 @@ export class HeadAllocation implements AllocationSource {
 export class SnapshotAllocation implements AllocationSource {
   private known: { written: Set<number>, blockSizeBytes: number } | null = null
 
-  constructor (private readonly meta: MetaStore, private readonly pool: NodePool, private readonly ioRetryMs: number, private readonly disk: string, private readonly epoch: number, private readonly sizeBytes: number) {}
+  constructor (private readonly meta: MetaStore, private readonly pool: NodePool, private readonly ioRetryMs: number, private readonly disk: string, private readonly epoch: number, readonly sizeBytes: number) {}
 
   async runs (offset: number, length: number): Promise<AllocationRun[] | null> {
     this.known ??= await this.load()
