@@ -2,9 +2,11 @@
 # Builds UKAI's two native pieces from source into build/ (called by scripts/setup.sh):
 #
 #   build/fuse-native  fuse-native 2.2.6 from node_modules with native/fuse-native/*.patch applied
-#                      (adds the fallocate operation, ERANGE for short xattr buffers, and the
-#                      fn_max_write/fn_parallel_direct_writes channel; docs/architecture.md), compiled
-#                      against Debian's libfuse-dev. The mount agent loads this copy, never the
+#                      (adds the fallocate operation, ERANGE for short xattr buffers, and a
+#                      channel in front of /dev/fuse that amends INIT/OPEN replies for
+#                      fn_max_write/fn_parallel_direct_writes and answers FUSE_LSEEK — SEEK_DATA/
+#                      SEEK_HOLE, which libfuse 2 lacks — through a JS lseek operation;
+#                      docs/architecture.md), compiled against Debian's libfuse-dev. The mount agent loads this copy, never the
 #                      prebuilt binding in node_modules.
 #   build/punch-hole   fallocate(PUNCH_HOLE) for the storage node's discard.
 #   build/sd-notify    libsystemd's sd_notify for Type=notify units (both daemons' readiness).
@@ -73,7 +75,7 @@ have=$(node -p "require('./$FUSE_NATIVE_SRC/package.json').version")
 build_addon fuse-native "$FUSE_NATIVE_SRC" \
   "$(inputs_hash "$FUSE_NATIVE_SRC/package.json" "$FUSE_NATIVE_SRC/fuse-native.c" "$FUSE_NATIVE_SRC/index.js" native/fuse-native/*)" \
   prepare_fuse_native \
-  "const F = require(process.argv[1]); if (typeof F.prototype._op_fallocate !== 'function') { console.error('no fallocate in', process.argv[1]); process.exit(1) }"
+  "const F = require(process.argv[1]); if (typeof F.prototype._op_fallocate !== 'function' || typeof F.prototype._op_lseek !== 'function') { console.error('no fallocate or lseek in', process.argv[1]); process.exit(1) }"
 
 build_addon punch-hole native/punch-hole \
   "$(inputs_hash native/punch-hole/*)" \

@@ -8,6 +8,7 @@ import { loadNative } from '../native'
 import { holdGcBallast } from '../lib/gc-ballast'
 import { DiskFileOwner } from '../meta/schema'
 import { VirtualDisk } from '../vdisk/virtual-disk'
+import { SeekWhence, seekAllocation } from '../vdisk/allocation'
 import { Agent } from './agent'
 import { toErrno } from './fuse-errno'
 import type { DiskIoSink } from './io-sink'
@@ -35,6 +36,10 @@ const O_RDONLY = 0
 // (fuse_direct_write_iter has no generic_write_sync), so such a handle's writes flush here.
 const O_DSYNC = 0o10000
 const ENODATA = -61
+const ENXIO = -6
+const EINVAL = -22
+// lseek(2) whence values the kernel passes on (it answers SEEK_SET/CUR/END itself).
+const SEEK_WHENCE: Record<number, SeekWhence> = { 3: 'data', 4: 'hole' }
 const EOPNOTSUPP = -95
 
 export interface FuseMountOptions {
@@ -60,7 +65,7 @@ export const SNAPSHOT_DIR = '.snapshots'
 const SNAPSHOT_PREFIX = `/${SNAPSHOT_DIR}/`
 const EROFS = -30
 
-// fuse-native as scripts/build-native.sh builds it (patched: fallocate); loaded at the first
+// fuse-native as scripts/build-native.sh builds it (patched: fallocate, lseek); loaded at the first
 // mount, so CLI verbs that never mount do not need the addon.
 function loadFuse (): typeof Fuse {
   return loadNative<typeof Fuse>('fuse-native')
@@ -201,6 +206,14 @@ export function mountAgent (agent: Agent, mountPoint: string, log: Logger, opts:
     fallocate (path: string, fh: number, mode: number, offset: number, length: number, cb: (code: number) => void) {
       if (inSnapshots(path)) return cb(EROFS)
       run('fallocate', cb, () => agent.fallocate(fh, mode, offset, length))
+    },
+    // SEEK_DATA/SEEK_HOLE (our fuse-native build answers FUSE_LSEEK outside libfuse 2, which has
+    // no such operation: hence no path, the handle names the file). Holes are whole disk blocks
+    // no node holds a version of, as in st_blocks and NBD block status.
+    lseek (fh: number, offset: number, whence: number, cb: (code: number, offset?: number) => void) {
+      const want = SEEK_WHENCE[whence]
+      if (want === undefined) return cb(EINVAL)
+      run<number | null>('lseek', (code, at) => cb(code, at ?? undefined), async () => await seekAllocation(agent.allocation(fh), offset, want), at => at === null ? [ENXIO] : [0, at])
     },
     truncate (path: string, size: number, cb: (code: number) => void) {
       if (inSnapshots(path)) return cb(EROFS)
