@@ -5,10 +5,8 @@
 // USAGE_TTL_MS is refreshed in the background, one refresh per disk at a time; a close of a
 // written handle refreshes it too.
 //
-// Holes (SEEK_HOLE / SEEK_DATA) cannot be reported:
-// libfuse 2, which fuse-native binds, has no lseek operation, so `qemu-img map` and
-// `cp --sparse` still read the whole file (zeros come back cheap: unwritten blocks are never
-// asked of a node).
+// Holes (SEEK_DATA / SEEK_HOLE) come from the same written blocks, asked afresh at each lseek:
+// vdisk/allocation.ts (Agent.allocation, the FUSE adapter's lseek).
 import { safetyCatch } from '../errors'
 import { Logger } from '../log'
 import { DiskRecord } from '../meta/schema'
