@@ -52,7 +52,7 @@ async function probe (file: string, offsets: number[]): Promise<Array<[number | 
 
 // What lseek must answer for a disk of `size` bytes whose blocks in `data` hold data.
 function expected (data: Set<number>, size: number, off: number): [number | string, number | string] {
-  if (off >= size) return ['ENXIO', 'ENXIO']
+  if (off < 0 || off >= size) return ['ENXIO', 'ENXIO']
   const isData = (at: number): boolean => data.has(Math.floor(at / BLOCK))
   let d: number | string = 'ENXIO'
   for (let at = off; at < size; at = (Math.floor(at / BLOCK) + 1) * BLOCK) if (isData(at)) { d = at; break }
@@ -61,7 +61,8 @@ function expected (data: Set<number>, size: number, off: number): [number | stri
   return [d, h]
 }
 
-// Block starts, the bytes either side, a few odd offsets, the last byte, the end and past it.
+// A negative offset, block starts, the bytes either side, a few odd offsets, the last byte, the
+// end and past it.
 function offsetsFor (size: number): number[] {
   const out = new Set<number>([0, 1, size - 1, size, size + 4096, 3 * BLOCK + 12345])
   for (let b = 0; b * BLOCK < size; b++) {
@@ -69,7 +70,7 @@ function offsetsFor (size: number): number[] {
     out.add(b * BLOCK + BLOCK / 2)
     if (b > 0) out.add(b * BLOCK - 1)
   }
-  return [...out].filter(o => o >= 0).sort((x, y) => x - y)
+  return [-1, ...[...out].sort((x, y) => x - y)]
 }
 
 async function checkSeeks (t: Test, file: string, data: Set<number>, size: number, what: string): Promise<void> {
@@ -147,6 +148,32 @@ t.test('SEEK_DATA/SEEK_HOLE on the mount', { skip: skip ?? false }, async (t) =>
     await writeAt(file, [[0, randomBytes(rand, 8 * MiB)]])
     await checkSeeks(t, file, new Set([0, 1, 2, 3, 4, 5, 6, 7]), 8 * MiB, 'full')
     t.same(await qemuMap(file), [[0, 8 * MiB, true]], 'qemu-img map: all data')
+  })
+
+  // The agent reuses a head's written blocks for a moment (vdisk/allocation.ts); a write or
+  // TRIM on this host must show at once, also to a handle that asked just before.
+  t.test('a write and a TRIM are seen at once by a handle that already asked', async (t) => {
+    const file = await create('fresh', '4M')
+    const { stdout } = await exec('python3', ['-c', `
+import ctypes, errno, json, os, sys
+B = 1 << 20
+r = os.open(sys.argv[1], os.O_RDONLY)
+w = os.open(sys.argv[1], os.O_RDWR)
+def seek(whence):
+    try:
+        return os.lseek(r, 0, whence)
+    except OSError as e:
+        return errno.errorcode[e.errno]
+out = [seek(os.SEEK_DATA)]
+os.pwrite(w, b'x' * 4096, 2 * B)
+out.append(seek(os.SEEK_DATA))
+libc = ctypes.CDLL(None, use_errno=True)
+libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_long, ctypes.c_long]
+if libc.fallocate(w, 3, 2 * B, B) != 0: raise OSError(ctypes.get_errno(), 'fallocate')
+out.append(seek(os.SEEK_DATA))
+print(json.dumps(out))
+`, file])
+    t.same(JSON.parse(stdout), ['ENXIO', 2 * MiB, 'ENXIO'], 'SEEK_DATA from 0: none, then the block just written, then none after its TRIM')
   })
 
   t.test('holes between written blocks, a trimmed block, a snapshot', async (t) => {

@@ -65,6 +65,7 @@ export class VirtualDisk {
   private acquiring: Promise<HeldLease> | null = null
   private handingOver: Promise<void> | null = null
   private inFlightWrites = 0
+  private mutationCount = 0
   private writesDrained: Array<() => void> = []
   // Blocks written per node since its last flush: what a failed flush puts at risk, and the
   // newest lease epoch they were written under (what a flush without the lease must use).
@@ -262,6 +263,10 @@ export class VirtualDisk {
   // --- clones -------------------------------------------------------------------------------
 
   get isClone (): boolean { return this.chain !== null }
+  // Block writes and discards ended on this host so far: whoever cached which blocks hold data
+  // (vdisk/allocation.ts) knows to ask again. Counted when each ends, so a change acknowledged
+  // after such a cache was filled always moves it.
+  get mutations (): number { return this.mutationCount }
 
   // Blocks a flatten must copy (the ancestors' written blocks within this disk).
   async parentBlocks (): Promise<number[]> {
@@ -477,6 +482,7 @@ export class VirtualDisk {
       } finally {
         this.local?.mutating(block, writeEpoch)
         this.blockLocks.releaseWrite(block)
+        this.mutationCount++
       }
     })
   }
