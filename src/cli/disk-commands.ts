@@ -24,6 +24,7 @@ export function diskCommands (program: Command): void {
     .option('--replicas <n>', 'number of replicas (default: the cluster default, 2)', replicasOption)
     .option('--site <site>', 'place the replicas on live nodes of this site', idOption('site'))
     .option('--nodes <a,b>', 'place the replicas on exactly these nodes', nodeListOption)
+    .option('--tenant <name>', "the tenant that owns it, counted against its quotas (default: 'default'; see 'ukai tenant')", idOption('tenant name'))
     .option('--json', 'print the disk record as JSON')
     .action(async (name: string, opts, cmd: Command) => {
       if (opts.site !== undefined && opts.nodes !== undefined) throw UkaiError.badArgument('give either --site or --nodes, not both')
@@ -33,7 +34,8 @@ export function diskCommands (program: Command): void {
         blockSizeBytes: opts.blockSize,
         replicas: opts.replicas,
         site: opts.site,
-        nodes: opts.nodes
+        nodes: opts.nodes,
+        tenant: opts.tenant
       }))
       if (opts.json === true) printJson(rec)
       else process.stdout.write(`created disk ${rec.name} (${formatBytes(rec.sizeBytes)}, ${rec.replicas} replicas, ${formatBytes(rec.blockSizeBytes)} blocks)\n`)

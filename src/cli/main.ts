@@ -16,6 +16,7 @@ import { siteCommands } from './site-commands'
 import { snapshotCommands } from './snapshot-commands'
 import { topCommand } from './top'
 import { zkCommands } from './zk-commands'
+import { tenantCommands } from './tenant-commands'
 import { exitCodeFor, reportError, wantsJson } from './output'
 import { ukaiVersion } from '../package-root'
 import { UkaiError } from '../errors'
@@ -62,6 +63,7 @@ export function buildProgram (): Command {
   relocateCommands(program)
   scrubCommands(program)
   snapshotCommands(program)
+  tenantCommands(program)
   exportCommands(program)
   migrationCommands(program)
   libvirtCommands(program)
