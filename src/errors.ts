@@ -25,7 +25,7 @@ export type UkaiErrorCode =
   | 'NO_ATTRIBUTE'        // an extended attribute the disk does not have
   | 'TOO_BIG'             // an extended attribute value over the size limit
   | 'QUOTA_EXCEEDED'      // the change would take a tenant past its capacity, disks or snapshots quota
-  | 'PERMISSION_DENIED'   // a storage node refused the caller: no certificate of the cluster CA, a revoked one, or a role not allowed this call
+  | 'PERMISSION_DENIED'   // a storage node refused the caller: no certificate of the cluster CA, a revoked one, or a role not allowed this call; the tenant API refused a tenant another tenant's disk
   | 'INTERNAL'            // a bug: an invariant did not hold
 
 export class UkaiError extends Error {

@@ -4,14 +4,16 @@
 // (info, resize, delete, snapshot, clone, relocate) is PERMISSION_DENIED naming the disk and
 // changes nothing; on its own they work, through the same atomic quotas as the admin path; it
 // cannot create in another tenant nor relocate outside its sites. The agent's mount serves the
-// tenant's disk as any other.
+// tenant's disk as any other. A revoked tenant certificate is refused by the API.
 import fs from 'node:fs'
 import path from 'node:path'
 import t from 'tap'
 import { freePort } from '../src/dev/free-port'
 import { startAgent, startNode, startZk } from './helpers/cluster'
 import { cliJson, cliOk, runCli } from './helpers/cli'
-import { identityDir } from './helpers/tls'
+import { identityDir, testCa } from './helpers/tls'
+import { revokeCert } from '../src/security/ca'
+import { sleep } from '../src/lib/timers'
 
 const MiB = 1024 * 1024
 
@@ -113,5 +115,16 @@ t.test('a tenant certificate through the tenant API', async (t) => {
     const noApi = await runCli(['disk', 'list'], { zk: '127.0.0.1:9', zkAuth: '/nonexistent/zk-auth', tlsDir: acmeTls })
     t.equal(noApi.code, 2)
     t.match(noApi.stderr, /holds the certificate of tenant acme: tenants go through the tenant API — give --api HOST:PORT or set UKAI_API/)
+  })
+
+  t.test('a revoked tenant certificate is refused within seconds', async (t) => {
+    const old = await identityDir({ role: 'tenant', name: 'acme-old' })
+    const list = async (): Promise<{ code: number, stderr: string }> => await runCli(['--api', api, 'disk', 'list', '--json'], { zk: '127.0.0.1:9', zkAuth: '/nonexistent/zk-auth', tlsDir: old })
+    t.equal((await list()).code, 0, 'accepted before')
+    revokeCert(await testCa(), { certFile: path.join(old, 'tls.crt') })
+    let last = { code: 0, stderr: '' }
+    for (let i = 0; i < 20 && last.code === 0; i++) { await sleep(500); last = await list() }
+    t.equal(last.code, 1, 'refused after')
+    t.match(last.stderr, /tenant API: ListDisks refused: the certificate of tenant acme-old is revoked/)
   })
 })
