@@ -24,7 +24,8 @@ export type UkaiErrorCode =
   | 'NOT_SUPPORTED'       // an operation the mount does not offer (a fallocate mode, an xattr namespace)
   | 'NO_ATTRIBUTE'        // an extended attribute the disk does not have
   | 'TOO_BIG'             // an extended attribute value over the size limit
-  | 'PERMISSION_DENIED'   // a storage node refused the caller: no certificate of the cluster CA, a revoked one, or a role not allowed this call
+  | 'QUOTA_EXCEEDED'      // the change would take a tenant past its capacity, disks or snapshots quota
+  | 'PERMISSION_DENIED'   // a storage node refused the caller: no certificate of the cluster CA, a revoked one, or a role not allowed this call; the tenant API refused a tenant another tenant's disk
   | 'INTERNAL'            // a bug: an invariant did not hold
 
 export class UkaiError extends Error {
@@ -57,6 +58,8 @@ export class UkaiError extends Error {
   static notSupported (msg: string): UkaiError { return new UkaiError('NOT_SUPPORTED', msg) }
   static noAttribute (msg: string): UkaiError { return new UkaiError('NO_ATTRIBUTE', msg) }
   static tooBig (msg: string): UkaiError { return new UkaiError('TOO_BIG', msg) }
+  static quotaExceeded (msg: string): UkaiError { return new UkaiError('QUOTA_EXCEEDED', msg) }
+  static permissionDenied (msg: string): UkaiError { return new UkaiError('PERMISSION_DENIED', msg) }
 }
 
 export function isUkaiError (err: unknown, code?: UkaiErrorCode): err is UkaiError {

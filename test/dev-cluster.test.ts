@@ -6,6 +6,8 @@ import path from 'node:path'
 import t from 'tap'
 import { devDown, devUp, readCluster } from '../src/dev/cluster'
 import { isAlive } from '../src/dev/pids'
+import { issueCert } from '../src/security/ca'
+import { runCli } from './helpers/cli'
 import { fuseUnavailable, isMounted, makeTempDir, missingCli, startCluster } from './helpers/cluster'
 
 const skip = missingCli('storagenode') ?? missingCli('mount') ?? fuseUnavailable()
@@ -22,6 +24,16 @@ t.test('devUp / devDown with the real daemons', { skip: skip ?? false }, async (
   for (const a of info.agents) t.ok(isMounted(a.mountPoint), `${a.mountPoint} is mounted`)
   t.same(readCluster(dir), info, 'cluster.json holds what devUp returned')
   await t.rejects(devUp({ dir }), { code: 'ALREADY_EXISTS' })
+
+  // Every agent serves the tenant API: a tenant's certificate of the dev CA lists its (no) disks
+  // through it, without ZooKeeper credentials.
+  const tenantDir = (await issueCert(path.join(dir, 'tls', 'ca'), { role: 'tenant', name: 'devtenant' }, { outDir: path.join(dir, 'tenant') })).dir
+  for (const a of info.agents) {
+    t.match(a.apiAddress, /^127\.0\.0\.1:\d+$/, `agent ${a.host} serves the tenant API`)
+    const r = await runCli(['--api', a.apiAddress as string, 'disk', 'list', '--json'], { zk: '127.0.0.1:9', zkAuth: '/nonexistent/zk-auth', tlsDir: tenantDir })
+    t.equal(r.code, 0, r.stderr)
+    t.same(JSON.parse(r.stdout), [], 'the tenant sees no disk')
+  }
 
   const pids = [info.zk.pid, ...info.nodes.map((n) => n.pid), ...info.agents.map((a) => a.pid)]
   await devDown({ dir })

@@ -74,7 +74,7 @@ t.test('transmission encodings', async (t) => {
 
 t.test('every UkaiError code maps to an NBD error value', async (t) => {
   const allowed = new Set([P.NBD_EPERM, P.NBD_EIO, P.NBD_ENOMEM, P.NBD_EINVAL, P.NBD_ENOSPC, P.NBD_EOVERFLOW, P.NBD_ENOTSUP, P.NBD_ESHUTDOWN])
-  const codes: UkaiErrorCode[] = ['BAD_ARGUMENT', 'NOT_FOUND', 'ALREADY_EXISTS', 'NOT_ENOUGH_NODES', 'ZK_UNAVAILABLE', 'ZK_CONFLICT', 'ZK_AUTH', 'FENCED', 'LEASE_HELD', 'BUSY', 'OUT_OF_RANGE', 'NO_SPACE', 'UNAVAILABLE', 'IO_ERROR', 'READ_ONLY', 'DATA_DIR', 'CORRUPT_STREAM', 'WRONG_BASE', 'NOT_SUPPORTED', 'NO_ATTRIBUTE', 'TOO_BIG', 'PERMISSION_DENIED', 'INTERNAL']
+  const codes: UkaiErrorCode[] = ['BAD_ARGUMENT', 'NOT_FOUND', 'ALREADY_EXISTS', 'NOT_ENOUGH_NODES', 'ZK_UNAVAILABLE', 'ZK_CONFLICT', 'ZK_AUTH', 'FENCED', 'LEASE_HELD', 'BUSY', 'OUT_OF_RANGE', 'NO_SPACE', 'UNAVAILABLE', 'IO_ERROR', 'READ_ONLY', 'DATA_DIR', 'CORRUPT_STREAM', 'WRONG_BASE', 'NOT_SUPPORTED', 'NO_ATTRIBUTE', 'TOO_BIG', 'QUOTA_EXCEEDED', 'PERMISSION_DENIED', 'INTERNAL']
   for (const code of codes) t.ok(allowed.has(toNbdError(new UkaiError(code, 'x'), silentLogger, 'test')), code)
   t.equal(toNbdError(new UkaiError('READ_ONLY', 'x'), silentLogger, 'w'), P.NBD_EPERM, 'read-only: EPERM')
   t.equal(toNbdError(new UkaiError('NO_SPACE', 'x'), silentLogger, 'w'), P.NBD_ENOSPC, 'full: ENOSPC')

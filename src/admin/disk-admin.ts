@@ -7,7 +7,7 @@ import { UkaiError } from '../errors'
 import { Logger, silentLogger } from '../log'
 import { PlacementSegment, ReplicaSet, segmentLayout } from '../meta/placement'
 import {
-  DISK_SIZE_MAX_BYTES, DiskFileOwner, DiskRecord, PlacementPolicy, REPLICAS_MAX, validateDiskName, validateId
+  DEFAULT_TENANT, DISK_SIZE_MAX_BYTES, DiskFileOwner, DiskRecord, PlacementPolicy, REPLICAS_MAX, validateDiskName, validateId
 } from '../meta/schema'
 import { MetaStore } from '../meta/store'
 import { takeFencingEpoch } from '../meta/lease'
@@ -60,6 +60,7 @@ export async function createDisk (meta: MetaStore, req: CreateDiskRequest): Prom
   const replicas = req.replicas ?? (req.nodes?.length || config.defaultReplicas)
   validateReplicas(replicas)
   if (req.site !== undefined) validateId(req.site, 'site')
+  if (req.tenant !== undefined) validateId(req.tenant, 'tenant name')
   const policy: PlacementPolicy = req.nodes !== undefined && req.nodes.length > 0 ? { nodes: req.nodes } : req.site !== undefined ? { site: req.site } : {}
   const placed = choosePlacement(await meta.listNodes(), replicas, policy)
   const record: DiskRecord = {
@@ -70,7 +71,7 @@ export async function createDisk (meta: MetaStore, req: CreateDiskRequest): Prom
     blockSizeBytes,
     replicas,
     placement: policy,
-    tenant: req.tenant ?? 'default',
+    tenant: req.tenant ?? DEFAULT_TENANT,
     parent: req.parent ?? null,
     epoch: 1,  // a clone's copy-on-write lands at epoch 1 too (parent-chain.ts CLONE_BASE_EPOCH)
     segmentBlocks: config.segmentBlocks,
@@ -117,7 +118,7 @@ export async function resizeDisk (meta: MetaStore, name: string, sizeBytes: numb
     }
     const next: DiskRecord = { ...rec, sizeBytes }
     try {
-      await meta.updateDisk(next, version, changed, added)
+      await meta.updateDisk(next, version, changed, added, sizeBytes - disk.sizeBytes)
       return next
     } catch (err) {
       if ((err as UkaiError).code !== 'ZK_CONFLICT' || attempt >= 5) throw err

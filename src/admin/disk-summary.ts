@@ -11,6 +11,7 @@ import { usedBytesOnce } from './used-bytes'
 export interface DiskSummary {
   name: string
   uuid: string
+  tenant: string
   sizeBytes: number
   // Written blocks × block size on one in-sync replica (admin/used-bytes.ts); null when no
   // in-sync replica's node answered.
@@ -100,6 +101,7 @@ export async function summarizeDisk (meta: MetaStore, name: string): Promise<Dis
   return {
     name: disk.name,
     uuid: disk.uuid,
+    tenant: disk.tenant,
     sizeBytes: disk.sizeBytes,
     usedBytes: await usedBytesOnce(meta, disk, nodes),
     blockSizeBytes: disk.blockSizeBytes,

@@ -11,6 +11,7 @@ import { Logger, silentLogger } from '../log'
 import { LeaseManager, readLease } from '../meta/lease'
 import { DiskRecord, SnapshotRecord, validateDiskName, validateSnapshotName } from '../meta/schema'
 import { MetaStore } from '../meta/store'
+import { checkTenantRoom } from '../meta/tenants'
 import { NodePool } from '../vdisk/node-pool'
 import { AdminContext, withDiskLease } from './admin-lease'
 import { flattenClone } from './clone-admin'
@@ -23,8 +24,11 @@ export async function createSnapshot (ctx: AdminContext, diskName: string, snap:
   validateDiskName(diskName)
   validateSnapshotName(snap)
   const meta = ctx.meta
-  await meta.getDisk(diskName)  // NOT_FOUND for an unknown disk
+  const rec = await meta.getDisk(diskName)  // NOT_FOUND for an unknown disk
   if ((await meta.listSnapshots(diskName)).some(s => s.name === snap)) throw UkaiError.alreadyExists(`disk '${diskName}' already has a snapshot '${snap}'`)
+  // Before the lease is taken (it fences the nodes): a tenant at its snapshot quota changes
+  // nothing. The commit checks again, atomically (src/meta/tenant-ledger.ts).
+  await checkTenantRoom(meta, rec.tenant, { snapshots: 1 }, `snapshot ${diskName}@${snap}`)
   const deadline = Date.now() + (opts.timeoutMs ?? SNAPSHOT_COMMIT_TIMEOUT_MS_DEFAULT)
   for (;;) {
     const lease = await readLease(meta, diskName)

@@ -122,6 +122,7 @@ export function daemonCommands (program: Command): void {
     .option('--no-auto-repair', 'do not replace a full node\'s stale replicas on another node by itself (default: the agent holding the lease starts that repair)')
     .option('--nbd-dir <dir>', 'also serve every disk over NBD: a Unix socket DIR/<disk>.sock per disk (export name: the disk, or DISK@SNAP read-only)')
     .option('--nbd-listen <host:port>', 'also serve NBD on this TCP address (export name = disk name, or DISK@SNAP read-only); no TLS: keep it on loopback', hostPortOption('--nbd-listen'))
+    .option('--api-listen <host:port>', 'serve the tenant API here (mutual TLS with this agent\'s certificate): tenants\' certificates manage their own disks through it (docs/security.md); default off', hostPortOption('--api-listen'))
     .option('--local-read-files <n>', 'block files of this host\'s storage nodes kept open for local reads', countOption('--local-read-files'), LOCAL_OPEN_FILES_MAX_DEFAULT)
     .option('--metrics-listen <host:port>', METRICS_LISTEN_HELP)
     .option('--metrics-listen-any', METRICS_LISTEN_ANY_HELP)
@@ -138,15 +139,16 @@ export function daemonCommands (program: Command): void {
       const m = await runWithMetrics(metricsListen, metrics, log, async () => {
         // Checked here, the credentials file first: the arguments' and the metrics port's errors come before.
         const auth = zkAuth(cmd, (m) => log.warn(m))
-        daemonTls(cmd, 'agent', opts.host)
+        const tls = daemonTls(cmd, 'agent', opts.host)
         return await runMount({
           mountPoint, host: opts.host, site: opts.site, zk: zkConnectString(cmd), zkAuth: auth, zkSessionTimeoutMs: zkSessionTimeoutMs(cmd), zkConnectTimeoutMs: zkConnectTimeoutMs(cmd), allowOther: opts.allowOther === true,
           handoverTimeoutMs: opts.handoverTimeoutMs, ioRetryMs: opts.ioRetryMs, replicaHungMs: opts.replicaHungMs, nodeAddresses, rttIntervalMs, cacheDir: opts.cacheDir, cacheSizeBytes, localReads: opts.localReads !== false, localReadFiles, autoRepair: opts.autoRepair !== false, controller: opts.controller !== false,
-          nbdDir: opts.nbdDir, nbdListen: opts.nbdListen === undefined ? undefined : parseHostPort(opts.nbdListen, '--nbd-listen'), metrics, logger: log
+          nbdDir: opts.nbdDir, nbdListen: opts.nbdListen === undefined ? undefined : parseHostPort(opts.nbdListen, '--nbd-listen'), metrics, logger: log,
+          ...(opts.apiListen !== undefined ? { api: { listen: opts.apiListen, tls } } : {})
         })
       })
       stopOnSignals(log, m.close)
-      log.info({ mountPoint, nbdDir: opts.nbdDir, nbdAddress: m.daemon.nbd?.tcpAddress ?? undefined, metricsAddress: m.metricsAddress }, 'ready')
+      log.info({ mountPoint, nbdDir: opts.nbdDir, nbdAddress: m.daemon.nbd?.tcpAddress ?? undefined, apiPort: m.daemon.api?.port, metricsAddress: m.metricsAddress }, 'ready')
     })
 }
 

@@ -56,6 +56,7 @@ export function devCommands (program: Command): void {
         process.stdout.write(`export UKAI_ZK=${info.zk.connectString}\n`)
         if (info.zkAuthFile !== null) process.stdout.write(`export UKAI_ZK_AUTH=${info.zkAuthFile}   # ZooKeeper credentials for the CLI (or --zk-auth)\n`)
         if (info.tlsDir !== undefined) process.stdout.write(`export UKAI_TLS_DIR=${info.tlsDir}\n`)
+        for (const a of info.agents) if (a.apiAddress !== undefined) process.stdout.write(`tenant API of ${a.host} (${a.site}): ${a.apiAddress}   # a tenant: ukai --tls-dir DIR --api ${a.apiAddress} … (ukai cert issue --tenant NAME --ca ${info.tlsDir === undefined ? 'CA' : path.join(path.dirname(info.tlsDir), 'ca')})\n`)
       }
       if (opts.detach === true) return
       process.stdout.write('running; Ctrl-C stops the cluster\n')

@@ -9,6 +9,7 @@ import { DiskState, diskHealth } from '../admin/health'
 import { usedBytesOnce } from '../admin/used-bytes'
 import { DiskRecord } from '../meta/schema'
 import { withMeta } from './context'
+import { tenantOr } from './tenant-api'
 import { printJson, printTable } from './output'
 import { idOption, nodeListOption, replicasOption, sizeOption } from './parse'
 import { repairCommand } from './relocate-commands'
@@ -24,17 +25,19 @@ export function diskCommands (program: Command): void {
     .option('--replicas <n>', 'number of replicas (default: the cluster default, 2)', replicasOption)
     .option('--site <site>', 'place the replicas on live nodes of this site', idOption('site'))
     .option('--nodes <a,b>', 'place the replicas on exactly these nodes', nodeListOption)
+    .option('--tenant <name>', "the tenant that owns it, counted against its quotas (default: 'default'; see 'ukai tenant')", idOption('tenant name'))
     .option('--json', 'print the disk record as JSON')
     .action(async (name: string, opts, cmd: Command) => {
       if (opts.site !== undefined && opts.nodes !== undefined) throw UkaiError.badArgument('give either --site or --nodes, not both')
-      const rec = await withMeta(cmd, meta => createDisk(meta, {
+      const rec = await tenantOr(cmd, 'CreateDisk', { name, sizeBytes: opts.size, blockSizeBytes: opts.blockSize, replicas: opts.replicas, site: opts.site, tenant: opts.tenant }, async () => await withMeta(cmd, meta => createDisk(meta, {
         name,
         sizeBytes: opts.size,
         blockSizeBytes: opts.blockSize,
         replicas: opts.replicas,
         site: opts.site,
-        nodes: opts.nodes
-      }))
+        nodes: opts.nodes,
+        tenant: opts.tenant
+      })))
       if (opts.json === true) printJson(rec)
       else process.stdout.write(`created disk ${rec.name} (${formatBytes(rec.sizeBytes)}, ${rec.replicas} replicas, ${formatBytes(rec.blockSizeBytes)} blocks)\n`)
     })
@@ -43,15 +46,15 @@ export function diskCommands (program: Command): void {
     .description('list disks, each with its state (healthy, relocating, relocation-paused, stale, degraded, unavailable)')
     .option('--json', 'print JSON')
     .action(async (opts, cmd: Command) => {
-      const disks = await withMeta(cmd, async (meta) => {
+      const disks = await tenantOr(cmd, 'ListDisks', {}, async () => await withMeta(cmd, async (meta) => {
         const nodes = await meta.listNodes()
         const out: Array<DiskRecord & { state: DiskState, usedBytes: number | null }> = []
         for (const d of await meta.listDisks()) out.push({ ...d, state: (await diskHealth(meta, d, nodes)).state, usedBytes: await usedBytesOnce(meta, d, nodes) })
         return out
-      })
+      }))
       if (opts.json === true) return printJson(disks)
-      printTable(['NAME', 'STATE', 'SIZE', 'USED', 'BLOCK', 'REPLICAS', 'PLACEMENT', 'UUID'], disks.map(d => [
-        d.name, d.state, formatBytes(d.sizeBytes), d.usedBytes === null ? '?' : formatBytes(d.usedBytes), formatBytes(d.blockSizeBytes), d.replicas,
+      printTable(['NAME', 'TENANT', 'STATE', 'SIZE', 'USED', 'BLOCK', 'REPLICAS', 'PLACEMENT', 'UUID'], disks.map(d => [
+        d.name, d.tenant, d.state, formatBytes(d.sizeBytes), d.usedBytes === null ? '?' : formatBytes(d.usedBytes), formatBytes(d.blockSizeBytes), d.replicas,
         d.placement.nodes?.join(',') ?? (d.placement.site !== undefined ? `site ${d.placement.site}` : 'any'), d.uuid
       ]))
     })
@@ -60,10 +63,10 @@ export function diskCommands (program: Command): void {
     .description('size, blocks, replicas per site, stale blocks, lease holder, file owner, xattrs and qos')
     .option('--json', 'print JSON')
     .action(async (name: string, opts, cmd: Command) => {
-      const s = await withMeta(cmd, meta => summarizeDisk(meta, name))
+      const s = await tenantOr(cmd, 'DiskInfo', { disk: name }, async () => await withMeta(cmd, meta => summarizeDisk(meta, name)))
       if (opts.json === true) return printJson(s)
       const lines = [
-        ['name', s.name], ['uuid', s.uuid], ['size', `${formatBytes(s.sizeBytes)} (${s.sizeBytes} bytes)`],
+        ['name', s.name], ['uuid', s.uuid], ['tenant', s.tenant], ['size', `${formatBytes(s.sizeBytes)} (${s.sizeBytes} bytes)`],
         ['used', s.usedBytes === null ? '? (no in-sync replica answered)' : `${formatBytes(s.usedBytes)} (${s.usedBytes} bytes; written blocks × block size, one replica)`],
         ['block size', formatBytes(s.blockSizeBytes)], ['blocks', String(s.blocks)], ['replicas', String(s.replicas)],
         ['blocks per site', Object.entries(s.blocksPerSite).map(([site, n]) => `${site}: ${n}`).join(', ') || '-'],
@@ -93,7 +96,7 @@ export function diskCommands (program: Command): void {
     .description('grow a disk (shrinking is refused: it would drop data)')
     .requiredOption('--size <size>', 'new size, e.g. 40G', sizeOption('size'))
     .action(async (name: string, opts, cmd: Command) => {
-      const rec = await withMeta(cmd, meta => resizeDisk(meta, name, opts.size))
+      const rec = await tenantOr(cmd, 'ResizeDisk', { disk: name, sizeBytes: opts.size }, async () => await withMeta(cmd, meta => resizeDisk(meta, name, opts.size)))
       process.stdout.write(`disk ${name} is now ${formatBytes(rec.sizeBytes)}\n`)
     })
 
@@ -101,7 +104,7 @@ export function diskCommands (program: Command): void {
     .description('delete a disk that no one has open, and its blocks on the storage nodes')
     .option('--with-snapshots', 'also delete its snapshots (refused without it when it has any; a disk with clones is never deleted)')
     .action(async (name: string, opts, cmd: Command) => {
-      const res = await withMeta(cmd, meta => deleteDisk(meta, name, { withSnapshots: opts.withSnapshots === true }))
+      const res = await tenantOr(cmd, 'DeleteDisk', { disk: name, withSnapshots: opts.withSnapshots === true }, async () => await withMeta(cmd, meta => deleteDisk(meta, name, { withSnapshots: opts.withSnapshots === true })))
       process.stdout.write(`deleted disk ${name}\n`)
       if (res.orphanedOn.length > 0) process.stderr.write(`ukai: warning: nodes ${res.orphanedOn.join(', ')} were unreachable; their copies of the blocks remain until cleaned\n`)
     })

@@ -96,12 +96,13 @@ export function exportCommands (program: Command): void {
     .option('--site <site>', 'new disk: place the replicas on live nodes of this site', idOption('site'))
     .option('--block-size <size>', 'new disk: block size (default: the stream\'s, or the cluster default for a raw image)', sizeOption('block size'))
     .option('--replicas <n>', 'new disk: number of replicas (default: the cluster default)', replicasOption)
+    .option('--tenant <name>', "new disk: the tenant that owns it, counted against its quotas (default: 'default')", idOption('tenant name'))
     .option('--spool-dir <dir>', 'where stdin is spooled before it is checked (default: the system temp dir)')
     .option('--json', 'print a JSON summary')
     .action(async (file: string, disk: string, opts, cmd: Command) => {
       const format: ImportFormat = opts.format
-      if (opts.incremental === true && (opts.site !== undefined || opts.blockSize !== undefined || opts.replicas !== undefined)) {
-        throw UkaiError.badArgument('--site, --block-size and --replicas are for a new disk; --incremental applies onto an existing one')
+      if (opts.incremental === true && (opts.site !== undefined || opts.blockSize !== undefined || opts.replicas !== undefined || opts.tenant !== undefined)) {
+        throw UkaiError.badArgument('--site, --block-size, --replicas and --tenant are for a new disk; --incremental applies onto an existing one')
       }
       if (opts.incremental === true && format === 'raw') throw UkaiError.badArgument('--incremental needs a ukai stream, not --format raw')
       const bar = progressBar('import')
@@ -109,7 +110,7 @@ export function exportCommands (program: Command): void {
       try {
         summary = await withMeta(cmd, meta => withPool(meta, opts.site, pool => importDisk(meta, pool, {
           input: file, disk, incremental: opts.incremental === true, format, site: opts.site,
-          blockSizeBytes: opts.blockSize, replicas: opts.replicas, spoolDir: opts.spoolDir, onStart: bar.start, onProgress: bar.update
+          blockSizeBytes: opts.blockSize, replicas: opts.replicas, tenant: opts.tenant, spoolDir: opts.spoolDir, onStart: bar.start, onProgress: bar.update
         })))
       } finally {
         bar.stop()

@@ -16,6 +16,7 @@ import { siteCommands } from './site-commands'
 import { snapshotCommands } from './snapshot-commands'
 import { topCommand } from './top'
 import { zkCommands } from './zk-commands'
+import { tenantCommands } from './tenant-commands'
 import { exitCodeFor, reportError, wantsJson } from './output'
 import { ukaiVersion } from '../package-root'
 import { UkaiError } from '../errors'
@@ -32,6 +33,7 @@ export function buildProgram (): Command {
     .option('--zk-timeout-ms <ms>', 'how long to wait for ZooKeeper before giving up', msOption('--zk-timeout-ms'), ZK_CONNECT_TIMEOUT_MS_DEFAULT)
     .option('--zk-auth <file>', `ZooKeeper credentials file, one line user:password, mode 0600 (default: $UKAI_ZK_AUTH or ${ZK_AUTH_FILE_DEFAULT})`)
     .option('--insecure-zk', 'use ZooKeeper without credentials: znodes created are world-open (for an old cluster, or a test; logged as a warning)')
+    .option('--api <host:port>', 'with a tenant\'s certificate: the tenant API to send disk, snapshot, clone and relocate verbs to (default: $UKAI_API)')
     .option('--zk-session-timeout-ms <ms>', 'daemons: how long ZooKeeper keeps a silent daemon\'s session (its liveness and leases)', msOption('--zk-session-timeout-ms'), ZK_SESSION_TIMEOUT_MS_DEFAULT)
     // Every verb inherits this: `disk create bad15 extra` is refused, not a disk named bad15.
     .allowExcessArguments(false)
@@ -62,6 +64,7 @@ export function buildProgram (): Command {
   relocateCommands(program)
   scrubCommands(program)
   snapshotCommands(program)
+  tenantCommands(program)
   exportCommands(program)
   migrationCommands(program)
   libvirtCommands(program)

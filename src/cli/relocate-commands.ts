@@ -13,6 +13,8 @@ import { runRelocationHere } from '../relocate/run-here'
 import { isActive, startRelocation } from '../relocate/start'
 import { formatBytes, formatRate, plural } from '../units'
 import { withMeta } from './context'
+import { isTenantCli, tenantOr } from './tenant-api'
+import type { RelocationPlan } from '../relocate/plan'
 import { printJson, printTable } from './output'
 import { idOption, nodeListOption, rateOption, replicasOption } from './parse'
 import { sleep } from '../lib/timers'
@@ -105,6 +107,16 @@ export function relocateCommands (program: Command): void {
     .option('--json', 'print the plan (and the final record) as JSON')
     .action(async (name: string | undefined, opts, cmd: Command) => {
       if (name === undefined) { cmd.help(); return }
+      if (isTenantCli()) {
+        // A tenant moves its disk to a site it is allowed; the agents' controller runs the copy.
+        if (opts.to === undefined || opts.nodes !== undefined || opts.replicas !== undefined || opts.dryRun === true || opts.wait === true) {
+          throw UkaiError.badArgument('with a tenant\'s certificate, relocate takes --to SITE (and --rate); --nodes, --replicas, --dry-run and --wait are for admins')
+        }
+        const plan = await tenantOr<RelocationPlan, 'Relocate'>(cmd, 'Relocate', { disk: name, site: opts.to, rateBytesPerSec: opts.rate ?? 0 }, async () => { throw UkaiError.internal('not a tenant') })
+        if (opts.json === true) printJson(plan)
+        else process.stdout.write(`relocation of ${plan.disk} to ${plan.toSites.join(',')} started (${formatBytes(plan.bytes)} to copy); follow it with 'ukai relocate status ${name}' (an admin) or 'ukai disk info ${name}'\n`)
+        return
+      }
       await withMeta(cmd, async (meta) => {
         const rateBytesPerSec: number = opts.rate ?? 0
         const plan = await planRelocation(meta, {

@@ -8,6 +8,7 @@ import { cloneDisk } from '../admin/clone-admin'
 import { createSnapshot, deleteSnapshot, rollbackSnapshot, SNAPSHOT_COMMIT_TIMEOUT_MS_DEFAULT } from '../admin/snapshot-admin'
 import { idOption, msOption } from './parse'
 import { withMeta } from './context'
+import { tenantOr } from './tenant-api'
 import { printJson, printTable } from './output'
 
 function flattenBar (): { update: (done: number, total: number) => void, stop: () => void } {
@@ -33,7 +34,7 @@ export function snapshotCommands (program: Command): void {
     .option('--json', 'print the snapshot record as JSON')
     .action(async (ref: string, opts, cmd: Command) => {
       const { disk, snapshot: name } = parseSnapshotRef(ref)
-      const rec = await withMeta(cmd, meta => createSnapshot({ meta, host: cliHostName() }, disk, name, { timeoutMs: opts.timeoutMs as number }))
+      const rec = await tenantOr(cmd, 'CreateSnapshot', { disk, snapshot: name }, async () => await withMeta(cmd, meta => createSnapshot({ meta, host: cliHostName() }, disk, name, { timeoutMs: opts.timeoutMs as number })))
       if (opts.json === true) printJson(rec)
       else process.stdout.write(`created snapshot ${disk}@${name} (epoch ${rec.epoch})\n`)
     })
@@ -43,9 +44,12 @@ export function snapshotCommands (program: Command): void {
     .option('--json', 'print JSON')
     .action(async (disk: string, opts, cmd: Command) => {
       validateDiskName(disk)
-      const { snaps, clones } = await withMeta(cmd, async meta => ({ snaps: await meta.listSnapshots(disk), clones: await meta.listClones(disk) }))
-      const clonesOf = (name: string): string[] => clones.filter(c => c.parent?.snapshot === name).map(c => c.name)
-      if (opts.json === true || cmd.parent?.opts().json === true) return printJson(snaps.map(s => ({ ...s, clones: clonesOf(s.name) })))
+      const snaps = await tenantOr(cmd, 'ListSnapshots', { disk }, async () => await withMeta(cmd, async (meta) => {
+        const clones = await meta.listClones(disk)
+        return (await meta.listSnapshots(disk)).map(s => ({ ...s, clones: clones.filter(c => c.parent?.snapshot === s.name).map(c => c.name) }))
+      }))
+      const clonesOf = (name: string): string[] => snaps.find(s => s.name === name)?.clones ?? []
+      if (opts.json === true || cmd.parent?.opts().json === true) return printJson(snaps)
       printTable(['NAME', 'EPOCH', 'CREATED', 'SIZE', 'CLONES'], snaps.map(s => [
         s.name, s.epoch, new Date(s.createdAtMs).toISOString(), formatBytes(s.sizeBytes), clonesOf(s.name).join(',') || '-'
       ]))
@@ -60,7 +64,7 @@ export function snapshotCommands (program: Command): void {
       const bar = flattenBar()
       let res
       try {
-        res = await withMeta(cmd, meta => deleteSnapshot({ meta, host: cliHostName() }, disk, name, { flattenClones: opts.flattenClones === true, onFlattenProgress: bar.update }))
+        res = await tenantOr(cmd, 'DeleteSnapshot', { disk, snapshot: name }, async () => await withMeta(cmd, meta => deleteSnapshot({ meta, host: cliHostName() }, disk, name, { flattenClones: opts.flattenClones === true, onFlattenProgress: bar.update })))
       } finally {
         bar.stop()
       }
@@ -84,7 +88,7 @@ export function snapshotCommands (program: Command): void {
     .option('--json', 'print the new disk record as JSON')
     .action(async (ref: string, name: string, opts, cmd: Command) => {
       const from = parseSnapshotRef(ref)
-      const rec = await withMeta(cmd, meta => cloneDisk({ meta, host: cliHostName() }, from, name, { site: opts.site }))
+      const rec = await tenantOr(cmd, 'Clone', { disk: from.disk, snapshot: from.snapshot, name, site: opts.site }, async () => await withMeta(cmd, meta => cloneDisk({ meta, host: cliHostName() }, from, name, { site: opts.site })))
       if (opts.json === true) printJson(rec)
       else process.stdout.write(`created clone ${name} of ${ref} (${formatBytes(rec.sizeBytes)})\n`)
     })

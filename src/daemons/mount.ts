@@ -21,6 +21,7 @@ import { IO_RETRY_MS_DEFAULT } from '../vdisk/virtual-disk'
 import { UkaiError, isUkaiError, safetyCatch } from '../errors'
 import { Lifecycle, closeWithin } from '../lib/lifecycle'
 import type { AgentMetrics } from '../metrics/agent-metrics'
+import { TenantApiServer, type TenantApiServerOptions } from '../tenantapi/server'
 
 export interface MountOptions {
   mountPoint: string
@@ -44,6 +45,9 @@ export interface MountOptions {
   replicaHungMs?: number   // hung-replica bound (default REPLICA_HUNG_MS_DEFAULT)
   nbdDir?: string          // an NBD Unix socket per disk in this directory (--nbd-dir)
   nbdListen?: { host: string, port: number } // and/or an NBD TCP listener (--nbd-listen)
+  // The tenant API (src/tenantapi), served on this address with this agent's certificate
+  // (--api-listen; tls null under --insecure: every call refused). Absent: not served.
+  api?: { listen: string, tls: TenantApiServerOptions['tls'] }
   metrics?: AgentMetrics   // counts this mount's I/O and lease changes (--metrics-listen)
   logger: Logger
 }
@@ -56,7 +60,7 @@ const SHUTDOWN_DRAIN_DEADLINE_MS_MIN = 60_000
 
 // close(): the shutdown order (see below); destroy(err): unmount, then the agent destroyed (no
 // flush), then the session closed.
-export interface RunningMount { agent: Agent, nbd: NbdServer | null, close: () => Promise<void>, destroy: (err?: Error) => Promise<void> }
+export interface RunningMount { agent: Agent, nbd: NbdServer | null, api: TenantApiServer | null, close: () => Promise<void>, destroy: (err?: Error) => Promise<void> }
 
 export async function runMount (opts: MountOptions): Promise<RunningMount> {
   validateId(opts.host, 'host name')
@@ -66,6 +70,7 @@ export async function runMount (opts: MountOptions): Promise<RunningMount> {
   const meta = await MetaStore.connect(opts.zk, { auth: opts.zkAuth, logger: opts.logger, sessionTimeoutMs: opts.zkSessionTimeoutMs, connectTimeoutMs: opts.zkConnectTimeoutMs })
   let runner: RelocationRunner | null = null
   let nbd: NbdServer | null = null
+  let api: TenantApiServer | null = null
   const autoRepair = opts.autoRepair === false ? null : new AutoRepair({ meta, logger: opts.logger })
   const metrics = opts.metrics
   const agent = new Agent({
@@ -110,7 +115,12 @@ export async function runMount (opts: MountOptions): Promise<RunningMount> {
       nbd = server
       await server.start()
     }
+    if (opts.api !== undefined) {
+      api = new TenantApiServer({ listen: opts.api.listen, tls: opts.api.tls, meta, host: `tenant-api-${opts.host}`, logger: opts.logger.child({ part: 'tenant-api' }) })
+      await api.start()
+    }
   } catch (err) {
+    await api?.close()
     await nbd?.close()
     if (fuse !== undefined) await unmountFuse(fuse).catch(safetyCatch)
     await rtt.close()
@@ -133,6 +143,7 @@ export async function runMount (opts: MountOptions): Promise<RunningMount> {
   const stopAccepting = (): Promise<void> => {
     stoppedAccepting ??= (async () => {
       agent.liftQos() // what the connections took finishes now, not at the disks' caps
+      await api?.close()
       await nbd?.close()
       await unmountFuse(fuse).catch(err => opts.logger.error({ err: String(err) }, 'unmount failed'))
       await autoRepair?.close()
@@ -157,7 +168,7 @@ export async function runMount (opts: MountOptions): Promise<RunningMount> {
       await cache?.close()
     }
   })
-  return { agent, nbd, close: async () => { await life.close() }, destroy: async (err?: Error) => { await life.destroy(err) } }
+  return { agent, nbd, api, close: async () => { await life.close() }, destroy: async (err?: Error) => { await life.destroy(err) } }
 }
 
 // Relocations whose executor died (its lease is gone, or was held by this host before a crash)

@@ -42,7 +42,8 @@ export interface ClusterZk { connectString: string, pid: number, argv: string[],
 export interface ClusterZkMember { id: number, port: number, pid: number, argv: string[], dir: string, logFile: string }
 // metricsAddress: HOST:PORT of the daemon's /metrics and /healthz (absent in older files).
 export interface ClusterNode { id: string, site: string, address: string, pid: number, argv: string[], dataDir: string, logFile: string, metricsAddress?: string }
-export interface ClusterAgent { host: string, site: string, mountPoint: string, pid: number, argv: string[], logFile: string, metricsAddress?: string }
+// apiAddress: HOST:PORT of the agent's tenant API (--api-listen; absent with --insecure and in older files).
+export interface ClusterAgent { host: string, site: string, mountPoint: string, pid: number, argv: string[], logFile: string, metricsAddress?: string, apiAddress?: string }
 // A WAN link: agent `host` reaches storage node `node` (at `target`) through `address`.
 export interface ClusterProxy { host: string, node: string, address: string, target: string, delayMs: number, mbps: number | null, pid: number, argv: string[], logFile: string }
 
@@ -196,11 +197,13 @@ export async function devUp (opts: DevUpOptions): Promise<ClusterInfo> {
       for (let s = 0; s < sites; s++) {
         const host = agentHost(s)
         const metrics = await metricsAddress()
+        // Every agent serves the tenant API (one per site): tenants' certificates need one.
+        const api = tls === undefined ? undefined : `127.0.0.1:${await freePort()}`
         agentStarts.push(startWanLinks(info, host, siteName(s), info.nodes, opts).then(async (links) => await startMountAgent({
           dir: path.join(dir, 'agents', host), mountPoint: path.join(dir, 'mnt', siteName(s)), host, site: siteName(s), zk: zk.connectString, zkAuthFile, detached, readyTimeoutMs, tlsDir: tls?.agentDir(host),
-          extraArgs: ['--metrics-listen', metrics, ...links.flatMap(l => ['--node-address', `${l.node}=${l.address}`])]
+          extraArgs: ['--metrics-listen', metrics, ...(api !== undefined ? ['--api-listen', api] : []), ...links.flatMap(l => ['--node-address', `${l.node}=${l.address}`])]
         })).then((agent) => {
-          info.agents.push({ host: agent.host, site: agent.site, mountPoint: agent.mountPoint, pid: agent.pid, argv: agent.argv, logFile: agent.logFile, metricsAddress: metrics })
+          info.agents.push({ host: agent.host, site: agent.site, mountPoint: agent.mountPoint, pid: agent.pid, argv: agent.argv, logFile: agent.logFile, metricsAddress: metrics, ...(api !== undefined ? { apiAddress: api } : {}) })
           writeCluster(info)
         }))
       }

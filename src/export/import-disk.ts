@@ -14,7 +14,8 @@ import path from 'node:path'
 import { UkaiError, isUkaiError, safetyCatch } from '../errors'
 import { Logger, silentLogger } from '../log'
 import { LeaseManager } from '../meta/lease'
-import { SnapshotRecord, validateDiskName } from '../meta/schema'
+import { DEFAULT_TENANT, SnapshotRecord, validateDiskName } from '../meta/schema'
+import { checkTenantRoom } from '../meta/tenants'
 import { MetaStore } from '../meta/store'
 import { loadVersionIndex, writtenAfter } from './block-versions'
 import { cliHostName } from '../admin/admin-lease'
@@ -43,6 +44,7 @@ export interface ImportRequest {
   site?: string
   blockSizeBytes?: number
   replicas?: number
+  tenant?: string              // the new disk's tenant (default: the default tenant)
   spoolDir?: string            // where stdin is spooled (default: the system temp dir)
   logger?: Logger
   onStart?: (totalBytes: number) => void
@@ -232,7 +234,7 @@ async function applyStream (input: Input, header: StreamHeader, writer: ImportWr
 }
 
 async function createTarget (meta: MetaStore, req: ImportRequest, sizeBytes: number, blockSizeBytes: number): Promise<void> {
-  await createDisk(meta, { name: req.disk, sizeBytes, blockSizeBytes: req.blockSizeBytes ?? blockSizeBytes, replicas: req.replicas, site: req.site })
+  await createDisk(meta, { name: req.disk, sizeBytes, blockSizeBytes: req.blockSizeBytes ?? blockSizeBytes, replicas: req.replicas, site: req.site, tenant: req.tenant })
 }
 
 // Runs `fn` on a freshly created disk; any failure deletes the disk again.
@@ -250,6 +252,9 @@ async function intoNewDisk (meta: MetaStore, pool: NodePool, req: ImportRequest,
 }
 
 async function importFullStream (meta: MetaStore, pool: NodePool, req: ImportRequest, input: Input, header: StreamHeader, total: number, log: Logger): Promise<void> {
+  // Refused before anything is written when the tenant has no room for the disk and its snapshot
+  // (the creates below check again, atomically: this only spares writing what would be undone).
+  await checkTenantRoom(meta, req.tenant ?? DEFAULT_TENANT, { capacityBytes: header.sizeBytes, disks: 1, snapshots: 1 }, `importing '${req.input}' into disk '${req.disk}'`)
   await createTarget(meta, req, header.sizeBytes, header.blockSizeBytes)
   req.onStart?.(total)
   await intoNewDisk(meta, pool, req, log, async (w) => {
@@ -307,6 +312,7 @@ async function importIncremental (meta: MetaStore, pool: NodePool, req: ImportRe
   if (written.length > 0) {
     throw UkaiError.wrongBase(`disk '${req.disk}' has changed since snapshot ${from.name} (${plural(written.length, 'block')} written since); roll it back first ('ukai snapshot rollback ${req.disk}@${from.name}'); nothing was applied`)
   }
+  await checkTenantRoom(meta, disk.tenant, { capacityBytes: Math.max(0, header.sizeBytes - disk.sizeBytes), snapshots: 1 }, `importing '${req.input}' onto disk '${req.disk}'`)
   if (header.sizeBytes > disk.sizeBytes) await resizeDisk(meta, req.disk, header.sizeBytes)
   req.onStart?.(total)
   let writer: ImportWriter | null = null

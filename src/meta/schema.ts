@@ -21,6 +21,7 @@
 // /ukai/controller/election/<session>-n_<seq>  ControllerCandidate, ephemeral sequential: one per
 //                                       controller candidate; the lowest sequence leads
 // /ukai/controller/leader               ControllerLeader, ephemeral: who leads, since when, its duties
+// /ukai/tenants/<name>                  TenantRecord: the tenant's quotas and its usage ledger (src/meta/tenants.ts)
 import { crc32 } from 'node:zlib'
 import { UkaiError } from '../errors'
 import { PlacementSegment, REPLICA_STATES, ReplicaSet } from './placement'
@@ -58,7 +59,9 @@ export const paths = {
   controller: `${ROOT}/controller`,
   controllerElection: `${ROOT}/controller/election`,
   controllerCandidate: (name: string) => `${ROOT}/controller/election/${name}`,
-  controllerLeader: `${ROOT}/controller/leader`
+  controllerLeader: `${ROOT}/controller/leader`,
+  tenants: `${ROOT}/tenants`,
+  tenant: (name: string) => `${ROOT}/tenants/${name}`
 }
 // An election znode's name: the candidate's session id (so a create retried after a connection
 // loss finds the one it made) and the sequence ZooKeeper appends.
@@ -71,7 +74,7 @@ export function candidateSequence (name: string): number {
 }
 // Directories that exist in every initialised cluster.
 // (init() checks the last one: a directory added later goes at the end, so older clusters get it.)
-export const BASE_DIRS = [ROOT, paths.nodes, paths.nodesAlive, paths.agents, paths.agentsAlive, paths.disks, paths.rtts, paths.nodeStates, paths.controller, paths.controllerElection]
+export const BASE_DIRS = [ROOT, paths.nodes, paths.nodesAlive, paths.agents, paths.agentsAlive, paths.disks, paths.rtts, paths.nodeStates, paths.controller, paths.controllerElection, paths.tenants]
 
 export const BLOCK_SIZE_DEFAULT_BYTES = 4 * 1024 * 1024
 export const REPLICAS_MAX = 8
@@ -148,6 +151,17 @@ export function readDiskQos (rec: DiskRecord): DiskQos | null {
   if (q.v !== 1) throw UkaiError.internal(`qos of disk ${rec.name} in ZooKeeper has format version ${String(q.v)}; this ukai reads version 1`)
   return q
 }
+// A tenant (src/meta/tenants.ts): its quotas and what its disks use, kept in one znode whose
+// version every create, resize, snapshot and delete of its disks checks and bumps in the same
+// transaction — the ledger that makes a quota hold under concurrent creates. A quota of null is
+// no limit; 0 is a limit of nothing. `sites`: where the tenant's disks may be placed or
+// relocated (absent or empty: anywhere).
+export interface TenantUsage { capacityBytes: number, disks: number, snapshots: number }
+export interface TenantQuota { capacityBytes: number | null, disks: number | null, snapshots: number | null }
+export interface TenantRecord { v: 1, name: string, createdAtMs: number, quota: TenantQuota, usage: TenantUsage, sites?: string[] }
+// Every disk belongs to a tenant; disks created before tenants existed belong to this one, which
+// exists without `ukai tenant create` (its ledger is made on first use, counting its disks).
+export const DEFAULT_TENANT = 'default'
 export interface DiskFileOwner { uid: number, gid: number, mode: number } // mode: permission bits (0o7777)
 // Extended attributes live in the disk record: libvirt's are tens of bytes. Limits keep the
 // record small (every agent caches it) and answer a large value with E2BIG / ENOSPC.

@@ -12,6 +12,7 @@ import {
 import { Watcher, ZkClient, ZkOp } from './zk-client'
 import type { ZkAuth } from './credentials'
 import { Lifecycle } from '../lib/lifecycle'
+import { withLedger } from './tenant-ledger'
 
 // The connect deadline's default, for the CLI's --help (the client itself stays in src/meta).
 export { ZK_CONNECT_TIMEOUT_MS_DEFAULT, ZK_SESSION_TIMEOUT_MS_DEFAULT } from './zk-client'
@@ -395,12 +396,15 @@ export class MetaStore {
       { op: 'create', path: paths.snapshots(rec.name), data: Buffer.alloc(0) },
       ...segments.map((s): ZkOp => ({ op: 'create', path: paths.segment(rec.name, s.index), data: encodeSegment(s) }))
     ]
-    try {
-      await this.zk.multi(ops)
-    } catch (err) {
-      if ((err as UkaiError).code === 'ALREADY_EXISTS') throw UkaiError.alreadyExists(`disk '${rec.name}' already exists`)
-      throw err
-    }
+    // The tenant's ledger in the same transaction: its quota holds against a concurrent create.
+    await withLedger(this.zk, rec.tenant, { capacityBytes: rec.sizeBytes, disks: 1 }, `creating disk '${rec.name}'`, async (ledger) => {
+      try {
+        await this.zk.multi([...ops, ...ledger])
+      } catch (err) {
+        if ((err as UkaiError).code === 'ALREADY_EXISTS' && await this.zk.exists(paths.disk(rec.name)) !== null) throw UkaiError.alreadyExists(`disk '${rec.name}' already exists`)
+        throw err
+      }
+    })
     for (const s of segments) s.version = 0
   }
 
@@ -426,14 +430,16 @@ export class MetaStore {
     return out
   }
 
-  // Grows a disk: the record and the new or extended segments change in one transaction.
-  async updateDisk (rec: DiskRecord, recVersion: number, changed: PlacementSegment[], added: PlacementSegment[]): Promise<void> {
+  // Grows a disk: the record and the new or extended segments change in one transaction (with
+  // the tenant's ledger when it grows by `grownBytes`).
+  async updateDisk (rec: DiskRecord, recVersion: number, changed: PlacementSegment[], added: PlacementSegment[], grownBytes = 0): Promise<void> {
     const ops: ZkOp[] = [
       { op: 'set', path: paths.disk(rec.name), data: encodeJson(rec), version: recVersion },
       ...changed.map((s): ZkOp => ({ op: 'set', path: paths.segment(rec.name, s.index), data: encodeSegment(s), version: s.version })),
       ...added.map((s): ZkOp => ({ op: 'create', path: paths.segment(rec.name, s.index), data: encodeSegment(s) }))
     ]
-    await this.zk.multi(ops)
+    if (grownBytes === 0) { await this.zk.multi(ops); return }
+    await withLedger(this.zk, rec.tenant, { capacityBytes: grownBytes }, `growing disk '${rec.name}'`, async (ledger) => { await this.zk.multi([...ops, ...ledger]) })
   }
 
   // Replaces the record if it is still at `recVersion` (else ZK_CONFLICT); returns the new version.
@@ -449,6 +455,7 @@ export class MetaStore {
     const opens = await this.zk.children(paths.opens(name))
     if (opens.length > 0) throw UkaiError.busy(`disk '${name}' is open on ${opens.join(', ')}; close it first`)
     if (await this.zk.exists(paths.lease(name)) !== null) throw UkaiError.busy(`disk '${name}' is open for write; close it first`)
+    const disk = await this.getDisk(name)
     const ops: ZkOp[] = [
       ...segs.map((i): ZkOp => ({ op: 'remove', path: paths.segment(name, Number(i)) })),
       { op: 'remove', path: paths.segments(name) },
@@ -458,10 +465,10 @@ export class MetaStore {
       ...(await this.zk.exists(paths.scrub(name)) !== null ? [{ op: 'remove', path: paths.scrub(name) } as ZkOp] : []),
       { op: 'remove', path: paths.opens(name) },
       { op: 'remove', path: paths.fence(name) },
-      { op: 'remove', path: paths.disk(name) }
+      { op: 'remove', path: paths.disk(name), version: disk.version } // the size freed below is this record's
     ]
     try {
-      await this.zk.multi(ops)
+      await withLedger(this.zk, disk.tenant, { capacityBytes: -disk.sizeBytes, disks: -1, snapshots: -snaps.length }, `deleting disk '${name}'`, async (ledger) => { await this.zk.multi([...ops, ...ledger]) })
     } catch (err) {
       // A handle opened, or the lease was taken, between the checks and the transaction.
       if ((err as UkaiError).code === 'BUSY') throw UkaiError.busy(`disk '${name}' was opened while deleting it; nothing was deleted`)
@@ -530,9 +537,9 @@ export class MetaStore {
       ...(opts.requestVersion !== undefined ? [{ op: 'remove', path: paths.snapshotRequest(disk.name), version: opts.requestVersion } as ZkOp] : [])
     ]
     try {
-      await this.zk.multi(ops)
+      await withLedger(this.zk, disk.tenant, { snapshots: 1 }, `snapshot ${disk.name}@${snap}`, async (ledger) => { await this.zk.multi([...ops, ...ledger]) })
     } catch (err) {
-      if ((err as UkaiError).code === 'ALREADY_EXISTS') throw UkaiError.alreadyExists(`disk '${disk.name}' already has a snapshot '${snap}'`)
+      if ((err as UkaiError).code === 'ALREADY_EXISTS' && await this.zk.exists(paths.snapshot(disk.name, snap)) !== null) throw UkaiError.alreadyExists(`disk '${disk.name}' already has a snapshot '${snap}'`)
       throw err
     }
     return rec
@@ -540,7 +547,8 @@ export class MetaStore {
 
   async removeSnapshot (disk: string, snap: string): Promise<void> {
     try {
-      await this.zk.remove(paths.snapshot(disk, snap))
+      const { tenant } = await this.getDisk(disk)
+      await withLedger(this.zk, tenant, { snapshots: -1 }, `deleting snapshot ${disk}@${snap}`, async (ledger) => { await this.zk.multi([{ op: 'remove', path: paths.snapshot(disk, snap) }, ...ledger]) })
     } catch (err) {
       if ((err as UkaiError).code === 'NOT_FOUND') throw UkaiError.notFound(`disk '${disk}' has no snapshot '${snap}'`)
       throw err

@@ -28,6 +28,7 @@ const NBD_ERROR: Record<UkaiErrorCode, number> = {
   NOT_SUPPORTED: NBD_EINVAL,   // the spec keeps ENOTSUP for fast-zero requests
   NO_ATTRIBUTE: NBD_EINVAL,
   PERMISSION_DENIED: NBD_EPERM,
+  QUOTA_EXCEEDED: NBD_ENOSPC,
   TOO_BIG: NBD_EINVAL,
   INTERNAL: NBD_EIO
 }

@@ -32,6 +32,7 @@ const STATUS_OF_CODE: Record<UkaiErrorCode, grpc.status> = {
   NOT_SUPPORTED: grpc.status.UNIMPLEMENTED,
   NO_ATTRIBUTE: grpc.status.NOT_FOUND,
   PERMISSION_DENIED: grpc.status.PERMISSION_DENIED,
+  QUOTA_EXCEEDED: grpc.status.RESOURCE_EXHAUSTED,
   TOO_BIG: grpc.status.INVALID_ARGUMENT,
   INTERNAL: grpc.status.INTERNAL
 }

@@ -1,0 +1,86 @@
+// The tenant API server (docs/architecture.md "Tenants"): runs inside an agent started with
+// `ukai mount --api-listen HOST:PORT`, which holds the ZooKeeper credentials a tenant must not
+// have. Mutual TLS with the agent's own certificate (src/storagenode/tls.ts: the same CA, the
+// same rotation and revocation list as the storage nodes); every call is refused unless the
+// client's certificate names a tenant (or an admin) and is not revoked, then handlers.ts decides
+// what that tenant may touch.
+import * as grpc from '@grpc/grpc-js'
+import { UkaiError, isUkaiError } from '../errors'
+import { Identity, identityOfSubjectAltName, normalizeSerial } from '../storagenode/identity'
+import { toServiceError } from '../storagenode/status'
+import { CertificateFiles, RevocationList, serverCredentials } from '../storagenode/tls'
+import { parseHostPort } from '../lib/host-port'
+import { TenantApiDeps, tenantApiHandlers } from './handlers'
+import { TENANT_API_METHODS, TenantApiMethod, tenantApiService } from './wire'
+
+export interface TenantApiServerOptions extends TenantApiDeps {
+  listen: string                 // HOST:PORT (port 0: any free port)
+  tls: { files: CertificateFiles, revoked: Pick<RevocationList, 'has'> } | null  // null: --insecure, every caller refused
+}
+
+type AuthContext = { sslPeerCertificate?: { subjectaltname?: string, serialNumber?: string } } | null
+
+// Who called, or why they are refused.
+function callerOf (auth: AuthContext, revoked: Pick<RevocationList, 'has'> | null, method: string): Identity {
+  const cert = auth?.sslPeerCertificate
+  if (cert === undefined || revoked === null) throw UkaiError.permissionDenied(`tenant API: ${method} refused: no client certificate`)
+  const id = identityOfSubjectAltName(cert.subjectaltname)
+  if (id === null) throw UkaiError.permissionDenied(`tenant API: ${method} refused: the client certificate names no UKAI identity`)
+  const serial = cert.serialNumber === undefined ? '' : normalizeSerial(cert.serialNumber)
+  if (serial === '' || revoked.has(serial)) throw UkaiError.permissionDenied(`tenant API: ${method} refused: the certificate of ${id.role} ${id.name} is revoked`)
+  if (id.role !== 'tenant' && id.role !== 'admin') throw UkaiError.permissionDenied(`tenant API: ${method} refused: ${id.role} ${id.name} is not a tenant`)
+  return id
+}
+
+export class TenantApiServer {
+  private readonly server = new grpc.Server()
+  private boundPort = 0
+
+  constructor (private readonly opts: TenantApiServerOptions) {
+    const handlers = tenantApiHandlers(opts)
+    const log = opts.logger
+    const impl: grpc.UntypedServiceImplementation = {}
+    for (const method of TENANT_API_METHODS) {
+      impl[method] = (call: grpc.ServerUnaryCall<any, unknown>, callback: grpc.sendUnaryData<unknown>) => {
+        let caller: Identity
+        try {
+          caller = callerOf(call.getAuthContext() as AuthContext, opts.tls?.revoked ?? null, method)
+        } catch (err) {
+          log.warn({ method, err: (err as Error).message, peer: call.getPeer() }, 'tenant API call refused')
+          callback(toServiceError(err as UkaiError))
+          return
+        }
+        (handlers[method] as (c: Identity, r: unknown) => Promise<unknown>)(caller, call.request).then((result) => {
+          log.info({ method, caller: `${caller.role}/${caller.name}`, request: call.request }, 'tenant API call')
+          callback(null, { json: JSON.stringify(result ?? null) })
+        }, (err: unknown) => {
+          const e = isUkaiError(err) ? err : new UkaiError('INTERNAL', `tenant API ${method}: ${String(err)}`)
+          if (e.code === 'INTERNAL') log.error({ method, err: String((err as Error)?.stack ?? err) }, 'tenant API call failed')
+          else log.info({ method, caller: `${caller.role}/${caller.name}`, code: e.code, err: e.message }, 'tenant API call refused')
+          callback(toServiceError(e))
+        })
+      }
+    }
+    this.server.addService(tenantApiService().service, impl)
+  }
+
+  get port (): number { return this.boundPort }
+
+  async start (): Promise<void> {
+    const { host, port } = parseHostPort(this.opts.listen, '--api-listen')
+    const creds = this.opts.tls === null ? grpc.ServerCredentials.createInsecure() : serverCredentials(this.opts.tls.files)
+    const address = host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`
+    this.boundPort = await new Promise<number>((resolve, reject) => {
+      this.server.bindAsync(address, creds, (err, bound) => { if (err !== null) reject(UkaiError.badArgument(`--api-listen ${this.opts.listen}: ${err.message}`)); else resolve(bound) })
+    })
+  }
+
+  async close (): Promise<void> {
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(() => { this.server.forceShutdown(); resolve() }, 2000)
+      this.server.tryShutdown(() => { clearTimeout(timer); resolve() })
+    })
+  }
+}
+
+export type { TenantApiMethod }

@@ -1,0 +1,43 @@
+// The tenant API's messages (proto/ukai/tenant/v1/tenant.proto), loaded at runtime as the
+// storage protocol is, with the TS shape of every request as @grpc/proto-loader hands it over.
+import path from 'node:path'
+import * as grpc from '@grpc/grpc-js'
+import * as protoLoader from '@grpc/proto-loader'
+import { packageRoot } from '../package-root'
+
+export interface CreateDiskRequest { name: string, sizeBytes: number, blockSizeBytes: number, replicas: number, site: string, tenant: string }
+export interface ResizeDiskRequest { disk: string, sizeBytes: number }
+export interface DiskRequest { disk: string, withSnapshots: boolean }
+export type ListRequest = Record<string, never>
+export interface SnapshotRequest { disk: string, snapshot: string }
+export interface CloneRequest { disk: string, snapshot: string, name: string, site: string }
+export interface RelocateRequest { disk: string, site: string, rateBytesPerSec: number }
+export interface JsonReply { json: string }
+
+export interface TenantApiRequests {
+  CreateDisk: CreateDiskRequest
+  ResizeDisk: ResizeDiskRequest
+  DeleteDisk: DiskRequest
+  DiskInfo: DiskRequest
+  ListDisks: ListRequest
+  CreateSnapshot: SnapshotRequest
+  ListSnapshots: DiskRequest
+  DeleteSnapshot: SnapshotRequest
+  Clone: CloneRequest
+  Relocate: RelocateRequest
+}
+export type TenantApiMethod = keyof TenantApiRequests
+export const TENANT_API_METHODS: readonly TenantApiMethod[] = ['CreateDisk', 'ResizeDisk', 'DeleteDisk', 'DiskInfo', 'ListDisks', 'CreateSnapshot', 'ListSnapshots', 'DeleteSnapshot', 'Clone', 'Relocate']
+
+export const TENANT_PROTO_RELATIVE_PATH = path.join('proto', 'ukai', 'tenant', 'v1', 'tenant.proto')
+
+let cached: grpc.ServiceClientConstructor | undefined
+
+// The service: `.service` for server.addService, `new` for a client.
+export function tenantApiService (): grpc.ServiceClientConstructor {
+  if (cached !== undefined) return cached
+  const def = protoLoader.loadSync(path.join(packageRoot(), TENANT_PROTO_RELATIVE_PATH), { keepCase: false, longs: Number, defaults: true })
+  const pkg = grpc.loadPackageDefinition(def) as unknown as { ukai: { tenant: { v1: { TenantApi: grpc.ServiceClientConstructor } } } }
+  cached = pkg.ukai.tenant.v1.TenantApi
+  return cached
+}
