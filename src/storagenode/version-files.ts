@@ -11,6 +11,11 @@
 // A version without a sidecar (written before checksums existed) is "unverified": served as is,
 // until the scrub computes its sidecar (adopt()).
 //
+// Benchmark switch (`ukai storagenode --bench-no-checksums`, bench/checksum-cost.ts only): with
+// `checksums` false every version this node creates or stages is unverified, exactly as a
+// pre-upgrade version — no sidecar is written, reads are served unchecked, the scrub is off. It
+// exists to measure what checksums cost (on vs off in one run); never a default, never in dev up.
+//
 // Transfers up to SYNC_IO_MAX_BYTES (src/lib/limits.ts, where the measurement is) call
 // pread/pwrite on the event loop: the thread pool's round trip costs more than a 4 KiB I/O that
 // hits the page cache. fsync, clone and larger transfers stay on the pool.
@@ -47,7 +52,7 @@ export class VersionFiles {
   // Counted for Stat and the scrub report: mismatches found by reads, unverified files adopted.
   checksumErrors = 0
 
-  constructor (private readonly translate: TranslateError, maxOpenFiles = MAX_OPEN_FILES_DEFAULT) {
+  constructor (private readonly translate: TranslateError, maxOpenFiles = MAX_OPEN_FILES_DEFAULT, readonly checksums = true) {
     this.cache = new FileCache(maxOpenFiles)
   }
 
@@ -138,6 +143,7 @@ export class VersionFiles {
   // A sidecar computed from the version's current bytes (a staged copy before its rename, an
   // unverified version the scrub adopts), written durable under its final name.
   async writeSidecarFor (file: string, what: string): Promise<void> {
+    if (!this.checksums) { this.unverified.add(file); return }  // the benchmark switch (above)
     try {
       const data = await fsp.readFile(file)
       const tmp = sidecarPath(file) + '.tmp'
@@ -183,6 +189,7 @@ export class VersionFiles {
   // digest is crc32c over the sums with trailing zero pages left out, so two replicas holding
   // the same bytes agree whatever their files' sizes (a zero tail truncated or written).
   async check (file: string, what: string): Promise<{ sizeBytes: number, badPage: number, adopted: boolean, digest: number }> {
+    if (!this.checksums) throw UkaiError.badArgument(`${what}: this node runs with --bench-no-checksums (a benchmark switch): nothing to check against`)
     const adopted = this.unverified.has(file)
     if (adopted) await this.writeSidecarFor(file, what)
     let sizeBytes: number, sideBytes: number
@@ -252,6 +259,7 @@ export class VersionFiles {
   async create (file: string): Promise<void> {
     const lease = await this.cache.acquire(file, true)
     lease.release()
+    if (!this.checksums) { this.unverified.add(file); return }  // the benchmark switch (above)
     this.unverified.delete(file)
     const side = await this.acquireSidecar(file, `create ${file}`, true)
     try {

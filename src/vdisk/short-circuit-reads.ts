@@ -13,6 +13,9 @@
 // answers null, so the read goes over gRPC, where the node checks again under its range lock
 // and refuses rot (the disk then marks the replica stale). A version without a sidecar (older
 // than checksums, until the scrub adopts it) is read over gRPC too. Two descriptors per entry.
+// Benchmark switch (`ukai mount --bench-no-checksums`, with nodes run the same way; only
+// bench/checksum-cost.ts uses it): `verifyChecksums: false` reads the files unchecked, without
+// their sidecars, to measure what the checks cost. Never a default.
 //
 // A stale byte is a defect, so every cached entry is dropped when what it answered may have
 // changed (see DiskLocalReads). Anything unexpected drops the entry and the caller reads over
@@ -58,6 +61,7 @@ export class LocalReads {
   private readonly pool: NodePool
   private readonly log: Logger
   private readonly openFilesMax: number
+  readonly verifyChecksums: boolean
   private nodes = new Map<string, LocalNode>()
   private readonly announced = new Map<string, string>()  // node → token we logged for
   private readonly refused = new Map<string, string>()    // node → token whose files we cannot open
@@ -65,8 +69,9 @@ export class LocalReads {
   private readonly lru = new Map<Entry, true>()           // entries holding an fd, oldest first
   private closed = false
 
-  constructor (opts: { pool: NodePool, openFilesMax?: number, logger?: Logger }) {
+  constructor (opts: { pool: NodePool, openFilesMax?: number, verifyChecksums?: boolean, logger?: Logger }) {
     this.pool = opts.pool
+    this.verifyChecksums = opts.verifyChecksums !== false
     this.log = opts.logger ?? silentLogger
     this.openFilesMax = opts.openFilesMax ?? LOCAL_OPEN_FILES_MAX_DEFAULT
     this.pool.onNodesChanged(() => this.recheckNodes())
@@ -284,7 +289,7 @@ export class DiskLocalReads {
       // The node names the file; it must be the one the layout says, inside its data dir.
       if (answer.epoch > readEpoch || answer.path !== `disks/${this.diskUuid}/${block}.${answer.epoch}`) return null
       try {
-        const opened = openWithSums(path.join(dataDir, answer.path))
+        const opened = openWithSums(path.join(dataDir, answer.path), this.owner.verifyChecksums)
         if (opened === null) return null  // no checksums (yet): gRPC
         fd = opened.fd; sumFd = opened.sumFd
       } catch (err) {
@@ -313,12 +318,12 @@ export class DiskLocalReads {
       // entry and reads over gRPC.
       const dataDir = this.owner.dataDirOf(e.node)
       if (dataDir === undefined) throw new Error(`node ${e.node} no longer qualifies`)
-      const opened = openWithSums(path.join(dataDir, 'disks', this.diskUuid, `${e.block}.${e.versionEpoch as number}`))
+      const opened = openWithSums(path.join(dataDir, 'disks', this.diskUuid, `${e.block}.${e.versionEpoch as number}`), this.owner.verifyChecksums)
       if (opened === null) throw new Error('version file has no checksums')
       e.fd = opened.fd; e.sumFd = opened.sumFd
     }
     const fd = e.fd
-    const sumFd = e.sumFd as number
+    const sumFd = e.sumFd  // null only with the benchmark switch (verifyChecksums false)
     // A version deleted or replaced on the node (whole-block discard, GC) keeps its bytes for us
     // through the open descriptor: never read those.
     if (fs.fstatSync(fd).nlink === 0) throw new Error('version file was removed')
@@ -353,6 +358,7 @@ export class DiskLocalReads {
     if (got < length) buf.fill(0, got)  // past the end of the version file: zeros, as the node answers
     const firstPage = at / CHECKSUM_PAGE_BYTES
     // Read after the bytes: a write landing in between shows as a mismatch, never as a match.
+    if (sumFd === null) return buf.subarray(offset - at, offset - at + want)
     const sums = readEntriesSync(sumFd, firstPage, length / CHECKSUM_PAGE_BYTES)
     if (firstBadPage(buf, sums, firstPage) >= 0) throw new Error('checksum mismatch: read over gRPC, where the node checks under its lock')
     return buf.subarray(offset - at, offset - at + want)
@@ -372,7 +378,9 @@ function closeWhenIdle (e: Entry): void {
 }
 
 // A version file and its checksum sidecar, both read-only; null when it has no sidecar.
-function openWithSums (file: string): { fd: number, sumFd: number } | null {
+// `verify` false (the benchmark switch): the version file alone.
+function openWithSums (file: string, verify: boolean): { fd: number, sumFd: number | null } | null {
+  if (!verify) return { fd: fs.openSync(file, fs.constants.O_RDONLY), sumFd: null }
   let sumFd: number
   try {
     sumFd = fs.openSync(sidecarPath(file), fs.constants.O_RDONLY)
