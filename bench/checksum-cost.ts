@@ -3,10 +3,10 @@
 // bench/ukai-cluster.ts) with checksums on (the default) and off (`--bench-no-checksums` on the
 // nodes and the agent: no sums written, nothing verified, no scrub), side by side in one run.
 //
-//   node dist/bench/checksum-cost.js        (~2 min per round; also `BENCH_SUITES=checksums npm run bench`)
+//   node dist/bench/checksum-cost.js        (~1 min fill, then ~2 min per round; also `BENCH_SUITES=checksums npm run bench`)
 //
-// Rounds are interleaved (on, off, on, off, …), each on a fresh cluster with a fresh fill, so the
-// noise of a shared machine hits both; the ratio per job is median(on) / median(off) (MiB/s for
+// Both clusters run side by side (each filled once, unmeasured); every round runs each job on
+// one then the other (on, off; off, on next round), so the noise of a shared machine hits both; the ratio per job is median(on) / median(off) (MiB/s for
 // the 1 MiB jobs, IOPS for the 4 KiB ones), and each round's own ratio is shown beside it.
 // Environment: BENCH_CHECKSUM_ROUNDS (3), BENCH_CHECKSUM_FILE_MIB (1024), BENCH_RUNTIME_SEC (10),
 // BENCH_RAMP_SEC (2), BENCH_NUMJOBS (4). Results: bench/results/checksums-<date>.json and
@@ -17,12 +17,13 @@ import path from 'node:path'
 import { createDisk } from '../src/admin/disk-admin'
 import { RESULTS_DIR, envNumber } from './bench-env'
 import { Cleanup } from './cleanup'
-import type { FioResult } from './fio'
+import { runFio, type FioResult } from './fio'
 import { CHECKSUM_GOAL, evaluateGoals, goalLines, metricValue } from './goals'
-import { WORKLOADS, type BenchSettings } from './jobs'
-import type { TargetRun } from './report'
-import { Progress, runWorkloads } from './target-run'
-import { startUkaiCluster } from './ukai-cluster'
+import { CpuMeter } from './proc-stats'
+import { WORKLOADS, fillJob, timedJob, type BenchSettings, type WorkloadSpec } from './jobs'
+import { formatFio, type TargetRun } from './report'
+import { Progress } from './target-run'
+import { startUkaiCluster, type UkaiCluster } from './ukai-cluster'
 
 const MIB = 1024 * 1024
 const DISK = 'bench'
@@ -36,25 +37,39 @@ export function median (xs: number[]): number | null {
   return s.length % 2 === 1 ? s[m] : (s[m - 1] + s[m]) / 2
 }
 
-async function oneRun (variant: Variant, dir: string, settings: BenchSettings, progress: Progress, cleanup: Cleanup): Promise<TargetRun> {
+interface Side { variant: Variant, cluster: UkaiCluster, filename: string, pids: Record<string, number> }
+
+// A cluster for one variant, its disk created and filled once (the fill is not measured).
+async function startSide (variant: Variant, dir: string, settings: BenchSettings, progress: Progress, cleanup: Cleanup): Promise<Side> {
   const off = variant === 'off' ? ['--bench-no-checksums'] : []
   const cluster = await startUkaiCluster({ dir, nodeArgs: off, agentArgs: off })
-  cleanup.add(`stop the UKAI cluster (${variant})`, () => cluster.stop())
-  const run: TargetRun = { target: variant === 'on' ? 'ukai' : 'ukai-no-checksums', fill: null, workloads: {}, error: null }
-  try {
-    await createDisk(cluster.meta, { name: DISK, sizeBytes: settings.fileSizeBytes, replicas: 2 })
-    const pids: Record<string, number> = { agent: cluster.agent.pid }
-    for (const n of cluster.nodes) pids[`node ${n.id}`] = n.pid
-    await runWorkloads(run.target, path.join(cluster.mountPoint, DISK), settings, pids, progress, run)
-  } catch (err) {
-    run.error = (err as Error).message
-    process.stdout.write(`FAILED: ${run.error}\n`)
-  } finally {
-    await cluster.stop()
-    fs.rmSync(dir, { recursive: true, force: true })
-  }
-  return run
+  cleanup.add(`stop the UKAI cluster (checksums ${variant})`, () => cluster.stop())
+  await createDisk(cluster.meta, { name: DISK, sizeBytes: settings.fileSizeBytes, replicas: 2 })
+  const filename = path.join(cluster.mountPoint, DISK)
+  progress.start(label(variant), 'fill')
+  const fill = await runFio(fillJob(filename, settings))
+  progress.finish(`${(fill.main.bytesPerSec / MIB).toFixed(0)} MiB/s`)
+  const pids: Record<string, number> = { agent: cluster.agent.pid }
+  for (const n of cluster.nodes) pids[`node ${n.id}`] = n.pid
+  return { variant, cluster, filename, pids }
 }
+
+async function runJob (side: Side, w: WorkloadSpec, settings: BenchSettings, progress: Progress, run: TargetRun): Promise<void> {
+  progress.start(label(side.variant), w.label)
+  const meter = new CpuMeter(side.pids)
+  meter.begin()
+  try {
+    const fio = await runFio(timedJob(w, side.filename, settings))
+    const cpuPercent = meter.end()
+    run.workloads[w.id] = { fio, error: null, cpuPercent }
+    progress.finish(`${formatFio(fio, w).replace('\n', ', ')}  [CPU ${Object.entries(cpuPercent).map(([p, c]) => `${p} ${c ?? '-'}%`).join(', ')}]`)
+  } catch (err) {
+    run.workloads[w.id] = { fio: null, error: (err as Error).message, cpuPercent: meter.end() }
+    progress.finish(`FAILED: ${(err as Error).message.split('\n')[0]}`)
+  }
+}
+
+function label (v: Variant): string { return v === 'on' ? 'sums on' : 'sums off' }
 
 // The medians of every job, as one run of each variant (what evaluateGoals takes).
 function medianRun (target: TargetRun['target'], runs: TargetRun[]): TargetRun {
@@ -90,11 +105,15 @@ async function main (): Promise<void> {
   try {
     process.stdout.write(`checksums on vs off: ${rounds} interleaved rounds, fio psync numjobs=${settings.numJobs} direct=1, ` +
       `${settings.runtimeSec} s + ${settings.rampSec} s ramp per job, ${settings.fileSizeBytes / MIB} MiB disk, 2 replicas\n`)
-    const progress = new Progress(rounds * 2 * (WORKLOADS.length + 1))
+    const progress = new Progress(2 + rounds * 2 * WORKLOADS.length)
+    const sides = { on: await startSide('on', path.join(workDir, 'on'), settings, progress, cleanup), off: await startSide('off', path.join(workDir, 'off'), settings, progress, cleanup) }
     for (let r = 0; r < rounds; r++) {
-      for (const v of ['on', 'off'] as const) {
-        results[v].push(await oneRun(v, path.join(workDir, `${v}-${r}`), settings, progress, cleanup))
-      }
+      const runs = { on: newRun('ukai'), off: newRun('ukai-no-checksums') }
+      results.on.push(runs.on)
+      results.off.push(runs.off)
+      // Job by job, the variants side by side; who goes first alternates by round.
+      const order: Variant[] = r % 2 === 0 ? ['on', 'off'] : ['off', 'on']
+      for (const w of WORKLOADS) for (const v of order) await runJob(sides[v], w, settings, progress, runs[v])
     }
   } finally {
     await cleanup.run()
@@ -122,6 +141,7 @@ async function main (): Promise<void> {
   process.stdout.write(`wrote ${path.relative(process.cwd(), file)} and bench/results/latest-checksums.json\n`)
 }
 
+function newRun (target: TargetRun['target']): TargetRun { return { target, fill: null, workloads: {}, error: null } }
 function round3 (x: number): number { return Math.round(x * 1000) / 1000 }
 function fmt (x: number | null): string { return x === null ? '-' : x.toFixed(0) }
 

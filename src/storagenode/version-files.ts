@@ -27,6 +27,7 @@ import { SYNC_IO_MAX_BYTES } from '../lib/limits'
 import { FileCache, FileLease, MAX_OPEN_FILES_DEFAULT } from './file-cache'
 import { CHECKSUM_PAGE_BYTES, SIDECAR_HEADER, entryOffset, firstBadPage, pageSpan, pageSums, readEntriesSync, sidecarFor, sidecarPath } from './page-checksums'
 import { punchHole } from './punch-hole'
+import { SUMS_CACHE_MAX_BYTES, SUMS_CACHED_FILE_MAX_BYTES, SumsCache, entriesOf } from './sums-cache'
 import type { TranslateError } from './store-errors'
 
 // The filesystem page: the unit of allocation in a block file (space accounting's worst case,
@@ -51,6 +52,9 @@ export class VersionFiles {
   private readonly unverified = new Set<string>()
   // Counted for Stat and the scrub report: mismatches found by reads, unverified files adopted.
   checksumErrors = 0
+  // The sums of hot versions (SumsCache below), written through by updateSums: a read does not
+  // pread the sidecar. Everything else that changes a sidecar forgets its entry.
+  private readonly sumsCache = new SumsCache(SUMS_CACHE_MAX_BYTES)
 
   constructor (private readonly translate: TranslateError, maxOpenFiles = MAX_OPEN_FILES_DEFAULT, readonly checksums = true) {
     this.cache = new FileCache(maxOpenFiles)
@@ -68,15 +72,18 @@ export class VersionFiles {
   async read (file: string, offset: number, length: number, what: string, recheck?: (again: () => Promise<Buffer>) => Promise<Buffer>): Promise<Buffer> {
     if (length === 0 || this.unverified.has(file)) return await this.readRaw(file, offset, length, what)
     const { start, end } = pageSpan(offset, length)
-    const checked = async (): Promise<Buffer | number> => {
+    // fromFile: the sums as the sidecar holds them, not the cache's (a mismatch is re-checked so).
+    const checked = async (fromFile: boolean): Promise<Buffer | number> => {
       const data = await this.readRaw(file, start, end - start, what)
-      const sums = await this.readSums(file, start / CHECKSUM_PAGE_BYTES, (end - start) / CHECKSUM_PAGE_BYTES, what)
+      const sums = await this.readSums(file, start / CHECKSUM_PAGE_BYTES, (end - start) / CHECKSUM_PAGE_BYTES, what, fromFile)
       const bad = firstBadPage(data, sums, start / CHECKSUM_PAGE_BYTES)
       return bad < 0 ? data.subarray(offset - start, offset - start + length) : bad
     }
-    let got = await checked()
+    let got = await checked(false)
+    if (typeof got === 'number') this.sumsCache.forget(file)
+    if (typeof got === 'number' && recheck === undefined) got = await checked(true)
     if (typeof got === 'number' && recheck !== undefined) {
-      got = await recheck(async () => { const again = await checked(); if (typeof again === 'number') throw new BadPage(again); return again }).catch(err => {
+      got = await recheck(async () => { const again = await checked(true); if (typeof again === 'number') throw new BadPage(again); return again }).catch(err => {
         if (err instanceof BadPage) return err.page
         throw err
       })
@@ -86,10 +93,24 @@ export class VersionFiles {
     throw UkaiError.checksum(`${what}: page ${got} (bytes ${got * CHECKSUM_PAGE_BYTES}..${(got + 1) * CHECKSUM_PAGE_BYTES}) of ${file} does not match its checksum`)
   }
 
-  // The stored sums of `count` pages from `firstPage` on (0 past the sidecar's end: zeros).
-  private async readSums (file: string, firstPage: number, count: number, what: string): Promise<Buffer> {
+  // The stored sums of `count` pages from `firstPage` on (0 past the sidecar's end: zeros): from
+  // the cache, or the sidecar (then cached whole when it is small). `fromFile`: the file only
+  // (the scrub checks the sidecar as stored).
+  private async readSums (file: string, firstPage: number, count: number, what: string, fromFile = false): Promise<Buffer> {
+    if (!fromFile) {
+      const cached = this.sumsCache.get(file, firstPage, count)
+      if (cached !== null) return cached
+    }
     const lease = await this.acquireSidecar(file, what)
     try {
+      if (!fromFile) {
+        const size = (await lease.fh.stat()).size - SIDECAR_HEADER.length
+        if (size >= 0 && size <= SUMS_CACHED_FILE_MAX_BYTES) {
+          const all = readEntriesSync(lease.fh.fd, 0, Math.floor(size / 4))
+          this.sumsCache.set(file, all)
+          return this.sumsCache.get(file, firstPage, count) ?? entriesOf(all, firstPage, count)
+        }
+      }
       if (count * 4 <= SYNC_IO_MAX_BYTES) return readEntriesSync(lease.fh.fd, firstPage, count)
       const buf = Buffer.alloc(count * 4)
       await lease.fh.read(buf, 0, buf.length, entryOffset(firstPage))
@@ -131,8 +152,14 @@ export class VersionFiles {
     if (tailPartial && (pages > 1 || !headPartial)) await edge(firstPage + pages - 1)
     const lease = await this.acquireSidecar(file, what)
     try {
-      if (sums.length <= SYNC_IO_MAX_BYTES) writeAllSync(lease.fh.fd, sums, entryOffset(firstPage))
-      else await writeAll(lease.fh, sums, entryOffset(firstPage))
+      if (sums.length <= SYNC_IO_MAX_BYTES) {
+        writeAllSync(lease.fh.fd, sums, entryOffset(firstPage))
+        this.sumsCache.update(file, firstPage, sums)  // no await between: a read sees both or neither
+      } else {
+        this.sumsCache.forget(file)
+        await writeAll(lease.fh, sums, entryOffset(firstPage))
+        this.sumsCache.forget(file)  // a read meanwhile may have cached the sidecar from before
+      }
     } catch (err) {
       throw this.translate(err, `${what}: checksum file`)
     } finally {
@@ -144,6 +171,7 @@ export class VersionFiles {
   // unverified version the scrub adopts), written durable under its final name.
   async writeSidecarFor (file: string, what: string): Promise<void> {
     if (!this.checksums) { this.unverified.add(file); return }  // the benchmark switch (above)
+    this.sumsCache.forget(file)
     try {
       const data = await fsp.readFile(file)
       const tmp = sidecarPath(file) + '.tmp'
@@ -160,6 +188,7 @@ export class VersionFiles {
   // The sidecar of `src` copied for `dst` (a copy-on-write clone of the version): the clone's
   // bytes are the source's, so are its sums — rot in the source stays detectable in the copy.
   async copySidecar (src: string, dst: string): Promise<void> {
+    this.sumsCache.forget(dst)
     if (this.unverified.has(src)) { this.unverified.add(dst); return }
     // The source's sums are written with pwrite through a cached handle: the copy sees them.
     await fsp.copyFile(sidecarPath(src), sidecarPath(dst))
@@ -168,6 +197,8 @@ export class VersionFiles {
   }
 
   async renameSidecar (from: string, to: string): Promise<void> {
+    this.sumsCache.forget(from)
+    this.sumsCache.forget(to)
     this.cache.forget(sidecarPath(from))
     this.cache.forget(sidecarPath(to))
     if (this.unverified.delete(from)) { this.unverified.add(to); return }
@@ -176,6 +207,7 @@ export class VersionFiles {
 
   // Returns the bytes the sidecar had allocated (a version's freed space counts them too).
   async removeSidecar (file: string): Promise<number> {
+    this.sumsCache.forget(file)
     this.cache.forget(sidecarPath(file))
     this.unverified.delete(file)
     let bytes = 0
@@ -200,7 +232,7 @@ export class VersionFiles {
       throw this.translate(err, what)
     }
     const pages = Math.max(Math.ceil(sizeBytes / CHECKSUM_PAGE_BYTES), Math.ceil((sideBytes - SIDECAR_HEADER.length) / 4))
-    const sums = await this.readSums(file, 0, pages, what)
+    const sums = await this.readSums(file, 0, pages, what, true)
     let badPage = -1
     for (let pos = 0; pos < pages * CHECKSUM_PAGE_BYTES && badPage < 0; pos += CHECK_CHUNK_BYTES) {
       const len = Math.min(CHECK_CHUNK_BYTES, pages * CHECKSUM_PAGE_BYTES - pos)
@@ -259,6 +291,7 @@ export class VersionFiles {
   async create (file: string): Promise<void> {
     const lease = await this.cache.acquire(file, true)
     lease.release()
+    this.sumsCache.forget(file)
     if (!this.checksums) { this.unverified.add(file); return }  // the benchmark switch (above)
     this.unverified.delete(file)
     const side = await this.acquireSidecar(file, `create ${file}`, true)
@@ -299,6 +332,7 @@ export class VersionFiles {
   private async truncateSums (file: string, offset: number): Promise<void> {
     if (this.unverified.has(file)) return
     const keepPages = Math.ceil(offset / CHECKSUM_PAGE_BYTES)
+    this.sumsCache.forget(file)
     const side = await this.acquireSidecar(file, `truncate ${file}`)
     try { await side.fh.truncate(entryOffset(keepPages)) } finally { side.release() }
     if (offset % CHECKSUM_PAGE_BYTES !== 0) await this.updateSums(file, offset, 0 + (keepPages * CHECKSUM_PAGE_BYTES - offset), null, `truncate ${file}`)
@@ -346,8 +380,8 @@ export class VersionFiles {
   }
 
   // Forget a path (deleted or renamed over); its handle closes once unused.
-  forget (file: string): void { this.cache.forget(file); this.cache.forget(sidecarPath(file)) }
-  forgetUnder (dir: string): void { this.cache.forgetUnder(dir) }
+  forget (file: string): void { this.cache.forget(file); this.cache.forget(sidecarPath(file)); this.sumsCache.forget(file) }
+  forgetUnder (dir: string): void { this.cache.forgetUnder(dir); this.sumsCache.forgetUnder(dir) }
   async closeAll (): Promise<void> { await this.cache.closeAll() }
 }
 

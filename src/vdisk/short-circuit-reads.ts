@@ -24,7 +24,7 @@ import fs from 'node:fs'
 import path from 'node:path'
 import { Logger, silentLogger } from '../log'
 import { readLocalReadToken } from '../storagenode/local-read-token'
-import { CHECKSUM_PAGE_BYTES, firstBadPage, pageSpan, readEntriesSync, sidecarPath } from '../storagenode/page-checksums'
+import { CHECKSUM_PAGE_BYTES, SIDECAR_HEADER_BYTES, firstBadPage, pageSpan, readEntriesSync, sidecarPath } from '../storagenode/page-checksums'
 import { NodePool } from './node-pool'
 import { SYNC_IO_MAX_BYTES } from '../lib/limits'
 import { Lifecycle } from '../lib/lifecycle'
@@ -48,6 +48,9 @@ interface Entry {
   versionEpoch: number | null   // null: no version <= readEpoch
   fd: number | null             // null: absent, or closed to stay within the bound (reopened on use)
   sumFd: number | null          // its checksum sidecar, opened and closed with fd
+  // The sidecar's sums, kept while this agent holds the lease (every write then comes through
+  // it: `mutating` clears them) and fd is open; see SUMS_CACHED_MAX_BYTES.
+  sums: Buffer | null
   evicted: boolean              // close the fd once no async read uses it; the entry stays valid
   reading: number               // async reads in flight on fd: close waits for them
   dropped: boolean
@@ -202,7 +205,7 @@ export class DiskLocalReads {
     }
     try {
       if (entry.versionEpoch === null) return 'absent'
-      return await this.pread(entry, offset, length)
+      return await this.pread(entry, offset, length, holdsLease)
     } catch {
       this.drop(entry)
       return null
@@ -218,6 +221,7 @@ export class DiskLocalReads {
     if (this.locating > 0) this.blockGeneration.set(block, (this.blockGeneration.get(block) ?? 0) + 1)
     for (const e of [...(this.entries.get(block) ?? [])]) {
       if (writeEpoch === null || e.versionEpoch !== writeEpoch) this.drop(e)
+      else e.sums = null  // its pages and their sums change now: read them again
     }
   }
 
@@ -298,7 +302,7 @@ export class DiskLocalReads {
         return null  // removed meanwhile (a discard, a relocation): gRPC knows better
       }
     }
-    const entry: Entry = { disk: this, node, block, readEpoch, versionEpoch: answer.found ? answer.epoch : null, fd, sumFd, evicted: false, reading: 0, dropped: false }
+    const entry: Entry = { disk: this, node, block, readEpoch, versionEpoch: answer.found ? answer.epoch : null, fd, sumFd, sums: null, evicted: false, reading: 0, dropped: false }
     const kept = stable && (holdsLease || entry.versionEpoch === readEpoch)
     if (kept) {
       const old = this.find(node, block)
@@ -311,7 +315,7 @@ export class DiskLocalReads {
     return { entry, kept }
   }
 
-  private async pread (e: Entry, offset: number, length: number): Promise<Buffer> {
+  private async pread (e: Entry, offset: number, length: number, cacheSums: boolean): Promise<Buffer> {
     if (e.dropped && e.fd === null) throw new Error('entry was dropped')
     if (e.fd === null) {
       // Closed for the bound: the same file again. Gone meanwhile (ENOENT): the caller drops the
@@ -335,33 +339,41 @@ export class DiskLocalReads {
     length = span.end - span.start
     const buf = Buffer.allocUnsafe(length)
     let got = 0
-    if (length <= SYNC_IO_MAX_BYTES) {  // on the loop: see lib/limits.ts
-      while (got < length) {
-        const n = fs.readSync(fd, buf, got, length - got, at + got)
-        if (n === 0) break
-        got += n
-      }
-      closeWhenIdle(e)  // dropped or evicted meanwhile: its fd goes now
-    } else {
-      e.reading++
-      try {
+    // `reading` holds both descriptors open until the check is done (closeWhenIdle waits for it).
+    e.reading++
+    try {
+      if (length <= SYNC_IO_MAX_BYTES) {  // on the loop: see lib/limits.ts
+        while (got < length) {
+          const n = fs.readSync(fd, buf, got, length - got, at + got)
+          if (n === 0) break
+          got += n
+        }
+      } else {
         while (got < length) {
           const n = await new Promise<number>((resolve, reject) => fs.read(fd, buf, got, length - got, at + got, (err, bytesRead) => err !== null ? reject(err) : resolve(bytesRead)))
           if (n === 0) break
           got += n
         }
-      } finally {
-        e.reading--
-        closeWhenIdle(e)
       }
+      if (got < length) buf.fill(0, got)  // past the end of the version file: zeros, as the node answers
+      if (sumFd !== null) this.check(e, sumFd, buf, at / CHECKSUM_PAGE_BYTES, cacheSums)
+    } finally {
+      e.reading--
+      closeWhenIdle(e)  // dropped or evicted meanwhile: its fds go now
     }
-    if (got < length) buf.fill(0, got)  // past the end of the version file: zeros, as the node answers
-    const firstPage = at / CHECKSUM_PAGE_BYTES
-    // Read after the bytes: a write landing in between shows as a mismatch, never as a match.
-    if (sumFd === null) return buf.subarray(offset - at, offset - at + want)
-    const sums = readEntriesSync(sumFd, firstPage, length / CHECKSUM_PAGE_BYTES)
-    if (firstBadPage(buf, sums, firstPage) >= 0) throw new Error('checksum mismatch: read over gRPC, where the node checks under its lock')
     return buf.subarray(offset - at, offset - at + want)
+  }
+
+  // The bytes of whole pages from `firstPage` on against their sums: the cached ones first (no
+  // pread of the sidecar); none cached, or a mismatch with them (they may predate a write), the
+  // sidecar's, read after the bytes: a write landing in between shows as a mismatch, never as a
+  // match. A mismatch there throws: the caller reads over gRPC, where the node checks again.
+  private check (e: Entry, sumFd: number, buf: Buffer, firstPage: number, cacheSums: boolean): void {
+    const pages = buf.length / CHECKSUM_PAGE_BYTES
+    if (e.sums !== null && firstBadPage(buf, cachedEntries(e.sums, firstPage, pages), firstPage) < 0) return
+    e.sums = null
+    if (firstBadPage(buf, readEntriesSync(sumFd, firstPage, pages), firstPage) >= 0) throw new Error('checksum mismatch: read over gRPC, where the node checks under its lock')
+    if (cacheSums) e.sums = wholeSidecar(sumFd)
   }
 }
 
@@ -373,8 +385,31 @@ function closeWhenIdle (e: Entry): void {
   const sumFd = e.sumFd
   e.fd = null
   e.sumFd = null
+  e.sums = null
   try { fs.closeSync(fd) } catch { /* nothing to do about a failed close of a read-only fd */ }
   if (sumFd !== null) try { fs.closeSync(sumFd) } catch { /* as above */ }
+}
+
+// Sums cached per open entry at most this big (a 4 MiB block has 4 KiB of them): within the
+// bound on open files (--local-read-files, 1024) that is at most 16 MiB; a bigger sidecar is
+// read per read. Saves one pread per 4 KiB read (measured in docs/performance.md).
+const SUMS_CACHED_MAX_BYTES = 16 * 1024
+
+// All of a sidecar's entries, or null when it is bigger than SUMS_CACHED_MAX_BYTES.
+function wholeSidecar (sumFd: number): Buffer | null {
+  const size = fs.fstatSync(sumFd).size - SIDECAR_HEADER_BYTES
+  if (size < 0 || size > SUMS_CACHED_MAX_BYTES) return null
+  return readEntriesSync(sumFd, 0, Math.floor(size / 4))
+}
+
+// `pages` entries from `firstPage` on out of a cached sidecar; past its end 0 (zero pages).
+function cachedEntries (sums: Buffer, firstPage: number, pages: number): Buffer {
+  const from = firstPage * 4
+  const to = from + pages * 4
+  if (to <= sums.length) return sums.subarray(from, to)
+  const out = Buffer.alloc(pages * 4)
+  if (from < sums.length) sums.copy(out, 0, from)
+  return out
 }
 
 // A version file and its checksum sidecar, both read-only; null when it has no sidecar.
