@@ -21,7 +21,7 @@ import { runFio, type FioResult } from './fio'
 import { CHECKSUM_GOAL, evaluateGoals, goalLines, metricValue } from './goals'
 import { CpuMeter } from './proc-stats'
 import { WORKLOADS, fillJob, timedJob, type BenchSettings, type WorkloadSpec } from './jobs'
-import { formatFio, type TargetRun } from './report'
+import { cpuMicrosPerIo, formatFio, type TargetRun } from './report'
 import { Progress } from './target-run'
 import { startUkaiCluster, type UkaiCluster } from './ukai-cluster'
 
@@ -124,11 +124,16 @@ async function main (): Promise<void> {
     const perRound = on.map((a, i) => a === null || off[i] === null || off[i] === 0 ? null : round3(a / (off[i] as number)))
     const mOn = median(on.filter((x): x is number => x !== null))
     const mOff = median(off.filter((x): x is number => x !== null))
-    return { workload: w.id as WorkloadId, unit: w.blockSizeBytes >= MIB ? 'MiB/s' : 'IOPS', on, off, perRound, medianOn: mOn, medianOff: mOff, ratio: mOn === null || mOff === null || mOff === 0 ? null : round3(mOn / mOff) }
+    // CPU of the agent and both nodes per I/O: less at the mercy of other load than throughput.
+    const cpu = (runs: TargetRun[]): number[] => runs.map(r => cpuPerIo(r, w.id)).filter((x): x is number => x !== null)
+    const cpuOn = median(cpu(results.on))
+    const cpuOff = median(cpu(results.off))
+    return { cpuMicrosPerIoOn: cpuOn, cpuMicrosPerIoOff: cpuOff, cpuRatio: cpuOn === null || cpuOff === null || cpuOff === 0 ? null : round3(cpuOn / cpuOff), workload: w.id as WorkloadId, unit: w.blockSizeBytes >= MIB ? 'MiB/s' : 'IOPS', on, off, perRound, medianOn: mOn, medianOff: mOff, ratio: mOn === null || mOff === null || mOff === 0 ? null : round3(mOn / mOff) }
   })
-  process.stdout.write('\njob        unit    median on  median off  on/off  per round (on/off)\n')
+  process.stdout.write('\njob        unit    median on  median off  on/off  per round (on/off)   CPU µs/IO on  off  on/off\n')
   for (const row of rows) {
-    process.stdout.write(`${row.workload.padEnd(10)} ${row.unit.padEnd(6)} ${fmt(row.medianOn).padStart(10)} ${fmt(row.medianOff).padStart(11)} ${(row.ratio?.toFixed(2) ?? '-').padStart(7)}  ${row.perRound.map(x => x?.toFixed(2) ?? '-').join(' ')}\n`)
+    process.stdout.write(`${row.workload.padEnd(10)} ${row.unit.padEnd(6)} ${fmt(row.medianOn).padStart(10)} ${fmt(row.medianOff).padStart(11)} ${(row.ratio?.toFixed(2) ?? '-').padStart(7)}  ${row.perRound.map(x => x?.toFixed(2) ?? '-').join(' ').padEnd(20)}` +
+      ` ${fmt(row.cpuMicrosPerIoOn).padStart(12)} ${fmt(row.cpuMicrosPerIoOff).padStart(4)} ${(row.cpuRatio?.toFixed(2) ?? '-').padStart(7)}\n`)
   }
   const goals = evaluateGoals([medianRun('ukai', results.on), medianRun('ukai-no-checksums', results.off)], [CHECKSUM_GOAL])
   process.stdout.write(goalLines(goals) + '\n')
@@ -142,6 +147,14 @@ async function main (): Promise<void> {
 }
 
 function newRun (target: TargetRun['target']): TargetRun { return { target, fill: null, workloads: {}, error: null } }
+// CPU µs per I/O of the serving processes (agent and nodes), or null when not measured.
+function cpuPerIo (run: TargetRun, id: WorkloadId): number | null {
+  const w = run.workloads[id]
+  if (w?.fio == null) return null
+  const percents = Object.values(w.cpuPercent).filter((x): x is number => x !== null)
+  return percents.length === 0 || w.fio.main.iops === 0 ? null : cpuMicrosPerIo(percents.reduce((a, b) => a + b, 0), w.fio.main.iops)
+}
+
 function round3 (x: number): number { return Math.round(x * 1000) / 1000 }
 function fmt (x: number | null): string { return x === null ? '-' : x.toFixed(0) }
 
