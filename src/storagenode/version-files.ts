@@ -347,13 +347,16 @@ export class VersionFiles {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return
       throw err
     }
-    // The version and its checksums in parallel: the file system commits them together.
+    // The version and its checksums in parallel: the file system commits them together. fdatasync:
+    // the bytes and what reading them back needs (size, allocation), not the mtime — an
+    // overwrite of allocated pages then costs no journal commit for the inode (two files, two
+    // calls: no single call covers both short of syncfs of the whole data dir).
     let side
     if (!this.unverified.has(file)) {
       try { side = await this.cache.acquire(sidecarPath(file)) } catch { /* gone with its version */ }
     }
     try {
-      await Promise.all([this.fsync(lease.fh), side !== undefined ? this.fsync(side.fh) : undefined])
+      await Promise.all([this.datasync(lease.fh), side !== undefined ? this.datasync(side.fh) : undefined])
     } finally {
       lease.release()
       side?.release()
@@ -368,6 +371,11 @@ export class VersionFiles {
   async fsync (fh: { sync: () => Promise<void> }): Promise<void> {
     this.countFsync()
     await fh.sync()
+  }
+
+  async datasync (fh: { datasync: () => Promise<void> }): Promise<void> {
+    this.countFsync()
+    await fh.datasync()
   }
 
   // Every fsync-like call counts, and fails while the fault file exists (see above); also the
