@@ -13,8 +13,9 @@
 // ceph install their Debian packages first, bench/setup-peers.sh), BENCH_KEEP=1 keeps the temp dir (logs) afterwards,
 // BENCH_METRICS=1 runs the UKAI daemons with --metrics-listen and scrapes them (bench/ukai-cluster.ts;
 // compare with a run without for the metrics' cost),
-// BENCH_SUITES (fio,relocate,snapshot,export,migration): which suites to run, each after fio in
-// its own process: `relocate` bench/relocate.ts (relocation under load over a WAN proxy, ~4 min),
+// BENCH_SUITES (fio,checksums,relocate,snapshot,export,migration): which suites to run, each after fio in
+// its own process: `checksums` bench/checksum-cost.ts (the fio jobs with checksums on vs off,
+// interleaved rounds, ~2 min a round, BENCH_CHECKSUM_ROUNDS), `relocate` bench/relocate.ts (relocation under load over a WAN proxy, ~4 min),
 // `snapshot` bench/snapshot.ts (commit time, first write after a snapshot; ~1-2 min), `export`
 // bench/export.ts (incremental export size vs bytes changed; ~2-5 min) and `migration`
 // bench/migration.ts (a guest live-migrated between sites while its data follows, ~5 min).
@@ -201,6 +202,7 @@ async function main (): Promise<void> {
     if (profileArg !== undefined) return await profileAgent(workDir, settings, cleanup, profileArg.split('=')[1] ?? 'randread')
     const suites = suitesFromEnv()
     if (suites.includes('fio')) await benchmark(workDir, settings, cleanup)
+    if (suites.includes('checksums')) await runSuiteProcess(cleanup, 'checksums on vs off, interleaved rounds (bench/checksum-cost.ts)', 'checksum-cost.js')
     if (suites.includes('relocate')) await runSuiteProcess(cleanup, 'relocation under load (bench/relocate.ts)', 'relocate.js')
     if (suites.includes('snapshot')) await runSuiteProcess(cleanup, 'snapshot commit time and first write after a snapshot (bench/snapshot.ts)', 'snapshot.js')
     if (suites.includes('export')) await runSuiteProcess(cleanup, 'incremental export size vs bytes changed (bench/export.ts)', 'export.js')
@@ -210,7 +212,7 @@ async function main (): Promise<void> {
   }
 }
 
-const SUITES = ['fio', 'relocate', 'snapshot', 'export', 'migration']
+const SUITES = ['fio', 'checksums', 'relocate', 'snapshot', 'export', 'migration']
 
 function suitesFromEnv (): string[] {
   const v = process.env.BENCH_SUITES

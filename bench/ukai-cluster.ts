@@ -28,6 +28,7 @@ export interface UkaiClusterOptions {
   agentCpuProfileDir?: string    // profile the agent (bench/profiled-cli.ts), written here at exit
   metrics?: boolean              // --metrics-listen on every daemon, scraped (default: BENCH_METRICS=1)
   agentArgs?: string[]           // more `ukai mount` arguments, e.g. --nbd-dir DIR
+  nodeArgs?: string[]            // more `ukai storagenode` arguments, e.g. --bench-no-checksums
   tls?: boolean                  // mutual TLS between agent and nodes (default: on; BENCH_TLS=0 turns it off)
 }
 
@@ -93,7 +94,7 @@ export async function startUkaiCluster (opts: UkaiClusterOptions): Promise<UkaiC
     agentTlsDir = tls?.agentDir(BENCH_HOST)
     // The nodes run on the agent's host (as a hypervisor's own disks do): its reads short-circuit.
     for (let i = 1; i <= nodeCount; i++) {
-      nodes.push(await startStorageNode({ dir: path.join(opts.dir, `node-a${i}`), id: `a${i}`, site: BENCH_SITE, zk: connect, capacity: '50GiB', tlsDir: tls?.nodeDir(`a${i}`), extraArgs: ['--host', BENCH_HOST, ...await metricsArgs()] }))
+      nodes.push(await startStorageNode({ dir: path.join(opts.dir, `node-a${i}`), id: `a${i}`, site: BENCH_SITE, zk: connect, capacity: '50GiB', tlsDir: tls?.nodeDir(`a${i}`), extraArgs: ['--host', BENCH_HOST, ...opts.nodeArgs ?? [], ...await metricsArgs()] }))
     }
     meta = await MetaStore.connect(connect, { auth: processZkAuth() })
     agentMetricsArgs.push(...await metricsArgs())

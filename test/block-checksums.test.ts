@@ -1,13 +1,15 @@
 // Checksums of block versions (src/storagenode/page-checksums.ts, version-files.ts): the sidecar
 // format, and a BlockStore on a real temp dir whose sidecars stay exact through partial writes,
-// punched holes, truncation, copy-on-write clones and a restart; a flipped byte is never served.
+// punched holes, truncation, copy-on-write clones and a restart; a flipped byte is never served,
+// also once the node keeps the sums in memory (sums-cache.ts); the one-call check of a span
+// (allPagesMatch) agrees with the page-by-page one; and the benchmark switch (no checksums).
 import t from 'tap'
 import * as fs from 'node:fs'
 import * as os from 'node:os'
 import * as path from 'node:path'
 import { crc32c } from '@node-rs/crc32'
 import { BlockStore } from '../src/storagenode/block-store'
-import { CHECKSUM_PAGE_BYTES, SIDECAR_HEADER, SIDECAR_HEADER_BYTES, checkHeader, firstBadPage, pageSpan, pageSum, pageSums, sidecarFor } from '../src/storagenode/page-checksums'
+import { CHECKSUM_PAGE_BYTES, SIDECAR_HEADER, SIDECAR_HEADER_BYTES, allPagesMatch, checkHeader, firstBadPage, pageSpan, pageSum, pageSums, sidecarFor } from '../src/storagenode/page-checksums'
 import { isUkaiError } from '../src/errors'
 import { flipByte } from './helpers/node-files'
 
@@ -168,4 +170,97 @@ t.test('the scrub\'s check: adopts a version older than checksums, then finds ro
   flipByte(versionFile(dir, 4, 1), PAGE + 3, 0x5a)
   t.match(await store.checkVersion(UUID, 4, 1), { badPage: 1 }, 'rot found by the scrub\'s check')
   t.equal(await store.checkVersion(UUID, 9, 1), null, 'a version that does not exist: null')
+})
+
+t.test('one crc32c call over a span (allPagesMatch) agrees with the page-by-page check, and finds every flipped bit', async t => {
+  const rand = rng(21)
+  for (const pages of [1, 2, 5, 64, 1024]) {
+    const data = bytes(rand, pages * PAGE)
+    if (pages > 2) data.fill(0, PAGE, 2 * PAGE)  // a zero page (stored as 0) inside
+    const sums = pageSums(data)
+    t.ok(allPagesMatch(data, sums), `${pages} pages: a clean span matches`)
+    let missed = 0
+    for (let k = 0; k < 40; k++) {
+      const bad = Buffer.from(data)
+      const at = Math.floor(rand() * bad.length)
+      bad[at] ^= 1 << (k % 8)
+      if (allPagesMatch(bad, sums)) missed++
+      if (firstBadPage(bad, sums, 3) !== 3 + Math.floor(at / PAGE)) missed++
+    }
+    t.equal(missed, 0, `${pages} pages: 40 flipped bits, each found and its page named`)
+    const wrongSum = Buffer.from(sums); wrongSum[4 * (pages - 1)] ^= 1
+    t.notOk(allPagesMatch(data, wrongSum), `${pages} pages: a wrong stored sum is a mismatch too`)
+  }
+  t.notOk(allPagesMatch(Buffer.alloc(PAGE + 10, 1), pageSums(Buffer.alloc(PAGE + 10))), 'a partial last page: checked page by page')
+})
+
+t.test('the node\'s cached sums stay exact: random writes, holes, truncations and clones, each followed by reads', async t => {
+  const dir = tempDir(t)
+  const store = await BlockStore.open({ nodeId: 'n1', dataDir: dir })
+  t.teardown(() => store.close())
+  const rand = rng(31)
+  const model = new Map<string, Buffer>()
+  const modelOf = (block: number, epoch: number): Buffer => {
+    for (let e = epoch; e >= 1; e--) { const m = model.get(`${block}.${e}`); if (m !== undefined) return m }
+    return Buffer.alloc(BLOCK_BYTES)
+  }
+  let wrong = 0
+  for (let epoch = 1; epoch <= 2; epoch++) {
+    for (let i = 0; i < 150; i++) {
+      const block = Math.floor(rand() * 2)
+      const m = Buffer.from(modelOf(block, epoch))
+      const off = Math.floor(rand() * (BLOCK_BYTES - 1))
+      const len = 1 + Math.floor(rand() * Math.min(3 * PAGE, BLOCK_BYTES - off))
+      if (rand() < 0.2) {
+        await store.discard(UUID, block, epoch, off, len, 1)
+        m.fill(0, off, off + len)
+      } else {
+        const data = bytes(rand, len)
+        await store.write(UUID, block, epoch, off, data, 1)
+        data.copy(m, off)
+      }
+      model.set(`${block}.${epoch}`, m)
+      // Reads right after (the sums then come from the cache), near the change and anywhere.
+      const near = Math.max(0, off - PAGE)
+      const a = await store.read(UUID, block, epoch, near, Math.min(BLOCK_BYTES - near, len + 2 * PAGE))
+      if (!a.equals(m.subarray(near, near + a.length))) wrong++
+      const any = Math.floor(rand() * BLOCK_BYTES)
+      const b = await store.read(UUID, block, epoch, any, Math.min(BLOCK_BYTES - any, 1 + Math.floor(rand() * 2 * PAGE)))
+      if (!b.equals(m.subarray(any, any + b.length))) wrong++
+    }
+  }
+  t.equal(wrong, 0, '600 reads interleaved with 300 changes, every byte as written (and no CHECKSUM error)')
+  t.equal(store.checksumErrors, 0)
+  for (const key of model.keys()) t.ok(sidecarMatches(path.join(dir, 'disks', UUID, key)), `sidecar of ${key} matches its bytes`)
+})
+
+t.test('rot after the sums are cached is still never served', async t => {
+  const dir = tempDir(t)
+  const store = await BlockStore.open({ nodeId: 'n1', dataDir: dir })
+  t.teardown(() => store.close())
+  const data = bytes(rng(41), 4 * PAGE)
+  await store.write(UUID, 0, 1, 0, data, 1)
+  t.same(await store.read(UUID, 0, 1, 0, 4 * PAGE), data, 'read once: its sums are cached now')
+  flipByte(versionFile(dir, 0, 1), 3 * PAGE + 1, 0x01)
+  await t.rejects(store.read(UUID, 0, 1, 3 * PAGE, 100), { code: 'CHECKSUM' }, 'the rotten page is refused')
+  t.same(await store.read(UUID, 0, 1, 0, 3 * PAGE), data.subarray(0, 3 * PAGE), 'the others still read')
+})
+
+t.test('the benchmark switch (checksums off): no sidecars, reads unverified, the scrub refuses; a normal start keeps them unverified', async t => {
+  const dir = tempDir(t)
+  let store = await BlockStore.open({ nodeId: 'n1', dataDir: dir, checksums: false })
+  const data = bytes(rng(51), 3 * PAGE)
+  await store.write(UUID, 6, 1, 0, data, 1)
+  await store.write(UUID, 6, 2, PAGE, Buffer.alloc(10, 7), 1)  // a copy-on-write clone
+  t.notOk(fs.existsSync(versionFile(dir, 6, 1) + '.crc'), 'no sidecar written')
+  t.notOk(fs.existsSync(versionFile(dir, 6, 2) + '.crc'), 'nor for the clone')
+  t.same(await store.read(UUID, 6, 1, 0, 3 * PAGE), data, 'served')
+  t.equal(store.unverifiedVersions, 2, 'both versions unverified')
+  await t.rejects(store.checkVersion(UUID, 6, 1), /bench-no-checksums/, 'the scrub\'s check says why it cannot check')
+  await store.close()
+  store = await BlockStore.open({ nodeId: 'n1', dataDir: dir })
+  t.teardown(() => store.close())
+  t.equal(store.unverifiedVersions, 2, 'with checksums on again: unverified, as versions older than checksums')
+  t.same(await store.read(UUID, 6, 1, 0, 3 * PAGE), data, 'and served')
+  t.match(await store.checkVersion(UUID, 6, 1), { adopted: true, badPage: -1 }, 'until the scrub adopts them')
 })

@@ -25,6 +25,7 @@ export interface AgentOptions {
   nodeAddresses?: Record<string, string> // node id → HOST:PORT used from this host (`--node-address`)
   localReads?: boolean                   // short-circuit reads from nodes on this host (default on)
   localReadFiles?: number                // their block files kept open at most
+  benchNoChecksums?: boolean             // benchmark switch: local reads unchecked (vdisk/short-circuit-reads.ts)
   replicaHungMs?: number                 // a replica silent this long with I/O outstanding is hung (`--replica-hung-ms`)
   hooks?: AgentHooks
   logger?: Logger
@@ -117,7 +118,7 @@ export class Agent {
     this.mountPoint = opts.mountPoint
     this.log = opts.logger ?? silentLogger
     this.pool = new NodePool(opts.meta, { host: opts.host, site: opts.site, logger: this.log, addressOverrides: opts.nodeAddresses, replicaHungMs: opts.replicaHungMs })
-    this.localReads = opts.localReads === false ? undefined : new LocalReads({ pool: this.pool, openFilesMax: opts.localReadFiles, logger: this.log })
+    this.localReads = opts.localReads === false ? undefined : new LocalReads({ pool: this.pool, openFilesMax: opts.localReadFiles, verifyChecksums: opts.benchNoChecksums !== true, logger: this.log })
     this.usage = new DiskUsage({ meta: opts.meta, pool: this.pool, logger: this.log })
     this.leases = new LeaseManager(opts.meta, opts.host, {
       onHandoverRequested: (disk, requester) => {

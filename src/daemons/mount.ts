@@ -40,6 +40,7 @@ export interface MountOptions {
   cacheSizeBytes?: number
   localReads?: boolean     // short-circuit reads from storage nodes on this host (default on)
   localReadFiles?: number  // their block files kept open at most
+  benchNoChecksums?: boolean  // the hidden benchmark switch --bench-no-checksums (vdisk/short-circuit-reads.ts)
   autoRepair?: boolean     // replace a full node's stale replicas without an operator (default on)
   controller?: boolean     // stand for the controller election (default on; --no-controller)
   replicaHungMs?: number   // hung-replica bound (default REPLICA_HUNG_MS_DEFAULT)
@@ -74,7 +75,7 @@ export async function runMount (opts: MountOptions): Promise<RunningMount> {
   const autoRepair = opts.autoRepair === false ? null : new AutoRepair({ meta, logger: opts.logger })
   const metrics = opts.metrics
   const agent = new Agent({
-    meta, host: opts.host, site: opts.site, mountPoint: opts.mountPoint, handoverTimeoutMs: opts.handoverTimeoutMs, ioRetryMs: opts.ioRetryMs, nodeAddresses: opts.nodeAddresses, localReads: opts.localReads, localReadFiles: opts.localReadFiles, replicaHungMs: opts.replicaHungMs, logger: opts.logger,
+    meta, host: opts.host, site: opts.site, mountPoint: opts.mountPoint, handoverTimeoutMs: opts.handoverTimeoutMs, ioRetryMs: opts.ioRetryMs, nodeAddresses: opts.nodeAddresses, localReads: opts.localReads, localReadFiles: opts.localReadFiles, benchNoChecksums: opts.benchNoChecksums, replicaHungMs: opts.replicaHungMs, logger: opts.logger,
     hooks: {
       attached: d => runner?.watch(d),
       detached: name => runner?.unwatch(name),

@@ -31,6 +31,7 @@ export interface StorageNodeOptions {
   host?: string
   capacityBytes?: number
   scrub?: { bytesPerSecMax?: number, intervalMs?: number }  // storagenode/scrub.ts
+  checksums?: boolean     // false: the hidden benchmark switch --bench-no-checksums (storagenode/version-files.ts)
   // Node id → HOST:PORT to reach that peer at instead of its registered address, for node-to-node
   // copies (`--peer-address`, e.g. a WAN proxy); the server's PullBlock uses it.
   peerAddresses?: Record<string, string>
@@ -50,7 +51,7 @@ export async function runStorageNode (opts: StorageNodeOptions): Promise<Running
   const meta = await MetaStore.connect(opts.zk, { auth: opts.zkAuth, logger: log, sessionTimeoutMs: opts.zkSessionTimeoutMs, connectTimeoutMs: opts.zkConnectTimeoutMs })
   let server
   try {
-    server = await startStorageServer({ nodeId: opts.id, dataDir: opts.dataDir, listen: opts.listen, capacityBytes: opts.capacityBytes, peerAddresses: opts.peerAddresses, rpc: opts.metrics, scrub: opts.scrub, logger: log, tls: opts.tls, registeredPeer: registeredPeerOf(meta) })
+    server = await startStorageServer({ nodeId: opts.id, dataDir: opts.dataDir, listen: opts.listen, capacityBytes: opts.capacityBytes, peerAddresses: opts.peerAddresses, rpc: opts.metrics, scrub: opts.scrub, checksums: opts.checksums, logger: log, tls: opts.tls, registeredPeer: registeredPeerOf(meta) })
   } catch (err) {
     await meta.close()
     throw err

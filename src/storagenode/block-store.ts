@@ -49,6 +49,7 @@ export interface BlockStoreOptions {
   dataDir: string
   capacityBytes?: number   // quota on allocated bytes; absent = the filesystem is the limit
   maxOpenFiles?: number
+  checksums?: boolean      // false: the benchmark switch --bench-no-checksums (version-files.ts); default true
 }
 
 export interface BlockEpochList { block: number, epochs: number[] }
@@ -93,7 +94,7 @@ export class BlockStore {
     this.dataDir = path.resolve(opts.dataDir)
     this.capacityBytes = opts.capacityBytes
     const translate = storeErrorTranslator(this.nodeId, this.dataDir, this.capacityBytes)
-    const files = this.files = new VersionFiles(translate, opts.maxOpenFiles)
+    const files = this.files = new VersionFiles(translate, opts.maxOpenFiles, opts.checksums !== false)
     const space = this.space = new SpaceAccount(this.nodeId, this.capacityBytes)
     const syncDir = files.syncDir.bind(files)
     const disks = this.disks = new DiskTable(this.nodeId, path.join(this.dataDir, 'disks'), syncDir)

@@ -11,7 +11,11 @@
 // The page is checked as a read sees it: bytes past the end of the version file count as zeros.
 //
 // crc32c: @node-rs/crc32 (SSE4.2, prebuilt binaries). Measured here: 4 KiB in ~1 µs, 4 MiB at
-// ~3.7 GB/s — less than a tenth of the cost of moving the same bytes through gRPC.
+// ~3.7 GB/s on a quiet machine — less than a tenth of the cost of moving the same bytes through
+// gRPC; 1.5–6 µs per 4 KiB and ~0.9 GB/s at load average 6–40 (2 cores shared). A read's check
+// is one call over its whole span (allPagesMatch, below): 1 MiB checked in 0.4–1.8 ms against
+// 0.3–2.2 ms page by page, ~1.4× on average under load (the per-call overhead gone). Writes still
+// sum page by page (the sidecar needs each page's value). End to end: docs/performance.md.
 import * as fs from 'node:fs'
 import { crc32c } from '@node-rs/crc32'
 
@@ -34,18 +38,72 @@ export function pageSum (page: Buffer): number {
 export function pageSums (data: Buffer): Buffer {
   const pages = Math.ceil(data.length / CHECKSUM_PAGE_BYTES)
   const out = Buffer.allocUnsafe(pages * 4)
-  for (let i = 0; i < pages; i++) {
+  const whole = Math.floor(data.length / CHECKSUM_PAGE_BYTES)
+  for (let i = 0; i < whole; i++) {
     const start = i * CHECKSUM_PAGE_BYTES
-    let page = data.subarray(start, start + CHECKSUM_PAGE_BYTES)
-    if (page.length < CHECKSUM_PAGE_BYTES) page = Buffer.concat([page, ZERO_PAGE.subarray(page.length)])
-    out.writeUInt32LE(pageSum(page), i * 4)
+    out.writeUInt32LE((crc32c(data.subarray(start, start + CHECKSUM_PAGE_BYTES)) ^ ZERO_PAGE_CRC) >>> 0, i * 4)
+  }
+  if (whole < pages) {
+    const tail = data.subarray(whole * CHECKSUM_PAGE_BYTES)
+    out.writeUInt32LE(pageSum(Buffer.concat([tail, ZERO_PAGE.subarray(tail.length)])), whole * 4)
   }
   return out
 }
 
+// Whether every page of `data` (whole pages) matches `stored`, with ONE crc32c call over all of
+// it instead of one per page. Sound because crc is linear over GF(2): a stored value is
+// s = crc32c(page) ^ crc32c(zero page) = crc0(page), the crc with zero start and no final xor,
+// and crc0(A || B) = shift(crc0(A)) ^ crc0(B) for a page B, `shift` being the linear map "append
+// one zero page" — so the stored sums fold into crc0 of the whole span, which is crc32c(span) ^
+// crc32c(zeros of its length). Rot inside one page is caught exactly as the per-page check
+// catches it (shift is invertible); a false match needs two pages' errors cancelling (2^-32).
+// A mismatch is then located page by page (firstBadPage). Measured (4 MiB, loaded 2-core
+// machine): ~1.4x faster than 1024 calls of 4 KiB, the per-call overhead gone.
+export function allPagesMatch (data: Buffer, stored: Buffer): boolean {
+  const pages = data.length / CHECKSUM_PAGE_BYTES
+  if (!Number.isInteger(pages) || stored.length < pages * 4) return locateBadPage(data, stored, 0) < 0
+  const t = shiftTables()
+  let acc = 0
+  for (let i = 0; i < pages; i++) {
+    acc = t[acc & 0xff] ^ t[256 + ((acc >>> 8) & 0xff)] ^ t[512 + ((acc >>> 16) & 0xff)] ^ t[768 + (acc >>> 24)] ^ stored.readUInt32LE(i * 4)
+  }
+  return ((crc32c(data) ^ zeroSpanCrc(pages)) >>> 0) === (acc >>> 0)
+}
+
+// `shift` as four byte tables: the linear part of crc32c(ZERO_PAGE, state), from 32 basis bits.
+let SHIFT: Uint32Array | null = null
+function shiftTables (): Uint32Array {
+  if (SHIFT !== null) return SHIFT
+  const g0 = crc32c(ZERO_PAGE, 0)
+  const bit = new Uint32Array(32)
+  for (let j = 0; j < 32; j++) bit[j] = (crc32c(ZERO_PAGE, (1 << j) >>> 0) ^ g0) >>> 0
+  const t = new Uint32Array(1024)
+  for (let k = 0; k < 4; k++) {
+    for (let b = 0; b < 256; b++) {
+      let v = 0
+      for (let j = 0; j < 8; j++) if ((b & (1 << j)) !== 0) v ^= bit[8 * k + j]
+      t[256 * k + b] = v >>> 0
+    }
+  }
+  SHIFT = t
+  return t
+}
+
+// crc32c of `pages` zero pages, grown on demand (reads are at most a block: 1024 pages of 4 MiB).
+const ZERO_SPAN_CRC: number[] = [0]
+function zeroSpanCrc (pages: number): number {
+  while (ZERO_SPAN_CRC.length <= pages) ZERO_SPAN_CRC.push(crc32c(ZERO_PAGE, ZERO_SPAN_CRC[ZERO_SPAN_CRC.length - 1]))
+  return ZERO_SPAN_CRC[pages]
+}
+
 // The first page of `data` (page-aligned, starting at page `firstPage`) whose sum differs from
-// `stored` (the sidecar's entries from firstPage on), or -1 when all match.
+// `stored` (the sidecar's entries from firstPage on), or -1 when all match: one crc32c call over
+// all of it (allPagesMatch), page by page only to find the page that failed.
 export function firstBadPage (data: Buffer, stored: Buffer, firstPage: number): number {
+  return allPagesMatch(data, stored) ? -1 : locateBadPage(data, stored, firstPage)
+}
+
+function locateBadPage (data: Buffer, stored: Buffer, firstPage: number): number {
   const pages = Math.ceil(data.length / CHECKSUM_PAGE_BYTES)
   for (let i = 0; i < pages; i++) {
     const start = i * CHECKSUM_PAGE_BYTES

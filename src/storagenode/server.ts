@@ -44,6 +44,8 @@ export interface StorageServerOptions {
   ioReplyStallMs?: number     // see IO_REPLY_STALL_MS_MAX; tests shorten it
   rpc?: RpcObserver           // the metrics: told of every answered request
   scrub?: { bytesPerSecMax?: number, intervalMs?: number, startDelayMs?: number }  // scrub.ts
+  // false: no checksums, no scrub — the benchmark switch `--bench-no-checksums` (version-files.ts).
+  checksums?: boolean
   logger?: Logger
 }
 
@@ -76,9 +78,9 @@ export async function startStorageServer (opts: StorageServerOptions): Promise<S
   const { host, port: wantedPort } = parseListen(opts.listen)
   const uriHost = host.includes(':') ? `[${host}]` : host
   holdGcBallast()  // see lib/gc-ballast.ts: keeps V8 from a mark-compact every ~100 ms under load
-  const store = await BlockStore.open({ nodeId, dataDir: opts.dataDir, capacityBytes: opts.capacityBytes })
+  const store = await BlockStore.open({ nodeId, dataDir: opts.dataDir, capacityBytes: opts.capacityBytes, checksums: opts.checksums })
 
-  const scrubber = new Scrubber({ store, ...opts.scrub, logger: log })
+  const scrubber = new Scrubber({ store, ...opts.scrub, ...(opts.checksums === false ? { bytesPerSecMax: 0 } : {}), logger: log })
   const peers = new PeerClients(opts.peerAddresses, opts.registeredPeer)
   const counters: ServerCounters = { requests: 0, errors: 0, bytesRead: 0, bytesWritten: 0, inFlight: 0 }
   const streams = new Set<IoCall>()
@@ -128,6 +130,7 @@ export async function startStorageServer (opts: StorageServerOptions): Promise<S
   const address = `${uriHost}:${port}`
   tuneServerSessions(server)
   scrubber.start(opts.scrub?.startDelayMs)
+  if (opts.checksums === false) log.warn('checksums are OFF (--bench-no-checksums, a benchmark switch): versions written now are unverified')
   log.info({ address, dataDir: store.dataDir, capacityBytes: store.capacityBytes, usedBytes: store.usedBytes, dataDirSyncMs: store.startSyncMs, dataDirSyncFiles: store.startSyncFiles }, 'storage node listening')
 
   const drain = async (graceMs: number): Promise<void> => {

@@ -11,6 +11,17 @@
 // A version without a sidecar (written before checksums existed) is "unverified": served as is,
 // until the scrub computes its sidecar (adopt()).
 //
+// Benchmark switch (`ukai storagenode --bench-no-checksums`, bench/checksum-cost.ts only): with
+// `checksums` false every version this node creates or stages is unverified, exactly as a
+// pre-upgrade version — no sidecar is written, reads are served unchecked, the scrub is off. It
+// exists to measure what checksums cost (on vs off in one run); never a default, never in dev up.
+//
+// The sums of hot versions are kept in memory (sums-cache.ts), written through: a node's 4 KiB
+// read costs ~2.5 µs of CPU more than without checksums (7.0 vs 4.5 µs, in-process, one read at
+// a time) where it cost ~6 µs with a pread of the sidecar per read; a 4 KiB write ~+8 µs (the
+// sidecar's pwrite; ~36–44 vs 29–31 µs, loaded machine). The benchmark switch and the fio
+// figures: docs/architecture.md "Checksums and scrub", docs/performance.md.
+//
 // Transfers up to SYNC_IO_MAX_BYTES (src/lib/limits.ts, where the measurement is) call
 // pread/pwrite on the event loop: the thread pool's round trip costs more than a 4 KiB I/O that
 // hits the page cache. fsync, clone and larger transfers stay on the pool.
@@ -22,6 +33,7 @@ import { SYNC_IO_MAX_BYTES } from '../lib/limits'
 import { FileCache, FileLease, MAX_OPEN_FILES_DEFAULT } from './file-cache'
 import { CHECKSUM_PAGE_BYTES, SIDECAR_HEADER, entryOffset, firstBadPage, pageSpan, pageSums, readEntriesSync, sidecarFor, sidecarPath } from './page-checksums'
 import { punchHole } from './punch-hole'
+import { SUMS_CACHE_MAX_BYTES, SUMS_CACHED_FILE_MAX_BYTES, SumsCache, entriesOf } from './sums-cache'
 import type { TranslateError } from './store-errors'
 
 // The filesystem page: the unit of allocation in a block file (space accounting's worst case,
@@ -46,8 +58,11 @@ export class VersionFiles {
   private readonly unverified = new Set<string>()
   // Counted for Stat and the scrub report: mismatches found by reads, unverified files adopted.
   checksumErrors = 0
+  // The sums of hot versions (SumsCache below), written through by updateSums: a read does not
+  // pread the sidecar. Everything else that changes a sidecar forgets its entry.
+  private readonly sumsCache = new SumsCache(SUMS_CACHE_MAX_BYTES)
 
-  constructor (private readonly translate: TranslateError, maxOpenFiles = MAX_OPEN_FILES_DEFAULT) {
+  constructor (private readonly translate: TranslateError, maxOpenFiles = MAX_OPEN_FILES_DEFAULT, readonly checksums = true) {
     this.cache = new FileCache(maxOpenFiles)
   }
 
@@ -63,15 +78,18 @@ export class VersionFiles {
   async read (file: string, offset: number, length: number, what: string, recheck?: (again: () => Promise<Buffer>) => Promise<Buffer>): Promise<Buffer> {
     if (length === 0 || this.unverified.has(file)) return await this.readRaw(file, offset, length, what)
     const { start, end } = pageSpan(offset, length)
-    const checked = async (): Promise<Buffer | number> => {
+    // fromFile: the sums as the sidecar holds them, not the cache's (a mismatch is re-checked so).
+    const checked = async (fromFile: boolean): Promise<Buffer | number> => {
       const data = await this.readRaw(file, start, end - start, what)
-      const sums = await this.readSums(file, start / CHECKSUM_PAGE_BYTES, (end - start) / CHECKSUM_PAGE_BYTES, what)
+      const sums = await this.readSums(file, start / CHECKSUM_PAGE_BYTES, (end - start) / CHECKSUM_PAGE_BYTES, what, fromFile)
       const bad = firstBadPage(data, sums, start / CHECKSUM_PAGE_BYTES)
       return bad < 0 ? data.subarray(offset - start, offset - start + length) : bad
     }
-    let got = await checked()
+    let got = await checked(false)
+    if (typeof got === 'number') this.sumsCache.forget(file)
+    if (typeof got === 'number' && recheck === undefined) got = await checked(true)
     if (typeof got === 'number' && recheck !== undefined) {
-      got = await recheck(async () => { const again = await checked(); if (typeof again === 'number') throw new BadPage(again); return again }).catch(err => {
+      got = await recheck(async () => { const again = await checked(true); if (typeof again === 'number') throw new BadPage(again); return again }).catch(err => {
         if (err instanceof BadPage) return err.page
         throw err
       })
@@ -81,10 +99,24 @@ export class VersionFiles {
     throw UkaiError.checksum(`${what}: page ${got} (bytes ${got * CHECKSUM_PAGE_BYTES}..${(got + 1) * CHECKSUM_PAGE_BYTES}) of ${file} does not match its checksum`)
   }
 
-  // The stored sums of `count` pages from `firstPage` on (0 past the sidecar's end: zeros).
-  private async readSums (file: string, firstPage: number, count: number, what: string): Promise<Buffer> {
+  // The stored sums of `count` pages from `firstPage` on (0 past the sidecar's end: zeros): from
+  // the cache, or the sidecar (then cached whole when it is small). `fromFile`: the file only
+  // (the scrub checks the sidecar as stored).
+  private async readSums (file: string, firstPage: number, count: number, what: string, fromFile = false): Promise<Buffer> {
+    if (!fromFile) {
+      const cached = this.sumsCache.get(file, firstPage, count)
+      if (cached !== null) return cached
+    }
     const lease = await this.acquireSidecar(file, what)
     try {
+      if (!fromFile) {
+        const size = (await lease.fh.stat()).size - SIDECAR_HEADER.length
+        if (size >= 0 && size <= SUMS_CACHED_FILE_MAX_BYTES) {
+          const all = readEntriesSync(lease.fh.fd, 0, Math.floor(size / 4))
+          this.sumsCache.set(file, all)
+          return this.sumsCache.get(file, firstPage, count) ?? entriesOf(all, firstPage, count)
+        }
+      }
       if (count * 4 <= SYNC_IO_MAX_BYTES) return readEntriesSync(lease.fh.fd, firstPage, count)
       const buf = Buffer.alloc(count * 4)
       await lease.fh.read(buf, 0, buf.length, entryOffset(firstPage))
@@ -126,8 +158,14 @@ export class VersionFiles {
     if (tailPartial && (pages > 1 || !headPartial)) await edge(firstPage + pages - 1)
     const lease = await this.acquireSidecar(file, what)
     try {
-      if (sums.length <= SYNC_IO_MAX_BYTES) writeAllSync(lease.fh.fd, sums, entryOffset(firstPage))
-      else await writeAll(lease.fh, sums, entryOffset(firstPage))
+      if (sums.length <= SYNC_IO_MAX_BYTES) {
+        writeAllSync(lease.fh.fd, sums, entryOffset(firstPage))
+        this.sumsCache.update(file, firstPage, sums)  // no await between: a read sees both or neither
+      } else {
+        this.sumsCache.forget(file)
+        await writeAll(lease.fh, sums, entryOffset(firstPage))
+        this.sumsCache.forget(file)  // a read meanwhile may have cached the sidecar from before
+      }
     } catch (err) {
       throw this.translate(err, `${what}: checksum file`)
     } finally {
@@ -138,6 +176,8 @@ export class VersionFiles {
   // A sidecar computed from the version's current bytes (a staged copy before its rename, an
   // unverified version the scrub adopts), written durable under its final name.
   async writeSidecarFor (file: string, what: string): Promise<void> {
+    if (!this.checksums) { this.unverified.add(file); return }  // the benchmark switch (above)
+    this.sumsCache.forget(file)
     try {
       const data = await fsp.readFile(file)
       const tmp = sidecarPath(file) + '.tmp'
@@ -154,6 +194,7 @@ export class VersionFiles {
   // The sidecar of `src` copied for `dst` (a copy-on-write clone of the version): the clone's
   // bytes are the source's, so are its sums — rot in the source stays detectable in the copy.
   async copySidecar (src: string, dst: string): Promise<void> {
+    this.sumsCache.forget(dst)
     if (this.unverified.has(src)) { this.unverified.add(dst); return }
     // The source's sums are written with pwrite through a cached handle: the copy sees them.
     await fsp.copyFile(sidecarPath(src), sidecarPath(dst))
@@ -162,6 +203,8 @@ export class VersionFiles {
   }
 
   async renameSidecar (from: string, to: string): Promise<void> {
+    this.sumsCache.forget(from)
+    this.sumsCache.forget(to)
     this.cache.forget(sidecarPath(from))
     this.cache.forget(sidecarPath(to))
     if (this.unverified.delete(from)) { this.unverified.add(to); return }
@@ -170,6 +213,7 @@ export class VersionFiles {
 
   // Returns the bytes the sidecar had allocated (a version's freed space counts them too).
   async removeSidecar (file: string): Promise<number> {
+    this.sumsCache.forget(file)
     this.cache.forget(sidecarPath(file))
     this.unverified.delete(file)
     let bytes = 0
@@ -183,6 +227,7 @@ export class VersionFiles {
   // digest is crc32c over the sums with trailing zero pages left out, so two replicas holding
   // the same bytes agree whatever their files' sizes (a zero tail truncated or written).
   async check (file: string, what: string): Promise<{ sizeBytes: number, badPage: number, adopted: boolean, digest: number }> {
+    if (!this.checksums) throw UkaiError.badArgument(`${what}: this node runs with --bench-no-checksums (a benchmark switch): nothing to check against`)
     const adopted = this.unverified.has(file)
     if (adopted) await this.writeSidecarFor(file, what)
     let sizeBytes: number, sideBytes: number
@@ -193,7 +238,7 @@ export class VersionFiles {
       throw this.translate(err, what)
     }
     const pages = Math.max(Math.ceil(sizeBytes / CHECKSUM_PAGE_BYTES), Math.ceil((sideBytes - SIDECAR_HEADER.length) / 4))
-    const sums = await this.readSums(file, 0, pages, what)
+    const sums = await this.readSums(file, 0, pages, what, true)
     let badPage = -1
     for (let pos = 0; pos < pages * CHECKSUM_PAGE_BYTES && badPage < 0; pos += CHECK_CHUNK_BYTES) {
       const len = Math.min(CHECK_CHUNK_BYTES, pages * CHECKSUM_PAGE_BYTES - pos)
@@ -252,6 +297,8 @@ export class VersionFiles {
   async create (file: string): Promise<void> {
     const lease = await this.cache.acquire(file, true)
     lease.release()
+    this.sumsCache.forget(file)
+    if (!this.checksums) { this.unverified.add(file); return }  // the benchmark switch (above)
     this.unverified.delete(file)
     const side = await this.acquireSidecar(file, `create ${file}`, true)
     try {
@@ -291,6 +338,7 @@ export class VersionFiles {
   private async truncateSums (file: string, offset: number): Promise<void> {
     if (this.unverified.has(file)) return
     const keepPages = Math.ceil(offset / CHECKSUM_PAGE_BYTES)
+    this.sumsCache.forget(file)
     const side = await this.acquireSidecar(file, `truncate ${file}`)
     try { await side.fh.truncate(entryOffset(keepPages)) } finally { side.release() }
     if (offset % CHECKSUM_PAGE_BYTES !== 0) await this.updateSums(file, offset, 0 + (keepPages * CHECKSUM_PAGE_BYTES - offset), null, `truncate ${file}`)
@@ -305,13 +353,16 @@ export class VersionFiles {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return
       throw err
     }
-    // The version and its checksums in parallel: the file system commits them together.
+    // The version and its checksums in parallel: the file system commits them together. fdatasync:
+    // the bytes and what reading them back needs (size, allocation), not the mtime — an
+    // overwrite of allocated pages then costs no journal commit for the inode (two files, two
+    // calls: no single call covers both short of syncfs of the whole data dir).
     let side
     if (!this.unverified.has(file)) {
       try { side = await this.cache.acquire(sidecarPath(file)) } catch { /* gone with its version */ }
     }
     try {
-      await Promise.all([this.fsync(lease.fh), side !== undefined ? this.fsync(side.fh) : undefined])
+      await Promise.all([this.datasync(lease.fh), side !== undefined ? this.datasync(side.fh) : undefined])
     } finally {
       lease.release()
       side?.release()
@@ -328,6 +379,11 @@ export class VersionFiles {
     await fh.sync()
   }
 
+  async datasync (fh: { datasync: () => Promise<void> }): Promise<void> {
+    this.countFsync()
+    await fh.datasync()
+  }
+
   // Every fsync-like call counts, and fails while the fault file exists (see above); also the
   // start-up syncfs of the data dir, which is not an fsync of one handle.
   countFsync (): void {
@@ -338,8 +394,8 @@ export class VersionFiles {
   }
 
   // Forget a path (deleted or renamed over); its handle closes once unused.
-  forget (file: string): void { this.cache.forget(file); this.cache.forget(sidecarPath(file)) }
-  forgetUnder (dir: string): void { this.cache.forgetUnder(dir) }
+  forget (file: string): void { this.cache.forget(file); this.cache.forget(sidecarPath(file)); this.sumsCache.forget(file) }
+  forgetUnder (dir: string): void { this.cache.forgetUnder(dir); this.sumsCache.forgetUnder(dir) }
   async closeAll (): Promise<void> { await this.cache.closeAll() }
 }
 

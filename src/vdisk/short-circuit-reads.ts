@@ -13,6 +13,12 @@
 // answers null, so the read goes over gRPC, where the node checks again under its range lock
 // and refuses rot (the disk then marks the replica stale). A version without a sidecar (older
 // than checksums, until the scrub adopts it) is read over gRPC too. Two descriptors per entry.
+// While this agent holds the disk's lease its entries keep the sidecar's sums (≤ 16 KiB each), so
+// a 4 KiB read does no second pread: in a profile of random 4 KiB reads the check is ~2 % of the
+// agent's CPU (allPagesMatch 1.7 %), the sidecar read gone from it.
+// Benchmark switch (`ukai mount --bench-no-checksums`, with nodes run the same way; only
+// bench/checksum-cost.ts uses it): `verifyChecksums: false` reads the files unchecked, without
+// their sidecars, to measure what the checks cost. Never a default.
 //
 // A stale byte is a defect, so every cached entry is dropped when what it answered may have
 // changed (see DiskLocalReads). Anything unexpected drops the entry and the caller reads over
@@ -21,7 +27,7 @@ import fs from 'node:fs'
 import path from 'node:path'
 import { Logger, silentLogger } from '../log'
 import { readLocalReadToken } from '../storagenode/local-read-token'
-import { CHECKSUM_PAGE_BYTES, firstBadPage, pageSpan, readEntriesSync, sidecarPath } from '../storagenode/page-checksums'
+import { CHECKSUM_PAGE_BYTES, SIDECAR_HEADER_BYTES, firstBadPage, pageSpan, readEntriesSync, sidecarPath } from '../storagenode/page-checksums'
 import { NodePool } from './node-pool'
 import { SYNC_IO_MAX_BYTES } from '../lib/limits'
 import { Lifecycle } from '../lib/lifecycle'
@@ -45,6 +51,9 @@ interface Entry {
   versionEpoch: number | null   // null: no version <= readEpoch
   fd: number | null             // null: absent, or closed to stay within the bound (reopened on use)
   sumFd: number | null          // its checksum sidecar, opened and closed with fd
+  // The sidecar's sums, kept while this agent holds the lease (every write then comes through
+  // it: `mutating` clears them) and fd is open; see SUMS_CACHED_MAX_BYTES.
+  sums: Buffer | null
   evicted: boolean              // close the fd once no async read uses it; the entry stays valid
   reading: number               // async reads in flight on fd: close waits for them
   dropped: boolean
@@ -58,6 +67,7 @@ export class LocalReads {
   private readonly pool: NodePool
   private readonly log: Logger
   private readonly openFilesMax: number
+  readonly verifyChecksums: boolean
   private nodes = new Map<string, LocalNode>()
   private readonly announced = new Map<string, string>()  // node → token we logged for
   private readonly refused = new Map<string, string>()    // node → token whose files we cannot open
@@ -65,8 +75,9 @@ export class LocalReads {
   private readonly lru = new Map<Entry, true>()           // entries holding an fd, oldest first
   private closed = false
 
-  constructor (opts: { pool: NodePool, openFilesMax?: number, logger?: Logger }) {
+  constructor (opts: { pool: NodePool, openFilesMax?: number, verifyChecksums?: boolean, logger?: Logger }) {
     this.pool = opts.pool
+    this.verifyChecksums = opts.verifyChecksums !== false
     this.log = opts.logger ?? silentLogger
     this.openFilesMax = opts.openFilesMax ?? LOCAL_OPEN_FILES_MAX_DEFAULT
     this.pool.onNodesChanged(() => this.recheckNodes())
@@ -197,7 +208,7 @@ export class DiskLocalReads {
     }
     try {
       if (entry.versionEpoch === null) return 'absent'
-      return await this.pread(entry, offset, length)
+      return await this.pread(entry, offset, length, holdsLease)
     } catch {
       this.drop(entry)
       return null
@@ -213,6 +224,7 @@ export class DiskLocalReads {
     if (this.locating > 0) this.blockGeneration.set(block, (this.blockGeneration.get(block) ?? 0) + 1)
     for (const e of [...(this.entries.get(block) ?? [])]) {
       if (writeEpoch === null || e.versionEpoch !== writeEpoch) this.drop(e)
+      else e.sums = null  // its pages and their sums change now: read them again
     }
   }
 
@@ -284,7 +296,7 @@ export class DiskLocalReads {
       // The node names the file; it must be the one the layout says, inside its data dir.
       if (answer.epoch > readEpoch || answer.path !== `disks/${this.diskUuid}/${block}.${answer.epoch}`) return null
       try {
-        const opened = openWithSums(path.join(dataDir, answer.path))
+        const opened = openWithSums(path.join(dataDir, answer.path), this.owner.verifyChecksums)
         if (opened === null) return null  // no checksums (yet): gRPC
         fd = opened.fd; sumFd = opened.sumFd
       } catch (err) {
@@ -293,7 +305,7 @@ export class DiskLocalReads {
         return null  // removed meanwhile (a discard, a relocation): gRPC knows better
       }
     }
-    const entry: Entry = { disk: this, node, block, readEpoch, versionEpoch: answer.found ? answer.epoch : null, fd, sumFd, evicted: false, reading: 0, dropped: false }
+    const entry: Entry = { disk: this, node, block, readEpoch, versionEpoch: answer.found ? answer.epoch : null, fd, sumFd, sums: null, evicted: false, reading: 0, dropped: false }
     const kept = stable && (holdsLease || entry.versionEpoch === readEpoch)
     if (kept) {
       const old = this.find(node, block)
@@ -306,19 +318,19 @@ export class DiskLocalReads {
     return { entry, kept }
   }
 
-  private async pread (e: Entry, offset: number, length: number): Promise<Buffer> {
+  private async pread (e: Entry, offset: number, length: number, cacheSums: boolean): Promise<Buffer> {
     if (e.dropped && e.fd === null) throw new Error('entry was dropped')
     if (e.fd === null) {
       // Closed for the bound: the same file again. Gone meanwhile (ENOENT): the caller drops the
       // entry and reads over gRPC.
       const dataDir = this.owner.dataDirOf(e.node)
       if (dataDir === undefined) throw new Error(`node ${e.node} no longer qualifies`)
-      const opened = openWithSums(path.join(dataDir, 'disks', this.diskUuid, `${e.block}.${e.versionEpoch as number}`))
+      const opened = openWithSums(path.join(dataDir, 'disks', this.diskUuid, `${e.block}.${e.versionEpoch as number}`), this.owner.verifyChecksums)
       if (opened === null) throw new Error('version file has no checksums')
       e.fd = opened.fd; e.sumFd = opened.sumFd
     }
     const fd = e.fd
-    const sumFd = e.sumFd as number
+    const sumFd = e.sumFd  // null only with the benchmark switch (verifyChecksums false)
     // A version deleted or replaced on the node (whole-block discard, GC) keeps its bytes for us
     // through the open descriptor: never read those.
     if (fs.fstatSync(fd).nlink === 0) throw new Error('version file was removed')
@@ -330,32 +342,42 @@ export class DiskLocalReads {
     length = span.end - span.start
     const buf = Buffer.allocUnsafe(length)
     let got = 0
-    if (length <= SYNC_IO_MAX_BYTES) {  // on the loop: see lib/limits.ts
-      while (got < length) {
-        const n = fs.readSync(fd, buf, got, length - got, at + got)
-        if (n === 0) break
-        got += n
-      }
-      closeWhenIdle(e)  // dropped or evicted meanwhile: its fd goes now
-    } else {
-      e.reading++
-      try {
+    // `reading` holds both descriptors open until the check is done (closeWhenIdle waits for it).
+    e.reading++
+    try {
+      if (length <= SYNC_IO_MAX_BYTES) {  // on the loop: see lib/limits.ts
+        while (got < length) {
+          const n = fs.readSync(fd, buf, got, length - got, at + got)
+          if (n === 0) break
+          got += n
+        }
+      } else {
         while (got < length) {
           const n = await new Promise<number>((resolve, reject) => fs.read(fd, buf, got, length - got, at + got, (err, bytesRead) => err !== null ? reject(err) : resolve(bytesRead)))
           if (n === 0) break
           got += n
         }
-      } finally {
-        e.reading--
-        closeWhenIdle(e)
       }
+      if (got < length) buf.fill(0, got)  // past the end of the version file: zeros, as the node answers
+      if (sumFd !== null) this.check(e, sumFd, buf, at / CHECKSUM_PAGE_BYTES, cacheSums)
+    } finally {
+      e.reading--
+      closeWhenIdle(e)  // dropped or evicted meanwhile: its fds go now
     }
-    if (got < length) buf.fill(0, got)  // past the end of the version file: zeros, as the node answers
-    const firstPage = at / CHECKSUM_PAGE_BYTES
-    // Read after the bytes: a write landing in between shows as a mismatch, never as a match.
-    const sums = readEntriesSync(sumFd, firstPage, length / CHECKSUM_PAGE_BYTES)
-    if (firstBadPage(buf, sums, firstPage) >= 0) throw new Error('checksum mismatch: read over gRPC, where the node checks under its lock')
     return buf.subarray(offset - at, offset - at + want)
+  }
+
+  // The bytes of whole pages from `firstPage` on against their sums: the cached ones first (no
+  // pread of the sidecar); none cached, or a mismatch with them (they may predate a write), the
+  // sidecar's, read after the bytes: a write landing in between shows as a mismatch, never as a
+  // match. A mismatch there throws: the caller reads over gRPC, where the node checks again.
+  private check (e: Entry, sumFd: number, buf: Buffer, firstPage: number, cacheSums: boolean): void {
+    const pages = buf.length / CHECKSUM_PAGE_BYTES
+    // Without the lease (lost or handed over since they were cached) others write: not trusted.
+    if (cacheSums && e.sums !== null && firstBadPage(buf, cachedEntries(e.sums, firstPage, pages), firstPage) < 0) return
+    e.sums = null
+    if (firstBadPage(buf, readEntriesSync(sumFd, firstPage, pages), firstPage) >= 0) throw new Error('checksum mismatch: read over gRPC, where the node checks under its lock')
+    if (cacheSums) e.sums = wholeSidecar(sumFd)
   }
 }
 
@@ -367,12 +389,37 @@ function closeWhenIdle (e: Entry): void {
   const sumFd = e.sumFd
   e.fd = null
   e.sumFd = null
+  e.sums = null
   try { fs.closeSync(fd) } catch { /* nothing to do about a failed close of a read-only fd */ }
   if (sumFd !== null) try { fs.closeSync(sumFd) } catch { /* as above */ }
 }
 
+// Sums cached per open entry at most this big (a 4 MiB block has 4 KiB of them): within the
+// bound on open files (--local-read-files, 1024) that is at most 16 MiB; a bigger sidecar is
+// read per read. Saves one pread per 4 KiB read (measured in docs/performance.md).
+const SUMS_CACHED_MAX_BYTES = 16 * 1024
+
+// All of a sidecar's entries, or null when it is bigger than SUMS_CACHED_MAX_BYTES.
+function wholeSidecar (sumFd: number): Buffer | null {
+  const size = fs.fstatSync(sumFd).size - SIDECAR_HEADER_BYTES
+  if (size < 0 || size > SUMS_CACHED_MAX_BYTES) return null
+  return readEntriesSync(sumFd, 0, Math.floor(size / 4))
+}
+
+// `pages` entries from `firstPage` on out of a cached sidecar; past its end 0 (zero pages).
+function cachedEntries (sums: Buffer, firstPage: number, pages: number): Buffer {
+  const from = firstPage * 4
+  const to = from + pages * 4
+  if (to <= sums.length) return sums.subarray(from, to)
+  const out = Buffer.alloc(pages * 4)
+  if (from < sums.length) sums.copy(out, 0, from)
+  return out
+}
+
 // A version file and its checksum sidecar, both read-only; null when it has no sidecar.
-function openWithSums (file: string): { fd: number, sumFd: number } | null {
+// `verify` false (the benchmark switch): the version file alone.
+function openWithSums (file: string, verify: boolean): { fd: number, sumFd: number | null } | null {
+  if (!verify) return { fd: fs.openSync(file, fs.constants.O_RDONLY), sumFd: null }
   let sumFd: number
   try {
     sumFd = fs.openSync(sidecarPath(file), fs.constants.O_RDONLY)

@@ -1,0 +1,166 @@
+// What end-to-end checksums cost (issue 11 part 4, goal `checksum-cost` in bench/goals.ts: ≤ 10%
+// on every fio job): the four fio jobs of the fio suite on a UKAI disk (FUSE file, 2 replicas,
+// bench/ukai-cluster.ts) with checksums on (the default) and off (`--bench-no-checksums` on the
+// nodes and the agent: no sums written, nothing verified, no scrub), side by side in one run.
+//
+//   node dist/bench/checksum-cost.js        (~1 min fill, then ~2 min per round; also `BENCH_SUITES=checksums npm run bench`)
+//
+// Both clusters run side by side (each filled once, unmeasured); every round runs each job on
+// one then the other (on, off; off, on next round), so the noise of a shared machine hits both; the ratio per job is median(on) / median(off) (MiB/s for
+// the 1 MiB jobs, IOPS for the 4 KiB ones), and each round's own ratio is shown beside it.
+// Environment: BENCH_CHECKSUM_ROUNDS (3), BENCH_CHECKSUM_FILE_MIB (1024), BENCH_RUNTIME_SEC (10),
+// BENCH_RAMP_SEC (2), BENCH_NUMJOBS (4). Results: bench/results/checksums-<date>.json and
+// bench/results/latest-checksums.json. Exit 1 when the goal is missed.
+import fs from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
+import { createDisk } from '../src/admin/disk-admin'
+import { RESULTS_DIR, envNumber } from './bench-env'
+import { Cleanup } from './cleanup'
+import { runFio, type FioResult } from './fio'
+import { CHECKSUM_GOAL, evaluateGoals, goalLines, metricValue } from './goals'
+import { CpuMeter } from './proc-stats'
+import { WORKLOADS, fillJob, timedJob, type BenchSettings, type WorkloadSpec } from './jobs'
+import { cpuMicrosPerIo, formatFio, type TargetRun } from './report'
+import { Progress } from './target-run'
+import { startUkaiCluster, type UkaiCluster } from './ukai-cluster'
+
+const MIB = 1024 * 1024
+const DISK = 'bench'
+type Variant = 'on' | 'off'
+type WorkloadId = typeof WORKLOADS[number]['id']
+
+export function median (xs: number[]): number | null {
+  if (xs.length === 0) return null
+  const s = [...xs].sort((a, b) => a - b)
+  const m = Math.floor(s.length / 2)
+  return s.length % 2 === 1 ? s[m] : (s[m - 1] + s[m]) / 2
+}
+
+interface Side { variant: Variant, cluster: UkaiCluster, filename: string, pids: Record<string, number> }
+
+// A cluster for one variant, its disk created and filled once (the fill is not measured).
+async function startSide (variant: Variant, dir: string, settings: BenchSettings, progress: Progress, cleanup: Cleanup): Promise<Side> {
+  const off = variant === 'off' ? ['--bench-no-checksums'] : []
+  const cluster = await startUkaiCluster({ dir, nodeArgs: off, agentArgs: off })
+  cleanup.add(`stop the UKAI cluster (checksums ${variant})`, () => cluster.stop())
+  await createDisk(cluster.meta, { name: DISK, sizeBytes: settings.fileSizeBytes, replicas: 2 })
+  const filename = path.join(cluster.mountPoint, DISK)
+  progress.start(label(variant), 'fill')
+  const fill = await runFio(fillJob(filename, settings))
+  progress.finish(`${(fill.main.bytesPerSec / MIB).toFixed(0)} MiB/s`)
+  const pids: Record<string, number> = { agent: cluster.agent.pid }
+  for (const n of cluster.nodes) pids[`node ${n.id}`] = n.pid
+  return { variant, cluster, filename, pids }
+}
+
+async function runJob (side: Side, w: WorkloadSpec, settings: BenchSettings, progress: Progress, run: TargetRun): Promise<void> {
+  progress.start(label(side.variant), w.label)
+  const meter = new CpuMeter(side.pids)
+  meter.begin()
+  try {
+    const fio = await runFio(timedJob(w, side.filename, settings))
+    const cpuPercent = meter.end()
+    run.workloads[w.id] = { fio, error: null, cpuPercent }
+    progress.finish(`${formatFio(fio, w).replace('\n', ', ')}  [CPU ${Object.entries(cpuPercent).map(([p, c]) => `${p} ${c ?? '-'}%`).join(', ')}]`)
+  } catch (err) {
+    run.workloads[w.id] = { fio: null, error: (err as Error).message, cpuPercent: meter.end() }
+    progress.finish(`FAILED: ${(err as Error).message.split('\n')[0]}`)
+  }
+}
+
+function label (v: Variant): string { return v === 'on' ? 'sums on' : 'sums off' }
+
+// The medians of every job, as one run of each variant (what evaluateGoals takes).
+function medianRun (target: TargetRun['target'], runs: TargetRun[]): TargetRun {
+  const out: TargetRun = { target, fill: null, workloads: {}, error: null }
+  for (const w of WORKLOADS) {
+    const values = runs.map(r => metricValue(r, w.id)).filter((v): v is number => v !== null)
+    const m = median(values)
+    if (m === null) continue
+    // A result whose main figure is the median (MiB/s or IOPS, as metricValue reads it).
+    const main = { bytesPerSec: w.blockSizeBytes >= MIB ? m * MIB : m * w.blockSizeBytes, iops: m, ios: 0, meanLatencyUsec: 0, p99LatencyUsec: 0 }
+    const fio: FioResult = { job: w.id, pattern: w.pattern, blockSizeBytes: w.blockSizeBytes, runtimeMs: 0, wallMs: 0, read: main, write: main, main, args: [] }
+    out.workloads[w.id] = { fio, error: null, cpuPercent: {} }
+  }
+  return out
+}
+
+async function main (): Promise<void> {
+  const settings: BenchSettings = {
+    fileSizeBytes: envNumber('BENCH_CHECKSUM_FILE_MIB', 1024) * MIB,
+    numJobs: envNumber('BENCH_NUMJOBS', 4),
+    runtimeSec: envNumber('BENCH_RUNTIME_SEC', 10),
+    rampSec: envNumber('BENCH_RAMP_SEC', 2)
+  }
+  const rounds = envNumber('BENCH_CHECKSUM_ROUNDS', 3)
+  const workDir = fs.mkdtempSync(path.join(os.tmpdir(), 'ukai-checksum-bench-'))
+  const cleanup = new Cleanup()
+  cleanup.add(`remove ${workDir}`, () => fs.rmSync(workDir, { recursive: true, force: true }))
+  for (const sig of ['SIGINT', 'SIGTERM'] as const) {
+    process.on(sig, () => { cleanup.run().finally(() => process.exit(130)) })
+  }
+  const startedAt = new Date()
+  const results: Record<Variant, TargetRun[]> = { on: [], off: [] }
+  try {
+    process.stdout.write(`checksums on vs off: ${rounds} interleaved rounds, fio psync numjobs=${settings.numJobs} direct=1, ` +
+      `${settings.runtimeSec} s + ${settings.rampSec} s ramp per job, ${settings.fileSizeBytes / MIB} MiB disk, 2 replicas\n`)
+    const progress = new Progress(2 + rounds * 2 * WORKLOADS.length)
+    const sides = { on: await startSide('on', path.join(workDir, 'on'), settings, progress, cleanup), off: await startSide('off', path.join(workDir, 'off'), settings, progress, cleanup) }
+    for (let r = 0; r < rounds; r++) {
+      const runs = { on: newRun('ukai'), off: newRun('ukai-no-checksums') }
+      results.on.push(runs.on)
+      results.off.push(runs.off)
+      // Job by job, the variants side by side; who goes first alternates by round.
+      const order: Variant[] = r % 2 === 0 ? ['on', 'off'] : ['off', 'on']
+      for (const w of WORKLOADS) for (const v of order) await runJob(sides[v], w, settings, progress, runs[v])
+    }
+  } finally {
+    await cleanup.run()
+  }
+  const rows = WORKLOADS.map((w) => {
+    const on = results.on.map(r => metricValue(r, w.id))
+    const off = results.off.map(r => metricValue(r, w.id))
+    const perRound = on.map((a, i) => a === null || off[i] === null || off[i] === 0 ? null : round3(a / (off[i] as number)))
+    const mOn = median(on.filter((x): x is number => x !== null))
+    const mOff = median(off.filter((x): x is number => x !== null))
+    // CPU of the agent and both nodes per I/O: less at the mercy of other load than throughput.
+    const cpu = (runs: TargetRun[]): number[] => runs.map(r => cpuPerIo(r, w.id)).filter((x): x is number => x !== null)
+    const cpuOn = median(cpu(results.on))
+    const cpuOff = median(cpu(results.off))
+    return { cpuMicrosPerIoOn: cpuOn, cpuMicrosPerIoOff: cpuOff, cpuRatio: cpuOn === null || cpuOff === null || cpuOff === 0 ? null : round3(cpuOn / cpuOff), workload: w.id as WorkloadId, unit: w.blockSizeBytes >= MIB ? 'MiB/s' : 'IOPS', on, off, perRound, medianOn: mOn, medianOff: mOff, ratio: mOn === null || mOff === null || mOff === 0 ? null : round3(mOn / mOff) }
+  })
+  process.stdout.write('\njob        unit    median on  median off  on/off  per round (on/off)   CPU µs/IO on  off  on/off\n')
+  for (const row of rows) {
+    process.stdout.write(`${row.workload.padEnd(10)} ${row.unit.padEnd(6)} ${fmt(row.medianOn).padStart(10)} ${fmt(row.medianOff).padStart(11)} ${(row.ratio?.toFixed(2) ?? '-').padStart(7)}  ${row.perRound.map(x => x?.toFixed(2) ?? '-').join(' ').padEnd(20)}` +
+      ` ${fmt(row.cpuMicrosPerIoOn).padStart(12)} ${fmt(row.cpuMicrosPerIoOff).padStart(4)} ${(row.cpuRatio?.toFixed(2) ?? '-').padStart(7)}\n`)
+  }
+  const goals = evaluateGoals([medianRun('ukai', results.on), medianRun('ukai-no-checksums', results.off)], [CHECKSUM_GOAL])
+  process.stdout.write(goalLines(goals) + '\n')
+  if (goals.some(g => g.verdict === 'MISS')) process.exitCode = 1
+  const out = { kind: 'ukai-checksum-cost', startedAt: startedAt.toISOString(), finishedAt: new Date().toISOString(), settings: { ...settings, rounds, replicas: 2 }, rows, goal: goals[0], runs: results }
+  fs.mkdirSync(RESULTS_DIR, { recursive: true })
+  const file = path.join(RESULTS_DIR, `checksums-${startedAt.toISOString().replace(/[:.]/g, '-')}.json`)
+  fs.writeFileSync(file, JSON.stringify(out, null, 2) + '\n')
+  fs.copyFileSync(file, path.join(RESULTS_DIR, 'latest-checksums.json'))
+  process.stdout.write(`wrote ${path.relative(process.cwd(), file)} and bench/results/latest-checksums.json\n`)
+}
+
+function newRun (target: TargetRun['target']): TargetRun { return { target, fill: null, workloads: {}, error: null } }
+// CPU µs per I/O of the serving processes (agent and nodes), or null when not measured.
+function cpuPerIo (run: TargetRun, id: WorkloadId): number | null {
+  const w = run.workloads[id]
+  if (w?.fio == null) return null
+  const percents = Object.values(w.cpuPercent).filter((x): x is number => x !== null)
+  return percents.length === 0 || w.fio.main.iops === 0 ? null : cpuMicrosPerIo(percents.reduce((a, b) => a + b, 0), w.fio.main.iops)
+}
+
+function round3 (x: number): number { return Math.round(x * 1000) / 1000 }
+function fmt (x: number | null): string { return x === null ? '-' : x.toFixed(0) }
+
+if (require.main === module) {
+  main().catch((err) => {
+    process.stderr.write(`checksum bench failed: ${(err as Error).stack ?? String(err)}\n`)
+    process.exitCode = 1
+  })
+}
