@@ -1,6 +1,7 @@
 // `ukai dev demo` (the README's `npm run demo`) runs end to end and every check it prints holds:
 // the bytes written on site A read back on site B, a relocation to site B completes and makes
-// site B's reads local, the snapshot's export equals the data, writes go on after a node dies.
+// site B's reads local, the snapshot's export equals the data, writes go on after a node dies;
+// a tenant works within its quota and only on its own disks.
 import t from 'tap'
 import { devDown } from '../src/dev/cluster'
 import { fuseUnavailable, makeTempDir } from './helpers/cluster'
@@ -26,5 +27,9 @@ t.test('ukai dev demo', { skip: fuseUnavailable() ?? false }, async (t) => {
   t.match(out, /storage node a1 at site-a .* metrics http:\/\/127\.0\.0\.1:\d+\/metrics/, 'the endpoints are printed')
   t.match(out, /ukai_disk_write_bytes_total\{disk="vm-[^"]+",host="hv-b"\} [1-9]/, 'the demo shows site B\'s disk metrics')
   t.match(out, /ukai_disk_write_latency_seconds_count\{disk="vm-[^"]+",host="hv-b"\} [1-9]/)
-  t.notMatch(out, /DIFFER|\bNO\b/, 'no check failed')
+  t.match(out, /ukai disk create homework --size 1G\n/, 'a tenant creates a disk through the tenant API')
+  t.match(out, /refused \(exit 1\): .*would exceed its capacity quota of 2\.0 GiB/, 'a create past the quota is refused, naming it')
+  t.match(out, /refused \(exit 1\): .*vm-\S+/, "the admin's disk is not the tenant's")
+  t.match(out, /class-\w+\s.*1\.0 GiB/, 'tenant list shows what the tenant provisioned')
+  t.notMatch(out, /DIFFER|\bNO\b|UNEXPECTED/, 'no check failed')
 })

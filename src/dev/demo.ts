@@ -2,9 +2,10 @@
 // what UKAI is for, driven through the same commands an operator types — a disk created with
 // qemu-img on site A's mount and written there; site B reading it across the WAN; a snapshot;
 // `ukai relocate --to site-b` while the disk stays open; site B reading locally afterwards; the
-// write lease moving to site B; an export of the snapshot; a storage node killed under a writer.
+// write lease moving to site B; an export of the snapshot; a storage node killed under a writer;
+// a tenant with a quota, working through an agent's tenant API.
 import { createHash } from 'node:crypto'
-import { execFileSync } from 'node:child_process'
+import { execFileSync, spawnSync } from 'node:child_process'
 import fs from 'node:fs'
 import path from 'node:path'
 import { MetaStore } from '../meta/store'
@@ -14,6 +15,7 @@ import { summarizeDisk } from '../admin/disk-summary'
 import { checkHealth, formatHealth } from '../admin/health'
 import { openTlsDir, setClientTls } from '../storagenode/tls'
 import { ClusterInfo, devDown, devUp, readCluster } from './cluster'
+import { devTlsLayout } from './dev-tls'
 import { signalIfOurs } from './pids'
 import { cliMainPath, daemonEnv } from './processes'
 
@@ -47,6 +49,30 @@ async function diskMetricLines (address: string | undefined, disk: string): Prom
   }
 }
 
+// A tenant's tour: its certificate holds no ZooKeeper credentials, so everything it does goes
+// through an agent's tenant API, which checks the disk's tenant and the quota (atomically with
+// the change, in ZooKeeper). Refusals are printed, not hidden: they are the point.
+function tenantTour (dir: string, site: string, api: string, adminDisk: string, ukai: (...args: string[]) => void): void {
+  const tenant = `class-${Date.now().toString(36).slice(-5)}`
+  const tenantTls = path.join(dir, 'tls', `tenant-${tenant}`)
+  say(`tenants: ${tenant} may keep 2 disks, 2 GiB in all, at ${site}; its certificate manages only its own disks`)
+  ukai('tenant', 'create', tenant, '--sites', site)
+  ukai('tenant', 'quota', tenant, '--capacity', '2G', '--disks', '2')
+  ukai('cert', 'issue', '--tenant', tenant, '--ca', devTlsLayout(dir).caDir, '--out', tenantTls)
+  const env = { ...daemonEnv(), UKAI_TLS_DIR: tenantTls, UKAI_API: api }
+  const asTenant = (expect: 'ok' | 'refused', ...args: string[]): void => {
+    process.stdout.write(`\n   $ UKAI_TLS_DIR=${tenantTls} UKAI_API=${api} ukai ${args.join(' ')}\n`)
+    const r = spawnSync(process.execPath, [cliMainPath(), ...args], { encoding: 'utf8', env })
+    process.stdout.write(r.stdout)
+    if (r.status !== 0) show(`refused (exit ${String(r.status)}): ${r.stderr.trim()}`)
+    if ((r.status === 0) !== (expect === 'ok')) show(`UNEXPECTED: ${expect === 'ok' ? 'refused' : 'allowed'}`)
+  }
+  asTenant('ok', 'disk', 'create', 'homework', '--size', '1G')
+  asTenant('refused', 'disk', 'create', 'dataset', '--size', '4G')
+  asTenant('refused', 'disk', 'info', adminDisk)
+  ukai('tenant', 'list')
+}
+
 export async function runDemo (dir: string): Promise<void> {
   // A previous demo killed one of its nodes: start from a fresh cluster every time.
   if (readCluster(dir) !== null) {
@@ -60,9 +86,10 @@ export async function runDemo (dir: string): Promise<void> {
   for (const n of info.nodes) show(`storage node ${n.id} at ${n.site}  ${n.address}  (pid ${n.pid})  metrics http://${n.metricsAddress ?? '?'}/metrics`)
   for (const a of info.agents) show(`agent ${a.host} at ${a.site}  mounted on ${a.mountPoint}  (pid ${a.pid})  metrics http://${a.metricsAddress ?? '?'}/metrics`)
 
+  const adminEnv = { ...daemonEnv(), UKAI_ZK: info.zk.connectString, ...(info.zkAuthFile === null ? {} : { UKAI_ZK_AUTH: info.zkAuthFile }), ...(info.tlsDir === undefined ? {} : { UKAI_TLS_DIR: info.tlsDir }) }
   const ukai = (...args: string[]): void => {
     process.stdout.write(`\n   $ ukai ${args.join(' ')}\n`)
-    execFileSync(process.execPath, [cliMainPath(), ...args], { stdio: 'inherit', env: { ...daemonEnv(), UKAI_ZK: info.zk.connectString, ...(info.zkAuthFile === null ? {} : { UKAI_ZK_AUTH: info.zkAuthFile }), ...(info.tlsDir === undefined ? {} : { UKAI_TLS_DIR: info.tlsDir }) } })
+    execFileSync(process.execPath, [cliMainPath(), ...args], { stdio: 'inherit', env: adminEnv })
   }
   say(`secure by default: every storage-node channel is mutual TLS (the cluster CA and one certificate per\n   daemon under ${path.join(dir, 'tls')}), every znode has an ACL (credentials in ${info.zkAuthFile ?? '(none: --insecure-zk)'})`)
   say('the controller: the agents elect one (ZooKeeper); it repairs, re-replicates and finishes relocations nobody runs')
@@ -141,6 +168,7 @@ export async function runDemo (dir: string): Promise<void> {
     for (const line of await diskMetricLines(b.metricsAddress, name)) show(line)
     fs.closeSync(fd)
     fs.closeSync(fdB)
+    if (info.tlsDir !== undefined && a.apiAddress !== undefined) tenantTour(dir, a.site, a.apiAddress, name, ukai)
   } finally {
     await meta.close()
   }
