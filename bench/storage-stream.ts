@@ -11,6 +11,10 @@ import { startStorageServer } from '../src/storagenode/server'
 import { streamLoad } from './stream-load'
 
 const DURATION_MS = Number(process.env.BENCH_DURATION_MS ?? 3000)
+// Requests in flight (4: what fio's four psync jobs put on one node) and sizes, e.g.
+// BENCH_WINDOWS=1,4,16 BENCH_IO_BYTES=4096.
+const WINDOWS = (process.env.BENCH_WINDOWS ?? '16,32').split(',').map(Number)
+const IO_BYTES = (process.env.BENCH_IO_BYTES ?? '131072,4096').split(',').map(Number)
 
 interface Result {
   op: 'write' | 'read', ioBytes: number, window: number, ops: number, seconds: number, opsPerSec: number, mibPerSec: number
@@ -68,9 +72,9 @@ async function main (): Promise<void> {
     })
   const results: Result[] = []
   try {
-    for (const window of [16, 32]) {
+    for (const window of WINDOWS) {
       const client = new StorageClient({ nodeId: 'bench-node', address, windowSize: window })
-      for (const ioBytes of [128 * 1024, 4096]) {
+      for (const ioBytes of IO_BYTES) {
         for (const op of ['write', 'read'] as const) {
           const r = await run(client, serverCpu, op, ioBytes, window)
           results.push(r)

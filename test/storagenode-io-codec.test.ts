@@ -4,11 +4,15 @@
 import t from 'tap'
 import * as path from 'node:path'
 import * as protoLoader from '@grpc/proto-loader'
-import { PROTO_RELATIVE_PATH, decodeIoRequest, decodeIoResponse, encodeIoRequest, encodeIoResponse, type IoRequestOut } from '../src/storagenode/wire'
+import {
+  PROTO_RELATIVE_PATH, decodeIoRequest, decodeIoRequestBatch, decodeIoResponse, decodeIoResponseBatch, encodeIoRequest, encodeIoRequestBatch,
+  encodeIoResponse, encodeIoResponseBatch, type IoRequestOut
+} from '../src/storagenode/wire'
 
 // A fresh definition: the generated (protobufjs) serializers, as storageService() had them before.
 const def = protoLoader.loadSync(path.join(__dirname, '..', PROTO_RELATIVE_PATH), { keepCase: false, longs: Number, defaults: true, oneofs: true })
 const gen = (def['ukai.storage.v1.Storage'] as protoLoader.ServiceDefinition).Io
+const genBatch = (def['ukai.storage.v1.Storage'] as protoLoader.ServiceDefinition).IoBatch
 const BIG = 2 ** 53 - 1
 const data = Buffer.from(Array.from({ length: 70_000 }, (_, i) => i % 251))
 
@@ -47,4 +51,24 @@ t.test('responses both ways, and unknown fields are skipped', async t => {
   const req = decodeIoRequest(Buffer.concat([extra, encodeIoRequest(requests[2])]))
   t.same(req.write, (requests[2] as { write: unknown }).write)
   t.throws(() => decodeIoResponse(Buffer.from([0x22, 0x05, 1])), /truncated/)
+})
+
+t.test('batches both ways: every request and answer, in order; an empty batch', async t => {
+  const theirs = genBatch.requestDeserialize(encodeIoRequestBatch(requests)) as { requests: Array<Record<string, any>> }
+  t.equal(theirs.requests.length, requests.length)
+  theirs.requests.forEach((r, i) => {
+    const op = Object.keys(requests[i]).find(k => k !== 'id') as string
+    t.equal(r.id, requests[i].id)
+    t.same(r[op], (requests[i] as any)[op], `request ${i} (${op}) decoded by the generated codec`)
+  })
+  const ours = decodeIoRequestBatch(genBatch.requestSerialize({ requests }))
+  t.same(ours.map(r => r.id), requests.map(r => r.id), 'ours keeps the order')
+  ours.forEach((r, i) => t.same(r[r.op as 'read'], (requests[i] as any)[r.op as string], `request ${i} decoded by ours`))
+  t.same(decodeIoRequestBatch(encodeIoRequestBatch([])), [])
+  const rs = [{ id: 5, code: '', message: '', data }, { id: BIG, code: 'FENCED', message: 'lease épo', data: Buffer.alloc(0) }, { id: 7, code: '', message: '', data: Buffer.alloc(0) }]
+  t.same((genBatch.responseDeserialize(encodeIoResponseBatch(rs)) as { responses: unknown[] }).responses, rs)
+  t.same(decodeIoResponseBatch(genBatch.responseSerialize({ responses: rs })), rs)
+  // An answer with every field at its default is an empty embedded message: still one element.
+  t.same(decodeIoResponseBatch(encodeIoResponseBatch([{ id: 0, code: '', message: '', data: Buffer.alloc(0) }])), [{ id: 0, code: '', message: '', data: Buffer.alloc(0) }])
+  t.throws(() => decodeIoRequestBatch(Buffer.from([0x0a, 0x05, 1])), /truncated/)
 })

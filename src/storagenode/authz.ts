@@ -23,6 +23,7 @@ type Method = keyof StorageHandlers & string
 // reads and writes for import, export, clone). Deletes: admins; agents only under the lease.
 export const ROLES_OF_METHOD: Record<Method, readonly Role[]> = {
   Io: ['agent', 'node', 'admin'],
+  IoBatch: ['agent', 'node', 'admin'],
   Fence: ['agent', 'node', 'admin'],
   BlockInfo: ['agent', 'node', 'admin'],
   ListBlocks: ['agent', 'node', 'admin'],
@@ -76,7 +77,7 @@ export function guardHandlers (handlers: StorageHandlers, deps: AuthzDeps): Stor
     }
   })
   for (const [method, handler] of Object.entries(handlers) as Array<[Method, (...a: any[]) => void]>) {
-    if (method === 'Io') {
+    if (method === 'Io' || method === 'IoBatch') {
       out[method] = (call: grpc.ServerDuplexStream<unknown, unknown>) => {
         try {
           callerOf(call, deps, method)

@@ -20,7 +20,7 @@ import { guardHandlers } from './authz'
 import { CertificateFiles, RevocationList, serverCredentials } from './tls'
 import { holdGcBallast } from '../lib/gc-ballast'
 import { IO_REPLY_STALL_MS_MAX, IoBudgetStat, NodeIoBudget } from './io-budget'
-import { IoCall, ioHandler } from './io-handler'
+import { IoBatchCall, IoCall, ioHandlers } from './io-handler'
 import { RpcObserver, ServerCounters, failureOf, unaryOf } from './rpc-answers'
 import { MAX_MESSAGE_BYTES, StorageHandlers, storageService } from './wire'
 
@@ -83,7 +83,7 @@ export async function startStorageServer (opts: StorageServerOptions): Promise<S
   const scrubber = new Scrubber({ store, ...opts.scrub, ...(opts.checksums === false ? { bytesPerSecMax: 0 } : {}), logger: log })
   const peers = new PeerClients(opts.peerAddresses, opts.registeredPeer)
   const counters: ServerCounters = { requests: 0, errors: 0, bytesRead: 0, bytesWritten: 0, inFlight: 0 }
-  const streams = new Set<IoCall>()
+  const streams = new Set<IoCall | IoBatchCall>()
   let closing: Promise<void> | undefined  // set by the first close or destroy: handlers refuse
   let closeGraceMs = CLOSE_GRACE_MS_DEFAULT
   let drained: (() => void) | undefined  // wakes close() when the last in-flight request ends
@@ -94,7 +94,7 @@ export async function startStorageServer (opts: StorageServerOptions): Promise<S
   const ioBudget = new NodeIoBudget()
 
   const allHandlers: StorageHandlers = {
-    Io: ioHandler({
+    ...ioHandlers({
       nodeId,
       store,
       budget: ioBudget,
