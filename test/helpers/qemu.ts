@@ -88,7 +88,8 @@ export interface SerialLine { text: string, atMs: number }
 
 export interface GuestOptions {
   image: GuestImage
-  disk: string
+  disk: string                // a file; or, with nbd, the NBD socket (the agent's DIR/<disk>.sock)
+  nbd?: { export: string, reconnectDelaySec?: number } // the disk over NBD (QEMU's own client)
   dir: string                 // sockets and logs go here
   name: string
   accel: Accel
@@ -115,7 +116,12 @@ export class QemuGuest {
     this.qmpPath = path.join(opts.dir, `${opts.name}.qmp`)
     this.logFile = path.join(opts.dir, `${opts.name}.serial.log`)
     fs.rmSync(this.qmpPath, { force: true })
-    const drive = [`file=${opts.disk}`, 'format=raw', 'if=virtio', `cache=${opts.cache ?? 'none'}`, `aio=${opts.aio ?? 'threads'}`].join(',')
+    const drive = opts.nbd === undefined
+      ? [`file=${opts.disk}`, 'format=raw', 'if=virtio', `cache=${opts.cache ?? 'none'}`, `aio=${opts.aio ?? 'threads'}`].join(',')
+      // No aio= (a property of the file driver) and no cache=: QEMU's NBD client has no host page
+      // cache in its way; migration needs none of cache.direct's guarantees over NBD.
+      : ['driver=raw', 'file.driver=nbd', 'file.server.type=unix', `file.server.path=${opts.disk}`, `file.export=${opts.nbd.export}`,
+          ...(opts.nbd.reconnectDelaySec !== undefined ? [`file.reconnect-delay=${opts.nbd.reconnectDelaySec}`] : []), 'if=virtio'].join(',')
     const argv = [
       '-nodefaults', '-no-user-config', '-display', 'none', '-no-reboot',
       '-machine', `pc,accel=${opts.accel}`, '-m', String(opts.memMiB ?? 128),
@@ -157,6 +163,7 @@ export class QemuGuest {
 
   get pid (): number { return this.child.pid ?? -1 }
   get exitReason (): string | null { return this.exited }
+  get stderr (): string { return this.stderrChunks.join('') }
   describeExit (): string { return `qemu ${this.exited ?? 'running'}; stderr: ${this.stderrChunks.join('').trim().slice(-600) || '(none)'}` }
 
   // Waits for a serial line matching RE (searching from line index FROM).
