@@ -99,7 +99,11 @@ export interface GuestOptions {
   incomingPort?: number       // start as a migration destination on 127.0.0.1:PORT
   memMiB?: number
   append?: string             // more kernel command line
+  trace?: string[]            // QEMU trace events to enable (read back with traceEvents())
 }
+
+// One QEMU trace event (the log backend on stderr, `-msg timestamp=on`: "PID@SEC.USEC:NAME ARGS").
+export interface TraceEvent { name: string, args: string, atMs: number }
 
 export class QemuGuest {
   readonly serial: SerialLine[] = []
@@ -130,6 +134,7 @@ export class QemuGuest {
       '-drive', drive,
       '-serial', 'stdio', '-monitor', 'none',
       '-qmp', `unix:${this.qmpPath},server=on,wait=off`,
+      ...(opts.trace === undefined ? [] : ['-msg', 'timestamp=on', ...opts.trace.flatMap(e => ['-trace', `enable=${e}`])]),
       ...(opts.incomingPort !== undefined ? ['-incoming', `tcp:127.0.0.1:${opts.incomingPort}`] : [])
     ]
     const log = fs.openSync(this.logFile, 'a')
@@ -177,6 +182,15 @@ export class QemuGuest {
       if (left <= 0) throw new Error(`no ${re} on the serial console in ${opts.timeoutMs ?? BOOT_TIMEOUT_MS} ms\n${this.tail()}`)
       await new Promise<void>((resolve) => { const t = setTimeout(resolve, Math.min(left, 500)); this.listeners.push(() => { clearTimeout(t); resolve() }) })
     }
+  }
+
+  traceEvents (): TraceEvent[] {
+    const out: TraceEvent[] = []
+    for (const l of this.stderr.split('\n')) {
+      const m = /^\d+@(\d+)\.(\d{6}):(\S+) ?(.*)$/.exec(l)
+      if (m !== null) out.push({ name: m[3], args: m[4], atMs: Number(m[1]) * 1000 + Number(m[2]) / 1000 })
+    }
+    return out
   }
 
   tail (n = 15): string { return this.serial.slice(-n).map(l => l.text).join('\n') }
