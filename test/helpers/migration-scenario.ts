@@ -47,18 +47,19 @@ export function logTimes (file: string, msg: string, disk: string): number[] {
 
 // QEMU trace events the switch-over breakdown reads (both QEMU processes enable them).
 export const SWITCH_TRACE = [
-  'vm_state_notify', 'virtio_blk_handle_write', 'virtio_blk_rw_complete',
-  'nbd_send_request', 'nbd_receive_simple_reply', 'nbd_receive_structured_reply_chunk', 'file_paio_submit'
+  'vm_state_notify', 'virtio_blk_handle_write', 'virtio_blk_handle_read', 'virtio_blk_rw_complete',
+  'nbd_send_request', 'nbd_receive_simple_reply', 'nbd_receive_structured_reply_chunk', 'thread_pool_submit', 'thread_pool_complete'
 ]
 
 // The switch-over, each time in ms relative to the source VM's stop (the start of QEMU's downtime).
 export interface SwitchPhases {
   downtimeMs: number                   // QEMU's figure
-  srcFlushSentMs: number | null        // the source's last flush to the disk (block inactivation)
-  srcFlushDoneMs: number | null        // its reply (NBD only; a FUSE fsync's end is not traced)
+  srcFlushSentMs: number | null        // the source's flush at the stop (NBD: the flush request; a
+  srcFlushDoneMs: number | null        // file: the longest thread-pool job, the fdatasync) and its end
   destResumeMs: number | null          // the destination VM runs
+  guestIoOnB: string[]                 // the guest's first requests on B: 'read|write START→END'
   guestFirstWriteMs: number | null     // the guest's first write on B reaches virtio-blk
-  firstWriteSentMs: number | null      // QEMU sends it to hv-b (NBD request / FUSE pwrite submitted)
+  firstWriteSentMs: number | null      // QEMU sends it to hv-b (NBD only)
   askedMs: number | null               // hv-b: lease held elsewhere; asked for hand-over
   handoverRequestedMs: number | null   // hv-a saw the request
   releasedMs: number | null            // hv-a: lease released (after flushing)
@@ -70,7 +71,6 @@ export interface SwitchPhases {
 }
 
 const NBD_CMD = { write: 1, flush: 3 }
-const PAIO = { write: 2, flush: 8 }
 
 function field (args: string, re: RegExp): string | undefined { return re.exec(args)?.[1] }
 
@@ -87,31 +87,43 @@ export function switchPhases (s: WanSites | null, disk: string, src: QemuGuest, 
   const replyOf = (evs: typeof se, sent: typeof se[number] | undefined): number | undefined => sent === undefined
     ? undefined
     : evs.find(e => (e.name === 'nbd_receive_simple_reply' || e.name === 'nbd_receive_structured_reply_chunk') && e.atMs >= sent.atMs && handle(e) === handle(sent))?.atMs
-  // Source: the last flush around the stop.
-  const srcFlushes = se.filter(e => e.atMs >= stopAt - 50 && ((e.name === 'nbd_send_request' && cmdType(e) === NBD_CMD.flush) || (e.name === 'file_paio_submit' && Number(field(e.args, /type (\d+)/)) === PAIO.flush)))
-  const srcFlush = srcFlushes[srcFlushes.length - 1]
-  // Destination: the first write after it runs, from the guest down to the agent and back.
+  // Source: the flush at the stop (do_vm_stop flushes every drive before the last RAM copy).
+  const srcFlush = se.find(e => e.atMs >= stopAt - 50 && e.name === 'nbd_send_request' && cmdType(e) === NBD_CMD.flush)
+  const reqOf = (e: { args: string }): string | undefined => field(e.args, /req (0x[0-9a-f]+)/)
+  let srcJob: { start: number, end: number } | undefined
+  if (srcFlush === undefined) {
+    for (const sub of se.filter(e => e.name === 'thread_pool_submit' && e.atMs >= stopAt - 50 && e.atMs <= stopAt + mig.downtimeMs)) {
+      const end = se.find(e => e.name === 'thread_pool_complete' && e.atMs >= sub.atMs && reqOf(e) === reqOf(sub))
+      if (end !== undefined && (srcJob === undefined || end.atMs - sub.atMs > srcJob.end - srcJob.start)) srcJob = { start: sub.atMs, end: end.atMs }
+    }
+  }
+  // Destination: its first requests once it runs; the first write from the guest to hv-b and back.
   const resume = de.find(e => e.name === 'vm_state_notify' && /^running 1/.test(e.args))
   const from = resume?.atMs ?? stopAt
+  const guestIoOnB = de.filter(e => (e.name === 'virtio_blk_handle_write' || e.name === 'virtio_blk_handle_read') && e.atMs >= from).slice(0, 6).map((e) => {
+    const done = de.find(d => d.name === 'virtio_blk_rw_complete' && d.atMs >= e.atMs && reqOf(d) === reqOf(e))
+    return `${e.name === 'virtio_blk_handle_write' ? 'write' : 'read'} ${rel(e.atMs) ?? '?'}→${rel(done?.atMs) ?? '?'}`
+  })
   const guestWrite = de.find(e => e.name === 'virtio_blk_handle_write' && e.atMs >= from)
-  const req = guestWrite === undefined ? undefined : field(guestWrite.args, /req (0x[0-9a-f]+)/)
-  const sent = de.find(e => e.atMs >= from && ((e.name === 'nbd_send_request' && cmdType(e) === NBD_CMD.write) || (e.name === 'file_paio_submit' && Number(field(e.args, /type (\d+)/)) === PAIO.write)))
+  const req = guestWrite === undefined ? undefined : reqOf(guestWrite)
+  const sent = de.find(e => e.atMs >= from && e.name === 'nbd_send_request' && cmdType(e) === NBD_CMD.write)
   const guestDone = de.find(e => e.name === 'virtio_blk_rw_complete' && guestWrite !== undefined && e.atMs >= guestWrite.atMs && field(e.args, /req (0x[0-9a-f]+)/) === req)
   const lines = (host: 'a' | 'b', msg: string): number[] => s === null ? [] : logTimes(s[host].logFile, msg, disk)
   const asked = after(lines('b', 'lease held elsewhere; asked for hand-over'))
   const rs = rounds(src, mig.dest)
   return {
     downtimeMs: mig.downtimeMs,
-    srcFlushSentMs: rel(srcFlush?.atMs),
-    srcFlushDoneMs: rel(replyOf(se, srcFlush?.name === 'nbd_send_request' ? srcFlush : undefined)),
+    srcFlushSentMs: rel(srcFlush?.atMs ?? srcJob?.start),
+    srcFlushDoneMs: rel(replyOf(se, srcFlush) ?? srcJob?.end),
     destResumeMs: rel(resume?.atMs ?? mig.dest.qmp?.events.find(e => e.event === 'RESUME')?.atMs),
+    guestIoOnB,
     guestFirstWriteMs: rel(guestWrite?.atMs),
     firstWriteSentMs: rel(sent?.atMs),
     askedMs: rel(asked),
     handoverRequestedMs: rel(after(lines('a', 'hand-over requested'))),
     releasedMs: rel(after(lines('a', 'lease released'))),
     acquiredMs: rel(lines('b', 'lease acquired').find(x => x >= (asked ?? stopAt - 2000))),
-    firstWriteRepliedMs: rel(replyOf(de, sent?.name === 'nbd_send_request' ? sent : undefined)),
+    firstWriteRepliedMs: rel(replyOf(de, sent)),
     guestFirstWriteDoneMs: rel(guestDone?.atMs),
     firstRoundOnBMs: rel(rs.find(r => r.seq > srcLast)?.atMs),
     longestRoundAcrossMs: roundStats(rs.filter(r => r.seq >= srcLast - 1 && r.seq <= srcLast + 2), 0, Infinity).maxMs
