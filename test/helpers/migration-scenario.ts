@@ -64,6 +64,7 @@ export interface SwitchPhases {
   handoverRequestedMs: number | null   // hv-a saw the request
   releasedMs: number | null            // hv-a: lease released (after flushing)
   acquiredMs: number | null            // hv-b: lease acquired
+  leaseReadyMs: number | null          // hv-b: every replica's node fenced and the record re-read
   firstWriteRepliedMs: number | null   // hv-b acknowledged that write (NBD only)
   guestFirstWriteDoneMs: number | null // virtio-blk completed it to the guest
   firstRoundOnBMs: number | null       // first guest round that ended on B
@@ -123,6 +124,7 @@ export function switchPhases (s: WanSites | null, disk: string, src: QemuGuest, 
     handoverRequestedMs: rel(after(lines('a', 'hand-over requested'))),
     releasedMs: rel(after(lines('a', 'lease released'))),
     acquiredMs: rel(lines('b', 'lease acquired').find(x => x >= (asked ?? stopAt - 2000))),
+    leaseReadyMs: rel(lines('b', 'lease ready for writes').find(x => x >= (asked ?? stopAt - 2000))),
     firstWriteRepliedMs: rel(replyOf(de, sent)),
     guestFirstWriteDoneMs: rel(guestDone?.atMs),
     firstRoundOnBMs: rel(rs.find(r => r.seq > srcLast)?.atMs),
