@@ -12,31 +12,11 @@ import { parseDomain, ukaiDisks } from '../src/libvirt/domain'
 import { formatHookConfig, parseHookConfig } from '../src/libvirt/hook-config'
 import { cliJson, runCli } from './helpers/cli'
 import { makeTempDir, missingCli, startAgent, startNode, startZk } from './helpers/cluster'
-import { hookLog, installHookFor, runHookScript } from './helpers/libvirt'
+import { hookLog, installHookFor, nbdDomain, runHookScript } from './helpers/libvirt'
 import { waitForSocket } from './helpers/nbd'
 
 const exec = promisify(execFile)
 const EXAMPLE = path.join(__dirname, '..', 'libvirt', 'examples', 'vm01-nbd.xml')
-
-function nbdDomain (name: string, disks: Array<{ socket?: string, exportName?: string, host?: string }>): string {
-  const devs = disks.map((d, i) => `    <disk type='network' device='disk'>
-      <driver name='qemu' type='raw' cache='none'/>
-      <source protocol='nbd'${d.exportName === undefined ? '' : ` name='${d.exportName}'`}>
-        ${d.socket !== undefined ? `<host transport='unix' socket='${d.socket}'/>` : `<host name='${d.host ?? '127.0.0.1'}' port='10809'/>`}
-      </source>
-      <target dev='vd${String.fromCharCode(97 + i)}' bus='virtio'/>
-    </disk>`).join('\n')
-  return `<domain type='kvm'>
-  <name>${name}</name>
-  <memory unit='MiB'>128</memory>
-  <os><type arch='x86_64' machine='pc'>hvm</type></os>
-  <devices>
-    <disk type='file' device='disk'><source file='/var/lib/ukai/mnt/data1'/><target dev='sda' bus='sata'/></disk>
-${devs}
-  </devices>
-</domain>
-`
-}
 
 t.test('the example domain', async (t) => {
   const dom = parseDomain(fs.readFileSync(EXAMPLE, 'utf8'))

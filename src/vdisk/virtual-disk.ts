@@ -202,11 +202,15 @@ export class VirtualDisk {
     if (this.acquiring === null) {
       this.acquiring = (async () => {
         const lease = await this.leases.acquire(this.name)
+        const t0 = Date.now()
         await this.fenceNodes(lease.leaseEpoch)
+        const t1 = Date.now()
         // Snapshot epochs move only under the lease: what we read now is what we write at,
         // until we commit a snapshot ourselves (a cached record may predate a commit elsewhere).
         const fresh = await this.meta.getDisk(this.name)
         if (fresh.version > this.record.version) this.record = fresh
+        // The steps after the lease, timed: a migration's first write on the destination waits for them.
+        this.log.info({ leaseEpoch: lease.leaseEpoch, fenceMs: t1 - t0, recordMs: Date.now() - t1 }, 'lease ready for writes')
         this.materialized.clear()
         this.lease = lease
         this.watchSnapshotRequests()

@@ -53,6 +53,27 @@ export function readHookLog (text: string): HookLogLine[] {
 // Installs the hook as `ukai libvirt install-hook` does, into DIR/hooks-HOST, with its own config
 // and log: one installation per simulated hypervisor. The hook talks to the nodes with the
 // hypervisor's agent certificate (`--tls-dir`, written to hook.conf): no admin key on a hypervisor.
+// A domain with one file disk on a mount (sda) and NBD disks: on a unix socket, or on TCP.
+export function nbdDomain (name: string, disks: Array<{ socket?: string, exportName?: string, host?: string }>): string {
+  const devs = disks.map((d, i) => `    <disk type='network' device='disk'>
+      <driver name='qemu' type='raw' cache='none'/>
+      <source protocol='nbd'${d.exportName === undefined ? '' : ` name='${d.exportName}'`}>
+        ${d.socket !== undefined ? `<host transport='unix' socket='${d.socket}'/>` : `<host name='${d.host ?? '127.0.0.1'}' port='10809'/>`}
+      </source>
+      <target dev='vd${String.fromCharCode(97 + i)}' bus='virtio'/>
+    </disk>`).join('\n')
+  return `<domain type='kvm'>
+  <name>${name}</name>
+  <memory unit='MiB'>128</memory>
+  <os><type arch='x86_64' machine='pc'>hvm</type></os>
+  <devices>
+    <disk type='file' device='disk'><source file='/var/lib/ukai/mnt/data1'/><target dev='sda' bus='sata'/></disk>
+${devs}
+  </devices>
+</domain>
+`
+}
+
 export async function installHookFor (dir: string, zk: string, host: string, mount: string, extra: string[] = []): Promise<{ hook: string, log: string, conf: string }> {
   const conf = path.join(dir, `${host}.conf`)
   const log = path.join(dir, `${host}.log`)

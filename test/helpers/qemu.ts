@@ -88,7 +88,8 @@ export interface SerialLine { text: string, atMs: number }
 
 export interface GuestOptions {
   image: GuestImage
-  disk: string
+  disk: string                // a file; or, with nbd, the NBD socket (the agent's DIR/<disk>.sock)
+  nbd?: { export: string, reconnectDelaySec?: number } // the disk over NBD (QEMU's own client)
   dir: string                 // sockets and logs go here
   name: string
   accel: Accel
@@ -98,7 +99,11 @@ export interface GuestOptions {
   incomingPort?: number       // start as a migration destination on 127.0.0.1:PORT
   memMiB?: number
   append?: string             // more kernel command line
+  trace?: string[]            // QEMU trace events to enable (read back with traceEvents())
 }
+
+// One QEMU trace event (the log backend on stderr, `-msg timestamp=on`: "PID@SEC.USEC:NAME ARGS").
+export interface TraceEvent { name: string, args: string, atMs: number }
 
 export class QemuGuest {
   readonly serial: SerialLine[] = []
@@ -115,7 +120,12 @@ export class QemuGuest {
     this.qmpPath = path.join(opts.dir, `${opts.name}.qmp`)
     this.logFile = path.join(opts.dir, `${opts.name}.serial.log`)
     fs.rmSync(this.qmpPath, { force: true })
-    const drive = [`file=${opts.disk}`, 'format=raw', 'if=virtio', `cache=${opts.cache ?? 'none'}`, `aio=${opts.aio ?? 'threads'}`].join(',')
+    const drive = opts.nbd === undefined
+      ? [`file=${opts.disk}`, 'format=raw', 'if=virtio', `cache=${opts.cache ?? 'none'}`, `aio=${opts.aio ?? 'threads'}`].join(',')
+      // No aio= (a property of the file driver) and no cache=: QEMU's NBD client has no host page
+      // cache in its way; migration needs none of cache.direct's guarantees over NBD.
+      : ['driver=raw', 'file.driver=nbd', 'file.server.type=unix', `file.server.path=${opts.disk}`, `file.export=${opts.nbd.export}`,
+          ...(opts.nbd.reconnectDelaySec !== undefined ? [`file.reconnect-delay=${opts.nbd.reconnectDelaySec}`] : []), 'if=virtio'].join(',')
     const argv = [
       '-nodefaults', '-no-user-config', '-display', 'none', '-no-reboot',
       '-machine', `pc,accel=${opts.accel}`, '-m', String(opts.memMiB ?? 128),
@@ -124,6 +134,7 @@ export class QemuGuest {
       '-drive', drive,
       '-serial', 'stdio', '-monitor', 'none',
       '-qmp', `unix:${this.qmpPath},server=on,wait=off`,
+      ...(opts.trace === undefined ? [] : ['-msg', 'timestamp=on', ...opts.trace.flatMap(e => ['-trace', `enable=${e}`])]),
       ...(opts.incomingPort !== undefined ? ['-incoming', `tcp:127.0.0.1:${opts.incomingPort}`] : [])
     ]
     const log = fs.openSync(this.logFile, 'a')
@@ -157,6 +168,7 @@ export class QemuGuest {
 
   get pid (): number { return this.child.pid ?? -1 }
   get exitReason (): string | null { return this.exited }
+  get stderr (): string { return this.stderrChunks.join('') }
   describeExit (): string { return `qemu ${this.exited ?? 'running'}; stderr: ${this.stderrChunks.join('').trim().slice(-600) || '(none)'}` }
 
   // Waits for a serial line matching RE (searching from line index FROM).
@@ -170,6 +182,15 @@ export class QemuGuest {
       if (left <= 0) throw new Error(`no ${re} on the serial console in ${opts.timeoutMs ?? BOOT_TIMEOUT_MS} ms\n${this.tail()}`)
       await new Promise<void>((resolve) => { const t = setTimeout(resolve, Math.min(left, 500)); this.listeners.push(() => { clearTimeout(t); resolve() }) })
     }
+  }
+
+  traceEvents (): TraceEvent[] {
+    const out: TraceEvent[] = []
+    for (const l of this.stderr.split('\n')) {
+      const m = /^\d+@(\d+)\.(\d{6}):(\S+) ?(.*)$/.exec(l)
+      if (m !== null) out.push({ name: m[3], args: m[4], atMs: Number(m[1]) * 1000 + Number(m[2]) / 1000 })
+    }
+    return out
   }
 
   tail (n = 15): string { return this.serial.slice(-n).map(l => l.text).join('\n') }

@@ -3,7 +3,8 @@
 // Every path that crosses the sites goes through a delaying proxy (src/dev/wan-proxy.ts):
 // hv-a → b1/b2 and hv-b → a1/a2 (each agent's --node-address), and b1/b2 → a1/a2 (the targets'
 // --peer-address, over which a relocation A → B pulls its blocks). ZooKeeper is reached directly.
-import { startAgent, startNode, startZk, type AgentFixture, type NodeFixture, type TestLike, type ZkFixture } from './cluster'
+import path from 'node:path'
+import { makeTempDir, startAgent, startNode, startZk, type AgentFixture, type NodeFixture, type TestLike, type ZkFixture } from './cluster'
 import { startWanProxy } from './wan'
 
 export interface WanSites {
@@ -11,6 +12,7 @@ export interface WanSites {
   nodes: Record<'a1' | 'a2' | 'b1' | 'b2', NodeFixture>
   a: AgentFixture
   b: AgentFixture
+  nbdDir: { a: string, b: string } | null // each agent's --nbd-dir (sockets DIR/<disk>.sock), with opts.nbd
 }
 
 export interface WanSitesOptions {
@@ -18,6 +20,7 @@ export interface WanSitesOptions {
   copyMbps?: number        // cap on each node-to-node link B ← A (per connection); none by default
   dataMbps?: number        // cap on each agent-to-far-node link
   agentArgs?: string[]
+  nbd?: boolean            // each agent also serves NBD (--nbd-dir)
 }
 
 export async function startWanSites (t: TestLike, opts: WanSitesOptions): Promise<WanSites> {
@@ -38,9 +41,12 @@ export async function startWanSites (t: TestLike, opts: WanSitesOptions): Promis
     return args
   }
   const extra = opts.agentArgs ?? []
+  const sockets = opts.nbd === true ? makeTempDir(t, 'nbd-sites') : null
+  const nbdDir = sockets === null ? null : { a: path.join(sockets, 'hv-a'), b: path.join(sockets, 'hv-b') }
+  const nbdArgs = (d: string | undefined): string[] => d === undefined ? [] : ['--nbd-dir', d]
   const [a, b] = await Promise.all([
-    far([b1, b2]).then(args => startAgent(t, { zk, host: 'hv-a', site: 'site-a', extraArgs: [...args, ...extra] })),
-    far([a1, a2]).then(args => startAgent(t, { zk, host: 'hv-b', site: 'site-b', extraArgs: [...args, ...extra] }))
+    far([b1, b2]).then(args => startAgent(t, { zk, host: 'hv-a', site: 'site-a', extraArgs: [...args, ...extra, ...nbdArgs(nbdDir?.a)] })),
+    far([a1, a2]).then(args => startAgent(t, { zk, host: 'hv-b', site: 'site-b', extraArgs: [...args, ...extra, ...nbdArgs(nbdDir?.b)] }))
   ])
-  return { zk, nodes: { a1, a2, b1, b2 }, a, b }
+  return { zk, nodes: { a1, a2, b1, b2 }, a, b, nbdDir }
 }
