@@ -19,6 +19,7 @@ import { planRelocation } from '../relocate/plan'
 import { planRepair } from '../relocate/repair'
 import { isActive, startRelocation } from '../relocate/start'
 import { ControllerDuty, DutyContext } from './duty'
+import { PeriodicSweep } from './periodic-sweep'
 import { Refusals } from './refusals'
 
 export const REPAIR_SWEEP_INTERVAL_MS = 30_000
@@ -39,18 +40,13 @@ export class RepairDuty implements ControllerDuty {
   private readonly ctx: DutyContext
   private readonly log: Logger
   private readonly refusals: Refusals
-  private readonly intervalMs: number
   private readonly rateBytesPerSec: number
   private readonly concurrentMax: number
   private readonly started = new Map<string, string>()  // disk → id of the relocation record this duty started
   private alive: Map<string, number> | null = null
-  private timer: NodeJS.Timeout | null = null
-  private nextSweepAtMs = 0
-  private sweeping: Promise<void> | null = null
-  private again = false
+  private readonly sweeper: PeriodicSweep
   private capped = false
   private closed = false
-  private lastSweepAtMs = 0
   private repairsStarted = 0
   private unsubscribeSession: (() => void) | null = null
 
@@ -58,7 +54,17 @@ export class RepairDuty implements ControllerDuty {
     this.ctx = ctx
     this.log = ctx.logger.child({ component: 'controller', duty: this.name })
     this.refusals = new Refusals(this.log)
-    this.intervalMs = opts.intervalMs ?? REPAIR_SWEEP_INTERVAL_MS
+    // A sweep that hit the cap of concurrent repairs looks again soon, not a whole interval later.
+    this.sweeper = new PeriodicSweep({
+      intervalMs: opts.intervalMs ?? REPAIR_SWEEP_INTERVAL_MS,
+      log: this.log,
+      what: 'repair',
+      sweep: async () => {
+        this.capped = false
+        await this.sweep()
+        return this.capped ? REPAIR_AFTER_NODE_UP_MS : undefined
+      }
+    })
     this.rateBytesPerSec = opts.rateBytesPerSec ?? REPAIR_RATE_BYTES_PER_SEC_DEFAULT
     this.concurrentMax = opts.concurrentMax ?? REPAIRS_CONCURRENT_MAX
   }
@@ -66,7 +72,7 @@ export class RepairDuty implements ControllerDuty {
   async start (): Promise<void> {
     this.unsubscribeSession = this.ctx.meta.onSession(() => this.watchAlive())
     this.watchAlive()
-    this.sweepIn(REPAIR_AFTER_NODE_UP_MS)
+    this.sweeper.sweepIn(REPAIR_AFTER_NODE_UP_MS)
   }
 
   // Watches the live-node list; a node that (re)appears triggers a sweep.
@@ -82,36 +88,12 @@ export class RepairDuty implements ControllerDuty {
       this.alive = now
       if (back.length > 0) {
         this.log.info({ nodes: back }, 'storage node(s) back: their stale replicas are repaired shortly')
-        this.sweepIn(REPAIR_AFTER_NODE_UP_MS)
+        this.sweeper.sweepIn(REPAIR_AFTER_NODE_UP_MS)
       }
     }, (err) => {
       safetyCatch(err)
       setTimeout(() => this.watchAlive(), WATCH_RETRY_MS).unref()
     })
-  }
-
-  // Sweeps in `ms` (sooner than a sweep already planned; one after another, never two at once).
-  private sweepIn (ms: number): void {
-    if (this.closed) return
-    const at = Date.now() + ms
-    if (this.timer !== null && this.nextSweepAtMs <= at) return
-    if (this.timer !== null) clearTimeout(this.timer)
-    this.nextSweepAtMs = at
-    this.timer = setTimeout(() => {
-      this.timer = null
-      if (this.sweeping !== null) { this.again = true; return }
-      this.sweeping = this.sweep().catch((err) => {
-        safetyCatch(err)
-        this.log.warn({ err: String(err) }, 'repair sweep failed; trying again')
-      }).finally(() => {
-        this.sweeping = null
-        const again = this.again
-        const capped = this.capped
-        this.again = this.capped = false
-        this.sweepIn(again ? 0 : capped ? REPAIR_AFTER_NODE_UP_MS : this.intervalMs)
-      })
-    }, ms)
-    this.timer.unref()
   }
 
   private async sweep (): Promise<void> {
@@ -126,7 +108,6 @@ export class RepairDuty implements ControllerDuty {
         this.refusals.refuse(name, err.message, 'automatic repair refused for this disk')
       }
     }
-    this.lastSweepAtMs = Date.now()
   }
 
   private async consider (name: string): Promise<void> {
@@ -168,7 +149,7 @@ export class RepairDuty implements ControllerDuty {
   status (): { state: string, detail: Record<string, unknown> } {
     return {
       state: this.started.size > 0 ? 'repairing' : 'idle',
-      detail: { repairing: [...this.started.keys()], repairsStarted: this.repairsStarted, refused: this.refusals.snapshot(), lastSweepAtMs: this.lastSweepAtMs }
+      detail: { repairing: [...this.started.keys()], repairsStarted: this.repairsStarted, refused: this.refusals.snapshot(), lastSweepAtMs: this.sweeper.lastSweepAtMs }
     }
   }
 
@@ -176,8 +157,7 @@ export class RepairDuty implements ControllerDuty {
   // orphan duty) finishes them.
   async close (): Promise<void> {
     this.closed = true
-    if (this.timer !== null) clearTimeout(this.timer)
     this.unsubscribeSession?.()
-    await this.sweeping
+    await this.sweeper.close()
   }
 }
