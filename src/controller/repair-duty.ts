@@ -18,6 +18,7 @@ import { Logger } from '../log'
 import { planRelocation } from '../relocate/plan'
 import { planRepair } from '../relocate/repair'
 import { isActive, startRelocation } from '../relocate/start'
+import { busyNodes, REPAIR_BUSY_RTT_MS_DEFAULT } from './busy-nodes'
 import { ControllerDuty, DutyContext } from './duty'
 import { PeriodicSweep } from './periodic-sweep'
 import { Refusals } from './refusals'
@@ -33,7 +34,9 @@ export const REPAIR_RATE_BYTES_PER_SEC_DEFAULT = 0
 // A watch is set only by a read that succeeded: after a failed one, read again this much later.
 const WATCH_RETRY_MS = 1000
 
-export interface RepairDutyOptions { intervalMs?: number, rateBytesPerSec?: number, concurrentMax?: number }
+// busyRttMs: a repair is not started while a node it would use answers the nearest agent's pings
+// this slowly (busy-nodes.ts; 0: never postponed).
+export interface RepairDutyOptions { intervalMs?: number, rateBytesPerSec?: number, concurrentMax?: number, busyRttMs?: number }
 
 export class RepairDuty implements ControllerDuty {
   readonly name = 'automatic-repair'
@@ -42,6 +45,8 @@ export class RepairDuty implements ControllerDuty {
   private readonly refusals: Refusals
   private readonly rateBytesPerSec: number
   private readonly concurrentMax: number
+  private readonly busyRttMs: number
+  private postponed = 0
   private readonly started = new Map<string, string>()  // disk → id of the relocation record this duty started
   private alive: Map<string, number> | null = null
   private readonly sweeper: PeriodicSweep
@@ -67,6 +72,7 @@ export class RepairDuty implements ControllerDuty {
     })
     this.rateBytesPerSec = opts.rateBytesPerSec ?? REPAIR_RATE_BYTES_PER_SEC_DEFAULT
     this.concurrentMax = opts.concurrentMax ?? REPAIRS_CONCURRENT_MAX
+    this.busyRttMs = opts.busyRttMs ?? REPAIR_BUSY_RTT_MS_DEFAULT
   }
 
   async start (): Promise<void> {
@@ -127,6 +133,14 @@ export class RepairDuty implements ControllerDuty {
     const dead = repair.replaced.filter(r => r.why === 'dead').map(r => r.node)
     if (dead.length > 0) { this.refusals.refuse(name, `waits for node(s) ${dead.join(',')}`, 'stale replicas on a node that is down: not repaired until it is back (or replaced by the node-lifecycle duty, or ukai disk repair)'); return }
     if (await this.activeRepairs() >= this.concurrentMax) { this.capped = true; return }  // look again soon
+    const busy = this.busyRttMs > 0 ? busyNodes(await meta.listRtts(), repair.targets, { nowMs: Date.now(), thresholdMs: this.busyRttMs }) : []
+    if (busy.length > 0) {
+      // The guests are waiting on these nodes: no repair adds to it now; looked at again soon.
+      this.postponed++
+      this.capped = true
+      this.refusals.refuse(name, `postponed: slow nodes ${busy.map(b => `${b.node} ${b.rttMs} ms`).join(', ')} (≥ ${this.busyRttMs} ms)`, 'automatic repair postponed while the nodes it would use answer slowly')
+      return
+    }
     const plan = await planRelocation(meta, { disk: name, nodes: repair.targets, replicas: repair.targets.length, probeBudgetMs: 0 })
     const started = await startRelocation(meta, plan, this.rateBytesPerSec)
     this.started.set(name, started.id)
@@ -149,7 +163,7 @@ export class RepairDuty implements ControllerDuty {
   status (): { state: string, detail: Record<string, unknown> } {
     return {
       state: this.started.size > 0 ? 'repairing' : 'idle',
-      detail: { repairing: [...this.started.keys()], repairsStarted: this.repairsStarted, refused: this.refusals.snapshot(), lastSweepAtMs: this.sweeper.lastSweepAtMs }
+      detail: { repairing: [...this.started.keys()], repairsStarted: this.repairsStarted, postponedForSlowNodes: this.postponed, refused: this.refusals.snapshot(), lastSweepAtMs: this.sweeper.lastSweepAtMs }
     }
   }
 
