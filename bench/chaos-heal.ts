@@ -155,7 +155,13 @@ export const HEAL_CASES: Record<string, Case> = {
       await sleep(15_000)
       staleSeen = (await info(env.zks)).staleBlocks
       await node(env, 'a2').restart()
-    }, async () => await replicated(env.zks), '').then(r => ({ ...r, notes: `${staleSeen} blocks stale at the restart; healed = counted from the restart (automatic repair)` }))
+    }, async () => await replicated(env.zks), '').then(r => ({ ...r, notes: `${staleSeen} blocks stale at the restart; healed = counted from the restart (automatic repair)` })).finally(() => {
+      // What the repair did, for a heal that takes long (the temp dirs go with the teardown).
+      for (const f of [env.agent.logFile, env.controllers[0].logFile]) {
+        const lines = fs.readFileSync(f, 'utf8').split('\n').filter(l => /repair|relocation (paused|done|running)|falling out of sync/.test(l))
+        for (const l of lines.slice(-12)) progress(`${path.basename(path.dirname(f))}: ${l.slice(0, 400)}`)
+      }
+    })
   },
   // A byte flipped in a block nobody reads (a cold disk): the node's background scrub finds it,
   // the controller marks it stale, the repair copies it again.

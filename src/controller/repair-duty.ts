@@ -8,7 +8,7 @@
 // periodic sweep catches the rest (a replica marked stale while its node stayed up). Rate limits:
 // one relocation per disk at a time (a disk with an active relocation is skipped, and one whose
 // paused relocation is an operator's move: theirs to resume or cancel; a paused repair is planned
-// again after REPAIR_PAUSED_RETRY_MS), at most REPAIRS_CONCURRENT_MAX repairs of this duty at once
+// again after 4 s, doubling up to REPAIR_PAUSED_RETRY_MS), at most REPAIRS_CONCURRENT_MAX repairs of this duty at once
 // across the cluster, each copying at most `rateBytesPerSec`.
 // A plan that would replace a *dead* node is not started here: the node may come back with its
 // data, and replacing a node that stays down is the node-lifecycle duty's call (down-out time).
@@ -29,6 +29,11 @@ export const REPAIR_AFTER_NODE_UP_MS = 2000
 export const REPAIRS_CONCURRENT_MAX = 2
 // A repair that paused (its source or target went away mid-copy) is planned again this much later.
 export const REPAIR_PAUSED_RETRY_MS = 60_000
+// …first after this, doubling each time it pauses again, up to REPAIR_PAUSED_RETRY_MS: a repair
+// of a disk a VM keeps rewriting pauses after a few rounds ("blocks keep falling out of sync") and
+// usually succeeds at once when tried again; waiting the full minute made a 15 s outage of a
+// busy disk's node take 66 s to heal (bench/chaos-heal.ts node-restarted), 1 s of it copying.
+export const REPAIR_PAUSED_RETRY_FIRST_MS = 4000
 // 0: unlimited. A repair competes with VM I/O on the nodes; the executor's window bounds it too.
 export const REPAIR_RATE_BYTES_PER_SEC_DEFAULT = 0
 // A watch is set only by a read that succeeded: after a failed one, read again this much later.
@@ -46,6 +51,7 @@ export class RepairDuty implements ControllerDuty {
   private readonly rateBytesPerSec: number
   private readonly concurrentMax: number
   private readonly busyRttMs: number
+  private readonly pausedTries = new Map<string, number>()  // disk → paused repairs retried in a row
   private postponed = 0
   private readonly started = new Map<string, string>()  // disk → id of the relocation record this duty started
   private alive: Map<string, number> | null = null
@@ -124,12 +130,17 @@ export class RepairDuty implements ControllerDuty {
     if (rec !== null && rec.state === 'paused') {
       // An operator's move (it names a placement) waits for them; a paused repair (a node went
       // away again mid-copy) is planned afresh after a while.
+      if (rec.placement !== undefined) return
       const pausedAtMs = Math.max(rec.createdAtMs, rec.progress.updatedAtMs, rec.finishedAtMs)
-      if (rec.placement !== undefined || Date.now() - pausedAtMs < REPAIR_PAUSED_RETRY_MS) return
-      this.log.info({ disk: name, reason: rec.reason }, 'a paused repair is tried again')
+      const tries = this.pausedTries.get(name) ?? 0
+      const waitMs = Math.min(REPAIR_PAUSED_RETRY_MS, REPAIR_PAUSED_RETRY_FIRST_MS * 2 ** tries)
+      const leftMs = pausedAtMs + waitMs - Date.now()
+      if (leftMs > 0) { this.sweeper.sweepIn(leftMs); return }
+      this.pausedTries.set(name, tries + 1)
+      this.log.info({ disk: name, reason: rec.reason, tries: tries + 1 }, 'a paused repair is tried again')
     }
     const repair = await planRepair(meta, name)
-    if (repair === null) { this.refusals.clear(name); this.started.delete(name); return }
+    if (repair === null) { this.refusals.clear(name); this.started.delete(name); this.pausedTries.delete(name); return }
     const dead = repair.replaced.filter(r => r.why === 'dead').map(r => r.node)
     if (dead.length > 0) { this.refusals.refuse(name, `waits for node(s) ${dead.join(',')}`, 'stale replicas on a node that is down: not repaired until it is back (or replaced by the node-lifecycle duty, or ukai disk repair)'); return }
     if (await this.activeRepairs() >= this.concurrentMax) { this.capped = true; return }  // look again soon
