@@ -18,6 +18,10 @@
 //               must still be the process it was (same PIDs). ~10 min with the defaults.
 //   replica-faults  one replica SIGSTOPped for 60 s under writers (the hung-replica bound), and
 //               kill -9 of a node with writes in flight, then restarted and repaired. ~2 min.
+//   node-killed, node-restarted, flip-bytes, controller-killed-mid-relocation,
+//   relocation-cli-killed, controller-killed-mid-repair, drain-under-writes, zk-member-lost,
+//   node-full-rereplication   issue 11's fault cases, healed with no operator command
+//               (bench/chaos-heal.ts); 1–2 min each.
 // BENCH_KEEP=1 keeps the temp dirs (logs) after the run.
 import fs from 'node:fs'
 import path from 'node:path'
@@ -30,6 +34,7 @@ import { rng } from '../test/helpers/model'
 import { Cleanup } from './cleanup'
 import { RESULTS_DIR, envNumber } from './bench-env'
 import { runReplicaChaos } from './chaos-replica'
+import { HEAL_CASES, runHealCase } from './chaos-heal'
 import type { ChaosRow } from './chaos-row'
 
 export type { ChaosRow }
@@ -156,7 +161,10 @@ const replicaFaults: ChaosCase = {
   run: async (ctx) => await runReplicaChaos({ log: ctx.progress })
 }
 
-export const CASES: ChaosCase[] = [zkOutages, replicaFaults]
+// Issue 11's fault cases, each healed with no operator command (bench/chaos-heal.ts).
+const healCases: ChaosCase[] = Object.keys(HEAL_CASES).map(name => ({ name, run: async (ctx) => await runHealCase(name, ctx.t, ctx.progress) }))
+
+export const CASES: ChaosCase[] = [zkOutages, replicaFaults, ...healCases]
 
 function table (rows: ChaosRow[]): string {
   const tab = new Table({ head: ['fault', 'written', 'verified', 'lost', 'writes failed', 'longest stall', 'healed', 'notes'], style: { head: [], border: [] } })

@@ -35,9 +35,9 @@ t.test('a standby controller takes over and finishes what the leader and a CLI l
   // On a failure, what the controllers said (their temp dirs go with the teardown).
   t.teardown(() => { if (!t.passing()) for (const x of [c1, c2]) t.comment(`${x.host}:\n${fs.readFileSync(x.logFile, 'utf8').split('\n').slice(-40).join('\n')}`) })
   const state = async (): Promise<ControllerState> => await cliJson<ControllerState>(['controller', 'status'], zk)
-  const first = await until('ctl-1 to lead', async () => { const s = await state(); return s.leader?.host === 'ctl-1' && s.leader.duties.length === 3 ? s : undefined })
+  const first = await until('ctl-1 to lead', async () => { const s = await state(); return s.leader?.host === 'ctl-1' && s.leader.duties.length === 4 ? s : undefined })
   t.same(first.candidates.map(x => x.host), ['ctl-1', 'ctl-2'], 'ctl-2 stands by')
-  t.same(first.leader?.duties.map(d => d.name), ['orphaned-relocations', 'automatic-repair', 'node-lifecycle'], 'the leader runs every duty')
+  t.same(first.leader?.duties.map(d => d.name), ['orphaned-relocations', 'automatic-repair', 'node-lifecycle', 'scrub-findings'], 'the leader runs every duty')
   const text = await runCli(['controller', 'status'], { zk })
   t.match(text.stdout, /controller leader: ctl-1 \(daemon, pid \d+\)/, 'status says who leads')
   t.ok(fs.existsSync(c1.pidFile) && Number(fs.readFileSync(c1.pidFile, 'utf8')) === c1.pid, 'the daemon wrote its pid file')

@@ -1,7 +1,8 @@
 // A replica that stops answering (SIGSTOP) under a stream of writes: the writes wait for it at
 // most the hung bound (REPLICA_HUNG_MS_DEFAULT, 2.5 s) once, not the 10 s call deadline per newly
 // touched block; it is marked stale for the whole disk in one go; the other replica takes every
-// write; fsync does not wait for it either; after SIGCONT every acknowledged byte reads back.
+// write; fsync does not wait for it either; after SIGCONT every acknowledged byte reads back,
+// and a2 is repaired (in sync for every block) with no operator command.
 // And a replica killed (-9) with writes in flight from several writers at once.
 import fs from 'node:fs'
 import path from 'node:path'
@@ -9,6 +10,7 @@ import t from 'tap'
 import { fuseUnavailable, startAgent, startNode, startZk, type AgentFixture, type NodeFixture, type TestLike } from './helpers/cluster'
 import { cliJson, runCli } from './helpers/cli'
 import { diffAgainstModel, replicaStates, runWriters } from './helpers/replica-faults'
+import { until } from './helpers/until'
 
 const KiB = 1024
 const MiB = 1024 * KiB
@@ -81,6 +83,14 @@ t.test('a hung replica (SIGSTOP) under writes costs at most the hung bound', { s
   await fh.write(Buffer.alloc(64 * KiB, 7), 0, 64 * KiB, 0)
   await fh.sync()
   t.ok(Date.now() - started < LONGEST_STALL_MAX_MS, `write + fsync after SIGCONT: ${Date.now() - started} ms`)
+  Buffer.alloc(64 * KiB, 7).copy(model, 0)
+  // Healed with no operator command: the controller (the agent leads it) repairs a2's stale
+  // replicas at its next sweep (a hung node never left the live list: no "node back" trigger).
+  const healStarted = Date.now()
+  await until('a2 in sync again for every block', async () => (await replicaStates(zks, 'vol', 'a2')).every(s => s === 'in-sync'), 90_000, 1000)
+  t.comment(`a2 repaired ${Date.now() - healStarted} ms after SIGCONT`)
+  const healed = await fs.promises.readFile(path.join(agent.mountPoint, 'vol'))
+  t.equal(diffAgainstModel(healed, model, unknown).bytes, 0, 'every byte still reads back once a2 is repaired')
 })
 
 t.test('kill -9 of a replica with writes in flight from several writers', { skip: skip ?? false }, async (t) => {

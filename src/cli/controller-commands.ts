@@ -7,6 +7,8 @@ import path from 'node:path'
 import { Command } from 'commander'
 import { runControllerDaemon } from '../daemons/controller'
 import { REPAIR_SWEEP_INTERVAL_MS } from '../controller/repair-duty'
+import { SCRUB_FINDINGS_INTERVAL_MS } from '../controller/scrub-findings'
+import { REPAIR_BUSY_RTT_MS_DEFAULT } from '../controller/busy-nodes'
 import { createLogger } from '../log'
 import { readControllerState } from '../meta/election'
 import { ControllerLeader } from '../meta/schema'
@@ -23,6 +25,8 @@ export function controllerCommands (program: Command): void {
     .option('--host <name>', 'host name this candidate reports', idOption('host name'), os.hostname())
     .option('--pid-file <file>', 'write the daemon\'s pid to FILE (removed on a clean stop)')
     .option('--repair-interval-ms <ms>', 'how often every disk is checked for stale replicas (also whenever a node comes back)', msOption('--repair-interval-ms', 100), REPAIR_SWEEP_INTERVAL_MS)
+    .option('--scrub-findings-interval-ms <ms>', 'how often the storage nodes are asked what their background scrub found (bad replicas are marked stale and repaired)', msOption('--scrub-findings-interval-ms', 100), SCRUB_FINDINGS_INTERVAL_MS)
+    .option('--repair-busy-rtt-ms <ms>', 'do not start a repair while a node it would use answers the nearest agent\'s pings this slowly (0: never wait)', msOption('--repair-busy-rtt-ms', 0), REPAIR_BUSY_RTT_MS_DEFAULT)
     .option('--repair-rate <MB/s>', 'cap the copy rate of each automatic repair (default: unlimited)', rateOption)
     .action(async (opts, cmd: Command) => {
       const log = createLogger('controller').child({ host: opts.host })
@@ -32,7 +36,7 @@ export function controllerCommands (program: Command): void {
       daemonTls(cmd, 'agent', opts.host)
       const c = await runControllerDaemon({
         host: opts.host, zk: zkConnectString(cmd), zkAuth: zkAuth(cmd, (m) => log.warn(m)), zkSessionTimeoutMs: zkSessionTimeoutMs(cmd), zkConnectTimeoutMs: zkConnectTimeoutMs(cmd), pidFile,
-        duties: { repair: { intervalMs: opts.repairIntervalMs, rateBytesPerSec: opts.repairRate } }, logger: log
+        duties: { repair: { intervalMs: opts.repairIntervalMs, rateBytesPerSec: opts.repairRate, busyRttMs: opts.repairBusyRttMs }, scrubFindings: { intervalMs: opts.scrubFindingsIntervalMs } }, logger: log
       })
       stopOnSignals(log, async () => { sdNotify({ stopping: true, status: 'leaving the election' }); await c.close() })
       sdNotify({ ready: true, status: c.controller.isLeader ? 'leading' : 'standing by' })

@@ -15,6 +15,7 @@ import { runOrphanedRelocation, leaseFreeRunIn } from '../relocate/run-here'
 import { isActive } from '../relocate/start'
 import { Logger } from '../log'
 import { ControllerDuty, DutyContext } from './duty'
+import { PeriodicSweep } from './periodic-sweep'
 import { Refusals } from './refusals'
 
 // How often every disk's relocation record is looked at. A dead CLI's open record vanishes a
@@ -29,35 +30,21 @@ export class OrphanRelocations implements ControllerDuty {
   private readonly log: Logger
   private readonly refusals: Refusals
   private readonly running = new Map<string, Promise<void>>()
-  private timer: NodeJS.Timeout | null = null
-  private sweeping: Promise<void> | null = null
-  private closed = false
-  private lastSweepAtMs = 0
+  private readonly sweeper: PeriodicSweep
 
-  constructor (ctx: DutyContext, private readonly intervalMs = ORPHAN_SWEEP_INTERVAL_MS) {
+  constructor (ctx: DutyContext, intervalMs = ORPHAN_SWEEP_INTERVAL_MS) {
     this.ctx = ctx
     this.log = ctx.logger.child({ component: 'controller', duty: this.name })
     this.refusals = new Refusals(this.log)
+    this.sweeper = new PeriodicSweep({ intervalMs, log: this.log, what: 'orphaned-relocation', sweep: async () => { await this.sweep() } })
   }
 
-  async start (): Promise<void> { this.schedule(0) }
-
-  private schedule (ms: number): void {
-    if (this.closed) return
-    this.timer = setTimeout(() => {
-      this.timer = null
-      this.sweeping = this.sweep().catch((err) => {
-        safetyCatch(err)
-        this.log.warn({ err: String(err) }, 'orphaned-relocation sweep failed; trying again')
-      }).finally(() => { this.sweeping = null; this.schedule(this.intervalMs) })
-    }, ms)
-    this.timer.unref()
-  }
+  async start (): Promise<void> { this.sweeper.sweepIn(0) }
 
   private async sweep (): Promise<void> {
     const { meta } = this.ctx
     for (const name of await meta.listDiskNames()) {
-      if (this.closed) return
+      if (this.sweeper.closing) return
       if (this.running.has(name) || this.running.size >= ORPHAN_RUNS_MAX) continue
       try {
         const rec = await meta.getRelocation(name)
@@ -73,7 +60,6 @@ export class OrphanRelocations implements ControllerDuty {
         this.refusals.refuse(name, err.message, 'relocation record refused; the disk is skipped until it is fixed')
       }
     }
-    this.lastSweepAtMs = Date.now()
   }
 
   private run (name: string, state: string): void {
@@ -89,16 +75,15 @@ export class OrphanRelocations implements ControllerDuty {
   }
 
   status (): { state: string, detail: Record<string, unknown> } {
-    return { state: this.running.size > 0 ? 'running' : 'idle', detail: { running: [...this.running.keys()], refused: this.refusals.snapshot(), lastSweepAtMs: this.lastSweepAtMs } }
+    return { state: this.running.size > 0 ? 'running' : 'idle', detail: { running: [...this.running.keys()], refused: this.refusals.snapshot(), lastSweepAtMs: this.sweeper.lastSweepAtMs } }
   }
 
   // Stops at once: each run is superseded by a fencing epoch the next leader takes (and its
   // record says where it got to), so nothing is waited out but the runs' own unwinding.
   async close (): Promise<void> {
-    this.closed = true
-    if (this.timer !== null) clearTimeout(this.timer)
+    const closing = this.sweeper.close()
     for (const name of this.running.keys()) this.ctx.runner.abortLeaseFree(name)
-    await this.sweeping
+    await closing
     await Promise.all(this.running.values())
   }
 }

@@ -8,7 +8,7 @@
 // periodic sweep catches the rest (a replica marked stale while its node stayed up). Rate limits:
 // one relocation per disk at a time (a disk with an active relocation is skipped, and one whose
 // paused relocation is an operator's move: theirs to resume or cancel; a paused repair is planned
-// again after REPAIR_PAUSED_RETRY_MS), at most REPAIRS_CONCURRENT_MAX repairs of this duty at once
+// again after 4 s, doubling up to REPAIR_PAUSED_RETRY_MS), at most REPAIRS_CONCURRENT_MAX repairs of this duty at once
 // across the cluster, each copying at most `rateBytesPerSec`.
 // A plan that would replace a *dead* node is not started here: the node may come back with its
 // data, and replacing a node that stays down is the node-lifecycle duty's call (down-out time).
@@ -18,7 +18,9 @@ import { Logger } from '../log'
 import { planRelocation } from '../relocate/plan'
 import { planRepair } from '../relocate/repair'
 import { isActive, startRelocation } from '../relocate/start'
+import { busyNodes, REPAIR_BUSY_RTT_MS_DEFAULT } from './busy-nodes'
 import { ControllerDuty, DutyContext } from './duty'
+import { PeriodicSweep } from './periodic-sweep'
 import { Refusals } from './refusals'
 
 export const REPAIR_SWEEP_INTERVAL_MS = 30_000
@@ -27,30 +29,35 @@ export const REPAIR_AFTER_NODE_UP_MS = 2000
 export const REPAIRS_CONCURRENT_MAX = 2
 // A repair that paused (its source or target went away mid-copy) is planned again this much later.
 export const REPAIR_PAUSED_RETRY_MS = 60_000
+// …first after this, doubling each time it pauses again, up to REPAIR_PAUSED_RETRY_MS: a repair
+// of a disk a VM keeps rewriting pauses after a few rounds ("blocks keep falling out of sync") and
+// usually succeeds at once when tried again; waiting the full minute made a 15 s outage of a
+// busy disk's node take 66 s to heal (bench/chaos-heal.ts node-restarted), 1 s of it copying.
+export const REPAIR_PAUSED_RETRY_FIRST_MS = 4000
 // 0: unlimited. A repair competes with VM I/O on the nodes; the executor's window bounds it too.
 export const REPAIR_RATE_BYTES_PER_SEC_DEFAULT = 0
 // A watch is set only by a read that succeeded: after a failed one, read again this much later.
 const WATCH_RETRY_MS = 1000
 
-export interface RepairDutyOptions { intervalMs?: number, rateBytesPerSec?: number, concurrentMax?: number }
+// busyRttMs: a repair is not started while a node it would use answers the nearest agent's pings
+// this slowly (busy-nodes.ts; 0: never postponed).
+export interface RepairDutyOptions { intervalMs?: number, rateBytesPerSec?: number, concurrentMax?: number, busyRttMs?: number }
 
 export class RepairDuty implements ControllerDuty {
   readonly name = 'automatic-repair'
   private readonly ctx: DutyContext
   private readonly log: Logger
   private readonly refusals: Refusals
-  private readonly intervalMs: number
   private readonly rateBytesPerSec: number
   private readonly concurrentMax: number
+  private readonly busyRttMs: number
+  private readonly pausedTries = new Map<string, number>()  // disk → paused repairs retried in a row
+  private postponed = 0
   private readonly started = new Map<string, string>()  // disk → id of the relocation record this duty started
   private alive: Map<string, number> | null = null
-  private timer: NodeJS.Timeout | null = null
-  private nextSweepAtMs = 0
-  private sweeping: Promise<void> | null = null
-  private again = false
+  private readonly sweeper: PeriodicSweep
   private capped = false
   private closed = false
-  private lastSweepAtMs = 0
   private repairsStarted = 0
   private unsubscribeSession: (() => void) | null = null
 
@@ -58,15 +65,26 @@ export class RepairDuty implements ControllerDuty {
     this.ctx = ctx
     this.log = ctx.logger.child({ component: 'controller', duty: this.name })
     this.refusals = new Refusals(this.log)
-    this.intervalMs = opts.intervalMs ?? REPAIR_SWEEP_INTERVAL_MS
+    // A sweep that hit the cap of concurrent repairs looks again soon, not a whole interval later.
+    this.sweeper = new PeriodicSweep({
+      intervalMs: opts.intervalMs ?? REPAIR_SWEEP_INTERVAL_MS,
+      log: this.log,
+      what: 'repair',
+      sweep: async () => {
+        this.capped = false
+        await this.sweep()
+        return this.capped ? REPAIR_AFTER_NODE_UP_MS : undefined
+      }
+    })
     this.rateBytesPerSec = opts.rateBytesPerSec ?? REPAIR_RATE_BYTES_PER_SEC_DEFAULT
     this.concurrentMax = opts.concurrentMax ?? REPAIRS_CONCURRENT_MAX
+    this.busyRttMs = opts.busyRttMs ?? REPAIR_BUSY_RTT_MS_DEFAULT
   }
 
   async start (): Promise<void> {
     this.unsubscribeSession = this.ctx.meta.onSession(() => this.watchAlive())
     this.watchAlive()
-    this.sweepIn(REPAIR_AFTER_NODE_UP_MS)
+    this.sweeper.sweepIn(REPAIR_AFTER_NODE_UP_MS)
   }
 
   // Watches the live-node list; a node that (re)appears triggers a sweep.
@@ -82,36 +100,12 @@ export class RepairDuty implements ControllerDuty {
       this.alive = now
       if (back.length > 0) {
         this.log.info({ nodes: back }, 'storage node(s) back: their stale replicas are repaired shortly')
-        this.sweepIn(REPAIR_AFTER_NODE_UP_MS)
+        this.sweeper.sweepIn(REPAIR_AFTER_NODE_UP_MS)
       }
     }, (err) => {
       safetyCatch(err)
       setTimeout(() => this.watchAlive(), WATCH_RETRY_MS).unref()
     })
-  }
-
-  // Sweeps in `ms` (sooner than a sweep already planned; one after another, never two at once).
-  private sweepIn (ms: number): void {
-    if (this.closed) return
-    const at = Date.now() + ms
-    if (this.timer !== null && this.nextSweepAtMs <= at) return
-    if (this.timer !== null) clearTimeout(this.timer)
-    this.nextSweepAtMs = at
-    this.timer = setTimeout(() => {
-      this.timer = null
-      if (this.sweeping !== null) { this.again = true; return }
-      this.sweeping = this.sweep().catch((err) => {
-        safetyCatch(err)
-        this.log.warn({ err: String(err) }, 'repair sweep failed; trying again')
-      }).finally(() => {
-        this.sweeping = null
-        const again = this.again
-        const capped = this.capped
-        this.again = this.capped = false
-        this.sweepIn(again ? 0 : capped ? REPAIR_AFTER_NODE_UP_MS : this.intervalMs)
-      })
-    }, ms)
-    this.timer.unref()
   }
 
   private async sweep (): Promise<void> {
@@ -126,7 +120,6 @@ export class RepairDuty implements ControllerDuty {
         this.refusals.refuse(name, err.message, 'automatic repair refused for this disk')
       }
     }
-    this.lastSweepAtMs = Date.now()
   }
 
   private async consider (name: string): Promise<void> {
@@ -137,15 +130,28 @@ export class RepairDuty implements ControllerDuty {
     if (rec !== null && rec.state === 'paused') {
       // An operator's move (it names a placement) waits for them; a paused repair (a node went
       // away again mid-copy) is planned afresh after a while.
+      if (rec.placement !== undefined) return
       const pausedAtMs = Math.max(rec.createdAtMs, rec.progress.updatedAtMs, rec.finishedAtMs)
-      if (rec.placement !== undefined || Date.now() - pausedAtMs < REPAIR_PAUSED_RETRY_MS) return
-      this.log.info({ disk: name, reason: rec.reason }, 'a paused repair is tried again')
+      const tries = this.pausedTries.get(name) ?? 0
+      const waitMs = Math.min(REPAIR_PAUSED_RETRY_MS, REPAIR_PAUSED_RETRY_FIRST_MS * 2 ** tries)
+      const leftMs = pausedAtMs + waitMs - Date.now()
+      if (leftMs > 0) { this.sweeper.sweepIn(leftMs); return }
+      this.pausedTries.set(name, tries + 1)
+      this.log.info({ disk: name, reason: rec.reason, tries: tries + 1 }, 'a paused repair is tried again')
     }
     const repair = await planRepair(meta, name)
-    if (repair === null) { this.refusals.clear(name); this.started.delete(name); return }
+    if (repair === null) { this.refusals.clear(name); this.started.delete(name); this.pausedTries.delete(name); return }
     const dead = repair.replaced.filter(r => r.why === 'dead').map(r => r.node)
     if (dead.length > 0) { this.refusals.refuse(name, `waits for node(s) ${dead.join(',')}`, 'stale replicas on a node that is down: not repaired until it is back (or replaced by the node-lifecycle duty, or ukai disk repair)'); return }
     if (await this.activeRepairs() >= this.concurrentMax) { this.capped = true; return }  // look again soon
+    const busy = this.busyRttMs > 0 ? busyNodes(await meta.listRtts(), repair.targets, { nowMs: Date.now(), thresholdMs: this.busyRttMs }) : []
+    if (busy.length > 0) {
+      // The guests are waiting on these nodes: no repair adds to it now; looked at again soon.
+      this.postponed++
+      this.capped = true
+      this.refusals.refuse(name, `postponed: slow nodes ${busy.map(b => `${b.node} ${b.rttMs} ms`).join(', ')} (≥ ${this.busyRttMs} ms)`, 'automatic repair postponed while the nodes it would use answer slowly')
+      return
+    }
     const plan = await planRelocation(meta, { disk: name, nodes: repair.targets, replicas: repair.targets.length, probeBudgetMs: 0 })
     const started = await startRelocation(meta, plan, this.rateBytesPerSec)
     this.started.set(name, started.id)
@@ -168,7 +174,7 @@ export class RepairDuty implements ControllerDuty {
   status (): { state: string, detail: Record<string, unknown> } {
     return {
       state: this.started.size > 0 ? 'repairing' : 'idle',
-      detail: { repairing: [...this.started.keys()], repairsStarted: this.repairsStarted, refused: this.refusals.snapshot(), lastSweepAtMs: this.lastSweepAtMs }
+      detail: { repairing: [...this.started.keys()], repairsStarted: this.repairsStarted, postponedForSlowNodes: this.postponed, refused: this.refusals.snapshot(), lastSweepAtMs: this.sweeper.lastSweepAtMs }
     }
   }
 
@@ -176,8 +182,7 @@ export class RepairDuty implements ControllerDuty {
   // orphan duty) finishes them.
   async close (): Promise<void> {
     this.closed = true
-    if (this.timer !== null) clearTimeout(this.timer)
     this.unsubscribeSession?.()
-    await this.sweeping
+    await this.sweeper.close()
   }
 }

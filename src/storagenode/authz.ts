@@ -35,8 +35,10 @@ export const ROLES_OF_METHOD: Record<Method, readonly Role[]> = {
   PruneVersions: ['agent', 'admin'],
   DeleteDisk: ['agent', 'admin'],
   DeleteBlocks: ['admin'],
-  // A scrub reads every byte of a disk's versions on the node: an operator's call.
-  Scrub: ['admin']
+  // A scrub reads every byte of a disk's versions on the node (nothing an agent could not read
+  // with Io): an operator's call, and the controller's, which runs with an agent certificate and
+  // acts on the nodes' background findings (controller/scrub-findings.ts).
+  Scrub: ['agent', 'admin']
 }
 
 export interface AuthzDeps {
