@@ -570,7 +570,7 @@ export class VirtualDisk {
   private async flushOnce (): Promise<void> {
     if (this.dirty.size === 0) return
     const leaseEpoch = this.lease?.leaseEpoch ?? this.dirtyLeaseEpoch
-    const dirty = this.dirty
+    const dirty = this.dirtyStillPlaced(this.dirty)
     this.dirty = new Map()
     try {
       await this.flushNodes(dirty, leaseEpoch)
@@ -579,6 +579,19 @@ export class VirtualDisk {
       for (const [node, blocks] of dirty) for (const b of blocks) this.noteDirty(node, b, leaseEpoch)
       throw err
     }
+  }
+
+  // A node that no longer holds a block (a drain, a relocation or a re-replication moved it
+  // while the write was unflushed) owes nothing for it: the block reached its new replicas by a
+  // durable copy, and writes since went to them too (dirty there). Flushing the old node would
+  // fail once it is removed, and fail the guest's fsync with it.
+  private dirtyStillPlaced (dirty: Map<string, Set<number>>): Map<string, Set<number>> {
+    const out = new Map<string, Set<number>>()
+    for (const [node, blocks] of dirty) {
+      const kept = new Set([...blocks].filter(b => this.map.replicasOf(b).some(r => r.node === node)))
+      if (kept.size > 0) out.set(node, kept)
+    }
+    return out
   }
 
   // fsync on every node in `dirty`. A node that fails is marked stale for its blocks when each of
