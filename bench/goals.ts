@@ -32,13 +32,14 @@ export const GOALS: Goal[] = [
   { id: 'nbd-randread', text: 'UKAI NBD ≥ 0.5 × qemu-nbd (local file), random 4 KiB reads', numerator: 'ukai-nbd', denominator: 'qemu-nbd', workloads: ['randread'], min: 0.5, strict: false },
   { id: 'nbd-randwrite', text: 'UKAI NBD ≥ 0.25 × qemu-nbd (local file), random 4 KiB writes', numerator: 'ukai-nbd', denominator: 'qemu-nbd', workloads: ['randwrite'], min: 0.25, strict: false },
   { id: 'fuse-randwrite', text: 'UKAI FUSE file ≥ 0.35 × tuned passthrough, random 4 KiB writes', numerator: 'ukai', denominator: 'passthrough-tuned', workloads: ['randwrite'], min: 0.35, strict: false },
+  { id: 'tls-cost', text: 'UKAI with TLS ≥ 0.85 × UKAI --insecure, all four jobs (issue 12)', numerator: 'ukai', denominator: 'ukai-insecure', workloads: ALL, min: 0.85, strict: false },
   { id: 'fuse-seqwrite', text: 'UKAI FUSE file ≥ 0.3 × tuned passthrough, sequential writes', numerator: 'ukai', denominator: 'passthrough-tuned', workloads: ['seqwrite'], min: 0.3, strict: false }
 ]
 
 // The peer ratio table: each column numerator / denominator, on every job.
 export const PEER_RATIOS: Array<[TargetName, TargetName]> = [
   ['ukai', 'gluster'], ['ukai-nbd', 'gluster'], ['ukai', 'ceph'], ['ukai-nbd', 'ceph'],
-  ['ukai-nbd', 'qemu-nbd'], ['ukai-nbd', 'ukai'], ['qemu-nbd', 'local']
+  ['ukai-nbd', 'qemu-nbd'], ['ukai-nbd', 'ukai'], ['qemu-nbd', 'local'], ['ukai', 'ukai-insecure']
 ]
 
 export type GoalVerdict = 'PASS' | 'MISS' | 'n/a'

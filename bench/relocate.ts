@@ -55,14 +55,12 @@ import { CpuMeter } from './proc-stats'
 import { Cleanup } from './cleanup'
 import { RESULTS_DIR, envNumber } from './bench-env'
 import { processZkAuth } from '../src/dev/process-zk-auth'
+import { WAN_CAP_MBIT_PER_SEC, WAN_ONE_WAY_DELAY_MS } from './wan-settings'
 
 const KIB = 1024
 const MIB = 1024 * KIB
 const GIB = 1024 * MIB
 
-// The WAN link between the sites, per direction of every proxied TCP connection.
-export const WAN_ONE_WAY_DELAY_MS = 20
-export const WAN_CAP_MBIT_PER_SEC = 200
 const WAN_CAP_BYTES_PER_SEC = WAN_CAP_MBIT_PER_SEC * 1e6 / 8
 
 const DISK = 'reloc'

@@ -76,11 +76,13 @@ async function benchPassthrough (target: 'passthrough' | 'passthrough-tuned', di
 
 // ukai: fio on the disk's file on the FUSE mount; ukai-nbd: the same disk through the agent's NBD
 // export (--nbd-dir: a socket per disk), with fio's nbd engine. Each on a fresh cluster.
-async function benchUkai (target: 'ukai' | 'ukai-nbd', dir: string, settings: BenchSettings, progress: Progress, run: TargetRun, cleanup: Cleanup, extras: TargetExtras): Promise<void> {
+// ukai-insecure: the FUSE file on a cluster run --insecure, to measure what TLS costs.
+async function benchUkai (target: 'ukai' | 'ukai-insecure' | 'ukai-nbd', dir: string, settings: BenchSettings, progress: Progress, run: TargetRun, cleanup: Cleanup, extras: TargetExtras): Promise<void> {
   const nbd = target === 'ukai-nbd'
+  const insecure = target === 'ukai-insecure'
   const nbdDir = path.join(dir, 'nbd')
-  process.stdout.write(`            starting ZooKeeper, 2 storage nodes and a mount agent${nbd ? ' with --nbd-dir' : ''} …\n`)
-  const cluster = await startUkaiCluster({ dir, agentArgs: nbd ? ['--nbd-dir', nbdDir] : [] })
+  process.stdout.write(`            starting ZooKeeper, 2 storage nodes and a mount agent${nbd ? ' with --nbd-dir' : ''}${insecure ? ', all --insecure' : ''} …\n`)
+  const cluster = await startUkaiCluster({ dir, agentArgs: nbd ? ['--nbd-dir', nbdDir] : [], ...(insecure ? { tls: false } : {}) })
   if (cluster.metricsAddresses.length > 0) process.stdout.write(`            metrics on (BENCH_METRICS=1), scraped: ${cluster.metricsAddresses.join(' ')}\n`)
   cleanup.add('stop the UKAI cluster', () => cluster.stop())
   try {
@@ -95,7 +97,7 @@ async function benchUkai (target: 'ukai' | 'ukai-nbd', dir: string, settings: Be
     } else {
       await runWorkloads(target, path.join(cluster.mountPoint, BENCH_DISK), settings, pids, progress, run)
     }
-    const suffix = nbd ? ' (ukai-nbd)' : ''
+    const suffix = nbd ? ' (ukai-nbd)' : insecure ? ' (ukai-insecure)' : ''
     extras.memory[`mount agent${suffix}`] = peakRssBytes(cluster.agent.pid)
     for (const n of cluster.nodes) extras.memory[`storage node ${n.id}${suffix}`] = peakRssBytes(n.pid)
     // A daemon that died mid-run invalidates the numbers after it: say so, with its last words.
@@ -107,7 +109,7 @@ async function benchUkai (target: 'ukai' | 'ukai-nbd', dir: string, settings: Be
       extras.deaths.push({ name: d.name, pid: d.pid, logTail })
       process.stdout.write(`\nWARNING: ${d.name} (pid ${d.pid}) died during the run; last lines of its log:\n${logTail}\n`)
     }
-    if (nbd) return
+    if (nbd || insecure) return
     progress.start('ukai', '1 TiB disk: create+open')
     try {
       extras.bigDisk = await measureBigDisk({ meta: cluster.meta, zkConnect: cluster.zk.connectString, mountPoint: cluster.mountPoint })
@@ -244,7 +246,7 @@ async function benchmark (workDir: string, settings: BenchSettings, cleanup: Cle
     switch (target) {
       case 'local': return await benchLocal(dir, settings, progress, run)
       case 'passthrough': case 'passthrough-tuned': return await benchPassthrough(target, dir, settings, progress, run, cleanup, extras)
-      case 'ukai': case 'ukai-nbd': return await benchUkai(target, dir, settings, progress, run, cleanup, extras)
+      case 'ukai': case 'ukai-insecure': case 'ukai-nbd': return await benchUkai(target, dir, settings, progress, run, cleanup, extras)
       case 'qemu-nbd': return await benchQemuNbd(dir, settings, progress, run, cleanup, extras)
       case 'gluster': return await benchGluster(dir, settings, progress, run, cleanup, extras)
       case 'ceph': return await benchCeph(dir, settings, progress, run, cleanup, extras)

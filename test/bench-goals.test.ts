@@ -40,7 +40,7 @@ t.test('BENCH_TARGETS: a subset in the bench\'s order, all when unset, unknown n
   t.same(parseTargets(''), TARGETS)
   t.same(parseTargets('gluster, ukai-nbd,local'), ['local', 'ukai-nbd', 'gluster'], 'in TARGETS order, spaces trimmed')
   t.same(parseTargets('qemu-nbd,ceph'), ['qemu-nbd', 'ceph'])
-  t.throws(() => parseTargets('ukai,glusterfs'), /BENCH_TARGETS: unknown target 'glusterfs' \(known: local, passthrough, passthrough-tuned, ukai, ukai-nbd, qemu-nbd, gluster, ceph\)/)
+  t.throws(() => parseTargets('ukai,glusterfs'), /BENCH_TARGETS: unknown target 'glusterfs' \(known: local, passthrough, passthrough-tuned, ukai, ukai-insecure, ukai-nbd, qemu-nbd, gluster, ceph\)/)
 })
 
 t.test('ratios use MiB/s for the 1 MiB jobs and IOPS for the 4 KiB ones', async (t) => {
