@@ -96,6 +96,8 @@ async function oneMode (mode: Mode, dir: string, cleanup: Cleanup): Promise<Copy
       nodes[id] = n
       local.add(`stop node ${id}`, () => n.stop({ termTimeoutMs: 5_000 }).then(() => {}))
     }
+    const cliEnv = { ...daemonEnv(), ...(tls === undefined ? {} : { UKAI_TLS_DIR: tls.adminDir }) }
+    const cliTls = tls === undefined ? ['--insecure'] : []
     const writeAll = async (host: string, at: string): Promise<void> => {
       const mnt = path.join(dir, `mnt-${host}`)
       const agent = await startMountAgent({ dir: path.join(dir, `agent-${host}`), mountPoint: mnt, host, site: at, zk: zk.connectString, tlsDir: tls?.agentDir(host) })
@@ -108,10 +110,9 @@ async function oneMode (mode: Mode, dir: string, cleanup: Cleanup): Promise<Copy
     }
     await createDisk(meta, { name: DISK, sizeBytes: DISK_BYTES, blockSizeBytes: 4 * MIB, replicas: 2, site: 'site-a' })
     await writeAll('hv-a', 'site-a')
+    await settle(mode, zk.connectString, cliEnv, cliTls, dir)
     say(`${mode}: ${DISK_BYTES / MIB} MiB written at site-a; 4 nodes, ${proxies.length} WAN paths`)
 
-    const cliEnv = { ...daemonEnv(), ...(tls === undefined ? {} : { UKAI_TLS_DIR: tls.adminDir }) }
-    const cliTls = tls === undefined ? ['--insecure'] : []
     const measure = async (kind: CopyMeasure['kind'], args: string[]): Promise<CopyMeasure> => {
       const before = new Map(proxies.map(p => [p.name, p.proxy.stats().bytesUp + p.proxy.stats().bytesDown]))
       const pids: Record<string, number> = { 'bench (proxies)': process.pid }
@@ -152,12 +153,27 @@ async function oneMode (mode: Mode, dir: string, cleanup: Cleanup): Promise<Copy
     for (let i = 0; i < 300 && (await meta.listNodes()).find(n => n.id === 'b2')?.alive != null; i++) await sleep(100)
     if ((await meta.listNodes()).find(n => n.id === 'b2')?.alive != null) throw new Error('b2 still registered alive 30 s after it stopped')
     await writeAll('hv-b', 'site-b')
+    const staleRec = await meta.getRelocation(DISK)
+    if (staleRec !== null && staleRec.state !== 'done') throw new Error(`a copy of ${DISK} is ${staleRec.state} after the writes through hv-b (${staleRec.reason})`)
     say(`${mode}: b2 stopped, ${DISK_BYTES / MIB} MiB written again through hv-b (b2's replicas stale)`)
     out.push(await measure('repair', ['disk', 'repair', DISK]))
     return out
   } finally {
     await local.run()
   }
+}
+
+// A replica that answered late while the disk was filled (a loaded machine) is marked stale and the
+// agent starts a repair; one it left behind is finished here, so the copy measured is ours alone.
+async function settle (mode: Mode, zk: string, env: NodeJS.ProcessEnv, tlsArgs: string[], dir: string): Promise<void> {
+  const log = path.join(dir, 'settle-cli.log')
+  const fd = fs.openSync(log, 'a')
+  const cli = spawn(process.execPath, [cliMainPath(), 'disk', 'repair', DISK, '--zk', zk, ...tlsArgs], { stdio: ['ignore', fd, fd], env })
+  fs.closeSync(fd)
+  const code = await new Promise<number | null>((resolve) => cli.on('close', resolve))
+  if (code !== 0) throw new Error(`${mode}: disk repair before the copies failed (exit ${code}): ${fs.readFileSync(log, 'utf8').trim().split('\n').slice(-2).join(' | ')}`)
+  const said = fs.readFileSync(log, 'utf8')
+  if (!said.includes('nothing to repair')) say(`${mode}: a repair left by the fill finished first (${said.trim().split('\n').at(-1) ?? ''})`)
 }
 
 // The network alone: PullBlock with the probe flag (the target reads the block from the source and

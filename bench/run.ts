@@ -13,8 +13,10 @@
 // ceph install their Debian packages first, bench/setup-peers.sh), BENCH_KEEP=1 keeps the temp dir (logs) afterwards,
 // BENCH_METRICS=1 runs the UKAI daemons with --metrics-listen and scrapes them (bench/ukai-cluster.ts;
 // compare with a run without for the metrics' cost),
-// BENCH_SUITES (fio,relocate,snapshot,export,migration): which suites to run, each after fio in
+// BENCH_SUITES (fio,relocate,copy,snapshot,export,migration): which suites to run, each after fio in
 // its own process: `relocate` bench/relocate.ts (relocation under load over a WAN proxy, ~4 min),
+// `copy` bench/copy-throughput.ts (relocation and repair throughput against the WAN paths' caps,
+// TLS on and off, ~3-5 min),
 // `snapshot` bench/snapshot.ts (commit time, first write after a snapshot; ~1-2 min), `export`
 // bench/export.ts (incremental export size vs bytes changed; ~2-5 min) and `migration`
 // bench/migration.ts (a guest live-migrated between sites while its data follows, ~5 min).
@@ -204,6 +206,7 @@ async function main (): Promise<void> {
     const suites = suitesFromEnv()
     if (suites.includes('fio')) await benchmark(workDir, settings, cleanup)
     if (suites.includes('relocate')) await runSuiteProcess(cleanup, 'relocation under load (bench/relocate.ts)', 'relocate.js')
+    if (suites.includes('copy')) await runSuiteProcess(cleanup, 'relocation and repair throughput over the WAN, TLS on and off (bench/copy-throughput.ts)', 'copy-throughput.js')
     if (suites.includes('snapshot')) await runSuiteProcess(cleanup, 'snapshot commit time and first write after a snapshot (bench/snapshot.ts)', 'snapshot.js')
     if (suites.includes('export')) await runSuiteProcess(cleanup, 'incremental export size vs bytes changed (bench/export.ts)', 'export.js')
     if (suites.includes('migration')) await runSuiteProcess(cleanup, 'live migration between sites (bench/migration.ts)', 'migration.js')
@@ -212,7 +215,7 @@ async function main (): Promise<void> {
   }
 }
 
-const SUITES = ['fio', 'relocate', 'snapshot', 'export', 'migration']
+const SUITES = ['fio', 'relocate', 'copy', 'snapshot', 'export', 'migration']
 
 function suitesFromEnv (): string[] {
   const v = process.env.BENCH_SUITES
