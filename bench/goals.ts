@@ -6,6 +6,9 @@
 //   MISS     some ratio is below it, or a job of either target failed (nothing measured cannot pass)
 //   n/a      one of the two targets was not selected (BENCH_TARGETS): not measured, not missed
 // The bench exits non-zero when any goal is MISS (and when any floor is BELOW: bench/run.ts).
+// tls-cost (issue 12): UKAI with TLS / the same on an --insecure cluster (target ukai-insecure),
+// same run. First run 2026-12-07 at load 52-60: 0.12-0.63, meaningless (reads never touch TLS
+// there); the transport's own cost is in docs/security.md ("Where TLS CPU goes").
 import Table from 'cli-table3'
 import { WORKLOADS, type WorkloadSpec } from './jobs'
 import type { TargetName, TargetRun } from './report'
