@@ -196,7 +196,8 @@ async function probePulls (mode: Mode, meta: MetaStore, adminDir: string | undef
     await Promise.all(Array.from({ length: COPY_CONCURRENCY_DEFAULT }, async () => {
       while (next < PROBE_BLOCKS) {
         const block = next++
-        bytes += await client.pullBlock({ diskUuid: disk.uuid, block, sourceNode: 'a1', sourceAddress: listen.a1, leaseEpoch: 0, probe: true })
+        const n = await client.pullBlock({ diskUuid: disk.uuid, block, sourceNode: 'a1', sourceAddress: listen.a1, leaseEpoch: 0, probe: true })
+        bytes += n // not `bytes += await …`: that reads `bytes` before the await and loses the other workers' sums
       }
     }))
     const sec = (performance.now() - started) / 1000
