@@ -8,7 +8,8 @@
 // The bench exits non-zero when any goal is MISS (and when any floor is BELOW: bench/run.ts).
 // tls-cost (issue 12): UKAI with TLS / the same on an --insecure cluster (target ukai-insecure),
 // same run. 2026-12-07 at load 11-14: 0.95 seq write, 1.01 seq read, 0.88 rand read, 0.89 rand
-// write (PASS); at load 35-60: 0.12-0.66, the load's doing. Seq write's CPU per MiB at the agent
+// write (PASS), then 0.34 / 0.93 / 1.22 / 1.24 (MISS: the nodes' CPU per MiB doubled between the
+// two runs); at load 35-60: 0.12-0.66, the load's doing. 1 of 4 runs passed. Seq write's CPU per MiB at the agent
 // (2.4-3.0 without TLS, +1.0-1.2 with) bounds it near 0.7 when the agent is the bottleneck
 // (docs/security.md, "Cost" and "Where TLS CPU goes").
 import Table from 'cli-table3'
