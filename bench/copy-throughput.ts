@@ -18,8 +18,9 @@
 // The goals (issue 13, issue 11, issue 12): relocation and repair throughput ≥ 0.8 of the used
 // paths' caps, with TLS on; and throughput with TLS / without, reported (no bar in the issue).
 // Results: bench/results/copy-<date>.json and bench/results/latest-copy.json; exit 1 on a miss.
-// Measured 2026-12-07, best run (load 11-20 on the 2 shared cores): relocation / used caps TLS
-// 0.72 (MISS), insecure 0.79; repair TLS 0.95 (PASS), insecure 0.93; TLS / insecure 0.92 and 1.02.
+// Measured 2026-12-07 at load 10-12 on the 2 shared cores, 512 MiB: relocation / used caps TLS
+// 0.85 (PASS), insecure 0.875; repair TLS 0.91 (PASS), insecure 0.97; TLS / insecure 0.97, 0.93.
+// At 256 MiB, load 11-20: relocation TLS 0.72, repair 0.95.
 // At load 35-60 the copies were CPU-bound: relocation TLS 0.12-0.27, repair 0.29-0.76.
 // docs/performance.md ("Copy throughput over the WAN").
 import { spawn } from 'node:child_process'
