@@ -345,8 +345,8 @@ async function benchmark (workDir: string, cleanup: Cleanup, children: Set<Child
   const limitedBy = maxPathUtilisation >= 0.85
     ? `the proxy cap (a path at ${(maxPathUtilisation * 100).toFixed(0)} % of ${WAN_CAP_MBIT_PER_SEC} Mbit/s)`
     : ratios.throughputOverConcurrencyBound >= 0.5
-      ? `the executor's concurrency × PullBlock's per-stream rate: ${COPY_CONCURRENCY_DEFAULT} blocks in flight (targets one after another), each pull reads ` +
-        `${PULL_CHUNK_BYTES / MIB} MiB chunks one at a time (a round trip each, plus a BlockInfo round trip per block); no path above ${(maxPathUtilisation * 100).toFixed(0)} % of its cap`
+      ? `the executor's concurrency × PullBlock's per-stream rate: ${COPY_CONCURRENCY_DEFAULT} blocks in flight (each to its targets at once), each pull reads ` +
+        `${PULL_CHUNK_BYTES / MIB} MiB chunks ${PULL_WINDOW_CHUNKS} at a time (plus a BlockInfo round trip per block); no path above ${(maxPathUtilisation * 100).toFixed(0)} % of its cap`
       : `neither the proxy cap (max path ${(maxPathUtilisation * 100).toFixed(0)} %) nor the concurrency bound (${(ratios.throughputOverConcurrencyBound * 100).toFixed(0)} % of it): CPU / scheduling (see CPU and event-loop delay)`
 
   // ---- report --------------------------------------------------------------------------------
