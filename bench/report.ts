@@ -11,9 +11,11 @@ import type { BigDiskResult } from './big-disk'
 // ukai-nbd: the same UKAI disk through the agent's NBD export (fio's nbd engine); qemu-nbd: a
 // local raw file served by qemu-nbd, measured the same way (the C ceiling of the NBD path);
 // gluster, ceph: the peers an operator would otherwise pick, replica 2 (bench/peer-*.ts).
-export type TargetName = 'local' | 'passthrough' | 'passthrough-tuned' | 'ukai' | 'ukai-nbd' | 'qemu-nbd' | 'gluster' | 'ceph' | 'ukai-no-checksums'
+// ukai-insecure: the FUSE file again on a cluster run --insecure (no TLS), bench-only, so that one
+// run gives the cost of TLS on every job (issue 12: ukai / ukai-insecure ≥ 0.85, bench/goals.ts).
+export type TargetName = 'local' | 'passthrough' | 'passthrough-tuned' | 'ukai' | 'ukai-insecure' | 'ukai-nbd' | 'qemu-nbd' | 'gluster' | 'ceph' | 'ukai-no-checksums'
 // 'ukai-no-checksums' is not one: only the checksum suite runs it (bench/checksum-cost.ts).
-export const TARGETS: TargetName[] = ['local', 'passthrough', 'passthrough-tuned', 'ukai', 'ukai-nbd', 'qemu-nbd', 'gluster', 'ceph']
+export const TARGETS: TargetName[] = ['local', 'passthrough', 'passthrough-tuned', 'ukai', 'ukai-insecure', 'ukai-nbd', 'qemu-nbd', 'gluster', 'ceph']
 // The targets that need Debian packages beyond scripts/setup.sh (bench/setup-peers.sh installs them).
 export const PEER_TARGETS: TargetName[] = ['gluster', 'ceph']
 

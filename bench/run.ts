@@ -13,9 +13,11 @@
 // ceph install their Debian packages first, bench/setup-peers.sh), BENCH_KEEP=1 keeps the temp dir (logs) afterwards,
 // BENCH_METRICS=1 runs the UKAI daemons with --metrics-listen and scrapes them (bench/ukai-cluster.ts;
 // compare with a run without for the metrics' cost),
-// BENCH_SUITES (fio,checksums,relocate,snapshot,export,migration): which suites to run, each after fio in
+// BENCH_SUITES (fio,checksums,relocate,copy,snapshot,export,migration): which suites to run, each after fio in
 // its own process: `checksums` bench/checksum-cost.ts (the fio jobs with checksums on vs off,
 // interleaved rounds, ~2 min a round, BENCH_CHECKSUM_ROUNDS), `relocate` bench/relocate.ts (relocation under load over a WAN proxy, ~4 min),
+// `copy` bench/copy-throughput.ts (relocation and repair throughput against the WAN paths' caps,
+// TLS on and off, ~3-5 min),
 // `snapshot` bench/snapshot.ts (commit time, first write after a snapshot; ~1-2 min), `export`
 // bench/export.ts (incremental export size vs bytes changed; ~2-5 min) and `migration`
 // bench/migration.ts (a guest live-migrated between sites while its data follows, ~5 min).
@@ -77,11 +79,13 @@ async function benchPassthrough (target: 'passthrough' | 'passthrough-tuned', di
 
 // ukai: fio on the disk's file on the FUSE mount; ukai-nbd: the same disk through the agent's NBD
 // export (--nbd-dir: a socket per disk), with fio's nbd engine. Each on a fresh cluster.
-async function benchUkai (target: 'ukai' | 'ukai-nbd', dir: string, settings: BenchSettings, progress: Progress, run: TargetRun, cleanup: Cleanup, extras: TargetExtras): Promise<void> {
+// ukai-insecure: the FUSE file on a cluster run --insecure, to measure what TLS costs.
+async function benchUkai (target: 'ukai' | 'ukai-insecure' | 'ukai-nbd', dir: string, settings: BenchSettings, progress: Progress, run: TargetRun, cleanup: Cleanup, extras: TargetExtras): Promise<void> {
   const nbd = target === 'ukai-nbd'
+  const insecure = target === 'ukai-insecure'
   const nbdDir = path.join(dir, 'nbd')
-  process.stdout.write(`            starting ZooKeeper, 2 storage nodes and a mount agent${nbd ? ' with --nbd-dir' : ''} …\n`)
-  const cluster = await startUkaiCluster({ dir, agentArgs: nbd ? ['--nbd-dir', nbdDir] : [] })
+  process.stdout.write(`            starting ZooKeeper, 2 storage nodes and a mount agent${nbd ? ' with --nbd-dir' : ''}${insecure ? ', all --insecure' : ''} …\n`)
+  const cluster = await startUkaiCluster({ dir, agentArgs: nbd ? ['--nbd-dir', nbdDir] : [], ...(insecure ? { tls: false } : {}) })
   if (cluster.metricsAddresses.length > 0) process.stdout.write(`            metrics on (BENCH_METRICS=1), scraped: ${cluster.metricsAddresses.join(' ')}\n`)
   cleanup.add('stop the UKAI cluster', () => cluster.stop())
   try {
@@ -96,7 +100,7 @@ async function benchUkai (target: 'ukai' | 'ukai-nbd', dir: string, settings: Be
     } else {
       await runWorkloads(target, path.join(cluster.mountPoint, BENCH_DISK), settings, pids, progress, run)
     }
-    const suffix = nbd ? ' (ukai-nbd)' : ''
+    const suffix = nbd ? ' (ukai-nbd)' : insecure ? ' (ukai-insecure)' : ''
     extras.memory[`mount agent${suffix}`] = peakRssBytes(cluster.agent.pid)
     for (const n of cluster.nodes) extras.memory[`storage node ${n.id}${suffix}`] = peakRssBytes(n.pid)
     // A daemon that died mid-run invalidates the numbers after it: say so, with its last words.
@@ -108,7 +112,7 @@ async function benchUkai (target: 'ukai' | 'ukai-nbd', dir: string, settings: Be
       extras.deaths.push({ name: d.name, pid: d.pid, logTail })
       process.stdout.write(`\nWARNING: ${d.name} (pid ${d.pid}) died during the run; last lines of its log:\n${logTail}\n`)
     }
-    if (nbd) return
+    if (nbd || insecure) return
     progress.start('ukai', '1 TiB disk: create+open')
     try {
       extras.bigDisk = await measureBigDisk({ meta: cluster.meta, zkConnect: cluster.zk.connectString, mountPoint: cluster.mountPoint })
@@ -204,6 +208,7 @@ async function main (): Promise<void> {
     if (suites.includes('fio')) await benchmark(workDir, settings, cleanup)
     if (suites.includes('checksums')) await runSuiteProcess(cleanup, 'checksums on vs off, interleaved rounds (bench/checksum-cost.ts)', 'checksum-cost.js')
     if (suites.includes('relocate')) await runSuiteProcess(cleanup, 'relocation under load (bench/relocate.ts)', 'relocate.js')
+    if (suites.includes('copy')) await runSuiteProcess(cleanup, 'relocation and repair throughput over the WAN, TLS on and off (bench/copy-throughput.ts)', 'copy-throughput.js')
     if (suites.includes('snapshot')) await runSuiteProcess(cleanup, 'snapshot commit time and first write after a snapshot (bench/snapshot.ts)', 'snapshot.js')
     if (suites.includes('export')) await runSuiteProcess(cleanup, 'incremental export size vs bytes changed (bench/export.ts)', 'export.js')
     if (suites.includes('migration')) await runSuiteProcess(cleanup, 'live migration between sites (bench/migration.ts)', 'migration.js')
@@ -212,7 +217,7 @@ async function main (): Promise<void> {
   }
 }
 
-const SUITES = ['fio', 'checksums', 'relocate', 'snapshot', 'export', 'migration']
+const SUITES = ['fio', 'checksums', 'relocate', 'copy', 'snapshot', 'export', 'migration']
 
 function suitesFromEnv (): string[] {
   const v = process.env.BENCH_SUITES
@@ -246,7 +251,7 @@ async function benchmark (workDir: string, settings: BenchSettings, cleanup: Cle
     switch (target) {
       case 'local': return await benchLocal(dir, settings, progress, run)
       case 'passthrough': case 'passthrough-tuned': return await benchPassthrough(target, dir, settings, progress, run, cleanup, extras)
-      case 'ukai': case 'ukai-nbd': return await benchUkai(target, dir, settings, progress, run, cleanup, extras)
+      case 'ukai': case 'ukai-insecure': case 'ukai-nbd': return await benchUkai(target, dir, settings, progress, run, cleanup, extras)
       case 'qemu-nbd': return await benchQemuNbd(dir, settings, progress, run, cleanup, extras)
       case 'gluster': return await benchGluster(dir, settings, progress, run, cleanup, extras)
       case 'ceph': return await benchCeph(dir, settings, progress, run, cleanup, extras)

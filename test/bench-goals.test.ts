@@ -5,7 +5,7 @@
 import fs from 'node:fs'
 import path from 'node:path'
 import t from 'tap'
-import { evaluateGoals, peerRatioTable, targetRatio, type Goal } from '../bench/goals'
+import { GOALS, evaluateGoals, peerRatioTable, targetRatio, type Goal } from '../bench/goals'
 import type { FioResult } from '../bench/fio'
 import { WORKLOADS } from '../bench/jobs'
 import { startQemuNbd } from '../bench/peer-nbd'
@@ -40,7 +40,7 @@ t.test('BENCH_TARGETS: a subset in the bench\'s order, all when unset, unknown n
   t.same(parseTargets(''), TARGETS)
   t.same(parseTargets('gluster, ukai-nbd,local'), ['local', 'ukai-nbd', 'gluster'], 'in TARGETS order, spaces trimmed')
   t.same(parseTargets('qemu-nbd,ceph'), ['qemu-nbd', 'ceph'])
-  t.throws(() => parseTargets('ukai,glusterfs'), /BENCH_TARGETS: unknown target 'glusterfs' \(known: local, passthrough, passthrough-tuned, ukai, ukai-nbd, qemu-nbd, gluster, ceph\)/)
+  t.throws(() => parseTargets('ukai,glusterfs'), /BENCH_TARGETS: unknown target 'glusterfs' \(known: local, passthrough, passthrough-tuned, ukai, ukai-insecure, ukai-nbd, qemu-nbd, gluster, ceph\)/)
 })
 
 t.test('ratios use MiB/s for the 1 MiB jobs and IOPS for the 4 KiB ones', async (t) => {
@@ -82,6 +82,18 @@ t.test('goal verdicts: PASS, MISS below the bar, MISS when a job failed, n/a whe
 
   const targetFailed = evaluateGoals([run('ukai', all), { target: 'gluster', fill: null, workloads: {}, error: 'glusterd did not start' }], goals.slice(0, 1))
   t.equal(targetFailed[0].verdict, 'MISS', 'a peer that failed to start is not a pass either')
+})
+
+t.test('tls-cost: ukai / ukai-insecure ≥ 0.85 on every job, n/a without the insecure target', async (t) => {
+  const goal = GOALS.find(g => g.id === 'tls-cost')
+  if (goal === undefined) { t.fail('no tls-cost goal'); return }
+  const insecure = run('ukai-insecure', { seqwrite: 100, seqread: 100, randread: 1000, randwrite: 1000 })
+  const pass = evaluateGoals([run('ukai', { seqwrite: 85, seqread: 100, randread: 900, randwrite: 1000 }), insecure], [goal])[0]
+  t.equal(pass.verdict, 'PASS', pass.why)
+  const miss = evaluateGoals([run('ukai', { seqwrite: 84, seqread: 100, randread: 1000, randwrite: 1000 }), insecure], [goal])[0]
+  t.equal(miss.verdict, 'MISS')
+  t.match(miss.why, /missed on seqwrite \(seqwrite 0\.84/)
+  t.equal(evaluateGoals([run('ukai', { seqwrite: 1, seqread: 1, randread: 1, randwrite: 1 })], [goal])[0].verdict, 'n/a')
 })
 
 t.test('the peer ratio table shows only pairs whose targets both ran', async (t) => {

@@ -20,8 +20,9 @@
 // other streams go on within the rest of the node budget.
 //
 // The sizes: the agent keeps 32 requests in flight per node (client.ts) of at most 1 MiB (FUSE
-// max_write), node-to-node pulls 2 × 1 MiB; 16 MiB per stream lets 4 reads of 4 MiB (the
-// largest request) or 16 of 1 MiB be in flight at once, and is never reached by 32 × 128 KiB.
+// max_write), a node-to-node pull 4 × 1 MiB (block-pull.ts: an executor's 4 pulls on one peer
+// stream just fit; more wait their turn); 16 MiB per stream lets 4 reads of 4 MiB (the largest
+// request) or 16 of 1 MiB be in flight at once, and is never reached by 32 × 128 KiB.
 // 64 MiB per node leaves room for three streams at their full budget beside one stuck one.
 // Throughput and the rest: docs/architecture.md ("Io stream memory bounds").
 import { UkaiError } from '../errors'
