@@ -22,6 +22,10 @@
 // sidecar's pwrite; ~36–44 vs 29–31 µs, loaded machine). The benchmark switch and the fio
 // figures: docs/architecture.md "Checksums and scrub", docs/performance.md.
 //
+// A checked read gets its pages' sums from the read itself (pread-sums.ts: pread + crc32c in one
+// native call, on the thread pool above SYNC_IO_MAX_BYTES), then compares them with the stored
+// ones (a memcmp): the crc of a 1 MiB read no longer occupies the event loop.
+//
 // Transfers up to SYNC_IO_MAX_BYTES (src/lib/limits.ts, where the measurement is) call
 // pread/pwrite on the event loop: the thread pool's round trip costs more than a 4 KiB I/O that
 // hits the page cache. fsync, clone and larger transfers stay on the pool.

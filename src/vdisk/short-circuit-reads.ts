@@ -15,7 +15,9 @@
 // than checksums, until the scrub adopts it) is read over gRPC too. Two descriptors per entry.
 // While this agent holds the disk's lease its entries keep the sidecar's sums (≤ 16 KiB each), so
 // a 4 KiB read does no second pread: in a profile of random 4 KiB reads the check is ~2 % of the
-// agent's CPU (allPagesMatch 1.7 %), the sidecar read gone from it.
+// agent's CPU (allPagesMatch 1.7 %), the sidecar read gone from it. The pages are summed as they
+// are read (storagenode/pread-sums.ts: on libuv's pool for reads above 256 KiB), so a 1 MiB read
+// no longer spends ~0.3–0.4 ms of this one thread on crc32c (docs/performance.md).
 // Benchmark switch (`ukai mount --bench-no-checksums`, with nodes run the same way; only
 // bench/checksum-cost.ts uses it): `verifyChecksums: false` reads the files unchecked, without
 // their sidecars, to measure what the checks cost. Never a default.
@@ -25,6 +27,7 @@
 // gRPC instead: this path may make a read faster, never fail it.
 import fs from 'node:fs'
 import path from 'node:path'
+import { promisify } from 'node:util'
 import { Logger, silentLogger } from '../log'
 import { readLocalReadToken } from '../storagenode/local-read-token'
 import { CHECKSUM_PAGE_BYTES, SIDECAR_HEADER_BYTES, pageSpan, readEntriesSync, sidecarPath } from '../storagenode/page-checksums'
@@ -380,22 +383,14 @@ export class DiskLocalReads {
 async function readUnchecked (fd: number, at: number, length: number): Promise<Buffer> {
   const buf = Buffer.allocUnsafe(length)
   let got = 0
-  if (length <= SYNC_IO_MAX_BYTES) {  // on the loop: see lib/limits.ts
-    while (got < length) {
-      const n = fs.readSync(fd, buf, got, length - got, at + got)
-      if (n === 0) break
-      got += n
-    }
-  } else {
-    while (got < length) {
-      const n = await new Promise<number>((resolve, reject) => fs.read(fd, buf, got, length - got, at + got, (err, bytesRead) => err !== null ? reject(err) : resolve(bytesRead)))
-      if (n === 0) break
-      got += n
-    }
+  while (got < length) {  // small reads on the loop: see lib/limits.ts
+    const n = length <= SYNC_IO_MAX_BYTES ? fs.readSync(fd, buf, got, length - got, at + got) : (await readAsync(fd, buf, got, length - got, at + got)).bytesRead
+    if (n === 0) break
+    got += n
   }
-  if (got < length) buf.fill(0, got)  // past the end of the version file: zeros, as the node answers
-  return buf
+  return buf.fill(0, got)  // past the end of the version file: zeros, as the node answers
 }
+const readAsync = promisify(fs.read)
 
 // An fd is closed once dropped and no async read uses it (a closed and reused fd number could
 // otherwise be read by a read still queued in the thread pool).
