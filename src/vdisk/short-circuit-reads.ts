@@ -365,10 +365,10 @@ export class DiskLocalReads {
     return buf.subarray(offset - at, offset - at + want)
   }
 
-  // The values of whole pages from `firstPage` on (`got`, computed as they were read) against their sums: the cached ones first (no
-  // pread of the sidecar); none cached, or a mismatch with them (they may predate a write), the
-  // sidecar's, read after the bytes: a write landing in between shows as a mismatch, never as a
-  // match. A mismatch there throws: the caller reads over gRPC, where the node checks again.
+  // The values of whole pages from `firstPage` on (`got`, summed as they were read) against the
+  // stored sums: the cached ones first (no pread of the sidecar); none cached, or a mismatch with
+  // them (they may predate a write), the sidecar's, read after the bytes: a write landing in
+  // between shows as a mismatch, never as a match. A mismatch there throws: the caller reads over gRPC, where the node checks again.
   private check (e: Entry, sumFd: number, got: Buffer, firstPage: number, cacheSums: boolean): void {
     const pages = got.length / 4
     // Without the lease (lost or handed over since they were cached) others write: not trusted.
