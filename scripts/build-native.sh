@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds UKAI's two native pieces from source into build/ (called by scripts/setup.sh):
+# Builds UKAI's native pieces from source into build/ (called by scripts/setup.sh):
 #
 #   build/fuse-native  fuse-native 2.2.6 from node_modules with native/fuse-native/*.patch applied
 #                      (adds the fallocate operation, ERANGE for short xattr buffers, and a
@@ -10,6 +10,11 @@
 #                      prebuilt binding in node_modules.
 #   build/punch-hole   fallocate(PUNCH_HOLE) for the storage node's discard.
 #   build/sd-notify    libsystemd's sd_notify for Type=notify units (both daemons' readiness).
+#   build/pread-sums   pread + crc32c per 4 KiB page (the checksum sidecar's values) as one call,
+#                      async on libuv's thread pool: a read's checksum work runs where its bytes
+#                      land instead of on the event loop (agent short-circuit reads, node reads).
+#                      SSE4.2 crc32 instruction when the CPU has it (checked at load), tables else.
+#                      Measured: docs/performance.md "Checksums".
 #
 # Each is rebuilt only when its inputs change (a stamp holds their hash), built in a temporary
 # directory and moved into place only after it loads, so a failed build never leaves a half one.
@@ -86,3 +91,8 @@ build_addon sd-notify native/sd-notify \
   "$(inputs_hash native/sd-notify/*)" \
   prepare_nothing \
   "const m = require(process.argv[1] + '/build/Release/sd_notify.node'); if (typeof m.notify !== 'function') process.exit(1)"
+
+build_addon pread-sums native/pread-sums \
+  "$(inputs_hash native/pread-sums/*)" \
+  prepare_nothing \
+  "const m = require(process.argv[1] + '/build/Release/pread_sums.node'); const s = Buffer.alloc(4); m.pageSumsSync(Buffer.from('ukai'), s); if (typeof m.preadSums !== 'function' || s.readUInt32LE(0) === 0) process.exit(1)"

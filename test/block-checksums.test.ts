@@ -1,7 +1,8 @@
 // Checksums of block versions (src/storagenode/page-checksums.ts, version-files.ts): the sidecar
 // format, and a BlockStore on a real temp dir whose sidecars stay exact through partial writes,
 // punched holes, truncation, copy-on-write clones and a restart; a flipped byte is never served,
-// also once the node keeps the sums in memory (sums-cache.ts); the one-call check of a span
+// also once the node keeps the sums in memory (sums-cache.ts) and in reads summed in the thread
+// pool (pread-sums.ts, above 256 KiB); the one-call check of a span
 // (allPagesMatch) agrees with the page-by-page one; and the benchmark switch (no checksums).
 import t from 'tap'
 import * as fs from 'node:fs'
@@ -118,6 +119,23 @@ t.test('a flipped byte is never served: CHECKSUM for its page, other pages still
   // A clone made by a write at a newer epoch keeps the sums: the rot stays detectable there.
   await store.write(UUID, 0, 2, 0, Buffer.alloc(10, 1), 1)
   await t.rejects(store.read(UUID, 0, 2, 2 * PAGE, PAGE), { code: 'CHECKSUM' }, 'the copy-on-write clone of a rotten version is refused too')
+})
+
+t.test('reads above SYNC_IO_MAX_BYTES (summed in the thread pool): exact, zeros past the end, rot refused naming its page, the scrub finds it', async t => {
+  const dir = tempDir(t)
+  const store = await BlockStore.open({ nodeId: 'n1', dataDir: dir })
+  t.teardown(() => store.close())
+  const size = 1536 * 1024 + 100  // ends inside page 384
+  const data = bytes(rng(21), size)
+  await store.write(UUID, 7, 1, 0, data, 1)
+  const span = 2 * 1024 * 1024
+  t.ok((await store.read(UUID, 7, 1, 0, span)).equals(Buffer.concat([data, Buffer.alloc(span - size)])), '2 MiB read: the bytes, then zeros past the file\'s end')
+  t.ok((await store.read(UUID, 7, 1, 1000, 1024 * 1024)).equals(data.subarray(1000, 1000 + 1024 * 1024)), 'an unaligned 1 MiB read')
+  flipByte(versionFile(dir, 7, 1), 300 * PAGE + 5, 0x5a)
+  const err = await store.read(UUID, 7, 1, 0, span).then(() => null, (e: unknown) => e)
+  t.ok(isUkaiError(err, 'CHECKSUM') && /page 300 /.test((err as Error).message), 'a 2 MiB read over the rot is refused, naming the page')
+  t.ok((await store.read(UUID, 7, 1, 301 * PAGE, 300 * 1024)).equals(data.subarray(301 * PAGE, 301 * PAGE + 300 * 1024)), 'a large read past it still reads')
+  t.match(await store.checkVersion(UUID, 7, 1), { badPage: 300 }, 'the scrub\'s check (1 MiB pieces) finds it')
 })
 
 t.test('a 512-byte write inside a page re-sums that page from the file', async t => {

@@ -1,7 +1,8 @@
 // End-to-end checksums through real processes: a byte flipped in a block file on one node is
 // never served — the read returns the model's bytes from the other replica, over gRPC and
 // through a short-circuit read — and the rotten replica is marked stale (disk info), then
-// repaired. Checksums survive a node restart; a 512-byte write inside a page keeps them right.
+// repaired; the same under a 512 KiB short-circuit read (summed in the thread pool). Checksums
+// survive a node restart; a 512-byte write inside a page keeps them right.
 import fs from 'node:fs'
 import path from 'node:path'
 import t from 'tap'
@@ -20,13 +21,13 @@ const skip = fuseUnavailable() ?? missingCli('mount') ?? undefined
 
 interface Info { uuid: string, replicasPerNode: Record<string, { inSync: number, stale: number }> }
 
-async function setup (t: TestLike & Parameters<typeof cliOk>[0], nodeHost: string | null): Promise<{ zk: string, nodes: NodeFixture[], agent: AgentFixture, file: string, model: Buffer, uuid: string }> {
+async function setup (t: TestLike & Parameters<typeof cliOk>[0], nodeHost: string | null, blockSize = '256K'): Promise<{ zk: string, nodes: NodeFixture[], agent: AgentFixture, file: string, model: Buffer, uuid: string }> {
   const zk = (await startZk(t)).connectString
   const hostArgs = nodeHost === null ? [] : ['--host', nodeHost]
   const nodes = await Promise.all(['a1', 'a2'].map(async id => await startNode(t, { zk, id, site: 'site-a', extraArgs: hostArgs })))
   // No auto repair, no controller: the test sees the stale mark before it runs the repair itself.
   const agent = await startAgent(t, { zk, host: 'hv-a', site: 'site-a', extraArgs: ['--no-auto-repair', '--no-controller'] })
-  await cliOk(t, ['disk', 'create', 'vol', '--size', '4M', '--block-size', '256K', '--nodes', 'a1,a2'], zk)
+  await cliOk(t, ['disk', 'create', 'vol', '--size', '4M', '--block-size', blockSize, '--nodes', 'a1,a2'], zk)
   const file = path.join(agent.mountPoint, 'vol')
   const model = randomBytes(rng(11), SIZE)
   const fh = await fs.promises.open(file, 'r+')
@@ -57,12 +58,12 @@ async function readAt (file: string, off: number, len: number): Promise<Buffer> 
 
 // Reads the flipped page again and again (reads rotate among equally near replicas): every answer
 // must be the model's, until the rotten replica is marked stale.
-async function readsStayRightUntilStale (t: TestLike & { equal: (a: unknown, b: unknown, m: string) => unknown }, s: { zk: string, file: string, model: Buffer }, off: number, node: string): Promise<void> {
+async function readsStayRightUntilStale (t: TestLike & { equal: (a: unknown, b: unknown, m: string) => unknown }, s: { zk: string, file: string, model: Buffer }, off: number, node: string, len = 8 * KiB): Promise<void> {
   let wrong = 0
   await until(`${node} marked stale`, async () => {
     for (let i = 0; i < 4; i++) {
-      const got = await readAt(s.file, off - 100, 8 * KiB)
-      if (!got.equals(s.model.subarray(off - 100, off - 100 + 8 * KiB))) wrong++
+      const got = await readAt(s.file, off - 100, len)
+      if (!got.equals(s.model.subarray(off - 100, off - 100 + len))) wrong++
     }
     const info = await cliJson<Info>(['disk', 'info', 'vol', '--json'], s.zk)
     return info.replicasPerNode[node].stale > 0
@@ -105,5 +106,15 @@ t.test('a flipped byte under a short-circuit read is never served either', { ski
   const off = 5 * BLOCK + 9000
   flipByte(blockFile(s.nodes[0], s.uuid, 5), 9000)
   await readsStayRightUntilStale(t, s, off, 'a1')
+  t.same(await readAt(s.file, 0, SIZE), s.model, 'the whole disk reads back byte for byte')
+})
+
+// Reads above 256 KiB (SYNC_IO_MAX_BYTES) sum their pages in the thread pool
+// (storagenode/pread-sums.ts), on the agent's short-circuit path and on the node alike.
+t.test('a flipped byte under a 512 KiB short-circuit read (summed in the thread pool) is never served', { skip }, async (t) => {
+  const s = await setup(t, 'hv-a', '1M')
+  const off = 2 * MiB + 9000
+  flipByte(blockFile(s.nodes[0], s.uuid, 2), 9000)
+  await readsStayRightUntilStale(t, s, off, 'a1', 512 * KiB)
   t.same(await readAt(s.file, 0, SIZE), s.model, 'the whole disk reads back byte for byte')
 })

@@ -29,6 +29,7 @@ import { DiskTable } from './disks'
 import { Fencing } from './fencing'
 import { pageSpan } from './page-checksums'
 import { loadPunchHole } from './punch-hole'
+import { preadSumsAddon } from './pread-sums'
 import { SpaceAccount } from './space'
 import { StagedVersion, VersionStaging } from './staged-version'
 import { checkDataDir, scanDataDir, syncDataDir } from './startup-scan'
@@ -111,6 +112,7 @@ export class BlockStore {
       throw UkaiError.badArgument(`capacityBytes must be a positive integer, got ${opts.capacityBytes}`)
     }
     loadPunchHole()
+    preadSumsAddon()
     const store = new BlockStore(opts)
     await checkDataDir(store.nodeId, store.dataDir, store.disks.disksDir)
     await scanDataDir(store.disks, store.space, file => store.files.markUnverified(file))

@@ -16,6 +16,8 @@
 // is one call over its whole span (allPagesMatch, below): 1 MiB checked in 0.4–1.8 ms against
 // 0.3–2.2 ms page by page, ~1.4× on average under load (the per-call overhead gone). Writes still
 // sum page by page (the sidecar needs each page's value). End to end: docs/performance.md.
+// Reads now sum their pages natively as they read them (pread-sums.ts, on the thread pool);
+// firstBadPage/allPagesMatch remain the JS reference the tests and bench/read-check-micro.ts use.
 import * as fs from 'node:fs'
 import { crc32c } from '@node-rs/crc32'
 

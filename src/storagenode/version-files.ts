@@ -22,6 +22,10 @@
 // sidecar's pwrite; ~36–44 vs 29–31 µs, loaded machine). The benchmark switch and the fio
 // figures: docs/architecture.md "Checksums and scrub", docs/performance.md.
 //
+// A checked read gets its pages' sums from the read itself (pread-sums.ts: pread + crc32c in one
+// native call, on the thread pool above SYNC_IO_MAX_BYTES), then compares them with the stored
+// ones (a memcmp): the crc of a 1 MiB read no longer occupies the event loop.
+//
 // Transfers up to SYNC_IO_MAX_BYTES (src/lib/limits.ts, where the measurement is) call
 // pread/pwrite on the event loop: the thread pool's round trip costs more than a 4 KiB I/O that
 // hits the page cache. fsync, clone and larger transfers stay on the pool.
@@ -31,8 +35,9 @@ import { crc32c } from '@node-rs/crc32'
 import { UkaiError } from '../errors'
 import { SYNC_IO_MAX_BYTES } from '../lib/limits'
 import { FileCache, FileLease, MAX_OPEN_FILES_DEFAULT } from './file-cache'
-import { CHECKSUM_PAGE_BYTES, SIDECAR_HEADER, entryOffset, firstBadPage, pageSpan, pageSums, readEntriesSync, sidecarFor, sidecarPath } from './page-checksums'
+import { CHECKSUM_PAGE_BYTES, SIDECAR_HEADER, entryOffset, pageSpan, pageSums, readEntriesSync, sidecarFor, sidecarPath } from './page-checksums'
 import { punchHole } from './punch-hole'
+import { firstDifferentPage, readWithSums } from './pread-sums'
 import { SUMS_CACHE_MAX_BYTES, SUMS_CACHED_FILE_MAX_BYTES, SumsCache, entriesOf } from './sums-cache'
 import type { TranslateError } from './store-errors'
 
@@ -80,9 +85,11 @@ export class VersionFiles {
     const { start, end } = pageSpan(offset, length)
     // fromFile: the sums as the sidecar holds them, not the cache's (a mismatch is re-checked so).
     const checked = async (fromFile: boolean): Promise<Buffer | number> => {
-      const data = await this.readRaw(file, start, end - start, what)
+      // The bytes and their page values in one native call (on the pool when large), then the
+      // stored sums: read after the bytes, so a write in between shows as a mismatch.
+      const { data, sums: got } = await this.readWithSums(file, start, end - start, what)
       const sums = await this.readSums(file, start / CHECKSUM_PAGE_BYTES, (end - start) / CHECKSUM_PAGE_BYTES, what, fromFile)
-      const bad = firstBadPage(data, sums, start / CHECKSUM_PAGE_BYTES)
+      const bad = firstDifferentPage(got, sums, start / CHECKSUM_PAGE_BYTES)
       return bad < 0 ? data.subarray(offset - start, offset - start + length) : bad
     }
     let got = await checked(false)
@@ -242,14 +249,26 @@ export class VersionFiles {
     let badPage = -1
     for (let pos = 0; pos < pages * CHECKSUM_PAGE_BYTES && badPage < 0; pos += CHECK_CHUNK_BYTES) {
       const len = Math.min(CHECK_CHUNK_BYTES, pages * CHECKSUM_PAGE_BYTES - pos)
-      const data = await this.readRaw(file, pos, len, what)
+      const { sums: got } = await this.readWithSums(file, pos, len, what)
       const first = pos / CHECKSUM_PAGE_BYTES
-      badPage = firstBadPage(data, sums.subarray(first * 4, (first + len / CHECKSUM_PAGE_BYTES) * 4), first)
+      badPage = firstDifferentPage(got, sums.subarray(first * 4, (first + len / CHECKSUM_PAGE_BYTES) * 4), first)
     }
     if (badPage >= 0) this.checksumErrors++
     let end = sums.length
     while (end >= 4 && sums.readUInt32LE(end - 4) === 0) end -= 4
     return { sizeBytes, badPage, adopted, digest: crc32c(sums.subarray(0, end)) }
+  }
+
+  // readRaw with the page values of what was read (pread-sums.ts).
+  private async readWithSums (file: string, offset: number, length: number, what: string): Promise<{ data: Buffer, sums: Buffer }> {
+    const lease = await this.cache.acquire(file)
+    try {
+      return await readWithSums(lease.fh.fd, offset, length)
+    } catch (err) {
+      throw this.translate(err, what)
+    } finally {
+      lease.release()
+    }
   }
 
   private async readRaw (file: string, offset: number, length: number, what: string): Promise<Buffer> {

@@ -15,7 +15,9 @@
 // than checksums, until the scrub adopts it) is read over gRPC too. Two descriptors per entry.
 // While this agent holds the disk's lease its entries keep the sidecar's sums (≤ 16 KiB each), so
 // a 4 KiB read does no second pread: in a profile of random 4 KiB reads the check is ~2 % of the
-// agent's CPU (allPagesMatch 1.7 %), the sidecar read gone from it.
+// agent's CPU (allPagesMatch 1.7 %), the sidecar read gone from it. The pages are summed as they
+// are read (storagenode/pread-sums.ts: on libuv's pool for reads above 256 KiB), so a 1 MiB read
+// no longer spends ~0.3–0.4 ms of this one thread on crc32c (docs/performance.md).
 // Benchmark switch (`ukai mount --bench-no-checksums`, with nodes run the same way; only
 // bench/checksum-cost.ts uses it): `verifyChecksums: false` reads the files unchecked, without
 // their sidecars, to measure what the checks cost. Never a default.
@@ -25,9 +27,11 @@
 // gRPC instead: this path may make a read faster, never fail it.
 import fs from 'node:fs'
 import path from 'node:path'
+import { promisify } from 'node:util'
 import { Logger, silentLogger } from '../log'
 import { readLocalReadToken } from '../storagenode/local-read-token'
-import { CHECKSUM_PAGE_BYTES, SIDECAR_HEADER_BYTES, firstBadPage, pageSpan, readEntriesSync, sidecarPath } from '../storagenode/page-checksums'
+import { CHECKSUM_PAGE_BYTES, SIDECAR_HEADER_BYTES, pageSpan, readEntriesSync, sidecarPath } from '../storagenode/page-checksums'
+import { firstDifferentPage, preadSumsAddon, readWithSums } from '../storagenode/pread-sums'
 import { NodePool } from './node-pool'
 import { SYNC_IO_MAX_BYTES } from '../lib/limits'
 import { Lifecycle } from '../lib/lifecycle'
@@ -80,6 +84,7 @@ export class LocalReads {
     this.verifyChecksums = opts.verifyChecksums !== false
     this.log = opts.logger ?? silentLogger
     this.openFilesMax = opts.openFilesMax ?? LOCAL_OPEN_FILES_MAX_DEFAULT
+    if (this.verifyChecksums) preadSumsAddon()  // a missing build fails the mount at start
     this.pool.onNodesChanged(() => this.recheckNodes())
     this.recheckNodes()
   }
@@ -340,26 +345,19 @@ export class DiskLocalReads {
     const want = length
     const at = span.start
     length = span.end - span.start
-    const buf = Buffer.allocUnsafe(length)
-    let got = 0
+    let buf: Buffer
     // `reading` holds both descriptors open until the check is done (closeWhenIdle waits for it).
     e.reading++
     try {
-      if (length <= SYNC_IO_MAX_BYTES) {  // on the loop: see lib/limits.ts
-        while (got < length) {
-          const n = fs.readSync(fd, buf, got, length - got, at + got)
-          if (n === 0) break
-          got += n
-        }
+      if (sumFd === null) {
+        buf = await readUnchecked(fd, at, length)
       } else {
-        while (got < length) {
-          const n = await new Promise<number>((resolve, reject) => fs.read(fd, buf, got, length - got, at + got, (err, bytesRead) => err !== null ? reject(err) : resolve(bytesRead)))
-          if (n === 0) break
-          got += n
-        }
+        // The bytes and their pages' values in one native call, on the pool when large: the
+        // crc32c runs where the bytes land, not on this loop (storagenode/pread-sums.ts).
+        const r = await readWithSums(fd, at, length)
+        buf = r.data
+        this.check(e, sumFd, r.sums, at / CHECKSUM_PAGE_BYTES, cacheSums)
       }
-      if (got < length) buf.fill(0, got)  // past the end of the version file: zeros, as the node answers
-      if (sumFd !== null) this.check(e, sumFd, buf, at / CHECKSUM_PAGE_BYTES, cacheSums)
     } finally {
       e.reading--
       closeWhenIdle(e)  // dropped or evicted meanwhile: its fds go now
@@ -367,19 +365,32 @@ export class DiskLocalReads {
     return buf.subarray(offset - at, offset - at + want)
   }
 
-  // The bytes of whole pages from `firstPage` on against their sums: the cached ones first (no
-  // pread of the sidecar); none cached, or a mismatch with them (they may predate a write), the
-  // sidecar's, read after the bytes: a write landing in between shows as a mismatch, never as a
-  // match. A mismatch there throws: the caller reads over gRPC, where the node checks again.
-  private check (e: Entry, sumFd: number, buf: Buffer, firstPage: number, cacheSums: boolean): void {
-    const pages = buf.length / CHECKSUM_PAGE_BYTES
+  // The values of whole pages from `firstPage` on (`got`, summed as they were read) against the
+  // stored sums: the cached ones first (no pread of the sidecar); none cached, or a mismatch with
+  // them (they may predate a write), the sidecar's, read after the bytes: a write landing in
+  // between shows as a mismatch, never as a match. A mismatch there throws: the caller reads over gRPC, where the node checks again.
+  private check (e: Entry, sumFd: number, got: Buffer, firstPage: number, cacheSums: boolean): void {
+    const pages = got.length / 4
     // Without the lease (lost or handed over since they were cached) others write: not trusted.
-    if (cacheSums && e.sums !== null && firstBadPage(buf, cachedEntries(e.sums, firstPage, pages), firstPage) < 0) return
+    if (cacheSums && e.sums !== null && firstDifferentPage(got, cachedEntries(e.sums, firstPage, pages), firstPage) < 0) return
     e.sums = null
-    if (firstBadPage(buf, readEntriesSync(sumFd, firstPage, pages), firstPage) >= 0) throw new Error('checksum mismatch: read over gRPC, where the node checks under its lock')
+    if (firstDifferentPage(got, readEntriesSync(sumFd, firstPage, pages), firstPage) >= 0) throw new Error('checksum mismatch: read over gRPC, where the node checks under its lock')
     if (cacheSums) e.sums = wholeSidecar(sumFd)
   }
 }
+
+// The benchmark switch's read (no sidecar): the bytes alone, zeros past the file's end.
+async function readUnchecked (fd: number, at: number, length: number): Promise<Buffer> {
+  const buf = Buffer.allocUnsafe(length)
+  let got = 0
+  while (got < length) {  // small reads on the loop: see lib/limits.ts
+    const n = length <= SYNC_IO_MAX_BYTES ? fs.readSync(fd, buf, got, length - got, at + got) : (await readAsync(fd, buf, got, length - got, at + got)).bytesRead
+    if (n === 0) break
+    got += n
+  }
+  return buf.fill(0, got)  // past the end of the version file: zeros, as the node answers
+}
+const readAsync = promisify(fs.read)
 
 // An fd is closed once dropped and no async read uses it (a closed and reused fd number could
 // otherwise be read by a read still queued in the thread pool).

@@ -1,0 +1,274 @@
+// pread + the checksum sidecar's page sums (src/storagenode/page-checksums.ts) in one call, so a
+// read's crc32c runs where its bytes land: on libuv's thread pool for the async variant, instead
+// of on the single event-loop thread of the agent or the storage node after the read.
+//
+//   preadSums(fd, buf, position, sums, expected|null) -> Promise<{ bytesRead, badPage }>
+//   preadSumsSync(fd, buf, position, sums, expected|null) -> { bytesRead, badPage }
+//   pageSumsSync(buf, sums, portable) -> undefined      (buffers already in memory; tests)
+//   hardware: true when crc32c runs on SSE4.2's crc32 instruction
+//
+// buf (a Uint8Array) is filled from `position` on; what lies past the end of the file reads as
+// zeros (bytesRead says where the file ended). sums (a Uint8Array of at least 4 bytes per 4 KiB
+// page of buf, a partial last page counting as one) gets one u32 LE per page: the sidecar's value,
+// crc32c(page zero-padded to 4 KiB) ^ crc32c(zero page), which is the raw crc (start 0, no final
+// xor) of the padded page. With expected (same layout) the first page whose value differs is
+// badPage, else -1. A failed pread rejects/throws an Error with .code (e.g. 'EBADF'); bad
+// arguments throw a TypeError. The caller keeps fd open until the promise settles.
+#define _GNU_SOURCE
+#include <errno.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <node_api.h>
+#if defined(__x86_64__)
+#include <nmmintrin.h>
+#endif
+
+#define PAGE 4096
+
+// --- crc32c (Castagnoli, reflected 0x82F63B78), raw: no inversion in or out -------------------
+
+static uint32_t table[8][256];
+static int use_hw = 0;
+
+static void init_tables (void) {
+  for (uint32_t i = 0; i < 256; i++) {
+    uint32_t c = i;
+    for (int k = 0; k < 8; k++) c = (c & 1) ? (c >> 1) ^ 0x82F63B78u : c >> 1;
+    table[0][i] = c;
+  }
+  for (uint32_t i = 0; i < 256; i++) {
+    for (int t = 1; t < 8; t++) table[t][i] = (table[t - 1][i] >> 8) ^ table[0][table[t - 1][i] & 0xff];
+  }
+}
+
+// Slicing by 8: the fallback for CPUs without SSE4.2 (~1 GB/s against ~8 with the instruction).
+static uint32_t crc_portable (uint32_t crc, const uint8_t *p, size_t n) {
+  while (n > 0 && ((uintptr_t) p & 7) != 0) { crc = table[0][(crc ^ *p++) & 0xff] ^ (crc >> 8); n--; }
+  while (n >= 8) {
+    uint64_t w;
+    memcpy(&w, p, 8);
+    w ^= crc;  // little-endian: the crc meets the first four bytes
+    crc = table[7][w & 0xff] ^ table[6][(w >> 8) & 0xff] ^ table[5][(w >> 16) & 0xff] ^ table[4][(w >> 24) & 0xff] ^
+          table[3][(w >> 32) & 0xff] ^ table[2][(w >> 40) & 0xff] ^ table[1][(w >> 48) & 0xff] ^ table[0][w >> 56];
+    p += 8; n -= 8;
+  }
+  while (n-- > 0) crc = table[0][(crc ^ *p++) & 0xff] ^ (crc >> 8);
+  return crc;
+}
+
+#if defined(__x86_64__)
+__attribute__((target("sse4.2")))
+static uint32_t crc_hw (uint32_t crc, const uint8_t *p, size_t n) {
+  uint64_t c = crc;
+  while (n > 0 && ((uintptr_t) p & 7) != 0) { c = _mm_crc32_u8((uint32_t) c, *p++); n--; }
+  while (n >= 8) { uint64_t w; memcpy(&w, p, 8); c = _mm_crc32_u64(c, w); p += 8; n -= 8; }
+  while (n-- > 0) c = _mm_crc32_u8((uint32_t) c, *p++);
+  return (uint32_t) c;
+}
+#endif
+
+static const uint8_t ZEROS[PAGE];
+
+static uint32_t crc_raw (uint32_t crc, const uint8_t *p, size_t n, int hw) {
+#if defined(__x86_64__)
+  if (hw) return crc_hw(crc, p, n);
+#endif
+  return crc_portable(crc, p, n);
+}
+
+// Page values of buf[0, len) into sums; with expected, the first differing page (else -1).
+static int64_t page_sums (const uint8_t *buf, size_t len, uint8_t *sums, const uint8_t *expected, int hw) {
+  int64_t bad = -1;
+  size_t pages = (len + PAGE - 1) / PAGE;
+  for (size_t i = 0; i < pages; i++) {
+    size_t n = len - i * PAGE < PAGE ? len - i * PAGE : PAGE;
+    uint32_t c = crc_raw(0, buf + i * PAGE, n, hw);
+    if (n < PAGE) c = crc_raw(c, ZEROS, PAGE - n, hw);  // a partial page is summed zero-padded
+    sums[4 * i] = c & 0xff; sums[4 * i + 1] = (c >> 8) & 0xff; sums[4 * i + 2] = (c >> 16) & 0xff; sums[4 * i + 3] = c >> 24;
+    if (bad < 0 && expected != NULL && memcmp(sums + 4 * i, expected + 4 * i, 4) != 0) bad = (int64_t) i;
+  }
+  return bad;
+}
+
+// --- N-API ------------------------------------------------------------------------------------
+
+typedef struct {
+  int fd;
+  int64_t position;
+  uint8_t *buf; size_t len;
+  uint8_t *sums; size_t sums_len;
+  uint8_t *expected;
+  napi_ref refs[3];
+  napi_deferred deferred;
+  napi_async_work work;
+  int64_t bytes_read, bad_page;
+  int err;
+} job_t;
+
+static void run (job_t *j) {
+  size_t got = 0;
+  while (got < j->len) {
+    ssize_t n = pread(j->fd, j->buf + got, j->len - got, (off_t) (j->position + (int64_t) got));
+    if (n < 0) { if (errno == EINTR) continue; j->err = errno; return; }
+    if (n == 0) break;
+    got += (size_t) n;
+  }
+  if (got < j->len) memset(j->buf + got, 0, j->len - got);  // past the end of the file: zeros
+  j->bytes_read = (int64_t) got;
+  j->bad_page = page_sums(j->buf, j->len, j->sums, j->expected, use_hw);
+}
+
+static const char *errno_code (int err) {
+  switch (err) {
+    case EBADF: return "EBADF";
+    case EIO: return "EIO";
+    case EINVAL: return "EINVAL";
+    case EISDIR: return "EISDIR";
+    case EFAULT: return "EFAULT";
+    case EOVERFLOW: return "EOVERFLOW";
+    case ENXIO: return "ENXIO";
+    case EAGAIN: return "EAGAIN";
+    case ENOMEM: return "ENOMEM";
+    default: return "EIO";
+  }
+}
+
+static napi_value make_error (napi_env env, int err) {
+  napi_value code, msg, error, num;
+  char text[256];
+  snprintf(text, sizeof text, "%s: pread: %s", errno_code(err), strerror(err));
+  napi_create_string_utf8(env, errno_code(err), NAPI_AUTO_LENGTH, &code);
+  napi_create_string_utf8(env, text, NAPI_AUTO_LENGTH, &msg);
+  napi_create_error(env, code, msg, &error);
+  napi_create_int32(env, -err, &num);
+  napi_set_named_property(env, error, "errno", num);
+  return error;
+}
+
+static napi_value make_result (napi_env env, job_t *j) {
+  napi_value out, v;
+  napi_create_object(env, &out);
+  napi_create_int64(env, j->bytes_read, &v);
+  napi_set_named_property(env, out, "bytesRead", v);
+  napi_create_int64(env, j->bad_page, &v);
+  napi_set_named_property(env, out, "badPage", v);
+  return out;
+}
+
+static int get_bytes (napi_env env, napi_value v, uint8_t **data, size_t *len) {
+  bool is;
+  napi_typedarray_type type;
+  napi_value ab;
+  size_t off;
+  void *p;
+  if (napi_is_typedarray(env, v, &is) != napi_ok || !is) return 0;
+  if (napi_get_typedarray_info(env, v, &type, len, &p, &ab, &off) != napi_ok || type != napi_uint8_array) return 0;
+  *data = p;
+  return 1;
+}
+
+static int is_nullish (napi_env env, napi_value v) {
+  napi_valuetype t;
+  return napi_typeof(env, v, &t) == napi_ok && (t == napi_null || t == napi_undefined);
+}
+
+#define USAGE "(fd, buf, position, sums, expected|null): fd an integer >= 0, buf a Uint8Array, position an integer >= 0, sums a Uint8Array of >= 4 bytes per 4 KiB page of buf, expected null or as sums"
+
+// Fills j from (fd, buf, position, sums, expected); 0 (a TypeError thrown) when they are wrong.
+static int parse (napi_env env, napi_callback_info info, job_t *j, napi_value argv[5], const char *name) {
+  size_t argc = 5;
+  double pos;
+  char msg[400];
+  memset(j, 0, sizeof *j);
+  size_t exp_len = 0;
+  int ok = napi_get_cb_info(env, info, &argc, argv, NULL, NULL) == napi_ok && argc >= 4 &&
+    napi_get_value_int32(env, argv[0], &j->fd) == napi_ok && j->fd >= 0 &&
+    get_bytes(env, argv[1], &j->buf, &j->len) &&
+    napi_get_value_double(env, argv[2], &pos) == napi_ok && pos >= 0 && pos <= 9007199254740991.0 && pos == (double) (int64_t) pos &&
+    get_bytes(env, argv[3], &j->sums, &j->sums_len) && j->sums_len >= 4 * ((j->len + PAGE - 1) / PAGE);
+  if (ok && argc >= 5 && !is_nullish(env, argv[4])) {
+    ok = get_bytes(env, argv[4], &j->expected, &exp_len) && exp_len >= 4 * ((j->len + PAGE - 1) / PAGE);
+  }
+  if (!ok) {
+    snprintf(msg, sizeof msg, "%s" USAGE, name);
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", msg);
+    return 0;
+  }
+  j->position = (int64_t) pos;
+  return 1;
+}
+
+static void work_execute (napi_env env, void *data) { (void) env; run((job_t *) data); }
+
+static void work_complete (napi_env env, napi_status status, void *data) {
+  job_t *j = data;
+  if (status != napi_ok) j->err = j->err != 0 ? j->err : EIO;  // cancelled: never expected
+  if (j->err != 0) napi_reject_deferred(env, j->deferred, make_error(env, j->err));
+  else napi_resolve_deferred(env, j->deferred, make_result(env, j));
+  for (int i = 0; i < 3; i++) if (j->refs[i] != NULL) napi_delete_reference(env, j->refs[i]);
+  napi_delete_async_work(env, j->work);
+  free(j);
+}
+
+static napi_value pread_sums (napi_env env, napi_callback_info info) {
+  napi_value argv[5], promise, name;
+  job_t *j = malloc(sizeof *j);
+  if (j == NULL) { napi_throw_error(env, "ENOMEM", "preadSums: out of memory"); return NULL; }
+  if (!parse(env, info, j, argv, "preadSums")) { free(j); return NULL; }
+  // The buffers stay alive (and where they are) until the work item is done with them.
+  napi_create_reference(env, argv[1], 1, &j->refs[0]);
+  napi_create_reference(env, argv[3], 1, &j->refs[1]);
+  if (j->expected != NULL) napi_create_reference(env, argv[4], 1, &j->refs[2]);
+  napi_create_promise(env, &j->deferred, &promise);
+  napi_create_string_utf8(env, "ukai:preadSums", NAPI_AUTO_LENGTH, &name);
+  napi_create_async_work(env, NULL, name, work_execute, work_complete, j, &j->work);
+  napi_queue_async_work(env, j->work);
+  return promise;
+}
+
+static napi_value pread_sums_sync (napi_env env, napi_callback_info info) {
+  napi_value argv[5];
+  job_t j;
+  if (!parse(env, info, &j, argv, "preadSumsSync")) return NULL;
+  run(&j);
+  if (j.err != 0) { napi_throw(env, make_error(env, j.err)); return NULL; }
+  return make_result(env, &j);
+}
+
+static napi_value page_sums_sync (napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3];
+  uint8_t *buf, *sums;
+  size_t len, sums_len;
+  bool portable = false;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 2 ||
+      !get_bytes(env, argv[0], &buf, &len) || !get_bytes(env, argv[1], &sums, &sums_len) ||
+      sums_len < 4 * ((len + PAGE - 1) / PAGE) ||
+      (argc >= 3 && napi_get_value_bool(env, argv[2], &portable) != napi_ok)) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "pageSumsSync(buf, sums, portable?): Uint8Arrays, sums >= 4 bytes per 4 KiB page of buf");
+    return NULL;
+  }
+  page_sums(buf, len, sums, NULL, use_hw && !portable);
+  return NULL;
+}
+
+NAPI_MODULE_INIT () {
+  napi_value fn, hw;
+  init_tables();
+#if defined(__x86_64__)
+  __builtin_cpu_init();
+  use_hw = __builtin_cpu_supports("sse4.2");
+#endif
+  napi_create_function(env, "preadSums", NAPI_AUTO_LENGTH, pread_sums, NULL, &fn);
+  napi_set_named_property(env, exports, "preadSums", fn);
+  napi_create_function(env, "preadSumsSync", NAPI_AUTO_LENGTH, pread_sums_sync, NULL, &fn);
+  napi_set_named_property(env, exports, "preadSumsSync", fn);
+  napi_create_function(env, "pageSumsSync", NAPI_AUTO_LENGTH, page_sums_sync, NULL, &fn);
+  napi_set_named_property(env, exports, "pageSumsSync", fn);
+  napi_get_boolean(env, use_hw != 0, &hw);
+  napi_set_named_property(env, exports, "hardware", hw);
+  return exports;
+}

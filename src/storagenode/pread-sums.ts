@@ -1,0 +1,52 @@
+// A read and its checksum work in one native call (native/pread-sums): pread into the caller's
+// buffer, then the sidecar's value of every 4 KiB page (page-checksums.ts) — async on libuv's
+// thread pool, so the crc32c of a large read runs on the worker that read the bytes instead of
+// on the event loop afterwards. Measured before it (docs/performance.md "Checksums"): sequential
+// 1 MiB reads ran at 0.72 of their speed without checksums, the agent spending ~0.3–0.4 ms of its
+// single event-loop thread per MiB on crc32c; the node the same for remote reads.
+// Small reads (≤ SYNC_IO_MAX_BYTES, src/lib/limits.ts) use the sync variant on the loop, as
+// their pread already was: the pool's round trip costs more than a 4 KiB read and its crc.
+// Used by the node's reads (version-files.ts) and the agent's short-circuit reads
+// (src/vdisk/short-circuit-reads.ts); sums of buffers already in memory (writes) stay with
+// @node-rs/crc32 in page-checksums.ts.
+import { loadNative } from '../native'
+import { SYNC_IO_MAX_BYTES } from '../lib/limits'
+import { CHECKSUM_PAGE_BYTES } from './page-checksums'
+
+export interface PreadSumsResult { bytesRead: number, badPage: number }
+
+interface PreadSumsAddon {
+  preadSums: (fd: number, buf: Uint8Array, position: number, sums: Uint8Array, expected: Uint8Array | null) => Promise<PreadSumsResult>
+  preadSumsSync: (fd: number, buf: Uint8Array, position: number, sums: Uint8Array, expected: Uint8Array | null) => PreadSumsResult
+  pageSumsSync: (buf: Uint8Array, sums: Uint8Array, portable?: boolean) => void
+  hardware: boolean
+}
+
+let addon: PreadSumsAddon | undefined
+
+// Loaded when a daemon starts (block store, short-circuit reads): a missing build fails it then.
+export function preadSumsAddon (): PreadSumsAddon {
+  addon ??= loadNative<PreadSumsAddon>('pread-sums/build/Release/pread_sums.node')
+  return addon
+}
+
+// Reads `length` bytes of fd at `position` (zeros past its end) with the sidecar values of their
+// pages (one u32 LE per page, a partial last page zero-padded). On the pool when large.
+export async function readWithSums (fd: number, position: number, length: number): Promise<{ data: Buffer, sums: Buffer, bytesRead: number }> {
+  const a = preadSumsAddon()
+  const data = Buffer.allocUnsafe(length)
+  const sums = Buffer.allocUnsafe(4 * Math.ceil(length / CHECKSUM_PAGE_BYTES))
+  const r = length <= SYNC_IO_MAX_BYTES ? a.preadSumsSync(fd, data, position, sums, null) : await a.preadSums(fd, data, position, sums, null)
+  return { data, sums, bytesRead: r.bytesRead }
+}
+
+// The first page (counted from `firstPage`) whose value in `got` differs from `want`'s (an entry
+// missing from `want` is 0: a zero page), or -1. A memcmp when all match, the usual case.
+export function firstDifferentPage (got: Buffer, want: Buffer, firstPage: number): number {
+  if (got.length === want.length && got.equals(want)) return -1
+  for (let i = 0; i * 4 < got.length; i++) {
+    const w = i * 4 + 4 <= want.length ? want.readUInt32LE(i * 4) : 0
+    if (got.readUInt32LE(i * 4) !== w) return firstPage + i
+  }
+  return -1
+}

@@ -1,0 +1,126 @@
+// The native read-and-sum call (native/pread-sums, src/storagenode/pread-sums.ts): its page values
+// equal the sidecar's as @node-rs/crc32 computes them (page-checksums.ts pageSums), with the
+// SSE4.2 and the table-driven crc alike, on random buffers and lengths with partial last pages;
+// it names the first mismatching page; a read past the end of the file gives zeros and says how
+// many bytes were there; bad arguments are a TypeError naming the call; a closed fd an EBADF
+// error (rejected, not a crash).
+import t from 'tap'
+import * as fs from 'node:fs'
+import * as os from 'node:os'
+import * as path from 'node:path'
+import { randomBytes } from 'node:crypto'
+import { CHECKSUM_PAGE_BYTES, pageSums } from '../src/storagenode/page-checksums'
+import { firstDifferentPage, preadSumsAddon, readWithSums } from '../src/storagenode/pread-sums'
+
+const PAGE = CHECKSUM_PAGE_BYTES
+const addon = preadSumsAddon()
+
+function tempFile (t: { teardown: (fn: () => void) => void }, data: Buffer): { file: string, fd: number } {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ukai-preadsums-'))
+  const file = path.join(dir, 'v')
+  fs.writeFileSync(file, data)
+  const fd = fs.openSync(file, 'r')
+  t.teardown(() => { try { fs.closeSync(fd) } catch {} fs.rmSync(dir, { recursive: true, force: true }) })
+  return { file, fd }
+}
+
+t.test('page values equal @node-rs/crc32 pageSums, hardware and tables, partial last pages included', async t => {
+  t.comment(`hardware crc32c: ${addon.hardware}`)
+  let mismatches = 0
+  const lengths = [1, 7, 8, 9, PAGE - 1, PAGE, PAGE + 1, 3 * PAGE - 5, 256 * PAGE]
+  for (let i = 0; i < 40; i++) lengths.push(1 + Math.floor(Math.random() * 64 * PAGE))
+  for (const len of lengths) {
+    // An odd start offset in its ArrayBuffer: the unaligned head of the crc loop runs too.
+    const data = randomBytes(len + 3).subarray(3)
+    if (len > PAGE) data.fill(0, 0, PAGE)  // a zero page among them: value 0
+    const want = pageSums(data)
+    for (const portable of [false, true]) {
+      const got = Buffer.alloc(want.length)
+      addon.pageSumsSync(data, got, portable)
+      if (!got.equals(want)) { mismatches++; t.fail(`${len} bytes, portable ${portable}`) }
+    }
+  }
+  t.equal(mismatches, 0, `${lengths.length} lengths, both implementations`)
+})
+
+t.test('reads with sums, async and sync; the first mismatching page; zeros past the end', async t => {
+  const size = 10 * PAGE + 100  // ends inside page 10
+  const content = randomBytes(size)
+  const { fd } = tempFile(t, content)
+  const len = 12 * PAGE           // reads two pages past the end of the file
+  const padded = Buffer.concat([content, Buffer.alloc(len - size)])
+  const expected = pageSums(padded)
+  t.equal(expected.readUInt32LE(11 * 4), 0, 'a page wholly past the end sums as a zero page')
+  for (const sync of [false, true]) {
+    const buf = Buffer.alloc(len, 0xee)
+    const sums = Buffer.alloc(12 * 4)
+    const r = sync ? addon.preadSumsSync(fd, buf, 0, sums, expected) : await addon.preadSums(fd, buf, 0, sums, expected)
+    t.same(r, { bytesRead: size, badPage: -1 }, `${sync ? 'sync' : 'async'}: short read at EOF, all pages match`)
+    t.ok(buf.equals(padded), 'bytes as in the file, zeros after its end')
+    t.ok(sums.equals(expected), 'sums as pageSums computes them')
+    const wrong = Buffer.from(expected)
+    wrong.writeUInt32LE((wrong.readUInt32LE(7 * 4) ^ 1) >>> 0, 7 * 4)
+    wrong.writeUInt32LE((wrong.readUInt32LE(9 * 4) ^ 1) >>> 0, 9 * 4)
+    const r2 = sync ? addon.preadSumsSync(fd, buf, 0, sums, wrong) : await addon.preadSums(fd, buf, 0, sums, wrong)
+    t.equal(r2.badPage, 7, 'names the first mismatching page')
+    t.equal(firstDifferentPage(sums, wrong, 100), 107, 'firstDifferentPage agrees, counted from the first page')
+  }
+  // At an offset, into a subarray of a bigger buffer (the buffer's own offset is honoured).
+  const outer = Buffer.alloc(3 * PAGE + 16, 0xaa)
+  const inner = outer.subarray(8, 8 + 3 * PAGE)
+  const sums = Buffer.alloc(12)
+  const r = await addon.preadSums(fd, inner, 2 * PAGE, sums, null)
+  t.same(r, { bytesRead: 3 * PAGE, badPage: -1 })
+  t.ok(inner.equals(content.subarray(2 * PAGE, 5 * PAGE)), 'read at the file offset into the subarray')
+  t.ok(outer.subarray(0, 8).equals(Buffer.alloc(8, 0xaa)) && outer.subarray(8 + 3 * PAGE).equals(Buffer.alloc(8, 0xaa)), 'nothing outside the subarray written')
+  t.ok(sums.equals(expected.subarray(8, 20)))
+  // Wholly past the end: all zeros, bytesRead 0.
+  const far = await readWithSums(fd, 100 * PAGE, 2 * PAGE)
+  t.equal(far.bytesRead, 0)
+  t.ok(far.data.equals(Buffer.alloc(2 * PAGE)) && far.sums.equals(Buffer.alloc(8)), 'past the end: zeros, zero sums')
+  // readWithSums, large (async, the pool) and small (sync): the same answers.
+  for (const n of [PAGE, 80 * PAGE]) {
+    const big = randomBytes(n)
+    const f = tempFile(t, big)
+    const got = await readWithSums(f.fd, 0, n)
+    t.ok(got.data.equals(big) && got.sums.equals(pageSums(big)), `readWithSums of ${n} bytes`)
+  }
+})
+
+t.test('bad arguments: a TypeError naming the call; a closed fd: EBADF, rejected', async t => {
+  const buf = Buffer.alloc(2 * PAGE)
+  const sums = Buffer.alloc(8)
+  const bad: Array<[string, unknown[]]> = [
+    ['no arguments', []],
+    ['negative fd', [-1, buf, 0, sums, null]],
+    ['fd a string', ['3', buf, 0, sums, null]],
+    ['buf not bytes', [0, 'abc', 0, sums, null]],
+    ['buf a Uint32Array', [0, new Uint32Array(4), 0, sums, null]],
+    ['negative position', [0, buf, -4096, sums, null]],
+    ['fractional position', [0, buf, 1.5, sums, null]],
+    ['sums too short', [0, buf, 0, Buffer.alloc(4), null]],
+    ['expected too short', [0, buf, 0, sums, Buffer.alloc(4)]],
+    ['expected not bytes', [0, buf, 0, sums, 42]]
+  ]
+  const call = (fn: (...a: unknown[]) => unknown, args: unknown[]): unknown => fn(...args)
+  for (const [what, args] of bad) {
+    t.throws(() => call(addon.preadSums as (...a: unknown[]) => unknown, args), { name: 'TypeError', message: /^preadSums\(fd, buf, position, sums/ }, `preadSums: ${what}`)
+    t.throws(() => call(addon.preadSumsSync as (...a: unknown[]) => unknown, args), { name: 'TypeError', message: /^preadSumsSync\(/ }, `preadSumsSync: ${what}`)
+  }
+  t.throws(() => call(addon.pageSumsSync as (...a: unknown[]) => unknown, [buf, Buffer.alloc(4)]), { name: 'TypeError' }, 'pageSumsSync: sums too short')
+
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ukai-preadsums-'))
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }))
+  const file = path.join(dir, 'v')
+  fs.writeFileSync(file, 'x')
+  const fd = fs.openSync(file, 'r')
+  fs.closeSync(fd)
+  await t.rejects(addon.preadSums(fd, buf, 0, sums, null), { code: 'EBADF' }, 'async on a closed fd: rejected with EBADF')
+  t.throws(() => addon.preadSumsSync(fd, buf, 0, sums, null), { code: 'EBADF' }, 'sync on a closed fd: throws EBADF')
+  const dirFd = fs.openSync(dir, 'r')
+  t.teardown(() => fs.closeSync(dirFd))
+  await t.rejects(addon.preadSums(dirFd, buf, 0, sums, null), { code: 'EISDIR' }, 'a directory: EISDIR')
+  const again = fs.openSync(file, 'r')
+  t.teardown(() => fs.closeSync(again))
+  t.equal((await readWithSums(again, 0, 1)).bytesRead, 1, 'and the addon still works after errors')
+})
