@@ -141,13 +141,17 @@ export function encodeIoRequest (req: IoRequestOut): Buffer {
 
 // IoRequestBatch: `requests` (field 1), in order.
 export function encodeIoRequestBatch (reqs: readonly IoRequestOut[]): Buffer {
-  const parts = reqs.map(requestParts)
+  return encodeBatch(reqs.map(requestParts), writeRequest)
+}
+
+// A batch message: each item as a length-delimited field 1, in order.
+function encodeBatch<P extends { total: number }> (parts: readonly P[], write: (out: Out, p: P) => void): Buffer {
   let total = 0
   for (const p of parts) total += msgField(p.total)
   const out = new Out(Buffer.allocUnsafe(total))
   for (const p of parts) {
     out.header(1, p.total)
-    writeRequest(out, p)
+    write(out, p)
   }
   return out.check(total)
 }
@@ -177,15 +181,7 @@ export function encodeIoResponse (r: IoResponse): Buffer {
 
 // IoResponseBatch: `responses` (field 1).
 export function encodeIoResponseBatch (rs: readonly IoResponse[]): Buffer {
-  const parts = rs.map(responseParts)
-  let total = 0
-  for (const p of parts) total += msgField(p.total)
-  const out = new Out(Buffer.allocUnsafe(total))
-  for (const p of parts) {
-    out.header(1, p.total)
-    writeResponse(out, p)
-  }
-  return out.check(total)
+  return encodeBatch(rs.map(responseParts), writeResponse)
 }
 
 // ---- reader ----

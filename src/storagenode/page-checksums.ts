@@ -125,6 +125,16 @@ export function pageSpan (offset: number, length: number): { start: number, end:
   return { start, end }
 }
 
+// `count` entries from `firstPage` on out of a sidecar's entries; past their end 0.
+export function entriesOf (all: Buffer, firstPage: number, count: number): Buffer {
+  const from = firstPage * 4
+  const to = from + count * 4
+  if (to <= all.length) return all.subarray(from, to)
+  const out = Buffer.alloc(count * 4)
+  if (from < all.length) all.copy(out, 0, from)
+  return out
+}
+
 export function entryOffset (page: number): number { return SIDECAR_HEADER_BYTES + 4 * page }
 
 export function checkHeader (header: Buffer, file: string): void {

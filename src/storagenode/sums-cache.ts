@@ -3,6 +3,8 @@
 // its sidecars, and VersionFiles copies every entry it writes in here (update) or forgets the
 // version (anything else that changes a sidecar), so an entry is what the file holds. A
 // mismatch is still re-checked against the file itself before it is reported.
+import { entriesOf } from './page-checksums'
+
 // The sums of hot versions, least recently used dropped first, at most `maxBytes` of them in
 // all: 8 MiB keeps the sums of 2048 versions of 4 MiB (8 GiB of hot data). An entry is the
 // sidecar's entries (no header); pages past its end read as 0 (zero pages), as in the file.
@@ -56,14 +58,3 @@ export class SumsCache {
     for (const f of [...this.entries.keys()]) if (f.startsWith(dir + '/')) this.forget(f)
   }
 }
-
-// `count` entries from `firstPage` on out of a sidecar's entries; past their end 0.
-export function entriesOf (all: Buffer, firstPage: number, count: number): Buffer {
-  const from = firstPage * 4
-  const to = from + count * 4
-  if (to <= all.length) return all.subarray(from, to)
-  const out = Buffer.alloc(count * 4)
-  if (from < all.length) all.copy(out, 0, from)
-  return out
-}
-

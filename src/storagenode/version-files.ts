@@ -35,10 +35,10 @@ import { crc32c } from '@node-rs/crc32'
 import { UkaiError } from '../errors'
 import { SYNC_IO_MAX_BYTES } from '../lib/limits'
 import { FileCache, FileLease, MAX_OPEN_FILES_DEFAULT } from './file-cache'
-import { CHECKSUM_PAGE_BYTES, SIDECAR_HEADER, entryOffset, pageSpan, pageSums, readEntriesSync, sidecarFor, sidecarPath } from './page-checksums'
+import { CHECKSUM_PAGE_BYTES, SIDECAR_HEADER, entriesOf, entryOffset, pageSpan, pageSums, readEntriesSync, sidecarFor, sidecarPath } from './page-checksums'
 import { punchHole } from './punch-hole'
 import { firstDifferentPage, readWithSums } from './pread-sums'
-import { SUMS_CACHE_MAX_BYTES, SUMS_CACHED_FILE_MAX_BYTES, SumsCache, entriesOf } from './sums-cache'
+import { SUMS_CACHE_MAX_BYTES, SUMS_CACHED_FILE_MAX_BYTES, SumsCache } from './sums-cache'
 import type { TranslateError } from './store-errors'
 
 // The filesystem page: the unit of allocation in a block file (space accounting's worst case,

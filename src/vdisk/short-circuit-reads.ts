@@ -30,7 +30,7 @@ import path from 'node:path'
 import { promisify } from 'node:util'
 import { Logger, silentLogger } from '../log'
 import { readLocalReadToken } from '../storagenode/local-read-token'
-import { CHECKSUM_PAGE_BYTES, SIDECAR_HEADER_BYTES, pageSpan, readEntriesSync, sidecarPath } from '../storagenode/page-checksums'
+import { CHECKSUM_PAGE_BYTES, SIDECAR_HEADER_BYTES, entriesOf, pageSpan, readEntriesSync, sidecarPath } from '../storagenode/page-checksums'
 import { firstDifferentPage, preadSumsAddon, readWithSums } from '../storagenode/pread-sums'
 import { NodePool } from './node-pool'
 import { SYNC_IO_MAX_BYTES } from '../lib/limits'
@@ -372,7 +372,7 @@ export class DiskLocalReads {
   private check (e: Entry, sumFd: number, got: Buffer, firstPage: number, cacheSums: boolean): void {
     const pages = got.length / 4
     // Without the lease (lost or handed over since they were cached) others write: not trusted.
-    if (cacheSums && e.sums !== null && firstDifferentPage(got, cachedEntries(e.sums, firstPage, pages), firstPage) < 0) return
+    if (cacheSums && e.sums !== null && firstDifferentPage(got, entriesOf(e.sums, firstPage, pages), firstPage) < 0) return
     e.sums = null
     if (firstDifferentPage(got, readEntriesSync(sumFd, firstPage, pages), firstPage) >= 0) throw new Error('checksum mismatch: read over gRPC, where the node checks under its lock')
     if (cacheSums) e.sums = wholeSidecar(sumFd)
@@ -415,16 +415,6 @@ function wholeSidecar (sumFd: number): Buffer | null {
   const size = fs.fstatSync(sumFd).size - SIDECAR_HEADER_BYTES
   if (size < 0 || size > SUMS_CACHED_MAX_BYTES) return null
   return readEntriesSync(sumFd, 0, Math.floor(size / 4))
-}
-
-// `pages` entries from `firstPage` on out of a cached sidecar; past its end 0 (zero pages).
-function cachedEntries (sums: Buffer, firstPage: number, pages: number): Buffer {
-  const from = firstPage * 4
-  const to = from + pages * 4
-  if (to <= sums.length) return sums.subarray(from, to)
-  const out = Buffer.alloc(pages * 4)
-  if (from < sums.length) sums.copy(out, 0, from)
-  return out
 }
 
 // A version file and its checksum sidecar, both read-only; null when it has no sidecar.
