@@ -6,7 +6,7 @@
 // - a replica that failed a write is marked stale in ZooKeeper before the write is acknowledged;
 // - the last replica that holds a block's newest bytes is never marked stale;
 // - every write and flush carries the lease epoch; a FENCED answer means the lease moved;
-// - flush() (fsync, close, hand-over, snapshot commit) returns only when every block written
+// - flush() (fsync, close, hand-over, snapshot commit; dirty-flush.ts) returns only when every block written
 //   since the last flush is durable on a replica that stays in sync; else it fails (EIO) and
 //   the blocks stay dirty, so a later flush does not claim what this one could not.
 import { UkaiError, isUkaiError, safetyCatch } from '../errors'
@@ -29,6 +29,7 @@ import { forEachBounded } from '../lib/worker-pool'
 import { Lifecycle } from '../lib/lifecycle'
 import { IoThrottle, UNLIMITED } from '../lib/io-throttle'
 import { limitsOfRecord } from './disk-qos'
+import { DirtyFlusher } from './dirty-flush'
 
 // How long an I/O keeps retrying while no replica answers (a node restarting, a network blip)
 // before the guest sees EIO.
@@ -67,13 +68,8 @@ export class VirtualDisk {
   private inFlightWrites = 0
   private mutationCount = 0
   private writesDrained: Array<() => void> = []
-  // Blocks written per node since its last flush: what a failed flush puts at risk, and the
-  // newest lease epoch they were written under (what a flush without the lease must use).
-  private dirty = new Map<string, Set<number>>()
-  private dirtyLeaseEpoch = 0
-  // Group commit: one flush runs at a time; calls meanwhile share the one after it.
-  private flushRunning: Promise<void> | null = null
-  private flushNext: Promise<void> | null = null
+  // The blocks written per node since their last flush, and the (group-commit) flush of them.
+  private readonly flusher: DirtyFlusher
   readonly blockLocks = new BlockLocks()
   // Overlapping writes and discards of a block go out in the order they arrived, one after the
   // other: the kernel hands us direct writes to the file in parallel (FOPEN_PARALLEL_DIRECT_WRITES),
@@ -120,6 +116,18 @@ export class VirtualDisk {
     this.map = map
     this.local = deps.localReads?.forDisk(record.uuid)
     this.throttle = new IoThrottle(limitsOfRecord(record, UNLIMITED, this.log))
+    this.flusher = new DirtyFlusher({
+      diskName: record.name,
+      diskUuid: record.uuid,
+      map,
+      pool: this.pool,
+      ioRetryMs: this.ioRetryMs,
+      signal: this.aborted.signal,
+      log: this.log,
+      heldEpoch: () => this.lease?.leaseEpoch ?? null,
+      // A FENCED flush: the lease moved; drop ours if it is still the one the writes were under.
+      onFenced: (epoch) => { if (this.lease?.leaseEpoch === epoch) { this.leases.dropLocal(this.name); this.lease = null } }
+    })
   }
 
   static async open (deps: VirtualDiskDeps, name: string): Promise<VirtualDisk> {
@@ -514,7 +522,7 @@ export class VirtualDisk {
     if (this.chain !== null && results.every(r => r.status === 'fulfilled')) this.materialized.add(block)
     const failed: Array<{ replica: Replica, err: unknown }> = []
     results.forEach((res, i) => {
-      if (res.status === 'fulfilled') this.noteDirty(targets[i].node, block, lease.leaseEpoch)
+      if (res.status === 'fulfilled') this.flusher.note(targets[i].node, block, lease.leaseEpoch)
       else failed.push({ replica: targets[i], err: res.reason })
     })
     if (failed.some(f => isUkaiError(f.err, 'FENCED'))) {
@@ -538,106 +546,8 @@ export class VirtualDisk {
     }
   }
 
-  private noteDirty (node: string, block: number, leaseEpoch: number): void {
-    let set = this.dirty.get(node)
-    if (set === undefined) { set = new Set(); this.dirty.set(node, set) }
-    set.add(block)
-    if (leaseEpoch > this.dirtyLeaseEpoch) this.dirtyLeaseEpoch = leaseEpoch
-  }
-
-  // Makes every acknowledged write durable on the nodes (their fsync), or fails. Without the
-  // lease (lost, handed over) it still flushes, under the epoch the writes were made with: a node
-  // accepts that only while nobody newer fenced it, and then its fsync covers our writes; once
-  // another holder fenced it, nothing can vouch for them and the flush fails (EIO), never
-  // reports success. Calls while one runs share the next one (group commit): each returns after
-  // a flush that started after it was called.
-  flush (): Promise<void> {
-    if (this.aborted.signal.aborted) return Promise.reject(this.aborted.signal.reason)
-    if (this.flushRunning === null) return this.startFlush()
-    if (this.flushNext === null) {
-      const after = (): Promise<void> => { this.flushNext = null; return this.startFlush() }
-      this.flushNext = this.flushRunning.then(after, after)
-    }
-    return this.flushNext
-  }
-
-  private startFlush (): Promise<void> {
-    const run = this.flushOnce().finally(() => { if (this.flushRunning === run) this.flushRunning = null })
-    this.flushRunning = run
-    return run
-  }
-
-  private async flushOnce (): Promise<void> {
-    if (this.dirty.size === 0) return
-    const leaseEpoch = this.lease?.leaseEpoch ?? this.dirtyLeaseEpoch
-    const dirty = this.dirtyStillPlaced(this.dirty)
-    this.dirty = new Map()
-    try {
-      await this.flushNodes(dirty, leaseEpoch)
-    } catch (err) {
-      // Not durable: keep every block dirty, so the next flush tries again (and fails again).
-      for (const [node, blocks] of dirty) for (const b of blocks) this.noteDirty(node, b, leaseEpoch)
-      throw err
-    }
-  }
-
-  // A node that no longer holds a block (a drain, a relocation or a re-replication moved it
-  // while the write was unflushed) owes nothing for it: the block reached its new replicas by a
-  // durable copy, and writes since went to them too (dirty there). Flushing the old node would
-  // fail once it is removed, and fail the guest's fsync with it.
-  private dirtyStillPlaced (dirty: Map<string, Set<number>>): Map<string, Set<number>> {
-    const out = new Map<string, Set<number>>()
-    for (const [node, blocks] of dirty) {
-      const kept = new Set([...blocks].filter(b => this.map.replicasOf(b).some(r => r.node === node)))
-      if (kept.size > 0) out.set(node, kept)
-    }
-    return out
-  }
-
-  // fsync on every node in `dirty`. A node that fails is marked stale for its blocks when each of
-  // them is durable on a node that flushed; a block durable nowhere yet waits (a restarting
-  // node; up to --io-retry-ms) and otherwise fails the flush. A hung node fails within the
-  // hung bound, not the call deadline.
-  private async flushNodes (dirty: Map<string, Set<number>>, leaseEpoch: number): Promise<void> {
-    const deadline = Date.now() + this.ioRetryMs
-    const flushed = new Set<string>()
-    let pending = [...dirty.keys()]
-    for (;;) {
-      const failures = new Map<string, unknown>()
-      await Promise.all(pending.map(async (node) => {
-        try {
-          await this.pool.client(node).flush({ diskUuid: this.record.uuid, leaseEpoch })
-          flushed.add(node)
-        } catch (err) {
-          this.log.warn({ node, err: String(err) }, 'flush failed')
-          failures.set(node, err)
-        }
-      }))
-      if (failures.size === 0) return
-      const fenced = [...failures].find(([, err]) => isUkaiError(err, 'FENCED'))
-      if (fenced !== undefined) {
-        if (this.lease?.leaseEpoch === leaseEpoch) { this.leases.dropLocal(this.name); this.lease = null }
-        throw UkaiError.fenced(`flush of ${this.name} refused by ${fenced[0]}: the lease moved to another host (epoch ${leaseEpoch} is stale), so writes made under it cannot be vouched for`)
-      }
-      const orphansOf = (node: string): number[] => [...(dirty.get(node) as Set<number>)].filter(b => ![...flushed].some(n => dirty.get(n)?.has(b)))
-      const stuck = [...failures.keys()].filter(n => orphansOf(n).length > 0)
-      if (stuck.length === 0) {
-        for (const node of failures.keys()) {
-          const blocks = [...(dirty.get(node) as Set<number>)]
-          if (this.pool.isHung(node)) await this.map.markHungNodeStale(node, blocks)
-          else await this.map.markStale(node, blocks)
-        }
-        return
-      }
-      const why = stuck.map(n => `${n}: ${(failures.get(n) as Error).message}`).join('; ')
-      const retryable = stuck.every(n => isUkaiError(failures.get(n), 'UNAVAILABLE'))
-      if (!retryable || Date.now() >= deadline) {
-        throw UkaiError.io(`flush of ${this.name} failed: block ${orphansOf(stuck[0])[0]} is not durable on any replica (${why})`)
-      }
-      await sleep(IO_RETRY_PAUSE_MS, { signal: this.aborted.signal })
-      pending = [...failures.keys()]
-    }
-  }
+  // Makes every acknowledged write durable on the nodes, or fails (src/vdisk/dirty-flush.ts).
+  flush (): Promise<void> { return this.flusher.flush() }
 
   // Flushes once (a second call, also a concurrent one, returns the first one's promise), then
   // lets the lease go.
