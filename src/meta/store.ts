@@ -1,5 +1,6 @@
 // The metadata store: typed operations over ZooKeeper for cluster config, storage nodes, agents,
-// disks and placement. Ephemerals registered here are re-created when the session is replaced.
+// disks and placement. Ephemerals held here are re-created when the session is replaced
+// (ephemerals.ts).
 // The ZooKeeper client is private to src/meta: callers elsewhere get typed methods and session
 // events (onSession, onExpired, isConnected); test/meta-boundary.test.ts keeps it that way.
 import { UkaiError, isUkaiError, safetyCatch } from '../errors'
@@ -13,6 +14,7 @@ import { Watcher, ZkClient, ZkOp } from './zk-client'
 import type { ZkAuth } from './credentials'
 import { Lifecycle } from '../lib/lifecycle'
 import { withLedger } from './tenant-ledger'
+import { HeldEphemerals } from './ephemerals'
 
 // The connect deadline's default, for the CLI's --help (the client itself stays in src/meta).
 export { ZK_CONNECT_TIMEOUT_MS_DEFAULT, ZK_SESSION_TIMEOUT_MS_DEFAULT } from './zk-client'
@@ -37,16 +39,14 @@ function blankLifecycle (id: string): NodeLifecycle {
 export class MetaStore {
   private readonly zk: ZkClient
   private readonly log: Logger
-  private readonly ephemerals = new Map<string, () => Buffer>()
-  // Ephemerals dropped while ZooKeeper was away, removed when it is back.
-  private readonly removals = new Set<string>()
+  private readonly ephemerals: HeldEphemerals
   // Background reports that failed since ZooKeeper was last reachable: logged once per outage.
   private readonly quietFailures = new Set<string>()
 
   constructor (zk: ZkClient, logger: Logger = silentLogger) {
     this.zk = zk
     this.log = logger
-    zk.on('session', () => { this.recreateEphemerals().catch(safetyCatch) })
+    this.ephemerals = new HeldEphemerals(zk, logger)
     zk.on('connected', () => {
       if (this.quietFailures.size > 0) this.log.info({ reports: [...this.quietFailures] }, 'ZooKeeper reachable again; background reports resume')
       this.quietFailures.clear()
@@ -120,105 +120,17 @@ export class MetaStore {
     await this.zk.set(paths.config, encodeJson(config), version)
   }
 
-  // --- ephemerals ---------------------------------------------------------------------------
+  // --- ephemerals (src/meta/ephemerals.ts) -----------------------------------------------------
 
-  // Creates an ephemeral node now and again after every session replacement, until dropped.
-  // With `waitMs`, ZooKeeper trouble does not hold the caller up: while it is away, or when the
-  // creation takes longer than that (the connection dropped meanwhile), it is created when the
-  // connection is back (or with the new session) — an open of a cached disk must not hang on its
-  // open record.
+  // Creates an ephemeral node now and again after every session replacement, until dropped
+  // (see HeldEphemerals.hold for `waitMs`).
   async holdEphemeral (path: string, data: () => Buffer, opts: { waitMs?: number } = {}): Promise<void> {
-    this.ephemerals.set(path, data)
-    this.removals.delete(path)
-    if (opts.waitMs === undefined) { await this.createEphemeral(path, data()); return }
-    if (!this.zk.isConnected) { this.createLater(path); return }
-    const outcome: Promise<unknown> = this.createEphemeral(path, data()).then(() => 'created', (err: unknown) => err)
-    let timer: NodeJS.Timeout | undefined
-    const first = await Promise.race([outcome, new Promise(resolve => { timer = setTimeout(() => resolve('waiting'), opts.waitMs) })])
-    clearTimeout(timer)
-    if (first === 'created') return
-    if (first === 'waiting') {
-      this.log.warn({ path, waitMs: opts.waitMs }, 'ZooKeeper is slow: the ephemeral is created in the background')
-      outcome.then((r) => { if (r !== 'created') { safetyCatch(r); this.createLater(path) } }).catch(safetyCatch)
-      return
-    }
-    if (isUkaiError(first, 'ZK_UNAVAILABLE')) { this.createLater(path); return }
-    throw first
+    await this.ephemerals.hold(path, data, opts)
   }
 
-  private createLater (path: string): void {
-    this.log.warn({ path }, 'ZooKeeper is away: the ephemeral is created when it is back')
-    this.zk.once('connected', () => {
-      const data = this.ephemerals.get(path)
-      if (data === undefined) return
-      this.createEphemeral(path, data()).catch((err) => {
-        safetyCatch(err)
-        this.log.error({ path, err: String(err) }, 'could not create ephemeral after reconnecting')
-      })
-    })
-  }
-
-  // Stops re-creating the ephemeral and removes it. While ZooKeeper is away the removal is left
-  // for when it is back (retried on reconnect) rather than waited for: a close must not hang.
+  // Stops re-creating the ephemeral and removes it (later, when ZooKeeper is away).
   async dropEphemeral (path: string): Promise<void> {
-    this.ephemerals.delete(path)
-    if (!this.zk.isConnected) { this.removeLater(path); return }
-    try {
-      await this.zk.remove(path)
-    } catch (err) {
-      if (isUkaiError(err, 'ZK_UNAVAILABLE')) { this.removeLater(path); return }
-      if ((err as UkaiError).code !== 'NOT_FOUND') throw err
-    }
-  }
-
-  private removeLater (path: string): void {
-    if (this.removals.has(path)) return
-    this.removals.add(path)
-    const attempt = (): void => {
-      if (!this.removals.has(path)) return
-      if (this.ephemerals.has(path)) { this.removals.delete(path); return } // held again meanwhile
-      this.zk.remove(path).then(() => { this.removals.delete(path) }, (err) => {
-        if (isUkaiError(err, 'NOT_FOUND')) this.removals.delete(path)
-        else this.zk.once('connected', attempt)
-      }).catch(safetyCatch)
-    }
-    this.zk.once('connected', attempt)
-  }
-
-  // Creates our ephemeral at `path`. One already there is ours when our session owns it (a
-  // concurrent re-creation: its data is updated), else a leftover of our previous session (or a
-  // twin of this host) that is replaced — never reported as ALREADY_EXISTS (issue 9: an open
-  // right after ZooKeeper returned failed with EEXIST on the old session's open record).
-  private async createEphemeral (path: string, data: Buffer): Promise<void> {
-    for (let attempt = 0; ; attempt++) {
-      try {
-        await this.zk.create(path, data, { ephemeral: true })
-        return
-      } catch (err) {
-        if (!isUkaiError(err, 'ALREADY_EXISTS') || attempt >= 5) throw err
-      }
-      const cur = await this.zk.exists(path)
-      if (cur === null) continue
-      try {
-        if (cur.ephemeralOwner.toString('hex') === this.zk.sessionId) {
-          await this.zk.set(path, data, cur.version)
-          return
-        }
-        await this.zk.remove(path, cur.version)
-      } catch (err) {
-        if (!isUkaiError(err, 'NOT_FOUND') && !isUkaiError(err, 'ZK_CONFLICT')) throw err
-      }
-    }
-  }
-
-  private async recreateEphemerals (): Promise<void> {
-    for (const [path, data] of this.ephemerals) {
-      try {
-        await this.createEphemeral(path, data())
-      } catch (err) {
-        this.log.error({ path, err: String(err) }, 'could not re-create ephemeral after session expiry')
-      }
-    }
+    await this.ephemerals.drop(path)
   }
 
   // --- storage nodes ------------------------------------------------------------------------
@@ -647,7 +559,7 @@ export class MetaStore {
     const path = paths.rtt(report.host)
     await this.quietly('round-trip report', async () => {
       if (this.ephemerals.has(path)) {
-        this.ephemerals.set(path, () => encodeJson(report))
+        this.ephemerals.replaceData(path, () => encodeJson(report))
         await this.zk.set(path, encodeJson(report), -1, { timeoutMs: BACKGROUND_REPORT_TIMEOUT_MS }).catch(async (err) => {
           if ((err as UkaiError).code !== 'NOT_FOUND') throw err
           await this.holdEphemeral(path, () => encodeJson(report))
