@@ -2,7 +2,8 @@
 import path from 'node:path'
 import { repoRoot } from '../src/dev/processes'
 
-export const RESULTS_DIR = path.join(repoRoot(), 'bench', 'results')
+// BENCH_RESULTS_DIR moves them (the tests' short runs write to a temp dir, not the tree).
+export const RESULTS_DIR = process.env.BENCH_RESULTS_DIR ?? path.join(repoRoot(), 'bench', 'results')
 
 // A positive number from environment variable NAME, or `dflt` when it is unset.
 export function envNumber (name: string, dflt: number): number {

@@ -14,7 +14,7 @@ import type { BigDiskResult } from './big-disk'
 // ukai-insecure: the FUSE file again on a cluster run --insecure (no TLS), bench-only, so that one
 // run gives the cost of TLS on every job (issue 12: ukai / ukai-insecure ≥ 0.85, bench/goals.ts).
 export type TargetName = 'local' | 'passthrough' | 'passthrough-tuned' | 'ukai' | 'ukai-insecure' | 'ukai-nbd' | 'qemu-nbd' | 'gluster' | 'ceph' | 'ukai-no-checksums'
-// 'ukai-no-checksums' is not one: only the checksum suite runs it (bench/checksum-cost.ts).
+// 'ukai-no-checksums' is not one: only the checksum suite runs it (bench/ab-cost.ts checksums).
 export const TARGETS: TargetName[] = ['local', 'passthrough', 'passthrough-tuned', 'ukai', 'ukai-insecure', 'ukai-nbd', 'qemu-nbd', 'gluster', 'ceph']
 // The targets that need Debian packages beyond scripts/setup.sh (bench/setup-peers.sh installs them).
 export const PEER_TARGETS: TargetName[] = ['gluster', 'ceph']

@@ -13,9 +13,9 @@
 // ceph install their Debian packages first, bench/setup-peers.sh), BENCH_KEEP=1 keeps the temp dir (logs) afterwards,
 // BENCH_METRICS=1 runs the UKAI daemons with --metrics-listen and scrapes them (bench/ukai-cluster.ts;
 // compare with a run without for the metrics' cost),
-// BENCH_SUITES (fio,checksums,relocate,copy,snapshot,export,migration): which suites to run, each after fio in
-// its own process: `checksums` bench/checksum-cost.ts (the fio jobs with checksums on vs off,
-// interleaved rounds, ~2 min a round, BENCH_CHECKSUM_ROUNDS), `relocate` bench/relocate.ts (relocation under load over a WAN proxy, ~4 min),
+// BENCH_SUITES (fio,checksums,tls,relocate,copy,snapshot,export,migration): which suites to run, each after fio in
+// its own process: `checksums` and `tls` bench/ab-cost.ts (the fio jobs with checksums, or TLS, on
+// vs off, interleaved rounds, ~2 min a round, BENCH_AB_ROUNDS), `relocate` bench/relocate.ts (relocation under load over a WAN proxy, ~4 min),
 // `copy` bench/copy-throughput.ts (relocation and repair throughput against the WAN paths' caps,
 // TLS on and off, ~3-5 min),
 // `snapshot` bench/snapshot.ts (commit time, first write after a snapshot; ~1-2 min), `export`
@@ -206,7 +206,8 @@ async function main (): Promise<void> {
     if (profileArg !== undefined) return await profileAgent(workDir, settings, cleanup, profileArg.split('=')[1] ?? 'randread')
     const suites = suitesFromEnv()
     if (suites.includes('fio')) await benchmark(workDir, settings, cleanup)
-    if (suites.includes('checksums')) await runSuiteProcess(cleanup, 'checksums on vs off, interleaved rounds (bench/checksum-cost.ts)', 'checksum-cost.js')
+    if (suites.includes('checksums')) await runSuiteProcess(cleanup, 'checksums on vs off, interleaved rounds (bench/ab-cost.ts)', 'ab-cost.js', ['checksums'])
+    if (suites.includes('tls')) await runSuiteProcess(cleanup, 'mutual TLS on vs --insecure, interleaved rounds (bench/ab-cost.ts)', 'ab-cost.js', ['tls'])
     if (suites.includes('relocate')) await runSuiteProcess(cleanup, 'relocation under load (bench/relocate.ts)', 'relocate.js')
     if (suites.includes('copy')) await runSuiteProcess(cleanup, 'relocation and repair throughput over the WAN, TLS on and off (bench/copy-throughput.ts)', 'copy-throughput.js')
     if (suites.includes('snapshot')) await runSuiteProcess(cleanup, 'snapshot commit time and first write after a snapshot (bench/snapshot.ts)', 'snapshot.js')
@@ -217,7 +218,7 @@ async function main (): Promise<void> {
   }
 }
 
-const SUITES = ['fio', 'checksums', 'relocate', 'copy', 'snapshot', 'export', 'migration']
+const SUITES = ['fio', 'checksums', 'tls', 'relocate', 'copy', 'snapshot', 'export', 'migration']
 
 function suitesFromEnv (): string[] {
   const v = process.env.BENCH_SUITES
@@ -229,9 +230,9 @@ function suitesFromEnv (): string[] {
 
 // A suite in its own process (each cleans up after itself, also on SIGINT/SIGTERM); a failure
 // there is reported, not thrown, so the results before it stand.
-async function runSuiteProcess (cleanup: Cleanup, title: string, script: string): Promise<void> {
+async function runSuiteProcess (cleanup: Cleanup, title: string, script: string, args: string[] = []): Promise<void> {
   process.stdout.write(`\n---- ${title} ----\n`)
-  const child: ChildProcess = spawn(process.execPath, [path.join(__dirname, script)], { stdio: 'inherit' })
+  const child: ChildProcess = spawn(process.execPath, [path.join(__dirname, script), ...args], { stdio: 'inherit' })
   cleanup.add(`stop ${script}`, () => { if (child.exitCode === null && child.pid !== undefined) process.kill(child.pid, 'SIGTERM') })
   const code = await new Promise<number | null>((resolve) => child.on('close', resolve))
   if (code !== 0) process.stdout.write(`${script} exited with ${code}\n`)

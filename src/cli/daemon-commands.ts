@@ -35,7 +35,7 @@ export function stopOnSignals (log: Logger, stop: () => Promise<void>): void {
   process.on('SIGINT', () => onSignal('SIGINT'))
 }
 
-// Hidden: a benchmark switch (bench/checksum-cost.ts measures checksums on vs off with it), not
+// Hidden: a benchmark switch (bench/ab-cost.ts measures checksums on vs off with it), not
 // an operator's option. Versions written with it have no checksums ("unverified", as versions
 // older than checksums); `ukai dev up` and the demo never pass it.
 const BENCH_NO_CHECKSUMS_HELP = 'benchmark only: no checksums (nodes write no sums, nothing is verified, no scrub)'

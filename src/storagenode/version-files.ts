@@ -11,7 +11,7 @@
 // A version without a sidecar (written before checksums existed) is "unverified": served as is,
 // until the scrub computes its sidecar (adopt()).
 //
-// Benchmark switch (`ukai storagenode --bench-no-checksums`, bench/checksum-cost.ts only): with
+// Benchmark switch (`ukai storagenode --bench-no-checksums`, bench/ab-cost.ts only): with
 // `checksums` false every version this node creates or stages is unverified, exactly as a
 // pre-upgrade version — no sidecar is written, reads are served unchecked, the scrub is off. It
 // exists to measure what checksums cost (on vs off in one run); never a default, never in dev up.

@@ -19,7 +19,7 @@
 // are read (storagenode/pread-sums.ts: on libuv's pool for reads above 256 KiB), so a 1 MiB read
 // no longer spends ~0.3–0.4 ms of this one thread on crc32c (docs/performance.md).
 // Benchmark switch (`ukai mount --bench-no-checksums`, with nodes run the same way; only
-// bench/checksum-cost.ts uses it): `verifyChecksums: false` reads the files unchecked, without
+// bench/ab-cost.ts uses it): `verifyChecksums: false` reads the files unchecked, without
 // their sidecars, to measure what the checks cost. Never a default.
 //
 // A stale byte is a defect, so every cached entry is dropped when what it answered may have

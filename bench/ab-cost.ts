@@ -1,16 +1,22 @@
-// What end-to-end checksums cost (issue 11 part 4, goal `checksum-cost` in bench/goals.ts: ≤ 10%
-// on every fio job): the four fio jobs of the fio suite on a UKAI disk (FUSE file, 2 replicas,
-// bench/ukai-cluster.ts) with checksums on (the default) and off (`--bench-no-checksums` on the
-// nodes and the agent: no sums written, nothing verified, no scrub), side by side in one run.
+// What a feature costs on the four fio jobs, measured side by side in one run: two clusters that
+// differ only in the feature, each job run on one then the other, rounds alternating who goes first,
+// so the noise of a shared machine hits both; the ratio per job is median(on) / median(off)
+// (MiB/s for the 1 MiB jobs, IOPS for the 4 KiB ones), and each round's own ratio is shown beside it.
+// Interleaving matters: the fio suite runs its targets one after the other, and there the TLS ratio
+// swung 0.34–1.24 between two runs at load 11–14 (bench/goals.ts); here both sides share each minute.
 //
-//   node dist/bench/checksum-cost.js        (~1 min fill, then ~2 min per round; also `BENCH_SUITES=checksums npm run bench`)
+//   node dist/bench/ab-cost.js checksums   end-to-end checksums on (the default) vs off
+//                                           (`--bench-no-checksums` on the nodes and the agent: no
+//                                           sums written, nothing verified, no scrub); issue 11 part
+//                                           4, goal `checksum-cost` (≤ 10% on every job)
+//   node dist/bench/ab-cost.js tls         mutual TLS on (the default) vs a cluster run --insecure;
+//                                           issue 12, goal `tls-cost` (≥ 0.85 on every job)
+//   (also `BENCH_SUITES=checksums` / `BENCH_SUITES=tls npm run bench`; ~1 min fill, ~2 min a round)
 //
-// Both clusters run side by side (each filled once, unmeasured); every round runs each job on
-// one then the other (on, off; off, on next round), so the noise of a shared machine hits both; the ratio per job is median(on) / median(off) (MiB/s for
-// the 1 MiB jobs, IOPS for the 4 KiB ones), and each round's own ratio is shown beside it.
-// Environment: BENCH_CHECKSUM_ROUNDS (3), BENCH_CHECKSUM_FILE_MIB (1024), BENCH_RUNTIME_SEC (10),
-// BENCH_RAMP_SEC (2), BENCH_NUMJOBS (4). Results: bench/results/checksums-<date>.json and
-// bench/results/latest-checksums.json. Exit 1 when the goal is missed.
+// FUSE file, 2 replicas (bench/ukai-cluster.ts). Environment: BENCH_AB_ROUNDS (3), BENCH_AB_FILE_MIB
+// (1024), BENCH_RUNTIME_SEC (10), BENCH_RAMP_SEC (2), BENCH_NUMJOBS (4). Results:
+// bench/results/<comparison>-<date>.json and bench/results/latest-<comparison>.json. Exit 1 when the
+// goal is missed.
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
@@ -18,17 +24,43 @@ import { createDisk } from '../src/admin/disk-admin'
 import { RESULTS_DIR, envNumber } from './bench-env'
 import { Cleanup } from './cleanup'
 import { runFio, type FioResult } from './fio'
-import { CHECKSUM_GOAL, evaluateGoals, goalLines, metricValue } from './goals'
+import { CHECKSUM_GOAL, TLS_GOAL, evaluateGoals, goalLines, metricValue, type Goal } from './goals'
 import { CpuMeter } from './proc-stats'
 import { WORKLOADS, fillJob, timedJob, type BenchSettings, type WorkloadSpec } from './jobs'
 import { cpuMicrosPerIo, formatFio, type TargetRun } from './report'
 import { Progress } from './target-run'
-import { startUkaiCluster, type UkaiCluster } from './ukai-cluster'
+import { startUkaiCluster, type UkaiCluster, type UkaiClusterOptions } from './ukai-cluster'
 
 const MIB = 1024 * 1024
 const DISK = 'bench'
 type Variant = 'on' | 'off'
 type WorkloadId = typeof WORKLOADS[number]['id']
+
+// One comparison: the cluster options of each side, and the goal that judges on/off.
+interface Comparison {
+  id: 'checksums' | 'tls'
+  title: string
+  label: Record<Variant, string>
+  cluster: Record<Variant, Omit<UkaiClusterOptions, 'dir'>>
+  goal: Goal
+}
+
+const COMPARISONS: Comparison[] = [
+  {
+    id: 'checksums',
+    title: 'checksums on vs off',
+    label: { on: 'sums on', off: 'sums off' },
+    cluster: { on: {}, off: { nodeArgs: ['--bench-no-checksums'], agentArgs: ['--bench-no-checksums'] } },
+    goal: CHECKSUM_GOAL
+  },
+  {
+    id: 'tls',
+    title: 'mutual TLS on vs --insecure',
+    label: { on: 'TLS on', off: 'insecure' },
+    cluster: { on: { tls: true }, off: { tls: false } },
+    goal: TLS_GOAL
+  }
+]
 
 export function median (xs: number[]): number | null {
   if (xs.length === 0) return null
@@ -37,25 +69,24 @@ export function median (xs: number[]): number | null {
   return s.length % 2 === 1 ? s[m] : (s[m - 1] + s[m]) / 2
 }
 
-interface Side { variant: Variant, cluster: UkaiCluster, filename: string, pids: Record<string, number> }
+interface Side { variant: Variant, label: string, cluster: UkaiCluster, filename: string, pids: Record<string, number> }
 
 // A cluster for one variant, its disk created and filled once (the fill is not measured).
-async function startSide (variant: Variant, dir: string, settings: BenchSettings, progress: Progress, cleanup: Cleanup): Promise<Side> {
-  const off = variant === 'off' ? ['--bench-no-checksums'] : []
-  const cluster = await startUkaiCluster({ dir, nodeArgs: off, agentArgs: off })
-  cleanup.add(`stop the UKAI cluster (checksums ${variant})`, () => cluster.stop())
+async function startSide (cmp: Comparison, variant: Variant, dir: string, settings: BenchSettings, progress: Progress, cleanup: Cleanup): Promise<Side> {
+  const cluster = await startUkaiCluster({ dir, ...cmp.cluster[variant] })
+  cleanup.add(`stop the UKAI cluster (${cmp.label[variant]})`, () => cluster.stop())
   await createDisk(cluster.meta, { name: DISK, sizeBytes: settings.fileSizeBytes, replicas: 2 })
   const filename = path.join(cluster.mountPoint, DISK)
-  progress.start(label(variant), 'fill')
+  progress.start(cmp.label[variant], 'fill')
   const fill = await runFio(fillJob(filename, settings))
   progress.finish(`${(fill.main.bytesPerSec / MIB).toFixed(0)} MiB/s`)
   const pids: Record<string, number> = { agent: cluster.agent.pid }
   for (const n of cluster.nodes) pids[`node ${n.id}`] = n.pid
-  return { variant, cluster, filename, pids }
+  return { variant, label: cmp.label[variant], cluster, filename, pids }
 }
 
 async function runJob (side: Side, w: WorkloadSpec, settings: BenchSettings, progress: Progress, run: TargetRun): Promise<void> {
-  progress.start(label(side.variant), w.label)
+  progress.start(side.label, w.label)
   const meter = new CpuMeter(side.pids)
   meter.begin()
   try {
@@ -68,8 +99,6 @@ async function runJob (side: Side, w: WorkloadSpec, settings: BenchSettings, pro
     progress.finish(`FAILED: ${(err as Error).message.split('\n')[0]}`)
   }
 }
-
-function label (v: Variant): string { return v === 'on' ? 'sums on' : 'sums off' }
 
 // The medians of every job, as one run of each variant (what evaluateGoals takes).
 function medianRun (target: TargetRun['target'], runs: TargetRun[]): TargetRun {
@@ -86,15 +115,15 @@ function medianRun (target: TargetRun['target'], runs: TargetRun[]): TargetRun {
   return out
 }
 
-async function main (): Promise<void> {
+async function main (cmp: Comparison): Promise<void> {
   const settings: BenchSettings = {
-    fileSizeBytes: envNumber('BENCH_CHECKSUM_FILE_MIB', 1024) * MIB,
+    fileSizeBytes: envNumber('BENCH_AB_FILE_MIB', 1024) * MIB,
     numJobs: envNumber('BENCH_NUMJOBS', 4),
     runtimeSec: envNumber('BENCH_RUNTIME_SEC', 10),
     rampSec: envNumber('BENCH_RAMP_SEC', 2)
   }
-  const rounds = envNumber('BENCH_CHECKSUM_ROUNDS', 3)
-  const workDir = fs.mkdtempSync(path.join(os.tmpdir(), 'ukai-checksum-bench-'))
+  const rounds = envNumber('BENCH_AB_ROUNDS', 3)
+  const workDir = fs.mkdtempSync(path.join(os.tmpdir(), `ukai-ab-${cmp.id}-`))
   const cleanup = new Cleanup()
   cleanup.add(`remove ${workDir}`, () => fs.rmSync(workDir, { recursive: true, force: true }))
   for (const sig of ['SIGINT', 'SIGTERM'] as const) {
@@ -103,12 +132,12 @@ async function main (): Promise<void> {
   const startedAt = new Date()
   const results: Record<Variant, TargetRun[]> = { on: [], off: [] }
   try {
-    process.stdout.write(`checksums on vs off: ${rounds} interleaved rounds, fio psync numjobs=${settings.numJobs} direct=1, ` +
+    process.stdout.write(`${cmp.title}: ${rounds} interleaved rounds, fio psync numjobs=${settings.numJobs} direct=1, ` +
       `${settings.runtimeSec} s + ${settings.rampSec} s ramp per job, ${settings.fileSizeBytes / MIB} MiB disk, 2 replicas\n`)
     const progress = new Progress(2 + rounds * 2 * WORKLOADS.length)
-    const sides = { on: await startSide('on', path.join(workDir, 'on'), settings, progress, cleanup), off: await startSide('off', path.join(workDir, 'off'), settings, progress, cleanup) }
+    const sides = { on: await startSide(cmp, 'on', path.join(workDir, 'on'), settings, progress, cleanup), off: await startSide(cmp, 'off', path.join(workDir, 'off'), settings, progress, cleanup) }
     for (let r = 0; r < rounds; r++) {
-      const runs = { on: newRun('ukai'), off: newRun('ukai-no-checksums') }
+      const runs = { on: newRun(cmp.goal.numerator), off: newRun(cmp.goal.denominator) }
       results.on.push(runs.on)
       results.off.push(runs.off)
       // Job by job, the variants side by side; who goes first alternates by round.
@@ -135,15 +164,15 @@ async function main (): Promise<void> {
     process.stdout.write(`${row.workload.padEnd(10)} ${row.unit.padEnd(6)} ${fmt(row.medianOn).padStart(10)} ${fmt(row.medianOff).padStart(11)} ${(row.ratio?.toFixed(2) ?? '-').padStart(7)}  ${row.perRound.map(x => x?.toFixed(2) ?? '-').join(' ').padEnd(20)}` +
       ` ${fmt(row.cpuMicrosPerIoOn).padStart(12)} ${fmt(row.cpuMicrosPerIoOff).padStart(4)} ${(row.cpuRatio?.toFixed(2) ?? '-').padStart(7)}\n`)
   }
-  const goals = evaluateGoals([medianRun('ukai', results.on), medianRun('ukai-no-checksums', results.off)], [CHECKSUM_GOAL])
+  const goals = evaluateGoals([medianRun(cmp.goal.numerator, results.on), medianRun(cmp.goal.denominator, results.off)], [cmp.goal])
   process.stdout.write(goalLines(goals) + '\n')
   if (goals.some(g => g.verdict === 'MISS')) process.exitCode = 1
-  const out = { kind: 'ukai-checksum-cost', startedAt: startedAt.toISOString(), finishedAt: new Date().toISOString(), settings: { ...settings, rounds, replicas: 2 }, rows, goal: goals[0], runs: results }
+  const out = { kind: `ukai-ab-${cmp.id}`, startedAt: startedAt.toISOString(), finishedAt: new Date().toISOString(), settings: { ...settings, rounds, replicas: 2 }, rows, goal: goals[0], runs: results }
   fs.mkdirSync(RESULTS_DIR, { recursive: true })
-  const file = path.join(RESULTS_DIR, `checksums-${startedAt.toISOString().replace(/[:.]/g, '-')}.json`)
+  const file = path.join(RESULTS_DIR, `${cmp.id}-${startedAt.toISOString().replace(/[:.]/g, '-')}.json`)
   fs.writeFileSync(file, JSON.stringify(out, null, 2) + '\n')
-  fs.copyFileSync(file, path.join(RESULTS_DIR, 'latest-checksums.json'))
-  process.stdout.write(`wrote ${path.relative(process.cwd(), file)} and bench/results/latest-checksums.json\n`)
+  fs.copyFileSync(file, path.join(RESULTS_DIR, `latest-${cmp.id}.json`))
+  process.stdout.write(`wrote ${path.relative(process.cwd(), file)} and bench/results/latest-${cmp.id}.json\n`)
 }
 
 function newRun (target: TargetRun['target']): TargetRun { return { target, fill: null, workloads: {}, error: null } }
@@ -159,8 +188,13 @@ function round3 (x: number): number { return Math.round(x * 1000) / 1000 }
 function fmt (x: number | null): string { return x === null ? '-' : x.toFixed(0) }
 
 if (require.main === module) {
-  main().catch((err) => {
-    process.stderr.write(`checksum bench failed: ${(err as Error).stack ?? String(err)}\n`)
+  const cmp = COMPARISONS.find(c => c.id === process.argv[2])
+  if (cmp === undefined) {
+    process.stderr.write(`usage: ab-cost.js ${COMPARISONS.map(c => c.id).join('|')} (got '${process.argv[2] ?? ''}')\n`)
+    process.exit(2)
+  }
+  main(cmp).catch((err) => {
+    process.stderr.write(`ab-cost bench failed: ${(err as Error).stack ?? String(err)}\n`)
     process.exitCode = 1
   })
 }
