@@ -3,7 +3,8 @@
 // two cheap unary Stat calls per node with a short deadline and keeps the faster one (the first
 // call on a fresh connection also pays for its set-up), smooths it, hands the result to the node
 // pool for replica ordering, and publishes it in ZooKeeper for `ukai node list --from`, `ukai top`
-// and the relocation planner. Publishing is a background report (MetaStore.publishRtt): skipped
+// and the relocation planner — with the p99 of this host's writes to each node since the last
+// round, what a running copy paces itself by (relocate/copy-pace.ts). Publishing is a background report (MetaStore.publishRtt): skipped
 // while ZooKeeper is away, logged once per outage, never a reason to touch the session or a lease
 // (issue 9: an unanswered report used to replace the session and drop every lease).
 import { safetyCatch } from '../errors'
@@ -89,7 +90,10 @@ export class RttMonitor {
     this.opts.pool.setRtts(this.smoothedMs)
     const rttMs: Record<string, number> = {}
     for (const [id, ms] of [...this.smoothedMs].sort((a, b) => a[0].localeCompare(b[0]))) rttMs[id] = Math.round(ms * 100) / 100
-    await this.opts.meta.publishRtt({ v: 1, host: this.opts.host, site: this.opts.site, measuredAtMs: Date.now(), rttMs, io: this.opts.ioSnapshot?.() })
+    // The guests' side of the same nodes: p99 of this host's writes to each since the last round.
+    const writeP99Ms: Record<string, number> = {}
+    for (const [id, ms] of [...this.opts.pool.takeWriteLatencyMs(0.99)].sort((a, b) => a[0].localeCompare(b[0]))) writeP99Ms[id] = Math.round(ms * 100) / 100
+    await this.opts.meta.publishRtt({ v: 1, host: this.opts.host, site: this.opts.site, measuredAtMs: Date.now(), rttMs, writeP99Ms, io: this.opts.ioSnapshot?.() })
   }
 
   // The fastest of a few Stat round trips; a node that does not answer counts as the deadline.
