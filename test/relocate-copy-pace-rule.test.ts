@@ -30,6 +30,15 @@ t.test('congestion: a rise over the idle baseline, twice in a row', async (t) =>
   t.equal(r.fresh, false, 'a report older than 10 s is ignored (the agent went away)')
 })
 
+t.test('the idle baseline the agent saw before the copy began counts', async (t) => {
+  const rule = new PaceRule()
+  const loaded = (atMs: number): RttReport => ({ ...report('hv1', atMs, { a1: 30 }), writeIdleP99Ms: { a1: 2 } })
+  let r = rule.observe([loaded(1000)], ['a1'], 1000, 10)
+  t.equal(r.over, true, 'a copy loading a1 from its first block on is a rise over the 5 minutes before')
+  r = rule.observe([loaded(2000)], ['a1'], 2000, 10)
+  t.same(r.worst, { node: 'a1', host: 'hv1', kind: 'write p99', ms: 30, baselineMs: 2 })
+})
+
 // A source the test drives on a clock of its own: next() is one second later and one report of
 // hv1 with that write p99 of a1.
 function fakeSource (config: Partial<ClusterConfig>): { source: { listRtts: () => Promise<RttReport[]>, config: () => Promise<ClusterConfig> }, next: (p99: number) => void, nowMs: () => number } {

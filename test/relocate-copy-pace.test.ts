@@ -139,12 +139,12 @@ t.test('a running repair slows while a node it uses is slow for the guests, and 
       t.ok(slow >= 256 * 1024 * 0.5, `never (much) below the floor of ${FLOOR}/s: ${(slow / 1e6).toFixed(2)} MB/s`)
 
       // Added back an eighth of the rate per report (one a second here) unless a node is over
-      // the threshold again: well within 12 s the pace is four times the floor, or lifted.
+      // the threshold again (a hold; this 2-core machine shows those): within 15 s the pace is four times the floor, or lifted.
       const slowestPace = Math.min(...samples.filter(x => x.rec.pace !== undefined).map(x => x.rec.pace?.bytesPerSec ?? Infinity))
       await until('the pace rises again', async () => {
         const last = samples[samples.length - 1]
         return last.atMs > faultOffMs && (last.rec.pace === undefined || last.rec.pace.bytesPerSec >= slowestPace * 4)
-      }, 12_000, 100)
+      }, 15_000, 100)
       const risenAtMs = Date.now()
       t.pass(`the pace rose again ${((risenAtMs - faultOffMs) / 1000).toFixed(1)} s after a1 was fine`)
       await new Promise(resolve => setTimeout(resolve, 2500))

@@ -19,6 +19,11 @@ const PROBE_TIMEOUT_MS = 1000
 const PROBES_PER_ROUND = 2
 // Weight of a new sample in the smoothed value (TCP uses 1/8; we probe rarely, so react faster).
 const SMOOTHING = 0.3
+// The idle write p99 of a node is the lowest per-round p99 of the last 5 minutes, kept as one
+// minimum per minute: a copy that starts now compares against what the guests saw before it
+// began (its own first reports already carry its load: relocate/copy-pace.ts).
+const IDLE_MINUTE_MS = 60_000
+const IDLE_MINUTES = 5
 
 export interface RttMonitorOptions {
   meta: MetaStore
@@ -36,6 +41,7 @@ export class RttMonitor {
   private readonly intervalMs: number
   private readonly log: Logger
   private readonly smoothedMs = new Map<string, number>()
+  private readonly idleWrite = new Map<string, Array<{ minute: number, minMs: number }>>()
   private timer: NodeJS.Timeout | null = null
   private round: Promise<void> | null = null
   private closed = false
@@ -92,8 +98,23 @@ export class RttMonitor {
     for (const [id, ms] of [...this.smoothedMs].sort((a, b) => a[0].localeCompare(b[0]))) rttMs[id] = Math.round(ms * 100) / 100
     // The guests' side of the same nodes: p99 of this host's writes to each since the last round.
     const writeP99Ms: Record<string, number> = {}
-    for (const [id, ms] of [...this.opts.pool.takeWriteLatencyMs(0.99)].sort((a, b) => a[0].localeCompare(b[0]))) writeP99Ms[id] = Math.round(ms * 100) / 100
-    await this.opts.meta.publishRtt({ v: 1, host: this.opts.host, site: this.opts.site, measuredAtMs: Date.now(), rttMs, writeP99Ms, io: this.opts.ioSnapshot?.() })
+    const writeIdleP99Ms: Record<string, number> = {}
+    for (const [id, ms] of [...this.opts.pool.takeWriteLatencyMs(0.99)].sort((a, b) => a[0].localeCompare(b[0]))) {
+      writeP99Ms[id] = Math.round(ms * 100) / 100
+      writeIdleP99Ms[id] = Math.round(this.noteIdle(id, ms) * 100) / 100
+    }
+    await this.opts.meta.publishRtt({ v: 1, host: this.opts.host, site: this.opts.site, measuredAtMs: Date.now(), rttMs, writeP99Ms, writeIdleP99Ms, io: this.opts.ioSnapshot?.() })
+  }
+
+  // Adds a round's write p99 of a node to its per-minute minima; returns the lowest of the window.
+  private noteIdle (id: string, ms: number): number {
+    const minute = Math.floor(Date.now() / IDLE_MINUTE_MS)
+    const kept = (this.idleWrite.get(id) ?? []).filter(m => m.minute > minute - IDLE_MINUTES)
+    const cur = kept.find(m => m.minute === minute)
+    if (cur === undefined) kept.push({ minute, minMs: ms })
+    else cur.minMs = Math.min(cur.minMs, ms)
+    this.idleWrite.set(id, kept)
+    return Math.min(...kept.map(m => m.minMs))
   }
 
   // The fastest of a few Stat round trips; a node that does not answer counts as the deadline.

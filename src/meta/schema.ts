@@ -193,8 +193,9 @@ export interface DiskIoCounters { readBytes: number, writeBytes: number, localRe
 // What a host publishes every few seconds: round trips to each node (ms) and, from an agent,
 // cumulative bytes read and written per disk since it started (rates are deltas between reports).
 // writeP99Ms: per node, the p99 of the host's acknowledged writes to it since its previous report
-// (nodes it did not write to meanwhile are absent; absent altogether from older agents).
-export interface RttReport { v: 1, host: string, site: string, measuredAtMs: number, rttMs: Record<string, number>, writeP99Ms?: Record<string, number>, io?: Record<string, DiskIoCounters> }
+// (nodes it did not write to meanwhile are absent; absent altogether from older agents);
+// writeIdleP99Ms: for the same nodes, the lowest of those p99s over the last 5 minutes.
+export interface RttReport { v: 1, host: string, site: string, measuredAtMs: number, rttMs: Record<string, number>, writeP99Ms?: Record<string, number>, writeIdleP99Ms?: Record<string, number>, io?: Record<string, DiskIoCounters> }
 
 export type RelocationState = 'copying' | 'flipping' | 'done' | 'paused' | 'cancelled'
 export interface RelocationRecord {

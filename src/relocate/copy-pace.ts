@@ -7,8 +7,10 @@
 // Signal: what the guests feel. Every agent publishes, with its round trips (every 2 s), the p99
 // of its acknowledged writes to each node since its previous report (agent/rtt-monitor.ts); an
 // agent that did not write to a node meanwhile has only its ping round trip to offer, used then.
-// A node's signal is compared per (agent, node, kind) against the lowest value this copy has seen
-// there — its idle baseline — so a far site's WAN round trip, or a slow disk that was always
+// A node's signal is compared per (agent, node, kind) against its idle baseline — the lowest value
+// this copy has seen there, and for writes the lowest p99 the agent saw in the 5 minutes before
+// (writeIdleP99Ms: a copy that loads the nodes from its first block on would otherwise take its
+// own load for idle) — so a far site's WAN round trip, or a slow disk that was always
 // slow, never reads as congestion: only a rise does. A node is congested when some agent sees it
 // at least `riseMs` above its baseline and at least twice it (the ratio keeps a 1 ms loopback
 // node from tripping on every scheduler hiccup, the ms keeps a 40 ms WAN node from needing +40),
@@ -85,7 +87,8 @@ export class PaceRule {
         const ms = typeof write === 'number' ? write : r.rttMs[node]
         if (typeof ms !== 'number' || !Number.isFinite(ms) || ms < 0) continue
         const key = `${r.host}|${node}|${kind}`
-        const baselineMs = Math.min(ms, this.baselines.get(key) ?? ms)
+        const idleMs = kind === 'write p99' ? r.writeIdleP99Ms?.[node] : undefined
+        const baselineMs = Math.min(ms, this.baselines.get(key) ?? ms, typeof idleMs === 'number' && idleMs >= 0 ? idleMs : Infinity)
         this.baselines.set(key, baselineMs)
         if (riseMs <= 0 || ms - baselineMs < riseMs || ms < baselineMs * CONGESTED_RATIO) { this.over.delete(key); continue }
         over = true
