@@ -86,3 +86,14 @@ t.test('a floor above the configured rate is the rate; no rate: halved from what
   for (let i = 0; i < 7; i++) { free.next(2); await unlimited.step() }
   t.equal(unlimited.current, null, 'lifted once back at the fastest it moved unpaced (an eighth of it a step)')
 })
+
+t.test('a copy waiting out its debt stops at once when aborted', async (t) => {
+  const { source, nowMs } = fakeSource({})
+  const pace = new CopyPace({ source, ceilingBytesPerSec: 100, nodes: () => ['a1'], log: silentLogger, nowMs })
+  await pace.copied(1000)  // a full bucket lets it pass, 10 s in debt
+  const waiting = pace.copied(1000)
+  const t0 = Date.now()
+  setTimeout(() => pace.abort(new Error('the lease moved')), 50)
+  await t.rejects(waiting, /the lease moved/)
+  t.ok(Date.now() - t0 < 2000, `stopped after ${Date.now() - t0} ms, not the 10 s of debt`)
+})

@@ -64,7 +64,7 @@ export function describeCongestion (c: Congestion): string {
 }
 function round (ms: number): number { return ms >= 10 ? Math.round(ms) : Math.round(ms * 10) / 10 }
 
-// The decision, without clocks or ZooKeeper (tested on its own: test/relocate-copy-pace.test.ts).
+// The decision, without clocks or ZooKeeper (tested on its own: test/relocate-copy-pace-rule.test.ts).
 export class PaceRule {
   private readonly baselines = new Map<string, number>()
   private readonly seenAtMs = new Map<string, number>()  // host → measuredAtMs of its last report used
@@ -156,6 +156,10 @@ export class CopyPace {
     this.windowBytes += bytes
     await this.throttle.admit(bytes)
   }
+
+  // The copy stops (the lease moved): a copy waiting out a big block's debt at the floor (a
+  // 64 MiB block at 64 KiB/s is 1000 s) fails with `err` now instead.
+  abort (err: Error): void { this.throttle.abort(err) }
 
   // One look at the signal and maybe a change of pace (the timer's; tests call it directly).
   async step (): Promise<void> {

@@ -278,6 +278,8 @@ export class RelocationExecutor {
     const stopIfAborted = (): void => { if (signal?.aborted === true) throw new Stop('stopped', 'the lease moved') }
     let failure: unknown = null
     this.pace?.start()
+    const abortPace = (): void => { this.pace?.abort(new Stop('stopped', 'the lease moved')) }
+    signal?.addEventListener('abort', abortPace, { once: true })
     try {
       await forEachBounded(queue, this.concurrency, async (block) => {
         stopIfAborted()
@@ -291,6 +293,7 @@ export class RelocationExecutor {
     } catch (err) {
       failure = err
     } finally {
+      signal?.removeEventListener('abort', abortPace)
       await this.pace?.stop()
     }
     await flushBatch()
