@@ -67,6 +67,9 @@ t.test('a running repair slows while a node it uses is slow for the guests, and 
     const ok = await runCli(['config', 'set', 'copy-pace-floor-bytes-per-sec', FLOOR], { zk: zkc })
     t.equal(ok.code, 0, `a sane floor is taken: ${ok.stdout.trim()}${ok.stderr}`)
     t.equal((await cliJson<{ value: number }>(['config', 'get', 'copy-pace-floor-bytes-per-sec'], zkc)).value, 256 * 1024)
+    const shown = await runCli(['config', 'show'], { zk: zkc })
+    t.match(shown.stdout, /copy-pace-rise-ms +│ 10 +│ yes/, 'config show lists the rise (default 10 ms)')
+    t.match(shown.stdout, /copy-pace-floor-bytes-per-sec │ 262144 +│ yes/, 'and the floor, its name whole')
   })
 
   t.test('slowed while a1 is slow, back up after, every byte equal', async (t) => {
