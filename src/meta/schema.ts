@@ -195,6 +195,9 @@ export interface DiskIoCounters { readBytes: number, writeBytes: number, localRe
 // writeP99Ms: per node, the p99 of the host's acknowledged writes to it since its previous report
 // (nodes it did not write to meanwhile are absent; absent altogether from older agents);
 // writeIdleP99Ms: for the same nodes, the lowest of those p99s over the last 5 minutes.
+// A report older than this is from an agent that went away (reports come every 2 s): the
+// controller's start gate (controller/busy-nodes.ts) and the copy pace (relocate/copy-pace.ts) skip it.
+export const RTT_REPORT_FRESH_MS = 10_000
 export interface RttReport { v: 1, host: string, site: string, measuredAtMs: number, rttMs: Record<string, number>, writeP99Ms?: Record<string, number>, writeIdleP99Ms?: Record<string, number>, io?: Record<string, DiskIoCounters> }
 
 export type RelocationState = 'copying' | 'flipping' | 'done' | 'paused' | 'cancelled'

@@ -34,14 +34,12 @@ import { safetyCatch } from '../errors'
 import { IoThrottle } from '../lib/io-throttle'
 import { Logger } from '../log'
 import {
-  COPY_PACE_FLOOR_BYTES_PER_SEC_DEFAULT, COPY_PACE_RISE_MS_DEFAULT, ClusterConfig, RelocationPace, RttReport
+  COPY_PACE_FLOOR_BYTES_PER_SEC_DEFAULT, COPY_PACE_RISE_MS_DEFAULT, ClusterConfig, RTT_REPORT_FRESH_MS, RelocationPace, RttReport
 } from '../meta/schema'
 import { formatRate } from '../units'
 
 // How often the copy looks for new reports (they come every 2 s; a step needs a new one).
 export const PACE_CHECK_MS = 1000
-// A report older than this is ignored (an agent that went away).
-const REPORT_FRESH_MS = 10_000
 const CONGESTED_RATIO = 2
 const CONGESTED_REPORTS = 2
 // Added back per report while nothing is congested: a share of the ceiling.
@@ -78,7 +76,7 @@ export class PaceRule {
     let over = false
     let worst: Congestion | null = null
     for (const r of reports) {
-      if (nowMs - r.measuredAtMs > REPORT_FRESH_MS || (this.seenAtMs.get(r.host) ?? -1) >= r.measuredAtMs) continue
+      if (nowMs - r.measuredAtMs > RTT_REPORT_FRESH_MS || (this.seenAtMs.get(r.host) ?? -1) >= r.measuredAtMs) continue
       this.seenAtMs.set(r.host, r.measuredAtMs)
       fresh = true
       for (const node of nodes) {
