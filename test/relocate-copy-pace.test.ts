@@ -66,9 +66,12 @@ t.test('a running repair slows while a node it uses is slow for the guests, and 
     t.same(await cliJson<unknown>(['config', 'show'], zkc), before, 'the settings are as before')
     const ok = await runCli(['config', 'set', 'copy-pace-floor-bytes-per-sec', FLOOR], { zk: zkc })
     t.equal(ok.code, 0, `a sane floor is taken: ${ok.stdout.trim()}${ok.stderr}`)
+    // Above this shared 2-core machine's own swings of a second's p99 (20-40 ms seen with a
+    // repair running and no fault), well below the fault's 80 ms.
+    t.equal((await runCli(['config', 'set', 'copy-pace-rise-ms', '40'], { zk: zkc })).code, 0, 'a sane rise is taken')
     t.equal((await cliJson<{ value: number }>(['config', 'get', 'copy-pace-floor-bytes-per-sec'], zkc)).value, 256 * 1024)
     const shown = await runCli(['config', 'show'], { zk: zkc })
-    t.match(shown.stdout, /copy-pace-rise-ms +│ 10 +│ yes/, 'config show lists the rise (default 10 ms)')
+    t.match(shown.stdout, /copy-pace-rise-ms +│ 40 +│ yes/, 'config show lists the rise')
     t.match(shown.stdout, /copy-pace-floor-bytes-per-sec │ 262144 +│ yes/, 'and the floor, its name whole')
   })
 
@@ -113,7 +116,8 @@ t.test('a running repair slows while a node it uses is slow for the guests, and 
     let sampling = true
     const sampler = (async () => {
       while (sampling) {
-        const rec = await meta.getRelocation('pace')
+        // (the test failed and tore the session down: stop)
+        const rec = await meta.getRelocation('pace').catch(() => { sampling = false; return null })
         if (rec !== null && rec.state === 'copying') samples.push({ atMs: Date.now(), bytes: rec.progress.bytes, rec })
         await new Promise(resolve => setTimeout(resolve, 200))
       }
@@ -132,22 +136,25 @@ t.test('a running repair slows while a node it uses is slow for the guests, and 
         return last.atMs > faultOnMs && last.rec.pace !== undefined && /node a1 write p99/.test(last.rec.pace.why)
       }, 10_000, 100)
       const status = await runCli(['relocate', 'status', 'pace'], { zk: zkc })
-      t.match(status.stdout, /slowed to [\d.]+ MB\/s: node a1 write p99 \d+ ms \(idle [\d.]+ ms/, `relocate status says so: ${status.stdout.split('\n').find(l => l.includes('slowed')) ?? ''}`)
+      t.match(status.stdout, /│ slowed to [\d.]+ MB\/s +│/, 'relocate status: slowed, in REASON')
+      t.match(status.stdout, /^pace: slowed to [\d.]+ MB\/s: node a1 write p99 \d+ ms \(idle [\d.]+ ms, seen from hv1\)$/m, `and why, under the table: ${status.stdout.split('\n').find(l => l.startsWith('pace:')) ?? ''}`)
+      t.ok(status.stdout.split('\n').every(l => l.length <= 132), 'every line within 132 columns')
       const slowedAtMs = Date.now()
       await new Promise(resolve => setTimeout(resolve, 5000))
       const slow = rateBetween(samples, slowedAtMs + 2000, Date.now())
       const faultOffMs = Date.now()
       fs.writeFileSync(faultFile, '0')
       t.ok(slow < before / 3, `slowed: ${(slow / 1e6).toFixed(2)} MB/s while a1 was slow, ${(before / 1e6).toFixed(2)} before (${(before / slow).toFixed(1)}×)`)
-      t.ok(slow >= 256 * 1024 * 0.5, `never (much) below the floor of ${FLOOR}/s: ${(slow / 1e6).toFixed(2)} MB/s`)
+      const paces = samples.map(x => x.rec.pace?.bytesPerSec).filter((p): p is number => p !== undefined)
+      t.equal(Math.min(...paces), 256 * 1024, `never below the floor of ${FLOOR}/s (the pace; the copy moved ${(slow / 1e6).toFixed(2)} MB/s)`)
 
       // Added back an eighth of the rate per report (one a second here) unless a node is over
-      // the threshold again (a hold; this 2-core machine shows those): within 15 s the pace is four times the floor, or lifted.
+      // the threshold again (a hold; this 2-core machine shows those): within 20 s the pace is four times the floor, or lifted.
       const slowestPace = Math.min(...samples.filter(x => x.rec.pace !== undefined).map(x => x.rec.pace?.bytesPerSec ?? Infinity))
       await until('the pace rises again', async () => {
         const last = samples[samples.length - 1]
         return last.atMs > faultOffMs && (last.rec.pace === undefined || last.rec.pace.bytesPerSec >= slowestPace * 4)
-      }, 15_000, 100)
+      }, 20_000, 100)
       const risenAtMs = Date.now()
       t.pass(`the pace rose again ${((risenAtMs - faultOffMs) / 1000).toFixed(1)} s after a1 was fine`)
       await new Promise(resolve => setTimeout(resolve, 2500))

@@ -22,9 +22,10 @@ import { sleep } from '../lib/timers'
 const POLL_MS = 500
 // An active relocation whose lease nobody holds for this long gets run by a waiting CLI.
 const ORPHAN_AFTER_MS = 2000
-// `relocate status` has nine columns: with a long node list (the whole of it is in --json) a row
-// stays within ~120 columns, ~170 with a paced copy's why in REASON. DISK … EXECUTOR, REASON.
-const STATUS_CELL_CHARS_MAX = [24, 10, 8, 24, 12, 16, 20, 16, 80]
+// `relocate status` has nine columns: with a long reason or node list (the whole of them is in
+// --json) a row stays within ~120 columns. DISK … EXECUTOR, REASON (a slowed copy's why goes
+// on a line of its own under the table).
+const STATUS_CELL_CHARS_MAX = [24, 10, 8, 24, 12, 16, 20, 16, 32]
 
 // "~2 min 10 s (measured 45.0 MiB/s node to node)": what the plan's ESTIMATE column says.
 function describeEstimate (e: CopyEstimate): string {
@@ -166,8 +167,9 @@ export function relocateCommands (program: Command): void {
       if (recs.length === 0) { process.stdout.write(name !== undefined ? `disk '${name}' has no relocation\n` : 'no relocations\n'); return }
       printTable(['DISK', 'STATE', 'PROGRESS', 'COPIED', 'RATE', 'ETA', 'TO', 'EXECUTOR', 'REASON'], recs.map((r) => {
         const p = progressPayload(r)
-        return [r.disk, r.state, `${p.pct}%`, `${p.copied} / ${p.planned}`, p.rate, p.etaText, r.targetNodes.join(','), r.executor || '-', r.reason || paceText(r) || '-']
+        return [r.disk, r.state, `${p.pct}%`, `${p.copied} / ${p.planned}`, p.rate, p.etaText, r.targetNodes.join(','), r.executor || '-', r.reason || paceText(r).split(':')[0] || '-']
       }), { cellCharsMax: STATUS_CELL_CHARS_MAX })
+      for (const r of recs) if (paceText(r) !== '') process.stdout.write(`${r.disk}: ${paceText(r)}\n`)
     })
 
   relocate.command('cancel <disk>')
