@@ -3,7 +3,8 @@
 // two cheap unary Stat calls per node with a short deadline and keeps the faster one (the first
 // call on a fresh connection also pays for its set-up), smooths it, hands the result to the node
 // pool for replica ordering, and publishes it in ZooKeeper for `ukai node list --from`, `ukai top`
-// and the relocation planner. Publishing is a background report (MetaStore.publishRtt): skipped
+// and the relocation planner — with the p99 of this host's writes to each node since the last
+// round, what a running copy paces itself by (relocate/copy-pace.ts). Publishing is a background report (MetaStore.publishRtt): skipped
 // while ZooKeeper is away, logged once per outage, never a reason to touch the session or a lease
 // (issue 9: an unanswered report used to replace the session and drop every lease).
 import { safetyCatch } from '../errors'
@@ -18,6 +19,11 @@ const PROBE_TIMEOUT_MS = 1000
 const PROBES_PER_ROUND = 2
 // Weight of a new sample in the smoothed value (TCP uses 1/8; we probe rarely, so react faster).
 const SMOOTHING = 0.3
+// The idle write p99 of a node is the lowest per-round p99 of the last 5 minutes, kept as one
+// minimum per minute: a copy that starts now compares against what the guests saw before it
+// began (its own first reports already carry its load: relocate/copy-pace.ts).
+const IDLE_MINUTE_MS = 60_000
+const IDLE_MINUTES = 5
 
 export interface RttMonitorOptions {
   meta: MetaStore
@@ -35,6 +41,7 @@ export class RttMonitor {
   private readonly intervalMs: number
   private readonly log: Logger
   private readonly smoothedMs = new Map<string, number>()
+  private readonly idleWrite = new Map<string, Array<{ minute: number, minMs: number }>>()
   private timer: NodeJS.Timeout | null = null
   private round: Promise<void> | null = null
   private closed = false
@@ -89,7 +96,25 @@ export class RttMonitor {
     this.opts.pool.setRtts(this.smoothedMs)
     const rttMs: Record<string, number> = {}
     for (const [id, ms] of [...this.smoothedMs].sort((a, b) => a[0].localeCompare(b[0]))) rttMs[id] = Math.round(ms * 100) / 100
-    await this.opts.meta.publishRtt({ v: 1, host: this.opts.host, site: this.opts.site, measuredAtMs: Date.now(), rttMs, io: this.opts.ioSnapshot?.() })
+    // The guests' side of the same nodes: p99 of this host's writes to each since the last round.
+    const writeP99Ms: Record<string, number> = {}
+    const writeIdleP99Ms: Record<string, number> = {}
+    for (const [id, ms] of [...this.opts.pool.takeWriteLatencyMs(0.99)].sort((a, b) => a[0].localeCompare(b[0]))) {
+      writeP99Ms[id] = Math.round(ms * 100) / 100
+      writeIdleP99Ms[id] = Math.round(this.noteIdle(id, ms) * 100) / 100
+    }
+    await this.opts.meta.publishRtt({ v: 1, host: this.opts.host, site: this.opts.site, measuredAtMs: Date.now(), rttMs, writeP99Ms, writeIdleP99Ms, io: this.opts.ioSnapshot?.() })
+  }
+
+  // Adds a round's write p99 of a node to its per-minute minima; returns the lowest of the window.
+  private noteIdle (id: string, ms: number): number {
+    const minute = Math.floor(Date.now() / IDLE_MINUTE_MS)
+    const kept = (this.idleWrite.get(id) ?? []).filter(m => m.minute > minute - IDLE_MINUTES)
+    const cur = kept.find(m => m.minute === minute)
+    if (cur === undefined) kept.push({ minute, minMs: ms })
+    else cur.minMs = Math.min(cur.minMs, ms)
+    this.idleWrite.set(id, kept)
+    return Math.min(...kept.map(m => m.minMs))
   }
 
   // The fastest of a few Stat round trips; a node that does not answer counts as the deadline.

@@ -12,7 +12,7 @@ export function configCommands (program: Command): void {
     .action(async (opts, cmd: Command) => {
       const rows = await withMeta(cmd, async meta => await showConfig(meta))
       if (opts.json === true) return printJson(rows)
-      printTable(['SETTING', 'VALUE', 'SETTABLE', 'WHAT'], rows.map(r => [r.key, r.value, r.settable ? 'yes' : 'no', r.describe]), { cellCharsMax: [28, 16, 8, 100] })
+      printTable(['SETTING', 'VALUE', 'SETTABLE', 'WHAT'], rows.map(r => [r.key, r.value, r.settable ? 'yes' : 'no', r.describe]), { cellCharsMax: [30, 16, 8, 100] })
     })
   config.command('get <key>')
     .description('one setting\'s value')

@@ -8,7 +8,7 @@ import { MetaStore } from '../meta/store'
 import { CopyEstimate, formatDuration } from '../relocate/copy-estimate'
 import { planRelocation } from '../relocate/plan'
 import { planRepair } from '../relocate/repair'
-import { relocationProgress } from '../relocate/progress'
+import { paceText, relocationProgress } from '../relocate/progress'
 import { runRelocationHere } from '../relocate/run-here'
 import { isActive, startRelocation } from '../relocate/start'
 import { formatBytes, formatRate, plural } from '../units'
@@ -23,7 +23,8 @@ const POLL_MS = 500
 // An active relocation whose lease nobody holds for this long gets run by a waiting CLI.
 const ORPHAN_AFTER_MS = 2000
 // `relocate status` has nine columns: with a long reason or node list (the whole of them is in
-// --json) a row stays within ~120 columns. DISK … EXECUTOR, REASON.
+// --json) a row stays within ~120 columns. DISK … EXECUTOR, REASON (a slowed copy's why goes
+// on a line of its own under the table).
 const STATUS_CELL_CHARS_MAX = [24, 10, 8, 24, 12, 16, 20, 16, 32]
 
 // "~2 min 10 s (measured 45.0 MiB/s node to node)": what the plan's ESTIMATE column says.
@@ -46,7 +47,7 @@ export function describe (r: RelocationRecord): { percent: number, rateBytesPerS
 function progressPayload (rec: RelocationRecord): { copied: string, planned: string, rate: string, etaText: string, state: string, pct: number } {
   const p = relocationProgress(rec)
   // Our own percent and ETA: cli-progress's count bytes against a total that moves, and print "NFs" before the first byte.
-  return { copied: formatBytes(p.doneBytes), planned: formatBytes(p.totalBytes), rate: formatRate(p.rateBytesPerSec), etaText: p.etaSec === null ? '-' : formatDuration(p.etaSec), state: rec.state, pct: p.percent }
+  return { copied: formatBytes(p.doneBytes), planned: formatBytes(p.totalBytes), rate: formatRate(p.rateBytesPerSec), etaText: p.etaSec === null ? '-' : formatDuration(p.etaSec), state: rec.state + (paceText(rec) !== '' ? `, ${paceText(rec)}` : ''), pct: p.percent }
 }
 
 const BAR_STEPS = 1000
@@ -166,8 +167,9 @@ export function relocateCommands (program: Command): void {
       if (recs.length === 0) { process.stdout.write(name !== undefined ? `disk '${name}' has no relocation\n` : 'no relocations\n'); return }
       printTable(['DISK', 'STATE', 'PROGRESS', 'COPIED', 'RATE', 'ETA', 'TO', 'EXECUTOR', 'REASON'], recs.map((r) => {
         const p = progressPayload(r)
-        return [r.disk, r.state, `${p.pct}%`, `${p.copied} / ${p.planned}`, p.rate, p.etaText, r.targetNodes.join(','), r.executor || '-', r.reason || '-']
+        return [r.disk, r.state, `${p.pct}%`, `${p.copied} / ${p.planned}`, p.rate, p.etaText, r.targetNodes.join(','), r.executor || '-', r.reason || paceText(r).split(':')[0] || '-']
       }), { cellCharsMax: STATUS_CELL_CHARS_MAX })
+      for (const r of recs) if (paceText(r) !== '') process.stdout.write(`${r.disk}: ${paceText(r)}\n`)
     })
 
   relocate.command('cancel <disk>')

@@ -16,7 +16,7 @@ import { StorageClient } from '../storagenode/client'
 import { formatBytes, formatRate } from '../units'
 import { countPlacement, nodeState } from '../admin/disk-summary'
 import { formatQosShort } from '../admin/disk-qos'
-import { relocationProgress } from '../relocate/progress'
+import { paceText, relocationProgress } from '../relocate/progress'
 import { withMeta } from './context'
 import { formatRtt } from './node-commands'
 import { printJson } from './output'
@@ -298,7 +298,7 @@ class Dashboard {
       const running = r.state === 'copying' || r.state === 'flipping'
       const eta = !running ? '' : p.etaSec !== null ? `ETA ${duration(p.etaSec)}` : 'ETA ?'
       rl.push(fit(`${cell(name, 14)} → ${cell(r.targetNodes.join(','), 12)} ${cell(r.state, 9)} ${bar}  ${eta}`, width))
-      rl.push(fit(`    ${formatBytes(p.doneBytes)} of ${formatBytes(p.totalBytes)}${p.rateBytesPerSec > 0 ? `, ${formatRate(p.rateBytesPerSec)}` : ''}, by ${r.executor || '-'}${r.reason !== '' ? ' — ' + r.reason : ''}`, width))
+      rl.push(fit(`    ${formatBytes(p.doneBytes)} of ${formatBytes(p.totalBytes)}${p.rateBytesPerSec > 0 ? `, ${formatRate(p.rateBytesPerSec)}` : ''}, by ${r.executor || '-'}${r.reason !== '' ? ' — ' + r.reason : paceText(r) !== '' ? ' — ' + paceText(r) : ''}`, width))
     }
     return { header, sites, disks: dl, relocations: rl.length > 0 ? rl : ['(none)'] }
   }

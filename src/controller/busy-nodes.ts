@@ -9,16 +9,15 @@
 // not measured at all: it is the hung-replica path's, not this one's).
 // Left for later: slowing a repair already copying (its rate is fixed in its record) and the
 // guests' own write latency per disk (the agents' metrics, not in ZooKeeper).
-import type { RttReport } from '../meta/schema'
+import { RTT_REPORT_FRESH_MS, type RttReport } from '../meta/schema'
 
 export const REPAIR_BUSY_RTT_MS_DEFAULT = 100
-export const RTT_FRESH_MS = 10_000
 
 export interface BusyNode { node: string, rttMs: number }
 
 export function busyNodes (reports: RttReport[], nodeIds: string[], opts: { nowMs: number, thresholdMs: number, freshMs?: number }): BusyNode[] {
   if (opts.thresholdMs <= 0) return []
-  const freshMs = opts.freshMs ?? RTT_FRESH_MS
+  const freshMs = opts.freshMs ?? RTT_REPORT_FRESH_MS
   const fresh = reports.filter(r => opts.nowMs - r.measuredAtMs <= freshMs)
   const out: BusyNode[] = []
   for (const node of nodeIds) {

@@ -96,7 +96,7 @@ export async function runMount (opts: MountOptions): Promise<RunningMount> {
     relocating: name => relocations.isRunning(name),
     relocation: async (name) => {
       const rec = await meta.getRelocation(name)
-      return rec === null ? null : { progressBytes: rec.progress.bytes, plannedBytes: rec.plan.bytes, createdAtMs: rec.createdAtMs, updatedAtMs: rec.progress.updatedAtMs }
+      return rec === null ? null : { progressBytes: rec.progress.bytes, plannedBytes: rec.plan.bytes, createdAtMs: rec.createdAtMs, updatedAtMs: rec.progress.updatedAtMs, paceBytesPerSec: rec.pace?.bytesPerSec ?? 0 }
     }
   })
   const rtt = new RttMonitor({ meta, pool: agent.pool, host: opts.host, site: opts.site, intervalMs: opts.rttIntervalMs, ioSnapshot: () => agent.ioSnapshot(), logger: opts.logger })

@@ -90,6 +90,12 @@ export interface ClusterConfig {
   // How long a storage node may be down before it is marked out and its replicas are made again
   // elsewhere (absent in clusters created before it existed: DOWN_OUT_MS_DEFAULT).
   downOutMs?: number
+  // A running copy (relocation, repair) halves its rate while a node it uses shows the guests'
+  // write p99 this many ms above its idle value (and at least twice it); 0: never slowed.
+  // Absent: COPY_PACE_RISE_MS_DEFAULT (relocate/copy-pace.ts says why).
+  copyPaceRiseMs?: number
+  // …but never below this many bytes/s, so that it always finishes. Absent: COPY_PACE_FLOOR_BYTES_PER_SEC_DEFAULT.
+  copyPaceFloorBytesPerSec?: number
 }
 // Ten minutes, as Ceph's mon_osd_down_out_interval: long enough for a reboot or a daemon
 // upgrade to come back without copying anything, short enough that a second failure rarely
@@ -97,6 +103,14 @@ export interface ClusterConfig {
 export const DOWN_OUT_MS_DEFAULT = 10 * 60_000
 // Longer than a week is a typo, not a policy: a disk would stay at one copy for that long.
 export const DOWN_OUT_MS_MAX = 7 * 24 * 3600_000
+export const COPY_PACE_RISE_MS_DEFAULT = 10
+export const COPY_PACE_RISE_MS_MAX = 10_000
+// One block of the default size a second: a 1 TiB repair slowed for good still ends within days.
+export const COPY_PACE_FLOOR_BYTES_PER_SEC_DEFAULT = 4 * 1024 * 1024
+// The smallest block size a second (below it a repair of big blocks is a crawl nobody meant) …
+export const COPY_PACE_FLOOR_BYTES_PER_SEC_MIN = 64 * 1024
+// … and 10 GiB/s: above any link a node has, so a larger floor is a typo.
+export const COPY_PACE_FLOOR_BYTES_PER_SEC_MAX = 10 * 1024 ** 3
 export const DEFAULT_CONFIG: ClusterConfig = { v: 1, defaultBlockSizeBytes: BLOCK_SIZE_DEFAULT_BYTES, defaultReplicas: 2, segmentBlocks: SEGMENT_BLOCKS_DEFAULT }
 
 export interface NodeRecord { v: 1, id: string, site: string, host: string, address: string, registeredAtMs: number }
@@ -178,7 +192,13 @@ export interface OpenRecord { v: 1, host: string, writable: boolean }
 export interface DiskIoCounters { readBytes: number, writeBytes: number, localReadBytes?: number }
 // What a host publishes every few seconds: round trips to each node (ms) and, from an agent,
 // cumulative bytes read and written per disk since it started (rates are deltas between reports).
-export interface RttReport { v: 1, host: string, site: string, measuredAtMs: number, rttMs: Record<string, number>, io?: Record<string, DiskIoCounters> }
+// writeP99Ms: per node, the p99 of the host's acknowledged writes to it since its previous report
+// (nodes it did not write to meanwhile are absent; absent altogether from older agents);
+// writeIdleP99Ms: for the same nodes, the lowest of those p99s over the last 5 minutes.
+// A report older than this is from an agent that went away (reports come every 2 s): the
+// controller's start gate (controller/busy-nodes.ts) and the copy pace (relocate/copy-pace.ts) skip it.
+export const RTT_REPORT_FRESH_MS = 10_000
+export interface RttReport { v: 1, host: string, site: string, measuredAtMs: number, rttMs: Record<string, number>, writeP99Ms?: Record<string, number>, writeIdleP99Ms?: Record<string, number>, io?: Record<string, DiskIoCounters> }
 
 export type RelocationState = 'copying' | 'flipping' | 'done' | 'paused' | 'cancelled'
 export interface RelocationRecord {
@@ -199,7 +219,11 @@ export interface RelocationRecord {
   // The disk's placement policy once the relocation is done (a move to a site, or to named
   // nodes), so `disk list` and a later grow follow the move; absent for a repair.
   placement?: PlacementPolicy
+  // Present while the copy runs slower than its rate because a node it uses is slow for the
+  // guests (relocate/copy-pace.ts): the pace now and why, e.g. "node b1 write p99 38 ms (idle 2 ms)".
+  pace?: RelocationPace
 }
+export interface RelocationPace { bytesPerSec: number, why: string, sinceMs: number }
 
 const RELOCATION_STATES: readonly RelocationState[] = ['copying', 'flipping', 'done', 'paused', 'cancelled']
 // A relocation record read back from ZooKeeper is checked field by field before anyone acts on
@@ -220,6 +244,7 @@ export function checkRelocationRecord (rec: RelocationRecord, disk: string): Rel
   if (typeof rec.plan !== 'object' || rec.plan === null || !isCount(rec.plan.blocks) || !isCount(rec.plan.writtenBlocks) || !isCount(rec.plan.bytes)) bad('plan is not { blocks, writtenBlocks, bytes }')
   if (typeof rec.progress !== 'object' || rec.progress === null || !isCount(rec.progress.blocks) || !isCount(rec.progress.bytes) || !isCount(rec.progress.updatedAtMs)) bad('progress is not { blocks, bytes, updatedAtMs }')
   if (!isCount(rec.createdAtMs) || !isCount(rec.finishedAtMs)) bad('createdAtMs or finishedAtMs is not a time')
+  if (rec.pace !== undefined && (typeof rec.pace !== 'object' || rec.pace === null || !isCount(rec.pace.bytesPerSec) || typeof rec.pace.why !== 'string' || !isCount(rec.pace.sinceMs))) bad('pace is not { bytesPerSec, why, sinceMs }')
   return rec
 }
 

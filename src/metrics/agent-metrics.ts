@@ -15,7 +15,9 @@ import { ZkSessionSource } from './zookeeper-session'
 // it every few seconds); a read slower than this keeps the last figures.
 const RELOCATION_READ_TIMEOUT_MS = 1000
 
-export interface RelocationProgress { progressBytes: number, plannedBytes: number, createdAtMs: number, updatedAtMs: number }
+// paceBytesPerSec: what the copy is slowed to while a node it uses is slow for the guests
+// (relocate/copy-pace.ts); 0 while it runs at its rate.
+export interface RelocationProgress { progressBytes: number, plannedBytes: number, createdAtMs: number, updatedAtMs: number, paceBytesPerSec: number }
 
 // What the metrics read of a running agent, at scrape time.
 export interface AgentSources {
@@ -89,6 +91,7 @@ export class AgentMetrics extends DaemonMetrics<AgentSources> implements DiskIoS
     registerCollected(r, 'ukai_relocation_progress_bytes', 'Bytes copied so far by the relocation or repair of the disk this agent runs', 'gauge', () => this.relocationSamples(s => s.progressBytes))
     registerCollected(r, 'ukai_relocation_planned_bytes', 'Bytes the relocation or repair of the disk has to copy in all', 'gauge', () => this.relocationSamples(s => s.plannedBytes))
     registerCollected(r, 'ukai_relocation_rate_bytes_per_second', 'Copy rate of the relocation or repair between its last two progress reports', 'gauge', () => this.relocationSamples(s => s.rateBytesPerSec))
+    registerCollected(r, 'ukai_relocation_pace_bytes_per_second', 'What the relocation or repair is slowed to because a node it uses is slow for the guests (0: not slowed)', 'gauge', () => this.relocationSamples(s => s.paceBytesPerSec))
   }
 
   // --- the data path (DiskIoSink) -------------------------------------------------------------
@@ -161,7 +164,7 @@ export class AgentMetrics extends DaemonMetrics<AgentSources> implements DiskIoS
     return perKey(this.relocations, 'disk', value)
   }
 
-  // One refresh per scrape, shared by the three relocation metrics.
+  // One refresh per scrape, shared by the four relocation metrics.
   private refreshing: Promise<void> | null = null
   private refreshedAtMs = 0
   private refreshRelocations (): Promise<void> {

@@ -11,7 +11,7 @@
 // The executor takes the narrow pieces of a disk it needs (RelocatableDisk: the placement map,
 // the block copy locks, the epoch copies carry), never the disk engine: the lease holder passes
 // its open disk, an orphaned relocation a map of its own under a fencing epoch (run-here.ts).
-import { UkaiError, isUkaiError } from '../errors'
+import { UkaiError, isUkaiError, safetyCatch } from '../errors'
 import { Logger, silentLogger } from '../log'
 import { PlacementMap } from '../meta/disk-map'
 import { nearestSources } from '../meta/placement-policy'
@@ -22,6 +22,7 @@ import { NodePool } from '../vdisk/node-pool'
 import { CopyLocks } from '../lib/block-locks'
 import { sleep } from '../lib/timers'
 import { forEachBounded } from '../lib/worker-pool'
+import { CopyPace } from './copy-pace'
 
 export const COPY_CONCURRENCY_DEFAULT = 4
 // A node counts as unreachable only after this long: one that just restarted is reached again
@@ -87,8 +88,8 @@ export class RelocationExecutor {
   private lastSaveMs = 0
   private copiedBytes = 0
   private copiedBlocks = 0
-  private rateStartMs = 0
-  private rateBytes = 0
+  // The copy's rate limiter: the record's rate, slowed while the guests wait on a node (copy-pace.ts).
+  private pace: CopyPace | null = null
   private bytesPerBlock = 0 // the plan's estimate per block to copy (all its targets)
 
   constructor (deps: ExecutorDeps) {
@@ -114,6 +115,14 @@ export class RelocationExecutor {
       this.copiedBytes = rec.progress.bytes
       this.copiedBlocks = rec.progress.blocks
       this.bytesPerBlock = rec.plan.writtenBlocks > 0 ? rec.plan.bytes / rec.plan.writtenBlocks : 0
+      this.pace = new CopyPace({
+        source: this.meta,
+        ceilingBytesPerSec: rec.rateBytesPerSec,
+        nodes: () => [...new Set([...this.disk.map.nodesInMap(), ...this.rec.targetNodes])],
+        log: this.log,
+        // Shown at once (`relocate status`), not only when the next block is done.
+        onChange: () => { this.progress(true).catch(safetyCatch) }
+      })
       const lease = this.disk.leaseEpoch
       if (lease === null) throw new Stop('stopped', 'this host does not hold the lease')
       this.log.info({ targets: rec.targetNodes, drop: rec.dropNodes }, 'relocation running')
@@ -136,7 +145,7 @@ export class RelocationExecutor {
       })
       // Done: the plan becomes what was really copied, so every display ends at "N of N".
       await this.save({
-        state: 'done', executor: '', finishedAtMs: Date.now(),
+        state: 'done', executor: '', finishedAtMs: Date.now(), pace: undefined,
         plan: { ...this.rec.plan, writtenBlocks: this.copiedBlocks, bytes: this.copiedBytes },
         progress: { blocks: this.copiedBlocks, bytes: this.copiedBytes, updatedAtMs: Date.now() }
       })
@@ -187,7 +196,7 @@ export class RelocationExecutor {
     const now = Date.now()
     if (!force && now - this.lastSaveMs < PROGRESS_INTERVAL_MS) return
     this.lastSaveMs = now
-    await this.save({ progress: { blocks: this.copiedBlocks, bytes: this.copiedBytes, updatedAtMs: now } })
+    await this.save({ progress: { blocks: this.copiedBlocks, bytes: this.copiedBytes, updatedAtMs: now }, pace: this.pace?.current ?? undefined })
   }
 
   private async addTargets (): Promise<void> {
@@ -268,18 +277,24 @@ export class RelocationExecutor {
     await this.save({ plan: { ...this.rec.plan, writtenBlocks: this.copiedBlocks + queue.length, bytes: Math.round(this.copiedBytes + queue.length * this.bytesPerBlock) } })
     const stopIfAborted = (): void => { if (signal?.aborted === true) throw new Stop('stopped', 'the lease moved') }
     let failure: unknown = null
+    this.pace?.start()
+    const abortPace = (): void => { this.pace?.abort(new Stop('stopped', 'the lease moved')) }
+    signal?.addEventListener('abort', abortPace, { once: true })
     try {
       await forEachBounded(queue, this.concurrency, async (block) => {
         stopIfAborted()
-        await this.copyOne(block)
+        const bytes = await this.copyOne(block)
         inSyncBatch.push(block)
         if (inSyncBatch.length >= IN_SYNC_BATCH_BLOCKS) await flushBatch()
         await this.progress()
-        await this.throttle()
+        await this.pace?.copied(bytes)
       })
       stopIfAborted()  // as before: an abort seen when the last copy ends (or with nothing to copy) stops the run
     } catch (err) {
       failure = err
+    } finally {
+      signal?.removeEventListener('abort', abortPace)
+      await this.pace?.stop()
     }
     await flushBatch()
     await this.progress(true)
@@ -290,10 +305,11 @@ export class RelocationExecutor {
     return set.map(r => this.rec.targetNodes.includes(r.node) && r.state === 'syncing' ? { node: r.node, state: 'in-sync' as const } : r)
   }
 
-  private async copyOne (block: number): Promise<void> {
+  // Returns the bytes copied (every target's).
+  private async copyOne (block: number): Promise<number> {
     const lease = this.disk.leaseEpoch
     if (lease === null) throw new Stop('stopped', 'the lease moved')
-    await this.disk.blockLocks.withCopy(block, async () => {
+    return await this.disk.blockLocks.withCopy(block, async () => {
       const set = this.disk.map.replicasOf(block)
       const targets = this.rec.targetNodes.filter(t => set.find(r => r.node === t)?.state === 'syncing')
       // In-sync non-targets first, then in-sync targets; nearest first (a stable sort, as before).
@@ -306,14 +322,14 @@ export class RelocationExecutor {
       if (sources.length === 0) throw new Stop('paused', `block ${block} has no in-sync replica to copy from`)
       // All targets at once (the copy lock holds writes to this block back meanwhile), each
       // starting from a different source so the pulls spread over the far links.
-      await Promise.all(targets.map(async (target, i) => {
-        await this.pullTo(block, target, [...sources.slice(i % sources.length), ...sources.slice(0, i % sources.length)], lease)
-      }))
+      const bytes = await Promise.all(targets.map(async (target, i) =>
+        await this.pullTo(block, target, [...sources.slice(i % sources.length), ...sources.slice(0, i % sources.length)], lease)))
       this.copiedBlocks++
+      return bytes.reduce((a, b) => a + b, 0)
     })
   }
 
-  private async pullTo (block: number, target: string, sources: Replica[], lease: number): Promise<void> {
+  private async pullTo (block: number, target: string, sources: Replica[], lease: number): Promise<number> {
     const errors: string[] = []
     for (const source of sources) {
       try {
@@ -322,8 +338,7 @@ export class RelocationExecutor {
         const sourceAddress = this.pool.get(source.node)?.alive?.address ?? this.pool.get(source.node)?.address ?? ''
         const bytes = await this.pool.client(target).pullBlock({ diskUuid: this.disk.record.uuid, block, sourceNode: source.node, sourceAddress, leaseEpoch: lease })
         this.copiedBytes += bytes
-        this.rateBytes += bytes
-        return
+        return bytes
       } catch (err) {
         if (isUkaiError(err, 'FENCED')) throw new Stop('stopped', 'fenced: the lease moved')
         errors.push(`${source.node}→${target}: ${(err as Error).message}`)
@@ -336,14 +351,6 @@ export class RelocationExecutor {
 
   private async targetDown (node: string): Promise<boolean> {
     return await patiently(async () => await this.pool.client(node).stat()).then(() => false, () => true)
-  }
-
-  private async throttle (): Promise<void> {
-    const rate = this.rec.rateBytesPerSec
-    if (rate <= 0) return
-    if (this.rateStartMs === 0) this.rateStartMs = Date.now()
-    const aheadMs = (this.rateBytes / rate) * 1000 - (Date.now() - this.rateStartMs)
-    if (aheadMs > 0) await sleep(aheadMs)
   }
 
   private async flip (): Promise<void> {

@@ -10,9 +10,11 @@
 //   what was copied; once done both are the bytes copied.
 // - Rate: the average since the relocation started (bytes copied / time to the last progress
 //   update), the same figure on every screen whenever it is looked at.
+// - Pace: while a copy yields to the guests (copy-pace.ts), what it is slowed to and why.
 // - ETA: only while the relocation runs (copying or flipping); a paused, cancelled or finished
 //   one has none.
 import { RelocationRecord } from '../meta/schema'
+import { formatRate } from '../units'
 
 export interface RelocationProgress {
   percent: number               // 0–100, whole
@@ -37,4 +39,11 @@ export function relocationProgress (r: ProgressFields): RelocationProgress {
   const running = r.state === 'copying' || r.state === 'flipping'
   const etaSec = !running || rateBytesPerSec <= 0 ? null : Math.max(0, (totalBytes - doneBytes) / rateBytesPerSec)
   return { percent: Math.floor(fraction * 100), fraction, doneBytes, totalBytes, rateBytesPerSec, etaSec }
+}
+
+// "slowed to 1.05 MB/s: node b1 write p99 38 ms (idle 2 ms, seen from hv1)"; '' while the copy
+// runs at its rate.
+export function paceText (rec: Pick<RelocationRecord, 'state' | 'pace'>): string {
+  if (rec.pace === undefined || rec.state !== 'copying') return ''
+  return `slowed to ${formatRate(rec.pace.bytesPerSec)}: ${rec.pace.why}`
 }

@@ -23,6 +23,7 @@
 import * as grpc from '@grpc/grpc-js'
 import { UkaiError, UkaiErrorCode, isUkaiError, safetyCatch } from '../errors'
 import { Lifecycle } from '../lib/lifecycle'
+import { LatencyWindow } from '../lib/latency-window'
 import { codeOfServiceError, codeOfStatus, trailerCode } from './status'
 import { ClientTls, channelOf, clientTls } from './tls'
 import {
@@ -73,6 +74,9 @@ export class NodeProgress {
   lastAnswerAtMs = Date.now()
   hungSinceMs: number | null = null
   pinging = false
+  // How long this process's writes to the node took (acknowledged ones), since the round-trip
+  // report last took the window: what the guests feel of the node (relocate/copy-pace.ts).
+  readonly writeLatency = new LatencyWindow()
   private readonly onHung = new Set<(why: string) => void>()
 
   get hung (): boolean { return this.hungSinceMs !== null }
@@ -180,7 +184,9 @@ export class StorageClient {
   async write (a: WriteArgs): Promise<void> {
     // Checked here as well: an oversized message would break the whole stream, not just this call.
     if (a.data.length > MAX_IO_BYTES) throw UkaiError.badArgument(`${this.nodeId}: write of ${a.data.length} bytes exceeds the limit of ${MAX_IO_BYTES} bytes per request`)
+    const startMs = performance.now()
     await this.io({ id: 0, write: { diskUuid: a.diskUuid, block: a.block, epoch: a.epoch, offset: a.offset, data: a.data, leaseEpoch: a.leaseEpoch } })
+    this.progress.writeLatency.observe(performance.now() - startMs)
   }
 
   async flush (a: FlushArgs): Promise<void> {

@@ -28,6 +28,8 @@ import type { BlockStore } from './block-store'
 import { Charge, IO_STALL_CHECK_MS, NodeIoBudget, StreamIoGate } from './io-budget'
 import type { Failure, RpcObserver, ServerCounters } from './rpc-answers'
 import { IO_BATCH_BYTES, IoRequestIn, IoResponse, StorageHandlers } from './wire'
+import { faultWriteDelayMs } from './write-delay-fault'
+import { sleep } from '../lib/timers'
 
 // Decoded requests grpc-js may buffer in a call's readable side while we do not read it (Node's
 // object-mode default is 16: 64 MiB of 4 MiB writes per paused stream); one is enough, the
@@ -70,6 +72,8 @@ export function ioHandlers (deps: IoHandlerDeps): Pick<StorageHandlers, 'Io' | '
           const w = req.write as NonNullable<IoRequestIn['write']>
           await store.write(w.diskUuid, w.block, w.epoch, w.offset, w.data, w.leaseEpoch)
           counters.bytesWritten += w.data.length
+          const faultMs = faultWriteDelayMs()
+          if (faultMs > 0) await sleep(faultMs)
           return { id, code: '', message: '', data: EMPTY }
         }
         case 'flush': {

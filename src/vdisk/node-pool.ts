@@ -130,6 +130,17 @@ export class NodePool {
     return c
   }
 
+  // Per node, the `q` quantile of this host's acknowledged writes to it since the last call, in
+  // ms (a node written to meanwhile only); each window starts afresh (rtt-monitor.ts publishes it).
+  takeWriteLatencyMs (q: number): Map<string, number> {
+    const out = new Map<string, number>()
+    for (const [id, p] of this.progress) {
+      const ms = p.writeLatency.take(q)
+      if (ms !== null) out.set(id, ms)
+    }
+    return out
+  }
+
   // The node has answered nothing for the hung bound with requests outstanding (client.ts).
   isHung (id: string): boolean { return this.progress.get(id)?.hung === true }
 

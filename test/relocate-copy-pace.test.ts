@@ -1,0 +1,209 @@
+// Issue 11 part 2: a running repair yields to the guests (src/relocate/copy-pace.ts). A disk on
+// a1,a2 misses writes on a2 while a2 is stopped; a2 comes back and `ukai disk repair` copies the
+// stale blocks at 4 MB/s while a guest keeps writing through the mount. Then a1 — the source of
+// every copy and a replica of every guest write — answers writes 80 ms late (the node's write
+// delay fault: the copies themselves are not slowed by it), and the copy must slow down (the
+// progress in ZooKeeper), say why (`relocate status`), speed up again once the fault is gone, and
+// finish with every byte equal on both replicas and through the mount. Bad settings are refused
+// with nothing changed.
+import crypto from 'node:crypto'
+import fs from 'node:fs'
+import path from 'node:path'
+import t from 'tap'
+import { MetaStore } from '../src/meta/store'
+import { RelocationRecord } from '../src/meta/schema'
+import { FAULT_WRITE_DELAY_MS_FILE_ENV } from '../src/storagenode/write-delay-fault'
+import { fuseUnavailable, makeTempDir, processZkAuth, startAgent, startNode, startZk } from './helpers/cluster'
+import { cliJson, runCli } from './helpers/cli'
+import { versionFiles } from './helpers/node-files'
+import { until } from './helpers/until'
+
+const MiB = 1024 * 1024
+const DISK_BYTES = 40 * MiB
+const BLOCK_BYTES = 256 * 1024
+const BLOCKS = DISK_BYTES / BLOCK_BYTES
+const RATE_MB = 4            // --rate of the repair, MB/s
+const FAULT_MS = 80          // a1's write delay while the fault is on
+const FLOOR = '256K'
+
+function sha (b: Buffer): string { return crypto.createHash('sha256').update(b).digest('hex') }
+
+interface Sample { atMs: number, bytes: number, rec: RelocationRecord }
+
+// Bytes per second copied between the samples nearest to `fromMs` and `toMs`.
+function rateBetween (samples: Sample[], fromMs: number, toMs: number): number {
+  const a = samples.find(s => s.atMs >= fromMs)
+  const b = [...samples].reverse().find(s => s.atMs <= toMs)
+  if (a === undefined || b === undefined || b.atMs <= a.atMs) return NaN
+  return (b.bytes - a.bytes) * 1000 / (b.atMs - a.atMs)
+}
+
+t.test('a running repair slows while a node it uses is slow for the guests, and speeds up again', { skip: fuseUnavailable() ?? false }, async (t) => {
+  const zk = await startZk(t)
+  const zkc = zk.connectString
+  const faultFile = path.join(makeTempDir(t, 'fault'), 'a1-write-delay-ms')
+  process.env[FAULT_WRITE_DELAY_MS_FILE_ENV] = faultFile
+  const a1 = await startNode(t, { zk, id: 'a1', site: 'site-a' })
+  delete process.env[FAULT_WRITE_DELAY_MS_FILE_ENV]
+  const a2 = await startNode(t, { zk, id: 'a2', site: 'site-a' })
+  // No controller (its automatic repair would race the one started here); reports every second.
+  const agent = await startAgent(t, { zk, host: 'hv1', site: 'site-a', extraArgs: ['--no-controller', '--no-auto-repair', '--rtt-interval-ms', '1000'] })
+
+  t.test('absurd pace settings are refused, nothing changed', async (t) => {
+    const before = await cliJson<unknown>(['config', 'show'], zkc)
+    await Promise.all(([
+      ['copy-pace-rise-ms', '-5', /bad copy-pace-rise-ms '-5': expected a whole number of milliseconds/],
+      ['copy-pace-rise-ms', '99999999', /at most 10000/],
+      ['copy-pace-rise-ms', 'fast', /expected a whole number/],
+      ['copy-pace-floor-bytes-per-sec', '0', /at least 65536 \(64K\); a slowed copy must still finish/],
+      ['copy-pace-floor-bytes-per-sec', '1P', /at most/],
+      ['copy-pace-floor-bytes-per-sec', 'lots', /bad copy-pace-floor-bytes-per-sec 'lots'/]
+    ] as const).map(async ([key, value, why]) => {
+      const r = await runCli(['config', 'set', key, value], { zk: zkc })
+      t.not(r.code, 0, `config set ${key} ${value} fails`)
+      t.match(r.stderr, why, `and says why: ${r.stderr.trim()}`)
+    }))
+    t.same(await cliJson<unknown>(['config', 'show'], zkc), before, 'the settings are as before')
+    const ok = await runCli(['config', 'set', 'copy-pace-floor-bytes-per-sec', FLOOR], { zk: zkc })
+    t.equal(ok.code, 0, `a sane floor is taken: ${ok.stdout.trim()}${ok.stderr}`)
+    // Above this shared 2-core machine's own swings of a second's p99 (20-40 ms seen with a
+    // repair running and no fault), well below the fault's 80 ms.
+    t.equal((await runCli(['config', 'set', 'copy-pace-rise-ms', '40'], { zk: zkc })).code, 0, 'a sane rise is taken')
+    t.equal((await cliJson<{ value: number }>(['config', 'get', 'copy-pace-floor-bytes-per-sec'], zkc)).value, 256 * 1024)
+    const shown = await runCli(['config', 'show'], { zk: zkc })
+    t.match(shown.stdout, /copy-pace-rise-ms +│ 40 +│ yes/, 'config show lists the rise')
+    t.match(shown.stdout, /copy-pace-floor-bytes-per-sec │ 262144 +│ yes/, 'and the floor, its name whole')
+  })
+
+  t.test('slowed while a1 is slow, back up after, every byte equal', async (t) => {
+    t.equal((await runCli(['disk', 'create', 'pace', '--size', '40M', '--block-size', '256K', '--nodes', 'a1,a2'], { zk: zkc })).code, 0)
+    const file = path.join(agent.mountPoint, 'pace')
+    const fh = await fs.promises.open(file, 'r+')
+    t.teardown(() => fh.close().catch(() => {}))
+    const model = crypto.randomBytes(DISK_BYTES)
+    // a2 misses all of it: every block is stale there.
+    await a2.stop()
+    for (let off = 0; off < DISK_BYTES; off += 128 * 1024) await fh.write(model, off, 128 * 1024, off)
+    await fh.sync()
+    await a2.restart()
+    await until('a2 is back', async () => {
+      const nodes = await cliJson<Array<{ id: string, alive: unknown }>>(['node', 'list'], zkc)
+      return nodes.find(n => n.id === 'a2')?.alive != null
+    }, 30_000, 250)
+
+    // The guest keeps writing (4-64 KiB, one at a time, every 20 ms): the signal the pace reads.
+    let writing = true
+    const latencies: Array<{ atMs: number, ms: number }> = []
+    const writer = (async () => {
+      let seed = 1
+      const rand = (): number => { seed = (seed * 1103515245 + 12345) & 0x7fffffff; return seed / 0x7fffffff }
+      while (writing) {
+        const len = 4096 * (1 + Math.floor(rand() * 16))
+        const off = 4096 * Math.floor(rand() * ((DISK_BYTES - len) / 4096))
+        const data = crypto.randomBytes(len)
+        const t0 = performance.now()
+        await fh.write(data, 0, len, off)
+        latencies.push({ atMs: Date.now(), ms: performance.now() - t0 })
+        data.copy(model, off)
+        await new Promise(resolve => setTimeout(resolve, 20))
+      }
+    })()
+
+    const meta = await MetaStore.connect(zkc, { auth: processZkAuth() })
+    t.teardown(() => meta.close())
+    const repair = runCli(['disk', 'repair', 'pace', '--rate', String(RATE_MB)], { zk: zkc, timeoutMs: 120_000 })
+    const samples: Sample[] = []
+    let sampling = true
+    const sampler = (async () => {
+      while (sampling) {
+        // (the test failed and tore the session down: stop)
+        const rec = await meta.getRelocation('pace').catch(() => { sampling = false; return null })
+        if (rec !== null && rec.state === 'copying') samples.push({ atMs: Date.now(), bytes: rec.progress.bytes, rec })
+        await new Promise(resolve => setTimeout(resolve, 200))
+      }
+    })()
+    try {
+      await until('the repair copies', async () => samples.length > 0 && samples[samples.length - 1].bytes > 0, 20_000, 100)
+      const startMs = Date.now()
+      await new Promise(resolve => setTimeout(resolve, 3000))
+      const before = rateBetween(samples, startMs, Date.now())
+      t.ok(before > RATE_MB * 1e6 * 0.5 && before < RATE_MB * 1e6 * 1.3, `at its rate before: ${(before / 1e6).toFixed(2)} MB/s`)
+
+      fs.writeFileSync(faultFile, String(FAULT_MS))
+      const faultOnMs = Date.now()
+      await until('the repair says it slowed for a1', async () => {
+        const last = samples[samples.length - 1]
+        return last.atMs > faultOnMs && last.rec.pace !== undefined && /node a1 write p99/.test(last.rec.pace.why)
+      }, 10_000, 100)
+      const status = await runCli(['relocate', 'status', 'pace'], { zk: zkc })
+      t.match(status.stdout, /│ slowed to [\d.]+ MB\/s +│/, 'relocate status: slowed, in REASON')
+      t.match(status.stdout, /^pace: slowed to [\d.]+ MB\/s: node a1 write p99 \d+ ms \(idle [\d.]+ ms, seen from hv1\)$/m, `and why, under the table: ${status.stdout.split('\n').find(l => l.startsWith('pace:')) ?? ''}`)
+      t.ok(status.stdout.split('\n').every(l => l.length <= 132), 'every line within 132 columns')
+      const slowedAtMs = Date.now()
+      await new Promise(resolve => setTimeout(resolve, 5000))
+      const slow = rateBetween(samples, slowedAtMs + 2000, Date.now())
+      const faultOffMs = Date.now()
+      fs.writeFileSync(faultFile, '0')
+      t.ok(slow < before / 3, `slowed: ${(slow / 1e6).toFixed(2)} MB/s while a1 was slow, ${(before / 1e6).toFixed(2)} before (${(before / slow).toFixed(1)}×)`)
+      const paces = samples.map(x => x.rec.pace?.bytesPerSec).filter((p): p is number => p !== undefined)
+      t.equal(Math.min(...paces), 256 * 1024, `never below the floor of ${FLOOR}/s (the pace; the copy moved ${(slow / 1e6).toFixed(2)} MB/s)`)
+
+      // Added back an eighth of the rate per report (one a second here) unless a node is over
+      // the threshold again (a hold; this 2-core machine shows those): within 20 s the pace is four times the floor, or lifted.
+      const slowestPace = Math.min(...samples.filter(x => x.rec.pace !== undefined).map(x => x.rec.pace?.bytesPerSec ?? Infinity))
+      await until('the pace rises again', async () => {
+        const last = samples[samples.length - 1]
+        return last.atMs > faultOffMs && (last.rec.pace === undefined || last.rec.pace.bytesPerSec >= slowestPace * 4)
+      }, 20_000, 100)
+      const risenAtMs = Date.now()
+      t.pass(`the pace rose again ${((risenAtMs - faultOffMs) / 1000).toFixed(1)} s after a1 was fine`)
+      await new Promise(resolve => setTimeout(resolve, 2500))
+      const after = rateBetween(samples, risenAtMs, Date.now())
+      t.ok(after > slow * 2, `faster again: ${(after / 1e6).toFixed(2)} MB/s (${(after / slow).toFixed(1)}× the slowed rate)`)
+      t.ok(after < RATE_MB * 1e6 * 1.3, `never above its --rate: ${(after / 1e6).toFixed(2)} MB/s`)
+
+      // The pace as the record showed it, for the log.
+      let shown = ''
+      for (const x of samples) {
+        const now = x.rec.pace === undefined ? 'at its rate' : `${(x.rec.pace.bytesPerSec / 1e6).toFixed(2)} MB/s: ${x.rec.pace.why}`
+        if (now !== shown) t.comment(`+${((x.atMs - startMs) / 1000).toFixed(1)} s ${now}`)
+        shown = now
+      }
+      t.comment(`fault on at +${((faultOnMs - startMs) / 1000).toFixed(1)} s, off at +${((faultOffMs - startMs) / 1000).toFixed(1)} s`)
+      const during = latencies.filter(l => l.atMs > faultOnMs + 500 && l.atMs < faultOffMs).map(l => l.ms)
+      t.comment(`guest writes while a1 was slow: ${during.length}, median ${during.sort((a, b) => a - b)[Math.floor(during.length / 2)]?.toFixed(1)} ms`)
+    } finally {
+      writing = false
+      await writer
+    }
+    const end = await repair
+    sampling = false
+    await sampler
+    t.equal(end.code, 0, `the repair finishes${end.code !== 0 ? `: ${end.stdout.slice(-300)}${end.stderr}` : ''}`)
+    t.match(end.stdout, /repair of pace: done/)
+    const rec = await meta.getRelocation('pace')
+    t.equal(rec?.pace, undefined, 'no pace left on the finished record')
+
+    await fh.sync()
+    t.equal(sha(await fs.promises.readFile(file)), sha(model), 'the mount reads what the guest wrote')
+    const uuid = (await meta.getDisk('pace')).uuid
+    const info = await cliJson<{ replicasPerNode: Record<string, { inSync: number }> }>(['disk', 'info', 'pace'], zkc)
+    t.equal(info.replicasPerNode.a1.inSync, BLOCKS, 'a1 in sync for every block')
+    t.equal(info.replicasPerNode.a2.inSync, BLOCKS, 'a2 in sync for every block')
+    // Every block's newest version, byte for byte, on both nodes.
+    const newest = (dataDir: string): Map<string, string> => {
+      const out = new Map<string, string>()
+      const files = versionFiles(dataDir, uuid).sort((x, y) => Number(x.split('.')[1]) - Number(y.split('.')[1]))
+      for (const f of files) out.set(f.split('.')[0], sha(fs.readFileSync(path.join(dataDir, 'disks', uuid, f))))
+      return out
+    }
+    const on1 = newest(a1.dataDir)
+    const on2 = newest(a2.dataDir)
+    t.equal(on1.size, BLOCKS, `a1 holds ${BLOCKS} blocks`)
+    t.same([...on2].sort(), [...on1].sort(), 'a2 holds the same bytes as a1 for every block')
+    for (let b = 0; b < BLOCKS; b++) {
+      const want = sha(model.subarray(b * BLOCK_BYTES, (b + 1) * BLOCK_BYTES))
+      if (on1.get(String(b)) !== want) { t.fail(`block ${b} on a1 differs from the model`); break }
+    }
+  })
+})
