@@ -7,6 +7,7 @@
 import * as grpc from '@grpc/grpc-js'
 import { UkaiError, isUkaiError } from '../errors'
 import { Identity, identityOfSubjectAltName, normalizeSerial } from '../storagenode/identity'
+import { tuneServerSessions } from '../storagenode/server'
 import { toServiceError } from '../storagenode/status'
 import { CertificateFiles, RevocationList, serverCredentials } from '../storagenode/tls'
 import { parseHostPort } from '../lib/host-port'
@@ -95,6 +96,8 @@ export class TenantApiServer {
     this.boundPort = await new Promise<number>((resolve, reject) => {
       this.server.bindAsync(address, creds, (err, bound) => { if (err !== null) reject(UkaiError.badArgument(`--api-listen ${this.opts.listen}: ${err.message}`)); else resolve(bound) })
     })
+    // An import streams into the agent: the storage nodes' receive window, not HTTP/2's 64 KiB.
+    tuneServerSessions(this.server)
   }
 
   async close (): Promise<void> {
