@@ -5,7 +5,8 @@
 // incremental stream and reads them back byte for byte through the mount. On another tenant's
 // disk both are PERMISSION_DENIED naming the disk with nothing changed (ZooKeeper trees, the
 // output file); an import past the capacity quota is refused with the trees unchanged; an
-// import whose CLI is killed mid-stream leaves nothing. And the agent-side snapshot commit (a
+// import whose CLI is killed mid-stream leaves nothing; an export whose reader stalls holds the
+// agent back (flow control) and, its CLI killed, the agent stops it. And the agent-side snapshot commit (a
 // lease holder answering a snapshot request) refuses a tenant at its snapshots quota with
 // QUOTA_EXCEEDED, creating nothing.
 import { ChildProcess, spawn, execFileSync } from 'node:child_process'
@@ -204,9 +205,43 @@ t.test('export and import with a tenant certificate', async (t) => {
     t.notOk((await diskNames()).includes('ab1'), 'no disk ab1')
   })
 
+  t.test('an export whose reader stalls holds the agent back; killed, the agent lets go', async (t) => {
+    // 128 MiB of data: more than the agent's prefetch (32 MiB) plus what the stream holds in
+    // flight (16 MiB window, 16 messages each side), so a CLI whose stdout nobody reads stops
+    // the agent mid-export instead of the agent running ahead.
+    await acmeOk(['disk', 'create', 'big', '--size', '128M', '--block-size', '4M', '--replicas', '1'])
+    await readMount('big')
+    const chunk = crypto.randomBytes(4 * MiB)
+    // Asynchronously: a synchronous 128 MiB would stall this process's ZooKeeper sessions.
+    const fh = await fs.promises.open(path.join(agent.mountPoint, 'big'), 'r+')
+    try {
+      for (let i = 0; i < 32; i++) await fh.write(chunk, 0, chunk.length, i * 4 * MiB)
+      await fh.sync()
+    } finally {
+      await fh.close()
+    }
+    await acmeOk(['snapshot', 'create', 'big@s'])
+    const child = spawnAcme(['export', 'big@s', '-'], 'pipe')  // its stdout is never read
+    const exited = exitOf(child)
+    const logged = (): string => fs.readFileSync(agent.logFile, 'utf8')
+    await sleep(3000)
+    t.equal(child.exitCode, null, 'the export is still waiting on its reader')
+    t.notMatch(logged(), /"method":"Export"[^\n]*"disk":"big"[^\n]*"msg":"tenant API call"/, 'the agent has not finished it')
+    process.kill(child.pid as number, 'SIGKILL')
+    await exited
+    let log = ''
+    for (let i = 0; i < 50 && !/went away during the export|export stream closed early/.test(log); i++) { await sleep(200); log = logged() }
+    t.match(log, /the client went away during the export|the export stream closed early/, 'the agent stopped the export')
+    const file = path.join(dir, 'big.raw')
+    await acmeOk(['export', 'big@s', file])
+    t.equal(fs.statSync(file).size, 128 * MiB, 'and serves the next one')
+  })
+
   t.test('a lease holder\'s snapshot commit refuses a tenant at its snapshots quota', async (t) => {
-    // acme has s1, s2 (t1) and s1, s2 (t2): at a quota of 4 it is full.
-    await admin(['tenant', 'quota', 'acme', '--snapshots', '4'])
+    // A quota of what acme has now (s1, s2 of t1 and of t2, …): it is full.
+    const has = (await cliJson<{ usage: { snapshots: number } }>(['tenant', 'info', 'acme'], zks)).usage.snapshots
+    t.ok(has >= 4)
+    await admin(['tenant', 'quota', 'acme', '--snapshots', String(has)])
     const meta = await MetaStore.connect(zks, { auth: processZkAuth() })
     t.teardown(async () => await meta.close())
     // Written through the mount: the agent holds t1's lease, so a snapshot request is its to commit.
@@ -222,7 +257,7 @@ t.test('export and import with a tenant certificate', async (t) => {
     let req = await meta.getSnapshotRequest('t1')
     for (let i = 0; i < 100 && req?.error === undefined; i++) { await sleep(100); req = await meta.getSnapshotRequest('t1') }
     t.equal(req?.errorCode, 'QUOTA_EXCEEDED', 'the holder answered QUOTA_EXCEEDED')
-    t.match(req?.error, /snapshot t1@over refused: tenant 'acme' would exceed its snapshots quota of 4 \(it has 4\)/)
+    t.match(req?.error, /snapshot t1@over refused: tenant 'acme' would exceed its snapshots quota of \d+ \(it has \d+\)/)
     await meta.removeSnapshotRequest('t1')
     t.same(await metaTree(raw), before, 'no snapshot, the epoch and the ledger as before')
     t.same((await meta.listSnapshots('t1')).map(s => s.name), ['s1', 's2'])
