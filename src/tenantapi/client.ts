@@ -1,15 +1,15 @@
 // The CLI's side of the tenant API: one call per verb, the reply's JSON parsed, a refusal turned
-// back into the UkaiError the server raised (its code travels in the trailer, src/storagenode/status.ts).
+// back into the UkaiError the server raised (its code travels in the trailer, src/storagenode/status.ts);
+// export and import as streams (the agent's side: streams.ts).
+import { once } from 'node:events'
+import type { Readable } from 'node:stream'
 import * as grpc from '@grpc/grpc-js'
-import { UkaiError } from '../errors'
+import { UkaiError, isUkaiError } from '../errors'
+import type { ExportOutput } from '../export/output'
 import { identityOfSubjectAltName } from '../storagenode/identity'
 import { FLOW_CONTROL_WINDOW_BYTES } from '../storagenode/client'
 import { codeOfServiceError } from '../storagenode/status'
 import type { CertificateFiles } from '../storagenode/tls'
-import { once } from 'node:events'
-import type { Readable } from 'node:stream'
-import { isUkaiError } from '../errors'
-import type { ExportOutput } from '../export/output'
 import { ExportChunk, ExportRequest, ImportChunk, ImportStart, JsonReply, STREAM_CHUNK_BYTES, TenantApiMethod, TenantApiRequests, tenantApiService } from './wire'
 
 export interface Progress { onStart: (totalBytes: number) => void, onProgress: (doneBytes: number) => void }
@@ -87,10 +87,10 @@ export class TenantApiClient {
   // (each sent when grpc-js has room: 'drain'), then the explicit end. A refusal by the agent
   // stops the sending at once; `source` is destroyed then.
   async importFrom<T> (start: ImportStart, source: Readable, onSent: (bytes: number) => void): Promise<T> {
-    let replied!: (e: unknown) => void
+    let stop!: () => void
     const reply = new Promise<JsonReply>((resolve, reject) => {
       const call = this.client.Import((err: grpc.ServiceError | null, res: JsonReply) => { if (err === null) resolve(res); else reject(this.refusal(err)) }) as grpc.ClientWritableStream<Partial<ImportChunk>>
-      replied = () => { source.destroy(); call.cancel() }
+      stop = () => { source.destroy(); call.cancel() }  // a no-op on a finished call
       const send = async (msg: Partial<ImportChunk>): Promise<void> => { if (!call.write(msg)) await once(call, 'drain') }
       const pump = async (): Promise<void> => {
         await send({ start })
@@ -108,7 +108,7 @@ export class TenantApiClient {
     try {
       return JSON.parse((await reply).json) as T
     } finally {
-      replied(null)
+      stop()
     }
   }
 

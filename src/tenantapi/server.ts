@@ -3,7 +3,7 @@
 // have. Mutual TLS with the agent's own certificate (src/storagenode/tls.ts: the same CA, the
 // same rotation and revocation list as the storage nodes); every call is refused unless the
 // client's certificate names a tenant (or an admin) and is not revoked, then handlers.ts decides
-// what that tenant may touch.
+// what that tenant may touch (streams.ts: the same for export and import).
 import * as grpc from '@grpc/grpc-js'
 import { UkaiError, isUkaiError } from '../errors'
 import { Identity, identityOfSubjectAltName, normalizeSerial } from '../storagenode/identity'
