@@ -47,7 +47,7 @@ export async function createSnapshot (ctx: AdminContext, diskName: string, snap:
       for (;;) {
         const req = await meta.getSnapshotRequest(diskName)
         if (req === null) return await meta.getSnapshot(diskName, snap)  // the holder committed it
-        if (req.error !== undefined) throw new UkaiError(/already has a snapshot/.test(req.error) ? 'ALREADY_EXISTS' : 'IO_ERROR', `${holder.host} (holding the lease of '${diskName}') refused the snapshot: ${req.error}`)
+        if (req.error !== undefined) throw new UkaiError(req.errorCode ?? (/already has a snapshot/.test(req.error) ? 'ALREADY_EXISTS' : 'IO_ERROR'), `${holder.host} (holding the lease of '${diskName}') refused the snapshot: ${req.error}`)
         const now = await readLease(meta, diskName)
         if (now.holder === null || now.holder.leaseEpoch !== holder.leaseEpoch) break  // released or moved: look again
         if (Date.now() >= deadline) {

@@ -1,4 +1,8 @@
 // ukai export [--from SNAP1] DISK@SNAP FILE|-  ·  ukai import [--incremental] FILE|- DISK
+// With a tenant's certificate both go through the tenant API (src/tenantapi/streams.ts): the
+// agent runs the same engine and the bytes stream; flags, output and --json are the same.
+import fs from 'node:fs'
+import type { Readable } from 'node:stream'
 import cliProgress from 'cli-progress'
 import { Command } from 'commander'
 import { UkaiError } from '../errors'
@@ -8,7 +12,10 @@ import { parseSnapshotRef, validateSnapshotName } from '../meta/schema'
 import { MetaStore } from '../meta/store'
 import { cliHostName } from '../admin/admin-lease'
 import { formatBytes } from '../units'
-import { NodePool } from '../vdisk/node-pool'
+import { NodePool, withNodePool } from '../vdisk/node-pool'
+import { openOutput, outputKind } from '../export/output'
+import { STREAM_CHUNK_BYTES } from '../tenantapi/wire'
+import { tenantApiOr } from './tenant-api'
 import { withMeta } from './context'
 import { printJson } from './output'
 import { choiceOption, idOption, replicasOption, sizeOption } from './parse'
@@ -41,13 +48,21 @@ function progressBar (verb: string): { start: (total: number) => void, update: (
 }
 
 async function withPool<T> (meta: MetaStore, site: string | undefined, fn: (pool: NodePool) => Promise<T>): Promise<T> {
-  const pool = new NodePool(meta, { host: cliHostName(), site: site ?? '' })
-  await pool.start()
+  return await withNodePool(meta, { host: cliHostName(), site: site ?? '' }, fn)
+}
+
+// What a tenant's CLI sends: the file's bytes, or stdin's. A missing or unreadable file is refused
+// here, before the agent is asked anything.
+async function inputStream (file: string): Promise<{ stream: Readable, sizeBytes: number }> {
+  if (file === '-') return { stream: process.stdin, sizeBytes: 0 }
+  let st: fs.Stats
   try {
-    return await fn(pool)
-  } finally {
-    await pool.close()
+    st = await fs.promises.stat(file)
+  } catch (err) {
+    throw UkaiError.badArgument(`cannot read input '${file}': ${(err as Error).message}`)
   }
+  if (st.isDirectory()) throw UkaiError.badArgument(`input '${file}' is a directory`)
+  return { stream: fs.createReadStream(file, { highWaterMark: STREAM_CHUNK_BYTES }), sizeBytes: st.isFile() ? st.size : 0 }
 }
 
 // The summary goes to stdout, unless stdout carries the data.
@@ -76,9 +91,13 @@ export function exportCommands (program: Command): void {
       const bar = progressBar('export')
       let summary: ExportSummary
       try {
-        summary = await withMeta(cmd, meta => withPool(meta, opts.site, pool => exportSnapshot(meta, pool, {
+        summary = await tenantApiOr(cmd, async (api) => {
+          // The agent runs the engine; its output is applied to ours (in place to a regular file).
+          const positional = await outputKind(file) === 'file'
+          return await api.exportTo<ExportSummary>({ disk, snapshot, from: opts.from ?? '', format, site: opts.site ?? '', positional }, async () => await openOutput(file), { onStart: bar.start, onProgress: bar.update })
+        }, async () => await withMeta(cmd, meta => withPool(meta, opts.site, pool => exportSnapshot(meta, pool, {
           disk, snapshot, from: opts.from, format, output: file, onStart: bar.start, onProgress: bar.update
-        })))
+        }))))
       } finally {
         bar.stop()
       }
@@ -108,10 +127,19 @@ export function exportCommands (program: Command): void {
       const bar = progressBar('import')
       let summary: ImportSummary
       try {
-        summary = await withMeta(cmd, meta => withPool(meta, opts.site, pool => importDisk(meta, pool, {
+        summary = await tenantApiOr(cmd, async (api) => {
+          // The agent spools, checks and applies; the bar counts what was sent.
+          if (opts.spoolDir !== undefined) throw UkaiError.badArgument('--spool-dir: through the tenant API the input is spooled on the agent, not here')
+          const input = await inputStream(file)
+          bar.start(input.sizeBytes)
+          return await api.importFrom<ImportSummary>({
+            disk, incremental: opts.incremental === true, format, site: opts.site ?? '', blockSizeBytes: opts.blockSize ?? 0,
+            replicas: opts.replicas ?? 0, tenant: opts.tenant ?? '', input: file
+          }, input.stream, bar.update)
+        }, async () => await withMeta(cmd, meta => withPool(meta, opts.site, pool => importDisk(meta, pool, {
           input: file, disk, incremental: opts.incremental === true, format, site: opts.site,
           blockSizeBytes: opts.blockSize, replicas: opts.replicas, tenant: opts.tenant, spoolDir: opts.spoolDir, onStart: bar.start, onProgress: bar.update
-        })))
+        }))))
       } finally {
         bar.stop()
       }

@@ -1,5 +1,5 @@
 // A CLI holding a tenant's certificate has no ZooKeeper credentials (a tenant must not: it could
-// rewrite its quotas): its disk, snapshot, clone and relocate verbs go to the tenant API of an
+// rewrite its quotas): its disk, snapshot, clone, relocate, export and import verbs go to the tenant API of an
 // agent instead (--api HOST:PORT, else $UKAI_API). Any other certificate goes to ZooKeeper
 // directly, as before.
 import { Command } from 'commander'
@@ -25,13 +25,18 @@ function tenantApiOf (cmd: Command): TenantApiClient | null {
   return new TenantApiClient(given, files)
 }
 
-// Through the tenant API when this CLI holds a tenant's certificate, else `direct` (ZooKeeper).
-export async function tenantOr<T, M extends TenantApiMethod> (cmd: Command, method: M, req: Partial<TenantApiRequests[M]>, direct: () => Promise<T>): Promise<T> {
+// `viaApi` when this CLI holds a tenant's certificate, else `direct` (ZooKeeper).
+export async function tenantApiOr<T> (cmd: Command, viaApi: (api: TenantApiClient) => Promise<T>, direct: () => Promise<T>): Promise<T> {
   const api = tenantApiOf(cmd)
   if (api === null) return await direct()
   try {
-    return await api.call<M, T>(method, req)
+    return await viaApi(api)
   } finally {
     api.close()
   }
+}
+
+// One unary verb through the tenant API when this CLI holds a tenant's certificate, else `direct`.
+export async function tenantOr<T, M extends TenantApiMethod> (cmd: Command, method: M, req: Partial<TenantApiRequests[M]>, direct: () => Promise<T>): Promise<T> {
+  return await tenantApiOr(cmd, async (api) => await api.call<M, T>(method, req), direct)
 }

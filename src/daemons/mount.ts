@@ -117,7 +117,7 @@ export async function runMount (opts: MountOptions): Promise<RunningMount> {
       await server.start()
     }
     if (opts.api !== undefined) {
-      api = new TenantApiServer({ listen: opts.api.listen, tls: opts.api.tls, meta, host: `tenant-api-${opts.host}`, logger: opts.logger.child({ part: 'tenant-api' }) })
+      api = new TenantApiServer({ listen: opts.api.listen, tls: opts.api.tls, meta, host: `tenant-api-${opts.host}`, site: opts.site, logger: opts.logger.child({ part: 'tenant-api' }) })
       await api.start()
     }
   } catch (err) {

@@ -25,7 +25,7 @@ export interface ExportRequest {
   snapshot: string
   from?: string             // incremental: the base snapshot
   format: ExportFormat
-  output: string            // a path, or '-' for stdout
+  output: string | ExportOutput  // a path, '-' for stdout, or an output of the caller's (the tenant API's stream)
   onStart?: (totalBytes: number) => void
   onProgress?: (doneBytes: number) => void
 }
@@ -89,7 +89,7 @@ export async function exportSnapshot (meta: MetaStore, pool: NodePool, req: Expo
   const sequentialRaw = req.format === 'raw'
   let out: ExportOutput
   try {
-    out = await openOutput(req.output)
+    out = typeof req.output === 'string' ? await openOutput(req.output) : req.output
   } catch (err) {
     await image.close()
     throw err

@@ -37,7 +37,8 @@ const READ_BUFFER_BYTES = 4 * 1024 * 1024
 export type ImportFormat = 'auto' | 'raw' | 'stream'
 
 export interface ImportRequest {
-  input: string                // a path, or '-' for stdin
+  input: string                // a path, or '-' for stdin; with `source`: only its name in messages
+  source?: AsyncIterable<Buffer> // the bytes, when they come from elsewhere (the tenant API's stream)
   disk: string                 // the new disk, or (incremental) the disk to apply onto
   incremental: boolean
   format: ImportFormat
@@ -68,10 +69,10 @@ export interface ImportSummary {
 
 interface Input { path: string, sizeBytes: number, cleanup: () => Promise<void> }
 
-// stdin, or anything that is not a regular file, is copied to a temp file first (sparse: all-zero
+// stdin, a stream, or anything that is not a regular file, is copied to a temp file first (sparse: all-zero
 // grains are skipped), so the whole input can be checked before anything is applied.
-async function openInput (input: string, spoolDir: string | undefined): Promise<Input> {
-  if (input !== '-') {
+async function openInput (input: string, spoolDir: string | undefined, source: AsyncIterable<Buffer> | undefined): Promise<Input> {
+  if (input !== '-' && source === undefined) {
     let st: fs.Stats
     try {
       st = await fs.promises.stat(input)
@@ -88,8 +89,8 @@ async function openInput (input: string, spoolDir: string | undefined): Promise<
     const fh = await fs.promises.open(spool, 'w')
     let size = 0
     try {
-      const source = input === '-' ? process.stdin : fs.createReadStream(input)
-      for await (const chunk of source as AsyncIterable<Buffer>) {
+      const from = source ?? (input === '-' ? process.stdin : fs.createReadStream(input))
+      for await (const chunk of from as AsyncIterable<Buffer>) {
         for (let at = 0; at < chunk.length; at += SPARSE_GRAIN_BYTES) {
           const piece = chunk.subarray(at, at + SPARSE_GRAIN_BYTES)
           if (!isZero(piece)) await fh.write(piece, 0, piece.length, size)
@@ -190,7 +191,7 @@ export async function importDisk (meta: MetaStore, pool: NodePool, req: ImportRe
   const log = req.logger ?? silentLogger
   validateDiskName(req.disk)
   if (!req.incremental && (await meta.listDiskNames()).includes(req.disk)) throw UkaiError.alreadyExists(`disk '${req.disk}' already exists`)
-  const input = await openInput(req.input, req.spoolDir)
+  const input = await openInput(req.input, req.spoolDir, req.source)
   try {
     const isStream = req.format === 'stream' || (req.format === 'auto' && await looksLikeStream(input.path))
     if (req.incremental && !isStream) throw UkaiError.badArgument(`--incremental needs a ukai stream; '${req.input}' is not one`)

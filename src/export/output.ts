@@ -100,8 +100,11 @@ class FileOutput implements ExportOutput {
 
 // '-' is stdout. A regular file (or a new one) is truncated and written in place; anything
 // else (a FIFO, /dev/null, a device) is written in order.
-export async function openOutput (target: string): Promise<ExportOutput> {
-  if (target === '-') return new SequentialOutput(process.stdout, 'stdout', false)
+export type OutputKind = 'stdout' | 'file' | 'sequential'
+
+// What openOutput will open, without touching the target (the tenant API asks before it opens).
+export async function outputKind (target: string): Promise<OutputKind> {
+  if (target === '-') return 'stdout'
   let st: fs.Stats | null = null
   try {
     st = await fs.promises.stat(target)
@@ -109,7 +112,13 @@ export async function openOutput (target: string): Promise<ExportOutput> {
     if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw UkaiError.badArgument(`cannot use output '${target}': ${(err as Error).message}`)
   }
   if (st !== null && st.isDirectory()) throw UkaiError.badArgument(`output '${target}' is a directory`)
-  if (st !== null && !st.isFile()) {
+  return st !== null && !st.isFile() ? 'sequential' : 'file'
+}
+
+export async function openOutput (target: string): Promise<ExportOutput> {
+  const kind = await outputKind(target)
+  if (kind === 'stdout') return new SequentialOutput(process.stdout, 'stdout', false)
+  if (kind === 'sequential') {
     const stream = fs.createWriteStream(target, { flags: 'w' })
     await once(stream, 'open').catch((err) => { throw UkaiError.badArgument(`cannot open output '${target}': ${(err as Error).message}`) })
     return new SequentialOutput(stream, target, true)

@@ -23,7 +23,7 @@
 // /ukai/controller/leader               ControllerLeader, ephemeral: who leads, since when, its duties
 // /ukai/tenants/<name>                  TenantRecord: the tenant's quotas and its usage ledger (src/meta/tenants.ts)
 import { crc32 } from 'node:zlib'
-import { UkaiError } from '../errors'
+import { UkaiError, UkaiErrorCode } from '../errors'
 import { PlacementSegment, REPLICA_STATES, ReplicaSet } from './placement'
 
 export const ROOT = '/ukai'
@@ -272,7 +272,8 @@ export interface SnapshotRecord {
 }
 // Asks the disk's lease holder to commit a snapshot; it answers by creating the SnapshotRecord
 // and removing the request in one transaction, or by setting `error` (nothing committed).
-export interface SnapshotRequest { v: 1, snapshot: string, host: string, requestedAtMs: number, error?: string }
+// error/errorCode: the holder's refusal, its UkaiError code carried so the requester reports the same code (QUOTA_EXCEEDED …).
+export interface SnapshotRequest { v: 1, snapshot: string, host: string, requestedAtMs: number, error?: string, errorCode?: UkaiErrorCode }
 
 // What `ukai scrub` found on the disk (src/admin/scrub-admin.ts): the last run and totals.
 export interface ScrubRecord {

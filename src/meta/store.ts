@@ -507,9 +507,9 @@ export class MetaStore {
   }
 
   // The holder refuses a request: it stays (the requester removes it) and carries the reason.
-  async failSnapshotRequest (disk: string, req: SnapshotRequest & { version: number }, error: string): Promise<void> {
+  async failSnapshotRequest (disk: string, req: SnapshotRequest & { version: number }, err: Error): Promise<void> {
     const { version, ...rest } = req
-    await this.zk.set(paths.snapshotRequest(disk), encodeJson({ ...rest, error }), version)
+    await this.zk.set(paths.snapshotRequest(disk), encodeJson({ ...rest, error: err.message, ...(isUkaiError(err) ? { errorCode: err.code } : {}) }), version)
   }
 
   async removeSnapshotRequest (disk: string): Promise<void> {

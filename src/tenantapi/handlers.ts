@@ -20,39 +20,59 @@ import { startRelocation } from '../relocate/start'
 import type { Identity } from '../storagenode/identity'
 import type { TenantApiMethod, TenantApiRequests } from './wire'
 
-export interface TenantApiDeps { meta: MetaStore, host: string, logger: Logger }
+// site: the agent's, where an export or import prefers its storage nodes when the caller names none.
+export interface TenantApiDeps { meta: MetaStore, host: string, site?: string, logger: Logger }
 
 type Handler<M extends TenantApiMethod> = (caller: Identity, req: TenantApiRequests[M]) => Promise<unknown>
+
+// The rules every verb applies, unary or streamed (streams.ts).
+export interface AccessRules {
+  denied: (caller: Identity, what: string) => UkaiError
+  // The disk, when the caller may act on it.
+  ownDisk: (caller: Identity, name: string, what: string) => Promise<DiskRecord>
+  // The tenant a new disk lands in: the caller's; an admin names it.
+  tenantFor: (caller: Identity, asked: string, what: string) => string
+  // The site to use: the one asked for if the tenant may use it; none asked: its first allowed one.
+  siteFor: (caller: Identity, site: string, what: string) => Promise<string | undefined>
+}
+
+export function accessRules (meta: MetaStore): AccessRules {
+  const denied = (caller: Identity, what: string): UkaiError =>
+    UkaiError.permissionDenied(`tenant ${caller.name} may not ${what}`)
+  const tenantOf = async (caller: Identity): Promise<TenantRecord | null> => caller.role === 'admin' ? null : await getTenant(meta, caller.name)
+  return {
+    denied,
+    ownDisk: async (caller, name, what) => {
+      validateDiskName(name)
+      const disk = await meta.getDisk(name)
+      if (caller.role !== 'admin' && disk.tenant !== caller.name) throw denied(caller, `${what} disk '${name}': it belongs to another tenant`)
+      return disk
+    },
+    tenantFor: (caller, asked, what) => {
+      const tenant = asked === '' ? caller.name : asked
+      if (caller.role !== 'admin' && tenant !== caller.name) throw denied(caller, `${what} in tenant '${tenant}'`)
+      if (caller.role === 'admin' && asked === '') throw UkaiError.badArgument('an admin creating through the tenant API names the tenant')
+      return tenant
+    },
+    siteFor: async (caller, site, what) => {
+      if (site !== '') validateId(site, 'site')
+      const allowed = (await tenantOf(caller))?.sites ?? []
+      if (allowed.length === 0) return site === '' ? undefined : site
+      if (site === '') return allowed[0]
+      if (!allowed.includes(site)) throw denied(caller, `${what} at site '${site}' (allowed: ${allowed.join(', ')})`)
+      return site
+    }
+  }
+}
 
 export function tenantApiHandlers (deps: TenantApiDeps): { [M in TenantApiMethod]: Handler<M> } {
   const { meta } = deps
   const ctx: AdminContext = { meta, host: deps.host, logger: deps.logger }
-  const denied = (caller: Identity, what: string): UkaiError =>
-    UkaiError.permissionDenied(`tenant ${caller.name} may not ${what}`)
-
-  // The disk, when the caller may act on it.
-  const ownDisk = async (caller: Identity, name: string, what: string): Promise<DiskRecord> => {
-    validateDiskName(name)
-    const disk = await meta.getDisk(name)
-    if (caller.role !== 'admin' && disk.tenant !== caller.name) throw denied(caller, `${what} disk '${name}': it belongs to another tenant`)
-    return disk
-  }
-  const tenantOf = async (caller: Identity): Promise<TenantRecord | null> => caller.role === 'admin' ? null : await getTenant(meta, caller.name)
-  // The site to use: the one asked for if the tenant may use it; none asked: its first allowed one.
-  const siteFor = async (caller: Identity, site: string, what: string): Promise<string | undefined> => {
-    if (site !== '') validateId(site, 'site')
-    const allowed = (await tenantOf(caller))?.sites ?? []
-    if (allowed.length === 0) return site === '' ? undefined : site
-    if (site === '') return allowed[0]
-    if (!allowed.includes(site)) throw denied(caller, `${what} at site '${site}' (allowed: ${allowed.join(', ')})`)
-    return site
-  }
+  const { ownDisk, tenantFor, siteFor } = accessRules(meta)
 
   return {
     CreateDisk: async (caller, req) => {
-      const tenant = req.tenant === '' ? caller.name : req.tenant
-      if (caller.role !== 'admin' && tenant !== caller.name) throw denied(caller, `create disk '${req.name}' in tenant '${tenant}'`)
-      if (caller.role === 'admin' && req.tenant === '') throw UkaiError.badArgument('an admin creating through the tenant API names the tenant')
+      const tenant = tenantFor(caller, req.tenant, `create disk '${req.name}'`)
       const site = await siteFor(caller, req.site, `create disk '${req.name}'`)
       return await createDisk(meta, {
         name: req.name, sizeBytes: req.sizeBytes, tenant, site,

@@ -3,14 +3,16 @@
 // have. Mutual TLS with the agent's own certificate (src/storagenode/tls.ts: the same CA, the
 // same rotation and revocation list as the storage nodes); every call is refused unless the
 // client's certificate names a tenant (or an admin) and is not revoked, then handlers.ts decides
-// what that tenant may touch.
+// what that tenant may touch (streams.ts: the same for export and import).
 import * as grpc from '@grpc/grpc-js'
 import { UkaiError, isUkaiError } from '../errors'
 import { Identity, identityOfSubjectAltName, normalizeSerial } from '../storagenode/identity'
+import { tuneServerSessions } from '../storagenode/server'
 import { toServiceError } from '../storagenode/status'
 import { CertificateFiles, RevocationList, serverCredentials } from '../storagenode/tls'
 import { parseHostPort } from '../lib/host-port'
-import { TenantApiDeps, tenantApiHandlers } from './handlers'
+import { TenantApiDeps, accessRules, tenantApiHandlers } from './handlers'
+import { ExportCall, ImportCall, exportForCaller, importForCaller } from './streams'
 import { TENANT_API_METHODS, TenantApiMethod, tenantApiService } from './wire'
 
 export interface TenantApiServerOptions extends TenantApiDeps {
@@ -18,6 +20,7 @@ export interface TenantApiServerOptions extends TenantApiDeps {
   tls: { files: CertificateFiles, revoked: Pick<RevocationList, 'has'> } | null  // null: --insecure, every caller refused
 }
 
+type ServiceFailure = ReturnType<typeof toServiceError>
 type AuthContext = { sslPeerCertificate?: { subjectaltname?: string, serialNumber?: string } } | null
 
 // Who called, or why they are refused.
@@ -38,30 +41,50 @@ export class TenantApiServer {
 
   constructor (private readonly opts: TenantApiServerOptions) {
     const handlers = tenantApiHandlers(opts)
-    const log = opts.logger
+    const rules = accessRules(opts.meta)
     const impl: grpc.UntypedServiceImplementation = {}
     for (const method of TENANT_API_METHODS) {
       impl[method] = (call: grpc.ServerUnaryCall<any, unknown>, callback: grpc.sendUnaryData<unknown>) => {
-        let caller: Identity
-        try {
-          caller = callerOf(call.getAuthContext() as AuthContext, opts.tls?.revoked ?? null, method)
-        } catch (err) {
-          log.warn({ method, err: (err as Error).message, peer: call.getPeer() }, 'tenant API call refused')
-          callback(toServiceError(err as UkaiError))
-          return
-        }
-        (handlers[method] as (c: Identity, r: unknown) => Promise<unknown>)(caller, call.request).then((result) => {
-          log.info({ method, caller: `${caller.role}/${caller.name}`, request: call.request }, 'tenant API call')
-          callback(null, { json: JSON.stringify(result ?? null) })
-        }, (err: unknown) => {
-          const e = isUkaiError(err) ? err : new UkaiError('INTERNAL', `tenant API ${method}: ${String(err)}`)
-          if (e.code === 'INTERNAL') log.error({ method, err: String((err as Error)?.stack ?? err) }, 'tenant API call failed')
-          else log.info({ method, caller: `${caller.role}/${caller.name}`, code: e.code, err: e.message }, 'tenant API call refused')
-          callback(toServiceError(e))
+        this.serve(method, call, call.request, async (caller) => await (handlers[method] as (c: Identity, r: unknown) => Promise<unknown>)(caller, call.request), (err, result) => {
+          callback(err, err === null ? { json: JSON.stringify(result ?? null) } : undefined)
         })
       }
     }
+    impl.Export = (call: ExportCall) => {
+      this.serve('Export', call, call.request, async (caller) => await exportForCaller(opts, rules, caller, call), (err) => {
+        if (err === null) call.end()
+        else if (!call.cancelled) call.emit('error', err)
+      })
+    }
+    impl.Import = (call: ImportCall, callback: grpc.sendUnaryData<unknown>) => {
+      this.serve('Import', call, null, async (caller) => await importForCaller(opts, rules, caller, call), (err, result) => {
+        if (err !== null) call.destroy()  // stop reading what the client still sends
+        callback(err, err === null ? { json: JSON.stringify(result) } : undefined)
+      })
+    }
     this.server.addService(tenantApiService().service, impl)
+  }
+
+  // Who called (refused unless a tenant or admin with a valid certificate), then `run`, logged.
+  private serve (method: string, call: Pick<grpc.ServerUnaryCall<unknown, unknown>, 'getAuthContext' | 'getPeer'>, request: unknown, run: (caller: Identity) => Promise<unknown>, done: (err: ServiceFailure | null, result?: unknown) => void): void {
+    const log = this.opts.logger
+    let caller: Identity
+    try {
+      caller = callerOf(call.getAuthContext() as AuthContext, this.opts.tls?.revoked ?? null, method)
+    } catch (err) {
+      log.warn({ method, err: (err as Error).message, peer: call.getPeer() }, 'tenant API call refused')
+      done(toServiceError(err as UkaiError))
+      return
+    }
+    run(caller).then((result) => {
+      log.info({ method, caller: `${caller.role}/${caller.name}`, request }, 'tenant API call')
+      done(null, result)
+    }, (err: unknown) => {
+      const e = isUkaiError(err) ? err : new UkaiError('INTERNAL', `tenant API ${method}: ${String(err)}`)
+      if (e.code === 'INTERNAL') log.error({ method, err: String((err as Error)?.stack ?? err) }, 'tenant API call failed')
+      else log.info({ method, caller: `${caller.role}/${caller.name}`, code: e.code, err: e.message }, 'tenant API call refused')
+      done(toServiceError(e))
+    })
   }
 
   get port (): number { return this.boundPort }
@@ -73,6 +96,8 @@ export class TenantApiServer {
     this.boundPort = await new Promise<number>((resolve, reject) => {
       this.server.bindAsync(address, creds, (err, bound) => { if (err !== null) reject(UkaiError.badArgument(`--api-listen ${this.opts.listen}: ${err.message}`)); else resolve(bound) })
     })
+    // An import streams into the agent: the storage nodes' receive window, not HTTP/2's 64 KiB.
+    tuneServerSessions(this.server)
   }
 
   async close (): Promise<void> {

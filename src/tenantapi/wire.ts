@@ -13,6 +13,25 @@ export interface SnapshotRequest { disk: string, snapshot: string }
 export interface CloneRequest { disk: string, snapshot: string, name: string, site: string }
 export interface RelocateRequest { disk: string, site: string, rateBytesPerSec: number }
 export interface JsonReply { json: string }
+export interface ExportRequest { disk: string, snapshot: string, from: string, format: string, site: string, positional: boolean }
+export interface ImportStart { disk: string, incremental: boolean, format: string, site: string, blockSizeBytes: number, replicas: number, tenant: string, input: string }
+
+// The streamed messages, as proto-loader hands them over with `oneofs: true` (kind: the field set).
+export type ExportChunk =
+  | { kind: 'startTotalBytes', startTotalBytes: number }
+  | { kind: 'data', data: { data: Buffer, positional: boolean, offset: number } }
+  | { kind: 'zeroBytes', zeroBytes: number }
+  | { kind: 'doneBytes', doneBytes: number }
+  | { kind: 'finish', finish: { hasSize: boolean, sizeBytes: number } }
+  | { kind: 'summaryJson', summaryJson: string }
+export type ImportChunk =
+  | { kind: 'start', start: ImportStart }
+  | { kind: 'data', data: Buffer }
+  | { kind: 'end', end: boolean }
+
+// Bytes in one streamed message: well under gRPC's 4 MiB default, and what bounds the memory a
+// stream holds per message in flight.
+export const STREAM_CHUNK_BYTES = 1024 * 1024
 
 export interface TenantApiRequests {
   CreateDisk: CreateDiskRequest
@@ -27,6 +46,7 @@ export interface TenantApiRequests {
   Relocate: RelocateRequest
 }
 export type TenantApiMethod = keyof TenantApiRequests
+// The unary verbs (Export and Import stream: src/tenantapi/streams.ts).
 export const TENANT_API_METHODS: readonly TenantApiMethod[] = ['CreateDisk', 'ResizeDisk', 'DeleteDisk', 'DiskInfo', 'ListDisks', 'CreateSnapshot', 'ListSnapshots', 'DeleteSnapshot', 'Clone', 'Relocate']
 
 export const TENANT_PROTO_RELATIVE_PATH = path.join('proto', 'ukai', 'tenant', 'v1', 'tenant.proto')
@@ -36,7 +56,7 @@ let cached: grpc.ServiceClientConstructor | undefined
 // The service: `.service` for server.addService, `new` for a client.
 export function tenantApiService (): grpc.ServiceClientConstructor {
   if (cached !== undefined) return cached
-  const def = protoLoader.loadSync(path.join(packageRoot(), TENANT_PROTO_RELATIVE_PATH), { keepCase: false, longs: Number, defaults: true })
+  const def = protoLoader.loadSync(path.join(packageRoot(), TENANT_PROTO_RELATIVE_PATH), { keepCase: false, longs: Number, defaults: true, oneofs: true })
   const pkg = grpc.loadPackageDefinition(def) as unknown as { ukai: { tenant: { v1: { TenantApi: grpc.ServiceClientConstructor } } } }
   cached = pkg.ukai.tenant.v1.TenantApi
   return cached

@@ -163,3 +163,15 @@ export class NodePool {
 
   close (): Promise<void> { return this.life.close() }
 }
+
+// A pool for one operation (an export, an import: the CLI's, or the tenant API's on an agent),
+// closed when `fn` is done.
+export async function withNodePool<T> (meta: MetaStore, opts: { host: string, site: string, logger?: Logger }, fn: (pool: NodePool) => Promise<T>): Promise<T> {
+  const pool = new NodePool(meta, opts)
+  await pool.start()
+  try {
+    return await fn(pool)
+  } finally {
+    await pool.close()
+  }
+}

@@ -322,7 +322,7 @@ export class VirtualDisk {
           this.log.info({ snapshot: rec.name, epoch: rec.epoch }, 'snapshot committed')
         } catch (err) {
           this.log.warn({ snapshot: req.snapshot, err: String(err) }, 'snapshot request refused')
-          await this.meta.failSnapshotRequest(this.name, req, (err as Error).message).catch(safetyCatch)
+          await this.meta.failSnapshotRequest(this.name, req, err as Error).catch(safetyCatch)
         }
       }, safetyCatch)
     }
