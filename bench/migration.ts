@@ -194,6 +194,9 @@ async function ukai (image: ReturnType<typeof ensureGuest>, dir: string, accel: 
 }
 
 async function main (): Promise<void> {
+  // The agents log every flush at debug ('flush done': blocks, nodes, time): switchPhases reads
+  // the source's stop-time flush from it. (Few other debug lines exist.)
+  process.env.UKAI_LOG_LEVEL = process.env.UKAI_LOG_LEVEL ?? 'debug'
   const cleanup = new Cleanup()
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ukai-migration-bench-'))
   if (process.env.BENCH_KEEP === '1') log(`keeping ${dir} (BENCH_KEEP=1)`)

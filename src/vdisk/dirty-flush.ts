@@ -7,12 +7,24 @@
 // - a node that fails is marked stale for blocks durable elsewhere; a FENCED answer means the
 //   lease moved, and nothing written under the old epoch can be vouched for;
 // - calls while a flush runs share the next one (group commit).
-import { UkaiError, isUkaiError } from '../errors'
+// - the same flush runs in the background shortly after writes (flush-behind.ts), so a guest's
+//   fsync, and a live migration's stop, mostly find nothing left to do.
+//
+// Every flush is logged ('flush done': why, blocks, replicas, each node's time; debug, info when
+// slow): the stop-time flush of a live migration is read from it (bench/migration.ts).
+import { UkaiError, isUkaiError, safetyCatch } from '../errors'
 import { Logger } from '../log'
 import { DiskMap } from '../meta/disk-map'
 import { sleep } from '../lib/timers'
 import { NodePool } from './node-pool'
 import { IO_RETRY_PAUSE_MS } from './replica-read'
+import { FlushBehind } from './flush-behind'
+
+// A flush slower than this is logged at info (every flush at debug).
+const FLUSH_SLOW_LOG_MS = 100
+
+// What the flusher counts for the agent's metrics (DiskIoCounters' fields of the same names).
+export interface FlushCounters { dirtyBlocks?: number, behindFlushes?: number }
 
 export interface DirtyFlushDeps {
   diskName: string
@@ -28,7 +40,12 @@ export interface DirtyFlushDeps {
   heldEpoch: () => number | null
   // A node refused the flush as FENCED under `leaseEpoch`: the lease moved to another host.
   onFenced: (leaseEpoch: number) => void
+  // Flush-behind's idle delay (flush-behind.ts); 0 or absent: off.
+  flushBehindMs?: number
+  counters?: FlushCounters
 }
+
+type FlushCause = 'guest' | 'behind'
 
 export class DirtyFlusher {
   // Blocks written per node since its last flush: what a failed flush puts at risk, and the
@@ -38,15 +55,36 @@ export class DirtyFlusher {
   // Group commit: one flush runs at a time; calls meanwhile share the one after it.
   private flushRunning: Promise<void> | null = null
   private flushNext: Promise<void> | null = null
+  // Block replicas in `dirty`, and in the flush running now (for the dirtyBlocks gauge).
+  private dirtyCount = 0
+  private flushingCount = 0
+  private readonly behind: FlushBehind
+  private readonly counters: FlushCounters
 
-  constructor (private readonly d: DirtyFlushDeps) {}
+  constructor (private readonly d: DirtyFlushDeps) {
+    this.counters = d.counters ?? {}
+    this.behind = new FlushBehind({
+      idleMs: d.flushBehindMs ?? 0,
+      signal: d.signal,
+      hasDirty: () => this.dirty.size > 0,
+      flush: () => this.flushAs('behind'),
+      onDone: () => { this.counters.behindFlushes = (this.counters.behindFlushes ?? 0) + 1 },
+      onFailed: (err) => {
+        if (!d.signal.aborted) d.log.warn({ err: String(err) }, 'background flush failed: dirty blocks wait for the next fsync')
+        safetyCatch(err)
+      }
+    })
+  }
 
   note (node: string, block: number, leaseEpoch: number): void {
     let set = this.dirty.get(node)
     if (set === undefined) { set = new Set(); this.dirty.set(node, set) }
-    set.add(block)
+    if (!set.has(block)) { set.add(block); this.dirtyCount++; this.count() }
     if (leaseEpoch > this.dirtyLeaseEpoch) this.dirtyLeaseEpoch = leaseEpoch
+    this.behind.written()
   }
+
+  private count (): void { this.counters.dirtyBlocks = this.dirtyCount + this.flushingCount }
 
   // Makes every acknowledged write durable on the nodes (their fsync), or fails. Without the
   // lease (lost, handed over) it still flushes, under the epoch the writes were made with: a node
@@ -54,33 +92,64 @@ export class DirtyFlusher {
   // another holder fenced it, nothing can vouch for them and the flush fails (EIO), never
   // reports success. Calls while one runs share the next one (group commit): each returns after
   // a flush that started after it was called.
-  flush (): Promise<void> {
+  flush (): Promise<void> { return this.flushAs('guest') }
+
+  // A background flush is the same flush: a guest's fsync during it shares the next one.
+  private flushAs (cause: FlushCause): Promise<void> {
     if (this.d.signal.aborted) return Promise.reject(this.d.signal.reason)
-    if (this.flushRunning === null) return this.startFlush()
+    if (this.flushRunning === null) return this.startFlush(cause)
     if (this.flushNext === null) {
-      const after = (): Promise<void> => { this.flushNext = null; return this.startFlush() }
+      const after = (): Promise<void> => { this.flushNext = null; return this.startFlush(cause) }
       this.flushNext = this.flushRunning.then(after, after)
     }
     return this.flushNext
   }
 
-  private startFlush (): Promise<void> {
-    const run = this.flushOnce().finally(() => { if (this.flushRunning === run) this.flushRunning = null })
+  private startFlush (cause: FlushCause): Promise<void> {
+    const run = this.flushOnce(cause).finally(() => { if (this.flushRunning === run) this.flushRunning = null })
     this.flushRunning = run
     return run
   }
 
-  private async flushOnce (): Promise<void> {
-    if (this.dirty.size === 0) return
+  private async flushOnce (cause: FlushCause): Promise<void> {
+    if (this.dirty.size === 0) {
+      if (cause === 'guest') this.d.log.debug({ cause, blocks: 0, replicas: 0, nodeMs: {}, tookMs: 0, ok: true }, 'flush done')
+      return
+    }
     const leaseEpoch = this.d.heldEpoch() ?? this.dirtyLeaseEpoch
     const dirty = this.dirtyStillPlaced(this.dirty)
     this.dirty = new Map()
+    this.behind.taken()
+    this.flushingCount = this.dirtyCount
+    this.dirtyCount = 0
+    this.count()
+    const t0 = Date.now()
+    const nodeMs: Record<string, number> = {}
+    let failed: unknown = null
     try {
-      await this.flushNodes(dirty, leaseEpoch)
+      await this.flushNodes(dirty, leaseEpoch, nodeMs)
+      this.behind.succeeded()
     } catch (err) {
+      failed = err
       // Not durable: keep every block dirty, so the next flush tries again (and fails again).
-      for (const [node, blocks] of dirty) for (const b of blocks) this.note(node, b, leaseEpoch)
+      // (Not through note(): a failed flush does not arm flush-behind again.)
+      for (const [node, blocks] of dirty) {
+        let set = this.dirty.get(node)
+        if (set === undefined) { set = new Set(); this.dirty.set(node, set) }
+        for (const b of blocks) if (!set.has(b)) { set.add(b); this.dirtyCount++ }
+      }
+      if (leaseEpoch > this.dirtyLeaseEpoch) this.dirtyLeaseEpoch = leaseEpoch
+      this.behind.restored()
       throw err
+    } finally {
+      this.flushingCount = 0
+      this.count()
+      // What a flush waited for: the stop-time flush of a live migration is most of its downtime.
+      const tookMs = Date.now() - t0
+      const blocks = new Set([...dirty.values()].flatMap(s => [...s])).size
+      const fields = { cause, blocks, replicas: [...dirty.values()].reduce((n, s) => n + s.size, 0), nodeMs, tookMs, ok: failed === null }
+      if (tookMs >= FLUSH_SLOW_LOG_MS) this.d.log.info(fields, 'flush done')
+      else this.d.log.debug(fields, 'flush done')
     }
   }
 
@@ -101,17 +170,21 @@ export class DirtyFlusher {
   // them is durable on a node that flushed; a block durable nowhere yet waits (a restarting
   // node; up to --io-retry-ms) and otherwise fails the flush. A hung node fails within the
   // hung bound, not the call deadline.
-  private async flushNodes (dirty: Map<string, Set<number>>, leaseEpoch: number): Promise<void> {
+  // `nodeMs`: each node's flush time, filled in as they answer (the log line's).
+  private async flushNodes (dirty: Map<string, Set<number>>, leaseEpoch: number, nodeMs: Record<string, number>): Promise<void> {
     const deadline = Date.now() + this.d.ioRetryMs
     const flushed = new Set<string>()
     let pending = [...dirty.keys()]
     for (;;) {
       const failures = new Map<string, unknown>()
       await Promise.all(pending.map(async (node) => {
+        const t0 = Date.now()
         try {
           await this.d.pool.client(node).flush({ diskUuid: this.d.diskUuid, leaseEpoch })
+          nodeMs[node] = Date.now() - t0
           flushed.add(node)
         } catch (err) {
+          nodeMs[node] = Date.now() - t0
           this.d.log.warn({ node, err: String(err) }, 'flush failed')
           failures.set(node, err)
         }

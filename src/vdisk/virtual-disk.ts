@@ -30,10 +30,12 @@ import { Lifecycle } from '../lib/lifecycle'
 import { IoThrottle, UNLIMITED } from '../lib/io-throttle'
 import { limitsOfRecord } from './disk-qos'
 import { DirtyFlusher } from './dirty-flush'
+import { FLUSH_BEHIND_IDLE_MS_DEFAULT } from './flush-behind'
 
 // How long an I/O keeps retrying while no replica answers (a node restarting, a network blip)
 // before the guest sees EIO.
 export const IO_RETRY_MS_DEFAULT = 10_000
+export { FLUSH_BEHIND_IDLE_MS_DEFAULT }
 // Blocks a large discard (a whole-disk TRIM) keeps in flight; each goes to every replica.
 // Measured: 64 GiB of 4 MiB blocks, 2 replicas, nothing written: 5-8 s.
 const DISCARD_BLOCKS_IN_FLIGHT = 64
@@ -43,6 +45,8 @@ export interface VirtualDiskDeps {
   pool: NodePool
   leases: LeaseManager
   ioRetryMs?: number
+  // Flush-behind's idle delay (flush-behind.ts; 0: off, blocks wait for the guest's fsync).
+  flushBehindMs?: number
   // Bytes read and written through this disk, owned by the agent (they outlive an open).
   io?: DiskIoCounters
   // Short-circuit reads from nodes on this host (absent: every read goes over gRPC).
@@ -125,6 +129,8 @@ export class VirtualDisk {
       signal: this.aborted.signal,
       log: this.log,
       heldEpoch: () => this.lease?.leaseEpoch ?? null,
+      flushBehindMs: deps.flushBehindMs ?? FLUSH_BEHIND_IDLE_MS_DEFAULT,
+      counters: this.io,
       // A FENCED flush: the lease moved; drop ours if it is still the one the writes were under.
       onFenced: (epoch) => { if (this.lease?.leaseEpoch === epoch) { this.leases.dropLocal(this.name); this.lease = null } }
     })

@@ -1,0 +1,108 @@
+// Flush-behind (src/vdisk/dirty-flush.ts): written blocks become durable on every replica in the
+// background, without the guest's fsync — and that never weakens what fsync promises:
+// - after writes and a short idle the disk's dirty set is empty (the agent's metrics), the nodes
+//   fsynced (their fsync counts moved) and both replicas' block files hold the written bytes;
+// - a background flush that fails (the only replica killed with -9 holding dirty blocks) keeps
+//   them dirty: the guest's fsync fails with EIO, again on the next try, and succeeds only once
+//   the node is back (its start syncs the data dir), with the bytes intact.
+import fs from 'node:fs'
+import path from 'node:path'
+import t from 'tap'
+import { freePort } from '../src/dev/free-port'
+import { fuseUnavailable, startAgent, startNode, startZk } from './helpers/cluster'
+import { cliJson, runCli } from './helpers/cli'
+import { randomBytes, rng } from './helpers/model'
+import { fsyncCount } from './helpers/replica-faults'
+import { until } from './helpers/until'
+
+const MiB = 1024 * 1024
+const SESSION = ['--zk-session-timeout-ms', '4000']
+
+const skip = fuseUnavailable()
+
+// One sample of the agent's metrics endpoint (0 when the series is absent).
+async function metric (address: string, name: string, disk: string): Promise<number> {
+  const res = await fetch(`http://${address}/metrics`)
+  if (res.status !== 200) throw new Error(`GET /metrics: ${res.status}`)
+  const line = (await res.text()).split('\n').find(l => l.startsWith(`${name}{`) && l.includes(`disk="${disk}"`))
+  return line === undefined ? 0 : Number(line.split(' ').pop())
+}
+
+// The head version file of `block` on a node (epoch 1: a new disk's, no snapshot taken).
+function blockFile (dataDir: string, uuid: string, block: number): string {
+  return path.join(dataDir, 'disks', uuid, `${block}.1`)
+}
+
+t.test('after writes and a short idle the dirty set is empty without any fsync', { skip: skip ?? false }, async (t) => {
+  const zk = await startZk(t)
+  const zks = zk.connectString
+  const nodes = [await startNode(t, { zk, id: 'a1', site: 'site-a' }), await startNode(t, { zk, id: 'a2', site: 'site-a' })]
+  const mport = await freePort()
+  const maddr = `127.0.0.1:${mport}`
+  // The default --flush-behind-ms (100).
+  const agent = await startAgent(t, { zk, host: 'hv-a', site: 'site-a', extraArgs: [...SESSION, '--metrics-listen', maddr] })
+  t.equal((await runCli(['disk', 'create', 'vol', '--size', '8M', '--block-size', '1M', '--nodes', 'a1,a2'], { zk: zks })).code, 0)
+  const { uuid } = await cliJson<{ uuid: string }>(['disk', 'info', 'vol'], zks)
+
+  const before = await Promise.all(nodes.map(async n => await fsyncCount(n.id, n.address)))
+  const data = randomBytes(rng(7), 3 * MiB)
+  const fh = await fs.promises.open(path.join(agent.mountPoint, 'vol'), 'r+')
+  t.teardown(() => fh.close().catch(() => {}))
+  // Blocks 1..3 (offset 1 MiB), written in 256 KiB pieces; no fsync, the handle stays open.
+  for (let off = 0; off < data.length; off += 256 * 1024) await fh.write(data, off, 256 * 1024, MiB + off)
+  await until('the dirty set to empty', async () => await metric(maddr, 'ukai_disk_dirty_blocks', 'vol') === 0 &&
+    await metric(maddr, 'ukai_disk_flushes_behind_total', 'vol') >= 1, 10_000, 50)
+  t.pass('ukai_disk_dirty_blocks is 0 and a background flush ran')
+  t.equal(await metric(maddr, 'ukai_disk_flushes_total', 'vol'), 0, 'no fsync was asked for through the mount')
+  const after = await Promise.all(nodes.map(async n => await fsyncCount(n.id, n.address)))
+  nodes.forEach((n, i) => t.ok(after[i] > before[i], `${n.id} fsynced (${before[i]} → ${after[i]} fsync calls)`))
+  for (const n of nodes) {
+    for (let b = 1; b <= 3; b++) {
+      const got = fs.readFileSync(blockFile(n.dataDir, uuid, b))
+      t.ok(got.subarray(0, MiB).equals(data.subarray((b - 1) * MiB, b * MiB)), `${n.id}: block ${b}'s file holds the written bytes`)
+    }
+  }
+  // A second round: the set fills and empties again (flush-behind is re-armed by new writes).
+  const flushesBefore = await metric(maddr, 'ukai_disk_flushes_behind_total', 'vol')
+  await fh.write(data, 0, 4096, 0)
+  await until('the second background flush', async () => await metric(maddr, 'ukai_disk_flushes_behind_total', 'vol') > flushesBefore &&
+    await metric(maddr, 'ukai_disk_dirty_blocks', 'vol') === 0, 10_000, 50)
+  for (const n of nodes) t.ok(fs.readFileSync(blockFile(n.dataDir, uuid, 0)).subarray(0, 4096).equals(data.subarray(0, 4096)), `${n.id}: block 0 holds the second write`)
+})
+
+t.test('a failed background flush keeps the blocks dirty: fsync reports EIO', { skip: skip ?? false }, async (t) => {
+  const zk = await startZk(t)
+  const zks = zk.connectString
+  const node = await startNode(t, { zk, id: 'a1', site: 'site-a' })
+  const mport = await freePort()
+  const maddr = `127.0.0.1:${mport}`
+  // A longer delay so the node is surely dead before the background flush of the second write.
+  const agent = await startAgent(t, { zk, host: 'hv-a', site: 'site-a', extraArgs: [...SESSION, '--metrics-listen', maddr, '--flush-behind-ms', '1500', '--io-retry-ms', '1000'] })
+  t.equal((await runCli(['disk', 'create', 'vol', '--size', '4M', '--block-size', '1M', '--replicas', '1', '--nodes', 'a1'], { zk: zks })).code, 0)
+  const file = path.join(agent.mountPoint, 'vol')
+  const fh = await fs.promises.open(file, 'r+')
+  t.teardown(() => fh.close().catch(() => {}))
+  const first = randomBytes(rng(11), 64 * 1024)
+  await fh.write(first, 0, first.length, 0)
+  await until('the first write flushed behind', async () => await metric(maddr, 'ukai_disk_flushes_behind_total', 'vol') >= 1 &&
+    await metric(maddr, 'ukai_disk_dirty_blocks', 'vol') === 0, 10_000, 50)
+
+  // The second write is acknowledged by a1, which dies before any flush covers it.
+  const second = randomBytes(rng(12), 64 * 1024)
+  await fh.write(second, 0, second.length, MiB)
+  await node.kill('SIGKILL')
+  const logged = (): boolean => fs.readFileSync(agent.logFile, 'utf8').includes('background flush failed')
+  await until('the background flush to fail', async () => logged(), 15_000, 100)
+  t.equal(await metric(maddr, 'ukai_disk_flushes_behind_total', 'vol'), 1, 'the failed background flush is not counted as done')
+  t.ok(await metric(maddr, 'ukai_disk_dirty_blocks', 'vol') >= 1, 'its block is still dirty')
+  await t.rejects(fh.sync(), { code: 'EIO' }, 'fsync after the failed background flush: EIO, no durability claimed')
+  await t.rejects(fh.sync(), { code: 'EIO' }, 'and again on the next fsync (still dirty)')
+
+  // The node back: its start syncs its data dir, the fsync now succeeds, and the bytes are there.
+  await node.restart()
+  await until('fsync to succeed once a1 is back', async () => await fh.sync().then(() => true, () => false), 30_000, 200)
+  t.equal(await metric(maddr, 'ukai_disk_dirty_blocks', 'vol'), 0, 'nothing dirty after the successful fsync')
+  const got = Buffer.alloc(second.length)
+  await fh.read(got, 0, got.length, MiB)
+  t.ok(got.equals(second), 'the second write reads back byte for byte')
+})
