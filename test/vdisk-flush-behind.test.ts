@@ -4,11 +4,20 @@
 //   fsynced (their fsync counts moved) and both replicas' block files hold the written bytes;
 // - a background flush that fails (the only replica killed with -9 holding dirty blocks) keeps
 //   them dirty: the guest's fsync fails with EIO, again on the next try, and succeeds only once
-//   the node is back (its start syncs the data dir), with the bytes intact.
+//   the node is back (its start syncs the data dir), with the bytes intact;
+// - a guest's flush does not wait for a replica still syncing (a relocation's target; here
+//   stopped with SIGSTOP): it returns once the in-sync replica fsynced, the target is not marked
+//   stale, and flushEverywhere() — what the relocation runs before marking it in sync — waits
+//   until the target answers.
 import fs from 'node:fs'
 import path from 'node:path'
 import t from 'tap'
 import { freePort } from '../src/dev/free-port'
+import { processZkAuth } from '../src/dev/process-zk-auth'
+import { LeaseManager } from '../src/meta/lease'
+import { MetaStore } from '../src/meta/store'
+import { NodePool } from '../src/vdisk/node-pool'
+import { VirtualDisk } from '../src/vdisk/virtual-disk'
 import { fuseUnavailable, startAgent, startNode, startZk } from './helpers/cluster'
 import { cliJson, runCli } from './helpers/cli'
 import { randomBytes, rng } from './helpers/model'
@@ -105,4 +114,47 @@ t.test('a failed background flush keeps the blocks dirty: fsync reports EIO', { 
   const got = Buffer.alloc(second.length)
   await fh.read(got, 0, got.length, MiB)
   t.ok(got.equals(second), 'the second write reads back byte for byte')
+})
+
+t.test('a guest flush does not wait for a syncing replica; flushEverywhere does', async (t) => {
+  const zk = await startZk(t)
+  const zks = zk.connectString
+  const a1 = await startNode(t, { zk, id: 'a1', site: 'site-a' })
+  const b1 = await startNode(t, { zk, id: 'b1', site: 'site-b' })
+  t.equal((await runCli(['disk', 'create', 'mig', '--size', '4M', '--block-size', '1M', '--nodes', 'a1'], { zk: zks })).code, 0)
+  const meta = await MetaStore.connect(zks, { auth: processZkAuth() })
+  t.teardown(async () => { await meta.close() })
+  // Hung detection far off: a flush that waited for the stopped node would wait, not fail.
+  const pool = new NodePool(meta, { host: 'hv-test', site: 'site-a', replicaHungMs: 60_000 })
+  await pool.ready()
+  t.teardown(async () => { await pool.close() })
+  const leases = new LeaseManager(meta, 'hv-test', { onHandoverRequested: () => {}, onLost: () => {} })
+  const io = { readBytes: 0, writeBytes: 0 }
+  const disk = await VirtualDisk.open({ meta, pool, leases, io, ioRetryMs: 60_000, flushBehindMs: 0 }, 'mig')
+  t.teardown(async () => { await disk.destroy() })
+  await disk.write(0, randomBytes(rng(20), MiB))
+  await disk.flush()
+  // b1 becomes a syncing replica of every block, as a relocation's first step does.
+  await disk.map.update(null, set => [...set, { node: 'b1', state: 'syncing' as const }])
+  const data = randomBytes(rng(21), MiB)
+  await disk.write(0, data)  // to a1 and b1
+  const { uuid } = disk.record
+  await b1.kill('SIGSTOP')
+  t.teardown(async () => { await b1.kill('SIGCONT') })
+  const before = await fsyncCount('a1', a1.address)
+  const started = Date.now()
+  await disk.flush()
+  const tookMs = Date.now() - started
+  t.ok(tookMs < 5_000, `the guest's flush returned without b1 (${tookMs} ms)`)
+  t.ok(await fsyncCount('a1', a1.address) > before, 'a1, the in-sync replica, fsynced')
+  t.equal(disk.replicasOf(0).find(r => r.node === 'b1')?.state, 'syncing', 'b1 is still syncing, not marked stale')
+  t.ok((io as { dirtyBlocks?: number }).dirtyBlocks === 1, 'b1\'s block counts as dirty until b1 answers')
+  let everywhereDone = false
+  const everywhere = disk.flushEverywhere().then(() => { everywhereDone = true })
+  await new Promise(resolve => setTimeout(resolve, 1500))
+  t.notOk(everywhereDone, 'flushEverywhere waits for b1')
+  await b1.kill('SIGCONT')
+  await everywhere
+  t.equal((io as { dirtyBlocks?: number }).dirtyBlocks, 0, 'nothing dirty once b1 fsynced')
+  t.ok(fs.readFileSync(blockFile(b1.dataDir, uuid, 0)).subarray(0, MiB).equals(data), 'b1\'s block file holds the write')
 })

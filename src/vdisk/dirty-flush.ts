@@ -8,7 +8,15 @@
 //   lease moved, and nothing written under the old epoch can be vouched for;
 // - calls while a flush runs share the next one (group commit).
 // - the same flush runs in the background shortly after writes (flush-behind.ts), so a guest's
-//   fsync, and a live migration's stop, mostly find nothing left to do.
+//   fsync, and a live migration's stop, mostly find nothing left to do;
+// - a node whose dirty blocks are all replicas still `syncing` there (a relocation's or repair's
+//   target; each of those blocks also dirty on an in-sync node the flush waits for) is sent its
+//   flush but not waited for: those replicas are not in sync, so the guest's durability does not
+//   rest on them, and they become durable before they are marked in sync — by the copy itself
+//   (block-pull.ts syncs it) or, for writes after the copy, by flushEverywhere(), which the
+//   executor runs before each in-sync batch and the flip, and hand-over and close run too.
+//   Measured (bench/migration.ts, 2026-12-07, load 16): the stop-time flush waited 171-356 ms
+//   for the two targets across the WAN (busy receiving the copy) against 13-24 ms for the sources.
 //
 // Every flush is logged ('flush done': why, blocks, replicas, each node's time; debug, info when
 // slow): the stop-time flush of a live migration is read from it (bench/migration.ts).
@@ -45,7 +53,7 @@ export interface DirtyFlushDeps {
   counters?: FlushCounters
 }
 
-type FlushCause = 'guest' | 'behind'
+type FlushCause = 'guest' | 'behind' | 'everywhere'
 
 export class DirtyFlusher {
   // Blocks written per node since its last flush: what a failed flush puts at risk, and the
@@ -58,6 +66,12 @@ export class DirtyFlusher {
   // Block replicas in `dirty`, and in the flush running now (for the dirtyBlocks gauge).
   private dirtyCount = 0
   private flushingCount = 0
+  private trailingCount = 0
+  private lastReplicas = 0  // block replicas the last flush took (flush-behind's budget)
+  // Flushes sent to syncing replicas and not waited for (true: durable; false: dirty again).
+  private readonly trailing = new Set<Promise<boolean>>()
+  // The next flush waits for every node, syncing replicas too (flushEverywhere).
+  private wantEverywhere = false
   private readonly behind: FlushBehind
   private readonly counters: FlushCounters
 
@@ -69,6 +83,7 @@ export class DirtyFlusher {
       hasDirty: () => this.dirty.size > 0,
       flush: () => this.flushAs('behind'),
       onDone: () => { this.counters.behindFlushes = (this.counters.behindFlushes ?? 0) + 1 },
+      lastReplicas: () => this.lastReplicas,
       onFailed: (err) => {
         if (!d.signal.aborted) d.log.warn({ err: String(err) }, 'background flush failed: dirty blocks wait for the next fsync')
         safetyCatch(err)
@@ -84,7 +99,19 @@ export class DirtyFlusher {
     this.behind.written()
   }
 
-  private count (): void { this.counters.dirtyBlocks = this.dirtyCount + this.flushingCount }
+  private count (): void { this.counters.dirtyBlocks = this.dirtyCount + this.flushingCount + this.trailingCount }
+
+  // Every write made durable on every node it went to, syncing replicas too (they are about to
+  // be marked in sync, or the disk is let go), or fails.
+  async flushEverywhere (): Promise<void> {
+    this.wantEverywhere = true
+    await this.flushAs('everywhere')
+    const results = await Promise.all([...this.trailing])
+    if (results.every(ok => ok)) return
+    // A syncing replica's flush failed: its blocks are dirty again; wait for them now.
+    this.wantEverywhere = true
+    await this.flushAs('everywhere')
+  }
 
   // Makes every acknowledged write durable on the nodes (their fsync), or fails. Without the
   // lease (lost, handed over) it still flushes, under the epoch the writes were made with: a node
@@ -112,18 +139,23 @@ export class DirtyFlusher {
   }
 
   private async flushOnce (cause: FlushCause): Promise<void> {
+    const everywhere = this.wantEverywhere
+    this.wantEverywhere = false
     if (this.dirty.size === 0) {
       if (cause === 'guest') this.d.log.debug({ cause, blocks: 0, replicas: 0, nodeMs: {}, tookMs: 0, ok: true }, 'flush done')
       return
     }
     const leaseEpoch = this.d.heldEpoch() ?? this.dirtyLeaseEpoch
-    const dirty = this.dirtyStillPlaced(this.dirty)
+    const placed = this.dirtyStillPlaced(this.dirty)
+    const { dirty, trailing } = everywhere ? { dirty: placed, trailing: new Map<string, Set<number>>() } : this.splitSyncing(placed)
     this.dirty = new Map()
     this.behind.taken()
     this.flushingCount = this.dirtyCount
+    this.lastReplicas = this.dirtyCount
     this.dirtyCount = 0
     this.count()
     const t0 = Date.now()
+    for (const [node, blocks] of trailing) this.flushTrailing(node, blocks, leaseEpoch)
     const nodeMs: Record<string, number> = {}
     let failed: unknown = null
     try {
@@ -132,14 +164,7 @@ export class DirtyFlusher {
     } catch (err) {
       failed = err
       // Not durable: keep every block dirty, so the next flush tries again (and fails again).
-      // (Not through note(): a failed flush does not arm flush-behind again.)
-      for (const [node, blocks] of dirty) {
-        let set = this.dirty.get(node)
-        if (set === undefined) { set = new Set(); this.dirty.set(node, set) }
-        for (const b of blocks) if (!set.has(b)) { set.add(b); this.dirtyCount++ }
-      }
-      if (leaseEpoch > this.dirtyLeaseEpoch) this.dirtyLeaseEpoch = leaseEpoch
-      this.behind.restored()
+      this.restore(dirty, leaseEpoch)
       throw err
     } finally {
       this.flushingCount = 0
@@ -147,10 +172,52 @@ export class DirtyFlusher {
       // What a flush waited for: the stop-time flush of a live migration is most of its downtime.
       const tookMs = Date.now() - t0
       const blocks = new Set([...dirty.values()].flatMap(s => [...s])).size
-      const fields = { cause, blocks, replicas: [...dirty.values()].reduce((n, s) => n + s.size, 0), nodeMs, tookMs, ok: failed === null }
+      const fields = { cause, blocks, replicas: [...dirty.values()].reduce((n, s) => n + s.size, 0), nodeMs, notWaitedFor: [...trailing.keys()], tookMs, ok: failed === null }
       if (tookMs >= FLUSH_SLOW_LOG_MS) this.d.log.info(fields, 'flush done')
       else this.d.log.debug(fields, 'flush done')
     }
+  }
+
+  // Blocks back into the dirty set after a failed flush (not through note(): a failed flush does
+  // not arm flush-behind again; the next write or fsync does).
+  private restore (blocksOf: Map<string, Set<number>>, leaseEpoch: number): void {
+    for (const [node, blocks] of blocksOf) {
+      let set = this.dirty.get(node)
+      if (set === undefined) { set = new Set(); this.dirty.set(node, set) }
+      for (const b of blocks) if (!set.has(b)) { set.add(b); this.dirtyCount++ }
+    }
+    if (leaseEpoch > this.dirtyLeaseEpoch) this.dirtyLeaseEpoch = leaseEpoch
+    this.behind.restored()
+    this.count()
+  }
+
+  // Splits off the nodes not waited for (see the header): every dirty block of theirs is a
+  // syncing replica there, and dirty on a node the flush waits for whose replica is in sync.
+  private splitSyncing (placed: Map<string, Set<number>>): { dirty: Map<string, Set<number>>, trailing: Map<string, Set<number>> } {
+    const stateOn = (node: string, b: number): string | undefined => this.d.map.replicasOf(b).find(r => r.node === node)?.state
+    const syncingOnly = (node: string): boolean => [...(placed.get(node) as Set<number>)].every(b => stateOn(node, b) === 'syncing')
+    const trailingNodes = new Set([...placed.keys()].filter(syncingOnly))
+    const covered = (b: number): boolean => [...placed].some(([n, blocks]) => !trailingNodes.has(n) && blocks.has(b) && stateOn(n, b) === 'in-sync')
+    for (const node of trailingNodes) if (![...(placed.get(node) as Set<number>)].every(covered)) trailingNodes.delete(node)
+    const dirty = new Map([...placed].filter(([n]) => !trailingNodes.has(n)))
+    const trailing = new Map([...placed].filter(([n]) => trailingNodes.has(n)))
+    return { dirty, trailing }
+  }
+
+  // A syncing replica's flush, not waited for: durable, or its blocks dirty again (the next
+  // flushEverywhere waits for them).
+  private flushTrailing (node: string, blocks: Set<number>, leaseEpoch: number): void {
+    this.trailingCount += blocks.size
+    const p: Promise<boolean> = this.d.pool.client(node).flush({ diskUuid: this.d.diskUuid, leaseEpoch }).then(() => true, (err) => {
+      this.d.log.warn({ node, err: String(err) }, 'flush of a syncing replica failed: its blocks stay dirty')
+      this.restore(new Map([[node, blocks]]), leaseEpoch)
+      return false
+    }).finally(() => {
+      this.trailing.delete(p)
+      this.trailingCount -= blocks.size
+      this.count()
+    })
+    this.trailing.add(p)
   }
 
   // A node that no longer holds a block (a drain, a relocation or a re-replication moved it

@@ -10,9 +10,11 @@
 // 100 ms after every first write 178 (x1) and 41 (x16) — an fsync storm for a continuous
 // writer, whose writes a single late flush coalesces; idle-or-age (below) keeps a continuous
 // writer at one flush per `maxAgeMs` (see docs/architecture.md for the figures).
-// Back-off: at most one background flush in flight, and the next one starts no sooner than
+// Back-off: at most one background flush in flight; the next one starts no sooner than
 // BUSY_FACTOR times the last one's duration after it ended (a slow node or WAN link makes
-// flush-behind take at most ~1/(1+BUSY_FACTOR) of the flush path, not queue up).
+// flush-behind take at most ~1/(1+BUSY_FACTOR) of the flush path, not queue up), nor sooner
+// than MS_PER_REPLICA for each block replica the last one flushed after it started: flush-behind
+// costs a disk at most ~1000/MS_PER_REPLICA block-file fsyncs per second whatever it writes.
 // A background flush that fails keeps its blocks dirty (dirty-flush.ts) and holds flush-behind
 // until a flush succeeds: the guest's own fsync retries it and reports the outcome.
 
@@ -22,6 +24,7 @@ export const FLUSH_BEHIND_IDLE_MS_DEFAULT = 20
 // The oldest unflushed write is flushed after this even while writes go on.
 export const FLUSH_BEHIND_MAX_AGE_MS = 1000
 const BUSY_FACTOR = 2
+const MS_PER_REPLICA = 25
 
 export interface FlushBehindDeps {
   idleMs: number                 // 0: off
@@ -29,6 +32,7 @@ export interface FlushBehindDeps {
   hasDirty: () => boolean
   flush: () => Promise<void>     // the background flush (shares the group commit)
   onDone: () => void             // a background flush succeeded
+  lastReplicas: () => number     // block replicas the last flush took
   onFailed: (err: unknown) => void
   signal: AbortSignal
 }
@@ -39,6 +43,8 @@ export class FlushBehind {
   private firstDirtyAtMs = 0     // 0: nothing written since a flush took the dirty set
   private lastTookMs = 0
   private lastEndedAtMs = 0
+  private lastStartedAtMs = 0
+  private lastReplicas = 0
   private held = false
 
   constructor (private readonly d: FlushBehindDeps) {
@@ -77,7 +83,7 @@ export class FlushBehind {
   private dueAtMs (): number {
     const idle = this.lastWriteAtMs + this.d.idleMs
     const age = this.firstDirtyAtMs + (this.d.maxAgeMs ?? FLUSH_BEHIND_MAX_AGE_MS)
-    return Math.max(Math.min(idle, age), this.lastEndedAtMs + this.lastTookMs * BUSY_FACTOR)
+    return Math.max(Math.min(idle, age), this.lastEndedAtMs + this.lastTookMs * BUSY_FACTOR, this.lastStartedAtMs + this.lastReplicas * MS_PER_REPLICA)
   }
 
   private arm (): void {
@@ -90,10 +96,11 @@ export class FlushBehind {
     this.timer = null
     if (!this.d.hasDirty() || this.d.signal.aborted) return
     if (this.dueAtMs() > Date.now()) { this.arm(); return }  // written since: not idle yet
-    const startedAtMs = Date.now()
+    const startedAtMs = this.lastStartedAtMs = Date.now()
     this.d.flush().then(() => {
       this.lastEndedAtMs = Date.now()
       this.lastTookMs = this.lastEndedAtMs - startedAtMs
+      this.lastReplicas = this.d.lastReplicas()
       this.d.onDone()
       if (this.d.hasDirty()) this.arm()
     }, (err) => {

@@ -86,7 +86,7 @@ export class VirtualDisk {
   // fail with err, nothing is flushed, the lease is let go all the same (see src/lib/lifecycle.ts)
   private readonly aborted = new AbortController()
   private readonly life = new Lifecycle({
-    drain: async () => { await this.flush() },
+    drain: async () => { await this.flushEverywhere() },
     abort: (err) => { this.aborted.abort(err); this.throttle.abort(err) },
     release: async () => { await this.releaseOnClose() }
   })
@@ -249,7 +249,8 @@ export class VirtualDisk {
         while (this.writeGate !== null) await this.writeGate  // a snapshot commit finishes first
         while (this.inFlightWrites > 0) await new Promise<void>(resolve => this.writesDrained.push(resolve))
         // A failed flush keeps its blocks dirty: a later fsync here fails rather than succeed.
-        await this.flush().catch((err) => this.log.error({ err: String(err) }, 'flush before hand-over failed'))
+        // Everywhere: the next holder's relocation run does not know what we wrote to syncing replicas.
+        await this.flushEverywhere().catch((err) => this.log.error({ err: String(err) }, 'flush before hand-over failed'))
         this.lease = null
         await this.leases.release(this.name)
       } finally {
@@ -264,7 +265,7 @@ export class VirtualDisk {
   // The last handle on this host closed but the disk stays cached (the agent's warm disks):
   // writes made durable and the lease let go, as at close; the map and its watches are kept.
   async idle (): Promise<void> {
-    await this.flush()
+    await this.flushEverywhere()
     if (this.lease === null) return
     this.lease = null
     await this.leases.release(this.name)
@@ -554,6 +555,10 @@ export class VirtualDisk {
 
   // Makes every acknowledged write durable on the nodes, or fails (src/vdisk/dirty-flush.ts).
   flush (): Promise<void> { return this.flusher.flush() }
+
+  // The same, and also durable on replicas still syncing (flush() sends them their flush without
+  // waiting): before a relocation marks them in sync, and when this host lets the disk go.
+  flushEverywhere (): Promise<void> { return this.flusher.flushEverywhere() }
 
   // Flushes once (a second call, also a concurrent one, returns the first one's promise), then
   // lets the lease go.
