@@ -8,7 +8,8 @@
 // - a guest's flush does not wait for a replica still syncing (a relocation's target; here
 //   stopped with SIGSTOP): it returns once the in-sync replica fsynced, the target is not marked
 //   stale, and flushEverywhere() — what the relocation runs before marking it in sync — waits
-//   until the target answers.
+//   until the target answers; a target whose fsync fails keeps its block dirty, and
+//   flushEverywhere fails until it succeeds.
 import fs from 'node:fs'
 import path from 'node:path'
 import t from 'tap'
@@ -16,6 +17,7 @@ import { freePort } from '../src/dev/free-port'
 import { processZkAuth } from '../src/dev/process-zk-auth'
 import { LeaseManager } from '../src/meta/lease'
 import { MetaStore } from '../src/meta/store'
+import { FAULT_FSYNC_EIO_FILE_ENV } from '../src/storagenode/block-store'
 import { NodePool } from '../src/vdisk/node-pool'
 import { VirtualDisk } from '../src/vdisk/virtual-disk'
 import { fuseUnavailable, startAgent, startNode, startZk } from './helpers/cluster'
@@ -120,7 +122,11 @@ t.test('a guest flush does not wait for a syncing replica; flushEverywhere does'
   const zk = await startZk(t)
   const zks = zk.connectString
   const a1 = await startNode(t, { zk, id: 'a1', site: 'site-a' })
-  const b1 = await startNode(t, { zk, id: 'b1', site: 'site-b' })
+  // b1's fsync fails with EIO while this file exists (block-store.ts).
+  const failB1 = path.join(fs.mkdtempSync(path.join(zk.dir, 'faults-')), 'fail-fsync-b1')
+  process.env[FAULT_FSYNC_EIO_FILE_ENV] = failB1
+  let b1
+  try { b1 = await startNode(t, { zk, id: 'b1', site: 'site-b' }) } finally { delete process.env[FAULT_FSYNC_EIO_FILE_ENV] }
   t.equal((await runCli(['disk', 'create', 'mig', '--size', '4M', '--block-size', '1M', '--nodes', 'a1'], { zk: zks })).code, 0)
   const meta = await MetaStore.connect(zks, { auth: processZkAuth() })
   t.teardown(async () => { await meta.close() })
@@ -157,4 +163,17 @@ t.test('a guest flush does not wait for a syncing replica; flushEverywhere does'
   await everywhere
   t.equal((io as { dirtyBlocks?: number }).dirtyBlocks, 0, 'nothing dirty once b1 fsynced')
   t.ok(fs.readFileSync(blockFile(b1.dataDir, uuid, 0)).subarray(0, MiB).equals(data), 'b1\'s block file holds the write')
+
+  // b1's fsync fails: the guest's flush still succeeds (a1), b1's block stays dirty, and
+  // flushEverywhere fails — until b1's fsync works again.
+  await disk.write(0, randomBytes(rng(22), 4096))
+  fs.writeFileSync(failB1, '')
+  await disk.flush()
+  t.pass('the guest\'s flush succeeds on a1 while b1\'s fsync fails')
+  t.equal((io as { dirtyBlocks?: number }).dirtyBlocks, 1, 'b1\'s block counts as dirty (its flush in flight or failed)')
+  t.equal(disk.replicasOf(0).find(r => r.node === 'b1')?.state, 'syncing', 'b1 is not marked stale for it')
+  await t.rejects(disk.flushEverywhere(), { code: 'IO_ERROR' }, 'flushEverywhere fails while b1 cannot make the block durable')
+  fs.rmSync(failB1)
+  await disk.flushEverywhere()
+  t.equal((io as { dirtyBlocks?: number }).dirtyBlocks, 0, 'and succeeds once it can')
 })

@@ -68,8 +68,10 @@ export class DirtyFlusher {
   private flushingCount = 0
   private trailingCount = 0
   private lastReplicas = 0  // block replicas the last flush took (flush-behind's budget)
-  // Flushes sent to syncing replicas and not waited for (true: durable; false: dirty again).
-  private readonly trailing = new Set<Promise<boolean>>()
+  // Flushes sent to syncing replicas and not waited for, and how many of them failed so far
+  // (their blocks went back into the dirty set).
+  private readonly trailing = new Set<Promise<void>>()
+  private trailingFailures = 0
   // The next flush waits for every node, syncing replicas too (flushEverywhere).
   private wantEverywhere = false
   private readonly behind: FlushBehind
@@ -104,11 +106,13 @@ export class DirtyFlusher {
   // Every write made durable on every node it went to, syncing replicas too (they are about to
   // be marked in sync, or the disk is let go), or fails.
   async flushEverywhere (): Promise<void> {
+    const failures = this.trailingFailures
     this.wantEverywhere = true
     await this.flushAs('everywhere')
-    const results = await Promise.all([...this.trailing])
-    if (results.every(ok => ok)) return
-    // A syncing replica's flush failed: its blocks are dirty again; wait for them now.
+    await Promise.all([...this.trailing])
+    if (this.trailingFailures === failures) return
+    // A syncing replica's flush failed meanwhile (also one that ended while ours ran, too late
+    // for it to see the blocks): they are dirty again; wait for them now.
     this.wantEverywhere = true
     await this.flushAs('everywhere')
   }
@@ -208,10 +212,10 @@ export class DirtyFlusher {
   // flushEverywhere waits for them).
   private flushTrailing (node: string, blocks: Set<number>, leaseEpoch: number): void {
     this.trailingCount += blocks.size
-    const p: Promise<boolean> = this.d.pool.client(node).flush({ diskUuid: this.d.diskUuid, leaseEpoch }).then(() => true, (err) => {
+    const p: Promise<void> = this.d.pool.client(node).flush({ diskUuid: this.d.diskUuid, leaseEpoch }).then(() => {}, (err) => {
       this.d.log.warn({ node, err: String(err) }, 'flush of a syncing replica failed: its blocks stay dirty')
       this.restore(new Map([[node, blocks]]), leaseEpoch)
-      return false
+      this.trailingFailures++
     }).finally(() => {
       this.trailing.delete(p)
       this.trailingCount -= blocks.size
