@@ -19,7 +19,9 @@
 // site B; guest round times before, during the copy and after it, and the longest round across
 // the switch-over (downtime + the lease moving to hv-b at the first write), and the switch-over's
 // phases (test/helpers/migration-scenario.ts switchPhases: QEMU trace events of both processes and
-// the agents' JSON logs, in ms from the source VM's stop).
+// the agents' JSON logs, in ms from the source VM's stop; `srcAgentFlush`: what the source agent's
+// stop-time flush waited for — blocks, replicas, each node's time — from its 'flush done' line,
+// which the agents log at debug: this bench runs them with UKAI_LOG_LEVEL=debug).
 // Results: bench/results/migration-<date>.json and bench/results/latest-migration.json.
 // Environment: MIGRATION_DISK_MIB (1024), MIGRATION_PHASE_SEC (15), MIGRATION_PATHS (fuse,nbd),
 // BENCH_KEEP=1 keeps the temp dir.
@@ -194,6 +196,9 @@ async function ukai (image: ReturnType<typeof ensureGuest>, dir: string, accel: 
 }
 
 async function main (): Promise<void> {
+  // The agents log every flush at debug ('flush done': blocks, nodes, time): switchPhases reads
+  // the source's stop-time flush from it. (Few other debug lines exist.)
+  process.env.UKAI_LOG_LEVEL = process.env.UKAI_LOG_LEVEL ?? 'debug'
   const cleanup = new Cleanup()
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ukai-migration-bench-'))
   if (process.env.BENCH_KEEP === '1') log(`keeping ${dir} (BENCH_KEEP=1)`)

@@ -5,6 +5,8 @@
 // ZooKeeper) over the same wall time is measured first and subtracted, so a slow run is not
 // charged for its idling. Build with tsc, run `node dist/bench/write-cpu.js`
 // (BENCH_WRITES, BENCH_IN_FLIGHT=1,4,16). Used to measure the IoBatch stream (issue 13 part 3).
+// Also reports the nodes' fsync calls per MiB written (each row ends with a flush, as a guest's
+// fsync would): BENCH_FLUSH_BEHIND_MS sets the agent's flush-behind delay (0: off; issue 13 part 4).
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
@@ -13,6 +15,7 @@ import { createDisk } from '../src/admin/disk-admin'
 import { holdGcBallast } from '../src/lib/gc-ballast'
 import { cpuSeconds } from './proc-stats'
 import { startUkaiCluster } from './ukai-cluster'
+import { fsyncCount } from '../test/helpers/replica-faults'
 
 const MIB = 1024 * 1024
 const DISK = 'wcpu'
@@ -20,6 +23,7 @@ const DISK_BYTES = 64 * MIB
 const WRITES = Number(process.env.BENCH_WRITES ?? 3000)
 const IN_FLIGHT = (process.env.BENCH_IN_FLIGHT ?? '1,4,16').split(',').map(Number)
 const IDLE_MS = 1000
+const FLUSH_BEHIND_MS = process.env.BENCH_FLUSH_BEHIND_MS === undefined ? undefined : Number(process.env.BENCH_FLUSH_BEHIND_MS)
 
 type Cpu = () => number  // CPU seconds so far
 
@@ -34,11 +38,12 @@ async function measure (cpus: Record<string, Cpu>, body: () => Promise<void>): P
 async function main (): Promise<void> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ukai-wcpu-'))
   holdGcBallast()  // as the mount agent does
-  console.log(`load average ${os.loadavg()[0].toFixed(2)}; ${WRITES} random 4 KiB writes per row`)
+  console.log(`load average ${os.loadavg()[0].toFixed(2)}; ${WRITES} random 4 KiB writes per row; flush-behind ${FLUSH_BEHIND_MS ?? 'default'} ms`)
   const cluster = await startUkaiCluster({ dir })
   try {
     await createDisk(cluster.meta, { name: DISK, sizeBytes: DISK_BYTES, replicas: 2 })
-    const agent = new Agent({ meta: cluster.meta, host: 'hv-wcpu', site: 'site-a', mountPoint: path.join(dir, 'none') })
+    const agent = new Agent({ meta: cluster.meta, host: 'hv-wcpu', site: 'site-a', mountPoint: path.join(dir, 'none'), flushBehindMs: FLUSH_BEHIND_MS })
+    const fsyncs = async (): Promise<number> => (await Promise.all(cluster.nodes.map(async n => await fsyncCount(n.id, n.address)))).reduce((a, b) => a + b, 0)
     await agent.ready()
     const cpus: Record<string, Cpu> = {
       agent: () => { const u = process.cpuUsage(); return (u.user + u.system) / 1e6 }
@@ -51,9 +56,11 @@ async function main (): Promise<void> {
       const slots = DISK_BYTES / 4096
       await disk.write(0, Buffer.alloc(MIB))  // the lease and the streams
       for (let b = 0; b < DISK_BYTES; b += 4 * MIB) await disk.write(b, Buffer.alloc(4 * MIB, 1))  // every block exists
+      await disk.flush()
       for (const inFlight of IN_FLIGHT) {
         const idle = await measure(cpus, async () => await new Promise(resolve => setTimeout(resolve, IDLE_MS)))
         let next = 0
+        const fsyncsBefore = await fsyncs()
         const run = await measure(cpus, async () => {
           const worker = async (): Promise<void> => {
             while (next < WRITES) {
@@ -62,12 +69,14 @@ async function main (): Promise<void> {
             }
           }
           await Promise.all(Array.from({ length: inFlight }, worker))
+          await disk.flush()
         })
+        const perMiB = (await fsyncs() - fsyncsBefore) / (WRITES * 4096 / MIB)
         const cols = Object.keys(cpus).map(k => {
           const busy = run.cpuSec[k] - idle.cpuSec[k] / idle.wallSec * run.wallSec
           return `${k} ${(busy / WRITES * 1e6).toFixed(0).padStart(4)} µs`
         })
-        console.log(`x${String(inFlight).padEnd(3)} ${(WRITES / run.wallSec).toFixed(0).padStart(6)} writes/s  CPU per write (idle subtracted): ${cols.join(', ')}`)
+        console.log(`x${String(inFlight).padEnd(3)} ${(WRITES / run.wallSec).toFixed(0).padStart(6)} writes/s  node fsyncs per MiB ${perMiB.toFixed(1)}  CPU per write (idle subtracted): ${cols.join(', ')}`)
       }
       await agent.release(fh)
     } finally {

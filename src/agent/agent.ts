@@ -22,6 +22,7 @@ export interface AgentOptions {
   mountPoint: string
   handoverTimeoutMs?: number
   ioRetryMs?: number
+  flushBehindMs?: number                 // background flush of written blocks after this (`--flush-behind-ms`; 0: off)
   nodeAddresses?: Record<string, string> // node id → HOST:PORT used from this host (`--node-address`)
   localReads?: boolean                   // short-circuit reads from nodes on this host (default on)
   localReadFiles?: number                // their block files kept open at most
@@ -107,10 +108,12 @@ export class Agent {
   private readonly ioTotals = new Map<string, DiskIoCounters>()
   private closed = false
   private readonly ioRetryMs?: number
+  private readonly flushBehindMs?: number
   private readonly hooks: AgentHooks
 
   constructor (opts: AgentOptions) {
     this.ioRetryMs = opts.ioRetryMs
+    this.flushBehindMs = opts.flushBehindMs
     this.hooks = opts.hooks ?? {}
     this.meta = opts.meta
     this.host = opts.host
@@ -336,7 +339,7 @@ export class Agent {
     if (p === undefined) {
       p = (async () => {
         await this.detaching.get(name)?.catch(safetyCatch)
-        const disk = this.takeWarm(name) ?? await VirtualDisk.open({ meta: this.meta, pool: this.pool, leases: this.leases, ioRetryMs: this.ioRetryMs, io: this.ioCountersOf(name), localReads: this.localReads, logger: this.log, onLeaseAcquired: d => this.hooks.leaseAcquired?.(d), onReplicaStale: (d, node, code) => this.hooks.replicaStale?.(d, node, code) }, name)
+        const disk = this.takeWarm(name) ?? await VirtualDisk.open({ meta: this.meta, pool: this.pool, leases: this.leases, ioRetryMs: this.ioRetryMs, flushBehindMs: this.flushBehindMs, io: this.ioCountersOf(name), localReads: this.localReads, logger: this.log, onLeaseAcquired: d => this.hooks.leaseAcquired?.(d), onReplicaStale: (d, node, code) => this.hooks.replicaStale?.(d, node, code) }, name)
         const rec: OpenRecord = { v: 1, host: this.host, writable: true }
         await this.meta.holdOpenRecord(name, rec, { waitMs: OPEN_RECORD_WAIT_MS })
         const od = { disk, handles: 0, writable: 0 }

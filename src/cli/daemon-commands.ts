@@ -11,7 +11,7 @@ import { SCRUB_INTERVAL_MS_DEFAULT, SCRUB_MBPS_DEFAULT } from '../storagenode/sc
 import { runStorageNode } from '../daemons/storage-node'
 import { LEASE_HANDOVER_TIMEOUT_MS_DEFAULT } from '../meta/lease'
 import { RTT_INTERVAL_MS_DEFAULT } from '../agent/rtt-monitor'
-import { IO_RETRY_MS_DEFAULT } from '../vdisk/virtual-disk'
+import { FLUSH_BEHIND_IDLE_MS_DEFAULT, IO_RETRY_MS_DEFAULT } from '../vdisk/virtual-disk'
 import { LOCAL_OPEN_FILES_MAX_DEFAULT } from '../vdisk/short-circuit-reads'
 import { runMount } from '../daemons/mount'
 import { sdNotify } from '../daemons/sd-notify'
@@ -117,6 +117,7 @@ export function daemonCommands (program: Command): void {
     .option('--allow-other', 'let other users (e.g. libvirt-qemu) open the disks')
     .option('--handover-timeout-ms <ms>', 'how long to wait for a lease holder to hand over before forcing', msOption('--handover-timeout-ms'), LEASE_HANDOVER_TIMEOUT_MS_DEFAULT)
     .option('--io-retry-ms <ms>', 'how long an I/O waits for an unreachable replica to return before failing with EIO', msOption('--io-retry-ms', 0), IO_RETRY_MS_DEFAULT)
+    .option('--flush-behind-ms <ms>', 'make written blocks durable on the replicas in the background once a disk saw no write this long (and at least every second), so an fsync (and a live migration\'s stop) finds little left to do; 0: only when the guest flushes', msOption('--flush-behind-ms', 0), FLUSH_BEHIND_IDLE_MS_DEFAULT)
     .option('--replica-hung-ms <ms>', `a replica that answers nothing (not even a ping) this long while I/O waits on it is hung: its pending I/O fails, it is marked stale and left behind (at least ${REPLICA_HUNG_MS_MIN})`, msOption('--replica-hung-ms', REPLICA_HUNG_MS_MIN), REPLICA_HUNG_MS_DEFAULT)
     .option('--node-address <id=host:port>', 'reach storage node ID at HOST:PORT from this host instead of its registered address (repeatable; e.g. a WAN proxy)', collect)
     .option('--rtt-interval-ms <ms>', 'how often round trips to the storage nodes are measured', msOption('--rtt-interval-ms', 100), RTT_INTERVAL_MS_DEFAULT)
@@ -148,7 +149,7 @@ export function daemonCommands (program: Command): void {
         const tls = daemonTls(cmd, 'agent', opts.host)
         return await runMount({
           mountPoint, host: opts.host, site: opts.site, zk: zkConnectString(cmd), zkAuth: auth, zkSessionTimeoutMs: zkSessionTimeoutMs(cmd), zkConnectTimeoutMs: zkConnectTimeoutMs(cmd), allowOther: opts.allowOther === true,
-          handoverTimeoutMs: opts.handoverTimeoutMs, ioRetryMs: opts.ioRetryMs, replicaHungMs: opts.replicaHungMs, nodeAddresses, rttIntervalMs, cacheDir: opts.cacheDir, cacheSizeBytes, localReads: opts.localReads !== false, localReadFiles, benchNoChecksums: opts.benchNoChecksums === true, autoRepair: opts.autoRepair !== false, controller: opts.controller !== false,
+          handoverTimeoutMs: opts.handoverTimeoutMs, ioRetryMs: opts.ioRetryMs, flushBehindMs: opts.flushBehindMs, replicaHungMs: opts.replicaHungMs, nodeAddresses, rttIntervalMs, cacheDir: opts.cacheDir, cacheSizeBytes, localReads: opts.localReads !== false, localReadFiles, benchNoChecksums: opts.benchNoChecksums === true, autoRepair: opts.autoRepair !== false, controller: opts.controller !== false,
           nbdDir: opts.nbdDir, nbdListen: opts.nbdListen === undefined ? undefined : parseHostPort(opts.nbdListen, '--nbd-listen'), metrics, logger: log,
           ...(opts.apiListen !== undefined ? { api: { listen: opts.apiListen, tls } } : {})
         })

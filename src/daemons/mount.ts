@@ -34,6 +34,7 @@ export interface MountOptions {
   allowOther?: boolean
   handoverTimeoutMs?: number
   ioRetryMs?: number
+  flushBehindMs?: number   // background flush of written blocks after this (0: off)
   nodeAddresses?: Record<string, string> // node id → HOST:PORT from this host (--node-address)
   rttIntervalMs?: number
   cacheDir?: string        // cache of committed blocks (snapshot and clone-parent reads)
@@ -75,7 +76,7 @@ export async function runMount (opts: MountOptions): Promise<RunningMount> {
   const autoRepair = opts.autoRepair === false ? null : new AutoRepair({ meta, logger: opts.logger })
   const metrics = opts.metrics
   const agent = new Agent({
-    meta, host: opts.host, site: opts.site, mountPoint: opts.mountPoint, handoverTimeoutMs: opts.handoverTimeoutMs, ioRetryMs: opts.ioRetryMs, nodeAddresses: opts.nodeAddresses, localReads: opts.localReads, localReadFiles: opts.localReadFiles, benchNoChecksums: opts.benchNoChecksums, replicaHungMs: opts.replicaHungMs, logger: opts.logger,
+    meta, host: opts.host, site: opts.site, mountPoint: opts.mountPoint, handoverTimeoutMs: opts.handoverTimeoutMs, ioRetryMs: opts.ioRetryMs, flushBehindMs: opts.flushBehindMs, nodeAddresses: opts.nodeAddresses, localReads: opts.localReads, localReadFiles: opts.localReadFiles, benchNoChecksums: opts.benchNoChecksums, replicaHungMs: opts.replicaHungMs, logger: opts.logger,
     hooks: {
       attached: d => runner?.watch(d),
       detached: name => runner?.unwatch(name),

@@ -188,8 +188,9 @@ export interface OpenRecord { v: 1, host: string, writable: boolean }
 
 // Round-trip times measured by an agent (or any host) to each storage node, in milliseconds.
 // localReadBytes: the part of readBytes read straight from a same-host node's files (absent from
-// older agents).
-export interface DiskIoCounters { readBytes: number, writeBytes: number, localReadBytes?: number }
+// older agents). dirtyBlocks: block replicas written and not yet flushed (a gauge); behindFlushes:
+// background flushes (flush-behind, src/vdisk/dirty-flush.ts) done (both absent from older agents).
+export interface DiskIoCounters { readBytes: number, writeBytes: number, localReadBytes?: number, dirtyBlocks?: number, behindFlushes?: number }
 // What a host publishes every few seconds: round trips to each node (ms) and, from an agent,
 // cumulative bytes read and written per disk since it started (rates are deltas between reports).
 // writeP99Ms: per node, the p99 of the host's acknowledged writes to it since its previous report

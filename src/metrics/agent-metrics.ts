@@ -84,6 +84,11 @@ export class AgentMetrics extends DaemonMetrics<AgentSources> implements DiskIoS
     histogram('ukai_disk_flush_latency_seconds', 'Latency of the disk\'s fsyncs', s => s.flushLatency)
     registerCollected(r, 'ukai_disk_read_short_circuit_bytes_total', 'Bytes the disk engine read directly from block files of storage nodes on this host', 'counter', () => this.readSources('shortCircuit'))
     registerCollected(r, 'ukai_disk_read_remote_bytes_total', 'Bytes the disk engine read from storage nodes over gRPC (or a clone\'s parent)', 'counter', () => this.readSources('remote'))
+    // Flush-behind (src/vdisk/dirty-flush.ts), read from the disk engines' counters.
+    const fromEngines = (value: (c: DiskIoCounters) => number | undefined) => (): Sample[] =>
+      Object.entries(this.sources?.ioTotals() ?? {}).map(([disk, c]) => ({ labels: { disk }, value: value(c) ?? 0 }))
+    registerCollected(r, 'ukai_disk_dirty_blocks', 'Block replicas of the disk written and not yet flushed (durable) on their node', 'gauge', fromEngines(c => c.dirtyBlocks))
+    registerCollected(r, 'ukai_disk_flushes_behind_total', 'Background flushes of the disk\'s written blocks (flush-behind, not asked for by the guest)', 'counter', fromEngines(c => c.behindFlushes))
     counter('ukai_disk_stale_marks_total', 'Replicas of the disk marked stale after a failed write', s => s.staleMarks)
     counter('ukai_disk_lease_acquisitions_total', 'Times this agent acquired (or re-asserted) the disk\'s write lease', s => s.leaseAcquisitions)
     counter('ukai_disk_lease_handovers_total', 'Times another host asked for the disk\'s lease and this agent handed it over', s => s.leaseHandovers)

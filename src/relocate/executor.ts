@@ -60,6 +60,9 @@ export interface RelocatableDisk {
   readonly leaseEpoch: number | null
   // Runs without the write lease, under a fencing epoch: gives way to a run under the lease.
   readonly leaseFree?: boolean
+  // Makes this process's writes durable on every replica, syncing ones too (a guest's flush
+  // does not wait for those): run before replicas are marked in sync. Absent: nothing written here.
+  flushEverywhere?: () => Promise<void>
 }
 
 export interface ExecutorDeps {
@@ -136,6 +139,9 @@ export class RelocationExecutor {
         await this.copyBlocks(pending, signal)
       }
       await this.save({ state: 'flipping' })
+      // A syncing replica's flush a guest's flush sent and did not wait for (dirty-flush.ts) is
+      // waited for before the sources are dropped.
+      await this.disk.flushEverywhere?.()
       await this.flip()
       await this.dropFarData()
       // The map is flipped already: a policy that could not be written is worth a warning, not a pause.
@@ -265,6 +271,8 @@ export class RelocationExecutor {
     const flushBatch = async (): Promise<void> => {
       const blocks = inSyncBatch.splice(0)
       if (blocks.length === 0) return
+      // Writes since each block's copy reached the targets, durable there before they count as in sync.
+      await this.disk.flushEverywhere?.()
       await this.disk.map.update(blocks, set => this.withTargetsInSync(set))
     }
     const empty = pending.filter(b => !written.has(b))

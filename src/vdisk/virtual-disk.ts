@@ -30,10 +30,12 @@ import { Lifecycle } from '../lib/lifecycle'
 import { IoThrottle, UNLIMITED } from '../lib/io-throttle'
 import { limitsOfRecord } from './disk-qos'
 import { DirtyFlusher } from './dirty-flush'
+import { FLUSH_BEHIND_IDLE_MS_DEFAULT } from './flush-behind'
 
 // How long an I/O keeps retrying while no replica answers (a node restarting, a network blip)
 // before the guest sees EIO.
 export const IO_RETRY_MS_DEFAULT = 10_000
+export { FLUSH_BEHIND_IDLE_MS_DEFAULT }
 // Blocks a large discard (a whole-disk TRIM) keeps in flight; each goes to every replica.
 // Measured: 64 GiB of 4 MiB blocks, 2 replicas, nothing written: 5-8 s.
 const DISCARD_BLOCKS_IN_FLIGHT = 64
@@ -43,6 +45,8 @@ export interface VirtualDiskDeps {
   pool: NodePool
   leases: LeaseManager
   ioRetryMs?: number
+  // Flush-behind's idle delay (flush-behind.ts; 0: off, blocks wait for the guest's fsync).
+  flushBehindMs?: number
   // Bytes read and written through this disk, owned by the agent (they outlive an open).
   io?: DiskIoCounters
   // Short-circuit reads from nodes on this host (absent: every read goes over gRPC).
@@ -82,7 +86,7 @@ export class VirtualDisk {
   // fail with err, nothing is flushed, the lease is let go all the same (see src/lib/lifecycle.ts)
   private readonly aborted = new AbortController()
   private readonly life = new Lifecycle({
-    drain: async () => { await this.flush() },
+    drain: async () => { await this.flushEverywhere() },
     abort: (err) => { this.aborted.abort(err); this.throttle.abort(err) },
     release: async () => { await this.releaseOnClose() }
   })
@@ -125,6 +129,8 @@ export class VirtualDisk {
       signal: this.aborted.signal,
       log: this.log,
       heldEpoch: () => this.lease?.leaseEpoch ?? null,
+      flushBehindMs: deps.flushBehindMs ?? FLUSH_BEHIND_IDLE_MS_DEFAULT,
+      counters: this.io,
       // A FENCED flush: the lease moved; drop ours if it is still the one the writes were under.
       onFenced: (epoch) => { if (this.lease?.leaseEpoch === epoch) { this.leases.dropLocal(this.name); this.lease = null } }
     })
@@ -243,7 +249,8 @@ export class VirtualDisk {
         while (this.writeGate !== null) await this.writeGate  // a snapshot commit finishes first
         while (this.inFlightWrites > 0) await new Promise<void>(resolve => this.writesDrained.push(resolve))
         // A failed flush keeps its blocks dirty: a later fsync here fails rather than succeed.
-        await this.flush().catch((err) => this.log.error({ err: String(err) }, 'flush before hand-over failed'))
+        // Everywhere: the next holder's relocation run does not know what we wrote to syncing replicas.
+        await this.flushEverywhere().catch((err) => this.log.error({ err: String(err) }, 'flush before hand-over failed'))
         this.lease = null
         await this.leases.release(this.name)
       } finally {
@@ -258,7 +265,7 @@ export class VirtualDisk {
   // The last handle on this host closed but the disk stays cached (the agent's warm disks):
   // writes made durable and the lease let go, as at close; the map and its watches are kept.
   async idle (): Promise<void> {
-    await this.flush()
+    await this.flushEverywhere()
     if (this.lease === null) return
     this.lease = null
     await this.leases.release(this.name)
@@ -548,6 +555,10 @@ export class VirtualDisk {
 
   // Makes every acknowledged write durable on the nodes, or fails (src/vdisk/dirty-flush.ts).
   flush (): Promise<void> { return this.flusher.flush() }
+
+  // The same, and also durable on replicas still syncing (flush() sends them their flush without
+  // waiting): before a relocation marks them in sync, and when this host lets the disk go.
+  flushEverywhere (): Promise<void> { return this.flusher.flushEverywhere() }
 
   // Flushes once (a second call, also a concurrent one, returns the first one's promise), then
   // lets the lease go.

@@ -45,6 +45,15 @@ export function logTimes (file: string, msg: string, disk: string): number[] {
   return fs.readFileSync(file, 'utf8').split('\n').flatMap(l => { try { const j = JSON.parse(l); return j.msg === msg && j.disk === disk ? [j.time as number] : [] } catch { return [] } })
 }
 
+// An agent's JSON log lines with MSG about DISK, whole.
+export function logLines (file: string, msg: string, disk: string): Array<Record<string, unknown> & { time: number }> {
+  return fs.readFileSync(file, 'utf8').split('\n').flatMap(l => { try { const j = JSON.parse(l); return j.msg === msg && j.disk === disk ? [j] : [] } catch { return [] } })
+}
+
+// What the source agent's flush at the stop waited for (its 'flush done' line, logged at debug:
+// the bench runs the agents with UKAI_LOG_LEVEL=debug; see src/vdisk/dirty-flush.ts).
+export interface AgentFlush { cause: string, blocks: number, replicas: number, nodeMs: Record<string, number>, tookMs: number, endMs: number | null }
+
 // QEMU trace events the switch-over breakdown reads (both QEMU processes enable them).
 export const SWITCH_TRACE = [
   'vm_state_notify', 'virtio_blk_handle_write', 'virtio_blk_handle_read', 'virtio_blk_rw_complete',
@@ -56,6 +65,8 @@ export interface SwitchPhases {
   downtimeMs: number                   // QEMU's figure
   srcFlushSentMs: number | null        // the source's flush at the stop (NBD: the flush request; a
   srcFlushDoneMs: number | null        // file: the longest thread-pool job, the fdatasync) and its end
+  srcAgentFlush: AgentFlush | null     // hv-a's flush that ended the stop-time flush (null: none logged)
+  srcAgentFlushesBehind: number        // hv-a's background flushes of the disk before the stop
   destResumeMs: number | null          // the destination VM runs
   guestIoOnB: string[]                 // the guest's first requests on B: 'read|write START→END'
   guestFirstWriteMs: number | null     // the guest's first write on B reaches virtio-blk
@@ -111,11 +122,23 @@ export function switchPhases (s: WanSites | null, disk: string, src: QemuGuest, 
   const guestDone = de.find(e => e.name === 'virtio_blk_rw_complete' && guestWrite !== undefined && e.atMs >= guestWrite.atMs && field(e.args, /req (0x[0-9a-f]+)/) === req)
   const lines = (host: 'a' | 'b', msg: string): number[] => s === null ? [] : logTimes(s[host].logFile, msg, disk)
   const asked = after(lines('b', 'lease held elsewhere; asked for hand-over'))
+  // hv-a's flush that answered the stop-time flush: the last guest flush that ended between the
+  // request and its answer (a background flush running then ends first; the guest's shares the next).
+  const flushes = s === null ? [] : logLines(s.a.logFile, 'flush done', disk)
+  const sentAt = srcFlush?.atMs ?? srcJob?.start
+  const doneAt = replyOf(se, srcFlush) ?? srcJob?.end
+  const inWindow = sentAt === undefined ? [] : flushes.filter(f => f.time >= sentAt - 5 && f.time <= (doneAt ?? Infinity) + 5)
+  const agentFlush = inWindow.filter(f => f.cause === 'guest').pop() ?? inWindow.pop()
+  const srcAgentFlush = agentFlush === undefined
+    ? null
+    : { cause: String(agentFlush.cause), blocks: Number(agentFlush.blocks), replicas: Number(agentFlush.replicas), nodeMs: agentFlush.nodeMs as Record<string, number>, tookMs: Number(agentFlush.tookMs), endMs: rel(agentFlush.time) }
   const rs = rounds(src, mig.dest)
   return {
     downtimeMs: mig.downtimeMs,
     srcFlushSentMs: rel(srcFlush?.atMs ?? srcJob?.start),
     srcFlushDoneMs: rel(replyOf(se, srcFlush) ?? srcJob?.end),
+    srcAgentFlush,
+    srcAgentFlushesBehind: flushes.filter(f => f.cause === 'behind' && f.time < stopAt).length,
     destResumeMs: rel(resume?.atMs ?? mig.dest.qmp?.events.find(e => e.event === 'RESUME')?.atMs),
     guestIoOnB,
     guestFirstWriteMs: rel(guestWrite?.atMs),
