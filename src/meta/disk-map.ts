@@ -207,6 +207,15 @@ export class DiskMap implements PlacementMap {
     this.log.warn({ node, blocks: blocks.length }, 'replica marked stale')
   }
 
+  // Marks `node` stale for those of `blocks` another node holds in sync; returns the rest (the
+  // node is their only in-sync replica, or holds none of them and was never marked).
+  async markStaleWhereCovered (node: string, blocks: number[]): Promise<number[]> {
+    const changed = await this.update(blocks, (set) =>
+      set.some(r => r.node === node && r.state !== 'stale') && set.some(r => r.node !== node && r.state === 'in-sync') ? withState(set, node, 'stale') : set)
+    if (changed > 0) this.log.warn({ node, blocks: changed }, 'replica marked stale')
+    return blocks.filter(b => this.replicasOf(b).some(r => r.node === node && r.state !== 'stale'))
+  }
+
   // A hung node (it stopped answering, see storagenode/client.ts) is marked stale once for every
   // block of the disk where another replica is in sync — `blocks` (which it just missed) in any
   // case — in one transaction, so later writes no longer wait on it block after block. Blocks it

@@ -14,7 +14,8 @@
 //   flush but not waited for: those replicas are not in sync, so the guest's durability does not
 //   rest on them, and they become durable before they are marked in sync — by the copy itself
 //   (block-pull.ts syncs it) or, for writes after the copy, by flushEverywhere(), which the
-//   executor runs before each in-sync batch and the flip, and hand-over and close run too.
+//   executor runs before each in-sync batch and the flip, and hand-over and close run too; a
+//   syncing replica whose flush fails is marked stale (flushTrailing says why), never vouched for.
 //   Measured (bench/migration.ts, 2026-12-07, load 16): the stop-time flush waited 171-356 ms
 //   for the two targets across the WAN (busy receiving the copy) against 13-24 ms for the sources.
 //
@@ -208,14 +209,26 @@ export class DirtyFlusher {
     return { dirty, trailing }
   }
 
-  // A syncing replica's flush, not waited for: durable, or its blocks dirty again (the next
-  // flushEverywhere waits for them).
+  // A syncing replica's flush, not waited for: durable, or the replica is marked stale for its
+  // blocks (the copy sends them again). Not "dirty again, for the next flush": the relocation
+  // may have marked the replica in sync meanwhile, and a node that lost its page cache (a host
+  // crash) answers the next fsync with success — the write it lost would then be vouched for,
+  // and the flip would drop the sources that still hold it. Blocks it is the only in-sync
+  // replica of (their in-sync holder failed since), a FENCED answer (the lease moved: the
+  // guest's path reports it) or a map that cannot be changed stay dirty instead, and the next
+  // flush, which waits for them, decides.
   private flushTrailing (node: string, blocks: Set<number>, leaseEpoch: number): void {
     this.trailingCount += blocks.size
-    const p: Promise<void> = this.d.pool.client(node).flush({ diskUuid: this.d.diskUuid, leaseEpoch }).then(() => {}, (err) => {
-      this.d.log.warn({ node, err: String(err) }, 'flush of a syncing replica failed: its blocks stay dirty')
-      this.restore(new Map([[node, blocks]]), leaseEpoch)
-      this.trailingFailures++
+    const p: Promise<void> = this.d.pool.client(node).flush({ diskUuid: this.d.diskUuid, leaseEpoch }).then(() => {}, async (err) => {
+      let left = [...blocks]
+      if (!isUkaiError(err, 'FENCED')) {
+        left = await this.d.map.markStaleWhereCovered(node, left).catch(() => left)
+      }
+      this.d.log.warn({ node, err: String(err), markedStale: blocks.size - left.length, stillDirty: left.length }, 'flush of a syncing replica failed')
+      if (left.length > 0) {
+        this.restore(new Map([[node, new Set(left)]]), leaseEpoch)
+        this.trailingFailures++
+      }
     }).finally(() => {
       this.trailing.delete(p)
       this.trailingCount -= blocks.size
