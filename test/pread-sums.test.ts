@@ -2,8 +2,10 @@
 // equal the sidecar's as @node-rs/crc32 computes them (page-checksums.ts pageSums), with the
 // SSE4.2 and the table-driven crc alike, on random buffers and lengths with partial last pages;
 // it names the first mismatching page; a read past the end of the file gives zeros and says how
-// many bytes were there; bad arguments are a TypeError naming the call; a closed fd an EBADF
-// error (rejected, not a crash).
+// many bytes were there; with the sidecar's descriptor it reads the stored values itself and
+// names the first page that differs from them, as the JavaScript comparison does (entries past
+// the sidecar's end count as 0); bad arguments are a TypeError naming the call; a closed fd an
+// EBADF error (rejected, not a crash).
 import t from 'tap'
 import * as fs from 'node:fs'
 import * as os from 'node:os'
@@ -87,6 +89,41 @@ t.test('reads with sums, async and sync; the first mismatching page; zeros past 
   }
 })
 
+t.test('the stored values read in the same call: the first differing page, as firstDifferentPage finds it', async t => {
+  const pages = 80
+  const data = randomBytes(pages * PAGE)
+  const { fd } = tempFile(t, data)
+  const stored = pageSums(data)
+  // The sidecar as the node keeps it: a header, then one value per page; three pages rotted
+  // (their stored values changed), and the sidecar ends 5 pages early (entries read as 0).
+  const HEADER = 16
+  const sidecar = Buffer.concat([Buffer.alloc(HEADER, 0xee), stored.subarray(0, 4 * (pages - 5))])
+  for (const p of [7, 40, 41]) sidecar.writeUInt32LE((sidecar.readUInt32LE(HEADER + 4 * p) ^ 1) >>> 0, HEADER + 4 * p)
+  const side = tempFile(t, sidecar)
+  const want = (first: number, count: number): Buffer => {
+    const b = Buffer.alloc(4 * count)
+    if (HEADER + 4 * first < sidecar.length) sidecar.copy(b, 0, HEADER + 4 * first, Math.min(sidecar.length, HEADER + 4 * (first + count)))
+    return b
+  }
+  let checked = 0
+  for (const [first, count] of [[0, 1], [0, 7], [0, 8], [8, 32], [39, 1], [41, 2], [42, 33], [70, 10], [76, 4], [0, pages]]) {
+    for (const size of [count * PAGE, count * PAGE - 100]) {  // whole pages, and a partial last one
+      const r = await readWithSums(fd, first * PAGE, size, { fd: side.fd, position: HEADER + 4 * first })
+      const expected = firstDifferentPage(r.sums, want(first, count), 0)
+      t.equal(r.badPage, expected, `pages ${first}+${count}, ${size} bytes: badPage ${expected}`)
+      t.ok(r.data.equals(data.subarray(first * PAGE, first * PAGE + size)), 'and the bytes')
+      checked++
+    }
+  }
+  t.equal(checked, 20)
+  // Async (above the sync limit) alike, and a closed sidecar descriptor is an error, not a pass.
+  const r = await readWithSums(fd, 0, 64 * PAGE, { fd: side.fd, position: HEADER })
+  t.equal(r.badPage, 7, 'a 256 KiB+ read on the pool names page 7')
+  const gone = fs.openSync(side.file, 'r')
+  fs.closeSync(gone)
+  t.throws(() => addon.preadSumsSync(fd, Buffer.alloc(PAGE), 0, Buffer.alloc(4), Buffer.alloc(4), gone, HEADER), { code: 'EBADF' }, 'a closed sidecar fd: EBADF')
+})
+
 t.test('bad arguments: a TypeError naming the call; a closed fd: EBADF, rejected', async t => {
   const buf = Buffer.alloc(2 * PAGE)
   const sums = Buffer.alloc(8)
@@ -100,7 +137,11 @@ t.test('bad arguments: a TypeError naming the call; a closed fd: EBADF, rejected
     ['fractional position', [0, buf, 1.5, sums, null]],
     ['sums too short', [0, buf, 0, Buffer.alloc(4), null]],
     ['expected too short', [0, buf, 0, sums, Buffer.alloc(4)]],
-    ['expected not bytes', [0, buf, 0, sums, 42]]
+    ['expected not bytes', [0, buf, 0, sums, 42]],
+    ['sumFd without expected', [0, buf, 0, sums, null, 0, 0]],
+    ['negative sumFd', [0, buf, 0, sums, Buffer.alloc(8), -1, 0]],
+    ['sumFd without sumPosition', [0, buf, 0, sums, Buffer.alloc(8), 0]],
+    ['negative sumPosition', [0, buf, 0, sums, Buffer.alloc(8), 0, -16]]
   ]
   const call = (fn: (...a: unknown[]) => unknown, args: unknown[]): unknown => fn(...args)
   for (const [what, args] of bad) {

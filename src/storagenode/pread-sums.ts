@@ -16,8 +16,8 @@ import { CHECKSUM_PAGE_BYTES } from './page-checksums'
 export interface PreadSumsResult { bytesRead: number, badPage: number }
 
 interface PreadSumsAddon {
-  preadSums: (fd: number, buf: Uint8Array, position: number, sums: Uint8Array, expected: Uint8Array | null) => Promise<PreadSumsResult>
-  preadSumsSync: (fd: number, buf: Uint8Array, position: number, sums: Uint8Array, expected: Uint8Array | null) => PreadSumsResult
+  preadSums: (fd: number, buf: Uint8Array, position: number, sums: Uint8Array, expected: Uint8Array | null, sumFd?: number, sumPosition?: number) => Promise<PreadSumsResult>
+  preadSumsSync: (fd: number, buf: Uint8Array, position: number, sums: Uint8Array, expected: Uint8Array | null, sumFd?: number, sumPosition?: number) => PreadSumsResult
   pageSumsSync: (buf: Uint8Array, sums: Uint8Array, portable?: boolean) => void
   hardware: boolean
 }
@@ -32,12 +32,18 @@ export function preadSumsAddon (): PreadSumsAddon {
 
 // Reads `length` bytes of fd at `position` (zeros past its end) with the sidecar values of their
 // pages (one u32 LE per page, a partial last page zero-padded). On the pool when large.
-export async function readWithSums (fd: number, position: number, length: number): Promise<{ data: Buffer, sums: Buffer, bytesRead: number }> {
+// With `stored` (the sidecar's descriptor and where these pages' entries start), the stored
+// values are read in the same call, after the bytes, and `badPage` is the first page (counted
+// from the read's first) whose value differs from the stored one, else -1.
+export async function readWithSums (fd: number, position: number, length: number, stored?: { fd: number, position: number }): Promise<{ data: Buffer, sums: Buffer, bytesRead: number, badPage: number }> {
   const a = preadSumsAddon()
   const data = Buffer.allocUnsafe(length)
   const sums = Buffer.allocUnsafe(4 * Math.ceil(length / CHECKSUM_PAGE_BYTES))
-  const r = length <= SYNC_IO_MAX_BYTES ? a.preadSumsSync(fd, data, position, sums, null) : await a.preadSums(fd, data, position, sums, null)
-  return { data, sums, bytesRead: r.bytesRead }
+  const expected = stored === undefined ? null : Buffer.allocUnsafe(sums.length)
+  const r = length <= SYNC_IO_MAX_BYTES
+    ? a.preadSumsSync(fd, data, position, sums, expected, stored?.fd, stored?.position)
+    : await a.preadSums(fd, data, position, sums, expected, stored?.fd, stored?.position)
+  return { data, sums, bytesRead: r.bytesRead, badPage: r.badPage }
 }
 
 // The first page (counted from `firstPage`) whose value in `got` differs from `want`'s (an entry
