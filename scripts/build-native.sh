@@ -95,4 +95,4 @@ build_addon sd-notify native/sd-notify \
 build_addon pread-sums native/pread-sums \
   "$(inputs_hash native/pread-sums/*)" \
   prepare_nothing \
-  "const m = require(process.argv[1] + '/build/Release/pread_sums.node'); const s = Buffer.alloc(4); m.pageSumsSync(Buffer.from('ukai'), s); if (typeof m.preadSums !== 'function' || s.readUInt32LE(0) === 0) process.exit(1)"
+  "const m = require(process.argv[1] + '/build/Release/pread_sums.node'); const s = Buffer.alloc(4); m.pageSumsSync(Buffer.from('ukai'), s); if (typeof m.preadSums !== 'function' || typeof m.linkCountSync !== 'function' || s.readUInt32LE(0) === 0) process.exit(1)"

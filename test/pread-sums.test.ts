@@ -11,11 +11,26 @@ import * as fs from 'node:fs'
 import * as os from 'node:os'
 import * as path from 'node:path'
 import { randomBytes } from 'node:crypto'
-import { CHECKSUM_PAGE_BYTES, pageSums } from '../src/storagenode/page-checksums'
+import { crc32c } from '@node-rs/crc32'
+import { CHECKSUM_PAGE_BYTES, pageSum, pageSums } from '../src/storagenode/page-checksums'
 import { firstDifferentPage, preadSumsAddon, readWithSums } from '../src/storagenode/pread-sums'
 
 const PAGE = CHECKSUM_PAGE_BYTES
 const addon = preadSumsAddon()
+
+// The reference, independent of the addon (pageSums itself uses it now): @node-rs/crc32 page by
+// page, crc32c(page zero-padded) ^ crc32c(zero page).
+const ZERO_PAGE_CRC = crc32c(Buffer.alloc(PAGE))
+function referenceSums (data: Buffer): Buffer {
+  const pages = Math.ceil(data.length / PAGE)
+  const out = Buffer.alloc(4 * pages)
+  for (let i = 0; i < pages; i++) {
+    const page = Buffer.alloc(PAGE)
+    data.copy(page, 0, i * PAGE, Math.min(data.length, (i + 1) * PAGE))
+    out.writeUInt32LE((crc32c(page) ^ ZERO_PAGE_CRC) >>> 0, 4 * i)
+  }
+  return out
+}
 
 function tempFile (t: { teardown: (fn: () => void) => void }, data: Buffer): { file: string, fd: number } {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ukai-preadsums-'))
@@ -26,7 +41,7 @@ function tempFile (t: { teardown: (fn: () => void) => void }, data: Buffer): { f
   return { file, fd }
 }
 
-t.test('page values equal @node-rs/crc32 pageSums, hardware and tables, partial last pages included', async t => {
+t.test('page values equal @node-rs/crc32 page by page, hardware (three pages at once) and tables, partial last pages included', async t => {
   t.comment(`hardware crc32c: ${addon.hardware}`)
   let mismatches = 0
   const lengths = [1, 7, 8, 9, PAGE - 1, PAGE, PAGE + 1, 3 * PAGE - 5, 256 * PAGE]
@@ -35,14 +50,16 @@ t.test('page values equal @node-rs/crc32 pageSums, hardware and tables, partial 
     // An odd start offset in its ArrayBuffer: the unaligned head of the crc loop runs too.
     const data = randomBytes(len + 3).subarray(3)
     if (len > PAGE) data.fill(0, 0, PAGE)  // a zero page among them: value 0
-    const want = pageSums(data)
+    const want = referenceSums(data)
     for (const portable of [false, true]) {
       const got = Buffer.alloc(want.length)
       addon.pageSumsSync(data, got, portable)
       if (!got.equals(want)) { mismatches++; t.fail(`${len} bytes, portable ${portable}`) }
     }
+    if (!pageSums(data).equals(want)) { mismatches++; t.fail(`${len} bytes: pageSums (what writes store)`) }
+    if (len >= PAGE && pageSum(data.subarray(0, PAGE)) !== want.readUInt32LE(0)) { mismatches++; t.fail(`${len} bytes: pageSum of the first page`) }
   }
-  t.equal(mismatches, 0, `${lengths.length} lengths, both implementations`)
+  t.equal(mismatches, 0, `${lengths.length} lengths, both implementations and pageSums`)
 })
 
 t.test('reads with sums, async and sync; the first mismatching page; zeros past the end', async t => {
@@ -122,6 +139,20 @@ t.test('the stored values read in the same call: the first differing page, as fi
   const gone = fs.openSync(side.file, 'r')
   fs.closeSync(gone)
   t.throws(() => addon.preadSumsSync(fd, Buffer.alloc(PAGE), 0, Buffer.alloc(4), Buffer.alloc(4), gone, HEADER), { code: 'EBADF' }, 'a closed sidecar fd: EBADF')
+})
+
+t.test('linkCountSync: the open file\'s link count, 0 once removed; EBADF on a closed fd', async t => {
+  const { file, fd } = tempFile(t, Buffer.alloc(PAGE, 1))
+  t.equal(addon.linkCountSync(fd), 1)
+  fs.linkSync(file, file + '.2')
+  t.equal(addon.linkCountSync(fd), 2, 'a second name counts')
+  fs.unlinkSync(file + '.2')
+  fs.unlinkSync(file)
+  t.equal(addon.linkCountSync(fd), 0, 'removed (the short-circuit read then goes over gRPC)')
+  const closed = fs.openSync(__filename, 'r')
+  fs.closeSync(closed)
+  t.throws(() => addon.linkCountSync(closed), { code: 'EBADF', message: /fstat/ }, 'a closed fd: EBADF naming fstat')
+  t.throws(() => (addon.linkCountSync as (...a: unknown[]) => unknown)(-1), { name: 'TypeError', message: /^linkCountSync\(fd\)/ })
 })
 
 t.test('bad arguments: a TypeError naming the call; a closed fd: EBADF, rejected', async t => {

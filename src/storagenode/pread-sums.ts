@@ -11,7 +11,9 @@
 // @node-rs/crc32 in page-checksums.ts.
 import { loadNative } from '../native'
 import { SYNC_IO_MAX_BYTES } from '../lib/limits'
-import { CHECKSUM_PAGE_BYTES } from './page-checksums'
+
+// The page the addon sums (its PAGE); page-checksums.ts's NATIVE_PAGE_BYTES is this one.
+export const NATIVE_PAGE_BYTES = 4096
 
 export interface PreadSumsResult { bytesRead: number, badPage: number }
 
@@ -19,6 +21,7 @@ interface PreadSumsAddon {
   preadSums: (fd: number, buf: Uint8Array, position: number, sums: Uint8Array, expected: Uint8Array | null, sumFd?: number, sumPosition?: number) => Promise<PreadSumsResult>
   preadSumsSync: (fd: number, buf: Uint8Array, position: number, sums: Uint8Array, expected: Uint8Array | null, sumFd?: number, sumPosition?: number) => PreadSumsResult
   pageSumsSync: (buf: Uint8Array, sums: Uint8Array, portable?: boolean) => void
+  linkCountSync: (fd: number) => number
   hardware: boolean
 }
 
@@ -38,7 +41,7 @@ export function preadSumsAddon (): PreadSumsAddon {
 export async function readWithSums (fd: number, position: number, length: number, stored?: { fd: number, position: number }): Promise<{ data: Buffer, sums: Buffer, bytesRead: number, badPage: number }> {
   const a = preadSumsAddon()
   const data = Buffer.allocUnsafe(length)
-  const sums = Buffer.allocUnsafe(4 * Math.ceil(length / CHECKSUM_PAGE_BYTES))
+  const sums = Buffer.allocUnsafe(4 * Math.ceil(length / NATIVE_PAGE_BYTES))
   const expected = stored === undefined ? null : Buffer.allocUnsafe(sums.length)
   const r = length <= SYNC_IO_MAX_BYTES
     ? a.preadSumsSync(fd, data, position, sums, expected, stored?.fd, stored?.position)

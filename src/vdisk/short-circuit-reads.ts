@@ -338,7 +338,9 @@ export class DiskLocalReads {
     const sumFd = e.sumFd  // null only with the benchmark switch (verifyChecksums false)
     // A version deleted or replaced on the node (whole-block discard, GC) keeps its bytes for us
     // through the open descriptor: never read those.
-    if (fs.fstatSync(fd).nlink === 0) throw new Error('version file was removed')
+    // (fstat's st_nlink alone, natively: fs.fstatSync's Stats object cost 7-12 % of the agent's
+    // CPU on random 4 KiB reads.)
+    if (preadSumsAddon().linkCountSync(fd) === 0) throw new Error('version file was removed')
     if (!e.dropped) this.owner.touch(e)
     // Whole pages, as they were summed; the caller's range is cut out after the check.
     const span = pageSpan(offset, length)
