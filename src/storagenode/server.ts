@@ -4,6 +4,7 @@
 // rpc-answers.ts: how each answers and counts), the gRPC server, and the shutdown order. Every
 // error leaves as a UkaiError code string (Io) or a gRPC status plus an 'ukai-code' trailer
 // (unary); unknown exceptions become IO_ERROR and are logged.
+import { randomBytes } from 'node:crypto'
 import type { EventEmitter } from 'node:events'
 import * as http2 from 'node:http2'
 import type { Socket } from 'node:net'
@@ -92,6 +93,9 @@ export async function startStorageServer (opts: StorageServerOptions): Promise<S
   const unary = unaryOf({ nodeId, counters, failure, closing: isClosing, rpc: opts.rpc })
   // Node-wide memory bound of the Io streams (io-budget.ts).
   const ioBudget = new NodeIoBudget()
+  // New at every start: a flush by this process vouches only for writes this process acknowledged
+  // (io-handler.ts, dirty-flush.ts). 64 random bits: a collision across restarts is negligible.
+  const incarnation = randomBytes(8).toString('hex')
 
   const allHandlers: StorageHandlers = {
     ...ioHandlers({
@@ -105,7 +109,8 @@ export async function startStorageServer (opts: StorageServerOptions): Promise<S
       failure,
       closing: isClosing,
       idle: () => { if (drained !== undefined) drained() },
-      rpc: opts.rpc
+      rpc: opts.rpc,
+      incarnation
     }),
     ...copyHandlers({ nodeId, store, peers, unary }),
     ...adminHandlers({ store, budget: ioBudget, scrubber, unary })
