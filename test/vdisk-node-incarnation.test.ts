@@ -1,0 +1,114 @@
+// A node's host crashes after acknowledging a write and before the agent's flush: the page cache,
+// and the write, are gone; the node comes back and its fsync succeeds (nothing to sync). The
+// node's incarnation (a random id per process, in every write and flush answer) tells the agent
+// that flush was answered by a process that never held the write (src/vdisk/dirty-flush.ts):
+// - 2 replicas: the restarted one is marked stale for the block (the other, in sync, fsynced
+//   and holds the bytes); reads return the new bytes;
+// - 1 replica: the flush fails with IO_ERROR (EIO for the guest), and again on the next try:
+//   nothing durable anywhere, nothing claimed.
+// The host crash is simulated deterministically: kill -9 (the node's start syncs its data dir,
+// which covers a process crash) after putting the disk's directory back as it was before the
+// write, as if the write never left the page cache.
+import fs from 'node:fs'
+import path from 'node:path'
+import t from 'tap'
+import { processZkAuth } from '../src/dev/process-zk-auth'
+import { LeaseManager } from '../src/meta/lease'
+import { MetaStore } from '../src/meta/store'
+import { NodePool } from '../src/vdisk/node-pool'
+import { VirtualDisk } from '../src/vdisk/virtual-disk'
+import { TestLike, startNode, startZk } from './helpers/cluster'
+import { runCli } from './helpers/cli'
+import { randomBytes, rng } from './helpers/model'
+import { until } from './helpers/until'
+
+const MiB = 1024 * 1024
+
+type Node = Awaited<ReturnType<typeof startNode>>
+
+async function openDisk (t: TestLike, zks: string, name: string): Promise<VirtualDisk> {
+  const meta = await MetaStore.connect(zks, { auth: processZkAuth() })
+  t.teardown(async () => { await meta.close() })
+  const pool = new NodePool(meta, { host: 'hv-test', site: 'site-a' })
+  await pool.ready()
+  t.teardown(async () => { await pool.close() })
+  const leases = new LeaseManager(meta, 'hv-test', { onHandoverRequested: () => {}, onLost: () => {} })
+  // flushBehindMs 0: written blocks stay dirty until the flush the test asks for.
+  const disk = await VirtualDisk.open({ meta, pool, leases, io: { readBytes: 0, writeBytes: 0 }, ioRetryMs: 5_000, flushBehindMs: 0 }, name)
+  t.teardown(async () => { await disk.destroy() })
+  return disk
+}
+
+// The host crash: the node dies with -9 and its disk directory is put back as `saved` (taken
+// after the last flush), then it starts again; returns once the agent's client reaches it.
+async function crashHost (node: Node, uuid: string, saved: string, disk: VirtualDisk): Promise<void> {
+  await node.kill('SIGKILL')
+  const dir = path.join(node.dataDir, 'disks', uuid)
+  fs.rmSync(dir, { recursive: true, force: true })
+  fs.cpSync(saved, dir, { recursive: true })
+  await node.restart()
+  const client = (disk as unknown as { pool: NodePool }).pool.client(node.id)
+  await until(`${node.id} answers again`, async () => await client.ping().then(() => true, () => false), 30_000, 100)
+}
+
+function saveDiskDir (t: TestLike, node: Node, uuid: string): string {
+  const saved = fs.mkdtempSync(path.join(node.dir, 'saved-'))
+  fs.cpSync(path.join(node.dataDir, 'disks', uuid), saved, { recursive: true })
+  t.teardown(() => fs.rmSync(saved, { recursive: true, force: true }))
+  return saved
+}
+
+function blockFile (dataDir: string, uuid: string, block: number): Buffer {
+  return fs.readFileSync(path.join(dataDir, 'disks', uuid, `${block}.1`))
+}
+
+t.test('2 replicas: the replica whose host lost the write is marked stale, not vouched for', async (t) => {
+  const zk = await startZk(t)
+  const zks = zk.connectString
+  const a1 = await startNode(t, { zk, id: 'a1', site: 'site-a' })
+  const a2 = await startNode(t, { zk, id: 'a2', site: 'site-a' })
+  t.equal((await runCli(['disk', 'create', 'vol', '--size', '4M', '--block-size', '1M', '--nodes', 'a1,a2'], { zk: zks })).code, 0)
+  const disk = await openDisk(t, zks, 'vol')
+  const { uuid } = disk.record
+  const old = randomBytes(rng(31), MiB)
+  await disk.write(0, old)
+  await disk.flush()
+  const saved = saveDiskDir(t, a2, uuid)
+
+  const data = randomBytes(rng(32), 64 * 1024)
+  await disk.write(4096, data)  // acknowledged by a1 and a2, dirty on both
+  await crashHost(a2, uuid, saved, disk)
+  t.ok(blockFile(a2.dataDir, uuid, 0).subarray(4096, 4096 + data.length).equals(old.subarray(4096, 4096 + data.length)), 'a2 came back without the write')
+
+  await disk.flush()
+  t.pass('the flush succeeds: a1 holds the write durably')
+  const state = (node: string): string | undefined => disk.replicasOf(0).find(r => r.node === node)?.state
+  t.equal(state('a2'), 'stale', 'a2, restarted since it acknowledged the write, is marked stale for the block')
+  t.equal(state('a1'), 'in-sync', 'a1 stays in sync')
+  t.ok(blockFile(a1.dataDir, uuid, 0).subarray(4096, 4096 + data.length).equals(data), 'a1\'s block file holds the write')
+  const got = await disk.read(0, MiB)
+  const want = Buffer.from(old)
+  data.copy(want, 4096)
+  t.ok(got.equals(want), 'the disk reads the new bytes, byte for byte')
+})
+
+t.test('1 replica: the flush fails with IO_ERROR when the only node lost the write', async (t) => {
+  const zk = await startZk(t)
+  const zks = zk.connectString
+  const a1 = await startNode(t, { zk, id: 'a1', site: 'site-a' })
+  t.equal((await runCli(['disk', 'create', 'one', '--size', '4M', '--block-size', '1M', '--nodes', 'a1'], { zk: zks })).code, 0)
+  const disk = await openDisk(t, zks, 'one')
+  const { uuid } = disk.record
+  const old = randomBytes(rng(41), MiB)
+  await disk.write(0, old)
+  await disk.flush()
+  const saved = saveDiskDir(t, a1, uuid)
+
+  const data = randomBytes(rng(42), 64 * 1024)
+  await disk.write(MiB + 8192, data)  // block 1, never written before: absent on a1 after the crash
+  await disk.write(4096, data)        // block 0
+  await crashHost(a1, uuid, saved, disk)
+  await t.rejects(disk.flush(), { code: 'IO_ERROR', message: /restarted since it acknowledged/ }, 'the flush fails: nothing can vouch for the writes')
+  await t.rejects(disk.flush(), { code: 'IO_ERROR' }, 'and fails again: a failed flush is not forgotten')
+  t.equal(disk.replicasOf(0).find(r => r.node === 'a1')?.state, 'in-sync', 'the only replica is not marked stale (that would lose the block)')
+})
