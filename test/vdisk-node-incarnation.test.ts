@@ -5,7 +5,9 @@
 // - 2 replicas: the restarted one is marked stale for the block (the other, in sync, fsynced
 //   and holds the bytes); reads return the new bytes;
 // - 1 replica: the flush fails with IO_ERROR (EIO for the guest), and again on the next try:
-//   nothing durable anywhere, nothing claimed.
+//   nothing durable anywhere, nothing claimed;
+// - a syncing replica (a relocation's target, whose flush the guest's does not wait for) is
+//   marked stale too (flushTrailing).
 // The host crash is simulated deterministically: kill -9 (the node's start syncs its data dir,
 // which covers a process crash) after putting the disk's directory back as it was before the
 // write, as if the write never left the page cache.
@@ -111,4 +113,27 @@ t.test('1 replica: the flush fails with IO_ERROR when the only node lost the wri
   await t.rejects(disk.flush(), { code: 'IO_ERROR', message: /restarted since it acknowledged/ }, 'the flush fails: nothing can vouch for the writes')
   await t.rejects(disk.flush(), { code: 'IO_ERROR' }, 'and fails again: a failed flush is not forgotten')
   t.equal(disk.replicasOf(0).find(r => r.node === 'a1')?.state, 'in-sync', 'the only replica is not marked stale (that would lose the block)')
+})
+
+t.test('a syncing replica whose host lost the write is marked stale (the flush not waited for)', async (t) => {
+  const zk = await startZk(t)
+  const zks = zk.connectString
+  const a1 = await startNode(t, { zk, id: 'a1', site: 'site-a' })
+  const a2 = await startNode(t, { zk, id: 'a2', site: 'site-a' })
+  t.equal((await runCli(['disk', 'create', 'mig', '--size', '4M', '--block-size', '1M', '--nodes', 'a1,a2'], { zk: zks })).code, 0)
+  const disk = await openDisk(t, zks, 'mig')
+  const { uuid } = disk.record
+  await disk.write(0, randomBytes(rng(51), MiB))
+  await disk.flush()
+  const saved = saveDiskDir(t, a2, uuid)
+  // a2 becomes a syncing replica (a relocation's target): the guest's flush does not wait for it.
+  await disk.map.update(null, set => set.map(r => r.node === 'a2' ? { node: 'a2', state: 'syncing' as const } : r))
+  const data = randomBytes(rng(52), 64 * 1024)
+  await disk.write(4096, data)
+  await crashHost(a2, uuid, saved, disk)
+  await disk.flush()
+  await disk.flushEverywhere()
+  t.equal(disk.replicasOf(0).find(r => r.node === 'a2')?.state, 'stale', 'a2 is marked stale, never vouched for (a relocation would copy the block again)')
+  t.equal(disk.replicasOf(0).find(r => r.node === 'a1')?.state, 'in-sync', 'a1 stays in sync')
+  t.ok(blockFile(a1.dataDir, uuid, 0).subarray(4096, 4096 + data.length).equals(data), 'a1\'s block file holds the write')
 })
