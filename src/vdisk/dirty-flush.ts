@@ -7,6 +7,9 @@
 // - a node that fails is marked stale for blocks durable elsewhere; a FENCED answer means the
 //   lease moved, and nothing written under the old epoch can be vouched for;
 // - calls while a flush runs share the next one (group commit).
+// - a flush answered by another node process than the one that acknowledged the writes (the
+//   node's incarnation: its host crashed and lost them with the page cache, and the new
+//   process's fsync has nothing to sync) is a failed flush of them on that node (checkIncarnation).
 // - the same flush runs in the background shortly after writes (flush-behind.ts), so a guest's
 //   fsync, and a live migration's stop, mostly find nothing left to do;
 // - a node whose dirty blocks are all replicas still `syncing` there (a relocation's or repair's
