@@ -1,20 +1,23 @@
 // A node's host crashes after acknowledging a write and before the agent's flush: the page cache,
 // and the write, are gone; the node comes back and its fsync succeeds (nothing to sync). The
-// node's incarnation (a random id per process, in every write and flush answer) tells the agent
-// that flush was answered by a process that never held the write (src/vdisk/dirty-flush.ts):
-// - 2 replicas: the restarted one is marked stale for the block (the other, in sync, fsynced
+// node's incarnation (its host's boot id, in every write and flush answer:
+// src/storagenode/incarnation.ts) tells the agent that flush cannot cover the write
+// (src/vdisk/dirty-flush.ts):
+// - 2 replicas: the rebooted one is marked stale for the block (the other, in sync, fsynced
 //   and holds the bytes); reads return the new bytes;
 // - 1 replica: the flush fails with IO_ERROR (EIO for the guest), and again on the next try:
 //   nothing durable anywhere, nothing claimed;
 // - a syncing replica (a relocation's target, whose flush the guest's does not wait for) is
 //   marked stale too (flushTrailing).
-// The host crash is simulated deterministically: kill -9 (the node's start syncs its data dir,
-// which covers a process crash) after putting the disk's directory back as it was before the
-// write, as if the write never left the page cache.
+// The host crash is simulated deterministically: kill -9, the disk's directory on the node put
+// back as it was before the write (the write never left the page cache), and a restart under
+// another boot id (UKAI_FAULT_BOOT_ID). A kill -9 and restart on the same boot is no crash of
+// the page cache, and its flush still succeeds (test/vdisk-flush-behind.test.ts).
 import fs from 'node:fs'
 import path from 'node:path'
 import t from 'tap'
 import { processZkAuth } from '../src/dev/process-zk-auth'
+import { FAULT_BOOT_ID_ENV } from '../src/storagenode/incarnation'
 import { LeaseManager } from '../src/meta/lease'
 import { MetaStore } from '../src/meta/store'
 import { NodePool } from '../src/vdisk/node-pool'
@@ -42,13 +45,15 @@ async function openDisk (t: TestLike, zks: string, name: string): Promise<Virtua
 }
 
 // The host crash: the node dies with -9 and its disk directory is put back as `saved` (taken
-// after the last flush), then it starts again; returns once the agent's client reaches it.
+// after the last flush), then it starts again as after a reboot (another boot id); returns
+// once the agent's client reaches it.
 async function crashHost (node: Node, uuid: string, saved: string, disk: VirtualDisk): Promise<void> {
   await node.kill('SIGKILL')
   const dir = path.join(node.dataDir, 'disks', uuid)
   fs.rmSync(dir, { recursive: true, force: true })
   fs.cpSync(saved, dir, { recursive: true })
-  await node.restart()
+  process.env[FAULT_BOOT_ID_ENV] = `rebooted-${node.id}-${Date.now()}`
+  try { await node.restart() } finally { delete process.env[FAULT_BOOT_ID_ENV] }
   const client = (disk as unknown as { pool: NodePool }).pool.client(node.id)
   await until(`${node.id} answers again`, async () => await client.ping().then(() => true, () => false), 30_000, 100)
 }
@@ -76,6 +81,19 @@ t.test('2 replicas: the replica whose host lost the write is marked stale, not v
   await disk.write(0, old)
   await disk.flush()
   const saved = saveDiskDir(t, a2, uuid)
+  const state = (node: string): string | undefined => disk.replicasOf(0).find(r => r.node === node)?.state
+
+  // A plain kill -9 and restart on the same boot: the page cache kept the write, the node's start
+  // synced it, and the flush counts: a2 stays in sync.
+  await disk.write(0, old.subarray(0, 4096))
+  await a2.kill('SIGKILL')
+  await a2.restart()
+  const client = (disk as unknown as { pool: NodePool }).pool.client('a2')
+  await until('a2 answers again', async () => await client.ping().then(() => true, () => false), 30_000, 100)
+  await disk.flush()
+  t.equal(state('a2'), 'in-sync', 'after a process restart (same boot id) a2 stays in sync')
+  fs.rmSync(saved, { recursive: true, force: true })
+  fs.cpSync(path.join(a2.dataDir, 'disks', uuid), saved, { recursive: true })
 
   const data = randomBytes(rng(32), 64 * 1024)
   await disk.write(4096, data)  // acknowledged by a1 and a2, dirty on both
@@ -84,8 +102,7 @@ t.test('2 replicas: the replica whose host lost the write is marked stale, not v
 
   await disk.flush()
   t.pass('the flush succeeds: a1 holds the write durably')
-  const state = (node: string): string | undefined => disk.replicasOf(0).find(r => r.node === node)?.state
-  t.equal(state('a2'), 'stale', 'a2, restarted since it acknowledged the write, is marked stale for the block')
+  t.equal(state('a2'), 'stale', 'a2, rebooted since it acknowledged the write, is marked stale for the block')
   t.equal(state('a1'), 'in-sync', 'a1 stays in sync')
   t.ok(blockFile(a1.dataDir, uuid, 0).subarray(4096, 4096 + data.length).equals(data), 'a1\'s block file holds the write')
   const got = await disk.read(0, MiB)
@@ -110,7 +127,7 @@ t.test('1 replica: the flush fails with IO_ERROR when the only node lost the wri
   await disk.write(MiB + 8192, data)  // block 1, never written before: absent on a1 after the crash
   await disk.write(4096, data)        // block 0
   await crashHost(a1, uuid, saved, disk)
-  await t.rejects(disk.flush(), { code: 'IO_ERROR', message: /restarted since it acknowledged/ }, 'the flush fails: nothing can vouch for the writes')
+  await t.rejects(disk.flush(), { code: 'IO_ERROR', message: /rebooted since it acknowledged/ }, 'the flush fails: nothing can vouch for the writes')
   await t.rejects(disk.flush(), { code: 'IO_ERROR' }, 'and fails again: a failed flush is not forgotten')
   t.equal(disk.replicasOf(0).find(r => r.node === 'a1')?.state, 'in-sync', 'the only replica is not marked stale (that would lose the block)')
 })

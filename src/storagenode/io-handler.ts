@@ -52,9 +52,9 @@ export interface IoHandlerDeps {
   closing: () => boolean       // true once the server began shutting down
   idle: () => void             // told when the last request in flight ended (shutdown drains)
   rpc?: RpcObserver            // the metrics: each request's operation, latency and code
-  // This process's random id, in every write, discard and flush answer: what lets the agent tell
-  // a flush by a restarted node (a host crash lost its page cache) from one that covers the
-  // writes it acknowledged (dirty-flush.ts).
+  // The host's boot id (incarnation.ts), in every write, discard and flush answer: what lets the
+  // agent tell a flush after a host crash (the page cache, and the writes, lost) from one that
+  // covers the writes the node acknowledged (dirty-flush.ts).
   incarnation: string
 }
 

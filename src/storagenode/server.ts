@@ -4,7 +4,6 @@
 // rpc-answers.ts: how each answers and counts), the gRPC server, and the shutdown order. Every
 // error leaves as a UkaiError code string (Io) or a gRPC status plus an 'ukai-code' trailer
 // (unary); unknown exceptions become IO_ERROR and are logged.
-import { randomBytes } from 'node:crypto'
 import type { EventEmitter } from 'node:events'
 import * as http2 from 'node:http2'
 import type { Socket } from 'node:net'
@@ -22,6 +21,7 @@ import { CertificateFiles, RevocationList, serverCredentials } from './tls'
 import { holdGcBallast } from '../lib/gc-ballast'
 import { IO_REPLY_STALL_MS_MAX, IoBudgetStat, NodeIoBudget } from './io-budget'
 import { IoBatchCall, IoCall, ioHandlers } from './io-handler'
+import { nodeIncarnation } from './incarnation'
 import { RpcObserver, ServerCounters, failureOf, unaryOf } from './rpc-answers'
 import { MAX_MESSAGE_BYTES, StorageHandlers, storageService } from './wire'
 
@@ -93,9 +93,9 @@ export async function startStorageServer (opts: StorageServerOptions): Promise<S
   const unary = unaryOf({ nodeId, counters, failure, closing: isClosing, rpc: opts.rpc })
   // Node-wide memory bound of the Io streams (io-budget.ts).
   const ioBudget = new NodeIoBudget()
-  // New at every start: a flush by this process vouches only for writes this process acknowledged
-  // (io-handler.ts, dirty-flush.ts). 64 random bits: a collision across restarts is negligible.
-  const incarnation = randomBytes(8).toString('hex')
+  // The host's boot id: a flush vouches only for writes acknowledged since the host's last boot
+  // (incarnation.ts says why not per process).
+  const incarnation = nodeIncarnation()
 
   const allHandlers: StorageHandlers = {
     ...ioHandlers({

@@ -7,9 +7,9 @@
 // - a node that fails is marked stale for blocks durable elsewhere; a FENCED answer means the
 //   lease moved, and nothing written under the old epoch can be vouched for;
 // - calls while a flush runs share the next one (group commit).
-// - a flush answered by another node process than the one that acknowledged the writes (the
-//   node's incarnation: its host crashed and lost them with the page cache, and the new
-//   process's fsync has nothing to sync) is a failed flush of them on that node (checkIncarnation).
+// - a flush answered under another node incarnation (its host's boot id) than the writes were
+//   acknowledged under (the host crashed and lost them with the page cache; the new process's
+//   fsync has nothing to sync) is a failed flush of them on that node (checkIncarnation).
 // - the same flush runs in the background shortly after writes (flush-behind.ts), so a guest's
 //   fsync, and a live migration's stop, mostly find nothing left to do;
 // - a node whose dirty blocks are all replicas still `syncing` there (a relocation's or repair's
@@ -321,14 +321,15 @@ function addAll<T> (m: Map<string, Set<T>>, key: string, values: Iterable<T>): v
   for (const v of values) set.add(v)
 }
 
-// A flush vouches only for writes acknowledged by the node process that answered it. Another
-// one (the node restarted) may have lost them with a crashed host's page cache, and its fsync
-// succeeds with nothing to sync: that is a failed flush of the node's dirty blocks (IO_ERROR, not
+// A flush vouches only for writes acknowledged under the incarnation that answers it (the node's
+// host's boot id: src/storagenode/incarnation.ts). Another one (the host crashed and rebooted)
+// may have lost them with the page cache, and its fsync succeeds with nothing to sync: that is a
+// failed flush of the node's dirty blocks (IO_ERROR, not
 // retried: asking again gets the same answer). One string compare per node per flush. '' (a node
 // that predates incarnations: docs/operations.md) is not checked.
 function checkIncarnation (node: string, acked: Set<string> | undefined, answered: string): void {
   if (answered === '' || acked === undefined) return
   for (const inc of acked) {
-    if (inc !== answered) throw UkaiError.io(`${node} restarted since it acknowledged writes not yet flushed (incarnation ${inc}, flush answered by ${answered}): they may have been lost with its page cache`)
+    if (inc !== answered) throw UkaiError.io(`${node} rebooted since it acknowledged writes not yet flushed (incarnation ${inc}, flush answered under ${answered}): they may have been lost with its page cache`)
   }
 }
