@@ -70,7 +70,7 @@ function replicated (clients: StorageClient[]): Client {
   if (clients.length === 1) return clients[0]
   return {
     read: async (a) => await clients[0].read(a),
-    write: async (a) => { await Promise.all(clients.map(async c => await c.write(a))) },
+    write: async (a) => { await Promise.all(clients.map(async c => await c.write(a))); return '' },
     close: async () => { await Promise.all(clients.map(async c => { await c.close() })) }
   }
 }

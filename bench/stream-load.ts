@@ -7,7 +7,7 @@ export const BENCH_UUID = 'bench-0000-disk'
 
 export interface LoadClient {
   read: (a: { diskUuid: string, block: number, epoch: number, offset: number, length: number }) => Promise<unknown>
-  write: (a: { diskUuid: string, block: number, epoch: number, offset: number, data: Buffer, leaseEpoch: number }) => Promise<void>
+  write: (a: { diskUuid: string, block: number, epoch: number, offset: number, data: Buffer, leaseEpoch: number }) => Promise<unknown>
 }
 
 // Returns the operations done; onOp gets each one's latency in µs.

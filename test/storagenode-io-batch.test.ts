@@ -103,7 +103,7 @@ t.test('StorageClient shares messages between concurrent requests, in call order
   const client = connect(t, server)
   const rand = rng(5)
   const model = Buffer.alloc(BLOCK_BYTES)
-  const writes: Array<Promise<void>> = []
+  const writes: Array<Promise<string>> = []
   // Issued in one turn without awaiting: they go out in few messages, overlapping ones in order.
   for (let i = 0; i < 300; i++) {
     const off = Math.floor(rand() * (BLOCK_BYTES - 5000))

@@ -40,13 +40,13 @@ t.test('requests: ours → generated and generated → ours', async t => {
 })
 
 t.test('responses both ways, and unknown fields are skipped', async t => {
-  for (const r of [{ id: 5, code: '', message: '', data }, { id: BIG, code: 'FENCED', message: 'lease épo', data: Buffer.alloc(0) }]) {
+  for (const r of [{ id: 5, code: '', message: '', data, incarnation: '9f3a0c5e7d2b4a61' }, { id: BIG, code: 'FENCED', message: 'lease épo', data: Buffer.alloc(0), incarnation: '' }]) {
     t.same(gen.responseDeserialize(encodeIoResponse(r)), r)
     t.same(decodeIoResponse(gen.responseSerialize(r)), r)
   }
   // field 15 varint, field 16 length-delimited, field 17 fixed64, field 18 fixed32 (future additions)
   const extra = Buffer.from([0x78, 0x96, 0x01, 0x82, 0x01, 0x02, 0xaa, 0xbb, 0x89, 0x01, 1, 2, 3, 4, 5, 6, 7, 8, 0x95, 0x01, 1, 2, 3, 4])
-  const r = { id: 6, code: 'X', message: 'm', data: Buffer.from('hi') }
+  const r = { id: 6, code: 'X', message: 'm', data: Buffer.from('hi'), incarnation: '' }
   t.same(decodeIoResponse(Buffer.concat([encodeIoResponse(r), extra])), r)
   const req = decodeIoRequest(Buffer.concat([extra, encodeIoRequest(requests[2])]))
   t.same(req.write, (requests[2] as { write: unknown }).write)
@@ -65,10 +65,10 @@ t.test('batches both ways: every request and answer, in order; an empty batch', 
   t.same(ours.map(r => r.id), requests.map(r => r.id), 'ours keeps the order')
   ours.forEach((r, i) => t.same(r[r.op as 'read'], (requests[i] as any)[r.op as string], `request ${i} decoded by ours`))
   t.same(decodeIoRequestBatch(encodeIoRequestBatch([])), [])
-  const rs = [{ id: 5, code: '', message: '', data }, { id: BIG, code: 'FENCED', message: 'lease épo', data: Buffer.alloc(0) }, { id: 7, code: '', message: '', data: Buffer.alloc(0) }]
+  const rs = [{ id: 5, code: '', message: '', data, incarnation: 'ab' }, { id: BIG, code: 'FENCED', message: 'lease épo', data: Buffer.alloc(0), incarnation: '' }, { id: 7, code: '', message: '', data: Buffer.alloc(0), incarnation: '' }]
   t.same((genBatch.responseDeserialize(encodeIoResponseBatch(rs)) as { responses: unknown[] }).responses, rs)
   t.same(decodeIoResponseBatch(genBatch.responseSerialize({ responses: rs })), rs)
   // An answer with every field at its default is an empty embedded message: still one element.
-  t.same(decodeIoResponseBatch(encodeIoResponseBatch([{ id: 0, code: '', message: '', data: Buffer.alloc(0) }])), [{ id: 0, code: '', message: '', data: Buffer.alloc(0) }])
+  t.same(decodeIoResponseBatch(encodeIoResponseBatch([{ id: 0, code: '', message: '', data: Buffer.alloc(0) }])), [{ id: 0, code: '', message: '', data: Buffer.alloc(0), incarnation: '' }])
   t.throws(() => decodeIoRequestBatch(Buffer.from([0x0a, 0x05, 1])), /truncated/)
 })

@@ -181,20 +181,25 @@ export class StorageClient {
     return r.data
   }
 
-  async write (a: WriteArgs): Promise<void> {
+  // write, discard and flush resolve to the incarnation of the node process that answered ('' from
+  // nodes that predate it): dirty-flush.ts compares a flush's with its writes'.
+  async write (a: WriteArgs): Promise<string> {
     // Checked here as well: an oversized message would break the whole stream, not just this call.
     if (a.data.length > MAX_IO_BYTES) throw UkaiError.badArgument(`${this.nodeId}: write of ${a.data.length} bytes exceeds the limit of ${MAX_IO_BYTES} bytes per request`)
     const startMs = performance.now()
-    await this.io({ id: 0, write: { diskUuid: a.diskUuid, block: a.block, epoch: a.epoch, offset: a.offset, data: a.data, leaseEpoch: a.leaseEpoch } })
+    const r = await this.io({ id: 0, write: { diskUuid: a.diskUuid, block: a.block, epoch: a.epoch, offset: a.offset, data: a.data, leaseEpoch: a.leaseEpoch } })
     this.progress.writeLatency.observe(performance.now() - startMs)
+    return r.incarnation ?? ''
   }
 
-  async flush (a: FlushArgs): Promise<void> {
-    await this.io({ id: 0, flush: { diskUuid: a.diskUuid, leaseEpoch: a.leaseEpoch } })
+  async flush (a: FlushArgs): Promise<string> {
+    const r = await this.io({ id: 0, flush: { diskUuid: a.diskUuid, leaseEpoch: a.leaseEpoch } })
+    return r.incarnation ?? ''
   }
 
-  async discard (a: DiscardArgs): Promise<void> {
-    await this.io({ id: 0, discard: { diskUuid: a.diskUuid, block: a.block, epoch: a.epoch, offset: a.offset, length: a.length, leaseEpoch: a.leaseEpoch } })
+  async discard (a: DiscardArgs): Promise<string> {
+    const r = await this.io({ id: 0, discard: { diskUuid: a.diskUuid, block: a.block, epoch: a.epoch, offset: a.offset, length: a.length, leaseEpoch: a.leaseEpoch } })
+    return r.incarnation ?? ''
   }
 
   // Returns the disk's minimum lease epoch after the call (never lower than before).

@@ -34,7 +34,8 @@ export interface IoRequestIn {
   discard?: DiscardOp
 }
 
-export interface IoResponse { id: number, code: string, message: string, data: Buffer }
+// incarnation: the node process's id (write, discard and flush answers; see the .proto).
+export interface IoResponse { id: number, code: string, message: string, data: Buffer, incarnation?: string }
 
 const WIRE_VARINT = 0
 const WIRE_I64 = 1
@@ -156,13 +157,14 @@ function encodeBatch<P extends { total: number }> (parts: readonly P[], write: (
   return out.check(total)
 }
 
-interface ResponseParts { r: IoResponse, code: Buffer, message: Buffer, data: Buffer, total: number }
+interface ResponseParts { r: IoResponse, code: Buffer, message: Buffer, data: Buffer, incarnation: Buffer, total: number }
 
 function responseParts (r: IoResponse): ResponseParts {
   const code = r.code === '' ? EMPTY : Buffer.from(r.code)
   const message = r.message === '' ? EMPTY : Buffer.from(r.message)
   const data = r.data ?? EMPTY
-  return { r, code, message, data, total: uintField(r.id) + lenField(code.length) + lenField(message.length) + lenField(data.length) }
+  const incarnation = r.incarnation === undefined || r.incarnation === '' ? EMPTY : Buffer.from(r.incarnation)
+  return { r, code, message, data, incarnation, total: uintField(r.id) + lenField(code.length) + lenField(message.length) + lenField(data.length) + lenField(incarnation.length) }
 }
 
 function writeResponse (out: Out, p: ResponseParts): void {
@@ -170,6 +172,7 @@ function writeResponse (out: Out, p: ResponseParts): void {
   out.bytes(2, p.code)
   out.bytes(3, p.message)
   out.bytes(4, p.data)
+  out.bytes(5, p.incarnation)
 }
 
 export function encodeIoResponse (r: IoResponse): Buffer {
@@ -273,17 +276,18 @@ export function decodeIoRequest (buf: Buffer): IoRequestIn {
 
 function decodeResponseAt (buf: Buffer, start: number, end: number): IoResponse {
   const inp = new In(buf, start, end)
-  const r: IoResponse = { id: 0, code: '', message: '', data: EMPTY }
+  const r: IoResponse = { id: 0, code: '', message: '', data: EMPTY, incarnation: '' }
   while (inp.more) {
     const tag = inp.varint()
     const fieldNo = Math.floor(tag / 8)
     const wire = tag & 7
     if (fieldNo === 1 && wire === WIRE_VARINT) r.id = inp.varint()
-    else if (fieldNo >= 2 && fieldNo <= 4 && wire === WIRE_LEN) {
+    else if (fieldNo >= 2 && fieldNo <= 5 && wire === WIRE_LEN) {
       const [s, e] = inp.span()
       if (fieldNo === 2) r.code = buf.toString('utf8', s, e)
       else if (fieldNo === 3) r.message = buf.toString('utf8', s, e)
-      else r.data = buf.subarray(s, e)
+      else if (fieldNo === 4) r.data = buf.subarray(s, e)
+      else r.incarnation = buf.toString('utf8', s, e)
     } else inp.skip(wire)
   }
   return r

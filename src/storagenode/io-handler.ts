@@ -52,10 +52,14 @@ export interface IoHandlerDeps {
   closing: () => boolean       // true once the server began shutting down
   idle: () => void             // told when the last request in flight ended (shutdown drains)
   rpc?: RpcObserver            // the metrics: each request's operation, latency and code
+  // The host's boot id (incarnation.ts), in every write, discard and flush answer: what lets the
+  // agent tell a flush after a host crash (the page cache, and the writes, lost) from one that
+  // covers the writes the node acknowledged (dirty-flush.ts).
+  incarnation: string
 }
 
 export function ioHandlers (deps: IoHandlerDeps): Pick<StorageHandlers, 'Io' | 'IoBatch'> {
-  const { nodeId, store, counters, log } = deps
+  const { nodeId, store, counters, log, incarnation } = deps
 
   // Calls the store synchronously (so per-key ordering follows arrival) and resolves to the answer.
   const dispatch = async (req: IoRequestIn): Promise<IoResponse> => {
@@ -74,17 +78,17 @@ export function ioHandlers (deps: IoHandlerDeps): Pick<StorageHandlers, 'Io' | '
           counters.bytesWritten += w.data.length
           const faultMs = faultWriteDelayMs()
           if (faultMs > 0) await sleep(faultMs)
-          return { id, code: '', message: '', data: EMPTY }
+          return { id, code: '', message: '', data: EMPTY, incarnation }
         }
         case 'flush': {
           const f = req.flush as NonNullable<IoRequestIn['flush']>
           await store.flush(f.diskUuid, f.leaseEpoch)
-          return { id, code: '', message: '', data: EMPTY }
+          return { id, code: '', message: '', data: EMPTY, incarnation }
         }
         case 'discard': {
           const d = req.discard as NonNullable<IoRequestIn['discard']>
           await store.discard(d.diskUuid, d.block, d.epoch, d.offset, d.length, d.leaseEpoch)
-          return { id, code: '', message: '', data: EMPTY }
+          return { id, code: '', message: '', data: EMPTY, incarnation }
         }
         default:
           throw UkaiError.badArgument(`storage node ${nodeId}: request ${id} carries no operation`)

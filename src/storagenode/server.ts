@@ -21,6 +21,7 @@ import { CertificateFiles, RevocationList, serverCredentials } from './tls'
 import { holdGcBallast } from '../lib/gc-ballast'
 import { IO_REPLY_STALL_MS_MAX, IoBudgetStat, NodeIoBudget } from './io-budget'
 import { IoBatchCall, IoCall, ioHandlers } from './io-handler'
+import { nodeIncarnation } from './incarnation'
 import { RpcObserver, ServerCounters, failureOf, unaryOf } from './rpc-answers'
 import { MAX_MESSAGE_BYTES, StorageHandlers, storageService } from './wire'
 
@@ -92,6 +93,9 @@ export async function startStorageServer (opts: StorageServerOptions): Promise<S
   const unary = unaryOf({ nodeId, counters, failure, closing: isClosing, rpc: opts.rpc })
   // Node-wide memory bound of the Io streams (io-budget.ts).
   const ioBudget = new NodeIoBudget()
+  // The host's boot id: a flush vouches only for writes acknowledged since the host's last boot
+  // (incarnation.ts says why not per process).
+  const incarnation = nodeIncarnation()
 
   const allHandlers: StorageHandlers = {
     ...ioHandlers({
@@ -105,7 +109,8 @@ export async function startStorageServer (opts: StorageServerOptions): Promise<S
       failure,
       closing: isClosing,
       idle: () => { if (drained !== undefined) drained() },
-      rpc: opts.rpc
+      rpc: opts.rpc,
+      incarnation
     }),
     ...copyHandlers({ nodeId, store, peers, unary }),
     ...adminHandlers({ store, budget: ioBudget, scrubber, unary })

@@ -7,6 +7,9 @@
 // - a node that fails is marked stale for blocks durable elsewhere; a FENCED answer means the
 //   lease moved, and nothing written under the old epoch can be vouched for;
 // - calls while a flush runs share the next one (group commit).
+// - a flush answered under another node incarnation (its host's boot id) than the writes were
+//   acknowledged under (the host crashed and lost them with the page cache; the new process's
+//   fsync has nothing to sync) is a failed flush of them on that node (checkIncarnation).
 // - the same flush runs in the background shortly after writes (flush-behind.ts), so a guest's
 //   fsync, and a live migration's stop, mostly find nothing left to do;
 // - a node whose dirty blocks are all replicas still `syncing` there (a relocation's or repair's
@@ -61,6 +64,9 @@ export class DirtyFlusher {
   // newest lease epoch they were written under (what a flush without the lease must use).
   private dirty = new Map<string, Set<number>>()
   private dirtyLeaseEpoch = 0
+  // Per node, the incarnations (node process ids: io-handler.ts) that acknowledged its dirty
+  // blocks; normally one. A flush answered by another cannot vouch for them (checkIncarnation).
+  private acked = new Map<string, Set<string>>()
   // Group commit: one flush runs at a time; calls meanwhile share the one after it.
   private flushRunning: Promise<void> | null = null
   private flushNext: Promise<void> | null = null
@@ -94,10 +100,12 @@ export class DirtyFlusher {
     })
   }
 
-  note (node: string, block: number, leaseEpoch: number): void {
+  // `incarnation`: the node process's that acknowledged the write ('' from a node predating them).
+  note (node: string, block: number, leaseEpoch: number, incarnation = ''): void {
     let set = this.dirty.get(node)
     if (set === undefined) { set = new Set(); this.dirty.set(node, set) }
     if (!set.has(block)) { set.add(block); this.dirtyCount++; this.count() }
+    if (incarnation !== '') addAll(this.acked, node, [incarnation])
     if (leaseEpoch > this.dirtyLeaseEpoch) this.dirtyLeaseEpoch = leaseEpoch
     this.behind.written()
   }
@@ -153,23 +161,25 @@ export class DirtyFlusher {
     const leaseEpoch = this.d.heldEpoch() ?? this.dirtyLeaseEpoch
     const placed = this.dirtyStillPlaced(this.dirty)
     const { dirty, trailing } = everywhere ? { dirty: placed, trailing: new Map<string, Set<number>>() } : this.splitSyncing(placed)
+    const acked = this.acked
     this.dirty = new Map()
+    this.acked = new Map()
     this.behind.taken()
     this.flushingCount = this.dirtyCount
     this.lastReplicas = this.dirtyCount
     this.dirtyCount = 0
     this.count()
     const t0 = Date.now()
-    for (const [node, blocks] of trailing) this.flushTrailing(node, blocks, leaseEpoch)
+    for (const [node, blocks] of trailing) this.flushTrailing(node, blocks, leaseEpoch, acked)
     const nodeMs: Record<string, number> = {}
     let failed: unknown = null
     try {
-      await this.flushNodes(dirty, leaseEpoch, nodeMs)
+      await this.flushNodes(dirty, acked, leaseEpoch, nodeMs)
       this.behind.succeeded()
     } catch (err) {
       failed = err
       // Not durable: keep every block dirty, so the next flush tries again (and fails again).
-      this.restore(dirty, leaseEpoch)
+      this.restore(dirty, leaseEpoch, acked)
       throw err
     } finally {
       this.flushingCount = 0
@@ -185,8 +195,10 @@ export class DirtyFlusher {
 
   // Blocks back into the dirty set after a failed flush (not through note(): a failed flush does
   // not arm flush-behind again; the next write or fsync does).
-  private restore (blocksOf: Map<string, Set<number>>, leaseEpoch: number): void {
+  // `acked` goes back with them: a later flush by another incarnation must not vouch for them.
+  private restore (blocksOf: Map<string, Set<number>>, leaseEpoch: number, acked: Map<string, Set<string>>): void {
     for (const [node, blocks] of blocksOf) {
+      addAll(this.acked, node, acked.get(node) ?? [])
       let set = this.dirty.get(node)
       if (set === undefined) { set = new Set(); this.dirty.set(node, set) }
       for (const b of blocks) if (!set.has(b)) { set.add(b); this.dirtyCount++ }
@@ -217,16 +229,17 @@ export class DirtyFlusher {
   // replica of (their in-sync holder failed since), a FENCED answer (the lease moved: the
   // guest's path reports it) or a map that cannot be changed stay dirty instead, and the next
   // flush, which waits for them, decides.
-  private flushTrailing (node: string, blocks: Set<number>, leaseEpoch: number): void {
+  private flushTrailing (node: string, blocks: Set<number>, leaseEpoch: number, acked: Map<string, Set<string>>): void {
     this.trailingCount += blocks.size
-    const p: Promise<void> = this.d.pool.client(node).flush({ diskUuid: this.d.diskUuid, leaseEpoch }).then(() => {}, async (err) => {
+    const flushed = this.d.pool.client(node).flush({ diskUuid: this.d.diskUuid, leaseEpoch })
+    const p: Promise<void> = flushed.then(inc => checkIncarnation(node, acked.get(node), inc)).then(() => {}, async (err) => {
       let left = [...blocks]
       if (!isUkaiError(err, 'FENCED')) {
         left = await this.d.map.markStaleWhereCovered(node, left).catch(() => left)
       }
       this.d.log.warn({ node, err: String(err), markedStale: blocks.size - left.length, stillDirty: left.length }, 'flush of a syncing replica failed')
       if (left.length > 0) {
-        this.restore(new Map([[node, new Set(left)]]), leaseEpoch)
+        this.restore(new Map([[node, new Set(left)]]), leaseEpoch, acked)
         this.trailingFailures++
       }
     }).finally(() => {
@@ -255,7 +268,8 @@ export class DirtyFlusher {
   // node; up to --io-retry-ms) and otherwise fails the flush. A hung node fails within the
   // hung bound, not the call deadline.
   // `nodeMs`: each node's flush time, filled in as they answer (the log line's).
-  private async flushNodes (dirty: Map<string, Set<number>>, leaseEpoch: number, nodeMs: Record<string, number>): Promise<void> {
+  // A node answered by another incarnation than its writes' failed (checkIncarnation).
+  private async flushNodes (dirty: Map<string, Set<number>>, acked: Map<string, Set<string>>, leaseEpoch: number, nodeMs: Record<string, number>): Promise<void> {
     const deadline = Date.now() + this.d.ioRetryMs
     const flushed = new Set<string>()
     let pending = [...dirty.keys()]
@@ -264,7 +278,8 @@ export class DirtyFlusher {
       await Promise.all(pending.map(async (node) => {
         const t0 = Date.now()
         try {
-          await this.d.pool.client(node).flush({ diskUuid: this.d.diskUuid, leaseEpoch })
+          const inc = await this.d.pool.client(node).flush({ diskUuid: this.d.diskUuid, leaseEpoch })
+          checkIncarnation(node, acked.get(node), inc)
           nodeMs[node] = Date.now() - t0
           flushed.add(node)
         } catch (err) {
@@ -297,5 +312,24 @@ export class DirtyFlusher {
       await sleep(IO_RETRY_PAUSE_MS, { signal: this.d.signal })
       pending = [...failures.keys()]
     }
+  }
+}
+
+function addAll<T> (m: Map<string, Set<T>>, key: string, values: Iterable<T>): void {
+  let set = m.get(key)
+  if (set === undefined) { set = new Set(); m.set(key, set) }
+  for (const v of values) set.add(v)
+}
+
+// A flush vouches only for writes acknowledged under the incarnation that answers it (the node's
+// host's boot id: src/storagenode/incarnation.ts). Another one (the host crashed and rebooted)
+// may have lost them with the page cache, and its fsync succeeds with nothing to sync: that is a
+// failed flush of the node's dirty blocks (IO_ERROR, not
+// retried: asking again gets the same answer). One string compare per node per flush. '' (a node
+// that predates incarnations: docs/operations.md) is not checked.
+function checkIncarnation (node: string, acked: Set<string> | undefined, answered: string): void {
+  if (answered === '' || acked === undefined) return
+  for (const inc of acked) {
+    if (inc !== answered) throw UkaiError.io(`${node} rebooted since it acknowledged writes not yet flushed (incarnation ${inc}, flush answered under ${answered}): they may have been lost with its page cache`)
   }
 }

@@ -492,7 +492,7 @@ export class VirtualDisk {
   }
 
   // `writeEpoch`: the version the change writes into (null: it may remove or replace versions).
-  private async mutateBlock (lease: HeldLease, block: number, offsetInBlock: number, length: number, verb: string, writeEpoch: number | null, send: (node: string) => Promise<void>): Promise<void> {
+  private async mutateBlock (lease: HeldLease, block: number, offsetInBlock: number, length: number, verb: string, writeEpoch: number | null, send: (node: string) => Promise<string>): Promise<void> {
     await this.rangeOrder.run(String(block), offsetInBlock, offsetInBlock + length, async () => {
       await this.blockLocks.acquireWrite(block)
       this.local?.mutating(block, writeEpoch)
@@ -507,10 +507,11 @@ export class VirtualDisk {
   }
 
   // Sends one change of `block` to every writable replica; see the invariants at the top.
-  private async mutateBlockLocked (lease: HeldLease, block: number, verb: string, send: (node: string) => Promise<void>): Promise<void> {
+  private async mutateBlockLocked (lease: HeldLease, block: number, verb: string, send: (node: string) => Promise<string>): Promise<void> {
     const deadline = Date.now() + this.ioRetryMs
     let targets: Replica[]
-    let results: Array<PromiseSettledResult<void>>
+    // Each fulfilled one: the incarnation of the node process that acknowledged the change.
+    let results: Array<PromiseSettledResult<string>>
     for (;;) {
       targets = writableReplicas(this.replicasOf(block))
       if (targets.length === 0) throw UkaiError.io(`block ${block} of ${this.name} has no writable replica`)
@@ -518,7 +519,7 @@ export class VirtualDisk {
       const chain = this.materialized.has(block) ? null : this.chain
       results = await Promise.allSettled(targets.map(async r => {
         if (chain !== null) await chain.materialize(this.record, block, r.node, lease.leaseEpoch)
-        await send(r.node)
+        return await send(r.node)
       }))
       // No replica reachable: nothing can be marked stale (that would lose the block), so wait
       // for one to come back, up to the deadline.
@@ -529,7 +530,7 @@ export class VirtualDisk {
     if (this.chain !== null && results.every(r => r.status === 'fulfilled')) this.materialized.add(block)
     const failed: Array<{ replica: Replica, err: unknown }> = []
     results.forEach((res, i) => {
-      if (res.status === 'fulfilled') this.flusher.note(targets[i].node, block, lease.leaseEpoch)
+      if (res.status === 'fulfilled') this.flusher.note(targets[i].node, block, lease.leaseEpoch, res.value)
       else failed.push({ replica: targets[i], err: res.reason })
     })
     if (failed.some(f => isUkaiError(f.err, 'FENCED'))) {
