@@ -12,7 +12,8 @@
 // two runs); at load 35-60: 0.12-0.66, the load's doing. 1 of 4 runs passed. Seq write's CPU per MiB at the agent
 // (2.4-3.0 without TLS, +1.0-1.2 with) bounds it near 0.7 when the agent is the bottleneck
 // (docs/security.md, "Cost" and "Where TLS CPU goes"). Interleaved rounds (bench/ab-cost.ts tls,
-// 5 rounds, load 4-10, 2026-12-07 12:53): 0.94 / 1.00 / 1.04 / 0.96, PASS.
+// 5 rounds, load 4-10, 2026-12-07 12:53): 0.94 / 1.00 / 1.04 / 0.96, PASS; 13:52 beside a CI run
+// (load 4-7.5): seq write 0.63, MISS (1 of 2).
 import Table from 'cli-table3'
 import { WORKLOADS, type WorkloadSpec } from './jobs'
 import type { TargetName, TargetRun } from './report'
