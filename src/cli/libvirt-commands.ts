@@ -1,5 +1,4 @@
 // ukai libvirt hook … (what libvirt's hooks/qemu runs) · ukai libvirt install-hook
-import { tlsDirSetting, useTlsDir } from './tls-options'
 import fs from 'node:fs'
 import path from 'node:path'
 import { Command } from 'commander'
@@ -9,9 +8,10 @@ import { checkHookConfig } from '../libvirt/hook-check'
 import { HOOK_CONFIG_PATH_DEFAULT, HookConfig, formatHookConfig, loadHookConfig, parseHookConfig } from '../libvirt/hook-config'
 import { createHookLogger } from '../libvirt/hook-log'
 import { HOOKS_DIR_DEFAULT, installHook } from '../libvirt/install'
+import { collect, zkAuthFileOf, zkConnectString } from './context'
 import { printJson } from './output'
 import { idOption, msOption, rateOption } from './parse'
-import { collect, zkAuthFileOf, zkConnectString } from './context'
+import { tlsDirSetting, useTlsDir } from './tls-options'
 
 // libvirt writes the XML to our stdin; read all of it (never wait on a terminal).
 async function readStdin (limitMs: number): Promise<string> {
