@@ -15,7 +15,7 @@
 // the page cache, and its flush still succeeds (test/vdisk-flush-behind.test.ts).
 import fs from 'node:fs'
 import path from 'node:path'
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { processZkAuth } from '../src/dev/process-zk-auth'
 import { FAULT_BOOT_ID_ENV } from '../src/storagenode/incarnation'
 import { LeaseManager } from '../src/meta/lease'
@@ -69,14 +69,18 @@ function blockFile (dataDir: string, uuid: string, block: number): Buffer {
   return fs.readFileSync(path.join(dataDir, 'disks', uuid, `${block}.1`))
 }
 
-t.test('2 replicas: the replica whose host lost the write is marked stale, not vouched for', async (t) => {
+// A 4 MiB disk of 1 MiB blocks on a1 and a2 (one site), opened in this process.
+async function twoReplicaDisk (t: Test, name: string): Promise<{ a1: Node, a2: Node, disk: VirtualDisk, uuid: string }> {
   const zk = await startZk(t)
-  const zks = zk.connectString
   const a1 = await startNode(t, { zk, id: 'a1', site: 'site-a' })
   const a2 = await startNode(t, { zk, id: 'a2', site: 'site-a' })
-  t.equal((await runCli(['disk', 'create', 'vol', '--size', '4M', '--block-size', '1M', '--nodes', 'a1,a2'], { zk: zks })).code, 0)
-  const disk = await openDisk(t, zks, 'vol')
-  const { uuid } = disk.record
+  t.equal((await runCli(['disk', 'create', name, '--size', '4M', '--block-size', '1M', '--nodes', 'a1,a2'], { zk: zk.connectString })).code, 0)
+  const disk = await openDisk(t, zk.connectString, name)
+  return { a1, a2, disk, uuid: disk.record.uuid }
+}
+
+t.test('2 replicas: the replica whose host lost the write is marked stale, not vouched for', async (t) => {
+  const { a1, a2, disk, uuid } = await twoReplicaDisk(t, 'vol')
   const old = randomBytes(rng(31), MiB)
   await disk.write(0, old)
   await disk.flush()
@@ -133,13 +137,7 @@ t.test('1 replica: the flush fails with IO_ERROR when the only node lost the wri
 })
 
 t.test('a syncing replica whose host lost the write is marked stale (the flush not waited for)', async (t) => {
-  const zk = await startZk(t)
-  const zks = zk.connectString
-  const a1 = await startNode(t, { zk, id: 'a1', site: 'site-a' })
-  const a2 = await startNode(t, { zk, id: 'a2', site: 'site-a' })
-  t.equal((await runCli(['disk', 'create', 'mig', '--size', '4M', '--block-size', '1M', '--nodes', 'a1,a2'], { zk: zks })).code, 0)
-  const disk = await openDisk(t, zks, 'mig')
-  const { uuid } = disk.record
+  const { a1, a2, disk, uuid } = await twoReplicaDisk(t, 'mig')
   await disk.write(0, randomBytes(rng(51), MiB))
   await disk.flush()
   const saved = saveDiskDir(t, a2, uuid)
