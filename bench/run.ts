@@ -13,14 +13,15 @@
 // ceph install their Debian packages first, bench/setup-peers.sh), BENCH_KEEP=1 keeps the temp dir (logs) afterwards,
 // BENCH_METRICS=1 runs the UKAI daemons with --metrics-listen and scrapes them (bench/ukai-cluster.ts;
 // compare with a run without for the metrics' cost),
-// BENCH_SUITES (fio,checksums,tls,relocate,copy,snapshot,export,migration): which suites to run, each after fio in
+// BENCH_SUITES (fio,checksums,tls,relocate,copy,snapshot,export,migration,memory): which suites to run, each after fio in
 // its own process: `checksums` and `tls` bench/ab-cost.ts (the fio jobs with checksums, or TLS, on
 // vs off, interleaved rounds, ~2 min a round, BENCH_AB_ROUNDS), `relocate` bench/relocate.ts (relocation under load over a WAN proxy, ~4 min),
 // `copy` bench/copy-throughput.ts (relocation and repair throughput against the WAN paths' caps,
 // TLS on and off, ~3-5 min),
 // `snapshot` bench/snapshot.ts (commit time, first write after a snapshot; ~1-2 min), `export`
 // bench/export.ts (incremental export size vs bytes changed; ~2-5 min) and `migration`
-// bench/migration.ts (a guest live-migrated between sites while its data follows, ~5 min).
+// bench/migration.ts (a guest live-migrated between sites while its data follows, ~5 min), `memory`
+// bench/agent-memory.ts (the agent's peak RSS with 10 disks under fio at once, goal ≤ 256 MiB, ~2 min).
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process'
 import fs from 'node:fs'
 import os from 'node:os'
@@ -213,12 +214,13 @@ async function main (): Promise<void> {
     if (suites.includes('snapshot')) await runSuiteProcess(cleanup, 'snapshot commit time and first write after a snapshot (bench/snapshot.ts)', 'snapshot.js')
     if (suites.includes('export')) await runSuiteProcess(cleanup, 'incremental export size vs bytes changed (bench/export.ts)', 'export.js')
     if (suites.includes('migration')) await runSuiteProcess(cleanup, 'live migration between sites (bench/migration.ts)', 'migration.js')
+    if (suites.includes('memory')) await runSuiteProcess(cleanup, 'the mount agent\'s memory with 10 disks under load (bench/agent-memory.ts)', 'agent-memory.js')
   } finally {
     await cleanup.run()
   }
 }
 
-const SUITES = ['fio', 'checksums', 'tls', 'relocate', 'copy', 'snapshot', 'export', 'migration']
+const SUITES = ['fio', 'checksums', 'tls', 'relocate', 'copy', 'snapshot', 'export', 'migration', 'memory']
 
 function suitesFromEnv (): string[] {
   const v = process.env.BENCH_SUITES
