@@ -1,8 +1,8 @@
 // The pace of a running copy (a relocation, a repair, an evacuation: every copy goes through
 // executor.ts, and this is its one rate limiter). Issue 11 part 2: a repair competes with the
-// guests' I/O on the nodes it reads from and writes to; the controller already does not *start*
-// one while those nodes answer pings slowly (controller/busy-nodes.ts), and this slows one that
-// runs when the guests start to wait.
+// guests' I/O on the nodes it reads from and writes to; the controller does not *start* one while
+// a node it would use is over its idle value by the rule below (controller/busy-nodes.ts calls
+// signalOf and overIdle), and this slows one that runs when the guests start to wait.
 //
 // Signal: what the guests feel. Every agent publishes, with its round trips (every 2 s), the p99
 // of its acknowledged writes to each node since its previous report (agent/rtt-monitor.ts); an
@@ -28,7 +28,8 @@
 // never runs above what the operator asked for. No agent reports (none mounted): no signal, no
 // slowing. The pace steps on a timer of its own, not on finished copies: at the floor a big
 // block takes seconds, and a pace stepped per block recovered a block at a time (measured: still
-// at the floor 4 s after the node was fine). Settings live in the cluster config (`ukai config set copy-pace-rise-ms …`), read
+// at the floor 4 s after the node was fine). A resumed copy starts at the pace its earlier run
+// saved in the record (resumedPace). Settings live in the cluster config (`ukai config set copy-pace-rise-ms …`), read
 // on every step, so a change reaches running copies within seconds.
 import { safetyCatch } from '../errors'
 import { IoThrottle } from '../lib/io-throttle'
