@@ -4,8 +4,8 @@
 // a1 answers writes 250 ms late (the node's write delay fault: copies are not slowed by it) and
 // a2 comes back:
 //   1. the leader's repair duty holds the repair back, saying why as the running copy would
-//      ("node a1 write p99 … (idle …)") in `controller status` and its log — and starts it once
-//      the fault ends;
+//      ("node a1 write p99 … (idle …)") in `controller status`, `relocate status` and its log —
+//      and starts it once the fault ends;
 //   2. the fault comes back mid-copy, the copy slows, the leader (which runs the unleased repair
 //      itself) is killed -9, and the standby resumes the copy at the pace the dead one had
 //      learned, not at the full --repair-rate; the fault ends, the repair finishes, and every
@@ -100,6 +100,8 @@ t.test('the controller waits for a slow node before a repair, and a resumed repa
     await new Promise(resolve => setTimeout(resolve, 4000))
     t.same(await cliJson<unknown[]>(['relocate', 'status', 'rep'], zkc), [], 'no repair started while a1 stays slow (two more sweeps)')
     t.match(await refused(), /^postponed: node a1 write p99/, 'still postponed, for a1')
+    const status = await runCli(['relocate', 'status', 'rep'], { zk: zkc })
+    t.match(status.stdout, /^disk 'rep' has no relocation; the controller's automatic repair of it is postponed: node a1 write p99 \d+ ms \(idle [\d.]+ ms, seen from hv-a\)/, `relocate status says why too: ${status.stdout.trim()}`)
     const logged = fs.readFileSync(c1.logFile, 'utf8').split('\n').filter(l => l.includes('automatic repair postponed'))
     t.ok(logged.some(l => /"reason":"postponed: node a1 write p99 \d+ ms \(idle [\d.]+ ms, seen from hv-a\)/.test(l)), `the leader's log says why (${logged.length} line(s): one per change of the slow nodes)`)
 

@@ -98,7 +98,7 @@ t.test('a running repair slows while a node it uses is slow for the guests, and 
       const faultOnMs = Date.now()
       await until('the repair says it slowed for a1', async () => {
         const last = samples[samples.length - 1]
-        return last.atMs > faultOnMs && last.rec.pace !== undefined && /node a1 write p99/.test(last.rec.pace.why)
+        return last.atMs > faultOnMs && last.rec.pace !== undefined && /^node a1 write p99/.test(last.rec.pace.why)
       }, 10_000, 100)
       const status = await runCli(['relocate', 'status', 'pace'], { zk: zkc })
       t.match(status.stdout, /│ slowed to [\d.]+ MB\/s +│/, 'relocate status: slowed, in REASON')
