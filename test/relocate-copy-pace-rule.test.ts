@@ -1,9 +1,10 @@
 // The pace rule of a running copy (src/relocate/copy-pace.ts) on its own: which reports count as
-// congestion against the idle baseline, and the AIMD steps between the floor and the ceiling.
+// congestion against the idle baseline, the AIMD steps between the floor and the ceiling, and
+// where a resumed copy starts (the pace its earlier run saved in the record).
 // test/relocate-copy-pace.test.ts runs it for real (a repair, a slow node, real processes).
 import t from 'tap'
-import { CopyPace, PaceRule } from '../src/relocate/copy-pace'
-import { ClusterConfig, DEFAULT_CONFIG, RttReport } from '../src/meta/schema'
+import { CopyPace, PaceRule, resumedPace } from '../src/relocate/copy-pace'
+import { ClusterConfig, DEFAULT_CONFIG, RelocationRecord, RttReport, checkRelocationRecord } from '../src/meta/schema'
 import { silentLogger } from '../src/log'
 
 const report = (host: string, atMs: number, writeP99Ms: Record<string, number>, rttMs: Record<string, number> = {}): RttReport =>
@@ -41,12 +42,13 @@ t.test('the idle baseline the agent saw before the copy began counts', async (t)
 
 // A source the test drives on a clock of its own: next() is one second later and one report of
 // hv1 with that write p99 of a1.
-function fakeSource (config: Partial<ClusterConfig>): { source: { listRtts: () => Promise<RttReport[]>, config: () => Promise<ClusterConfig> }, next: (p99: number) => void, nowMs: () => number } {
+// idleP99: the agent's idle p99 of the 5 minutes before, as a real agent reports it.
+function fakeSource (config: Partial<ClusterConfig>): { source: { listRtts: () => Promise<RttReport[]>, config: () => Promise<ClusterConfig> }, next: (p99: number, idleP99?: number) => void, nowMs: () => number } {
   let clockMs = 1_000_000
   let reports: RttReport[] = []
   return {
     source: { listRtts: async () => reports, config: async () => ({ ...DEFAULT_CONFIG, ...config }) },
-    next: (p99) => { clockMs += 1000; reports = [report('hv1', clockMs, { a1: p99 })] },
+    next: (p99, idleP99) => { clockMs += 1000; reports = [{ ...report('hv1', clockMs, { a1: p99 }), ...(idleP99 !== undefined ? { writeIdleP99Ms: { a1: idleP99 } } : {}) }] },
     nowMs: () => clockMs
   }
 }
@@ -95,4 +97,42 @@ t.test('a copy waiting out its debt stops at once when aborted', async (t) => {
   setTimeout(() => pace.abort(new Error('the lease moved')), 50)
   await t.rejects(waiting, /the lease moved/)
   t.ok(Date.now() - t0 < 2000, `stopped after ${Date.now() - t0} ms, not the 10 s of debt`)
+})
+
+t.test('a resumed copy starts at the pace its earlier run learned, then steps as usual', async (t) => {
+  const saved = { bytesPerSec: 1_000_000, why: 'recovering, was: node a1 write p99 40 ms (idle 2 ms, seen from hv1)', sinceMs: 5 }
+  const r = resumedPace(saved, 8_000_000)
+  t.same(r.pace, { bytesPerSec: 1_000_000, why: 'resumed, was: node a1 write p99 40 ms (idle 2 ms, seen from hv1)', sinceMs: 5 }, 'min(rate, saved), saying it resumed')
+  t.match(r.note, /starts at the pace an earlier run had learned: 1(\.00)? MB\/s/)
+  t.equal(resumedPace(saved, 500_000).pace, null, 'a saved pace not below the record\'s rate: at the rate')
+  t.match(resumedPace(undefined, 8_000_000).note, /no pace saved by an earlier run: starts at its rate/, 'none saved: at the rate, said so')
+  t.match(resumedPace({ ...saved, bytesPerSec: 3 }, 8_000_000), { pace: null, note: /below any floor.*ignored/ }, 'a nonsense pace is ignored, said so')
+  t.match(resumedPace({ ...saved, bytesPerSec: Number.NaN }, 8_000_000), { pace: null }, 'NaN too')
+  t.same(resumedPace({ ...saved, topBytesPerSec: 16_000_000 }, 0).pace?.topBytesPerSec, 16_000_000, 'no rate: what it climbs back to comes along')
+
+  const { source, next, nowMs } = fakeSource({ copyPaceRiseMs: 10, copyPaceFloorBytesPerSec: 500_000 })
+  const pace = new CopyPace({ source, ceilingBytesPerSec: 8_000_000, resumed: r.pace, nodes: () => ['a1'], log: silentLogger, nowMs })
+  t.equal(pace.current?.bytesPerSec, 1_000_000, 'before any report: the saved pace, not the rate')
+  next(40, 2); await pace.step()
+  t.equal(pace.current?.bytesPerSec, 1_000_000, 'a first slow report (over the agent\'s idle p99): held there')
+  next(40, 2); await pace.step()
+  t.equal(pace.current?.bytesPerSec, 500_000, 'the second: halved from it')
+  next(2, 2); await pace.step()
+  t.equal(pace.current?.bytesPerSec, 1_500_000, 'fine: an eighth of the rate back, as usual')
+})
+
+t.test('a damaged pace in a record is dropped with a reason, the record kept', async (t) => {
+  const rec: RelocationRecord = {
+    v: 1, id: 'x', disk: 'd', targetNodes: ['a1'], dropNodes: [], addedNodes: [], rateBytesPerSec: 0, state: 'copying', reason: '', executor: '',
+    plan: { blocks: 1, writtenBlocks: 1, bytes: 1 }, progress: { blocks: 0, bytes: 0, updatedAtMs: 0 }, createdAtMs: 0, finishedAtMs: 0
+  }
+  for (const pace of ['fast', { bytesPerSec: -1, why: '', sinceMs: 0 }, { bytesPerSec: 1e6, why: 'x', sinceMs: 0, topBytesPerSec: 'lots' }]) {
+    const why: string[] = []
+    const got = checkRelocationRecord({ ...rec, pace } as unknown as RelocationRecord, 'd', w => why.push(w))
+    t.equal(got.pace, undefined, `dropped: ${JSON.stringify(pace)}`)
+    t.match(why, [/^pace .* is not \{ bytesPerSec, why, sinceMs/], 'with a reason')
+    t.equal(got.id, 'x', 'the rest kept')
+  }
+  const good = { bytesPerSec: 1e6, why: 'x', sinceMs: 0 }
+  t.same(checkRelocationRecord({ ...rec, pace: good }, 'd', () => t.fail('nothing ignored')).pace, good, 'a sound pace is kept')
 })

@@ -11,11 +11,10 @@ import fs from 'node:fs'
 import path from 'node:path'
 import t from 'tap'
 import { MetaStore } from '../src/meta/store'
-import { RelocationRecord } from '../src/meta/schema'
 import { FAULT_WRITE_DELAY_MS_FILE_ENV } from '../src/storagenode/write-delay-fault'
 import { fuseUnavailable, makeTempDir, processZkAuth, startAgent, startNode, startZk } from './helpers/cluster'
 import { cliJson, runCli } from './helpers/cli'
-import { versionFiles } from './helpers/node-files'
+import { newestVersions, rateBetween, sampleRelocation, sha, startGuestWriter } from './helpers/copy-pace'
 import { until } from './helpers/until'
 
 const MiB = 1024 * 1024
@@ -25,18 +24,6 @@ const BLOCKS = DISK_BYTES / BLOCK_BYTES
 const RATE_MB = 4            // --rate of the repair, MB/s
 const FAULT_MS = 80          // a1's write delay while the fault is on
 const FLOOR = '256K'
-
-function sha (b: Buffer): string { return crypto.createHash('sha256').update(b).digest('hex') }
-
-interface Sample { atMs: number, bytes: number, rec: RelocationRecord }
-
-// Bytes per second copied between the samples nearest to `fromMs` and `toMs`.
-function rateBetween (samples: Sample[], fromMs: number, toMs: number): number {
-  const a = samples.find(s => s.atMs >= fromMs)
-  const b = [...samples].reverse().find(s => s.atMs <= toMs)
-  if (a === undefined || b === undefined || b.atMs <= a.atMs) return NaN
-  return (b.bytes - a.bytes) * 1000 / (b.atMs - a.atMs)
-}
 
 t.test('a running repair slows while a node it uses is slow for the guests, and speeds up again', { skip: fuseUnavailable() ?? false }, async (t) => {
   const zk = await startZk(t)
@@ -92,36 +79,14 @@ t.test('a running repair slows while a node it uses is slow for the guests, and 
     }, 30_000, 250)
 
     // The guest keeps writing (4-64 KiB, one at a time, every 20 ms): the signal the pace reads.
-    let writing = true
-    const latencies: Array<{ atMs: number, ms: number }> = []
-    const writer = (async () => {
-      let seed = 1
-      const rand = (): number => { seed = (seed * 1103515245 + 12345) & 0x7fffffff; return seed / 0x7fffffff }
-      while (writing) {
-        const len = 4096 * (1 + Math.floor(rand() * 16))
-        const off = 4096 * Math.floor(rand() * ((DISK_BYTES - len) / 4096))
-        const data = crypto.randomBytes(len)
-        const t0 = performance.now()
-        await fh.write(data, 0, len, off)
-        latencies.push({ atMs: Date.now(), ms: performance.now() - t0 })
-        data.copy(model, off)
-        await new Promise(resolve => setTimeout(resolve, 20))
-      }
-    })()
+    const writer = startGuestWriter(fh, model)
+    const { latencies } = writer
 
     const meta = await MetaStore.connect(zkc, { auth: processZkAuth() })
     t.teardown(() => meta.close())
     const repair = runCli(['disk', 'repair', 'pace', '--rate', String(RATE_MB)], { zk: zkc, timeoutMs: 120_000 })
-    const samples: Sample[] = []
-    let sampling = true
-    const sampler = (async () => {
-      while (sampling) {
-        // (the test failed and tore the session down: stop)
-        const rec = await meta.getRelocation('pace').catch(() => { sampling = false; return null })
-        if (rec !== null && rec.state === 'copying') samples.push({ atMs: Date.now(), bytes: rec.progress.bytes, rec })
-        await new Promise(resolve => setTimeout(resolve, 200))
-      }
-    })()
+    const sampler = sampleRelocation(meta, 'pace')
+    const { samples } = sampler
     try {
       await until('the repair copies', async () => samples.length > 0 && samples[samples.length - 1].bytes > 0, 20_000, 100)
       const startMs = Date.now()
@@ -133,7 +98,7 @@ t.test('a running repair slows while a node it uses is slow for the guests, and 
       const faultOnMs = Date.now()
       await until('the repair says it slowed for a1', async () => {
         const last = samples[samples.length - 1]
-        return last.atMs > faultOnMs && last.rec.pace !== undefined && /node a1 write p99/.test(last.rec.pace.why)
+        return last.atMs > faultOnMs && last.rec.pace !== undefined && /^node a1 write p99/.test(last.rec.pace.why)
       }, 10_000, 100)
       const status = await runCli(['relocate', 'status', 'pace'], { zk: zkc })
       t.match(status.stdout, /│ slowed to [\d.]+ MB\/s +│/, 'relocate status: slowed, in REASON')
@@ -173,12 +138,10 @@ t.test('a running repair slows while a node it uses is slow for the guests, and 
       const during = latencies.filter(l => l.atMs > faultOnMs + 500 && l.atMs < faultOffMs).map(l => l.ms)
       t.comment(`guest writes while a1 was slow: ${during.length}, median ${during.sort((a, b) => a - b)[Math.floor(during.length / 2)]?.toFixed(1)} ms`)
     } finally {
-      writing = false
-      await writer
+      await writer.stop()
     }
     const end = await repair
-    sampling = false
-    await sampler
+    await sampler.stop()
     t.equal(end.code, 0, `the repair finishes${end.code !== 0 ? `: ${end.stdout.slice(-300)}${end.stderr}` : ''}`)
     t.match(end.stdout, /repair of pace: done/)
     const rec = await meta.getRelocation('pace')
@@ -191,14 +154,8 @@ t.test('a running repair slows while a node it uses is slow for the guests, and 
     t.equal(info.replicasPerNode.a1.inSync, BLOCKS, 'a1 in sync for every block')
     t.equal(info.replicasPerNode.a2.inSync, BLOCKS, 'a2 in sync for every block')
     // Every block's newest version, byte for byte, on both nodes.
-    const newest = (dataDir: string): Map<string, string> => {
-      const out = new Map<string, string>()
-      const files = versionFiles(dataDir, uuid).sort((x, y) => Number(x.split('.')[1]) - Number(y.split('.')[1]))
-      for (const f of files) out.set(f.split('.')[0], sha(fs.readFileSync(path.join(dataDir, 'disks', uuid, f))))
-      return out
-    }
-    const on1 = newest(a1.dataDir)
-    const on2 = newest(a2.dataDir)
+    const on1 = newestVersions(a1.dataDir, uuid)
+    const on2 = newestVersions(a2.dataDir, uuid)
     t.equal(on1.size, BLOCKS, `a1 holds ${BLOCKS} blocks`)
     t.same([...on2].sort(), [...on1].sort(), 'a2 holds the same bytes as a1 for every block')
     for (let b = 0; b < BLOCKS; b++) {

@@ -26,7 +26,7 @@ export function controllerCommands (program: Command): void {
     .option('--pid-file <file>', 'write the daemon\'s pid to FILE (removed on a clean stop)')
     .option('--repair-interval-ms <ms>', 'how often every disk is checked for stale replicas (also whenever a node comes back)', msOption('--repair-interval-ms', 100), REPAIR_SWEEP_INTERVAL_MS)
     .option('--scrub-findings-interval-ms <ms>', 'how often the storage nodes are asked what their background scrub found (bad replicas are marked stale and repaired)', msOption('--scrub-findings-interval-ms', 100), SCRUB_FINDINGS_INTERVAL_MS)
-    .option('--repair-busy-rtt-ms <ms>', 'do not start a repair while a node it would use answers the nearest agent\'s pings this slowly (0: never wait)', msOption('--repair-busy-rtt-ms', 0), REPAIR_BUSY_RTT_MS_DEFAULT)
+    .option('--repair-busy-rtt-ms <ms>', 'do not start a repair while a node it would use, and no agent writes to, answers the nearest agent\'s pings this slowly (0: pings never hold a repair back; a node agents write to is judged by their write p99, as the copy pace does)', msOption('--repair-busy-rtt-ms', 0), REPAIR_BUSY_RTT_MS_DEFAULT)
     .option('--repair-rate <MB/s>', 'cap the copy rate of each automatic repair (default: unlimited)', rateOption)
     .action(async (opts, cmd: Command) => {
       const log = createLogger('controller').child({ host: opts.host })

@@ -3,7 +3,8 @@ import cliProgress from 'cli-progress'
 import { Command } from 'commander'
 import { UkaiError } from '../errors'
 import { readLease } from '../meta/lease'
-import { RelocationRecord } from '../meta/schema'
+import { readControllerState } from '../meta/election'
+import { ControllerLeader, RelocationRecord } from '../meta/schema'
 import { MetaStore } from '../meta/store'
 import { CopyEstimate, formatDuration } from '../relocate/copy-estimate'
 import { planRelocation } from '../relocate/plan'
@@ -26,6 +27,14 @@ const ORPHAN_AFTER_MS = 2000
 // --json) a row stays within ~120 columns. DISK … EXECUTOR, REASON (a slowed copy's why goes
 // on a line of its own under the table).
 const STATUS_CELL_CHARS_MAX = [24, 10, 8, 24, 12, 16, 20, 16, 32]
+
+// What the controller leader last said of a disk it does not repair (e.g. "postponed: node a1
+// write p99 290 ms (idle 36 ms, seen from hv-a)"), as `controller status` shows it under `refused`.
+function repairRefusal (leader: ControllerLeader | null, disk: string): string | undefined {
+  const refused = leader?.duties.find(d => d.name === 'automatic-repair')?.detail?.refused
+  const why = typeof refused === 'object' && refused !== null ? (refused as Record<string, unknown>)[disk] : undefined
+  return typeof why === 'string' ? why : undefined
+}
 
 // "~2 min 10 s (measured 45.0 MiB/s node to node)": what the plan's ESTIMATE column says.
 function describeEstimate (e: CopyEstimate): string {
@@ -155,16 +164,21 @@ export function relocateCommands (program: Command): void {
     .description('relocations: state, progress, rate, ETA, who runs them')
     .option('--json', 'print JSON')
     .action(async (name: string | undefined, opts, cmd: Command) => {
+      let waits: string | undefined  // why the controller holds back the named disk's repair
       const recs = await withMeta(cmd, async (meta) => {
         const names = name !== undefined ? [name] : await meta.listDiskNames()
         if (name !== undefined) await meta.getDisk(name)
         const out: RelocationRecord[] = []
         for (const n of names) { const r = await meta.getRelocation(n); if (r !== null) { const { version: _v, ...rec } = r; out.push(rec) } }
+        if (name !== undefined && out.length === 0) waits = repairRefusal((await readControllerState(meta)).leader, name)
         return out
       })
       // `relocate` itself has --json too; commander gives it to whichever parses first.
       if (opts.json === true || cmd.parent?.opts().json === true) return printJson(recs.map(r => ({ ...r, ...describe(r) })))
-      if (recs.length === 0) { process.stdout.write(name !== undefined ? `disk '${name}' has no relocation\n` : 'no relocations\n'); return }
+      if (recs.length === 0) {
+        process.stdout.write(name !== undefined ? `disk '${name}' has no relocation${waits !== undefined ? `; the controller's automatic repair of it is ${waits}` : ''}\n` : 'no relocations\n')
+        return
+      }
       printTable(['DISK', 'STATE', 'PROGRESS', 'COPIED', 'RATE', 'ETA', 'TO', 'EXECUTOR', 'REASON'], recs.map((r) => {
         const p = progressPayload(r)
         return [r.disk, r.state, `${p.pct}%`, `${p.copied} / ${p.planned}`, p.rate, p.etaText, r.targetNodes.join(','), r.executor || '-', r.reason || paceText(r).split(':')[0] || '-']

@@ -15,6 +15,7 @@
 // `ukai disk repair` does replace a dead node when an operator asks.
 import { isUkaiError, safetyCatch } from '../errors'
 import { Logger } from '../log'
+import { paceSettingsOf } from '../relocate/copy-pace'
 import { planRelocation } from '../relocate/plan'
 import { planRepair } from '../relocate/repair'
 import { isActive, startRelocation } from '../relocate/start'
@@ -39,8 +40,9 @@ export const REPAIR_RATE_BYTES_PER_SEC_DEFAULT = 0
 // A watch is set only by a read that succeeded: after a failed one, read again this much later.
 const WATCH_RETRY_MS = 1000
 
-// busyRttMs: a repair is not started while a node it would use answers the nearest agent's pings
-// this slowly (busy-nodes.ts; 0: never postponed).
+// busyRttMs: a repair is not started while a node it would use, and no agent writes to, answers
+// the nearest agent's pings this slowly (busy-nodes.ts: a node agents write to is judged by their
+// write p99 against its idle value, as the copy pace does; 0: pings never postpone).
 export interface RepairDutyOptions { intervalMs?: number, rateBytesPerSec?: number, concurrentMax?: number, busyRttMs?: number }
 
 export class RepairDuty implements ControllerDuty {
@@ -144,12 +146,14 @@ export class RepairDuty implements ControllerDuty {
     const dead = repair.replaced.filter(r => r.why === 'dead').map(r => r.node)
     if (dead.length > 0) { this.refusals.refuse(name, `waits for node(s) ${dead.join(',')}`, 'stale replicas on a node that is down: not repaired until it is back (or replaced by the node-lifecycle duty, or ukai disk repair)'); return }
     if (await this.activeRepairs() >= this.concurrentMax) { this.capped = true; return }  // look again soon
-    const busy = this.busyRttMs > 0 ? busyNodes(await meta.listRtts(), repair.targets, { nowMs: Date.now(), thresholdMs: this.busyRttMs }) : []
+    const [reports, config] = await Promise.all([meta.listRtts(), meta.config()])
+    const busy = busyNodes(reports, repair.targets, { nowMs: Date.now(), riseMs: paceSettingsOf(config).riseMs, pingThresholdMs: this.busyRttMs })
     if (busy.length > 0) {
       // The guests are waiting on these nodes: no repair adds to it now; looked at again soon.
+      // Shown with this sweep's figures; logged once per set of slow nodes, not every 2 s.
       this.postponed++
       this.capped = true
-      this.refusals.refuse(name, `postponed: slow nodes ${busy.map(b => `${b.node} ${b.rttMs} ms`).join(', ')} (≥ ${this.busyRttMs} ms)`, 'automatic repair postponed while the nodes it would use answer slowly')
+      this.refusals.refuse(name, `postponed: ${busy.map(b => b.why).join('; ')}`, 'automatic repair postponed while the nodes it would use are slow for the guests', `postponed: ${busy.map(b => b.node).join(',')}`)
       return
     }
     const plan = await planRelocation(meta, { disk: name, nodes: repair.targets, replicas: repair.targets.length, probeBudgetMs: 0 })

@@ -222,15 +222,20 @@ export interface RelocationRecord {
   placement?: PlacementPolicy
   // Present while the copy runs slower than its rate because a node it uses is slow for the
   // guests (relocate/copy-pace.ts): the pace now and why, e.g. "node b1 write p99 38 ms (idle 2 ms)".
+  // Saved with the progress (every second at most, and at each change of pace) and kept when the
+  // run stops or pauses: a resumed copy starts there, not at its full rate.
   pace?: RelocationPace
 }
-export interface RelocationPace { bytesPerSec: number, why: string, sinceMs: number }
+// topBytesPerSec: what the pace climbs back to when the record has no rate (the fastest the copy
+// moved unpaced), so a resumed unlimited copy climbs back as the first run would have.
+export interface RelocationPace { bytesPerSec: number, why: string, sinceMs: number, topBytesPerSec?: number }
 
 const RELOCATION_STATES: readonly RelocationState[] = ['copying', 'flipping', 'done', 'paused', 'cancelled']
 // A relocation record read back from ZooKeeper is checked field by field before anyone acts on
 // it: the controller runs records nobody else looks at, and one damaged by hand (or by a bug)
 // must be refused with a reason, not crash the executor (issue 11: "never a crash loop").
-export function checkRelocationRecord (rec: RelocationRecord, disk: string): RelocationRecord {
+// onIgnored: a part left out of what is returned (a damaged pace), and why.
+export function checkRelocationRecord (rec: RelocationRecord, disk: string, onIgnored?: (why: string) => void): RelocationRecord {
   const bad = (why: string): never => { throw UkaiError.internal(`corrupt relocation record of disk '${disk}' in ZooKeeper: ${why}`) }
   const isCount = (n: unknown): boolean => typeof n === 'number' && Number.isSafeInteger(n) && n >= 0
   const isIds = (a: unknown): boolean => Array.isArray(a) && a.every(x => typeof x === 'string' && NAME_RE.test(x))
@@ -245,7 +250,14 @@ export function checkRelocationRecord (rec: RelocationRecord, disk: string): Rel
   if (typeof rec.plan !== 'object' || rec.plan === null || !isCount(rec.plan.blocks) || !isCount(rec.plan.writtenBlocks) || !isCount(rec.plan.bytes)) bad('plan is not { blocks, writtenBlocks, bytes }')
   if (typeof rec.progress !== 'object' || rec.progress === null || !isCount(rec.progress.blocks) || !isCount(rec.progress.bytes) || !isCount(rec.progress.updatedAtMs)) bad('progress is not { blocks, bytes, updatedAtMs }')
   if (!isCount(rec.createdAtMs) || !isCount(rec.finishedAtMs)) bad('createdAtMs or finishedAtMs is not a time')
-  if (rec.pace !== undefined && (typeof rec.pace !== 'object' || rec.pace === null || !isCount(rec.pace.bytesPerSec) || typeof rec.pace.why !== 'string' || !isCount(rec.pace.sinceMs))) bad('pace is not { bytesPerSec, why, sinceMs }')
+  // The pace is a hint (where a resumed copy starts: relocate/copy-pace.ts), not part of the plan:
+  // a damaged one is dropped, and the copy starts at its rate, rather than refusing the record.
+  const p = rec.pace
+  if (p !== undefined && (typeof p !== 'object' || p === null || !isCount(p.bytesPerSec) || typeof p.why !== 'string' || !isCount(p.sinceMs) || (p.topBytesPerSec !== undefined && !isCount(p.topBytesPerSec)))) {
+    onIgnored?.(`pace ${JSON.stringify(p)?.slice(0, 120) ?? String(p)} is not { bytesPerSec, why, sinceMs[, topBytesPerSec] }`)
+    const { pace, ...rest } = rec
+    return rest
+  }
   return rec
 }
 

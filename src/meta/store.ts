@@ -520,7 +520,11 @@ export class MetaStore {
 
   async getRelocation (name: string, watch?: Watcher): Promise<(RelocationRecord & { version: number }) | null> {
     const got = await this.zk.getOrNull(paths.relocation(name), watch)
-    return got === null ? null : { ...checkRelocationRecord(decodeJson<RelocationRecord>(got.data, `relocation of ${name}`), name), version: got.stat.version }
+    if (got === null) return null
+    const rec = checkRelocationRecord(decodeJson<RelocationRecord>(got.data, `relocation of ${name}`), name, (why) => {
+      this.log.warn({ disk: name, why }, 'ignoring part of a damaged relocation record: the copy starts at its rate')
+    })
+    return { ...rec, version: got.stat.version }
   }
 
   async createRelocation (rec: RelocationRecord): Promise<void> {

@@ -1,8 +1,8 @@
 // The pace of a running copy (a relocation, a repair, an evacuation: every copy goes through
 // executor.ts, and this is its one rate limiter). Issue 11 part 2: a repair competes with the
-// guests' I/O on the nodes it reads from and writes to; the controller already does not *start*
-// one while those nodes answer pings slowly (controller/busy-nodes.ts), and this slows one that
-// runs when the guests start to wait.
+// guests' I/O on the nodes it reads from and writes to; the controller does not *start* one while
+// a node it would use is over its idle value by the rule below (controller/busy-nodes.ts calls
+// signalOf and overIdle), and this slows one that runs when the guests start to wait.
 //
 // Signal: what the guests feel. Every agent publishes, with its round trips (every 2 s), the p99
 // of its acknowledged writes to each node since its previous report (agent/rtt-monitor.ts); an
@@ -28,13 +28,14 @@
 // never runs above what the operator asked for. No agent reports (none mounted): no signal, no
 // slowing. The pace steps on a timer of its own, not on finished copies: at the floor a big
 // block takes seconds, and a pace stepped per block recovered a block at a time (measured: still
-// at the floor 4 s after the node was fine). Settings live in the cluster config (`ukai config set copy-pace-rise-ms …`), read
+// at the floor 4 s after the node was fine). A resumed copy starts at the pace its earlier run
+// saved in the record (resumedPace). Settings live in the cluster config (`ukai config set copy-pace-rise-ms …`), read
 // on every step, so a change reaches running copies within seconds.
 import { safetyCatch } from '../errors'
 import { IoThrottle } from '../lib/io-throttle'
 import { Logger } from '../log'
 import {
-  COPY_PACE_FLOOR_BYTES_PER_SEC_DEFAULT, COPY_PACE_RISE_MS_DEFAULT, ClusterConfig, RTT_REPORT_FRESH_MS, RelocationPace, RttReport
+  COPY_PACE_FLOOR_BYTES_PER_SEC_DEFAULT, COPY_PACE_FLOOR_BYTES_PER_SEC_MIN, COPY_PACE_RISE_MS_DEFAULT, ClusterConfig, RTT_REPORT_FRESH_MS, RelocationPace, RttReport
 } from '../meta/schema'
 import { formatRate } from '../units'
 
@@ -45,6 +46,7 @@ const CONGESTED_REPORTS = 2
 // Added back per report while nothing is congested: a share of the ceiling.
 const INCREASE_SHARE = 1 / 8
 const RECOVERING = 'recovering, was: '
+const RESUMED = 'resumed, was: '
 // The token bucket holds this much of a second of the pace: small, so the pace is smooth.
 const BURST_SHARE = 0.25
 
@@ -61,6 +63,26 @@ export function describeCongestion (c: Congestion): string {
   return `node ${c.node} ${c.kind} ${round(c.ms)} ms (idle ${round(c.baselineMs)} ms, seen from ${c.host})`
 }
 function round (ms: number): number { return ms >= 10 ? Math.round(ms) : Math.round(ms * 10) / 10 }
+
+// What one report says of one node: the p99 of the agent's writes to it since its previous
+// report (with its idle p99 of the 5 minutes before), or — when it wrote nothing there — its
+// ping. null: not measured. The one reading of a report, for the running copy (PaceRule) and the
+// controller's start gate (controller/busy-nodes.ts) alike.
+export interface NodeSignal { kind: Congestion['kind'], ms: number, idleMs: number | null }
+export function signalOf (r: RttReport, node: string): NodeSignal | null {
+  const write = r.writeP99Ms?.[node]
+  const kind = typeof write === 'number' ? 'write p99' : 'ping'
+  const ms = typeof write === 'number' ? write : r.rttMs[node]
+  if (typeof ms !== 'number' || !Number.isFinite(ms) || ms < 0) return null
+  const idle = kind === 'write p99' ? r.writeIdleP99Ms?.[node] : undefined
+  return { kind, ms, idleMs: typeof idle === 'number' && Number.isFinite(idle) && idle >= 0 ? idle : null }
+}
+
+// The rule itself: a value is over its idle baseline when it is at least `riseMs` above it and
+// at least twice it (riseMs 0: never).
+export function overIdle (ms: number, baselineMs: number, riseMs: number): boolean {
+  return riseMs > 0 && ms - baselineMs >= riseMs && ms >= baselineMs * CONGESTED_RATIO
+}
 
 // The decision, without clocks or ZooKeeper (tested on its own: test/relocate-copy-pace-rule.test.ts).
 export class PaceRule {
@@ -80,15 +102,13 @@ export class PaceRule {
       this.seenAtMs.set(r.host, r.measuredAtMs)
       fresh = true
       for (const node of nodes) {
-        const write = r.writeP99Ms?.[node]
-        const kind = typeof write === 'number' ? 'write p99' : 'ping'
-        const ms = typeof write === 'number' ? write : r.rttMs[node]
-        if (typeof ms !== 'number' || !Number.isFinite(ms) || ms < 0) continue
+        const signal = signalOf(r, node)
+        if (signal === null) continue
+        const { kind, ms } = signal
         const key = `${r.host}|${node}|${kind}`
-        const idleMs = kind === 'write p99' ? r.writeIdleP99Ms?.[node] : undefined
-        const baselineMs = Math.min(ms, this.baselines.get(key) ?? ms, typeof idleMs === 'number' && idleMs >= 0 ? idleMs : Infinity)
+        const baselineMs = Math.min(ms, this.baselines.get(key) ?? ms, signal.idleMs ?? Infinity)
         this.baselines.set(key, baselineMs)
-        if (riseMs <= 0 || ms - baselineMs < riseMs || ms < baselineMs * CONGESTED_RATIO) { this.over.delete(key); continue }
+        if (!overIdle(ms, baselineMs, riseMs)) { this.over.delete(key); continue }
         over = true
         const inRow = (this.over.get(key) ?? 0) + 1
         this.over.set(key, inRow)
@@ -100,9 +120,35 @@ export class PaceRule {
   }
 }
 
+// Where a resumed copy starts (another host took it over, its executor died, or it was paused and
+// started again): at the pace its previous run had learned and saved in the record, never above
+// its rate; the AIMD goes on from there. Without it a copy taken over while the guests waited on
+// its nodes ran at its full rate until two reports in a row had been seen again, then halved a
+// report at a time: seconds of full-rate copying on nodes already known to be slow. A saved pace
+// that makes no sense (below any floor ukai accepts) is ignored; `note` says which it was.
+export function resumedPace (saved: RelocationPace | undefined, ceilingBytesPerSec: number): { pace: RelocationPace | null, note: string } {
+  if (saved === undefined) return { pace: null, note: 'no pace saved by an earlier run: starts at its rate' }
+  const { bytesPerSec } = saved
+  if (!Number.isFinite(bytesPerSec) || bytesPerSec < COPY_PACE_FLOOR_BYTES_PER_SEC_MIN) {
+    return { pace: null, note: `the saved pace (${bytesPerSec} bytes/s) is below any floor (${COPY_PACE_FLOOR_BYTES_PER_SEC_MIN}): ignored, starts at its rate` }
+  }
+  if (ceilingBytesPerSec > 0 && bytesPerSec >= ceilingBytesPerSec) return { pace: null, note: `the saved pace (${formatRate(bytesPerSec)}) is not below its rate: starts at its rate` }
+  const why = `${RESUMED}${unprefixed(saved.why)}`
+  const top = saved.topBytesPerSec
+  return {
+    pace: { bytesPerSec, why, sinceMs: saved.sinceMs, ...(ceilingBytesPerSec <= 0 && top !== undefined && top > bytesPerSec ? { topBytesPerSec: top } : {}) },
+    note: `starts at the pace an earlier run had learned: ${formatRate(bytesPerSec)} (${unprefixed(saved.why)})`
+  }
+}
+function unprefixed (why: string): string {
+  for (const p of [RECOVERING, RESUMED]) if (why.startsWith(p)) return why.slice(p.length)
+  return why
+}
+
 export interface CopyPaceOptions {
   source: PaceSource
   ceilingBytesPerSec: number        // the record's rate; 0: none
+  resumed?: RelocationPace | null   // where to start (resumedPace()); null/absent: at the rate
   nodes: () => readonly string[]    // the nodes the copy reads from and writes to
   log: Logger
   onChange?: () => void             // the pace changed (the executor saves it in the record)
@@ -123,6 +169,11 @@ export class CopyPace {
   constructor (opts: CopyPaceOptions) {
     this.opts = opts
     this.windowStartMs = this.now()
+    const resumed = opts.resumed ?? null
+    if (resumed !== null && (opts.ceilingBytesPerSec <= 0 || resumed.bytesPerSec < opts.ceilingBytesPerSec)) {
+      this.paced = resumed
+      this.peakBytesPerSec = resumed.topBytesPerSec ?? 0
+    }
     this.throttle = new IoThrottle()
     this.applyLimit()
   }
@@ -179,7 +230,7 @@ export class CopyPace {
       const bytesPerSec = Math.round(Math.max(floor, from / 2))
       const why = describeCongestion(worst)
       if (bytesPerSec !== this.paced?.bytesPerSec) this.opts.log.warn({ bytesPerSec, why }, `copy slowed to ${formatRate(bytesPerSec)}: ${why}`)
-      this.paced = { bytesPerSec, why, sinceMs: this.paced?.sinceMs ?? Date.now() }
+      this.paced = this.withTop({ bytesPerSec, why, sinceMs: this.paced?.sinceMs ?? Date.now() })
     } else if (this.paced !== null && !over) {
       const top = ceiling > 0 ? ceiling : Math.max(this.peakBytesPerSec, floor)
       const bytesPerSec = Math.round(this.paced.bytesPerSec + Math.max(floor, top) * INCREASE_SHARE)
@@ -187,12 +238,18 @@ export class CopyPace {
         this.opts.log.info({ pacedForMs: Date.now() - this.paced.sinceMs }, 'copy back at its rate: the nodes it uses are no longer slow for the guests')
         this.paced = null
       } else {
-        this.paced = { ...this.paced, bytesPerSec, why: `${RECOVERING}${this.paced.why.startsWith(RECOVERING) ? this.paced.why.slice(RECOVERING.length) : this.paced.why}` }
+        this.paced = this.withTop({ ...this.paced, bytesPerSec, why: `${RECOVERING}${unprefixed(this.paced.why)}` })
       }
     }
     const before = this.throttle.limits.bytesPerSec
     this.applyLimit()
     if (this.throttle.limits.bytesPerSec !== before) this.opts.onChange?.()
+  }
+
+  // Without a rate, the record keeps what the pace climbs back to, for a run that resumes it.
+  private withTop (p: RelocationPace): RelocationPace {
+    const { topBytesPerSec, ...rest } = p
+    return this.opts.ceilingBytesPerSec <= 0 && this.peakBytesPerSec > 0 ? { ...rest, topBytesPerSec: Math.round(this.peakBytesPerSec) } : rest
   }
 
   private applyLimit (): void {

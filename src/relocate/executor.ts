@@ -22,7 +22,7 @@ import { NodePool } from '../vdisk/node-pool'
 import { CopyLocks } from '../lib/block-locks'
 import { sleep } from '../lib/timers'
 import { forEachBounded } from '../lib/worker-pool'
-import { CopyPace } from './copy-pace'
+import { CopyPace, resumedPace } from './copy-pace'
 
 export const COPY_CONCURRENCY_DEFAULT = 4
 // A node counts as unreachable only after this long: one that just restarted is reached again
@@ -113,19 +113,23 @@ export class RelocationExecutor {
     if (rec.state === 'done') return 'done'
     try {
       if (rec.state === 'cancelled') { await this.rollBack(); return 'cancelled' }
-      await this.save({ state: 'copying', executor: this.host, reason: '' })
-      this.claimed = true
-      this.copiedBytes = rec.progress.bytes
-      this.copiedBlocks = rec.progress.blocks
-      this.bytesPerBlock = rec.plan.writtenBlocks > 0 ? rec.plan.bytes / rec.plan.writtenBlocks : 0
+      // A run that resumes a copy starts at the pace the run before it had learned (copy-pace.ts).
+      const resumed = resumedPace(rec.pace, rec.rateBytesPerSec)
+      if (rec.progress.bytes > 0 || rec.pace !== undefined) this.log.info({ pace: resumed.pace?.bytesPerSec ?? null }, `copy resumed: ${resumed.note}`)
       this.pace = new CopyPace({
         source: this.meta,
         ceilingBytesPerSec: rec.rateBytesPerSec,
+        resumed: resumed.pace,
         nodes: () => [...new Set([...this.disk.map.nodesInMap(), ...this.rec.targetNodes])],
         log: this.log,
         // Shown at once (`relocate status`), not only when the next block is done.
         onChange: () => { this.progress(true).catch(safetyCatch) }
       })
+      await this.save({ state: 'copying', executor: this.host, reason: '', pace: this.pace.current ?? undefined })
+      this.claimed = true
+      this.copiedBytes = rec.progress.bytes
+      this.copiedBlocks = rec.progress.blocks
+      this.bytesPerBlock = rec.plan.writtenBlocks > 0 ? rec.plan.bytes / rec.plan.writtenBlocks : 0
       const lease = this.disk.leaseEpoch
       if (lease === null) throw new Stop('stopped', 'this host does not hold the lease')
       this.log.info({ targets: rec.targetNodes, drop: rec.dropNodes }, 'relocation running')

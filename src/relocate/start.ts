@@ -31,7 +31,9 @@ export async function startRelocation (meta: MetaStore, plan: RelocationPlan, ra
     rateBytesPerSec, state: 'copying', reason: '', executor: '',
     plan: { blocks: plan.blocks, writtenBlocks: plan.writtenBlocks, bytes: plan.bytes },
     progress: { blocks: 0, bytes: 0, updatedAtMs: now }, createdAtMs: now, finishedAtMs: 0,
-    ...(opts.placement !== undefined ? { placement: opts.placement } : {})
+    ...(opts.placement !== undefined ? { placement: opts.placement } : {}),
+    // …and it starts at the pace the paused run had learned (relocate/copy-pace.ts resumedPace).
+    ...(existing?.state === 'paused' && existing.pace !== undefined ? { pace: existing.pace } : {})
   }
   await meta.createRelocation(rec)
   return rec

@@ -1,0 +1,67 @@
+// What the copy-pace tests share (test/relocate-copy-pace.test.ts, test/controller-repair-pace.test.ts):
+// a guest that keeps writing through the mount (the signal the pace reads: the agent's write p99
+// per node), a sampler of a disk's relocation record, the rate between two samples, and each
+// block's newest version as a node stores it.
+import crypto from 'node:crypto'
+import fs from 'node:fs'
+import path from 'node:path'
+import { RelocationRecord } from '../../src/meta/schema'
+import { MetaStore } from '../../src/meta/store'
+import { versionFiles } from './node-files'
+
+export function sha (b: Buffer): string { return crypto.createHash('sha256').update(b).digest('hex') }
+
+// Writes of 4-64 KiB at random places of an open disk file, one at a time, every 20 ms, into
+// `model` too; stop() waits for the one in flight.
+export function startGuestWriter (fh: fs.promises.FileHandle, model: Buffer): { latencies: Array<{ atMs: number, ms: number }>, stop: () => Promise<void> } {
+  let writing = true
+  const latencies: Array<{ atMs: number, ms: number }> = []
+  const done = (async () => {
+    let seed = 1
+    const rand = (): number => { seed = (seed * 1103515245 + 12345) & 0x7fffffff; return seed / 0x7fffffff }
+    while (writing) {
+      const len = 4096 * (1 + Math.floor(rand() * 16))
+      const off = 4096 * Math.floor(rand() * ((model.length - len) / 4096))
+      const data = crypto.randomBytes(len)
+      const t0 = performance.now()
+      await fh.write(data, 0, len, off)
+      latencies.push({ atMs: Date.now(), ms: performance.now() - t0 })
+      data.copy(model, off)
+      await new Promise(resolve => setTimeout(resolve, 20))
+    }
+  })()
+  return { latencies, stop: async () => { writing = false; await done } }
+}
+
+export interface Sample { atMs: number, bytes: number, rec: RelocationRecord }
+
+// The disk's relocation record every 200 ms while it is copying; stops by itself once the
+// session is gone (a failed test tore it down).
+export function sampleRelocation (meta: MetaStore, disk: string): { samples: Sample[], stop: () => Promise<void> } {
+  const samples: Sample[] = []
+  let sampling = true
+  const done = (async () => {
+    while (sampling) {
+      const rec = await meta.getRelocation(disk).catch(() => { sampling = false; return null })
+      if (rec !== null && rec.state === 'copying') samples.push({ atMs: Date.now(), bytes: rec.progress.bytes, rec })
+      await new Promise(resolve => setTimeout(resolve, 200))
+    }
+  })()
+  return { samples, stop: async () => { sampling = false; await done } }
+}
+
+// Bytes per second copied between the samples nearest to `fromMs` and `toMs`.
+export function rateBetween (samples: Sample[], fromMs: number, toMs: number): number {
+  const a = samples.find(s => s.atMs >= fromMs)
+  const b = [...samples].reverse().find(s => s.atMs <= toMs)
+  if (a === undefined || b === undefined || b.atMs <= a.atMs) return NaN
+  return (b.bytes - a.bytes) * 1000 / (b.atMs - a.atMs)
+}
+
+// block → sha256 of its newest version on a node.
+export function newestVersions (dataDir: string, uuid: string): Map<string, string> {
+  const out = new Map<string, string>()
+  const files = versionFiles(dataDir, uuid).sort((x, y) => Number(x.split('.')[1]) - Number(y.split('.')[1]))
+  for (const f of files) out.set(f.split('.')[0], sha(fs.readFileSync(path.join(dataDir, 'disks', uuid, f))))
+  return out
+}
