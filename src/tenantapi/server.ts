@@ -57,10 +57,10 @@ export class TenantApiServer {
         else if (!call.cancelled) call.emit('error', err)
       })
     }
-    impl.Import = (call: ImportCall, callback: grpc.sendUnaryData<unknown>) => {
-      this.serve('Import', call, null, async (caller) => await importForCaller(opts, rules, caller, call), (err, result) => {
-        if (err !== null) call.destroy()  // stop reading what the client still sends
-        callback(err, err === null ? { json: JSON.stringify(result) } : undefined)
+    impl.Import = (call: ImportCall) => {
+      this.serve('Import', call, null, async (caller) => await importForCaller(opts, rules, caller, call), (err) => {
+        if (err === null) call.end()  // the summary was the last message
+        else if (!call.cancelled) call.emit('error', err)  // the status ends the call: the client stops sending
       })
     }
     this.server.addService(tenantApiService().service, impl)
