@@ -4,7 +4,8 @@
 // certificate within seconds. A forged CRL (another CA's) and an older genuine one, written to the
 // znode and to the node's own crl.pem, are refused and logged, and the list in force stays —
 // also across a restart (the node persisted the highest CRL number it accepted). Bad input:
-// an unknown serial or identity is refused, nothing signed or published.
+// an unknown serial or identity is refused, nothing signed or published. An offline CA signs with
+// --no-publish, and `ukai cert publish-crl` publishes it.
 import crypto from 'node:crypto'
 import fs from 'node:fs'
 import path from 'node:path'
@@ -184,5 +185,23 @@ t.test('revocation: a CA-signed CRL through ZooKeeper', async (t) => {
     t.equal(again.crlNumber, 3, 'already revoked: no new CRL')
     t.equal(again.published, 'published', 'the CA\'s current CRL goes back into ZooKeeper')
     t.equal(await znodeNumber(), 3)
+  })
+
+  await t.test('an offline CA: revoke --no-publish, then publish-crl', async (t) => {
+    const thirdDir = await identityDir({ role: 'agent', name: 'crl-stolen-3' })
+    const third = clientAs(thirdDir)
+    t.equal((await third.stat()).nodeId, 'far1', 'accepted before')
+    const before = await znodeNumber()
+    const r = await revoke(t, ['--cert', path.join(thirdDir, 'tls.crt'), '--no-publish'])
+    t.equal(r.published, false)
+    t.equal(r.crlNumber, (before ?? 0) + 1, 'a new CRL in the CA dir')
+    t.equal(await znodeNumber(), before, 'nothing published')
+    const pub = await runCli(['cert', 'publish-crl', '--ca', caDir, '--json'], { zk: zk.connectString })
+    t.equal(pub.code, 0, pub.stderr)
+    t.match(JSON.parse(pub.stdout), { crlNumber: r.crlNumber, published: 'published' })
+    t.equal(await znodeNumber(), r.crlNumber, 'now in ZooKeeper')
+    await untilValue('the far node refuses the third certificate', async () => (await refusedNow(third)) ? true : undefined, REFUSED_WITHIN_MS, 100)
+    const again = await runCli(['cert', 'publish-crl', '--ca', caDir, '--json'], { zk: zk.connectString })
+    t.match(JSON.parse(again.stdout), { published: 'same' }, 'publishing the same CRL again changes nothing')
   })
 })

@@ -76,13 +76,18 @@ export function caCommands (program: Command): void {
         printRevoked({ ...r, published: false }, opts.json === true)
         return
       }
+      let signed = false
       await withMeta(cmd, async (meta) => {
         const verify = crl.crlVerifier(caDir)
         const found = await readCrlRecord(meta)
         const published = found?.rec == null ? null : await verify(found.rec.pem)
         const r = await crl.revokeCert(caDir, target, { published })
+        signed = true
         const outcome = await publishOrSay(meta, caDir, r.crlNumber, r.pem, verify)
         printRevoked({ ...r, published: outcome }, opts.json === true)
+      }).catch((err: UkaiError) => {
+        if (signed || err.code === undefined) throw err
+        throw new UkaiError(err.code, `${err.message} (nothing revoked: the CRL is published in ZooKeeper as it is signed; on a CA host without ZooKeeper, --no-publish, then 'ukai cert publish-crl' elsewhere)`)
       })
     })
   cert.command('publish-crl')
