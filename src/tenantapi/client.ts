@@ -90,7 +90,19 @@ export class TenantApiClient {
   // refusal by the agent stops the sending at once; `source` is destroyed then.
   async importFrom<T> (start: ImportStart, source: Readable, progress: Progress & { onSent?: (bytes: number) => void }): Promise<T> {
     const call = this.client.Import() as grpc.ClientDuplexStream<Partial<ImportChunk>, ImportProgress>
-    const send = async (msg: Partial<ImportChunk>): Promise<void> => { if (!call.write(msg)) await once(call, 'drain') }
+    // A call that ended (the agent refused, or we cancelled) never drains: the pump stops there
+    // (the reason is the call's status, read below).
+    let closed = false
+    call.once('close', () => { closed = true })
+    const stopped = new Error('the import call ended')
+    const send = async (msg: Partial<ImportChunk>): Promise<void> => {
+      if (closed) throw stopped
+      if (call.write(msg)) return
+      const ac = new AbortController()
+      try {
+        await Promise.race([once(call, 'drain', { signal: ac.signal }), once(call, 'close', { signal: ac.signal })])
+      } finally { ac.abort() }
+    }
     let pumpFailed: UkaiError | null = null
     const pump = async (): Promise<void> => {
       await send({ start })
@@ -104,7 +116,7 @@ export class TenantApiClient {
       call.end()
     }
     pump().catch((err: Error) => {
-      if (!isUkaiError(err) && (err as grpc.ServiceError).code !== undefined) return  // the call's own status, read below
+      if (err === stopped || closed || (!isUkaiError(err) && (err as grpc.ServiceError).code !== undefined)) return  // the call's own end, read below
       pumpFailed = isUkaiError(err) ? err : UkaiError.badArgument(`cannot read input '${start.input}': ${err.message}`)
       call.cancel()
     })
