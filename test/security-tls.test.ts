@@ -7,7 +7,8 @@ import fs from 'node:fs'
 import path from 'node:path'
 import tls from 'node:tls'
 import t from 'tap'
-import { initCa, issueCert, revokeCert } from '../src/security/ca'
+import { initCa, issueCert } from '../src/security/ca'
+import { revokeCert } from '../src/security/crl'
 import { StorageClient } from '../src/storagenode/client'
 import { FENCE_STEP_MAX } from '../src/storagenode/fencing'
 import { openTlsDir } from '../src/storagenode/tls'
@@ -91,9 +92,9 @@ t.test('storage node: who may call what', async (t) => {
     const before = uuid()
     await c.write({ diskUuid: before, block: 0, epoch: 1, offset: 0, data: block(5), leaseEpoch: 1 })
     t.equal(versionFiles(a1.dataDir, before).length, 1, 'written while valid')
-    const r = revokeCert(caDir, { certFile: path.join(victim.dir, 'tls.crt') })
-    t.equal(r.serial, victim.serial, 'revoked by its certificate file')
-    t.ok(r.copiedTo.some(d => fs.realpathSync(d) === fs.realpathSync(path.join(a1.dir, '..')) || d.endsWith('node-a1')), 'the list reached the node\'s TLS dir')
+    const r = await revokeCert(caDir, { certFile: path.join(victim.dir, 'tls.crt') })
+    t.same(r.serials, [victim.serial], 'revoked by its certificate file')
+    t.ok(r.copiedTo.some((d: string) => fs.realpathSync(d) === fs.realpathSync(path.join(a1.dir, '..')) || d.endsWith('node-a1')), 'the list reached the node\'s TLS dir')
     await untilValue('the node reloaded its revocation list', async () => {
       try {
         await c.stat()

@@ -12,7 +12,7 @@ import { freePort } from '../src/dev/free-port'
 import { startAgent, startNode, startZk } from './helpers/cluster'
 import { cliJson, cliOk, runCli } from './helpers/cli'
 import { identityDir, testCa } from './helpers/tls'
-import { revokeCert } from '../src/security/ca'
+import { revokeCert } from '../src/security/crl'
 import { sleep } from '../src/lib/timers'
 
 const MiB = 1024 * 1024
@@ -121,7 +121,7 @@ t.test('a tenant certificate through the tenant API', async (t) => {
     const old = await identityDir({ role: 'tenant', name: 'acme-old' })
     const list = async (): Promise<{ code: number, stderr: string }> => await runCli(['--api', api, 'disk', 'list', '--json'], { zk: '127.0.0.1:9', zkAuth: '/nonexistent/zk-auth', tlsDir: old })
     t.equal((await list()).code, 0, 'accepted before')
-    revokeCert(await testCa(), { certFile: path.join(old, 'tls.crt') })
+    await revokeCert(await testCa(), { certFile: path.join(old, 'tls.crt') })
     let last = { code: 0, stderr: '' }
     for (let i = 0; i < 20 && last.code === 0; i++) { await sleep(500); last = await list() }
     t.equal(last.code, 1, 'refused after')

@@ -21,6 +21,11 @@ import { sleep } from '../src/lib/timers'
 import { makeTempDir, processZkAuth, startAgent, startNode, startZk } from './helpers/cluster'
 import { cliJson, cliOk, runCli } from './helpers/cli'
 import { identityDir } from './helpers/tls'
+import { versionFiles } from './helpers/node-files'
+import { TenantApiClient } from '../src/tenantapi/client'
+import { openTlsDir } from '../src/storagenode/tls'
+import { FAULT_WRITE_DELAY_MS_FILE_ENV } from '../src/storagenode/write-delay-fault'
+import { Readable } from 'node:stream'
 import { metaTree, rawClient } from './helpers/zk-tree'
 
 const MiB = 1024 * 1024
@@ -29,7 +34,12 @@ const sha = (b: Buffer): string => crypto.createHash('sha256').update(b).digest(
 t.test('export and import with a tenant certificate', async (t) => {
   const zk = await startZk(t)
   const zks = zk.connectString
-  await startNode(t, { zk, id: 'a1', site: 'site-a' })
+  // A write-delay fault, off until the progress test turns it on (a slow node: the apply takes a while).
+  const faultFile = path.join(makeTempDir(t, 'write-delay'), 'ms')
+  fs.writeFileSync(faultFile, '0')
+  process.env[FAULT_WRITE_DELAY_MS_FILE_ENV] = faultFile
+  const node = await startNode(t, { zk, id: 'a1', site: 'site-a' })
+  delete process.env[FAULT_WRITE_DELAY_MS_FILE_ENV]
   const port = await freePort()
   const agent = await startAgent(t, { zk, host: 'hv-a', site: 'site-a', extraArgs: ['--api-listen', `127.0.0.1:${port}`] })
   const api = `127.0.0.1:${port}`
@@ -140,6 +150,55 @@ t.test('export and import with a tenant certificate', async (t) => {
     const info = await cliJson<{ tenant: string, replicasPerNode: Record<string, unknown> }>(['disk', 'info', 'i1'], zks)
     t.equal(info.tenant, 'acme')
     t.same(Object.keys(info.replicasPerNode), ['a1'], 'at the tenant\'s allowed site')
+  })
+
+  t.test('an import\'s progress counts what the agent applied, not what was sent', async (t) => {
+    const blocks = 32
+    const img = crypto.randomBytes(blocks * MiB)  // no zero grain: every MiB is one block written
+    const file = path.join(dir, 'progress.raw')
+    fs.writeFileSync(file, img)
+    const meta = await MetaStore.connect(zks, { auth: processZkAuth() })
+    t.teardown(async () => { await meta.close() })
+    const files = openTlsDir(acmeTls)
+    const client = new TenantApiClient(api, files)
+    t.teardown(() => { client.close(); files.close() })
+    fs.writeFileSync(faultFile, '300')  // each write answered 300 ms late: the apply takes seconds
+    t.teardown(() => { fs.writeFileSync(faultFile, '0') })
+    const events: Array<{ kind: 'sent' | 'start' | 'applied', bytes: number, onNode?: number }> = []
+    let uuid = ''
+    const summary = await client.importFrom<{ sizeBytes: number, inputBytes: number }>(
+      { disk: 'p1', incremental: false, format: 'raw', site: '', blockSizeBytes: MiB, replicas: 1, tenant: '', input: file },
+      Readable.from((async function * () { for (let at = 0; at < img.length; at += 4 * MiB) yield img.subarray(at, at + 4 * MiB) })()),
+      {
+        onSent: (n) => events.push({ kind: 'sent', bytes: n }),
+        onStart: (n) => {
+          events.push({ kind: 'start', bytes: n })
+          meta.getDisk('p1').then(d => { uuid = d.uuid }, () => {})  // created just before the start report
+        },
+        // What the node stores at the moment the agent's report arrives: the agent's engine keeps
+        // at most 8 writes of 1 MiB in flight, so it cannot have applied more than that beyond it.
+        onProgress: (n) => events.push({ kind: 'applied', bytes: n, onNode: uuid === '' ? -1 : versionFiles(node.dataDir, uuid).length })
+      })
+    t.equal(summary.sizeBytes, img.length)
+    const sent = events.filter(e => e.kind === 'sent')
+    const applied = events.filter(e => e.kind === 'applied')
+    const startAt = events.findIndex(e => e.kind === 'start')
+    t.equal(sent[sent.length - 1].bytes, img.length, 'every byte sent')
+    t.ok(startAt > events.lastIndexOf(sent[sent.length - 1]), 'the agent starts applying (and reporting) only once it has the whole input')
+    t.equal(events[startAt].bytes, img.length, 'the total the bar counts to: the bytes to apply')
+    t.ok(applied.length >= 2, `several reports while it applied (${applied.length})`)
+    for (let i = 1; i < applied.length; i++) t.ok(applied[i].bytes >= applied[i - 1].bytes, 'applied bytes never go back')
+    t.ok(applied.every(e => e.bytes <= img.length), 'never past the total')
+    t.equal(applied[applied.length - 1].bytes, img.length, 'the last report: everything applied')
+    t.ok(applied.some(e => e.bytes < img.length), 'reports before the end show less than the total (not the bytes sent)')
+    const checked = applied.filter(e => (e.onNode ?? -1) >= 0)
+    t.ok(checked.length >= 1, `reports checked against the node's files (${checked.length})`)
+    for (const e of checked) t.ok(e.bytes <= ((e.onNode as number) + 8) * MiB, `reported ${e.bytes / MiB} MiB applied with ${e.onNode} MiB on the node and at most 8 in flight`)
+    t.same((await readMount('p1')).equals(img), true, 'read back byte for byte')
+    // The CLI: the same through its --json (the applied bytes it was told last).
+    fs.writeFileSync(faultFile, '0')
+    const out = JSON.parse(await acmeOk(['import', file, 'p2', '--block-size', '1M', '--replicas', '1', '--json'])) as { appliedBytes: number, sizeBytes: number }
+    t.equal(out.appliedBytes, img.length, 'ukai import --json: the agent applied every byte')
   })
 
   t.test('another tenant\'s disk: refused, naming the disk, nothing read or written', async (t) => {

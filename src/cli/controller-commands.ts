@@ -33,7 +33,7 @@ export function controllerCommands (program: Command): void {
       const pidFile = opts.pidFile === undefined ? undefined : path.resolve(opts.pidFile as string)
       // The runs it takes over copy, fence and drop replicas as an agent's would: it talks to the
       // nodes with an agent certificate of its host name (`ukai cert issue --agent HOST`).
-      daemonTls(cmd, 'agent', opts.host)
+      daemonTls(cmd, 'agent', opts.host)?.revoked.close()  // checked only: it serves no TLS peer
       const c = await runControllerDaemon({
         host: opts.host, zk: zkConnectString(cmd), zkAuth: zkAuth(cmd, (m) => log.warn(m)), zkSessionTimeoutMs: zkSessionTimeoutMs(cmd), zkConnectTimeoutMs: zkConnectTimeoutMs(cmd), pidFile,
         duties: { repair: { intervalMs: opts.repairIntervalMs, rateBytesPerSec: opts.repairRate, busyRttMs: opts.repairBusyRttMs }, scrubFindings: { intervalMs: opts.scrubFindingsIntervalMs } }, logger: log

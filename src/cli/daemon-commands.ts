@@ -103,7 +103,7 @@ export function daemonCommands (program: Command): void {
         // The credentials file, then the certificate, are checked after the arguments and the
         // metrics port (their errors first).
         zk: zkConnectString(cmd), zkAuth: zkAuth(cmd, (m) => log.warn(m)),
-        capacityBytes: opts.capacity, peerAddresses, metrics, scrub: { bytesPerSecMax: opts.scrubMbps, intervalMs: opts.scrubIntervalMs }, checksums: opts.benchNoChecksums !== true, tls: daemonTls(cmd, 'node', opts.id) ?? undefined,  // null: --insecure (warned at start)
+        capacityBytes: opts.capacity, peerAddresses, metrics, scrub: { bytesPerSecMax: opts.scrubMbps, intervalMs: opts.scrubIntervalMs }, checksums: opts.benchNoChecksums !== true, tls: daemonTls(cmd, 'node', opts.id, log) ?? undefined,  // null: --insecure (warned at start)
         zkSessionTimeoutMs: zkSessionTimeoutMs(cmd), zkConnectTimeoutMs: zkConnectTimeoutMs(cmd), logger: log
       }))
       stopOnSignals(log, node.close)
@@ -146,7 +146,8 @@ export function daemonCommands (program: Command): void {
       const m = await runWithMetrics(metricsListen, metrics, log, async () => {
         // Checked here, the credentials file first: the arguments' and the metrics port's errors come before.
         const auth = zkAuth(cmd, (m) => log.warn(m))
-        const tls = daemonTls(cmd, 'agent', opts.host)
+        const tls = daemonTls(cmd, 'agent', opts.host, log)
+        if (opts.apiListen === undefined) tls?.revoked.close()  // it accepts no TLS peer: nothing to check
         return await runMount({
           mountPoint, host: opts.host, site: opts.site, zk: zkConnectString(cmd), zkAuth: auth, zkSessionTimeoutMs: zkSessionTimeoutMs(cmd), zkConnectTimeoutMs: zkConnectTimeoutMs(cmd), allowOther: opts.allowOther === true,
           handoverTimeoutMs: opts.handoverTimeoutMs, ioRetryMs: opts.ioRetryMs, flushBehindMs: opts.flushBehindMs, replicaHungMs: opts.replicaHungMs, nodeAddresses, rttIntervalMs, cacheDir: opts.cacheDir, cacheSizeBytes, localReads: opts.localReads !== false, localReadFiles, benchNoChecksums: opts.benchNoChecksums === true, autoRepair: opts.autoRepair !== false, controller: opts.controller !== false,

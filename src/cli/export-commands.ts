@@ -66,7 +66,7 @@ async function inputStream (file: string): Promise<{ stream: Readable, sizeBytes
 }
 
 // The summary goes to stdout, unless stdout carries the data.
-function report (value: ExportSummary | ImportSummary, json: boolean, dataOnStdout: boolean, line: string): void {
+function report (value: ExportSummary | (ImportSummary & { appliedBytes: number }), json: boolean, dataOnStdout: boolean, line: string): void {
   if (json) {
     if (dataOnStdout) process.stderr.write(JSON.stringify(value) + '\n')
     else printJson(value)
@@ -125,26 +125,29 @@ export function exportCommands (program: Command): void {
       }
       if (opts.incremental === true && format === 'raw') throw UkaiError.badArgument('--incremental needs a ukai stream, not --format raw')
       const bar = progressBar('import')
+      // What --json reports as applied: the last count the import engine (the agent's, through the
+      // tenant API) reported, never bytes merely sent.
+      let appliedBytes = 0
+      const applied = (n: number): void => { appliedBytes = n; bar.update(n) }
       let summary: ImportSummary
       try {
         summary = await tenantApiOr(cmd, async (api) => {
-          // The agent spools, checks and applies; the bar counts what was sent.
+          // The agent spools, checks and applies; the bar counts what it applied, as it reports.
           if (opts.spoolDir !== undefined) throw UkaiError.badArgument('--spool-dir: through the tenant API the input is spooled on the agent, not here')
           const input = await inputStream(file)
-          bar.start(input.sizeBytes)
           return await api.importFrom<ImportSummary>({
             disk, incremental: opts.incremental === true, format, site: opts.site ?? '', blockSizeBytes: opts.blockSize ?? 0,
             replicas: opts.replicas ?? 0, tenant: opts.tenant ?? '', input: file
-          }, input.stream, bar.update)
+          }, input.stream, { onStart: bar.start, onProgress: applied })
         }, async () => await withMeta(cmd, meta => withPool(meta, opts.site, pool => importDisk(meta, pool, {
           input: file, disk, incremental: opts.incremental === true, format, site: opts.site,
-          blockSizeBytes: opts.blockSize, replicas: opts.replicas, tenant: opts.tenant, spoolDir: opts.spoolDir, onStart: bar.start, onProgress: bar.update
+          blockSizeBytes: opts.blockSize, replicas: opts.replicas, tenant: opts.tenant, spoolDir: opts.spoolDir, onStart: bar.start, onProgress: applied
         }))))
       } finally {
         bar.stop()
       }
       const what = summary.kind === 'incremental' ? `applied ${summary.from} → ${summary.snapshot} onto ${disk}` : `created ${disk} (${formatBytes(summary.sizeBytes)}) from a ${summary.source === 'raw' ? 'raw image' : 'full stream'}`
-      report(summary, opts.json === true, false,
+      report({ ...summary, appliedBytes }, opts.json === true, false,
         `${what}: ${formatBytes(summary.dataBytes)} of data${summary.snapshot !== null ? `, snapshot ${disk}@${summary.snapshot}` : ''}, ${summary.seconds.toFixed(1)} s`)
     })
 }

@@ -3,13 +3,14 @@
 // an agent's identity is never guessed). `--insecure` is the one way to run without TLS, and
 // says so on stderr at start. Set once per process, before the verb runs (main.ts preAction).
 import fs from 'node:fs'
-import path from 'node:path'
 import { Command } from 'commander'
 import { UkaiError } from '../errors'
 import { createLogger } from '../log'
 import { TLS_DIR_DEFAULT } from '../libvirt/hook-config'
 import type { Role } from '../storagenode/identity'
-import { CA_CERT_FILE, CertificateFiles, REVOKED_FILE, RevocationList, openTlsDir, setClientTls } from '../storagenode/tls'
+import type { Logger } from '../log'
+import { CA_CERT_FILE, CertificateFiles, openTlsDir, setClientTls } from '../storagenode/tls'
+import { RevocationList } from '../storagenode/revocation'
 
 export const DEFAULT_TLS_DIR = TLS_DIR_DEFAULT
 export const TLS_DIR_ENV = 'UKAI_TLS_DIR'
@@ -80,8 +81,9 @@ function setupClientTls (action: Command): void {
   setClientTls({ kind: 'tls', files: opened })
 }
 
-// A daemon's TLS: its identity must be of `role` (and, for a node, name its id). Null: --insecure.
-export function daemonTls (cmd: Command, role: Role, name?: string): { files: CertificateFiles, revoked: RevocationList } | null {
+// A daemon's TLS: its identity must be of `role` (and, for a node, name its id), and the CA's
+// CRL from its TLS dir (and, once the daemon runs, from ZooKeeper). Null: --insecure.
+export function daemonTls (cmd: Command, role: Role, name?: string, log?: Logger): { files: CertificateFiles, revoked: RevocationList } | null {
   if (insecureOf(cmd)) return null
   if (opened === undefined) {
     throw UkaiError.badArgument(`${cmd.name()} needs a certificate: --tls-dir DIR (or $${TLS_DIR_ENV}) with one issued by 'ukai cert issue --${role} ${name ?? 'NAME'}', or --insecure to run without TLS`)
@@ -90,5 +92,5 @@ export function daemonTls (cmd: Command, role: Role, name?: string): { files: Ce
   if (id.role !== role || (name !== undefined && id.name !== name)) {
     throw UkaiError.badArgument(`${cmd.name()} needs the certificate of ${role} ${name ?? '…'}, but ${opened.dir} holds that of ${id.role} ${id.name}`)
   }
-  return { files: opened, revoked: new RevocationList(path.join(opened.dir, REVOKED_FILE)) }
+  return { files: opened, revoked: new RevocationList(opened.dir, log) }
 }

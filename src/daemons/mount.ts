@@ -5,6 +5,7 @@ import { Logger } from '../log'
 import { validateId } from '../meta/schema'
 import { readLease } from '../meta/lease'
 import { MetaStore } from '../meta/store'
+import { followRevocations } from './revocation-follow'
 import type { ZkAuth } from '../meta/credentials'
 import { AutoRepair } from '../relocate/auto-repair'
 import { Controller } from '../controller/controller'
@@ -21,7 +22,9 @@ import { IO_RETRY_MS_DEFAULT } from '../vdisk/virtual-disk'
 import { UkaiError, isUkaiError, safetyCatch } from '../errors'
 import { Lifecycle, closeWithin } from '../lib/lifecycle'
 import type { AgentMetrics } from '../metrics/agent-metrics'
-import { TenantApiServer, type TenantApiServerOptions } from '../tenantapi/server'
+import { TenantApiServer } from '../tenantapi/server'
+import type { CertificateFiles } from '../storagenode/tls'
+import type { RevocationList } from '../storagenode/revocation'
 
 export interface MountOptions {
   mountPoint: string
@@ -49,7 +52,7 @@ export interface MountOptions {
   nbdListen?: { host: string, port: number } // and/or an NBD TCP listener (--nbd-listen)
   // The tenant API (src/tenantapi), served on this address with this agent's certificate
   // (--api-listen; tls null under --insecure: every call refused). Absent: not served.
-  api?: { listen: string, tls: TenantApiServerOptions['tls'] }
+  api?: { listen: string, tls: { files: CertificateFiles, revoked: RevocationList } | null }
   metrics?: AgentMetrics   // counts this mount's I/O and lease changes (--metrics-listen)
   logger: Logger
 }
@@ -70,6 +73,7 @@ export async function runMount (opts: MountOptions): Promise<RunningMount> {
   checkMountOptions({ allowOther: opts.allowOther })
   const cache = opts.cacheDir !== undefined ? await CommittedCache.open({ dir: opts.cacheDir, maxBytes: opts.cacheSizeBytes ?? CACHE_SIZE_DEFAULT_BYTES, logger: opts.logger }) : undefined
   const meta = await MetaStore.connect(opts.zk, { auth: opts.zkAuth, logger: opts.logger, sessionTimeoutMs: opts.zkSessionTimeoutMs, connectTimeoutMs: opts.zkConnectTimeoutMs })
+  const stopCrl = followRevocations(meta, opts.api?.tls?.revoked, opts.logger)
   let runner: RelocationRunner | null = null
   let nbd: NbdServer | null = null
   let api: TenantApiServer | null = null
@@ -127,6 +131,7 @@ export async function runMount (opts: MountOptions): Promise<RunningMount> {
     if (fuse !== undefined) await unmountFuse(fuse).catch(safetyCatch)
     await rtt.close()
     await agent.close()
+    stopCrl()
     await meta.close()
     await cache?.close()
     throw err
@@ -146,6 +151,7 @@ export async function runMount (opts: MountOptions): Promise<RunningMount> {
     stoppedAccepting ??= (async () => {
       agent.liftQos() // what the connections took finishes now, not at the disks' caps
       await api?.close()
+      stopCrl()
       await nbd?.close()
       await unmountFuse(fuse).catch(err => opts.logger.error({ err: String(err) }, 'unmount failed'))
       await autoRepair?.close()

@@ -4,6 +4,7 @@ import path from 'node:path'
 import { Logger } from '../log'
 import { NodeAlive, validateId } from '../meta/schema'
 import { MetaStore } from '../meta/store'
+import { followRevocations } from './revocation-follow'
 import type { ZkAuth } from '../meta/credentials'
 import { StorageClient } from '../storagenode/client'
 import { writeLocalReadToken } from '../storagenode/local-read-token'
@@ -49,10 +50,12 @@ export async function runStorageNode (opts: StorageNodeOptions): Promise<Running
   validateId(opts.site, 'site')
   const log = opts.logger
   const meta = await MetaStore.connect(opts.zk, { auth: opts.zkAuth, logger: log, sessionTimeoutMs: opts.zkSessionTimeoutMs, connectTimeoutMs: opts.zkConnectTimeoutMs })
+  const stopCrl = followRevocations(meta, opts.tls?.revoked, log)
   let server
   try {
     server = await startStorageServer({ nodeId: opts.id, dataDir: opts.dataDir, listen: opts.listen, capacityBytes: opts.capacityBytes, peerAddresses: opts.peerAddresses, rpc: opts.metrics, scrub: opts.scrub, checksums: opts.checksums, logger: log, tls: opts.tls, registeredPeer: registeredPeerOf(meta) })
   } catch (err) {
+    stopCrl()
     await meta.close()
     throw err
   }
@@ -63,6 +66,7 @@ export async function runStorageNode (opts: StorageNodeOptions): Promise<Running
     localReadToken = writeLocalReadToken(dataDir)
     writePidFile(path.join(dataDir, STORAGE_NODE_PID_FILE))
   } catch (err) {
+    stopCrl()
     await server.close(0)
     await meta.close()
     throw err
@@ -86,7 +90,7 @@ export async function runStorageNode (opts: StorageNodeOptions): Promise<Running
   // 2. drain with a deadline (the server's grace for calls in flight, then its store's fsync),
   // 3. destroy what did not drain, 4. gRPC closed (the server's shutdown, our own client), 5. the
   // ZooKeeper session last: our liveness goes only after I/O stopped.
-  const stopAccepting = (): void => { clearInterval(timer) }
+  const stopAccepting = (): void => { clearInterval(timer); stopCrl() }
   const life = new Lifecycle({
     drain: async () => {
       stopAccepting()

@@ -22,6 +22,7 @@
 //                                       controller candidate; the lowest sequence leads
 // /ukai/controller/leader               ControllerLeader, ephemeral: who leads, since when, its duties
 // /ukai/tenants/<name>                  TenantRecord: the tenant's quotas and its usage ledger (src/meta/tenants.ts)
+// /ukai/crl                             CrlRecord: the CA-signed certificate revocation list (src/meta/crl-record.ts)
 import { crc32 } from 'node:zlib'
 import { UkaiError, UkaiErrorCode } from '../errors'
 import { PlacementSegment, REPLICA_STATES, ReplicaSet } from './placement'
@@ -61,7 +62,8 @@ export const paths = {
   controllerCandidate: (name: string) => `${ROOT}/controller/election/${name}`,
   controllerLeader: `${ROOT}/controller/leader`,
   tenants: `${ROOT}/tenants`,
-  tenant: (name: string) => `${ROOT}/tenants/${name}`
+  tenant: (name: string) => `${ROOT}/tenants/${name}`,
+  crl: `${ROOT}/crl`
 }
 // An election znode's name: the candidate's session id (so a create retried after a connection
 // loss finds the one it made) and the sequence ZooKeeper appends.
@@ -172,6 +174,15 @@ export function readDiskQos (rec: DiskRecord): DiskQos | null {
 // relocated (absent or empty: anywhere).
 export interface TenantUsage { capacityBytes: number, disks: number, snapshots: number }
 export interface TenantQuota { capacityBytes: number | null, disks: number | null, snapshots: number | null }
+// The cluster CA's CRL as `ukai cert revoke` published it. crlNumber repeats the number signed
+// inside the PEM for people and for the publisher's order check; nodes believe only the PEM's
+// (src/storagenode/crl.ts verifies it), never this field.
+export interface CrlRecord { v: 1, crlNumber: number, pem: string, publishedAtMs: number }
+export function checkCrlRecord (rec: CrlRecord): CrlRecord {
+  if (!Number.isSafeInteger(rec.crlNumber) || rec.crlNumber < 1 || typeof rec.pem !== 'string' || !rec.pem.includes('BEGIN X509 CRL')) throw UkaiError.internal('corrupt CRL record in ZooKeeper: no CRL number or no PEM CRL')
+  return rec
+}
+
 export interface TenantRecord { v: 1, name: string, createdAtMs: number, quota: TenantQuota, usage: TenantUsage, sites?: string[] }
 // Every disk belongs to a tenant; disks created before tenants existed belong to this one, which
 // exists without `ukai tenant create` (its ledger is made on first use, counting its disks).

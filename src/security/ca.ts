@@ -4,27 +4,24 @@
 // 3.0's `x509 -req` cannot back-date one). A P-256 key pair takes well under a millisecond, an
 // RSA-3072 one ~100 ms: `ukai dev up` issues a dozen.
 //
-// The CA dir: ca.crt, ca.key (0600), revoked.txt (the revocation list nodes reload), issued.txt
-// (one line per certificate: serial, role, name, not-after, where it was written). An identity's
-// dir (default CA_DIR/ROLE-NAME): ca.crt, tls.crt, tls.key (0600) and a copy of revoked.txt,
-// refreshed by every revoke, so a node given that dir as --tls-dir sees revocations.
-import 'reflect-metadata'  // @peculiar/x509's dependency injection (tsyringe) needs it first
+// The CA dir: ca.crt, ca.key (0600), issued.txt (one line per certificate: serial, role, name,
+// not-after, where it was written), and once something was revoked crl.pem and crl-number (the
+// signed revocation list, src/security/crl.ts). An identity's dir (default CA_DIR/ROLE-NAME):
+// ca.crt, tls.crt, tls.key (0600) and a copy of the CA's crl.pem when there is one.
 import { randomBytes, webcrypto } from 'node:crypto'
 import fs from 'node:fs'
 import path from 'node:path'
-import * as x509 from '@peculiar/x509'
 import { UkaiError } from '../errors'
+import { CRL_FILE, x509 } from '../storagenode/crl'
 import { Identity, checkIdentity, identityUri, normalizeSerial } from '../storagenode/identity'
-import { CA_CERT_FILE, CERT_FILE, KEY_FILE, REVOKED_FILE } from '../storagenode/tls'
+import { CA_CERT_FILE, CERT_FILE, KEY_FILE } from '../storagenode/tls'
 
 type CryptoKey = webcrypto.CryptoKey
 type CryptoKeyPair = webcrypto.CryptoKeyPair
 
-x509.cryptoProvider.set(webcrypto as unknown as Parameters<typeof x509.cryptoProvider.set>[0])
-
 export const CA_KEY_FILE = 'ca.key'
 export const ISSUED_FILE = 'issued.txt'
-const ALG = { name: 'ECDSA', namedCurve: 'P-256', hash: 'SHA-256' }
+export const ALG = { name: 'ECDSA', namedCurve: 'P-256', hash: 'SHA-256' }
 const CA_VALID_DAYS = 3650
 export const CERT_VALID_DAYS_DEFAULT = 365
 const DAY_MS = 86_400_000
@@ -55,7 +52,6 @@ export async function initCa (dir: string, opts: { name?: string } = {}): Promis
   })
   writeKey(path.join(dir, CA_KEY_FILE), await pemOfKey(keys.privateKey))
   writeAtomic(path.join(dir, CA_CERT_FILE), cert.toString('pem'), 0o644)
-  if (!fs.existsSync(path.join(dir, REVOKED_FILE))) writeAtomic(path.join(dir, REVOKED_FILE), '# serials revoked by this CA (ukai cert revoke)\n', 0o644)
   return { dir, subject: cert.subject, notAfter }
 }
 
@@ -102,8 +98,8 @@ export async function issueCert (caDir: string, identity: Identity, opts: IssueO
   writeKey(path.join(outDir, KEY_FILE), await pemOfKey(keys.privateKey))
   writeAtomic(path.join(outDir, CA_CERT_FILE), ca.cert.toString('pem'), 0o644)
   writeAtomic(path.join(outDir, CERT_FILE), cert.toString('pem'), 0o644)
-  const revoked = path.join(caDir, REVOKED_FILE)
-  if (outDir !== caDir && fs.existsSync(revoked)) writeAtomic(path.join(outDir, REVOKED_FILE), fs.readFileSync(revoked, 'utf8'), 0o644)
+  const crl = path.join(caDir, CRL_FILE)
+  if (outDir !== caDir && fs.existsSync(crl)) writeAtomic(path.join(outDir, CRL_FILE), fs.readFileSync(crl, 'utf8'), 0o644)
   fs.appendFileSync(path.join(caDir, ISSUED_FILE), `${normalizeSerial(serial)} ${identity.role} ${identity.name} ${notAfter.toISOString()} ${outDir}\n`, { mode: 0o600 })
   return { identity, serial: normalizeSerial(serial), dir: outDir, notAfter }
 }
@@ -119,38 +115,7 @@ export function listIssued (caDir: string): IssuedEntry[] {
   })
 }
 
-// Adds a serial (or the serial of a certificate file) to the CA's revocation list and copies the
-// list into every identity dir the CA issued into that still exists on this host. Nodes re-read
-// it within a second (tls.ts) or at SIGHUP.
-export function revokeCert (caDir: string, what: { serial?: string, certFile?: string }): { serial: string, copiedTo: string[] } {
-  caDir = path.resolve(caDir)
-  if (!fs.existsSync(path.join(caDir, CA_CERT_FILE))) throw UkaiError.notFound(`${caDir} holds no CA (${CA_CERT_FILE}): run 'ukai ca init ${caDir}'`)
-  let serial: string
-  if (what.certFile !== undefined) {
-    let pem: string
-    try { pem = fs.readFileSync(what.certFile, 'utf8') } catch (err) { throw UkaiError.notFound(`cannot read certificate ${what.certFile}: ${(err as Error).message}`) }
-    serial = normalizeSerial(new x509.X509Certificate(pem).serialNumber)
-  } else if (what.serial !== undefined) {
-    serial = normalizeSerial(what.serial)
-  } else {
-    throw UkaiError.badArgument('name the certificate to revoke: a SERIAL or --cert FILE')
-  }
-  const file = path.join(caDir, REVOKED_FILE)
-  const before = fs.existsSync(file) ? fs.readFileSync(file, 'utf8') : ''
-  const entry = listIssued(caDir).find(e => e.serial === serial)
-  const already = before.split('\n').some(l => l.trim().split(/\s+/)[0] === serial)
-  const text = already ? before : `${before}${serial} ${entry === undefined ? '' : `${entry.role} ${entry.name} `}revoked ${new Date().toISOString()}\n`
-  writeAtomic(file, text, 0o644)
-  const copiedTo: string[] = []
-  for (const e of listIssued(caDir)) {
-    if (e.dir === caDir || !fs.existsSync(path.join(e.dir, CERT_FILE)) || copiedTo.includes(e.dir)) continue
-    writeAtomic(path.join(e.dir, REVOKED_FILE), text, 0o644)
-    copiedTo.push(e.dir)
-  }
-  return { serial, copiedTo }
-}
-
-async function loadCa (caDir: string): Promise<{ cert: x509.X509Certificate, key: CryptoKey }> {
+export async function loadCa (caDir: string): Promise<{ cert: x509.X509Certificate, key: CryptoKey }> {
   let certPem: string
   let keyPem: string
   try {
@@ -180,7 +145,7 @@ async function pemOfKey (key: CryptoKey): Promise<string> {
 function writeKey (file: string, pem: string): void { writeAtomic(file, pem, KEY_MODE) }
 
 // tmp + rename: a reader (a node reloading its files) never sees half a file.
-function writeAtomic (file: string, text: string, mode: number): void {
+export function writeAtomic (file: string, text: string, mode: number): void {
   const tmp = `${file}.${process.pid}.tmp`
   fs.writeFileSync(tmp, text, { mode })
   fs.chmodSync(tmp, mode)

@@ -14,7 +14,7 @@ import type { Logger } from '../log'
 import type { Identity, Role } from './identity'
 import { identityOfSubjectAltName, normalizeSerial } from './identity'
 import { toServiceError } from './status'
-import type { RevocationList } from './tls'
+import type { RevocationList } from './revocation'
 import type { StorageHandlers } from './wire'
 
 type Method = keyof StorageHandlers & string

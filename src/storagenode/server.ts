@@ -17,7 +17,8 @@ import { FLOW_CONTROL_WINDOW_BYTES } from './client'
 import { BlockStore } from './block-store'
 import { PeerClients, RegisteredPeer, copyHandlers } from './copy-handlers'
 import { guardHandlers } from './authz'
-import { CertificateFiles, RevocationList, serverCredentials } from './tls'
+import { CertificateFiles, serverCredentials } from './tls'
+import type { RevocationList } from './revocation'
 import { holdGcBallast } from '../lib/gc-ballast'
 import { IO_REPLY_STALL_MS_MAX, IoBudgetStat, NodeIoBudget } from './io-budget'
 import { IoBatchCall, IoCall, ioHandlers } from './io-handler'
@@ -123,6 +124,7 @@ export async function startStorageServer (opts: StorageServerOptions): Promise<S
     'grpc.max_send_message_length': MAX_MESSAGE_BYTES
   })
   server.addService(storageService().service, handlers)
+  await opts.tls?.revoked.ready  // the CRL this node last knew is in force before the first call
   let port: number
   try {
     port = await new Promise<number>((resolve, reject) => {

@@ -1,7 +1,7 @@
 // Mutual TLS for every gRPC channel to a storage node (agent → node, node → node copies,
 // CLI → node). A TLS dir holds one identity: ca.crt (the cluster CA), tls.crt and tls.key (this
-// identity's certificate and key, issued by `ukai cert issue`) and, on nodes, revoked.txt (the
-// serials the CA revoked, `ukai cert revoke`).
+// identity's certificate and key, issued by `ukai cert issue`) and crl.pem / crl-number (the CA's
+// signed revocation list and the highest CRL number this process accepted: revocation.ts).
 //
 // Rotation without downtime: CertificateFiles re-reads the three files when their mtimes change
 // (polled every CERT_POLL_INTERVAL_MS, and at once on SIGHUP) and hands the new pair to grpc-js
@@ -19,13 +19,12 @@ import fs from 'node:fs'
 import path from 'node:path'
 import * as grpc from '@grpc/grpc-js'
 import { UkaiError } from '../errors'
-import { Identity, identityOfSubjectAltName, normalizeSerial } from './identity'
+import { Identity, identityOfSubjectAltName } from './identity'
 
 export const CA_CERT_FILE = 'ca.crt'
 export const CERT_FILE = 'tls.crt'
 export const KEY_FILE = 'tls.key'
-export const REVOKED_FILE = 'revoked.txt'
-// How soon a replaced certificate, key or revocation list is picked up without a SIGHUP.
+// How soon a replaced certificate, key or CRL file is picked up without a SIGHUP.
 export const CERT_POLL_INTERVAL_MS = 1000
 
 // One SIGHUP handler per process, whatever the number of watched files (it re-reads them all).
@@ -35,6 +34,13 @@ function installHup (): void {
   if (hupInstalled) return
   hupInstalled = true
   process.on('SIGHUP', () => { for (const fn of hupListeners) fn() })
+}
+
+// Calls fn on every SIGHUP until the returned function is called (revocation.ts re-reads its CRL).
+export function onSighup (fn: () => void): () => void {
+  hupListeners.add(fn)
+  installHup()
+  return () => { hupListeners.delete(fn) }
 }
 
 type CaListener = (u: { caCertificate: Buffer } | null) => void
@@ -142,55 +148,6 @@ export function openTlsDir (dir: string): CertificateFiles {
     return new CertificateFiles(dir)
   } catch (err) {
     throw UkaiError.badArgument(`TLS dir ${dir}: ${(err as Error).message}`)
-  }
-}
-
-// The serials the CA revoked, re-read when the file changes (polled) or on SIGHUP. A missing
-// file is an empty list. Lines: a hex serial, then anything (a comment).
-export class RevocationList {
-  private serials = new Set<string>()
-  private stamp = ''
-  private readonly timer: NodeJS.Timeout
-  private readonly onHup = (): void => { this.reload() }
-  private readonly listeners = new Set<() => void>()
-
-  constructor (readonly file: string) {
-    this.reload()
-    this.timer = setInterval(() => this.reload(), CERT_POLL_INTERVAL_MS)
-    this.timer.unref()
-    hupListeners.add(this.onHup)
-    installHup()
-  }
-
-  has (serial: string): boolean { return this.serials.has(normalizeSerial(serial)) }
-  // Told after every change of the list (the server ends the Io streams of revoked callers).
-  onChange (fn: () => void): () => void { this.listeners.add(fn); return () => { this.listeners.delete(fn) } }
-  get size (): number { return this.serials.size }
-
-  reload (): void {
-    let st: fs.Stats | undefined
-    try { st = fs.statSync(this.file) } catch { st = undefined }
-    const stamp = st === undefined ? 'none' : `${st.mtimeMs}:${st.size}:${st.ino}`
-    if (stamp === this.stamp) return
-    const next = new Set<string>()
-    if (st !== undefined) {
-      let text: string
-      try { text = fs.readFileSync(this.file, 'utf8') } catch { return }  // retried next poll
-      for (const line of text.split('\n')) {
-        const word = line.trim().split(/\s+/)[0]
-        if (word === undefined || word === '' || word.startsWith('#')) continue
-        try { next.add(normalizeSerial(word)) } catch { /* not a serial: ignored, the list stays usable */ }
-      }
-    }
-    const changed = this.stamp !== ''
-    this.serials = next
-    this.stamp = stamp
-    if (changed) for (const fn of this.listeners) fn()
-  }
-
-  close (): void {
-    clearInterval(this.timer)
-    hupListeners.delete(this.onHup)
   }
 }
 

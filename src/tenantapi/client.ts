@@ -10,7 +10,7 @@ import { identityOfSubjectAltName } from '../storagenode/identity'
 import { FLOW_CONTROL_WINDOW_BYTES } from '../storagenode/client'
 import { codeOfServiceError } from '../storagenode/status'
 import type { CertificateFiles } from '../storagenode/tls'
-import { ExportChunk, ExportRequest, ImportChunk, ImportStart, JsonReply, STREAM_CHUNK_BYTES, TenantApiMethod, TenantApiRequests, tenantApiService } from './wire'
+import { ExportChunk, ExportRequest, ImportChunk, ImportProgress, ImportStart, JsonReply, STREAM_CHUNK_BYTES, TenantApiMethod, TenantApiRequests, tenantApiService } from './wire'
 
 export interface Progress { onStart: (totalBytes: number) => void, onProgress: (doneBytes: number) => void }
 const ZEROS = Buffer.alloc(STREAM_CHUNK_BYTES)
@@ -84,32 +84,61 @@ export class TenantApiClient {
   }
 
   // An import: what to do, the bytes of `source` in messages of at most STREAM_CHUNK_BYTES
-  // (each sent when grpc-js has room: 'drain'), then the explicit end. A refusal by the agent
-  // stops the sending at once; `source` is destroyed then.
-  async importFrom<T> (start: ImportStart, source: Readable, onSent: (bytes: number) => void): Promise<T> {
-    let stop!: () => void
-    const reply = new Promise<JsonReply>((resolve, reject) => {
-      const call = this.client.Import((err: grpc.ServiceError | null, res: JsonReply) => { if (err === null) resolve(res); else reject(this.refusal(err)) }) as grpc.ClientWritableStream<Partial<ImportChunk>>
-      stop = () => { source.destroy(); call.cancel() }  // a no-op on a finished call
-      const send = async (msg: Partial<ImportChunk>): Promise<void> => { if (!call.write(msg)) await once(call, 'drain') }
-      const pump = async (): Promise<void> => {
-        await send({ start })
-        let sent = 0
-        for await (const chunk of source as AsyncIterable<Buffer>) {
-          for (let at = 0; at < chunk.length; at += STREAM_CHUNK_BYTES) await send({ data: chunk.subarray(at, at + STREAM_CHUNK_BYTES) })
-          sent += chunk.length
-          onSent(sent)
-        }
-        await send({ end: true })
-        call.end()
-      }
-      pump().catch((err: Error) => { call.cancel(); reject(isUkaiError(err) ? err : UkaiError.badArgument(`cannot read input '${start.input}': ${err.message}`)) })
-    })
-    try {
-      return JSON.parse((await reply).json) as T
-    } finally {
-      stop()
+  // (each sent when grpc-js has room: 'drain'), then the explicit end. Meanwhile the agent answers
+  // with its own progress: `progress.onStart` once the whole input passed its checks (the bytes it
+  // will apply), `onProgress` with the bytes applied so far — never what was merely sent. A
+  // refusal by the agent stops the sending at once; `source` is destroyed then.
+  async importFrom<T> (start: ImportStart, source: Readable, progress: Progress & { onSent?: (bytes: number) => void }): Promise<T> {
+    const call = this.client.Import() as grpc.ClientDuplexStream<Partial<ImportChunk>, ImportProgress>
+    // A call that ended (the agent refused, or we cancelled) never drains: the pump stops there
+    // (the reason is the call's status, read below).
+    let closed = false
+    call.once('close', () => { closed = true })
+    const stopped = new Error('the import call ended')
+    const send = async (msg: Partial<ImportChunk>): Promise<void> => {
+      if (closed) throw stopped
+      if (call.write(msg)) return
+      const ac = new AbortController()
+      try {
+        await Promise.race([once(call, 'drain', { signal: ac.signal }), once(call, 'close', { signal: ac.signal })])
+      } finally { ac.abort() }
     }
+    let pumpFailed: UkaiError | null = null
+    const pump = async (): Promise<void> => {
+      await send({ start })
+      let sent = 0
+      for await (const chunk of source as AsyncIterable<Buffer>) {
+        for (let at = 0; at < chunk.length; at += STREAM_CHUNK_BYTES) await send({ data: chunk.subarray(at, at + STREAM_CHUNK_BYTES) })
+        sent += chunk.length
+        progress.onSent?.(sent)
+      }
+      await send({ end: true })
+      call.end()
+    }
+    pump().catch((err: Error) => {
+      if (err === stopped || closed || (!isUkaiError(err) && (err as grpc.ServiceError).code !== undefined)) return  // the call's own end, read below
+      pumpFailed = isUkaiError(err) ? err : UkaiError.badArgument(`cannot read input '${start.input}': ${err.message}`)
+      call.cancel()
+    })
+    let summary: string | null = null
+    try {
+      for await (const m of call as AsyncIterable<ImportProgress>) {
+        switch (m.kind) {
+          case 'startTotalBytes': progress.onStart(m.startTotalBytes); break
+          case 'appliedBytes': progress.onProgress(m.appliedBytes); break
+          case 'summaryJson': summary = m.summaryJson; break
+        }
+      }
+    } catch (err) {
+      if (pumpFailed !== null) throw pumpFailed
+      throw (err as grpc.ServiceError).code !== undefined && !isUkaiError(err) ? this.refusal(err as grpc.ServiceError) : err
+    } finally {
+      source.destroy()
+      call.cancel()  // a no-op on a finished call
+    }
+    if (pumpFailed !== null) throw pumpFailed
+    if (summary === null) throw UkaiError.io(`the import through ${this.address} ended without its summary`)
+    return JSON.parse(summary) as T
   }
 
   close (): void { this.client.close() }

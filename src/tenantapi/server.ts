@@ -9,7 +9,8 @@ import { UkaiError, isUkaiError } from '../errors'
 import { Identity, identityOfSubjectAltName, normalizeSerial } from '../storagenode/identity'
 import { tuneServerSessions } from '../storagenode/server'
 import { toServiceError } from '../storagenode/status'
-import { CertificateFiles, RevocationList, serverCredentials } from '../storagenode/tls'
+import { CertificateFiles, serverCredentials } from '../storagenode/tls'
+import type { RevocationList } from '../storagenode/revocation'
 import { parseHostPort } from '../lib/host-port'
 import { TenantApiDeps, accessRules, tenantApiHandlers } from './handlers'
 import { ExportCall, ImportCall, exportForCaller, importForCaller } from './streams'
@@ -17,7 +18,7 @@ import { TENANT_API_METHODS, TenantApiMethod, tenantApiService } from './wire'
 
 export interface TenantApiServerOptions extends TenantApiDeps {
   listen: string                 // HOST:PORT (port 0: any free port)
-  tls: { files: CertificateFiles, revoked: Pick<RevocationList, 'has'> } | null  // null: --insecure, every caller refused
+  tls: { files: CertificateFiles, revoked: Pick<RevocationList, 'has' | 'ready'> } | null  // null: --insecure, every caller refused
 }
 
 type ServiceFailure = ReturnType<typeof toServiceError>
@@ -56,10 +57,10 @@ export class TenantApiServer {
         else if (!call.cancelled) call.emit('error', err)
       })
     }
-    impl.Import = (call: ImportCall, callback: grpc.sendUnaryData<unknown>) => {
-      this.serve('Import', call, null, async (caller) => await importForCaller(opts, rules, caller, call), (err, result) => {
-        if (err !== null) call.destroy()  // stop reading what the client still sends
-        callback(err, err === null ? { json: JSON.stringify(result) } : undefined)
+    impl.Import = (call: ImportCall) => {
+      this.serve('Import', call, null, async (caller) => await importForCaller(opts, rules, caller, call), (err) => {
+        if (err === null) call.end()  // the summary was the last message
+        else if (!call.cancelled) call.emit('error', err)  // the status ends the call: the client stops sending
       })
     }
     this.server.addService(tenantApiService().service, impl)
@@ -92,6 +93,7 @@ export class TenantApiServer {
   async start (): Promise<void> {
     const { host, port } = parseHostPort(this.opts.listen, '--api-listen')
     const creds = this.opts.tls === null ? grpc.ServerCredentials.createInsecure() : serverCredentials(this.opts.tls.files)
+    await this.opts.tls?.revoked.ready  // the CRL this agent last knew is in force before the first call
     const address = host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`
     this.boundPort = await new Promise<number>((resolve, reject) => {
       this.server.bindAsync(address, creds, (err, bound) => { if (err !== null) reject(UkaiError.badArgument(`--api-listen ${this.opts.listen}: ${err.message}`)); else resolve(bound) })

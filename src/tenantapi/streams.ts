@@ -9,7 +9,10 @@
 // grpc-js's buffer (16 messages) is full — so a slow client slows the export, it does not
 // grow the agent. An import lands in a temp file on the agent first (what the admin path does
 // with stdin); a client that goes away before its explicit end leaves nothing but that file, which
-// is removed.
+// is removed. Its answer stream carries the import engine's own progress — the bytes it has
+// applied to the disk, not the bytes received — at most every IMPORT_PROGRESS_INTERVAL_MS (a
+// message per record of a 1 TiB import would be millions), the last value always, then the
+// summary: a handful of small messages a second, whatever the disk size.
 import { once } from 'node:events'
 import type * as grpc from '@grpc/grpc-js'
 import { UkaiError } from '../errors'
@@ -21,12 +24,16 @@ import { checkTenantRoom } from '../meta/tenants'
 import type { Identity } from '../storagenode/identity'
 import { withNodePool } from '../vdisk/node-pool'
 import { AccessRules, TenantApiDeps } from './handlers'
-import { ExportChunk, ExportRequest, ImportChunk, ImportStart, STREAM_CHUNK_BYTES } from './wire'
+import { ExportChunk, ExportRequest, ImportChunk, ImportProgress, ImportStart, STREAM_CHUNK_BYTES } from './wire'
 
 // A message to send: one field of ExportChunk's oneof (proto-loader sets `kind` on the other side).
 type Outgoing = { [K in ExportChunk['kind']]: Omit<Extract<ExportChunk, { kind: K }>, 'kind'> }[ExportChunk['kind']]
 export type ExportCall = grpc.ServerWritableStream<ExportRequest, Outgoing>
-export type ImportCall = grpc.ServerReadableStream<ImportChunk, unknown>
+type ImportOutgoing = { [K in ImportProgress['kind']]: Omit<Extract<ImportProgress, { kind: K }>, 'kind'> }[ImportProgress['kind']]
+export type ImportCall = grpc.ServerDuplexStream<ImportChunk, ImportOutgoing>
+
+// How often an import tells its client how far it got.
+const IMPORT_PROGRESS_INTERVAL_MS = 200
 
 // Resolves when grpc-js wants more, rejects when the call is over (the client went away).
 async function drained (call: ExportCall): Promise<void> {
@@ -134,9 +141,23 @@ export async function importForCaller (deps: TenantApiDeps, rules: AccessRules, 
       yield next.value.data
     }
   })()
-  return await withNodePool(deps.meta, { host: deps.host, site: site ?? deps.site ?? '', logger: deps.logger }, async (pool) =>
+  // Progress is tiny and rate-limited: written without waiting for 'drain'.
+  const note = (msg: ImportOutgoing): void => { if (!call.cancelled && !call.destroyed) call.write(msg) }
+  let applied = 0
+  let toldMs = 0
+  const summary = await withNodePool(deps.meta, { host: deps.host, site: site ?? deps.site ?? '', logger: deps.logger }, async (pool) =>
     await importDisk(deps.meta, pool, {
       input, source, disk: start.disk, incremental: start.incremental, format: start.format as ImportFormat, site, tenant,
-      blockSizeBytes: start.blockSizeBytes > 0 ? start.blockSizeBytes : undefined, replicas: start.replicas > 0 ? start.replicas : undefined, logger: deps.logger
+      blockSizeBytes: start.blockSizeBytes > 0 ? start.blockSizeBytes : undefined, replicas: start.replicas > 0 ? start.replicas : undefined, logger: deps.logger,
+      onStart: (n) => { note({ startTotalBytes: n }); toldMs = Date.now() },
+      onProgress: (n) => {
+        applied = n
+        if (Date.now() - toldMs < IMPORT_PROGRESS_INTERVAL_MS) return
+        toldMs = Date.now()
+        note({ appliedBytes: n })
+      }
     }))
+  note({ appliedBytes: applied })
+  note({ summaryJson: JSON.stringify(summary) })
+  return summary
 }

@@ -24,6 +24,10 @@ export type ExportChunk =
   | { kind: 'doneBytes', doneBytes: number }
   | { kind: 'finish', finish: { hasSize: boolean, sizeBytes: number } }
   | { kind: 'summaryJson', summaryJson: string }
+export type ImportProgress =
+  | { kind: 'startTotalBytes', startTotalBytes: number }
+  | { kind: 'appliedBytes', appliedBytes: number }
+  | { kind: 'summaryJson', summaryJson: string }
 export type ImportChunk =
   | { kind: 'start', start: ImportStart }
   | { kind: 'data', data: Buffer }

@@ -209,11 +209,12 @@ export interface NodeFixture {
 }
 
 // insecure: the node runs --insecure (default: TLS with a certificate of the test CA, helpers/tls.ts).
-export interface StartNodeOptions { zk: ZkRef, id: string, site: string, capacity?: string, extraArgs?: string[], insecure?: boolean }
+// tlsDir: its certificate dir instead of the test CA's for its id (a node on "another host").
+export interface StartNodeOptions { zk: ZkRef, id: string, site: string, capacity?: string, extraArgs?: string[], insecure?: boolean, tlsDir?: string }
 
 export async function startNode (t: TestLike, opts: StartNodeOptions): Promise<NodeFixture> {
   const dir = makeTempDir(t, `node-${opts.id}`)
-  const tlsDir = opts.insecure === true ? undefined : await identityDir({ role: 'node', name: opts.id })
+  const tlsDir = opts.insecure === true ? undefined : opts.tlsDir ?? await identityDir({ role: 'node', name: opts.id })
   const base = { dir, id: opts.id, site: opts.site, zk: connectStringOf(opts.zk), zkAuthFile: processZkAuth().file, capacity: opts.capacity, extraArgs: opts.extraArgs, tlsDir }
   let node: StorageNodeProcess = await startNodeOnFreePort(base)
   t.teardown(async () => await guard(t, `stop node ${opts.id} pid ${node.pid}`, async () => { await node.stop() }))
@@ -261,13 +262,13 @@ export interface AgentFixture {
   stop (): Promise<void>                        // SIGTERM, then unmount if still mounted
 }
 
-export interface StartAgentOptions { zk: ZkRef, host: string, site: string, extraArgs?: string[], insecure?: boolean }
+export interface StartAgentOptions { zk: ZkRef, host: string, site: string, extraArgs?: string[], insecure?: boolean, tlsDir?: string }
 
 export async function startAgent (t: TestLike, opts: StartAgentOptions): Promise<AgentFixture> {
   const dir = makeTempDir(t, `agent-${opts.host}`)
   const mountPoint = path.join(dir, 'mnt')
   liveMounts.add(mountPoint)
-  const tlsDir = opts.insecure === true ? undefined : await identityDir({ role: 'agent', name: opts.host })
+  const tlsDir = opts.insecure === true ? undefined : opts.tlsDir ?? await identityDir({ role: 'agent', name: opts.host })
   const base = { dir, mountPoint, host: opts.host, site: opts.site, zk: connectStringOf(opts.zk), zkAuthFile: processZkAuth().file, extraArgs: opts.extraArgs, tlsDir }
   let agent: MountAgentProcess = await startMountAgent(base)
   t.teardown(async () => await guard(t, `stop agent ${opts.host} pid ${agent.pid}`, async () => { await agent.stop() }))
