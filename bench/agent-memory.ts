@@ -85,6 +85,7 @@ async function main (): Promise<void> {
     const cluster = await startUkaiCluster({ dir: path.join(workDir, 'ukai') })
     cleanup.add('stop the UKAI cluster', () => cluster.stop())
     const agentPid = cluster.agent.pid
+    if (cluster.metricsAddresses.length > 0) process.stdout.write(`  metrics (BENCH_METRICS=1; heap and external memory per daemon): ${cluster.metricsAddresses.join(' ')}\n`)
     const names = Array.from({ length: settings.disks }, (_, i) => `mem${String(i).padStart(2, '0')}`)
     for (const name of names) await createDisk(cluster.meta, { name, sizeBytes: settings.diskMiB * MIB, replicas: 2 })
     const idleRssBytes = rssBytes(agentPid)
