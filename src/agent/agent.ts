@@ -322,7 +322,9 @@ export class Agent {
 
   // --- handles ------------------------------------------------------------------------------
 
-  async openDisk (name: string, writable: boolean): Promise<number> {
+  // takeFreeLeaseNow false (an NBD export, which may or may not be written): a free lease waits
+  // for the first write, as before; a lease freed later is still taken (free-lease.ts).
+  async openDisk (name: string, writable: boolean, opts: { takeFreeLeaseNow?: boolean } = {}): Promise<number> {
     validateDiskName(name)
     const o = await this.attach(name)
     o.handles++
@@ -334,7 +336,7 @@ export class Agent {
       // migration's destination: free-lease.ts), or at our first write, whichever comes first.
       // Only an optimisation: while ZooKeeper is away the open does not wait for it (the write will).
       try {
-        await this.freeLease.follow(name)
+        await this.freeLease.follow(name, { now: opts.takeFreeLeaseNow !== false })
       } catch (err) {
         safetyCatch(err)
         this.log.warn({ disk: name, err: String(err) }, 'could not take the lease at open')

@@ -28,9 +28,9 @@ export class FreeLeaseFollower {
 
   constructor (private readonly deps: FreeLeaseDeps) {}
 
-  // Takes the lease now if it is free; otherwise watches it and takes it once freed, for as long
-  // as `waiting` names the disk. True when this host holds the lease on return.
-  async follow (name: string): Promise<boolean> {
+  // Takes the lease now if it is free (unless `now` is false); otherwise watches it and takes it
+  // once freed, for as long as `waiting` names the disk. True when this host holds it on return.
+  async follow (name: string, opts: { now?: boolean } = {}): Promise<boolean> {
     const disk = this.deps.waiting(name)
     if (disk === null) return false
     if (!this.armed.has(name)) {
@@ -44,6 +44,6 @@ export class FreeLeaseFollower {
         }, (err) => { safetyCatch(err); this.deps.log.warn({ disk: name, err: String(err) }, 'could not take the freed lease (the first write will)') })
       })
     }
-    return await disk.takeLeaseIfFree()
+    return opts.now === false ? false : await disk.takeLeaseIfFree()
   }
 }
