@@ -6,9 +6,13 @@
 import fs from 'node:fs'
 import path from 'node:path'
 import t from 'tap'
+import { processZkAuth } from '../src/dev/process-zk-auth'
+import { readLease } from '../src/meta/lease'
+import { MetaStore } from '../src/meta/store'
 import { fuseUnavailable, startAgent, startCluster } from './helpers/cluster'
 import { cliJson, runCli } from './helpers/cli'
 import { randomBytes, rng, sha256 } from './helpers/model'
+import { expireSession } from './helpers/session'
 import { untilValue } from './helpers/until'
 
 const MiB = 1024 * 1024
@@ -19,7 +23,7 @@ interface Info { leaseHolder: string | null }
 t.test('the destination takes a freed lease in the background, never while the source holds it', { skip: fuseUnavailable() ?? false }, async (t) => {
   const c = await startCluster(t, { sites: 1, nodesPerSite: 2, agents: false })
   const zk = c.zk.connectString
-  const a = await startAgent(t, { zk, host: 'hv-a', site: 'site-a' })
+  const a = await startAgent(t, { zk, host: 'hv-a', site: 'site-a', extraArgs: ['--zk-session-timeout-ms', '2000'] })
   const b = await startAgent(t, { zk, host: 'hv-b', site: 'site-a' })
   const holder = async (): Promise<string | null> => (await cliJson<Info>(['disk', 'info', 'vm1'], zk)).leaseHolder
   const logOf = (ag: { logFile: string }): string[] => fs.readFileSync(ag.logFile, 'utf8').split('\n')
@@ -56,6 +60,21 @@ t.test('the destination takes a freed lease in the background, never while the s
     t.equal(await holder(), 'hv-a', 'the lease stayed with the source')
     t.notOk(logOf(a).some(l => /fenced|FENCED|hand-over requested/.test(l)), 'the source was neither fenced nor asked to hand over')
     t.notOk(logOf(b).some(l => /lease acquired|asked for hand-over/.test(l)), 'the destination neither took nor asked for the lease')
+  })
+
+  await t.test("the source's session expires: its lease znode vanishes but is not free, the source keeps it", async (t) => {
+    const meta = await MetaStore.connect(zk, { auth: processZkAuth() })
+    t.teardown(() => meta.close())
+    // A holder whose session expired may still write under its epoch (ZooKeeper away, issue 9);
+    // only a deliberate release frees the lease for the destination.
+    await expireSession(t, a, async () => (await readLease(meta, 'vm1')).holder === null)
+    await untilValue('the source to re-assert its lease', async () => (await readLease(meta, 'vm1')).holder?.host === 'hv-a' ? true : undefined, 20_000, 100)
+    const data = randomBytes(rng(10), 64 * 1024)
+    await fa.write(data, 0, data.length, MiB)  // an EIO (fenced by the destination) would throw
+    data.copy(model, MiB)
+    await fa.sync()
+    t.pass('the source wrote on after its session came back')
+    t.notOk(logOf(b).some(l => /lease acquired|asked for hand-over/.test(l)), 'the destination did not take the vanished lease')
   })
 
   await t.test('once the source closes, the destination holds the lease before it writes', async (t) => {

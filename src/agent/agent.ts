@@ -336,7 +336,9 @@ export class Agent {
       // migration's destination: free-lease.ts), or at our first write, whichever comes first.
       // Only an optimisation: while ZooKeeper is away the open does not wait for it (the write will).
       try {
-        await this.freeLease.follow(name, { now: opts.takeFreeLeaseNow !== false })
+        // The watch first, so a release between the look and the watch is not missed.
+        await this.freeLease.follow(name, { now: false })
+        if (opts.takeFreeLeaseNow !== false && !await this.meta.leaseHeldAnywhere(name)) await o.disk.ensureLease()
       } catch (err) {
         safetyCatch(err)
         this.log.warn({ disk: name, err: String(err) }, 'could not take the lease at open')
