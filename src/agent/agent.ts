@@ -8,6 +8,7 @@ import { DiskFileOwner, DiskIoCounters, DiskRecord, OpenRecord, SnapshotRecord, 
 import { MetaStore } from '../meta/store'
 import { createDisk, deleteDisk, resizeDisk } from '../admin/disk-admin'
 import { DiskUsage } from './disk-usage'
+import { FreeLeaseFollower } from './free-lease'
 import { VersionedDiskRecord, getXattr, ownerOf, updateDiskRecord, withMode, withOwner, withXattr, withoutXattr, xattrNames } from './disk-file-attrs'
 import { LocalReads } from '../vdisk/short-circuit-reads'
 import { NodePool } from '../vdisk/node-pool'
@@ -110,6 +111,7 @@ export class Agent {
   private readonly ioRetryMs?: number
   private readonly flushBehindMs?: number
   private readonly hooks: AgentHooks
+  private readonly freeLease: FreeLeaseFollower
 
   constructor (opts: AgentOptions) {
     this.ioRetryMs = opts.ioRetryMs
@@ -123,6 +125,14 @@ export class Agent {
     this.pool = new NodePool(opts.meta, { host: opts.host, site: opts.site, logger: this.log, addressOverrides: opts.nodeAddresses, replicaHungMs: opts.replicaHungMs })
     this.localReads = opts.localReads === false ? undefined : new LocalReads({ pool: this.pool, openFilesMax: opts.localReadFiles, verifyChecksums: opts.benchNoChecksums !== true, logger: this.log })
     this.usage = new DiskUsage({ meta: opts.meta, pool: this.pool, logger: this.log })
+    this.freeLease = new FreeLeaseFollower({
+      meta: opts.meta,
+      log: this.log,
+      waiting: (name) => {
+        const o = this.open.get(name)
+        return o !== undefined && o.writable > 0 && this.leases.holding(name) === undefined && !this.closed ? o.disk : null
+      }
+    })
     this.leases = new LeaseManager(opts.meta, opts.host, {
       onHandoverRequested: (disk, requester) => {
         const o = this.open.get(disk)
@@ -312,7 +322,9 @@ export class Agent {
 
   // --- handles ------------------------------------------------------------------------------
 
-  async openDisk (name: string, writable: boolean): Promise<number> {
+  // takeFreeLeaseNow false (an NBD export, which may or may not be written): a free lease waits
+  // for the first write, as before; a lease freed later is still taken (free-lease.ts).
+  async openDisk (name: string, writable: boolean, opts: { takeFreeLeaseNow?: boolean } = {}): Promise<number> {
     validateDiskName(name)
     const o = await this.attach(name)
     o.handles++
@@ -320,10 +332,13 @@ export class Agent {
     const fh = this.newFh()
     this.handles.set(fh, { name, writable })
     if (writable && this.leases.holding(name) === undefined && this.meta.isConnected) {
-      // Opening for write takes a free lease now; a held one moves at our first write. Only an
-      // optimisation: while ZooKeeper is away the open does not wait for it (the write will).
+      // Opening for write takes a free lease now; a held one when its holder lets it go (a
+      // migration's destination: free-lease.ts), or at our first write, whichever comes first.
+      // Only an optimisation: while ZooKeeper is away the open does not wait for it (the write will).
       try {
-        if (!await this.meta.leaseHeldAnywhere(name)) await o.disk.ensureLease()
+        // The watch first, so a release between the look and the watch is not missed.
+        await this.freeLease.follow(name, { now: false })
+        if (opts.takeFreeLeaseNow !== false && !await this.meta.leaseHeldAnywhere(name)) await o.disk.ensureLease()
       } catch (err) {
         safetyCatch(err)
         this.log.warn({ disk: name, err: String(err) }, 'could not take the lease at open')

@@ -55,6 +55,10 @@ export async function requestHandover (meta: MetaStore, disk: string, requester:
   }
 }
 
+// The requester name of a request that only asks the holder to let go (finish-migration on the
+// source): nobody waits to acquire behind it.
+export function releaseOnlyRequester (host: string): string { return `${host}.finish-migration` }
+
 // Removes the disk's hand-over request (once answered, or given up on).
 export async function withdrawHandover (meta: MetaStore, disk: string): Promise<void> {
   await zkOf(meta).remove(paths.handover(disk))
@@ -217,26 +221,10 @@ export class LeaseManager {
     let forced = false
     for (;;) {
       opts.signal?.throwIfAborted()
-      const fence = await zk.getOrNull(paths.fence(disk))
-      if (fence === null) throw UkaiError.notFound(`unknown disk '${disk}'`)
-      const leaseEpoch = decodeJson<FenceRecord>(fence.data, `fence of ${disk}`).leaseEpoch + 1
-      const record: LeaseRecord = { v: 1, host: this.host, leaseEpoch, sessionId: zk.sessionId, acquiredAtMs: Date.now() }
-      try {
-        await zk.multi([
-          { op: 'set', path: paths.fence(disk), data: encodeJson({ v: 1, leaseEpoch } satisfies FenceRecord), version: fence.stat.version },
-          { op: 'create', path: paths.lease(disk), data: encodeJson(record), ephemeral: true }
-        ])
-        const lease: HeldLease = { disk, leaseEpoch, forced }
-        this.held.set(disk, lease)
-        this.assertedIn.set(disk, zk.sessionGeneration)
-        this.watchHeld(disk, leaseEpoch)
+      const lease = await this.takeIfFree(disk, forced)
+      if (lease !== null) {
         if (askedAtMs !== 0) await withdrawHandover(this.meta, disk).catch(safetyCatch)
-        this.log.info({ disk, leaseEpoch, forced }, 'lease acquired')
         return lease
-      } catch (err) {
-        const code = (err as UkaiError).code
-        if (code === 'ZK_CONFLICT') continue // the fence moved: someone else acquired; look again
-        if (code !== 'ALREADY_EXISTS') throw err
       }
       // Held by someone else (or a leftover of our own expired session).
       const holderData = await zk.getOrNull(paths.lease(disk))
@@ -260,6 +248,59 @@ export class LeaseManager {
         continue
       }
       await this.waitGone(paths.lease(disk), waitMs)
+    }
+  }
+
+  // Takes the lease only if nobody holds it: no hand-over is asked, nobody who holds it is
+  // fenced (agent.ts takes a lease freed while a disk is open for write here). Null: held.
+  // Free means released: the fence says its last holder let it go (a lease znode that vanished
+  // with an expired session is not free: its holder may still write under it, and re-asserts it
+  // on its new session). A pending hand-over request of someone who waits to acquire is theirs
+  // to win: we decline, rather than race them for the lease and make them ask us again.
+  async acquireIfFree (disk: string): Promise<HeldLease | null> {
+    const held = this.held.get(disk)
+    if (held !== undefined) return held
+    const fence = await this.zk.getOrNull(paths.fence(disk))
+    if (fence === null) throw UkaiError.notFound(`unknown disk '${disk}'`)
+    const f = decodeJson<FenceRecord>(fence.data, `fence of ${disk}`)
+    if (f.releasedEpoch !== f.leaseEpoch) return null
+    const req = await this.zk.getOrNull(paths.handover(disk))
+    if (req !== null) {
+      const r = decodeJson<HandoverRequest>(req.data, `handover request of ${disk}`)
+      if (r.host !== this.host && !r.host.endsWith(releaseOnlyRequester(''))) return null
+    }
+    // Bound to the fence we looked at: an epoch taken since (an orphaned relocation's) is not ours to fence.
+    return await this.takeIfFree(disk, false, fence.stat.version)
+  }
+
+  // One multi: the fence epoch + 1 (conditional on its version) and our ephemeral lease znode.
+  // Null when the lease znode exists; a fence that moved meanwhile is read again.
+  // With `atFenceVersion`, only while the fence is still at that version (else null).
+  private async takeIfFree (disk: string, forced: boolean, atFenceVersion?: number): Promise<HeldLease | null> {
+    const zk = this.zk
+    for (;;) {
+      const fence = await zk.getOrNull(paths.fence(disk))
+      if (fence === null) throw UkaiError.notFound(`unknown disk '${disk}'`)
+      if (atFenceVersion !== undefined && fence.stat.version !== atFenceVersion) return null
+      const leaseEpoch = decodeJson<FenceRecord>(fence.data, `fence of ${disk}`).leaseEpoch + 1
+      const record: LeaseRecord = { v: 1, host: this.host, leaseEpoch, sessionId: zk.sessionId, acquiredAtMs: Date.now() }
+      try {
+        await zk.multi([
+          { op: 'set', path: paths.fence(disk), data: encodeJson({ v: 1, leaseEpoch } satisfies FenceRecord), version: fence.stat.version },
+          { op: 'create', path: paths.lease(disk), data: encodeJson(record), ephemeral: true }
+        ])
+      } catch (err) {
+        const code = (err as UkaiError).code
+        if (code === 'ZK_CONFLICT') continue // the fence moved: someone else acquired; look again
+        if (code === 'ALREADY_EXISTS') return null
+        throw err
+      }
+      const lease: HeldLease = { disk, leaseEpoch, forced }
+      this.held.set(disk, lease)
+      this.assertedIn.set(disk, zk.sessionGeneration)
+      this.watchHeld(disk, leaseEpoch)
+      this.log.info({ disk, leaseEpoch, forced }, 'lease acquired')
+      return lease
     }
   }
 
@@ -348,10 +389,24 @@ export class LeaseManager {
     }, err => this.log.warn({ disk, err: String(err) }, 'removing a released lease failed'))
   }
 
+  // With the removal, in one multi, the fence says the epoch was released (acquireIfFree: a
+  // deliberate release, not an expired session). A fence that moved: a plain removal, as before.
   private async removeLeaseZnode (disk: string, leaseEpoch: number): Promise<void> {
     try {
       const cur = await this.zk.getOrNull(paths.lease(disk))
       if (cur !== null && decodeJson<LeaseRecord>(cur.data, `lease of ${disk}`).leaseEpoch === leaseEpoch) {
+        const fence = await this.zk.getOrNull(paths.fence(disk))
+        if (fence !== null && decodeJson<FenceRecord>(fence.data, `fence of ${disk}`).leaseEpoch === leaseEpoch) {
+          try {
+            await this.zk.multi([
+              { op: 'remove', path: paths.lease(disk), version: cur.stat.version },
+              { op: 'set', path: paths.fence(disk), data: encodeJson({ v: 1, leaseEpoch, releasedEpoch: leaseEpoch } satisfies FenceRecord), version: fence.stat.version }
+            ])
+            return
+          } catch (err) {
+            if ((err as UkaiError).code !== 'ZK_CONFLICT' && (err as UkaiError).code !== 'NOT_FOUND') throw err
+          }
+        }
         await this.zk.remove(paths.lease(disk), cur.stat.version)
       }
     } catch (err) {

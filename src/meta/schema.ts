@@ -8,7 +8,7 @@
 // /ukai/agents/<host>                   AgentRecord, persistent
 // /ukai/agents-alive/<host>             AgentAlive, ephemeral
 // /ukai/disks/<name>                    DiskRecord
-// /ukai/disks/<name>/fence              FenceRecord: the disk's newest lease epoch
+// /ukai/disks/<name>/fence              FenceRecord: the disk's newest lease epoch (and whether its holder released it)
 // /ukai/disks/<name>/lease              LeaseRecord, ephemeral: who writes the disk
 // /ukai/disks/<name>/handover           HandoverRequest, ephemeral: someone wants the lease
 // /ukai/disks/<name>/opens/<host>       ephemeral: that host has the disk file open
@@ -192,7 +192,10 @@ export interface DiskFileOwner { uid: number, gid: number, mode: number } // mod
 // record small (every agent caches it) and answer a large value with E2BIG / ENOSPC.
 export const XATTR_VALUE_MAX_BYTES = 4096
 export const XATTRS_TOTAL_MAX_BYTES = 16384 // names + values of one disk
-export interface FenceRecord { v: 1, leaseEpoch: number }
+// releasedEpoch: the epoch whose holder let the lease go deliberately (LeaseManager.release); a
+// lease znode gone without it (an expired session, whose holder may still write and re-assert)
+// is not free for acquireIfFree. Absent in records written before it (read: not released).
+export interface FenceRecord { v: 1, leaseEpoch: number, releasedEpoch?: number }
 export interface LeaseRecord { v: 1, host: string, leaseEpoch: number, sessionId: string, acquiredAtMs: number }
 export interface HandoverRequest { v: 1, host: string, requestedAtMs: number }
 export interface OpenRecord { v: 1, host: string, writable: boolean }

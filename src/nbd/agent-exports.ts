@@ -53,7 +53,9 @@ export class AgentExports implements NbdExportSource {
   private async openDisk (name: string): Promise<NbdExport> {
     const agent = this.agent
     const io = this.io
-    const fh = await agent.openDisk(name, false)
+    // Writable, so a lease freed while the export is open is taken (a migration's destination),
+    // but a free one is not taken at the connection: only at the first write.
+    const fh = await agent.openDisk(name, true, { takeFreeLeaseNow: false })
     const disk = agent.disk(fh)
     let closed = false
     return {

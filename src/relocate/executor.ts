@@ -40,6 +40,13 @@ async function patiently<T> (call: () => Promise<T>): Promise<T> {
     }
   }
 }
+// A block's copy that failed for a transient reason (UNAVAILABLE: a cancelled or timed-out pull,
+// a node briefly found hung, a broken stream) is tried again this many times in all, after a
+// back-off doubling from PULL_RETRY_FIRST_MS (1 + 2 + 4 s), before the relocation pauses. At
+// load 43-65 the migration bench paused 3 of 4 NBD relocations on one cancelled pull
+// (docs/performance.md); a target that stays unreachable still pauses at once (targetDown).
+const PULL_ATTEMPTS_MAX = 4
+const PULL_RETRY_FIRST_MS = 1000
 const PROGRESS_INTERVAL_MS = 1000
 const IN_SYNC_BATCH_BLOCKS = 64
 const PLACEMENT_UPDATE_ATTEMPTS_MAX = 5
@@ -77,6 +84,9 @@ export interface ExecutorDeps {
 class Stop extends Error {
   constructor (readonly outcome: RelocationOutcome, readonly reason: string) { super(reason) }
 }
+
+// Every pull of a block to a target failed, each for a transient reason: worth another attempt.
+class TransientCopyFailure extends Error {}
 
 export class RelocationExecutor {
   private readonly meta: MetaStore
@@ -317,10 +327,28 @@ export class RelocationExecutor {
     return set.map(r => this.rec.targetNodes.includes(r.node) && r.state === 'syncing' ? { node: r.node, state: 'in-sync' as const } : r)
   }
 
-  // Returns the bytes copied (every target's).
+  // Returns the bytes copied (every target's). A transient failure is retried with back-off,
+  // outside the block's copy lock (the guest's writes of the block wait only for an attempt).
   private async copyOne (block: number): Promise<number> {
     const lease = this.disk.leaseEpoch
     if (lease === null) throw new Stop('stopped', 'the lease moved')
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.copyOnce(block, lease)
+      } catch (err) {
+        if (!(err instanceof TransientCopyFailure)) throw err
+        if (attempt >= PULL_ATTEMPTS_MAX) {
+          throw new Stop('paused', `${err.message} (${attempt} attempts, each failing for a transient reason: the node may be overloaded or the link flapping; run \`ukai relocate\` again to resume)`)
+        }
+        const waitMs = PULL_RETRY_FIRST_MS * 2 ** (attempt - 1)
+        this.log.warn({ block, attempt, attemptsMax: PULL_ATTEMPTS_MAX, waitMs, err: err.message }, 'block copy failed for a transient reason: retrying')
+        await sleep(waitMs)
+        if (this.disk.leaseEpoch !== lease) throw new Stop('stopped', 'the lease moved')
+      }
+    }
+  }
+
+  private async copyOnce (block: number, lease: number): Promise<number> {
     return await this.disk.blockLocks.withCopy(block, async () => {
       const set = this.disk.map.replicasOf(block)
       const targets = this.rec.targetNodes.filter(t => set.find(r => r.node === t)?.state === 'syncing')
@@ -334,15 +362,21 @@ export class RelocationExecutor {
       if (sources.length === 0) throw new Stop('paused', `block ${block} has no in-sync replica to copy from`)
       // All targets at once (the copy lock holds writes to this block back meanwhile), each
       // starting from a different source so the pulls spread over the far links.
-      const bytes = await Promise.all(targets.map(async (target, i) =>
+      // Every pull ends before the lock is let go (a failed one must not leave another running
+      // under guest writes); the gravest failure wins: a stop, a pause, then a transient one.
+      const results = await Promise.allSettled(targets.map(async (target, i) =>
         await this.pullTo(block, target, [...sources.slice(i % sources.length), ...sources.slice(0, i % sources.length)], lease)))
+      const failures = results.flatMap(r => r.status === 'rejected' ? [r.reason as unknown] : [])
+      const grave = failures.find(e => !(e instanceof TransientCopyFailure)) ?? failures[0]
+      if (grave !== undefined) throw grave
       this.copiedBlocks++
-      return bytes.reduce((a, b) => a + b, 0)
+      return results.reduce((a, r) => a + (r.status === 'fulfilled' ? r.value : 0), 0)
     })
   }
 
   private async pullTo (block: number, target: string, sources: Replica[], lease: number): Promise<number> {
     const errors: string[] = []
+    let transient = true
     for (const source of sources) {
       try {
         // Node to node: the target pulls from the source at the address the source
@@ -354,11 +388,13 @@ export class RelocationExecutor {
       } catch (err) {
         if (isUkaiError(err, 'FENCED')) throw new Stop('stopped', 'fenced: the lease moved')
         errors.push(`${source.node}→${target}: ${(err as Error).message}`)
+        if (!isUkaiError(err, 'UNAVAILABLE')) transient = false
         // A target that cannot be written pauses the relocation; a bad source is skipped.
         if (await this.targetDown(target)) throw new Stop('paused', `target node ${target} is unreachable (${(err as Error).message}); redundancy kept on the sources`)
       }
     }
-    throw new Stop('paused', `block ${block} could not be copied: ${errors.join('; ')}`)
+    const why = `block ${block} could not be copied: ${errors.join('; ')}`
+    throw transient ? new TransientCopyFailure(why) : new Stop('paused', why)
   }
 
   private async targetDown (node: string): Promise<boolean> {

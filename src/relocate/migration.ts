@@ -11,7 +11,7 @@
 //   relocation is. The far replicas are dropped by the relocation itself, when every block is in
 //   sync at the destination (the flip); finish never drops data on its own.
 import { UkaiError, isUkaiError, safetyCatch } from '../errors'
-import { readLease, requestHandover, withdrawHandover } from '../meta/lease'
+import { readLease, releaseOnlyRequester, requestHandover, withdrawHandover } from '../meta/lease'
 import { RelocationRecord } from '../meta/schema'
 import { MetaStore } from '../meta/store'
 import { planRelocation } from './plan'
@@ -98,7 +98,7 @@ export async function finishDiskMigration (meta: MetaStore, disk: string, host: 
 // not take the lease: whoever writes next (the destination) does.
 async function askToRelease (meta: MetaStore, disk: string, host: string, timeoutMs: number): Promise<boolean> {
   // False: someone else asked already; wait with them.
-  const ours = await requestHandover(meta, disk, `${host}.finish-migration`)
+  const ours = await requestHandover(meta, disk, releaseOnlyRequester(host))
   try {
     const deadline = Date.now() + timeoutMs
     for (;;) {

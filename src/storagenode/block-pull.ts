@@ -44,7 +44,11 @@ function dataRuns (data: Buffer): Array<{ start: number, end: number }> {
   return runs
 }
 
-export async function pullBlock (store: Pick<BlockStore, 'discard' | 'write' | 'syncBlock'>, source: StorageClient, req: { diskUuid: string, block: number, leaseEpoch: number, probe?: boolean }): Promise<number> {
+// `cancelled()` true: the caller gave up on this pull; it stops before its next write (a retry
+// of the block may follow, copy-handlers.ts), answering UNAVAILABLE to nobody.
+export async function pullBlock (store: Pick<BlockStore, 'discard' | 'write' | 'syncBlock'>, source: StorageClient, req: { diskUuid: string, block: number, leaseEpoch: number, probe?: boolean }, cancelled: () => boolean = () => false): Promise<number> {
+  const stopIfCancelled = (): void => { if (cancelled()) throw UkaiError.unavailable(`pull of block ${req.block}: its caller gave up (deadline or cancel); stopped`) }
+  stopIfCancelled()
   const versions = (await source.blockInfo({ diskUuid: req.diskUuid, block: req.block })).sort((a, b) => a.epoch - b.epoch)
   const chunks: Array<{ epoch: number, offset: number, length: number, first: boolean }> = []
   for (const v of versions) {
@@ -73,6 +77,7 @@ export async function pullBlock (store: Pick<BlockStore, 'discard' | 'write' | '
     const c = chunks[i]
     if (data.length !== c.length) throw UkaiError.io(`pull of block ${req.block}: source returned ${data.length} of ${c.length} bytes`)
     if (req.probe === true) { written += data.length; continue }
+    stopIfCancelled()
     if (c.first) await store.discard(req.diskUuid, req.block, c.epoch, 0, BLOCK_SIZE_MAX_BYTES, req.leaseEpoch)
     for (const r of dataRuns(data)) {
       await store.write(req.diskUuid, req.block, c.epoch, c.offset + r.start, data.subarray(r.start, r.end), req.leaseEpoch)
@@ -81,6 +86,6 @@ export async function pullBlock (store: Pick<BlockStore, 'discard' | 'write' | '
   }
   // Durable before we answer: the executor marks this replica in sync on the answer, and a
   // flip may then drop the replicas it was copied from.
-  if (req.probe !== true) await store.syncBlock(req.diskUuid, req.block)
+  if (req.probe !== true) { stopIfCancelled(); await store.syncBlock(req.diskUuid, req.block) }
   return written
 }

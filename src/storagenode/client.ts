@@ -53,6 +53,9 @@ const PING_AFTER_SILENCE_MS = 1_000
 export const REPLICA_HUNG_MS_MIN = PING_AFTER_SILENCE_MS + 1
 const PING_TIMEOUT_MS = 1_000
 const HUNG_CHECK_INTERVAL_MS = 250
+// A long call (a PullBlock) is cancelled only once its node has been hung this long: longer than
+// the stalls of a node starved of CPU (seconds at load 43-65), far shorter than its deadline.
+const LONG_CALL_HUNG_CANCEL_MS = 10_000
 // HTTP/2's default 64 KiB receive window stalls a stream of 128 KiB+ responses on every message.
 // Both ends: the server's sessions take the same window (server.ts tuneServerSessions).
 export const FLOW_CONTROL_WINDOW_BYTES = 16 * 1024 * 1024
@@ -137,6 +140,11 @@ export class StorageClient {
   // Unary calls in flight (Ping excluded) and when they started: they count as outstanding too
   // (a clone's CopyBase, a Fence), and are cancelled when the node is found hung.
   private readonly unaryInFlight = new Map<grpc.ClientUnaryCall, number>()
+  // Long calls in flight (a PullBlock): never the reason a node is found hung; cancelled only
+  // when it stays hung (LONG_CALL_HUNG_CANCEL_MS).
+  private readonly longInFlight = new Set<grpc.ClientUnaryCall>()
+  // When the watchdog last ran: a tick that comes late finds this process was stalled.
+  private lastCheckAtMs = 0
   private readonly unsubscribe: () => void
 
   constructor (opts: StorageClientOptions) {
@@ -230,8 +238,13 @@ export class StorageClient {
   // Its deadline covers a whole block at WAN speed, not one small request.
   // With `probe` the node only reads the block from the source (a link measurement): it returns
   // the bytes read and stores nothing.
+  // Its answer is due only once the whole block is durable on the node, so its silence says
+  // nothing about a hung node: the hung watchdog does not count it as outstanding, and when other
+  // requests find the node hung it is cancelled only after LONG_CALL_HUNG_CANCEL_MS of it. At
+  // load 43-65 the migration bench's pulls were cancelled by a node too busy to answer a round-trip
+  // probe for 2.5 s, and the relocation paused (issue 13, docs/performance.md).
   async pullBlock (a: PullBlockRequest, timeoutMs = PULL_TIMEOUT_MS): Promise<number> {
-    return (await this.unary<{ bytes: number }>('PullBlock', a, timeoutMs)).bytes
+    return (await this.unary<{ bytes: number }>('PullBlock', a, timeoutMs, 'long')).bytes
   }
 
   // Drops the disk's versions that no kept epoch needs (see the .proto); returns what it freed.
@@ -262,7 +275,7 @@ export class StorageClient {
 
   // Answers when the node's event loop runs (it touches no disk there).
   async ping (timeoutMs = PING_TIMEOUT_MS): Promise<void> {
-    await this.unary('Ping', {}, timeoutMs, true)
+    await this.unary('Ping', {}, timeoutMs, 'ping')
   }
 
   // close(): fails everything pending with UNAVAILABLE and closes the channel (nothing to drain:
@@ -402,6 +415,7 @@ export class StorageClient {
 
   private startWatchdog (): void {
     if (this.watchdog !== undefined || this.closed) return
+    this.lastCheckAtMs = Date.now()
     this.watchdog = setInterval(() => this.checkProgress(), HUNG_CHECK_INTERVAL_MS)
     this.watchdog.unref()
   }
@@ -409,7 +423,16 @@ export class StorageClient {
   private checkProgress (): void {
     const now = Date.now()
     const p = this.progress
+    // A tick a whole interval late: this process was stalled (a starved agent), and what the node
+    // answered meanwhile may wait unread in the socket — timers run before I/O in a loop turn.
+    // Judge on the next tick, after the answers were read, not now.
+    const lateMs = now - this.lastCheckAtMs - HUNG_CHECK_INTERVAL_MS
+    this.lastCheckAtMs = now
+    if (lateMs >= HUNG_CHECK_INTERVAL_MS) return
     if (p.hung) {
+      if (this.longInFlight.size > 0 && now - (p.hungSinceMs ?? now) >= LONG_CALL_HUNG_CANCEL_MS) {
+        for (const call of [...this.longInFlight]) call.cancel()
+      }
       this.sendPing()
       return
     }
@@ -453,21 +476,26 @@ export class StorageClient {
 
   // ---- unary ----
 
-  private async unary<Res> (method: string, req: unknown, timeoutMs = this.callTimeoutMs, evenIfHung = false): Promise<Res> {
+  // kind: 'prompt' (its answer is due soon: its silence may find the node hung), 'long' (due
+  // when long work ends: see pullBlock), 'ping' (goes out even to a hung node; counts for nothing).
+  private async unary<Res> (method: string, req: unknown, timeoutMs = this.callTimeoutMs, kind: 'prompt' | 'long' | 'ping' = 'prompt'): Promise<Res> {
     if (this.closed) throw UkaiError.unavailable(`${this.nodeId}: client to ${this.address} is closed`)
-    if (!evenIfHung) this.failIfHung()
+    if (kind !== 'ping') this.failIfHung()
     const fn = (this.grpcClient as unknown as Record<string, UnaryMethod>)[method].bind(this.grpcClient)
     return await new Promise<Res>((resolve, reject) => {
       const call = fn(req, { deadline: Date.now() + timeoutMs }, (err, res) => {
         this.unaryInFlight.delete(call)
+        this.longInFlight.delete(call)
         // Any answer from the node itself (also an error it sent) shows it is not hung.
         if (err === null || codeOfServiceError(err) !== 'UNAVAILABLE') this.progress.noteAnswer()
         if (err !== null) reject(this.translate(err, method))
         else resolve(res as Res)
       })
-      if (!evenIfHung) {
+      if (kind === 'prompt') {
         this.unaryInFlight.set(call, Date.now())
         this.startWatchdog()
+      } else if (kind === 'long') {
+        this.longInFlight.add(call)
       }
     })
   }

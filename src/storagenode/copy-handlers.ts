@@ -5,6 +5,7 @@
 // told for them (a WAN-emulating proxy, `--peer-address`) or else at the one the caller names.
 import { copyBaseFromPeer } from './base-copy'
 import { pullBlock } from './block-pull'
+import { pullFault } from './pull-fault'
 import type { BlockStore } from './block-store'
 import { UkaiError } from '../errors'
 import { StorageClient } from './client'
@@ -52,10 +53,44 @@ export interface CopyHandlerDeps {
   unary: Unary
 }
 
+// One pull of a block at a time on this node. A caller that gave up on a pull (its deadline, or
+// its client found the node hung and cancelled) may ask again at once; the first pull may still
+// be running here, and if it wrote after the second finished — after the executor released the
+// block's copy lock and a guest wrote the block — it would put old bytes over new ones on a
+// replica about to be marked in sync. So a pull waits for the previous pull of its block to end,
+// and a pull whose caller is gone stops at its next step (block-pull.ts): a retry is safe.
+// Probes store nothing and skip the queue.
+class PullQueue {
+  private readonly running = new Map<string, Promise<void>>()
+
+  async run<T> (key: string, fn: () => Promise<T>): Promise<T> {
+    const before = this.running.get(key)
+    const run = (async () => {
+      if (before !== undefined) await before
+      return await fn()
+    })()
+    // Only its end matters to the next pull of the block; its own caller gets its error.
+    const ended = run.then(() => undefined, () => undefined)
+    this.running.set(key, ended)
+    try {
+      return await run
+    } finally {
+      if (this.running.get(key) === ended) this.running.delete(key)
+    }
+  }
+}
+
 export function copyHandlers (deps: CopyHandlerDeps): Pick<StorageHandlers, 'PullBlock' | 'CopyBase'> {
   const { store, peers, unary } = deps
+  const pulls = new PullQueue()
   return {
-    PullBlock: unary('pull block', async (r) => ({ bytes: await pullBlock(store, await peers.get(r.sourceNode, r.sourceAddress), r) })),
+    PullBlock: unary('pull block', async (r, cancelled) => {
+      const pull = async (): Promise<{ bytes: number }> => {
+        if (r.probe !== true) pullFault()  // tests fault the copies, not the plan's link probe
+        return { bytes: await pullBlock(store, await peers.get(r.sourceNode, r.sourceAddress), r, cancelled) }
+      }
+      return r.probe === true ? await pull() : await pulls.run(`${r.diskUuid}/${r.block}`, pull)
+    }),
     CopyBase: unary('copy base', async (r) => {
       if (r.sourceNode === '' || r.sourceNode === deps.nodeId) {
         const result = await store.copyBase(r.diskUuid, r.block, r.epoch, r.baseUuid, r.baseEpoch, r.leaseEpoch)

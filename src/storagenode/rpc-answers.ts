@@ -34,17 +34,19 @@ export interface UnaryDeps {
   rpc?: RpcObserver
 }
 
-export type Unary = <Req, Res>(what: string, fn: (req: Req) => Promise<Res>) => grpc.handleUnaryCall<Req, Res>
+// `cancelled()` says whether the caller gave up (its deadline passed, it cancelled): a long
+// handler (PullBlock) checks it between steps and stops, so no orphan outlives its caller.
+export type Unary = <Req, Res>(what: string, fn: (req: Req, cancelled: () => boolean) => Promise<Res>) => grpc.handleUnaryCall<Req, Res>
 
 export function unaryOf (deps: UnaryDeps): Unary {
-  return <Req, Res>(what: string, fn: (req: Req) => Promise<Res>): grpc.handleUnaryCall<Req, Res> => (call, callback) => {
+  return <Req, Res>(what: string, fn: (req: Req, cancelled: () => boolean) => Promise<Res>): grpc.handleUnaryCall<Req, Res> => (call, callback) => {
     if (deps.closing()) {
       callback(toServiceError(new UkaiError('UNAVAILABLE', `storage node ${deps.nodeId} is shutting down`)))
       return
     }
     deps.counters.requests++
     const t0 = deps.rpc === undefined ? 0 : performance.now()
-    fn(call.request).then(res => { deps.rpc?.done(what, t0, ''); callback(null, res) }, err => {
+    fn(call.request, () => call.cancelled).then(res => { deps.rpc?.done(what, t0, ''); callback(null, res) }, err => {
       const f = deps.failure(err, what)
       deps.rpc?.done(what, t0, f.code)
       callback(toServiceError(new UkaiError(f.code, f.message)))

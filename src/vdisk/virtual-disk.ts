@@ -67,7 +67,7 @@ export class VirtualDisk {
   private readonly leases: LeaseManager
   private readonly log: Logger
   private lease: HeldLease | null = null
-  private acquiring: Promise<HeldLease> | null = null
+  private acquiring: Promise<HeldLease | null> | null = null
   private handingOver: Promise<void> | null = null
   private inFlightWrites = 0
   private mutationCount = 0
@@ -213,26 +213,42 @@ export class VirtualDisk {
     const held = this.leases.holding(this.name)
     if (this.lease !== null && held?.leaseEpoch === this.lease.leaseEpoch) return this.lease
     this.lease = null
-    if (this.acquiring === null) {
-      this.acquiring = (async () => {
-        const lease = await this.leases.acquire(this.name)
-        const t0 = Date.now()
-        await this.fenceNodes(lease.leaseEpoch)
-        const t1 = Date.now()
-        // Snapshot epochs move only under the lease: what we read now is what we write at,
-        // until we commit a snapshot ourselves (a cached record may predate a commit elsewhere).
-        const fresh = await this.meta.getDisk(this.name)
-        if (fresh.version > this.record.version) this.record = fresh
-        // The steps after the lease, timed: a migration's first write on the destination waits for them.
-        this.log.info({ leaseEpoch: lease.leaseEpoch, fenceMs: t1 - t0, recordMs: Date.now() - t1 }, 'lease ready for writes')
-        this.materialized.clear()
-        this.lease = lease
-        this.watchSnapshotRequests()
-        this.onLeaseAcquired?.(this)
-        return lease
-      })().finally(() => { this.acquiring = null })
-    }
-    return await this.acquiring
+    if (this.acquiring === null) this.acquiring = this.becomeHolder(async () => await this.leases.acquire(this.name))
+    // (null: a takeLeaseIfFree found it held meanwhile; ask for it now)
+    return await this.acquiring ?? await this.ensureLease()
+  }
+
+  // Takes the lease only if nobody holds it (nobody asked to hand over, no holder fenced); true
+  // when this disk holds it afterwards. The agent calls it when the lease is freed while the disk
+  // is open for write here (a live migration's destination: docs/architecture.md).
+  async takeLeaseIfFree (): Promise<boolean> {
+    if (this.handingOver !== null || this.closed) return false
+    const held = this.leases.holding(this.name)
+    if (this.lease !== null && held?.leaseEpoch === this.lease.leaseEpoch) return true
+    if (this.acquiring === null) this.acquiring = this.becomeHolder(async () => await this.leases.acquireIfFree(this.name))
+    return (await this.acquiring) !== null
+  }
+
+  // The lease from `acquire`, then what must precede our first write under it.
+  private becomeHolder (acquire: () => Promise<HeldLease | null>): Promise<HeldLease | null> {
+    return (async () => {
+      const lease = await acquire()
+      if (lease === null) return null
+      const t0 = Date.now()
+      await this.fenceNodes(lease.leaseEpoch)
+      const t1 = Date.now()
+      // Snapshot epochs move only under the lease: what we read now is what we write at,
+      // until we commit a snapshot ourselves (a cached record may predate a commit elsewhere).
+      const fresh = await this.meta.getDisk(this.name)
+      if (fresh.version > this.record.version) this.record = fresh
+      // The steps after the lease, timed: a migration's first write on the destination waits for them.
+      this.log.info({ leaseEpoch: lease.leaseEpoch, fenceMs: t1 - t0, recordMs: Date.now() - t1 }, 'lease ready for writes')
+      this.materialized.clear()
+      this.lease = lease
+      this.watchSnapshotRequests()
+      this.onLeaseAcquired?.(this)
+      return lease
+    })().finally(() => { this.acquiring = null })
   }
 
   // Tells every node holding a replica about the new epoch, so the previous holder is refused

@@ -213,6 +213,9 @@ export async function migrationAtoB (t: ScenarioTest, via: DiskPath): Promise<Sw
   const mig = await liveMigrate(src, { ...guest, ...diskOn('b'), name: 'dst' })
   const dst = mig.dest
   t.teardown(() => dst.stop())
+  // The source QEMU ends at once, as libvirt's Confirm phase ends it right after the destination
+  // resumed (its hooks, stopped and release, follow below).
+  await src.qmp?.execute('quit').catch(() => {})
   // From the switch on: who runs the relocation, until it ends.
   const executors = new Set<string>()
   const atSwitch = await status()
@@ -228,8 +231,7 @@ export async function migrationAtoB (t: ScenarioTest, via: DiskPath): Promise<Sw
   await hook(hookB, ['vm1', 'started', 'begin', '-'], xmlB)
   const srcLast = src.progress().lastSeq
   t.comment(`migration: ${mig.status}, downtime ${mig.downtimeMs} ms (QEMU), total ${mig.totalTimeMs} ms, ${(mig.ramTransferredBytes / MiB).toFixed(1)} MiB of RAM sent; the guest was at round ${srcLast}`)
-  // The source QEMU ends (libvirt: stopped, release on the source).
-  await src.qmp?.execute('quit').catch(() => {})
+  // The source QEMU is gone (libvirt: stopped, release on the source).
   await src.stop()
   await hook(hookA, ['vm1', 'stopped', 'end', '-'], xmlA)
   await hook(hookA, ['vm1', 'release', 'end', 'migrated'], xmlA)
