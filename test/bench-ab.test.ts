@@ -3,13 +3,12 @@
 // 64 MiB disk. What is checked is the suite, not the machine's speed: every job measured on both
 // sides, the per-round and median ratios agree with the figures they come from, the verdict with
 // the goal's bar, the exit status with the verdict; nothing left behind.
-import { spawn } from 'node:child_process'
 import fs from 'node:fs'
 import path from 'node:path'
 import t from 'tap'
 import { TLS_GOAL } from '../bench/goals'
 import { WORKLOADS } from '../bench/jobs'
-import { isAlive } from '../src/dev/pids'
+import { runBenchScript } from './helpers/bench-script'
 import { makeTempDir } from './helpers/cluster'
 
 interface Row { workload: string, on: Array<number | null>, off: Array<number | null>, perRound: Array<number | null>, medianOn: number | null, medianOff: number | null, ratio: number | null }
@@ -18,16 +17,7 @@ interface Result { kind: string, rows: Row[], goal: { id: string, verdict: strin
 t.test('ab-cost tls: one short round, both sides measured, the verdict follows the ratios', async (t) => {
   const dir = makeTempDir(t, 'bench-ab')
   const results = path.join(dir, 'results')
-  const child = spawn(process.execPath, [path.join(__dirname, '..', 'dist', 'bench', 'ab-cost.js'), 'tls'], {
-    env: { ...process.env, BENCH_RESULTS_DIR: results, BENCH_AB_ROUNDS: '1', BENCH_AB_FILE_MIB: '64', BENCH_RUNTIME_SEC: '1', BENCH_RAMP_SEC: '1', BENCH_NUMJOBS: '2', TMPDIR: dir },
-    stdio: ['ignore', 'pipe', 'pipe']
-  })
-  // The suite stops its own clusters on SIGTERM; a test that fails early still ends it, by PID.
-  t.teardown(() => { if (child.pid !== undefined && isAlive(child.pid)) process.kill(child.pid, 'SIGTERM') })
-  let out = ''
-  child.stdout.on('data', (b: Buffer) => { out += b.toString() })
-  child.stderr.on('data', (b: Buffer) => { out += b.toString() })
-  const code = await new Promise<number | null>((resolve) => child.on('close', resolve))
+  const { code, out } = await runBenchScript(t, 'ab-cost.js', ['tls'], { BENCH_RESULTS_DIR: results, BENCH_AB_ROUNDS: '1', BENCH_AB_FILE_MIB: '64', BENCH_RUNTIME_SEC: '1', BENCH_RAMP_SEC: '1', BENCH_NUMJOBS: '2', TMPDIR: dir })
   t.ok(code === 0 || code === 1, `exit 0 (goal met) or 1 (missed), got ${code}:\n${out.slice(-2000)}`)
   t.match(out, /mutual TLS on vs --insecure: 1 interleaved rounds/, 'the title says what is compared')
 

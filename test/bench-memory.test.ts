@@ -3,26 +3,16 @@
 // disk's job moved data without an error, the peak is at least what was sampled and above the
 // idle figure, the verdict and exit status follow the peak against the bar (a bar of 1 MiB must
 // miss), and nothing is left behind.
-import { spawn } from 'node:child_process'
 import fs from 'node:fs'
 import path from 'node:path'
 import t, { type Test } from 'tap'
 import type { MemoryResult } from '../bench/agent-memory'
-import { isAlive } from '../src/dev/pids'
+import { runBenchScript } from './helpers/bench-script'
 import { makeTempDir } from './helpers/cluster'
 
 async function runSuite (t: Test, dir: string, goalMiB: number): Promise<{ code: number | null, out: string, result: MemoryResult }> {
   const results = path.join(dir, `results-${goalMiB}`)
-  const child = spawn(process.execPath, [path.join(__dirname, '..', 'dist', 'bench', 'agent-memory.js')], {
-    env: { ...process.env, BENCH_RESULTS_DIR: results, MEMORY_DISKS: '4', MEMORY_DISK_MIB: '32', MEMORY_RUNTIME_SEC: '2', MEMORY_SAMPLE_MS: '100', MEMORY_GOAL_MIB: String(goalMiB), TMPDIR: dir },
-    stdio: ['ignore', 'pipe', 'pipe']
-  })
-  // The suite stops its own cluster on SIGTERM; a test that fails early still ends it, by PID.
-  t.teardown(() => { if (child.pid !== undefined && isAlive(child.pid)) process.kill(child.pid, 'SIGTERM') })
-  let out = ''
-  child.stdout.on('data', (b: Buffer) => { out += b.toString() })
-  child.stderr.on('data', (b: Buffer) => { out += b.toString() })
-  const code = await new Promise<number | null>((resolve) => child.on('close', resolve))
+  const { code, out } = await runBenchScript(t, 'agent-memory.js', [], { BENCH_RESULTS_DIR: results, MEMORY_DISKS: '4', MEMORY_DISK_MIB: '32', MEMORY_RUNTIME_SEC: '2', MEMORY_SAMPLE_MS: '100', MEMORY_GOAL_MIB: String(goalMiB), TMPDIR: dir })
   const result = JSON.parse(fs.readFileSync(path.join(results, 'latest-memory.json'), 'utf8')) as MemoryResult
   return { code, out, result }
 }

@@ -11,20 +11,13 @@
 // CPU per replicated 4 KiB write 225 → 121 µs at 4 in flight (0.54), 150 → 73 µs at 16 (0.49),
 // unchanged at 1 (388 → 419 µs, noise); this client alone 0.56 / 0.37 (bench/storage-stream.ts).
 //
-// Hung nodes. A stopped process (SIGSTOP, a wedged host, a link that drops packets) refuses
-// nothing: its kernel keeps accepting bytes, and every request would wait its full deadline
-// (10 s) — measured before this: 0.4 MB/s of writes while one replica of two hung. So the client
-// watches progress: when requests are outstanding and the node has answered nothing for
-// `hungAfterMs` — no request and no Ping (answered on the node's event loop without touching its
-// disk, so a node in a long fsync still answers it) — the node is hung: everything pending fails
-// with UNAVAILABLE at once, and new requests fail at once until it answers a Ping again. A node
-// that is slow but answering is never hung. The state is shared by all clients of one node
-// (`NodeProgress`), so reads and writes learn it together.
+// Hung nodes: the watchdog in node-progress.ts (a node silent with requests outstanding fails
+// them at once instead of after their deadline).
 import * as grpc from '@grpc/grpc-js'
-import { UkaiError, UkaiErrorCode, isUkaiError, safetyCatch } from '../errors'
+import { UkaiError, UkaiErrorCode, isUkaiError } from '../errors'
 import { Lifecycle } from '../lib/lifecycle'
-import { LatencyWindow } from '../lib/latency-window'
 import { codeOfServiceError, codeOfStatus, trailerCode } from './status'
+import { HungWatchdog, NodeProgress, PING_TIMEOUT_MS, REPLICA_HUNG_MS_DEFAULT, REPLICA_HUNG_MS_MIN } from './node-progress'
 import { ClientTls, channelOf, clientTls } from './tls'
 import {
   BlockEpochs, BlockVersion, CopyBaseRequest, CopyBaseResponse, IO_BATCH_BYTES, IoRequestOut, IoResponse, LocateBlockRequest, LocateBlockResponse, MAX_IO_BYTES,
@@ -43,19 +36,6 @@ const MAX_QUEUED_DEFAULT = 1024
 const KEEPALIVE_TIME_MS = 10_000
 const KEEPALIVE_TIMEOUT_MS = 5_000
 const RECONNECT_BACKOFF_MAX_MS = 2_000
-// A node silent this long with requests outstanding is hung (see above). Writes wait at most
-// this long on a hung replica before it is failed (and the disk marks it stale).
-export const REPLICA_HUNG_MS_DEFAULT = 2_500
-// Silence before a Ping asks whether the node is slow or hung; while hung, how often it is asked
-// again; the watchdog's tick.
-const PING_AFTER_SILENCE_MS = 1_000
-// The smallest hung bound: it must leave a silent node time to answer the Ping sent after 1 s.
-export const REPLICA_HUNG_MS_MIN = PING_AFTER_SILENCE_MS + 1
-const PING_TIMEOUT_MS = 1_000
-const HUNG_CHECK_INTERVAL_MS = 250
-// A long call (a PullBlock) is cancelled only once its node has been hung this long: longer than
-// the stalls of a node starved of CPU (seconds at load 43-65), far shorter than its deadline.
-const LONG_CALL_HUNG_CANCEL_MS = 10_000
 // HTTP/2's default 64 KiB receive window stalls a stream of 128 KiB+ responses on every message.
 // Both ends: the server's sessions take the same window (server.ts tuneServerSessions).
 export const FLOW_CONTROL_WINDOW_BYTES = 16 * 1024 * 1024
@@ -71,42 +51,13 @@ export interface StorageClientOptions {
   tls?: ClientTls         // how to connect; the process's setting (tls.ts setClientTls) when absent
 }
 
-// What this process knows of one node's progress: when it last answered anything, and since
-// when it counts as hung (null: it does not).
-export class NodeProgress {
-  lastAnswerAtMs = Date.now()
-  hungSinceMs: number | null = null
-  pinging = false
-  // How long this process's writes to the node took (acknowledged ones), since the round-trip
-  // report last took the window: what the guests feel of the node (relocate/copy-pace.ts).
-  readonly writeLatency = new LatencyWindow()
-  private readonly onHung = new Set<(why: string) => void>()
-
-  get hung (): boolean { return this.hungSinceMs !== null }
-
-  noteAnswer (): void {
-    this.lastAnswerAtMs = Date.now()
-    this.hungSinceMs = null
-  }
-
-  declareHung (why: string): void {
-    if (this.hungSinceMs !== null) return
-    this.hungSinceMs = Date.now()
-    for (const fn of [...this.onHung]) fn(why)
-  }
-
-  subscribe (fn: (why: string) => void): () => void {
-    this.onHung.add(fn)
-    return () => { this.onHung.delete(fn) }
-  }
-}
-
 export interface BlockRef { diskUuid: string, block: number, epoch: number }
 export interface ReadArgs extends BlockRef { offset: number, length: number, absentNotFound?: boolean }
 export interface WriteArgs extends BlockRef { offset: number, data: Buffer, leaseEpoch: number }
 export interface DiscardArgs extends BlockRef { offset: number, length: number, leaseEpoch: number }
 export interface FlushArgs { diskUuid: string, leaseEpoch: number }
 export type { BlockEpochs, BlockVersion, LocateBlockResponse, ScrubResponse, StatResponse }
+export { NodeProgress, REPLICA_HUNG_MS_DEFAULT, REPLICA_HUNG_MS_MIN }
 
 interface Pending {
   id: number
@@ -136,15 +87,13 @@ export class StorageClient {
   private closed = false
   readonly hungAfterMs: number
   readonly progress: NodeProgress
-  private watchdog: NodeJS.Timeout | undefined
+  private readonly watchdog: HungWatchdog
   // Unary calls in flight (Ping excluded) and when they started: they count as outstanding too
   // (a clone's CopyBase, a Fence), and are cancelled when the node is found hung.
   private readonly unaryInFlight = new Map<grpc.ClientUnaryCall, number>()
   // Long calls in flight (a PullBlock): never the reason a node is found hung; cancelled only
   // when it stays hung (LONG_CALL_HUNG_CANCEL_MS).
   private readonly longInFlight = new Set<grpc.ClientUnaryCall>()
-  // When the watchdog last ran: a tick that comes late finds this process was stalled.
-  private lastCheckAtMs = 0
   private readonly unsubscribe: () => void
 
   constructor (opts: StorageClientOptions) {
@@ -159,6 +108,19 @@ export class StorageClient {
     if (!(this.hungAfterMs >= REPLICA_HUNG_MS_MIN)) throw UkaiError.badArgument(`hungAfterMs must be at least ${REPLICA_HUNG_MS_MIN}, got ${this.hungAfterMs}`)
     this.progress = opts.progress ?? new NodeProgress()
     this.unsubscribe = this.progress.subscribe((why) => this.failAll(why))
+    this.watchdog = new HungWatchdog(this.progress, this.hungAfterMs, {
+      oldestOwedAtMs: () => {
+        let oldest: number | null = null
+        for (const q of this.sent.values()) oldest = Math.min(oldest ?? q.sentAtMs, q.sentAtMs)
+        for (const atMs of this.unaryInFlight.values()) oldest = Math.min(oldest ?? atMs, atMs)
+        return oldest
+      },
+      owedCount: () => this.sent.size + this.unaryInFlight.size,
+      hasLongCalls: () => this.longInFlight.size > 0,
+      cancelLongCalls: () => { for (const call of [...this.longInFlight]) call.cancel() },
+      ping: async () => await this.ping(),
+      isClosed: () => this.closed
+    })
     const Service = storageService()
     const channel = channelOf(opts.tls ?? clientTls(), this.nodeId)
     this.grpcClient = new Service(this.address, channel.credentials, {
@@ -286,7 +248,7 @@ export class StorageClient {
     release: () => {
       this.closed = true
       this.unsubscribe()
-      if (this.watchdog !== undefined) clearInterval(this.watchdog)
+      this.watchdog.stop()
       this.failPending(() => UkaiError.unavailable(`${this.nodeId}: client to ${this.address} closed`))
       this.grpcClient.close()
     }
@@ -357,7 +319,7 @@ export class StorageClient {
       this.sentStats.requests += batch.length
       s.write(batch)
     }
-    if (this.sent.size > 0) this.startWatchdog()
+    if (this.sent.size > 0) this.watchdog.start()
   }
 
   private openStream (): grpc.ClientDuplexStream<IoRequestOut[], IoResponse[]> {
@@ -408,56 +370,9 @@ export class StorageClient {
   private failIfHung (): void {
     const since = this.progress.hungSinceMs
     if (since !== null) {
-      this.startWatchdog()  // keeps pinging, so the node is let back in when it answers
+      this.watchdog.start()  // keeps pinging, so the node is let back in when it answers
       throw UkaiError.unavailable(`${this.nodeId} (${this.address}) is hung: no answer for ${this.hungAfterMs} ms with requests outstanding (${Date.now() - since} ms ago)`)
     }
-  }
-
-  private startWatchdog (): void {
-    if (this.watchdog !== undefined || this.closed) return
-    this.lastCheckAtMs = Date.now()
-    this.watchdog = setInterval(() => this.checkProgress(), HUNG_CHECK_INTERVAL_MS)
-    this.watchdog.unref()
-  }
-
-  private checkProgress (): void {
-    const now = Date.now()
-    const p = this.progress
-    // A tick a whole interval late: this process was stalled (a starved agent), and what the node
-    // answered meanwhile may wait unread in the socket — timers run before I/O in a loop turn.
-    // Judge on the next tick, after the answers were read, not now.
-    const lateMs = now - this.lastCheckAtMs - HUNG_CHECK_INTERVAL_MS
-    this.lastCheckAtMs = now
-    if (lateMs >= HUNG_CHECK_INTERVAL_MS) return
-    if (p.hung) {
-      if (this.longInFlight.size > 0 && now - (p.hungSinceMs ?? now) >= LONG_CALL_HUNG_CANCEL_MS) {
-        for (const call of [...this.longInFlight]) call.cancel()
-      }
-      this.sendPing()
-      return
-    }
-    if (this.sent.size === 0 && this.unaryInFlight.size === 0) {
-      clearInterval(this.watchdog)
-      this.watchdog = undefined
-      return
-    }
-    let oldestSentAtMs = now
-    for (const q of this.sent.values()) oldestSentAtMs = Math.min(oldestSentAtMs, q.sentAtMs)
-    for (const atMs of this.unaryInFlight.values()) oldestSentAtMs = Math.min(oldestSentAtMs, atMs)
-    // Silent since the later of: its last answer, the oldest request it owes us.
-    const silentMs = now - Math.max(p.lastAnswerAtMs, oldestSentAtMs)
-    if (silentMs >= this.hungAfterMs) {
-      p.declareHung(`no answer for ${silentMs} ms with ${this.sent.size + this.unaryInFlight.size} requests outstanding`)
-    } else if (silentMs >= PING_AFTER_SILENCE_MS) {
-      this.sendPing()
-    }
-  }
-
-  private sendPing (): void {
-    const p = this.progress
-    if (p.pinging || this.closed) return
-    p.pinging = true
-    this.ping().then(() => p.noteAnswer()).catch(safetyCatch).finally(() => { p.pinging = false })
   }
 
   // The node was declared hung (by this client or another of the same node): fail everything
@@ -465,7 +380,7 @@ export class StorageClient {
   private failAll (why: string): void {
     this.failPending(() => UkaiError.unavailable(`${this.nodeId} (${this.address}) is hung: ${why}`))
     for (const call of [...this.unaryInFlight.keys()]) call.cancel()  // answers CANCELLED → UNAVAILABLE
-    this.startWatchdog()
+    this.watchdog.start()
   }
 
   private settle (p: Pending, err: Error): void {
@@ -493,7 +408,7 @@ export class StorageClient {
       })
       if (kind === 'prompt') {
         this.unaryInFlight.set(call, Date.now())
-        this.startWatchdog()
+        this.watchdog.start()
       } else if (kind === 'long') {
         this.longInFlight.add(call)
       }
