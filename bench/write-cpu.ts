@@ -7,6 +7,8 @@
 // (BENCH_WRITES, BENCH_IN_FLIGHT=1,4,16). Used to measure the IoBatch stream (issue 13 part 3).
 // Also reports the nodes' fsync calls per MiB written (each row ends with a flush, as a guest's
 // fsync would): BENCH_FLUSH_BEHIND_MS sets the agent's flush-behind delay (0: off; issue 13 part 4).
+// BENCH_NO_CHECKSUMS=1 starts the nodes with `--bench-no-checksums` (what checksums cost a write:
+// run it with and without, issue 11 part 4, docs/performance.md "What end-to-end checksums cost").
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
@@ -24,6 +26,7 @@ const WRITES = Number(process.env.BENCH_WRITES ?? 3000)
 const IN_FLIGHT = (process.env.BENCH_IN_FLIGHT ?? '1,4,16').split(',').map(Number)
 const IDLE_MS = 1000
 const FLUSH_BEHIND_MS = process.env.BENCH_FLUSH_BEHIND_MS === undefined ? undefined : Number(process.env.BENCH_FLUSH_BEHIND_MS)
+const NO_CHECKSUMS = process.env.BENCH_NO_CHECKSUMS === '1'
 
 type Cpu = () => number  // CPU seconds so far
 
@@ -38,8 +41,8 @@ async function measure (cpus: Record<string, Cpu>, body: () => Promise<void>): P
 async function main (): Promise<void> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ukai-wcpu-'))
   holdGcBallast()  // as the mount agent does
-  console.log(`load average ${os.loadavg()[0].toFixed(2)}; ${WRITES} random 4 KiB writes per row; flush-behind ${FLUSH_BEHIND_MS ?? 'default'} ms`)
-  const cluster = await startUkaiCluster({ dir })
+  console.log(`load average ${os.loadavg()[0].toFixed(2)}; ${WRITES} random 4 KiB writes per row; flush-behind ${FLUSH_BEHIND_MS ?? 'default'} ms; checksums ${NO_CHECKSUMS ? 'off' : 'on'}`)
+  const cluster = await startUkaiCluster({ dir, nodeArgs: NO_CHECKSUMS ? ['--bench-no-checksums'] : [] })
   try {
     await createDisk(cluster.meta, { name: DISK, sizeBytes: DISK_BYTES, replicas: 2 })
     const agent = new Agent({ meta: cluster.meta, host: 'hv-wcpu', site: 'site-a', mountPoint: path.join(dir, 'none'), flushBehindMs: FLUSH_BEHIND_MS })
