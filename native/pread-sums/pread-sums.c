@@ -5,6 +5,14 @@
 //   preadSums(fd, buf, position, sums, expected|null[, sumFd, sumPosition]) -> Promise<{ bytesRead, badPage }>
 //   preadSumsSync(fd, buf, position, sums, expected|null[, sumFd, sumPosition]) -> { bytesRead, badPage }
 //   pageSumsSync(buf, sums, portable) -> undefined      (buffers already in memory; tests)
+//   pwriteSumsSync(fd, buf, position, sums, sumFd, sumPosition) -> undefined
+//     The write twin, for the node's page-aligned writes: pwrite all of buf at position, then
+//     the page values of buf into sums and pwrite them to sumFd at sumPosition — one call
+//     instead of a pwrite, a crc call and a second pwrite from JavaScript (and no event-loop turn
+//     between the bytes and their sums). buf a whole number of pages, position page-aligned.
+//     A failed data pwrite throws before the sums are touched (Error .code, .op 'pwrite'); a
+//     failed sums pwrite throws with .op 'pwrite-sums' (the bytes are written, their sums not:
+//     what a crash between the two leaves too — the caller reports it as the sidecar's error)
 //   linkCountSync(fd) -> number                          st_nlink of fd: 0 once the file is removed.
 //     The short-circuit read checks it before every read; fs.fstatSync builds a whole Stats
 //     object for it (7-12 % of the agent's CPU on random 4 KiB reads, profiled)
@@ -185,6 +193,9 @@ static const char *errno_code (int err) {
     case ENXIO: return "ENXIO";
     case EAGAIN: return "EAGAIN";
     case ENOMEM: return "ENOMEM";
+    case ENOSPC: return "ENOSPC";
+    case EDQUOT: return "EDQUOT";
+    case EFBIG: return "EFBIG";
     default: return "EIO";
   }
 }
@@ -315,6 +326,55 @@ static napi_value page_sums_sync (napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+// Writes all of buf[0, len) at pos (EINTR and short writes retried): 0, or the errno.
+static int pwrite_all (int fd, const uint8_t *buf, size_t len, int64_t pos) {
+  size_t done = 0;
+  while (done < len) {
+    ssize_t n = pwrite(fd, buf + done, len - done, (off_t) (pos + (int64_t) done));
+    if (n < 0) { if (errno == EINTR) continue; return errno; }
+    if (n == 0) return EIO;  // never for a regular file; not an endless loop either
+    done += (size_t) n;
+  }
+  return 0;
+}
+
+static napi_value pwrite_sums_sync (napi_env env, napi_callback_info info) {
+  size_t argc = 6;
+  napi_value argv[6], op;
+  int fd, sum_fd;
+  uint8_t *buf, *sums;
+  size_t len, sums_len;
+  double pos, sum_pos;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 6 ||
+      napi_get_value_int32(env, argv[0], &fd) != napi_ok || fd < 0 ||
+      !get_bytes(env, argv[1], &buf, &len) || len % PAGE != 0 ||
+      napi_get_value_double(env, argv[2], &pos) != napi_ok || pos < 0 || pos > 9007199254740991.0 || pos != (double) (int64_t) pos || ((int64_t) pos) % PAGE != 0 ||
+      !get_bytes(env, argv[3], &sums, &sums_len) || sums_len < 4 * (len / PAGE) ||
+      napi_get_value_int32(env, argv[4], &sum_fd) != napi_ok || sum_fd < 0 ||
+      napi_get_value_double(env, argv[5], &sum_pos) != napi_ok || sum_pos < 0 || sum_pos > 9007199254740991.0 || sum_pos != (double) (int64_t) sum_pos) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "pwriteSumsSync(fd, buf, position, sums, sumFd, sumPosition): fd and sumFd integers >= 0, buf a Uint8Array of whole 4 KiB pages, position a multiple of 4096, sums a Uint8Array of >= 4 bytes per page of buf, sumPosition an integer >= 0");
+    return NULL;
+  }
+  int err = pwrite_all(fd, buf, len, (int64_t) pos);
+  if (err != 0) {
+    napi_value e = make_error(env, "pwrite", err);
+    napi_create_string_utf8(env, "pwrite", NAPI_AUTO_LENGTH, &op);
+    napi_set_named_property(env, e, "op", op);
+    napi_throw(env, e);
+    return NULL;
+  }
+  page_sums(buf, len, sums, NULL, use_hw);
+  err = pwrite_all(sum_fd, sums, 4 * (len / PAGE), (int64_t) sum_pos);
+  if (err != 0) {
+    napi_value e = make_error(env, "pwrite checksums", err);
+    napi_create_string_utf8(env, "pwrite-sums", NAPI_AUTO_LENGTH, &op);
+    napi_set_named_property(env, e, "op", op);
+    napi_throw(env, e);
+    return NULL;
+  }
+  return NULL;
+}
+
 static napi_value link_count_sync (napi_env env, napi_callback_info info) {
   size_t argc = 1;
   napi_value argv[1], out;
@@ -343,6 +403,8 @@ NAPI_MODULE_INIT () {
   napi_set_named_property(env, exports, "preadSumsSync", fn);
   napi_create_function(env, "pageSumsSync", NAPI_AUTO_LENGTH, page_sums_sync, NULL, &fn);
   napi_set_named_property(env, exports, "pageSumsSync", fn);
+  napi_create_function(env, "pwriteSumsSync", NAPI_AUTO_LENGTH, pwrite_sums_sync, NULL, &fn);
+  napi_set_named_property(env, exports, "pwriteSumsSync", fn);
   napi_create_function(env, "linkCountSync", NAPI_AUTO_LENGTH, link_count_sync, NULL, &fn);
   napi_set_named_property(env, exports, "linkCountSync", fn);
   napi_get_boolean(env, use_hw != 0, &hw);

@@ -7,8 +7,8 @@
 // Small reads (≤ SYNC_IO_MAX_BYTES, src/lib/limits.ts) use the sync variant on the loop, as
 // their pread already was: the pool's round trip costs more than a 4 KiB read and its crc.
 // Used by the node's reads (version-files.ts) and the agent's short-circuit reads
-// (src/vdisk/short-circuit-reads.ts); sums of buffers already in memory (writes) stay with
-// @node-rs/crc32 in page-checksums.ts.
+// (src/vdisk/short-circuit-reads.ts); the node's page-aligned small writes use its write twin
+// (writeWithSums); other sums of buffers in memory go through page-checksums.ts's pageSums.
 import { loadNative } from '../native'
 import { SYNC_IO_MAX_BYTES } from '../lib/limits'
 
@@ -21,6 +21,7 @@ interface PreadSumsAddon {
   preadSums: (fd: number, buf: Uint8Array, position: number, sums: Uint8Array, expected: Uint8Array | null, sumFd?: number, sumPosition?: number) => Promise<PreadSumsResult>
   preadSumsSync: (fd: number, buf: Uint8Array, position: number, sums: Uint8Array, expected: Uint8Array | null, sumFd?: number, sumPosition?: number) => PreadSumsResult
   pageSumsSync: (buf: Uint8Array, sums: Uint8Array, portable?: boolean) => void
+  pwriteSumsSync: (fd: number, buf: Uint8Array, position: number, sums: Uint8Array, sumFd: number, sumPosition: number) => void
   linkCountSync: (fd: number) => number
   hardware: boolean
 }
@@ -47,6 +48,14 @@ export async function readWithSums (fd: number, position: number, length: number
     ? a.preadSumsSync(fd, data, position, sums, expected, stored?.fd, stored?.position)
     : await a.preadSums(fd, data, position, sums, expected, stored?.fd, stored?.position)
   return { data, sums, bytesRead: r.bytesRead, badPage: r.badPage }
+}
+
+// The write twin (the node's page-aligned writes up to SYNC_IO_MAX_BYTES): pwrite `data` at
+// `position` on fd, then its pages' values into `sums` and pwrite them at `sumPosition` on sumFd,
+// in one call on the loop. An Error with op 'pwrite-sums' means the bytes were written and their
+// sums not (version-files.ts reports it as the sidecar's failure).
+export function writeWithSums (fd: number, data: Buffer, position: number, sums: Buffer, sumFd: number, sumPosition: number): void {
+  preadSumsAddon().pwriteSumsSync(fd, data, position, sums, sumFd, sumPosition)
 }
 
 // The first page (counted from `firstPage`) whose value in `got` differs from `want`'s (an entry
