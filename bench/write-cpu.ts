@@ -4,7 +4,7 @@
 // engineers' load, CPU seconds per write much less. Each process's idle CPU (timers, keepalives,
 // ZooKeeper) over the same wall time is measured first and subtracted, so a slow run is not
 // charged for its idling. Build with tsc, run `node dist/bench/write-cpu.js`
-// (BENCH_WRITES, BENCH_IN_FLIGHT=1,4,16). Used to measure the IoBatch stream (issue 13 part 3).
+// (BENCH_WRITES, BENCH_IN_FLIGHT=1,4,16, BENCH_DISK_MIB=64). Used to measure the IoBatch stream (issue 13 part 3).
 // Also reports the nodes' fsync calls per MiB written (each row ends with a flush, as a guest's
 // fsync would): BENCH_FLUSH_BEHIND_MS sets the agent's flush-behind delay (0: off; issue 13 part 4).
 // BENCH_NO_CHECKSUMS=1 starts the nodes with `--bench-no-checksums` (what checksums cost a write:
@@ -21,7 +21,7 @@ import { fsyncCount } from '../test/helpers/replica-faults'
 
 const MIB = 1024 * 1024
 const DISK = 'wcpu'
-const DISK_BYTES = 64 * MIB
+const DISK_BYTES = Number(process.env.BENCH_DISK_MIB ?? 64) * MIB  // 1 GiB: 256 block files per node, as in the fio suite
 const WRITES = Number(process.env.BENCH_WRITES ?? 3000)
 const IN_FLIGHT = (process.env.BENCH_IN_FLIGHT ?? '1,4,16').split(',').map(Number)
 const IDLE_MS = 1000
