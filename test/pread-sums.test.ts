@@ -8,6 +8,7 @@
 // EBADF error (rejected, not a crash). The write twin (pwriteSumsSync, writeWithSums): the bytes
 // and the sidecar entries land where a model says, a flipped byte afterwards is still found; its
 // bad arguments are a TypeError, a failed pwrite of the bytes or of the sums an Error naming which.
+// fdatasyncAll: every descriptor synced, each one's errno in its slot (EBADF for a closed one).
 import t from 'tap'
 import * as fs from 'node:fs'
 import * as os from 'node:os'
@@ -15,7 +16,7 @@ import * as path from 'node:path'
 import { randomBytes } from 'node:crypto'
 import { crc32c } from '@node-rs/crc32'
 import { CHECKSUM_PAGE_BYTES, pageSum, pageSums } from '../src/storagenode/page-checksums'
-import { firstDifferentPage, preadSumsAddon, readWithSums, writeWithSums } from '../src/storagenode/pread-sums'
+import { errnoError, fdatasyncAll, firstDifferentPage, preadSumsAddon, readWithSums, writeWithSums } from '../src/storagenode/pread-sums'
 
 const PAGE = CHECKSUM_PAGE_BYTES
 const addon = preadSumsAddon()
@@ -267,4 +268,21 @@ t.test('the write twin: bad arguments are a TypeError; a failed pwrite names the
   t.throws(() => writeWithSums(fd, page, 0, sums, readOnly, 8), { code: 'EBADF', op: 'pwrite-sums' }, 'the sums\' pwrite failed: op pwrite-sums')
   t.ok(fs.readFileSync(path.join(dir, 'v')).equals(page), 'the bytes were written before (what a crash between the two leaves)')
   t.ok(fs.readFileSync(path.join(dir, 'v.crc')).equals(Buffer.alloc(12)), 'the sidecar unchanged')
+})
+
+t.test('fdatasyncAll: each descriptor\'s errno in its slot; bad arguments a TypeError', async t => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ukai-fdatasyncall-'))
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }))
+  const fds = [0, 1, 2, 3].map(i => { const fd = fs.openSync(path.join(dir, `f${i}`), 'w+'); fs.writeSync(fd, Buffer.alloc(PAGE, i)); return fd })
+  const closed = fs.openSync(path.join(dir, 'gone'), 'w'); fs.closeSync(closed)
+  t.teardown(() => { for (const fd of fds) fs.closeSync(fd) })
+  t.same([...await fdatasyncAll(Int32Array.from(fds))], [0, 0, 0, 0], 'four files synced')
+  t.same([...await fdatasyncAll(new Int32Array(0))], [], 'nothing to sync')
+  const errs = await fdatasyncAll(Int32Array.of(fds[0], closed, fds[1]))
+  t.same([...errs], [0, os.constants.errno.EBADF, 0], 'a closed descriptor: EBADF in its slot, the others synced')
+  const err = errnoError(errs[1], 'fdatasync', '/x/1.1.crc')
+  t.match(err, { code: 'EBADF', syscall: 'fdatasync', path: '/x/1.1.crc', message: /^EBADF: fdatasync '\/x\/1\.1\.crc'/ }, 'as node:fs errors look')
+  for (const bad of [undefined, [3], new Uint32Array(1), Int32Array.of(-1)]) {
+    t.throws(() => (addon.fdatasyncAll as (...a: unknown[]) => unknown)(bad), { name: 'TypeError', message: /^fdatasyncAll\(fds\)/ }, `bad argument ${String(bad)}`)
+  }
 })

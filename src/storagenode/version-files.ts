@@ -46,7 +46,7 @@ import { FileCache, FileLease, MAX_OPEN_FILES_DEFAULT } from './file-cache'
 import { CHECKSUM_PAGE_BYTES, SIDECAR_HEADER, entriesOf, entryOffset, pageSpan, pageSums, readEntriesSync, sidecarFor, sidecarPath } from './page-checksums'
 import { punchHole } from './punch-hole'
 import { writeAll, writeAllSync } from './write-all'
-import { firstDifferentPage, readWithSums, writeWithSums } from './pread-sums'
+import { errnoError, fdatasyncAll, firstDifferentPage, readWithSums, writeWithSums } from './pread-sums'
 import { SUMS_CACHE_MAX_BYTES, SUMS_CACHED_FILE_MAX_BYTES, SumsCache } from './sums-cache'
 import type { TranslateError } from './store-errors'
 
@@ -55,6 +55,8 @@ import type { TranslateError } from './store-errors'
 export const PAGE_BYTES = 4096
 const ZERO_CHUNK_BYTES = 1024 * 1024
 const CHECK_CHUNK_BYTES = 1024 * 1024  // the scrub reads a version in pieces of this
+// A flush's fdatasyncs in this many native calls at most, run in parallel (libuv's pool has 4).
+const SYNC_JOBS = 4
 // The page values of one native write (writeWholePages), copied into the sums cache right after.
 const WRITE_SUMS = Buffer.alloc(4 * Math.ceil(SYNC_IO_MAX_BYTES / CHECKSUM_PAGE_BYTES))
 
@@ -397,28 +399,36 @@ export class VersionFiles {
     if (offset % CHECKSUM_PAGE_BYTES !== 0) await this.updateSums(file, offset, 0 + (keepPages * CHECKSUM_PAGE_BYTES - offset), null, `truncate ${file}`)
   }
 
-  // A file deleted meanwhile needs no sync (its directory's is the caller's).
-  async fsyncFile (file: string): Promise<void> {
-    let lease
+  // Makes `files` durable, each with its checksums (a flush); a file deleted meanwhile needs no
+  // sync (its directory's is the caller's). fdatasync: the bytes and what reading them back
+  // needs (size, allocation), not the mtime — an overwrite of allocated pages costs no journal
+  // commit for the inode. Versions and sidecars go to the pool in at most SYNC_JOBS native calls
+  // (fdatasyncAll), in parallel: one FileHandle.datasync per file cost ~25–50 µs of CPU each
+  // (a promise, a pool round trip) where the kernel's fdatasync costs ~5 (docs/performance.md).
+  async fsyncFiles (files: string[]): Promise<void> {
+    const leases: Array<{ lease: FileLease, file: string }> = []
     try {
-      lease = await this.cache.acquire(file)
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return
-      throw err
-    }
-    // The version and its checksums in parallel: the file system commits them together. fdatasync:
-    // the bytes and what reading them back needs (size, allocation), not the mtime — an
-    // overwrite of allocated pages then costs no journal commit for the inode (two files, two
-    // calls: no single call covers both short of syncfs of the whole data dir).
-    let side
-    if (!this.unverified.has(file)) {
-      try { side = await this.cache.acquire(sidecarPath(file)) } catch { /* gone with its version */ }
-    }
-    try {
-      await Promise.all([this.datasync(lease.fh), side !== undefined ? this.datasync(side.fh) : undefined])
+      for (const file of files) {
+        try {
+          leases.push({ lease: this.cache.acquireOpen(file) ?? await this.cache.acquire(file), file })
+        } catch (err) {
+          if ((err as NodeJS.ErrnoException).code === 'ENOENT') continue
+          throw err
+        }
+        if (this.unverified.has(file)) continue
+        const side = sidecarPath(file)
+        try { leases.push({ lease: this.cache.acquireOpen(side) ?? await this.cache.acquire(side), file: side }) } catch { /* gone with its version */ }
+      }
+      for (let i = 0; i < leases.length; i++) this.countFsync()
+      const jobs: number[][] = Array.from({ length: Math.min(SYNC_JOBS, leases.length) }, () => [])
+      leases.forEach((l, i) => jobs[i % jobs.length].push(i))
+      await Promise.all(jobs.map(async job => {
+        const errs = await fdatasyncAll(Int32Array.from(job, i => leases[i].lease.fh.fd))
+        const bad = errs.findIndex(e => e !== 0)
+        if (bad >= 0) throw errnoError(errs[bad], 'fdatasync', leases[job[bad]].file)
+      }))
     } finally {
-      lease.release()
-      side?.release()
+      for (const l of leases) l.lease.release()
     }
   }
 
