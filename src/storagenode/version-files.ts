@@ -422,11 +422,13 @@ export class VersionFiles {
       for (let i = 0; i < leases.length; i++) this.countFsync()
       const jobs: number[][] = Array.from({ length: Math.min(SYNC_JOBS, leases.length) }, () => [])
       leases.forEach((l, i) => jobs[i % jobs.length].push(i))
-      await Promise.all(jobs.map(async job => {
+      // allSettled: every job is done with its descriptors before the leases go (finally).
+      const done = await Promise.allSettled(jobs.map(async job => {
         const errs = await fdatasyncAll(Int32Array.from(job, i => leases[i].lease.fh.fd))
         const bad = errs.findIndex(e => e !== 0)
         if (bad >= 0) throw errnoError(errs[bad], 'fdatasync', leases[job[bad]].file)
       }))
+      for (const d of done) if (d.status === 'rejected') throw d.reason
     } finally {
       for (const l of leases) l.lease.release()
     }
