@@ -14,7 +14,8 @@
 //   (also `BENCH_SUITES=checksums` / `BENCH_SUITES=tls npm run bench`; ~1 min fill, ~2 min a round)
 //
 // FUSE file, 2 replicas (bench/ukai-cluster.ts). Environment: BENCH_AB_ROUNDS (3), BENCH_AB_FILE_MIB
-// (1024), BENCH_RUNTIME_SEC (10), BENCH_RAMP_SEC (2), BENCH_NUMJOBS (4). Results:
+// (1024), BENCH_RUNTIME_SEC (10), BENCH_RAMP_SEC (2), BENCH_NUMJOBS (4), BENCH_AB_JOBS (all four; e.g.
+// `randwrite` or `randread,randwrite`: only those jobs run, and the goal is judged on them only). Results:
 // bench/results/<comparison>-<date>.json and bench/results/latest-<comparison>.json. Exit 1 when the
 // goal is missed.
 import fs from 'node:fs'
@@ -101,9 +102,9 @@ async function runJob (side: Side, w: WorkloadSpec, settings: BenchSettings, pro
 }
 
 // The medians of every job, as one run of each variant (what evaluateGoals takes).
-function medianRun (target: TargetRun['target'], runs: TargetRun[]): TargetRun {
+function medianRun (target: TargetRun['target'], runs: TargetRun[], jobs: WorkloadSpec[]): TargetRun {
   const out: TargetRun = { target, fill: null, workloads: {}, error: null }
-  for (const w of WORKLOADS) {
+  for (const w of jobs) {
     const values = runs.map(r => metricValue(r, w.id)).filter((v): v is number => v !== null)
     const m = median(values)
     if (m === null) continue
@@ -123,6 +124,8 @@ async function main (cmp: Comparison): Promise<void> {
     rampSec: envNumber('BENCH_RAMP_SEC', 2)
   }
   const rounds = envNumber('BENCH_AB_ROUNDS', 3)
+  const jobs = selectedJobs(process.env.BENCH_AB_JOBS)
+  const goal: Goal = { ...cmp.goal, workloads: cmp.goal.workloads.filter(id => jobs.some(w => w.id === id)) }
   const workDir = fs.mkdtempSync(path.join(os.tmpdir(), `ukai-ab-${cmp.id}-`))
   const cleanup = new Cleanup()
   cleanup.add(`remove ${workDir}`, () => fs.rmSync(workDir, { recursive: true, force: true }))
@@ -134,7 +137,7 @@ async function main (cmp: Comparison): Promise<void> {
   try {
     process.stdout.write(`${cmp.title}: ${rounds} interleaved rounds, fio psync numjobs=${settings.numJobs} direct=1, ` +
       `${settings.runtimeSec} s + ${settings.rampSec} s ramp per job, ${settings.fileSizeBytes / MIB} MiB disk, 2 replicas\n`)
-    const progress = new Progress(2 + rounds * 2 * WORKLOADS.length)
+    const progress = new Progress(2 + rounds * 2 * jobs.length)
     const sides = { on: await startSide(cmp, 'on', path.join(workDir, 'on'), settings, progress, cleanup), off: await startSide(cmp, 'off', path.join(workDir, 'off'), settings, progress, cleanup) }
     for (let r = 0; r < rounds; r++) {
       const runs = { on: newRun(cmp.goal.numerator), off: newRun(cmp.goal.denominator) }
@@ -142,12 +145,12 @@ async function main (cmp: Comparison): Promise<void> {
       results.off.push(runs.off)
       // Job by job, the variants side by side; who goes first alternates by round.
       const order: Variant[] = r % 2 === 0 ? ['on', 'off'] : ['off', 'on']
-      for (const w of WORKLOADS) for (const v of order) await runJob(sides[v], w, settings, progress, runs[v])
+      for (const w of jobs) for (const v of order) await runJob(sides[v], w, settings, progress, runs[v])
     }
   } finally {
     await cleanup.run()
   }
-  const rows = WORKLOADS.map((w) => {
+  const rows = jobs.map((w) => {
     const on = results.on.map(r => metricValue(r, w.id))
     const off = results.off.map(r => metricValue(r, w.id))
     const perRound = on.map((a, i) => a === null || off[i] === null || off[i] === 0 ? null : round3(a / (off[i] as number)))
@@ -164,15 +167,24 @@ async function main (cmp: Comparison): Promise<void> {
     process.stdout.write(`${row.workload.padEnd(10)} ${row.unit.padEnd(6)} ${fmt(row.medianOn).padStart(10)} ${fmt(row.medianOff).padStart(11)} ${(row.ratio?.toFixed(2) ?? '-').padStart(7)}  ${row.perRound.map(x => x?.toFixed(2) ?? '-').join(' ').padEnd(20)}` +
       ` ${fmt(row.cpuMicrosPerIoOn).padStart(12)} ${fmt(row.cpuMicrosPerIoOff).padStart(4)} ${(row.cpuRatio?.toFixed(2) ?? '-').padStart(7)}\n`)
   }
-  const goals = evaluateGoals([medianRun(cmp.goal.numerator, results.on), medianRun(cmp.goal.denominator, results.off)], [cmp.goal])
+  const goals = evaluateGoals([medianRun(cmp.goal.numerator, results.on, jobs), medianRun(cmp.goal.denominator, results.off, jobs)], [goal])
   process.stdout.write(goalLines(goals) + '\n')
   if (goals.some(g => g.verdict === 'MISS')) process.exitCode = 1
-  const out = { kind: `ukai-ab-${cmp.id}`, startedAt: startedAt.toISOString(), finishedAt: new Date().toISOString(), settings: { ...settings, rounds, replicas: 2 }, rows, goal: goals[0], runs: results }
+  const out = { kind: `ukai-ab-${cmp.id}`, startedAt: startedAt.toISOString(), finishedAt: new Date().toISOString(), settings: { ...settings, rounds, replicas: 2, jobs: jobs.map(w => w.id) }, rows, goal: goals[0], runs: results }
   fs.mkdirSync(RESULTS_DIR, { recursive: true })
   const file = path.join(RESULTS_DIR, `${cmp.id}-${startedAt.toISOString().replace(/[:.]/g, '-')}.json`)
   fs.writeFileSync(file, JSON.stringify(out, null, 2) + '\n')
   fs.copyFileSync(file, path.join(RESULTS_DIR, `latest-${cmp.id}.json`))
   process.stdout.write(`wrote ${path.relative(process.cwd(), file)} and bench/results/latest-${cmp.id}.json\n`)
+}
+
+// BENCH_AB_JOBS: the jobs to run, in the suite's order (unset: all of them).
+function selectedJobs (env: string | undefined): WorkloadSpec[] {
+  if (env === undefined || env.trim() === '') return WORKLOADS
+  const ids = env.split(',').map(x => x.trim())
+  const unknown = ids.filter(id => !WORKLOADS.some(w => w.id === id))
+  if (unknown.length > 0) throw new Error(`BENCH_AB_JOBS: unknown job ${unknown.join(', ')} (jobs: ${WORKLOADS.map(w => w.id).join(', ')})`)
+  return WORKLOADS.filter(w => ids.includes(w.id))
 }
 
 function newRun (target: TargetRun['target']): TargetRun { return { target, fill: null, workloads: {}, error: null } }

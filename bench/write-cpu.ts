@@ -4,9 +4,11 @@
 // engineers' load, CPU seconds per write much less. Each process's idle CPU (timers, keepalives,
 // ZooKeeper) over the same wall time is measured first and subtracted, so a slow run is not
 // charged for its idling. Build with tsc, run `node dist/bench/write-cpu.js`
-// (BENCH_WRITES, BENCH_IN_FLIGHT=1,4,16). Used to measure the IoBatch stream (issue 13 part 3).
+// (BENCH_WRITES, BENCH_IN_FLIGHT=1,4,16, BENCH_DISK_MIB=64). Used to measure the IoBatch stream (issue 13 part 3).
 // Also reports the nodes' fsync calls per MiB written (each row ends with a flush, as a guest's
 // fsync would): BENCH_FLUSH_BEHIND_MS sets the agent's flush-behind delay (0: off; issue 13 part 4).
+// BENCH_NO_CHECKSUMS=1 starts the nodes with `--bench-no-checksums` (what checksums cost a write:
+// run it with and without, issue 11 part 4, docs/performance.md "What end-to-end checksums cost").
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
@@ -19,11 +21,12 @@ import { fsyncCount } from '../test/helpers/replica-faults'
 
 const MIB = 1024 * 1024
 const DISK = 'wcpu'
-const DISK_BYTES = 64 * MIB
+const DISK_BYTES = Number(process.env.BENCH_DISK_MIB ?? 64) * MIB  // 1 GiB: 256 block files per node, as in the fio suite
 const WRITES = Number(process.env.BENCH_WRITES ?? 3000)
 const IN_FLIGHT = (process.env.BENCH_IN_FLIGHT ?? '1,4,16').split(',').map(Number)
 const IDLE_MS = 1000
 const FLUSH_BEHIND_MS = process.env.BENCH_FLUSH_BEHIND_MS === undefined ? undefined : Number(process.env.BENCH_FLUSH_BEHIND_MS)
+const NO_CHECKSUMS = process.env.BENCH_NO_CHECKSUMS === '1'
 
 type Cpu = () => number  // CPU seconds so far
 
@@ -38,8 +41,8 @@ async function measure (cpus: Record<string, Cpu>, body: () => Promise<void>): P
 async function main (): Promise<void> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ukai-wcpu-'))
   holdGcBallast()  // as the mount agent does
-  console.log(`load average ${os.loadavg()[0].toFixed(2)}; ${WRITES} random 4 KiB writes per row; flush-behind ${FLUSH_BEHIND_MS ?? 'default'} ms`)
-  const cluster = await startUkaiCluster({ dir })
+  console.log(`load average ${os.loadavg()[0].toFixed(2)}; ${WRITES} random 4 KiB writes per row; flush-behind ${FLUSH_BEHIND_MS ?? 'default'} ms; checksums ${NO_CHECKSUMS ? 'off' : 'on'}`)
+  const cluster = await startUkaiCluster({ dir, nodeArgs: NO_CHECKSUMS ? ['--bench-no-checksums'] : [] })
   try {
     await createDisk(cluster.meta, { name: DISK, sizeBytes: DISK_BYTES, replicas: 2 })
     const agent = new Agent({ meta: cluster.meta, host: 'hv-wcpu', site: 'site-a', mountPoint: path.join(dir, 'none'), flushBehindMs: FLUSH_BEHIND_MS })

@@ -12,7 +12,9 @@
 #   build/sd-notify    libsystemd's sd_notify for Type=notify units (both daemons' readiness).
 #   build/pread-sums   pread + crc32c per 4 KiB page (the checksum sidecar's values) as one call,
 #                      async on libuv's thread pool: a read's checksum work runs where its bytes
-#                      land instead of on the event loop (agent short-circuit reads, node reads).
+#                      land instead of on the event loop (agent short-circuit reads, node reads);
+#                      its write twin (pwrite + crc + the sidecar's pwrite, the node's writes), and
+#                      fdatasync of many descriptors in one pool job (the node's flush).
 #                      SSE4.2 crc32 instruction when the CPU has it (checked at load), tables else.
 #                      Measured: docs/performance.md "Checksums".
 #
@@ -95,4 +97,4 @@ build_addon sd-notify native/sd-notify \
 build_addon pread-sums native/pread-sums \
   "$(inputs_hash native/pread-sums/*)" \
   prepare_nothing \
-  "const m = require(process.argv[1] + '/build/Release/pread_sums.node'); const s = Buffer.alloc(4); m.pageSumsSync(Buffer.from('ukai'), s); if (typeof m.preadSums !== 'function' || typeof m.linkCountSync !== 'function' || s.readUInt32LE(0) === 0) process.exit(1)"
+  "const m = require(process.argv[1] + '/build/Release/pread_sums.node'); const s = Buffer.alloc(4); m.pageSumsSync(Buffer.from('ukai'), s); if (typeof m.preadSums !== 'function' || typeof m.linkCountSync !== 'function' || typeof m.pwriteSumsSync !== 'function' || typeof m.fdatasyncAll !== 'function' || s.readUInt32LE(0) === 0) process.exit(1)"

@@ -3,7 +3,8 @@
 // punched holes, truncation, copy-on-write clones and a restart; a flipped byte is never served,
 // also once the node keeps the sums in memory (sums-cache.ts) and in reads summed in the thread
 // pool (pread-sums.ts, above 256 KiB); the one-call check of a span
-// (allPagesMatch) agrees with the page-by-page one; and the benchmark switch (no checksums).
+// (allPagesMatch) agrees with the page-by-page one; page-aligned writes (bytes and sums in one
+// native call) keep sidecar and cache exact; and the benchmark switch (no checksums).
 import t from 'tap'
 import * as fs from 'node:fs'
 import * as os from 'node:os'
@@ -119,6 +120,31 @@ t.test('a flipped byte is never served: CHECKSUM for its page, other pages still
   // A clone made by a write at a newer epoch keeps the sums: the rot stays detectable there.
   await store.write(UUID, 0, 2, 0, Buffer.alloc(10, 1), 1)
   await t.rejects(store.read(UUID, 0, 2, 2 * PAGE, PAGE), { code: 'CHECKSUM' }, 'the copy-on-write clone of a rotten version is refused too')
+})
+
+t.test('page-aligned writes (bytes, sums and sidecar in one native call): sidecars and cached sums exact, rot refused', async t => {
+  const dir = tempDir(t)
+  let store = await BlockStore.open({ nodeId: 'n1', dataDir: dir })
+  const rand = rng(11)
+  const model = [Buffer.alloc(BLOCK_BYTES), Buffer.alloc(BLOCK_BYTES)]
+  for (let i = 0; i < 150; i++) {
+    const block = Math.floor(rand() * 2)
+    const pages = 1 + Math.floor(rand() * 4)
+    const first = Math.floor(rand() * (BLOCK_BYTES / PAGE - pages + 1))
+    const data = rand() < 0.1 ? Buffer.alloc(pages * PAGE) : bytes(rand, pages * PAGE)
+    await store.write(UUID, block, 1, first * PAGE, data, 1)
+    data.copy(model[block], first * PAGE)
+    if (i % 10 === 0) t.same(await store.read(UUID, block, 1, 0, BLOCK_BYTES), model[block], `read ${i}: sums cached from here on, and updated by the writes after`)
+  }
+  for (const block of [0, 1]) t.ok(sidecarMatches(versionFile(dir, block, 1)), `sidecar of block ${block} matches its bytes`)
+  for (const block of [0, 1]) t.same(await store.read(UUID, block, 1, 0, BLOCK_BYTES), model[block], `block ${block} reads as written (cached sums)`)
+  await store.close()
+  store = await BlockStore.open({ nodeId: 'n1', dataDir: dir })
+  t.teardown(() => store.close())
+  for (const block of [0, 1]) t.same(await store.read(UUID, block, 1, 0, BLOCK_BYTES), model[block], `block ${block} after a restart (sums from the sidecar)`)
+  await store.write(UUID, 0, 1, 3 * PAGE, bytes(rand, PAGE), 1)
+  flipByte(versionFile(dir, 0, 1), 3 * PAGE + 9, 0x11)
+  await t.rejects(store.read(UUID, 0, 1, 3 * PAGE, PAGE), { code: 'CHECKSUM' }, 'a byte flipped after an aligned write is refused')
 })
 
 t.test('reads above SYNC_IO_MAX_BYTES (summed in the thread pool): exact, zeros past the end, rot refused naming its page, the scrub finds it', async t => {

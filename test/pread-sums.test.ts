@@ -5,7 +5,10 @@
 // many bytes were there; with the sidecar's descriptor it reads the stored values itself and
 // names the first page that differs from them, as the JavaScript comparison does (entries past
 // the sidecar's end count as 0); bad arguments are a TypeError naming the call; a closed fd an
-// EBADF error (rejected, not a crash).
+// EBADF error (rejected, not a crash). The write twin (pwriteSumsSync, writeWithSums): the bytes
+// and the sidecar entries land where a model says, a flipped byte afterwards is still found; its
+// bad arguments are a TypeError, a failed pwrite of the bytes or of the sums an Error naming which.
+// fdatasyncAll: every descriptor synced, each one's errno in its slot (EBADF for a closed one).
 import t from 'tap'
 import * as fs from 'node:fs'
 import * as os from 'node:os'
@@ -13,7 +16,7 @@ import * as path from 'node:path'
 import { randomBytes } from 'node:crypto'
 import { crc32c } from '@node-rs/crc32'
 import { CHECKSUM_PAGE_BYTES, pageSum, pageSums } from '../src/storagenode/page-checksums'
-import { firstDifferentPage, preadSumsAddon, readWithSums } from '../src/storagenode/pread-sums'
+import { errnoError, fdatasyncAll, firstDifferentPage, preadSumsAddon, readWithSums, writeWithSums } from '../src/storagenode/pread-sums'
 
 const PAGE = CHECKSUM_PAGE_BYTES
 const addon = preadSumsAddon()
@@ -195,4 +198,91 @@ t.test('bad arguments: a TypeError naming the call; a closed fd: EBADF, rejected
   const again = fs.openSync(file, 'r')
   t.teardown(() => fs.closeSync(again))
   t.equal((await readWithSums(again, 0, 1)).bytesRead, 1, 'and the addon still works after errors')
+})
+
+t.test('the write twin: bytes and sidecar entries as the model says; a flipped byte afterwards is found', async t => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ukai-pwritesums-'))
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }))
+  const PAGES = 64
+  const SPAN = PAGES + 4  // writes reach up to 4 pages past the file's end: it grows
+  const initial = randomBytes(PAGES * PAGE)
+  const model = Buffer.concat([initial, Buffer.alloc((SPAN - PAGES) * PAGE)])  // past the end: zeros
+  const header = Buffer.from('UKC1\0\x10\0\0', 'latin1')
+  const sideModel = Buffer.concat([header, referenceSums(model)])  // zero pages past the end: 0
+  fs.writeFileSync(path.join(dir, 'v'), initial)
+  fs.writeFileSync(path.join(dir, 'v.crc'), Buffer.concat([header, referenceSums(initial)]))
+  const fd = fs.openSync(path.join(dir, 'v'), 'r+')
+  const sumFd = fs.openSync(path.join(dir, 'v.crc'), 'r+')
+  t.teardown(() => { fs.closeSync(fd); fs.closeSync(sumFd) })
+  let wrongSums = 0
+  for (let i = 0; i < 200; i++) {
+    const pages = 1 + Math.floor(Math.random() * 8)
+    const first = Math.floor(Math.random() * (SPAN - pages + 1))
+    const data = randomBytes(pages * PAGE + 1).subarray(1)  // an odd address in its ArrayBuffer
+    if (i % 7 === 0) data.fill(0, 0, PAGE)  // a zero page: stored 0
+    const sums = Buffer.alloc(4 * pages, 0xee)
+    writeWithSums(fd, data, first * PAGE, sums, sumFd, 8 + 4 * first)
+    if (!sums.equals(referenceSums(data))) wrongSums++
+    data.copy(model, first * PAGE)
+    referenceSums(data).copy(sideModel, 8 + 4 * first)
+  }
+  t.equal(wrongSums, 0, '200 writes: the sums given back are the pages\' values')
+  const pad = (b: Buffer, n: number): Buffer => b.length >= n ? b : Buffer.concat([b, Buffer.alloc(n - b.length)])
+  const bytes = pad(fs.readFileSync(path.join(dir, 'v')), model.length)
+  const side = pad(fs.readFileSync(path.join(dir, 'v.crc')), sideModel.length)
+  t.ok(bytes.equals(model), 'the version file holds the model\'s bytes (zeros past its end)')
+  t.ok(side.equals(sideModel), 'the sidecar holds the model\'s entries, header untouched')
+  t.ok(side.subarray(8).equals(referenceSums(bytes)), 'every entry matches its page')
+  // Rot after the write: the read with the stored values names its page.
+  const rotten = Buffer.from(bytes.subarray(5 * PAGE, 6 * PAGE)); rotten[100] ^= 0x40
+  fs.writeSync(fd, rotten, 0, PAGE, 5 * PAGE)
+  const r = await readWithSums(fd, 0, 16 * PAGE, { fd: sumFd, position: 8 })
+  t.equal(r.badPage, 5, 'a flipped byte after the write is found in its page')
+})
+
+t.test('the write twin: bad arguments are a TypeError; a failed pwrite names the bytes or the sums', async t => {
+  const page = Buffer.alloc(PAGE, 1)
+  const sums = Buffer.alloc(4)
+  const bad: Array<[string, unknown[]]> = [
+    ['no arguments', []],
+    ['a partial page', [0, Buffer.alloc(PAGE + 1), 0, Buffer.alloc(8), 0, 8]],
+    ['an unaligned position', [0, page, 512, sums, 0, 8]],
+    ['sums too short', [0, Buffer.alloc(2 * PAGE), 0, sums, 0, 8]],
+    ['negative sumFd', [0, page, 0, sums, -1, 8]],
+    ['no sumPosition', [0, page, 0, sums, 0]],
+    ['fractional sumPosition', [0, page, 0, sums, 0, 8.5]]
+  ]
+  for (const [what, args] of bad) {
+    t.throws(() => (addon.pwriteSumsSync as (...a: unknown[]) => unknown)(...args), { name: 'TypeError', message: /^pwriteSumsSync\(fd, buf, position/ }, what)
+  }
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ukai-pwritesums-'))
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }))
+  fs.writeFileSync(path.join(dir, 'v'), Buffer.alloc(PAGE))
+  fs.writeFileSync(path.join(dir, 'v.crc'), Buffer.alloc(12))
+  const fd = fs.openSync(path.join(dir, 'v'), 'r+')
+  const readOnly = fs.openSync(path.join(dir, 'v.crc'), 'r')
+  const closed = fs.openSync(path.join(dir, 'v'), 'r+'); fs.closeSync(closed)
+  t.teardown(() => { fs.closeSync(fd); fs.closeSync(readOnly) })
+  t.throws(() => writeWithSums(closed, page, 0, sums, readOnly, 8), { code: 'EBADF', op: 'pwrite' }, 'the bytes\' pwrite failed: op pwrite')
+  t.ok(fs.readFileSync(path.join(dir, 'v')).equals(Buffer.alloc(PAGE)), 'nothing written')
+  t.throws(() => writeWithSums(fd, page, 0, sums, readOnly, 8), { code: 'EBADF', op: 'pwrite-sums' }, 'the sums\' pwrite failed: op pwrite-sums')
+  t.ok(fs.readFileSync(path.join(dir, 'v')).equals(page), 'the bytes were written before (what a crash between the two leaves)')
+  t.ok(fs.readFileSync(path.join(dir, 'v.crc')).equals(Buffer.alloc(12)), 'the sidecar unchanged')
+})
+
+t.test('fdatasyncAll: each descriptor\'s errno in its slot; bad arguments a TypeError', async t => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ukai-fdatasyncall-'))
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }))
+  const fds = [0, 1, 2, 3].map(i => { const fd = fs.openSync(path.join(dir, `f${i}`), 'w+'); fs.writeSync(fd, Buffer.alloc(PAGE, i)); return fd })
+  const closed = fs.openSync(path.join(dir, 'gone'), 'w'); fs.closeSync(closed)
+  t.teardown(() => { for (const fd of fds) fs.closeSync(fd) })
+  t.same([...await fdatasyncAll(Int32Array.from(fds))], [0, 0, 0, 0], 'four files synced')
+  t.same([...await fdatasyncAll(new Int32Array(0))], [], 'nothing to sync')
+  const errs = await fdatasyncAll(Int32Array.of(fds[0], closed, fds[1]))
+  t.same([...errs], [0, os.constants.errno.EBADF, 0], 'a closed descriptor: EBADF in its slot, the others synced')
+  const err = errnoError(errs[1], 'fdatasync', '/x/1.1.crc')
+  t.match(err, { code: 'EBADF', syscall: 'fdatasync', path: '/x/1.1.crc', message: /^EBADF: fdatasync '\/x\/1\.1\.crc'/ }, 'as node:fs errors look')
+  for (const bad of [undefined, [3], new Uint32Array(1), Int32Array.of(-1)]) {
+    t.throws(() => (addon.fdatasyncAll as (...a: unknown[]) => unknown)(bad), { name: 'TypeError', message: /^fdatasyncAll\(fds\)/ }, `bad argument ${String(bad)}`)
+  }
 })

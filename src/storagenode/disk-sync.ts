@@ -9,7 +9,7 @@ import { versionPath } from './versions'
 
 export class DiskSync {
   constructor (
-    private readonly files: Pick<VersionFiles, 'fsyncFile' | 'syncDir'>,
+    private readonly files: Pick<VersionFiles, 'fsyncFiles' | 'syncDir'>,
     private readonly translate: TranslateError
   ) {}
 
@@ -29,7 +29,7 @@ export class DiskSync {
   // a pull creates the version files, and a file not yet in the directory is lost with it.
   async syncBlock (disk: DiskState, block: number): Promise<void> {
     try {
-      await Promise.all((disk.versions.get(block) ?? []).map(async epoch => await this.files.fsyncFile(versionPath(disk, block, epoch))))
+      await this.files.fsyncFiles((disk.versions.get(block) ?? []).map(epoch => versionPath(disk, block, epoch)))
       if (disk.dirExists) await this.files.syncDir(disk.dir)
     } catch (err) {
       throw this.translate(err, `sync ${disk.uuid} block ${block}`)
@@ -42,7 +42,7 @@ export class DiskSync {
     const dirDirty = disk.dirDirty
     disk.dirDirty = false
     try {
-      await Promise.all(files.map(async f => await this.files.fsyncFile(f)))
+      await this.files.fsyncFiles(files)
       if (dirDirty) await this.files.syncDir(disk.dir)
     } catch (err) {
       // Not durable: keep them dirty so the next flush retries.

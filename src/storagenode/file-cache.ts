@@ -50,6 +50,22 @@ export class FileCache {
       e.refs--
       throw err
     }
+    return this.lease(e, fh)
+  }
+
+  // The lease of a handle that is already open, without waiting; null when it is not (then
+  // acquire). The write path's common case: no promise, no event-loop turn between the caller's
+  // checks and its pwrite (version-files.ts).
+  acquireOpen (filePath: string): FileLease | null {
+    const e = this.entries.get(filePath)
+    if (e?.fh === undefined) return null
+    this.entries.delete(filePath)
+    this.entries.set(filePath, e)
+    e.refs++
+    return this.lease(e, e.fh)
+  }
+
+  private lease (e: Entry, fh: FileHandle): FileLease {
     let released = false
     return {
       fh,

@@ -7,8 +7,9 @@
 // Small reads (≤ SYNC_IO_MAX_BYTES, src/lib/limits.ts) use the sync variant on the loop, as
 // their pread already was: the pool's round trip costs more than a 4 KiB read and its crc.
 // Used by the node's reads (version-files.ts) and the agent's short-circuit reads
-// (src/vdisk/short-circuit-reads.ts); sums of buffers already in memory (writes) stay with
-// @node-rs/crc32 in page-checksums.ts.
+// (src/vdisk/short-circuit-reads.ts); the node's page-aligned small writes use its write twin
+// (writeWithSums); other sums of buffers in memory go through page-checksums.ts's pageSums.
+import * as os from 'node:os'
 import { loadNative } from '../native'
 import { SYNC_IO_MAX_BYTES } from '../lib/limits'
 
@@ -21,6 +22,8 @@ interface PreadSumsAddon {
   preadSums: (fd: number, buf: Uint8Array, position: number, sums: Uint8Array, expected: Uint8Array | null, sumFd?: number, sumPosition?: number) => Promise<PreadSumsResult>
   preadSumsSync: (fd: number, buf: Uint8Array, position: number, sums: Uint8Array, expected: Uint8Array | null, sumFd?: number, sumPosition?: number) => PreadSumsResult
   pageSumsSync: (buf: Uint8Array, sums: Uint8Array, portable?: boolean) => void
+  pwriteSumsSync: (fd: number, buf: Uint8Array, position: number, sums: Uint8Array, sumFd: number, sumPosition: number) => void
+  fdatasyncAll: (fds: Int32Array) => Promise<Int32Array>
   linkCountSync: (fd: number) => number
   hardware: boolean
 }
@@ -47,6 +50,26 @@ export async function readWithSums (fd: number, position: number, length: number
     ? a.preadSumsSync(fd, data, position, sums, expected, stored?.fd, stored?.position)
     : await a.preadSums(fd, data, position, sums, expected, stored?.fd, stored?.position)
   return { data, sums, bytesRead: r.bytesRead, badPage: r.badPage }
+}
+
+// The write twin (the node's page-aligned writes up to SYNC_IO_MAX_BYTES): pwrite `data` at
+// `position` on fd, then its pages' values into `sums` and pwrite them at `sumPosition` on sumFd,
+// in one call on the loop. An Error with op 'pwrite-sums' means the bytes were written and their
+// sums not (version-files.ts reports it as the sidecar's failure).
+export function writeWithSums (fd: number, data: Buffer, position: number, sums: Buffer, sumFd: number, sumPosition: number): void {
+  preadSumsAddon().pwriteSumsSync(fd, data, position, sums, sumFd, sumPosition)
+}
+
+// fdatasync of every fd, in order, in one job on libuv's pool: each one's errno (0: done).
+// The caller keeps them open until it settles (version-files.ts fsyncFiles: a flush).
+export async function fdatasyncAll (fds: Int32Array): Promise<Int32Array> {
+  return await preadSumsAddon().fdatasyncAll(fds)
+}
+
+// An Error as node:fs makes them (.code, .errno, .syscall, .path) from an errno.
+export function errnoError (errno: number, syscall: string, file: string): NodeJS.ErrnoException {
+  const code = Object.entries(os.constants.errno).find(([, n]) => n === errno)?.[0] ?? 'EIO'
+  return Object.assign(new Error(`${code}: ${syscall} '${file}'`), { code, errno: -errno, syscall, path: file })
 }
 
 // The first page (counted from `firstPage`) whose value in `got` differs from `want`'s (an entry

@@ -14,7 +14,7 @@ import { pagesSpanBytes } from './space'
 import { checkRange } from './store-checks'
 import type { TranslateError } from './store-errors'
 import type { VersionFiles } from './version-files'
-import { writeAll } from './version-files'
+import { writeAll } from './write-all'
 import { hasOrCreatesVersion, insertSorted, versionPath } from './versions'
 import { MAX_IO_BYTES } from './wire'
 

@@ -7,7 +7,8 @@
 // so it is used only for sources without holes.
 import * as fs from 'node:fs'
 import { copyFile, open } from 'node:fs/promises'
-import { PAGE_BYTES, writeAll } from './version-files'
+import { PAGE_BYTES } from './version-files'
+import { writeAll } from './write-all'
 
 const COPY_CHUNK_BYTES = 1024 * 1024
 const ZERO_PAGE = Buffer.alloc(PAGE_BYTES)

@@ -18,7 +18,7 @@ import { pagesSpanBytes } from './space'
 import type { TranslateError } from './store-errors'
 import { cloneSparse } from './thin-clone'
 import type { VersionFiles } from './version-files'
-import { allocatedBytesOf } from './version-files'
+import { allocatedBytesOf } from './write-all'
 
 export interface BlockVersionInfo { epoch: number, allocatedBytes: number, sizeBytes: number }
 
