@@ -342,9 +342,18 @@ static int pwrite_all (int fd, const uint8_t *buf, size_t len, int64_t pos) {
   return 0;
 }
 
+// Throws make_error(what, err) with .op = op (which of the two writes failed); returns NULL.
+static napi_value throw_with_op (napi_env env, const char *what, const char *op, int err) {
+  napi_value e = make_error(env, what, err), op_value;
+  napi_create_string_utf8(env, op, NAPI_AUTO_LENGTH, &op_value);
+  napi_set_named_property(env, e, "op", op_value);
+  napi_throw(env, e);
+  return NULL;
+}
+
 static napi_value pwrite_sums_sync (napi_env env, napi_callback_info info) {
   size_t argc = 6;
-  napi_value argv[6], op;
+  napi_value argv[6];
   int fd, sum_fd;
   uint8_t *buf, *sums;
   size_t len, sums_len;
@@ -360,22 +369,10 @@ static napi_value pwrite_sums_sync (napi_env env, napi_callback_info info) {
     return NULL;
   }
   int err = pwrite_all(fd, buf, len, (int64_t) pos);
-  if (err != 0) {
-    napi_value e = make_error(env, "pwrite", err);
-    napi_create_string_utf8(env, "pwrite", NAPI_AUTO_LENGTH, &op);
-    napi_set_named_property(env, e, "op", op);
-    napi_throw(env, e);
-    return NULL;
-  }
+  if (err != 0) return throw_with_op(env, "pwrite", "pwrite", err);
   page_sums(buf, len, sums, NULL, use_hw);
   err = pwrite_all(sum_fd, sums, 4 * (len / PAGE), (int64_t) sum_pos);
-  if (err != 0) {
-    napi_value e = make_error(env, "pwrite checksums", err);
-    napi_create_string_utf8(env, "pwrite-sums", NAPI_AUTO_LENGTH, &op);
-    napi_set_named_property(env, e, "op", op);
-    napi_throw(env, e);
-    return NULL;
-  }
+  if (err != 0) return throw_with_op(env, "pwrite checksums", "pwrite-sums", err);
   return NULL;
 }
 
