@@ -20,13 +20,14 @@ export interface NbdCluster {
   tcpUri: (exportName: string) => string  // nbd://127.0.0.1:PORT/NAME
 }
 
-export async function startNbdCluster (t: TestLike): Promise<NbdCluster> {
+// agentArgs: more `ukai mount` arguments (e.g. --flush-behind-ms 0 for a test that counts fsyncs).
+export async function startNbdCluster (t: TestLike, agentArgs: string[] = []): Promise<NbdCluster> {
   const zk = await startZk(t)
   const nodes = await Promise.all(['a1', 'a2'].map(async id => await startNode(t, { zk, id, site: 'site-a' })))
   const dir = makeTempDir(t, 'nbd')
   const nbdDir = path.join(dir, 'sockets')
   const port = await freePort()
-  const agent = await startAgent(t, { zk, host: 'hv-a', site: 'site-a', extraArgs: ['--nbd-dir', nbdDir, '--nbd-listen', `127.0.0.1:${port}`] })
+  const agent = await startAgent(t, { zk, host: 'hv-a', site: 'site-a', extraArgs: ['--nbd-dir', nbdDir, '--nbd-listen', `127.0.0.1:${port}`, ...agentArgs] })
   const socket = (disk: string): string => path.join(nbdDir, `${disk}.sock`)
   return {
     zk,
