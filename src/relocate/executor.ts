@@ -150,6 +150,10 @@ export class RelocationExecutor {
         const pending = this.blocksNeedingTargets()
         if (pending.length === 0) break
         if (round > 3) throw new Stop('paused', `blocks keep falling out of sync on the targets (${pending.length} left)`)
+        // A target marked stale since (a write or a flush it failed) must be syncing again to be
+        // copied to: copyOnce pulls only to syncing targets, so without this every later round
+        // found the same blocks and the run paused (CI, session 9: "18 left" under a guest writer).
+        if (round > 0) await this.addTargets()
         await this.copyBlocks(pending, signal)
       }
       await this.save({ state: 'flipping' })
