@@ -14,7 +14,8 @@
 // (docs/security.md, "Cost" and "Where TLS CPU goes"). Interleaved rounds (bench/ab-cost.ts tls,
 // 5 rounds, load 4-10, 2026-12-07 12:53): 0.94 / 1.00 / 1.04 / 0.96, PASS; 13:52 beside a CI run
 // (load 4-7.5): seq write 0.63, MISS; 14:50 beside four builds (load 8-13): seq write 0.81 and
-// rand write 0.81, MISS (1 of 3: under contention throughput follows TLS's 1.2-1.6x CPU per write).
+// rand write 0.81, MISS (1 of 3: under contention throughput follows TLS's 1.2-1.6x CPU per write);
+// 17:10 at load 1-4: seq write 0.82, MISS (1 of 4).
 import Table from 'cli-table3'
 import { WORKLOADS, type WorkloadSpec } from './jobs'
 import type { TargetName, TargetRun } from './report'
