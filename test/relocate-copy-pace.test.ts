@@ -6,7 +6,6 @@
 // progress in ZooKeeper), say why (`relocate status`), speed up again once the fault is gone, and
 // finish with every byte equal on both replicas and through the mount. Bad settings are refused
 // with nothing changed.
-import crypto from 'node:crypto'
 import fs from 'node:fs'
 import path from 'node:path'
 import t from 'tap'
@@ -14,7 +13,7 @@ import { MetaStore } from '../src/meta/store'
 import { FAULT_WRITE_DELAY_MS_FILE_ENV } from '../src/storagenode/write-delay-fault'
 import { fuseUnavailable, makeTempDir, processZkAuth, startAgent, startNode, startZk } from './helpers/cluster'
 import { cliJson, runCli } from './helpers/cli'
-import { newestVersions, rateBetween, sampleRelocation, sha, startGuestWriter } from './helpers/copy-pace'
+import { diskMissedByA2, newestVersions, rateBetween, sampleRelocation, sha, startGuestWriter } from './helpers/copy-pace'
 import { until } from './helpers/until'
 
 const MiB = 1024 * 1024
@@ -63,20 +62,8 @@ t.test('a running repair slows while a node it uses is slow for the guests, and 
   })
 
   t.test('slowed while a1 is slow, back up after, every byte equal', async (t) => {
-    t.equal((await runCli(['disk', 'create', 'pace', '--size', '40M', '--block-size', '256K', '--nodes', 'a1,a2'], { zk: zkc })).code, 0)
-    const file = path.join(agent.mountPoint, 'pace')
-    const fh = await fs.promises.open(file, 'r+')
-    t.teardown(() => fh.close().catch(() => {}))
-    const model = crypto.randomBytes(DISK_BYTES)
     // a2 misses all of it: every block is stale there.
-    await a2.stop()
-    for (let off = 0; off < DISK_BYTES; off += 128 * 1024) await fh.write(model, off, 128 * 1024, off)
-    await fh.sync()
-    await a2.restart()
-    await until('a2 is back', async () => {
-      const nodes = await cliJson<Array<{ id: string, alive: unknown }>>(['node', 'list'], zkc)
-      return nodes.find(n => n.id === 'a2')?.alive != null
-    }, 30_000, 250)
+    const { file, fh, model } = await diskMissedByA2(t, { zk: zkc, mountPoint: agent.mountPoint, name: 'pace', bytes: DISK_BYTES, a2, restartA2: async () => await a2.restart() })
 
     // The guest keeps writing (4-64 KiB, one at a time, every 20 ms): the signal the pace reads.
     const writer = startGuestWriter(fh, model)

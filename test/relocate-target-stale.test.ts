@@ -5,7 +5,6 @@
 // targets"; CI, session 9). Real processes: a2 (the target) answers guest writes 11 s late for a
 // few seconds (the node's write-delay fault), past the agent's 10 s call deadline, so those
 // writes fail on a2 and mark it stale; the repair must still finish, every byte equal.
-import crypto from 'node:crypto'
 import fs from 'node:fs'
 import path from 'node:path'
 import t from 'tap'
@@ -13,7 +12,7 @@ import { MetaStore } from '../src/meta/store'
 import { FAULT_WRITE_DELAY_MS_FILE_ENV } from '../src/storagenode/write-delay-fault'
 import { fuseUnavailable, makeTempDir, processZkAuth, startAgent, startNode, startZk } from './helpers/cluster'
 import { cliJson, runCli } from './helpers/cli'
-import { newestVersions, sampleRelocation, sha, startGuestWriter } from './helpers/copy-pace'
+import { diskMissedByA2, newestVersions, sampleRelocation, sha, startGuestWriter } from './helpers/copy-pace'
 import { until } from './helpers/until'
 
 const MiB = 1024 * 1024
@@ -34,20 +33,8 @@ t.test('a target that goes stale mid-repair is copied to again: the repair finis
   const a2 = await withFault(async () => await startNode(t, { zk, id: 'a2', site: 'site-a' }))
   const agent = await startAgent(t, { zk, host: 'hv1', site: 'site-a', extraArgs: ['--no-controller', '--no-auto-repair'] })
 
-  t.equal((await runCli(['disk', 'create', 'st', '--size', '16M', '--block-size', '256K', '--nodes', 'a1,a2'], { zk: zkc })).code, 0)
-  const file = path.join(agent.mountPoint, 'st')
-  const fh = await fs.promises.open(file, 'r+')
-  t.teardown(() => fh.close().catch(() => {}))
-  const model = crypto.randomBytes(DISK_BYTES)
   // a2 misses all of it: every block is stale there.
-  await a2.stop()
-  for (let off = 0; off < DISK_BYTES; off += 128 * 1024) await fh.write(model, off, 128 * 1024, off)
-  await fh.sync()
-  await withFault(async () => { await a2.restart() })
-  await until('a2 is back', async () => {
-    const nodes = await cliJson<Array<{ id: string, alive: unknown }>>(['node', 'list'], zkc)
-    return nodes.find(n => n.id === 'a2')?.alive != null
-  }, 30_000, 250)
+  const { file, fh, model } = await diskMissedByA2(t, { zk: zkc, mountPoint: agent.mountPoint, name: 'st', bytes: DISK_BYTES, a2, restartA2: async () => await withFault(async () => { await a2.restart() }) })
 
   const meta = await MetaStore.connect(zkc, { auth: processZkAuth() })
   t.teardown(() => meta.close())

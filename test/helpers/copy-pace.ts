@@ -1,15 +1,38 @@
 // What the copy-pace tests share (test/relocate-copy-pace.test.ts, test/controller-repair-pace.test.ts):
 // a guest that keeps writing through the mount (the signal the pace reads: the agent's write p99
-// per node), a sampler of a disk's relocation record, the rate between two samples, and each
-// block's newest version as a node stores it.
+// per node), a disk whose every block a2 missed, a sampler of a disk's relocation record, the
+// rate between two samples, and each block's newest version as a node stores it.
 import crypto from 'node:crypto'
 import fs from 'node:fs'
 import path from 'node:path'
 import { RelocationRecord } from '../../src/meta/schema'
 import { MetaStore } from '../../src/meta/store'
+import { cliJson, runCli } from './cli'
+import type { TestLike } from './cluster'
 import { versionFiles } from './node-files'
+import { until } from './until'
 
 export function sha (b: Buffer): string { return crypto.createHash('sha256').update(b).digest('hex') }
+
+// A disk on a1,a2 (256 KiB blocks) that a2 missed whole: a2 stopped, `bytes` of random data
+// written and synced through the mount, a2 started again by `restartA2` (the caller's way: with
+// or without a fault armed) and seen alive. Its file stays open (closed at teardown).
+export async function diskMissedByA2 (t: TestLike & { equal: (a: unknown, b: unknown) => void }, opts: { zk: string, mountPoint: string, name: string, bytes: number, a2: { stop: () => Promise<void> }, restartA2: () => Promise<void> }): Promise<{ file: string, fh: fs.promises.FileHandle, model: Buffer }> {
+  t.equal((await runCli(['disk', 'create', opts.name, '--size', `${opts.bytes / (1024 * 1024)}M`, '--block-size', '256K', '--nodes', 'a1,a2'], { zk: opts.zk })).code, 0)
+  const file = path.join(opts.mountPoint, opts.name)
+  const fh = await fs.promises.open(file, 'r+')
+  t.teardown(() => fh.close().catch(() => {}))
+  const model = crypto.randomBytes(opts.bytes)
+  await opts.a2.stop()
+  for (let off = 0; off < opts.bytes; off += 128 * 1024) await fh.write(model, off, 128 * 1024, off)
+  await fh.sync()
+  await opts.restartA2()
+  await until('a2 is back', async () => {
+    const nodes = await cliJson<Array<{ id: string, alive: unknown }>>(['node', 'list'], opts.zk)
+    return nodes.find(n => n.id === 'a2')?.alive != null
+  }, 30_000, 250)
+  return { file, fh, model }
+}
 
 // Writes of 4-64 KiB at random places of an open disk file, one at a time, every 20 ms, into
 // `model` too; stop() waits for the one in flight.
