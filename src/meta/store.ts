@@ -12,11 +12,12 @@ import type { Logger } from '../log'
 import { PlacementSegment } from './placement'
 import {
   DiskRecord, FenceRecord, LeaseRecord, OpenRecord, RelocationRecord, RttReport, ScrubRecord,
-  SnapshotRecord, SnapshotRequest, checkRelocationRecord, decodeJson, decodeSegment, encodeJson, encodeSegment, paths
+  SnapshotRecord, SnapshotRequest, checkRelocationRecord, decodeJson, encodeJson, paths
 } from './schema'
 import { Watcher, ZkClient, ZkOp } from './zk-client'
 import type { ZkAuth } from './credentials'
 import { withLedger } from './tenant-ledger'
+import { decodeSegment, encodeSegment } from './segment-codec'
 import { HostRecords } from './host-records'
 import { BACKGROUND_REPORT_TIMEOUT_MS } from './meta-session'
 
