@@ -1,7 +1,7 @@
 // Placement map: in-memory segments and their run-length encoded form in ZooKeeper.
 import t from 'tap'
 import { PlacementSegment, segmentLayout, withState } from '../src/meta/placement'
-import { decodeSegment, encodeSegment } from '../src/meta/schema'
+import { decodeSegment, encodeSegment } from '../src/meta/segment-codec'
 
 const AB = [{ node: 'a1', state: 'in-sync' as const }, { node: 'a2', state: 'in-sync' as const }]
 

@@ -3,56 +3,35 @@
 // (ephemerals.ts).
 // The ZooKeeper client is private to src/meta: callers elsewhere get typed methods and session
 // events (onSession, onExpired, isConnected); test/meta-boundary.test.ts keeps it that way.
-import { UkaiError, isUkaiError, safetyCatch } from '../errors'
-import { Logger, silentLogger } from '../log'
+// One class in three files, each building on the one before: the session, config, ephemerals and
+// background reports (meta-session.ts); nodes and agents (host-records.ts); here the disks and
+// what hangs under a disk's znode (segments, snapshots, lease, relocation, scrub) and the
+// hosts' round-trip reports.
+import { UkaiError, isUkaiError } from '../errors'
+import type { Logger } from '../log'
 import { PlacementSegment } from './placement'
 import {
-  AgentAlive, AgentRecord, BASE_DIRS, ClusterConfig, DEFAULT_CONFIG, DiskRecord, FenceRecord, NodeAlive, NodeLifecycle, LeaseRecord, NodeRecord, OpenRecord, RelocationRecord, RttReport, ScrubRecord,
-  SnapshotRecord, SnapshotRequest, checkRelocationRecord, decodeJson, decodeSegment, encodeJson, encodeSegment, paths
+  DiskRecord, FenceRecord, LeaseRecord, OpenRecord, RelocationRecord, RttReport, ScrubRecord,
+  SnapshotRecord, SnapshotRequest, checkRelocationRecord, decodeJson, encodeJson, paths
 } from './schema'
 import { Watcher, ZkClient, ZkOp } from './zk-client'
 import type { ZkAuth } from './credentials'
-import { Lifecycle } from '../lib/lifecycle'
 import { withLedger } from './tenant-ledger'
-import { HeldEphemerals } from './ephemerals'
+import { decodeSegment, encodeSegment } from './segment-codec'
+import { HostRecords } from './host-records'
+import { BACKGROUND_REPORT_TIMEOUT_MS } from './meta-session'
+
+export type { AgentView, NodeView } from './host-records'
 
 // The connect deadline's default, for the CLI's --help (the client itself stays in src/meta).
 export { ZK_CONNECT_TIMEOUT_MS_DEFAULT, ZK_SESSION_TIMEOUT_MS_DEFAULT } from './zk-client'
-
-// A background report waits at most this long for ZooKeeper (the next one comes soon anyway).
-const BACKGROUND_REPORT_TIMEOUT_MS = 2000
-
-export interface NodeView extends NodeRecord { alive: NodeAlive | null, lifecycle: NodeLifecycle | null }
-// Attempts of a read-modify-write of a node's lifecycle that lost a race before giving up.
-const LIFECYCLE_UPDATE_ATTEMPTS_MAX = 5
-export interface AgentView extends AgentRecord { alive: AgentAlive | null }
 
 // The ZooKeeper client behind a MetaStore, for the other files of src/meta (lease.ts) only;
 // test/meta-boundary.test.ts fails when a file outside src/meta calls it.
 let zkOfStore: (meta: MetaStore) => ZkClient
 export function zkOf (meta: MetaStore): ZkClient { return zkOfStore(meta) }
 
-function blankLifecycle (id: string): NodeLifecycle {
-  return { v: 1, id, downSinceMs: null, out: null, drainingSinceMs: null, removedAtMs: null }
-}
-
-export class MetaStore {
-  private readonly zk: ZkClient
-  private readonly log: Logger
-  private readonly ephemerals: HeldEphemerals
-  // Background reports that failed since ZooKeeper was last reachable: logged once per outage.
-  private readonly quietFailures = new Set<string>()
-
-  constructor (zk: ZkClient, logger: Logger = silentLogger) {
-    this.zk = zk
-    this.log = logger
-    this.ephemerals = new HeldEphemerals(zk, logger)
-    zk.on('connected', () => {
-      if (this.quietFailures.size > 0) this.log.info({ reports: [...this.quietFailures] }, 'ZooKeeper reachable again; background reports resume')
-      this.quietFailures.clear()
-    })
-  }
-
+export class MetaStore extends HostRecords {
   // auth: the cluster's credentials (src/meta/credentials.ts), or null for world-open znodes.
   static async connect (connectString: string, opts: { auth: ZkAuth | null, logger?: Logger, connectTimeoutMs?: number, sessionTimeoutMs?: number }): Promise<MetaStore> {
     const zk = new ZkClient({ connectString, ...opts })
@@ -63,238 +42,6 @@ export class MetaStore {
   }
 
   static { zkOfStore = (meta) => meta.zk }
-
-  private readonly life = new Lifecycle({ release: async () => { await this.zk.close() } })
-
-  // The session closed: its ephemerals (node liveness, leases) vanish. Close it last.
-  close (): Promise<void> { return this.life.close() }
-
-  // --- session ------------------------------------------------------------------------------
-
-  // Whether ZooKeeper is reachable right now (the session may still be alive while it is not).
-  get isConnected (): boolean { return this.zk.isConnected }
-
-  // A new session replaced an expired one: the old session's watches and ephemerals are gone,
-  // so owners set their watches again (ephemerals held here are re-created by the store).
-  // Returns a function that unsubscribes.
-  onSession (fn: () => void): () => void { return this.subscribe('session', fn) }
-
-  // The server expired our session (news only: the new session follows with onSession).
-  onExpired (fn: () => void): () => void { return this.subscribe('expired', fn) }
-
-  private subscribe (event: 'session' | 'expired', fn: () => void): () => void {
-    this.zk.on(event, fn)
-    return () => { this.zk.off(event, fn) }
-  }
-
-  // Creates the base directories and the default config once per cluster; idempotent.
-  async init (): Promise<void> {
-    if (await this.zk.exists(paths.config) !== null && await this.zk.exists(BASE_DIRS[BASE_DIRS.length - 1]) !== null) return
-    for (const dir of BASE_DIRS) await this.ensure(dir)
-    try {
-      await this.zk.create(paths.config, encodeJson(DEFAULT_CONFIG))
-    } catch (err) {
-      if ((err as UkaiError).code !== 'ALREADY_EXISTS') throw err
-    }
-  }
-
-  private async ensure (path: string): Promise<void> {
-    try {
-      await this.zk.create(path, Buffer.alloc(0))
-    } catch (err) {
-      if ((err as UkaiError).code !== 'ALREADY_EXISTS') throw err
-    }
-  }
-
-  async config (): Promise<ClusterConfig> {
-    return (await this.configWithVersion()).config
-  }
-
-  async configWithVersion (): Promise<{ config: ClusterConfig, version: number }> {
-    const got = await this.zk.get(paths.config)
-    return { config: decodeJson<ClusterConfig>(got.data, 'cluster config'), version: got.stat.version }
-  }
-
-  // Conditional on the version read (ZK_CONFLICT when someone changed it meanwhile).
-  async setConfig (config: ClusterConfig, version: number): Promise<void> {
-    await this.zk.set(paths.config, encodeJson(config), version)
-  }
-
-  // --- ephemerals (src/meta/ephemerals.ts) -----------------------------------------------------
-
-  // Creates an ephemeral node now and again after every session replacement, until dropped
-  // (see HeldEphemerals.hold for `waitMs`).
-  async holdEphemeral (path: string, data: () => Buffer, opts: { waitMs?: number } = {}): Promise<void> {
-    await this.ephemerals.hold(path, data, opts)
-  }
-
-  // Stops re-creating the ephemeral and removes it (later, when ZooKeeper is away).
-  async dropEphemeral (path: string): Promise<void> {
-    await this.ephemerals.drop(path)
-  }
-
-  // --- storage nodes ------------------------------------------------------------------------
-
-  async registerNode (rec: NodeRecord, alive: () => NodeAlive): Promise<void> {
-    const existing = await this.zk.getOrNull(paths.node(rec.id))
-    if (existing === null) {
-      await this.zk.create(paths.node(rec.id), encodeJson(rec))
-    } else {
-      const old = decodeJson<NodeRecord>(existing.data, `node ${rec.id}`)
-      if (old.site !== rec.site) throw UkaiError.badArgument(`storage node ${rec.id} is registered at site ${old.site}, not ${rec.site}; a node keeps its site`)
-      await this.zk.set(paths.node(rec.id), encodeJson(rec))
-    }
-    // A node removed with `ukai node remove` that starts again is a node again: its tombstone goes.
-    const lifecycle = await this.getNodeLifecycle(rec.id)
-    if (lifecycle?.removedAtMs != null) await this.zk.remove(paths.nodeState(rec.id)).catch((err) => { if (!isUkaiError(err, 'NOT_FOUND')) throw err })
-    await this.holdEphemeral(paths.nodeAlive(rec.id), () => encodeJson(alive()))
-  }
-
-  // A background report: skipped while ZooKeeper is away (see quietly()).
-  async updateNodeAlive (id: string, alive: NodeAlive): Promise<void> {
-    await this.quietly('node usage', async () => { await this.zk.set(paths.nodeAlive(id), encodeJson(alive), -1, { timeoutMs: BACKGROUND_REPORT_TIMEOUT_MS }) })
-  }
-
-  // Background reports (round trips, usage figures) never wait for ZooKeeper and never fail
-  // their caller: while it is unreachable a report is skipped, and the failure is logged once
-  // per outage. Nothing that holds a lease or serves I/O depends on them.
-  private async quietly (what: string, fn: () => Promise<void>): Promise<void> {
-    if (!this.zk.isConnected) { this.quietFailure(what, 'ZooKeeper is not connected'); return }
-    try {
-      await fn()
-    } catch (err) {
-      safetyCatch(err)
-      this.quietFailure(what, String(err))
-    }
-  }
-
-  private quietFailure (what: string, why: string): void {
-    if (this.quietFailures.has(what)) return
-    this.quietFailures.add(what)
-    this.log.warn({ report: what, why }, 'background report skipped while ZooKeeper is unavailable (logged once per outage)')
-  }
-
-  async listNodes (watch?: Watcher): Promise<NodeView[]> {
-    const ids = await this.zk.children(paths.nodes, watch)
-    const alive = new Set(await this.zk.children(paths.nodesAlive, watch))
-    const lifecycles = new Map((await this.listNodeLifecycles()).map(l => [l.id, l]))
-    const out: NodeView[] = []
-    for (const id of ids) {
-      const rec = await this.zk.getOrNull(paths.node(id))
-      if (rec === null) continue
-      const a = alive.has(id) ? await this.zk.getOrNull(paths.nodeAlive(id), watch) : null
-      out.push({ ...decodeJson<NodeRecord>(rec.data, `node ${id}`), alive: a === null ? null : decodeJson<NodeAlive>(a.data, `node ${id} liveness`), lifecycle: lifecycles.get(id) ?? null })
-    }
-    return out
-  }
-
-  // --- node lifecycle (src/meta/node-state.ts says what the records mean) -------------------
-
-  // Every node's lifecycle record, removed nodes' tombstones included ([] on a cluster that has none).
-  async listNodeLifecycles (): Promise<NodeLifecycle[]> {
-    let ids: string[]
-    try {
-      ids = await this.zk.children(paths.nodeStates)
-    } catch (err) {
-      if (isUkaiError(err, 'NOT_FOUND')) return []
-      throw err
-    }
-    const out: NodeLifecycle[] = []
-    for (const id of ids) {
-      const got = await this.zk.getOrNull(paths.nodeState(id))
-      if (got === null) continue
-      // One corrupt record must not stop every reader (the controller's duty, node list): it
-      // counts as absent (the node is up or down by its ephemeral alone) and is logged.
-      try {
-        out.push(decodeJson<NodeLifecycle>(got.data, `lifecycle of node ${id}`))
-      } catch (err) {
-        if (!isUkaiError(err, 'INTERNAL')) throw err
-        this.log.error({ node: id, err: err.message }, 'ignoring a corrupt node lifecycle record')
-      }
-    }
-    return out
-  }
-
-  async getNodeLifecycle (id: string): Promise<NodeLifecycle | null> {
-    const got = await this.zk.getOrNull(paths.nodeState(id))
-    return got === null ? null : this.decodeLifecycleOrBlank(id, got.data)
-  }
-
-  // Read-modify-write of a node's lifecycle record, conditional on the version read (retried
-  // when it lost a race). `change` gets the record (a blank one when there is none) and returns
-  // the new one, or null to remove it. Returns what was written.
-  async updateNodeLifecycle (id: string, change: (cur: NodeLifecycle) => NodeLifecycle | null): Promise<NodeLifecycle | null> {
-    for (let attempt = 1; ; attempt++) {
-      const got = await this.zk.getOrNull(paths.nodeState(id))
-      const cur = got === null ? blankLifecycle(id) : this.decodeLifecycleOrBlank(id, got.data)
-      const next = change(cur)
-      try {
-        if (next === null) {
-          if (got !== null) await this.zk.remove(paths.nodeState(id), got.stat.version)
-        } else if (got === null) {
-          await this.zk.create(paths.nodeState(id), encodeJson(next))
-        } else {
-          await this.zk.set(paths.nodeState(id), encodeJson(next), got.stat.version)
-        }
-        return next
-      } catch (err) {
-        const lostRace = isUkaiError(err, 'ZK_CONFLICT') || isUkaiError(err, 'ALREADY_EXISTS') || isUkaiError(err, 'NOT_FOUND')
-        if (!lostRace || attempt >= LIFECYCLE_UPDATE_ATTEMPTS_MAX) throw err
-      }
-    }
-  }
-
-  // A corrupt record is replaced by what the writer decides from a blank one (logged).
-  private decodeLifecycleOrBlank (id: string, data: Buffer): NodeLifecycle {
-    try {
-      return decodeJson<NodeLifecycle>(data, `lifecycle of node ${id}`)
-    } catch (err) {
-      if (!isUkaiError(err, 'INTERNAL')) throw err
-      this.log.error({ node: id, err: err.message }, 'replacing a corrupt node lifecycle record')
-      return blankLifecycle(id)
-    }
-  }
-
-  // `ukai node remove`: the node's record goes; its lifecycle becomes a tombstone (removedAtMs)
-  // in the same transaction, so the controller still moves replicas the maps give it.
-  async removeNode (id: string): Promise<void> {
-    const rec = await this.zk.getOrNull(paths.node(id))
-    if (rec === null) throw UkaiError.notFound(`unknown storage node '${id}'`)
-    const got = await this.zk.getOrNull(paths.nodeState(id))
-    const cur = got === null ? blankLifecycle(id) : this.decodeLifecycleOrBlank(id, got.data)
-    const tomb = encodeJson({ ...cur, removedAtMs: Date.now() })
-    await this.zk.multi([
-      { op: 'remove', path: paths.node(id), version: rec.stat.version },
-      got === null ? { op: 'create', path: paths.nodeState(id), data: tomb } : { op: 'set', path: paths.nodeState(id), data: tomb, version: got.stat.version }
-    ])
-  }
-
-  async getNode (id: string): Promise<NodeView> {
-    const node = (await this.listNodes()).find(n => n.id === id)
-    if (node === undefined) throw UkaiError.notFound(`unknown storage node '${id}'`)
-    return node
-  }
-
-  // --- agents -------------------------------------------------------------------------------
-
-  async registerAgent (rec: AgentRecord, alive: AgentAlive): Promise<void> {
-    if (await this.zk.exists(paths.agent(rec.host)) === null) await this.zk.create(paths.agent(rec.host), encodeJson(rec))
-    else await this.zk.set(paths.agent(rec.host), encodeJson(rec))
-    await this.holdEphemeral(paths.agentAlive(rec.host), () => encodeJson(alive))
-  }
-
-  async listAgents (): Promise<AgentView[]> {
-    const hosts = await this.zk.children(paths.agents)
-    const alive = new Set(await this.zk.children(paths.agentsAlive))
-    const out: AgentView[] = []
-    for (const host of hosts) {
-      const rec = await this.zk.getOrNull(paths.agent(host))
-      if (rec === null) continue
-      const a = alive.has(host) ? await this.zk.getOrNull(paths.agentAlive(host)) : null
-      out.push({ ...decodeJson<AgentRecord>(rec.data, `agent ${host}`), alive: a === null ? null : decodeJson<AgentAlive>(a.data, `agent ${host} liveness`) })
-    }
-    return out
-  }
 
   // --- disks --------------------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ import { ByteReader } from './byte-reader'
 import { NbdExport, NbdExportSource } from './agent-exports'
 import { toNbdError } from './nbd-errno'
 import * as P from './protocol'
+import { NBD_PAYLOAD_BYTES_MAX, checkRequest, commandName } from './request-checks'
 
 // Requests of one connection served at once (QEMU's NBD client keeps at most 16 in flight).
 const REQUESTS_IN_FLIGHT_MAX = 32
@@ -20,8 +21,6 @@ const REQUESTS_IN_FLIGHT_MAX = 32
 const IN_FLIGHT_BYTES_MAX = 64 * 1024 * 1024
 // Unread bytes buffered before the socket is paused.
 const READ_HIGH_WATER_BYTES = 1024 * 1024
-// The largest READ/WRITE payload (the protocol's default maximum, 2^25).
-export const NBD_PAYLOAD_BYTES_MAX = 32 * 1024 * 1024
 // Handshake option data larger than this ends the connection (no option we know needs more).
 const OPTION_DATA_BYTES_MAX = 64 * 1024
 // Advertised block-size constraints: any alignment works (the engine splits per block and never
@@ -304,7 +303,7 @@ export class NbdSession {
 
   // Runs one request and answers it. Never throws for an operating error: that is the reply.
   private async handle (exp: NbdExport, req: P.Request, payload: Buffer | null): Promise<void> {
-    const bad = this.check(exp, req)
+    const bad = checkRequest(exp, req, this.neg.structured, this.blockStatusOn)
     if (bad !== null) return this.replyError(req, bad.error, bad.message)
     const offset = Number(req.offset)
     const length = req.lengthBytes
@@ -342,42 +341,6 @@ export class NbdSession {
       const error = toNbdError(err, this.log, commandName(req.type))
       await this.replyError(req, error, (err as Error)?.message ?? String(err))
     }
-  }
-
-  // The checks the protocol asks of every request, before any I/O: null when it may run.
-  private check (exp: NbdExport, req: P.Request): { error: number, message: string } | null {
-    const size = BigInt(exp.sizeBytes)
-    const end = req.offset + BigInt(req.lengthBytes)
-    const allowed = allowedFlags(req.type, this.neg.structured)
-    if (allowed === null) return { error: P.NBD_EINVAL, message: `unknown command ${req.type}` }
-    if ((req.flags & ~allowed) !== 0) return { error: P.NBD_EINVAL, message: `flags 0x${req.flags.toString(16)} not valid for ${commandName(req.type)}` }
-    const writes = req.type === P.NBD_CMD_WRITE || req.type === P.NBD_CMD_TRIM || req.type === P.NBD_CMD_WRITE_ZEROES
-    if (writes && exp.readOnly) return { error: P.NBD_EPERM, message: `${exp.name} is read-only` }
-    switch (req.type) {
-      case P.NBD_CMD_READ:
-        if (req.lengthBytes > NBD_PAYLOAD_BYTES_MAX) return { error: this.neg.structured ? P.NBD_EOVERFLOW : P.NBD_EINVAL, message: `read of ${req.lengthBytes} bytes: at most ${NBD_PAYLOAD_BYTES_MAX} per request` }
-        if (end > size) return { error: P.NBD_EINVAL, message: `read past the end of ${exp.name} (${exp.sizeBytes} bytes)` }
-        break
-      case P.NBD_CMD_WRITE:
-      case P.NBD_CMD_WRITE_ZEROES:
-        if (end > size) return { error: P.NBD_ENOSPC, message: `write past the end of ${exp.name} (${exp.sizeBytes} bytes)` }
-        if (req.type === P.NBD_CMD_WRITE_ZEROES && (req.flags & P.NBD_CMD_FLAG_FAST_ZERO) !== 0 && (req.flags & P.NBD_CMD_FLAG_NO_HOLE) !== 0) {
-          return { error: P.NBD_ENOTSUP, message: 'zeroes without a hole are written like data: not fast' }
-        }
-        break
-      case P.NBD_CMD_TRIM:
-      case P.NBD_CMD_CACHE:
-        if (end > size) return { error: P.NBD_EINVAL, message: `${commandName(req.type)} past the end of ${exp.name} (${exp.sizeBytes} bytes)` }
-        break
-      case P.NBD_CMD_BLOCK_STATUS:
-        if (!this.blockStatusOn) return { error: P.NBD_EINVAL, message: 'no metadata context was selected (base:allocation)' }
-        if (req.lengthBytes === 0 || end > size) return { error: P.NBD_EINVAL, message: `block status of ${req.lengthBytes} bytes at ${req.offset} on ${exp.name} (${exp.sizeBytes} bytes)` }
-        break
-      case P.NBD_CMD_FLUSH:
-        if (req.offset !== 0n || req.lengthBytes !== 0) return { error: P.NBD_EINVAL, message: 'flush takes no offset or length' }
-        break
-    }
-    return null
   }
 
   private async writeZeroes (exp: NbdExport, offset: number, length: number): Promise<void> {
@@ -461,22 +424,4 @@ async function endSocket (s: Socket): Promise<void> {
     s.once('finish', done)
     s.end()
   })
-}
-
-function allowedFlags (type: number, structured: boolean): number | null {
-  const FUA = P.NBD_CMD_FLAG_FUA // valid on every command once SEND_FUA was advertised; ignored where nothing is written
-  switch (type) {
-    case P.NBD_CMD_READ: return FUA | (structured ? P.NBD_CMD_FLAG_DF : 0)
-    case P.NBD_CMD_WRITE: return FUA
-    case P.NBD_CMD_FLUSH: return FUA
-    case P.NBD_CMD_TRIM: return FUA
-    case P.NBD_CMD_CACHE: return FUA
-    case P.NBD_CMD_WRITE_ZEROES: return FUA | P.NBD_CMD_FLAG_NO_HOLE | P.NBD_CMD_FLAG_FAST_ZERO
-    case P.NBD_CMD_BLOCK_STATUS: return FUA | P.NBD_CMD_FLAG_REQ_ONE
-    default: return null
-  }
-}
-
-function commandName (type: number): string {
-  return ['read', 'write', 'disc', 'flush', 'trim', 'cache', 'write-zeroes', 'block-status'][type] ?? `command ${type}`
 }

@@ -42,7 +42,7 @@ import { MAX_IO_BYTES } from './wire'
 
 export type { StagedVersion } from './staged-version'
 export type { BlockVersionInfo } from './versions'
-export { FAULT_FSYNC_EIO_FILE_ENV } from './version-files'
+export { FAULT_FSYNC_EIO_FILE_ENV } from './file-sync'
 export { checkUuid } from './store-checks'
 
 export interface BlockStoreOptions {

@@ -1,8 +1,8 @@
 // The block file I/O: pread/pwrite of one version file (DATA/disks/<uuid>/<block>.<epoch>)
 // through the bounded cache of open handles (file-cache.ts), so the data path never opens or
 // closes a file per I/O; making a range of one read as zeros (truncate, punch, or zeros
-// written); and every fsync the store does — counted (Stat reports `fsyncCount`, so tests can see
-// a flush reach the node) and, for tests, made to fail.
+// written); and every fsync the store does, through file-sync.ts (counted, and for tests made
+// to fail).
 //
 // Every version file has a checksum sidecar (page-checksums.ts): written here with every write,
 // zeroed range and creation, checked here on every read. A mismatch is re-checked once under the
@@ -43,10 +43,11 @@ import { crc32c } from '@node-rs/crc32'
 import { UkaiError } from '../errors'
 import { SYNC_IO_MAX_BYTES } from '../lib/limits'
 import { FileCache, FileLease, MAX_OPEN_FILES_DEFAULT } from './file-cache'
+import { FileSync } from './file-sync'
 import { CHECKSUM_PAGE_BYTES, SIDECAR_HEADER, entriesOf, entryOffset, pageSpan, pageSums, readEntriesSync, sidecarFor, sidecarPath } from './page-checksums'
 import { punchHole } from './punch-hole'
 import { writeAll, writeAllSync } from './write-all'
-import { errnoError, fdatasyncAll, firstDifferentPage, readWithSums, writeWithSums } from './pread-sums'
+import { firstDifferentPage, readWithSums, writeWithSums } from './pread-sums'
 import { SUMS_CACHE_MAX_BYTES, SUMS_CACHED_FILE_MAX_BYTES, SumsCache } from './sums-cache'
 import type { TranslateError } from './store-errors'
 
@@ -55,22 +56,13 @@ import type { TranslateError } from './store-errors'
 export const PAGE_BYTES = 4096
 const ZERO_CHUNK_BYTES = 1024 * 1024
 const CHECK_CHUNK_BYTES = 1024 * 1024  // the scrub reads a version in pieces of this
-// A flush's fdatasyncs in this many native calls at most, run in parallel (libuv's pool has 4).
-const SYNC_JOBS = 4
 // The page values of one native write (writeWholePages), copied into the sums cache right after.
 const WRITE_SUMS = Buffer.alloc(4 * Math.ceil(SYNC_IO_MAX_BYTES / CHECKSUM_PAGE_BYTES))
 
-// Fault injection for tests (test/vdisk-fsync-faults.test.ts): when the node starts with this
-// variable naming a path, every fsync fails with EIO while a file exists at that path. A real
-// failing disk is what it stands for; the node's code from the failed fsync on is the real one.
-export const FAULT_FSYNC_EIO_FILE_ENV = 'UKAI_FAULT_FSYNC_EIO_FILE'
-
 export class VersionFiles {
   private readonly cache: FileCache
+  private readonly sync: FileSync
   private canPunch = true     // false once the data dir's filesystem refused FALLOC_FL_PUNCH_HOLE
-  // fsync calls since start (Stat reports it), and the fault-injection switch (see above).
-  private fsyncs = 0
-  private readonly faultFsyncEioFile = process.env[FAULT_FSYNC_EIO_FILE_ENV]
 
   // Version files with no sidecar (older than checksums): found by the start-up scan.
   private readonly unverified = new Set<string>()
@@ -82,6 +74,7 @@ export class VersionFiles {
 
   constructor (private readonly translate: TranslateError, maxOpenFiles = MAX_OPEN_FILES_DEFAULT, readonly checksums = true) {
     this.cache = new FileCache(maxOpenFiles)
+    this.sync = new FileSync(this.cache, (file) => this.unverified.has(file))
   }
 
   markUnverified (file: string): void { this.unverified.add(file) }
@@ -89,7 +82,7 @@ export class VersionFiles {
   get unverifiedCount (): number { return this.unverified.size }
 
   get openFiles (): number { return this.cache.size }
-  get fsyncCount (): number { return this.fsyncs }
+  get fsyncCount (): number { return this.sync.fsyncCount }
 
   // [offset, offset+length) of `file`, checked against its sidecar; beyond the end of the file
   // reads as zeros. `recheck` runs the read again under the caller's range lock (see above).
@@ -399,64 +392,11 @@ export class VersionFiles {
     if (offset % CHECKSUM_PAGE_BYTES !== 0) await this.updateSums(file, offset, 0 + (keepPages * CHECKSUM_PAGE_BYTES - offset), null, `truncate ${file}`)
   }
 
-  // Makes `files` durable, each with its checksums (a flush); a file deleted meanwhile needs no
-  // sync (its directory's is the caller's). fdatasync: the bytes and what reading them back
-  // needs (size, allocation), not the mtime — an overwrite of allocated pages costs no journal
-  // commit for the inode. Versions and sidecars go to the pool in at most SYNC_JOBS native calls
-  // (fdatasyncAll), in parallel: one FileHandle.datasync per file cost ~25–50 µs of CPU each
-  // (a promise, a pool round trip) where the kernel's fdatasync costs ~5 (docs/performance.md).
-  async fsyncFiles (files: string[]): Promise<void> {
-    const leases: Array<{ lease: FileLease, file: string }> = []
-    try {
-      for (const file of files) {
-        try {
-          leases.push({ lease: this.cache.acquireOpen(file) ?? await this.cache.acquire(file), file })
-        } catch (err) {
-          if ((err as NodeJS.ErrnoException).code === 'ENOENT') continue
-          throw err
-        }
-        if (this.unverified.has(file)) continue
-        const side = sidecarPath(file)
-        try { leases.push({ lease: this.cache.acquireOpen(side) ?? await this.cache.acquire(side), file: side }) } catch { /* gone with its version */ }
-      }
-      for (let i = 0; i < leases.length; i++) this.countFsync()
-      const jobs: number[][] = Array.from({ length: Math.min(SYNC_JOBS, leases.length) }, () => [])
-      leases.forEach((l, i) => jobs[i % jobs.length].push(i))
-      // allSettled: every job is done with its descriptors before the leases go (finally).
-      const done = await Promise.allSettled(jobs.map(async job => {
-        const errs = await fdatasyncAll(Int32Array.from(job, i => leases[i].lease.fh.fd))
-        const bad = errs.findIndex(e => e !== 0)
-        if (bad >= 0) throw errnoError(errs[bad], 'fdatasync', leases[job[bad]].file)
-      }))
-      for (const d of done) if (d.status === 'rejected') throw d.reason
-    } finally {
-      for (const l of leases) l.lease.release()
-    }
-  }
-
-  async syncDir (dir: string): Promise<void> {
-    const fh = await fsp.open(dir, 'r')
-    try { await this.fsync(fh) } finally { await fh.close() }
-  }
-
-  async fsync (fh: { sync: () => Promise<void> }): Promise<void> {
-    this.countFsync()
-    await fh.sync()
-  }
-
-  async datasync (fh: { datasync: () => Promise<void> }): Promise<void> {
-    this.countFsync()
-    await fh.datasync()
-  }
-
-  // Every fsync-like call counts, and fails while the fault file exists (see above); also the
-  // start-up syncfs of the data dir, which is not an fsync of one handle.
-  countFsync (): void {
-    this.fsyncs++
-    if (this.faultFsyncEioFile !== undefined && fs.existsSync(this.faultFsyncEioFile)) {
-      throw Object.assign(new Error(`EIO: i/o error, fsync (injected: ${this.faultFsyncEioFile} exists)`), { code: 'EIO' })
-    }
-  }
+  // Durability (file-sync.ts): every fsync counted, and failed on purpose in tests.
+  fsyncFiles (files: string[]): Promise<void> { return this.sync.fsyncFiles(files) }
+  syncDir (dir: string): Promise<void> { return this.sync.syncDir(dir) }
+  fsync (fh: { sync: () => Promise<void> }): Promise<void> { return this.sync.fsync(fh) }
+  countFsync (): void { this.sync.countFsync() }
 
   // Forget a path (deleted or renamed over); its handle closes once unused.
   forget (file: string): void { this.cache.forget(file); this.cache.forget(sidecarPath(file)); this.sumsCache.forget(file) }

@@ -25,15 +25,13 @@
 // A stale byte is a defect, so every cached entry is dropped when what it answered may have
 // changed (see DiskLocalReads). Anything unexpected drops the entry and the caller reads over
 // gRPC instead: this path may make a read faster, never fail it.
-import fs from 'node:fs'
 import path from 'node:path'
-import { promisify } from 'node:util'
 import { Logger, silentLogger } from '../log'
 import { readLocalReadToken } from '../storagenode/local-read-token'
-import { CHECKSUM_PAGE_BYTES, SIDECAR_HEADER_BYTES, entriesOf, entryOffset, pageSpan, readEntriesSync, sidecarPath } from '../storagenode/page-checksums'
+import { CHECKSUM_PAGE_BYTES, entriesOf, entryOffset, pageSpan, readEntriesSync } from '../storagenode/page-checksums'
 import { firstDifferentPage, preadSumsAddon, readWithSums } from '../storagenode/pread-sums'
 import { NodePool } from './node-pool'
-import { SYNC_IO_MAX_BYTES } from '../lib/limits'
+import { OpenVersionFile, closeWhenIdle, openWithSums, readUnchecked, wholeSidecar } from './local-version-file'
 import { Lifecycle } from '../lib/lifecycle'
 
 // Open version files kept across all disks of this agent (least recently used closed first;
@@ -47,20 +45,12 @@ const LOCATE_TIMEOUT_MS = 2000
 
 interface LocalNode { dataDir: string, token: string }
 
-interface Entry {
+interface Entry extends OpenVersionFile {
   disk: DiskLocalReads
   node: string
   block: number
   readEpoch: number
   versionEpoch: number | null   // null: no version <= readEpoch
-  fd: number | null             // null: absent, or closed to stay within the bound (reopened on use)
-  sumFd: number | null          // its checksum sidecar, opened and closed with fd
-  // The sidecar's sums, kept while this agent holds the lease (every write then comes through
-  // it: `mutating` clears them) and fd is open; see SUMS_CACHED_MAX_BYTES.
-  sums: Buffer | null
-  evicted: boolean              // close the fd once no async read uses it; the entry stays valid
-  reading: number               // async reads in flight on fd: close waits for them
-  dropped: boolean
 }
 
 // What a short-circuit read answers: the bytes, 'absent' (no version: a clone reads its parent),
@@ -388,65 +378,5 @@ export class DiskLocalReads {
     e.sums = null
     if (firstDifferentPage(got, readEntriesSync(sumFd, firstPage, pages), firstPage) >= 0) throw new Error('checksum mismatch: read over gRPC, where the node checks under its lock')
     if (cacheSums) e.sums = wholeSidecar(sumFd)
-  }
-}
-
-// The benchmark switch's read (no sidecar): the bytes alone, zeros past the file's end.
-async function readUnchecked (fd: number, at: number, length: number): Promise<Buffer> {
-  const buf = Buffer.allocUnsafe(length)
-  let got = 0
-  while (got < length) {  // small reads on the loop: see lib/limits.ts
-    const n = length <= SYNC_IO_MAX_BYTES ? fs.readSync(fd, buf, got, length - got, at + got) : (await readAsync(fd, buf, got, length - got, at + got)).bytesRead
-    if (n === 0) break
-    got += n
-  }
-  return buf.fill(0, got)  // past the end of the version file: zeros, as the node answers
-}
-const readAsync = promisify(fs.read)
-
-// An fd is closed once dropped and no async read uses it (a closed and reused fd number could
-// otherwise be read by a read still queued in the thread pool).
-function closeWhenIdle (e: Entry): void {
-  if (!(e.dropped || e.evicted) || e.reading > 0 || e.fd === null) return
-  const fd = e.fd
-  const sumFd = e.sumFd
-  e.fd = null
-  e.sumFd = null
-  e.sums = null
-  try { fs.closeSync(fd) } catch { /* nothing to do about a failed close of a read-only fd */ }
-  if (sumFd !== null) try { fs.closeSync(sumFd) } catch { /* as above */ }
-}
-
-// Sums cached per open entry at most this big (a 4 MiB block has 4 KiB of them): within the
-// bound on open files (--local-read-files, 1024) that is at most 16 MiB; a bigger sidecar is
-// read per read. Saves one pread per 4 KiB read (measured in docs/performance.md).
-const SUMS_CACHED_MAX_BYTES = 16 * 1024
-
-// All of a sidecar's entries, or null when it is bigger than SUMS_CACHED_MAX_BYTES.
-function wholeSidecar (sumFd: number): Buffer | null {
-  const size = fs.fstatSync(sumFd).size - SIDECAR_HEADER_BYTES
-  if (size < 0 || size > SUMS_CACHED_MAX_BYTES) return null
-  return readEntriesSync(sumFd, 0, Math.floor(size / 4))
-}
-
-// A version file and its checksum sidecar, both read-only; null when it has no sidecar.
-// `verify` false (the benchmark switch): the version file alone.
-function openWithSums (file: string, verify: boolean): { fd: number, sumFd: number | null } | null {
-  if (!verify) return { fd: fs.openSync(file, fs.constants.O_RDONLY), sumFd: null }
-  let sumFd: number
-  try {
-    sumFd = fs.openSync(sidecarPath(file), fs.constants.O_RDONLY)
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
-      fs.accessSync(file)  // the version itself gone: the caller's ENOENT path
-      return null
-    }
-    throw err
-  }
-  try {
-    return { fd: fs.openSync(file, fs.constants.O_RDONLY), sumFd }
-  } catch (err) {
-    fs.closeSync(sumFd)
-    throw err
   }
 }

@@ -1,6 +1,8 @@
 // The disk engine for one open disk: splits I/O per block, writes every non-stale replica,
 // reads the nearest in-sync one, and carries the write lease. The placement map (segments,
-// watches, conditional updates, stale marking) is a DiskMap it holds (src/meta/disk-map.ts).
+// watches, conditional updates, stale marking) is a DiskMap it holds (src/meta/disk-map.ts);
+// what one read, write or discard does is its DiskDataPath (data-path.ts), while this class owns
+// the record, the lease, snapshots, clones and the lifecycle.
 //
 // Invariants (DESIGN.md "Write path and ownership"):
 // - a replica that failed a write is marked stale in ZooKeeper before the write is acknowledged;
@@ -13,32 +15,24 @@ import { UkaiError, isUkaiError, safetyCatch } from '../errors'
 import { Logger, silentLogger } from '../log'
 import { HeldLease, LeaseManager } from '../meta/lease'
 import { DiskMap } from '../meta/disk-map'
-import { Replica, ReplicaSet, readableReplicas, writableReplicas } from '../meta/placement'
+import { ReplicaSet, writableReplicas } from '../meta/placement'
 import { DiskIoCounters, DiskRecord, SnapshotRecord, validateSnapshotName } from '../meta/schema'
 import { MetaStore } from '../meta/store'
-import { RangeLocks } from '../lib/range-locks'
 import { BlockLocks } from '../lib/block-locks'
-import { splitRange } from './block-range'
 import { DiskLocalReads, LocalReads } from './short-circuit-reads'
 import { NodePool } from './node-pool'
 import { ParentChain } from './parent-chain'
-import { IO_RETRY_PAUSE_MS, readFromReplicas } from './replica-read'
-import { nearestFirst } from '../meta/placement-policy'
-import { sleep } from '../lib/timers'
-import { forEachBounded } from '../lib/worker-pool'
 import { Lifecycle } from '../lib/lifecycle'
 import { IoThrottle, UNLIMITED } from '../lib/io-throttle'
 import { limitsOfRecord } from './disk-qos'
 import { DirtyFlusher } from './dirty-flush'
+import { DiskDataPath } from './data-path'
 import { FLUSH_BEHIND_IDLE_MS_DEFAULT } from './flush-behind'
 
 // How long an I/O keeps retrying while no replica answers (a node restarting, a network blip)
 // before the guest sees EIO.
 export const IO_RETRY_MS_DEFAULT = 10_000
 export { FLUSH_BEHIND_IDLE_MS_DEFAULT }
-// Blocks a large discard (a whole-disk TRIM) keeps in flight; each goes to every replica.
-// Measured: 64 GiB of 4 MiB blocks, 2 replicas, nothing written: 5-8 s.
-const DISCARD_BLOCKS_IN_FLIGHT = 64
 
 export interface VirtualDiskDeps {
   meta: MetaStore
@@ -69,18 +63,11 @@ export class VirtualDisk {
   private lease: HeldLease | null = null
   private acquiring: Promise<HeldLease | null> | null = null
   private handingOver: Promise<void> | null = null
-  private inFlightWrites = 0
-  private mutationCount = 0
-  private writesDrained: Array<() => void> = []
   // The blocks written per node since their last flush, and the (group-commit) flush of them.
   private readonly flusher: DirtyFlusher
   readonly blockLocks = new BlockLocks()
-  // Overlapping writes and discards of a block go out in the order they arrived, one after the
-  // other: the kernel hands us direct writes to the file in parallel (FOPEN_PARALLEL_DIRECT_WRITES),
-  // and two overlapping ones in flight at once could otherwise land in different orders on two
-  // replicas (a retry, a clone's copy-on-write first). Disjoint ranges still run in parallel.
-  private readonly rangeOrder = new RangeLocks()
-  private readTurn = 0
+  // Reads, writes and discards (data-path.ts), and the writes in flight a snapshot or a hand-over waits for.
+  private readonly dataPath: DiskDataPath
   private closed = false
   // close(): flush, then let the lease go; destroy(err): writes and flushes waiting for a replica
   // fail with err, nothing is flushed, the lease is let go all the same (see src/lib/lifecycle.ts)
@@ -97,8 +84,6 @@ export class VirtualDisk {
   // A clone's ancestry (null for other disks), and the blocks this holder already made its own.
   private chain: ParentChain | null = null
   private materialized = new Set<number>()
-  // While a snapshot commits, new writes wait here (the ones in flight drain first).
-  private writeGate: Promise<void> | null = null
   private snapshotWatchArmed = false
   private readonly local: DiskLocalReads | undefined
   // The disk's QoS (`ukai disk qos`): every read, write and discard of every path that opens the
@@ -133,6 +118,26 @@ export class VirtualDisk {
       counters: this.io,
       // A FENCED flush: the lease moved; drop ours if it is still the one the writes were under.
       onFenced: (epoch) => { if (this.lease?.leaseEpoch === epoch) { this.leases.dropLocal(this.name); this.lease = null } }
+    })
+    this.dataPath = new DiskDataPath({
+      name: record.name,
+      pool: this.pool,
+      map,
+      blockLocks: this.blockLocks,
+      flusher: this.flusher,
+      throttle: this.throttle,
+      io: this.io,
+      local: this.local,
+      materialized: this.materialized,
+      ioRetryMs: this.ioRetryMs,
+      signal: this.aborted.signal,
+      log: this.log,
+      record: () => this.record,
+      chain: () => this.chain,
+      holdsLease: () => this.lease !== null,
+      ensureLease: async () => await this.ensureLease(),
+      onFenced: () => { this.leases.dropLocal(this.name); this.lease = null },
+      onStale: (node, code) => this.onReplicaStale?.(this, node, code)
     })
   }
 
@@ -262,8 +267,7 @@ export class VirtualDisk {
     if (this.handingOver !== null) return this.handingOver
     this.handingOver = (async () => {
       try {
-        while (this.writeGate !== null) await this.writeGate  // a snapshot commit finishes first
-        while (this.inFlightWrites > 0) await new Promise<void>(resolve => this.writesDrained.push(resolve))
+        await this.dataPath.quiesce()  // a snapshot commit finishes first, then the writes in flight
         // A failed flush keeps its blocks dirty: a later fsync here fails rather than succeed.
         // Everywhere: the next holder's relocation run does not know what we wrote to syncing replicas.
         await this.flushEverywhere().catch((err) => this.log.error({ err: String(err) }, 'flush before hand-over failed'))
@@ -298,10 +302,9 @@ export class VirtualDisk {
   // --- clones -------------------------------------------------------------------------------
 
   get isClone (): boolean { return this.chain !== null }
-  // Block writes and discards ended on this host so far: whoever cached which blocks hold data
-  // (vdisk/allocation.ts) knows to ask again. Counted when each ends, so a change acknowledged
-  // after such a cache was filled always moves it.
-  get mutations (): number { return this.mutationCount }
+  // Block writes and discards ended on this host so far (data-path.ts): whoever cached which
+  // blocks hold data (vdisk/allocation.ts) knows to ask again.
+  get mutations (): number { return this.dataPath.mutations }
 
   // Blocks a flatten must copy (the ancestors' written blocks within this disk).
   async parentBlocks (): Promise<number[]> {
@@ -359,11 +362,7 @@ export class VirtualDisk {
   // afterwards. `requestVersion`: the request znode this answers (removed in the transaction).
   async commitSnapshot (name: string, requestVersion?: number): Promise<SnapshotRecord> {
     validateSnapshotName(name)
-    while (this.writeGate !== null) await this.writeGate
-    let open!: () => void
-    this.writeGate = new Promise<void>(resolve => { open = resolve })
-    try {
-      while (this.inFlightWrites > 0) await new Promise<void>(resolve => this.writesDrained.push(resolve))
+    return await this.dataPath.withWritesHeld(async () => {
       const lease = this.lease
       if (lease === null) throw UkaiError.conflict(`this host does not hold the lease of ${this.name}`)
       await this.flush()
@@ -375,200 +374,18 @@ export class VirtualDisk {
       this.record = { ...rest, epoch: record.epoch + 1, version: version + 1 }
       this.local?.dropAll()
       return snap
-    } finally {
-      this.writeGate = null
-      open()
-    }
-  }
-
-  // --- I/O ----------------------------------------------------------------------------------
-
-  async read (offset: number, length: number): Promise<Buffer> {
-    if (offset >= this.sizeBytes || length === 0) return Buffer.alloc(0)
-    const len = Math.min(length, this.sizeBytes - offset)
-    const turn = this.throttle.admit(len)
-    if (turn !== undefined) await turn
-    const pieces = splitRange(offset, len, this.record.blockSizeBytes)
-    if (pieces.length === 1) {
-      // Most reads stay inside one block: the block's answer is the result (no second copy;
-      // the FUSE adapter copies it into the kernel's buffer anyway).
-      const data = await this.readBlock(pieces[0].block, pieces[0].offsetInBlock, len)
-      this.io.readBytes += len
-      return data
-    }
-    const out = Buffer.allocUnsafe(len)
-    await Promise.all(pieces.map(async (p) => {
-      const data = await this.readBlock(p.block, p.offsetInBlock, p.length)
-      data.copy(out, p.offsetInRange)
-    }))
-    this.io.readBytes += len
-    return out
-  }
-
-  // Nearest in-sync replica first; on failure the next; when none answers, retry for a while.
-  // A clone's block it never wrote reads from its parent.
-  private async readBlock (block: number, offsetInBlock: number, length: number): Promise<Buffer> {
-    const chain = this.chain
-    const local = this.local
-    const readable = local === undefined ? [] : readableReplicas(this.replicasOf(block))
-    const nearest = readable.length === 0 ? undefined : nearestFirst(this.pool, readable, this.readTurn)[0]
-    if (local !== undefined && nearest !== undefined && local.capable(nearest.node)) {
-      // Among this host's replicas always the same one (the lowest id): reading a file costs the
-      // node nothing, so there is no load to spread, and one open file per block suffices.
-      const node = readable.map(r => r.node).filter(n => local.capable(n)).sort()[0]
-      const got = await local.read(node, block, this.record.epoch, offsetInBlock, length, this.lease !== null)
-      if (got !== null && (got !== 'absent' || chain === null)) {
-        this.io.localReadBytes = (this.io.localReadBytes ?? 0) + length
-        return got === 'absent' ? Buffer.alloc(length) : got
-      }
-      // A clone's block it has no version of reads through to the parent, as below.
-      if (got === 'absent') return await (chain as ParentChain).read(block, offsetInBlock, length)
-    }
-    const data = await readFromReplicas({
-      pool: this.pool,
-      candidates: () => nearestFirst(this.pool, readableReplicas(this.replicasOf(block)), this.readTurn++),
-      diskUuid: this.record.uuid,
-      block,
-      epoch: this.record.epoch,
-      offset: offsetInBlock,
-      length,
-      absentAsNull: chain !== null,
-      ioRetryMs: this.ioRetryMs,
-      what: `block ${block} of ${this.name}`,
-      onCorrupt: async (nodes) => { await this.markCorrupt(block, nodes) }
     })
-    return data ?? await (chain as ParentChain).read(block, offsetInBlock, length)
   }
 
-  // Replicas whose node refused the block for a checksum mismatch, after another replica served
-  // it: marked stale so repair copies the block again (replica-read.ts). A failed marking is
-  // logged, not the read's failure: the good bytes were served, the next read finds it again.
-  private async markCorrupt (block: number, nodes: string[]): Promise<void> {
-    for (const node of nodes) {
-      this.log.error({ node, block }, 'replica failed its checksum: marking it stale')
-      this.local?.mutating(block, null)  // nothing short-circuit read from it stays cached
-      try {
-        await this.map.markStale(node, [block])
-        this.onReplicaStale?.(this, node, 'CHECKSUM')
-      } catch (err) {
-        safetyCatch(err)
-        this.log.warn({ node, block, err: (err as Error).message }, 'could not mark the corrupt replica stale (the next read finds it again)')
-      }
-    }
-  }
+  // --- I/O (data-path.ts) -------------------------------------------------------------------
 
-  async write (offset: number, data: Buffer): Promise<void> {
-    if (offset + data.length > this.sizeBytes) {
-      throw UkaiError.outOfRange(`write of ${data.length} bytes at ${offset} ends past the end of ${this.name} (${this.sizeBytes} bytes)`)
-    }
-    if (data.length === 0) return
-    this.aborted.signal.throwIfAborted()
-    const turn = this.throttle.admit(data.length)
-    if (turn !== undefined) await turn
-    const lease = await this.ensureLease()
-    while (this.writeGate !== null) await this.writeGate
-    this.inFlightWrites++
-    try {
-      await Promise.all(splitRange(offset, data.length, this.record.blockSizeBytes).map(p =>
-        this.writeBlock(lease, p.block, p.offsetInBlock, data.subarray(p.offsetInRange, p.offsetInRange + p.length))))
-      this.io.writeBytes += data.length
-    } finally {
-      if (--this.inFlightWrites === 0) for (const wake of this.writesDrained.splice(0)) wake()
-    }
-  }
+  read (offset: number, length: number): Promise<Buffer> { return this.dataPath.read(offset, length) }
 
-  private async writeBlock (lease: HeldLease, block: number, offsetInBlock: number, data: Buffer): Promise<void> {
-    await this.mutateBlock(lease, block, offsetInBlock, data.length, 'write', this.record.epoch, node => this.pool.client(node).write({
-      diskUuid: this.record.uuid, block, epoch: this.record.epoch, offset: offsetInBlock, data, leaseEpoch: lease.leaseEpoch
-    }))
-  }
+  write (offset: number, data: Buffer): Promise<void> { return this.dataPath.write(offset, data) }
 
   // Makes [offset, offset+length) read as zeros and gives its space back on every replica
-  // (guest TRIM, fallocate PUNCH_HOLE). Fenced and replicated like a write. Only the head
-  // epoch changes: a committed snapshot's version of a block stays as it is on the nodes.
-  async discard (offset: number, length: number): Promise<void> {
-    const end = Math.min(offset + length, this.sizeBytes)  // past the end is already nothing
-    if (end <= offset) return
-    this.aborted.signal.throwIfAborted()
-    // One operation, no bytes: a discard moves no data (a whole-disk TRIM is one request).
-    const turn = this.throttle.admit(0)
-    if (turn !== undefined) await turn
-    const lease = await this.ensureLease()
-    this.inFlightWrites++
-    try {
-      const pieces = splitRange(offset, end - offset, this.record.blockSizeBytes)
-      await forEachBounded(pieces, DISCARD_BLOCKS_IN_FLIGHT, async (p) => {
-        await this.mutateBlock(lease, p.block, p.offsetInBlock, p.length, 'discard', null, node => this.pool.client(node).discard({
-          diskUuid: this.record.uuid, block: p.block, epoch: this.record.epoch, offset: p.offsetInBlock, length: p.length, leaseEpoch: lease.leaseEpoch
-        }))
-      })
-    } finally {
-      if (--this.inFlightWrites === 0) for (const wake of this.writesDrained.splice(0)) wake()
-    }
-  }
-
-  // `writeEpoch`: the version the change writes into (null: it may remove or replace versions).
-  private async mutateBlock (lease: HeldLease, block: number, offsetInBlock: number, length: number, verb: string, writeEpoch: number | null, send: (node: string) => Promise<string>): Promise<void> {
-    await this.rangeOrder.run(String(block), offsetInBlock, offsetInBlock + length, async () => {
-      await this.blockLocks.acquireWrite(block)
-      this.local?.mutating(block, writeEpoch)
-      try {
-        await this.mutateBlockLocked(lease, block, verb, send)
-      } finally {
-        this.local?.mutating(block, writeEpoch)
-        this.blockLocks.releaseWrite(block)
-        this.mutationCount++
-      }
-    })
-  }
-
-  // Sends one change of `block` to every writable replica; see the invariants at the top.
-  private async mutateBlockLocked (lease: HeldLease, block: number, verb: string, send: (node: string) => Promise<string>): Promise<void> {
-    const deadline = Date.now() + this.ioRetryMs
-    let targets: Replica[]
-    // Each fulfilled one: the incarnation of the node process that acknowledged the change.
-    let results: Array<PromiseSettledResult<string>>
-    for (;;) {
-      targets = writableReplicas(this.replicasOf(block))
-      if (targets.length === 0) throw UkaiError.io(`block ${block} of ${this.name} has no writable replica`)
-      // A clone's block is first given its own copy of the parent's version on each replica.
-      const chain = this.materialized.has(block) ? null : this.chain
-      results = await Promise.allSettled(targets.map(async r => {
-        if (chain !== null) await chain.materialize(this.record, block, r.node, lease.leaseEpoch)
-        return await send(r.node)
-      }))
-      // No replica reachable: nothing can be marked stale (that would lose the block), so wait
-      // for one to come back, up to the deadline.
-      const allUnavailable = results.every(r => r.status === 'rejected' && isUkaiError(r.reason, 'UNAVAILABLE'))
-      if (!allUnavailable || Date.now() >= deadline) break
-      await sleep(IO_RETRY_PAUSE_MS, { signal: this.aborted.signal })
-    }
-    if (this.chain !== null && results.every(r => r.status === 'fulfilled')) this.materialized.add(block)
-    const failed: Array<{ replica: Replica, err: unknown }> = []
-    results.forEach((res, i) => {
-      if (res.status === 'fulfilled') this.flusher.note(targets[i].node, block, lease.leaseEpoch, res.value)
-      else failed.push({ replica: targets[i], err: res.reason })
-    })
-    if (failed.some(f => isUkaiError(f.err, 'FENCED'))) {
-      this.leases.dropLocal(this.name)
-      this.lease = null
-      throw UkaiError.fenced(`${verb} to ${this.name} refused: the lease moved to another host (epoch ${lease.leaseEpoch} is stale)`)
-    }
-    if (failed.length === 0) return
-    if (failed.length === targets.length) {
-      const why = failed.map(f => `${f.replica.node}: ${(f.err as Error).message}`).join('; ')
-      // Full everywhere is ENOSPC for the guest, not a generic I/O error.
-      if (failed.some(f => isUkaiError(f.err, 'NO_SPACE'))) throw UkaiError.noSpace(`${verb} to block ${block} of ${this.name}: no replica has space (${why})`)
-      throw UkaiError.io(`${verb} to block ${block} of ${this.name} failed on every replica: ${why}`)
-    }
-    for (const f of failed) {
-      this.log.warn({ node: f.replica.node, block, verb, err: (f.err as Error).message }, 'replica write failed')
-      // A hung replica is left behind for the whole disk at once (see markHungNodeStale).
-      if (this.pool.isHung(f.replica.node)) await this.map.markHungNodeStale(f.replica.node, [block])
-      else await this.map.markStale(f.replica.node, [block])
-      this.onReplicaStale?.(this, f.replica.node, (f.err as { code?: string }).code ?? 'UNKNOWN')
-    }
-  }
+  // (guest TRIM, fallocate PUNCH_HOLE), fenced and replicated like a write.
+  discard (offset: number, length: number): Promise<void> { return this.dataPath.discard(offset, length) }
 
   // Makes every acknowledged write durable on the nodes, or fails (src/vdisk/dirty-flush.ts).
   flush (): Promise<void> { return this.flusher.flush() }
