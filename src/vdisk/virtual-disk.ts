@@ -31,6 +31,7 @@ import { IoThrottle, UNLIMITED } from '../lib/io-throttle'
 import { limitsOfRecord } from './disk-qos'
 import { DirtyFlusher } from './dirty-flush'
 import { FLUSH_BEHIND_IDLE_MS_DEFAULT } from './flush-behind'
+import { traceWrite, writeTraceOn } from '../lib/write-trace'
 
 // How long an I/O keeps retrying while no replica answers (a node restarting, a network blip)
 // before the guest sees EIO.
@@ -467,11 +468,13 @@ export class VirtualDisk {
     if (turn !== undefined) await turn
     const lease = await this.ensureLease()
     while (this.writeGate !== null) await this.writeGate
+    if (writeTraceOn) traceWrite('disk.lease', offset)
     this.inFlightWrites++
     try {
       await Promise.all(splitRange(offset, data.length, this.record.blockSizeBytes).map(p =>
         this.writeBlock(lease, p.block, p.offsetInBlock, data.subarray(p.offsetInRange, p.offsetInRange + p.length))))
       this.io.writeBytes += data.length
+      if (writeTraceOn) traceWrite('disk.done', offset)
     } finally {
       if (--this.inFlightWrites === 0) for (const wake of this.writesDrained.splice(0)) wake()
     }
@@ -511,9 +514,11 @@ export class VirtualDisk {
   private async mutateBlock (lease: HeldLease, block: number, offsetInBlock: number, length: number, verb: string, writeEpoch: number | null, send: (node: string) => Promise<string>): Promise<void> {
     await this.rangeOrder.run(String(block), offsetInBlock, offsetInBlock + length, async () => {
       await this.blockLocks.acquireWrite(block)
+      if (writeTraceOn) traceWrite('disk.locked', block, offsetInBlock)
       this.local?.mutating(block, writeEpoch)
       try {
         await this.mutateBlockLocked(lease, block, verb, send)
+        if (writeTraceOn) traceWrite('disk.acked', block, offsetInBlock)
       } finally {
         this.local?.mutating(block, writeEpoch)
         this.blockLocks.releaseWrite(block)
