@@ -11,6 +11,7 @@ import { safetyCatch } from '../errors'
 import { ByteReader } from './byte-reader'
 import { NbdExport, NbdExportSource } from './agent-exports'
 import { toNbdError } from './nbd-errno'
+import { traceWrite, writeTraceOn } from '../lib/write-trace'
 import * as P from './protocol'
 import { NBD_PAYLOAD_BYTES_MAX, checkRequest, commandName } from './request-checks'
 
@@ -271,6 +272,7 @@ export class NbdSession {
           }
           payload = await this.reader.read(req.lengthBytes)
           if (payload === null) break // cut off mid-payload: never started, never acknowledged
+          if (writeTraceOn) traceWrite('nbd.req', Number(req.offset))
         }
         const bytes = req.type === P.NBD_CMD_WRITE || req.type === P.NBD_CMD_READ ? Math.min(req.lengthBytes, NBD_PAYLOAD_BYTES_MAX) : 0
         this.inFlight++
@@ -318,6 +320,7 @@ export class NbdSession {
         case P.NBD_CMD_WRITE:
           if (length > 0) await exp.write(offset, payload as Buffer)
           if (fua) await exp.flush()
+          if (writeTraceOn) { await this.replyOk(req); traceWrite('nbd.reply', offset); return }
           break
         case P.NBD_CMD_FLUSH:
           await exp.flush()

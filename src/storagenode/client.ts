@@ -16,6 +16,7 @@
 import * as grpc from '@grpc/grpc-js'
 import { UkaiError, UkaiErrorCode, isUkaiError } from '../errors'
 import { Lifecycle } from '../lib/lifecycle'
+import { traceWrite, writeTraceOn } from '../lib/write-trace'
 import { codeOfServiceError, codeOfStatus, trailerCode } from './status'
 import { HungWatchdog, NodeProgress, PING_TIMEOUT_MS, REPLICA_HUNG_MS_DEFAULT, REPLICA_HUNG_MS_MIN } from './node-progress'
 import { ClientTls, channelOf, clientTls } from './tls'
@@ -157,8 +158,10 @@ export class StorageClient {
     // Checked here as well: an oversized message would break the whole stream, not just this call.
     if (a.data.length > MAX_IO_BYTES) throw UkaiError.badArgument(`${this.nodeId}: write of ${a.data.length} bytes exceeds the limit of ${MAX_IO_BYTES} bytes per request`)
     const startMs = performance.now()
-    const r = await this.io({ id: 0, write: { diskUuid: a.diskUuid, block: a.block, epoch: a.epoch, offset: a.offset, data: a.data, leaseEpoch: a.leaseEpoch } })
+    const req = { id: 0, write: { diskUuid: a.diskUuid, block: a.block, epoch: a.epoch, offset: a.offset, data: a.data, leaseEpoch: a.leaseEpoch } }
+    const r = await this.io(req)
     this.progress.writeLatency.observe(performance.now() - startMs)
+    if (writeTraceOn) traceWrite(`client.done ${this.nodeId}`, a.block, a.offset, req.id)
     return r.incarnation ?? ''
   }
 
@@ -282,6 +285,7 @@ export class StorageClient {
     const resp = await new Promise<IoResponse>((resolve, reject) => {
       const p: Pending = { id, req, resolve, reject, timer: undefined as unknown as NodeJS.Timeout, sent: false, sentAtMs: 0 }
       p.timer = setTimeout(() => this.onTimeout(p), this.callTimeoutMs)
+      if (writeTraceOn) this.trace('client.queue', p)
       this.queue.push(p)
       this.pump()
     })
@@ -311,13 +315,15 @@ export class StorageClient {
         p.sent = true
         p.sentAtMs = Date.now()
         this.sent.set(p.id, p)
+        if (writeTraceOn) this.trace('client.sent', p)
         batch.push(p.req)
         bytes += size
         if (bytes >= IO_BATCH_BYTES) break
       }
       this.sentStats.messages++
       this.sentStats.requests += batch.length
-      s.write(batch)
+      if (writeTraceOn) s.write(batch, () => { for (const r of batch) if ('write' in r) traceWrite(`client.wrote ${this.nodeId}`, r.write.block, r.write.offset, r.id) })
+      else s.write(batch)
     }
     if (this.sent.size > 0) this.watchdog.start()
   }
@@ -332,6 +338,7 @@ export class StorageClient {
         if (p === undefined) continue  // answered after its deadline
         this.sent.delete(resp.id)
         clearTimeout(p.timer)
+        if (writeTraceOn) this.trace('client.rx', p)
         p.resolve(resp)
       }
       this.pump()
@@ -350,6 +357,11 @@ export class StorageClient {
     s.on('end', () => broken('server ended the stream'))
     s.on('close', () => broken('stream closed'))
     return s
+  }
+
+  // bench/write-stages.ts: a write's request at one stage of this client (lib/write-trace.ts).
+  private trace (stage: string, p: Pending): void {
+    if ('write' in p.req) traceWrite(`${stage} ${this.nodeId}`, p.req.write.block, p.req.write.offset, p.id)
   }
 
   private onTimeout (p: Pending): void {

@@ -30,6 +30,7 @@ import type { Failure, RpcObserver, ServerCounters } from './rpc-answers'
 import { IO_BATCH_BYTES, IoRequestIn, IoResponse, StorageHandlers } from './wire'
 import { faultWriteDelayMs } from './write-delay-fault'
 import { sleep } from '../lib/timers'
+import { traceWrite, writeTraceOn } from '../lib/write-trace'
 
 // Decoded requests grpc-js may buffer in a call's readable side while we do not read it (Node's
 // object-mode default is 16: 64 MiB of 4 MiB writes per paused stream); one is enough, the
@@ -75,6 +76,7 @@ export function ioHandlers (deps: IoHandlerDeps): Pick<StorageHandlers, 'Io' | '
         case 'write': {
           const w = req.write as NonNullable<IoRequestIn['write']>
           await store.write(w.diskUuid, w.block, w.epoch, w.offset, w.data, w.leaseEpoch)
+          if (writeTraceOn) traceWrite(`node.written ${nodeId}`, w.block, w.offset, id)
           counters.bytesWritten += w.data.length
           const faultMs = faultWriteDelayMs()
           if (faultMs > 0) await sleep(faultMs)
@@ -125,7 +127,11 @@ export function ioHandlers (deps: IoHandlerDeps): Pick<StorageHandlers, 'Io' | '
     const send = (msg: IoResponse | IoResponse[], charges: Charge[]): void => {
       if (gone || call.cancelled || call.writableEnded) { for (const c of charges) gate.settle(c); return }
       if (sending++ === 0) progressMs = Date.now()
-      ;(call as grpc.ServerDuplexStream<unknown, unknown>).write(msg, () => { sending--; progressMs = Date.now(); for (const c of charges) gate.settle(c) })
+      if (writeTraceOn) traceReplies(`node.tx ${nodeId}`, msg)
+      ;(call as grpc.ServerDuplexStream<unknown, unknown>).write(msg, () => {
+        sending--; progressMs = Date.now(); for (const c of charges) gate.settle(c)
+        if (writeTraceOn) traceReplies(`node.txdone ${nodeId}`, msg)
+      })
     }
     const sendReplies = (): void => {
       replyScheduled = false
@@ -174,6 +180,7 @@ export function ioHandlers (deps: IoHandlerDeps): Pick<StorageHandlers, 'Io' | '
     }, reading => { if (reading) call.resume(); else call.pause() })
     const take = (req: IoRequestIn): void => {
       counters.requests++
+      if (writeTraceOn && req.op === 'write') traceWrite(`node.rx ${nodeId}`, req.write?.block ?? 0, req.write?.offset ?? 0, req.id)
       gate.push(req, payloadBytes(req), req.op === 'write' ? payloadBytes(req) : 0)
     }
     // A batch's requests reach the gate in their order, as separate messages would.
@@ -198,6 +205,11 @@ export function ioHandlers (deps: IoHandlerDeps): Pick<StorageHandlers, 'Io' | '
     Io: (call: IoCall) => serve(call, false),
     IoBatch: (call: IoBatchCall) => serve(call, true)
   }
+}
+
+// bench/write-stages.ts: every reply of a message at one stage (lib/write-trace.ts).
+function traceReplies (stage: string, msg: IoResponse | IoResponse[]): void {
+  for (const r of Array.isArray(msg) ? msg : [msg]) traceWrite(stage, 0, 0, r.id)
 }
 
 // The bytes a request brings or asks for: a write's data, a read's reply.

@@ -23,6 +23,7 @@ import { sleep } from '../lib/timers'
 import { forEachBounded } from '../lib/worker-pool'
 import { IoThrottle } from '../lib/io-throttle'
 import { DirtyFlusher } from './dirty-flush'
+import { traceWrite, writeTraceOn } from '../lib/write-trace'
 
 // Blocks a large discard (a whole-disk TRIM) keeps in flight; each goes to every replica.
 // Measured: 64 GiB of 4 MiB blocks, 2 replicas, nothing written: 5-8 s.
@@ -179,11 +180,13 @@ export class DiskDataPath {
     if (turn !== undefined) await turn
     const lease = await this.d.ensureLease()
     while (this.writeGate !== null) await this.writeGate
+    if (writeTraceOn) traceWrite('disk.lease', offset)
     this.inFlightWrites++
     try {
       await Promise.all(splitRange(offset, data.length, this.record.blockSizeBytes).map(p =>
         this.writeBlock(lease, p.block, p.offsetInBlock, data.subarray(p.offsetInRange, p.offsetInRange + p.length))))
       this.d.io.writeBytes += data.length
+      if (writeTraceOn) traceWrite('disk.done', offset)
     } finally {
       if (--this.inFlightWrites === 0) for (const wake of this.writesDrained.splice(0)) wake()
     }
@@ -223,9 +226,11 @@ export class DiskDataPath {
   private async mutateBlock (lease: HeldLease, block: number, offsetInBlock: number, length: number, verb: string, writeEpoch: number | null, send: (node: string) => Promise<string>): Promise<void> {
     await this.rangeOrder.run(String(block), offsetInBlock, offsetInBlock + length, async () => {
       await this.d.blockLocks.acquireWrite(block)
+      if (writeTraceOn) traceWrite('disk.locked', block, offsetInBlock)
       this.d.local?.mutating(block, writeEpoch)
       try {
         await this.mutateBlockLocked(lease, block, verb, send)
+        if (writeTraceOn) traceWrite('disk.acked', block, offsetInBlock)
       } finally {
         this.d.local?.mutating(block, writeEpoch)
         this.d.blockLocks.releaseWrite(block)
