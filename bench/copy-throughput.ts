@@ -22,6 +22,9 @@
 // 0.85 (PASS), insecure 0.875; repair TLS 0.91 (PASS), insecure 0.97; TLS / insecure 0.97, 0.93.
 // At 256 MiB, load 11-20: relocation TLS 0.72, repair 0.95.
 // At load 35-60 the copies were CPU-bound: relocation TLS 0.12-0.27, repair 0.29-0.76.
+// Those relocations used 2 of the 4 paths; spread over all 4 (relocate/pull-paths.ts, load 9-23,
+// 3 pairs interleaved with main's build) the relocation moved 1.04-1.14x main's rate with TLS, and
+// its ratio over the 4 paths' caps was 0.31-0.47 (main: 0.54-0.90 over 2).
 // docs/performance.md ("Copy throughput over the WAN").
 import { spawn } from 'node:child_process'
 import fs from 'node:fs'

@@ -1,10 +1,12 @@
 // How long a relocation's copy will take, measured instead of guessed: a sample of the disk's
 // written blocks is pulled node to node the way the executor pulls (targets pull from sources,
-// the same number of blocks in flight, every target of a block at once), but with the probe flag
-// set, so the targets read the blocks over the real link and store nothing.
+// the same number of blocks in flight, every target of a block at once, spread over the paths
+// alike), but with the probe flag set, so the targets read the blocks over the real link and
+// store nothing.
 import { COPY_CONCURRENCY_DEFAULT } from './executor'
 import { StorageClient } from '../storagenode/client'
 import { forEachBounded } from '../lib/worker-pool'
+import { PullPaths } from './pull-paths'
 
 export const PROBE_BUDGET_MS_DEFAULT = 3000
 const PROBE_SAMPLE_BLOCKS = 16
@@ -50,18 +52,21 @@ export async function estimateCopy (input: ProbeInput): Promise<CopyEstimate> {
   if (budgetMs <= 0) return capped(0)
   const queue = sample(input.blocks, PROBE_SAMPLE_BLOCKS)
   const clients = new Map(input.targets.map(t => [t.id, new StorageClient({ nodeId: t.id, address: t.address })]))
+  // Each target starts on the least busy path, as the executor's pulls do (pull-paths.ts).
+  const paths = new PullPaths()
   const started = Date.now()
   let bytes = 0
   let blocks = 0
   const probeOne = async (b: (typeof queue)[number]): Promise<void> => {
     // A block started before the budget ran out is finished: half a block would undercount.
     if (Date.now() - started >= budgetMs) return
+    const orders = paths.orders(input.targets.map(t => t.id), b.sources, s => s.id)
     const got = await Promise.all(input.targets.map(async (target, i) => {
-      const sources = b.sources.filter(s => s.id !== target.id)
-      if (sources.length === 0) return 0
-      const source = sources[i % sources.length]
+      const source = orders[i][0]
+      if (source === undefined) return 0
       const client = clients.get(target.id) as StorageClient
-      return await client.pullBlock({ diskUuid: input.diskUuid, block: b.block, sourceNode: source.id, sourceAddress: source.address, leaseEpoch: 0, probe: true }, budgetMs * 4)
+      return await paths.pull(source.id, target.id, async () =>
+        await client.pullBlock({ diskUuid: input.diskUuid, block: b.block, sourceNode: source.id, sourceAddress: source.address, leaseEpoch: 0, probe: true }, budgetMs * 4))
     }))
     bytes += got.reduce((a, n) => a + n, 0)
     blocks++

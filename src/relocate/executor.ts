@@ -4,7 +4,7 @@
 //      them `in-sync` in batches (unwritten blocks are marked without copying: thin stays thin);
 //   3. flip the map in one transaction to the targets alone — only once every block is in sync
 //      there, so the last in-sync replica of a block is never dropped;
-//   4. delete the data on the dropped nodes, after the flip is committed.
+//   4. delete the data on the dropped nodes, after the flip is committed (after-flip.ts).
 // Plan and progress live in ZooKeeper; a crash anywhere leaves a consistent map, and whoever
 // holds the lease next runs the same steps again (each is idempotent).
 //
@@ -23,6 +23,8 @@ import { CopyLocks } from '../lib/block-locks'
 import { sleep } from '../lib/timers'
 import { forEachBounded } from '../lib/worker-pool'
 import { CopyPace, resumedPace } from './copy-pace'
+import { PullPaths, pathCost } from './pull-paths'
+import { adoptPlacement, dropFarData } from './after-flip'
 
 export const COPY_CONCURRENCY_DEFAULT = 4
 // A node counts as unreachable only after this long: one that just restarted is reached again
@@ -49,7 +51,6 @@ const PULL_ATTEMPTS_MAX = 4
 const PULL_RETRY_FIRST_MS = 1000
 const PROGRESS_INTERVAL_MS = 1000
 const IN_SYNC_BATCH_BLOCKS = 64
-const PLACEMENT_UPDATE_ATTEMPTS_MAX = 5
 
 export type RelocationOutcome = 'done' | 'paused' | 'cancelled' | 'stopped'
 
@@ -104,6 +105,7 @@ export class RelocationExecutor {
   // The copy's rate limiter: the record's rate, slowed while the guests wait on a node (copy-pace.ts).
   private pace: CopyPace | null = null
   private bytesPerBlock = 0 // the plan's estimate per block to copy (all its targets)
+  private readonly paths: PullPaths
 
   constructor (deps: ExecutorDeps) {
     this.meta = deps.meta
@@ -112,6 +114,7 @@ export class RelocationExecutor {
     this.host = deps.host
     this.concurrency = deps.concurrency ?? COPY_CONCURRENCY_DEFAULT
     this.log = (deps.logger ?? silentLogger).child({ disk: deps.disk.name, component: 'relocation' })
+    this.paths = new PullPaths((source, target) => pathCost(this.pool.get(source), this.pool.get(target)))
   }
 
   async run (signal?: AbortSignal): Promise<RelocationOutcome> {
@@ -161,9 +164,10 @@ export class RelocationExecutor {
       // waited for before the sources are dropped.
       await this.disk.flushEverywhere?.()
       await this.flip()
-      await this.dropFarData()
+      const orphaned = await dropFarData({ pool: this.pool, disk: this.disk, nodes: this.rec.dropNodes, log: this.log })
+      if (orphaned.length > 0) this.rec.reason = `orphaned data on ${orphaned.join(', ')} (node unreachable at the drop)`
       // The map is flipped already: a policy that could not be written is worth a warning, not a pause.
-      await this.adoptPlacement().catch((err) => {
+      await adoptPlacement(this.meta, this.disk.name, this.rec.placement, this.log).catch((err) => {
         if (!isUkaiError(err)) throw err
         this.log.warn({ err: err.message, placement: this.rec.placement }, 'could not record the disk\'s new placement policy')
       })
@@ -365,11 +369,11 @@ export class RelocationExecutor {
       const sources = live.length > 0 ? live : inSync
       if (sources.length === 0) throw new Stop('paused', `block ${block} has no in-sync replica to copy from`)
       // All targets at once (the copy lock holds writes to this block back meanwhile), each
-      // starting from a different source so the pulls spread over the far links.
+      // starting on the source whose path to it is least busy (pull-paths.ts), the rest after it.
       // Every pull ends before the lock is let go (a failed one must not leave another running
       // under guest writes); the gravest failure wins: a stop, a pause, then a transient one.
-      const results = await Promise.allSettled(targets.map(async (target, i) =>
-        await this.pullTo(block, target, [...sources.slice(i % sources.length), ...sources.slice(0, i % sources.length)], lease)))
+      const orders = this.paths.orders(targets, sources, r => r.node)
+      const results = await Promise.allSettled(targets.map(async (target, i) => await this.pullTo(block, target, orders[i], lease)))
       const failures = results.flatMap(r => r.status === 'rejected' ? [r.reason as unknown] : [])
       const grave = failures.find(e => !(e instanceof TransientCopyFailure)) ?? failures[0]
       if (grave !== undefined) throw grave
@@ -386,7 +390,8 @@ export class RelocationExecutor {
         // Node to node: the target pulls from the source at the address the source
         // registered (the target may route it differently with --peer-address).
         const sourceAddress = this.pool.get(source.node)?.alive?.address ?? this.pool.get(source.node)?.address ?? ''
-        const bytes = await this.pool.client(target).pullBlock({ diskUuid: this.disk.record.uuid, block, sourceNode: source.node, sourceAddress, leaseEpoch: lease })
+        const bytes = await this.paths.pull(source.node, target, async () =>
+          await this.pool.client(target).pullBlock({ diskUuid: this.disk.record.uuid, block, sourceNode: source.node, sourceAddress, leaseEpoch: lease }))
         this.copiedBytes += bytes
         return bytes
       } catch (err) {
@@ -416,38 +421,6 @@ export class RelocationExecutor {
       return targets.map(node => ({ node, state: 'in-sync' as const }))
     })
     this.log.info({ targets }, 'map flipped to the targets')
-  }
-
-  // The disk's placement policy follows a move (`disk list`, and where a grow places new blocks).
-  private async adoptPlacement (): Promise<void> {
-    const placement = this.rec.placement
-    if (placement === undefined) return
-    for (let attempt = 1; ; attempt++) {
-      const { version, ...disk } = await this.meta.getDisk(this.disk.name)
-      if (JSON.stringify(disk.placement) === JSON.stringify(placement)) return
-      try {
-        await this.meta.setDiskRecord({ ...disk, placement }, version)
-        this.log.info({ placement }, 'placement policy follows the relocation')
-        return
-      } catch (err) {
-        if (!isUkaiError(err, 'ZK_CONFLICT') || attempt >= PLACEMENT_UPDATE_ATTEMPTS_MAX) throw err
-      }
-    }
-  }
-
-  // After the flip is committed: the dropped nodes hold nothing the map points to.
-  private async dropFarData (): Promise<void> {
-    const failed: string[] = []
-    for (const node of this.rec.dropNodes) {
-      if (this.disk.map.nodesInMap().has(node)) continue
-      try {
-        await this.pool.client(node).deleteDisk({ diskUuid: this.disk.record.uuid, leaseEpoch: this.disk.leaseEpoch ?? 0 })
-      } catch (err) {
-        failed.push(node)
-        this.log.warn({ node, err: String(err) }, 'could not delete dropped replica data (orphaned until cleaned)')
-      }
-    }
-    if (failed.length > 0) this.rec.reason = `orphaned data on ${failed.join(', ')} (node unreachable at the drop)`
   }
 
   // Cancel: take back the replicas this relocation added; the original ones were never touched.
