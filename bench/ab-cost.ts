@@ -11,6 +11,9 @@
 //                                           4, goal `checksum-cost` (≤ 10% on every job)
 //   node dist/bench/ab-cost.js tls         mutual TLS on (the default) vs a cluster run --insecure;
 //                                           issue 12, goal `tls-cost` (≥ 0.85 on every job)
+//   node dist/bench/ab-cost.js heap        the agent's fixed heap growth (the default
+//                                           --heap-growing-percent) vs V8's own factor (0); issue
+//                                           13, goal `heap-growth-cost` (≥ 0.9 on every job)
 //   (also `BENCH_SUITES=checksums` / `BENCH_SUITES=tls npm run bench`; ~1 min fill, ~2 min a round)
 //
 // FUSE file, 2 replicas (bench/ukai-cluster.ts). Environment: BENCH_AB_ROUNDS (3), BENCH_AB_FILE_MIB
@@ -25,7 +28,7 @@ import { createDisk } from '../src/admin/disk-admin'
 import { RESULTS_DIR, envNumber } from './bench-env'
 import { Cleanup } from './cleanup'
 import { runFio, type FioResult } from './fio'
-import { CHECKSUM_GOAL, TLS_GOAL, evaluateGoals, goalLines, metricValue, type Goal } from './goals'
+import { CHECKSUM_GOAL, HEAP_GROWTH_GOAL, TLS_GOAL, evaluateGoals, goalLines, metricValue, type Goal } from './goals'
 import { CpuMeter } from './proc-stats'
 import { WORKLOADS, fillJob, timedJob, type BenchSettings, type WorkloadSpec } from './jobs'
 import { cpuMicrosPerIo, formatFio, type TargetRun } from './report'
@@ -39,7 +42,7 @@ type WorkloadId = typeof WORKLOADS[number]['id']
 
 // One comparison: the cluster options of each side, and the goal that judges on/off.
 interface Comparison {
-  id: 'checksums' | 'tls'
+  id: 'checksums' | 'tls' | 'heap'
   title: string
   label: Record<Variant, string>
   cluster: Record<Variant, Omit<UkaiClusterOptions, 'dir'>>
@@ -60,6 +63,13 @@ const COMPARISONS: Comparison[] = [
     label: { on: 'TLS on', off: 'insecure' },
     cluster: { on: { tls: true }, off: { tls: false } },
     goal: TLS_GOAL
+  },
+  {
+    id: 'heap',
+    title: 'agent heap growth fixed vs V8\'s own',
+    label: { on: 'fixed', off: 'V8 own' },
+    cluster: { on: {}, off: { agentArgs: ['--heap-growing-percent', '0'] } },
+    goal: HEAP_GROWTH_GOAL
   }
 ]
 

@@ -9,7 +9,9 @@
 //
 //   node dist/bench/agent-memory.js        (also `BENCH_SUITES=memory npm run bench`; ~2 min)
 // Environment: MEMORY_DISKS (10), MEMORY_DISK_MIB (256), MEMORY_RUNTIME_SEC (30),
-// MEMORY_SAMPLE_MS (500), MEMORY_GOAL_MIB (256). Exit 1 when the goal is missed or a job failed.
+// MEMORY_SAMPLE_MS (500), MEMORY_GOAL_MIB (256), MEMORY_AGENT_ARGS (more `ukai mount` arguments,
+// space-separated: e.g. `--heap-growing-percent 0`, V8's own heap growth as before issue 13's
+// fix). Exit 1 when the goal is missed or a job failed.
 // Writes bench/results/memory-<date>.json and latest-memory.json.
 import { execFile } from 'node:child_process'
 import fs from 'node:fs'
@@ -37,7 +39,7 @@ const MIXES: Mix[] = [
 export interface MemoryResult {
   kind: 'ukai-agent-memory'
   startedAt: string
-  settings: { disks: number, diskMiB: number, runtimeSec: number, sampleMs: number, goalMiB: number }
+  settings: { disks: number, diskMiB: number, runtimeSec: number, sampleMs: number, goalMiB: number, agentArgs: string[] }
   disks: Array<{ name: string, mix: string, bytes: number, ios: number, error: number }>
   agent: { peakRssBytes: number | null, kernelPeakRssBytes: number | null, sampledMaxRssBytes: number, idleRssBytes: number | null, samples: number }
   nodes: Record<string, number | null>
@@ -70,7 +72,8 @@ async function main (): Promise<void> {
     diskMiB: envNumber('MEMORY_DISK_MIB', 256),
     runtimeSec: envNumber('MEMORY_RUNTIME_SEC', 30),
     sampleMs: envNumber('MEMORY_SAMPLE_MS', 500),
-    goalMiB: envNumber('MEMORY_GOAL_MIB', 256)
+    goalMiB: envNumber('MEMORY_GOAL_MIB', 256),
+    agentArgs: (process.env.MEMORY_AGENT_ARGS ?? '').split(' ').filter(a => a !== '')
   }
   const workDir = fs.mkdtempSync(path.join(os.tmpdir(), 'ukai-memory-'))
   const cleanup = new Cleanup()
@@ -82,7 +85,7 @@ async function main (): Promise<void> {
   let result: MemoryResult
   try {
     process.stdout.write(`agent memory: ${settings.disks} disks of ${settings.diskMiB} MiB (2 replicas), all under fio at once for ${settings.runtimeSec} s\n`)
-    const cluster = await startUkaiCluster({ dir: path.join(workDir, 'ukai') })
+    const cluster = await startUkaiCluster({ dir: path.join(workDir, 'ukai'), agentArgs: settings.agentArgs })
     cleanup.add('stop the UKAI cluster', () => cluster.stop())
     const agentPid = cluster.agent.pid
     if (cluster.metricsAddresses.length > 0) process.stdout.write(`  metrics (BENCH_METRICS=1; heap and external memory per daemon): ${cluster.metricsAddresses.join(' ')}\n`)

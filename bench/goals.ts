@@ -40,6 +40,10 @@ export const CHECKSUM_GOAL: Goal = { id: 'checksum-cost', text: 'checksums cost 
 // less noise, by the tls suite (bench/ab-cost.ts tls: medians of interleaved rounds).
 export const TLS_GOAL: Goal = { id: 'tls-cost', text: 'UKAI with TLS ≥ 0.85 × UKAI --insecure, all four jobs (issue 12)', numerator: 'ukai', denominator: 'ukai-insecure', workloads: ALL, min: 0.85, strict: false }
 
+// Issue 13: the agent's fixed heap growth (--heap-growing-percent, the default) against V8's own
+// factor (--heap-growing-percent 0), judged by bench/ab-cost.ts heap only.
+export const HEAP_GROWTH_GOAL: Goal = { id: 'heap-growth-cost', text: 'the agent\'s fixed heap growth costs ≤ 10% on every fio job (fixed / V8\'s own ≥ 0.9)', numerator: 'ukai', denominator: 'ukai-v8-heap-growth', workloads: ALL, min: 0.9, strict: false }
+
 export const GOALS: Goal[] = [
   { id: 'ukai-beats-gluster', text: 'UKAI (FUSE file) beats GlusterFS replica 2 on all four jobs', numerator: 'ukai', denominator: 'gluster', workloads: ALL, min: 1, strict: true },
   { id: 'ukai-nbd-beats-gluster', text: 'UKAI (NBD) beats GlusterFS replica 2 on all four jobs', numerator: 'ukai-nbd', denominator: 'gluster', workloads: ALL, min: 1, strict: true },

@@ -13,8 +13,8 @@ import type { BigDiskResult } from './big-disk'
 // gluster, ceph: the peers an operator would otherwise pick, replica 2 (bench/peer-*.ts).
 // ukai-insecure: the FUSE file again on a cluster run --insecure (no TLS), bench-only, so that one
 // run gives the cost of TLS on every job (issue 12: ukai / ukai-insecure ≥ 0.85, bench/goals.ts).
-export type TargetName = 'local' | 'passthrough' | 'passthrough-tuned' | 'ukai' | 'ukai-insecure' | 'ukai-nbd' | 'qemu-nbd' | 'gluster' | 'ceph' | 'ukai-no-checksums'
-// 'ukai-no-checksums' is not one: only the checksum suite runs it (bench/ab-cost.ts checksums).
+export type TargetName = 'local' | 'passthrough' | 'passthrough-tuned' | 'ukai' | 'ukai-insecure' | 'ukai-nbd' | 'qemu-nbd' | 'gluster' | 'ceph' | 'ukai-no-checksums' | 'ukai-v8-heap-growth'
+// 'ukai-no-checksums' and 'ukai-v8-heap-growth' are not: only bench/ab-cost.ts runs them.
 export const TARGETS: TargetName[] = ['local', 'passthrough', 'passthrough-tuned', 'ukai', 'ukai-insecure', 'ukai-nbd', 'qemu-nbd', 'gluster', 'ceph']
 // The targets that need Debian packages beyond scripts/setup.sh (bench/setup-peers.sh installs them).
 export const PEER_TARGETS: TargetName[] = ['gluster', 'ceph']

@@ -5,7 +5,7 @@ import type Fuse from 'fuse-native'
 import { UkaiError } from '../errors'
 import { Logger } from '../log'
 import { loadNative } from '../native'
-import { holdGcBallast } from '../lib/gc-ballast'
+import { HEAP_GROWING_PERCENT_AGENT_DEFAULT, capHeapGrowth, holdGcBallast } from '../lib/gc-ballast'
 import { DiskFileOwner } from '../meta/schema'
 import { VirtualDisk } from '../vdisk/virtual-disk'
 import { SeekWhence, seekAllocation } from '../vdisk/allocation'
@@ -45,6 +45,7 @@ const EOPNOTSUPP = -95
 export interface FuseMountOptions {
   allowOther?: boolean
   io?: DiskIoSink  // told of every disk read, write and fsync answered (the metrics)
+  heapGrowingPercent?: number  // the V8 heap's growth after a mark-compact (lib/gc-ballast.ts; 0: V8's own)
 }
 
 // fusermount lets a user other than root mount with allow_other only when fuse.conf says so.
@@ -89,6 +90,7 @@ function inSnapshots (path: string): boolean {
 export function mountAgent (agent: Agent, mountPoint: string, log: Logger, opts: FuseMountOptions = {}): Promise<Fuse> {
   const Fuse = loadFuse()
   holdGcBallast()  // the agent streams every I/O to the nodes: see lib/gc-ballast.ts
+  capHeapGrowth(opts.heapGrowingPercent ?? HEAP_GROWING_PERCENT_AGENT_DEFAULT)  // which holds only with a fixed heap growth: see there
   const root = agent.defaultOwner
   const started = Date.now()
   // Handles opened O_DSYNC/O_SYNC (QEMU cache=writethrough): every write is durable before it is

@@ -8,6 +8,7 @@ import { runMount } from '../daemons/mount'
 import { sdNotify } from '../daemons/sd-notify'
 import { runStorageNode } from '../daemons/storage-node'
 import { UkaiError } from '../errors'
+import { HEAP_GROWING_PERCENT_AGENT_DEFAULT } from '../lib/gc-ballast'
 import { parseHostPort } from '../lib/host-port'
 import { createLogger, Logger } from '../log'
 import { LEASE_HANDOVER_TIMEOUT_MS_DEFAULT } from '../meta/lease'
@@ -130,6 +131,7 @@ export function daemonCommands (program: Command): void {
     .option('--nbd-listen <host:port>', 'also serve NBD on this TCP address (export name = disk name, or DISK@SNAP read-only); no TLS: keep it on loopback', hostPortOption('--nbd-listen'))
     .option('--api-listen <host:port>', 'serve the tenant API here (mutual TLS with this agent\'s certificate): tenants\' certificates manage their own disks through it (docs/security.md); default off', hostPortOption('--api-listen'))
     .option('--local-read-files <n>', 'block files of this host\'s storage nodes kept open for local reads', countOption('--local-read-files'), LOCAL_OPEN_FILES_MAX_DEFAULT)
+    .option('--heap-growing-percent <n>', 'after each full collection, let the agent\'s V8 heap grow by N % of its live size before the next (bounds the peak RSS under load; docs/performance.md); 0: V8\'s own factor, 10–300 %', countOption('--heap-growing-percent', 0, 1000), HEAP_GROWING_PERCENT_AGENT_DEFAULT)
     .option('--metrics-listen <host:port>', METRICS_LISTEN_HELP)
     .option('--metrics-listen-any', METRICS_LISTEN_ANY_HELP)
     .addOption(new Option('--bench-no-checksums', BENCH_NO_CHECKSUMS_HELP).hideHelp())
@@ -150,13 +152,13 @@ export function daemonCommands (program: Command): void {
         if (opts.apiListen === undefined) tls?.revoked.close()  // it accepts no TLS peer: nothing to check
         return await runMount({
           mountPoint, host: opts.host, site: opts.site, zk: zkConnectString(cmd), zkAuth: auth, zkSessionTimeoutMs: zkSessionTimeoutMs(cmd), zkConnectTimeoutMs: zkConnectTimeoutMs(cmd), allowOther: opts.allowOther === true,
-          handoverTimeoutMs: opts.handoverTimeoutMs, ioRetryMs: opts.ioRetryMs, flushBehindMs: opts.flushBehindMs, replicaHungMs: opts.replicaHungMs, nodeAddresses, rttIntervalMs, cacheDir: opts.cacheDir, cacheSizeBytes, localReads: opts.localReads !== false, localReadFiles, benchNoChecksums: opts.benchNoChecksums === true, autoRepair: opts.autoRepair !== false, controller: opts.controller !== false,
+          handoverTimeoutMs: opts.handoverTimeoutMs, ioRetryMs: opts.ioRetryMs, flushBehindMs: opts.flushBehindMs, replicaHungMs: opts.replicaHungMs, nodeAddresses, rttIntervalMs, cacheDir: opts.cacheDir, cacheSizeBytes, localReads: opts.localReads !== false, localReadFiles, heapGrowingPercent: opts.heapGrowingPercent, benchNoChecksums: opts.benchNoChecksums === true, autoRepair: opts.autoRepair !== false, controller: opts.controller !== false,
           nbdDir: opts.nbdDir, nbdListen: opts.nbdListen === undefined ? undefined : parseHostPort(opts.nbdListen, '--nbd-listen'), metrics, logger: log,
           ...(opts.apiListen !== undefined ? { api: { listen: opts.apiListen, tls } } : {})
         })
       })
       stopOnSignals(log, m.close)
-      log.info({ mountPoint, nbdDir: opts.nbdDir, nbdAddress: m.daemon.nbd?.tcpAddress ?? undefined, apiPort: m.daemon.api?.port, metricsAddress: m.metricsAddress }, 'ready')
+      log.info({ mountPoint, nbdDir: opts.nbdDir, nbdAddress: m.daemon.nbd?.tcpAddress ?? undefined, apiPort: m.daemon.api?.port, metricsAddress: m.metricsAddress, heapGrowingPercent: opts.heapGrowingPercent }, 'ready')
     })
 }
 

@@ -44,6 +44,7 @@ export interface MountOptions {
   cacheSizeBytes?: number
   localReads?: boolean     // short-circuit reads from storage nodes on this host (default on)
   localReadFiles?: number  // their block files kept open at most
+  heapGrowingPercent?: number // the V8 heap's growth after a mark-compact (lib/gc-ballast.ts; 0: V8's own)
   benchNoChecksums?: boolean  // the hidden benchmark switch --bench-no-checksums (vdisk/short-circuit-reads.ts)
   autoRepair?: boolean     // replace a full node's stale replicas without an operator (default on)
   controller?: boolean     // stand for the controller election (default on; --no-controller)
@@ -109,7 +110,7 @@ export async function runMount (opts: MountOptions): Promise<RunningMount> {
   try {
     await agent.ready()
     await rtt.ready()
-    fuse = await mountAgent(agent, opts.mountPoint, opts.logger, { allowOther: opts.allowOther, io: metrics })
+    fuse = await mountAgent(agent, opts.mountPoint, opts.logger, { allowOther: opts.allowOther, io: metrics, heapGrowingPercent: opts.heapGrowingPercent })
     if (opts.nbdDir !== undefined || opts.nbdListen !== undefined) {
       const server = new NbdServer({
         exports: new AgentExports(agent, metrics),
