@@ -18,9 +18,14 @@
 //
 // FUSE file, 2 replicas (bench/ukai-cluster.ts). Environment: BENCH_AB_ROUNDS (3), BENCH_AB_FILE_MIB
 // (1024), BENCH_RUNTIME_SEC (10), BENCH_RAMP_SEC (2), BENCH_NUMJOBS (4), BENCH_AB_JOBS (all four; e.g.
-// `randwrite` or `randread,randwrite`: only those jobs run, and the goal is judged on them only). Results:
+// `randwrite` or `randread,randwrite`: only those jobs run, and the goal is judged on them only),
+// BENCH_AB_SETTLE (0; 1: before each job, `sync` and wait until the kernel's dirty and writeback
+// pages are under 64 MiB — with 1 GiB disks a write job leaves ~2 GiB dirty on the nodes, which the
+// flusher writes back 30 s later inside another job, so without it a sequential write job partly
+// measures the page cache's writeback rather than the data path; session 10's TLS runs). Results:
 // bench/results/<comparison>-<date>.json and bench/results/latest-<comparison>.json. Exit 1 when the
 // goal is missed.
+import { execFileSync } from 'node:child_process'
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
@@ -80,6 +85,9 @@ export function median (xs: number[]): number | null {
   return s.length % 2 === 1 ? s[m] : (s[m - 1] + s[m]) / 2
 }
 
+// The suite's settings and whether each job starts with the writeback settled.
+interface AbSettings extends BenchSettings { settle: boolean }
+
 interface Side { variant: Variant, label: string, cluster: UkaiCluster, filename: string, pids: Record<string, number> }
 
 // A cluster for one variant, its disk created and filled once (the fill is not measured).
@@ -96,7 +104,22 @@ async function startSide (cmp: Comparison, variant: Variant, dir: string, settin
   return { variant, label: cmp.label[variant], cluster, filename, pids }
 }
 
-async function runJob (side: Side, w: WorkloadSpec, settings: BenchSettings, progress: Progress, run: TargetRun): Promise<void> {
+// The kernel's dirty + writeback pages in bytes (/proc/meminfo).
+function unwrittenBytes (): number {
+  const info = fs.readFileSync('/proc/meminfo', 'utf8')
+  const kib = (key: string): number => Number(new RegExp(`^${key}:\\s+(\\d+) kB`, 'm').exec(info)?.[1] ?? 0)
+  return (kib('Dirty') + kib('Writeback')) * 1024
+}
+
+// BENCH_AB_SETTLE: the previous job's writes out of the page cache before the next job starts.
+async function settleWriteback (): Promise<void> {
+  execFileSync('sync')
+  const deadline = Date.now() + 60_000
+  while (unwrittenBytes() > 64 * MIB && Date.now() < deadline) await new Promise(resolve => setTimeout(resolve, 200))
+}
+
+async function runJob (side: Side, w: WorkloadSpec, settings: AbSettings, progress: Progress, run: TargetRun): Promise<void> {
+  if (settings.settle) await settleWriteback()
   progress.start(side.label, w.label)
   const meter = new CpuMeter(side.pids)
   meter.begin()
@@ -127,11 +150,12 @@ function medianRun (target: TargetRun['target'], runs: TargetRun[], jobs: Worklo
 }
 
 async function main (cmp: Comparison): Promise<void> {
-  const settings: BenchSettings = {
+  const settings: AbSettings = {
     fileSizeBytes: envNumber('BENCH_AB_FILE_MIB', 1024) * MIB,
     numJobs: envNumber('BENCH_NUMJOBS', 4),
     runtimeSec: envNumber('BENCH_RUNTIME_SEC', 10),
-    rampSec: envNumber('BENCH_RAMP_SEC', 2)
+    rampSec: envNumber('BENCH_RAMP_SEC', 2),
+    settle: envNumber('BENCH_AB_SETTLE', 0) === 1
   }
   const rounds = envNumber('BENCH_AB_ROUNDS', 3)
   const jobs = selectedJobs(process.env.BENCH_AB_JOBS)
@@ -146,7 +170,8 @@ async function main (cmp: Comparison): Promise<void> {
   const results: Record<Variant, TargetRun[]> = { on: [], off: [] }
   try {
     process.stdout.write(`${cmp.title}: ${rounds} interleaved rounds, fio psync numjobs=${settings.numJobs} direct=1, ` +
-      `${settings.runtimeSec} s + ${settings.rampSec} s ramp per job, ${settings.fileSizeBytes / MIB} MiB disk, 2 replicas\n`)
+      `${settings.runtimeSec} s + ${settings.rampSec} s ramp per job, ${settings.fileSizeBytes / MIB} MiB disk, 2 replicas` +
+      `${settings.settle ? ', writeback settled before each job' : ''}\n`)
     const progress = new Progress(2 + rounds * 2 * jobs.length)
     const sides = { on: await startSide(cmp, 'on', path.join(workDir, 'on'), settings, progress, cleanup), off: await startSide(cmp, 'off', path.join(workDir, 'off'), settings, progress, cleanup) }
     for (let r = 0; r < rounds; r++) {
