@@ -1,7 +1,9 @@
 // The meta boundary (issue 10): only src/meta talks to ZooKeeper. Outside it no file imports the
 // ZooKeeper library or our client over it, reaches for a MetaStore's client (`.zk`, `zkOf`), or
 // spells a znode path or codec — src/meta/schema.ts is the one file that does. Tests are exempt:
-// the meta room's own tests and the fault proxies look at ZooKeeper directly.
+// the meta room's own tests and the fault proxies look at ZooKeeper directly. Not metadata, so
+// not meta's: src/dev's private ZooKeeper server (the JVM it spawns, its zoo.cfg, the four-letter
+// words `ruok`/`stat`/`srvr` that tell it serves and who leads an ensemble).
 import fs from 'node:fs'
 import path from 'node:path'
 import t from 'tap'

@@ -3,10 +3,15 @@
 // touched block; it is marked stale for the whole disk in one go; the other replica takes every
 // write; fsync does not wait for it either; after SIGCONT every acknowledged byte reads back,
 // and a2 is repaired (in sync for every block) with no operator command.
-// And a replica killed (-9) with writes in flight from several writers at once.
+// And a replica killed (-9) with writes in flight from several writers at once. And the calls
+// whose answer is due only when long work ends (a disk's Scrub, PruneVersions): a node silent on
+// one of them past the hung bound is not hung.
+import { randomUUID } from 'node:crypto'
 import fs from 'node:fs'
 import path from 'node:path'
 import t from 'tap'
+import { isUkaiError } from '../src/errors'
+import { REPLICA_HUNG_MS_DEFAULT, StorageClient } from '../src/storagenode/client'
 import { fuseUnavailable, startAgent, startNode, startZk, type AgentFixture, type NodeFixture, type TestLike } from './helpers/cluster'
 import { cliJson, runCli } from './helpers/cli'
 import { diffAgainstModel, replicaStates, runWriters } from './helpers/replica-faults'
@@ -170,4 +175,36 @@ t.test('a replica that is slow but answering is not hung', { skip: skip ?? false
   t.ok(states.every(s => s === 'in-sync'), `a2 stayed in sync (${states.filter(s => s === 'stale').length} stale blocks)`)
   const got = await fs.promises.readFile(path.join(agent.mountPoint, 'vol'))
   t.equal(diffAgainstModel(got, model, unknown).bytes, 0, 'every acknowledged byte reads back')
+})
+
+// A Scrub of a disk reads every byte the node holds of it, and PruneVersions walks the disk's
+// version files: on a busy node either may take longer than the hung bound. Here the node answers
+// nothing (SIGSTOP) for the bound + 1.5 s while one of them is the only call in flight: the node
+// must not be found hung, and the call must be answered once it runs again. Before they were long
+// calls, the watchdog counted them as owed, found the node hung at 2.5 s and cancelled them.
+t.test('a Scrub or PruneVersions answered after the hung bound does not find the node hung', async (t) => {
+  const zk = await startZk(t)
+  const a1 = await startNode(t, { zk, id: 'a1', site: 'site-a' })
+  let stopped = false
+  t.teardown(async () => { if (stopped) await a1.kill('SIGCONT') })
+  const client = new StorageClient({ nodeId: 'a1', address: a1.address })
+  t.teardown(() => client.close())
+  await client.ping()  // connected before the node stops
+  const diskUuid = randomUUID()
+  const calls: Record<string, () => Promise<unknown>> = {
+    Scrub: async () => await client.scrub({ diskUuid, digests: false }),
+    PruneVersions: async () => await client.pruneVersions({ diskUuid, keepEpochs: [1], dropNewer: false, leaseEpoch: 0 })
+  }
+  for (const [name, call] of Object.entries(calls)) {
+    await a1.kill('SIGSTOP')
+    stopped = true
+    const started = Date.now()
+    const outcome = call().then(() => 'answered', (err: Error) => isUkaiError(err, 'UNAVAILABLE') ? `failed: ${err.message}` : 'answered')
+    await new Promise(resolve => setTimeout(resolve, REPLICA_HUNG_MS_DEFAULT + 1500))
+    t.equal(client.progress.hung, false, `${name}: a1 silent for ${Date.now() - started} ms on it is not hung`)
+    await a1.kill('SIGCONT')
+    stopped = false
+    t.equal(await outcome, 'answered', `${name}: answered once a1 runs again`)
+    t.comment(`measured: ${name} answered after ${Date.now() - started} ms`)
+  }
 })

@@ -1,21 +1,21 @@
 // ukai controller [run]: a standalone controller candidate (daemon); ukai controller status: who
 // leads, since when, the standbys, and what each duty of the leader is doing.
-import { sdNotify } from '../daemons/sd-notify'
-import { daemonTls } from './tls-options'
 import os from 'node:os'
 import path from 'node:path'
 import { Command } from 'commander'
-import { runControllerDaemon } from '../daemons/controller'
+import { REPAIR_BUSY_RTT_MS_DEFAULT } from '../controller/busy-nodes'
 import { REPAIR_SWEEP_INTERVAL_MS } from '../controller/repair-duty'
 import { SCRUB_FINDINGS_INTERVAL_MS } from '../controller/scrub-findings'
-import { REPAIR_BUSY_RTT_MS_DEFAULT } from '../controller/busy-nodes'
+import { runControllerDaemon } from '../daemons/controller'
+import { sdNotify } from '../daemons/sd-notify'
 import { createLogger } from '../log'
 import { readControllerState } from '../meta/election'
 import { ControllerLeader } from '../meta/schema'
-import { stopOnSignals } from './daemon-commands'
 import { withMeta, zkAuth, zkConnectString, zkConnectTimeoutMs, zkSessionTimeoutMs } from './context'
+import { stopOnSignals } from './daemon-commands'
 import { printJson, printTable } from './output'
 import { idOption, msOption, rateOption } from './parse'
+import { daemonTls } from './tls-options'
 
 export function controllerCommands (program: Command): void {
   const controller = program.command('controller')

@@ -92,8 +92,8 @@ export class StorageClient {
   // Unary calls in flight (Ping excluded) and when they started: they count as outstanding too
   // (a clone's CopyBase, a Fence), and are cancelled when the node is found hung.
   private readonly unaryInFlight = new Map<grpc.ClientUnaryCall, number>()
-  // Long calls in flight (a PullBlock): never the reason a node is found hung; cancelled only
-  // when it stays hung (LONG_CALL_HUNG_CANCEL_MS).
+  // Long calls in flight (PullBlock, a disk's Scrub, PruneVersions): never the reason a node is
+  // found hung; cancelled only when it stays hung (LONG_CALL_HUNG_CANCEL_MS).
   private readonly longInFlight = new Set<grpc.ClientUnaryCall>()
   private readonly unsubscribe: () => void
 
@@ -213,11 +213,16 @@ export class StorageClient {
   }
 
   // Drops the disk's versions that no kept epoch needs (see the .proto); returns what it freed.
+  // A long call (see pullBlock): it reconciles the node's space and unlinks every version file of
+  // the disk no kept epoch needs, so its answer may come long after a busy node answered anything.
   async pruneVersions (a: { diskUuid: string, keepEpochs: number[], dropNewer: boolean, leaseEpoch: number }): Promise<{ freedBytes: number, versionsRemoved: number }> {
-    return await this.unary<{ freedBytes: number, versionsRemoved: number }>('PruneVersions', a, PULL_TIMEOUT_MS)
+    return await this.unary<{ freedBytes: number, versionsRemoved: number }>('PruneVersions', a, PULL_TIMEOUT_MS, 'long')
   }
 
   // Copy-on-write of a clone's block from its parent (locally or pulled from sourceNode).
+  // Deliberately a prompt call, not a long one like pullBlock: it is on the guest's path (the
+  // first write of a clone's block waits for it, vdisk/parent-chain.ts), so a node silent on it
+  // must be found hung within the hung bound, as for a write, not hold the guest for PULL_TIMEOUT_MS.
   async copyBase (a: CopyBaseRequest): Promise<CopyBaseResponse> {
     return await this.unary<CopyBaseResponse>('CopyBase', a, PULL_TIMEOUT_MS)
   }
@@ -229,9 +234,11 @@ export class StorageClient {
   }
 
   // Checks a disk's stored versions against their checksums now (or answers the background
-  // scrub's findings, with diskUuid ''); a disk's check reads all its bytes: a long deadline.
+  // scrub's findings, with diskUuid ''); a disk's check reads all its bytes: a long deadline, and
+  // a long call (see pullBlock) — its silence says nothing about a hung node. The findings are
+  // read from the node's memory: a prompt call.
   async scrub (a: ScrubRequest, timeoutMs = SCRUB_TIMEOUT_MS): Promise<ScrubResponse> {
-    return await this.unary<ScrubResponse>('Scrub', a, timeoutMs)
+    return await this.unary<ScrubResponse>('Scrub', a, timeoutMs, a.diskUuid === '' ? 'prompt' : 'long')
   }
 
   async stat (): Promise<StatResponse> {
@@ -404,7 +411,8 @@ export class StorageClient {
   // ---- unary ----
 
   // kind: 'prompt' (its answer is due soon: its silence may find the node hung), 'long' (due
-  // when long work ends: see pullBlock), 'ping' (goes out even to a hung node; counts for nothing).
+  // when long work ends: pullBlock, a disk's scrub, pruneVersions), 'ping' (goes out even to a
+  // hung node; counts for nothing).
   private async unary<Res> (method: string, req: unknown, timeoutMs = this.callTimeoutMs, kind: 'prompt' | 'long' | 'ping' = 'prompt'): Promise<Res> {
     if (this.closed) throw UkaiError.unavailable(`${this.nodeId}: client to ${this.address} is closed`)
     if (kind !== 'ping') this.failIfHung()
