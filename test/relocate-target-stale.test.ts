@@ -6,35 +6,19 @@
 // few seconds (the node's write-delay fault), past the agent's 10 s call deadline, so those
 // writes fail on a2 and mark it stale; the repair must still finish, every byte equal.
 import fs from 'node:fs'
-import path from 'node:path'
 import t from 'tap'
 import { MetaStore } from '../src/meta/store'
-import { FAULT_WRITE_DELAY_MS_FILE_ENV } from '../src/storagenode/write-delay-fault'
-import { fuseUnavailable, makeTempDir, processZkAuth, startAgent, startNode, startZk } from './helpers/cluster'
+import { fuseUnavailable, processZkAuth } from './helpers/cluster'
 import { cliJson, runCli } from './helpers/cli'
-import { diskMissedByA2, newestVersions, sampleRelocation, sha, startGuestWriter } from './helpers/copy-pace'
+import { a2SlowRepairSetup, checkRepairedOnA2, sampleRelocation, startGuestWriter } from './helpers/copy-pace'
 import { until } from './helpers/until'
 
 const MiB = 1024 * 1024
 const DISK_BYTES = 16 * MiB
 const BLOCK_BYTES = 256 * 1024
-const BLOCKS = DISK_BYTES / BLOCK_BYTES
 
 t.test('a target that goes stale mid-repair is copied to again: the repair finishes', { skip: fuseUnavailable() ?? false }, async (t) => {
-  const zk = await startZk(t)
-  const zkc = zk.connectString
-  const faultFile = path.join(makeTempDir(t, 'fault'), 'a2-write-delay-ms')
-  // a2's process, also after its restart, runs with the write-delay fault armed (off while 0).
-  const withFault = async <T>(fn: () => Promise<T>): Promise<T> => {
-    process.env[FAULT_WRITE_DELAY_MS_FILE_ENV] = faultFile
-    try { return await fn() } finally { delete process.env[FAULT_WRITE_DELAY_MS_FILE_ENV] }
-  }
-  const a1 = await startNode(t, { zk, id: 'a1', site: 'site-a' })
-  const a2 = await withFault(async () => await startNode(t, { zk, id: 'a2', site: 'site-a' }))
-  const agent = await startAgent(t, { zk, host: 'hv1', site: 'site-a', extraArgs: ['--no-controller', '--no-auto-repair'] })
-
-  // a2 misses all of it: every block is stale there.
-  const { file, fh, model } = await diskMissedByA2(t, { zk: zkc, mountPoint: agent.mountPoint, name: 'st', bytes: DISK_BYTES, a2, restartA2: async () => await withFault(async () => { await a2.restart() }) })
+  const { zk: zkc, faultFile, a1, a2, file, fh, model } = await a2SlowRepairSetup(t, { name: 'st', bytes: DISK_BYTES })
 
   const meta = await MetaStore.connect(zkc, { auth: processZkAuth() })
   t.teardown(() => meta.close())
@@ -62,15 +46,5 @@ t.test('a target that goes stale mid-repair is copied to again: the repair finis
   t.equal(end.code, 0, `the repair finishes${end.code !== 0 ? `: ${end.stdout.slice(-300)}${end.stderr}` : ''}`)
   t.match(end.stdout, /repair of st: done/)
 
-  await fh.sync()
-  t.equal(sha(await fs.promises.readFile(file)), sha(model), 'the mount reads what the guest wrote')
-  const info = await cliJson<{ replicasPerNode: Record<string, { inSync: number }> }>(['disk', 'info', 'st'], zkc)
-  t.equal(info.replicasPerNode.a2.inSync, BLOCKS, 'a2 in sync for every block')
-  const uuid = (await meta.getDisk('st')).uuid
-  const on1 = newestVersions(a1.dataDir, uuid)
-  const on2 = newestVersions(a2.dataDir, uuid)
-  t.same([...on2].sort(), [...on1].sort(), 'a2 holds the same bytes as a1 for every block')
-  for (let b = 0; b < BLOCKS; b++) {
-    if (on1.get(String(b)) !== sha(model.subarray(b * BLOCK_BYTES, (b + 1) * BLOCK_BYTES))) { t.fail(`block ${b} on a1 differs from the model`); break }
-  }
+  await checkRepairedOnA2(t, { zk: zkc, meta, name: 'st', file, fh, model, a1, a2, blockBytes: BLOCK_BYTES })
 })

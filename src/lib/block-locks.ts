@@ -5,6 +5,7 @@
 // What a relocation copy takes (the executor needs no more of the locks).
 export interface CopyLocks {
   withCopy: <T>(block: number, fn: () => Promise<T>) => Promise<T>
+  withCopies: <T>(blocks: number[], fn: () => Promise<T>) => Promise<T>
 }
 
 export class BlockLocks implements CopyLocks {
@@ -26,21 +27,34 @@ export class BlockLocks implements CopyLocks {
   }
 
   async withCopy<T> (block: number, fn: () => Promise<T>): Promise<T> {
-    for (let c = this.copying.get(block); c !== undefined; c = this.copying.get(block)) await c
-    let done!: () => void
-    this.copying.set(block, new Promise<void>(resolve => { done = resolve }))
+    return await this.withCopies([block], fn)
+  }
+
+  // The copy lock of several blocks at once, taken one after the other in ascending order (two
+  // callers never wait for each other in a cycle): a relocation marks a batch of blocks' targets
+  // in sync under them, so no write is on its way to a target marked in sync meanwhile.
+  async withCopies<T> (blocks: number[], fn: () => Promise<T>): Promise<T> {
+    const held: Array<{ block: number, done: () => void }> = []
     try {
-      while ((this.writers.get(block) ?? 0) > 0) {
-        await new Promise<void>(resolve => {
-          const list = this.drained.get(block) ?? []
-          list.push(resolve)
-          this.drained.set(block, list)
-        })
+      for (const block of [...new Set(blocks)].sort((a, b) => a - b)) {
+        for (let c = this.copying.get(block); c !== undefined; c = this.copying.get(block)) await c
+        let done!: () => void
+        this.copying.set(block, new Promise<void>(resolve => { done = resolve }))
+        held.push({ block, done })
+        while ((this.writers.get(block) ?? 0) > 0) {
+          await new Promise<void>(resolve => {
+            const list = this.drained.get(block) ?? []
+            list.push(resolve)
+            this.drained.set(block, list)
+          })
+        }
       }
       return await fn()
     } finally {
-      this.copying.delete(block)
-      done()
+      for (const { block, done } of held) {
+        this.copying.delete(block)
+        done()
+      }
     }
   }
 }

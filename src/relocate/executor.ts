@@ -295,7 +295,11 @@ export class RelocationExecutor {
       if (blocks.length === 0) return
       // Writes since each block's copy reached the targets, durable there before they count as in sync.
       await this.disk.flushEverywhere?.()
-      await this.disk.map.update(blocks, set => this.withTargetsInSync(set))
+      // Under the blocks' copy locks: a write acknowledged before a syncing replica answered
+      // holds its block's write lock until it did (trailing writes, vdisk/data-path.ts), so
+      // none is still on its way to a target marked in sync here, and a write that starts after
+      // waits for the target like for any in-sync replica.
+      await this.disk.blockLocks.withCopies(blocks, async () => await this.disk.map.update(blocks, set => this.withTargetsInSync(set)))
     }
     const empty = pending.filter(b => !written.has(b))
     inSyncBatch.push(...empty)

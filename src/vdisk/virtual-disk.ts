@@ -5,7 +5,8 @@
 // the record, the lease, snapshots, clones and the lifecycle.
 //
 // Invariants (DESIGN.md "Write path and ownership"):
-// - a replica that failed a write is marked stale in ZooKeeper before the write is acknowledged;
+// - a replica that failed a write is marked stale in ZooKeeper before the write is acknowledged
+//   (a syncing one, whose answer trails: before the block's write lock is let go);
 // - the last replica that holds a block's newest bytes is never marked stale;
 // - every write and flush carries the lease epoch; a FENCED answer means the lease moved;
 // - flush() (fsync, close, hand-over, snapshot commit; dirty-flush.ts) returns only when every block written
@@ -392,7 +393,11 @@ export class VirtualDisk {
 
   // The same, and also durable on replicas still syncing (flush() sends them their flush without
   // waiting): before a relocation marks them in sync, and when this host lets the disk go.
-  flushEverywhere (): Promise<void> { return this.flusher.flushEverywhere() }
+  // Waits first for the trailing writes in flight (data-path.ts), so what they wrote is in it.
+  async flushEverywhere (): Promise<void> {
+    await this.dataPath.trailingDrained()
+    await this.flusher.flushEverywhere()
+  }
 
   // Flushes once (a second call, also a concurrent one, returns the first one's promise), then
   // lets the lease go.

@@ -7,8 +7,9 @@ import fs from 'node:fs'
 import path from 'node:path'
 import { RelocationRecord } from '../../src/meta/schema'
 import { MetaStore } from '../../src/meta/store'
+import { FAULT_WRITE_DELAY_MS_FILE_ENV } from '../../src/storagenode/write-delay-fault'
 import { cliJson, runCli } from './cli'
-import type { TestLike } from './cluster'
+import { makeTempDir, startAgent, startNode, startZk, type NodeFixture, type TestLike } from './cluster'
 import { versionFiles } from './node-files'
 import { until } from './until'
 
@@ -87,4 +88,40 @@ export function newestVersions (dataDir: string, uuid: string): Map<string, stri
   const files = versionFiles(dataDir, uuid).sort((x, y) => Number(x.split('.')[1]) - Number(y.split('.')[1]))
   for (const f of files) out.set(f.split('.')[0], sha(fs.readFileSync(path.join(dataDir, 'disks', uuid, f))))
   return out
+}
+
+// ZooKeeper, a1, a2 and an agent (no controller, no auto-repair), a2's process — also after a
+// restart — running the node's write-delay fault from `faultFile` (off while it holds 0), and a
+// disk `name` a2 missed whole (diskMissedByA2): the start of the repair-under-writes tests.
+export async function a2SlowRepairSetup (t: TestLike & { equal: (a: unknown, b: unknown) => void }, opts: { name: string, bytes: number }): Promise<{ zk: string, faultFile: string, a1: NodeFixture, a2: NodeFixture, file: string, fh: fs.promises.FileHandle, model: Buffer }> {
+  const zkf = await startZk(t)
+  const zk = zkf.connectString
+  const faultFile = path.join(makeTempDir(t, 'fault'), 'a2-write-delay-ms')
+  fs.writeFileSync(faultFile, '0')
+  const withFault = async <T>(fn: () => Promise<T>): Promise<T> => {
+    process.env[FAULT_WRITE_DELAY_MS_FILE_ENV] = faultFile
+    try { return await fn() } finally { delete process.env[FAULT_WRITE_DELAY_MS_FILE_ENV] }
+  }
+  const a1 = await startNode(t, { zk: zkf, id: 'a1', site: 'site-a' })
+  const a2 = await withFault(async () => await startNode(t, { zk: zkf, id: 'a2', site: 'site-a' }))
+  const agent = await startAgent(t, { zk: zkf, host: 'hv1', site: 'site-a', extraArgs: ['--no-controller', '--no-auto-repair'] })
+  const { file, fh, model } = await diskMissedByA2(t, { zk, mountPoint: agent.mountPoint, name: opts.name, bytes: opts.bytes, a2, restartA2: async () => await withFault(async () => { await a2.restart() }) })
+  return { zk, faultFile, a1, a2, file, fh, model }
+}
+
+// The end of a repair of a disk diskMissedByA2 made: the mount reads `model`, a2 is in sync for
+// every block and holds a1's newest bytes for each, and those are the model's.
+export async function checkRepairedOnA2 (t: { equal: (a: unknown, b: unknown, msg: string) => void, same: (a: unknown, b: unknown, msg: string) => void, fail: (msg: string) => void }, opts: { zk: string, meta: MetaStore, name: string, file: string, fh: fs.promises.FileHandle, model: Buffer, a1: NodeFixture, a2: NodeFixture, blockBytes: number }): Promise<void> {
+  const blocks = opts.model.length / opts.blockBytes
+  await opts.fh.sync()
+  t.equal(sha(await fs.promises.readFile(opts.file)), sha(opts.model), 'the mount reads what the guest wrote')
+  const info = await cliJson<{ replicasPerNode: Record<string, { inSync: number }> }>(['disk', 'info', opts.name], opts.zk)
+  t.equal(info.replicasPerNode.a2.inSync, blocks, 'a2 in sync for every block')
+  const uuid = (await opts.meta.getDisk(opts.name)).uuid
+  const on1 = newestVersions(opts.a1.dataDir, uuid)
+  const on2 = newestVersions(opts.a2.dataDir, uuid)
+  t.same([...on2].sort(), [...on1].sort(), 'a2 holds the same bytes as a1 for every block')
+  for (let b = 0; b < blocks; b++) {
+    if (on1.get(String(b)) !== sha(opts.model.subarray(b * opts.blockBytes, (b + 1) * opts.blockBytes))) { t.fail(`block ${b} on a1 differs from the model`); break }
+  }
 }
