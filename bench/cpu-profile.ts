@@ -1,5 +1,6 @@
 // Summarising a V8 .cpuprofile (node --cpu-prof): where the samples landed, by function and by
-// package, as percentages of all samples (idle included, so "(idle)" says how busy it was).
+// package, as percentages of all samples (idle included, so "(idle)" says how busy it was); and,
+// for one function, whose calls its self time came from (`--callers NAME`).
 import fs from 'node:fs'
 import path from 'node:path'
 
@@ -63,8 +64,38 @@ export function newestProfile (dir: string): string | null {
   return files[0] ?? null
 }
 
+function frameName (n: ProfileNode): string {
+  const { functionName, url, lineNumber } = n.callFrame
+  return `${functionName === '' ? '(anonymous)' : functionName}${url === '' ? '' : ` ${path.basename(url)}:${lineNumber + 1}`}`
+}
+
+// Who spends the self time of the functions named `name` (a substring of "fn file:line"): their
+// samples summed by the chain of their `depth` nearest callers, as percentages of all samples.
+// Self time alone says a copy is costly; this says whose copy it is.
+export function callersOf (file: string, name: string, depth = 3, topN = 15): ProfileEntry[] {
+  const profile = JSON.parse(fs.readFileSync(file, 'utf8')) as CpuProfile
+  const parent = new Map<number, ProfileNode>()
+  for (const n of profile.nodes) for (const c of n.children ?? []) parent.set(c, n)
+  const byChain = new Map<string, number>()
+  let total = 0
+  for (const n of profile.nodes) {
+    const hits = n.hitCount ?? 0
+    total += hits
+    if (hits === 0 || !frameName(n).includes(name)) continue
+    const chain: string[] = [frameName(n)]
+    for (let p = parent.get(n.id); p !== undefined && chain.length <= depth; p = parent.get(p.id)) chain.push(frameName(p))
+    const key = chain.join(' ← ')
+    byChain.set(key, (byChain.get(key) ?? 0) + hits)
+  }
+  return top(byChain, total || 1, topN)
+}
+
 if (require.main === module) {
-  const file = process.argv[2]
-  if (file === undefined) { process.stderr.write('usage: cpu-profile FILE.cpuprofile\n'); process.exit(2) }
-  console.log(JSON.stringify(summarizeCpuProfile(file), null, 2))
+  const [file, flag, name, depth] = process.argv.slice(2)
+  if (file === undefined || (flag !== undefined && (flag !== '--callers' || name === undefined))) {
+    process.stderr.write('usage: cpu-profile FILE.cpuprofile [--callers NAME [DEPTH]]\n')
+    process.exit(2)
+  }
+  if (flag === undefined) console.log(JSON.stringify(summarizeCpuProfile(file), null, 2))
+  else for (const e of callersOf(file, name, depth === undefined ? 3 : Number(depth))) console.log(`${e.selfPercent.toFixed(1).padStart(5)}%  ${e.name}`)
 }

@@ -8,6 +8,8 @@
 //   node dist/bench/run.js --profile-agent[=WORKLOAD]  UKAI only: one workload (default randread;
 //                                           seqwrite, seqread, randread, randwrite) with the agent under
 //                                           the CPU profiler; prints where its CPU time goes
+//   … --profile-agent=WORKLOAD --profile-nodes  the storage nodes under the profiler too (their
+//                                           whole life: the fill, also 1 MiB writes, and the workload)
 // Environment: BENCH_RUNTIME_SEC (10), BENCH_RAMP_SEC (2), BENCH_FILE_MIB (2048), BENCH_NUMJOBS (4),
 // BENCH_TARGETS (local,passthrough,passthrough-tuned,ukai,ukai-nbd,qemu-nbd,gluster,ceph; gluster and
 // ceph install their Debian packages first, bench/setup-peers.sh), BENCH_KEEP=1 keeps the temp dir (logs) afterwards,
@@ -140,10 +142,11 @@ async function benchQemuNbd (dir: string, settings: BenchSettings, progress: Pro
 
 // ---- --profile-agent ------------------------------------------------------------------------
 
-async function profileAgent (workDir: string, settings: BenchSettings, cleanup: Cleanup, workloadId: string): Promise<void> {
+async function profileAgent (workDir: string, settings: BenchSettings, cleanup: Cleanup, workloadId: string, nodesToo: boolean): Promise<void> {
   const progress = new Progress(2)
   const profileDir = path.join(workDir, 'cpu-profiles')
-  const cluster: UkaiCluster = await startUkaiCluster({ dir: path.join(workDir, 'ukai') })
+  const nodeProfileDir = path.join(workDir, 'node-cpu-profiles')
+  const cluster: UkaiCluster = await startUkaiCluster({ dir: path.join(workDir, 'ukai'), nodeCpuProfileDir: nodesToo ? nodeProfileDir : undefined })
   cleanup.add('stop the UKAI cluster', () => cluster.stop())
   const filename = path.join(cluster.mountPoint, BENCH_DISK)
   const randread = WORKLOADS.find(w => w.id === workloadId)
@@ -165,17 +168,25 @@ async function profileAgent (workDir: string, settings: BenchSettings, cleanup: 
   const file = newestProfile(profileDir)
   if (file === null) throw new Error(`the agent wrote no .cpuprofile to ${profileDir}`)
   const summary = summarizeCpuProfile(file, 20)
-  printProfile(summary)
+  printProfile('mount agent', summary)
+  const nodes: ProfileSummary[] = []
+  if (nodesToo) {
+    for (const f of fs.readdirSync(nodeProfileDir).filter(f => f.endsWith('.cpuprofile')).sort()) {
+      const s = summarizeCpuProfile(path.join(nodeProfileDir, f), 20)
+      printProfile(`storage node (pid ${path.basename(f, '.cpuprofile')})`, s)
+      nodes.push({ ...s, file: f })
+    }
+  }
   const stamp = new Date().toISOString().replace(/[:.]/g, '-')
   fs.mkdirSync(RESULTS_DIR, { recursive: true })
   const out = path.join(RESULTS_DIR, `agent-cpu-profile-${stamp}.json`)
-  fs.writeFileSync(out, JSON.stringify({ kind: 'ukai-agent-cpu-profile', workload: randread, settings, fio, profile: { ...summary, file: path.basename(file) } }, null, 2) + '\n')
+  fs.writeFileSync(out, JSON.stringify({ kind: 'ukai-agent-cpu-profile', workload: randread, settings, fio, profile: { ...summary, file: path.basename(file) }, ...nodesToo ? { nodeProfiles: nodes } : {} }, null, 2) + '\n')
   fs.copyFileSync(out, path.join(RESULTS_DIR, 'latest-agent-cpu-profile.json'))
   process.stdout.write(`\nwrote ${path.relative(process.cwd(), out)}\n`)
 }
 
-function printProfile (s: ProfileSummary): void {
-  process.stdout.write(`\nmount agent CPU profile (${s.samples} samples, self time):\n`)
+function printProfile (who: string, s: ProfileSummary): void {
+  process.stdout.write(`\n${who} CPU profile (${s.samples} samples, self time):\n`)
   process.stdout.write('  by package:\n')
   for (const e of s.byPackage) process.stdout.write(`    ${e.selfPercent.toFixed(1).padStart(5)}%  ${e.name}\n`)
   process.stdout.write('  by function:\n')
@@ -204,7 +215,7 @@ async function main (): Promise<void> {
   }
   try {
     const profileArg = process.argv.find(a => a === '--profile-agent' || a.startsWith('--profile-agent='))
-    if (profileArg !== undefined) return await profileAgent(workDir, settings, cleanup, profileArg.split('=')[1] ?? 'randread')
+    if (profileArg !== undefined) return await profileAgent(workDir, settings, cleanup, profileArg.split('=')[1] ?? 'randread', process.argv.includes('--profile-nodes'))
     const suites = suitesFromEnv()
     if (suites.includes('fio')) await benchmark(workDir, settings, cleanup)
     if (suites.includes('checksums')) await runSuiteProcess(cleanup, 'checksums on vs off, interleaved rounds (bench/ab-cost.ts)', 'ab-cost.js', ['checksums'])

@@ -1,7 +1,7 @@
 // Micro benchmark of the storage node data path: one StorageClient, one Io stream, a window of
 // requests in flight, against a storage node in a child process (so client and server each get
 // an event loop, as in production). Build with tsc, run `node dist/bench/storage-stream.js`.
-// Prints a table and writes bench/results/storage-stream.json.
+// Prints a table and writes bench/results/storage-stream.json ($BENCH_RESULTS_DIR if set).
 import { fork } from 'node:child_process'
 import * as fs from 'node:fs'
 import * as os from 'node:os'
@@ -9,6 +9,7 @@ import * as path from 'node:path'
 import { StorageClient } from '../src/storagenode/client'
 import { startStorageServer } from '../src/storagenode/server'
 import { streamLoad } from './stream-load'
+import { RESULTS_DIR } from './bench-env'
 
 const DURATION_MS = Number(process.env.BENCH_DURATION_MS ?? 3000)
 // Requests in flight (4: what fio's four psync jobs put on one node) and sizes, e.g.
@@ -88,7 +89,7 @@ async function main (): Promise<void> {
     if (child !== undefined) await new Promise(resolve => child.once('exit', resolve))
     fs.rmSync(dataDir, { recursive: true, force: true })
   }
-  const outDir = path.join(__dirname, '..', '..', 'bench', 'results')
+  const outDir = RESULTS_DIR
   fs.mkdirSync(outDir, { recursive: true })
   const out = { benchmark: 'storage-stream', date: new Date().toISOString(), node: process.version, cpus: os.cpus().length, loadAverage1m: os.loadavg()[0], durationMs: DURATION_MS, results }
   fs.writeFileSync(path.join(outDir, 'storage-stream.json'), JSON.stringify(out, null, 2) + '\n')

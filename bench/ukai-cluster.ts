@@ -26,6 +26,7 @@ export interface UkaiClusterOptions {
   dir: string                    // everything lives below it
   nodeCount?: number             // default 2
   agentCpuProfileDir?: string    // profile the agent (bench/profiled-cli.ts), written here at exit
+  nodeCpuProfileDir?: string     // profile every storage node (their whole life), written here at exit
   metrics?: boolean              // --metrics-listen on every daemon, scraped (default: BENCH_METRICS=1)
   agentArgs?: string[]           // more `ukai mount` arguments, e.g. --nbd-dir DIR
   nodeArgs?: string[]            // more `ukai storagenode` arguments, e.g. --bench-no-checksums
@@ -94,11 +95,13 @@ export async function startUkaiCluster (opts: UkaiClusterOptions): Promise<UkaiC
     agentTlsDir = tls?.agentDir(BENCH_HOST)
     // The nodes run on the agent's host (as a hypervisor's own disks do): its reads short-circuit.
     for (let i = 1; i <= nodeCount; i++) {
-      nodes.push(await startStorageNode({ dir: path.join(opts.dir, `node-a${i}`), id: `a${i}`, site: BENCH_SITE, zk: connect, capacity: '50GiB', tlsDir: tls?.nodeDir(`a${i}`), extraArgs: ['--host', BENCH_HOST, ...opts.nodeArgs ?? [], ...await metricsArgs()] }))
+      const extraArgs = ['--host', BENCH_HOST, ...opts.nodeArgs ?? [], ...await metricsArgs()]
+      nodes.push(await withProfiler(opts.nodeCpuProfileDir, () =>
+        startStorageNode({ dir: path.join(opts.dir, `node-a${i}`), id: `a${i}`, site: BENCH_SITE, zk: connect, capacity: '50GiB', tlsDir: tls?.nodeDir(`a${i}`), extraArgs })))
     }
     meta = await MetaStore.connect(connect, { auth: processZkAuth() })
     agentMetricsArgs.push(...await metricsArgs())
-    agent = await withAgentProfiler(opts.agentCpuProfileDir, () =>
+    agent = await withProfiler(opts.agentCpuProfileDir, () =>
       startMountAgent({ dir: path.join(opts.dir, 'agent'), mountPoint, host: BENCH_HOST, site: BENCH_SITE, zk: connect, tlsDir: agentTlsDir, extraArgs: agentMetricsArgs }))
     if (metricsOn) {
       scraper = setInterval(() => {
@@ -114,7 +117,7 @@ export async function startUkaiCluster (opts: UkaiClusterOptions): Promise<UkaiC
   const restartAgent = async (r: { cpuProfileDir?: string } = {}): Promise<void> => {
     if (agent !== undefined) await agent.stop({ termTimeoutMs: 10_000 })
     agent = undefined
-    agent = await withAgentProfiler(r.cpuProfileDir, () =>
+    agent = await withProfiler(r.cpuProfileDir, () =>
       startMountAgent({ dir: path.join(opts.dir, 'agent'), mountPoint, host: BENCH_HOST, site: BENCH_SITE, zk: startedZk.connectString, tlsDir: agentTlsDir, extraArgs: agentMetricsArgs }))
   }
   const metaStore = meta
@@ -134,8 +137,8 @@ export async function startUkaiCluster (opts: UkaiClusterOptions): Promise<UkaiC
 }
 
 // src/dev spawns daemons with our environment minus NODE_OPTIONS, and as `node $UKAI_CLI_MAIN`:
-// to profile the agent, point UKAI_CLI_MAIN at bench/profiled-cli.js for the one spawn.
-async function withAgentProfiler<T> (cpuProfileDir: string | undefined, fn: () => Promise<T>): Promise<T> {
+// to profile a daemon (the agent, a node), point UKAI_CLI_MAIN at bench/profiled-cli.js for its spawn.
+async function withProfiler<T> (cpuProfileDir: string | undefined, fn: () => Promise<T>): Promise<T> {
   if (cpuProfileDir === undefined) return await fn()
   fs.mkdirSync(cpuProfileDir, { recursive: true })
   const saved = { main: process.env.UKAI_CLI_MAIN, dir: process.env.UKAI_BENCH_CPU_PROFILE_DIR }

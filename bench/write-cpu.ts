@@ -1,4 +1,4 @@
-// CPU per replicated 4 KiB write, by process: an in-process Agent's VirtualDisk (no FUSE) writing
+// CPU per replicated 4 KiB write (or BENCH_WRITE_BYTES), by process: an in-process Agent's VirtualDisk (no FUSE) writing
 // to a 2-replica disk on two storage-node processes, with 1, 4 and 16 writes in flight. CPU time
 // is what matters on this shared 2-core machine: throughput and latency there follow the other
 // engineers' load, CPU seconds per write much less. Each process's idle CPU (timers, keepalives,
@@ -23,6 +23,9 @@ const MIB = 1024 * 1024
 const DISK = 'wcpu'
 const DISK_BYTES = Number(process.env.BENCH_DISK_MIB ?? 64) * MIB  // 1 GiB: 256 block files per node, as in the fio suite
 const WRITES = Number(process.env.BENCH_WRITES ?? 3000)
+// The size of each write (BENCH_WRITE_BYTES=1048576: the sequential job's 1 MiB writes, whose CPU per MiB
+// docs/performance.md "Sequential writes: CPU per MiB" reads); a power of two up to the 4 MiB block.
+const WRITE_BYTES = Number(process.env.BENCH_WRITE_BYTES ?? 4096)
 const IN_FLIGHT = (process.env.BENCH_IN_FLIGHT ?? '1,4,16').split(',').map(Number)
 const IDLE_MS = 1000
 const FLUSH_BEHIND_MS = process.env.BENCH_FLUSH_BEHIND_MS === undefined ? undefined : Number(process.env.BENCH_FLUSH_BEHIND_MS)
@@ -41,7 +44,7 @@ async function measure (cpus: Record<string, Cpu>, body: () => Promise<void>): P
 async function main (): Promise<void> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ukai-wcpu-'))
   holdGcBallast()  // as the mount agent does
-  console.log(`load average ${os.loadavg()[0].toFixed(2)}; ${WRITES} random 4 KiB writes per row; flush-behind ${FLUSH_BEHIND_MS ?? 'default'} ms; checksums ${NO_CHECKSUMS ? 'off' : 'on'}`)
+  console.log(`load average ${os.loadavg()[0].toFixed(2)}; ${WRITES} random ${WRITE_BYTES / 1024} KiB writes per row; flush-behind ${FLUSH_BEHIND_MS ?? 'default'} ms; checksums ${NO_CHECKSUMS ? 'off' : 'on'}`)
   const cluster = await startUkaiCluster({ dir, nodeArgs: NO_CHECKSUMS ? ['--bench-no-checksums'] : [] })
   try {
     await createDisk(cluster.meta, { name: DISK, sizeBytes: DISK_BYTES, replicas: 2 })
@@ -55,8 +58,8 @@ async function main (): Promise<void> {
     try {
       const fh = await agent.openDisk(DISK, true)
       const disk = agent.disk(fh)
-      const data = Buffer.alloc(4096, 0x5a)
-      const slots = DISK_BYTES / 4096
+      const data = Buffer.alloc(WRITE_BYTES, 0x5a)
+      const slots = DISK_BYTES / WRITE_BYTES
       await disk.write(0, Buffer.alloc(MIB))  // the lease and the streams
       for (let b = 0; b < DISK_BYTES; b += 4 * MIB) await disk.write(b, Buffer.alloc(4 * MIB, 1))  // every block exists
       await disk.flush()
@@ -68,13 +71,13 @@ async function main (): Promise<void> {
           const worker = async (): Promise<void> => {
             while (next < WRITES) {
               const i = next++
-              await disk.write(((i * 7919) % slots) * 4096, data)
+              await disk.write(((i * 7919) % slots) * WRITE_BYTES, data)
             }
           }
           await Promise.all(Array.from({ length: inFlight }, worker))
           await disk.flush()
         })
-        const perMiB = (await fsyncs() - fsyncsBefore) / (WRITES * 4096 / MIB)
+        const perMiB = (await fsyncs() - fsyncsBefore) / (WRITES * WRITE_BYTES / MIB)
         const cols = Object.keys(cpus).map(k => {
           const busy = run.cpuSec[k] - idle.cpuSec[k] / idle.wallSec * run.wallSec
           return `${k} ${(busy / WRITES * 1e6).toFixed(0).padStart(4)} µs`

@@ -8,8 +8,12 @@
 // absent ones take proto3 defaults. Field numbers must match the .proto;
 // test/storagenode-io-codec.test.ts checks both directions against protobufjs.
 //
+// Every encoded message is allocated with room for gRPC's 5-byte frame header in front of it
+// (grpc-frame-room.ts): grpc-js then frames it in place instead of copying it once more.
+//
 // The message shapes are stated here (wire.ts re-exports them), as @grpc/proto-loader hands them
 // over: camelCase fields, uint64 as number, bytes as Buffer, the IoRequest oneof named in `op`.
+import { allocWithFrameRoom } from './grpc-frame-room'
 
 // absentMode 1: NOT_FOUND instead of zeros when the block has no version <= epoch.
 export interface ReadOp { diskUuid: string, block: number, epoch: number, offset: number, length: number, absentMode?: number }
@@ -135,7 +139,7 @@ function writeRequest (out: Out, p: RequestParts): void {
 
 export function encodeIoRequest (req: IoRequestOut): Buffer {
   const p = requestParts(req)
-  const out = new Out(Buffer.allocUnsafe(p.total))
+  const out = new Out(allocWithFrameRoom(p.total))
   writeRequest(out, p)
   return out.check(p.total)
 }
@@ -149,7 +153,7 @@ export function encodeIoRequestBatch (reqs: readonly IoRequestOut[]): Buffer {
 function encodeBatch<P extends { total: number }> (parts: readonly P[], write: (out: Out, p: P) => void): Buffer {
   let total = 0
   for (const p of parts) total += msgField(p.total)
-  const out = new Out(Buffer.allocUnsafe(total))
+  const out = new Out(allocWithFrameRoom(total))
   for (const p of parts) {
     out.header(1, p.total)
     write(out, p)
@@ -177,7 +181,7 @@ function writeResponse (out: Out, p: ResponseParts): void {
 
 export function encodeIoResponse (r: IoResponse): Buffer {
   const p = responseParts(r)
-  const out = new Out(Buffer.allocUnsafe(p.total))
+  const out = new Out(allocWithFrameRoom(p.total))
   writeResponse(out, p)
   return out.check(p.total)
 }

@@ -6,6 +6,7 @@ import * as path from 'node:path'
 import * as grpc from '@grpc/grpc-js'
 import * as protoLoader from '@grpc/proto-loader'
 import { packageRoot } from '../package-root'
+import { installFrameRoom } from './grpc-frame-room'
 import {
   IoRequestIn, IoRequestOut, IoResponse, decodeIoRequest, decodeIoRequestBatch, decodeIoResponse, decodeIoResponseBatch,
   encodeIoRequest, encodeIoRequestBatch, encodeIoResponse, encodeIoResponseBatch
@@ -100,6 +101,7 @@ let cached: grpc.ServiceClientConstructor | undefined
 // The generated service: `.service` is the definition for server.addService, `new` makes a client.
 export function storageService (): grpc.ServiceClientConstructor {
   if (cached !== undefined) return cached
+  installFrameRoom()  // the codec's messages framed without a copy (grpc-frame-room.ts)
   const def = protoLoader.loadSync(findProtoFile(), { keepCase: false, longs: Number, defaults: true, oneofs: true })
   // The Io stream's messages go through the hand-written codec (same bytes, fewer copies).
   const svc = def['ukai.storage.v1.Storage'] as protoLoader.ServiceDefinition
