@@ -213,8 +213,7 @@ export class StorageClient {
   }
 
   // Drops the disk's versions that no kept epoch needs (see the .proto); returns what it freed.
-  // A long call (see pullBlock): it reconciles the node's space and unlinks every version file of
-  // the disk no kept epoch needs, so its answer may come long after a busy node answered anything.
+  // A long call (see pullBlock): unlinking every such file of a disk may take a busy node long.
   async pruneVersions (a: { diskUuid: string, keepEpochs: number[], dropNewer: boolean, leaseEpoch: number }): Promise<{ freedBytes: number, versionsRemoved: number }> {
     return await this.unary<{ freedBytes: number, versionsRemoved: number }>('PruneVersions', a, PULL_TIMEOUT_MS, 'long')
   }
@@ -411,8 +410,7 @@ export class StorageClient {
   // ---- unary ----
 
   // kind: 'prompt' (its answer is due soon: its silence may find the node hung), 'long' (due
-  // when long work ends: pullBlock, a disk's scrub, pruneVersions), 'ping' (goes out even to a
-  // hung node; counts for nothing).
+  // when long work ends: see pullBlock), 'ping' (goes out even to a hung node; counts for nothing).
   private async unary<Res> (method: string, req: unknown, timeoutMs = this.callTimeoutMs, kind: 'prompt' | 'long' | 'ping' = 'prompt'): Promise<Res> {
     if (this.closed) throw UkaiError.unavailable(`${this.nodeId}: client to ${this.address} is closed`)
     if (kind !== 'ping') this.failIfHung()

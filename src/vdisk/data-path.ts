@@ -91,7 +91,16 @@ export class DiskDataPath {
   // A snapshot commit under way finishes, then the writes in flight (the start of a hand-over).
   async quiesce (): Promise<void> {
     while (this.writeGate !== null) await this.writeGate  // a snapshot commit finishes first
+    await this.writesEnded()
+  }
+
+  // Every write and discard in flight has ended (a write: with its trailing answers).
+  private async writesEnded (): Promise<void> {
     while (this.inFlightWrites > 0) await new Promise<void>(resolve => this.writesDrained.push(resolve))
+  }
+
+  private writeEnded (): void {
+    if (--this.inFlightWrites === 0) for (const wake of this.writesDrained.splice(0)) wake()
   }
 
   // Every trailing write started before the call has its answers (flushEverywhere waits for
@@ -104,7 +113,7 @@ export class DiskDataPath {
     let open!: () => void
     this.writeGate = new Promise<void>(resolve => { open = resolve })
     try {
-      while (this.inFlightWrites > 0) await new Promise<void>(resolve => this.writesDrained.push(resolve))
+      await this.writesEnded()
       return await fn()
     } finally {
       this.writeGate = null
@@ -210,9 +219,8 @@ export class DiskDataPath {
     } finally {
       // In flight until its syncing replicas answered too: a hand-over or a snapshot commit
       // waits for them (trailing writes, mutateBlockLocked).
-      const done = (): void => { if (--this.inFlightWrites === 0) for (const wake of this.writesDrained.splice(0)) wake() }
-      if (tails.length === 0) done()
-      else void Promise.allSettled(tails).then(done)
+      if (tails.length === 0) this.writeEnded()
+      else void Promise.allSettled(tails).then(() => { this.writeEnded() })
     }
   }
 
@@ -247,7 +255,7 @@ export class DiskDataPath {
         await tail  // a discard is rare and large: it waits for every replica, as before
       })
     } finally {
-      if (--this.inFlightWrites === 0) for (const wake of this.writesDrained.splice(0)) wake()
+      this.writeEnded()
     }
   }
 
